@@ -1,0 +1,141 @@
+/**
+ * A whole loramesh cluster on this machine as separate processes: an embedded Redis (unless a
+ * REDIS_URL is given), the provisioner, LoRA servers, base workers and the router. Each service
+ * reports its bound address over IPC; the cluster is ready when every process answers health.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import {
+  startEmbeddedRedis,
+  UnavailableError,
+  type EmbeddedRedis,
+  type ListeningMessage,
+  type Logger,
+} from "@loramesh/core";
+import { waitForServing } from "@loramesh/sdk";
+
+export interface LocalClusterOptions {
+  /** Router listen address (the cluster's public address). */
+  routerListen: string;
+  workers: number;
+  loraServers: number;
+  /** Use this Redis instead of starting one. */
+  redisUrl?: string;
+  logger: Logger;
+  /** How long each process may take to start. */
+  startTimeoutMs?: number;
+}
+
+export interface ClusterProcess {
+  service: string;
+  address: string;
+  pid: number;
+}
+
+export interface LocalCluster {
+  readonly routerAddress: string;
+  readonly redisUrl: string;
+  readonly processes: readonly ClusterProcess[];
+  /** Resolves when any service process exits on its own (a crash), with its name and code. */
+  readonly unexpectedExit: Promise<{ service: string; code: number | null; signal: NodeJS.Signals | null }>;
+  /** Stops every process (router first, Redis last). */
+  stop(): Promise<void>;
+}
+
+const SERVICE_MAIN: Record<string, string> = {
+  router: require.resolve("@loramesh/router/dist/main.js"),
+  provisioner: require.resolve("@loramesh/provisioner/dist/main.js"),
+  "base-worker": require.resolve("@loramesh/base-worker/dist/main.js"),
+  "lora-server": require.resolve("@loramesh/lora-server/dist/main.js"),
+};
+
+interface Running {
+  service: string;
+  child: ChildProcess;
+  address: string;
+}
+
+export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
+  const { logger } = options;
+  const timeoutMs = options.startTimeoutMs ?? 30_000;
+  const running: Running[] = [];
+  let redis: EmbeddedRedis | undefined;
+  let stopping = false;
+  let reportExit!: (exit: { service: string; code: number | null; signal: NodeJS.Signals | null }) => void;
+  const unexpectedExit = new Promise<{ service: string; code: number | null; signal: NodeJS.Signals | null }>(
+    (resolve) => {
+      reportExit = resolve;
+    },
+  );
+
+  const stop = async (): Promise<void> => {
+    stopping = true;
+    // Reverse start order: the router stops taking requests before its backends go away.
+    for (const proc of [...running].reverse()) await stopChild(proc.child);
+    running.length = 0;
+    await redis?.stop();
+  };
+
+  const start = async (service: string, args: string[]): Promise<Running> => {
+    const child = fork(SERVICE_MAIN[service] as string, args, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const address = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new UnavailableError(`${service} did not start within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      child.on("message", (message: ListeningMessage) => {
+        if (message.type === "listening") {
+          clearTimeout(timer);
+          resolve(message.address);
+        }
+      });
+      child.once("exit", (code, signal) => {
+        clearTimeout(timer);
+        reject(new UnavailableError(`${service} exited during start-up (${code ?? signal}); see its log above`));
+      });
+    });
+    const proc = { service, child, address };
+    running.push(proc);
+    child.once("exit", (code, signal) => {
+      if (!stopping) reportExit({ service, code, signal });
+    });
+    await waitForServing({ address }, timeoutMs);
+    logger.info("service ready", { service, address, pid: child.pid });
+    return proc;
+  };
+
+  try {
+    let redisUrl = options.redisUrl;
+    if (redisUrl === undefined) {
+      redis = await startEmbeddedRedis({ logger });
+      redisUrl = redis.url;
+    }
+    const provisioner = await start("provisioner", ["--listen", "127.0.0.1:0", "--redis-url", redisUrl]);
+    const backend = ["--provisioner", provisioner.address];
+    const pending: Promise<Running>[] = [];
+    for (let i = 0; i < options.loraServers; i++)
+      pending.push(start("lora-server", ["--listen", "127.0.0.1:0", ...backend]));
+    for (let i = 0; i < options.workers; i++)
+      pending.push(start("base-worker", ["--listen", "127.0.0.1:0", ...backend]));
+    await Promise.all(pending);
+    const router = await start("router", ["--listen", options.routerListen, ...backend]);
+    return {
+      routerAddress: router.address,
+      redisUrl,
+      processes: running.map((p) => ({ service: p.service, address: p.address, pid: p.child.pid as number })),
+      unexpectedExit,
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  await exited;
+  clearTimeout(timer);
+}

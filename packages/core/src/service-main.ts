@@ -1,0 +1,79 @@
+/**
+ * The life of a service process: flags and environment → validated config → gRPC server with
+ * health and reflection → SERVING → graceful stop on SIGTERM/SIGINT. Each service's `main.ts` is a
+ * call to `runServiceProcess` with its options and a `create` function.
+ */
+import { isLoraMeshError, describeError } from "./errors";
+import { formatOptionsHelp, loadConfig, type ConfigOf, type OptionSpecs } from "./config";
+import { startGrpcServer, type ServiceRegistration } from "./grpc-server";
+import { createLogger, type Logger } from "./logging";
+import { installGracefulShutdown } from "./shutdown";
+
+/** What a service hands back to the runner once its dependencies are up. */
+export interface ServiceInstance {
+  services: ServiceRegistration[];
+  /** Releases the service's resources (connections, workers) after the server stopped. */
+  close(): Promise<void>;
+}
+
+/** Message a service process sends to its parent over IPC once it serves (used by `loramesh up`). */
+export interface ListeningMessage {
+  type: "listening";
+  service: string;
+  address: string;
+  pid: number;
+}
+
+export interface ServiceProcessOptions<S extends OptionSpecs> {
+  /** Service name for logs and help, e.g. `router`. */
+  name: string;
+  /** One line saying what the service does. */
+  summary: string;
+  /** Options; must include `listen`. */
+  options: S;
+  create(config: ConfigOf<S>, logger: Logger): Promise<ServiceInstance>;
+  argv?: readonly string[];
+}
+
+/** Runs a service until a signal stops it. Configuration errors exit with status 2 and a clear list. */
+export async function runServiceProcess<S extends OptionSpecs>(options: ServiceProcessOptions<S>): Promise<void> {
+  const argv = options.argv ?? process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(
+      `loramesh ${options.name}: ${options.summary}\n\nOptions:\n${formatOptionsHelp(options.options)}\n`,
+    );
+    return;
+  }
+  const logger = createLogger({ fields: { service: options.name } });
+  try {
+    const { config } = loadConfig(options.options, argv);
+    const listen = (config as Record<string, unknown>)["listen"];
+    if (typeof listen !== "string") throw new Error(`service ${options.name} declares no listen option`);
+    const instance = await options.create(config, logger);
+    const server = await startGrpcServer({ address: listen, services: instance.services, logger });
+    installGracefulShutdown(
+      async () => {
+        await server.stop();
+        await instance.close();
+      },
+      { logger },
+    );
+    server.setServing(true);
+    const message: ListeningMessage = {
+      type: "listening",
+      service: options.name,
+      address: server.address,
+      pid: process.pid,
+    };
+    process.send?.(message);
+    // Started by `loramesh up`: if that parent dies without stopping us, stop too.
+    if (process.send) process.once("disconnect", () => process.kill(process.pid, "SIGTERM"));
+    logger.info("serving", { address: server.address });
+  } catch (err) {
+    if (isLoraMeshError(err)) logger.error(`${options.name} cannot start: ${err.message}`);
+    else logger.error(`${options.name} cannot start`, { error: describeError(err) });
+    process.exitCode = 2;
+    // Connections opened before the failure must not keep the process alive.
+    setTimeout(() => process.exit(2), 100).unref();
+  }
+}

@@ -1,0 +1,140 @@
+import type { ClientReadableStream } from "@grpc/grpc-js";
+import {
+  AdapterServiceClient,
+  InferenceServiceClient,
+  type Adapter,
+  type CompleteResponse,
+  type GenerateRequest,
+  type GenerateResponse,
+  type ListAdaptersResponse,
+  type LoadJobStatus,
+  type RegisterAdapterResponse,
+} from "@loramesh/proto";
+import {
+  callMetadata,
+  callOptions,
+  channelCredentials,
+  CLIENT_CHANNEL_OPTIONS,
+  type CallSettings,
+  type ConnectionOptions,
+} from "./connection";
+import { toClientError } from "./errors";
+
+/** A generate request in SDK form: every field optional except the prompt. */
+export type GenerateInput = Partial<GenerateRequest> & Pick<GenerateRequest, "prompt">;
+
+/**
+ * Typed client of the router's public API. Failed calls reject with `LoraMeshClientError`.
+ *
+ * ```ts
+ * const client = new LoraMeshClient({ address: "127.0.0.1:50051" });
+ * for await (const delta of client.generate({ prompt: { $case: "text", value: "Hi" } })) process.stdout.write(delta.text);
+ * ```
+ */
+export class LoraMeshClient {
+  private readonly inference: InferenceServiceClient;
+  private readonly adapters: AdapterServiceClient;
+
+  constructor(private readonly options: ConnectionOptions) {
+    const creds = channelCredentials(options);
+    this.inference = new InferenceServiceClient(options.address, creds, CLIENT_CHANNEL_OPTIONS);
+    this.adapters = new AdapterServiceClient(options.address, creds, CLIENT_CHANNEL_OPTIONS);
+  }
+
+  /** Streams token deltas; breaking out of the loop or aborting `signal` cancels the request. */
+  async *generate(input: GenerateInput, settings?: CallSettings): AsyncGenerator<GenerateResponse, void, undefined> {
+    const call = this.inference.generate(
+      toRequest(input),
+      callMetadata(this.options),
+      callOptions(this.options, settings),
+    );
+    yield* readStream(call, settings?.signal);
+  }
+
+  /** The whole generation in one response. */
+  complete(input: GenerateInput, settings?: CallSettings): Promise<CompleteResponse> {
+    return this.unary((m, o, cb) => this.inference.complete(toRequest(input), m, o, cb), settings);
+  }
+
+  registerAdapter(name: string, localDir: string, settings?: CallSettings): Promise<RegisterAdapterResponse> {
+    return this.unary(
+      (m, o, cb) =>
+        this.adapters.registerAdapter({ name, source: { source: { $case: "localDir", value: localDir } } }, m, o, cb),
+      settings,
+    );
+  }
+
+  listAdapters(pageSize = 0, pageToken = "", settings?: CallSettings): Promise<ListAdaptersResponse> {
+    return this.unary((m, o, cb) => this.adapters.listAdapters({ pageSize, pageToken }, m, o, cb), settings);
+  }
+
+  getAdapter(name: string, settings?: CallSettings): Promise<Adapter> {
+    return this.unary((m, o, cb) => this.adapters.getAdapter({ name }, m, o, cb), settings);
+  }
+
+  async deleteAdapter(name: string, settings?: CallSettings): Promise<void> {
+    await this.unary((m, o, cb) => this.adapters.deleteAdapter({ name }, m, o, cb), settings);
+  }
+
+  /** Streams load-job status for an adapter until its jobs end. */
+  async *watchAdapterLoad(name: string, settings?: CallSettings): AsyncGenerator<LoadJobStatus, void, undefined> {
+    const call = this.adapters.watchAdapterLoad(
+      { name },
+      callMetadata(this.options),
+      callOptions(this.options, settings),
+    );
+    yield* readStream(call, settings?.signal);
+  }
+
+  close(): void {
+    this.inference.close();
+    this.adapters.close();
+  }
+
+  private unary<T>(
+    start: (
+      metadata: ReturnType<typeof callMetadata>,
+      options: ReturnType<typeof callOptions>,
+      callback: (err: Error | null, value?: T) => void,
+    ) => { cancel(): void },
+    settings: CallSettings | undefined,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const call = start(callMetadata(this.options), callOptions(this.options, settings), (err, value) => {
+        settings?.signal?.removeEventListener("abort", onAbort);
+        if (err) reject(toClientError(err));
+        else resolve(value as T);
+      });
+      const onAbort = (): void => call.cancel();
+      settings?.signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}
+
+function toRequest(input: GenerateInput): GenerateRequest {
+  return {
+    prompt: input.prompt,
+    adapter: input.adapter ?? "",
+    sampling: input.sampling,
+    sloClass: input.sloClass ?? 0,
+    requestId: input.requestId ?? "",
+    applyChatTemplate: input.applyChatTemplate ?? false,
+  };
+}
+
+async function* readStream<T>(
+  call: ClientReadableStream<T>,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<T, void, undefined> {
+  const onAbort = (): void => call.cancel();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    for await (const message of call) yield message as T;
+  } catch (err) {
+    throw toClientError(err);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    // Leaving the loop early (break, throw in the body) must stop the server-side work too.
+    call.cancel();
+  }
+}

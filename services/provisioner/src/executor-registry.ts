@@ -1,0 +1,101 @@
+/**
+ * Executors (base workers and LoRA servers) in Redis. Each executor is one hash whose key expires
+ * `ttlMs` after its last heartbeat, so a dead executor disappears without anyone cleaning up; the
+ * set of ids is pruned lazily when it is read.
+ *
+ * Keys: `lm:executor:<id>` hash {info, load, resident, updatedAt}; `lm:executors` set of ids;
+ * `lm:placement:epoch` counter incremented on every membership change.
+ */
+import { InvalidArgumentError } from "@loramesh/core";
+import { ExecutorInfo, ExecutorKind, ExecutorLoad } from "@loramesh/proto";
+import type { Redis } from "ioredis";
+
+const EXECUTORS_KEY = "lm:executors";
+export const PLACEMENT_EPOCH_KEY = "lm:placement:epoch";
+const executorKey = (id: string): string => `lm:executor:${id}`;
+
+const EXECUTOR_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export interface LiveExecutor {
+  info: ExecutorInfo;
+  load: ExecutorLoad | undefined;
+  residentAdapterIds: string[];
+  updatedAtMs: number;
+}
+
+export class ExecutorRegistry {
+  constructor(
+    private readonly redis: Redis,
+    readonly ttlMs: number,
+  ) {}
+
+  /** Records or refreshes an executor; bumps the placement epoch when it is new. */
+  async register(info: ExecutorInfo): Promise<void> {
+    if (!EXECUTOR_ID.test(info.executorId)) {
+      throw new InvalidArgumentError(
+        `executor_id must be 1-128 characters of [A-Za-z0-9._:-], got ${JSON.stringify(info.executorId)}`,
+      );
+    }
+    if (info.kind === ExecutorKind.EXECUTOR_KIND_UNSPECIFIED)
+      throw new InvalidArgumentError("executor kind is required");
+    if (info.address === "") throw new InvalidArgumentError("executor address is required");
+    const key = executorKey(info.executorId);
+    const results = await this.redis
+      .multi()
+      .exists(key)
+      .hset(key, { info: JSON.stringify(ExecutorInfo.toJSON(info)), updatedAt: Date.now() })
+      .pexpire(key, this.ttlMs)
+      .sadd(EXECUTORS_KEY, info.executorId)
+      .exec();
+    const existed = results?.[0]?.[1];
+    if (existed === 0) await this.redis.incr(PLACEMENT_EPOCH_KEY);
+  }
+
+  /** Refreshes an executor's TTL and load. Returns false when the executor is unknown or expired. */
+  async heartbeat(executorId: string, load: ExecutorLoad | undefined, residentAdapterIds: string[]): Promise<boolean> {
+    const key = executorKey(executorId);
+    // Only refresh a key that still exists; otherwise the executor must register again.
+    const refreshed = (await this.redis.eval(
+      `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+       redis.call('HSET', KEYS[1], 'load', ARGV[1], 'resident', ARGV[2], 'updatedAt', ARGV[3])
+       redis.call('PEXPIRE', KEYS[1], ARGV[4])
+       return 1`,
+      1,
+      key,
+      JSON.stringify(load ? ExecutorLoad.toJSON(load) : {}),
+      JSON.stringify(residentAdapterIds),
+      String(Date.now()),
+      String(this.ttlMs),
+    )) as number;
+    return refreshed === 1;
+  }
+
+  /** Executors whose registration has not expired; expired ids are removed from the set. */
+  async live(): Promise<LiveExecutor[]> {
+    const ids = (await this.redis.smembers(EXECUTORS_KEY)).sort();
+    const live: LiveExecutor[] = [];
+    const dead: string[] = [];
+    for (const id of ids) {
+      const fields = await this.redis.hgetall(executorKey(id));
+      if (fields["info"] === undefined) {
+        dead.push(id);
+        continue;
+      }
+      live.push({
+        info: ExecutorInfo.fromJSON(JSON.parse(fields["info"])),
+        load: fields["load"] !== undefined ? ExecutorLoad.fromJSON(JSON.parse(fields["load"])) : undefined,
+        residentAdapterIds: fields["resident"] !== undefined ? (JSON.parse(fields["resident"]) as string[]) : [],
+        updatedAtMs: Number(fields["updatedAt"] ?? 0),
+      });
+    }
+    if (dead.length > 0) {
+      await this.redis.srem(EXECUTORS_KEY, ...dead);
+      await this.redis.incr(PLACEMENT_EPOCH_KEY);
+    }
+    return live;
+  }
+
+  async epoch(): Promise<number> {
+    return Number((await this.redis.get(PLACEMENT_EPOCH_KEY)) ?? 0);
+  }
+}

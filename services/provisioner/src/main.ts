@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+/** Process entry of the provisioner: placement state in Redis, adapter jobs in BullMQ. */
+import { addressOption, intOption, runServiceProcess, stringOption } from "@loramesh/core";
+import { createProvisionerServices } from "./provisioner-service";
+
+void runServiceProcess({
+  name: "provisioner",
+  summary: "placement authority: adapter and executor registries and placement in Redis",
+  options: {
+    listen: addressOption({
+      flag: "listen",
+      env: "LISTEN_ADDRESS",
+      default: "127.0.0.1:0",
+      description: "address to serve on",
+    }),
+    redisUrl: stringOption({
+      flag: "redis-url",
+      env: "REDIS_URL",
+      description: "Redis holding placement state: redis://host:port[/db] or unix:/path/to/socket",
+      pattern: /^(rediss?:\/\/.+|unix:.+)$/,
+      patternHint: "redis://HOST:PORT or unix:/PATH",
+    }),
+    heartbeatTtlMs: intOption({
+      flag: "heartbeat-ttl-ms",
+      env: "EXECUTOR_HEARTBEAT_TTL_MS",
+      default: 10_000,
+      min: 500,
+      description: "an executor that has not sent a heartbeat for this long leaves placement",
+    }),
+  },
+  create: (config, logger) =>
+    createProvisionerServices({ redisUrl: config.redisUrl, heartbeatTtlMs: config.heartbeatTtlMs, logger }),
+});
