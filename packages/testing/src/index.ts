@@ -1,0 +1,6 @@
+/** @loramesh/testing: helpers for tests that start real servers (Redis, grpc-js). */
+export { startTestGrpcServer, type TestGrpcServer } from "./grpc";
+export { captureLogger, type CapturedLogger } from "./logger";
+export { startTestRedis, type TestRedis } from "./redis";
+export { processAlive, waitFor } from "./wait";
+export { REPO_ROOT, GOLDEN_DIR } from "./paths";

@@ -1,0 +1,136 @@
+import { expect } from "chai";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { promisify } from "node:util";
+import { SERVICE_NAMES } from "@loramesh/proto";
+import { checkHealth, GrpcStatus, type LoraMeshClientError } from "@loramesh/sdk";
+import { processAlive, REPO_ROOT, waitFor } from "@loramesh/testing";
+
+const run = promisify(execFile);
+const BUF = join(REPO_ROOT, "node_modules", ".bin", "buf");
+const CLI = join(REPO_ROOT, "packages", "cli", "dist", "bin.js");
+
+interface Started {
+  child: ChildProcess;
+  services: Array<{ service: string; address: string; pid: number }>;
+  routerAddress: string;
+  stderr: string[];
+}
+
+/** Runs `loramesh up` as a user would and reads its stdout until the ready line. */
+async function startUp(args: string[]): Promise<Started> {
+  const child = spawn(process.execPath, [CLI, "up", ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const stderr: string[] = [];
+  child.stderr?.on("data", (chunk: Buffer) => stderr.push(chunk.toString()));
+  const services: Started["services"] = [];
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const routerAddress = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ready line; stderr:\n${stderr.join("")}`)), 60_000);
+    child.once("exit", (code) => reject(new Error(`up exited with ${code}; stderr:\n${stderr.join("")}`)));
+    lines.on("line", (line) => {
+      const service = /^service (\S+) (\S+) pid (\d+)$/.exec(line);
+      if (service)
+        services.push({ service: service[1] as string, address: service[2] as string, pid: Number(service[3]) });
+      const ready = /^loramesh ready (\S+)$/.exec(line);
+      if (ready) {
+        clearTimeout(timer);
+        resolve(ready[1] as string);
+      }
+    });
+  });
+  return { child, services, routerAddress, stderr };
+}
+
+const EXPECTED_SERVICES: Record<string, readonly string[]> = {
+  router: SERVICE_NAMES.router,
+  provisioner: SERVICE_NAMES.provisioner,
+  "base-worker": SERVICE_NAMES.baseWorker,
+  "lora-server": SERVICE_NAMES.loraServer,
+};
+
+describe("loramesh up (the README's start command)", function () {
+  this.timeout(120_000);
+  let started: Started;
+
+  before(async () => {
+    started = await startUp(["--listen", "127.0.0.1:0", "--workers", "2", "--lora-servers", "1"]);
+  });
+
+  after(() => {
+    if (started.child.exitCode === null) started.child.kill("SIGKILL");
+  });
+
+  it("starts Redis and the four services as separate processes", () => {
+    const names = started.services.map((s) => s.service).sort();
+    expect(names).to.deep.equal(["base-worker", "base-worker", "lora-server", "provisioner", "router"]);
+    const pids = new Set(started.services.map((s) => s.pid));
+    expect(pids.size).to.equal(5);
+    expect(pids.has(started.child.pid as number)).to.equal(false);
+    expect(started.services.find((s) => s.service === "router")?.address).to.equal(started.routerAddress);
+  });
+
+  it("has every service answer gRPC health, for the server and for each of its services", async () => {
+    for (const { service, address } of started.services) {
+      expect(await checkHealth({ address }), `${service} overall`).to.equal("SERVING");
+      for (const name of EXPECTED_SERVICES[service] ?? [])
+        expect(await checkHealth({ address }, name), name).to.equal("SERVING");
+      const unknown = (await checkHealth({ address }, "no.such.Service").catch(
+        (e: unknown) => e,
+      )) as LoraMeshClientError;
+      expect(unknown.code).to.equal(GrpcStatus.NOT_FOUND);
+    }
+  });
+
+  it("has every service answer server reflection, so `buf curl` can list and call it", async () => {
+    for (const { service, address } of started.services) {
+      const { stdout } = await run(BUF, [
+        "curl",
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        "--list-services",
+        `http://${address}`,
+      ]);
+      const listed = stdout.trim().split("\n").sort();
+      expect(listed, service).to.include.members([...(EXPECTED_SERVICES[service] ?? []), "grpc.health.v1.Health"]);
+    }
+    const router = started.routerAddress;
+    const methods = await run(BUF, [
+      "curl",
+      "--protocol",
+      "grpc",
+      "--http2-prior-knowledge",
+      "--list-methods",
+      `http://${router}`,
+    ]);
+    expect(methods.stdout).to.contain("loramesh.v1.InferenceService/Generate");
+    const health = await run(BUF, [
+      "curl",
+      "--protocol",
+      "grpc",
+      "--http2-prior-knowledge",
+      "--data",
+      "{}",
+      `http://${router}/grpc.health.v1.Health/Check`,
+    ]);
+    expect(JSON.parse(health.stdout)).to.deep.equal({ status: "SERVING" });
+  });
+
+  it("stops every process and the embedded Redis cleanly on SIGTERM", async () => {
+    const redisSocket = /"socketPath":"([^"]+)"/.exec(started.stderr.join(""))?.[1];
+    expect(redisSocket, "embedded redis socket logged").to.be.a("string");
+    expect(existsSync(redisSocket as string)).to.equal(true);
+    const exited = new Promise<number | null>((resolve) => started.child.once("exit", (code) => resolve(code)));
+    started.child.kill("SIGTERM");
+    expect(await exited).to.equal(0);
+    for (const { service, pid } of started.services) {
+      await waitFor(() => (processAlive(pid) ? undefined : true), 10_000, `${service} (pid ${pid}) to exit`);
+    }
+    expect(existsSync(redisSocket as string)).to.equal(false);
+    const log = started.stderr.join("");
+    for (const service of Object.keys(EXPECTED_SERVICES))
+      expect(log).to.contain(`"msg":"stopped","service":"${service}"`);
+  });
+});
