@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Brings a fresh machine to a working checkout: the pinned pnpm, Debian's redis-server, the
+# workspace dependencies and the build. Safe to run again; it skips what is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+node_version=$(node -p 'process.versions.node')
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)'; then
+  say "Node.js >= 20.19 is required (found $node_version)"
+  exit 1
+fi
+
+pnpm_version=$(node -p 'require("./package.json").packageManager.split("@")[1]')
+if [ "$(pnpm --version 2>/dev/null || true)" != "$pnpm_version" ]; then
+  say "installing pnpm $pnpm_version"
+  npm install -g --silent "pnpm@$pnpm_version"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  say "installing redis-server (Debian package)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    say "redis-server is missing and this user cannot install it: apt-get install redis-server"
+    exit 1
+  fi
+fi
+# The package starts a system-wide instance; loramesh starts its own private ones instead.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  say "note: a system redis-server is running; loramesh does not use it unless REDIS_URL points at it"
+fi
+
+say "installing dependencies"
+pnpm install --frozen-lockfile --reporter=silent
+say "building"
+pnpm run --silent build
