@@ -1,0 +1,183 @@
+// Batched heterogeneous-rank LoRA on the CPU.
+//
+// Rows (tokens, or token-expert pairs for MoE) are grouped by key (adapter slot, or slot*experts +
+// expert) with a stable counting sort, and split into segments of at most kSegmentRows rows. Then:
+//   shrink: h[row, j] = A[j,:] · x[row]        items = (segment, slice, block of ranks)
+//   expand: y[row, n] += scale · B[n,:] · h[row] items = (segment, slice, block of columns)
+// Each weight row is read once per segment (and reused for four rows at a time). Every h and y
+// element is produced by one item with a fixed reduction order, so the result does not depend on
+// how many threads run the items. Each key is computed at its own rank: no padding.
+#include <algorithm>
+#include <vector>
+
+#include "common.h"
+#include "ops.h"
+#include "simd.h"
+#include "threads.h"
+
+namespace lm::cpu {
+
+namespace {
+
+constexpr int64_t kSegmentRows = 64;
+constexpr int64_t kRankBlock = 16;
+constexpr int64_t kColumnBlock = 128;
+
+struct Segment {
+  int32_t key;
+  int64_t begin, end;  // range in the sorted row order
+};
+
+struct Task {
+  int32_t segment;
+  int32_t slice;
+  int64_t h_offset;  // start of this (segment, slice) block in the h scratch: rows × rank floats
+};
+
+template <typename W>
+void shrink(const W* a, int64_t h_in, int64_t j_begin, int64_t j_end, const float* const* xs, int64_t rows,
+            int64_t rank, float* h) {
+  for (int64_t j = j_begin; j < j_end; j++) {
+    const W* a_row = a + j * h_in;
+    int64_t i = 0;
+    for (; i + 4 <= rows; i += 4) {
+      float out[4];
+      simd::dot4(a_row, xs + i, h_in, out);
+      for (int q = 0; q < 4; q++) h[(i + q) * rank + j] = out[q];
+    }
+    for (; i < rows; i++) h[i * rank + j] = simd::dot(a_row, xs[i], h_in);
+  }
+}
+
+template <typename W>
+void expand(const W* b, int64_t rank, int64_t n_begin, int64_t n_end, const float* h, int64_t rows,
+            const int64_t* row_index, const float* row_weight, float scale, float* y, int64_t y_stride,
+            int64_t column) {
+  // PEFT order: (B·A·x) · scaling, then (MoE) the routing weight, then added to the output.
+  auto emit = [&](int64_t i, int64_t n, float value) {
+    float delta = value * scale;
+    const int64_t r = row_index[i];
+    if (row_weight) delta *= row_weight[r];
+    y[r * y_stride + column + n] += delta;
+  };
+  for (int64_t n = n_begin; n < n_end; n++) {
+    const W* b_row = b + n * rank;
+    int64_t i = 0;
+    for (; i + 4 <= rows; i += 4) {
+      const float* hs[4] = {h + i * rank, h + (i + 1) * rank, h + (i + 2) * rank, h + (i + 3) * rank};
+      float out[4];
+      simd::dot4(b_row, hs, rank, out);
+      for (int q = 0; q < 4; q++) emit(i + q, n, out[q]);
+    }
+    for (; i < rows; i++) emit(i, n, simd::dot(b_row, h + i * rank, rank));
+  }
+}
+
+}  // namespace
+
+void lora(const LoraArgs& a) {
+  const int64_t rows = a.rows;
+  // 1. Key of every row, then a stable counting sort by key.
+  std::vector<int32_t> key(static_cast<size_t>(rows));
+  std::vector<int64_t> count(static_cast<size_t>(a.n_keys) + 1, 0);
+  for (int64_t r = 0; r < rows; r++) {
+    const int32_t slot = a.row_slot[r];
+    const int32_t k = slot < 0 ? -1 : slot * a.n_experts + (a.row_expert ? a.row_expert[r] : 0);
+    key[static_cast<size_t>(r)] = k;
+    if (k >= 0) count[static_cast<size_t>(k) + 1]++;
+  }
+  for (int32_t k = 0; k < a.n_keys; k++) count[static_cast<size_t>(k) + 1] += count[static_cast<size_t>(k)];
+  const int64_t routed = count[static_cast<size_t>(a.n_keys)];
+  if (routed == 0) return;
+  std::vector<int64_t> order(static_cast<size_t>(routed));
+  {
+    std::vector<int64_t> next(count.begin(), count.end() - 1);
+    for (int64_t r = 0; r < rows; r++) {
+      const int32_t k = key[static_cast<size_t>(r)];
+      if (k >= 0) order[static_cast<size_t>(next[static_cast<size_t>(k)]++)] = r;
+    }
+  }
+
+  // 2. Segments of at most kSegmentRows rows sharing a key.
+  std::vector<Segment> segments;
+  for (int32_t k = 0; k < a.n_keys; k++) {
+    for (int64_t b = count[static_cast<size_t>(k)]; b < count[static_cast<size_t>(k) + 1]; b += kSegmentRows) {
+      segments.push_back({k, b, std::min(b + kSegmentRows, count[static_cast<size_t>(k) + 1])});
+    }
+  }
+
+  // 3. Inputs as f32 row pointers in sorted order (bf16 inputs converted once).
+  std::vector<float> x_f32;
+  if (a.x_dtype == LM_BF16) {
+    x_f32.resize(static_cast<size_t>(a.x_rows * a.h_in));
+    parallel_for(a.x_rows, [&](int64_t r) {
+      simd::bf16_to_f32(static_cast<const uint16_t*>(a.x) + r * a.h_in, x_f32.data() + r * a.h_in, a.h_in);
+    });
+  }
+  const float* x_base = a.x_dtype == LM_BF16 ? x_f32.data() : static_cast<const float*>(a.x);
+  std::vector<const float*> xs(static_cast<size_t>(routed));
+  for (int64_t i = 0; i < routed; i++) {
+    const int64_t r = order[static_cast<size_t>(i)];
+    xs[static_cast<size_t>(i)] = x_base + (a.row_token ? a.row_token[r] : r) * a.h_in;
+  }
+
+  // 4. Work items and the h scratch they share.
+  std::vector<Task> tasks;
+  int64_t h_size = 0;
+  for (size_t s = 0; s < segments.size(); s++) {
+    for (int32_t sl = 0; sl < a.n_slices; sl++) {
+      const int32_t rank = a.rank[segments[s].key * a.n_slices + sl];
+      if (rank <= 0) continue;
+      tasks.push_back({static_cast<int32_t>(s), sl, h_size});
+      h_size += (segments[s].end - segments[s].begin) * rank;
+    }
+  }
+  std::vector<float> h(static_cast<size_t>(h_size));
+  struct Item {
+    int32_t task;
+    int64_t begin, end;
+  };
+  std::vector<Item> shrink_items, expand_items;
+  for (size_t t = 0; t < tasks.size(); t++) {
+    const Segment& seg = segments[static_cast<size_t>(tasks[t].segment)];
+    const int32_t rank = a.rank[seg.key * a.n_slices + tasks[t].slice];
+    for (int64_t j = 0; j < rank; j += kRankBlock) shrink_items.push_back({static_cast<int32_t>(t), j, std::min<int64_t>(rank, j + kRankBlock)});
+    const int64_t width = a.slice_width[tasks[t].slice];
+    for (int64_t n = 0; n < width; n += kColumnBlock) expand_items.push_back({static_cast<int32_t>(t), n, std::min(width, n + kColumnBlock)});
+  }
+
+  const bool bf16 = a.weight_dtype == LM_BF16;
+  parallel_for(static_cast<int64_t>(shrink_items.size()), [&](int64_t i) {
+    const Item& it = shrink_items[static_cast<size_t>(i)];
+    const Task& task = tasks[static_cast<size_t>(it.task)];
+    const Segment& seg = segments[static_cast<size_t>(task.segment)];
+    const int64_t idx = static_cast<int64_t>(seg.key) * a.n_slices + task.slice;
+    const int64_t rank = a.rank[idx];
+    const float* const* x = xs.data() + seg.begin;
+    float* hb = h.data() + task.h_offset;
+    if (bf16) {
+      shrink(static_cast<const uint16_t*>(a.a_pool) + a.a_offset[idx], a.h_in, it.begin, it.end, x, seg.end - seg.begin, rank, hb);
+    } else {
+      shrink(static_cast<const float*>(a.a_pool) + a.a_offset[idx], a.h_in, it.begin, it.end, x, seg.end - seg.begin, rank, hb);
+    }
+  });
+  parallel_for(static_cast<int64_t>(expand_items.size()), [&](int64_t i) {
+    const Item& it = expand_items[static_cast<size_t>(i)];
+    const Task& task = tasks[static_cast<size_t>(it.task)];
+    const Segment& seg = segments[static_cast<size_t>(task.segment)];
+    const int64_t idx = static_cast<int64_t>(seg.key) * a.n_slices + task.slice;
+    const int64_t rank = a.rank[idx];
+    const int64_t* rows_of = order.data() + seg.begin;
+    const float* hb = h.data() + task.h_offset;
+    const int64_t column = a.slice_offset[task.slice];
+    if (bf16) {
+      expand(static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], rank, it.begin, it.end, hb, seg.end - seg.begin, rows_of,
+             a.row_weight, a.scale[idx], a.y, a.n_out, column);
+    } else {
+      expand(static_cast<const float*>(a.b_pool) + a.b_offset[idx], rank, it.begin, it.end, hb, seg.end - seg.begin, rows_of,
+             a.row_weight, a.scale[idx], a.y, a.n_out, column);
+    }
+  });
+}
+
+}  // namespace lm::cpu

@@ -1,0 +1,108 @@
+// Validated op parameters shared by the CPU and CUDA implementations. api.cpp checks the tensors and
+// fills these; the implementations trust them.
+#pragma once
+
+#include <cstdint>
+
+#include "loramesh/core.h"
+
+namespace lm {
+
+struct AttentionArgs {
+  const float* q;        // [T, heads, head_dim]
+  const void* k_cache;   // [blocks, block_size, kv_heads, head_dim]
+  const void* v_cache;
+  lm_dtype cache_dtype;
+  const int32_t* block_tables;  // [num_seqs, max_blocks]
+  const int32_t* token_seq;     // [T]
+  const int32_t* token_pos;     // [T]
+  int64_t tokens, heads, kv_heads, head_dim, block_size, max_blocks, num_blocks;
+  float scale;
+  int32_t window;  // 0 = unlimited
+  float* out;      // [T, heads*head_dim]
+};
+
+struct KvWriteArgs {
+  const float* k;  // [T, kv_heads, head_dim]
+  const float* v;
+  void* k_cache;
+  void* v_cache;
+  lm_dtype cache_dtype;
+  const int32_t* slots;  // [T]
+  int64_t tokens, row;   // row = kv_heads * head_dim
+};
+
+// One LoRA site, dense or MoE, after validation. Rows are tokens (dense) or token-expert pairs (MoE).
+struct LoraArgs {
+  const void* a_pool;
+  const void* b_pool;
+  lm_dtype weight_dtype;
+  int32_t n_keys, n_slices;
+  int32_t slice_width[LM_LORA_MAX_SLICES];
+  int32_t slice_offset[LM_LORA_MAX_SLICES];  // column offset of each slice in y
+  const int32_t* rank;
+  const float* scale;
+  const int64_t* a_offset;
+  const int64_t* b_offset;
+  int32_t max_rank;
+  const void* x;  // [x_rows, h_in]
+  lm_dtype x_dtype;
+  int64_t x_rows, h_in;
+  int64_t rows;            // rows of y
+  int32_t n_experts;       // 1 for dense
+  const int32_t* row_token;   // null: identity
+  const int32_t* row_slot;    // [rows], -1 none
+  const int32_t* row_expert;  // null: expert 0
+  const float* row_weight;    // null: 1
+  float* y;                // [rows, n_out]
+  int64_t n_out;
+};
+
+namespace cpu {
+void embedding(const void* table, lm_dtype dtype, int64_t hidden, const int32_t* ids, int64_t tokens, float* out);
+void rmsnorm(const float* x, const void* w, lm_dtype w_dtype, int64_t tokens, int64_t hidden, float eps, float* out);
+void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int32_t* pos, const float* inv_freq,
+          int32_t rotary_dim, float attention_scaling);
+void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, int64_t tokens, int64_t k, int64_t n,
+            float* out);
+void kv_cache_write(const KvWriteArgs& a);
+void attention(const AttentionArgs& a);
+void silu_mul(const float* gu, int64_t tokens, int64_t inter, float* out);
+void moe_route(const float* logits, int64_t tokens, int64_t experts, int32_t top_k, bool renormalize,
+               int32_t* out_experts, float* out_weights);
+void add(float* a, const float* b, int64_t n);
+void argmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out);
+void topk(const float* logits, int64_t rows, int64_t vocab, int32_t k, int32_t* indices, float* values);
+void lora(const LoraArgs& a);
+}  // namespace cpu
+
+#ifdef LM_WITH_CUDA
+namespace cuda {
+// Each returns LM_OK or a status with the error set; all run on the current stream of `device`.
+lm_status embedding(const void* table, lm_dtype dtype, int64_t hidden, const int32_t* ids, int64_t tokens, float* out);
+lm_status rmsnorm(const float* x, const void* w, lm_dtype w_dtype, int64_t tokens, int64_t hidden, float eps,
+                  float* out);
+lm_status rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int32_t* pos, const float* inv_freq,
+               int32_t rotary_dim, float attention_scaling);
+lm_status matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, int64_t tokens, int64_t k,
+                 int64_t n, float* out);
+lm_status kv_cache_write(const KvWriteArgs& a);
+lm_status attention(const AttentionArgs& a);
+lm_status silu_mul(const float* gu, int64_t tokens, int64_t inter, float* out);
+lm_status moe_route(const float* logits, int64_t tokens, int64_t experts, int32_t top_k, bool renormalize,
+                    int32_t* out_experts, float* out_weights);
+lm_status add(float* a, const float* b, int64_t n);
+lm_status argmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out);
+lm_status topk(const float* logits, int64_t rows, int64_t vocab, int32_t k, int32_t* indices, float* values);
+lm_status lora(const LoraArgs& a);
+int device_count();
+lm_status set_device(int device);
+lm_status malloc_device(size_t bytes, void** out);
+lm_status free_device(void* p);
+lm_status memcpy_h2d(void* dst, const void* src, size_t bytes);
+lm_status memcpy_d2h(void* dst, const void* src, size_t bytes);
+lm_status synchronize();
+}  // namespace cuda
+#endif
+
+}  // namespace lm

@@ -1,0 +1,248 @@
+// CPU transformer ops. Work is split so that every output element is produced by exactly one
+// thread with a fixed reduction order (see simd.h): results do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "common.h"
+#include "ops.h"
+#include "simd.h"
+#include "threads.h"
+
+namespace lm::cpu {
+
+namespace {
+
+// Splits [0, n) into chunks of about `grain` and runs them across the pool.
+template <typename Fn>
+void for_chunks(int64_t n, int64_t grain, Fn&& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  int64_t chunks = (n + grain - 1) / grain;
+  parallel_for(chunks, [&](int64_t c) {
+    int64_t begin = c * grain;
+    fn(begin, std::min(n, begin + grain));
+  });
+}
+
+}  // namespace
+
+void embedding(const void* table, lm_dtype dtype, int64_t hidden, const int32_t* ids, int64_t tokens, float* out) {
+  for_chunks(tokens, 16, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; t++) {
+      const int64_t row = static_cast<int64_t>(ids[t]) * hidden;
+      if (dtype == LM_F32) {
+        std::copy_n(static_cast<const float*>(table) + row, hidden, out + t * hidden);
+      } else {
+        simd::bf16_to_f32(static_cast<const uint16_t*>(table) + row, out + t * hidden, hidden);
+      }
+    }
+  });
+}
+
+void rmsnorm(const float* x, const void* w, lm_dtype w_dtype, int64_t tokens, int64_t hidden, float eps, float* out) {
+  for_chunks(tokens, 8, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; t++) {
+      const float* row = x + t * hidden;
+      float ss = simd::dot(row, row, hidden);
+      float inv = 1.0f / std::sqrt(ss / static_cast<float>(hidden) + eps);
+      float* o = out + t * hidden;
+      for (int64_t i = 0; i < hidden; i++) o[i] = load_elem(w, w_dtype, i) * (row[i] * inv);
+    }
+  });
+}
+
+void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int32_t* pos, const float* inv_freq,
+          int32_t rotary_dim, float attention_scaling) {
+  const int64_t half = rotary_dim / 2;
+  for_chunks(tokens, 8, [&](int64_t b, int64_t e) {
+    std::vector<float> cs(half), sn(half);
+    for (int64_t t = b; t < e; t++) {
+      for (int64_t i = 0; i < half; i++) {
+        // As Hugging Face: the angle is an fp32 product, cos/sin are scaled after.
+        float angle = static_cast<float>(pos[t]) * inv_freq[i];
+        cs[i] = static_cast<float>(std::cos(static_cast<double>(angle))) * attention_scaling;
+        sn[i] = static_cast<float>(std::sin(static_cast<double>(angle))) * attention_scaling;
+      }
+      for (int64_t h = 0; h < heads; h++) {
+        float* v = x + (t * heads + h) * head_dim;
+        for (int64_t i = 0; i < half; i++) {
+          float x1 = v[i], x2 = v[i + half];
+          v[i] = x1 * cs[i] - x2 * sn[i];
+          v[i + half] = x2 * cs[i] + x1 * sn[i];
+        }
+      }
+    }
+  });
+}
+
+namespace {
+template <typename W>
+void matmul_typed(const float* x, const W* w, const float* bias, int64_t tokens, int64_t k, int64_t n, float* out) {
+  // An item is a block of weight rows; each row is read once per 4 tokens and reused from cache.
+  const int64_t rows_per_item = std::max<int64_t>(1, std::min<int64_t>(64, (1 << 18) / std::max<int64_t>(1, k * 4)));
+  for_chunks(n, rows_per_item, [&](int64_t nb, int64_t ne) {
+    int64_t t = 0;
+    for (; t + 4 <= tokens; t += 4) {
+      const float* xs[4] = {x + t * k, x + (t + 1) * k, x + (t + 2) * k, x + (t + 3) * k};
+      for (int64_t j = nb; j < ne; j++) {
+        float r[4];
+        simd::dot4(w + j * k, xs, k, r);
+        float b = bias ? bias[j] : 0.0f;
+        for (int q = 0; q < 4; q++) out[(t + q) * n + j] = r[q] + b;
+      }
+    }
+    for (; t < tokens; t++) {
+      for (int64_t j = nb; j < ne; j++) out[t * n + j] = simd::dot(w + j * k, x + t * k, k) + (bias ? bias[j] : 0.0f);
+    }
+  });
+}
+}  // namespace
+
+void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, int64_t tokens, int64_t k, int64_t n,
+            float* out) {
+  if (w_dtype == LM_F32) {
+    matmul_typed(x, static_cast<const float*>(w), bias, tokens, k, n, out);
+  } else {
+    matmul_typed(x, static_cast<const uint16_t*>(w), bias, tokens, k, n, out);
+  }
+}
+
+void kv_cache_write(const KvWriteArgs& a) {
+  for_chunks(a.tokens, 32, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; t++) {
+      if (a.slots[t] < 0) continue;
+      const int64_t dst = static_cast<int64_t>(a.slots[t]) * a.row;
+      if (a.cache_dtype == LM_F32) {
+        std::copy_n(a.k + t * a.row, a.row, static_cast<float*>(a.k_cache) + dst);
+        std::copy_n(a.v + t * a.row, a.row, static_cast<float*>(a.v_cache) + dst);
+      } else {
+        auto* kc = static_cast<uint16_t*>(a.k_cache) + dst;
+        auto* vc = static_cast<uint16_t*>(a.v_cache) + dst;
+        for (int64_t i = 0; i < a.row; i++) {
+          kc[i] = float_to_bf16(a.k[t * a.row + i]);
+          vc[i] = float_to_bf16(a.v[t * a.row + i]);
+        }
+      }
+    }
+  });
+}
+
+void attention(const AttentionArgs& a) {
+  const int64_t group = a.heads / a.kv_heads;
+  const int64_t d = a.head_dim;
+  const int64_t kv_row = a.kv_heads * d;
+  parallel_for(a.tokens * a.heads, [&](int64_t item) {
+    const int64_t t = item / a.heads, h = item % a.heads, kvh = h / group;
+    const int64_t pos = a.token_pos[t];
+    const int64_t first = a.window > 0 ? std::max<int64_t>(0, pos - a.window + 1) : 0;
+    const int32_t* table = a.block_tables + static_cast<int64_t>(a.token_seq[t]) * a.max_blocks;
+    const float* q = a.q + (t * a.heads + h) * d;
+    thread_local std::vector<float> scores, kbuf, acc;
+    scores.resize(static_cast<size_t>(pos - first + 1));
+    kbuf.resize(static_cast<size_t>(d));
+    acc.assign(static_cast<size_t>(d), 0.0f);
+    auto key_row = [&](const void* cache, int64_t p) -> const float* {
+      const int64_t off = (static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size) * kv_row + kvh * d;
+      if (a.cache_dtype == LM_F32) return static_cast<const float*>(cache) + off;
+      simd::bf16_to_f32(static_cast<const uint16_t*>(cache) + off, kbuf.data(), d);
+      return kbuf.data();
+    };
+    float max_score = -std::numeric_limits<float>::infinity();
+    for (int64_t p = first; p <= pos; p++) {
+      float s = simd::dot(key_row(a.k_cache, p), q, d) * a.scale;
+      scores[static_cast<size_t>(p - first)] = s;
+      max_score = std::max(max_score, s);
+    }
+    float denom = 0.0f;
+    for (float& s : scores) {
+      s = std::exp(s - max_score);
+      denom += s;
+    }
+    for (int64_t p = first; p <= pos; p++) {
+      const float* v = key_row(a.v_cache, p);
+      const float wgt = scores[static_cast<size_t>(p - first)];
+      for (int64_t i = 0; i < d; i++) acc[static_cast<size_t>(i)] = std::fma(wgt, v[i], acc[static_cast<size_t>(i)]);
+    }
+    float* o = a.out + t * a.heads * d + h * d;
+    const float inv = 1.0f / denom;
+    for (int64_t i = 0; i < d; i++) o[i] = acc[static_cast<size_t>(i)] * inv;
+  });
+}
+
+void silu_mul(const float* gu, int64_t tokens, int64_t inter, float* out) {
+  for_chunks(tokens, 8, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; t++) {
+      const float* g = gu + t * 2 * inter;
+      const float* u = g + inter;
+      float* o = out + t * inter;
+      for (int64_t i = 0; i < inter; i++) o[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
+    }
+  });
+}
+
+void moe_route(const float* logits, int64_t tokens, int64_t experts, int32_t top_k, bool renormalize,
+               int32_t* out_experts, float* out_weights) {
+  for_chunks(tokens, 16, [&](int64_t b, int64_t e) {
+    std::vector<float> prob(static_cast<size_t>(experts));
+    std::vector<int32_t> order(static_cast<size_t>(experts));
+    for (int64_t t = b; t < e; t++) {
+      const float* l = logits + t * experts;
+      float mx = *std::max_element(l, l + experts);
+      float sum = 0.0f;
+      for (int64_t i = 0; i < experts; i++) sum += (prob[static_cast<size_t>(i)] = std::exp(l[i] - mx));
+      for (float& p : prob) p /= sum;
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + top_k, order.end(), [&](int32_t x, int32_t y) {
+        return prob[static_cast<size_t>(x)] > prob[static_cast<size_t>(y)] ||
+               (prob[static_cast<size_t>(x)] == prob[static_cast<size_t>(y)] && x < y);
+      });
+      float picked = 0.0f;
+      for (int32_t j = 0; j < top_k; j++) picked += prob[static_cast<size_t>(order[static_cast<size_t>(j)])];
+      for (int32_t j = 0; j < top_k; j++) {
+        const int32_t ex = order[static_cast<size_t>(j)];
+        out_experts[t * top_k + j] = ex;
+        out_weights[t * top_k + j] = renormalize ? prob[static_cast<size_t>(ex)] / picked : prob[static_cast<size_t>(ex)];
+      }
+    }
+  });
+}
+
+void add(float* a, const float* b, int64_t n) {
+  for_chunks(n, 1 << 16, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; i++) a[i] += b[i];
+  });
+}
+
+void argmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out) {
+  for_chunks(rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; r++) {
+      const float* l = logits + r * vocab;
+      int64_t best = 0;
+      for (int64_t i = 1; i < vocab; i++) {
+        if (l[i] > l[best]) best = i;  // strict: ties keep the lower index
+      }
+      out[r] = static_cast<int32_t>(best);
+    }
+  });
+}
+
+void topk(const float* logits, int64_t rows, int64_t vocab, int32_t k, int32_t* indices, float* values) {
+  for_chunks(rows, 1, [&](int64_t b, int64_t e) {
+    std::vector<int32_t> order(static_cast<size_t>(vocab));
+    for (int64_t r = b; r < e; r++) {
+      const float* l = logits + r * vocab;
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [&](int32_t x, int32_t y) { return l[x] > l[y] || (l[x] == l[y] && x < y); });
+      for (int32_t j = 0; j < k; j++) {
+        indices[r * k + j] = order[static_cast<size_t>(j)];
+        values[r * k + j] = l[order[static_cast<size_t>(j)]];
+      }
+    }
+  });
+}
+
+}  // namespace lm::cpu

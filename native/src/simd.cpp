@@ -1,0 +1,137 @@
+#include "simd.h"
+
+#include <cmath>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define LM_X86 1
+#endif
+
+namespace lm::simd {
+
+namespace {
+
+inline float bf(uint16_t b) {
+  uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline float ld(const float* p, int64_t i) { return p[i]; }
+inline float ld(const uint16_t* p, int64_t i) { return bf(p[i]); }
+
+inline float reduce8(const float l[8]) {
+  return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+template <typename W>
+float dot_scalar(const W* w, const float* x, int64_t n) {
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t main = n & ~int64_t(7);
+  for (int64_t i = 0; i < main; i += 8) {
+    for (int j = 0; j < 8; j++) lanes[j] = std::fma(ld(w, i + j), x[i + j], lanes[j]);
+  }
+  float acc = reduce8(lanes);
+  for (int64_t i = main; i < n; i++) acc = std::fma(ld(w, i), x[i], acc);
+  return acc;
+}
+
+#ifdef LM_X86
+__attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma"))) inline __m256 load8(const uint16_t* p) {
+  __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+}
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  __m128 s4 = _mm_add_ps(lo, hi);                 // l[i] + l[i+4]
+  __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));  // s4[i] + s4[i+2]
+  __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+  return _mm_cvtss_f32(s1);
+}
+
+template <typename W>
+__attribute__((target("avx2,fma"))) float dot_avx2(const W* w, const float* x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t main = n & ~int64_t(7);
+  for (int64_t i = 0; i < main; i += 8) acc = _mm256_fmadd_ps(load8(w + i), _mm256_loadu_ps(x + i), acc);
+  float s = hsum(acc);
+  for (int64_t i = main; i < n; i++) s = std::fma(ld(w, i), x[i], s);
+  return s;
+}
+
+template <typename W>
+__attribute__((target("avx2,fma"))) void dot4_avx2(const W* w, const float* const x[4], int64_t n, float out[4]) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t main = n & ~int64_t(7);
+  for (int64_t i = 0; i < main; i += 8) {
+    __m256 wv = load8(w + i);
+    a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[0] + i), a0);
+    a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[1] + i), a1);
+    a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[2] + i), a2);
+    a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[3] + i), a3);
+  }
+  float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+  for (int64_t i = main; i < n; i++) {
+    float wi = ld(w, i);
+    for (int j = 0; j < 4; j++) s[j] = std::fma(wi, x[j][i], s[j]);
+  }
+  for (int j = 0; j < 4; j++) out[j] = s[j];
+}
+
+__attribute__((target("avx2,fma"))) void bf16_to_f32_avx2(const uint16_t* src, float* dst, int64_t n) {
+  int64_t main = n & ~int64_t(7);
+  for (int64_t i = 0; i < main; i += 8) _mm256_storeu_ps(dst + i, load8(src + i));
+  for (int64_t i = main; i < n; i++) dst[i] = bf(src[i]);
+}
+
+bool detect() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+bool detect() { return false; }
+#endif
+
+bool g_enabled = detect();
+
+}  // namespace
+
+bool cpu_has_avx2() {
+  static const bool has = detect();
+  return has;
+}
+bool enabled() { return g_enabled; }
+void set_enabled(bool on) { g_enabled = on && cpu_has_avx2(); }
+
+#ifdef LM_X86
+#define LM_DISPATCH(avx, scalar) return g_enabled ? (avx) : (scalar)
+#else
+#define LM_DISPATCH(avx, scalar) return (scalar)
+#endif
+
+float dot(const float* w, const float* x, int64_t n) { LM_DISPATCH(dot_avx2(w, x, n), dot_scalar(w, x, n)); }
+float dot(const uint16_t* w, const float* x, int64_t n) { LM_DISPATCH(dot_avx2(w, x, n), dot_scalar(w, x, n)); }
+
+void dot4(const float* w, const float* const x[4], int64_t n, float out[4]) {
+#ifdef LM_X86
+  if (g_enabled) return dot4_avx2(w, x, n, out);
+#endif
+  for (int j = 0; j < 4; j++) out[j] = dot_scalar(w, x[j], n);
+}
+void dot4(const uint16_t* w, const float* const x[4], int64_t n, float out[4]) {
+#ifdef LM_X86
+  if (g_enabled) return dot4_avx2(w, x, n, out);
+#endif
+  for (int j = 0; j < 4; j++) out[j] = dot_scalar(w, x[j], n);
+}
+
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+#ifdef LM_X86
+  if (g_enabled) return bf16_to_f32_avx2(src, dst, n);
+#endif
+  for (int64_t i = 0; i < n; i++) dst[i] = bf(src[i]);
+}
+
+}  // namespace lm::simd

@@ -1,0 +1,133 @@
+#include "threads.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace lm {
+
+namespace {
+
+int default_threads() {
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : static_cast<int>(std::min(hc, 64u));
+}
+
+class Pool {
+ public:
+  ~Pool() { resize(1); }
+
+  int size() {
+    std::lock_guard<std::mutex> lock(region_mutex_);
+    return static_cast<int>(workers_.size()) + 1;
+  }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> lock(region_mutex_);
+    stop_workers();
+    for (int i = 1; i < n; i++) workers_.emplace_back([this] { worker_loop(); });
+  }
+
+  void run(int64_t n, const std::function<void(int64_t)>& fn) {
+    if (in_region) {  // nested: stay on this thread
+      for (int64_t i = 0; i < n; i++) fn(i);
+      return;
+    }
+    // One parallel region at a time; concurrent callers (several Node async workers) queue here.
+    std::lock_guard<std::mutex> region(region_mutex_);
+    if (workers_.empty() || n <= 1) {
+      in_region = true;
+      for (int64_t i = 0; i < n; i++) fn(i);
+      in_region = false;
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      job_size_ = n;
+      next_.store(0);
+      active_ = static_cast<int>(workers_.size());
+      generation_++;
+    }
+    wake_.notify_all();
+    in_region = true;
+    drain();
+    in_region = false;
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return active_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  static thread_local bool in_region;
+
+  void drain() {
+    for (;;) {
+      int64_t i = next_.fetch_add(1);
+      if (i >= job_size_) return;
+      (*job_)(i);
+    }
+  }
+
+  void worker_loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return quit_ || generation_ != seen; });
+        if (quit_) return;
+        seen = generation_;
+      }
+      in_region = true;
+      drain();
+      in_region = false;
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--active_ == 0) done_.notify_all();
+    }
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+    quit_ = false;
+  }
+
+  std::mutex region_mutex_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t job_size_ = 0;
+  std::atomic<int64_t> next_{0};
+  int active_ = 0;
+  uint64_t generation_ = 0;
+  bool quit_ = false;
+};
+
+thread_local bool Pool::in_region = false;
+
+Pool& pool() {
+  static Pool* p = [] {
+    auto* created = new Pool();  // never destroyed: worker threads must outlive static destructors
+    created->resize(default_threads());
+    return created;
+  }();
+  return *p;
+}
+
+}  // namespace
+
+void set_num_threads(int n) { pool().resize(n <= 0 ? default_threads() : std::min(n, 64)); }
+int num_threads() { return pool().size(); }
+void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) { pool().run(n, fn); }
+
+}  // namespace lm

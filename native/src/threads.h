@@ -1,0 +1,18 @@
+// A small fixed pool of worker threads for CPU ops. parallel_for hands out indices from an atomic
+// counter; callers make every index's work independent and fully owned by one thread, which is what
+// keeps results identical for any thread count.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace lm {
+
+void set_num_threads(int n);
+int num_threads();
+
+// Calls fn(i) for i in [0, n) across the pool (the calling thread helps). Blocks until done.
+// Nested calls run inline on the calling thread.
+void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+
+}  // namespace lm

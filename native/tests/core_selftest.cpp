@@ -1,0 +1,67 @@
+// CPU self-test of the core without Node: batched mixed-rank LoRA against the fp64 oracle, bitwise
+// identical results for 1 and 2 threads and for the AVX2 and scalar paths, and typed errors for bad
+// inputs. The full op-by-op suite runs through the Node binding (pnpm test); this one exists so a
+// machine without Node (the GPU machine) can check the core too.
+#include <cstring>
+
+#include "test_util.h"
+
+using namespace lmtest;
+
+static std::vector<float> run_lora(const LoraProblem& p) {
+  std::vector<float> y = p.y0;
+  lm_tensor a = tensor(const_cast<float*>(p.a_pool.data()), LM_F32, {static_cast<int64_t>(p.a_pool.size())});
+  lm_tensor b = tensor(const_cast<float*>(p.b_pool.data()), LM_F32, {static_cast<int64_t>(p.b_pool.size())});
+  const int64_t entries = static_cast<int64_t>(p.rank.size());
+  lm_tensor rank = tensor(const_cast<int32_t*>(p.rank.data()), LM_I32, {entries});
+  lm_tensor scale = tensor(const_cast<float*>(p.scale.data()), LM_F32, {entries});
+  lm_tensor ao = tensor(const_cast<int64_t*>(p.a_offset.data()), LM_I64, {entries});
+  lm_tensor bo = tensor(const_cast<int64_t*>(p.b_offset.data()), LM_I64, {entries});
+  lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rank, &scale, &ao, &bo, p.max_rank};
+  std::memcpy(w.slice_width, p.widths, sizeof(p.widths));
+  lm_tensor x = tensor(const_cast<float*>(p.x.data()), LM_F32, {p.tokens, p.h_in});
+  lm_tensor slot = tensor(const_cast<int32_t*>(p.slot.data()), LM_I32, {p.tokens});
+  lm_tensor yt = tensor(y.data(), LM_F32, {p.tokens, p.n_out});
+  LM_CHECK(lm_lora_apply(&w, &x, &slot, &yt));
+  return y;
+}
+
+int main() {
+  std::mt19937 rng(7);
+  int failures = 0;
+  LoraProblem p = make_lora_problem(rng, 67, 131, {96, 32, 32}, {1, 2, 4, 8, 16, 64, 128});
+  std::vector<double> want = lora_oracle(p);
+  for (int simd : {1, 0}) {
+    if (simd && !lm_simd_enabled()) continue;
+    LM_CHECK(lm_set_simd(simd));
+    LM_CHECK(lm_set_num_threads(1));
+    std::vector<float> one = run_lora(p);
+    LM_CHECK(lm_set_num_threads(2));
+    std::vector<float> two = run_lora(p);
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); i++) worst = std::max(worst, std::fabs(one[i] - want[i]));
+    const bool same = std::memcmp(one.data(), two.data(), one.size() * 4) == 0;
+    std::printf("lora simd=%d max|err|=%.3g, 1 vs 2 threads identical: %s\n", simd, worst, same ? "yes" : "NO");
+    if (worst > 1e-4 || !same) failures++;
+  }
+  // A slot beyond the adapter table is a typed error, not a crash.
+  p.slot[3] = p.n_keys;
+  std::vector<float> y = p.y0;
+  lm_tensor x = tensor(p.x.data(), LM_F32, {p.tokens, p.h_in});
+  lm_tensor slot = tensor(p.slot.data(), LM_I32, {p.tokens});
+  lm_tensor yt = tensor(y.data(), LM_F32, {p.tokens, p.n_out});
+  lm_tensor a = tensor(p.a_pool.data(), LM_F32, {static_cast<int64_t>(p.a_pool.size())});
+  lm_tensor b = tensor(p.b_pool.data(), LM_F32, {static_cast<int64_t>(p.b_pool.size())});
+  const int64_t entries = static_cast<int64_t>(p.rank.size());
+  lm_tensor rank = tensor(p.rank.data(), LM_I32, {entries});
+  lm_tensor scale = tensor(p.scale.data(), LM_F32, {entries});
+  lm_tensor ao = tensor(p.a_offset.data(), LM_I64, {entries});
+  lm_tensor bo = tensor(p.b_offset.data(), LM_I64, {entries});
+  lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rank, &scale, &ao, &bo, p.max_rank};
+  std::memcpy(w.slice_width, p.widths, sizeof(p.widths));
+  const lm_status s = lm_lora_apply(&w, &x, &slot, &yt);
+  std::printf("bad slot -> status %d: %s\n", (int)s, lm_last_error());
+  if (s != LM_ERR_SLOT) failures++;
+  std::printf("%s\n", failures ? "FAILED" : "ok");
+  return failures ? 1 : 0;
+}
