@@ -1,0 +1,144 @@
+/**
+ * @loramesh/native: the compute core's typed API. Heavy ops run off the JS thread and resolve when
+ * their outputs are written; a bad shape, dtype, slot or device rejects with a typed error
+ * (NativeShapeError, ...). Outputs are written in place into the tensors passed as `out`.
+ */
+import { join } from "node:path";
+import { FailedPreconditionError } from "@loramesh/core";
+import { toNativeError } from "./errors";
+import type { LoraWeights } from "./lora";
+import type { Tensor } from "./tensor";
+
+export * from "./errors";
+export * from "./lora";
+export * from "./tensor";
+
+/** Rope scaling as Hugging Face names it, with the fields each type reads. */
+export interface RopeConfig {
+  type: "default" | "linear" | "dynamic" | "llama3" | "yarn";
+  base: number;
+  rotaryDim: number;
+  factor?: number;
+  maxPositionEmbeddings?: number;
+  originalMaxPositionEmbeddings?: number;
+  lowFreqFactor?: number;
+  highFreqFactor?: number;
+  betaFast?: number;
+  betaSlow?: number;
+  mscale?: number;
+  mscaleAllDim?: number;
+  attentionFactor?: number;
+  truncate?: boolean;
+}
+
+interface Addon {
+  version: string;
+  cudaBuilt: boolean;
+  cudaDeviceCount(): number;
+  getNumThreads(): number;
+  setNumThreads(n: number): void;
+  simdEnabled(): boolean;
+  setSimd(on: boolean): void;
+  ropeInvFreq(config: RopeConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number };
+  [op: string]: unknown;
+}
+
+export const ADDON_PATH = join(__dirname, "..", "build", "Release", "loramesh_native.node");
+
+function loadAddon(): Addon {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node addon loads only through require
+    return require(ADDON_PATH) as Addon;
+  } catch (err) {
+    throw new FailedPreconditionError(
+      `the native addon is not built (${ADDON_PATH}); run ./scripts/setup.sh or pnpm --filter @loramesh/native build:addon`,
+      { cause: err },
+    );
+  }
+}
+
+const addon = loadAddon();
+
+function call(op: string, ...args: unknown[]): Promise<void> {
+  const fn = addon[op] as (...a: unknown[]) => Promise<void>;
+  return fn(...args).catch((err: unknown) => {
+    throw toNativeError(err);
+  });
+}
+
+function sync<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw toNativeError(err);
+  }
+}
+
+type F32 = Tensor<"f32">;
+type Weight = Tensor<"f32"> | Tensor<"bf16">;
+type I32 = Tensor<"i32">;
+
+export const native = {
+  version: addon.version,
+  /** Whether the addon was compiled with CUDA kernels. */
+  cudaBuilt: addon.cudaBuilt,
+  /** Visible CUDA devices (0 on machines without a GPU). */
+  cudaDeviceCount: (): number => addon.cudaDeviceCount(),
+  /** Threads used by CPU ops; results are identical for any count. */
+  getNumThreads: (): number => addon.getNumThreads(),
+  setNumThreads: (n: number): void => sync(() => addon.setNumThreads(n)),
+  /** Whether the AVX2/FMA path is used; false forces the scalar path (same bits, slower). */
+  simdEnabled: (): boolean => addon.simdEnabled(),
+  setSimd: (on: boolean): void => sync(() => addon.setSimd(on)),
+
+  /** out[t] = table[ids[t]]. */
+  embedding: (table: Weight, ids: I32, out: F32) => call("embedding", table, ids, out),
+  /** Hugging Face RMSNorm; out may be x. */
+  rmsnorm: (x: F32, weight: Weight, eps: number, out: F32) => call("rmsnorm", x, weight, eps, out),
+  /** Rotary embedding in place on x [T, heads, headDim]. */
+  rope: (x: F32, positions: I32, invFreq: F32, rotaryDim: number, attentionScaling: number) =>
+    call("rope", x, positions, invFreq, rotaryDim, attentionScaling),
+  /** Rotary frequencies and attention scaling as Hugging Face computes them for this config. */
+  ropeInvFreq: (config: RopeConfig, seqLen = 0) => sync(() => addon.ropeInvFreq(config, seqLen)),
+  /** out = x·Wᵀ (+ bias). */
+  matmul: (x: F32, weight: Weight, bias: F32 | null, out: F32) => call("matmul", x, weight, bias, out),
+  /** Writes k, v [T, kvHeads, headDim] into the paged caches at slotMapping[t] (−1 skips). */
+  kvCacheWrite: (k: F32, v: F32, kCache: Weight, vCache: Weight, slotMapping: I32) =>
+    call("kvCacheWrite", k, v, kCache, vCache, slotMapping),
+  /** Causal GQA over the paged cache for a mixed prefill/decode batch (window 0 = unlimited). */
+  attention: (
+    q: F32,
+    kCache: Weight,
+    vCache: Weight,
+    blockTables: I32,
+    tokenSeq: I32,
+    tokenPos: I32,
+    scale: number,
+    slidingWindow: number,
+    out: F32,
+  ) => call("attention", q, kCache, vCache, blockTables, tokenSeq, tokenPos, scale, slidingWindow, out),
+  /** out = silu(gate) · up for gateUp [T, 2I]. */
+  siluMul: (gateUp: F32, out: F32) => call("siluMul", gateUp, out),
+  /** Softmax, top-k, optional renormalisation (Mixtral). */
+  moeRoute: (logits: F32, topK: number, renormalize: boolean, experts: I32, weights: F32) =>
+    call("moeRoute", logits, topK, renormalize, experts, weights),
+  /** a += b. */
+  add: (a: F32, b: F32) => call("add", a, b),
+  /** Row-wise argmax (ties: lower index). */
+  argmax: (logits: F32, out: I32) => call("argmax", logits, out),
+  /** Row-wise top-k, sorted descending (ties: lower index). */
+  topk: (logits: F32, k: number, indices: I32, values: F32) => call("topk", logits, k, indices, values),
+  /** y[t] += scale·B·(A·x[t]) for each token's key (tokenSlot −1: none), every slice of the site. */
+  loraApply: (weights: LoraWeights, x: Weight, tokenSlot: I32, y: F32) => call("loraApply", weights, x, tokenSlot, y),
+  /** MoE variant over routed token–expert rows, with the routing weight applied. */
+  loraApplyMoe: (
+    weights: LoraWeights,
+    nExperts: number,
+    x: Weight,
+    rowToken: I32 | null,
+    rowSlot: I32,
+    rowExpert: I32,
+    rowWeight: F32 | null,
+    y: F32,
+  ) => call("loraApplyMoe", weights, nExperts, x, rowToken, rowSlot, rowExpert, rowWeight, y),
+};
