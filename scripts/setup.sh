@@ -18,14 +18,19 @@ if [ "$(pnpm --version 2>/dev/null || true)" != "$pnpm_version" ]; then
   npm install -g --silent "pnpm@$pnpm_version"
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  say "installing redis-server (Debian package)"
+# Debian packages: redis-server for the embedded Redis, cmake and g++ for the native core.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} (Debian packages)"
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   elif command -v sudo >/dev/null 2>&1; then
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    say "redis-server is missing and this user cannot install it: apt-get install redis-server"
+    say "missing ${missing[*]} and this user cannot install them: apt-get install ${missing[*]}"
     exit 1
   fi
 fi
@@ -36,5 +41,13 @@ fi
 
 say "installing dependencies"
 pnpm install --frozen-lockfile --reporter=silent
-say "building"
-pnpm run --silent build
+# nvcc is optional: with it the native core also compiles its CUDA kernels.
+if command -v nvcc >/dev/null 2>&1; then say "nvcc found: the native core includes its CUDA kernels"; fi
+say "building (native core, then TypeScript)"
+build_log=$(mktemp)
+if ! pnpm run --silent build >"$build_log" 2>&1; then
+  cat "$build_log" >&2
+  say "build failed"
+  exit 1
+fi
+rm -f "$build_log"
