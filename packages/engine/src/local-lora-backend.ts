@@ -1,0 +1,137 @@
+/**
+ * Coupled mode: adapters resident in this process, deltas from the native batched heterogeneous-rank
+ * LoRA kernels. Adapter weights are packed per (layer, site) at true rank across all resident
+ * adapters (a slot per adapter; for MoE expert sites a key per (slot, expert)) and repacked when the
+ * resident set changes.
+ */
+import { NotFoundError } from "@loramesh/core";
+import { i32, native, packLoraWeights, type LoraSliceWeights, type LoraWeights } from "@loramesh/native";
+import type { AdapterModule, LoraAdapter, ProjectionName } from "./adapter";
+import type { LoraBackend, LoraSiteCall, LoraSite } from "./lora-backend";
+import type { ModelConfig } from "./model-config";
+
+const SLICES: Record<LoraSite, ProjectionName[]> = {
+  qkv: ["q", "k", "v"],
+  o: ["o"],
+  gate_up: ["gate", "up"],
+  down: ["down"],
+};
+
+export class LocalLoraBackend implements LoraBackend {
+  private readonly adapters = new Map<string, LoraAdapter>();
+  private slots: string[] = [];
+  private packed = new Map<string, LoraWeights | null>();
+
+  constructor(private readonly config: ModelConfig) {}
+
+  add(id: string, adapter: LoraAdapter): void {
+    this.adapters.set(id, adapter);
+    this.invalidate();
+  }
+
+  remove(id: string): boolean {
+    const had = this.adapters.delete(id);
+    if (had) this.invalidate();
+    return had;
+  }
+
+  has(id: string): boolean {
+    return this.adapters.has(id);
+  }
+
+  get(id: string): LoraAdapter | undefined {
+    return this.adapters.get(id);
+  }
+
+  ids(): string[] {
+    return [...this.adapters.keys()];
+  }
+
+  async apply(call: LoraSiteCall): Promise<void> {
+    const weights = this.weightsFor(call.layer, call.site, call.rowExpert !== undefined);
+    if (!weights) return; // no resident adapter touches this site
+    const slotOf = call.adapters.map((id) => {
+      const slot = this.slots.indexOf(id);
+      if (slot < 0) throw new NotFoundError(`adapter ${id} is not resident on this worker`);
+      return slot;
+    });
+    const rows = call.rowAdapter.length;
+    const rowSlot = new Int32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      const a = call.rowAdapter[r] as number;
+      rowSlot[r] = a < 0 ? -1 : (slotOf[a] as number);
+    }
+    if (call.rowExpert) {
+      await native.loraApplyMoe(
+        weights,
+        this.config.numExperts,
+        call.x,
+        null,
+        i32([rows], rowSlot),
+        i32([rows], call.rowExpert),
+        null,
+        call.y,
+      );
+    } else {
+      await native.loraApply(weights, call.x, i32([rows], rowSlot), call.y);
+    }
+  }
+
+  private invalidate(): void {
+    this.slots = [...this.adapters.keys()];
+    this.packed.clear();
+  }
+
+  private weightsFor(layer: number, site: LoraSite, moe: boolean): LoraWeights | null {
+    const key = `${layer}/${site}/${moe ? "moe" : "dense"}`;
+    const cached = this.packed.get(key);
+    if (cached !== undefined) return cached;
+    const c = this.config;
+    const q = c.numHeads * c.headDim,
+      kv = c.numKvHeads * c.headDim;
+    const width: Record<ProjectionName, number> = {
+      q,
+      k: kv,
+      v: kv,
+      o: c.hiddenSize,
+      gate: c.intermediateSize,
+      up: c.intermediateSize,
+      down: c.hiddenSize,
+    };
+    const inFeatures: Record<LoraSite, number> = {
+      qkv: c.hiddenSize,
+      o: q,
+      gate_up: c.hiddenSize,
+      down: c.intermediateSize,
+    };
+    const projections = SLICES[site];
+    const experts = moe ? c.numExperts : 1;
+    const keys: Array<Array<LoraSliceWeights | null>> = [];
+    let any = false;
+    for (const id of this.slots) {
+      const adapter = this.adapters.get(id) as LoraAdapter;
+      for (let e = 0; e < experts; e++) {
+        keys.push(
+          projections.map((p) => {
+            const m = adapter.modules.find(
+              (x: AdapterModule) =>
+                x.layer === layer && x.projection === p && (moe ? x.expert === e : x.expert === undefined),
+            );
+            if (!m) return null;
+            any = true;
+            return { rank: m.rank, scale: m.scale, a: m.a, b: m.b };
+          }),
+        );
+      }
+    }
+    const weights = any
+      ? packLoraWeights(
+          keys,
+          inFeatures[site],
+          projections.map((p) => width[p]),
+        )
+      : null;
+    this.packed.set(key, weights);
+    return weights;
+  }
+}
