@@ -3,9 +3,11 @@
 import { describeError, isLoraMeshError } from "@loramesh/core";
 import { LoraMeshClientError } from "@loramesh/sdk";
 import type { Command } from "./command";
+import { generateCommand } from "./commands/generate";
+import { scoreCommand } from "./commands/score";
 import { upCommand } from "./commands/up";
 
-const COMMANDS: readonly Command[] = [upCommand];
+const COMMANDS: readonly Command[] = [upCommand, generateCommand, scoreCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -190,13 +190,13 @@ export function loadAdapter(dir: string, model: ModelConfig): LoraAdapter {
   const r = cfg["r"];
   if (typeof r !== "number" || !Number.isInteger(r) || r < 1)
     throw new AdapterError(`r must be a positive integer, got ${JSON.stringify(r)}`);
-  const alpha = typeof cfg["lora_alpha"] === "number" ? (cfg["lora_alpha"] as number) : 8;
+  const alpha = typeof cfg["lora_alpha"] === "number" ? cfg["lora_alpha"] : 8;
   const rslora = cfg["use_rslora"] === true;
   const target = cfg["target_modules"];
   if (!(typeof target === "string" || (Array.isArray(target) && target.every((t) => typeof t === "string")))) {
     throw new AdapterError(`target_modules must be a list of names or a regex string, got ${JSON.stringify(target)}`);
   }
-  const targets = target as string | string[];
+  const targets = target;
   const rankPattern = (cfg["rank_pattern"] ?? {}) as Record<string, number>;
   const alphaPattern = (cfg["alpha_pattern"] ?? {}) as Record<string, number>;
   const ltt = cfg["layers_to_transform"];

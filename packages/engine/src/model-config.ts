@@ -93,7 +93,8 @@ export function parseModelConfig(raw: Json): ModelConfig {
   // rope_theta at the top and rope_scaling {type|rope_type, factor, ...}.
   const params = (raw["rope_parameters"] ?? raw["rope_scaling"] ?? {}) as Json | null;
   const p: Json = params ?? {};
-  const ropeType = String(p["rope_type"] ?? p["type"] ?? "default");
+  const rawType = p["rope_type"] ?? p["type"] ?? "default";
+  const ropeType = typeof rawType === "string" ? rawType : JSON.stringify(rawType);
   const theta = num(p, "rope_theta", num(raw, "rope_theta", 10000));
   const partial = num(p, "partial_rotary_factor", num(raw, "partial_rotary_factor", 1));
   const rotaryDim = Math.floor(headDim * partial);
@@ -103,7 +104,7 @@ export function parseModelConfig(raw: Json): ModelConfig {
       `rope type ${JSON.stringify(ropeType)} is not supported; supported: ${supportedRope.join(", ")}`,
     );
   }
-  const opt = (key: string): number | undefined => (typeof p[key] === "number" ? (p[key] as number) : undefined);
+  const opt = (key: string): number | undefined => (typeof p[key] === "number" ? p[key] : undefined);
   const rope: ModelConfig["rope"] = {
     type: ropeType as RopeConfig["type"],
     base: theta,
@@ -126,7 +127,7 @@ export function parseModelConfig(raw: Json): ModelConfig {
 
   // Sliding windows: mistral sets sliding_window; qwen2 only when use_sliding_window, and then only
   // for layers from max_window_layers on.
-  const window = typeof raw["sliding_window"] === "number" ? (raw["sliding_window"] as number) : 0;
+  const window = typeof raw["sliding_window"] === "number" ? raw["sliding_window"] : 0;
   let slidingWindow = Array.from({ length: numLayers }, () => 0);
   if (type === "mistral" || type === "mixtral") slidingWindow = slidingWindow.map(() => window);
   if (type === "qwen2" && raw["use_sliding_window"] === true && window > 0) {
@@ -163,7 +164,7 @@ export function parseModelConfig(raw: Json): ModelConfig {
     slidingWindow,
     numExperts,
     expertsPerToken,
-    bosTokenId: typeof raw["bos_token_id"] === "number" ? (raw["bos_token_id"] as number) : undefined,
+    bosTokenId: typeof raw["bos_token_id"] === "number" ? raw["bos_token_id"] : undefined,
     eosTokenIds: ids(raw["eos_token_id"]),
   };
 }

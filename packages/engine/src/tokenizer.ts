@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
-import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import * as tokenizers from "@huggingface/tokenizers";
 import { FailedPreconditionError, InvalidArgumentError } from "@loramesh/core";
 
 export interface ChatMessage {
@@ -14,6 +14,15 @@ export interface ChatMessage {
 }
 
 type Json = Record<string, unknown>;
+
+/** The part of @huggingface/tokenizers we use (its bundled .d.ts files do not resolve under node16). */
+interface HfTokenizer {
+  encode(text: string, options: { add_special_tokens: boolean }): { ids: number[] };
+  decode(ids: number[], options: { skip_special_tokens: boolean; clean_up_tokenization_spaces: boolean }): string;
+  token_to_id(token: string): number | undefined;
+}
+const HfTokenizerClass = (tokenizers as unknown as { Tokenizer: new (json: object, config: object) => HfTokenizer })
+  .Tokenizer;
 
 export class Tokenizer {
   private readonly template: Template | undefined;
@@ -65,7 +74,7 @@ export class Tokenizer {
       const e = gen["eos_token_id"];
       generationEos = typeof e === "number" ? [e] : Array.isArray(e) ? (e as number[]) : [];
     }
-    return new Tokenizer(new HfTokenizer(json, config), config, [...eosTokenIds, ...generationEos]);
+    return new Tokenizer(new HfTokenizerClass(json, config), config, [...eosTokenIds, ...generationEos]);
   }
 
   /** Token ids of `text`; special tokens (BOS) are added as the tokenizer's post-processor says. */
