@@ -8,7 +8,7 @@ export default tseslint.config(
       "**/dist/**",
       "**/node_modules/**",
       "packages/proto/src/gen/**",
-      "native/build/**",
+      "native/build*/**",
       "**/*.mjs",
       "**/*.js",
     ],
