@@ -3,6 +3,13 @@
 // finishes. A bad shape, dtype, slot or device rejects with an Error whose `code` is the core's
 // status name (LM_ERR_SHAPE, ...); the TypeScript wrapper turns those into typed errors.
 #include <napi.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <functional>
 #include <memory>
@@ -367,7 +374,55 @@ Napi::Value SetSimd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Maps a file (in /dev/shm for same-host transport) into this process and returns it as an
+// ArrayBuffer; two processes mapping the same path share the bytes. `create` makes (or resizes)
+// the file. The mapping is released when the ArrayBuffer is garbage-collected.
+Napi::Value MapSharedMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsNumber()) {
+    make_error(env, LM_ERR_ARGUMENT, "mapSharedMemory(path, bytes, create)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  const double bytes_d = info[1].As<Napi::Number>().DoubleValue();
+  const bool create = info.Length() > 2 && info[2].ToBoolean().Value();
+  if (bytes_d <= 0 || bytes_d > 4.0 * 1024 * 1024 * 1024) {
+    make_error(env, LM_ERR_ARGUMENT, "shared memory size must be between 1 byte and 4 GiB").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const size_t bytes = static_cast<size_t>(bytes_d);
+  const int fd = open(path.c_str(), create ? (O_RDWR | O_CREAT) : O_RDWR, 0600);
+  if (fd < 0) {
+    make_error(env, LM_ERR_DEVICE, "cannot open shared memory " + path + ": " + std::strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct stat st {};
+  if (create && ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+    const std::string msg = std::strerror(errno);
+    close(fd);
+    make_error(env, LM_ERR_DEVICE, "cannot size shared memory " + path + ": " + msg).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) < bytes) {
+    close(fd);
+    make_error(env, LM_ERR_DEVICE, "shared memory " + path + " is smaller than " + std::to_string(bytes) + " bytes").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  void* addr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (addr == MAP_FAILED) {
+    make_error(env, LM_ERR_DEVICE, std::string("mmap failed: ") + std::strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto* hint = new size_t(bytes);
+  return Napi::ArrayBuffer::New(env, addr, bytes, [](Napi::Env, void* data, size_t* size) {
+    munmap(data, *size);
+    delete size;
+  }, hint);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("mapSharedMemory", Napi::Function::New(env, MapSharedMemory));
   exports.Set("version", Napi::String::New(env, lm_version()));
   exports.Set("cudaBuilt", Napi::Boolean::New(env, lm_cuda_built() != 0));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), lm_cuda_device_count()); }));

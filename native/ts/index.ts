@@ -40,6 +40,7 @@ interface Addon {
   simdEnabled(): boolean;
   setSimd(on: boolean): void;
   ropeInvFreq(config: RopeConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number };
+  mapSharedMemory(path: string, bytes: number, create: boolean): ArrayBuffer;
   [op: string]: unknown;
 }
 
@@ -91,6 +92,12 @@ export const native = {
   simdEnabled: (): boolean => addon.simdEnabled(),
   setSimd: (on: boolean): void => sync(() => addon.setSimd(on)),
 
+  /**
+   * Maps a shared-memory file (e.g. under /dev/shm) into this process; processes that map the same
+   * path see the same bytes. `create` creates or resizes it.
+   */
+  mapSharedMemory: (path: string, bytes: number, create: boolean): ArrayBuffer =>
+    sync(() => addon.mapSharedMemory(path, bytes, create)),
   /** out[t] = table[ids[t]]. */
   embedding: (table: Weight, ids: I32, out: F32) => call("embedding", table, ids, out),
   /** Hugging Face RMSNorm; out may be x. */

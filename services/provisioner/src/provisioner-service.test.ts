@@ -77,6 +77,7 @@ describe("provisioner executor registry (real Redis, real gRPC)", function () {
         executorId: "lora-1",
         load: { active: 1, queued: 0, adapterBytesUsed: 10, tokensPerSecond: 5, rankWeightedLoad: 40 },
         residentAdapterIds: ["t/a"],
+        adapterRequests: {},
       });
       expect(beat.known).to.equal(true);
     }
@@ -89,6 +90,7 @@ describe("provisioner executor registry (real Redis, real gRPC)", function () {
     const late = await call<HeartbeatRequest, HeartbeatResponse>(client.heartbeat.bind(client), {
       executorId: "lora-1",
       residentAdapterIds: [],
+      adapterRequests: {},
     });
     expect(late.known).to.equal(false);
   });

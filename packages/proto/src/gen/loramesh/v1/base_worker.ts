@@ -68,7 +68,14 @@ export interface SequenceEvent {
     | Usage
     | undefined;
   /** Set on the last event. */
-  timings?: Timings | undefined;
+  timings?:
+    | Timings
+    | undefined;
+  /**
+   * Text decoded for token_ids (the worker's engine holds back split UTF-8 characters and stop
+   * strings, so the concatenation of all events' text is the final text).
+   */
+  text: string;
 }
 
 export interface CancelSequenceRequest {
@@ -333,7 +340,7 @@ export const SubmitSequenceRequest: MessageFns<SubmitSequenceRequest> = {
 };
 
 function createBaseSequenceEvent(): SequenceEvent {
-  return { sequenceId: "", tokenIds: [], finishReason: 0, usage: undefined, timings: undefined };
+  return { sequenceId: "", tokenIds: [], finishReason: 0, usage: undefined, timings: undefined, text: "" };
 }
 
 export const SequenceEvent: MessageFns<SequenceEvent> = {
@@ -356,6 +363,9 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
     }
     if (message.timings !== undefined) {
       Timings.encode(message.timings, writer.uint32(42).fork()).join();
+    }
+    if (message.text !== "") {
+      writer.uint32(50).string(message.text);
     }
     return writer;
   },
@@ -423,6 +433,14 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
             message.timings = Timings.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -454,6 +472,7 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
         : 0,
       usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
       timings: isSet(object.timings) ? Timings.fromJSON(object.timings) : undefined,
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
     };
   },
 
@@ -474,6 +493,9 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
     if (message.timings !== undefined) {
       obj.timings = Timings.toJSON(message.timings);
     }
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
     return obj;
   },
 
@@ -489,6 +511,7 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
     message.timings = (object.timings !== undefined && object.timings !== null)
       ? Timings.fromPartial(object.timings)
       : undefined;
+    message.text = object.text ?? "";
     return message;
   },
 };

@@ -338,6 +338,8 @@ export interface Adapter {
   error: string;
   /** Registration time, milliseconds since the Unix epoch. */
   createdUnixMs: number;
+  /** Internal id the mesh uses for this version of the adapter (tenant, name and content hash). */
+  adapterId: string;
 }
 
 /** Status of one adapter load (or unload/migrate) job. */
@@ -990,6 +992,7 @@ function createBaseAdapter(): Adapter {
     state: 0,
     error: "",
     createdUnixMs: 0,
+    adapterId: "",
   };
 }
 
@@ -1027,6 +1030,9 @@ export const Adapter: MessageFns<Adapter> = {
     }
     if (message.createdUnixMs !== 0) {
       writer.uint32(88).uint64(message.createdUnixMs);
+    }
+    if (message.adapterId !== "") {
+      writer.uint32(98).string(message.adapterId);
     }
     return writer;
   },
@@ -1132,6 +1138,14 @@ export const Adapter: MessageFns<Adapter> = {
             message.createdUnixMs = longToNumber(reader.uint64());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.adapterId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1173,6 +1187,11 @@ export const Adapter: MessageFns<Adapter> = {
         : isSet(object.created_unix_ms)
         ? globalThis.Number(object.created_unix_ms)
         : 0,
+      adapterId: isSet(object.adapterId)
+        ? globalThis.String(object.adapterId)
+        : isSet(object.adapter_id)
+        ? globalThis.String(object.adapter_id)
+        : "",
     };
   },
 
@@ -1211,6 +1230,9 @@ export const Adapter: MessageFns<Adapter> = {
     if (message.createdUnixMs !== 0) {
       obj.createdUnixMs = Math.round(message.createdUnixMs);
     }
+    if (message.adapterId !== "") {
+      obj.adapterId = message.adapterId;
+    }
     return obj;
   },
 
@@ -1232,6 +1254,7 @@ export const Adapter: MessageFns<Adapter> = {
     message.state = object.state ?? 0;
     message.error = object.error ?? "";
     message.createdUnixMs = object.createdUnixMs ?? 0;
+    message.adapterId = object.adapterId ?? "";
     return message;
   },
 };

@@ -171,6 +171,13 @@ export interface HeartbeatRequest {
     | undefined;
   /** Internal ids of adapters resident on the executor. */
   residentAdapterIds: string[];
+  /** Requests served per adapter since the previous heartbeat (traffic statistics). */
+  adapterRequests: { [key: string]: number };
+}
+
+export interface HeartbeatRequest_AdapterRequestsEntry {
+  key: string;
+  value: number;
 }
 
 export interface HeartbeatResponse {
@@ -803,7 +810,7 @@ export const RegisterExecutorResponse: MessageFns<RegisterExecutorResponse> = {
 };
 
 function createBaseHeartbeatRequest(): HeartbeatRequest {
-  return { executorId: "", load: undefined, residentAdapterIds: [] };
+  return { executorId: "", load: undefined, residentAdapterIds: [], adapterRequests: {} };
 }
 
 export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
@@ -817,6 +824,9 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     for (const v of message.residentAdapterIds) {
       writer.uint32(26).string(v!);
     }
+    globalThis.Object.entries(message.adapterRequests).forEach(([key, value]: [string, number]) => {
+      HeartbeatRequest_AdapterRequestsEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
     return writer;
   },
 
@@ -857,6 +867,17 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
             message.residentAdapterIds.push(reader.string());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = HeartbeatRequest_AdapterRequestsEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.adapterRequests[entry4.key] = entry4.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -882,6 +903,33 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
         : globalThis.Array.isArray(object?.resident_adapter_ids)
         ? object.resident_adapter_ids.map((e: any) => globalThis.String(e))
         : [],
+      adapterRequests: isObject(object.adapterRequests)
+        ? (globalThis.Object.entries(object.adapterRequests) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.adapter_requests)
+        ? (globalThis.Object.entries(object.adapter_requests) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -896,6 +944,15 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
     if (message.residentAdapterIds?.length) {
       obj.residentAdapterIds = message.residentAdapterIds;
     }
+    if (message.adapterRequests) {
+      const entries = globalThis.Object.entries(message.adapterRequests) as [string, number][];
+      if (entries.length > 0) {
+        obj.adapterRequests = {};
+        entries.forEach(([k, v]) => {
+          obj.adapterRequests[k] = Math.round(v);
+        });
+      }
+    }
     return obj;
   },
 
@@ -909,6 +966,104 @@ export const HeartbeatRequest: MessageFns<HeartbeatRequest> = {
       ? ExecutorLoad.fromPartial(object.load)
       : undefined;
     message.residentAdapterIds = object.residentAdapterIds?.map((e) => e) || [];
+    message.adapterRequests = (globalThis.Object.entries(object.adapterRequests ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseHeartbeatRequest_AdapterRequestsEntry(): HeartbeatRequest_AdapterRequestsEntry {
+  return { key: "", value: 0 };
+}
+
+export const HeartbeatRequest_AdapterRequestsEntry: MessageFns<HeartbeatRequest_AdapterRequestsEntry> = {
+  encode(message: HeartbeatRequest_AdapterRequestsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint64(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeartbeatRequest_AdapterRequestsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeartbeatRequest_AdapterRequestsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HeartbeatRequest_AdapterRequestsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: HeartbeatRequest_AdapterRequestsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HeartbeatRequest_AdapterRequestsEntry>, I>>(
+    base?: I,
+  ): HeartbeatRequest_AdapterRequestsEntry {
+    return HeartbeatRequest_AdapterRequestsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HeartbeatRequest_AdapterRequestsEntry>, I>>(
+    object: I,
+  ): HeartbeatRequest_AdapterRequestsEntry {
+    const message = createBaseHeartbeatRequest_AdapterRequestsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
     return message;
   },
 };
@@ -2445,6 +2600,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {
