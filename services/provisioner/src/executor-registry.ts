@@ -29,8 +29,8 @@ export class ExecutorRegistry {
     readonly ttlMs: number,
   ) {}
 
-  /** Records or refreshes an executor; bumps the placement epoch when it is new. */
-  async register(info: ExecutorInfo): Promise<void> {
+  /** Records or refreshes an executor; true when it is new (the placement epoch was bumped). */
+  async register(info: ExecutorInfo): Promise<boolean> {
     if (!EXECUTOR_ID.test(info.executorId)) {
       throw new InvalidArgumentError(
         `executor_id must be 1-128 characters of [A-Za-z0-9._:-], got ${JSON.stringify(info.executorId)}`,
@@ -49,6 +49,7 @@ export class ExecutorRegistry {
       .exec();
     const existed = results?.[0]?.[1];
     if (existed === 0) await this.redis.incr(PLACEMENT_EPOCH_KEY);
+    return existed === 0;
   }
 
   /** Refreshes an executor's TTL and load. Returns false when the executor is unknown or expired. */
@@ -70,8 +71,8 @@ export class ExecutorRegistry {
     return refreshed === 1;
   }
 
-  /** Executors whose registration has not expired; expired ids are removed from the set. */
-  async live(): Promise<LiveExecutor[]> {
+  /** Executors whose registration has not expired; expired ids are removed and reported to `onDead`. */
+  async live(onDead?: (ids: string[]) => Promise<void>): Promise<LiveExecutor[]> {
     const ids = (await this.redis.smembers(EXECUTORS_KEY)).sort();
     const live: LiveExecutor[] = [];
     const dead: string[] = [];
@@ -91,6 +92,7 @@ export class ExecutorRegistry {
     if (dead.length > 0) {
       await this.redis.srem(EXECUTORS_KEY, ...dead);
       await this.redis.incr(PLACEMENT_EPOCH_KEY);
+      await onDead?.(dead);
     }
     return live;
   }

@@ -20,14 +20,15 @@ void runServiceProcess({
       pattern: /^(rediss?:\/\/.+|unix:.+)$/,
       patternHint: "redis://HOST:PORT or unix:/PATH",
     }),
+    model: stringOption({ flag: "model", env: "LORAMESH_MODEL", description: "base model directory (adapters are validated against its config)" }),
     heartbeatTtlMs: intOption({
       flag: "heartbeat-ttl-ms",
       env: "EXECUTOR_HEARTBEAT_TTL_MS",
-      default: 10_000,
+      default: 6_000,
       min: 500,
       description: "an executor that has not sent a heartbeat for this long leaves placement",
     }),
   },
   create: (config, logger) =>
-    createProvisionerServices({ redisUrl: config.redisUrl, heartbeatTtlMs: config.heartbeatTtlMs, logger }),
+    createProvisionerServices({ redisUrl: config.redisUrl, heartbeatTtlMs: config.heartbeatTtlMs, modelDir: config.model, logger }),
 });

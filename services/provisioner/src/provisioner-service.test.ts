@@ -1,7 +1,9 @@
 import { expect } from "chai";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import { join } from "node:path";
 import {
   captureLogger,
+  GOLDEN_DIR,
   startTestGrpcServer,
   startTestRedis,
   type TestGrpcServer,
@@ -21,6 +23,7 @@ import { createProvisionerServices } from "./provisioner-service";
 import type { ServiceInstance } from "@loramesh/core";
 import { ExecutorInfo } from "@loramesh/proto";
 
+const MODEL = join(GOLDEN_DIR, "models", "tiny-llama");
 const executor = (fields: Partial<ExecutorInfo>): ExecutorInfo => ExecutorInfo.fromPartial(fields);
 
 function call<Req, Res>(
@@ -41,7 +44,7 @@ describe("provisioner executor registry (real Redis, real gRPC)", function () {
 
   before(async () => {
     redis = await startTestRedis();
-    instance = await createProvisionerServices({ redisUrl: redis.url, heartbeatTtlMs: 600, logger: captureLogger() });
+    instance = await createProvisionerServices({ redisUrl: redis.url, heartbeatTtlMs: 600, modelDir: MODEL, logger: captureLogger() });
     server = await startTestGrpcServer(instance.services);
     client = new ProvisionerServiceClient(server.address, credentials.createInsecure());
   });
@@ -114,6 +117,7 @@ describe("provisioner executor registry (real Redis, real gRPC)", function () {
     const err = await createProvisionerServices({
       redisUrl: "unix:/nonexistent/redis.sock",
       heartbeatTtlMs: 1000,
+      modelDir: MODEL,
       logger: captureLogger(),
     }).catch((e: unknown) => e);
     expect((err as Error).name).to.equal("UnavailableError");

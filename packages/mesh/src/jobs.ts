@@ -1,0 +1,101 @@
+/**
+ * Adapter work as BullMQ jobs. Each executor consumes its own queue (`adapter-jobs.<executorId>`);
+ * job ids are deterministic, so scheduling the same load twice is one job. A job that fails for a
+ * reason retrying cannot fix (a malformed adapter) fails permanently.
+ */
+import { isLoraMeshError, type Logger } from "@loramesh/core";
+import { AdapterError } from "@loramesh/engine";
+import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
+import { createRedis } from "./redis";
+
+export type AdapterJobKind = "load" | "unload";
+
+export interface AdapterJobData {
+  kind: AdapterJobKind;
+  adapterId: string;
+  /** Adapter directory (load). */
+  dir: string;
+  contentHash: string;
+  executorId: string;
+  pin: boolean;
+}
+
+export const ADAPTER_JOB_ATTEMPTS = 4;
+
+export function adapterQueueName(executorId: string): string {
+  return `adapter-jobs.${executorId}`;
+}
+
+/** Idempotent job id: one job per (kind, adapter version, executor). */
+export function adapterJobId(kind: AdapterJobKind, adapterId: string, executorId: string): string {
+  return `${kind}-${adapterId}-${executorId}`.replace(/[^A-Za-z0-9_.-]/g, "_");
+}
+
+export interface AdapterJobHandlers {
+  /** Makes the adapter resident; reports progress in [0, 1]. */
+  load(data: AdapterJobData, progress: (p: number) => Promise<void>): Promise<{ sizeBytes: number }>;
+  unload(data: AdapterJobData): Promise<void>;
+}
+
+/** Consumes this executor's adapter jobs until closed. */
+export function startAdapterJobWorker(redisUrl: string, executorId: string, handlers: AdapterJobHandlers, logger: Logger): Worker<AdapterJobData> {
+  const worker = new Worker<AdapterJobData>(
+    adapterQueueName(executorId),
+    async (job: Job<AdapterJobData>) => {
+      try {
+        if (job.data.kind === "unload") {
+          await handlers.unload(job.data);
+          return { sizeBytes: 0 };
+        }
+        return await handlers.load(job.data, (p) => job.updateProgress(Math.round(p * 100) / 100));
+      } catch (err) {
+        // A bad adapter stays bad: do not retry it.
+        if (err instanceof AdapterError || (isLoraMeshError(err) && err.kind === "invalid-argument")) {
+          throw new UnrecoverableError(err.message);
+        }
+        throw err;
+      }
+    },
+    { connection: createRedis(redisUrl, true), concurrency: 2 },
+  );
+  worker.on("failed", (job, err) => logger.warn("adapter job failed", { jobId: job?.id, attempts: job?.attemptsMade, error: err.message }));
+  worker.on("error", (err) => logger.warn("adapter job worker error", { error: err.message }));
+  return worker;
+}
+
+/** Producer side: queues per executor, created on demand. */
+export class AdapterJobQueues {
+  private readonly queues = new Map<string, Queue<AdapterJobData>>();
+
+  constructor(private readonly redisUrl: string) {}
+
+  queue(executorId: string): Queue<AdapterJobData> {
+    let q = this.queues.get(executorId);
+    if (!q) {
+      q = new Queue<AdapterJobData>(adapterQueueName(executorId), { connection: createRedis(this.redisUrl, true) });
+      this.queues.set(executorId, q);
+    }
+    return q;
+  }
+
+  async add(data: AdapterJobData): Promise<string> {
+    const jobId = adapterJobId(data.kind, data.adapterId, data.executorId);
+    await this.queue(data.executorId).add(data.kind, data, {
+      jobId,
+      attempts: ADAPTER_JOB_ATTEMPTS,
+      backoff: { type: "exponential", delay: 200 },
+      removeOnComplete: { age: 3600, count: 1000 },
+      removeOnFail: { age: 24 * 3600 },
+    });
+    return jobId;
+  }
+
+  async job(executorId: string, jobId: string): Promise<Job<AdapterJobData> | undefined> {
+    return (await this.queue(executorId).getJob(jobId)) ?? undefined;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    this.queues.clear();
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * The provisioner's Redis schema, in one place.
+ *
+ *   lm:executors                  set    live executor ids (pruned when their key expired)
+ *   lm:executor:<id>              hash   {info, load, resident, updatedAt}; expires after the TTL
+ *   lm:executor-adapters:<id>     set    adapters resident on the executor
+ *   lm:adapters                   set    all registered adapter ids
+ *   lm:adapter:<id>               hash   the adapter record (tenant, name, rank, ..., state)
+ *   lm:tenant-adapters:<tenant>   hash   name → adapter id
+ *   lm:placement:<id>             set    executors where the adapter is resident
+ *   lm:targets:<id>               set    executors the policy assigned it to (load jobs)
+ *   lm:adapter-jobs:<id>          hash   executor id → BullMQ job id
+ *   lm:traffic:<id>               hash   {requests}: traffic statistics from worker heartbeats
+ *   lm:placement:epoch            string epoch, incremented on every placement change (CAS key)
+ *   lm:placement (pub/sub)        channel, the new epoch after each change
+ */
+export const KEYS = {
+  executors: "lm:executors",
+  executor: (id: string) => `lm:executor:${id}`,
+  executorAdapters: (id: string) => `lm:executor-adapters:${id}`,
+  adapters: "lm:adapters",
+  adapter: (id: string) => `lm:adapter:${id}`,
+  tenantAdapters: (tenant: string) => `lm:tenant-adapters:${tenant}`,
+  placement: (id: string) => `lm:placement:${id}`,
+  targets: (id: string) => `lm:targets:${id}`,
+  adapterJobs: (id: string) => `lm:adapter-jobs:${id}`,
+  traffic: (id: string) => `lm:traffic:${id}`,
+  epoch: "lm:placement:epoch",
+  channel: "lm:placement",
+} as const;
