@@ -14,6 +14,8 @@ export interface ServiceInstance {
   services: ServiceRegistration[];
   /** Releases the service's resources (connections, workers) after the server stopped. */
   close(): Promise<void>;
+  /** Called once the server is bound and SERVING, with its address (e.g. to register with peers). */
+  onServing?(address: string): void;
 }
 
 /** Message a service process sends to its parent over IPC once it serves (used by `loramesh up`). */
@@ -59,6 +61,7 @@ export async function runServiceProcess<S extends OptionSpecs>(options: ServiceP
       { logger },
     );
     server.setServing(true);
+    instance.onServing?.(server.address);
     const message: ListeningMessage = {
       type: "listening",
       service: options.name,

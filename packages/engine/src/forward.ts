@@ -11,6 +11,16 @@ import type { Model, MoeMlp } from "./model";
 
 type F32 = Tensor<"f32">;
 
+type SiteRunner = (
+  layer: number,
+  site: LoraSite,
+  x: F32,
+  y: F32,
+  base: () => Promise<void>,
+  rows?: Int32Array,
+  rowExpert?: Int32Array,
+) => Promise<void>;
+
 export interface ForwardSequence {
   /** Tokens fed this step. */
   tokens: readonly number[];
@@ -69,16 +79,19 @@ export async function forward(
     });
   });
   const useLora = lora !== undefined && adapters.length > 0;
-  const applyLora = async (
-    layer: number,
-    site: LoraSite,
-    x: F32,
-    y: F32,
-    rows: Int32Array = rowAdapter,
-    rowExpert?: Int32Array,
-  ) => {
-    if (!useLora) return;
-    await lora.apply({ layer, site, x, y, adapters, rowAdapter: rows, ...(rowExpert ? { rowExpert } : {}) });
+  /**
+   * One LoRA site: the backend computes the delta (possibly on a remote LoRA server) while the
+   * base projection runs, then the delta is added. Adding a separately computed delta gives the
+   * same bits as adding it in place.
+   */
+  const site: SiteRunner = async (layer, name, x, y, base, rows = rowAdapter, rowExpert) => {
+    if (!useLora) return base();
+    const delta = f32(y.shape);
+    await Promise.all([
+      base(),
+      lora.apply({ layer, site: name, x, y: delta, adapters, rowAdapter: rows, ...(rowExpert ? { rowExpert } : {}) }),
+    ]);
+    await native.add(y, delta);
   };
 
   let invFreq = model.invFreq,
@@ -105,31 +118,28 @@ export async function forward(
   for (let l = 0; l < c.numLayers; l++) {
     const layer = model.layers[l] as Model["layers"][number];
     await native.rmsnorm(h, layer.inputNorm, c.rmsNormEps, x);
-    await native.matmul(x, layer.qkv, layer.qkvBias, qkv);
-    await applyLora(l, "qkv", x, qkv);
+    await site(l, "qkv", x, qkv, () => native.matmul(x, layer.qkv, layer.qkvBias, qkv));
     splitQkv(qkv.data, q.data, k.data, v.data, T, qDim, kvDim);
     await native.rope(q, posT, invFreqT, c.rope.rotaryDim, attentionScaling);
     await native.rope(k, posT, invFreqT, c.rope.rotaryDim, attentionScaling);
     const kvLayer = cache.layers[l] as KvCache["layers"][number];
     await native.kvCacheWrite(k, v, kvLayer.k, kvLayer.v, slotsT);
     await native.attention(q, kvLayer.k, kvLayer.v, tablesT, seqT, posT, scale, c.slidingWindow[l] ?? 0, attn);
-    await native.matmul(attn, layer.o, null, o);
-    await applyLora(l, "o", attn, o);
+    await site(l, "o", attn, o, () => native.matmul(attn, layer.o, null, o));
     await native.add(h, o);
 
     await native.rmsnorm(h, layer.postNorm, c.rmsNormEps, x);
     if (layer.mlp.kind === "dense") {
       const I = c.intermediateSize;
       const gu = f32([T, 2 * I]);
-      await native.matmul(x, layer.mlp.gateUp, null, gu);
-      await applyLora(l, "gate_up", x, gu);
+      const mlp = layer.mlp;
+      await site(l, "gate_up", x, gu, () => native.matmul(x, mlp.gateUp, null, gu));
       const act = f32([T, I]);
       await native.siluMul(gu, act);
-      await native.matmul(act, layer.mlp.down, null, o);
-      await applyLora(l, "down", act, o);
+      await site(l, "down", act, o, () => native.matmul(act, mlp.down, null, o));
       await native.add(h, o);
     } else {
-      await moe(model, layer.mlp, l, x, h, rowAdapter, applyLora);
+      await moe(model, layer.mlp, l, x, h, rowAdapter, site);
     }
   }
 
@@ -189,14 +199,7 @@ async function moe(
   x: F32,
   h: F32,
   rowAdapterOfToken: Int32Array,
-  applyLora: (
-    layer: number,
-    site: LoraSite,
-    x: F32,
-    y: F32,
-    rows?: Int32Array,
-    rowExpert?: Int32Array,
-  ) => Promise<void>,
+  site: SiteRunner,
 ): Promise<void> {
   const c = model.config;
   const H = c.hiddenSize,
@@ -240,33 +243,47 @@ async function moe(
     ranges.push([offset, n]);
     offset += n;
   }
-  for (let e = 0; e < E; e++) {
-    const [start, n] = ranges[e] as [number, number];
-    if (n === 0) continue;
-    const expert = mlp.experts[e] as MoeMlp["experts"][number];
-    await native.matmul(
-      f32([n, H], xr.data.subarray(start * H, (start + n) * H)),
-      expert.gateUp,
-      null,
-      f32([n, 2 * I], gu.data.subarray(start * 2 * I, (start + n) * 2 * I)),
-    );
-  }
+  // The base projections of all experts, each on its contiguous block of rows.
+  const perExpert = async (
+    input: F32,
+    output: F32,
+    width: number,
+    outWidth: number,
+    pick: (e: number) => F32,
+  ): Promise<void> => {
+    for (let e = 0; e < E; e++) {
+      const [start, n] = ranges[e] as [number, number];
+      if (n === 0) continue;
+      await native.matmul(
+        f32([n, width], input.data.subarray(start * width, (start + n) * width)),
+        pick(e),
+        null,
+        f32([n, outWidth], output.data.subarray(start * outWidth, (start + n) * outWidth)),
+      );
+    }
+  };
+  const expert = (e: number) => mlp.experts[e] as MoeMlp["experts"][number];
   const rowAdapter = Int32Array.from(rowToken, (t) => rowAdapterOfToken[t] as number);
   const expertOfRow = Int32Array.from(rowExpert);
-  await applyLora(layer, "gate_up", xr, gu, rowAdapter, expertOfRow);
+  await site(
+    layer,
+    "gate_up",
+    xr,
+    gu,
+    () => perExpert(xr, gu, H, 2 * I, (e) => expert(e).gateUp),
+    rowAdapter,
+    expertOfRow,
+  );
   await native.siluMul(gu, act);
-  for (let e = 0; e < E; e++) {
-    const [start, n] = ranges[e] as [number, number];
-    if (n === 0) continue;
-    const expert = mlp.experts[e] as MoeMlp["experts"][number];
-    await native.matmul(
-      f32([n, I], act.data.subarray(start * I, (start + n) * I)),
-      expert.down,
-      null,
-      f32([n, H], down.data.subarray(start * H, (start + n) * H)),
-    );
-  }
-  await applyLora(layer, "down", act, down, rowAdapter, expertOfRow);
+  await site(
+    layer,
+    "down",
+    act,
+    down,
+    () => perExpert(act, down, I, H, (e) => expert(e).down),
+    rowAdapter,
+    expertOfRow,
+  );
   const combined = new Float32Array(T * H);
   for (let r = 0; r < R; r++) {
     const t = rowToken[r] as number,

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 /** Process entry of a LoRA server: batched heterogeneous-rank LoRA for many base workers. */
-import { addressOption, runServiceProcess } from "@loramesh/core";
+import { randomBytes } from "node:crypto";
+import { addressOption, intOption, runServiceProcess, stringOption } from "@loramesh/core";
 import { createLoraServerServices } from "./lora-server-service";
+
+const MiB = 1024 * 1024;
 
 void runServiceProcess({
   name: "lora-server",
@@ -13,11 +16,57 @@ void runServiceProcess({
       default: "127.0.0.1:0",
       description: "address to serve on",
     }),
+    advertise: stringOption({
+      flag: "advertise",
+      env: "ADVERTISE_ADDRESS",
+      default: "",
+      description: "address peers use to reach this server (default: the bound address)",
+    }),
     provisioner: addressOption({
       flag: "provisioner",
       env: "PROVISIONER_ADDRESS",
       description: "provisioner gRPC address",
     }),
+    redisUrl: stringOption({
+      flag: "redis-url",
+      env: "REDIS_URL",
+      description: "Redis for adapter jobs (redis://HOST:PORT or unix:/PATH)",
+    }),
+    model: stringOption({
+      flag: "model",
+      env: "LORAMESH_MODEL",
+      description: "base model directory (its config sizes the LoRA sites)",
+    }),
+    executorId: stringOption({
+      flag: "executor-id",
+      env: "EXECUTOR_ID",
+      default: "",
+      description: "stable id (default: lora-<random>)",
+    }),
+    capacityMiB: intOption({
+      flag: "capacity-mib",
+      env: "ADAPTER_CAPACITY_MIB",
+      default: 1024,
+      min: 1,
+      description: "adapter pool budget in MiB",
+    }),
+    hostCacheMiB: intOption({
+      flag: "host-cache-mib",
+      env: "HOST_CACHE_MIB",
+      default: 2048,
+      min: 0,
+      description: "host cache tier behind the pool, in MiB",
+    }),
   },
-  create: async (config, logger) => createLoraServerServices({ provisionerAddress: config.provisioner, logger }),
+  create: async (config, logger) =>
+    createLoraServerServices({
+      executorId: config.executorId || `lora-${randomBytes(4).toString("hex")}`,
+      advertiseAddress: config.advertise,
+      provisionerAddress: config.provisioner,
+      redisUrl: config.redisUrl,
+      modelDir: config.model,
+      capacityBytes: config.capacityMiB * MiB,
+      hostCacheBytes: config.hostCacheMiB * MiB,
+      logger,
+    }),
 });
