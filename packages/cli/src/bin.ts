@@ -3,11 +3,12 @@
 import { describeError, isLoraMeshError } from "@loramesh/core";
 import { LoraMeshClientError } from "@loramesh/sdk";
 import type { Command } from "./command";
+import { adaptersCommand } from "./commands/adapters";
 import { generateCommand } from "./commands/generate";
 import { scoreCommand } from "./commands/score";
 import { upCommand } from "./commands/up";
 
-const COMMANDS: readonly Command[] = [upCommand, generateCommand, scoreCommand];
+const COMMANDS: readonly Command[] = [upCommand, adaptersCommand, generateCommand, scoreCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -16,6 +16,11 @@ import { waitForServing } from "@loramesh/sdk";
 export interface LocalClusterOptions {
   /** Router listen address (the cluster's public address). */
   routerListen: string;
+  /** Base model directory. */
+  modelDir: string;
+  mode: "coupled" | "disaggregated" | "hybrid";
+  /** Extra flags per service (tests use them to tune timeouts and transports). */
+  extraArgs?: Partial<Record<"router" | "provisioner" | "base-worker" | "lora-server", string[]>>;
   workers: number;
   loraServers: number;
   /** Use this Redis instead of starting one. */
@@ -109,15 +114,53 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       redis = await startEmbeddedRedis({ logger });
       redisUrl = redis.url;
     }
-    const provisioner = await start("provisioner", ["--listen", "127.0.0.1:0", "--redis-url", redisUrl]);
-    const backend = ["--provisioner", provisioner.address];
+    const extra = options.extraArgs ?? {};
+    const model = ["--model", options.modelDir];
+    const provisioner = await start("provisioner", [
+      "--listen",
+      "127.0.0.1:0",
+      "--redis-url",
+      redisUrl,
+      ...model,
+      ...(extra.provisioner ?? []),
+    ]);
+    const backend = ["--provisioner", provisioner.address, "--redis-url", redisUrl, ...model];
     const pending: Promise<Running>[] = [];
-    for (let i = 0; i < options.loraServers; i++)
-      pending.push(start("lora-server", ["--listen", "127.0.0.1:0", ...backend]));
-    for (let i = 0; i < options.workers; i++)
-      pending.push(start("base-worker", ["--listen", "127.0.0.1:0", ...backend]));
+    for (let i = 0; i < options.loraServers; i++) {
+      pending.push(
+        start("lora-server", [
+          "--listen",
+          "127.0.0.1:0",
+          "--executor-id",
+          `lora-${i}`,
+          ...backend,
+          ...(extra["lora-server"] ?? []),
+        ]),
+      );
+    }
+    for (let i = 0; i < options.workers; i++) {
+      pending.push(
+        start("base-worker", [
+          "--listen",
+          "127.0.0.1:0",
+          "--executor-id",
+          `worker-${i}`,
+          "--mode",
+          options.mode,
+          ...backend,
+          ...(extra["base-worker"] ?? []),
+        ]),
+      );
+    }
     await Promise.all(pending);
-    const router = await start("router", ["--listen", options.routerListen, ...backend]);
+    const router = await start("router", [
+      "--listen",
+      options.routerListen,
+      "--provisioner",
+      provisioner.address,
+      ...model,
+      ...(extra.router ?? []),
+    ]);
     return {
       routerAddress: router.address,
       redisUrl,

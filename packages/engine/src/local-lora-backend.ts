@@ -50,7 +50,9 @@ export class LocalLoraBackend implements LoraBackend {
   async apply(call: LoraSiteCall): Promise<void> {
     const weights = this.weightsFor(call.layer, call.site, call.rowExpert !== undefined);
     if (!weights) return; // no resident adapter touches this site
-    const slotOf = call.adapters.map((id) => {
+    const used = new Set(call.rowAdapter);
+    const slotOf = call.adapters.map((id, index) => {
+      if (!used.has(index)) return -1;
       const slot = this.slots.indexOf(id);
       if (slot < 0) throw new NotFoundError(`adapter ${id} is not resident on this worker`);
       return slot;

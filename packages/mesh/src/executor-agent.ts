@@ -5,7 +5,14 @@
  */
 import { credentials } from "@grpc/grpc-js";
 import type { Logger } from "@loramesh/core";
-import { ProvisionerServiceClient, type ExecutorInfo, type HeartbeatRequest, type ExecutorLoad, type HeartbeatResponse, type RegisterExecutorResponse } from "@loramesh/proto";
+import {
+  ProvisionerServiceClient,
+  type ExecutorInfo,
+  type HeartbeatRequest,
+  type ExecutorLoad,
+  type HeartbeatResponse,
+  type RegisterExecutorResponse,
+} from "@loramesh/proto";
 import { unary } from "./grpc-call";
 
 export interface ExecutorState {
@@ -38,7 +45,8 @@ export class ExecutorAgent {
       try {
         await this.register();
       } catch (err) {
-        if (attempt % 10 === 0) this.logger.warn("cannot register with the provisioner yet", { error: (err as Error).message });
+        if (attempt % 10 === 0)
+          this.logger.warn("cannot register with the provisioner yet", { error: (err as Error).message });
         await new Promise((r) => setTimeout(r, 200));
       }
     }
@@ -60,7 +68,11 @@ export class ExecutorAgent {
   }
 
   private async register(): Promise<void> {
-    const res = await unary<{ executor: ExecutorInfo }, RegisterExecutorResponse>(this.client.registerExecutor, this.client, { executor: this.info });
+    const res = await unary<{ executor: ExecutorInfo }, RegisterExecutorResponse>(
+      this.client.registerExecutor,
+      this.client,
+      { executor: this.info },
+    );
     this.intervalMs = Math.max(100, res.heartbeatIntervalMs);
     this.registered = true;
     this.logger.info("registered with the provisioner", { executorId: this.info.executorId });

@@ -8,8 +8,16 @@ type UnaryMethod<Req, Res> = (
 ) => unknown;
 
 /** Calls a grpc-js unary method as a Promise, with a deadline. */
-export function unary<Req, Res>(method: UnaryMethod<Req, Res>, self: object, request: Req, deadlineMs = 10_000, metadata = new Metadata()): Promise<Res> {
+export function unary<Req, Res>(
+  method: UnaryMethod<Req, Res>,
+  self: object,
+  request: Req,
+  deadlineMs = 10_000,
+  metadata = new Metadata(),
+): Promise<Res> {
   return new Promise((resolve, reject) => {
-    method.call(self, request, metadata, { deadline: new Date(Date.now() + deadlineMs) }, (err, res) => (err ? reject(err) : resolve(res)));
+    method.call(self, request, metadata, { deadline: new Date(Date.now() + deadlineMs) }, (err, res) =>
+      err ? reject(err) : resolve(res),
+    );
   });
 }

@@ -38,7 +38,12 @@ export interface AdapterJobHandlers {
 }
 
 /** Consumes this executor's adapter jobs until closed. */
-export function startAdapterJobWorker(redisUrl: string, executorId: string, handlers: AdapterJobHandlers, logger: Logger): Worker<AdapterJobData> {
+export function startAdapterJobWorker(
+  redisUrl: string,
+  executorId: string,
+  handlers: AdapterJobHandlers,
+  logger: Logger,
+): Worker<AdapterJobData> {
   const worker = new Worker<AdapterJobData>(
     adapterQueueName(executorId),
     async (job: Job<AdapterJobData>) => {
@@ -58,7 +63,9 @@ export function startAdapterJobWorker(redisUrl: string, executorId: string, hand
     },
     { connection: createRedis(redisUrl, true), concurrency: 2 },
   );
-  worker.on("failed", (job, err) => logger.warn("adapter job failed", { jobId: job?.id, attempts: job?.attemptsMade, error: err.message }));
+  worker.on("failed", (job, err) =>
+    logger.warn("adapter job failed", { jobId: job?.id, attempts: job?.attemptsMade, error: err.message }),
+  );
   worker.on("error", (err) => logger.warn("adapter job worker error", { error: err.message }));
   return worker;
 }

@@ -39,7 +39,9 @@ export class PlacementCache {
 
   /** Executors of a kind where the adapter is resident. */
   holdersOf(adapterId: string, kind: ExecutorKind): ExecutorInfo[] {
-    return (this.holders.get(adapterId) ?? []).map((id) => this.executors.get(id)).filter((e): e is ExecutorInfo => e !== undefined && e.kind === kind);
+    return (this.holders.get(adapterId) ?? [])
+      .map((id) => this.executors.get(id))
+      .filter((e): e is ExecutorInfo => e !== undefined && e.kind === kind);
   }
 
   /** Waits until `check` holds (or the timeout passes). */

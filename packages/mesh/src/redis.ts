@@ -7,7 +7,9 @@ import { Redis, type RedisOptions } from "ioredis";
  */
 export function createRedis(url: string, forBullmq = false): Redis {
   const target = redisConnectionOptions(url);
-  const common: RedisOptions = forBullmq ? { maxRetriesPerRequest: null, enableReadyCheck: false } : { maxRetriesPerRequest: 3 };
+  const common: RedisOptions = forBullmq
+    ? { maxRetriesPerRequest: null, enableReadyCheck: false }
+    : { maxRetriesPerRequest: 3 };
   return "path" in target ? new Redis({ ...common, path: target.path }) : new Redis(target.url, common);
 }
 

@@ -1,19 +1,227 @@
-import { type Logger, type ServiceInstance } from "@loramesh/core";
-import { BaseWorkerServiceService, SERVICE_NAMES } from "@loramesh/proto";
+/**
+ * The base worker: the engine (continuous batching over the base model) behind the BaseWorker gRPC
+ * service, with LoRA from local adapters (coupled), remote LoRA servers (disaggregated) or both
+ * (hybrid), registration and heartbeats to the provisioner, and adapter jobs for local adapters.
+ */
+import { randomUUID } from "node:crypto";
+import {
+  DeadlineExceededError,
+  serverStreamHandler,
+  unaryHandler,
+  type Logger,
+  type ServiceInstance,
+} from "@loramesh/core";
+import { Engine, Model, Tokenizer, type LoraBackend, type SequenceResult } from "@loramesh/engine";
+import { ExecutorAgent, PlacementCache, startAdapterJobWorker } from "@loramesh/mesh";
+import {
+  BaseWorkerServiceService,
+  ExecutorKind,
+  FinishReason,
+  LoraMode,
+  SERVICE_NAMES,
+  type BaseWorkerServiceServer,
+  type SequenceEvent,
+} from "@loramesh/proto";
+import type { Worker } from "bullmq";
+import { LocalAdapters } from "./local-adapters";
+import { HybridLoraBackend, RemoteLoraBackend } from "./remote-lora-backend";
+
+export type WorkerMode = "coupled" | "disaggregated" | "hybrid";
 
 export interface BaseWorkerOptions {
+  executorId: string;
+  advertiseAddress: string;
+  hostId: string;
   provisionerAddress: string;
+  redisUrl: string;
+  modelDir: string;
+  mode: WorkerMode;
+  /** Adapter budget for local adapters (coupled, hybrid). */
+  localCapacityBytes: number;
+  sharedMemory: boolean;
+  maxBatchTokens: number;
+  kvBlocks: number | undefined;
   logger: Logger;
 }
 
-/**
- * The base worker's gRPC service. The foundation serves health and reflection; the engine behind
- * Submit/Cancel/GetStats arrives with the engine and mesh issues (UNIMPLEMENTED until then).
- */
-export function createBaseWorkerServices(options: BaseWorkerOptions): ServiceInstance {
-  options.logger.info("base worker configured", { provisioner: options.provisionerAddress });
+const MODE: Record<WorkerMode, LoraMode> = {
+  coupled: LoraMode.LORA_MODE_COUPLED,
+  disaggregated: LoraMode.LORA_MODE_DISAGGREGATED,
+  hybrid: LoraMode.LORA_MODE_HYBRID,
+};
+
+const FINISH: Record<SequenceResult["finishReason"], FinishReason> = {
+  eos: FinishReason.FINISH_REASON_EOS,
+  stop: FinishReason.FINISH_REASON_STOP,
+  length: FinishReason.FINISH_REASON_LENGTH,
+  cancelled: FinishReason.FINISH_REASON_CANCELLED,
+};
+
+export async function createBaseWorkerServices(options: BaseWorkerOptions): Promise<ServiceInstance> {
+  const { logger } = options;
+  const model = Model.load(options.modelDir);
+  const tokenizer = Tokenizer.load(options.modelDir, model.config.eosTokenIds);
+  const placement = new PlacementCache(options.provisionerAddress, logger);
+  let agent: ExecutorAgent | undefined;
+  const local =
+    options.mode !== "disaggregated"
+      ? new LocalAdapters(model.config, options.localCapacityBytes, logger, () => void agent?.beatNow())
+      : undefined;
+  const remote =
+    options.mode !== "coupled"
+      ? new RemoteLoraBackend(model.config, placement, {
+          workerId: options.executorId,
+          hostId: options.hostId,
+          sharedMemory: options.sharedMemory,
+          logger,
+        })
+      : undefined;
+  const backend: LoraBackend =
+    options.mode === "coupled"
+      ? (local as LocalAdapters).backend
+      : options.mode === "disaggregated"
+        ? (remote as RemoteLoraBackend)
+        : new HybridLoraBackend((local as LocalAdapters).backend, remote as RemoteLoraBackend);
+  const engine = new Engine(model, tokenizer, {
+    lora: backend,
+    maxBatchTokens: options.maxBatchTokens,
+    ...(options.kvBlocks ? { kvBlocks: options.kvBlocks } : {}),
+    logger,
+  });
+  const requests: Record<string, number> = {};
+
+  let jobWorker: Worker | undefined;
+  if (local) {
+    jobWorker = startAdapterJobWorker(
+      options.redisUrl,
+      options.executorId,
+      {
+        load: (data, progress) => local.load(data.adapterId, data.dir, progress),
+        unload: async (data) => local.unload(data.adapterId),
+      },
+      logger,
+    );
+  }
+
+  const implementation: BaseWorkerServiceServer = {
+    submit: serverStreamHandler(logger, async (request, call) => {
+      const adapterId = request.adapterId === "" ? undefined : request.adapterId;
+      const s = request.sampling;
+      const handle = engine.submit(
+        {
+          id: request.sequenceId || randomUUID(),
+          promptIds: request.promptTokenIds,
+          ...(adapterId !== undefined ? { adapterId } : {}),
+          sampling: {
+            maxTokens: s?.maxTokens ?? 0,
+            temperature: s?.temperature ?? 0,
+            topP: s?.topP ?? 0,
+            topK: s?.topK ?? 0,
+            seed: s?.seed,
+            stop: s?.stop ?? [],
+            stopTokenIds: s?.stopTokenIds ?? [],
+            ignoreEos: s?.ignoreEos ?? false,
+          },
+        },
+        (update) => {
+          if (!call.cancelled)
+            call.write({
+              sequenceId: handle.id,
+              tokenIds: update.tokenIds,
+              finishReason: 0,
+              text: update.text,
+            } satisfies Partial<SequenceEvent>);
+        },
+      );
+      const key = adapterId ?? "";
+      requests[key] = (requests[key] ?? 0) + 1;
+      // Client cancellation and deadlines both end the call; the sequence (and its cache) go too.
+      const cancel = (): void => handle.cancel();
+      call.on("cancelled", cancel);
+      const result = await handle.result;
+      call.off("cancelled", cancel);
+      if (call.cancelled) {
+        const deadline = call.getDeadline();
+        const passed = deadline instanceof Date ? deadline.getTime() <= Date.now() : Number(deadline) <= Date.now();
+        if (passed) throw new DeadlineExceededError("the deadline passed before generation finished");
+        return;
+      }
+      call.write({
+        sequenceId: result.id,
+        tokenIds: [],
+        text: "",
+        finishReason: FINISH[result.finishReason],
+        usage: { promptTokens: result.promptTokens, completionTokens: result.tokenIds.length },
+        timings: {
+          queueMs: result.timings.queueMs,
+          timeToFirstTokenMs: result.timings.timeToFirstTokenMs,
+          timePerOutputTokenMs: result.timings.timePerOutputTokenMs,
+          totalMs: result.timings.totalMs,
+        },
+      });
+    }),
+    cancel: unaryHandler(logger, async (request) => ({ wasRunning: engine.cancel(request.sequenceId) })),
+    getStats: unaryHandler(logger, async () => {
+      const st = engine.stats();
+      return {
+        runningSequences: st.running,
+        waitingSequences: st.waiting,
+        kvBlocksUsed: st.kvBlocksUsed,
+        kvBlocksTotal: st.kvBlocksTotal,
+        steps: st.steps,
+        generatedTokens: st.generatedTokens,
+        finishedSequences: st.finished,
+        cancelledSequences: st.cancelled,
+        loraMode: options.mode,
+      };
+    }),
+  };
+
+  const startAgent = (address: string): void => {
+    agent = new ExecutorAgent(
+      options.provisionerAddress,
+      {
+        executorId: options.executorId,
+        kind: ExecutorKind.EXECUTOR_KIND_BASE_WORKER,
+        address: options.advertiseAddress || address,
+        hostId: options.hostId,
+        adapterCapacityBytes: local ? options.localCapacityBytes : 0,
+        maxRank: 256,
+        baseModel: options.modelDir,
+        loraMode: MODE[options.mode],
+        device: "cpu",
+      },
+      {
+        load: () => {
+          const st = engine.stats();
+          return {
+            active: st.running,
+            queued: st.waiting,
+            adapterBytesUsed: local?.bytesUsed ?? 0,
+            tokensPerSecond: 0,
+            rankWeightedLoad: 0,
+          };
+        },
+        residentAdapterIds: () => local?.ids() ?? [],
+        takeAdapterRequests: () => {
+          const out = { ...requests };
+          for (const k of Object.keys(requests)) delete requests[k];
+          return out;
+        },
+      },
+      logger,
+    );
+    void agent.start();
+  };
+
   return {
-    services: [{ name: SERVICE_NAMES.baseWorker[0], definition: BaseWorkerServiceService, implementation: {} }],
-    close: async () => undefined,
+    services: [{ name: SERVICE_NAMES.baseWorker[0], definition: BaseWorkerServiceService, implementation }],
+    onServing: startAgent,
+    close: async () => {
+      agent?.stop();
+      await jobWorker?.close();
+      remote?.close();
+      placement.close();
+    },
   };
 }

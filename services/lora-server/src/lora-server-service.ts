@@ -178,7 +178,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
       const t = decodeTensor(act.value);
       if (t.dtype !== DType.DTYPE_F32 || t.shape.length !== 2 || t.shape[1] !== hIn)
         throw new InvalidArgumentError(`activations must be f32 [rows, ${hIn}]`);
-      x = t.data as Float32Array;
+      x = t.data;
       rows = t.shape[0] as number;
     } else if (act?.$case === "shared") {
       if (!shared) throw new InvalidArgumentError("shared-memory activations on a stream without a shared region");

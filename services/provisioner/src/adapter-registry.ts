@@ -29,7 +29,14 @@ return 1
 `;
 
 interface RegistryCommands {
-  createAdapter(tenantKey: string, recordKey: string, allKey: string, name: string, id: string, record: string): Promise<number>;
+  createAdapter(
+    tenantKey: string,
+    recordKey: string,
+    allKey: string,
+    name: string,
+    id: string,
+    record: string,
+  ): Promise<number>;
 }
 
 export class AdapterRegistry {

@@ -20,7 +20,11 @@ void runServiceProcess({
       pattern: /^(rediss?:\/\/.+|unix:.+)$/,
       patternHint: "redis://HOST:PORT or unix:/PATH",
     }),
-    model: stringOption({ flag: "model", env: "LORAMESH_MODEL", description: "base model directory (adapters are validated against its config)" }),
+    model: stringOption({
+      flag: "model",
+      env: "LORAMESH_MODEL",
+      description: "base model directory (adapters are validated against its config)",
+    }),
     heartbeatTtlMs: intOption({
       flag: "heartbeat-ttl-ms",
       env: "EXECUTOR_HEARTBEAT_TTL_MS",
@@ -30,5 +34,10 @@ void runServiceProcess({
     }),
   },
   create: (config, logger) =>
-    createProvisionerServices({ redisUrl: config.redisUrl, heartbeatTtlMs: config.heartbeatTtlMs, modelDir: config.model, logger }),
+    createProvisionerServices({
+      redisUrl: config.redisUrl,
+      heartbeatTtlMs: config.heartbeatTtlMs,
+      modelDir: config.model,
+      logger,
+    }),
 });

@@ -44,7 +44,9 @@ export class SimplePlacementPolicy implements PlacementPolicy {
     const chosen = new Set(current.filter((id) => live.has(id)));
     const loraServers = executors.filter((e) => e.info.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER);
     if (!loraServers.some((e) => chosen.has(e.info.executorId))) {
-      const best = loraServers.filter((e) => fits(e, adapter)).sort((a, b) => a.assignedBytes - b.assignedBytes || a.info.executorId.localeCompare(b.info.executorId))[0];
+      const best = loraServers
+        .filter((e) => fits(e, adapter))
+        .sort((a, b) => a.assignedBytes - b.assignedBytes || a.info.executorId.localeCompare(b.info.executorId))[0];
       if (best) chosen.add(best.info.executorId);
     }
     for (const e of executors) {

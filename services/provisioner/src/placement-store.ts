@@ -101,8 +101,18 @@ export class PlacementStore {
    * Changes an adapter's target set if the epoch is still `expectedEpoch`. Returns the new epoch,
    * or undefined when another update won (re-read and decide again).
    */
-  async compareAndSetTargets(adapterId: string, expectedEpoch: number, add: readonly string[], remove: readonly string[]): Promise<number | undefined> {
-    const result = await this.commands.casTargets(KEYS.targets(adapterId), String(expectedEpoch), ...add.map((a) => `+${a}`), ...remove.map((r) => `-${r}`));
+  async compareAndSetTargets(
+    adapterId: string,
+    expectedEpoch: number,
+    add: readonly string[],
+    remove: readonly string[],
+  ): Promise<number | undefined> {
+    const result = await this.commands.casTargets(
+      KEYS.targets(adapterId),
+      String(expectedEpoch),
+      ...add.map((a) => `+${a}`),
+      ...remove.map((r) => `-${r}`),
+    );
     return result < 0 ? undefined : result;
   }
 

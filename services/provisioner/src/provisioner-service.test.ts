@@ -44,7 +44,12 @@ describe("provisioner executor registry (real Redis, real gRPC)", function () {
 
   before(async () => {
     redis = await startTestRedis();
-    instance = await createProvisionerServices({ redisUrl: redis.url, heartbeatTtlMs: 600, modelDir: MODEL, logger: captureLogger() });
+    instance = await createProvisionerServices({
+      redisUrl: redis.url,
+      heartbeatTtlMs: 600,
+      modelDir: MODEL,
+      logger: captureLogger(),
+    });
     server = await startTestGrpcServer(instance.services);
     client = new ProvisionerServiceClient(server.address, credentials.createInsecure());
   });

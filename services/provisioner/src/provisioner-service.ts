@@ -14,7 +14,14 @@ import {
   type ServiceInstance,
 } from "@loramesh/core";
 import { loadAdapter, loadModelConfig, type ModelConfig } from "@loramesh/engine";
-import { AdapterJobQueues, connectRedis, createRedis, internalAdapterId, NAME_PATTERN, type AdapterJobData } from "@loramesh/mesh";
+import {
+  AdapterJobQueues,
+  connectRedis,
+  createRedis,
+  internalAdapterId,
+  NAME_PATTERN,
+  type AdapterJobData,
+} from "@loramesh/mesh";
 import {
   AdapterState,
   JobState,
@@ -66,7 +73,9 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
     for (const w of watchers) w();
   });
   const reconcileTimer = setInterval(() => {
-    provisioner.reconcile().catch((err: unknown) => logger.warn("placement reconcile failed", { error: (err as Error).message }));
+    provisioner
+      .reconcile()
+      .catch((err: unknown) => logger.warn("placement reconcile failed", { error: (err as Error).message }));
   }, options.reconcileIntervalMs ?? 1_000);
 
   const implementation: ProvisionerServiceServer = {
@@ -74,7 +83,10 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
       if (!request.executor) throw new InvalidArgumentError("executor is required");
       const isNew = await executors.register(request.executor);
       if (isNew) {
-        logger.info("executor registered", { executorId: request.executor.executorId, address: request.executor.address });
+        logger.info("executor registered", {
+          executorId: request.executor.executorId,
+          address: request.executor.address,
+        });
         await placement.publish();
         await provisioner.reconcile();
       }
@@ -98,7 +110,8 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
       const wanted = new Set(request.adapterIds);
       return {
         epoch: snapshot.epoch,
-        adapters: request.adapterIds.length > 0 ? snapshot.changed.filter((a) => wanted.has(a.adapterId)) : snapshot.changed,
+        adapters:
+          request.adapterIds.length > 0 ? snapshot.changed.filter((a) => wanted.has(a.adapterId)) : snapshot.changed,
         executors: snapshot.executors,
       };
     }),
@@ -136,7 +149,11 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
       return jobStatus(job, executorId);
     }),
     registerAdapter: unaryHandler(logger, async (request) => {
-      const { record, jobIds } = await provisioner.register(request.tenant, request.name, request.source?.source?.value ?? "");
+      const { record, jobIds } = await provisioner.register(
+        request.tenant,
+        request.name,
+        request.source?.source?.value ?? "",
+      );
       return { adapter: await provisioner.describe(record), adapterId: record.id, loadJobIds: jobIds };
     }),
     listAdapters: unaryHandler(logger, async (request) => {
@@ -150,7 +167,9 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
         nextPageToken: start + size < all.length ? String(start + size) : "",
       };
     }),
-    getAdapter: unaryHandler(logger, async (request) => provisioner.describe(await adapters.get(request.tenant, request.name))),
+    getAdapter: unaryHandler(logger, async (request) =>
+      provisioner.describe(await adapters.get(request.tenant, request.name)),
+    ),
     deleteAdapter: unaryHandler(logger, async (request) => {
       await provisioner.remove(await adapters.get(request.tenant, request.name));
       return {};
@@ -168,7 +187,9 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
             call.write(s);
           }
         }
-        const ended = statuses.every((s) => s.state === JobState.JOB_STATE_COMPLETED || s.state === JobState.JOB_STATE_FAILED);
+        const ended = statuses.every(
+          (s) => s.state === JobState.JOB_STATE_COMPLETED || s.state === JobState.JOB_STATE_FAILED,
+        );
         if (ended) return;
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -227,11 +248,16 @@ class Provisioner {
 
   /** Validates the adapter against the base model, records it, and schedules its loads. */
   async register(tenant: string, name: string, dir: string): Promise<{ record: AdapterRecord; jobIds: string[] }> {
-    if (!NAME_PATTERN.test(name)) throw new InvalidArgumentError(`adapter name ${JSON.stringify(name)} must be 1-128 characters of [A-Za-z0-9_-], starting with a letter or digit`);
+    if (!NAME_PATTERN.test(name))
+      throw new InvalidArgumentError(
+        `adapter name ${JSON.stringify(name)} must be 1-128 characters of [A-Za-z0-9_-], starting with a letter or digit`,
+      );
     if (!NAME_PATTERN.test(tenant)) throw new InvalidArgumentError("invalid tenant");
     if (dir === "") throw new InvalidArgumentError("source.local_dir is required");
-    if (!isAbsolute(dir)) throw new InvalidArgumentError(`source.local_dir must be an absolute path, got ${JSON.stringify(dir)}`);
-    if (!existsSync(dir)) throw new InvalidArgumentError(`source.local_dir ${dir} does not exist on the provisioner's host`);
+    if (!isAbsolute(dir))
+      throw new InvalidArgumentError(`source.local_dir must be an absolute path, got ${JSON.stringify(dir)}`);
+    if (!existsSync(dir))
+      throw new InvalidArgumentError(`source.local_dir ${dir} does not exist on the provisioner's host`);
     // Throws AdapterError (INVALID_ARGUMENT) with the reason; nothing has been written yet.
     const adapter = loadAdapter(dir, this.model);
     const record: AdapterRecord = {
@@ -258,7 +284,14 @@ class Provisioner {
     const holders = await this.placement.holders(record.id);
     await this.adapters.remove(record);
     for (const executorId of new Set([...targets, ...holders])) {
-      await this.enqueue({ kind: "unload", adapterId: record.id, dir: record.dir, contentHash: record.contentHash, executorId, pin: false });
+      await this.enqueue({
+        kind: "unload",
+        adapterId: record.id,
+        dir: record.dir,
+        contentHash: record.contentHash,
+        executorId,
+        pin: false,
+      });
     }
     await this.placement.publish();
     this.logger.info("adapter deleted", { id: record.id });
@@ -289,7 +322,11 @@ class Provisioner {
       const current = await this.placement.targets(record.id);
       const wanted = this.policy.place(
         { id: record.id, rank: record.rank, sizeBytes: record.sizeBytes },
-        live.map((e) => ({ info: e.info, assignedBytes: (assigned.get(e.info.executorId) ?? 0) - (current.includes(e.info.executorId) ? record.sizeBytes : 0) })),
+        live.map((e) => ({
+          info: e.info,
+          assignedBytes:
+            (assigned.get(e.info.executorId) ?? 0) - (current.includes(e.info.executorId) ? record.sizeBytes : 0),
+        })),
         current,
       );
       const add = wanted.filter((id) => !current.includes(id));
@@ -297,7 +334,14 @@ class Provisioner {
       if (add.length === 0 && remove.length === 0) return this.existingJobIds(record.id);
       if ((await this.placement.compareAndSetTargets(record.id, epoch, add, remove)) === undefined) continue; // lost a race
       for (const executorId of add) {
-        await this.enqueue({ kind: "load", adapterId: record.id, dir: record.dir, contentHash: record.contentHash, executorId, pin: false });
+        await this.enqueue({
+          kind: "load",
+          adapterId: record.id,
+          dir: record.dir,
+          contentHash: record.contentHash,
+          executorId,
+          pin: false,
+        });
       }
       return this.existingJobIds(record.id);
     }
@@ -319,7 +363,8 @@ class Provisioner {
     for (const id of await this.adapters.allIds()) {
       const record = await this.adapters.byId(id);
       if (!record) continue;
-      for (const e of await this.placement.targets(id)) if (out.has(e)) out.set(e, (out.get(e) as number) + record.sizeBytes);
+      for (const e of await this.placement.targets(id))
+        if (out.has(e)) out.set(e, (out.get(e) as number) + record.sizeBytes);
     }
     return out;
   }
@@ -372,7 +417,12 @@ class Provisioner {
     for (const id of await this.adapters.allIds()) {
       const record = await this.adapters.byId(id);
       if (!record) continue;
-      changed.push({ adapterId: id, rank: record.rank, executorIds: await this.placement.holders(id), contentHash: record.contentHash });
+      changed.push({
+        adapterId: id,
+        rank: record.rank,
+        executorIds: await this.placement.holders(id),
+        contentHash: record.contentHash,
+      });
     }
     const executors: ExecutorInfo[] = live.map((e) => e.info);
     return { epoch, snapshot: true, changed, removedAdapterIds: [], executors };

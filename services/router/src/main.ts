@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /** Process entry of the router: the public gRPC API. */
-import { addressOption, runServiceProcess } from "@loramesh/core";
+import { addressOption, intOption, runServiceProcess, stringOption } from "@loramesh/core";
 import { createRouterServices } from "./router-service";
+import { Tenants } from "./tenants";
 
 void runServiceProcess({
   name: "router",
@@ -18,6 +19,31 @@ void runServiceProcess({
       env: "PROVISIONER_ADDRESS",
       description: "provisioner gRPC address",
     }),
+    model: stringOption({
+      flag: "model",
+      env: "LORAMESH_MODEL",
+      description: "base model directory (the router tokenizes with its tokenizer.json)",
+    }),
+    apiKeys: stringOption({
+      flag: "api-keys",
+      env: "LORAMESH_API_KEYS",
+      default: "",
+      description: "key=tenant pairs, comma-separated; empty: open, one default tenant",
+    }),
+    adapterWaitMs: intOption({
+      flag: "adapter-wait-ms",
+      env: "ADAPTER_WAIT_MS",
+      default: 5_000,
+      min: 0,
+      description: "how long a request waits for a cold adapter to load",
+    }),
   },
-  create: async (config, logger) => createRouterServices({ provisionerAddress: config.provisioner, logger }),
+  create: async (config, logger) =>
+    createRouterServices({
+      provisionerAddress: config.provisioner,
+      modelDir: config.model,
+      tenants: Tenants.parse(config.apiKeys),
+      adapterWaitMs: config.adapterWaitMs,
+      logger,
+    }),
 });

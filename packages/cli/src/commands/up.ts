@@ -1,14 +1,24 @@
+import { readdirSync } from "node:fs";
+import { join, resolve } from "node:path";
 import {
   addressOption,
+  booleanOption,
   createLogger,
+  enumOption,
   formatOptionsHelp,
   installGracefulShutdown,
   intOption,
   loadConfig,
   stringOption,
 } from "@loramesh/core";
+import { AdapterState } from "@loramesh/proto";
+import { LoraMeshClient } from "@loramesh/sdk";
 import type { Command } from "../command";
 import { startLocalCluster } from "../local-cluster";
+
+/** The bundled small model and its adapters (deploy/models). */
+export const BUNDLED_MODEL = resolve(__dirname, "..", "..", "..", "..", "deploy", "models", "tiny-llama");
+export const BUNDLED_ADAPTERS = resolve(__dirname, "..", "..", "..", "..", "deploy", "models", "tiny-llama-adapters");
 
 const options = {
   listen: addressOption({
@@ -17,8 +27,21 @@ const options = {
     default: "127.0.0.1:50051",
     description: "address the router serves the public API on",
   }),
+  model: stringOption({
+    flag: "model",
+    env: "LORAMESH_MODEL",
+    default: "",
+    description: "base model directory (default: the bundled tiny-llama)",
+  }),
+  mode: enumOption({
+    flag: "mode",
+    default: "disaggregated",
+    values: ["coupled", "disaggregated", "hybrid"] as const,
+    description: "where LoRA runs",
+  }),
   workers: intOption({ flag: "workers", default: 1, min: 1, max: 64, description: "base-worker processes" }),
   loraServers: intOption({ flag: "lora-servers", default: 1, min: 0, max: 64, description: "LoRA-server processes" }),
+  noAdapters: booleanOption({ flag: "no-adapters", description: "do not register the bundled adapters" }),
   redisUrl: stringOption({
     flag: "redis-url",
     env: "REDIS_URL",
@@ -32,12 +55,16 @@ export const upCommand: Command = {
   name: "up",
   summary: "start a local cluster (Redis, provisioner, LoRA servers, base workers, router)",
   help: () =>
-    `Usage: loramesh up [options]\n\nStarts every service as its own process and prints "loramesh ready HOST:PORT" once all\nanswer health. Ctrl-C or SIGTERM stops all of them.\n\nOptions:\n${formatOptionsHelp(options)}\n`,
+    `Usage: loramesh up [options]\n\nStarts every service as its own process, registers the bundled adapters (for the bundled model),\nand prints "loramesh ready HOST:PORT" once all answer health. Ctrl-C or SIGTERM stops all of them.\n\nOptions:\n${formatOptionsHelp(options)}\n`,
   async run(argv) {
     const { config } = loadConfig(options, argv);
     const logger = createLogger({ fields: { service: "up" } });
+    const bundled = config.model === "";
+    const modelDir = bundled ? BUNDLED_MODEL : resolve(config.model);
     const cluster = await startLocalCluster({
       routerListen: config.listen,
+      modelDir,
+      mode: config.mode,
       workers: config.workers,
       loraServers: config.loraServers,
       ...(config.redisUrl !== "" ? { redisUrl: config.redisUrl } : {}),
@@ -45,9 +72,30 @@ export const upCommand: Command = {
     });
     for (const proc of cluster.processes)
       process.stdout.write(`service ${proc.service} ${proc.address} pid ${proc.pid}\n`);
+    if (bundled && !config.noAdapters) {
+      const client = new LoraMeshClient({ address: cluster.routerAddress });
+      try {
+        for (const name of readdirSync(BUNDLED_ADAPTERS, { withFileTypes: true })
+          .filter((d) => d.isDirectory())
+          .map((d) => d.name)
+          .sort()) {
+          await client.registerAdapter(name, join(BUNDLED_ADAPTERS, name));
+          for await (const _ of client.watchAdapterLoad(name)) void _;
+          const state = (await client.getAdapter(name)).state;
+          process.stdout.write(
+            `adapter ${name} ${state === AdapterState.ADAPTER_STATE_READY ? "ready" : "not ready"}\n`,
+          );
+        }
+      } catch (err) {
+        await cluster.stop();
+        throw err;
+      } finally {
+        client.close();
+      }
+    }
     process.stdout.write(`loramesh ready ${cluster.routerAddress}\n`);
-    return await new Promise<number>((resolve) => {
-      installGracefulShutdown(() => cluster.stop(), { logger, timeoutMs: 30_000, exit: resolve });
+    return await new Promise<number>((resolve_) => {
+      installGracefulShutdown(() => cluster.stop(), { logger, timeoutMs: 30_000, exit: resolve_ });
       // A wrapper such as `pnpm` may exit on SIGTERM without passing it on; when our parent is gone,
       // stop as if we had been signalled.
       const parent = process.ppid;
@@ -57,7 +105,7 @@ export const upCommand: Command = {
       void cluster.unexpectedExit.then(async ({ service, code, signal }) => {
         logger.error("a service exited unexpectedly; stopping the cluster", { service, code, signal });
         await cluster.stop();
-        resolve(1);
+        resolve_(1);
       });
     });
   },

@@ -1,0 +1,47 @@
+/**
+ * Tenants from API keys. Keys come from configuration (`key=tenant` pairs); with none configured
+ * the router runs open and every call belongs to the default tenant (local use).
+ */
+import type { Metadata } from "@grpc/grpc-js";
+import { ConfigError, UnauthenticatedError } from "@loramesh/core";
+import { NAME_PATTERN } from "@loramesh/mesh";
+
+export const DEFAULT_TENANT = "default";
+
+export class Tenants {
+  private constructor(private readonly byKey: ReadonlyMap<string, string>) {}
+
+  /** Parses "key1=tenantA,key2=tenantB". */
+  static parse(spec: string): Tenants {
+    const map = new Map<string, string>();
+    for (const pair of spec
+      .split(",")
+      .map((p) => p.trim())
+      .filter((p) => p !== "")) {
+      const eq = pair.indexOf("=");
+      const key = pair.slice(0, eq),
+        tenant = pair.slice(eq + 1);
+      if (eq <= 0 || !NAME_PATTERN.test(tenant))
+        throw new ConfigError([`api keys: expected key=tenant pairs, got ${JSON.stringify(pair)}`]);
+      map.set(key, tenant);
+    }
+    return new Tenants(map);
+  }
+
+  get open(): boolean {
+    return this.byKey.size === 0;
+  }
+
+  /** The caller's tenant; UNAUTHENTICATED for a missing or unknown key when keys are configured. */
+  resolve(metadata: Metadata): string {
+    if (this.open) return DEFAULT_TENANT;
+    const auth = metadata.get("authorization")[0];
+    const bearer = typeof auth === "string" && auth.startsWith("Bearer ") ? auth.slice(7) : undefined;
+    const header = metadata.get("x-api-key")[0];
+    const key = bearer ?? (typeof header === "string" ? header : undefined);
+    if (key === undefined) throw new UnauthenticatedError("an API key is required (authorization: Bearer <key>)");
+    const tenant = this.byKey.get(key);
+    if (tenant === undefined) throw new UnauthenticatedError("unknown API key");
+    return tenant;
+  }
+}
