@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/unbound-method -- client methods are passed with their client to unary(), which re-binds them */
 /**
  * Keeps an executor registered with the provisioner: registers, heartbeats at the interval the
  * provisioner asks for (with load, resident adapters and per-adapter traffic), re-registers when the
