@@ -63,6 +63,8 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const { logger } = options;
   const timeoutMs = options.startTimeoutMs ?? 30_000;
   const running: Running[] = [];
+  // Every forked child, including ones still starting, so a failed start leaves no orphans.
+  const spawned: ChildProcess[] = [];
   let redis: EmbeddedRedis | undefined;
   let stopping = false;
   let reportExit!: (exit: { service: string; code: number | null; signal: NodeJS.Signals | null }) => void;
@@ -77,11 +79,14 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     // Reverse start order: the router stops taking requests before its backends go away.
     for (const proc of [...running].reverse()) await stopChild(proc.child);
     running.length = 0;
+    await Promise.all(spawned.map((c) => stopChild(c)));
+    spawned.length = 0;
     await redis?.stop();
   };
 
   const start = async (service: string, args: string[]): Promise<Running> => {
     const child = fork(SERVICE_MAIN[service] as string, args, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    spawned.push(child);
     const address = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new UnavailableError(`${service} did not start within ${timeoutMs} ms`)),
@@ -169,6 +174,8 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       stop,
     };
   } catch (err) {
+    // Let the other services that are still starting settle before stopping them all.
+    await new Promise((r) => setTimeout(r, 100));
     await stop();
     throw err;
   }

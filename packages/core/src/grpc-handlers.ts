@@ -43,7 +43,10 @@ export function serverStreamHandler<Req, Res>(
   };
 }
 
-/** A bidirectional-streaming handler with the same error contract. */
+/**
+ * A bidirectional-streaming handler with the same error contract. A peer that goes away mid-stream
+ * (cancel, disconnect) is normal, not an error.
+ */
 export function bidiStreamHandler<Req, Res>(
   logger: Logger,
   fn: (call: ServerDuplexStream<Req, Res>) => Promise<void>,
@@ -54,6 +57,8 @@ export function bidiStreamHandler<Req, Res>(
         if (!call.writableEnded) call.end();
       },
       (err: unknown) => {
+        const closed = call.cancelled || (err as { code?: unknown }).code === "ERR_STREAM_PREMATURE_CLOSE";
+        if (closed) return;
         if (!call.writableEnded) call.emit("error", toGrpcStatus(err, logger));
       },
     );

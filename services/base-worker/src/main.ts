@@ -2,7 +2,15 @@
 /** Process entry of a base worker: runs the base model with continuous batching. */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import { addressOption, booleanOption, enumOption, intOption, runServiceProcess, stringOption } from "@loramesh/core";
+import {
+  addressOption,
+  booleanOption,
+  enumOption,
+  intOption,
+  numberOption,
+  runServiceProcess,
+  stringOption,
+} from "@loramesh/core";
 import { createBaseWorkerServices } from "./base-worker-service";
 
 void runServiceProcess({
@@ -45,7 +53,7 @@ void runServiceProcess({
       default: "",
       description: "stable id (default: worker-<random>)",
     }),
-    capacityMiB: intOption({
+    capacityMiB: numberOption({
       flag: "adapter-capacity-mib",
       env: "ADAPTER_CAPACITY_MIB",
       default: 256,
@@ -82,7 +90,7 @@ void runServiceProcess({
       redisUrl: config.redisUrl,
       modelDir: config.model,
       mode: config.mode,
-      localCapacityBytes: config.capacityMiB * 1024 * 1024,
+      localCapacityBytes: Math.floor(config.capacityMiB * 1024 * 1024),
       sharedMemory: config.sharedMemory,
       maxBatchTokens: config.maxBatchTokens,
       kvBlocks: config.kvBlocks || undefined,

@@ -1,0 +1,152 @@
+import { expect } from "chai";
+import { readdirSync } from "node:fs";
+import { credentials, Metadata } from "@grpc/grpc-js";
+import type { LocalCluster } from "@loramesh/cli";
+import {
+  BaseWorkerServiceClient,
+  LoraServerServiceClient,
+  type BaseWorkerStats,
+  type LoraServerStats,
+} from "@loramesh/proto";
+import { LoraMeshClient } from "@loramesh/sdk";
+import { adapterNames, golden, modelDir, registerAll, runGolden, startCluster } from "./mesh-helpers";
+
+const shmFiles = (): string[] => readdirSync("/dev/shm").filter((f) => f.startsWith("loramesh-"));
+
+function stats<T>(address: string, kind: "worker" | "lora"): Promise<T> {
+  const client =
+    kind === "worker"
+      ? new BaseWorkerServiceClient(address, credentials.createInsecure())
+      : new LoraServerServiceClient(address, credentials.createInsecure());
+  return new Promise<T>((resolve, reject) => {
+    (client as unknown as { getStats(req: object, md: Metadata, cb: (e: Error | null, r: T) => void): void }).getStats(
+      {},
+      new Metadata(),
+      (err, res) => {
+        client.close();
+        if (err) reject(err);
+        else resolve(res);
+      },
+    );
+  });
+}
+
+const configurations = [
+  {
+    name: "tiny-llama, disaggregated over shared memory",
+    model: "tiny-llama",
+    mode: "disaggregated" as const,
+    shm: true,
+  },
+  {
+    name: "tiny-llama, disaggregated over plain gRPC",
+    model: "tiny-llama",
+    mode: "disaggregated" as const,
+    shm: false,
+  },
+  { name: "tiny-llama, coupled", model: "tiny-llama", mode: "coupled" as const, shm: true },
+  { name: "tiny-llama, hybrid", model: "tiny-llama", mode: "hybrid" as const, shm: true },
+  { name: "tiny-mixtral (MoE), disaggregated", model: "tiny-mixtral", mode: "disaggregated" as const, shm: true },
+];
+
+for (const cfg of configurations) {
+  describe(`mesh end to end: ${cfg.name} (real processes, Redis, gRPC)`, function () {
+    this.timeout(180_000);
+    const g = golden(cfg.model);
+    let cluster: LocalCluster;
+    let client: LoraMeshClient;
+
+    before(async () => {
+      cluster = await startCluster({
+        modelDir: modelDir(cfg.model),
+        mode: cfg.mode,
+        // Hybrid workers get room for only part of the adapters: the rest is served remotely.
+        extraArgs: {
+          "base-worker": [
+            "--shared-memory",
+            String(cfg.shm),
+            ...(cfg.mode === "hybrid" ? ["--adapter-capacity-mib", "0.3"] : []),
+          ],
+        },
+      });
+      client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 120_000 });
+      await registerAll(client, cfg.model, adapterNames(g));
+    });
+
+    after(async () => {
+      client?.close();
+      await cluster?.stop();
+    });
+
+    it("serves concurrent requests over every golden adapter and the base with the reference greedy tokens", async () => {
+      const got = await runGolden(client, g);
+      g.cases.forEach((c, i) => {
+        if (c.min_top2_margin > 1e-4) expect(got[i], `${c.adapter ?? "base"}/${c.prompt}`).to.deep.equal(c.output_ids);
+      });
+    });
+
+    if (cfg.mode === "disaggregated") {
+      it(`moves activations over ${cfg.shm ? "shared memory" : "gRPC"} and batches work from both workers in the LoRA server`, async () => {
+        if (cfg.shm) expect(shmFiles().length, "shared regions").to.be.greaterThan(0);
+        const lora = cluster.processes.find((p) => p.service === "lora-server");
+        const s = await stats<LoraServerStats>(lora?.address as string, "lora");
+        expect(s.openStreams).to.equal(2);
+        expect(s.workItems).to.be.greaterThan(s.nativeCalls);
+      });
+    }
+
+    if (cfg.mode === "hybrid") {
+      it("keeps some adapters on the worker and serves the others from the LoRA server", async () => {
+        const lora = cluster.processes.find((p) => p.service === "lora-server");
+        const s = await stats<LoraServerStats>(lora?.address as string, "lora");
+        expect(s.rows, "rows computed remotely").to.be.greaterThan(0);
+      });
+    }
+  });
+}
+
+describe("mesh: workers free cancelled sequences", function () {
+  this.timeout(120_000);
+  let cluster: LocalCluster;
+  let client: LoraMeshClient;
+
+  before(async () => {
+    cluster = await startCluster({ modelDir: modelDir("tiny-llama"), workers: 1 });
+    client = new LoraMeshClient({ address: cluster.routerAddress });
+    await registerAll(client, "tiny-llama", ["sql-r8"]);
+  });
+  after(async () => {
+    client?.close();
+    await cluster?.stop();
+  });
+
+  it("a cancelled request and an expired deadline free the worker's sequence and cache", async () => {
+    const worker = cluster.processes.find((p) => p.service === "base-worker")?.address as string;
+    const controller = new AbortController();
+    let received = 0;
+    const request = {
+      prompt: { $case: "text" as const, value: "def forward(self" },
+      adapter: "sql-r8",
+      sampling: { maxTokens: 400, temperature: 0, topP: 1, topK: 0, stop: [], stopTokenIds: [], ignoreEos: true },
+    };
+    try {
+      for await (const delta of client.generate(request, { signal: controller.signal })) {
+        received += delta.tokenIds.length;
+        if (received >= 3) controller.abort();
+      }
+    } catch {
+      // the aborted call ends with CANCELLED
+    }
+    const deadline = await client.complete(request, { deadlineMs: 150 }).catch((e: unknown) => e as Error);
+    expect((deadline as Error).message).to.match(/DEADLINE_EXCEEDED/);
+    let s: BaseWorkerStats | undefined;
+    for (let i = 0; i < 100; i++) {
+      s = await stats<BaseWorkerStats>(worker, "worker");
+      if (s.runningSequences === 0 && s.kvBlocksUsed === 0 && s.cancelledSequences >= 2) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(s).to.include({ runningSequences: 0, waitingSequences: 0, kvBlocksUsed: 0 });
+    expect(s?.cancelledSequences).to.be.at.least(2);
+    expect(received).to.be.within(3, 399);
+  });
+});
