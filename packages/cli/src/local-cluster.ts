@@ -76,8 +76,12 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
 
   const stop = async (): Promise<void> => {
     stopping = true;
-    // Reverse start order: the router stops taking requests before its backends go away.
-    for (const proc of [...running].reverse()) await stopChild(proc.child);
+    // Front to back: the router stops taking requests, workers finish and close their LoRA streams,
+    // then the LoRA servers and the provisioner go.
+    const order = ["router", "base-worker", "lora-server", "provisioner"];
+    const byOrder = [...running].sort((a, b) => order.indexOf(a.service) - order.indexOf(b.service));
+    for (const service of order)
+      await Promise.all(byOrder.filter((p) => p.service === service).map((p) => stopChild(p.child)));
     running.length = 0;
     await Promise.all(spawned.map((c) => stopChild(c)));
     spawned.length = 0;

@@ -43,6 +43,8 @@ export interface LoraServerOptions {
   modelDir: string;
   capacityBytes: number;
   hostCacheBytes: number;
+  /** Longest a work item waits for other workers' items for the same site. */
+  batchWindowMs: number;
   logger: Logger;
 }
 
@@ -69,7 +71,8 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     logger,
     () => void agent?.beatNow(),
   );
-  const batcher = new SiteBatcher(pool);
+  const batcher = new SiteBatcher(pool, options.batchWindowMs);
+  let nextStream = 0;
   let openStreams = 0;
   let rowsServed = 0;
   let lastRows = 0;
@@ -123,6 +126,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
 
   const execute = async (call: ServerDuplexStream<LoraStreamRequest, LoraResult>): Promise<void> => {
     openStreams++;
+    const streamId = ++nextStream;
     let shared: Uint8Array | undefined;
     let order: Promise<void> = Promise.resolve();
     const respond = (result: LoraResult): void => {
@@ -144,7 +148,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
         if (kind?.$case !== "work") continue;
         const work = kind.value;
         // Compute concurrently, answer in request order.
-        const computed = handleWork(work, shared);
+        const computed = handleWork(work, shared, streamId);
         order = order.then(async () => {
           try {
             respond(await computed);
@@ -162,10 +166,11 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
       await order;
     } finally {
       openStreams--;
+      batcher.closeStream(streamId);
     }
   };
 
-  const handleWork = async (work: LoraWork, shared: Uint8Array | undefined): Promise<LoraResult> => {
+  const handleWork = async (work: LoraWork, shared: Uint8Array | undefined, streamId: number): Promise<LoraResult> => {
     const site = SITE_OF[work.site];
     if (!site) throw new InvalidArgumentError(`unknown LoRA site ${work.site}`);
     if (work.layer >= model.numLayers) throw new InvalidArgumentError(`layer ${work.layer} does not exist`);
@@ -209,16 +214,19 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     const moe = work.rowExpert.length > 0;
     if (moe && (work.rowExpert.length !== rows || model.numExperts === 0))
       throw new InvalidArgumentError("row_expert must have one entry per row on an MoE model");
-    const delta = await batcher.submit({
-      layer: work.layer,
-      site,
-      x,
-      rows,
-      hIn,
-      nOut,
-      rowAdapterIds,
-      rowExpert: moe ? Int32Array.from(work.rowExpert) : undefined,
-    });
+    const delta = await batcher.submit(
+      {
+        layer: work.layer,
+        site,
+        x,
+        rows,
+        hIn,
+        nOut,
+        rowAdapterIds,
+        rowExpert: moe ? Int32Array.from(work.rowExpert) : undefined,
+      },
+      streamId,
+    );
     rowsServed += rows;
     const base = { stepId: work.stepId, layer: work.layer, site: work.site, error: "", errorCode: 0 };
     if (act.$case === "shared" && shared) {

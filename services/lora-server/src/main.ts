@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** Process entry of a LoRA server: batched heterogeneous-rank LoRA for many base workers. */
 import { randomBytes } from "node:crypto";
-import { addressOption, intOption, runServiceProcess, stringOption } from "@loramesh/core";
+import { addressOption, intOption, numberOption, runServiceProcess, stringOption } from "@loramesh/core";
 import { createLoraServerServices } from "./lora-server-service";
 
 const MiB = 1024 * 1024;
@@ -50,6 +50,13 @@ void runServiceProcess({
       min: 1,
       description: "adapter pool budget in MiB",
     }),
+    batchWindowMs: numberOption({
+      flag: "batch-window-ms",
+      env: "BATCH_WINDOW_MS",
+      default: 2,
+      min: 0,
+      description: "longest a work item waits for other workers' items for the same site",
+    }),
     hostCacheMiB: intOption({
       flag: "host-cache-mib",
       env: "HOST_CACHE_MIB",
@@ -67,6 +74,7 @@ void runServiceProcess({
       modelDir: config.model,
       capacityBytes: config.capacityMiB * MiB,
       hostCacheBytes: config.hostCacheMiB * MiB,
+      batchWindowMs: config.batchWindowMs,
       logger,
     }),
 });

@@ -1,7 +1,10 @@
 /**
- * Cross-worker batching: work items for the same (layer, site) that arrive from several workers
- * while the previous call for that site is running (or in the same event-loop turn) are merged into
- * one native batched-LoRA call, then each item gets its own rows of the delta back.
+ * Cross-worker batching: work items for the same (layer, site) from several workers are merged
+ * into one native batched-LoRA call, then each item gets its own rows of the delta back.
+ *
+ * An item waits (at most `windowMs`) until every other recently active worker has sent its item
+ * for the same site, or flushes at once when it is the only active worker. Workers block on the
+ * answer at every site, so this quickly puts them in step and most calls carry all of them.
  */
 import { NotFoundError } from "@loramesh/core";
 import { f32 } from "@loramesh/native";
@@ -24,6 +27,7 @@ export interface WorkItem {
 
 interface Pending {
   item: WorkItem;
+  stream: number;
   resolve: (delta: Float32Array) => void;
   reject: (err: unknown) => void;
 }
@@ -37,35 +41,69 @@ export interface BatcherStats {
 export class SiteBatcher {
   private readonly pending = new Map<string, Pending[]>();
   private readonly busy = new Set<string>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly lastSeen = new Map<number, number>();
   readonly stats: BatcherStats = { nativeCalls: 0, workItems: 0, rows: 0 };
 
-  constructor(private readonly pool: AdapterPool) {}
+  constructor(
+    private readonly pool: AdapterPool,
+    /** Longest an item waits for other workers' items for the same site. */
+    private readonly windowMs = 2,
+    /** A worker counts as active if it sent work this recently. */
+    private readonly activeMs = 100,
+  ) {}
+
+  /** Forgets a closed stream. */
+  closeStream(stream: number): void {
+    this.lastSeen.delete(stream);
+  }
 
   /** Resolves with the delta [rows, nOut] for this item's rows. */
-  submit(item: WorkItem): Promise<Float32Array> {
+  submit(item: WorkItem, stream = 0): Promise<Float32Array> {
     const key = `${item.layer}/${item.site}/${item.rowExpert ? "moe" : "dense"}/${item.hIn}/${item.nOut}`;
+    this.lastSeen.set(stream, performance.now());
     return new Promise((resolve, reject) => {
       const list = this.pending.get(key) ?? [];
-      list.push({ item, resolve, reject });
+      list.push({ item, stream, resolve, reject });
       this.pending.set(key, list);
-      if (!this.busy.has(key)) {
-        this.busy.add(key);
-        // Let items from other streams that arrive in this turn join the batch.
-        setImmediate(() => void this.drain(key));
-      }
+      this.maybeFlush(key);
     });
+  }
+
+  private maybeFlush(key: string): void {
+    if (this.busy.has(key)) return; // the running call drains the queue when it ends
+    const list = this.pending.get(key) ?? [];
+    if (list.length === 0) return;
+    const now = performance.now();
+    const active = [...this.lastSeen.entries()].filter(([, t]) => now - t <= this.activeMs).map(([s]) => s);
+    const present = new Set(list.map((p) => p.stream));
+    if (active.every((s) => present.has(s))) {
+      this.flush(key);
+    } else if (!this.timers.has(key)) {
+      this.timers.set(
+        key,
+        setTimeout(() => this.flush(key), this.windowMs),
+      );
+    }
+  }
+
+  private flush(key: string): void {
+    const timer = this.timers.get(key);
+    if (timer) clearTimeout(timer);
+    this.timers.delete(key);
+    if (this.busy.has(key)) return;
+    this.busy.add(key);
+    void this.drain(key);
   }
 
   private async drain(key: string): Promise<void> {
     try {
-      for (;;) {
-        const batch = this.pending.get(key) ?? [];
-        this.pending.delete(key);
-        if (batch.length === 0) return;
-        await this.run(batch);
-      }
+      const batch = this.pending.get(key) ?? [];
+      this.pending.delete(key);
+      if (batch.length > 0) await this.run(batch);
     } finally {
       this.busy.delete(key);
+      this.maybeFlush(key);
     }
   }
 
