@@ -1,0 +1,192 @@
+/**
+ * Mesh benchmark (not a test): on this machine, in one run,
+ *  1. the per-site LoRA round trip from a worker to a LoRA server process over plain gRPC and over
+ *     same-host shared memory, against the same computation in-process (coupled);
+ *  2. generation throughput (tokens/s) of a coupled and a disaggregated cluster on the same model,
+ *     adapters and requests.
+ *
+ *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N]
+ */
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
+import { createLogger, intOption, loadConfig } from "@loramesh/core";
+import { LocalLoraBackend, loadAdapter, Model, siteShape, type LoraBackend, type LoraSite } from "@loramesh/engine";
+import { PlacementCache } from "@loramesh/mesh";
+import { f32 } from "@loramesh/native";
+import { LoraMeshClient } from "@loramesh/sdk";
+import { RemoteLoraBackend } from "@loramesh/base-worker";
+
+const ADAPTERS = ["big-r64", "chat-r16-all", "math-r4-mlp", "pattern-r8", "rslora-r32", "sql-r8"];
+const quiet = createLogger({ level: "error" });
+process.env["LOG_LEVEL"] ??= "error";
+
+const options = {
+  requests: intOption({
+    flag: "requests",
+    default: 24,
+    min: 1,
+    description: "concurrent generation requests per cluster",
+  }),
+  tokens: intOption({ flag: "tokens", default: 64, min: 1, description: "tokens generated per request" }),
+  iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips timed per case" }),
+};
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] as number;
+}
+
+async function registerAdapters(cluster: LocalCluster): Promise<void> {
+  const client = new LoraMeshClient({ address: cluster.routerAddress });
+  for (const name of ADAPTERS) {
+    await client.registerAdapter(name, join(BUNDLED_ADAPTERS, name));
+    for await (const _ of client.watchAdapterLoad(name)) void _;
+  }
+  client.close();
+}
+
+async function roundTrips(iterations: number): Promise<void> {
+  const model = Model.load(BUNDLED_MODEL);
+  const cluster = await startLocalCluster({
+    routerListen: "127.0.0.1:0",
+    modelDir: BUNDLED_MODEL,
+    mode: "disaggregated",
+    workers: 1,
+    loraServers: 1,
+    logger: quiet,
+  });
+  try {
+    await registerAdapters(cluster);
+    const provisioner = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
+    const placement = new PlacementCache(provisioner, quiet);
+    await placement.ready;
+    const ids = [...placement.holders.keys()].sort();
+    const local = new LocalLoraBackend(model.config);
+    for (const [i, name] of ADAPTERS.entries())
+      local.add(
+        ids.find((id) => id.includes(`.${name}.`)) ?? `x${i}`,
+        loadAdapter(join(BUNDLED_ADAPTERS, name), model.config),
+      );
+    const backends: Array<[string, LoraBackend]> = [
+      ["in-process (coupled)", local],
+      [
+        "gRPC",
+        new RemoteLoraBackend(model.config, placement, {
+          workerId: "bench-grpc",
+          hostId: hostname(),
+          sharedMemory: false,
+          logger: quiet,
+        }),
+      ],
+      [
+        "shared memory",
+        new RemoteLoraBackend(model.config, placement, {
+          workerId: "bench-shm",
+          hostId: hostname(),
+          sharedMemory: true,
+          logger: quiet,
+        }),
+      ],
+    ];
+    console.log(`\n## Per-site LoRA round trip (tiny-llama, ${ids.length} adapters, median of ${iterations})\n`);
+    console.log(`| site | tokens | ${backends.map(([n]) => n).join(" µs | ")} µs | gRPC / shm |`);
+    console.log(`|---|---|${backends.map(() => "---|").join("")}---|`);
+    for (const site of ["qkv", "down"] as LoraSite[]) {
+      for (const tokens of [1, 16, 256]) {
+        const { hIn, nOut } = siteShape(model.config, site);
+        const x = f32(
+          [tokens, hIn],
+          Float32Array.from({ length: tokens * hIn }, (_, i) => Math.sin(i)),
+        );
+        const rowAdapter = Int32Array.from({ length: tokens }, (_, t) => t % ids.length);
+        const times: number[] = [];
+        for (const [, backend] of backends) {
+          const samples: number[] = [];
+          for (let i = 0; i < iterations + 20; i++) {
+            const y = f32([tokens, nOut]);
+            const t0 = performance.now();
+            await backend.apply({ layer: 1, site, x, y, adapters: ids, rowAdapter });
+            if (i >= 20) samples.push((performance.now() - t0) * 1000);
+          }
+          times.push(median(samples));
+        }
+        console.log(
+          `| ${site} | ${tokens} | ${times.map((t) => t.toFixed(0)).join(" | ")} | ${((times[1] as number) / (times[2] as number)).toFixed(2)}x |`,
+        );
+      }
+    }
+    for (const [, b] of backends) if (b instanceof RemoteLoraBackend) b.close();
+    placement.close();
+  } finally {
+    await cluster.stop();
+  }
+}
+
+async function throughput(
+  mode: "coupled" | "disaggregated",
+  requests: number,
+  tokens: number,
+): Promise<{ tokensPerSecond: number; seconds: number }> {
+  const cluster = await startLocalCluster({
+    routerListen: "127.0.0.1:0",
+    modelDir: BUNDLED_MODEL,
+    mode,
+    workers: 1,
+    loraServers: 1,
+    logger: quiet,
+  });
+  try {
+    await registerAdapters(cluster);
+    const client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 600_000 });
+    const run = () =>
+      Promise.all(
+        Array.from({ length: requests }, (_, i) =>
+          client.complete({
+            prompt: { $case: "text", value: `def forward(self, hidden_states): # request ${i}` },
+            adapter: i % 7 === 6 ? "" : (ADAPTERS[i % 6] as string),
+            sampling: {
+              maxTokens: tokens,
+              temperature: 0,
+              topP: 1,
+              topK: 0,
+              stop: [],
+              stopTokenIds: [],
+              ignoreEos: true,
+            },
+          }),
+        ),
+      );
+    await run(); // warm-up
+    const t0 = performance.now();
+    const results = await run();
+    const seconds = (performance.now() - t0) / 1000;
+    client.close();
+    const generated = results.reduce((s, r) => s + r.tokenIds.length, 0);
+    return { tokensPerSecond: generated / seconds, seconds };
+  } finally {
+    await cluster.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const { config } = loadConfig(options, process.argv.slice(2));
+  console.log(
+    `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,
+  );
+  await roundTrips(config.iterations);
+  console.log(
+    `\n## Generation throughput (tiny-llama, 1 worker, ${config.requests} concurrent requests × ${config.tokens} tokens, 6 adapters + base)\n`,
+  );
+  console.log("| mode | tokens/s | wall s |");
+  console.log("|---|---|---|");
+  for (const mode of ["coupled", "disaggregated"] as const) {
+    const r = await throughput(mode, config.requests, config.tokens);
+    console.log(`| ${mode} | ${r.tokensPerSecond.toFixed(0)} | ${r.seconds.toFixed(2)} |`);
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
