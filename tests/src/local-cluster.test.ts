@@ -21,7 +21,11 @@ interface Started {
 
 /** Runs `loramesh up` as a user would and reads its stdout until the ready line. */
 async function startUp(args: string[]): Promise<Started> {
-  const child = spawn(process.execPath, [CLI, "up", ...args], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [CLI, "up", ...args], {
+    cwd: REPO_ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, LOG_LEVEL: "info" },
+  });
   const stderr: string[] = [];
   child.stderr?.on("data", (chunk: Buffer) => stderr.push(chunk.toString()));
   const services: Started["services"] = [];

@@ -113,7 +113,7 @@ describe("mesh: adapters and tenants (real processes, Redis, BullMQ)", function 
   });
 
   it("rejects bad requests with typed errors: no prompt, a prompt too long, a bad adapter name", async () => {
-    const noPrompt = await err(alpha.complete({ prompt: undefined as never, sampling: greedy }));
+    const noPrompt = await err(alpha.complete({ prompt: undefined, sampling: greedy }));
     expect(noPrompt.code).to.equal(GrpcStatus.INVALID_ARGUMENT);
     const tooLong = await err(
       alpha.complete({
