@@ -6,7 +6,7 @@
 import { isLoraMeshError, type Logger } from "@loramesh/core";
 import { AdapterError } from "@loramesh/engine";
 import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
-import { createRedis } from "./redis";
+import { redisOptionsFromUrl } from "./redis";
 
 export type AdapterJobKind = "load" | "unload";
 
@@ -61,7 +61,7 @@ export function startAdapterJobWorker(
         throw err;
       }
     },
-    { connection: createRedis(redisUrl, true), concurrency: 2 },
+    { connection: redisOptionsFromUrl(redisUrl), concurrency: 2 },
   );
   worker.on("failed", (job, err) =>
     logger.warn("adapter job failed", { jobId: job?.id, attempts: job?.attemptsMade, error: err.message }),
@@ -79,7 +79,8 @@ export class AdapterJobQueues {
   queue(executorId: string): Queue<AdapterJobData> {
     let q = this.queues.get(executorId);
     if (!q) {
-      q = new Queue<AdapterJobData>(adapterQueueName(executorId), { connection: createRedis(this.redisUrl, true) });
+      q = new Queue<AdapterJobData>(adapterQueueName(executorId), { connection: redisOptionsFromUrl(this.redisUrl) });
+      q.on("error", () => undefined); // connection errors surface on the calls that fail
       this.queues.set(executorId, q);
     }
     return q;
