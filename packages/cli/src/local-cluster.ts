@@ -28,12 +28,16 @@ export interface LocalClusterOptions {
   logger: Logger;
   /** How long each process may take to start. */
   startTimeoutMs?: number;
+  /** Environment of the service processes (default: this process's). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface ClusterProcess {
   service: string;
   address: string;
   pid: number;
+  /** Prometheus endpoint (host:port, path /metrics); empty when disabled. */
+  metricsAddress: string;
 }
 
 export interface LocalCluster {
@@ -57,6 +61,7 @@ interface Running {
   service: string;
   child: ChildProcess;
   address: string;
+  metricsAddress: string;
 }
 
 export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
@@ -89,9 +94,12 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   };
 
   const start = async (service: string, args: string[]): Promise<Running> => {
-    const child = fork(SERVICE_MAIN[service] as string, args, { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const child = fork(SERVICE_MAIN[service] as string, args, {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      env: options.env ?? process.env,
+    });
     spawned.push(child);
-    const address = await new Promise<string>((resolve, reject) => {
+    const listening = await new Promise<ListeningMessage>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new UnavailableError(`${service} did not start within ${timeoutMs} ms`)),
         timeoutMs,
@@ -99,7 +107,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       child.on("message", (message: ListeningMessage) => {
         if (message.type === "listening") {
           clearTimeout(timer);
-          resolve(message.address);
+          resolve(message);
         }
       });
       child.once("exit", (code, signal) => {
@@ -107,7 +115,8 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
         reject(new UnavailableError(`${service} exited during start-up (${code ?? signal}); see its log above`));
       });
     });
-    const proc = { service, child, address };
+    const { address, metricsAddress } = listening;
+    const proc = { service, child, address, metricsAddress };
     running.push(proc);
     child.once("exit", (code, signal) => {
       if (!stopping) reportExit({ service, code, signal });
@@ -173,7 +182,12 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     return {
       routerAddress: router.address,
       redisUrl,
-      processes: running.map((p) => ({ service: p.service, address: p.address, pid: p.child.pid as number })),
+      processes: running.map((p) => ({
+        service: p.service,
+        address: p.address,
+        pid: p.child.pid as number,
+        metricsAddress: p.metricsAddress,
+      })),
       unexpectedExit,
       stop,
     };

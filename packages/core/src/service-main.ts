@@ -8,6 +8,7 @@ import { formatOptionsHelp, loadConfig, type ConfigOf, type OptionSpecs } from "
 import { startGrpcServer, type ServiceRegistration } from "./grpc-server";
 import { createLogger, type Logger } from "./logging";
 import { installGracefulShutdown } from "./shutdown";
+import { serveMetrics, telemetry } from "@loramesh/telemetry";
 
 /** What a service hands back to the runner once its dependencies are up. */
 export interface ServiceInstance {
@@ -24,6 +25,8 @@ export interface ListeningMessage {
   service: string;
   address: string;
   pid: number;
+  /** host:port of the Prometheus /metrics endpoint; empty when disabled. */
+  metricsAddress: string;
 }
 
 export interface ServiceProcessOptions<S extends OptionSpecs> {
@@ -53,10 +56,17 @@ export async function runServiceProcess<S extends OptionSpecs>(options: ServiceP
     if (typeof listen !== "string") throw new Error(`service ${options.name} declares no listen option`);
     const instance = await options.create(config, logger);
     const server = await startGrpcServer({ address: listen, services: instance.services, logger });
+    // Prometheus metrics on METRICS_ADDRESS (default: loopback, any free port; "off" disables).
+    const metricsSetting = process.env["METRICS_ADDRESS"] ?? "127.0.0.1:0";
+    const metrics = metricsSetting === "off" ? undefined : await serveMetrics(metricsSetting);
     installGracefulShutdown(
       async () => {
         await server.stop();
         await instance.close();
+        await metrics?.close();
+        await telemetry()
+          .shutdown()
+          .catch(() => undefined);
       },
       { logger },
     );
@@ -67,11 +77,12 @@ export async function runServiceProcess<S extends OptionSpecs>(options: ServiceP
       service: options.name,
       address: server.address,
       pid: process.pid,
+      metricsAddress: metrics?.address ?? "",
     };
     process.send?.(message);
     // Started by `loramesh up`: if that parent dies without stopping us, stop too.
     if (process.send) process.once("disconnect", () => process.kill(process.pid, "SIGTERM"));
-    logger.info("serving", { address: server.address });
+    logger.info("serving", { address: server.address, metrics: metrics?.address ?? "off" });
   } catch (err) {
     if (isLoraMeshError(err)) logger.error(`${options.name} cannot start: ${err.message}`);
     else logger.error(`${options.name} cannot start`, { error: describeError(err) });

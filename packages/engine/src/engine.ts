@@ -34,6 +34,11 @@ export interface EngineOptions {
   maxRunning?: number;
   /** LoRA backend; none means base model only. */
   lora?: LoraBackend;
+  /**
+   * Wraps every forward pass (tracing and metrics hook): gets the ids of the batch's sequences and
+   * the number of tokens fed, and must call `run`.
+   */
+  stepHook?: <T>(sequenceIds: readonly string[], tokens: number, run: () => Promise<T>) => Promise<T>;
   logger?: Logger;
 }
 
@@ -305,12 +310,17 @@ export class Engine {
 
     let logits: Float32Array[];
     try {
-      logits = await forward(
-        this.model,
-        this.cache,
-        this.options.lora,
-        batch.map((b) => b.input),
-      );
+      const inputs = batch.map((b) => b.input);
+      const run = () => forward(this.model, this.cache, this.options.lora, inputs);
+      const hook = this.options.stepHook;
+      const tokens = inputs.reduce((n, x) => n + x.tokens.length, 0);
+      logits = hook
+        ? await hook(
+            batch.map((b) => b.seq.id),
+            tokens,
+            run,
+          )
+        : await run();
     } catch (err) {
       this.options.logger?.error("forward pass failed", { error: describeError(err) });
       for (const { seq } of batch) this.fail(seq, err);

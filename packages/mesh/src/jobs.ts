@@ -5,6 +5,7 @@
  */
 import { isLoraMeshError, type Logger } from "@loramesh/core";
 import { AdapterError } from "@loramesh/engine";
+import { extractContext, injectContext, SpanStatusCode, telemetry } from "@loramesh/telemetry";
 import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
 import { redisOptionsFromUrl } from "./redis";
 
@@ -18,6 +19,8 @@ export interface AdapterJobData {
   contentHash: string;
   executorId: string;
   pin: boolean;
+  /** W3C trace context of the request that scheduled the job (joins its trace). */
+  traceContext?: Record<string, string>;
 }
 
 export const ADAPTER_JOB_ATTEMPTS = 4;
@@ -46,21 +49,41 @@ export function startAdapterJobWorker(
 ): Worker<AdapterJobData> {
   const worker = new Worker<AdapterJobData>(
     adapterQueueName(executorId),
-    async (job: Job<AdapterJobData>) => {
-      try {
-        if (job.data.kind === "unload") {
-          await handlers.unload(job.data);
-          return { sizeBytes: 0 };
-        }
-        return await handlers.load(job.data, (p) => job.updateProgress(Math.round(p * 100) / 100));
-      } catch (err) {
-        // A bad adapter stays bad: do not retry it.
-        if (err instanceof AdapterError || (isLoraMeshError(err) && err.kind === "invalid-argument")) {
-          throw new UnrecoverableError(err.message);
-        }
-        throw err;
-      }
-    },
+    async (job: Job<AdapterJobData>) =>
+      telemetry().tracer.startActiveSpan(
+        `adapter.${job.data.kind}`,
+        {
+          attributes: {
+            "loramesh.adapter": job.data.adapterId,
+            "loramesh.executor": executorId,
+            "messaging.system": "bullmq",
+            "messaging.message.id": job.id ?? "",
+            "loramesh.attempt": job.attemptsMade + 1,
+          },
+        },
+        extractContext(job.data.traceContext),
+        async (span) => {
+          try {
+            if (job.data.kind === "unload") {
+              await handlers.unload(job.data);
+              return { sizeBytes: 0 };
+            }
+            const result = await handlers.load(job.data, (p) => job.updateProgress(Math.round(p * 100) / 100));
+            span.setAttribute("loramesh.adapter.bytes", result.sizeBytes);
+            return result;
+          } catch (err) {
+            span.recordException(err as Error);
+            span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+            // A bad adapter stays bad: do not retry it.
+            if (err instanceof AdapterError || (isLoraMeshError(err) && err.kind === "invalid-argument")) {
+              throw new UnrecoverableError(err.message);
+            }
+            throw err;
+          } finally {
+            span.end();
+          }
+        },
+      ),
     { connection: redisOptionsFromUrl(redisUrl), concurrency: 2 },
   );
   worker.on("failed", (job, err) =>
@@ -88,13 +111,17 @@ export class AdapterJobQueues {
 
   async add(data: AdapterJobData): Promise<string> {
     const jobId = adapterJobId(data.kind, data.adapterId, data.executorId);
-    await this.queue(data.executorId).add(data.kind, data, {
-      jobId,
-      attempts: ADAPTER_JOB_ATTEMPTS,
-      backoff: { type: "exponential", delay: 200 },
-      removeOnComplete: { age: 3600, count: 1000 },
-      removeOnFail: { age: 24 * 3600 },
-    });
+    await this.queue(data.executorId).add(
+      data.kind,
+      { ...data, traceContext: data.traceContext ?? injectContext() },
+      {
+        jobId,
+        attempts: ADAPTER_JOB_ATTEMPTS,
+        backoff: { type: "exponential", delay: 200 },
+        removeOnComplete: { age: 3600, count: 1000 },
+        removeOnFail: { age: 24 * 3600 },
+      },
+    );
     return jobId;
   }
 

@@ -11,7 +11,15 @@ import {
   type Logger,
   type ServiceInstance,
 } from "@loramesh/core";
-import { Engine, Model, Tokenizer, type LoraBackend, type SequenceResult } from "@loramesh/engine";
+import {
+  Engine,
+  Model,
+  Tokenizer,
+  type LoraBackend,
+  type LoraSiteCall,
+  type SequenceHandle,
+  type SequenceResult,
+} from "@loramesh/engine";
 import { ExecutorAgent, PlacementCache, startAdapterJobWorker } from "@loramesh/mesh";
 import {
   BaseWorkerServiceService,
@@ -25,6 +33,7 @@ import {
 import type { Worker } from "bullmq";
 import { LocalAdapters } from "./local-adapters";
 import { HybridLoraBackend, RemoteLoraBackend } from "./remote-lora-backend";
+import { WorkerTelemetry } from "./worker-telemetry";
 
 export type WorkerMode = "coupled" | "disaggregated" | "hybrid";
 
@@ -36,6 +45,8 @@ export interface BaseWorkerOptions {
   redisUrl: string;
   modelDir: string;
   mode: WorkerMode;
+  /** Fraction of LoRA sites that get a span in traced requests. */
+  siteSpanRatio: number;
   /** Adapter budget for local adapters (coupled, hybrid). */
   localCapacityBytes: number;
   sharedMemory: boolean;
@@ -76,18 +87,36 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
           logger,
         })
       : undefined;
-  const backend: LoraBackend =
+  const inner: LoraBackend =
     options.mode === "coupled"
       ? (local as LocalAdapters).backend
       : options.mode === "disaggregated"
         ? (remote as RemoteLoraBackend)
         : new HybridLoraBackend((local as LocalAdapters).backend, remote as RemoteLoraBackend);
+  // Which transport a site call used, for spans and the latency histogram.
+  const transportOf = (call: LoraSiteCall): string => {
+    if (options.mode === "coupled") return "local";
+    const transports = new Set(Object.values(remote?.transports() ?? {}));
+    const remoteName =
+      transports.size === 1 ? ([...transports][0] as string) : transports.size === 0 ? "grpc" : "mixed";
+    if (options.mode === "disaggregated") return remoteName;
+    const isLocal = call.adapters.map((id) => local?.backend.has(id) ?? false);
+    const used = new Set(
+      Array.from(call.rowAdapter)
+        .filter((a) => a >= 0)
+        .map((a) => isLocal[a]),
+    );
+    return used.size === 2 ? "hybrid" : used.has(true) ? "local" : remoteName;
+  };
+  const tel = new WorkerTelemetry(options.siteSpanRatio, transportOf);
   const engine = new Engine(model, tokenizer, {
-    lora: backend,
+    lora: tel.wrap(inner),
     maxBatchTokens: options.maxBatchTokens,
     ...(options.kvBlocks ? { kvBlocks: options.kvBlocks } : {}),
     logger,
+    stepHook: tel.step,
   });
+  tel.observe(engine, remote);
   const requests: Record<string, number> = {};
 
   let jobWorker: Worker | undefined;
@@ -107,38 +136,51 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
     submit: serverStreamHandler(logger, async (request, call) => {
       const adapterId = request.adapterId === "" ? undefined : request.adapterId;
       const s = request.sampling;
-      const handle = engine.submit(
-        {
-          id: request.sequenceId || randomUUID(),
-          promptIds: request.promptTokenIds,
-          ...(adapterId !== undefined ? { adapterId } : {}),
-          sampling: {
-            maxTokens: s?.maxTokens ?? 0,
-            temperature: s?.temperature ?? 0,
-            topP: s?.topP ?? 0,
-            topK: s?.topK ?? 0,
-            seed: s?.seed,
-            stop: s?.stop ?? [],
-            stopTokenIds: s?.stopTokenIds ?? [],
-            ignoreEos: s?.ignoreEos ?? false,
-          },
-        },
-        (update) => {
-          if (!call.cancelled)
-            call.write({
-              sequenceId: handle.id,
-              tokenIds: update.tokenIds,
-              finishReason: 0,
-              text: update.text,
-            } satisfies Partial<SequenceEvent>);
-        },
-      );
+      // Register the request's trace context before the engine can schedule the sequence.
+      const sequenceId = request.sequenceId || randomUUID();
       const key = adapterId ?? "";
+      tel.begin(sequenceId, key);
+      let handle: SequenceHandle;
+      try {
+        handle = engine.submit(
+          {
+            id: sequenceId,
+            promptIds: request.promptTokenIds,
+            ...(adapterId !== undefined ? { adapterId } : {}),
+            sampling: {
+              maxTokens: s?.maxTokens ?? 0,
+              temperature: s?.temperature ?? 0,
+              topP: s?.topP ?? 0,
+              topK: s?.topK ?? 0,
+              seed: s?.seed,
+              stop: s?.stop ?? [],
+              stopTokenIds: s?.stopTokenIds ?? [],
+              ignoreEos: s?.ignoreEos ?? false,
+            },
+          },
+          (update) => {
+            if (!call.cancelled)
+              call.write({
+                sequenceId,
+                tokenIds: update.tokenIds,
+                finishReason: 0,
+                text: update.text,
+              } satisfies Partial<SequenceEvent>);
+          },
+        );
+      } catch (err) {
+        tel.end(sequenceId, key, 0);
+        throw err;
+      }
       requests[key] = (requests[key] ?? 0) + 1;
       // Client cancellation and deadlines both end the call; the sequence (and its cache) go too.
       const cancel = (): void => handle.cancel();
       call.on("cancelled", cancel);
-      const result = await handle.result;
+      const result = await handle.result.catch((err: unknown) => {
+        tel.end(sequenceId, key, 0);
+        throw err;
+      });
+      tel.end(sequenceId, key, result.tokenIds.length);
       call.off("cancelled", cancel);
       if (call.cancelled) {
         const deadline = call.getDeadline();

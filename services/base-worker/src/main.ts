@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** Process entry of a base worker: runs the base model with continuous batching. */
+import "./otel";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import {
@@ -73,6 +74,14 @@ void runServiceProcess({
       min: 1,
       description: "tokens per engine step",
     }),
+    siteSpanRatio: numberOption({
+      flag: "lora-site-span-ratio",
+      env: "LORAMESH_LORA_SITE_SPAN_RATIO",
+      default: 0.05,
+      min: 0,
+      max: 1,
+      description: "fraction of LoRA sites that get their own span in traced requests",
+    }),
     kvBlocks: intOption({
       flag: "kv-blocks",
       env: "KV_BLOCKS",
@@ -93,6 +102,7 @@ void runServiceProcess({
       localCapacityBytes: Math.floor(config.capacityMiB * 1024 * 1024),
       sharedMemory: config.sharedMemory,
       maxBatchTokens: config.maxBatchTokens,
+      siteSpanRatio: config.siteSpanRatio,
       kvBlocks: config.kvBlocks || undefined,
       logger,
     }),

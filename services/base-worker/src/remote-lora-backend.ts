@@ -10,6 +10,7 @@ import { decodeTensor, encodeTensor, UnavailableError, NotFoundError, type Logge
 import { siteShape, type LoraBackend, type LoraSiteCall, type ModelConfig } from "@loramesh/engine";
 import type { PlacementCache } from "@loramesh/mesh";
 import { native } from "@loramesh/native";
+import { injectContext } from "@loramesh/telemetry";
 import {
   DType,
   ExecutorKind,
@@ -105,6 +106,7 @@ class ServerConnection {
       rowAdapter: work.rowAdapter,
       rowExpert: work.rowExpert,
       rowWeight: [],
+      traceContext: injectContext(),
     };
     let message: LoraStreamRequest;
     if (useShm && this.region) {
@@ -265,6 +267,9 @@ export class RemoteLoraBackend implements LoraBackend {
     return this.placement.holdersOf(adapterId, ExecutorKind.EXECUTOR_KIND_LORA_SERVER).length > 0;
   }
 
+  /** Bytes of activations sent and deltas received, by transport. */
+  readonly bytes = { shm: { sent: 0, received: 0 }, grpc: { sent: 0, received: 0 } };
+
   /** Transport used toward each connected server (for stats and tests). */
   transports(): Record<string, "shm" | "grpc"> {
     return Object.fromEntries([...this.connections.entries()].map(([id, c]) => [id, c.transport]));
@@ -287,7 +292,8 @@ export class RemoteLoraBackend implements LoraBackend {
         const server = this.placement.executors.get(serverId) as ExecutorInfo;
         const all = rows.length === call.rowAdapter.length;
         const x = all ? call.x.data : gather(call.x.data, rows, hIn);
-        const delta = await this.connection(server).request({
+        const connection = this.connection(server);
+        const delta = await connection.request({
           layer: call.layer,
           site: call.site,
           adapters: [...call.adapters],
@@ -298,6 +304,9 @@ export class RemoteLoraBackend implements LoraBackend {
           hIn,
           nOut,
         });
+        const moved = this.bytes[connection.transport];
+        moved.sent += x.byteLength;
+        moved.received += delta.byteLength;
         const y = call.y.data;
         rows.forEach((r, i) => {
           for (let n = 0; n < nOut; n++)

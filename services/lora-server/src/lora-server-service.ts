@@ -31,7 +31,9 @@ import {
   type LoraWork,
 } from "@loramesh/proto";
 import { status } from "@grpc/grpc-js";
+import { extractContext, SpanKind, SpanStatusCode, telemetry } from "@loramesh/telemetry";
 import { AdapterPool } from "./adapter-pool";
+import { loraServerMetrics } from "./lora-server-metrics";
 import { SiteBatcher } from "./site-batcher";
 
 export interface LoraServerOptions {
@@ -72,6 +74,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     () => void agent?.beatNow(),
   );
   const batcher = new SiteBatcher(pool, options.batchWindowMs);
+  const metrics = loraServerMetrics(pool, batcher, () => openStreams);
   let nextStream = 0;
   let openStreams = 0;
   let rowsServed = 0;
@@ -170,7 +173,37 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     }
   };
 
-  const handleWork = async (work: LoraWork, shared: Uint8Array | undefined, streamId: number): Promise<LoraResult> => {
+  // The site runs inside the worker's trace (its context travels in the work message).
+  const handleWork = (work: LoraWork, shared: Uint8Array | undefined, streamId: number): Promise<LoraResult> =>
+    telemetry().tracingEnabled && Object.keys(work.traceContext).length > 0
+      ? telemetry().tracer.startActiveSpan(
+          "lora.site.execute",
+          {
+            kind: SpanKind.SERVER,
+            attributes: {
+              "loramesh.layer": work.layer,
+              "loramesh.site": ProtoSite[work.site],
+              "loramesh.adapters": work.adapterIds.join(","),
+              "loramesh.transport": work.activations?.$case === "shared" ? "shm" : "grpc",
+            },
+          },
+          extractContext(work.traceContext),
+          async (span) => {
+            try {
+              const result = await executeWork(work, shared, streamId);
+              span.setAttribute("loramesh.rows", work.rowAdapter.length);
+              return result;
+            } catch (err) {
+              span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+              throw err;
+            } finally {
+              span.end();
+            }
+          },
+        )
+      : executeWork(work, shared, streamId);
+
+  const executeWork = async (work: LoraWork, shared: Uint8Array | undefined, streamId: number): Promise<LoraResult> => {
     const site = SITE_OF[work.site];
     if (!site) throw new InvalidArgumentError(`unknown LoRA site ${work.site}`);
     if (work.layer >= model.numLayers) throw new InvalidArgumentError(`layer ${work.layer} does not exist`);
@@ -228,6 +261,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
       streamId,
     );
     rowsServed += rows;
+    metrics.work(rowAdapterIds, act.$case === "shared" ? "shm" : "grpc", x.byteLength, delta.byteLength);
     const base = { stepId: work.stepId, layer: work.layer, site: work.site, error: "", errorCode: 0 };
     if (act.$case === "shared" && shared) {
       const bytes = delta.byteLength;

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** Process entry of a LoRA server: batched heterogeneous-rank LoRA for many base workers. */
+import "./otel";
 import { randomBytes } from "node:crypto";
 import { addressOption, intOption, numberOption, runServiceProcess, stringOption } from "@loramesh/core";
 import { createLoraServerServices } from "./lora-server-service";

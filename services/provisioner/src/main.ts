@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** Process entry of the provisioner: placement state in Redis, adapter jobs in BullMQ. */
+import "./otel";
 import { addressOption, intOption, runServiceProcess, stringOption } from "@loramesh/core";
 import { createProvisionerServices } from "./provisioner-service";
 

@@ -41,6 +41,7 @@ import { ExecutorRegistry } from "./executor-registry";
 import { SimplePlacementPolicy, type PlacementPolicy } from "./placement-policy";
 import { PlacementStore } from "./placement-store";
 import { KEYS } from "./redis-keys";
+import { provisionerMetrics } from "./provisioner-metrics";
 
 export interface ProvisionerOptions {
   redisUrl: string;
@@ -65,6 +66,7 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
   const jobs = new AdapterJobQueues(options.redisUrl);
   const policy = options.policy ?? new SimplePlacementPolicy();
   const provisioner = new Provisioner(redis, executors, adapters, placement, jobs, policy, model, logger);
+  provisionerMetrics(redis, executors, adapters, placement);
 
   // Placement watchers: one Redis subscription, fanned out to every open WatchPlacement stream.
   const watchers = new Set<() => void>();

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 /** Process entry of the router: the public gRPC API. */
+import "./otel";
 import { addressOption, intOption, runServiceProcess, stringOption } from "@loramesh/core";
 import { createRouterServices } from "./router-service";
 import { Tenants } from "./tenants";
@@ -30,6 +31,20 @@ void runServiceProcess({
       default: "",
       description: "key=tenant pairs, comma-separated; empty: open, one default tenant",
     }),
+    sloTtftMs: intOption({
+      flag: "slo-ttft-ms",
+      env: "SLO_TTFT_MS",
+      default: 2_000,
+      min: 1,
+      description: "time-to-first-token target counted by the SLO metric",
+    }),
+    sloTpotMs: intOption({
+      flag: "slo-tpot-ms",
+      env: "SLO_TPOT_MS",
+      default: 200,
+      min: 1,
+      description: "time-per-output-token target counted by the SLO metric",
+    }),
     adapterWaitMs: intOption({
       flag: "adapter-wait-ms",
       env: "ADAPTER_WAIT_MS",
@@ -44,6 +59,7 @@ void runServiceProcess({
       modelDir: config.model,
       tenants: Tenants.parse(config.apiKeys),
       adapterWaitMs: config.adapterWaitMs,
+      slo: { ttftMs: config.sloTtftMs, tpotMs: config.sloTpotMs },
       logger,
     }),
 });

@@ -46,7 +46,9 @@ import {
   type TenantRegisterAdapterResponse,
 } from "@loramesh/proto";
 import { randomUUID } from "node:crypto";
+import { RouterMetrics, type SloTargets } from "./router-metrics";
 import { Tenants } from "./tenants";
+import { SpanStatusCode, telemetry } from "@loramesh/telemetry";
 
 export interface RouterOptions {
   provisionerAddress: string;
@@ -54,6 +56,8 @@ export interface RouterOptions {
   tenants: Tenants;
   /** How long a request waits for a cold adapter to become resident. */
   adapterWaitMs: number;
+  /** Latency targets counted by the SLO-attainment metric. */
+  slo: SloTargets;
   logger: Logger;
 }
 
@@ -96,6 +100,7 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
   const provisioner = new ProvisionerServiceClient(options.provisionerAddress, credentials.createInsecure());
   const workers = new Map<string, BaseWorkerServiceClient>();
   const inFlight = new Map<string, number>();
+  const metrics = new RouterMetrics(options.slo);
 
   const callProvisioner = async <Req, Res>(
     method: Parameters<typeof unary<Req, Res>>[0],
@@ -169,6 +174,7 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
   };
 
   /** Runs one request on a worker, calling `onEvent` per streamed event; returns the last one. */
+  /** `serve` with request metrics: outcome, TTFT and TPOT per adapter, SLO attainment. */
   const run = async (
     request: GenerateRequest,
     tenant: string,
@@ -177,9 +183,65 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
     onCancel: (cancel: () => void) => void,
     onEvent: (event: SequenceEvent) => void,
   ): Promise<SequenceEvent> => {
-    const adapter = await resolveAdapter(tenant, request.adapter);
-    const ids = promptIds(request);
-    const worker = await pickWorker(adapter?.adapterId);
+    const arrival = performance.now();
+    let first: number | undefined;
+    metrics.started();
+    try {
+      const last = await serve(request, tenant, requestId, deadline, onCancel, (event) => {
+        if (event.tokenIds.length > 0) first ??= performance.now();
+        onEvent(event);
+      });
+      metrics.finished(
+        tenant,
+        request.adapter,
+        "ok",
+        first !== undefined ? first - arrival : undefined,
+        last.timings?.timePerOutputTokenMs,
+      );
+      return last;
+    } catch (err) {
+      metrics.finished(
+        tenant,
+        request.adapter,
+        err instanceof LoraMeshError ? err.kind : "internal",
+        undefined,
+        undefined,
+      );
+      throw err;
+    }
+  };
+
+  const serve = async (
+    request: GenerateRequest,
+    tenant: string,
+    requestId: string,
+    deadline: Date | number,
+    onCancel: (cancel: () => void) => void,
+    onEvent: (event: SequenceEvent) => void,
+  ): Promise<SequenceEvent> => {
+    // Admission: tenant, adapter, tokens, worker choice.
+    const { adapter, ids, worker } = await telemetry().tracer.startActiveSpan(
+      "router.admission",
+      { attributes: { "loramesh.tenant": tenant, "loramesh.adapter": request.adapter } },
+      async (span) => {
+        try {
+          const adapter = await resolveAdapter(tenant, request.adapter);
+          const ids = promptIds(request);
+          const worker = await pickWorker(adapter?.adapterId);
+          span.setAttributes({
+            "loramesh.worker": worker.executorId,
+            "loramesh.prompt_tokens": ids.length,
+            "loramesh.rank": adapter?.rank ?? 0,
+          });
+          return { adapter, ids, worker };
+        } catch (err) {
+          span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+          throw err;
+        } finally {
+          span.end();
+        }
+      },
+    );
     const submit: SubmitSequenceRequest = {
       sequenceId: requestId,
       tenant,

@@ -72,6 +72,9 @@ export const upCommand: Command = {
     });
     for (const proc of cluster.processes)
       process.stdout.write(`service ${proc.service} ${proc.address} pid ${proc.pid}\n`);
+    for (const proc of cluster.processes) {
+      if (proc.metricsAddress) process.stdout.write(`metrics ${proc.service} http://${proc.metricsAddress}/metrics\n`);
+    }
     if (bundled && !config.noAdapters) {
       const client = new LoraMeshClient({ address: cluster.routerAddress });
       try {

@@ -1,0 +1,148 @@
+/**
+ * Traces and metrics of a base worker: a span per engine step (child of the oldest request in the
+ * batch, linked to the others), sampled spans per LoRA site with adapter, rank, tokens and
+ * transport, and Prometheus series for queues, batches, LoRA-site latency by transport and tokens
+ * per adapter.
+ */
+import type { Engine, LoraBackend, LoraSiteCall } from "@loramesh/engine";
+import { context, ROOT_CONTEXT, SpanStatusCode, telemetry, trace, type Context } from "@loramesh/telemetry";
+import type { RemoteLoraBackend } from "./remote-lora-backend";
+
+export class WorkerTelemetry {
+  private readonly contexts = new Map<string, Context>();
+  private readonly t = telemetry();
+  private readonly batchTokens = this.t.meter.createHistogram("loramesh_batch_tokens", {
+    description: "tokens fed per engine step",
+    advice: { explicitBucketBoundaries: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] },
+  });
+  private readonly batchSequences = this.t.meter.createHistogram("loramesh_batch_sequences", {
+    description: "sequences per engine step",
+    advice: { explicitBucketBoundaries: [1, 2, 4, 8, 16, 32, 64] },
+  });
+  private readonly siteSeconds = this.t.meter.createHistogram("loramesh_lora_site_seconds", {
+    description: "LoRA site latency seen by the worker, by transport",
+    unit: "s",
+    advice: { explicitBucketBoundaries: [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05] },
+  });
+  private readonly tokens = this.t.meter.createCounter("loramesh_generated_tokens_total", {
+    description: "tokens generated, by adapter",
+  });
+  private readonly requests = this.t.meter.createCounter("loramesh_worker_requests_total", {
+    description: "sequences submitted, by adapter",
+  });
+
+  constructor(
+    private readonly siteSpanRatio: number,
+    private readonly transportOf: (call: LoraSiteCall) => string,
+  ) {}
+
+  /** Observes queue depths and the KV cache of an engine. */
+  observe(engine: Engine, remote: RemoteLoraBackend | undefined): void {
+    const m = this.t.meter;
+    m.createObservableGauge("loramesh_worker_running_sequences", { description: "sequences decoding" }).addCallback(
+      (r) => r.observe(engine.stats().running),
+    );
+    m.createObservableGauge("loramesh_worker_waiting_sequences", { description: "sequences queued" }).addCallback((r) =>
+      r.observe(engine.stats().waiting),
+    );
+    m.createObservableGauge("loramesh_kv_blocks_used", { description: "KV-cache blocks in use" }).addCallback((r) =>
+      r.observe(engine.stats().kvBlocksUsed),
+    );
+    m.createObservableGauge("loramesh_kv_blocks_total", { description: "KV-cache blocks" }).addCallback((r) =>
+      r.observe(engine.stats().kvBlocksTotal),
+    );
+    if (remote) {
+      m.createObservableCounter("loramesh_lora_bytes_total", {
+        description: "activation and delta bytes moved to and from LoRA servers",
+        unit: "By",
+      }).addCallback((r) => {
+        for (const transport of ["grpc", "shm"] as const) {
+          r.observe(remote.bytes[transport].sent, { transport, direction: "sent" });
+          r.observe(remote.bytes[transport].received, { transport, direction: "received" });
+        }
+      });
+    }
+  }
+
+  /** Remembers the request context a sequence belongs to. */
+  begin(sequenceId: string, adapter: string): void {
+    this.contexts.set(sequenceId, context.active());
+    this.requests.add(1, { adapter: adapter || "base" });
+  }
+
+  end(sequenceId: string, adapter: string, generated: number): void {
+    this.contexts.delete(sequenceId);
+    this.tokens.add(generated, { adapter: adapter || "base" });
+  }
+
+  /** The engine's step hook. */
+  step = <T>(sequenceIds: readonly string[], tokens: number, run: () => Promise<T>): Promise<T> => {
+    this.batchTokens.record(tokens);
+    this.batchSequences.record(sequenceIds.length);
+    const contexts = sequenceIds.map((id) => this.contexts.get(id)).filter((c): c is Context => c !== undefined);
+    const parent = contexts[0];
+    // The engine loop keeps whatever context started it; steps must not inherit that request's trace.
+    if (!this.t.tracingEnabled || !parent) return context.with(ROOT_CONTEXT, run);
+    const links = contexts
+      .slice(1)
+      .map((c) => trace.getSpanContext(c))
+      .filter((c) => c !== undefined)
+      .map((c) => ({ context: c }));
+    return this.t.tracer.startActiveSpan(
+      "engine.step",
+      { attributes: { "loramesh.sequences": sequenceIds.length, "loramesh.tokens": tokens }, links },
+      parent,
+      async (span) => {
+        try {
+          return await run();
+        } finally {
+          span.end();
+        }
+      },
+    );
+  };
+
+  /** Wraps a LoRA backend with site spans (sampled) and the latency histogram. */
+  wrap(backend: LoraBackend): LoraBackend {
+    return {
+      has: (id) => backend.has(id),
+      apply: async (call) => {
+        const transport = this.transportOf(call);
+        const started = performance.now();
+        const sampled =
+          this.t.tracingEnabled && trace.getSpan(context.active()) !== undefined && Math.random() < this.siteSpanRatio;
+        const run = () => backend.apply(call);
+        try {
+          if (!sampled) return await run();
+          const used = [...new Set(Array.from(call.rowAdapter).filter((a) => a >= 0))].map(
+            (a) => call.adapters[a] as string,
+          );
+          await this.t.tracer.startActiveSpan(
+            "lora.site",
+            {
+              attributes: {
+                "loramesh.layer": call.layer,
+                "loramesh.site": call.site,
+                "loramesh.tokens": call.rowAdapter.length,
+                "loramesh.adapters": used.join(","),
+                "loramesh.transport": transport,
+              },
+            },
+            async (span) => {
+              try {
+                await run();
+              } catch (err) {
+                span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+                throw err;
+              } finally {
+                span.end();
+              }
+            },
+          );
+        } finally {
+          this.siteSeconds.record((performance.now() - started) / 1000, { transport, site: call.site });
+        }
+      },
+    };
+  }
+}

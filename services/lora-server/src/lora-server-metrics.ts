@@ -1,0 +1,65 @@
+/** Prometheus series of a LoRA server: residency, loads, evictions, rows per adapter, bytes moved. */
+import { telemetry } from "@loramesh/telemetry";
+import type { AdapterPool } from "./adapter-pool";
+import type { SiteBatcher } from "./site-batcher";
+
+export function loraServerMetrics(
+  pool: AdapterPool,
+  batcher: SiteBatcher,
+  openStreams: () => number,
+): {
+  work(rowAdapterIds: Array<string | undefined>, transport: string, bytesIn: number, bytesOut: number): void;
+} {
+  const m = telemetry().meter;
+  m.createObservableGauge("loramesh_adapters_resident", { description: "adapters resident in the pool" }).addCallback(
+    (r) => r.observe(pool.stats().residentIds.length),
+  );
+  m.createObservableGauge("loramesh_adapter_resident", { description: "1 for each resident adapter" }).addCallback(
+    (r) => {
+      for (const id of pool.stats().residentIds) r.observe(1, { adapter: id });
+    },
+  );
+  m.createObservableGauge("loramesh_adapter_pool_bytes", {
+    description: "bytes of resident adapters",
+    unit: "By",
+  }).addCallback((r) => r.observe(pool.bytesUsed));
+  m.createObservableGauge("loramesh_adapter_pool_capacity_bytes", {
+    description: "pool budget",
+    unit: "By",
+  }).addCallback((r) => r.observe(pool.capacityBytes));
+  m.createObservableCounter("loramesh_adapter_loads_total", {
+    description: "adapter loads, by source tier",
+  }).addCallback((r) => {
+    const s = pool.stats();
+    r.observe(s.loadsFromStorage, { source: "storage" });
+    r.observe(s.loadsFromHostCache, { source: "host_cache" });
+  });
+  m.createObservableCounter("loramesh_adapter_evictions_total", {
+    description: "adapters evicted to the host cache",
+  }).addCallback((r) => r.observe(pool.stats().evictions));
+  m.createObservableCounter("loramesh_lora_native_calls_total", {
+    description: "native batched-LoRA calls",
+  }).addCallback((r) => r.observe(batcher.stats.nativeCalls));
+  m.createObservableCounter("loramesh_lora_work_items_total", {
+    description: "work items served (above native calls: cross-worker batching)",
+  }).addCallback((r) => r.observe(batcher.stats.workItems));
+  m.createObservableGauge("loramesh_lora_streams_open", { description: "worker streams open" }).addCallback((r) =>
+    r.observe(openStreams()),
+  );
+  const rows = m.createCounter("loramesh_lora_rows_total", {
+    description: "rows (tokens or token-expert pairs) computed, by adapter",
+  });
+  const bytes = m.createCounter("loramesh_lora_bytes_total", {
+    description: "activation and delta bytes moved, by transport",
+    unit: "By",
+  });
+  return {
+    work(rowAdapterIds, transport, bytesIn, bytesOut) {
+      const perAdapter = new Map<string, number>();
+      for (const id of rowAdapterIds) if (id !== undefined) perAdapter.set(id, (perAdapter.get(id) ?? 0) + 1);
+      for (const [adapter, n] of perAdapter) rows.add(n, { adapter });
+      bytes.add(bytesIn, { transport, direction: "received" });
+      bytes.add(bytesOut, { transport, direction: "sent" });
+    },
+  };
+}

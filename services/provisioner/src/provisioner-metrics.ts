@@ -1,0 +1,66 @@
+/**
+ * Prometheus series of the provisioner: live executors, registered adapters, the placement epoch,
+ * per-adapter traffic and residency, and the LoRA-server count it recommends.
+ */
+import { ExecutorKind } from "@loramesh/proto";
+import { telemetry } from "@loramesh/telemetry";
+import type { Redis } from "ioredis";
+import type { AdapterRegistry } from "./adapter-registry";
+import type { ExecutorRegistry } from "./executor-registry";
+import type { PlacementStore } from "./placement-store";
+import { KEYS } from "./redis-keys";
+
+/**
+ * The LoRA servers needed to hold every registered adapter once, given the smallest live server's
+ * budget (at least 1). Capacity-only; the SLO-driven planner refines it.
+ */
+export function recommendLoraServers(totalAdapterBytes: number, serverCapacityBytes: number): number {
+  if (serverCapacityBytes <= 0) return 1;
+  return Math.max(1, Math.ceil(totalAdapterBytes / serverCapacityBytes));
+}
+
+export function provisionerMetrics(
+  redis: Redis,
+  executors: ExecutorRegistry,
+  adapters: AdapterRegistry,
+  placement: PlacementStore,
+): void {
+  const m = telemetry().meter;
+  m.createObservableGauge("loramesh_executors", { description: "live executors, by kind" }).addCallback(async (r) => {
+    const live = await executors.live();
+    r.observe(live.filter((e) => e.info.kind === ExecutorKind.EXECUTOR_KIND_BASE_WORKER).length, {
+      kind: "base_worker",
+    });
+    r.observe(live.filter((e) => e.info.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER).length, {
+      kind: "lora_server",
+    });
+  });
+  m.createObservableGauge("loramesh_placement_epoch", { description: "placement epoch" }).addCallback(async (r) =>
+    r.observe(await placement.epoch()),
+  );
+  m.createObservableGauge("loramesh_adapters_registered", { description: "registered adapters" }).addCallback(
+    async (r) => r.observe((await adapters.allIds()).length),
+  );
+  m.createObservableGauge("loramesh_adapter_replicas", {
+    description: "executors where each adapter is resident",
+  }).addCallback(async (r) => {
+    for (const id of await adapters.allIds()) r.observe((await placement.holders(id)).length, { adapter: id });
+  });
+  m.createObservableCounter("loramesh_adapter_requests_total", {
+    description: "requests served per adapter (from worker heartbeats)",
+  }).addCallback(async (r) => {
+    for (const id of await adapters.allIds())
+      r.observe(Number((await redis.hget(KEYS.traffic(id), "requests")) ?? 0), { adapter: id });
+  });
+  m.createObservableGauge("loramesh_recommended_lora_servers", {
+    description: "LoRA servers needed to hold every adapter once (capacity-based)",
+  }).addCallback(async (r) => {
+    const live = await executors.live();
+    const capacities = live
+      .filter((e) => e.info.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER)
+      .map((e) => e.info.adapterCapacityBytes);
+    let total = 0;
+    for (const id of await adapters.allIds()) total += (await adapters.byId(id))?.sizeBytes ?? 0;
+    r.observe(recommendLoraServers(total, capacities.length > 0 ? Math.min(...capacities) : 0));
+  });
+}
