@@ -5,10 +5,11 @@ import { LoraMeshClientError } from "@loramesh/sdk";
 import type { Command } from "./command";
 import { adaptersCommand } from "./commands/adapters";
 import { generateCommand } from "./commands/generate";
+import { healthCommand } from "./commands/health";
 import { scoreCommand } from "./commands/score";
 import { upCommand } from "./commands/up";
 
-const COMMANDS: readonly Command[] = [upCommand, adaptersCommand, generateCommand, scoreCommand];
+const COMMANDS: readonly Command[] = [upCommand, adaptersCommand, generateCommand, scoreCommand, healthCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -2,7 +2,8 @@
 /** Process entry of a LoRA server: batched heterogeneous-rank LoRA for many base workers. */
 import "./otel";
 import { randomBytes } from "node:crypto";
-import { addressOption, intOption, numberOption, runServiceProcess, stringOption } from "@loramesh/core";
+import { runServiceProcess } from "@loramesh/core";
+import { options } from "./options";
 import { createLoraServerServices } from "./lora-server-service";
 
 const MiB = 1024 * 1024;
@@ -10,62 +11,7 @@ const MiB = 1024 * 1024;
 void runServiceProcess({
   name: "lora-server",
   summary: "holds adapters and executes batched heterogeneous-rank LoRA for many base workers",
-  options: {
-    listen: addressOption({
-      flag: "listen",
-      env: "LISTEN_ADDRESS",
-      default: "127.0.0.1:0",
-      description: "address to serve on",
-    }),
-    advertise: stringOption({
-      flag: "advertise",
-      env: "ADVERTISE_ADDRESS",
-      default: "",
-      description: "address peers use to reach this server (default: the bound address)",
-    }),
-    provisioner: addressOption({
-      flag: "provisioner",
-      env: "PROVISIONER_ADDRESS",
-      description: "provisioner gRPC address",
-    }),
-    redisUrl: stringOption({
-      flag: "redis-url",
-      env: "REDIS_URL",
-      description: "Redis for adapter jobs (redis://HOST:PORT or unix:/PATH)",
-    }),
-    model: stringOption({
-      flag: "model",
-      env: "LORAMESH_MODEL",
-      description: "base model directory (its config sizes the LoRA sites)",
-    }),
-    executorId: stringOption({
-      flag: "executor-id",
-      env: "EXECUTOR_ID",
-      default: "",
-      description: "stable id (default: lora-<random>)",
-    }),
-    capacityMiB: intOption({
-      flag: "capacity-mib",
-      env: "ADAPTER_CAPACITY_MIB",
-      default: 1024,
-      min: 1,
-      description: "adapter pool budget in MiB",
-    }),
-    batchWindowMs: numberOption({
-      flag: "batch-window-ms",
-      env: "BATCH_WINDOW_MS",
-      default: 2,
-      min: 0,
-      description: "longest a work item waits for other workers' items for the same site",
-    }),
-    hostCacheMiB: intOption({
-      flag: "host-cache-mib",
-      env: "HOST_CACHE_MIB",
-      default: 2048,
-      min: 0,
-      description: "host cache tier behind the pool, in MiB",
-    }),
-  },
+  options,
   create: async (config, logger) =>
     createLoraServerServices({
       executorId: config.executorId || `lora-${randomBytes(4).toString("hex")}`,

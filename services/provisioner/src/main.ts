@@ -1,39 +1,14 @@
 #!/usr/bin/env node
 /** Process entry of the provisioner: placement state in Redis, adapter jobs in BullMQ. */
 import "./otel";
-import { addressOption, intOption, runServiceProcess, stringOption } from "@loramesh/core";
+import { runServiceProcess } from "@loramesh/core";
+import { options } from "./options";
 import { createProvisionerServices } from "./provisioner-service";
 
 void runServiceProcess({
   name: "provisioner",
   summary: "placement authority: adapter and executor registries and placement in Redis",
-  options: {
-    listen: addressOption({
-      flag: "listen",
-      env: "LISTEN_ADDRESS",
-      default: "127.0.0.1:0",
-      description: "address to serve on",
-    }),
-    redisUrl: stringOption({
-      flag: "redis-url",
-      env: "REDIS_URL",
-      description: "Redis holding placement state: redis://host:port[/db] or unix:/path/to/socket",
-      pattern: /^(rediss?:\/\/.+|unix:.+)$/,
-      patternHint: "redis://HOST:PORT or unix:/PATH",
-    }),
-    model: stringOption({
-      flag: "model",
-      env: "LORAMESH_MODEL",
-      description: "base model directory (adapters are validated against its config)",
-    }),
-    heartbeatTtlMs: intOption({
-      flag: "heartbeat-ttl-ms",
-      env: "EXECUTOR_HEARTBEAT_TTL_MS",
-      default: 6_000,
-      min: 500,
-      description: "an executor that has not sent a heartbeat for this long leaves placement",
-    }),
-  },
+  options,
   create: (config, logger) =>
     createProvisionerServices({
       redisUrl: config.redisUrl,

@@ -1,58 +1,15 @@
 #!/usr/bin/env node
 /** Process entry of the router: the public gRPC API. */
 import "./otel";
-import { addressOption, intOption, runServiceProcess, stringOption } from "@loramesh/core";
+import { runServiceProcess } from "@loramesh/core";
+import { options } from "./options";
 import { createRouterServices } from "./router-service";
 import { Tenants } from "./tenants";
 
 void runServiceProcess({
   name: "router",
   summary: "public gRPC API: tenants, admission, routing to base workers, token streaming",
-  options: {
-    listen: addressOption({
-      flag: "listen",
-      env: "LISTEN_ADDRESS",
-      default: "127.0.0.1:50051",
-      description: "address to serve the public API on",
-    }),
-    provisioner: addressOption({
-      flag: "provisioner",
-      env: "PROVISIONER_ADDRESS",
-      description: "provisioner gRPC address",
-    }),
-    model: stringOption({
-      flag: "model",
-      env: "LORAMESH_MODEL",
-      description: "base model directory (the router tokenizes with its tokenizer.json)",
-    }),
-    apiKeys: stringOption({
-      flag: "api-keys",
-      env: "LORAMESH_API_KEYS",
-      default: "",
-      description: "key=tenant pairs, comma-separated; empty: open, one default tenant",
-    }),
-    sloTtftMs: intOption({
-      flag: "slo-ttft-ms",
-      env: "SLO_TTFT_MS",
-      default: 2_000,
-      min: 1,
-      description: "time-to-first-token target counted by the SLO metric",
-    }),
-    sloTpotMs: intOption({
-      flag: "slo-tpot-ms",
-      env: "SLO_TPOT_MS",
-      default: 200,
-      min: 1,
-      description: "time-per-output-token target counted by the SLO metric",
-    }),
-    adapterWaitMs: intOption({
-      flag: "adapter-wait-ms",
-      env: "ADAPTER_WAIT_MS",
-      default: 5_000,
-      min: 0,
-      description: "how long a request waits for a cold adapter to load",
-    }),
-  },
+  options,
   create: async (config, logger) =>
     createRouterServices({
       provisionerAddress: config.provisioner,

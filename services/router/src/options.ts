@@ -1,0 +1,48 @@
+/** Options of the router process: flags and the environment variables that set them. */
+import { addressOption, intOption, stringOption } from "@loramesh/core";
+
+export const options = {
+  listen: addressOption({
+    flag: "listen",
+    env: "LISTEN_ADDRESS",
+    default: "127.0.0.1:50051",
+    description: "address to serve the public API on",
+  }),
+  provisioner: addressOption({
+    flag: "provisioner",
+    env: "PROVISIONER_ADDRESS",
+    description: "provisioner gRPC address",
+  }),
+  model: stringOption({
+    flag: "model",
+    env: "LORAMESH_MODEL",
+    description: "base model directory (the router tokenizes with its tokenizer.json)",
+  }),
+  apiKeys: stringOption({
+    flag: "api-keys",
+    env: "LORAMESH_API_KEYS",
+    default: "",
+    description: "key=tenant pairs, comma-separated; empty: open, one default tenant",
+  }),
+  sloTtftMs: intOption({
+    flag: "slo-ttft-ms",
+    env: "SLO_TTFT_MS",
+    default: 2_000,
+    min: 1,
+    description: "time-to-first-token target counted by the SLO metric",
+  }),
+  sloTpotMs: intOption({
+    flag: "slo-tpot-ms",
+    env: "SLO_TPOT_MS",
+    default: 200,
+    min: 1,
+    description: "time-per-output-token target counted by the SLO metric",
+  }),
+  adapterWaitMs: intOption({
+    flag: "adapter-wait-ms",
+    env: "ADAPTER_WAIT_MS",
+    default: 5_000,
+    min: 0,
+    description: "how long a request waits for a cold adapter to load",
+  }),
+};
