@@ -90,6 +90,7 @@ describe("operations: one trace across the mesh, Prometheus metrics per adapter"
         ...process.env,
         OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
         OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        OTEL_TRACES_EXPORTER: "otlp",
         OTEL_BSP_SCHEDULE_DELAY: "100",
         LORAMESH_LORA_SITE_SPAN_RATIO: "1",
       },

@@ -36,16 +36,17 @@ function tracingConfigured(env: NodeJS.ProcessEnv): boolean {
 /** Starts the SDK once per process; later calls return the same telemetry. */
 export function startTelemetry(serviceName: string): Telemetry {
   if (current) return current;
-  process.env["OTEL_SERVICE_NAME"] ??= serviceName;
+  // Configured through arguments, never by editing process.env: child processes inherit it.
+  const name = process.env["OTEL_SERVICE_NAME"] ?? serviceName;
   const tracingEnabled = tracingConfigured(process.env);
-  // Without a configured destination there is nothing to export to: do not let the SDK default to
-  // localhost and log connection errors.
-  if (!tracingEnabled) process.env["OTEL_TRACES_EXPORTER"] = "none";
-  process.env["OTEL_METRICS_EXPORTER"] ??= "none";
-  process.env["OTEL_LOGS_EXPORTER"] ??= "none";
   const prometheus = new PrometheusExporter({ preventServerStart: true });
   const sdk = new NodeSDK({
-    serviceName: process.env["OTEL_SERVICE_NAME"],
+    serviceName: name,
+    // Metrics go to Prometheus (below); logs are JSON lines on stderr, not OTLP.
+    logRecordProcessors: [],
+    // Without a configured destination there is nothing to export to: no span processors (rather
+    // than the SDK's default exporter to localhost, which would log connection errors).
+    ...(tracingEnabled ? {} : { spanProcessors: [] }),
     metricReader: prometheus,
     instrumentations: [
       new GrpcInstrumentation({
@@ -57,7 +58,7 @@ export function startTelemetry(serviceName: string): Telemetry {
   });
   sdk.start();
   current = {
-    serviceName: process.env["OTEL_SERVICE_NAME"] ?? serviceName,
+    serviceName: name,
     tracer: trace.getTracer("loramesh"),
     meter: metrics.getMeter("loramesh"),
     tracingEnabled,

@@ -106,7 +106,7 @@ class ServerConnection {
       rowAdapter: work.rowAdapter,
       rowExpert: work.rowExpert,
       rowWeight: [],
-      traceContext: injectContext(),
+      ...traceHeaders(),
     };
     let message: LoraStreamRequest;
     if (useShm && this.region) {
@@ -344,6 +344,12 @@ export class RemoteLoraBackend implements LoraBackend {
     }
     return c;
   }
+}
+
+/** The active trace context as the two W3C header values the LoRA work message carries. */
+function traceHeaders(): { traceparent: string; tracestate: string } {
+  const carrier = injectContext();
+  return { traceparent: carrier["traceparent"] ?? "", tracestate: carrier["tracestate"] ?? "" };
 }
 
 function gather(x: Float32Array, rows: number[], width: number): Float32Array {

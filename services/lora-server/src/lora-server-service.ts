@@ -175,7 +175,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
 
   // The site runs inside the worker's trace (its context travels in the work message).
   const handleWork = (work: LoraWork, shared: Uint8Array | undefined, streamId: number): Promise<LoraResult> =>
-    telemetry().tracingEnabled && Object.keys(work.traceContext).length > 0
+    telemetry().tracingEnabled && work.traceparent !== ""
       ? telemetry().tracer.startActiveSpan(
           "lora.site.execute",
           {
@@ -187,7 +187,10 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
               "loramesh.transport": work.activations?.$case === "shared" ? "shm" : "grpc",
             },
           },
-          extractContext(work.traceContext),
+          extractContext({
+            traceparent: work.traceparent,
+            ...(work.tracestate ? { tracestate: work.tracestate } : {}),
+          }),
           async (span) => {
             try {
               const result = await executeWork(work, shared, streamId);

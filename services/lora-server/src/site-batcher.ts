@@ -1,14 +1,6 @@
-/**
- * Cross-worker batching: work items for the same (layer, site) from several workers are merged
- * into one native batched-LoRA call, then each item gets its own rows of the delta back.
- *
- * An item waits (at most `windowMs`) until every other recently active worker has sent its item
- * for the same site, or flushes at once when it is the only active worker. Workers block on the
- * answer at every site, so this quickly puts them in step and most calls carry all of them.
- */
 import { NotFoundError } from "@loramesh/core";
-import { f32 } from "@loramesh/native";
 import type { LoraSite } from "@loramesh/engine";
+import { f32 } from "@loramesh/native";
 import type { AdapterPool } from "./adapter-pool";
 
 export interface WorkItem {
@@ -28,6 +20,7 @@ export interface WorkItem {
 interface Pending {
   item: WorkItem;
   stream: number;
+  arrived: number;
   resolve: (delta: Float32Array) => void;
   reject: (err: unknown) => void;
 }
@@ -38,11 +31,23 @@ export interface BatcherStats {
   rows: number;
 }
 
+/**
+ * Cross-worker batching: work items for the same (layer, site) from several workers are merged
+ * into one native batched-LoRA call, then each item gets its own rows of the delta back.
+ *
+ * Calls run one at a time (they share the CPU pool anyway). What runs next:
+ * - when every recently active worker is blocked on an item, nothing more can arrive: run the
+ *   earliest site (lowest layer, then q/k/v before o before gate/up before down). A worker that
+ *   lags behind gets to catch up, and workers fall into step, so later calls carry all of them;
+ * - otherwise wait up to `windowMs` for the busy workers, then run whatever has waited that long.
+ */
+const SITE_ORDER: Record<LoraSite, number> = { qkv: 0, o: 1, gate_up: 2, down: 3 };
+
 export class SiteBatcher {
   private readonly pending = new Map<string, Pending[]>();
-  private readonly busy = new Set<string>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly lastSeen = new Map<number, number>();
+  private running = false;
+  private timer: NodeJS.Timeout | undefined;
   readonly stats: BatcherStats = { nativeCalls: 0, workItems: 0, rows: 0 };
 
   constructor(
@@ -56,54 +61,54 @@ export class SiteBatcher {
   /** Forgets a closed stream. */
   closeStream(stream: number): void {
     this.lastSeen.delete(stream);
+    this.next();
   }
 
   /** Resolves with the delta [rows, nOut] for this item's rows. */
   submit(item: WorkItem, stream = 0): Promise<Float32Array> {
     const key = `${item.layer}/${item.site}/${item.rowExpert ? "moe" : "dense"}/${item.hIn}/${item.nOut}`;
-    this.lastSeen.set(stream, performance.now());
+    const now = performance.now();
+    this.lastSeen.set(stream, now);
     return new Promise((resolve, reject) => {
       const list = this.pending.get(key) ?? [];
-      list.push({ item, stream, resolve, reject });
+      list.push({ item, stream, arrived: now, resolve, reject });
       this.pending.set(key, list);
-      this.maybeFlush(key);
+      this.next();
     });
   }
 
-  private maybeFlush(key: string): void {
-    if (this.busy.has(key)) return; // the running call drains the queue when it ends
-    const list = this.pending.get(key) ?? [];
-    if (list.length === 0) return;
+  private order(key: string): number {
+    const first = this.pending.get(key)?.[0]?.item as WorkItem;
+    return first.layer * 4 + SITE_ORDER[first.site];
+  }
+
+  /** Starts the next call if one is due, or arms the timer for when one will be. */
+  private next(): void {
+    if (this.running || this.pending.size === 0) return;
     const now = performance.now();
+    const keys = [...this.pending.keys()].sort((a, b) => this.order(a) - this.order(b));
+    const blocked = new Set([...this.pending.values()].flat().map((p) => p.stream));
     const active = [...this.lastSeen.entries()].filter(([, t]) => now - t <= this.activeMs).map(([s]) => s);
-    const present = new Set(list.map((p) => p.stream));
-    if (active.every((s) => present.has(s))) {
-      this.flush(key);
-    } else if (!this.timers.has(key)) {
-      this.timers.set(
-        key,
-        setTimeout(() => this.flush(key), this.windowMs),
-      );
+    const oldest = (k: string) => Math.min(...(this.pending.get(k) ?? []).map((p) => p.arrived));
+    const due = active.every((s) => blocked.has(s)) ? keys[0] : keys.find((k) => now - oldest(k) >= this.windowMs);
+    if (due !== undefined) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      const batch = this.pending.get(due) ?? [];
+      this.pending.delete(due);
+      this.running = true;
+      void this.run(batch).finally(() => {
+        this.running = false;
+        this.next();
+      });
+      return;
     }
-  }
-
-  private flush(key: string): void {
-    const timer = this.timers.get(key);
-    if (timer) clearTimeout(timer);
-    this.timers.delete(key);
-    if (this.busy.has(key)) return;
-    this.busy.add(key);
-    void this.drain(key);
-  }
-
-  private async drain(key: string): Promise<void> {
-    try {
-      const batch = this.pending.get(key) ?? [];
-      this.pending.delete(key);
-      if (batch.length > 0) await this.run(batch);
-    } finally {
-      this.busy.delete(key);
-      this.maybeFlush(key);
+    if (!this.timer) {
+      const wait = Math.max(0, this.windowMs - (now - Math.min(...keys.map(oldest))));
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.next();
+      }, wait);
     }
   }
 

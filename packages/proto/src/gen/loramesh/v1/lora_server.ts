@@ -146,15 +146,12 @@ export interface LoraWork {
   /** Where the server should write the delta when the stream uses shared memory. */
   resultOffset: number;
   /**
-   * W3C trace context (traceparent, tracestate) of the step this work belongs to, so the server's
-   * spans join the request's trace; empty when the step is not traced.
+   * W3C trace context of the step this work belongs to (the `traceparent` header value), so the
+   * server's spans join the request's trace; empty when the step is not traced.
    */
-  traceContext: { [key: string]: string };
-}
-
-export interface LoraWork_TraceContextEntry {
-  key: string;
-  value: string;
+  traceparent: string;
+  /** W3C `tracestate` that goes with traceparent; usually empty. */
+  tracestate: string;
 }
 
 /**
@@ -588,7 +585,8 @@ function createBaseLoraWork(): LoraWork {
     rowWeight: [],
     activations: undefined,
     resultOffset: 0,
-    traceContext: {},
+    traceparent: "",
+    tracestate: "",
   };
 }
 
@@ -638,9 +636,12 @@ export const LoraWork: MessageFns<LoraWork> = {
     if (message.resultOffset !== 0) {
       writer.uint32(80).uint64(message.resultOffset);
     }
-    globalThis.Object.entries(message.traceContext).forEach(([key, value]: [string, string]) => {
-      LoraWork_TraceContextEntry.encode({ key: key as any, value }, writer.uint32(90).fork()).join();
-    });
+    if (message.traceparent !== "") {
+      writer.uint32(90).string(message.traceparent);
+    }
+    if (message.tracestate !== "") {
+      writer.uint32(98).string(message.tracestate);
+    }
     return writer;
   },
 
@@ -772,10 +773,15 @@ export const LoraWork: MessageFns<LoraWork> = {
               break;
             }
 
-            const entry11 = LoraWork_TraceContextEntry.decode(reader, reader.uint32());
-            if (entry11.value !== undefined) {
-              message.traceContext[entry11.key] = entry11.value;
+            message.traceparent = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
             }
+
+            message.tracestate = reader.string();
             continue;
           }
         }
@@ -829,33 +835,8 @@ export const LoraWork: MessageFns<LoraWork> = {
         : isSet(object.result_offset)
         ? globalThis.Number(object.result_offset)
         : 0,
-      traceContext: isObject(object.traceContext)
-        ? (globalThis.Object.entries(object.traceContext) as [string, any][]).reduce(
-          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
-            globalThis.Object.defineProperty(acc, key, {
-              value: globalThis.String(value),
-              enumerable: true,
-              configurable: true,
-              writable: true,
-            });
-            return acc;
-          },
-          {},
-        )
-        : isObject(object.trace_context)
-        ? (globalThis.Object.entries(object.trace_context) as [string, any][]).reduce(
-          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
-            globalThis.Object.defineProperty(acc, key, {
-              value: globalThis.String(value),
-              enumerable: true,
-              configurable: true,
-              writable: true,
-            });
-            return acc;
-          },
-          {},
-        )
-        : {},
+      traceparent: isSet(object.traceparent) ? globalThis.String(object.traceparent) : "",
+      tracestate: isSet(object.tracestate) ? globalThis.String(object.tracestate) : "",
     };
   },
 
@@ -890,14 +871,11 @@ export const LoraWork: MessageFns<LoraWork> = {
     if (message.resultOffset !== 0) {
       obj.resultOffset = Math.round(message.resultOffset);
     }
-    if (message.traceContext) {
-      const entries = globalThis.Object.entries(message.traceContext) as [string, string][];
-      if (entries.length > 0) {
-        obj.traceContext = {};
-        entries.forEach(([k, v]) => {
-          obj.traceContext[k] = v;
-        });
-      }
+    if (message.traceparent !== "") {
+      obj.traceparent = message.traceparent;
+    }
+    if (message.tracestate !== "") {
+      obj.tracestate = message.tracestate;
     }
     return obj;
   },
@@ -929,100 +907,8 @@ export const LoraWork: MessageFns<LoraWork> = {
       }
     }
     message.resultOffset = object.resultOffset ?? 0;
-    message.traceContext = (globalThis.Object.entries(object.traceContext ?? {}) as [string, string][]).reduce(
-      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
-        if (value !== undefined) {
-          acc[key] = globalThis.String(value);
-        }
-        return acc;
-      },
-      {},
-    );
-    return message;
-  },
-};
-
-function createBaseLoraWork_TraceContextEntry(): LoraWork_TraceContextEntry {
-  return { key: "", value: "" };
-}
-
-export const LoraWork_TraceContextEntry: MessageFns<LoraWork_TraceContextEntry> = {
-  encode(message: LoraWork_TraceContextEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.key !== "") {
-      writer.uint32(10).string(message.key);
-    }
-    if (message.value !== "") {
-      writer.uint32(18).string(message.value);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): LoraWork_TraceContextEntry {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseLoraWork_TraceContextEntry();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.key = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.value = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): LoraWork_TraceContextEntry {
-    return {
-      key: isSet(object.key) ? globalThis.String(object.key) : "",
-      value: isSet(object.value) ? globalThis.String(object.value) : "",
-    };
-  },
-
-  toJSON(message: LoraWork_TraceContextEntry): unknown {
-    const obj: any = {};
-    if (message.key !== "") {
-      obj.key = message.key;
-    }
-    if (message.value !== "") {
-      obj.value = message.value;
-    }
-    return obj;
-  },
-
-  create<I extends Exact<DeepPartial<LoraWork_TraceContextEntry>, I>>(base?: I): LoraWork_TraceContextEntry {
-    return LoraWork_TraceContextEntry.fromPartial(base ?? ({} as any));
-  },
-  fromPartial<I extends Exact<DeepPartial<LoraWork_TraceContextEntry>, I>>(object: I): LoraWork_TraceContextEntry {
-    const message = createBaseLoraWork_TraceContextEntry();
-    message.key = object.key ?? "";
-    message.value = object.value ?? "";
+    message.traceparent = object.traceparent ?? "";
+    message.tracestate = object.tracestate ?? "";
     return message;
   },
 };
@@ -2008,10 +1894,6 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
-}
-
-function isObject(value: any): boolean {
-  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {
