@@ -1,0 +1,117 @@
+/**
+ * The cost of an iteration and of a LoRA site, in microseconds, as linear models calibrated on the
+ * machine at hand (`loramesh calibrate`):
+ *   base step   = baseFixedUs + baseUsPerToken · tokens
+ *   LoRA site   = loraFixedUs + loraUsPerTokenRank · Σ(tokens × rank) + loraUsPerAdapter · distinct adapters
+ *   transport   = transportFixedUs + transportUsPerKiB · KiB moved   (per remote round trip)
+ * "Effective rank" is the true rank for loramesh's kernels; padded kernels pay the batch's maximum.
+ */
+
+export interface Calibration {
+  /** Where and when the parameters were measured. */
+  machine: string;
+  measuredAt: string;
+  /** Model the base numbers refer to. */
+  model: string;
+  baseFixedUs: number;
+  baseUsPerToken: number;
+  loraFixedUs: number;
+  loraUsPerTokenRank: number;
+  loraUsPerAdapter: number;
+  /** LoRA sites per step (4 per layer). */
+  sitesPerStep: number;
+  transport: Record<"grpc" | "shm", { fixedUs: number; usPerKiB: number }>;
+  /** Hidden size, for activation bytes per token per site. */
+  hiddenSize: number;
+  /** Seconds to load one MiB of adapter from storage (cold start). */
+  loadSecondsPerMiB: number;
+}
+
+/** A documented default: measured on the 2-core development VM (see docs/evaluation.md). */
+export const DEFAULT_CALIBRATION: Calibration = {
+  machine: "default (2-core x86-64 VM, CPU kernels)",
+  measuredAt: "2026-11-22",
+  model: "tiny-llama",
+  baseFixedUs: 900,
+  baseUsPerToken: 25,
+  loraFixedUs: 40,
+  loraUsPerTokenRank: 0.012,
+  loraUsPerAdapter: 2,
+  sitesPerStep: 12,
+  transport: { grpc: { fixedUs: 250, usPerKiB: 3 }, shm: { fixedUs: 220, usPerKiB: 1.5 } },
+  hiddenSize: 64,
+  loadSecondsPerMiB: 0.004,
+};
+
+export interface BatchShape {
+  /** Tokens in the step (prefill chunks and decodes). */
+  tokens: number;
+  /** Per distinct adapter: tokens using it and its rank. */
+  adapters: ReadonlyArray<{ tokens: number; rank: number }>;
+}
+
+export type RankMode = "true" | "padded";
+
+export class CostModel {
+  constructor(readonly calibration: Calibration) {}
+
+  /** Microseconds of the base model for one step. */
+  baseStepUs(tokens: number): number {
+    const c = this.calibration;
+    return tokens === 0 ? 0 : c.baseFixedUs + c.baseUsPerToken * tokens;
+  }
+
+  /** Σ tokens × effective rank of a batch. */
+  tokenRank(batch: BatchShape, mode: RankMode): number {
+    if (mode === "true") return batch.adapters.reduce((s, a) => s + a.tokens * a.rank, 0);
+    const max = Math.max(0, ...batch.adapters.map((a) => a.rank));
+    return batch.adapters.reduce((s, a) => s + a.tokens, 0) * max;
+  }
+
+  /** Microseconds of all LoRA sites of one step, computed locally. */
+  loraStepUs(batch: BatchShape, mode: RankMode = "true"): number {
+    const c = this.calibration;
+    if (batch.adapters.length === 0) return 0;
+    const perSite =
+      c.loraFixedUs + c.loraUsPerTokenRank * this.tokenRank(batch, mode) + c.loraUsPerAdapter * batch.adapters.length;
+    return perSite * c.sitesPerStep;
+  }
+
+  /** Microseconds of the round trips of one step to a LoRA server (activations both ways). */
+  transportStepUs(tokens: number, transport: "grpc" | "shm"): number {
+    const c = this.calibration;
+    const kib = (tokens * c.hiddenSize * 4 * 2) / 1024;
+    const t = c.transport[transport];
+    return c.sitesPerStep * (t.fixedUs + t.usPerKiB * kib);
+  }
+
+  /** A whole step: base + LoRA (+ the remote round trips, which overlap the base partly). */
+  stepUs(batch: BatchShape, options: { mode?: RankMode; remote?: "grpc" | "shm" } = {}): number {
+    const base = this.baseStepUs(batch.tokens);
+    const lora = this.loraStepUs(batch, options.mode ?? "true");
+    if (!options.remote || batch.adapters.length === 0) return base + lora;
+    // The worker overlaps its base projection with the round trip; the slower of the two counts.
+    const remote = lora + this.transportStepUs(batch.tokens, options.remote);
+    return Math.max(base, remote) + 0.25 * Math.min(base, remote);
+  }
+
+  /** Seconds to load an adapter of `bytes` from storage. */
+  loadSeconds(bytes: number): number {
+    return (bytes / (1024 * 1024)) * this.calibration.loadSecondsPerMiB;
+  }
+}
+
+/** Least-squares fit of y = a + b·x. */
+export function fitLine(points: ReadonlyArray<readonly [number, number]>): { intercept: number; slope: number } {
+  const n = points.length;
+  const mx = points.reduce((s, p) => s + p[0], 0) / n;
+  const my = points.reduce((s, p) => s + p[1], 0) / n;
+  let sxy = 0,
+    sxx = 0;
+  for (const [x, y] of points) {
+    sxy += (x - mx) * (y - my);
+    sxx += (x - mx) * (x - mx);
+  }
+  const slope = sxx === 0 ? 0 : sxy / sxx;
+  return { intercept: Math.max(0, my - slope * mx), slope: Math.max(0, slope) };
+}
