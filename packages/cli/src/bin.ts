@@ -4,12 +4,24 @@ import { describeError, isLoraMeshError } from "@loramesh/core";
 import { LoraMeshClientError } from "@loramesh/sdk";
 import type { Command } from "./command";
 import { adaptersCommand } from "./commands/adapters";
+import { calibrateCommand } from "./commands/calibrate";
 import { generateCommand } from "./commands/generate";
 import { healthCommand } from "./commands/health";
+import { planCommand } from "./commands/plan";
+import { simulateCommand } from "./commands/simulate";
 import { scoreCommand } from "./commands/score";
 import { upCommand } from "./commands/up";
 
-const COMMANDS: readonly Command[] = [upCommand, adaptersCommand, generateCommand, scoreCommand, healthCommand];
+const COMMANDS: readonly Command[] = [
+  upCommand,
+  adaptersCommand,
+  generateCommand,
+  scoreCommand,
+  healthCommand,
+  simulateCommand,
+  planCommand,
+  calibrateCommand,
+];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

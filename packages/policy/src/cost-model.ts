@@ -27,20 +27,26 @@ export interface Calibration {
   loadSecondsPerMiB: number;
 }
 
-/** A documented default: measured on the 2-core development VM (see docs/evaluation.md). */
+/**
+ * The built-in calibration: measured with `loramesh calibrate` on the 2-core development VM (CPU
+ * kernels, tiny-llama); the same numbers are in bench/calibrations/cpu-2core-vm.json.
+ */
 export const DEFAULT_CALIBRATION: Calibration = {
-  machine: "default (2-core x86-64 VM, CPU kernels)",
+  machine: "vm, 2 cores, CPU kernels, AVX2 (built-in: bench/calibrations/cpu-2core-vm.json)",
   measuredAt: "2026-11-22",
   model: "tiny-llama",
-  baseFixedUs: 900,
-  baseUsPerToken: 25,
-  loraFixedUs: 40,
-  loraUsPerTokenRank: 0.012,
+  baseFixedUs: 2659.6,
+  baseUsPerToken: 47.999,
+  loraFixedUs: 81.3,
+  loraUsPerTokenRank: 0.007075,
   loraUsPerAdapter: 2,
   sitesPerStep: 12,
-  transport: { grpc: { fixedUs: 250, usPerKiB: 3 }, shm: { fixedUs: 220, usPerKiB: 1.5 } },
+  transport: {
+    grpc: { fixedUs: 705.9, usPerKiB: 1.729 },
+    shm: { fixedUs: 475.3, usPerKiB: 0.059 },
+  },
   hiddenSize: 64,
-  loadSecondsPerMiB: 0.004,
+  loadSecondsPerMiB: 0.00166,
 };
 
 export interface BatchShape {
