@@ -1,42 +1,15 @@
 /** Options of the base-worker process: flags and the environment variables that set them. */
-import { addressOption, booleanOption, enumOption, intOption, numberOption, stringOption } from "@loramesh/core";
+import { booleanOption, enumOption, intOption, numberOption } from "@loramesh/core";
+import { executorOptions } from "@loramesh/mesh";
 
 export const options = {
-  listen: addressOption({
-    flag: "listen",
-    env: "LISTEN_ADDRESS",
-    default: "127.0.0.1:0",
-    description: "address to serve on",
-  }),
-  advertise: stringOption({
-    flag: "advertise",
-    env: "ADVERTISE_ADDRESS",
-    default: "",
-    description: "address peers use to reach this worker (default: the bound address)",
-  }),
-  provisioner: addressOption({
-    flag: "provisioner",
-    env: "PROVISIONER_ADDRESS",
-    description: "provisioner gRPC address",
-  }),
-  redisUrl: stringOption({
-    flag: "redis-url",
-    env: "REDIS_URL",
-    description: "Redis for adapter jobs (redis://HOST:PORT or unix:/PATH)",
-  }),
-  model: stringOption({ flag: "model", env: "LORAMESH_MODEL", description: "base model directory" }),
+  ...executorOptions("worker", "base model directory"),
   mode: enumOption({
     flag: "mode",
     env: "LORA_MODE",
     default: "disaggregated",
     values: ["coupled", "disaggregated", "hybrid"] as const,
     description: "where LoRA runs",
-  }),
-  executorId: stringOption({
-    flag: "executor-id",
-    env: "EXECUTOR_ID",
-    default: "",
-    description: "stable id (default: worker-<random>)",
   }),
   capacityMiB: numberOption({
     flag: "adapter-capacity-mib",

@@ -1,40 +1,9 @@
 /** Options of the lora-server process: flags and the environment variables that set them. */
-import { addressOption, intOption, numberOption, stringOption } from "@loramesh/core";
+import { intOption, numberOption } from "@loramesh/core";
+import { executorOptions } from "@loramesh/mesh";
 
 export const options = {
-  listen: addressOption({
-    flag: "listen",
-    env: "LISTEN_ADDRESS",
-    default: "127.0.0.1:0",
-    description: "address to serve on",
-  }),
-  advertise: stringOption({
-    flag: "advertise",
-    env: "ADVERTISE_ADDRESS",
-    default: "",
-    description: "address peers use to reach this server (default: the bound address)",
-  }),
-  provisioner: addressOption({
-    flag: "provisioner",
-    env: "PROVISIONER_ADDRESS",
-    description: "provisioner gRPC address",
-  }),
-  redisUrl: stringOption({
-    flag: "redis-url",
-    env: "REDIS_URL",
-    description: "Redis for adapter jobs (redis://HOST:PORT or unix:/PATH)",
-  }),
-  model: stringOption({
-    flag: "model",
-    env: "LORAMESH_MODEL",
-    description: "base model directory (its config sizes the LoRA sites)",
-  }),
-  executorId: stringOption({
-    flag: "executor-id",
-    env: "EXECUTOR_ID",
-    default: "",
-    description: "stable id (default: lora-<random>)",
-  }),
+  ...executorOptions("lora", "base model directory (its config sizes the LoRA sites)"),
   capacityMiB: intOption({
     flag: "capacity-mib",
     env: "ADAPTER_CAPACITY_MIB",

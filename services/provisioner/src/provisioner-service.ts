@@ -236,6 +236,12 @@ async function jobStatus(job: Job<AdapterJobData>, executorId: string): Promise<
   };
 }
 
+/** Live executors and the adapter bytes assigned to each, for one round of decisions. */
+interface PlacementView {
+  live: Awaited<ReturnType<ExecutorRegistry["live"]>>;
+  assigned: Map<string, number>;
+}
+
 class Provisioner {
   constructor(
     private readonly redis: Redis,
@@ -276,7 +282,8 @@ class Provisioner {
     };
     await this.adapters.create(record);
     this.logger.info("adapter registered", { tenant, name, id: record.id, rank: record.rank });
-    const jobIds = await this.place(record);
+    await this.place(record);
+    const jobIds = await this.existingJobIds(record.id);
     await this.placement.publish();
     return { record, jobIds };
   }
@@ -301,11 +308,18 @@ class Provisioner {
 
   /** Re-runs the policy for every adapter (new executors get their adapters; dead ones drop out). */
   async reconcile(): Promise<void> {
-    await this.executors.live((dead) => this.dropDead(dead));
+    // One view of executors and their assigned bytes for the whole pass (kept current as this pass
+    // assigns), instead of re-reading every adapter's targets for every adapter.
+    const view = await this.placementView();
     for (const id of await this.adapters.allIds()) {
       const record = await this.adapters.byId(id);
-      if (record) await this.place(record);
+      if (record) await this.place(record, view);
     }
+  }
+
+  private async placementView(): Promise<PlacementView> {
+    const live = await this.executors.live((dead) => this.dropDead(dead));
+    return { live, assigned: await this.assignedBytes(live.map((e) => e.info.executorId)) };
   }
 
   private async dropDead(ids: string[]): Promise<void> {
@@ -316,11 +330,12 @@ class Provisioner {
   }
 
   /** Applies the policy with compare-and-set on the epoch; schedules loads for new targets. */
-  private async place(record: AdapterRecord): Promise<string[]> {
+  private async place(record: AdapterRecord, given?: PlacementView): Promise<void> {
+    let view = given;
     for (let attempt = 0; attempt < 16; attempt++) {
       const epoch = await this.placement.epoch();
-      const live = await this.executors.live((dead) => this.dropDead(dead));
-      const assigned = await this.assignedBytes(live.map((e) => e.info.executorId));
+      view ??= await this.placementView();
+      const { live, assigned } = view;
       const current = await this.placement.targets(record.id);
       const wanted = this.policy.place(
         { id: record.id, rank: record.rank, sizeBytes: record.sizeBytes },
@@ -333,8 +348,13 @@ class Provisioner {
       );
       const add = wanted.filter((id) => !current.includes(id));
       const remove = current.filter((id) => !wanted.includes(id));
-      if (add.length === 0 && remove.length === 0) return this.existingJobIds(record.id);
-      if ((await this.placement.compareAndSetTargets(record.id, epoch, add, remove)) === undefined) continue; // lost a race
+      if (add.length === 0 && remove.length === 0) return;
+      if ((await this.placement.compareAndSetTargets(record.id, epoch, add, remove)) === undefined) {
+        view = undefined; // lost a race: decide again on fresh state
+        continue;
+      }
+      for (const id of add) assigned.set(id, (assigned.get(id) ?? 0) + record.sizeBytes);
+      for (const id of remove) assigned.set(id, (assigned.get(id) ?? 0) - record.sizeBytes);
       for (const executorId of add) {
         await this.enqueue({
           kind: "load",
@@ -345,7 +365,7 @@ class Provisioner {
           pin: false,
         });
       }
-      return this.existingJobIds(record.id);
+      return;
     }
     throw new InvalidArgumentError(`placement of ${record.id} kept conflicting; try again`);
   }

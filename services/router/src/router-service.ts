@@ -39,6 +39,7 @@ import {
   type SequenceEvent,
   type SubmitSequenceRequest,
   type TenantListAdaptersResponse,
+  type Timings,
   type TenantListAdaptersRequest,
   type TenantRegisterAdapterRequest,
   type TenantAdapterRequest,
@@ -182,7 +183,7 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
     deadline: Date | number,
     onCancel: (cancel: () => void) => void,
     onEvent: (event: SequenceEvent) => void,
-  ): Promise<SequenceEvent> => {
+  ): Promise<{ last: SequenceEvent; timings: Timings }> => {
     const arrival = performance.now();
     let first: number | undefined;
     metrics.started();
@@ -198,7 +199,14 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
         first !== undefined ? first - arrival : undefined,
         last.timings?.timePerOutputTokenMs,
       );
-      return last;
+      // The worker's timings, with TTFT and total as the router (closer to the client) saw them.
+      const now = performance.now();
+      const timings: Timings = {
+        ...(last.timings ?? { queueMs: 0, timePerOutputTokenMs: 0, totalMs: 0, timeToFirstTokenMs: 0 }),
+        timeToFirstTokenMs: (first ?? now) - arrival,
+        totalMs: now - arrival,
+      };
+      return { last, timings };
     } catch (err) {
       metrics.finished(
         tenant,
@@ -278,18 +286,15 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
     generate: serverStreamHandler(logger, async (request, call) => {
       const tenant = tenants.resolve(call.metadata);
       const requestId = request.requestId || randomUUID();
-      const arrival = performance.now();
-      let first: number | undefined;
       let cancelWorker: (() => void) | undefined;
       call.on("cancelled", () => cancelWorker?.());
-      const last = await run(
+      const { last, timings } = await run(
         request,
         tenant,
         requestId,
         call.getDeadline(),
         (c) => (cancelWorker = c),
         (event) => {
-          if (event.tokenIds.length > 0) first ??= performance.now();
           if (event.finishReason !== FinishReason.FINISH_REASON_UNSPECIFIED) return;
           call.write({
             requestId,
@@ -299,52 +304,27 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
           } satisfies Partial<GenerateResponse>);
         },
       );
-      call.write({
-        requestId,
-        tokenIds: [],
-        text: "",
-        finishReason: last.finishReason,
-        usage: last.usage,
-        timings: {
-          ...(last.timings ?? { queueMs: 0, timePerOutputTokenMs: 0, totalMs: 0, timeToFirstTokenMs: 0 }),
-          timeToFirstTokenMs: (first ?? performance.now()) - arrival,
-          totalMs: performance.now() - arrival,
-        },
-      });
+      call.write({ requestId, tokenIds: [], text: "", finishReason: last.finishReason, usage: last.usage, timings });
     }),
     complete: unaryHandler(logger, async (request, call) => {
       const tenant = tenants.resolve(call.metadata);
       const requestId = request.requestId || randomUUID();
-      const arrival = performance.now();
       const ids: number[] = [];
       let text = "";
-      let first: number | undefined;
       let cancelWorker: (() => void) | undefined;
       call.on("cancelled", () => cancelWorker?.());
-      const last = await run(
+      const { last, timings } = await run(
         request,
         tenant,
         requestId,
         call.getDeadline(),
         (c) => (cancelWorker = c),
         (event) => {
-          if (event.tokenIds.length > 0) first ??= performance.now();
           ids.push(...event.tokenIds);
           text += event.text;
         },
       );
-      return {
-        requestId,
-        tokenIds: ids,
-        text,
-        finishReason: last.finishReason,
-        usage: last.usage,
-        timings: {
-          ...(last.timings ?? { queueMs: 0, timePerOutputTokenMs: 0, totalMs: 0, timeToFirstTokenMs: 0 }),
-          timeToFirstTokenMs: (first ?? performance.now()) - arrival,
-          totalMs: performance.now() - arrival,
-        },
-      };
+      return { requestId, tokenIds: ids, text, finishReason: last.finishReason, usage: last.usage, timings };
     }),
   };
 
