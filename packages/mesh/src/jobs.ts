@@ -29,9 +29,28 @@ export function adapterQueueName(executorId: string): string {
   return `adapter-jobs.${executorId}`;
 }
 
-/** Idempotent job id: one job per (kind, adapter version, executor). */
-export function adapterJobId(kind: AdapterJobKind, adapterId: string, executorId: string): string {
-  return `${kind}-${adapterId}-${executorId}`.replace(/[^A-Za-z0-9_.-]/g, "_");
+/**
+ * Idempotent job id: one job per (kind, adapter version, executor, placement decision). The
+ * decision's epoch is part of it so that loading again after an unload is a new job (BullMQ keeps
+ * finished jobs for a while and would drop a second add with the same id).
+ */
+export function adapterJobId(kind: AdapterJobKind, adapterId: string, executorId: string, sequence = 0): string {
+  return `${kind}-${adapterId}-${executorId}-${sequence}`.replace(/[^A-Za-z0-9_.-]/g, "_");
+}
+
+/** BullMQ options shared by every adapter job. */
+export const ADAPTER_JOB_OPTIONS = {
+  attempts: ADAPTER_JOB_ATTEMPTS,
+  backoff: { type: "exponential", delay: 200 },
+  removeOnComplete: { age: 3600, count: 1000 },
+  removeOnFail: { age: 24 * 3600 },
+} as const;
+
+export interface AddJobOptions {
+  /** The placement epoch of the decision (see adapterJobId). */
+  sequence?: number;
+  /** Run no earlier than this many ms from now (a drained source's unload). */
+  delayMs?: number;
 }
 
 export interface AdapterJobHandlers {
@@ -109,18 +128,12 @@ export class AdapterJobQueues {
     return q;
   }
 
-  async add(data: AdapterJobData): Promise<string> {
-    const jobId = adapterJobId(data.kind, data.adapterId, data.executorId);
+  async add(data: AdapterJobData, options: AddJobOptions = {}): Promise<string> {
+    const jobId = adapterJobId(data.kind, data.adapterId, data.executorId, options.sequence);
     await this.queue(data.executorId).add(
       data.kind,
       { ...data, traceContext: data.traceContext ?? injectContext() },
-      {
-        jobId,
-        attempts: ADAPTER_JOB_ATTEMPTS,
-        backoff: { type: "exponential", delay: 200 },
-        removeOnComplete: { age: 3600, count: 1000 },
-        removeOnFail: { age: 24 * 3600 },
-      },
+      { ...ADAPTER_JOB_OPTIONS, jobId, ...(options.delayMs ? { delay: options.delayMs } : {}) },
     );
     return jobId;
   }

@@ -16,6 +16,8 @@ export interface PolicyExecutor {
   id: string;
   /** Adapter byte budget; 0 means unlimited. */
   capacityBytes: number;
+  /** Highest LoRA rank it serves; 0 or absent means any. */
+  maxRank?: number;
 }
 
 export type Assignment = Map<string, string[]>;
@@ -49,6 +51,7 @@ class Ledger {
   }
 
   fits(e: PolicyExecutor, a: PolicyAdapter): boolean {
+    if (e.maxRank !== undefined && e.maxRank > 0 && a.rank > e.maxRank) return false;
     return e.capacityBytes === 0 || (this.used.get(e.id) ?? 0) + a.sizeBytes <= e.capacityBytes;
   }
 
@@ -172,30 +175,34 @@ export class RankAwarePolicy implements PlacementPolicy {
       if (kept.length > 0) out.set(a.id, kept);
       if (kept.length < want) pending.push(a);
     }
-    for (const a of pending) {
-      const want = this.replicas(a, executors.length);
-      const chosen = [...(out.get(a.id) ?? [])];
-      const perReplica = (a.share * a.rank) / want;
-      while (chosen.length < want) {
-        const cls = rankClass(a.rank);
-        const candidates = executors.filter((e) => !chosen.includes(e.id) && ledger.fits(e, a));
-        if (candidates.length === 0) break;
-        const cost = (e: PolicyExecutor): number => {
-          const classes = ledger.classes.get(e.id) as number[];
-          const total = classes.reduce((s, x) => s + x, 0);
-          const other = total - (classes[cls] as number);
-          return (ledger.load.get(e.id) ?? 0) + perReplica + this.classMixPenalty * other * (a.rank / 64);
-        };
-        const best = candidates.sort(
-          (x, y) =>
-            cost(x) - cost(y) ||
-            (ledger.used.get(x.id) ?? 0) - (ledger.used.get(y.id) ?? 0) ||
-            x.id.localeCompare(y.id),
-        )[0] as PolicyExecutor;
-        ledger.add(best.id, a, perReplica);
-        chosen.push(best.id);
+    // Every adapter gets its first copy before any hot adapter gets an extra replica, so
+    // replication only uses room no unplaced adapter needs.
+    for (const phase of ["first", "replicas"] as const) {
+      for (const a of pending) {
+        const want = phase === "first" ? 1 : this.replicas(a, executors.length);
+        const chosen = [...(out.get(a.id) ?? [])];
+        const perReplica = (a.share * a.rank) / this.replicas(a, executors.length);
+        while (chosen.length < want) {
+          const cls = rankClass(a.rank);
+          const candidates = executors.filter((e) => !chosen.includes(e.id) && ledger.fits(e, a));
+          if (candidates.length === 0) break;
+          const cost = (e: PolicyExecutor): number => {
+            const classes = ledger.classes.get(e.id) as number[];
+            const total = classes.reduce((s, x) => s + x, 0);
+            const other = total - (classes[cls] as number);
+            return (ledger.load.get(e.id) ?? 0) + perReplica + this.classMixPenalty * other * (a.rank / 64);
+          };
+          const best = candidates.sort(
+            (x, y) =>
+              cost(x) - cost(y) ||
+              (ledger.used.get(x.id) ?? 0) - (ledger.used.get(y.id) ?? 0) ||
+              x.id.localeCompare(y.id),
+          )[0] as PolicyExecutor;
+          ledger.add(best.id, a, perReplica);
+          chosen.push(best.id);
+        }
+        if (chosen.length > 0) out.set(a.id, chosen);
       }
-      if (chosen.length > 0) out.set(a.id, chosen);
     }
     return out;
   }

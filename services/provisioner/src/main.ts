@@ -14,6 +14,11 @@ void runServiceProcess({
       redisUrl: config.redisUrl,
       heartbeatTtlMs: config.heartbeatTtlMs,
       modelDir: config.model,
+      policy: config.placementPolicy,
+      rebalanceIntervalMs: config.rebalanceIntervalMs,
+      drainMs: config.drainMs,
+      planCoverage: config.planCoverage,
+      planTpotMs: config.planTpotMs,
       logger,
     }),
 });

@@ -1,5 +1,6 @@
 /** Options of the provisioner process: flags and the environment variables that set them. */
-import { addressOption, intOption, stringOption } from "@loramesh/core";
+import { addressOption, enumOption, intOption, numberOption, stringOption } from "@loramesh/core";
+import { POLICY_NAMES } from "@loramesh/policy";
 
 export const options = {
   listen: addressOption({
@@ -26,5 +27,41 @@ export const options = {
     default: 6_000,
     min: 500,
     description: "an executor that has not sent a heartbeat for this long leaves placement",
+  }),
+  placementPolicy: enumOption({
+    flag: "placement-policy",
+    env: "PLACEMENT_POLICY",
+    default: "rank-aware+rebalancing",
+    values: POLICY_NAMES,
+    description: "how adapters are placed on LoRA servers",
+  }),
+  rebalanceIntervalMs: intOption({
+    flag: "rebalance-interval-ms",
+    env: "REBALANCE_INTERVAL_MS",
+    default: 30_000,
+    min: 100,
+    description: "how often rank-aware+rebalancing may move adapters when load imbalance crosses its threshold",
+  }),
+  drainMs: intOption({
+    flag: "drain-ms",
+    env: "MOVE_DRAIN_MS",
+    default: 3_000,
+    min: 0,
+    description: "how long a moved adapter stays on its source after routing switched",
+  }),
+  planCoverage: numberOption({
+    flag: "plan-coverage",
+    env: "PLAN_COVERAGE",
+    default: 0.95,
+    min: 0,
+    max: 1,
+    description: "planner target: probability that a request's adapter is resident on arrival",
+  }),
+  planTpotMs: numberOption({
+    flag: "plan-tpot-ms",
+    env: "PLAN_TPOT_MS",
+    default: 100,
+    min: 0.001,
+    description: "planner target: mean time per output token, ms",
   }),
 };

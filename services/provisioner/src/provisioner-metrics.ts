@@ -2,6 +2,7 @@
  * Prometheus series of the provisioner: live executors, registered adapters, the placement epoch,
  * per-adapter traffic and residency, and the LoRA-server count it recommends.
  */
+import type { Plan } from "@loramesh/policy";
 import { ExecutorKind } from "@loramesh/proto";
 import { telemetry } from "@loramesh/telemetry";
 import type { Redis } from "ioredis";
@@ -24,6 +25,7 @@ export function provisionerMetrics(
   executors: ExecutorRegistry,
   adapters: AdapterRegistry,
   placement: PlacementStore,
+  plan: () => Promise<Plan | undefined>,
 ): void {
   const m = telemetry().meter;
   m.createObservableGauge("loramesh_executors", { description: "live executors, by kind" }).addCallback(async (r) => {
@@ -52,15 +54,30 @@ export function provisionerMetrics(
     for (const id of await adapters.allIds())
       r.observe(Number((await redis.hget(KEYS.traffic(id), "requests")) ?? 0), { adapter: id });
   });
-  m.createObservableGauge("loramesh_recommended_lora_servers", {
-    description: "LoRA servers needed to hold every adapter once (capacity-based)",
-  }).addCallback(async (r) => {
-    const live = await executors.live();
-    const capacities = live
-      .filter((e) => e.info.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER)
-      .map((e) => e.info.adapterCapacityBytes);
-    let total = 0;
-    for (const id of await adapters.allIds()) total += (await adapters.byId(id))?.sizeBytes ?? 0;
-    r.observe(recommendLoraServers(total, capacities.length > 0 ? Math.min(...capacities) : 0));
+  // The SLO-driven planner (knapsack coverage + cost-model TPOT) on live traffic; where it has
+  // nothing to go on (no adapters, or servers without a byte budget), capacity alone.
+  const recommendation = m.createObservableGauge("loramesh_recommended_lora_servers", {
+    description: "LoRA servers the planner recommends for the coverage and TPOT targets",
   });
+  const coverage = m.createObservableGauge("loramesh_planned_coverage", {
+    description: "probability that a request's adapter is resident on arrival, under the recommendation",
+  });
+  m.addBatchObservableCallback(
+    async (r) => {
+      const p = await plan();
+      if (p) {
+        r.observe(recommendation, p.loraServers);
+        r.observe(coverage, p.coverage);
+        return;
+      }
+      const live = await executors.live();
+      const capacities = live
+        .filter((e) => e.info.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER)
+        .map((e) => e.info.adapterCapacityBytes);
+      let total = 0;
+      for (const id of await adapters.allIds()) total += (await adapters.byId(id))?.sizeBytes ?? 0;
+      r.observe(recommendation, recommendLoraServers(total, capacities.length > 0 ? Math.min(...capacities) : 0));
+    },
+    [recommendation, coverage],
+  );
 }

@@ -6,6 +6,7 @@
 import { existsSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import {
+  FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
   serverStreamHandler,
@@ -23,7 +24,16 @@ import {
   type AdapterJobData,
 } from "@loramesh/mesh";
 import {
+  CostModel,
+  DEFAULT_CALIBRATION,
+  planCapacity,
+  policyByName,
+  type PlacementPolicy,
+  type Plan,
+} from "@loramesh/policy";
+import {
   AdapterState,
+  ExecutorKind,
   JobState,
   ProvisionerServiceService,
   SERVICE_NAMES,
@@ -38,8 +48,10 @@ import type { Job } from "bullmq";
 import type { Redis } from "ioredis";
 import { AdapterRegistry, type AdapterRecord } from "./adapter-registry";
 import { ExecutorRegistry } from "./executor-registry";
-import { SimplePlacementPolicy, type PlacementPolicy } from "./placement-policy";
-import { PlacementStore } from "./placement-store";
+import { decidePlacement, type Move } from "./mesh-placement";
+import { Migrations } from "./migrations";
+import { PlacementStore, type TargetChange } from "./placement-store";
+import { TrafficShares } from "./traffic";
 import { KEYS } from "./redis-keys";
 import { provisionerMetrics } from "./provisioner-metrics";
 
@@ -49,9 +61,19 @@ export interface ProvisionerOptions {
   /** Base model directory: registration validates adapters against its config. */
   modelDir: string;
   logger: Logger;
-  policy?: PlacementPolicy;
+  /** LoRA-server placement policy: random, round-robin, rank-aware, rank-aware+rebalancing. */
+  policy?: string;
   /** How often placement is reconciled against live executors. */
   reconcileIntervalMs?: number;
+  /** How often the rebalancing policy may move adapters (when imbalance crosses its threshold). */
+  rebalanceIntervalMs?: number;
+  /** How long a moved adapter's source keeps it after routing switched, for work already sent. */
+  drainMs?: number;
+  /** Half-life of the traffic statistics placement and planning use. */
+  trafficHalfLifeMs?: number;
+  /** Planner targets: coverage (resident-on-arrival probability) and mean TPOT. */
+  planCoverage?: number;
+  planTpotMs?: number;
 }
 
 export async function createProvisionerServices(options: ProvisionerOptions): Promise<ServiceInstance> {
@@ -64,9 +86,32 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
   const adapters = new AdapterRegistry(redis);
   const placement = new PlacementStore(redis);
   const jobs = new AdapterJobQueues(options.redisUrl);
-  const policy = options.policy ?? new SimplePlacementPolicy();
-  const provisioner = new Provisioner(redis, executors, adapters, placement, jobs, policy, model, logger);
-  provisionerMetrics(redis, executors, adapters, placement);
+  const policy = policyByName(options.policy ?? "rank-aware+rebalancing");
+  const recordJob = async (data: AdapterJobData, jobId: string): Promise<void> => {
+    await redis.hset("lm:job-executors", jobId, data.executorId);
+    if (data.kind === "load") await redis.hset(KEYS.adapterJobs(data.adapterId), data.executorId, jobId);
+  };
+  const migrations = new Migrations(options.redisUrl, placement, jobs, recordJob, options.drainMs ?? 3_000, logger);
+  const provisioner = new Provisioner(
+    redis,
+    executors,
+    adapters,
+    placement,
+    jobs,
+    migrations,
+    recordJob,
+    policy,
+    new TrafficShares(redis, options.trafficHalfLifeMs ?? 30_000),
+    {
+      rebalanceIntervalMs: options.rebalanceIntervalMs ?? 30_000,
+      planCoverage: options.planCoverage ?? 0.95,
+      planTpotMs: options.planTpotMs ?? 100,
+    },
+    model,
+    logger,
+  );
+  provisionerMetrics(redis, executors, adapters, placement, () => provisioner.plan());
+  logger.info("placement policy", { policy: policy.name });
 
   // Placement watchers: one Redis subscription, fanned out to every open WatchPlacement stream.
   const watchers = new Set<() => void>();
@@ -144,6 +189,11 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
       });
       watchers.delete(watcher);
     }),
+    moveAdapter: unaryHandler(logger, async (request) => {
+      const record = await adapters.get(request.tenant, request.name);
+      const moveJobId = await provisioner.move(record, request.fromExecutorId, request.toExecutorId);
+      return { moveJobId };
+    }),
     getLoadJob: unaryHandler(logger, async (request) => {
       const executorId = await redis.hget("lm:job-executors", request.jobId);
       const job = executorId ? await jobs.job(executorId, request.jobId) : undefined;
@@ -180,6 +230,7 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
       const record = await adapters.get(request.tenant, request.name);
       const seen = new Map<string, string>();
       const deadline = Date.now() + 10 * 60_000;
+      let endedSince: number | undefined;
       while (!call.cancelled && Date.now() < deadline) {
         const statuses = await provisioner.jobStatuses(record.id);
         for (const s of statuses) {
@@ -192,7 +243,14 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
         const ended = statuses.every(
           (s) => s.state === JobState.JOB_STATE_COMPLETED || s.state === JobState.JOB_STATE_FAILED,
         );
-        if (ended) return;
+        // A finished load counts once the executor's heartbeat has reported the adapter resident,
+        // so that READY follows the stream's end (bounded: a lost heartbeat does not hang it).
+        const loaded = statuses.some((s) => s.state === JobState.JOB_STATE_COMPLETED);
+        if (ended) {
+          endedSince ??= Date.now();
+          const resident = (await placement.holders(record.id)).length > 0;
+          if (!loaded || resident || Date.now() - endedSince > options.heartbeatTtlMs) return;
+        }
         await new Promise((r) => setTimeout(r, 100));
       }
     }),
@@ -202,6 +260,7 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
     services: [{ name: SERVICE_NAMES.provisioner[0], definition: ProvisionerServiceService, implementation }],
     close: async () => {
       clearInterval(reconcileTimer);
+      await migrations.close();
       await jobs.close();
       subscriber.disconnect();
       await redis.quit().catch(() => redis.disconnect());
@@ -236,20 +295,33 @@ async function jobStatus(job: Job<AdapterJobData>, executorId: string): Promise<
   };
 }
 
-/** Live executors and the adapter bytes assigned to each, for one round of decisions. */
-interface PlacementView {
-  live: Awaited<ReturnType<ExecutorRegistry["live"]>>;
-  assigned: Map<string, number>;
+export interface ProvisionerTuning {
+  rebalanceIntervalMs: number;
+  planCoverage: number;
+  planTpotMs: number;
 }
 
+/** Mean output tokens per request the planner assumes until workers report lengths. */
+const PLAN_TOKENS_PER_REQUEST = 128;
+
 class Provisioner {
+  /** Reconcile passes of this process run one at a time (other provisioners are kept out by CAS). */
+  private passes: Promise<void> = Promise.resolve();
+  private lastRebalanceMs = Date.now();
+  private shares = new Map<string, number>();
+  private requestRate = 0;
+
   constructor(
     private readonly redis: Redis,
     private readonly executors: ExecutorRegistry,
     private readonly adapters: AdapterRegistry,
     private readonly placement: PlacementStore,
     private readonly jobs: AdapterJobQueues,
+    private readonly migrations: Migrations,
+    private readonly recordJob: (data: AdapterJobData, jobId: string) => Promise<void>,
     private readonly policy: PlacementPolicy,
+    private readonly traffic: TrafficShares,
+    private readonly tuning: ProvisionerTuning,
     private readonly model: ModelConfig,
     private readonly logger: Logger,
   ) {}
@@ -282,7 +354,7 @@ class Provisioner {
     };
     await this.adapters.create(record);
     this.logger.info("adapter registered", { tenant, name, id: record.id, rank: record.rank });
-    await this.place(record);
+    await this.reconcile();
     const jobIds = await this.existingJobIds(record.id);
     await this.placement.publish();
     return { record, jobIds };
@@ -292,34 +364,163 @@ class Provisioner {
     const targets = await this.placement.targets(record.id);
     const holders = await this.placement.holders(record.id);
     await this.adapters.remove(record);
+    const sequence = await this.placement.epoch();
     for (const executorId of new Set([...targets, ...holders])) {
-      await this.enqueue({
-        kind: "unload",
-        adapterId: record.id,
-        dir: record.dir,
-        contentHash: record.contentHash,
-        executorId,
-        pin: false,
-      });
+      await this.enqueue(
+        {
+          kind: "unload",
+          adapterId: record.id,
+          dir: record.dir,
+          contentHash: record.contentHash,
+          executorId,
+          pin: false,
+        },
+        sequence,
+      );
     }
     await this.placement.publish();
     this.logger.info("adapter deleted", { id: record.id });
   }
 
-  /** Re-runs the policy for every adapter (new executors get their adapters; dead ones drop out). */
-  async reconcile(): Promise<void> {
-    // One view of executors and their assigned bytes for the whole pass (kept current as this pass
-    // assigns), instead of re-reading every adapter's targets for every adapter.
-    const view = await this.placementView();
-    for (const id of await this.adapters.allIds()) {
-      const record = await this.adapters.byId(id);
-      if (record) await this.place(record, view);
-    }
+  /** Re-decides placement for every adapter (one pass at a time in this process). */
+  reconcile(): Promise<void> {
+    const pass = this.passes.then(() => this.reconcilePass());
+    this.passes = pass.catch(() => undefined);
+    return pass;
   }
 
-  private async placementView(): Promise<PlacementView> {
-    const live = await this.executors.live((dead) => this.dropDead(dead));
-    return { live, assigned: await this.assignedBytes(live.map((e) => e.info.executorId)) };
+  /**
+   * Starts a move of the adapter from one executor to another (operators; the rebalancer makes
+   * the same moves). Returns the id of the move's switch job.
+   */
+  async move(record: AdapterRecord, from: string, to: string): Promise<string> {
+    if (from === "" || to === "" || from === to)
+      throw new InvalidArgumentError("from_executor_id and to_executor_id must name two different executors");
+    for (let attempt = 0; attempt < 16; attempt++) {
+      const epoch = await this.placement.epoch();
+      if ((await this.placement.moving()).has(record.id))
+        throw new FailedPreconditionError(`adapter ${record.name} is already being moved`);
+      const live = await this.executors.live((dead) => this.dropDead(dead));
+      const target = live.find((e) => e.info.executorId === to)?.info;
+      if (!target) throw new NotFoundError(`executor ${to} is not live`);
+      const targets = await this.placement.targets(record.id);
+      if (!targets.includes(from)) throw new FailedPreconditionError(`adapter ${record.name} is not placed on ${from}`);
+      if (targets.includes(to)) throw new FailedPreconditionError(`adapter ${record.name} is already placed on ${to}`);
+      if (target.maxRank > 0 && record.rank > target.maxRank)
+        throw new FailedPreconditionError(`rank ${record.rank} is above ${to}'s limit of ${target.maxRank}`);
+      const used = (await this.assignedBytes([to])).get(to) ?? 0;
+      if (target.adapterCapacityBytes > 0 && used + record.sizeBytes > target.adapterCapacityBytes)
+        throw new FailedPreconditionError(`${to} has no room for ${record.sizeBytes} more adapter bytes`);
+      const sequence = await this.placement.compareAndSetTargets(epoch, [
+        { adapterId: record.id, add: [to], remove: [], startsMove: true },
+      ]);
+      if (sequence === undefined) continue; // lost a race: check again on fresh state
+      return this.migrations.start({ adapterId: record.id, from, to }, record, sequence);
+    }
+    throw new FailedPreconditionError(`placement of ${record.name} kept changing; try again`);
+  }
+
+  /** The planner's recommendation from live traffic, adapter sizes and LoRA-server budgets. */
+  async plan(): Promise<Plan | undefined> {
+    const live = await this.executors.live();
+    const capacities = live
+      .filter((e) => e.info.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER && e.info.adapterCapacityBytes > 0)
+      .map((e) => e.info.adapterCapacityBytes);
+    const records = await this.records();
+    if (records.length === 0 || capacities.length === 0) return undefined;
+    const known = [...this.shares.values()].some((s) => s > 0);
+    return planCapacity(
+      {
+        adapters: records.map((r) => ({
+          id: r.id,
+          rank: r.rank,
+          sizeBytes: r.sizeBytes,
+          share: known ? (this.shares.get(r.id) ?? 0) : 1 / records.length,
+        })),
+        serverCapacityBytes: Math.min(...capacities),
+        coverage: this.tuning.planCoverage,
+        requestRate: this.requestRate,
+        decodeTokensPerRequest: PLAN_TOKENS_PER_REQUEST,
+        tpotMs: this.tuning.planTpotMs,
+      },
+      new CostModel(DEFAULT_CALIBRATION),
+    );
+  }
+
+  private async records(): Promise<AdapterRecord[]> {
+    const out: AdapterRecord[] = [];
+    for (const id of await this.adapters.allIds()) {
+      const record = await this.adapters.byId(id);
+      if (record) out.push(record);
+    }
+    return out;
+  }
+
+  private async reconcilePass(): Promise<void> {
+    const ids = await this.adapters.allIds();
+    this.shares = await this.traffic.read(ids);
+    this.requestRate = this.traffic.requestsPerSecond;
+    const rebalance =
+      this.policy.name === "rank-aware+rebalancing" &&
+      Date.now() - this.lastRebalanceMs >= this.tuning.rebalanceIntervalMs;
+    for (let attempt = 0; attempt < 16; attempt++) {
+      const epoch = await this.placement.epoch();
+      const live = await this.executors.live((dead) => this.dropDead(dead));
+      const liveIds = new Set(live.map((e) => e.info.executorId));
+      const records = await this.records();
+      const targets = new Map<string, string[]>();
+      for (const r of records) targets.set(r.id, await this.placement.targets(r.id));
+      const decision = decidePlacement(
+        {
+          adapters: records.map((r) => ({
+            id: r.id,
+            rank: r.rank,
+            sizeBytes: r.sizeBytes,
+            share: this.shares.get(r.id) ?? 0,
+          })),
+          executors: live.map((e) => e.info),
+          targets,
+          moving: await this.placement.moving(),
+        },
+        this.policy,
+        { rebalance },
+      );
+      const moved = new Set(decision.moves.map((m) => `${m.adapterId} ${m.to}`));
+      const changes: TargetChange[] = [];
+      for (const r of records) {
+        const current = targets.get(r.id) ?? [];
+        const wanted = decision.targets.get(r.id) ?? [];
+        const add = wanted.filter((id) => !current.includes(id));
+        const remove = current.filter((id) => !wanted.includes(id));
+        const startsMove = decision.moves.some((m) => m.adapterId === r.id);
+        if (add.length > 0 || remove.length > 0 || startsMove)
+          changes.push({ adapterId: r.id, add, remove, startsMove });
+      }
+      if (changes.length === 0) {
+        if (rebalance) this.lastRebalanceMs = Date.now();
+        return;
+      }
+      const sequence = await this.placement.compareAndSetTargets(epoch, changes);
+      if (sequence === undefined) continue; // another provisioner (or a heartbeat) changed placement
+      if (rebalance) this.lastRebalanceMs = Date.now();
+      const byId = new Map(records.map((r) => [r.id, r]));
+      for (const c of changes) {
+        const record = byId.get(c.adapterId) as AdapterRecord;
+        const job = { adapterId: record.id, dir: record.dir, contentHash: record.contentHash, pin: false };
+        for (const executorId of c.add)
+          if (!moved.has(`${record.id} ${executorId}`))
+            await this.enqueue({ ...job, kind: "load", executorId }, sequence);
+        for (const executorId of c.remove)
+          if (liveIds.has(executorId)) await this.enqueue({ ...job, kind: "unload", executorId }, sequence);
+      }
+      for (const m of decision.moves) await this.migrations.start(m, byId.get(m.adapterId) as AdapterRecord, sequence);
+      if (decision.moves.length > 0)
+        this.logger.info("rebalancing", {
+          moves: decision.moves.map((m: Move) => `${m.adapterId}: ${m.from} → ${m.to}`),
+        });
+      return;
+    }
+    throw new FailedPreconditionError("placement kept changing during reconcile; will retry");
   }
 
   private async dropDead(ids: string[]): Promise<void> {
@@ -329,51 +530,8 @@ class Provisioner {
     }
   }
 
-  /** Applies the policy with compare-and-set on the epoch; schedules loads for new targets. */
-  private async place(record: AdapterRecord, given?: PlacementView): Promise<void> {
-    let view = given;
-    for (let attempt = 0; attempt < 16; attempt++) {
-      const epoch = await this.placement.epoch();
-      view ??= await this.placementView();
-      const { live, assigned } = view;
-      const current = await this.placement.targets(record.id);
-      const wanted = this.policy.place(
-        { id: record.id, rank: record.rank, sizeBytes: record.sizeBytes },
-        live.map((e) => ({
-          info: e.info,
-          assignedBytes:
-            (assigned.get(e.info.executorId) ?? 0) - (current.includes(e.info.executorId) ? record.sizeBytes : 0),
-        })),
-        current,
-      );
-      const add = wanted.filter((id) => !current.includes(id));
-      const remove = current.filter((id) => !wanted.includes(id));
-      if (add.length === 0 && remove.length === 0) return;
-      if ((await this.placement.compareAndSetTargets(record.id, epoch, add, remove)) === undefined) {
-        view = undefined; // lost a race: decide again on fresh state
-        continue;
-      }
-      for (const id of add) assigned.set(id, (assigned.get(id) ?? 0) + record.sizeBytes);
-      for (const id of remove) assigned.set(id, (assigned.get(id) ?? 0) - record.sizeBytes);
-      for (const executorId of add) {
-        await this.enqueue({
-          kind: "load",
-          adapterId: record.id,
-          dir: record.dir,
-          contentHash: record.contentHash,
-          executorId,
-          pin: false,
-        });
-      }
-      return;
-    }
-    throw new InvalidArgumentError(`placement of ${record.id} kept conflicting; try again`);
-  }
-
-  private async enqueue(data: AdapterJobData): Promise<void> {
-    const jobId = await this.jobs.add(data);
-    await this.redis.hset("lm:job-executors", jobId, data.executorId);
-    if (data.kind === "load") await this.redis.hset(KEYS.adapterJobs(data.adapterId), data.executorId, jobId);
+  private async enqueue(data: AdapterJobData, sequence: number): Promise<void> {
+    await this.recordJob(data, await this.jobs.add(data, { sequence }));
   }
 
   private async existingJobIds(adapterId: string): Promise<string[]> {
@@ -382,10 +540,8 @@ class Provisioner {
 
   private async assignedBytes(executorIds: string[]): Promise<Map<string, number>> {
     const out = new Map<string, number>(executorIds.map((id) => [id, 0]));
-    for (const id of await this.adapters.allIds()) {
-      const record = await this.adapters.byId(id);
-      if (!record) continue;
-      for (const e of await this.placement.targets(id))
+    for (const record of await this.records()) {
+      for (const e of await this.placement.targets(record.id))
         if (out.has(e)) out.set(e, (out.get(e) as number) + record.sizeBytes);
     }
     return out;
@@ -439,10 +595,14 @@ class Provisioner {
     for (const id of await this.adapters.allIds()) {
       const record = await this.adapters.byId(id);
       if (!record) continue;
+      // Executors being drained after a move still hold the adapter but get no new work.
+      const holders = await this.placement.holders(id);
+      const draining = new Set(await this.placement.draining(id));
+      const routable = holders.filter((h) => !draining.has(h));
       changed.push({
         adapterId: id,
         rank: record.rank,
-        executorIds: await this.placement.holders(id),
+        executorIds: routable.length > 0 ? routable : holders,
         contentHash: record.contentHash,
       });
     }

@@ -9,6 +9,8 @@
  *   lm:tenant-adapters:<tenant>   hash   name → adapter id
  *   lm:placement:<id>             set    executors where the adapter is resident
  *   lm:targets:<id>               set    executors the policy assigned it to (load jobs)
+ *   lm:draining:<id>              set    executors being drained of it after a move (no new routing)
+ *   lm:moving                     set    adapters with a move under way
  *   lm:adapter-jobs:<id>          hash   executor id → BullMQ job id
  *   lm:traffic:<id>               hash   {requests}: traffic statistics from worker heartbeats
  *   lm:placement:epoch            string epoch, incremented on every placement change (CAS key)
@@ -23,6 +25,8 @@ export const KEYS = {
   tenantAdapters: (tenant: string) => `lm:tenant-adapters:${tenant}`,
   placement: (id: string) => `lm:placement:${id}`,
   targets: (id: string) => `lm:targets:${id}`,
+  draining: (id: string) => `lm:draining:${id}`,
+  moving: "lm:moving",
   adapterJobs: (id: string) => `lm:adapter-jobs:${id}`,
   traffic: (id: string) => `lm:traffic:${id}`,
   epoch: "lm:placement:epoch",

@@ -233,6 +233,22 @@ export interface GetLoadJobRequest {
   jobId: string;
 }
 
+export interface MoveAdapterRequest {
+  /** Tenant that owns the adapter. */
+  tenant: string;
+  /** Adapter name within the tenant. */
+  name: string;
+  /** Executor the adapter leaves (it must be one of the adapter's targets). */
+  fromExecutorId: string;
+  /** Executor the adapter moves to (live, with room and a rank limit that admits it). */
+  toExecutorId: string;
+}
+
+export interface MoveAdapterResponse {
+  /** BullMQ id of the move's switch job (queue placement-moves); its child is the target's load. */
+  moveJobId: string;
+}
+
 export interface TenantRegisterAdapterRequest {
   /** Tenant the router authenticated. */
   tenant: string;
@@ -1730,6 +1746,204 @@ export const GetLoadJobRequest: MessageFns<GetLoadJobRequest> = {
   },
 };
 
+function createBaseMoveAdapterRequest(): MoveAdapterRequest {
+  return { tenant: "", name: "", fromExecutorId: "", toExecutorId: "" };
+}
+
+export const MoveAdapterRequest: MessageFns<MoveAdapterRequest> = {
+  encode(message: MoveAdapterRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.fromExecutorId !== "") {
+      writer.uint32(26).string(message.fromExecutorId);
+    }
+    if (message.toExecutorId !== "") {
+      writer.uint32(34).string(message.toExecutorId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MoveAdapterRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMoveAdapterRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tenant = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fromExecutorId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.toExecutorId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MoveAdapterRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      fromExecutorId: isSet(object.fromExecutorId)
+        ? globalThis.String(object.fromExecutorId)
+        : isSet(object.from_executor_id)
+        ? globalThis.String(object.from_executor_id)
+        : "",
+      toExecutorId: isSet(object.toExecutorId)
+        ? globalThis.String(object.toExecutorId)
+        : isSet(object.to_executor_id)
+        ? globalThis.String(object.to_executor_id)
+        : "",
+    };
+  },
+
+  toJSON(message: MoveAdapterRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.fromExecutorId !== "") {
+      obj.fromExecutorId = message.fromExecutorId;
+    }
+    if (message.toExecutorId !== "") {
+      obj.toExecutorId = message.toExecutorId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MoveAdapterRequest>, I>>(base?: I): MoveAdapterRequest {
+    return MoveAdapterRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MoveAdapterRequest>, I>>(object: I): MoveAdapterRequest {
+    const message = createBaseMoveAdapterRequest();
+    message.tenant = object.tenant ?? "";
+    message.name = object.name ?? "";
+    message.fromExecutorId = object.fromExecutorId ?? "";
+    message.toExecutorId = object.toExecutorId ?? "";
+    return message;
+  },
+};
+
+function createBaseMoveAdapterResponse(): MoveAdapterResponse {
+  return { moveJobId: "" };
+}
+
+export const MoveAdapterResponse: MessageFns<MoveAdapterResponse> = {
+  encode(message: MoveAdapterResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.moveJobId !== "") {
+      writer.uint32(10).string(message.moveJobId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MoveAdapterResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMoveAdapterResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.moveJobId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MoveAdapterResponse {
+    return {
+      moveJobId: isSet(object.moveJobId)
+        ? globalThis.String(object.moveJobId)
+        : isSet(object.move_job_id)
+        ? globalThis.String(object.move_job_id)
+        : "",
+    };
+  },
+
+  toJSON(message: MoveAdapterResponse): unknown {
+    const obj: any = {};
+    if (message.moveJobId !== "") {
+      obj.moveJobId = message.moveJobId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MoveAdapterResponse>, I>>(base?: I): MoveAdapterResponse {
+    return MoveAdapterResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MoveAdapterResponse>, I>>(object: I): MoveAdapterResponse {
+    const message = createBaseMoveAdapterResponse();
+    message.moveJobId = object.moveJobId ?? "";
+    return message;
+  },
+};
+
 function createBaseTenantRegisterAdapterRequest(): TenantRegisterAdapterRequest {
   return { tenant: "", name: "", source: undefined };
 }
@@ -2395,6 +2609,19 @@ export const ProvisionerServiceService = {
     responseSerialize: (value: LoadJobStatus): Buffer => Buffer.from(LoadJobStatus.encode(value).finish()),
     responseDeserialize: (value: Buffer): LoadJobStatus => LoadJobStatus.decode(value),
   },
+  /**
+   * Moves an adapter between executors without failing a request: load on the target, switch
+   * routing by placement epoch, unload the source after a drain period (a BullMQ flow).
+   */
+  moveAdapter: {
+    path: "/loramesh.v1.ProvisionerService/MoveAdapter" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MoveAdapterRequest): Buffer => Buffer.from(MoveAdapterRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MoveAdapterRequest => MoveAdapterRequest.decode(value),
+    responseSerialize: (value: MoveAdapterResponse): Buffer => Buffer.from(MoveAdapterResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MoveAdapterResponse => MoveAdapterResponse.decode(value),
+  },
 } as const;
 
 export interface ProvisionerServiceServer extends UntypedServiceImplementation {
@@ -2418,6 +2645,11 @@ export interface ProvisionerServiceServer extends UntypedServiceImplementation {
   deleteAdapter: handleUnaryCall<TenantAdapterRequest, TenantDeleteAdapterResponse>;
   /** Streams the status of an adapter's load jobs until they all end. */
   watchAdapterLoad: handleServerStreamingCall<TenantAdapterRequest, LoadJobStatus>;
+  /**
+   * Moves an adapter between executors without failing a request: load on the target, switch
+   * routing by placement epoch, unload the source after a drain period (a BullMQ flow).
+   */
+  moveAdapter: handleUnaryCall<MoveAdapterRequest, MoveAdapterResponse>;
 }
 
 export interface ProvisionerServiceClient extends Client {
@@ -2563,6 +2795,25 @@ export interface ProvisionerServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<LoadJobStatus>;
+  /**
+   * Moves an adapter between executors without failing a request: load on the target, switch
+   * routing by placement epoch, unload the source after a drain period (a BullMQ flow).
+   */
+  moveAdapter(
+    request: MoveAdapterRequest,
+    callback: (error: ServiceError | null, response: MoveAdapterResponse) => void,
+  ): ClientUnaryCall;
+  moveAdapter(
+    request: MoveAdapterRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MoveAdapterResponse) => void,
+  ): ClientUnaryCall;
+  moveAdapter(
+    request: MoveAdapterRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MoveAdapterResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const ProvisionerServiceClient = makeGenericClientConstructor(
