@@ -37,6 +37,8 @@ export interface RemoteLoraOptions {
   sharedMemoryBytes?: number;
   /** A round trip slower than this fails (a dead peer never hangs a step). */
   timeoutMs?: number;
+  /** How long rows refused as "not resident" wait for the placement to name another holder. */
+  replacementWaitMs?: number;
   logger: Logger;
 }
 
@@ -276,39 +278,71 @@ export class RemoteLoraBackend implements LoraBackend {
   }
 
   async apply(call: LoraSiteCall): Promise<void> {
-    const { hIn, nOut } = siteShape(this.config, call.site);
-    // Rows by the server holding their adapter (rows without adapter go nowhere).
-    const byServer = new Map<string, number[]>();
-    const serverOfAdapter = call.adapters.map((id) => this.pick(id));
+    const rows: number[] = [];
     call.rowAdapter.forEach((a, r) => {
-      if (a < 0) return;
-      const server = serverOfAdapter[a] as ExecutorInfo;
-      const rows = byServer.get(server.executorId) ?? [];
-      rows.push(r);
-      byServer.set(server.executorId, rows);
+      if (a >= 0) rows.push(r); // rows without adapter go nowhere
     });
+    await this.applyRows(call, rows, 0);
+  }
+
+  /**
+   * Sends the rows to the servers holding their adapters. A server that answers "not resident"
+   * has just let the adapter go (a move's drain ended before this worker saw the new placement):
+   * those rows wait for the next placement update and go to the new holder, once.
+   */
+  private async applyRows(call: LoraSiteCall, rows: readonly number[], attempt: number): Promise<void> {
+    const { hIn, nOut } = siteShape(this.config, call.site);
+    const byServer = new Map<string, number[]>();
+    const serverOfAdapter = new Map<number, ExecutorInfo>();
+    for (const r of rows) {
+      const a = call.rowAdapter[r] as number;
+      let server = serverOfAdapter.get(a);
+      if (!server) {
+        server = this.pick(call.adapters[a] as string);
+        serverOfAdapter.set(a, server);
+      }
+      const list = byServer.get(server.executorId) ?? [];
+      list.push(r);
+      byServer.set(server.executorId, list);
+    }
     await Promise.all(
-      [...byServer.entries()].map(async ([serverId, rows]) => {
+      [...byServer.entries()].map(async ([serverId, serverRows]) => {
         const server = this.placement.executors.get(serverId) as ExecutorInfo;
-        const all = rows.length === call.rowAdapter.length;
-        const x = all ? call.x.data : gather(call.x.data, rows, hIn);
+        const all = serverRows.length === call.rowAdapter.length;
+        const x = all ? call.x.data : gather(call.x.data, serverRows, hIn);
         const connection = this.connection(server);
-        const delta = await connection.request({
-          layer: call.layer,
-          site: call.site,
-          adapters: [...call.adapters],
-          rowAdapter: rows.map((r) => call.rowAdapter[r] as number),
-          rowExpert: call.rowExpert ? rows.map((r) => call.rowExpert?.[r] as number) : [],
-          x,
-          rows: rows.length,
-          hIn,
-          nOut,
-        });
+        const epoch = this.placement.epoch;
+        let delta: Float32Array;
+        try {
+          delta = await connection.request({
+            layer: call.layer,
+            site: call.site,
+            adapters: [...call.adapters],
+            rowAdapter: serverRows.map((r) => call.rowAdapter[r] as number),
+            rowExpert: call.rowExpert ? serverRows.map((r) => call.rowExpert?.[r] as number) : [],
+            x,
+            rows: serverRows.length,
+            hIn,
+            nOut,
+          });
+        } catch (err) {
+          if (!(err instanceof NotFoundError) || attempt > 0) throw err;
+          const moved = [...new Set(serverRows.map((r) => call.adapters[call.rowAdapter[r] as number] as string))];
+          const leftServer = () =>
+            this.placement.epoch > epoch &&
+            moved.every((id) =>
+              this.placement
+                .holdersOf(id, ExecutorKind.EXECUTOR_KIND_LORA_SERVER)
+                .every((h) => h.executorId !== serverId),
+            );
+          await this.placement.until(leftServer, this.options.replacementWaitMs ?? 2_000);
+          return this.applyRows(call, serverRows, attempt + 1);
+        }
         const moved = this.bytes[connection.transport];
         moved.sent += x.byteLength;
         moved.received += delta.byteLength;
         const y = call.y.data;
-        rows.forEach((r, i) => {
+        serverRows.forEach((r, i) => {
           for (let n = 0; n < nOut; n++)
             y[r * nOut + n] = (y[r * nOut + n] as number) + (delta[i * nOut + n] as number);
         });
