@@ -358,12 +358,11 @@ export class RemoteLoraBackend implements LoraBackend {
   private pick(adapterId: string): ExecutorInfo {
     const holders = this.placement.holdersOf(adapterId, ExecutorKind.EXECUTOR_KIND_LORA_SERVER);
     if (holders.length === 0) throw new NotFoundError(`no LoRA server holds adapter ${adapterId}`);
-    // Prefer a same-host server (shared memory), then the first by id for stable routing.
-    return [...holders].sort(
-      (a, b) =>
-        Number(b.hostId === this.options.hostId) - Number(a.hostId === this.options.hostId) ||
-        a.executorId.localeCompare(b.executorId),
-    )[0] as ExecutorInfo;
+    // Prefer same-host servers (shared memory). Among replicas of a hot adapter, each worker
+    // keeps to one chosen by a hash of (worker, adapter): stable per worker, spread across workers.
+    const sameHost = holders.filter((h) => h.hostId === this.options.hostId);
+    const pool = (sameHost.length > 0 ? sameHost : holders).sort((a, b) => a.executorId.localeCompare(b.executorId));
+    return pool[stableHash(`${this.options.workerId}/${adapterId}`) % pool.length] as ExecutorInfo;
   }
 
   private connection(server: ExecutorInfo): ServerConnection {
@@ -384,6 +383,16 @@ export class RemoteLoraBackend implements LoraBackend {
 function traceHeaders(): { traceparent: string; tracestate: string } {
   const carrier = injectContext();
   return { traceparent: carrier["traceparent"] ?? "", tracestate: carrier["tracestate"] ?? "" };
+}
+
+/** FNV-1a, 32 bits: a stable spread of (worker, adapter) pairs over replicas. */
+function stableHash(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
 }
 
 function gather(x: Float32Array, rows: number[], width: number): Float32Array {

@@ -16,6 +16,7 @@ void runServiceProcess({
       modelDir: config.model,
       tenants: Tenants.parse(config.apiKeys),
       adapterWaitMs: config.adapterWaitMs,
+      routingSlack: config.routingSlack,
       slo: { ttftMs: config.sloTtftMs, tpotMs: config.sloTpotMs },
       logger,
     }),

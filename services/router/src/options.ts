@@ -45,4 +45,11 @@ export const options = {
     min: 0,
     description: "how long a request waits for a cold adapter to load",
   }),
+  routingSlack: intOption({
+    flag: "routing-slack",
+    env: "ROUTING_SLACK",
+    default: 1,
+    min: 0,
+    description: "extra in-flight requests a worker may have and still win on rank grouping",
+  }),
 };

@@ -47,6 +47,7 @@ import {
   type TenantRegisterAdapterResponse,
 } from "@loramesh/proto";
 import { randomUUID } from "node:crypto";
+import { chooseWorker, InFlightRanks } from "./worker-choice";
 import { RouterMetrics, type SloTargets } from "./router-metrics";
 import { Tenants } from "./tenants";
 import { SpanStatusCode, telemetry } from "@loramesh/telemetry";
@@ -57,6 +58,8 @@ export interface RouterOptions {
   tenants: Tenants;
   /** How long a request waits for a cold adapter to become resident. */
   adapterWaitMs: number;
+  /** Extra in-flight requests a worker may have and still be preferred for rank grouping. */
+  routingSlack?: number;
   /** Latency targets counted by the SLO-attainment metric. */
   slo: SloTargets;
   logger: Logger;
@@ -100,7 +103,7 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
   const placement = new PlacementCache(options.provisionerAddress, logger);
   const provisioner = new ProvisionerServiceClient(options.provisionerAddress, credentials.createInsecure());
   const workers = new Map<string, BaseWorkerServiceClient>();
-  const inFlight = new Map<string, number>();
+  const inFlight = new InFlightRanks();
   const metrics = new RouterMetrics(options.slo);
 
   const callProvisioner = async <Req, Res>(
@@ -134,7 +137,7 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
     return all.filter((w) => localHolders.has(w.executorId) || (remoteOk && w.loraMode !== LoraMode.LORA_MODE_COUPLED));
   };
 
-  const pickWorker = async (adapterId: string | undefined): Promise<ExecutorInfo> => {
+  const pickWorker = async (adapterId: string | undefined, rank: number): Promise<ExecutorInfo> => {
     await placement.ready;
     let options_ = candidates(adapterId);
     if (options_.length === 0 && adapterId !== undefined) {
@@ -144,17 +147,12 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
       if (options_.length === 0)
         throw new FailedPreconditionError("the adapter is not loaded on any executor yet; retry shortly");
     }
-    if (options_.length === 0) throw new UnavailableError("no base worker is available");
-    // Least in-flight first; prefer workers holding the adapter locally on ties.
-    const local = new Set(
+    const localHolders = new Set(
       adapterId ? placement.holdersOf(adapterId, ExecutorKind.EXECUTOR_KIND_BASE_WORKER).map((e) => e.executorId) : [],
     );
-    return [...options_].sort(
-      (a, b) =>
-        (inFlight.get(a.executorId) ?? 0) - (inFlight.get(b.executorId) ?? 0) ||
-        Number(local.has(b.executorId)) - Number(local.has(a.executorId)) ||
-        a.executorId.localeCompare(b.executorId),
-    )[0] as ExecutorInfo;
+    const chosen = chooseWorker(options_, inFlight, { rank, localHolders }, options.routingSlack);
+    if (!chosen) throw new UnavailableError("no base worker is available");
+    return chosen;
   };
 
   const resolveAdapter = async (tenant: string, name: string): Promise<Adapter | undefined> => {
@@ -235,7 +233,7 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
         try {
           const adapter = await resolveAdapter(tenant, request.adapter);
           const ids = promptIds(request);
-          const worker = await pickWorker(adapter?.adapterId);
+          const worker = await pickWorker(adapter?.adapterId, adapter?.rank ?? 0);
           span.setAttributes({
             "loramesh.worker": worker.executorId,
             "loramesh.prompt_tokens": ids.length,
@@ -260,7 +258,7 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
       sloClass: request.sloClass,
       arrivalUnixMs: Date.now(),
     };
-    inFlight.set(worker.executorId, (inFlight.get(worker.executorId) ?? 0) + 1);
+    inFlight.add(worker.executorId, submit.adapterRank);
     try {
       const call = workerClient(worker).submit(submit, new Metadata(), { deadline });
       onCancel(() => call.cancel());
@@ -278,7 +276,7 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
         throw new DeadlineExceededError("the deadline passed before generation finished");
       throw fromPeer(err, `worker ${worker.executorId}`);
     } finally {
-      inFlight.set(worker.executorId, (inFlight.get(worker.executorId) ?? 1) - 1);
+      inFlight.remove(worker.executorId, submit.adapterRank);
     }
   };
 
