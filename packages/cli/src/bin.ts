@@ -4,6 +4,7 @@ import { describeError, isLoraMeshError } from "@loramesh/core";
 import { LoraMeshClientError } from "@loramesh/sdk";
 import type { Command } from "./command";
 import { adaptersCommand } from "./commands/adapters";
+import { benchCommand } from "./commands/bench";
 import { calibrateCommand } from "./commands/calibrate";
 import { generateCommand } from "./commands/generate";
 import { healthCommand } from "./commands/health";
@@ -21,6 +22,7 @@ const COMMANDS: readonly Command[] = [
   simulateCommand,
   planCommand,
   calibrateCommand,
+  benchCommand,
 ];
 
 function usage(): string {

@@ -60,7 +60,8 @@ interface Exec {
   resident: Set<string>;
 }
 
-function percentile(sorted: number[], p: number): number {
+/** The p-th percentile of an ascending list (nearest rank; 0 when empty). */
+export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
