@@ -5,7 +5,19 @@ import { join } from "node:path";
 import type { LocalCluster } from "@loramesh/cli";
 import { AdapterState, JobState, type LoadJobStatus } from "@loramesh/proto";
 import { GrpcStatus, LoraMeshClient, LoraMeshClientError } from "@loramesh/sdk";
+import { spawnSync } from "node:child_process";
+import { connectRedis } from "@loramesh/mesh";
+import { REPO_ROOT } from "@loramesh/testing";
 import { adapterDir, golden, modelDir, startCluster } from "./mesh-helpers";
+
+async function redisAdapterCount(url: string): Promise<number> {
+  const redis = await connectRedis(url);
+  try {
+    return await redis.scard("lm:adapters");
+  } finally {
+    redis.disconnect();
+  }
+}
 
 const err = (p: Promise<unknown>): Promise<LoraMeshClientError> =>
   p.then(
@@ -126,6 +138,20 @@ describe("mesh: adapters and tenants (real processes, Redis, BullMQ)", function 
     expect((await err(alpha.registerAdapter("bad name!", adapterDir("tiny-llama", "sql-r8")))).code).to.equal(
       GrpcStatus.INVALID_ARGUMENT,
     );
+  });
+
+  it("plans capacity from the live registry and traffic (loramesh plan --redis-url)", async () => {
+    const result = spawnSync(
+      process.execPath,
+      [join(REPO_ROOT, "packages", "cli", "dist", "bin.js"), "plan", "--redis-url", cluster.redisUrl, "--json"],
+      { encoding: "utf8", timeout: 30_000 },
+    );
+    const plan = JSON.parse(result.stdout) as { adapters: number; loraServers: number; coverage: number };
+    // The adapters registered above (the malformed one left nothing behind).
+    expect(plan.adapters).to.equal((await redisAdapterCount(cluster.redisUrl)) as number);
+    expect(plan.adapters).to.be.greaterThan(0);
+    expect(plan.loraServers).to.be.at.least(1);
+    expect(plan.coverage).to.be.greaterThan(0);
   });
 
   it("deletes an adapter everywhere", async () => {

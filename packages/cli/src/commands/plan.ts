@@ -8,6 +8,7 @@ import {
   numberOption,
   stringOption,
 } from "@loramesh/core";
+import { connectRedis } from "@loramesh/mesh";
 import { makeAdapters, planCapacity, type PolicyAdapter } from "@loramesh/policy";
 import type { Command } from "../command";
 import { costModelFrom, workloadFrom, workloadOptions } from "../workload-options";
@@ -18,6 +19,11 @@ const options = {
     flag: "workload",
     default: "",
     description: "JSON file: {adapters: [{id, rank, sizeBytes, share}], requestRate}",
+  }),
+  redisUrl: stringOption({
+    flag: "redis-url",
+    default: "",
+    description: "plan from live statistics: the cluster's Redis (registered adapters, traffic from heartbeats)",
   }),
   coverage: numberOption({
     flag: "coverage",
@@ -41,13 +47,15 @@ export const planCommand: Command = {
   name: "plan",
   summary: "recommend LoRA-server capacity for a workload (knapsack over adapter popularity and size)",
   help: () =>
-    `Usage: loramesh plan [--workload FILE | workload flags] [--coverage P] [--server-capacity-gib G] [--json]\n\nOptions:\n${formatOptionsHelp(options)}\n`,
+    `Usage: loramesh plan [--redis-url URL | --workload FILE | workload flags] [--coverage P] [--server-capacity-gib G] [--json]\n\nOptions:\n${formatOptionsHelp(options)}\n`,
   async run(argv) {
     const { config } = loadConfig(options, argv);
     const cost = costModelFrom(config);
     let adapters: PolicyAdapter[];
     let rate = config.rate;
-    if (config.workload !== "") {
+    if (config.redisUrl !== "") {
+      adapters = await liveAdapters(config.redisUrl);
+    } else if (config.workload !== "") {
       let parsed: { adapters?: PolicyAdapter[]; requestRate?: number };
       try {
         parsed = JSON.parse(readFileSync(config.workload, "utf8")) as typeof parsed;
@@ -91,3 +99,28 @@ export const planCommand: Command = {
     return plan.meetsTtft && plan.meetsTpot ? 0 : 1;
   },
 };
+
+/**
+ * Registered adapters with their share of the requests workers have reported (provisioner keys
+ * lm:adapters, lm:adapter:<id>, lm:traffic:<id>); uniform shares before any traffic.
+ */
+async function liveAdapters(redisUrl: string): Promise<PolicyAdapter[]> {
+  const redis = await connectRedis(redisUrl);
+  try {
+    const out: PolicyAdapter[] = [];
+    const counts: number[] = [];
+    for (const id of (await redis.smembers("lm:adapters")).sort()) {
+      const raw = await redis.hget(`lm:adapter:${id}`, "record");
+      if (!raw) continue;
+      const record = JSON.parse(raw) as { rank: number; sizeBytes: number };
+      out.push({ id, rank: record.rank, sizeBytes: record.sizeBytes, share: 0 });
+      counts.push(Number((await redis.hget(`lm:traffic:${id}`, "requests")) ?? 0));
+    }
+    if (out.length === 0) throw new InvalidArgumentError(`no adapters are registered in ${redisUrl}`);
+    const total = counts.reduce((s, n) => s + n, 0);
+    out.forEach((a, i) => (a.share = total > 0 ? (counts[i] as number) / total : 1 / out.length));
+    return out;
+  } finally {
+    redis.disconnect();
+  }
+}
