@@ -148,7 +148,7 @@ describe("mesh: adapters and tenants (real processes, Redis, BullMQ)", function 
     );
     const plan = JSON.parse(result.stdout) as { adapters: number; loraServers: number; coverage: number };
     // The adapters registered above (the malformed one left nothing behind).
-    expect(plan.adapters).to.equal((await redisAdapterCount(cluster.redisUrl)) as number);
+    expect(plan.adapters).to.equal(await redisAdapterCount(cluster.redisUrl));
     expect(plan.adapters).to.be.greaterThan(0);
     expect(plan.loraServers).to.be.at.least(1);
     expect(plan.coverage).to.be.greaterThan(0);

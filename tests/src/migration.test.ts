@@ -49,7 +49,9 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
   it("moves an adapter between LoRA servers while requests stream, and loses none", async () => {
     expect(goldenCase).to.not.equal(undefined);
     const placement = async () =>
-      unary<GetPlacementRequest, Placement>(provisioner.getPlacement, provisioner, { adapterIds: [] });
+      unary<GetPlacementRequest, Placement>(provisioner.getPlacement.bind(provisioner), provisioner, {
+        adapterIds: [],
+      });
     const before = await placement();
     const entry = before.adapters.find((a) => a.adapterId.includes(adapter));
     expect(entry?.executorIds).to.have.length(1);
@@ -86,12 +88,16 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
     const loops = [loop(), loop(), loop()];
     await new Promise((r) => setTimeout(r, 500));
 
-    const moved = await unary<MoveAdapterRequest, MoveAdapterResponse>(provisioner.moveAdapter, provisioner, {
-      tenant: "default",
-      name: adapter,
-      fromExecutorId: from,
-      toExecutorId: to!.executorId,
-    });
+    const moved = await unary<MoveAdapterRequest, MoveAdapterResponse>(
+      provisioner.moveAdapter.bind(provisioner),
+      provisioner,
+      {
+        tenant: "default",
+        name: adapter,
+        fromExecutorId: from,
+        toExecutorId: to!.executorId,
+      },
+    );
     expect(moved.moveJobId).to.match(/^move-/);
     const movedAt = Date.now();
 
@@ -128,7 +134,7 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
     // The target did the LoRA work after the move.
     const target = new LoraServerServiceClient(to!.address, credentials.createInsecure());
     try {
-      const stats = await unary<LoraServerStatsRequest, LoraServerStats>(target.getStats, target, {});
+      const stats = await unary<LoraServerStatsRequest, LoraServerStats>(target.getStats.bind(target), target, {});
       expect(stats.rows).to.be.greaterThan(0);
       expect(stats.residentAdapterIds).to.include(entry?.adapterId);
     } finally {

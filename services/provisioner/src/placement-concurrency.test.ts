@@ -9,7 +9,7 @@ import {
   type TestGrpcServer,
   type TestRedis,
 } from "@loramesh/testing";
-import { adapterQueueName, createRedis, redisOptionsFromUrl } from "@loramesh/mesh";
+import { adapterQueueName, createRedis, redisOptionsFromUrl, type AdapterJobData } from "@loramesh/mesh";
 import type { ServiceInstance } from "@loramesh/core";
 import {
   ExecutorInfo,
@@ -133,7 +133,7 @@ describe("placement under concurrent provisioners (real Redis, two provisioners)
       for (const t of targets) {
         used.set(t, (used.get(t) ?? 0) + adapter!.sizeBytes);
         // Every target has its load job: no decision was applied without its work.
-        const queue = new Queue(adapterQueueName(t), { connection: redisOptionsFromUrl(redis.url) });
+        const queue = new Queue<AdapterJobData>(adapterQueueName(t), { connection: redisOptionsFromUrl(redis.url) });
         const jobs = await queue.getJobs(["waiting", "delayed", "active", "completed", "failed", "waiting-children"]);
         await queue.close();
         expect(
