@@ -4,15 +4,7 @@
  * client's time to the first token. The workload is the one the simulator runs (@loramesh/policy),
  * mapped onto adapters registered in the mesh.
  */
-import {
-  makeAdapters,
-  makeRequests,
-  percentile,
-  SeededRandom,
-  type AdapterSpec,
-  type Slo,
-  type WorkloadSpec,
-} from "@loramesh/policy";
+import { makeAdapters, makeRequests, percentile, SeededRandom, type Slo, type WorkloadSpec } from "@loramesh/policy";
 import type { LoraMeshClient } from "@loramesh/sdk";
 
 export interface LoadProgress {
@@ -69,20 +61,19 @@ interface Outcome {
   error?: string;
 }
 
-/** Workload adapters with the mesh adapter each one is served by (nearest available rank). */
+/** For each workload adapter id, the available source of nearest rank. */
 export function mapAdapters(
   workload: WorkloadSpec,
   available: ReadonlyArray<{ name: string; rank: number }>,
-): { adapters: AdapterSpec[]; names: Map<string, string> } {
-  const adapters = makeAdapters(workload);
+): Map<string, string> {
   const names = new Map<string, string>();
-  for (const a of adapters) {
+  for (const a of makeAdapters(workload)) {
     const best = [...available].sort(
       (x, y) => Math.abs(x.rank - a.rank) - Math.abs(y.rank - a.rank) || x.name.localeCompare(y.name),
     )[0];
     if (best) names.set(a.id, best.name);
   }
-  return { adapters, names };
+  return names;
 }
 
 export async function runLoad(run: LoadRun): Promise<LoadResult> {

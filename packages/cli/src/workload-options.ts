@@ -82,10 +82,16 @@ export const workloadOptions = {
 
 export type WorkloadConfig = ConfigOf<typeof workloadOptions>;
 
-export function workloadFrom(config: WorkloadConfig): WorkloadSpec {
-  const ranks = config.ranks.split(",").map((r) => Number(r.trim()));
+/** The `--ranks` list: comma-separated positive integers. */
+export function parseRanks(text: string): number[] {
+  const ranks = text.split(",").map((r) => Number(r.trim()));
   if (ranks.some((r) => !Number.isInteger(r) || r < 1))
-    throw new InvalidArgumentError(`--ranks must be positive integers, got ${config.ranks}`);
+    throw new InvalidArgumentError(`--ranks must be positive integers, got ${text}`);
+  return ranks;
+}
+
+export function workloadFrom(config: WorkloadConfig): WorkloadSpec {
+  const ranks = parseRanks(config.ranks);
   return {
     ...DEFAULT_WORKLOAD,
     adapters: config.adapters,

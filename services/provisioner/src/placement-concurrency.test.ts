@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { join } from "node:path";
-import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { credentials } from "@grpc/grpc-js";
 import {
   captureLogger,
   GOLDEN_DIR,
@@ -9,12 +9,14 @@ import {
   type TestGrpcServer,
   type TestRedis,
 } from "@loramesh/testing";
-import { adapterQueueName, createRedis, redisOptionsFromUrl, type AdapterJobData } from "@loramesh/mesh";
+import { adapterQueueName, createRedis, redisOptionsFromUrl, unary, type AdapterJobData } from "@loramesh/mesh";
 import type { ServiceInstance } from "@loramesh/core";
 import {
   ExecutorInfo,
   ExecutorKind,
   ProvisionerServiceClient,
+  type RegisterExecutorRequest,
+  type RegisterExecutorResponse,
   type TenantRegisterAdapterRequest,
   type TenantRegisterAdapterResponse,
 } from "@loramesh/proto";
@@ -26,15 +28,6 @@ import { KEYS } from "./redis-keys";
 const MODEL = join(GOLDEN_DIR, "models", "tiny-llama");
 const ADAPTERS = ["big-r64", "chat-r16-all", "math-r4-mlp", "pattern-r8", "rslora-r32", "sql-r8"];
 const CAPACITY = 1_000_000;
-
-function call<Req, Res>(
-  fn: (req: Req, md: Metadata, cb: (err: ServiceError | null, res: Res) => void) => unknown,
-  request: Req,
-): Promise<Res> {
-  return new Promise((resolve, reject) =>
-    fn(request, new Metadata(), (err, res) => (err ? reject(err) : resolve(res))),
-  );
-}
 
 describe("placement under concurrent provisioners (real Redis, two provisioners)", function () {
   this.timeout(60_000);
@@ -98,7 +91,8 @@ describe("placement under concurrent provisioners (real Redis, two provisioners)
   it("never overfills a LoRA server or drops an adapter while two provisioners place at once", async () => {
     // Three LoRA servers, registered through different provisioners.
     for (let i = 0; i < 3; i++) {
-      await call(clients[i % 2]!.registerExecutor.bind(clients[i % 2]), {
+      const client = clients[i % 2] as ProvisionerServiceClient;
+      await unary<RegisterExecutorRequest, RegisterExecutorResponse>(client.registerExecutor.bind(client), client, {
         executor: ExecutorInfo.fromPartial({
           executorId: `lora-${i}`,
           kind: ExecutorKind.EXECUTOR_KIND_LORA_SERVER,
@@ -113,11 +107,15 @@ describe("placement under concurrent provisioners (real Redis, two provisioners)
     const registrations = ADAPTERS.flatMap((name, i) =>
       [0, 1].map((copy) => {
         const client = clients[(i + copy) % 2] as ProvisionerServiceClient;
-        return call<TenantRegisterAdapterRequest, TenantRegisterAdapterResponse>(client.registerAdapter.bind(client), {
-          tenant: `tenant${copy}`,
-          name,
-          source: { source: { $case: "localDir", value: join(GOLDEN_DIR, "adapters", "tiny-llama", name) } },
-        });
+        return unary<TenantRegisterAdapterRequest, TenantRegisterAdapterResponse>(
+          client.registerAdapter.bind(client),
+          client,
+          {
+            tenant: `tenant${copy}`,
+            name,
+            source: { source: { $case: "localDir", value: join(GOLDEN_DIR, "adapters", "tiny-llama", name) } },
+          },
+        );
       }),
     );
     const registered = await Promise.all(registrations);

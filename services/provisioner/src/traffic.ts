@@ -34,7 +34,12 @@ export class TrafficShares {
       this.rate.set(id, (1 - weight) * (this.rate.get(id) ?? 0) + weight * perSecond);
       this.lastCount.set(id, count);
     });
-    for (const id of [...this.rate.keys()]) if (!adapterIds.includes(id)) this.rate.delete(id);
+    const current = new Set(adapterIds);
+    for (const id of [...this.rate.keys()]) {
+      if (current.has(id)) continue;
+      this.rate.delete(id);
+      this.lastCount.delete(id);
+    }
     this.lastReadMs = nowMs;
     const total = adapterIds.reduce((s, id) => s + (this.rate.get(id) ?? 0), 0);
     if (!first) this.requestsPerSecond = total;

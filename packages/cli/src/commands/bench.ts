@@ -19,6 +19,7 @@ import type { Command } from "../command";
 import { clientOptions, connection } from "../client-options";
 import { mapAdapters, runLoad, searchServiceableRate, type LoadProgress, type LoadResult } from "../load-generator";
 import { startLocalCluster, type LocalCluster } from "../local-cluster";
+import { parseRanks } from "../workload-options";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL } from "./up";
 
 const options = {
@@ -87,9 +88,7 @@ export const benchCommand: Command = {
     const [sub, ...rest] = argv;
     if (sub !== "load") throw new InvalidArgumentError(`unknown bench ${JSON.stringify(sub ?? "")}; use: bench load`);
     const { config } = loadConfig(options, rest);
-    const ranks = config.ranks.split(",").map((r) => Number(r.trim()));
-    if (ranks.some((r) => !Number.isInteger(r) || r < 1))
-      throw new InvalidArgumentError(`--ranks must be positive integers, got ${config.ranks}`);
+    const ranks = parseRanks(config.ranks);
     const modelDir = config.model === "" ? BUNDLED_MODEL : resolve(config.model);
     const sourceDir = config.adapterSource === "" ? BUNDLED_ADAPTERS : resolve(config.adapterSource);
     const vocabSize = readVocabSize(modelDir);
@@ -128,7 +127,7 @@ export const benchCommand: Command = {
       client = new LoraMeshClient(
         cluster ? { address: cluster.routerAddress } : connection({ router: config.router, apiKey: config.apiKey }),
       );
-      const { names } = mapAdapters(workload, sources);
+      const names = mapAdapters(workload, sources);
       // One mesh adapter per workload adapter: load-a0000 is registered from the source of nearest rank.
       const meshNames = new Map<string, string>();
       for (const id of names.keys()) meshNames.set(id, `load-${id}`);
