@@ -16,6 +16,15 @@ import {
 import { LoraMeshClient } from "@loramesh/sdk";
 import { golden, modelDir, registerAll, startCluster } from "./mesh-helpers";
 
+/** Polls a condition that in-flight work makes true; fails with `what` when it never does. */
+async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", function () {
   this.timeout(120_000);
   const g = golden("tiny-llama");
@@ -86,7 +95,8 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
       }
     };
     const loops = [loop(), loop(), loop()];
-    await new Promise((r) => setTimeout(r, 500));
+    // Event, not a time window: move only once a request has been seen completing.
+    await until(() => outcomes.length > 0, 60_000, "a request completed before the move");
 
     const moved = await unary<MoveAdapterRequest, MoveAdapterResponse>(
       provisioner.moveAdapter.bind(provisioner),
@@ -120,7 +130,8 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
     }
     expect(switchedAt, "routing switched to the target").to.be.greaterThan(0);
     expect(unloadedAt, "the source unloaded after draining").to.be.greaterThan(0);
-    await new Promise((r) => setTimeout(r, 500));
+    // Keep the load on until a request has been seen completing after the source let go.
+    await until(() => outcomes.some((o) => o.endedMs > unloadedAt), 60_000, "a request completed after the unload");
     stop = true;
     await Promise.all(loops);
 
