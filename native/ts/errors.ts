@@ -1,10 +1,4 @@
-import {
-  FailedPreconditionError,
-  InvalidArgumentError,
-  LoraMeshError,
-  ResourceExhaustedError,
-  UnavailableError,
-} from "@loramesh/core";
+import { FailedPreconditionError, InvalidArgumentError, LoraMeshError, ResourceExhaustedError, UnavailableError } from "@loramesh/errors";
 
 /** A tensor's shape does not fit the op (thrown by every native op). */
 export class NativeShapeError extends InvalidArgumentError {}

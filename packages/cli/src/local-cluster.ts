@@ -4,13 +4,8 @@
  * reports its bound address over IPC; the cluster is ready when every process answers health.
  */
 import { fork, type ChildProcess } from "node:child_process";
-import {
-  startEmbeddedRedis,
-  UnavailableError,
-  type EmbeddedRedis,
-  type ListeningMessage,
-  type Logger,
-} from "@loramesh/core";
+import { startEmbeddedRedis, type EmbeddedRedis, type ListeningMessage, type Logger } from "@loramesh/core";
+import { UnavailableError } from "@loramesh/errors";
 import { waitForServing } from "@loramesh/sdk";
 
 export interface LocalClusterOptions {

@@ -2,12 +2,13 @@ import { expect } from "chai";
 import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AdapterError, loadAdapter } from "./adapter";
+import { AdapterError } from "@loramesh/errors";
+import { loadAdapter } from "./adapter";
 import { Checkpoint } from "./checkpoint";
 import { Engine } from "./engine";
 import { Model } from "./model";
-import { parseModelConfig, UnsupportedModelError, loadModelConfig } from "./model-config";
-import { SafetensorsError, SafetensorsFile } from "./safetensors";
+import { parseModelConfig, UnsupportedModelError, loadModelConfig } from "@loramesh/formats";
+import { SafetensorsError, SafetensorsFile } from "@loramesh/formats";
 import { adapterDir, f32Bytes, modelDir, writeSafetensors } from "./test-fixtures";
 
 describe("loading: safetensors, checkpoints, configs and PEFT adapters", function () {

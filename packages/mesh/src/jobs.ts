@@ -3,8 +3,9 @@
  * job ids are deterministic, so scheduling the same load twice is one job. A job that fails for a
  * reason retrying cannot fix (a malformed adapter) fails permanently.
  */
-import { isLoraMeshError, type Logger } from "@loramesh/core";
-import { AdapterError } from "@loramesh/engine";
+import { isLoraMeshError } from "@loramesh/errors";
+import { type Logger } from "@loramesh/core";
+import { AdapterError } from "@loramesh/errors";
 import { extractContext, injectContext, SpanStatusCode, telemetry } from "@loramesh/telemetry";
 import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
 import { redisOptionsFromUrl } from "./redis";

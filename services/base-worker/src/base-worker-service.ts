@@ -4,22 +4,10 @@
  * (hybrid), registration and heartbeats to the provisioner, and adapter jobs for local adapters.
  */
 import { randomUUID } from "node:crypto";
-import {
-  DeadlineExceededError,
-  serverStreamHandler,
-  unaryHandler,
-  type Logger,
-  type ServiceInstance,
-} from "@loramesh/core";
-import {
-  Engine,
-  Model,
-  Tokenizer,
-  type LoraBackend,
-  type LoraSiteCall,
-  type SequenceHandle,
-  type SequenceResult,
-} from "@loramesh/engine";
+import { DeadlineExceededError } from "@loramesh/errors";
+import { serverStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
+import { Engine, Model, type LoraBackend, type LoraSiteCall, type SequenceHandle, type SequenceResult } from "@loramesh/engine";
+import { Tokenizer } from "@loramesh/formats";
 import { ExecutorAgent, PlacementCache, startAdapterJobWorker } from "@loramesh/mesh";
 import {
   BaseWorkerServiceService,

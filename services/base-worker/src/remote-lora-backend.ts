@@ -6,8 +6,10 @@
 import { randomBytes } from "node:crypto";
 import { unlinkSync } from "node:fs";
 import { credentials, type ClientDuplexStream } from "@grpc/grpc-js";
-import { decodeTensor, encodeTensor, UnavailableError, NotFoundError, type Logger } from "@loramesh/core";
-import { siteShape, type LoraBackend, type LoraSiteCall, type ModelConfig } from "@loramesh/engine";
+import { decodeTensor, encodeTensor, type Logger } from "@loramesh/core";
+import { UnavailableError, NotFoundError } from "@loramesh/errors";
+import { siteShape, type ModelConfig } from "@loramesh/formats";
+import { type LoraBackend, type LoraSiteCall } from "@loramesh/engine";
 import type { PlacementCache } from "@loramesh/mesh";
 import { native } from "@loramesh/native";
 import { injectContext } from "@loramesh/telemetry";

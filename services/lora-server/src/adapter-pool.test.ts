@@ -2,8 +2,9 @@ import { expect } from "chai";
 import { cpSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FailedPreconditionError, ResourceExhaustedError } from "@loramesh/core";
-import { loadAdapter, loadModelConfig } from "@loramesh/engine";
+import { FailedPreconditionError, ResourceExhaustedError } from "@loramesh/errors";
+import { loadAdapter } from "@loramesh/engine";
+import { loadModelConfig } from "@loramesh/formats";
 import { captureLogger, GOLDEN_DIR } from "@loramesh/testing";
 import { AdapterPool } from "./adapter-pool";
 

@@ -4,8 +4,10 @@
  * tier of recently evicted adapters (parsed and validated), so a returning adapter does not go back
  * to storage.
  */
-import { FailedPreconditionError, ResourceExhaustedError, type Logger } from "@loramesh/core";
-import { LocalLoraBackend, loadAdapter, type LoraAdapter, type ModelConfig } from "@loramesh/engine";
+import { FailedPreconditionError, ResourceExhaustedError } from "@loramesh/errors";
+import { type Logger } from "@loramesh/core";
+import { LocalLoraBackend, loadAdapter, type LoraAdapter } from "@loramesh/engine";
+import { type ModelConfig } from "@loramesh/formats";
 
 interface Resident {
   adapter: LoraAdapter;

@@ -5,18 +5,9 @@
  */
 import { hostname } from "node:os";
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import {
-  bidiStreamHandler,
-  decodeTensor,
-  encodeTensor,
-  grpcCodeOf,
-  InvalidArgumentError,
-  isLoraMeshError,
-  unaryHandler,
-  type Logger,
-  type ServiceInstance,
-} from "@loramesh/core";
-import { loadModelConfig, siteShape, type LoraSite } from "@loramesh/engine";
+import { bidiStreamHandler, decodeTensor, encodeTensor, grpcCodeOf, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
+import { InvalidArgumentError, isLoraMeshError } from "@loramesh/errors";
+import { loadModelConfig, siteShape, type LoraSite } from "@loramesh/formats";
 import { ExecutorAgent, startAdapterJobWorker } from "@loramesh/mesh";
 import { native } from "@loramesh/native";
 import {

@@ -1,5 +1,5 @@
-import { NotFoundError } from "@loramesh/core";
-import type { LoraSite } from "@loramesh/engine";
+import { NotFoundError } from "@loramesh/errors";
+import type { LoraSite } from "@loramesh/formats";
 import { f32 } from "@loramesh/native";
 import type { AdapterPool } from "./adapter-pool";
 

@@ -3,7 +3,7 @@
  * the tenant's name entry together or not at all, so a refused or racing registration leaves
  * nothing half-written.
  */
-import { AlreadyExistsError, NotFoundError } from "@loramesh/core";
+import { AlreadyExistsError, NotFoundError } from "@loramesh/errors";
 import type { Redis } from "ioredis";
 import { KEYS } from "./redis-keys";
 

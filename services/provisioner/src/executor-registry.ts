@@ -6,7 +6,7 @@
  * Keys: `lm:executor:<id>` hash {info, load, resident, updatedAt}; `lm:executors` set of ids;
  * `lm:placement:epoch` counter incremented on every membership change.
  */
-import { InvalidArgumentError } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { ExecutorInfo, ExecutorKind, ExecutorLoad } from "@loramesh/proto";
 import type { Redis } from "ioredis";
 

@@ -5,16 +5,9 @@
  */
 import { existsSync } from "node:fs";
 import { isAbsolute } from "node:path";
-import {
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
-  serverStreamHandler,
-  unaryHandler,
-  type Logger,
-  type ServiceInstance,
-} from "@loramesh/core";
-import { loadAdapter, loadModelConfig, type ModelConfig } from "@loramesh/engine";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "@loramesh/errors";
+import { serverStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
+import { adapterContentHash, inspectAdapter, loadModelConfig, type ModelConfig } from "@loramesh/formats";
 import {
   AdapterJobQueues,
   connectRedis,
@@ -338,8 +331,10 @@ class Provisioner {
       throw new InvalidArgumentError(`source.local_dir must be an absolute path, got ${JSON.stringify(dir)}`);
     if (!existsSync(dir))
       throw new InvalidArgumentError(`source.local_dir ${dir} does not exist on the provisioner's host`);
-    // Throws AdapterError (INVALID_ARGUMENT) with the reason; nothing has been written yet.
-    const adapter = loadAdapter(dir, this.model);
+    // Throws AdapterError (INVALID_ARGUMENT) with the reason; nothing has been written yet. Headers
+    // only: the weights are read and converted by the executors that load the adapter.
+    const inspected = inspectAdapter(dir, this.model);
+    const adapter = { ...inspected, contentHash: await adapterContentHash(inspected) };
     const record: AdapterRecord = {
       id: internalAdapterId(tenant, name, adapter.contentHash),
       tenant,

@@ -1,13 +1,5 @@
-import {
-  booleanOption,
-  formatOptionsHelp,
-  intOption,
-  InvalidArgumentError,
-  loadConfig,
-  numberOption,
-  stringOption,
-  type ConfigOf,
-} from "@loramesh/core";
+import { booleanOption, formatOptionsHelp, intOption, loadConfig, numberOption, stringOption, type ConfigOf } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { FinishReason, finishReasonToJSON } from "@loramesh/proto";
 import { LoraMeshClient } from "@loramesh/sdk";
 import type { Command } from "../command";

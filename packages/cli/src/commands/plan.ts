@@ -1,13 +1,6 @@
 import { readFileSync } from "node:fs";
-import {
-  booleanOption,
-  formatOptionsHelp,
-  InvalidArgumentError,
-  intOption,
-  loadConfig,
-  numberOption,
-  stringOption,
-} from "@loramesh/core";
+import { booleanOption, formatOptionsHelp, intOption, loadConfig, numberOption, stringOption } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { connectRedis } from "@loramesh/mesh";
 import { makeAdapters, planCapacity, type PolicyAdapter } from "@loramesh/policy";
 import type { Command } from "../command";
