@@ -1,4 +1,10 @@
-import { FailedPreconditionError, InvalidArgumentError, LoraMeshError, ResourceExhaustedError, UnavailableError } from "@loramesh/errors";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  LoraMeshError,
+  ResourceExhaustedError,
+  UnavailableError,
+} from "@loramesh/errors";
 
 /** A tensor's shape does not fit the op (thrown by every native op). */
 export class NativeShapeError extends InvalidArgumentError {}

@@ -10,7 +10,16 @@ import { toNativeError } from "./errors";
 import type { LoraWeights } from "./lora";
 import type { Tensor } from "./tensor";
 
-export { NativeArgumentError, NativeCudaError, NativeDeviceError, NativeDTypeError, NativeMemoryError, NativeShapeError, NativeSlotError, toNativeError } from "./errors";
+export {
+  NativeArgumentError,
+  NativeCudaError,
+  NativeDeviceError,
+  NativeDTypeError,
+  NativeMemoryError,
+  NativeShapeError,
+  NativeSlotError,
+  toNativeError,
+} from "./errors";
 export { type LoraSliceWeights, type LoraWeights, MAX_LORA_RANK, packLoraWeights } from "./lora";
 export { bf16, type DType, f32, fromBf16, i32, i64, numel, type Tensor, toBf16 } from "./tensor";
 

@@ -1,7 +1,16 @@
 /** @loramesh/engine: Hugging Face checkpoints and PEFT adapters on the native core. */
 export { type AdapterModule, loadAdapter, type LoraAdapter } from "./adapter";
 export { Checkpoint } from "./checkpoint";
-export { Engine, type EngineOptions, type EngineStats, type FinishReason, type SequenceHandle, type SequenceRequest, type SequenceResult, type SequenceUpdate } from "./engine";
+export {
+  Engine,
+  type EngineOptions,
+  type EngineStats,
+  type FinishReason,
+  type SequenceHandle,
+  type SequenceRequest,
+  type SequenceResult,
+  type SequenceUpdate,
+} from "./engine";
 export { forward, type ForwardSequence } from "./forward";
 export { KvCache } from "./kv-cache";
 export { LocalLoraBackend } from "./local-lora-backend";

@@ -325,7 +325,9 @@ export function inspectAdapter(dir: string, model: ModelConfig): AdapterInspecti
 }
 
 /** SHA-256 over adapter_config.json then adapter_model.safetensors, streamed (never one buffer). */
-export async function adapterContentHash(inspection: Pick<AdapterInspection, "configPath" | "weightsPath">): Promise<string> {
+export async function adapterContentHash(
+  inspection: Pick<AdapterInspection, "configPath" | "weightsPath">,
+): Promise<string> {
   const hash = createHash("sha256");
   for (const path of [inspection.configPath, inspection.weightsPath]) {
     for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);

@@ -3,6 +3,17 @@ export { internalAdapterId, NAME_PATTERN } from "./adapter-id";
 export { ExecutorAgent, type ExecutorState } from "./executor-agent";
 export { executorOptions } from "./executor-options";
 export { unary } from "./grpc-call";
-export { ADAPTER_JOB_ATTEMPTS, ADAPTER_JOB_OPTIONS, type AdapterJobData, type AdapterJobHandlers, adapterJobId, type AdapterJobKind, AdapterJobQueues, adapterQueueName, type AddJobOptions, startAdapterJobWorker } from "./jobs";
+export {
+  ADAPTER_JOB_ATTEMPTS,
+  ADAPTER_JOB_OPTIONS,
+  type AdapterJobData,
+  type AdapterJobHandlers,
+  adapterJobId,
+  type AdapterJobKind,
+  AdapterJobQueues,
+  adapterQueueName,
+  type AddJobOptions,
+  startAdapterJobWorker,
+} from "./jobs";
 export { PlacementCache } from "./placement-cache";
 export { connectRedis, createRedis, redisOptionsFromUrl } from "./redis";

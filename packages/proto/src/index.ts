@@ -5,12 +5,109 @@
 import { join } from "node:path";
 
 export * as health from "./gen/grpc/health/v1/health";
-export { AdapterServiceClient, type AdapterServiceServer, AdapterServiceService, CompleteResponse, type DeepPartial, DeleteAdapterRequest, DeleteAdapterResponse, type Exact, GenerateRequest, GenerateResponse, GetAdapterRequest, InferenceServiceClient, type InferenceServiceServer, InferenceServiceService, ListAdaptersRequest, ListAdaptersResponse, type MessageFns, protobufFileName, protobufPackage, RegisterAdapterRequest, RegisterAdapterResponse, WatchAdapterLoadRequest } from "./gen/loramesh/v1/api";
-export { BaseWorkerServiceClient, type BaseWorkerServiceServer, BaseWorkerServiceService, BaseWorkerStats, BaseWorkerStatsRequest, CancelSequenceRequest, CancelSequenceResponse, type DeepPartial, type Exact, type MessageFns, protobufFileName, protobufPackage, SequenceEvent, SubmitSequenceRequest } from "./gen/loramesh/v1/base_worker";
-export { Adapter, AdapterSource, AdapterState, adapterStateFromJSON, adapterStateToJSON, type DeepPartial, type Exact, FinishReason, finishReasonFromJSON, finishReasonToJSON, JobState, jobStateFromJSON, jobStateToJSON, LoadJobStatus, type MessageFns, protobufFileName, protobufPackage, SamplingParams, SloClass, sloClassFromJSON, sloClassToJSON, Timings, TokenIds, Usage } from "./gen/loramesh/v1/common";
-export { type DeepPartial, type Exact, LoadAdapterRequest, LoadAdapterResponse, LoraResult, LoraServerServiceClient, type LoraServerServiceServer, LoraServerServiceService, LoraServerStats, LoraServerStatsRequest, LoraSite, loraSiteFromJSON, loraSiteToJSON, LoraStreamOpen, LoraStreamRequest, LoraWork, type MessageFns, protobufFileName, protobufPackage, SharedMemorySlice, UnloadAdapterRequest, UnloadAdapterResponse } from "./gen/loramesh/v1/lora_server";
-export { AdapterPlacement, type DeepPartial, type Exact, ExecutorInfo, ExecutorKind, executorKindFromJSON, executorKindToJSON, ExecutorLoad, GetLoadJobRequest, GetPlacementRequest, HeartbeatRequest, HeartbeatRequest_AdapterRequestsEntry, HeartbeatResponse, LoraMode, loraModeFromJSON, loraModeToJSON, type MessageFns, MoveAdapterRequest, MoveAdapterResponse, Placement, PlacementUpdate, protobufFileName, protobufPackage, ProvisionerServiceClient, type ProvisionerServiceServer, ProvisionerServiceService, RegisterExecutorRequest, RegisterExecutorResponse, TenantAdapterRequest, TenantDeleteAdapterResponse, TenantListAdaptersRequest, TenantListAdaptersResponse, TenantRegisterAdapterRequest, TenantRegisterAdapterResponse, WatchPlacementRequest } from "./gen/loramesh/v1/provisioner";
-export { type DeepPartial, DType, dTypeFromJSON, dTypeToJSON, type Exact, type MessageFns, protobufFileName, protobufPackage, Tensor } from "./gen/loramesh/v1/tensor";
+export {
+  AdapterServiceClient,
+  type AdapterServiceServer,
+  AdapterServiceService,
+  CompleteResponse,
+  DeleteAdapterRequest,
+  DeleteAdapterResponse,
+  GenerateRequest,
+  GenerateResponse,
+  GetAdapterRequest,
+  InferenceServiceClient,
+  type InferenceServiceServer,
+  InferenceServiceService,
+  ListAdaptersRequest,
+  ListAdaptersResponse,
+  RegisterAdapterRequest,
+  RegisterAdapterResponse,
+  WatchAdapterLoadRequest,
+} from "./gen/loramesh/v1/api";
+export {
+  BaseWorkerServiceClient,
+  type BaseWorkerServiceServer,
+  BaseWorkerServiceService,
+  BaseWorkerStats,
+  BaseWorkerStatsRequest,
+  CancelSequenceRequest,
+  CancelSequenceResponse,
+  SequenceEvent,
+  SubmitSequenceRequest,
+} from "./gen/loramesh/v1/base_worker";
+export {
+  Adapter,
+  AdapterSource,
+  AdapterState,
+  adapterStateFromJSON,
+  adapterStateToJSON,
+  FinishReason,
+  finishReasonFromJSON,
+  finishReasonToJSON,
+  JobState,
+  jobStateFromJSON,
+  jobStateToJSON,
+  LoadJobStatus,
+  SamplingParams,
+  SloClass,
+  sloClassFromJSON,
+  sloClassToJSON,
+  Timings,
+  TokenIds,
+  Usage,
+} from "./gen/loramesh/v1/common";
+export {
+  LoadAdapterRequest,
+  LoadAdapterResponse,
+  LoraResult,
+  LoraServerServiceClient,
+  type LoraServerServiceServer,
+  LoraServerServiceService,
+  LoraServerStats,
+  LoraServerStatsRequest,
+  LoraSite,
+  loraSiteFromJSON,
+  loraSiteToJSON,
+  LoraStreamOpen,
+  LoraStreamRequest,
+  LoraWork,
+  SharedMemorySlice,
+  UnloadAdapterRequest,
+  UnloadAdapterResponse,
+} from "./gen/loramesh/v1/lora_server";
+export {
+  AdapterPlacement,
+  ExecutorInfo,
+  ExecutorKind,
+  executorKindFromJSON,
+  executorKindToJSON,
+  ExecutorLoad,
+  GetLoadJobRequest,
+  GetPlacementRequest,
+  HeartbeatRequest,
+  HeartbeatRequest_AdapterRequestsEntry,
+  HeartbeatResponse,
+  LoraMode,
+  loraModeFromJSON,
+  loraModeToJSON,
+  MoveAdapterRequest,
+  MoveAdapterResponse,
+  Placement,
+  PlacementUpdate,
+  ProvisionerServiceClient,
+  type ProvisionerServiceServer,
+  ProvisionerServiceService,
+  RegisterExecutorRequest,
+  RegisterExecutorResponse,
+  TenantAdapterRequest,
+  TenantDeleteAdapterResponse,
+  TenantListAdaptersRequest,
+  TenantListAdaptersResponse,
+  TenantRegisterAdapterRequest,
+  TenantRegisterAdapterResponse,
+  WatchPlacementRequest,
+} from "./gen/loramesh/v1/provisioner";
+export { DType, dTypeFromJSON, dTypeToJSON, Tensor } from "./gen/loramesh/v1/tensor";
 // Every generated module declares these helpers; name one copy so the star exports do not clash.
 export { protobufFileName, protobufPackage } from "./gen/loramesh/v1/common";
 export type { DeepPartial, Exact, MessageFns } from "./gen/loramesh/v1/common";

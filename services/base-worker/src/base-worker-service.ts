@@ -6,7 +6,14 @@
 import { randomUUID } from "node:crypto";
 import { DeadlineExceededError } from "@loramesh/errors";
 import { serverStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
-import { Engine, Model, type LoraBackend, type LoraSiteCall, type SequenceHandle, type SequenceResult } from "@loramesh/engine";
+import {
+  Engine,
+  Model,
+  type LoraBackend,
+  type LoraSiteCall,
+  type SequenceHandle,
+  type SequenceResult,
+} from "@loramesh/engine";
 import { Tokenizer } from "@loramesh/formats";
 import { ExecutorAgent, PlacementCache, startAdapterJobWorker } from "@loramesh/mesh";
 import {

@@ -5,7 +5,15 @@
  */
 import { hostname } from "node:os";
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import { bidiStreamHandler, decodeTensor, encodeTensor, grpcCodeOf, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
+import {
+  bidiStreamHandler,
+  decodeTensor,
+  encodeTensor,
+  grpcCodeOf,
+  unaryHandler,
+  type Logger,
+  type ServiceInstance,
+} from "@loramesh/core";
 import { InvalidArgumentError, isLoraMeshError } from "@loramesh/errors";
 import { loadModelConfig, siteShape, type LoraSite } from "@loramesh/formats";
 import { ExecutorAgent, startAdapterJobWorker } from "@loramesh/mesh";

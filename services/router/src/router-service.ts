@@ -6,7 +6,14 @@
  * and cancellation on to the worker.
  */
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { DeadlineExceededError, FailedPreconditionError, InvalidArgumentError, LoraMeshError, UnavailableError, type ErrorKind } from "@loramesh/errors";
+import {
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  LoraMeshError,
+  UnavailableError,
+  type ErrorKind,
+} from "@loramesh/errors";
 import { serverStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
 import { Tokenizer } from "@loramesh/formats";
 import { PlacementCache, unary } from "@loramesh/mesh";

@@ -1,7 +1,16 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { status } from "@grpc/grpc-js";
-import { booleanOption, createLogger, enumOption, formatOptionsHelp, intOption, loadConfig, numberOption, stringOption } from "@loramesh/core";
+import {
+  booleanOption,
+  createLogger,
+  enumOption,
+  formatOptionsHelp,
+  intOption,
+  loadConfig,
+  numberOption,
+  stringOption,
+} from "@loramesh/core";
 import { InvalidArgumentError } from "@loramesh/errors";
 import { DEFAULT_WORKLOAD, POLICY_NAMES, type WorkloadSpec } from "@loramesh/policy";
 import { AdapterState } from "@loramesh/proto";

@@ -1,4 +1,12 @@
-import { booleanOption, formatOptionsHelp, intOption, loadConfig, numberOption, stringOption, type ConfigOf } from "@loramesh/core";
+import {
+  booleanOption,
+  formatOptionsHelp,
+  intOption,
+  loadConfig,
+  numberOption,
+  stringOption,
+  type ConfigOf,
+} from "@loramesh/core";
 import { InvalidArgumentError } from "@loramesh/errors";
 import { FinishReason, finishReasonToJSON } from "@loramesh/proto";
 import { LoraMeshClient } from "@loramesh/sdk";
