@@ -6,11 +6,9 @@
  */
 import { NotFoundError } from "@loramesh/errors";
 import { i32, native, packLoraWeights, type LoraSliceWeights, type LoraWeights } from "@loramesh/native";
-import type { ProjectionName } from "@loramesh/formats";
+import type { ProjectionName, LoraSite, ModelConfig } from "@loramesh/formats";
 import type { AdapterModule, LoraAdapter } from "./adapter";
 import type { LoraBackend, LoraSiteCall } from "./lora-backend";
-import type { LoraSite } from "@loramesh/formats";
-import type { ModelConfig } from "@loramesh/formats";
 
 const SLICES: Record<LoraSite, ProjectionName[]> = {
   qkv: ["q", "k", "v"],

@@ -5,7 +5,6 @@
  */
 import { isLoraMeshError } from "@loramesh/errors";
 import { type Logger } from "@loramesh/core";
-import { AdapterError } from "@loramesh/errors";
 import { extractContext, injectContext, SpanStatusCode, telemetry } from "@loramesh/telemetry";
 import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
 import { redisOptionsFromUrl } from "./redis";
@@ -95,7 +94,7 @@ export function startAdapterJobWorker(
             span.recordException(err as Error);
             span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
             // A bad adapter stays bad: do not retry it.
-            if (err instanceof AdapterError || (isLoraMeshError(err) && err.kind === "invalid-argument")) {
+            if (isLoraMeshError(err) && err.kind === "invalid-argument") {
               throw new UnrecoverableError(err.message);
             }
             throw err;
