@@ -5,6 +5,7 @@
  */
 import { fork, type ChildProcess } from "node:child_process";
 import {
+  DEFAULT_LISTEN_ADDRESS,
   startEmbeddedRedis,
   UnavailableError,
   type EmbeddedRedis,
@@ -136,7 +137,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     const model = ["--model", options.modelDir];
     const provisioner = await start("provisioner", [
       "--listen",
-      "127.0.0.1:0",
+      DEFAULT_LISTEN_ADDRESS,
       "--redis-url",
       redisUrl,
       ...model,
@@ -148,7 +149,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       pending.push(
         start("lora-server", [
           "--listen",
-          "127.0.0.1:0",
+          DEFAULT_LISTEN_ADDRESS,
           "--executor-id",
           `lora-${i}`,
           ...backend,
@@ -160,7 +161,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       pending.push(
         start("base-worker", [
           "--listen",
-          "127.0.0.1:0",
+          DEFAULT_LISTEN_ADDRESS,
           "--executor-id",
           `worker-${i}`,
           "--mode",
@@ -192,8 +193,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       stop,
     };
   } catch (err) {
-    // Let the other services that are still starting settle before stopping them all.
-    await new Promise((r) => setTimeout(r, 100));
+    // Stops every child forked so far, including ones still starting (their starts then fail).
     await stop();
     throw err;
   }

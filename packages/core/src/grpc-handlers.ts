@@ -12,12 +12,23 @@ import type {
   ServerUnaryCall,
   ServerWritableStream,
 } from "@grpc/grpc-js";
-import { callContext, defaultMiddleware, runChain, type CallContext, type Middleware, type ServerCallLike } from "./grpc-middleware";
+import {
+  callContext,
+  defaultMiddleware,
+  runChain,
+  type CallContext,
+  type Middleware,
+  type ServerCallLike,
+} from "./grpc-middleware";
 import { toGrpcStatus } from "./grpc-status";
 import type { Logger } from "./logging";
 
 /** Runs `body` for one call inside `chain`, releasing the call's deadline timer afterwards. */
-function withChain(chain: readonly Middleware[], call: ServerCallLike, body: (ctx: CallContext) => Promise<void>): Promise<void> {
+function withChain(
+  chain: readonly Middleware[],
+  call: ServerCallLike,
+  body: (ctx: CallContext) => Promise<void>,
+): Promise<void> {
   const { ctx, release } = callContext(call);
   return runChain(chain, ctx, () => body(ctx)).finally(release);
 }

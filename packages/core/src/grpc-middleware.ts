@@ -28,7 +28,11 @@ export interface CallContext {
 export type Middleware = (ctx: CallContext, next: () => Promise<void>) => Promise<void>;
 
 /** Runs `handler` inside `chain` (first element outermost). */
-export async function runChain(chain: readonly Middleware[], ctx: CallContext, handler: () => Promise<void>): Promise<void> {
+export async function runChain(
+  chain: readonly Middleware[],
+  ctx: CallContext,
+  handler: () => Promise<void>,
+): Promise<void> {
   const step = (i: number): Promise<void> => {
     const mw = chain[i];
     return mw ? mw(ctx, () => step(i + 1)) : handler();
@@ -50,14 +54,16 @@ export interface ServerCallLike {
  * A context whose signal aborts on cancellation or at the deadline. `release` detaches the
  * listener and the timer once the call is over.
  */
-export function callContext(call: ServerCallLike): { ctx: CallContext; release(): void } {
+export function callContext(call: ServerCallLike): { ctx: CallContext; release: () => void } {
   const raw = call.getDeadline();
   const deadline = raw instanceof Date ? raw.getTime() : raw;
   const controller = new AbortController();
   const onCancelled = (): void => {
     if (controller.signal.aborted) return;
     const late = Date.now() >= deadline;
-    controller.abort(late ? new DeadlineExceededError("the deadline passed") : new CancelledError("the caller cancelled"));
+    controller.abort(
+      late ? new DeadlineExceededError("the deadline passed") : new CancelledError("the caller cancelled"),
+    );
   };
   call.on("cancelled", onCancelled);
   let timer: NodeJS.Timeout | undefined;

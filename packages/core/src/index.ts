@@ -1,5 +1,6 @@
 /** @loramesh/core: what every loramesh package shares, with no service logic of its own. */
 export * from "./config";
+export * from "./defaults";
 export * from "./embedded-redis";
 export * from "./errors";
 export * from "./grpc-client";
