@@ -20,7 +20,32 @@ export {
   redisConnectionOptions,
   startEmbeddedRedis,
 } from "./embedded-redis";
+export { DEFAULT_LISTEN_ADDRESS, DEFAULT_ROUTER_ADDRESS } from "./defaults";
+export {
+  clientChannelOptions,
+  type ClientChannelSpec,
+  createClient,
+  fromServiceError,
+  type FromServiceErrorOptions,
+  isServiceError,
+  kindOfCode,
+  PeerInternalError,
+  UNARY_RETRY_POLICY,
+  waitForReadyMetadata,
+} from "./grpc-client";
 export { bidiStreamHandler, serverStreamHandler, unaryHandler } from "./grpc-handlers";
+export {
+  authMiddleware,
+  type CallContext,
+  callContext,
+  defaultMiddleware,
+  metricsMiddleware,
+  type Middleware,
+  runChain,
+  type ServerCallLike,
+  spanAttributesMiddleware,
+  statusCodeOf,
+} from "./grpc-middleware";
 export {
   GRPC_CHANNEL_OPTIONS,
   HEALTH_SERVICE,
@@ -32,7 +57,17 @@ export {
   type StartGrpcServerOptions,
 } from "./grpc-server";
 export { ERROR_CLASS_METADATA_KEY, GENERIC_INTERNAL_MESSAGE, grpcCodeOf, toGrpcStatus } from "./grpc-status";
-export { createLogger, isLogLevel, type LogFields, type Logger, type LoggerOptions, type LogLevel } from "./logging";
+export {
+  createLogger,
+  isLogFormat,
+  isLogLevel,
+  type LogFields,
+  type LogFormat,
+  type Logger,
+  type LoggerOptions,
+  type LogLevel,
+  traceFields,
+} from "./logging";
 export {
   type ListeningMessage,
   runServiceProcess,

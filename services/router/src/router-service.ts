@@ -7,14 +7,14 @@
  */
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import {
+  CancelledError,
   DeadlineExceededError,
   FailedPreconditionError,
   InvalidArgumentError,
   LoraMeshError,
   UnavailableError,
-  type ErrorKind,
 } from "@loramesh/errors";
-import { serverStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
+import { fromServiceError, serverStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
 import { Tokenizer } from "@loramesh/formats";
 import { PlacementCache, unary } from "@loramesh/mesh";
 import {
@@ -62,38 +62,6 @@ export interface RouterOptions {
   logger: Logger;
 }
 
-/** A gRPC failure from a peer, re-raised with the same code and message. */
-class PeerError extends LoraMeshError {
-  constructor(
-    readonly kind: ErrorKind,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-const KIND_OF_CODE: Partial<Record<status, ErrorKind>> = {
-  [status.INVALID_ARGUMENT]: "invalid-argument",
-  [status.NOT_FOUND]: "not-found",
-  [status.ALREADY_EXISTS]: "already-exists",
-  [status.RESOURCE_EXHAUSTED]: "resource-exhausted",
-  [status.FAILED_PRECONDITION]: "failed-precondition",
-  [status.UNAVAILABLE]: "unavailable",
-  [status.DEADLINE_EXCEEDED]: "deadline-exceeded",
-  [status.CANCELLED]: "cancelled",
-  [status.UNIMPLEMENTED]: "unimplemented",
-};
-
-function fromPeer(err: unknown, peer: string): Error {
-  const e = err as Partial<ServiceError>;
-  if (typeof e.code === "number")
-    return new PeerError(
-      KIND_OF_CODE[e.code] ?? "unavailable",
-      e.code === status.INTERNAL ? `${peer} failed` : (e.details ?? `${peer} failed`),
-    );
-  return err instanceof Error ? err : new Error(String(err));
-}
-
 export function createRouterServices(options: RouterOptions): ServiceInstance {
   const { logger, tenants } = options;
   const tokenizer = Tokenizer.load(options.modelDir);
@@ -103,16 +71,8 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
   const inFlight = new InFlightRanks();
   const metrics = new RouterMetrics(options.slo);
 
-  const callProvisioner = async <Req, Res>(
-    method: Parameters<typeof unary<Req, Res>>[0],
-    request: Req,
-  ): Promise<Res> => {
-    try {
-      return await unary<Req, Res>(method, provisioner, request);
-    } catch (err) {
-      throw fromPeer(err, "the provisioner");
-    }
-  };
+  const callProvisioner = <Req, Res>(method: Parameters<typeof unary<Req, Res>>[0], request: Req): Promise<Res> =>
+    unary<Req, Res>(method, provisioner, request, { peer: "the provisioner" });
 
   const workerClient = (w: ExecutorInfo): BaseWorkerServiceClient => {
     let c = workers.get(w.address);
@@ -268,10 +228,10 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
       return last;
     } catch (err) {
       const e = err as Partial<ServiceError>;
-      if (e.code === status.CANCELLED) throw new PeerError("cancelled", "cancelled");
+      if (e.code === status.CANCELLED) throw new CancelledError("cancelled", { cause: err });
       if (e.code === status.DEADLINE_EXCEEDED)
         throw new DeadlineExceededError("the deadline passed before generation finished");
-      throw fromPeer(err, `worker ${worker.executorId}`);
+      throw fromServiceError(err, { peer: `worker ${worker.executorId}` });
     } finally {
       inFlight.remove(worker.executorId, submit.adapterRank);
     }
@@ -365,7 +325,7 @@ export function createRouterServices(options: RouterOptions): ServiceInstance {
       try {
         for await (const status_ of stream as AsyncIterable<LoadJobStatus>) call.write(status_);
       } catch (err) {
-        throw fromPeer(err, "the provisioner");
+        throw fromServiceError(err, { peer: "the provisioner" });
       }
     }),
   };
