@@ -6,3 +6,4 @@ export * from "./grpc-call";
 export * from "./jobs";
 export * from "./placement-cache";
 export * from "./redis";
+export { REDIS_KEYS } from "./redis-keys";

@@ -23,7 +23,7 @@ import {
 import { Queue } from "bullmq";
 import { createProvisionerServices } from "./provisioner-service";
 import { PlacementStore } from "./placement-store";
-import { KEYS } from "./redis-keys";
+import { REDIS_KEYS as KEYS } from "@loramesh/mesh";
 
 const MODEL = join(GOLDEN_DIR, "models", "tiny-llama");
 const ADAPTERS = ["big-r64", "chat-r16-all", "math-r4-mlp", "pattern-r8", "rslora-r32", "sql-r8"];
