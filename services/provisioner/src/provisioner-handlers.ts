@@ -64,7 +64,13 @@ export function toLoadJobStatus(j: JobView): LoadJobStatus {
 }
 
 export function toPlacementUpdate(view: PlacementView): PlacementUpdate {
-  return { epoch: view.epoch, snapshot: true, changed: view.adapters, removedAdapterIds: [], executors: view.executors };
+  return {
+    epoch: view.epoch,
+    snapshot: true,
+    changed: view.adapters,
+    removedAdapterIds: [],
+    executors: view.executors,
+  };
 }
 
 export function provisionerHandlers(deps: HandlerDeps): ProvisionerServiceServer {
@@ -86,10 +92,15 @@ export function provisionerHandlers(deps: HandlerDeps): ProvisionerServiceServer
       return { epoch: view.epoch, adapters, executors: view.executors };
     }),
     watchPlacement: serverStreamHandler(logger, (_request, call) =>
-      streamPlacement(deps, (u) => call.write(u), () => call.writableEnded || call.cancelled, (done) => {
-        call.on("cancelled", done);
-        call.on("close", done);
-      }),
+      streamPlacement(
+        deps,
+        (u) => call.write(u),
+        () => call.writableEnded || call.cancelled,
+        (done) => {
+          call.on("cancelled", done);
+          call.on("close", done);
+        },
+      ),
     ),
     moveAdapter: unaryHandler(logger, async (r) => ({
       moveJobId: await p.move(r.tenant, r.name, r.fromExecutorId, r.toExecutorId),

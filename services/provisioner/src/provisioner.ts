@@ -8,7 +8,13 @@ import { existsSync } from "node:fs";
 import { isAbsolute } from "node:path";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, type Logger } from "@loramesh/core";
 import { loadAdapter, type ModelConfig } from "@loramesh/engine";
-import { internalAdapterId, NAME_PATTERN, REDIS_KEYS, type AdapterJobData, type AdapterJobQueues } from "@loramesh/mesh";
+import {
+  internalAdapterId,
+  NAME_PATTERN,
+  REDIS_KEYS,
+  type AdapterJobData,
+  type AdapterJobQueues,
+} from "@loramesh/mesh";
 import { CostModel, DEFAULT_CALIBRATION, planCapacity, type PlacementPolicy, type Plan } from "@loramesh/policy";
 import { ExecutorKind, type ExecutorInfo, type ExecutorLoad } from "@loramesh/proto";
 import type { Redis } from "ioredis";
@@ -320,7 +326,12 @@ export class Provisioner {
       const targets = await this.deps.placement.targetsOf(records.map((r) => r.id));
       const decision = decidePlacement(
         {
-          adapters: records.map((r) => ({ id: r.id, rank: r.rank, sizeBytes: r.sizeBytes, share: this.shares.get(r.id) ?? 0 })),
+          adapters: records.map((r) => ({
+            id: r.id,
+            rank: r.rank,
+            sizeBytes: r.sizeBytes,
+            share: this.shares.get(r.id) ?? 0,
+          })),
           executors: live.map((e) => e.info),
           targets,
           moving: await this.deps.placement.moving(),
@@ -354,7 +365,8 @@ export class Provisioner {
       const record = byId.get(c.adapterId) as AdapterRecord;
       const job = { adapterId: record.id, dir: record.dir, contentHash: record.contentHash, pin: false };
       for (const executorId of c.add)
-        if (!moved.has(`${record.id} ${executorId}`)) await this.enqueue({ ...job, kind: "load", executorId }, sequence);
+        if (!moved.has(`${record.id} ${executorId}`))
+          await this.enqueue({ ...job, kind: "load", executorId }, sequence);
       for (const executorId of c.remove)
         if (liveIds.has(executorId)) await this.enqueue({ ...job, kind: "unload", executorId }, sequence);
     }
@@ -410,5 +422,6 @@ function validateSource(tenant: string, name: string, dir: string): void {
   if (dir === "") throw new InvalidArgumentError("source.local_dir is required");
   if (!isAbsolute(dir))
     throw new InvalidArgumentError(`source.local_dir must be an absolute path, got ${JSON.stringify(dir)}`);
-  if (!existsSync(dir)) throw new InvalidArgumentError(`source.local_dir ${dir} does not exist on the provisioner's host`);
+  if (!existsSync(dir))
+    throw new InvalidArgumentError(`source.local_dir ${dir} does not exist on the provisioner's host`);
 }

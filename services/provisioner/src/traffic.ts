@@ -1,6 +1,6 @@
 /**
  * Per-adapter traffic shares for placement, from the request counters workers report in their
- * heartbeats (`lm:traffic:<id>`). Each read turns the counters' growth into a rate, smoothed with
+ * heartbeats (REDIS_KEYS.traffic). Each read turns the counters' growth into a rate, smoothed with
  * an exponential moving average so that a drift in popularity shows within a few half-lives.
  */
 import { REDIS_KEYS } from "@loramesh/mesh";
