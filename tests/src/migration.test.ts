@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { credentials } from "@grpc/grpc-js";
 import type { LocalCluster } from "@loramesh/cli";
-import { createRedis, unary } from "@loramesh/mesh";
+import { createRedis, REDIS_KEYS, unary } from "@loramesh/mesh";
 import {
   ExecutorKind,
   LoraServerServiceClient,
@@ -122,7 +122,7 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
           const now = await placement();
           const holders = now.adapters.find((a) => a.adapterId === id)?.executorIds ?? [];
           if (switchedAt === 0 && holders.length === 1 && holders[0] === to!.executorId) switchedAt = Date.now();
-          const onSource = await redis.sismember(`lm:executor-adapters:${from}`, id);
+          const onSource = await redis.sismember(REDIS_KEYS.executorAdapters(from), id);
           if (switchedAt > 0 && onSource === 0) unloadedAt = Date.now();
           await new Promise((r) => setTimeout(r, 50));
         }

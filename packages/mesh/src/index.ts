@@ -17,3 +17,4 @@ export {
 } from "./jobs";
 export { PlacementCache } from "./placement-cache";
 export { connectRedis, createRedis, redisOptionsFromUrl } from "./redis";
+export { REDIS_KEYS } from "./redis-keys";
