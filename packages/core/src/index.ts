@@ -8,4 +8,3 @@ export * from "./grpc-status";
 export * from "./logging";
 export * from "./service-main";
 export * from "./shutdown";
-export * from "./tensor-codec";
