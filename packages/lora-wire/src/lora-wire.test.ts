@@ -1,13 +1,7 @@
 import { existsSync } from "node:fs";
 import { expect } from "chai";
 import { status } from "@grpc/grpc-js";
-import {
-  bidiStreamHandler,
-  InvalidArgumentError,
-  NotFoundError,
-  UnavailableError,
-  unaryHandler,
-} from "@loramesh/core";
+import { bidiStreamHandler, InvalidArgumentError, NotFoundError, UnavailableError, unaryHandler } from "@loramesh/core";
 import type { LoraSite } from "@loramesh/engine";
 import {
   LoraResult,
@@ -62,7 +56,8 @@ function work(rows: number, nOut = 4): SiteWork {
 
 describe("LoRA wire", () => {
   it("maps every site both ways and rejects an unknown one as INVALID_ARGUMENT", () => {
-    for (const site of ["qkv", "o", "gate_up", "down"] as LoraSite[]) expect(siteFromProto(siteToProto(site))).to.equal(site);
+    for (const site of ["qkv", "o", "gate_up", "down"] as LoraSite[])
+      expect(siteFromProto(siteToProto(site))).to.equal(site);
     expect(siteToProto("down")).to.equal(ProtoSite.LORA_SITE_DOWN);
     expect(() => siteFromProto(ProtoSite.LORA_SITE_UNSPECIFIED)).to.throw(InvalidArgumentError, /unknown LoRA site/);
     expect(() => siteFromProto(99 as ProtoSite)).to.throw(InvalidArgumentError);
@@ -107,17 +102,29 @@ describe("LoRA wire", () => {
 
   it("rejects malformed work with INVALID_ARGUMENT", function () {
     const good = overWire(encodeWork(1, work(2), undefined));
-    expect(() => decodeWork({ ...good, rowAdapter: [0] }, undefined, hInOf)).to.throw(InvalidArgumentError, /1 entries for 2 rows/);
-    expect(() => decodeWork({ ...good, rowAdapter: [0, 2] }, undefined, hInOf)).to.throw(InvalidArgumentError, /outside adapter_ids/);
+    expect(() => decodeWork({ ...good, rowAdapter: [0] }, undefined, hInOf)).to.throw(
+      InvalidArgumentError,
+      /1 entries for 2 rows/,
+    );
+    expect(() => decodeWork({ ...good, rowAdapter: [0, 2] }, undefined, hInOf)).to.throw(
+      InvalidArgumentError,
+      /outside adapter_ids/,
+    );
     expect(() => decodeWork(good, undefined, () => H_IN + 1)).to.throw(InvalidArgumentError, /activations must be f32/);
     const { activations: _drop, ...bare } = good;
     expect(() => decodeWork(bare, undefined, hInOf)).to.throw(InvalidArgumentError, /no activations/);
-    const shared: LoraWork = { ...good, activations: { $case: "shared", value: { offset: 0, dtype: 1, shape: [2, H_IN] } } };
+    const shared: LoraWork = {
+      ...good,
+      activations: { $case: "shared", value: { offset: 0, dtype: 1, shape: [2, H_IN] } },
+    };
     expect(() => decodeWork(shared, undefined, hInOf)).to.throw(InvalidArgumentError, /without a shared region/);
     if (!SharedRegion.supported()) return;
     const region = SharedRegion.create("wire-test-bounds", 256);
     try {
-      const outside: LoraWork = { ...good, activations: { $case: "shared", value: { offset: 200, dtype: 1, shape: [2, H_IN] } } };
+      const outside: LoraWork = {
+        ...good,
+        activations: { $case: "shared", value: { offset: 200, dtype: 1, shape: [2, H_IN] } },
+      };
       expect(() => decodeWork(outside, region, hInOf)).to.throw(InvalidArgumentError, /outside the 256-byte region/);
     } finally {
       region.release();
@@ -128,7 +135,10 @@ describe("LoRA wire", () => {
     const header = { stepId: 4, layer: 1, site: ProtoSite.LORA_SITE_O };
     const notResident = replyOverWire(encodeErrorReply(header, new NotFoundError("adapter x is not resident")));
     expect(notResident.errorCode).to.equal(status.NOT_FOUND);
-    expect(() => decodeReply(notResident, { rows: 1, nOut: 1 }, "s9")).to.throw(NotFoundError, /LoRA server s9: adapter x/);
+    expect(() => decodeReply(notResident, { rows: 1, nOut: 1 }, "s9")).to.throw(
+      NotFoundError,
+      /LoRA server s9: adapter x/,
+    );
     expect(replyErrorOf(new InvalidArgumentError("bad")).errorCode).to.equal(status.INVALID_ARGUMENT);
     expect(errorOfReply(replyErrorOf(new InvalidArgumentError("bad")), "s")).to.be.instanceOf(UnavailableError);
     expect(replyErrorOf(new Error("boom"))).to.deep.equal({ error: "boom", errorCode: status.INTERNAL });
@@ -143,7 +153,13 @@ describe("LoRA wire", () => {
     const pending = new PendingReplies({ timeoutMs: 60_000, peer: "s1", onTimeout: (e) => timeouts.push(e) });
     const a = pending.expect(1, 0, ProtoSite.LORA_SITE_QKV);
     const b = pending.expect(2, 0, ProtoSite.LORA_SITE_O);
-    const reply = (stepId: number, site: ProtoSite): LoraResult => ({ stepId, layer: 0, site, error: "", errorCode: 0 });
+    const reply = (stepId: number, site: ProtoSite): LoraResult => ({
+      stepId,
+      layer: 0,
+      site,
+      error: "",
+      errorCode: 0,
+    });
     expect(pending.settle(reply(2, ProtoSite.LORA_SITE_QKV))).to.equal(false); // wrong site
     expect(pending.settle(reply(3, ProtoSite.LORA_SITE_O))).to.equal(false); // nobody waits
     expect(pending.settle(reply(2, ProtoSite.LORA_SITE_O))).to.equal(true);

@@ -102,7 +102,11 @@ export function encodeWork(stepId: number, work: SiteWork, region?: SharedRegion
  * Server side: validates a work message against the site's input width (`hInOf`) and copies its
  * activations out. Anything malformed is INVALID_ARGUMENT.
  */
-export function decodeWork(work: LoraWork, region: SharedRegion | undefined, hInOf: (site: LoraSite) => number): ReceivedWork {
+export function decodeWork(
+  work: LoraWork,
+  region: SharedRegion | undefined,
+  hInOf: (site: LoraSite) => number,
+): ReceivedWork {
   const site = siteFromProto(work.site);
   const hIn = hInOf(site);
   const { x, rows } = decodeActivations(work, region, hIn);
@@ -186,7 +190,9 @@ export function decodeReply(
     try {
       return region.read(delta.value.offset, count);
     } catch (err) {
-      throw new UnavailableError(`LoRA server ${serverId} returned a delta outside the region: ${(err as Error).message}`);
+      throw new UnavailableError(
+        `LoRA server ${serverId} returned a delta outside the region: ${(err as Error).message}`,
+      );
     }
   }
   if (delta?.$case === "inline") {

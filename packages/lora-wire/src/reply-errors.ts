@@ -6,13 +6,7 @@
  * server being unable to serve it, so the step fails with UNAVAILABLE as it always has.
  */
 import { status } from "@grpc/grpc-js";
-import {
-  grpcCodeOf,
-  isLoraMeshError,
-  NotFoundError,
-  UnavailableError,
-  type LoraMeshError,
-} from "@loramesh/core";
+import { grpcCodeOf, isLoraMeshError, NotFoundError, UnavailableError, type LoraMeshError } from "@loramesh/core";
 
 export interface ReplyError {
   error: string;

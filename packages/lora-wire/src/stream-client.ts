@@ -98,9 +98,12 @@ export class LoraStreamClient {
     });
     this.region = this.createRegion();
     const region = this.region ? { path: this.region.path, bytes: this.region.byteLength } : undefined;
-    stream.write(encodeOpen({ workerId: this.options.workerId, hostId: this.options.hostId, ...(region ? { region } : {}) }));
+    stream.write(
+      encodeOpen({ workerId: this.options.workerId, hostId: this.options.hostId, ...(region ? { region } : {}) }),
+    );
     const fail = (reason: string): void => {
-      if (this.stream === stream) this.reset(new UnavailableError(`lost the LoRA stream to ${serverId} (${address}): ${reason}`));
+      if (this.stream === stream)
+        this.reset(new UnavailableError(`lost the LoRA stream to ${serverId} (${address}): ${reason}`));
     };
     stream.on("data", (reply: LoraResult) => {
       if (!pending.settle(reply)) fail(`unexpected reply for step ${reply.stepId}`);
