@@ -111,7 +111,7 @@ describe("LoRA wire", () => {
       /outside adapter_ids/,
     );
     expect(() => decodeWork(good, undefined, () => H_IN + 1)).to.throw(InvalidArgumentError, /activations must be f32/);
-    const { activations: _drop, ...bare } = good;
+    const bare: LoraWork = { ...good, activations: undefined };
     expect(() => decodeWork(bare, undefined, hInOf)).to.throw(InvalidArgumentError, /no activations/);
     const shared: LoraWork = {
       ...good,

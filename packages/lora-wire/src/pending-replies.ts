@@ -5,11 +5,11 @@
  * hangs a step.
  */
 import { UnavailableError } from "@loramesh/core";
-import type { LoraResult } from "@loramesh/proto";
+import type { LoraResult, LoraSite } from "@loramesh/proto";
 
 interface Waiter {
   layer: number;
-  site: number;
+  site: LoraSite;
   resolve: (reply: LoraResult) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
@@ -33,7 +33,7 @@ export class PendingReplies {
   }
 
   /** Resolves with the reply to `stepId`; rejects on timeout or when the stream fails. */
-  expect(stepId: number, layer: number, site: number): Promise<LoraResult> {
+  expect(stepId: number, layer: number, site: LoraSite): Promise<LoraResult> {
     if (this.waiting.has(stepId)) throw new UnavailableError(`step ${stepId} is already waiting for a reply`);
     return new Promise<LoraResult>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -34,7 +34,7 @@ export interface WorkerBackends {
   local: LocalAdapters | undefined;
   remote: RemoteLoraBackend | undefined;
   /** Which transport a site call used, for spans and the latency histogram. */
-  transportOf(call: LoraSiteCall): string;
+  transportOf: (call: LoraSiteCall) => string;
 }
 
 export function createWorkerBackends(options: WorkerBackendsOptions): WorkerBackends {
