@@ -73,7 +73,9 @@ async function roundTrips(iterations: number): Promise<void> {
       ["in-process (coupled)", local],
       [
         "gRPC",
-        new RemoteLoraBackend(model.config, placement, {
+        new RemoteLoraBackend({
+          config: model.config,
+          placement,
           workerId: "bench-grpc",
           hostId: hostname(),
           sharedMemory: false,
@@ -82,7 +84,9 @@ async function roundTrips(iterations: number): Promise<void> {
       ],
       [
         "shared memory",
-        new RemoteLoraBackend(model.config, placement, {
+        new RemoteLoraBackend({
+          config: model.config,
+          placement,
           workerId: "bench-shm",
           hostId: hostname(),
           sharedMemory: true,

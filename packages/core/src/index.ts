@@ -75,13 +75,3 @@ export {
   type ServiceProcessOptions,
 } from "./service-main";
 export { installGracefulShutdown, type ShutdownOptions } from "./shutdown";
-export {
-  bf16ToFloat,
-  decodeTensor,
-  elementBytes,
-  elementCount,
-  encodeTensor,
-  floatToBf16,
-  MAX_TENSOR_ELEMENTS,
-  type TensorData,
-} from "./tensor-codec";
