@@ -41,7 +41,11 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
       workers: 1,
       loraServers: 2,
       // No automatic rebalancing here: the test moves the adapter itself.
-      extraArgs: { provisioner: ["--placement-policy", "rank-aware", "--drain-ms", "1000"] },
+      // One copy only: the test's own traffic would otherwise make the adapter hot and replicated
+      // to both servers, leaving nowhere to move it.
+      extraArgs: {
+        provisioner: ["--placement-policy", "rank-aware", "--drain-ms", "1000", "--max-replicas", "1"],
+      },
     });
     client = new LoraMeshClient({ address: cluster.routerAddress });
     const address = cluster.processes.find((p) => p.service === "provisioner")?.address as string;

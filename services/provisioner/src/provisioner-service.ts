@@ -26,6 +26,8 @@ export interface ProvisionerOptions {
   logger: Logger;
   /** LoRA-server placement policy: random, round-robin, rank-aware, rank-aware+rebalancing. */
   policy?: string;
+  /** Most LoRA servers a hot adapter is replicated to (default 4). */
+  maxReplicas?: number;
   /** How often placement is reconciled against live executors. */
   reconcileIntervalMs?: number;
   /** How often the rebalancing policy may move adapters (when imbalance crosses its threshold). */
@@ -48,7 +50,7 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
   const adapters = new AdapterRegistry(redis);
   const placement = new PlacementStore(redis);
   const jobs = new AdapterJobQueues(options.redisUrl);
-  const policy = policyByName(options.policy ?? "rank-aware+rebalancing");
+  const policy = policyByName(options.policy ?? "rank-aware+rebalancing", 1, { maxReplicas: options.maxReplicas });
   const recordJob = async (data: AdapterJobData, jobId: string): Promise<void> => {
     const multi = redis.multi().hset(REDIS_KEYS.jobExecutors, jobId, data.executorId);
     if (data.kind === "load") multi.hset(REDIS_KEYS.adapterJobs(data.adapterId), data.executorId, jobId);
