@@ -421,8 +421,57 @@ Napi::Value MapSharedMemory(const Napi::CallbackInfo& info) {
   }, hint);
 }
 
+// Maps a whole file (a checkpoint shard) copy-on-write: pages are read from the page cache on first
+// touch and never copied unless written. The mapping is released when the ArrayBuffer is collected.
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    make_error(env, LM_ERR_ARGUMENT, "mapFile(path)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    make_error(env, LM_ERR_ARGUMENT, "cannot open " + path + ": " + std::strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    close(fd);
+    make_error(env, LM_ERR_ARGUMENT, "cannot map " + path + ": empty or unreadable").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const size_t bytes = static_cast<size_t>(st.st_size);
+  void* addr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (addr == MAP_FAILED) {
+    make_error(env, LM_ERR_MEMORY, "mmap of " + path + " failed: " + std::strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto* hint = new size_t(bytes);
+  return Napi::ArrayBuffer::New(env, addr, bytes, [](Napi::Env, void* data, size_t* size) {
+    munmap(data, *size);
+    delete size;
+  }, hint);
+}
+
+Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double bytes = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  const int32_t passes = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+  double gbs = 0;
+  const lm_status s = lm_read_bandwidth_gbs(static_cast<size_t>(bytes), passes, &gbs);
+  if (s != LM_OK) {
+    make_error(env, s, lm_last_error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, gbs);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mapSharedMemory", Napi::Function::New(env, MapSharedMemory));
+  exports.Set("mapFile", Napi::Function::New(env, MapFile));
+  exports.Set("readBandwidthGbs", Napi::Function::New(env, ReadBandwidth));
   exports.Set("version", Napi::String::New(env, lm_version()));
   exports.Set("cudaBuilt", Napi::Boolean::New(env, lm_cuda_built() != 0));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), lm_cuda_device_count()); }));

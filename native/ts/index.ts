@@ -41,6 +41,8 @@ interface Addon {
   setSimd(on: boolean): void;
   ropeInvFreq(config: RopeConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number };
   mapSharedMemory(path: string, bytes: number, create: boolean): ArrayBuffer;
+  mapFile(path: string): ArrayBuffer;
+  readBandwidthGbs(bytes: number, passes: number): number;
   [op: string]: unknown;
 }
 
@@ -98,6 +100,13 @@ export const native = {
    */
   mapSharedMemory: (path: string, bytes: number, create: boolean): ArrayBuffer =>
     sync(() => addon.mapSharedMemory(path, bytes, create)),
+  /**
+   * Maps a whole file copy-on-write (checkpoint weights are used in place; pages load on first
+   * touch). Released when the ArrayBuffer is garbage-collected.
+   */
+  mapFile: (path: string): ArrayBuffer => sync(() => addon.mapFile(path)),
+  /** Best read bandwidth (GB/s) of `passes` passes over a `bytes` buffer on the CPU pool. */
+  readBandwidthGbs: (bytes: number, passes: number): number => sync(() => addon.readBandwidthGbs(bytes, passes)),
   /** out[t] = table[ids[t]]. */
   embedding: (table: Weight, ids: I32, out: F32) => call("embedding", table, ids, out),
   /** Hugging Face RMSNorm; out may be x. */
