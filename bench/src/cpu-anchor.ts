@@ -25,7 +25,15 @@ interface Options {
 }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { json: false, dtype: "bf16", quick: false, shape: "tinyllama-1.1b", dir: undefined, rounds: undefined, threads: 0 };
+  const o: Options = {
+    json: false,
+    dtype: "bf16",
+    quick: false,
+    shape: "tinyllama-1.1b",
+    dir: undefined,
+    rounds: undefined,
+    threads: 0,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -128,7 +136,9 @@ async function main(): Promise<void> {
       loads.push(loadavg()[0] as number);
       const res = worker({ ...engines[name], ...common });
       results[name]?.push(res);
-      process.stderr.write(`cpu-anchor: round ${r + 1}/${rounds} ${name}: ${JSON.stringify(Object.fromEntries(KEYS.map((k) => [k, res[k]])))}\n`);
+      process.stderr.write(
+        `cpu-anchor: round ${r + 1}/${rounds} ${name}: ${JSON.stringify(Object.fromEntries(KEYS.map((k) => [k, res[k]])))}\n`,
+      );
     }
   }
   const summarize = (rs: Array<Record<string, unknown>>) =>
@@ -164,8 +174,13 @@ async function main(): Promise<void> {
   };
   if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
-    process.stdout.write(`cpu-anchor: ${shape.name} ${o.dtype} on ${out.model.cpu}, ${threads} threads, load ${out.model.load_avg}\n`);
-    for (const k of KEYS) process.stdout.write(`  ${k.padEnd(18)} loramesh ${String(out.loramesh[k]).padStart(9)}   llama.cpp ${String(out.llamacpp[k]).padStart(9)}\n`);
+    process.stdout.write(
+      `cpu-anchor: ${shape.name} ${o.dtype} on ${out.model.cpu}, ${threads} threads, load ${out.model.load_avg}\n`,
+    );
+    for (const k of KEYS)
+      process.stdout.write(
+        `  ${k.padEnd(18)} loramesh ${String(out.loramesh[k]).padStart(9)}   llama.cpp ${String(out.llamacpp[k]).padStart(9)}\n`,
+      );
     process.stdout.write(`  floor: ${out.floor.membw_gbs} GB/s -> ${out.floor.decode_tok_s} tok/s decode\n`);
   }
 }

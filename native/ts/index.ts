@@ -41,7 +41,7 @@ interface Addon {
   setSimd(on: boolean): void;
   ropeInvFreq(config: RopeConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number };
   mapSharedMemory(path: string, bytes: number, create: boolean): ArrayBuffer;
-  mapFile(path: string): ArrayBuffer;
+  mapFile(path: string, begin: number, length: number): { buffer: ArrayBuffer; offset: number };
   readBandwidthGbs(bytes: number, passes: number): number;
   [op: string]: unknown;
 }
@@ -101,10 +101,11 @@ export const native = {
   mapSharedMemory: (path: string, bytes: number, create: boolean): ArrayBuffer =>
     sync(() => addon.mapSharedMemory(path, bytes, create)),
   /**
-   * Maps a whole file copy-on-write (checkpoint weights are used in place; pages load on first
-   * touch). Released when the ArrayBuffer is garbage-collected.
+   * Maps bytes [begin, begin+length) of a file copy-on-write (checkpoint weights used in place; pages
+   * load on first touch); they sit at `offset` in `buffer`. Released when the buffer is collected.
    */
-  mapFile: (path: string): ArrayBuffer => sync(() => addon.mapFile(path)),
+  mapFile: (path: string, begin: number, length: number): { buffer: ArrayBuffer; offset: number } =>
+    sync(() => addon.mapFile(path, begin, length)),
   /** Best read bandwidth (GB/s) of `passes` passes over a `bytes` buffer on the CPU pool. */
   readBandwidthGbs: (bytes: number, passes: number): number => sync(() => addon.readBandwidthGbs(bytes, passes)),
   /** out[t] = table[ids[t]]. */

@@ -8,6 +8,7 @@ import { FailedPreconditionError } from "@loramesh/core";
 import type { KvCache } from "./kv-cache";
 import type { LoraBackend, LoraSite } from "./lora-backend";
 import type { Model, MoeMlp } from "./model";
+import type { Weight } from "./weights";
 
 type F32 = Tensor<"f32">;
 
@@ -249,7 +250,7 @@ async function moe(
     output: F32,
     width: number,
     outWidth: number,
-    pick: (e: number) => F32,
+    pick: (e: number) => Weight,
   ): Promise<void> => {
     for (let e = 0; e < E; e++) {
       const [start, n] = ranges[e] as [number, number];

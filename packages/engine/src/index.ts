@@ -11,3 +11,4 @@ export * from "./model-config";
 export * from "./safetensors";
 export * from "./sampling";
 export * from "./tokenizer";
+export * from "./weights";

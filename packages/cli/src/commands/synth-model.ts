@@ -13,15 +13,31 @@ import type { GgmlType } from "../synth/gguf-writer";
 
 const options = {
   out: stringOption({ flag: "out", description: "output directory" }),
-  shape: stringOption({ flag: "shape", default: "tinyllama-1.1b", description: `model shape: ${Object.keys(SHAPES).join(", ")}` }),
+  shape: stringOption({
+    flag: "shape",
+    default: "tinyllama-1.1b",
+    description: `model shape: ${Object.keys(SHAPES).join(", ")}`,
+  }),
   dtype: stringOption({ flag: "dtype", default: "bf16", description: "safetensors dtype: f32, bf16 or f16" }),
-  ranks: stringOption({ flag: "ranks", default: "16,128", description: "PEFT adapters to write, by rank (comma-separated; empty for none)" }),
+  ranks: stringOption({
+    flag: "ranks",
+    default: "16,128",
+    description: "PEFT adapters to write, by rank (comma-separated; empty for none)",
+  }),
   targets: stringOption({ flag: "targets", default: LORA_TARGETS.join(","), description: "adapter target modules" }),
-  gguf: stringOption({ flag: "gguf", default: "", description: "GGUF copies for llama.cpp: F32, F16 or F32,F16 (llama shapes)" }),
+  gguf: stringOption({
+    flag: "gguf",
+    default: "",
+    description: "GGUF copies for llama.cpp: F32, F16 or F32,F16 (llama shapes)",
+  }),
   seed: stringOption({ flag: "seed", default: "1", description: "random seed (same seed, same weights)" }),
 };
 
-const list = (s: string) => s.split(",").map((x) => x.trim()).filter((x) => x.length > 0);
+const list = (s: string) =>
+  s
+    .split(",")
+    .map((x) => x.trim())
+    .filter((x) => x.length > 0);
 
 /** `loramesh synth-model`: a real-shaped checkpoint with random weights, adapters and GGUF copies. */
 export const synthModelCommand: Command = {
@@ -33,13 +49,16 @@ export const synthModelCommand: Command = {
     const { config, positionals } = loadConfig(options, argv);
     if (positionals.length > 0) throw new InvalidArgumentError(`unexpected argument ${JSON.stringify(positionals[0])}`);
     const shape = shapeByName(config.shape);
-    if (!["f32", "bf16", "f16"].includes(config.dtype)) throw new InvalidArgumentError(`--dtype must be f32, bf16 or f16`);
+    if (!["f32", "bf16", "f16"].includes(config.dtype))
+      throw new InvalidArgumentError(`--dtype must be f32, bf16 or f16`);
     const targets = list(config.targets);
     const bad = targets.find((t) => !(LORA_TARGETS as readonly string[]).includes(t));
-    if (bad !== undefined) throw new InvalidArgumentError(`unknown target ${JSON.stringify(bad)}; known: ${LORA_TARGETS.join(", ")}`);
+    if (bad !== undefined)
+      throw new InvalidArgumentError(`unknown target ${JSON.stringify(bad)}; known: ${LORA_TARGETS.join(", ")}`);
     const adapters: SynthAdapterSpec[] = list(config.ranks).map((r) => {
       const rank = Number(r);
-      if (!Number.isInteger(rank) || rank < 1 || rank > 256) throw new InvalidArgumentError(`--ranks: ${r} is not a rank in 1..256`);
+      if (!Number.isInteger(rank) || rank < 1 || rank > 256)
+        throw new InvalidArgumentError(`--ranks: ${r} is not a rank in 1..256`);
       return { name: `r${rank}`, rank, targets: targets as LoraTarget[] };
     });
     const gguf = list(config.gguf);

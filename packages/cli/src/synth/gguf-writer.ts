@@ -141,7 +141,8 @@ export class GgufWriter {
   }
 
   close(): void {
-    if (this.next !== this.specs.length) throw new Error(`gguf writer: ${this.specs.length - this.next} tensors missing`);
+    if (this.next !== this.specs.length)
+      throw new Error(`gguf writer: ${this.specs.length - this.next} tensors missing`);
     // Pad the last tensor so the file covers every aligned range.
     const last = this.specs.length - 1;
     if (last >= 0) {

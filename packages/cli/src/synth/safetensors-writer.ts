@@ -48,7 +48,8 @@ export class SafetensorsWriter {
   }
 
   close(): void {
-    if (this.next !== this.specs.length) throw new Error(`safetensors writer: ${this.specs.length - this.next} tensors missing`);
+    if (this.next !== this.specs.length)
+      throw new Error(`safetensors writer: ${this.specs.length - this.next} tensors missing`);
     closeSync(this.fd);
   }
 }
@@ -57,6 +58,12 @@ export function writeAll(fd: number, data: ArrayBufferView, position?: number): 
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   let done = 0;
   while (done < bytes.length) {
-    done += writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30), position === undefined ? null : position + done);
+    done += writeSync(
+      fd,
+      bytes,
+      done,
+      Math.min(bytes.length - done, 1 << 30),
+      position === undefined ? null : position + done,
+    );
   }
 }

@@ -25,7 +25,8 @@ export interface SynthAdapterSpec {
 
 export function shapeByName(name: string): SynthShape {
   const s = SHAPES[name];
-  if (!s) throw new InvalidArgumentError(`unknown shape ${JSON.stringify(name)}; known: ${Object.keys(SHAPES).join(", ")}`);
+  if (!s)
+    throw new InvalidArgumentError(`unknown shape ${JSON.stringify(name)}; known: ${Object.keys(SHAPES).join(", ")}`);
   return s;
 }
 
@@ -55,7 +56,13 @@ export function writeHfModel(dir: string, shape: SynthShape, dtype: SynthDtype, 
   writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(hfTokenizerJson(buildVocab(shape.vocabSize))));
   writeFileSync(
     join(dir, "tokenizer_config.json"),
-    JSON.stringify({ tokenizer_class: "LlamaTokenizerFast", bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>", add_bos_token: true }),
+    JSON.stringify({
+      tokenizer_class: "LlamaTokenizerFast",
+      bos_token: "<s>",
+      eos_token: "</s>",
+      unk_token: "<unk>",
+      add_bos_token: true,
+    }),
   );
 }
 
@@ -107,7 +114,13 @@ function loraTensors(seed: number, adapter: SynthAdapterSpec, m: LoraModule): { 
 }
 
 /** A PEFT adapter directory (alpha = 2·rank). */
-export function writePeftAdapter(dir: string, shape: SynthShape, spec: SynthAdapterSpec, dtype: SynthDtype, seed = 1): void {
+export function writePeftAdapter(
+  dir: string,
+  shape: SynthShape,
+  spec: SynthAdapterSpec,
+  dtype: SynthDtype,
+  seed = 1,
+): void {
   mkdirSync(dir, { recursive: true });
   const modules = loraModules(shape, spec.targets);
   const st = ST_DTYPE[dtype];
@@ -184,7 +197,8 @@ function ggufName(hf: string): string {
 }
 
 function requireLlama(shape: SynthShape): void {
-  if (shape.modelType !== "llama") throw new InvalidArgumentError(`GGUF output is written for llama shapes only, not ${shape.modelType}`);
+  if (shape.modelType !== "llama")
+    throw new InvalidArgumentError(`GGUF output is written for llama shapes only, not ${shape.modelType}`);
 }
 
 function ggufArchMetadata(shape: SynthShape): Array<[string, GgufValue]> {
@@ -223,8 +237,10 @@ export function writeGgufModel(path: string, shape: SynthShape, type: GgmlType, 
   tensors.forEach((t, i) => {
     const spec = specs[i] as GgufTensorSpec;
     let v = values(seed, t);
-    if (t.name.endsWith("q_proj.weight")) v = permuteRows(v, t.shape[0] as number, t.shape[1] as number, shape.numHeads);
-    if (t.name.endsWith("k_proj.weight")) v = permuteRows(v, t.shape[0] as number, t.shape[1] as number, shape.numKvHeads);
+    if (t.name.endsWith("q_proj.weight"))
+      v = permuteRows(v, t.shape[0] as number, t.shape[1] as number, shape.numHeads);
+    if (t.name.endsWith("k_proj.weight"))
+      v = permuteRows(v, t.shape[0] as number, t.shape[1] as number, shape.numKvHeads);
     writer.write(spec.name, encode(v, spec.type));
   });
   writer.close();

@@ -70,10 +70,7 @@ export function hfTokenizerJson(v: Vocab): Record<string, unknown> {
     pre_tokenizer: null,
     post_processor: {
       type: "TemplateProcessing",
-      single: [
-        { SpecialToken: { id: "<s>", type_id: 0 } },
-        { Sequence: { id: "A", type_id: 0 } },
-      ],
+      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
       pair: [
         { SpecialToken: { id: "<s>", type_id: 0 } },
         { Sequence: { id: "A", type_id: 0 } },
