@@ -89,7 +89,7 @@ async function llamacpp(a: WorkerArgs): Promise<Record<string, unknown>> {
       let first = 0;
       for await (const token of seq.evaluate(a.prompt as Token[], { temperature: 0 })) {
         if (tokens.length === 0) first = performance.now();
-        tokens.push(token as number);
+        tokens.push(token);
         if (tokens.length >= a.generate) break;
       }
       const end = performance.now();
