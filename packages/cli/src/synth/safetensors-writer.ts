@@ -27,7 +27,7 @@ export class SafetensorsWriter {
     const header: Record<string, unknown> = { __metadata__: metadata };
     let offset = 0;
     for (const s of specs) {
-      const bytes = s.shape.reduce((a, b) => a * b, 1) * (BYTES[s.dtype]);
+      const bytes = s.shape.reduce((a, b) => a * b, 1) * BYTES[s.dtype];
       header[s.name] = { dtype: s.dtype, shape: s.shape, data_offsets: [offset, offset + bytes] };
       offset += bytes;
     }
