@@ -421,8 +421,70 @@ Napi::Value MapSharedMemory(const Napi::CallbackInfo& info) {
   }, hint);
 }
 
+// Maps bytes [begin, begin+length) of a file (a tensor, or adjacent tensors, of a checkpoint)
+// copy-on-write: pages come from the page cache on first touch and are never copied unless written.
+// Returns {buffer, offset}: the mapping starts at the page boundary below `begin`, so the bytes sit
+// at `offset` in `buffer`. The mapping is released when the ArrayBuffer is garbage-collected.
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    make_error(env, LM_ERR_ARGUMENT, "mapFile(path, begin, length)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  const double begin_d = info[1].As<Napi::Number>().DoubleValue(), length_d = info[2].As<Napi::Number>().DoubleValue();
+  // One mapping stays below 4 GiB: the largest ArrayBuffer this Node accepts.
+  if (begin_d < 0 || length_d <= 0 || length_d > 4.0 * 1024 * 1024 * 1024 - 65536) {
+    make_error(env, LM_ERR_ARGUMENT, "mapFile: begin must be >= 0 and length in (0, 4 GiB)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    make_error(env, LM_ERR_ARGUMENT, "cannot open " + path + ": " + std::strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct stat st {};
+  const auto begin = static_cast<size_t>(begin_d), length = static_cast<size_t>(length_d);
+  if (fstat(fd, &st) != 0 || begin + length > static_cast<size_t>(st.st_size)) {
+    close(fd);
+    make_error(env, LM_ERR_ARGUMENT, "cannot map " + path + ": the range is outside the file").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t start = begin / page * page, bytes = begin + length - start;
+  void* addr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, static_cast<off_t>(start));
+  close(fd);
+  if (addr == MAP_FAILED) {
+    make_error(env, LM_ERR_MEMORY, "mmap of " + path + " failed: " + std::strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto* hint = new size_t(bytes);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("buffer", Napi::ArrayBuffer::New(env, addr, bytes, [](Napi::Env, void* data, size_t* size) {
+    munmap(data, *size);
+    delete size;
+  }, hint));
+  result.Set("offset", Napi::Number::New(env, static_cast<double>(begin - start)));
+  return result;
+}
+
+Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double bytes = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  const int32_t passes = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+  double gbs = 0;
+  const lm_status s = lm_read_bandwidth_gbs(static_cast<size_t>(bytes), passes, &gbs);
+  if (s != LM_OK) {
+    make_error(env, s, lm_last_error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, gbs);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mapSharedMemory", Napi::Function::New(env, MapSharedMemory));
+  exports.Set("mapFile", Napi::Function::New(env, MapFile));
+  exports.Set("readBandwidthGbs", Napi::Function::New(env, ReadBandwidth));
   exports.Set("version", Napi::String::New(env, lm_version()));
   exports.Set("cudaBuilt", Napi::Boolean::New(env, lm_cuda_built() != 0));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), lm_cuda_device_count()); }));

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common.h"
+#include "gemm.h"
 #include "ops.h"
 #include "simd.h"
 #include "threads.h"
@@ -78,36 +79,20 @@ void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int32
   });
 }
 
-namespace {
-template <typename W>
-void matmul_typed(const float* x, const W* w, const float* bias, int64_t tokens, int64_t k, int64_t n, float* out) {
-  // An item is a block of weight rows; each row is read once per 4 tokens and reused from cache.
-  const int64_t rows_per_item = std::max<int64_t>(1, std::min<int64_t>(64, (1 << 18) / std::max<int64_t>(1, k * 4)));
-  for_chunks(n, rows_per_item, [&](int64_t nb, int64_t ne) {
-    int64_t t = 0;
-    for (; t + 4 <= tokens; t += 4) {
-      const float* xs[4] = {x + t * k, x + (t + 1) * k, x + (t + 2) * k, x + (t + 3) * k};
-      for (int64_t j = nb; j < ne; j++) {
-        float r[4];
-        simd::dot4(w + j * k, xs, k, r);
-        float b = bias ? bias[j] : 0.0f;
-        for (int q = 0; q < 4; q++) out[(t + q) * n + j] = r[q] + b;
-      }
-    }
-    for (; t < tokens; t++) {
-      for (int64_t j = nb; j < ne; j++) out[t * n + j] = simd::dot(w + j * k, x + t * k, k) + (bias ? bias[j] : 0.0f);
-    }
-  });
-}
-}  // namespace
-
 void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, int64_t tokens, int64_t k, int64_t n,
             float* out) {
-  if (w_dtype == LM_F32) {
-    matmul_typed(x, static_cast<const float*>(w), bias, tokens, k, n, out);
-  } else {
-    matmul_typed(x, static_cast<const uint16_t*>(w), bias, tokens, k, n, out);
-  }
+  // An item is a block of weight rows (a multiple of the 8-row tile) read once for all tokens.
+  // Blocks stay small enough that both cores get work at decode and the row panel stays in L2.
+  const int64_t row_bytes = k * (w_dtype == LM_F32 ? 4 : 2);
+  int64_t rows_per_item = std::max<int64_t>(8, std::min<int64_t>(128, (int64_t(1) << 18) / std::max<int64_t>(1, row_bytes)));
+  rows_per_item = (rows_per_item + 7) / 8 * 8;
+  for_chunks(n, rows_per_item, [&](int64_t nb, int64_t ne) {
+    if (w_dtype == LM_F32) {
+      gemm::matmul_rows(x, static_cast<const float*>(w), bias, tokens, k, n, nb, ne, out);
+    } else {
+      gemm::matmul_rows(x, static_cast<const uint16_t*>(w), bias, tokens, k, n, nb, ne, out);
+    }
+  });
 }
 
 void kv_cache_write(const KvWriteArgs& a) {
@@ -164,7 +149,7 @@ void attention(const AttentionArgs& a) {
     for (int64_t p = first; p <= pos; p++) {
       const float* v = key_row(a.v_cache, p);
       const float wgt = scores[static_cast<size_t>(p - first)];
-      for (int64_t i = 0; i < d; i++) acc[static_cast<size_t>(i)] = std::fma(wgt, v[i], acc[static_cast<size_t>(i)]);
+      simd::axpy(wgt, v, acc.data(), d);
     }
     float* o = a.out + t * a.heads * d + h * d;
     const float inv = 1.0f / denom;

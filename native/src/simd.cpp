@@ -86,6 +86,13 @@ __attribute__((target("avx2,fma"))) void bf16_to_f32_avx2(const uint16_t* src, f
   for (int64_t i = main; i < n; i++) dst[i] = bf(src[i]);
 }
 
+__attribute__((target("avx2,fma"))) void axpy_avx2(float a, const float* x, float* y, int64_t n) {
+  const __m256 av = _mm256_set1_ps(a);
+  int64_t main = n & ~int64_t(7);
+  for (int64_t i = 0; i < main; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (int64_t i = main; i < n; i++) y[i] = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(x[i]), _mm_set_ss(y[i])));
+}
+
 bool detect() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -125,6 +132,13 @@ void dot4(const uint16_t* w, const float* const x[4], int64_t n, float out[4]) {
   if (g_enabled) return dot4_avx2(w, x, n, out);
 #endif
   for (int j = 0; j < 4; j++) out[j] = dot_scalar(w, x[j], n);
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) {
+#ifdef LM_X86
+  if (g_enabled) return axpy_avx2(a, x, y, n);
+#endif
+  for (int64_t i = 0; i < n; i++) y[i] = std::fma(a, x[i], y[i]);
 }
 
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {

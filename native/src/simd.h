@@ -21,6 +21,9 @@ float dot(const uint16_t* w, const float* x, int64_t n);
 void dot4(const float* w, const float* const x[4], int64_t n, float out[4]);
 void dot4(const uint16_t* w, const float* const x[4], int64_t n, float out[4]);
 
+// y[i] = fma(a, x[i], y[i]) (one rounding per element on every path).
+void axpy(float a, const float* x, float* y, int64_t n);
+
 // dst[i] = bf16 src[i] as f32.
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n);
 

@@ -37,9 +37,11 @@ class Pool {
       for (int64_t i = 0; i < n; i++) fn(i);
       return;
     }
-    // One parallel region at a time; concurrent callers (several Node async workers) queue here.
-    std::lock_guard<std::mutex> region(region_mutex_);
-    if (workers_.empty() || n <= 1) {
+    // One parallel region at a time. A concurrent caller (another Node async worker: the LoRA
+    // delta while the base matmul runs) does its job on its own thread instead of waiting, so the
+    // two overlap. Each index is still done whole by one thread: results are unchanged.
+    std::unique_lock<std::mutex> region(region_mutex_, std::try_to_lock);
+    if (!region.owns_lock() || workers_.empty() || n <= 1) {
       in_region = true;
       for (int64_t i = 0; i < n; i++) fn(i);
       in_region = false;

@@ -12,7 +12,7 @@ void set_num_threads(int n);
 int num_threads();
 
 // Calls fn(i) for i in [0, n) across the pool (the calling thread helps). Blocks until done.
-// Nested calls run inline on the calling thread.
+// Nested calls, and calls made while another thread holds the pool, run on the calling thread.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
 }  // namespace lm

@@ -26,9 +26,48 @@ static std::vector<float> run_lora(const LoraProblem& p) {
   return y;
 }
 
+// Matmul on every path (AVX-512 tiles, AVX2, scalar) and thread count gives the same bits, for
+// f32 and bf16 weights, token counts around the tile and widening sizes, rows and k with tails.
+static int check_matmul(std::mt19937& rng) {
+  int failures = 0;
+  for (lm_dtype wd : {LM_F32, LM_BF16}) {
+    for (int64_t tokens : {1, 3, 6, 7, 13, 50}) {
+      const int64_t k = 203, n = 37;
+      std::vector<float> x = random_floats(rng, static_cast<size_t>(tokens * k));
+      std::vector<float> wf = random_floats(rng, static_cast<size_t>(n * k), 0.1f);
+      std::vector<uint16_t> wb(wf.size());
+      for (size_t i = 0; i < wf.size(); i++) wb[i] = bf16(wf[i]);
+      std::vector<float> bias = random_floats(rng, static_cast<size_t>(n));
+      std::vector<float> ref;
+      bool same = true;
+      for (int simd : {0, 1}) {
+        if (simd) LM_CHECK(lm_set_simd(1));
+        else LM_CHECK(lm_set_simd(0));
+        for (int threads : {1, 2}) {
+          LM_CHECK(lm_set_num_threads(threads));
+          std::vector<float> out(static_cast<size_t>(tokens * n));
+          lm_tensor xt = tensor(x.data(), LM_F32, {tokens, k});
+          lm_tensor wt = wd == LM_F32 ? tensor(wf.data(), LM_F32, {n, k}) : tensor(wb.data(), LM_BF16, {n, k});
+          lm_tensor bt = tensor(bias.data(), LM_F32, {n});
+          lm_tensor ot = tensor(out.data(), LM_F32, {tokens, n});
+          LM_CHECK(lm_matmul(&xt, &wt, &bt, &ot));
+          if (ref.empty()) ref = out;
+          else if (std::memcmp(ref.data(), out.data(), out.size() * 4) != 0) same = false;
+        }
+      }
+      std::printf("matmul %s tokens=%lld: scalar, SIMD, 1 and 2 threads identical: %s\n", wd == LM_F32 ? "f32" : "bf16",
+                  static_cast<long long>(tokens), same ? "yes" : "NO");
+      if (!same) failures++;
+    }
+  }
+  LM_CHECK(lm_set_simd(1));
+  return failures;
+}
+
 int main() {
   std::mt19937 rng(7);
   int failures = 0;
+  if (lm_simd_enabled()) failures += check_matmul(rng);
   LoraProblem p = make_lora_problem(rng, 67, 131, {96, 32, 32}, {1, 2, 4, 8, 16, 64, 128});
   std::vector<double> want = lora_oracle(p);
   for (int simd : {1, 0}) {

@@ -33,6 +33,8 @@ interface Addon {
   setSimd(on: boolean): void;
   ropeInvFreq(config: RopeConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number };
   mapSharedMemory(path: string, bytes: number, create: boolean): ArrayBuffer;
+  mapFile(path: string, begin: number, length: number): { buffer: ArrayBuffer; offset: number };
+  readBandwidthGbs(bytes: number, passes: number): number;
   [op: string]: unknown;
 }
 
@@ -90,6 +92,14 @@ export const native = {
    */
   mapSharedMemory: (path: string, bytes: number, create: boolean): ArrayBuffer =>
     sync(() => addon.mapSharedMemory(path, bytes, create)),
+  /**
+   * Maps bytes [begin, begin+length) of a file copy-on-write (checkpoint weights used in place; pages
+   * load on first touch); they sit at `offset` in `buffer`. Released when the buffer is collected.
+   */
+  mapFile: (path: string, begin: number, length: number): { buffer: ArrayBuffer; offset: number } =>
+    sync(() => addon.mapFile(path, begin, length)),
+  /** Best read bandwidth (GB/s) of `passes` passes over a `bytes` buffer on the CPU pool. */
+  readBandwidthGbs: (bytes: number, passes: number): number => sync(() => addon.readBandwidthGbs(bytes, passes)),
   /** out[t] = table[ids[t]]. */
   embedding: (table: Weight, ids: I32, out: F32) => call("embedding", table, ids, out),
   /** Hugging Face RMSNorm; out may be x. */

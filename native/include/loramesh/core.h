@@ -59,6 +59,9 @@ lm_status lm_set_simd(int32_t enabled);
 int32_t lm_cuda_built(void);
 int32_t lm_cuda_device_count(void);
 
+/* Best read bandwidth (GB/s) of `passes` passes over a fresh buffer of `bytes`, on the CPU pool. */
+lm_status lm_read_bandwidth_gbs(size_t bytes, int32_t passes, double* gbs_out);
+
 /* ---- device memory (CUDA builds) ---- */
 lm_status lm_cuda_malloc(int32_t device, size_t bytes, void** out);
 lm_status lm_cuda_free(int32_t device, void* ptr);

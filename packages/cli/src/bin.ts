@@ -11,6 +11,7 @@ import { healthCommand } from "./commands/health";
 import { planCommand } from "./commands/plan";
 import { simulateCommand } from "./commands/simulate";
 import { scoreCommand } from "./commands/score";
+import { synthModelCommand } from "./commands/synth-model";
 import { upCommand } from "./commands/up";
 
 const COMMANDS: readonly Command[] = [
@@ -23,6 +24,7 @@ const COMMANDS: readonly Command[] = [
   planCommand,
   calibrateCommand,
   benchCommand,
+  synthModelCommand,
 ];
 
 function usage(): string {

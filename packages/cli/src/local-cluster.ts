@@ -4,6 +4,8 @@
  * reports its bound address over IPC; the cluster is ready when every process answers health.
  */
 import { fork, type ChildProcess } from "node:child_process";
+import { readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
 import {
   DEFAULT_LISTEN_ADDRESS,
   startEmbeddedRedis,
@@ -27,7 +29,10 @@ export interface LocalClusterOptions {
   /** Use this Redis instead of starting one. */
   redisUrl?: string;
   logger: Logger;
-  /** How long each process may take to start. */
+  /**
+   * How long each process may take to start. Default: 30 s, plus for base workers the time to read
+   * the checkpoint at a slow disk's 50 MB/s (a worker loads its model before it listens).
+   */
   startTimeoutMs?: number;
   /** Environment of the service processes (default: this process's). */
   env?: NodeJS.ProcessEnv;
@@ -67,7 +72,9 @@ interface Running {
 
 export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
   const { logger } = options;
-  const timeoutMs = options.startTimeoutMs ?? 30_000;
+  const baseTimeoutMs = options.startTimeoutMs ?? 30_000;
+  const workerTimeoutMs =
+    options.startTimeoutMs ?? baseTimeoutMs + Math.ceil(checkpointBytes(options.modelDir) / 50e6) * 1000;
   const running: Running[] = [];
   // Every forked child, including ones still starting, so a failed start leaves no orphans.
   const spawned: ChildProcess[] = [];
@@ -100,6 +107,17 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       env: options.env ?? process.env,
     });
     spawned.push(child);
+    const timeoutMs = service === "base-worker" ? workerTimeoutMs : baseTimeoutMs;
+    const began = performance.now();
+    // Progress while a slow start (a large model loading) goes on, so `up` never looks hung.
+    const progress = setInterval(() => {
+      const waited = Math.round((performance.now() - began) / 1000);
+      logger.info(`waiting for ${service} to start${service === "base-worker" ? " (loading the model)" : ""}`, {
+        service,
+        waitedS: waited,
+        limitS: Math.round(timeoutMs / 1000),
+      });
+    }, 10_000);
     const listening = await new Promise<ListeningMessage>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new UnavailableError(`${service} did not start within ${timeoutMs} ms`)),
@@ -115,14 +133,14 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
         clearTimeout(timer);
         reject(new UnavailableError(`${service} exited during start-up (${code ?? signal}); see its log above`));
       });
-    });
+    }).finally(() => clearInterval(progress));
     const { address, metricsAddress } = listening;
     const proc = { service, child, address, metricsAddress };
     running.push(proc);
     child.once("exit", (code, signal) => {
       if (!stopping) reportExit({ service, code, signal });
     });
-    await waitForServing({ address }, timeoutMs);
+    await waitForServing({ address }, baseTimeoutMs);
     logger.info("service ready", { service, address, pid: child.pid });
     return proc;
   };
@@ -206,4 +224,15 @@ async function stopChild(child: ChildProcess): Promise<void> {
   const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
   await exited;
   clearTimeout(timer);
+}
+
+/** Bytes of the model's safetensors files (0 when the directory cannot be read: the worker reports that). */
+function checkpointBytes(dir: string): number {
+  try {
+    return readdirSync(dir)
+      .filter((f) => f.endsWith(".safetensors"))
+      .reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
+  } catch {
+    return 0;
+  }
 }

@@ -5,7 +5,15 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
+import { native } from "@loramesh/native";
 import { SafetensorsError, SafetensorsFile, type TensorEntry } from "@loramesh/formats";
+
+/** Bytes of one or more adjacent tensors mapped from their shard: they start at `offset` in `buffer`. */
+export interface MappedBytes {
+  buffer: ArrayBuffer;
+  offset: number;
+  entries: TensorEntry[];
+}
 
 export class Checkpoint {
   private constructor(
@@ -80,16 +88,41 @@ export class Checkpoint {
 
   /** Reads a tensor as f32 and checks its shape. */
   read(name: string, shape: readonly number[]): Float32Array {
-    const entry = this.entry(name);
-    if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
-      throw new SafetensorsError(
-        `${name} has shape [${entry.shape.join(", ")}], the config implies [${shape.join(", ")}]`,
-      );
-    }
+    checkShape(name, this.entry(name), shape);
     return (this.index.get(name) as SafetensorsFile).readF32(name);
+  }
+
+  /**
+   * The bytes of tensors stored back to back in one shard, in place: mapped copy-on-write by the
+   * native core (no read, no copy; pages load on first use). Undefined when they are not adjacent
+   * in one file, so the caller copies instead.
+   */
+  mapped(names: readonly string[], shapes: ReadonlyArray<readonly number[]>): MappedBytes | undefined {
+    const entries = names.map((name, i) => {
+      const entry = this.entry(name);
+      checkShape(name, entry, shapes[i] as readonly number[]);
+      return entry;
+    });
+    const file = this.index.get(names[0] as string) as SafetensorsFile;
+    for (let i = 1; i < names.length; i++) {
+      if (this.index.get(names[i] as string) !== file) return undefined;
+      if ((entries[i] as TensorEntry).begin !== (entries[i - 1] as TensorEntry).end) return undefined;
+    }
+    const first = entries[0] as TensorEntry,
+      last = entries[entries.length - 1] as TensorEntry;
+    const { buffer, offset } = native.mapFile(file.path, first.begin, last.end - first.begin);
+    return { buffer, offset, entries };
   }
 
   close(): void {
     for (const f of this.files) f.close();
+  }
+}
+
+function checkShape(name: string, entry: TensorEntry, shape: readonly number[]): void {
+  if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
+    throw new SafetensorsError(
+      `${name} has shape [${entry.shape.join(", ")}], the config implies [${shape.join(", ")}]`,
+    );
   }
 }

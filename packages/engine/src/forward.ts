@@ -9,6 +9,7 @@ import type { KvCache } from "./kv-cache";
 import type { LoraBackend } from "./lora-backend";
 import type { LoraSite } from "@loramesh/formats";
 import type { Model, MoeMlp } from "./model";
+import type { Weight } from "./weights";
 
 type F32 = Tensor<"f32">;
 
@@ -250,7 +251,7 @@ async function moe(
     output: F32,
     width: number,
     outWidth: number,
-    pick: (e: number) => F32,
+    pick: (e: number) => Weight,
   ): Promise<void> => {
     for (let e = 0; e < E; e++) {
       const [start, n] = ranges[e] as [number, number];

@@ -17,3 +17,4 @@ export { LocalLoraBackend } from "./local-lora-backend";
 export { type LoraBackend, type LoraSiteCall } from "./lora-backend";
 export { type DenseMlp, type LayerWeights, Model, type MoeMlp } from "./model";
 export { argmax, DEFAULT_MAX_TOKENS, Rng, Sampler, samplingOptions, type SamplingOptions } from "./sampling";
+export { type Weight, WeightLoader } from "./weights";

@@ -1,32 +1,35 @@
 /**
  * Base-model weights in the layout the forward pass uses: q/k/v stacked into one matrix (one
  * matmul, one LoRA call with three slices), gate/up stacked likewise, per-expert matrices for MoE.
- * Weights are held as f32 (F16/BF16 checkpoints are converted exactly).
+ * Weights are held in the checkpoint's precision (BF16 as bf16, F32 as f32; F16 widened to f32),
+ * mapped from the file rather than read (see weights.ts); the kernels accumulate in f32.
  */
-import { f32, native, type Tensor } from "@loramesh/native";
+import { native, type Tensor } from "@loramesh/native";
 import { Checkpoint } from "./checkpoint";
 import { loadModelConfig, type ModelConfig, SafetensorsError } from "@loramesh/formats";
+import { WeightLoader, type Weight } from "./weights";
 
 type F32 = Tensor<"f32">;
+type W = Weight;
 
 export interface DenseMlp {
   kind: "dense";
-  gateUp: F32; // [2I, H]: gate rows then up rows
-  down: F32; // [H, I]
+  gateUp: W; // [2I, H]: gate rows then up rows
+  down: W; // [H, I]
 }
 
 export interface MoeMlp {
   kind: "moe";
-  router: F32; // [E, H]
-  experts: Array<{ gateUp: F32; down: F32 }>; // w1;w3 stacked [2I, H], w2 [H, I]
+  router: W; // [E, H]
+  experts: Array<{ gateUp: W; down: W }>; // w1;w3 stacked [2I, H], w2 [H, I]
 }
 
 export interface LayerWeights {
-  inputNorm: F32;
-  postNorm: F32;
-  qkv: F32; // [qDim + 2·kvDim, H]
+  inputNorm: W;
+  postNorm: W;
+  qkv: W; // [qDim + 2·kvDim, H]
   qkvBias: F32 | null;
-  o: F32; // [H, qDim]
+  o: W; // [H, qDim]
   mlp: DenseMlp | MoeMlp;
 }
 
@@ -34,10 +37,10 @@ export class Model {
   private constructor(
     readonly dir: string,
     readonly config: ModelConfig,
-    readonly embed: F32,
+    readonly embed: W,
     readonly layers: LayerWeights[],
-    readonly finalNorm: F32,
-    readonly lmHead: F32,
+    readonly finalNorm: W,
+    readonly lmHead: W,
     /** Rotary frequencies for non-dynamic rope (dynamic recomputes per batch). */
     readonly invFreq: Float32Array,
     readonly attentionScaling: number,
@@ -50,94 +53,32 @@ export class Model {
     return this.config.numKvHeads * this.config.headDim;
   }
 
-  /** Bytes of weights held. */
+  /** Bytes of weights held (in their own precision). */
   get sizeBytes(): number {
-    let n =
-      this.embed.data.length + this.finalNorm.data.length + (this.lmHead === this.embed ? 0 : this.lmHead.data.length);
+    const b = (t: Tensor) => t.data.byteLength;
+    let n = b(this.embed) + b(this.finalNorm) + (this.lmHead === this.embed ? 0 : b(this.lmHead));
     for (const l of this.layers) {
-      n +=
-        l.inputNorm.data.length +
-        l.postNorm.data.length +
-        l.qkv.data.length +
-        l.o.data.length +
-        (l.qkvBias?.data.length ?? 0);
-      if (l.mlp.kind === "dense") n += l.mlp.gateUp.data.length + l.mlp.down.data.length;
-      else
-        n +=
-          l.mlp.router.data.length + l.mlp.experts.reduce((s, e) => s + e.gateUp.data.length + e.down.data.length, 0);
+      n += b(l.inputNorm) + b(l.postNorm) + b(l.qkv) + b(l.o) + (l.qkvBias ? b(l.qkvBias) : 0);
+      if (l.mlp.kind === "dense") n += b(l.mlp.gateUp) + b(l.mlp.down);
+      else n += b(l.mlp.router) + l.mlp.experts.reduce((s, e) => s + b(e.gateUp) + b(e.down), 0);
     }
-    return n * 4;
+    return n;
   }
 
   static load(dir: string): Model {
     const config = loadModelConfig(dir);
     const ckpt = Checkpoint.open(dir);
     try {
-      const { hiddenSize: h, intermediateSize: i, vocabSize: vocab, headDim } = config;
-      const q = config.numHeads * headDim,
-        kv = config.numKvHeads * headDim;
-      const embed = f32([vocab, h], ckpt.read("model.embed_tokens.weight", [vocab, h]));
-      const layers: LayerWeights[] = [];
-      for (let l = 0; l < config.numLayers; l++) {
-        const p = `model.layers.${l}`;
-        const qkv = stack([
-          ckpt.read(`${p}.self_attn.q_proj.weight`, [q, h]),
-          ckpt.read(`${p}.self_attn.k_proj.weight`, [kv, h]),
-          ckpt.read(`${p}.self_attn.v_proj.weight`, [kv, h]),
-        ]);
-        let qkvBias: F32 | null = null;
-        if (config.attentionBias) {
-          qkvBias = f32(
-            [q + 2 * kv],
-            stack([
-              ckpt.read(`${p}.self_attn.q_proj.bias`, [q]),
-              ckpt.read(`${p}.self_attn.k_proj.bias`, [kv]),
-              ckpt.read(`${p}.self_attn.v_proj.bias`, [kv]),
-            ]),
-          );
-        }
-        let mlp: DenseMlp | MoeMlp;
-        if (config.numExperts > 0) {
-          const moe = `${p}.block_sparse_moe`;
-          mlp = {
-            kind: "moe",
-            router: f32([config.numExperts, h], ckpt.read(`${moe}.gate.weight`, [config.numExperts, h])),
-            experts: Array.from({ length: config.numExperts }, (_, e) => ({
-              gateUp: f32(
-                [2 * i, h],
-                stack([
-                  ckpt.read(`${moe}.experts.${e}.w1.weight`, [i, h]),
-                  ckpt.read(`${moe}.experts.${e}.w3.weight`, [i, h]),
-                ]),
-              ),
-              down: f32([h, i], ckpt.read(`${moe}.experts.${e}.w2.weight`, [h, i])),
-            })),
-          };
-        } else {
-          mlp = {
-            kind: "dense",
-            gateUp: f32(
-              [2 * i, h],
-              stack([ckpt.read(`${p}.mlp.gate_proj.weight`, [i, h]), ckpt.read(`${p}.mlp.up_proj.weight`, [i, h])]),
-            ),
-            down: f32([h, i], ckpt.read(`${p}.mlp.down_proj.weight`, [h, i])),
-          };
-        }
-        layers.push({
-          inputNorm: f32([h], ckpt.read(`${p}.input_layernorm.weight`, [h])),
-          postNorm: f32([h], ckpt.read(`${p}.post_attention_layernorm.weight`, [h])),
-          qkv: f32([q + 2 * kv, h], qkv),
-          qkvBias,
-          o: f32([h, q], ckpt.read(`${p}.self_attn.o_proj.weight`, [h, q])),
-          mlp,
-        });
-      }
-      const finalNorm = f32([h], ckpt.read("model.norm.weight", [h]));
+      const w = new WeightLoader(ckpt);
+      const { hiddenSize: h, vocabSize: vocab } = config;
+      const embed = w.one("model.embed_tokens.weight", [vocab, h]);
+      const layers = Array.from({ length: config.numLayers }, (_, l) => loadLayer(w, config, l));
+      const finalNorm = w.one("model.norm.weight", [h]);
       let lmHead = embed;
       if (!config.tieWordEmbeddings) {
         if (!ckpt.has("lm_head.weight"))
           throw new SafetensorsError("the checkpoint has no lm_head.weight and tie_word_embeddings is false");
-        lmHead = f32([vocab, h], ckpt.read("lm_head.weight", [vocab, h]));
+        lmHead = w.one("lm_head.weight", [vocab, h]);
       }
       const { invFreq, attentionScaling } = native.ropeInvFreq(config.rope, 0);
       return new Model(dir, config, embed, layers, finalNorm, lmHead, invFreq, attentionScaling);
@@ -147,12 +88,66 @@ export class Model {
   }
 }
 
-function stack(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
+function loadLayer(w: WeightLoader, config: ModelConfig, l: number): LayerWeights {
+  const { hiddenSize: h, intermediateSize: i, headDim } = config;
+  const q = config.numHeads * headDim,
+    kv = config.numKvHeads * headDim;
+  const p = `model.layers.${l}`;
+  const a = `${p}.self_attn`;
+  const qkv = w.stacked(
+    [
+      [`${a}.q_proj.weight`, [q, h]],
+      [`${a}.k_proj.weight`, [kv, h]],
+      [`${a}.v_proj.weight`, [kv, h]],
+    ],
+    [q + 2 * kv, h],
+  );
+  const qkvBias = config.attentionBias
+    ? w.f32(
+        [
+          [`${a}.q_proj.bias`, [q]],
+          [`${a}.k_proj.bias`, [kv]],
+          [`${a}.v_proj.bias`, [kv]],
+        ],
+        [q + 2 * kv],
+      )
+    : null;
+  let mlp: DenseMlp | MoeMlp;
+  if (config.numExperts > 0) {
+    const moe = `${p}.block_sparse_moe`;
+    mlp = {
+      kind: "moe",
+      router: w.one(`${moe}.gate.weight`, [config.numExperts, h]),
+      experts: Array.from({ length: config.numExperts }, (_, e) => ({
+        gateUp: w.stacked(
+          [
+            [`${moe}.experts.${e}.w1.weight`, [i, h]],
+            [`${moe}.experts.${e}.w3.weight`, [i, h]],
+          ],
+          [2 * i, h],
+        ),
+        down: w.one(`${moe}.experts.${e}.w2.weight`, [h, i]),
+      })),
+    };
+  } else {
+    mlp = {
+      kind: "dense",
+      gateUp: w.stacked(
+        [
+          [`${p}.mlp.gate_proj.weight`, [i, h]],
+          [`${p}.mlp.up_proj.weight`, [i, h]],
+        ],
+        [2 * i, h],
+      ),
+      down: w.one(`${p}.mlp.down_proj.weight`, [h, i]),
+    };
   }
-  return out;
+  return {
+    inputNorm: w.one(`${p}.input_layernorm.weight`, [h]),
+    postNorm: w.one(`${p}.post_attention_layernorm.weight`, [h]),
+    qkv,
+    qkvBias,
+    o: w.one(`${a}.o_proj.weight`, [h, q]),
+    mlp,
+  };
 }

@@ -1,0 +1,191 @@
+/**
+ * `pnpm bench:cpu-anchor [--json] [--dtype bf16|f32] [--quick]`: loramesh against llama.cpp
+ * (node-llama-cpp, prebuilt) on the same generated TinyLlama-1.1B-shaped model, in one run.
+ *
+ * The model is written once by the synth-model generator (safetensors for loramesh, GGUF with q/k
+ * permuted for llama.cpp; same random weights) and cached. Each round runs every engine in a fresh
+ * process, alternating, so both see the same machine load; the figures are medians over rounds.
+ * "floor" is the decode rate the machine's measured read bandwidth allows at this weight precision.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { statSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { shapeByName, synthModel, type SynthAdapterSpec, LORA_TARGETS } from "@loramesh/cli";
+import { native } from "@loramesh/native";
+
+interface Options {
+  json: boolean;
+  dtype: "bf16" | "f32";
+  quick: boolean;
+  shape: string;
+  dir: string | undefined;
+  rounds: number | undefined;
+  threads: number;
+}
+
+function parseArgs(argv: readonly string[]): Options {
+  const o: Options = {
+    json: false,
+    dtype: "bf16",
+    quick: false,
+    shape: "tinyllama-1.1b",
+    dir: undefined,
+    rounds: undefined,
+    threads: 0,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${arg} needs a value`);
+      return v;
+    };
+    if (arg === "--json") o.json = true;
+    else if (arg === "--quick") o.quick = true;
+    else if (arg === "--dtype") {
+      const d = value();
+      if (d !== "bf16" && d !== "f32") throw new Error("--dtype must be bf16 or f32");
+      o.dtype = d;
+    } else if (arg === "--shape") o.shape = value();
+    else if (arg === "--dir") o.dir = value();
+    else if (arg === "--rounds") o.rounds = Number(value());
+    else if (arg === "--threads") o.threads = Number(value());
+    else throw new Error(`unknown argument ${arg}`);
+  }
+  return o;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+
+const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+function cpuModel(): string {
+  try {
+    const line = execFileSync("lscpu", { encoding: "utf8" })
+      .split("\n")
+      .find((l) => l.startsWith("Model name:"));
+    if (line) return line.slice("Model name:".length).trim();
+  } catch {
+    // lscpu missing: fall back to Node's view
+  }
+  return cpus()[0]?.model ?? "unknown";
+}
+
+function worker(args: Record<string, unknown>): Record<string, unknown> {
+  const r = spawnSync(process.execPath, [join(__dirname, "cpu-anchor-worker.js"), JSON.stringify(args)], {
+    encoding: "utf8",
+    maxBuffer: 1 << 24,
+  });
+  if (r.status !== 0) throw new Error(`${String(args["engine"])} worker failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split("\n").pop() as string) as Record<string, unknown>;
+}
+
+const KEYS = ["load_ms", "prefill_tok_s", "decode_tok_s", "decode_tok_s_r16", "decode_tok_s_r128", "rss_mib"] as const;
+
+function agree(a: unknown, b: unknown): number {
+  const x = a as number[],
+    y = b as number[];
+  let n = 0;
+  while (n < x.length && n < y.length && x[n] === y[n]) n++;
+  return n;
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const shape = shapeByName(o.shape);
+  const threads = o.threads > 0 ? o.threads : cpus().length;
+  const rounds = o.rounds ?? (o.quick ? 1 : 3);
+  const promptLength = o.quick ? 64 : 256,
+    generate = o.quick ? 16 : 64;
+  const gguf = o.dtype === "f32" ? "F32" : "F16";
+  const dir = o.dir ?? join(tmpdir(), `loramesh-cpu-anchor-${shape.name}-${o.dtype}`);
+  const adapters: SynthAdapterSpec[] = [16, 128].map((rank) => ({ name: `r${rank}`, rank, targets: LORA_TARGETS }));
+  synthModel(dir, {
+    shape,
+    dtype: o.dtype,
+    adapters,
+    gguf: [gguf],
+    onFile: (p) => process.stderr.write(`cpu-anchor: writing ${p}\n`),
+  });
+  // Prompt: fixed pseudo-random ids past the special and byte tokens.
+  const prompt = Array.from({ length: promptLength }, (_, i) => 259 + ((i * 7919 + 13) % (shape.vocabSize - 259)));
+  const common = { prompt, generate, threads };
+  const engines = {
+    loramesh: {
+      engine: "loramesh",
+      model: join(dir, "model"),
+      adapters: Object.fromEntries(adapters.map((a) => [a.name, join(dir, "adapters", a.name)])),
+    },
+    llamacpp: {
+      engine: "llamacpp",
+      model: join(dir, `model-${gguf}.gguf`),
+      adapters: Object.fromEntries(adapters.map((a) => [a.name, join(dir, "adapters", `${a.name}-${gguf}.gguf`)])),
+    },
+  };
+  const results: Record<string, Array<Record<string, unknown>>> = { loramesh: [], llamacpp: [] };
+  const loads: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    // Alternate which engine goes first so neither always runs on a warmer page cache.
+    const order = r % 2 === 0 ? (["loramesh", "llamacpp"] as const) : (["llamacpp", "loramesh"] as const);
+    for (const name of order) {
+      loads.push(loadavg()[0] as number);
+      const res = worker({ ...engines[name], ...common });
+      results[name]?.push(res);
+      process.stderr.write(
+        `cpu-anchor: round ${r + 1}/${rounds} ${name}: ${JSON.stringify(Object.fromEntries(KEYS.map((k) => [k, res[k]])))}\n`,
+      );
+    }
+  }
+  const summarize = (rs: Array<Record<string, unknown>>) =>
+    Object.fromEntries(KEYS.map((k) => [k, round(median(rs.map((x) => x[k] as number)))]));
+  const checkpointBytes = statSync(join(dir, "model", "model.safetensors")).size;
+  const embedBytes = shape.vocabSize * shape.hiddenSize * (o.dtype === "f32" ? 4 : 2);
+  // A decode step reads every weight once except the embedding table (one row).
+  const bytesPerToken = checkpointBytes - embedBytes;
+  const membw = native.readBandwidthGbs(1 << 30, 3);
+  const first = (name: string, key: string) => results[name]?.[0]?.[key];
+  const out = {
+    model: {
+      shape: shape.name,
+      dtype: o.dtype,
+      llamacpp_weights: gguf,
+      checkpoint_bytes: checkpointBytes,
+      prompt_tokens: promptLength,
+      generated_tokens: generate,
+      rounds,
+      threads,
+      cpu: cpuModel(),
+      load_avg: round(median(loads)),
+      same_greedy_tokens: {
+        base: agree(first("loramesh", "tokens"), first("llamacpp", "tokens")),
+        r16: agree(first("loramesh", "tokens_r16"), first("llamacpp", "tokens_r16")),
+        r128: agree(first("loramesh", "tokens_r128"), first("llamacpp", "tokens_r128")),
+        of: generate,
+      },
+    },
+    loramesh: summarize(results["loramesh"] ?? []),
+    llamacpp: summarize(results["llamacpp"] ?? []),
+    floor: { membw_gbs: round(membw), decode_tok_s: round((membw * 1e9) / bytesPerToken) },
+  };
+  if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+  else {
+    process.stdout.write(
+      `cpu-anchor: ${shape.name} ${o.dtype} on ${out.model.cpu}, ${threads} threads, load ${out.model.load_avg}\n`,
+    );
+    for (const k of KEYS)
+      process.stdout.write(
+        `  ${k.padEnd(18)} loramesh ${String(out.loramesh[k]).padStart(9)}   llama.cpp ${String(out.llamacpp[k]).padStart(9)}\n`,
+      );
+    process.stdout.write(`  floor: ${out.floor.membw_gbs} GB/s -> ${out.floor.decode_tok_s} tok/s decode\n`);
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`cpu-anchor: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,19 @@
+// out = x · Wᵀ (+ bias) for a block of weight rows, with the core's fixed reduction order: every
+// output is 8 FMA lanes over k, reduced as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), then the tail in
+// order — the same bits as simd::dot, whichever ISA runs and however rows are split across threads.
+#pragma once
+
+#include <cstdint>
+
+namespace lm::gemm {
+
+// True when this CPU has AVX-512 F/DQ/VL (checked once) and SIMD is enabled.
+bool avx512_active();
+
+// Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].
+void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n,
+                 int64_t row_begin, int64_t row_end, float* out);
+void matmul_rows(const float* x, const uint16_t* w, const float* bias, int64_t tokens, int64_t k, int64_t n,
+                 int64_t row_begin, int64_t row_end, float* out);
+
+}  // namespace lm::gemm

@@ -1,0 +1,48 @@
+// Read bandwidth of this machine's memory, as the decode-speed floor of a benchmark needs it: the
+// CPU pool streams a buffer larger than any cache and the best of a few passes is reported.
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "common.h"
+#include "threads.h"
+
+extern "C" lm_status lm_read_bandwidth_gbs(size_t bytes, int32_t passes, double* gbs_out) {
+  using lm::fail;
+  if (gbs_out == nullptr) return fail(LM_ERR_ARGUMENT, "read bandwidth: output is required");
+  if (bytes < (1u << 20) || passes < 1) return fail(LM_ERR_ARGUMENT, "read bandwidth: at least 1 MiB and 1 pass");
+  const size_t words = bytes / sizeof(uint64_t);
+  auto* data = static_cast<uint64_t*>(std::aligned_alloc(64, words * sizeof(uint64_t)));
+  if (data == nullptr) return fail(LM_ERR_MEMORY, "read bandwidth: cannot allocate the buffer");
+  for (size_t i = 0; i < words; i++) data[i] = i * 0x9e3779b97f4a7c15ull;
+  const int64_t chunk = 1 << 17;  // words per work item (1 MiB)
+  const int64_t items = static_cast<int64_t>((words + chunk - 1) / chunk);
+  std::vector<uint64_t> sink(static_cast<size_t>(items));
+  double best = 0;
+  for (int32_t p = 0; p < passes; p++) {
+    auto start = std::chrono::steady_clock::now();
+    lm::parallel_for(items, [&](int64_t it) {
+      const size_t b = static_cast<size_t>(it * chunk), e = std::min(words, b + static_cast<size_t>(chunk));
+      uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      size_t i = b;
+      for (; i + 4 <= e; i += 4) {
+        a0 ^= data[i];
+        a1 ^= data[i + 1];
+        a2 ^= data[i + 2];
+        a3 ^= data[i + 3];
+      }
+      for (; i < e; i++) a0 ^= data[i];
+      sink[static_cast<size_t>(it)] = a0 ^ a1 ^ a2 ^ a3;  // keeps the loads alive
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, static_cast<double>(words * sizeof(uint64_t)) / s / 1e9);
+  }
+  volatile uint64_t keep = 0;
+  for (uint64_t v : sink) keep = keep ^ v;
+  (void)keep;
+  std::free(data);
+  *gbs_out = best;
+  return LM_OK;
+}
