@@ -133,15 +133,26 @@ export class GpuCostModel {
       const bytes = tokens * maxRank * loraBytesPerTokenRank(this.model, this.targets);
       return this.sitesPerStep * c.paddedFixedUs + (bytes / (c.paddedBytesPerSecond * gpus)) * 1e6;
     }
-    // True rank: each distinct adapter's weights are read once, for the experts its tokens touch.
-    let bytes = 0;
+    // True rank: each distinct adapter's weights are read once, for the experts its tokens touch;
+    // every token's activations are read and written at each site.
     const m = this.model;
+    let bytes = tokens * this.activationBytesPerToken();
     const attention = loraBytesPerTokenRank(m, "attention");
     for (const a of step.adapters) {
       const experts = this.targets === "attention+experts" ? expertsTouched(m, a.tokens) : 0;
       bytes += a.rank * (attention + m.layers * experts * expertLoraPerRank(m));
     }
     return this.sitesPerStep * c.trueRankFixedUs + (bytes / (c.trueRankBytesPerSecond * gpus)) * 1e6;
+  }
+
+  /** Bytes of one token's LoRA inputs and outputs over all sites of a step (bf16). */
+  activationBytesPerToken(): number {
+    const m = this.model;
+    const q = m.heads * m.headDim;
+    const kv = m.kvHeads * m.headDim;
+    const attention = 4 * m.hidden + q + 2 * kv + q + m.hidden;
+    const experts = this.targets === "attention+experts" ? m.topK * 3 * (m.hidden + m.ffn) : 0;
+    return 2 * m.layers * (attention + experts);
   }
 
   /** One step's activations to a LoRA server and back: two round trips per layer. */

@@ -421,17 +421,17 @@ class ClusterSimulation {
     const jobs = server.queue;
     server.queue = [];
     server.lanesFree--;
-    const merged = new Map<string, { tokens: number; rank: number }>();
+    // One launch serves the whole batch, but each job brings its own weight reads: jobs from
+    // different instances arrive at different layers, so they rarely share an adapter's layer.
+    const adapters: Array<{ tokens: number; rank: number }> = [];
     let tokens = 0;
     for (const j of jobs)
-      for (const [id, a] of j.adapters) {
+      for (const a of j.adapters.values()) {
         tokens += a.tokens;
-        const m = merged.get(id);
-        if (m) m.tokens += a.tokens;
-        else merged.set(id, { ...a });
+        adapters.push(a);
       }
     const us = this.cost.loraStepUs(
-      { tokens, attendedTokens: 0, adapters: [...merged.values()] },
+      { tokens, attendedTokens: 0, adapters },
       this.cluster.kernel,
       this.cluster.loraServer?.ep ?? 1,
     );
