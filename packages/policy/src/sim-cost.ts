@@ -15,17 +15,22 @@ export interface SimCost {
   /** The activations' round trips of one step to a LoRA server. */
   remoteUs(tokens: number, link: Link, push: boolean): number;
   loadSeconds(bytes: number): number;
+  /** Seconds from a client's send to the request reaching an executor and back (stack overhead). */
+  readonly requestOverheadSeconds: number;
 }
 
 /** The calibrated CPU model: LoRA servers are reached over shared memory, as on one host. */
 export function cpuSimCost(cost: CostModel): SimCost {
+  const c = cost.calibration;
   return {
     kind: "cpu",
     layers: Math.max(1, Math.round(cost.calibration.sitesPerStep / 4)),
-    baseStepUs: (step) => cost.baseStepUs(step.tokens),
+    baseStepUs: (step) => (step.tokens === 0 ? 0 : cost.baseStepUs(step.tokens) + (c.stepOverheadUs ?? 0)),
     loraStepUs: (step, kernel) => cost.loraStepUs(step, kernel),
-    remoteUs: (tokens) => cost.transportStepUs(tokens, "shm"),
+    remoteUs: (tokens) =>
+      cost.transportStepUs(tokens, "shm") + Math.max(0, (c.remoteStepOverheadUs ?? 0) - (c.stepOverheadUs ?? 0)),
     loadSeconds: (bytes) => cost.loadSeconds(bytes),
+    requestOverheadSeconds: (c.requestOverheadUs ?? 0) / 1e6,
   };
 }
 
@@ -37,6 +42,7 @@ export function gpuSimCost(cost: GpuCostModel): SimCost {
     loraStepUs: (step, kernel, gpus) => cost.loraStepUs(step, kernel, gpus),
     remoteUs: (tokens, link, push) => cost.remoteUs(tokens, link, push),
     loadSeconds: (bytes) => cost.loadSeconds(bytes),
+    requestOverheadSeconds: 0,
   };
 }
 

@@ -201,7 +201,9 @@ class ClusterSimulation {
     let nextReplace = this.cluster.replaceEvery > 0 ? this.cluster.replaceEvery : Infinity;
     let ri = 0;
     for (;;) {
-      const arrival = ri < requests.length ? (requests[ri] as Request).arrival : Infinity;
+      // A request reaches its executor after the stack's overhead; TTFT still counts from the send.
+      const ingress = this.cost.requestOverheadSeconds;
+      const arrival = ri < requests.length ? (requests[ri] as Request).arrival + ingress : Infinity;
       if (arrival === Infinity && this.events.size === 0) break;
       if (arrival <= this.events.peekTime()) {
         const req = requests[ri++] as Request;
@@ -212,7 +214,7 @@ class ClusterSimulation {
           this.seen.clear();
           nextReplace = req.arrival + this.cluster.replaceEvery;
         }
-        this.arrive(req);
+        this.arrive(req, req.arrival + ingress);
         continue;
       }
       const ev = this.events.pop();
@@ -235,7 +237,7 @@ class ClusterSimulation {
   }
 
   /** Routes a request to an executor and queues it there. */
-  private arrive(req: Request): void {
+  private arrive(req: Request, now: number): void {
     const a = this.byId.get(req.adapter) as AdapterSpec;
     const c = this.cluster;
     const holders = (this.execPlacement.get(req.adapter) ?? []).map((h) => this.execs[Number(h.slice(1))] as Exec);
@@ -288,7 +290,7 @@ class ClusterSimulation {
       }
       best.queue.splice(lo, 0, seq);
     } else best.queue.push(seq);
-    if (!best.busy) this.startStep(best, req.arrival);
+    if (!best.busy) this.startStep(best, now);
   }
 
   /** KV room for `tokens` more; in a unified pool idle adapters are evicted to make it. */
