@@ -30,11 +30,14 @@ export class AdapterCache {
     return e;
   }
 
-  /** Evicts unpinned adapters (oldest first) until `bytes` more fit; false when they cannot. */
-  makeRoom(bytes: number): boolean {
+  /**
+   * Evicts unpinned adapters (oldest first) until `bytes` more fit; false when they cannot. A load
+   * still in flight at `now` is not evicted: its request has not had the chance to start.
+   */
+  makeRoom(bytes: number, now = Infinity): boolean {
     if (this.used + bytes <= this.capacity()) return true;
     for (const [id, e] of this.entries) {
-      if (e.pins > 0) continue;
+      if (e.pins > 0 || e.readyAt > now) continue;
       this.entries.delete(id);
       this.used -= e.bytes;
       if (this.used + bytes <= this.capacity()) return true;
@@ -67,7 +70,7 @@ export class AdapterCache {
   load(id: string, bytes: number, now: number, seconds: number, layers: number): CacheEntry | undefined {
     const existing = this.get(id);
     if (existing) return existing;
-    if (!this.makeRoom(bytes)) return undefined;
+    if (!this.makeRoom(bytes, now)) return undefined;
     const entry = { bytes, readyAt: now + seconds, firstLayerAt: now + seconds / Math.max(1, layers), pins: 0 };
     this.entries.set(id, entry);
     this.used += bytes;

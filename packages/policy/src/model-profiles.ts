@@ -146,8 +146,7 @@ export function expertLoraPerRank(m: ModelProfile): number {
 
 /** Bytes of one adapter at `rank` (bf16, true-rank storage). */
 export function adapterBytes(m: ModelProfile, rank: number, targets: LoraTargets = "attention+experts"): number {
-  const perLayer =
-    attentionLoraPerRank(m) + (targets === "attention+experts" ? m.experts * expertLoraPerRank(m) : 0);
+  const perLayer = attentionLoraPerRank(m) + (targets === "attention+experts" ? m.experts * expertLoraPerRank(m) : 0);
   return rank * m.layers * perLayer;
 }
 

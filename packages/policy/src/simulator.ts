@@ -190,13 +190,23 @@ class ClusterSimulation {
         }
       }
     };
-    fill(this.execPlacement, this.execs.map((e) => e.cache));
-    fill(this.serverPlacement, this.servers.map((s) => s.cache));
+    fill(
+      this.execPlacement,
+      this.execs.map((e) => e.cache),
+    );
+    fill(
+      this.serverPlacement,
+      this.servers.map((s) => s.cache),
+    );
   }
 
   run(slo: Slo): SimulationResult {
     const total = this.adapters.reduce((s, a) => s + a.weight, 0);
-    this.place(this.policyAdapters((a) => a.weight / total), 0, true);
+    this.place(
+      this.policyAdapters((a) => a.weight / total),
+      0,
+      true,
+    );
     const requests = makeRequests(this.workload, this.adapters);
     let nextReplace = this.cluster.replaceEvery > 0 ? this.cluster.replaceEvery : Infinity;
     let ri = 0;
@@ -210,7 +220,11 @@ class ClusterSimulation {
         this.seen.set(req.adapter, (this.seen.get(req.adapter) ?? 0) + 1);
         if (req.arrival >= nextReplace) {
           const n = [...this.seen.values()].reduce((a, b) => a + b, 0);
-          this.place(this.policyAdapters((a) => (this.seen.get(a.id) ?? 0) / n), req.arrival, false);
+          this.place(
+            this.policyAdapters((a) => (this.seen.get(a.id) ?? 0) / n),
+            req.arrival,
+            false,
+          );
           this.seen.clear();
           nextReplace = req.arrival + this.cluster.replaceEvery;
         }
@@ -251,7 +265,8 @@ class ClusterSimulation {
     } else {
       candidates = this.execs;
       const homes = this.serverPlacement.get(req.adapter) ?? [];
-      server = homes.length > 0 ? Number((homes[req.id % homes.length] as string).slice(1)) : req.id % this.servers.length;
+      server =
+        homes.length > 0 ? Number((homes[req.id % homes.length] as string).slice(1)) : req.id % this.servers.length;
     }
     const cls = rankClass(a.rank);
     let best = candidates[0] as Exec;
@@ -394,14 +409,20 @@ class ClusterSimulation {
     const all = [...local.values(), ...[...remote.values()].flatMap((j) => [...j.adapters.values()])];
     const shape: StepShape = { tokens, attendedTokens: attended, adapters: all };
     const base = this.cost.baseStepUs(shape);
-    const lora = this.cost.loraStepUs({ tokens, attendedTokens: attended, adapters: [...local.values()] }, this.cluster.kernel);
+    const lora = this.cost.loraStepUs(
+      { tokens, attendedTokens: attended, adapters: [...local.values()] },
+      this.cluster.kernel,
+    );
     e.start = now;
     e.localUs = base + lora;
     if (remote.size === 0) {
       this.events.push(this.stepEnd(e, now + e.localUs / 1e6), { kind: "step", exec: e });
       return;
     }
-    const remoteTokens = [...remote.values()].reduce((s, j) => s + [...j.adapters.values()].reduce((x, a) => x + a.tokens, 0), 0);
+    const remoteTokens = [...remote.values()].reduce(
+      (s, j) => s + [...j.adapters.values()].reduce((x, a) => x + a.tokens, 0),
+      0,
+    );
     e.netUs = this.cost.remoteUs(remoteTokens, this.cluster.loraServer?.link ?? "nvlink", this.cluster.push !== false);
     e.pending = remote.size;
     e.remoteDone = now;
