@@ -35,7 +35,7 @@ const REPO_ROOT = join(__dirname, "..", "..");
 const RESULTS = join(REPO_ROOT, "bench", "results");
 mkdirSync(RESULTS, { recursive: true });
 const DURATION = quick ? 20 : 60;
-const STEPS = quick ? 6 : 9;
+const STEPS = quick ? 8 : 10;
 const out: string[] = [];
 const report: Record<string, unknown> = { calibration: "bench/calibrations/h100-derived.json (derived)", quick };
 const say = (line = ""): void => {
@@ -63,7 +63,7 @@ function run(model: string, gpus: number, s: System, w: WorkloadSpec, slo: Slo):
   return simulate({ ...w, bytesPerRank: x.bytesPerRank }, x.cluster, policyByName(s.policy), x.cost, slo);
 }
 
-function serviceable(model: string, gpus: number, s: System, w: WorkloadSpec, slo: Slo, hi: number): number {
+function serviceable(model: string, gpus: number, s: System, w: WorkloadSpec, slo: Slo, hi: number, lo = 0.5): number {
   const x = setupFor(model, gpus, s);
   return serviceableRate(
     { ...w, bytesPerRank: x.bytesPerRank },
@@ -71,7 +71,7 @@ function serviceable(model: string, gpus: number, s: System, w: WorkloadSpec, sl
     () => policyByName(s.policy),
     x.cost,
     slo,
-    0.5,
+    lo,
     hi,
     STEPS,
   );
@@ -158,7 +158,7 @@ const models = quick ? INFINI_MODELS.slice(0, 2) : INFINI_MODELS;
 for (const [model, rank] of models) {
   const w = burst(512, rank);
   const systems = [...BASELINES, ABLATION[ABLATION.length - 1] as System, HYBRID];
-  const rates = systems.map((s) => serviceable(model, 16, s, w, INFINI_SLO, 400));
+  const rates = systems.map((s) => serviceable(model, 16, s, w, INFINI_SLO, 120));
   const base = rates[0] as number;
   const probe = Math.max(1, 1.5 * base);
   systems.forEach((s, i) => {
@@ -174,7 +174,7 @@ for (const [model, rank] of models) {
       coldLoads: r.coldLoads,
     });
     say(
-      `| ${model} (r${rank}) | ${s.name} | ${f(rate)} | ${f(rate / Math.max(base, 1e-9), 2)}× | ${f(100 * r.adaptersMeetingSlo)} % | ${r.coldLoads} |`,
+      `| ${model} (r${rank}) | ${s.name} | ${f(rate)} | ${base > 0 ? `${f(rate / base, 2)}×` : "— (S-LoRA: 0)"} | ${f(100 * r.adaptersMeetingSlo)} % | ${r.coldLoads} |`,
     );
   });
 }
@@ -186,9 +186,9 @@ say();
 say("| configuration | serviceable rate (req/s) | TTFT P95 at 1.5 × S-LoRA's rate (ms) | mean TPOT there (ms) |");
 say("|---|---|---|---|");
 const abl = burst(512, 64);
-const sloraRate = serviceable("mixtral-8x7b", 16, SLORA, abl, INFINI_SLO, 400);
+const sloraRate = serviceable("mixtral-8x7b", 16, SLORA, abl, INFINI_SLO, 120);
 const ablation = [SLORA, ...ABLATION].map((s) => {
-  const rate = s === SLORA ? sloraRate : serviceable("mixtral-8x7b", 16, s, abl, INFINI_SLO, 400);
+  const rate = s === SLORA ? sloraRate : serviceable("mixtral-8x7b", 16, s, abl, INFINI_SLO, 120);
   const r = run("mixtral-8x7b", 16, s, { ...abl, rate: Math.max(1, 1.5 * sloraRate) }, INFINI_SLO);
   say(`| ${s.name} | ${f(rate)} | ${f(r.ttftMs.p95)} | ${f(r.tpotMs.mean)} |`);
   return { system: s.name, serviceableRate: rate, ttftP95: r.ttftMs.p95, tpotMean: r.tpotMs.mean };
@@ -202,10 +202,10 @@ say("| adapters | adapter bytes in total (GB) | S-LoRA serviceable | InfiniLoRA 
 say("|---|---|---|---|---|");
 const sweep = (quick ? [64, 512, 1024] : [32, 128, 512, 1024]).map((n) => {
   const w = burst(n, 64);
-  const a = serviceable("mixtral-8x7b", 16, SLORA, w, INFINI_SLO, 400);
-  const b = serviceable("mixtral-8x7b", 16, ABLATION[ABLATION.length - 1] as System, w, INFINI_SLO, 400);
+  const a = serviceable("mixtral-8x7b", 16, SLORA, w, INFINI_SLO, 120);
+  const b = serviceable("mixtral-8x7b", 16, ABLATION[ABLATION.length - 1] as System, w, INFINI_SLO, 120);
   const gb = (n * setupFor("mixtral-8x7b", 16, SLORA).bytesPerRank * 64) / 1e9;
-  say(`| ${n} | ${f(gb, 0)} | ${f(a)} | ${f(b)} | ${f(b / Math.max(a, 1e-9), 2)}× |`);
+  say(`| ${n} | ${f(gb, 0)} | ${f(a)} | ${f(b)} | ${a > 0 ? `${f(b / a, 2)}×` : "—"} |`);
   return { adapters: n, sloraRate: a, infiniloraRate: b };
 });
 report["sweepAdapters"] = sweep;
@@ -278,8 +278,10 @@ const gpusNeeded = (s: System, rate: number, max: number): number => {
 };
 const loraserve: unknown[] = [];
 for (const gpus of quick ? [16] : [16, 128]) {
-  const rates = POLICIES.map((s) => serviceable("llama-3-8b", gpus, s, loraserveWorkload, LS_SLO, gpus * 40));
-  const common = Math.max(1, 0.8 * Math.min(...rates.filter((r) => r > 0)));
+  // The search starts at gpus / 8 req/s: below that a 20 s run has too few requests for a P95.
+  const rates = POLICIES.map((s) => serviceable("llama-3-8b", gpus, s, loraserveWorkload, LS_SLO, gpus * 40, gpus / 8));
+  const positive = rates.filter((r) => r > 0);
+  const common = positive.length > 0 ? Math.max(1, 0.8 * Math.min(...positive)) : gpus / 8;
   say(`### ${gpus} GPUs (latency columns at ${f(common)} req/s, 80 % of the lowest serviceable rate)`);
   say();
   say(

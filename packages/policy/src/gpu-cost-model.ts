@@ -128,21 +128,29 @@ export class GpuCostModel {
     if (step.adapters.length === 0) return 0;
     const c = this.calibration;
     const tokens = step.adapters.reduce((s, a) => s + a.tokens, 0);
+    const m = this.model;
     if (kernel === "padded") {
+      // Every adapter padded to the batch's largest rank. Decode batches gather per token (bgmv,
+      // the measured bmm rows); a long prefill reads each adapter once per segment (sgmv): the
+      // kernel takes the cheaper of the two.
       const maxRank = Math.max(...step.adapters.map((a) => a.rank));
-      const bytes = tokens * maxRank * loraBytesPerTokenRank(this.model, this.targets);
+      const gathered = tokens * maxRank * loraBytesPerTokenRank(m, this.targets);
+      const segments = step.adapters.reduce((s, a) => s + maxRank * this.touchedBytesPerRank(a.tokens), 0);
+      const bytes = Math.min(gathered, segments) + tokens * this.activationBytesPerToken();
       return this.sitesPerStep * c.paddedFixedUs + (bytes / (c.paddedBytesPerSecond * gpus)) * 1e6;
     }
     // True rank: each distinct adapter's weights are read once, for the experts its tokens touch;
     // every token's activations are read and written at each site.
-    const m = this.model;
     let bytes = tokens * this.activationBytesPerToken();
-    const attention = loraBytesPerTokenRank(m, "attention");
-    for (const a of step.adapters) {
-      const experts = this.targets === "attention+experts" ? expertsTouched(m, a.tokens) : 0;
-      bytes += a.rank * (attention + m.layers * experts * expertLoraPerRank(m));
-    }
+    for (const a of step.adapters) bytes += a.rank * this.touchedBytesPerRank(a.tokens);
     return this.sitesPerStep * c.trueRankFixedUs + (bytes / (c.trueRankBytesPerSecond * gpus)) * 1e6;
+  }
+
+  /** Per unit of rank: an adapter's bytes that `tokens` of it touch (attention + their experts). */
+  touchedBytesPerRank(tokens: number): number {
+    const m = this.model;
+    const experts = this.targets === "attention+experts" ? expertsTouched(m, tokens) : 0;
+    return loraBytesPerTokenRank(m, "attention") + m.layers * experts * expertLoraPerRank(m);
   }
 
   /** Bytes of one token's LoRA inputs and outputs over all sites of a step (bf16). */
