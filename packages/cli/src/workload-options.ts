@@ -155,8 +155,18 @@ export const gpuOptions = {
     min: 1,
     description: "GPUs of the LoRA servers, out of --gpus (model profile; disaggregated, hybrid)",
   }),
-  ep: intOption({ flag: "ep", default: GPU_CLUSTER_DEFAULTS.ep, min: 1, description: "expert-parallel GPUs per LoRA-server lane" }),
-  pp: intOption({ flag: "pp", default: GPU_CLUSTER_DEFAULTS.pp, min: 1, description: "pipeline lanes per LoRA server" }),
+  ep: intOption({
+    flag: "ep",
+    default: GPU_CLUSTER_DEFAULTS.ep,
+    min: 1,
+    description: "expert-parallel GPUs per LoRA-server lane",
+  }),
+  pp: intOption({
+    flag: "pp",
+    default: GPU_CLUSTER_DEFAULTS.pp,
+    min: 1,
+    description: "pipeline lanes per LoRA server",
+  }),
   link: enumOption({
     flag: "link",
     default: GPU_CLUSTER_DEFAULTS.link,
@@ -188,7 +198,10 @@ export const gpuOptions = {
     min: 1,
     description: "tokens per step (prefill is chunked; model profile)",
   }),
-  noOverlap: booleanOption({ flag: "no-overlap", description: "the remote LoRA call does not overlap the base matmul" }),
+  noOverlap: booleanOption({
+    flag: "no-overlap",
+    description: "the remote LoRA call does not overlap the base matmul",
+  }),
   pull: booleanOption({ flag: "pull", description: "LoRA servers pull activations instead of being pushed them" }),
   noLayerwise: booleanOption({ flag: "no-layerwise", description: "a request waits for its whole adapter to load" }),
 };

@@ -131,8 +131,8 @@ describe("GPU cluster simulator", function () {
     const at = (rate: number) => simulate({ ...w, rate }, s.cluster, policyByName("rank-aware"), s.cost, NO_SLO);
     const low = at(5);
     const high = at(320);
-    expect(high.loraServerUtilization as number).to.be.greaterThan(low.loraServerUtilization as number);
-    expect(high.loraServerUtilization as number).to.be.greaterThan(0.9);
+    expect(high.loraServerUtilization).to.be.greaterThan(low.loraServerUtilization as number);
+    expect(high.loraServerUtilization).to.be.greaterThan(0.9);
     expect(high.tpotMs.mean).to.be.greaterThan(1.5 * low.tpotMs.mean);
     const slo = { ttftMs: 250, tpotMs: 100 };
     const rate = serviceableRate(w, s.cluster, () => policyByName("rank-aware"), s.cost, slo, 1, 1000, 6);

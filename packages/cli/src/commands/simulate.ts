@@ -120,7 +120,9 @@ export const simulateCommand: Command = {
       cluster,
       slo,
       ...result,
-      ...(serviceable !== undefined ? { serviceableRate: serviceable, searchMax, saturated: serviceable < searchMax } : {}),
+      ...(serviceable !== undefined
+        ? { serviceableRate: serviceable, searchMax, saturated: serviceable < searchMax }
+        : {}),
     };
     if (config.json) {
       process.stdout.write(`${JSON.stringify(out)}\n`);
