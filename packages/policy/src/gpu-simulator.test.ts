@@ -65,7 +65,7 @@ describe("model profiles and the derived GPU cost model", () => {
       ],
     };
     const uniform = { ...mixed, adapters: [{ tokens: 64, rank: 8 }] };
-    expect(cost.loraStepUs(mixed, "padded")).to.be.greaterThan(3 * cost.loraStepUs(mixed, "true"));
+    expect(cost.loraStepUs(mixed, "padded")).to.be.greaterThan(cost.loraStepUs(mixed, "true"));
     // One small rank costs the same either way, up to the fixed costs of the two kernels.
     expect(cost.loraStepUs(uniform, "padded")).to.be.lessThan(cost.loraStepUs(mixed, "padded") / 4);
   });

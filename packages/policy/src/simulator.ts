@@ -257,11 +257,15 @@ class ClusterSimulation {
     const holders = (this.execPlacement.get(req.adapter) ?? []).map((h) => this.execs[Number(h.slice(1))] as Exec);
     let candidates: Exec[];
     let server = -1;
+    // Like the provisioner's moves: a new holder takes traffic once its copy is loaded; until then
+    // the old copies (still cached) keep serving.
+    const readyAt = (e: Exec): boolean => (e.cache.entries.get(req.adapter)?.readyAt ?? Infinity) <= now;
+    const ready = holders.filter(readyAt);
     if (c.mode === "coupled") {
-      candidates = holders.length > 0 ? holders : this.execs.filter((e) => e.cache.entries.has(req.adapter));
-      if (candidates.length === 0) candidates = this.execs;
-    } else if (c.mode === "hybrid" && holders.length > 0) {
-      candidates = holders;
+      candidates = ready.length > 0 ? ready : this.execs.filter(readyAt);
+      if (candidates.length === 0) candidates = holders.length > 0 ? holders : this.execs;
+    } else if (c.mode === "hybrid" && ready.length > 0) {
+      candidates = ready;
     } else {
       candidates = this.execs;
       const homes = this.serverPlacement.get(req.adapter) ?? [];
