@@ -1,11 +1,19 @@
 import { existsSync, readFileSync } from "node:fs";
-import { enumOption, intOption, numberOption, stringOption, type ConfigOf } from "@loramesh/core";
+import { booleanOption, enumOption, intOption, numberOption, stringOption, type ConfigOf } from "@loramesh/core";
 import { InvalidArgumentError } from "@loramesh/errors";
 import {
   CostModel,
   DEFAULT_CALIBRATION,
   DEFAULT_WORKLOAD,
+  GPU_CLUSTER_DEFAULTS,
+  gpuCluster,
+  H100_DERIVED,
+  MODEL_PROFILE_NAMES,
+  MODEL_PROFILES,
   type Calibration,
+  type GpuCalibration,
+  type GpuClusterSetup,
+  type ServingMode,
   type WorkloadSpec,
 } from "@loramesh/policy";
 
@@ -119,5 +127,126 @@ export function costModelFrom(config: WorkloadConfig): CostModel {
     });
   } catch (err) {
     throw new InvalidArgumentError(`cannot read ${config.calibration}: ${(err as Error).message}`);
+  }
+}
+
+/** Flags of the GPU simulator: a model profile switches `simulate` to the derived GPU cost model. */
+export const gpuOptions = {
+  modelProfile: stringOption({
+    flag: "model-profile",
+    default: "",
+    description: `simulate GPUs serving this model (${MODEL_PROFILE_NAMES.join(", ")}); default: the CPU calibration`,
+  }),
+  gpuCalibration: stringOption({
+    flag: "gpu-calibration",
+    default: "",
+    description: "GPU cost-model file (default: built-in, = bench/calibrations/h100-derived.json)",
+  }),
+  loraServerGpus: intOption({
+    flag: "lora-server-gpus",
+    default: GPU_CLUSTER_DEFAULTS.loraServerGpus,
+    min: 1,
+    description: "GPUs of the LoRA servers, out of --gpus (model profile; disaggregated, hybrid)",
+  }),
+  ep: intOption({
+    flag: "ep",
+    default: GPU_CLUSTER_DEFAULTS.ep,
+    min: 1,
+    description: "expert-parallel GPUs per LoRA-server lane",
+  }),
+  pp: intOption({
+    flag: "pp",
+    default: GPU_CLUSTER_DEFAULTS.pp,
+    min: 1,
+    description: "pipeline lanes per LoRA server",
+  }),
+  link: enumOption({
+    flag: "link",
+    default: GPU_CLUSTER_DEFAULTS.link,
+    values: ["nvlink", "infiniband", "pcie"] as const,
+    description: "link between serving instances and LoRA servers",
+  }),
+  loraMemory: enumOption({
+    flag: "lora-memory",
+    default: "unified",
+    values: ["unified", "split"] as const,
+    description: "adapters and KV in one pool (S-LoRA) or a fixed split (--lora-memory-share)",
+  }),
+  loraMemoryShare: numberOption({
+    flag: "lora-memory-share",
+    default: 0.4,
+    min: 0,
+    max: 1,
+    description: "adapter share of an instance's pool with --lora-memory split",
+  }),
+  scheduler: enumOption({
+    flag: "scheduler",
+    default: "fcfs",
+    values: ["fcfs", "sjf"] as const,
+    description: "queue order at an instance",
+  }),
+  maxBatchTokens: intOption({
+    flag: "max-batch-tokens",
+    default: GPU_CLUSTER_DEFAULTS.maxBatchTokens,
+    min: 1,
+    description: "tokens per step (prefill is chunked; model profile)",
+  }),
+  noOverlap: booleanOption({
+    flag: "no-overlap",
+    description: "the remote LoRA call does not overlap the base matmul",
+  }),
+  pull: booleanOption({ flag: "pull", description: "LoRA servers pull activations instead of being pushed them" }),
+  noLayerwise: booleanOption({ flag: "no-layerwise", description: "a request waits for its whole adapter to load" }),
+};
+
+export type GpuConfig = ConfigOf<typeof gpuOptions>;
+
+function gpuCalibrationFrom(file: string): GpuCalibration {
+  if (file === "") return H100_DERIVED;
+  if (!existsSync(file)) throw new InvalidArgumentError(`GPU calibration file ${file} does not exist`);
+  try {
+    return { ...H100_DERIVED, ...(JSON.parse(readFileSync(file, "utf8")) as Partial<GpuCalibration>), kind: "gpu" };
+  } catch (err) {
+    throw new InvalidArgumentError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** The GPU cluster for `--model-profile`, or undefined without one. */
+export function gpuSetupFrom(
+  config: WorkloadConfig &
+    GpuConfig & { gpus: number; mode: ServingMode; policy: string; maxBatch: number; rebalanceEvery: number },
+): { setup: GpuClusterSetup; file: string } | undefined {
+  if (config.modelProfile === "") return undefined;
+  const profile = MODEL_PROFILES[config.modelProfile];
+  if (!profile)
+    throw new InvalidArgumentError(
+      `--model-profile ${JSON.stringify(config.modelProfile)} is unknown; use ${MODEL_PROFILE_NAMES.join(", ")}`,
+    );
+  try {
+    const setup = gpuCluster({
+      ...GPU_CLUSTER_DEFAULTS,
+      profile,
+      calibration: gpuCalibrationFrom(config.gpuCalibration),
+      gpus: config.gpus,
+      mode: config.mode,
+      loraServerGpus: config.loraServerGpus,
+      ep: config.ep,
+      pp: config.pp,
+      link: config.link,
+      adapterShare: config.loraMemory === "unified" ? "unified" : config.loraMemoryShare,
+      kernel: config.kernel,
+      maxBatch: config.maxBatch,
+      maxBatchTokens: config.maxBatchTokens,
+      rankAwareRouting: config.policy.startsWith("rank-aware"),
+      replaceEvery: config.policy === "rank-aware+rebalancing" ? config.rebalanceEvery : 0,
+      overlap: !config.noOverlap,
+      push: !config.pull,
+      layerwiseLoading: !config.noLayerwise,
+      scheduler: config.scheduler,
+    });
+    return { setup, file: config.gpuCalibration || "built-in (bench/calibrations/h100-derived.json)" };
+  } catch (err) {
+    if (err instanceof RangeError) throw new InvalidArgumentError(err.message);
+    throw err;
   }
 }

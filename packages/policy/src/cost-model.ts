@@ -25,6 +25,16 @@ export interface Calibration {
   hiddenSize: number;
   /** Seconds to load one MiB of adapter from storage (cold start). */
   loadSecondsPerMiB: number;
+  /** The measured points behind the fits; the base step is interpolated between them when present. */
+  samples?: { base?: Array<[number, number]> };
+  /**
+   * The serving stack around the kernels, from a probe of the real mesh at low load: per engine
+   * step (local LoRA, and with LoRA-server round trips) and per request (client → router → worker
+   * → client).
+   */
+  stepOverheadUs?: number;
+  remoteStepOverheadUs?: number;
+  requestOverheadUs?: number;
 }
 
 /**
@@ -64,7 +74,10 @@ export class CostModel {
   /** Microseconds of the base model for one step. */
   baseStepUs(tokens: number): number {
     const c = this.calibration;
-    return tokens === 0 ? 0 : c.baseFixedUs + c.baseUsPerToken * tokens;
+    if (tokens === 0) return 0;
+    const points = c.samples?.base;
+    if (points && points.length >= 2) return interpolate(points, tokens);
+    return c.baseFixedUs + c.baseUsPerToken * tokens;
   }
 
   /** Σ tokens × effective rank of a batch. */
@@ -105,6 +118,20 @@ export class CostModel {
   loadSeconds(bytes: number): number {
     return (bytes / (1024 * 1024)) * this.calibration.loadSecondsPerMiB;
   }
+}
+
+/**
+ * Piecewise-linear through measured (x, y) points, extended by the last segment's slope: a CPU's
+ * step time is not one straight line from 1 to 256 tokens (caches, thread start-up).
+ */
+export function interpolate(points: ReadonlyArray<readonly [number, number]>, x: number): number {
+  const p = [...points].sort((a, b) => a[0] - b[0]);
+  let i = 1;
+  while (i < p.length - 1 && x > (p[i] as readonly [number, number])[0]) i++;
+  const [x0, y0] = p[i - 1] as readonly [number, number];
+  const [x1, y1] = p[i] as readonly [number, number];
+  const y = x1 === x0 ? y1 : y0 + ((y1 - y0) * (x - x0)) / (x1 - x0);
+  return Math.max(0, x < x0 ? y0 : y);
 }
 
 /** Least-squares fit of y = a + b·x. */

@@ -1,12 +1,34 @@
-/** @loramesh/policy: placement policies, the cost model, provisioning and the simulator. */
+/** @loramesh/policy: placement policies, the cost models, provisioning and the cluster simulator. */
+export { AdapterCache, type CacheEntry } from "./adapter-cache";
 export {
   type BatchShape,
   type Calibration,
   CostModel,
   DEFAULT_CALIBRATION,
   fitLine,
+  interpolate,
   type RankMode,
 } from "./cost-model";
+export { EventQueue, type TimedEvent } from "./event-queue";
+export { GPU_CLUSTER_DEFAULTS, gpuCluster, type GpuClusterOptions, type GpuClusterSetup } from "./gpu-cluster";
+export { type GpuCalibration, GpuCostModel, H100_DERIVED, type Link, type StepShape } from "./gpu-cost-model";
+export {
+  activeParams,
+  adapterBytes,
+  expertBytes,
+  expertLoraPerRank,
+  expertsTouched,
+  kvBytesPerToken,
+  loraBytesPerTokenRank,
+  type LoraTargets,
+  MODEL_PROFILE_NAMES,
+  MODEL_PROFILES,
+  modelProfile,
+  type ModelProfile,
+  sharedParams,
+  totalParams,
+  weightBytes,
+} from "./model-profiles";
 export {
   type Assignment,
   imbalance,
@@ -31,7 +53,9 @@ export {
   type PlanInput,
 } from "./provisioning";
 export { SeededRandom, zipfWeights } from "./random";
-export { type ClusterSpec, percentile, serviceableRate, simulate, type SimulationResult, type Slo } from "./simulator";
+export { cpuSimCost, gpuSimCost, type SimCost, toSimCost } from "./sim-cost";
+export { type ClusterSpec, serviceableRate, type ServingMode, simulate } from "./simulator";
+export { percentile, type SimulationResult, type Slo } from "./sim-stats";
 export {
   type AdapterSpec,
   DEFAULT_WORKLOAD,

@@ -1,244 +1,530 @@
 /**
- * A discrete-event simulator of a LoRA-serving cluster: executors run iteration-level batches whose
- * duration comes from the calibrated cost model; a placement policy decides where adapters live;
- * requests go to the least-busy executor that holds their adapter (rank-aware routing prefers one
- * whose running batch has the same rank class); a request whose adapter is resident nowhere pays a
- * load from storage. Deterministic for a seed.
+ * A discrete-event simulator of a LoRA-serving cluster. Executors (serving instances) run
+ * iteration-level batches: decode tokens first, then prefill chunks within a token budget; a
+ * request is admitted only when its KV fits and its adapter is resident (or, with layer-wise
+ * loading, its first layer is). Adapters live in LRU caches that compete with the KV cache for
+ * memory (a static split or one unified pool); a miss loads host → GPU. In disaggregated and hybrid
+ * modes LoRA work is queued at LoRA servers (lanes of GPUs that batch whatever has queued) and the
+ * activations cross a link; the remote call overlaps the base matmul or not. Prices come from a
+ * cost model (CPU-calibrated or the derived GPU roofline). Events run from a heap, so a run costs
+ * O(steps · batch), and equal seeds give equal runs.
  */
-import { CostModel, type RankMode } from "./cost-model";
-import { rankClass, type PlacementPolicy, type PolicyAdapter, type PolicyExecutor } from "./placement";
+import { AdapterCache } from "./adapter-cache";
+import type { CostModel, RankMode } from "./cost-model";
+import { EventQueue } from "./event-queue";
+import type { GpuCostModel, Link, StepShape } from "./gpu-cost-model";
+import { rankClass, type Assignment, type PlacementPolicy, type PolicyAdapter } from "./placement";
+import { toSimCost, type SimCost } from "./sim-cost";
+import { summarize, type FinishedRequest, type SimulationResult, type Slo } from "./sim-stats";
 import { makeAdapters, makeRequests, type AdapterSpec, type Request, type WorkloadSpec } from "./workload";
+
+export { percentile, type SimulationResult, type Slo } from "./sim-stats";
+
+export type ServingMode = "coupled" | "disaggregated" | "hybrid";
 
 export interface ClusterSpec {
   executors: number;
-  /** Adapter budget per executor (bytes). */
+  /** Adapter budget per executor (bytes); with `memory`, the adapter share of the pool instead. */
   capacityBytes: number;
   /** Most sequences in one batch. */
   maxBatch: number;
-  /** coupled: LoRA on the executors; disaggregated: on LoRA servers (remote round trips). */
-  mode: "coupled" | "disaggregated";
-  /** LoRA servers in disaggregated mode, each with `capacityBytes`. */
+  /** coupled: LoRA on the executors; disaggregated: on LoRA servers; hybrid: hot adapters local. */
+  mode: ServingMode;
   loraServers: number;
   kernel: RankMode;
   rankAwareRouting: boolean;
   /** Seconds between re-placements with observed traffic (0: place once). */
   replaceEvery: number;
+  /** Tokens per step; longer prompts are prefilled in chunks (default: unlimited). */
+  maxBatchTokens?: number;
+  /** GPU memory per executor: one pool for KV and adapters (absent: KV unlimited). */
+  memory?: { poolBytes: number; kvBytesPerToken: number; adapterShare: number | "unified" };
+  /** LoRA servers: adapter memory each, expert-parallel GPUs per lane, pipeline lanes, link. */
+  loraServer?: { capacityBytes: number; ep: number; pp: number; link: Link };
+  /** The remote LoRA call overlaps the base matmul (default true); activations are pushed. */
+  overlap?: boolean;
+  push?: boolean;
+  /** A request may start once its adapter's first layer is resident. */
+  layerwiseLoading?: boolean;
+  /** Queue order at an executor: first come or shortest job (prompt + output) first. */
+  scheduler?: "fcfs" | "sjf";
 }
 
-export interface Slo {
-  ttftMs: number;
-  tpotMs: number;
-}
-
-export interface SimulationResult {
-  policy: string;
-  completed: number;
-  throughputTokensPerSecond: number;
-  ttftMs: { p50: number; p95: number; p99: number };
-  tpotMs: { p50: number; p95: number; p99: number; mean: number };
-  sloAttainment: number;
-  adaptersMeetingSlo: number;
-  coldLoads: number;
-  /** Percentiles before and after the drift point (when the workload has one). */
-  phases?: { before: { ttftP95: number; attainment: number }; after: { ttftP95: number; attainment: number } };
-}
-
-interface Running {
+interface Seq {
   req: Request;
   rank: number;
-  prefilled: boolean;
+  bytes: number;
+  prefilled: number;
   generated: number;
-  firstToken?: number;
-  lastToken?: number;
+  first: number;
+  last: number;
+  kvTokens: number;
+  /** LoRA-server index, or -1 when the LoRA runs on the executor. */
+  server: number;
+  admitted: boolean;
+  chunk: number;
 }
 
 interface Exec {
-  id: string;
-  queue: Running[];
-  running: Running[];
-  busyUntil: number;
-  resident: Set<string>;
+  idx: number;
+  queue: Seq[];
+  running: Seq[];
+  busy: boolean;
+  wakeAt: number;
+  cache: AdapterCache;
+  kvUsed: number;
+  kvCap: number;
+  classCount: number[];
+  /** The step in flight. */
+  start: number;
+  localUs: number;
+  pending: number;
+  remoteDone: number;
+  netUs: number;
+  loadFloor: number;
 }
 
-/** The p-th percentile of an ascending list (nearest rank; 0 when empty). */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+interface Job {
+  exec: Exec;
+  adapters: Map<string, { tokens: number; rank: number }>;
+}
+
+interface Server {
+  cache: AdapterCache;
+  queue: Job[];
+  lanesFree: number;
+  busySeconds: number;
+}
+
+type SimEvent = { kind: "step" | "wake"; exec: Exec } | { kind: "lane"; server: Server; jobs: Job[] };
+
+class ClusterSimulation {
+  private readonly events = new EventQueue<SimEvent>();
+  private readonly cost: SimCost;
+  private readonly execs: Exec[];
+  private readonly servers: Server[];
+  private readonly adapters: AdapterSpec[];
+  private readonly byId: Map<string, AdapterSpec>;
+  private execPlacement: Assignment = new Map();
+  private serverPlacement: Assignment = new Map();
+  private readonly finished: FinishedRequest[] = [];
+  private coldLoads = 0;
+  private tokens = 0;
+  private rejected = 0;
+  private readonly seen = new Map<string, number>();
+
+  constructor(
+    private readonly workload: WorkloadSpec,
+    private readonly cluster: ClusterSpec,
+    private readonly policy: PlacementPolicy,
+    cost: CostModel | GpuCostModel,
+  ) {
+    this.cost = toSimCost(cost);
+    this.adapters = makeAdapters(workload);
+    this.byId = new Map(this.adapters.map((a) => [a.id, a]));
+    const mem = cluster.memory;
+    this.execs = Array.from({ length: cluster.executors }, (_, idx) => {
+      const e: Exec = {
+        idx,
+        queue: [],
+        running: [],
+        busy: false,
+        wakeAt: Infinity,
+        cache: new AdapterCache(() => 0),
+        kvUsed: 0,
+        kvCap: Infinity,
+        classCount: [0, 0, 0, 0, 0],
+        start: 0,
+        localUs: 0,
+        pending: 0,
+        remoteDone: 0,
+        netUs: 0,
+        loadFloor: 0,
+      };
+      if (!mem) e.cache = new AdapterCache(() => (cluster.mode === "disaggregated" ? 0 : cluster.capacityBytes));
+      else if (mem.adapterShare === "unified")
+        e.cache = new AdapterCache(() => mem.poolBytes - e.kvUsed * mem.kvBytesPerToken);
+      else {
+        const share = cluster.mode === "disaggregated" ? 0 : mem.adapterShare;
+        e.cache = new AdapterCache(() => share * mem.poolBytes);
+        e.kvCap = Math.floor(((1 - share) * mem.poolBytes) / mem.kvBytesPerToken);
+      }
+      return e;
+    });
+    const serverBytes = cluster.loraServer?.capacityBytes ?? cluster.capacityBytes;
+    const lanes = cluster.loraServer?.pp ?? 1;
+    this.servers =
+      cluster.mode === "coupled"
+        ? []
+        : Array.from({ length: cluster.loraServers }, () => ({
+            cache: new AdapterCache(() => serverBytes),
+            queue: [],
+            lanesFree: lanes,
+            busySeconds: 0,
+          }));
+  }
+
+  private policyAdapters(share: (a: AdapterSpec) => number): PolicyAdapter[] {
+    return this.adapters.map((a) => ({ id: a.id, rank: a.rank, sizeBytes: a.sizeBytes, share: share(a) }));
+  }
+
+  /** Places adapters on executors (coupled, hybrid) and servers; `warm` makes them resident at once. */
+  private place(observed: PolicyAdapter[], now: number, warm: boolean): void {
+    const c = this.cluster;
+    if (c.mode !== "disaggregated") {
+      const executors = this.execs.map((e) => ({ id: `h${e.idx}`, capacityBytes: Math.max(1, e.cache.capacity()) }));
+      this.execPlacement = this.policy.place(observed, executors, this.execPlacement);
+    }
+    if (c.mode !== "coupled") {
+      const bytes = c.loraServer?.capacityBytes ?? c.capacityBytes;
+      const servers = this.servers.map((_, i) => ({ id: `h${i}`, capacityBytes: bytes }));
+      this.serverPlacement = this.policy.place(observed, servers, this.serverPlacement);
+    }
+    const fill = (assignment: Assignment, caches: AdapterCache[]): void => {
+      for (const [id, holders] of assignment) {
+        const a = this.byId.get(id) as AdapterSpec;
+        for (const h of holders) {
+          const cache = caches[Number(h.slice(1))] as AdapterCache;
+          if (warm) cache.put(id, a.sizeBytes);
+          else if (!cache.entries.has(id)) cache.load(id, a.sizeBytes, now, this.cost.loadSeconds(a.sizeBytes), 1);
+        }
+      }
+    };
+    fill(
+      this.execPlacement,
+      this.execs.map((e) => e.cache),
+    );
+    fill(
+      this.serverPlacement,
+      this.servers.map((s) => s.cache),
+    );
+  }
+
+  run(slo: Slo): SimulationResult {
+    const total = this.adapters.reduce((s, a) => s + a.weight, 0);
+    this.place(
+      this.policyAdapters((a) => a.weight / total),
+      0,
+      true,
+    );
+    const requests = makeRequests(this.workload, this.adapters);
+    let nextReplace = this.cluster.replaceEvery > 0 ? this.cluster.replaceEvery : Infinity;
+    let ri = 0;
+    for (;;) {
+      // A request reaches its executor after the stack's overhead; TTFT still counts from the send.
+      const ingress = this.cost.requestOverheadSeconds;
+      const arrival = ri < requests.length ? (requests[ri] as Request).arrival + ingress : Infinity;
+      if (arrival === Infinity && this.events.size === 0) break;
+      if (arrival <= this.events.peekTime()) {
+        const req = requests[ri++] as Request;
+        this.seen.set(req.adapter, (this.seen.get(req.adapter) ?? 0) + 1);
+        if (req.arrival >= nextReplace) {
+          const n = [...this.seen.values()].reduce((a, b) => a + b, 0);
+          this.place(
+            this.policyAdapters((a) => (this.seen.get(a.id) ?? 0) / n),
+            req.arrival,
+            false,
+          );
+          this.seen.clear();
+          nextReplace = req.arrival + this.cluster.replaceEvery;
+        }
+        this.arrive(req, req.arrival + ingress);
+        continue;
+      }
+      const ev = this.events.pop();
+      if (!ev) break;
+      if (ev.value.kind === "lane") this.laneDone(ev.value.server, ev.value.jobs, ev.time);
+      else if (ev.value.kind === "step") this.stepDone(ev.value.exec, ev.time);
+      else if (ev.value.exec.wakeAt === ev.time && !ev.value.exec.busy) {
+        ev.value.exec.wakeAt = Infinity;
+        this.startStep(ev.value.exec, ev.time);
+      }
+    }
+    const lanes = this.servers.length * (this.cluster.loraServer?.pp ?? 1);
+    const result = summarize(this.finished, this.workload, this.policy.name, this.tokens, this.coldLoads, slo);
+    const busy = this.servers.reduce((s, x) => s + x.busySeconds, 0);
+    return {
+      ...result,
+      rejected: this.rejected,
+      ...(lanes > 0 ? { loraServerUtilization: busy / (lanes * Math.max(this.workload.duration, 1e-9)) } : {}),
+    };
+  }
+
+  /** Routes a request to an executor and queues it there. */
+  private arrive(req: Request, now: number): void {
+    const a = this.byId.get(req.adapter) as AdapterSpec;
+    const c = this.cluster;
+    const holders = (this.execPlacement.get(req.adapter) ?? []).map((h) => this.execs[Number(h.slice(1))] as Exec);
+    let candidates: Exec[];
+    let server = -1;
+    // Like the provisioner's moves: a new holder takes traffic once its copy is loaded; until then
+    // the old copies (still cached) keep serving.
+    const readyAt = (e: Exec): boolean => (e.cache.entries.get(req.adapter)?.readyAt ?? Infinity) <= now;
+    const ready = holders.filter(readyAt);
+    if (c.mode === "coupled") {
+      candidates = ready.length > 0 ? ready : this.execs.filter(readyAt);
+      if (candidates.length === 0) candidates = holders.length > 0 ? holders : this.execs;
+    } else if (c.mode === "hybrid" && ready.length > 0) {
+      candidates = ready;
+    } else {
+      candidates = this.execs;
+      const homes = this.serverPlacement.get(req.adapter) ?? [];
+      server =
+        homes.length > 0 ? Number((homes[req.id % homes.length] as string).slice(1)) : req.id % this.servers.length;
+    }
+    const cls = rankClass(a.rank);
+    let best = candidates[0] as Exec;
+    let bestScore = Infinity;
+    for (const e of candidates) {
+      const load = e.running.length + e.queue.length;
+      const mismatch = c.rankAwareRouting ? load - (e.classCount[cls] as number) : 0;
+      const score = load + 0.5 * mismatch;
+      if (score < bestScore) {
+        best = e;
+        bestScore = score;
+      }
+    }
+    const seq: Seq = {
+      req,
+      rank: a.rank,
+      bytes: a.sizeBytes,
+      prefilled: 0,
+      generated: 0,
+      first: 0,
+      last: 0,
+      kvTokens: req.promptTokens + req.outputTokens,
+      server,
+      admitted: false,
+      chunk: 0,
+    };
+    best.classCount[cls] = (best.classCount[cls] as number) + 1;
+    if (c.scheduler === "sjf") {
+      const key = (s: Seq): number => s.req.promptTokens + s.req.outputTokens;
+      let lo = 0;
+      let hi = best.queue.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (key(best.queue[mid] as Seq) <= key(seq)) lo = mid + 1;
+        else hi = mid;
+      }
+      best.queue.splice(lo, 0, seq);
+    } else best.queue.push(seq);
+    if (!best.busy) this.startStep(best, now);
+  }
+
+  /** KV room for `tokens` more; in a unified pool idle adapters are evicted to make it. */
+  private kvFits(e: Exec, tokens: number): boolean {
+    const mem = this.cluster.memory;
+    if (!mem) return true;
+    if (mem.adapterShare !== "unified") return e.kvUsed + tokens <= e.kvCap;
+    const need = (e.kvUsed + tokens) * mem.kvBytesPerToken;
+    if (need > mem.poolBytes) return false;
+    return e.cache.shrinkTo(mem.poolBytes - need);
+  }
+
+  /** Moves ready requests from the queue into the batch; returns the earliest not-yet-ready time. */
+  private admit(e: Exec, now: number): number {
+    let nextReady = Infinity;
+    const layerwise = this.cluster.layerwiseLoading === true;
+    const keep: Seq[] = [];
+    let scanned = 0;
+    let blocked = false;
+    for (const s of e.queue) {
+      if (blocked || e.running.length >= this.cluster.maxBatch || scanned++ > 256) {
+        keep.push(s);
+        continue;
+      }
+      const cache = s.server >= 0 ? (this.servers[s.server] as Server).cache : e.cache;
+      let entry = cache.get(s.req.adapter);
+      if (!entry) {
+        if (s.bytes > cache.capacity() && e.running.length === 0 && s.server < 0 && !this.cluster.memory) {
+          this.rejected++;
+          continue;
+        }
+        entry = cache.load(s.req.adapter, s.bytes, now, this.cost.loadSeconds(s.bytes), this.cost.layers);
+        if (entry) this.coldLoads++;
+      }
+      const ready = entry ? (layerwise ? entry.firstLayerAt : entry.readyAt) : Infinity;
+      if (!entry || ready > now) {
+        nextReady = Math.min(nextReady, entry ? ready : now + 0.005);
+        keep.push(s);
+        continue;
+      }
+      if (!this.kvFits(e, s.kvTokens)) {
+        blocked = true;
+        keep.push(s);
+        continue;
+      }
+      e.kvUsed += s.kvTokens;
+      entry.pins++;
+      s.admitted = true;
+      if (entry.readyAt > now) e.loadFloor = Math.max(e.loadFloor, entry.readyAt);
+      e.running.push(s);
+    }
+    e.queue = keep;
+    return nextReady;
+  }
+
+  private startStep(e: Exec, now: number): void {
+    e.loadFloor = 0;
+    const nextReady = this.admit(e, now);
+    if (e.running.length === 0) {
+      e.busy = false;
+      if (nextReady < Infinity && nextReady < e.wakeAt) {
+        e.wakeAt = nextReady;
+        this.events.push(nextReady, { kind: "wake", exec: e });
+      }
+      return;
+    }
+    e.busy = true;
+    let budget = this.cluster.maxBatchTokens ?? Infinity;
+    let tokens = 0;
+    let attended = 0;
+    const local = new Map<string, { tokens: number; rank: number }>();
+    const remote = new Map<number, Job>();
+    const add = (s: Seq, t: number): void => {
+      const into =
+        s.server < 0
+          ? local
+          : (remote.get(s.server) ?? remote.set(s.server, { exec: e, adapters: new Map() }).get(s.server)!).adapters;
+      const entry = into.get(s.req.adapter);
+      if (entry) entry.tokens += t;
+      else into.set(s.req.adapter, { tokens: t, rank: s.rank });
+    };
+    // Decode tokens first, then prefill chunks within the token budget.
+    for (const s of e.running) {
+      s.chunk = 0;
+      if (s.prefilled < s.req.promptTokens) continue;
+      s.chunk = 1;
+      budget -= 1;
+      tokens += 1;
+      attended += s.req.promptTokens + s.generated;
+      add(s, 1);
+    }
+    for (const s of e.running) {
+      if (s.prefilled >= s.req.promptTokens || budget <= 0) continue;
+      const c = Math.min(s.req.promptTokens - s.prefilled, budget);
+      s.chunk = c;
+      budget -= c;
+      tokens += c;
+      attended += c * s.prefilled + (c * (c + 1)) / 2;
+      add(s, c);
+    }
+    const all = [...local.values(), ...[...remote.values()].flatMap((j) => [...j.adapters.values()])];
+    const shape: StepShape = { tokens, attendedTokens: attended, adapters: all };
+    const base = this.cost.baseStepUs(shape);
+    const lora = this.cost.loraStepUs(
+      { tokens, attendedTokens: attended, adapters: [...local.values()] },
+      this.cluster.kernel,
+    );
+    e.start = now;
+    e.localUs = base + lora;
+    if (remote.size === 0) {
+      this.events.push(this.stepEnd(e, now + e.localUs / 1e6), { kind: "step", exec: e });
+      return;
+    }
+    const remoteTokens = [...remote.values()].reduce(
+      (s, j) => s + [...j.adapters.values()].reduce((x, a) => x + a.tokens, 0),
+      0,
+    );
+    e.netUs = this.cost.remoteUs(remoteTokens, this.cluster.loraServer?.link ?? "nvlink", this.cluster.push !== false);
+    e.pending = remote.size;
+    e.remoteDone = now;
+    for (const [i, job] of remote) {
+      const server = this.servers[i] as Server;
+      server.queue.push(job);
+      this.runLane(server, now);
+    }
+  }
+
+  /** With layer-wise loading the last layer's LoRA cannot run before the adapter is fully in. */
+  private stepEnd(e: Exec, end: number): number {
+    if (e.loadFloor <= e.start) return end;
+    return Math.max(end, e.loadFloor + (end - e.start) / this.cost.layers);
+  }
+
+  private runLane(server: Server, now: number): void {
+    if (server.lanesFree === 0 || server.queue.length === 0) return;
+    const jobs = server.queue;
+    server.queue = [];
+    server.lanesFree--;
+    // One launch serves the whole batch, but each job brings its own weight reads: jobs from
+    // different instances arrive at different layers, so they rarely share an adapter's layer.
+    const adapters: Array<{ tokens: number; rank: number }> = [];
+    let tokens = 0;
+    for (const j of jobs)
+      for (const a of j.adapters.values()) {
+        tokens += a.tokens;
+        adapters.push(a);
+      }
+    const us = this.cost.loraStepUs(
+      { tokens, attendedTokens: 0, adapters },
+      this.cluster.kernel,
+      this.cluster.loraServer?.ep ?? 1,
+    );
+    server.busySeconds += us / 1e6;
+    this.events.push(now + us / 1e6, { kind: "lane", server, jobs });
+  }
+
+  private laneDone(server: Server, jobs: Job[], now: number): void {
+    server.lanesFree++;
+    for (const j of jobs) {
+      const e = j.exec;
+      e.remoteDone = Math.max(e.remoteDone, now);
+      if (--e.pending > 0) continue;
+      const residual = this.cost.kind === "cpu" ? 0.25 : 0;
+      const remote = (e.remoteDone - e.start) * 1e6 + e.netUs;
+      const us =
+        this.cluster.overlap === false
+          ? e.localUs + remote
+          : Math.max(e.localUs, remote) + residual * Math.min(e.localUs, remote);
+      this.events.push(this.stepEnd(e, e.start + us / 1e6), { kind: "step", exec: e });
+    }
+    this.runLane(server, now);
+  }
+
+  private stepDone(e: Exec, now: number): void {
+    const still: Seq[] = [];
+    for (const s of e.running) {
+      if (s.chunk > 0 && s.prefilled < s.req.promptTokens) {
+        s.prefilled += s.chunk;
+        if (s.prefilled >= s.req.promptTokens) {
+          s.first = now;
+          s.generated = 1;
+          s.last = now;
+          this.tokens++;
+        }
+      } else if (s.chunk > 0) {
+        s.generated++;
+        s.last = now;
+        this.tokens++;
+      }
+      if (s.generated >= s.req.outputTokens) this.finish(e, s);
+      else still.push(s);
+    }
+    e.running = still;
+    this.startStep(e, now);
+  }
+
+  private finish(e: Exec, s: Seq): void {
+    e.kvUsed -= s.kvTokens;
+    const cls = rankClass(s.rank);
+    e.classCount[cls] = (e.classCount[cls] as number) - 1;
+    const cache = s.server >= 0 ? (this.servers[s.server] as Server).cache : e.cache;
+    const entry = cache.entries.get(s.req.adapter);
+    if (entry) entry.pins--;
+    this.finished.push({ req: s.req, first: s.first, last: s.last });
+  }
 }
 
 export function simulate(
   workload: WorkloadSpec,
   cluster: ClusterSpec,
   policy: PlacementPolicy,
-  cost: CostModel,
+  cost: CostModel | GpuCostModel,
   slo: Slo,
 ): SimulationResult {
-  const adapters = makeAdapters(workload);
-  const byId = new Map(adapters.map((a) => [a.id, a]));
-  const requests = makeRequests(workload, adapters);
-  const execs: Exec[] = Array.from({ length: cluster.executors }, (_, i) => ({
-    id: `e${i}`,
-    queue: [],
-    running: [],
-    busyUntil: 0,
-    resident: new Set<string>(),
-  }));
-  // Where adapters live: on executors (coupled) or on LoRA servers (disaggregated; one pool
-  // reachable from every executor).
-  const holders = cluster.mode === "coupled" ? cluster.executors : cluster.loraServers;
-  const policyExecutors: PolicyExecutor[] = Array.from({ length: holders }, (_, i) => ({
-    id: `h${i}`,
-    capacityBytes: cluster.capacityBytes,
-  }));
-  const totalWeight = adapters.reduce((s, a) => s + a.weight, 0);
-  let placement = policy.place(
-    adapters.map((a) => ({ id: a.id, rank: a.rank, sizeBytes: a.sizeBytes, share: a.weight / totalWeight })),
-    policyExecutors,
-    new Map(),
-  );
-  const seen = new Map<string, number>();
-  let nextReplace = cluster.replaceEvery > 0 ? cluster.replaceEvery : Infinity;
-  const holdersOf = (adapter: string): number[] => (placement.get(adapter) ?? []).map((h) => Number(h.slice(1)));
-  const placedAnywhere = (adapter: string): boolean => holdersOf(adapter).length > 0;
-
-  const finished: Running[] = [];
-  let coldLoads = 0;
-  let tokens = 0;
-  let ri = 0;
-  const totalRequests = requests.length;
-
-  // Event loop over executor iterations and arrivals, in time order.
-  for (;;) {
-    const nextArrival = ri < totalRequests ? (requests[ri] as Request).arrival : Infinity;
-    const busy = execs.filter((e) => e.running.length > 0 || e.queue.length > 0);
-    const nextIteration = busy.length > 0 ? Math.min(...busy.map((e) => e.busyUntil)) : Infinity;
-    if (nextArrival === Infinity && nextIteration === Infinity) break;
-    if (nextArrival <= nextIteration) {
-      const req = requests[ri++] as Request;
-      const now = req.arrival;
-      seen.set(req.adapter, (seen.get(req.adapter) ?? 0) + 1);
-      if (now >= nextReplace) {
-        const total = [...seen.values()].reduce((a, b) => a + b, 0);
-        const observed: PolicyAdapter[] = adapters.map((a) => ({
-          id: a.id,
-          rank: a.rank,
-          sizeBytes: a.sizeBytes,
-          share: (seen.get(a.id) ?? 0) / total,
-        }));
-        placement = policy.place(observed, policyExecutors, placement);
-        seen.clear();
-        nextReplace = now + cluster.replaceEvery;
-      }
-      const adapter = byId.get(req.adapter) as AdapterSpec;
-      // Candidate executors: coupled → those holding the adapter (any if none does: a cold load);
-      // disaggregated → all (LoRA lives on the servers).
-      let candidates = cluster.mode === "coupled" ? holdersOf(req.adapter).map((h) => execs[h] as Exec) : execs;
-      if (candidates.length === 0) candidates = execs;
-      const cls = rankClass(adapter.rank);
-      const score = (e: Exec): number => {
-        const load = e.running.length + e.queue.length;
-        if (!cluster.rankAwareRouting) return load;
-        const mismatch = [...e.running, ...e.queue].filter((r) => rankClass(r.rank) !== cls).length;
-        return load + 0.5 * mismatch;
-      };
-      const target = [...candidates].sort((x, y) => score(x) - score(y) || x.id.localeCompare(y.id))[0] as Exec;
-      const run: Running = { req, rank: adapter.rank, prefilled: false, generated: 0 };
-      const resident =
-        cluster.mode === "coupled"
-          ? target.resident.has(req.adapter) || holdersOf(req.adapter).includes(Number(target.id.slice(1)))
-          : placedAnywhere(req.adapter) || target.resident.has(req.adapter);
-      if (!resident) {
-        // Not resident where it runs: load it first (storage), then keep it.
-        coldLoads++;
-        target.resident.add(req.adapter);
-        target.busyUntil = Math.max(target.busyUntil, now) + cost.loadSeconds(adapter.sizeBytes);
-      }
-      target.queue.push(run);
-      if (target.running.length === 0 && target.busyUntil < now) target.busyUntil = now;
-      continue;
-    }
-    // One iteration on the executor that is free first.
-    const e = busy.sort((a, b) => a.busyUntil - b.busyUntil || a.id.localeCompare(b.id))[0] as Exec;
-    const now = e.busyUntil;
-    while (e.running.length < cluster.maxBatch && e.queue.length > 0 && (e.queue[0] as Running).req.arrival <= now)
-      e.running.push(e.queue.shift() as Running);
-    if (e.running.length === 0) {
-      e.busyUntil = e.queue.length > 0 ? (e.queue[0] as Running).req.arrival : Infinity;
-      if (e.busyUntil === Infinity) e.queue.length = 0;
-      continue;
-    }
-    const perAdapter = new Map<string, { tokens: number; rank: number }>();
-    let stepTokens = 0;
-    for (const r of e.running) {
-      const t = r.prefilled ? 1 : r.req.promptTokens;
-      stepTokens += t;
-      const entry = perAdapter.get(r.req.adapter) ?? { tokens: 0, rank: r.rank };
-      entry.tokens += t;
-      perAdapter.set(r.req.adapter, entry);
-    }
-    const us = cost.stepUs(
-      { tokens: stepTokens, adapters: [...perAdapter.values()] },
-      { mode: cluster.kernel, ...(cluster.mode === "disaggregated" ? { remote: "shm" as const } : {}) },
-    );
-    const end = now + us / 1e6;
-    for (const r of e.running) {
-      if (!r.prefilled) {
-        r.prefilled = true;
-        r.firstToken = end;
-      }
-      r.generated++;
-      tokens++;
-      r.lastToken = end;
-    }
-    const still: Running[] = [];
-    for (const r of e.running) (r.generated >= r.req.outputTokens ? finished : still).push(r);
-    e.running = still;
-    e.busyUntil = end;
-  }
-
-  const duration = Math.max(workload.duration, ...finished.map((r) => r.lastToken ?? 0));
-  const ttft = finished.map((r) => ((r.firstToken ?? 0) - r.req.arrival) * 1000);
-  const tpot = finished.map((r) =>
-    r.req.outputTokens > 1 ? (((r.lastToken ?? 0) - (r.firstToken ?? 0)) * 1000) / (r.req.outputTokens - 1) : 0,
-  );
-  const ok = finished.map((_, i) => (ttft[i] as number) <= slo.ttftMs && (tpot[i] as number) <= slo.tpotMs);
-  const perAdapter = new Map<string, { n: number; ok: number }>();
-  finished.forEach((r, i) => {
-    const s = perAdapter.get(r.req.adapter) ?? { n: 0, ok: 0 };
-    s.n++;
-    if (ok[i]) s.ok++;
-    perAdapter.set(r.req.adapter, s);
-  });
-  const sortedTtft = [...ttft].sort((a, b) => a - b);
-  const sortedTpot = [...tpot].sort((a, b) => a - b);
-  const result: SimulationResult = {
-    policy: policy.name,
-    completed: finished.length,
-    throughputTokensPerSecond: tokens / duration,
-    ttftMs: { p50: percentile(sortedTtft, 50), p95: percentile(sortedTtft, 95), p99: percentile(sortedTtft, 99) },
-    tpotMs: {
-      p50: percentile(sortedTpot, 50),
-      p95: percentile(sortedTpot, 95),
-      p99: percentile(sortedTpot, 99),
-      mean: tpot.reduce((a, b) => a + b, 0) / Math.max(1, tpot.length),
-    },
-    sloAttainment: ok.filter(Boolean).length / Math.max(1, ok.length),
-    adaptersMeetingSlo: [...perAdapter.values()].filter((s) => s.ok / s.n > 0.9).length / Math.max(1, perAdapter.size),
-    coldLoads,
-  };
-  if (workload.driftAt !== undefined) {
-    const cut = workload.duration * workload.driftAt;
-    const phase = (pred: (r: Running) => boolean) => {
-      const idx = finished
-        .map((r, i) => [r, i] as const)
-        .filter(([r]) => pred(r))
-        .map(([, i]) => i);
-      const t = idx.map((i) => ttft[i] as number).sort((a, b) => a - b);
-      return { ttftP95: percentile(t, 95), attainment: idx.filter((i) => ok[i]).length / Math.max(1, idx.length) };
-    };
-    result.phases = { before: phase((r) => r.req.arrival <= cut), after: phase((r) => r.req.arrival > cut) };
-  }
-  return result;
+  return new ClusterSimulation(workload, cluster, policy, cost).run(slo);
 }
 
 /**
@@ -249,7 +535,7 @@ export function serviceableRate(
   workload: WorkloadSpec,
   cluster: ClusterSpec,
   policy: () => PlacementPolicy,
-  cost: CostModel,
+  cost: CostModel | GpuCostModel,
   slo: Slo,
   lo = 0.5,
   hi = 200,
@@ -257,7 +543,7 @@ export function serviceableRate(
 ): number {
   const meets = (rate: number): boolean => {
     const r = simulate({ ...workload, rate }, cluster, policy(), cost, slo);
-    return r.ttftMs.p95 <= slo.ttftMs && r.tpotMs.mean <= slo.tpotMs;
+    return r.ttftMs.p95 <= slo.ttftMs && r.tpotMs.mean <= slo.tpotMs && r.completed > 0;
   };
   if (!meets(lo)) return 0;
   let good = lo,

@@ -1,10 +1,20 @@
 import { booleanOption, enumOption, formatOptionsHelp, intOption, loadConfig, numberOption } from "@loramesh/core";
-import { POLICY_NAMES, policyByName, serviceableRate, simulate, type ClusterSpec } from "@loramesh/policy";
+import {
+  POLICY_NAMES,
+  policyByName,
+  serviceableRate,
+  simulate,
+  type ClusterSpec,
+  type CostModel,
+  type GpuCostModel,
+  type WorkloadSpec,
+} from "@loramesh/policy";
 import type { Command } from "../command";
-import { costModelFrom, workloadFrom, workloadOptions } from "../workload-options";
+import { costModelFrom, gpuOptions, gpuSetupFrom, workloadFrom, workloadOptions } from "../workload-options";
 
 const options = {
   ...workloadOptions,
+  ...gpuOptions,
   policy: enumOption({
     flag: "policy",
     default: "rank-aware+rebalancing",
@@ -15,8 +25,8 @@ const options = {
   mode: enumOption({
     flag: "mode",
     default: "coupled",
-    values: ["coupled", "disaggregated"] as const,
-    description: "LoRA on the GPUs or on LoRA servers",
+    values: ["coupled", "disaggregated", "hybrid"] as const,
+    description: "LoRA on the GPUs, on LoRA servers, or hot adapters on the GPUs and the rest on servers",
   }),
   loraServers: intOption({
     flag: "lora-servers",
@@ -38,6 +48,12 @@ const options = {
     description: "seconds between re-placements (rebalancing policies)",
   }),
   serviceable: booleanOption({ flag: "serviceable", description: "also search the highest rate that meets the SLO" }),
+  searchMax: numberOption({
+    flag: "search-max",
+    default: 0,
+    min: 0,
+    description: "upper bound (req/s) of the --serviceable search (0: 200, or 2000 with --model-profile)",
+  }),
   json: booleanOption({ flag: "json", description: "print one JSON object" }),
 };
 
@@ -49,29 +65,49 @@ export const simulateCommand: Command = {
     `Usage: loramesh simulate [options] [--json]\n\nDeterministic for a seed. The result says which calibration it used.\n\nOptions:\n${formatOptionsHelp(options)}\n`,
   async run(argv) {
     const { config } = loadConfig(options, argv);
-    const workload = workloadFrom(config);
-    const cost = costModelFrom(config);
-    const cluster: ClusterSpec = {
-      executors: config.gpus,
-      capacityBytes: Math.round(config.capacityGib * 1024 ** 3),
-      maxBatch: config.maxBatch,
-      mode: config.mode,
-      loraServers: config.loraServers,
-      kernel: config.kernel,
-      rankAwareRouting: config.policy.startsWith("rank-aware"),
-      replaceEvery: config.policy === "rank-aware+rebalancing" ? config.rebalanceEvery : 0,
-    };
+    let workload: WorkloadSpec = workloadFrom(config);
+    let cost: CostModel | GpuCostModel;
+    let cluster: ClusterSpec;
+    const gpu = gpuSetupFrom(config);
+    if (gpu) {
+      // A model profile: the derived GPU cost model, real shapes, HBM pools, LoRA-server queues.
+      ({ cost, cluster } = gpu.setup);
+      workload = { ...workload, bytesPerRank: gpu.setup.bytesPerRank };
+    } else {
+      cost = costModelFrom(config);
+      cluster = {
+        executors: config.gpus,
+        capacityBytes: Math.round(config.capacityGib * 1024 ** 3),
+        maxBatch: config.maxBatch,
+        mode: config.mode,
+        loraServers: config.loraServers,
+        kernel: config.kernel,
+        rankAwareRouting: config.policy.startsWith("rank-aware"),
+        replaceEvery: config.policy === "rank-aware+rebalancing" ? config.rebalanceEvery : 0,
+      };
+    }
+    const searchMax = config.searchMax > 0 ? config.searchMax : gpu ? 2000 : 200;
     const slo = { ttftMs: config.sloTtftMs, tpotMs: config.sloTpotMs };
     const result = simulate(workload, cluster, policyByName(config.policy, config.seed), cost, slo);
     const serviceable = config.serviceable
-      ? serviceableRate(workload, cluster, () => policyByName(config.policy, config.seed), cost, slo)
+      ? serviceableRate(
+          workload,
+          cluster,
+          () => policyByName(config.policy, config.seed),
+          cost,
+          slo,
+          Math.min(0.5, searchMax),
+          searchMax,
+        )
       : undefined;
     const out = {
-      calibration: {
-        machine: cost.calibration.machine,
-        measuredAt: cost.calibration.measuredAt,
-        file: config.calibration || "built-in",
-      },
+      calibration: gpu
+        ? { machine: cost.calibration.machine, derived: true, file: gpu.file, modelProfile: config.modelProfile }
+        : {
+            machine: cost.calibration.machine,
+            measuredAt: (cost as CostModel).calibration.measuredAt,
+            file: config.calibration || "built-in",
+          },
       workload: {
         adapters: workload.adapters,
         ranks: workload.ranks,
@@ -84,7 +120,9 @@ export const simulateCommand: Command = {
       cluster,
       slo,
       ...result,
-      ...(serviceable !== undefined ? { serviceableRate: serviceable } : {}),
+      ...(serviceable !== undefined
+        ? { serviceableRate: serviceable, searchMax, saturated: serviceable < searchMax }
+        : {}),
     };
     if (config.json) {
       process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -93,12 +131,21 @@ export const simulateCommand: Command = {
     process.stdout.write(
       [
         `policy ${result.policy}, ${config.gpus} GPUs (${config.mode}), ${workload.adapters} adapters, ${workload.rate} req/s for ${workload.duration} s, seed ${workload.seed}`,
-        `calibration: ${cost.calibration.machine} (${config.calibration || "built-in"})`,
+        gpu
+          ? `calibration: ${cost.calibration.machine} (${gpu.file}; derived), model ${config.modelProfile}, ${cluster.executors} serving instances`
+          : `calibration: ${cost.calibration.machine} (${config.calibration || "built-in"})`,
+        ...(result.loraServerUtilization !== undefined
+          ? [`LoRA servers busy ${(result.loraServerUtilization * 100).toFixed(1)} % of the run`]
+          : []),
         `completed ${result.completed} requests, ${result.throughputTokensPerSecond.toFixed(0)} tokens/s, ${result.coldLoads} cold loads`,
         `TTFT ms p50/p95/p99 ${result.ttftMs.p50.toFixed(1)} / ${result.ttftMs.p95.toFixed(1)} / ${result.ttftMs.p99.toFixed(1)}`,
         `TPOT ms p50/p95/p99 ${result.tpotMs.p50.toFixed(2)} / ${result.tpotMs.p95.toFixed(2)} / ${result.tpotMs.p99.toFixed(2)} (mean ${result.tpotMs.mean.toFixed(2)})`,
         `SLO attainment ${(result.sloAttainment * 100).toFixed(1)} %, adapters meeting it ${(result.adaptersMeetingSlo * 100).toFixed(1)} %`,
-        ...(serviceable !== undefined ? [`serviceable rate ${serviceable.toFixed(1)} req/s`] : []),
+        ...(serviceable !== undefined
+          ? [
+              `serviceable rate ${serviceable >= searchMax ? "≥ " : ""}${serviceable.toFixed(1)} req/s (search bound ${searchMax})`,
+            ]
+          : []),
         "",
       ].join("\n"),
     );
