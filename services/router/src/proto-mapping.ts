@@ -1,8 +1,6 @@
 /** Protobuf ↔ domain mapping of the router, both directions, for handlers and peer gateways alike. */
 import {
-  AdapterState as PbAdapterState,
   FinishReason as PbFinishReason,
-  JobState as PbJobState,
   SloClass as PbSloClass,
   type Adapter,
   type GenerateRequest,

@@ -4,10 +4,12 @@
  * tenant (another tenant's adapter looks exactly like a missing one), tokenizes, picks a base worker
  * that can serve the adapter, and streams tokens back, passing deadline and cancellation on.
  */
+import { basename, resolve } from "node:path";
 import { type Logger, type ServiceInstance } from "@loramesh/core";
 import { AdapterServiceService, InferenceServiceService, SERVICE_NAMES } from "@loramesh/proto";
 import { PromptEncoder } from "./domain/prompt-encoder";
 import { Router } from "./domain/router";
+import { createHttpServer, listenHttp } from "./http/server";
 import { adapterHandlers } from "./grpc/adapter-handlers";
 import { inferenceHandlers } from "./grpc/inference-handlers";
 import { PlacementView } from "./peers/placement-view";
@@ -24,9 +26,22 @@ export interface RouterServiceOptions {
   adapterWaitMs: number;
   /** Extra in-flight requests a worker may have and still be preferred for rank grouping. */
   routingSlack?: number;
+  /** Most requests in flight on the router; 0 = no limit. */
+  maxInFlight?: number;
   /** Latency targets counted by the SLO-attainment metric. */
   slo: SloTargets;
+  /** Where the OpenAI-compatible HTTP API listens (HOST:PORT, port 0 = any free port). */
+  httpListen: string;
+  /** The base model's name in the HTTP API; default the model directory's name. */
+  servedModelName?: string;
   logger: Logger;
+}
+
+/** Told to the parent process (`loramesh up`) once the HTTP API is bound. */
+export interface HttpListeningMessage {
+  type: "http-listening";
+  service: "router";
+  address: string;
 }
 
 /** The router domain with its peers, and how to close them. */
@@ -42,6 +57,7 @@ export function createRouter(options: RouterServiceOptions): { router: Router; c
     metrics: new RouterMetrics(options.slo),
     adapterWaitMs: options.adapterWaitMs,
     ...(options.routingSlack !== undefined ? { routingSlack: options.routingSlack } : {}),
+    ...(options.maxInFlight !== undefined ? { maxInFlight: options.maxInFlight } : {}),
     logger: options.logger,
   });
   const close = (): void => {
@@ -52,10 +68,25 @@ export function createRouter(options: RouterServiceOptions): { router: Router; c
   return { router, close };
 }
 
-export function createRouterServices(options: RouterServiceOptions): ServiceInstance {
+export async function createRouterServices(options: RouterServiceOptions): Promise<ServiceInstance> {
   const { logger, tenants } = options;
   const { router, close } = createRouter(options);
   if (tenants.open) logger.info("no API keys configured: every call uses the default tenant");
+  const http = createHttpServer({
+    router,
+    tenants,
+    servedModelName: options.servedModelName || basename(resolve(options.modelDir)),
+    modelDir: options.modelDir,
+    logger,
+  });
+  try {
+    const address = await listenHttp(http, options.httpListen);
+    logger.info("openai http api serving", { address: `http://${address}/v1` });
+    process.send?.({ type: "http-listening", service: "router", address } satisfies HttpListeningMessage);
+  } catch (err) {
+    close();
+    throw err;
+  }
   return {
     services: [
       {
@@ -69,6 +100,9 @@ export function createRouterServices(options: RouterServiceOptions): ServiceInst
         implementation: adapterHandlers(router, tenants, logger),
       },
     ],
-    close: async () => close(),
+    close: async () => {
+      await http.close();
+      close();
+    },
   };
 }

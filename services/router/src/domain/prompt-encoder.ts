@@ -1,7 +1,7 @@
 /** Turns a request's prompt into token ids with the base model's tokenizer and chat template. */
-import { InvalidArgumentError } from "@loramesh/core";
+import { FailedPreconditionError, InvalidArgumentError } from "@loramesh/core";
 import { Tokenizer } from "@loramesh/engine";
-import type { Prompt } from "./types";
+import type { ChatMessage, Prompt } from "./types";
 
 export class PromptEncoder {
   private readonly tokenizer: Tokenizer;
@@ -13,7 +13,7 @@ export class PromptEncoder {
   /** Token ids of the prompt; chat prompts go through the model's chat template (FailedPrecondition without one). */
   encode(prompt: Prompt | undefined): number[] {
     if (prompt?.kind === "tokens") return prompt.ids;
-    if (prompt?.kind === "chat") return this.tokenizer.encode(this.tokenizer.applyChatTemplate(prompt.messages));
+    if (prompt?.kind === "chat") return this.tokenizer.encode(this.chat(prompt.messages));
     if (prompt?.kind === "text") {
       const text = prompt.chatTemplate
         ? this.tokenizer.applyChatTemplate([{ role: "user", content: prompt.text }])
@@ -21,5 +21,16 @@ export class PromptEncoder {
       return this.tokenizer.encode(text);
     }
     throw new InvalidArgumentError("the prompt (text or token_ids) is required");
+  }
+
+  /** A conversation is a request parameter: a model without a template makes it invalid, not a precondition. */
+  private chat(messages: ChatMessage[]): string {
+    try {
+      return this.tokenizer.applyChatTemplate(messages);
+    } catch (err) {
+      if (err instanceof FailedPreconditionError)
+        throw new InvalidArgumentError("the model has no chat template (tokenizer_config.json chat_template)");
+      throw err;
+    }
   }
 }

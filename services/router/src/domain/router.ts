@@ -37,6 +37,8 @@ export interface RouterOptions {
   adapterWaitMs: number;
   /** Extra in-flight requests a worker may have and still be preferred for rank grouping. */
   routingSlack?: number;
+  /** Most requests in flight; 0 = no limit. */
+  maxInFlight?: number;
   logger: Logger;
 }
 
@@ -56,6 +58,7 @@ export class Router {
       placement: options.placement,
       adapterWaitMs: options.adapterWaitMs,
       ...(options.routingSlack !== undefined ? { routingSlack: options.routingSlack } : {}),
+      ...(options.maxInFlight !== undefined ? { maxInFlight: options.maxInFlight } : {}),
     });
   }
 
@@ -100,6 +103,19 @@ export class Router {
   }
 
   private async serve(tenant: string, request: GenerationRequest, control: GenerationControl): Promise<WorkerOutcome> {
+    const release = this.admission.reserve();
+    try {
+      return await this.dispatch(tenant, request, control);
+    } finally {
+      release();
+    }
+  }
+
+  private async dispatch(
+    tenant: string,
+    request: GenerationRequest,
+    control: GenerationControl,
+  ): Promise<WorkerOutcome> {
     const { adapter, ids, worker } = await this.admit(tenant, request);
     const rank = adapter?.rank ?? 0;
     return this.admission.holding(worker.executorId, rank, () =>
