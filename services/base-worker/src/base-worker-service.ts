@@ -156,6 +156,7 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
               stop: s?.stop ?? [],
               stopTokenIds: s?.stopTokenIds ?? [],
               ignoreEos: s?.ignoreEos ?? false,
+              minTokens: s?.minTokens ?? 0,
             },
           },
           (update) => {

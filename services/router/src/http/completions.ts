@@ -17,9 +17,8 @@ export function promptsOf(body: Body): Prompt[] {
   if (typeof p === "string") return [{ kind: "text", text: p }];
   if (isIds(p)) return [{ kind: "tokens", ids: p }];
   if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === "string"))
-    return (p).map((text) => ({ kind: "text", text }));
-  if (Array.isArray(p) && p.length > 0 && p.every(isIds))
-    return (p).map((ids) => ({ kind: "tokens", ids }));
+    return p.map((text) => ({ kind: "text", text }));
+  if (Array.isArray(p) && p.length > 0 && p.every(isIds)) return p.map((ids) => ({ kind: "tokens", ids }));
   throw badParam("prompt", "prompt must be a string, a list of strings, a list of token ids, or a list of such lists");
 }
 
