@@ -6,6 +6,7 @@
  *
  *   pnpm bench:http [--tokens N] [--rounds N] [--concurrency 1,32]
  */
+import { Agent, request, type IncomingMessage } from "node:http";
 import { hostname, cpus } from "node:os";
 import { BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
 import { createLogger, intOption, loadConfig, stringOption } from "@loramesh/core";
@@ -59,32 +60,51 @@ async function grpcStream(client: LoraMeshClient, tokens: number): Promise<Strea
   return timing(start, arrivals, count);
 }
 
+/** Keep-alive connections, as an OpenAI client keeps them. */
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+/** Posts a JSON body and resolves with the response stream (node:http, to time the server rather than a fetch stack). */
+function post(baseUrl: string, path: string, body: object): Promise<IncomingMessage> {
+  const url = new URL(`${baseUrl}${path}`);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json" },
+      },
+      resolve,
+    );
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
 async function httpStream(baseUrl: string, tokens: number): Promise<StreamTiming> {
   const start = performance.now();
-  const res = await fetch(`${baseUrl}/completions`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({
-      model: "tiny-llama",
-      prompt: PROMPT,
-      max_tokens: tokens,
-      temperature: 0,
-      ignore_eos: true,
-      stream: true,
-    }),
+  const res = await post(baseUrl, "/completions", {
+    model: "tiny-llama",
+    prompt: PROMPT,
+    max_tokens: tokens,
+    temperature: 0,
+    ignore_eos: true,
+    stream: true,
   });
-  if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`);
+  res.setEncoding("utf8");
   const arrivals: number[] = [];
-  const decoder = new TextDecoder();
   let buffered = "";
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffered += decoder.decode(chunk, { stream: true });
+  for await (const chunk of res as AsyncIterable<string>) {
+    buffered += chunk;
     let end: number;
     while ((end = buffered.indexOf("\n\n")) >= 0) {
       const event = buffered.slice(0, end);
       buffered = buffered.slice(end + 2);
       if (event === "data: [DONE]") continue;
-      const data = JSON.parse(event.slice(6)) as { choices: Array<{ text: string; finish_reason: string | null }> };
+      const data = JSON.parse(event.slice(6)) as { choices: Array<{ text: string }> };
       // One chunk per token that produced text; the finish chunk carries none.
       if (data.choices.some((c) => c.text !== "")) arrivals.push(performance.now());
     }
@@ -133,6 +153,7 @@ async function measure(
     }
   } finally {
     client.close();
+    agent.destroy();
   }
   return rows;
 }
