@@ -7,6 +7,7 @@
  *   pnpm bench:http [--tokens N] [--rounds N] [--concurrency 1,32]
  */
 import { Agent, request, type IncomingMessage } from "node:http";
+import { readFileSync } from "node:fs";
 import { hostname, cpus } from "node:os";
 import { BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
 import { createLogger, intOption, loadConfig, stringOption } from "@loramesh/core";
@@ -120,15 +121,43 @@ interface Row {
   ttftMs: number[];
   tpotMs: number[];
   tokensPerS: number[];
+  tokens: number;
+  /** CPU time of the router process and of this (client) process over all rounds, µs. */
+  routerCpuUs: number;
+  clientCpuUs: number;
 }
 
-async function round(row: Row, run: () => Promise<StreamTiming>): Promise<void> {
+const newRow = (transport: string, concurrency: number): Row => ({
+  transport,
+  concurrency,
+  ttftMs: [],
+  tpotMs: [],
+  tokensPerS: [],
+  tokens: 0,
+  routerCpuUs: 0,
+  clientCpuUs: 0,
+});
+
+/** User + system CPU time of a process, µs (Linux /proc; clock ticks of 10 ms). */
+function processCpuUs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+async function round(row: Row, routerPid: number, run: () => Promise<StreamTiming>): Promise<void> {
   const t0 = performance.now();
+  const router0 = processCpuUs(routerPid);
+  const client0 = process.cpuUsage();
   const streams = await Promise.all(Array.from({ length: row.concurrency }, run));
   const seconds = (performance.now() - t0) / 1000;
+  const client = process.cpuUsage(client0);
+  row.routerCpuUs += processCpuUs(routerPid) - router0;
+  row.clientCpuUs += client.user + client.system;
   row.ttftMs.push(...streams.map((s) => s.ttftMs));
   row.tpotMs.push(...streams.map((s) => s.tpotMs));
-  row.tokensPerS.push(streams.reduce((a, s) => a + s.tokens, 0) / seconds);
+  const tokens = streams.reduce((a, s) => a + s.tokens, 0);
+  row.tokens += tokens;
+  row.tokensPerS.push(tokens / seconds);
 }
 
 async function measure(
@@ -137,17 +166,18 @@ async function measure(
 ): Promise<Row[]> {
   const client = new LoraMeshClient({ address: cluster.routerAddress });
   const baseUrl = `http://${cluster.httpAddress}/v1`;
+  const routerPid = cluster.processes.find((p) => p.service === "router")?.pid as number;
   const rows: Row[] = [];
   try {
     // Warm both paths (connections, JIT) before timing.
     await grpcStream(client, 4);
     await httpStream(baseUrl, 4);
     for (const c of config.concurrency.split(",").map(Number)) {
-      const grpc: Row = { transport: "gRPC stream", concurrency: c, ttftMs: [], tpotMs: [], tokensPerS: [] };
-      const http: Row = { transport: "HTTP+SSE", concurrency: c, ttftMs: [], tpotMs: [], tokensPerS: [] };
+      const grpc = newRow("gRPC stream", c);
+      const http = newRow("HTTP+SSE", c);
       for (let r = 0; r < config.rounds; r++) {
-        await round(grpc, () => grpcStream(client, config.tokens));
-        await round(http, () => httpStream(baseUrl, config.tokens));
+        await round(grpc, routerPid, () => grpcStream(client, config.tokens));
+        await round(http, routerPid, () => httpStream(baseUrl, config.tokens));
       }
       rows.push(grpc, http);
     }
@@ -174,18 +204,19 @@ async function main(): Promise<void> {
       `# ${hostname()}, ${cpus().length} cores, ${config.tokens} tokens per stream, ${config.rounds} rounds\n`,
     );
     process.stdout.write(
-      "| transport | streams | TTFT ms (median) | TPOT ms (median) | tokens/s (median) |\n|---|---|---|---|---|\n",
+      "| transport | streams | TTFT ms (median) | TPOT ms (median) | tokens/s (median) | router CPU µs/token | client CPU µs/token |\n|---|---|---|---|---|---|---|\n",
     );
     for (const r of rows)
       process.stdout.write(
-        `| ${r.transport} | ${r.concurrency} | ${median(r.ttftMs).toFixed(2)} | ${median(r.tpotMs).toFixed(3)} | ${median(r.tokensPerS).toFixed(0)} |\n`,
+        `| ${r.transport} | ${r.concurrency} | ${median(r.ttftMs).toFixed(2)} | ${median(r.tpotMs).toFixed(3)} | ${median(r.tokensPerS).toFixed(0)} | ${(r.routerCpuUs / r.tokens).toFixed(0)} | ${(r.clientCpuUs / r.tokens).toFixed(0)} |\n`,
       );
     for (let i = 0; i + 1 < rows.length; i += 2) {
       const g = rows[i] as Row;
       const h = rows[i + 1] as Row;
       const perToken = (median(h.tpotMs) - median(g.tpotMs)) * 1000;
+      const routerCpu = h.routerCpuUs / h.tokens - g.routerCpuUs / g.tokens;
       process.stdout.write(
-        `overhead at ${g.concurrency} streams: ${perToken.toFixed(0)} µs per token (HTTP+SSE TPOT − gRPC TPOT)\n`,
+        `overhead at ${g.concurrency} streams: ${perToken.toFixed(0)} µs per token of client-seen TPOT, ${routerCpu.toFixed(0)} µs of router CPU per token (HTTP+SSE − gRPC)\n`,
       );
     }
   } finally {
