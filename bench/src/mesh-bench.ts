@@ -11,7 +11,8 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
 import { createLogger, intOption, loadConfig } from "@loramesh/core";
-import { LocalLoraBackend, loadAdapter, Model, siteShape, type LoraBackend, type LoraSite } from "@loramesh/engine";
+import { LocalLoraBackend, loadAdapter, Model, type LoraBackend } from "@loramesh/engine";
+import { siteShape, type LoraSite } from "@loramesh/formats";
 import { PlacementCache } from "@loramesh/mesh";
 import { f32 } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
@@ -72,7 +73,9 @@ async function roundTrips(iterations: number): Promise<void> {
       ["in-process (coupled)", local],
       [
         "gRPC",
-        new RemoteLoraBackend(model.config, placement, {
+        new RemoteLoraBackend({
+          config: model.config,
+          placement,
           workerId: "bench-grpc",
           hostId: hostname(),
           sharedMemory: false,
@@ -81,7 +84,9 @@ async function roundTrips(iterations: number): Promise<void> {
       ],
       [
         "shared memory",
-        new RemoteLoraBackend(model.config, placement, {
+        new RemoteLoraBackend({
+          config: model.config,
+          placement,
           workerId: "bench-shm",
           hostId: hostname(),
           sharedMemory: true,

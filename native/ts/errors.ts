@@ -4,7 +4,7 @@ import {
   LoraMeshError,
   ResourceExhaustedError,
   UnavailableError,
-} from "@loramesh/core";
+} from "@loramesh/errors";
 
 /** A tensor's shape does not fit the op (thrown by every native op). */
 export class NativeShapeError extends InvalidArgumentError {}

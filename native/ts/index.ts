@@ -4,32 +4,24 @@
  * (NativeShapeError, ...). Outputs are written in place into the tensors passed as `out`.
  */
 import { join } from "node:path";
-import { FailedPreconditionError } from "@loramesh/core";
+import type { RopeConfig } from "@loramesh/formats";
+import { FailedPreconditionError } from "@loramesh/errors";
 import { toNativeError } from "./errors";
 import type { LoraWeights } from "./lora";
 import type { Tensor } from "./tensor";
 
-export * from "./errors";
-export * from "./lora";
-export * from "./tensor";
-
-/** Rope scaling as Hugging Face names it, with the fields each type reads. */
-export interface RopeConfig {
-  type: "default" | "linear" | "dynamic" | "llama3" | "yarn";
-  base: number;
-  rotaryDim: number;
-  factor?: number;
-  maxPositionEmbeddings?: number;
-  originalMaxPositionEmbeddings?: number;
-  lowFreqFactor?: number;
-  highFreqFactor?: number;
-  betaFast?: number;
-  betaSlow?: number;
-  mscale?: number;
-  mscaleAllDim?: number;
-  attentionFactor?: number;
-  truncate?: boolean;
-}
+export {
+  NativeArgumentError,
+  NativeCudaError,
+  NativeDeviceError,
+  NativeDTypeError,
+  NativeMemoryError,
+  NativeShapeError,
+  NativeSlotError,
+  toNativeError,
+} from "./errors";
+export { type LoraSliceWeights, type LoraWeights, MAX_LORA_RANK, packLoraWeights } from "./lora";
+export { bf16, type DType, f32, fromBf16, i32, i64, numel, type Tensor, toBf16 } from "./tensor";
 
 interface Addon {
   version: string;

@@ -1,7 +1,6 @@
 import { expect } from "chai";
 import { join } from "node:path";
-import { UnavailableError } from "@loramesh/core";
-import { AdapterError } from "@loramesh/engine";
+import { UnavailableError, AdapterError } from "@loramesh/errors";
 import { AdapterJobQueues, startAdapterJobWorker, type AdapterJobData } from "@loramesh/mesh";
 import { captureLogger, GOLDEN_DIR, startTestRedis, waitFor, type TestRedis } from "@loramesh/testing";
 

@@ -9,10 +9,10 @@ import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Namespace } from "kubernetes-models/v1/Namespace";
 import { PersistentVolumeClaim } from "kubernetes-models/v1/PersistentVolumeClaim";
 import { Service } from "kubernetes-models/v1/Service";
-import { options as baseWorkerOptions } from "@loramesh/base-worker/dist/options";
-import { options as loraServerOptions } from "@loramesh/lora-server/dist/options";
-import { options as provisionerOptions } from "@loramesh/provisioner/dist/options";
-import { options as routerOptions } from "@loramesh/router/dist/options";
+import { options as baseWorkerOptions } from "@loramesh/base-worker";
+import { options as loraServerOptions } from "@loramesh/lora-server";
+import { options as provisionerOptions } from "@loramesh/provisioner";
+import { options as routerOptions } from "@loramesh/router";
 import { REPO_ROOT } from "@loramesh/testing";
 
 const DEPLOY = join(REPO_ROOT, "deploy");

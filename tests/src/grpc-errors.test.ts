@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import type { ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
-import { NotFoundError, serverStreamHandler, unaryHandler, ResourceExhaustedError } from "@loramesh/core";
+import { NotFoundError, ResourceExhaustedError } from "@loramesh/errors";
+import { serverStreamHandler, unaryHandler } from "@loramesh/core";
 import {
   InferenceServiceService,
   SERVICE_NAMES,

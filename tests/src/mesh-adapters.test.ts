@@ -6,14 +6,14 @@ import type { LocalCluster } from "@loramesh/cli";
 import { AdapterState, JobState, type LoadJobStatus } from "@loramesh/proto";
 import { GrpcStatus, LoraMeshClient, LoraMeshClientError } from "@loramesh/sdk";
 import { spawnSync } from "node:child_process";
-import { connectRedis } from "@loramesh/mesh";
+import { connectRedis, REDIS_KEYS } from "@loramesh/mesh";
 import { REPO_ROOT } from "@loramesh/testing";
 import { adapterDir, golden, modelDir, startCluster } from "./mesh-helpers";
 
 async function redisAdapterCount(url: string): Promise<number> {
   const redis = await connectRedis(url);
   try {
-    return await redis.scard("lm:adapters");
+    return await redis.scard(REDIS_KEYS.adapters);
   } finally {
     redis.disconnect();
   }
@@ -140,10 +140,11 @@ describe("mesh: adapters and tenants (real processes, Redis, BullMQ)", function 
     );
   });
 
-  it("plans capacity from the live registry and traffic (loramesh plan --redis-url)", async () => {
+  it("plans capacity from the live registry and traffic (loramesh plan --provisioner)", async () => {
+    const provisioner = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
     const result = spawnSync(
       process.execPath,
-      [join(REPO_ROOT, "packages", "cli", "dist", "bin.js"), "plan", "--redis-url", cluster.redisUrl, "--json"],
+      [join(REPO_ROOT, "packages", "cli", "dist", "bin.js"), "plan", "--provisioner", provisioner, "--json"],
       { encoding: "utf8", timeout: 30_000 },
     );
     const plan = JSON.parse(result.stdout) as { adapters: number; loraServers: number; coverage: number };
@@ -152,6 +153,17 @@ describe("mesh: adapters and tenants (real processes, Redis, BullMQ)", function 
     expect(plan.adapters).to.be.greaterThan(0);
     expect(plan.loraServers).to.be.at.least(1);
     expect(plan.coverage).to.be.greaterThan(0);
+  });
+
+  it("refuses the deprecated plan --redis-url alone with a pointer to --provisioner (the CLI reads no Redis)", () => {
+    const result = spawnSync(
+      process.execPath,
+      [join(REPO_ROOT, "packages", "cli", "dist", "bin.js"), "plan", "--redis-url", cluster.redisUrl, "--json"],
+      { encoding: "utf8", timeout: 30_000 },
+    );
+    expect(result.status).to.not.equal(0);
+    expect(result.stdout).to.equal("");
+    expect(result.stderr).to.contain("--provisioner HOST:PORT");
   });
 
   it("deletes an adapter everywhere", async () => {

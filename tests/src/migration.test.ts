@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { credentials } from "@grpc/grpc-js";
 import type { LocalCluster } from "@loramesh/cli";
-import { createRedis, unary } from "@loramesh/mesh";
+import { createRedis, REDIS_KEYS, unary } from "@loramesh/mesh";
 import {
   ExecutorKind,
   LoraServerServiceClient,
@@ -41,7 +41,11 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
       workers: 1,
       loraServers: 2,
       // No automatic rebalancing here: the test moves the adapter itself.
-      extraArgs: { provisioner: ["--placement-policy", "rank-aware", "--drain-ms", "1000"] },
+      // One copy only: the test's own traffic would otherwise make the adapter hot and replicated
+      // to both servers, leaving nowhere to move it.
+      extraArgs: {
+        provisioner: ["--placement-policy", "rank-aware", "--drain-ms", "1000", "--max-replicas", "1"],
+      },
     });
     client = new LoraMeshClient({ address: cluster.routerAddress });
     const address = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
@@ -94,46 +98,50 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
         }
       }
     };
-    const loops = [loop(), loop(), loop()];
-    // Event, not a time window: move only once a request has been seen completing.
-    await until(() => outcomes.length > 0, 60_000, "a request completed before the move");
-
-    const moved = await unary<MoveAdapterRequest, MoveAdapterResponse>(
-      provisioner.moveAdapter.bind(provisioner),
-      provisioner,
-      {
-        tenant: "default",
-        name: adapter,
-        fromExecutorId: from,
-        toExecutorId: to!.executorId,
-      },
-    );
-    expect(moved.moveJobId).to.match(/^move-/);
-    const movedAt = Date.now();
-
-    // Routing switches to the target, then the source unloads after the drain period.
-    const redis = createRedis(cluster.redisUrl);
     let switchedAt = 0;
     let unloadedAt = 0;
+    const loops = [loop(), loop(), loop()];
     try {
-      const id = entry?.adapterId as string;
-      while (Date.now() - movedAt < 30_000 && unloadedAt === 0) {
-        const now = await placement();
-        const holders = now.adapters.find((a) => a.adapterId === id)?.executorIds ?? [];
-        if (switchedAt === 0 && holders.length === 1 && holders[0] === to!.executorId) switchedAt = Date.now();
-        const onSource = await redis.sismember(`lm:executor-adapters:${from}`, id);
-        if (switchedAt > 0 && onSource === 0) unloadedAt = Date.now();
-        await new Promise((r) => setTimeout(r, 50));
+      // Event, not a time window: move only once a request has been seen completing.
+      await until(() => outcomes.length > 0, 60_000, "a request completed before the move");
+
+      const moved = await unary<MoveAdapterRequest, MoveAdapterResponse>(
+        provisioner.moveAdapter.bind(provisioner),
+        provisioner,
+        {
+          tenant: "default",
+          name: adapter,
+          fromExecutorId: from,
+          toExecutorId: to!.executorId,
+        },
+      );
+      expect(moved.moveJobId).to.match(/^move-/);
+      const movedAt = Date.now();
+
+      // Routing switches to the target, then the source unloads after the drain period.
+      const redis = createRedis(cluster.redisUrl);
+      try {
+        const id = entry?.adapterId as string;
+        while (Date.now() - movedAt < 30_000 && unloadedAt === 0) {
+          const now = await placement();
+          const holders = now.adapters.find((a) => a.adapterId === id)?.executorIds ?? [];
+          if (switchedAt === 0 && holders.length === 1 && holders[0] === to!.executorId) switchedAt = Date.now();
+          const onSource = await redis.sismember(REDIS_KEYS.executorAdapters(from), id);
+          if (switchedAt > 0 && onSource === 0) unloadedAt = Date.now();
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      } finally {
+        redis.disconnect();
       }
+      expect(switchedAt, "routing switched to the target").to.be.greaterThan(0);
+      expect(unloadedAt, "the source unloaded after draining").to.be.greaterThan(0);
+      // Keep the load on until a request has been seen completing after the source let go.
+      await until(() => outcomes.some((o) => o.endedMs > unloadedAt), 60_000, "a request completed after the unload");
     } finally {
-      redis.disconnect();
+      // Whatever failed above, stop the load so the test ends with its own message.
+      stop = true;
+      await Promise.all(loops);
     }
-    expect(switchedAt, "routing switched to the target").to.be.greaterThan(0);
-    expect(unloadedAt, "the source unloaded after draining").to.be.greaterThan(0);
-    // Keep the load on until a request has been seen completing after the source let go.
-    await until(() => outcomes.some((o) => o.endedMs > unloadedAt), 60_000, "a request completed after the unload");
-    stop = true;
-    await Promise.all(loops);
 
     const failures = outcomes.filter((o) => !o.ok);
     expect(failures.map((f) => f.error)).to.deep.equal([]);

@@ -4,7 +4,7 @@ import { expect } from "chai";
 import OpenAI, { APIError } from "openai";
 import { credentials } from "@grpc/grpc-js";
 import type { LocalCluster } from "@loramesh/cli";
-import { Tokenizer } from "@loramesh/engine";
+import { Tokenizer } from "@loramesh/formats";
 import { unary } from "@loramesh/mesh";
 import { BaseWorkerServiceClient, type BaseWorkerStats, type BaseWorkerStatsRequest } from "@loramesh/proto";
 import { adapterDir, adapterNames, golden, modelDir, startCluster } from "./mesh-helpers";

@@ -7,7 +7,9 @@
  * a build with CUDA and a visible GPU can have.
  *
  * Determinism: every output element is reduced by a single thread in a fixed order, so results do not
- * depend on the thread count. The AVX2 and scalar paths may differ in the last bits.
+ * depend on the thread count. The AVX2 and scalar paths give the same bits: the scalar dot product
+ * keeps eight fused multiply-add lanes and reduces them in the order the AVX2 horizontal sum does
+ * (src/simd.cpp); native/ts/lora.test.ts checks both properties bit for bit.
  */
 #ifndef LORAMESH_CORE_H
 #define LORAMESH_CORE_H

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** The `loramesh` command. */
-import { describeError, isLoraMeshError } from "@loramesh/core";
+import { describeError, isLoraMeshError } from "@loramesh/errors";
 import { LoraMeshClientError } from "@loramesh/sdk";
 import type { Command } from "./command";
 import { adaptersCommand } from "./commands/adapters";

@@ -1,11 +1,11 @@
-import { addressOption, stringOption } from "@loramesh/core";
+import { addressOption, DEFAULT_ROUTER_ADDRESS, stringOption } from "@loramesh/core";
 
 /** Flags every cluster command takes. */
 export const clientOptions = {
   router: addressOption({
     flag: "router",
     env: "LORAMESH_ROUTER",
-    default: "127.0.0.1:50051",
+    default: DEFAULT_ROUTER_ADDRESS,
     description: "router address",
   }),
   apiKey: stringOption({

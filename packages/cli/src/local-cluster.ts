@@ -5,12 +5,13 @@
  */
 import { fork, type ChildProcess } from "node:child_process";
 import {
+  DEFAULT_LISTEN_ADDRESS,
   startEmbeddedRedis,
-  UnavailableError,
   type EmbeddedRedis,
   type ListeningMessage,
   type Logger,
 } from "@loramesh/core";
+import { UnavailableError } from "@loramesh/errors";
 import { waitForServing } from "@loramesh/sdk";
 
 export interface LocalClusterOptions {
@@ -152,7 +153,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     const model = ["--model", options.modelDir];
     const provisioner = await start("provisioner", [
       "--listen",
-      "127.0.0.1:0",
+      DEFAULT_LISTEN_ADDRESS,
       "--redis-url",
       redisUrl,
       ...model,
@@ -164,7 +165,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       pending.push(
         start("lora-server", [
           "--listen",
-          "127.0.0.1:0",
+          DEFAULT_LISTEN_ADDRESS,
           "--executor-id",
           `lora-${i}`,
           ...backend,
@@ -176,7 +177,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       pending.push(
         start("base-worker", [
           "--listen",
-          "127.0.0.1:0",
+          DEFAULT_LISTEN_ADDRESS,
           "--executor-id",
           `worker-${i}`,
           "--mode",
@@ -211,8 +212,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       stop,
     };
   } catch (err) {
-    // Let the other services that are still starting settle before stopping them all.
-    await new Promise((r) => setTimeout(r, 100));
+    // Stops every child forked so far, including ones still starting (their starts then fail).
     await stop();
     throw err;
   }

@@ -1,5 +1,6 @@
 import { resolve } from "node:path";
-import { Engine, LocalLoraBackend, Model, Tokenizer, loadAdapter } from "@loramesh/engine";
+import { Engine, LocalLoraBackend, Model, loadAdapter } from "@loramesh/engine";
+import { Tokenizer } from "@loramesh/formats";
 
 /** The adapter id offline commands register their --adapter directory under. */
 export const OFFLINE_ADAPTER_ID = "adapter";

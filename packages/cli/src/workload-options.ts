@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
-import { enumOption, intOption, InvalidArgumentError, numberOption, stringOption, type ConfigOf } from "@loramesh/core";
+import { enumOption, intOption, numberOption, stringOption, type ConfigOf } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import {
   CostModel,
   DEFAULT_CALIBRATION,

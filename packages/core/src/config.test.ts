@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { addressOption, booleanOption, enumOption, formatOptionsHelp, intOption, loadConfig } from "./config";
-import { ConfigError } from "./errors";
+import { ConfigError } from "@loramesh/errors";
 
 const specs = {
   listen: addressOption({ flag: "listen", env: "TEST_LISTEN", default: "127.0.0.1:0", description: "where to listen" }),

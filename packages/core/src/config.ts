@@ -4,7 +4,7 @@
  * a typed object or throws a `ConfigError` that lists every problem, and `formatOptionsHelp` prints
  * the same declarations as help text. Precedence: flag, then environment, then default.
  */
-import { ConfigError } from "./errors";
+import { ConfigError } from "@loramesh/errors";
 
 /** Declaration of one option producing a value of type T. */
 export interface OptionSpec<T> {

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FailedPreconditionError, UnavailableError } from "./errors";
+import { FailedPreconditionError, UnavailableError } from "@loramesh/errors";
 import type { Logger } from "./logging";
 
 export interface EmbeddedRedis {

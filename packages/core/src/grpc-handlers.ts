@@ -1,6 +1,8 @@
 /**
- * Adapters from async functions to grpc-js handlers. Every loramesh handler goes through these, so
- * every thrown error is turned into a status by the one mapper in `grpc-status.ts`.
+ * Adapters from async functions to grpc-js handlers. Every loramesh handler goes through these:
+ * each call runs inside a middleware chain (`grpc-middleware.ts`; deadlines and cancellation as an
+ * AbortSignal, metrics, span attributes, optionally auth), and every thrown error is turned into a
+ * status by the one mapper in `grpc-status.ts`.
  */
 import type {
   handleBidiStreamingCall,
@@ -10,17 +12,39 @@ import type {
   ServerUnaryCall,
   ServerWritableStream,
 } from "@grpc/grpc-js";
+import {
+  callContext,
+  defaultMiddleware,
+  runChain,
+  type CallContext,
+  type Middleware,
+  type ServerCallLike,
+} from "./grpc-middleware";
 import { toGrpcStatus } from "./grpc-status";
 import type { Logger } from "./logging";
+
+/** Runs `body` for one call inside `chain`, releasing the call's deadline timer afterwards. */
+function withChain(
+  chain: readonly Middleware[],
+  call: ServerCallLike,
+  body: (ctx: CallContext) => Promise<void>,
+): Promise<void> {
+  const { ctx, release } = callContext(call);
+  return runChain(chain, ctx, () => body(ctx)).finally(release);
+}
 
 /** A unary handler written as an async function; throw a domain error to fail the call. */
 export function unaryHandler<Req, Res>(
   logger: Logger,
-  fn: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+  fn: (request: Req, call: ServerUnaryCall<Req, Res>, ctx: CallContext) => Promise<Res>,
+  chain: readonly Middleware[] = defaultMiddleware(),
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    fn(call.request, call).then(
-      (response) => callback(null, response),
+    let response: Res;
+    withChain(chain, call, async (ctx) => {
+      response = await fn(call.request, call, ctx);
+    }).then(
+      () => callback(null, response),
       (err: unknown) => callback(toGrpcStatus(err, logger)),
     );
   };
@@ -29,10 +53,11 @@ export function unaryHandler<Req, Res>(
 /** A server-streaming handler: the function writes to `call` and resolves when the stream is done. */
 export function serverStreamHandler<Req, Res>(
   logger: Logger,
-  fn: (request: Req, call: ServerWritableStream<Req, Res>) => Promise<void>,
+  fn: (request: Req, call: ServerWritableStream<Req, Res>, ctx: CallContext) => Promise<void>,
+  chain: readonly Middleware[] = defaultMiddleware(),
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
-    fn(call.request, call).then(
+    withChain(chain, call, (ctx) => fn(call.request, call, ctx)).then(
       () => {
         if (!call.writableEnded) call.end();
       },
@@ -49,10 +74,11 @@ export function serverStreamHandler<Req, Res>(
  */
 export function bidiStreamHandler<Req, Res>(
   logger: Logger,
-  fn: (call: ServerDuplexStream<Req, Res>) => Promise<void>,
+  fn: (call: ServerDuplexStream<Req, Res>, ctx: CallContext) => Promise<void>,
+  chain: readonly Middleware[] = defaultMiddleware(),
 ): handleBidiStreamingCall<Req, Res> {
   return (call) => {
-    fn(call).then(
+    withChain(chain, call, (ctx) => fn(call, ctx)).then(
       () => {
         if (!call.writableEnded) call.end();
       },

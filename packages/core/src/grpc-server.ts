@@ -9,7 +9,7 @@ import { loadFileDescriptorSetFromBuffer, type PackageDefinition } from "@grpc/p
 import { ReflectionService } from "@grpc/reflection";
 import { DESCRIPTOR_SET_PATH } from "@loramesh/proto";
 import { HealthImplementation, type ServingStatusMap } from "grpc-health-check";
-import { UnavailableError } from "./errors";
+import { UnavailableError } from "@loramesh/errors";
 import type { Logger } from "./logging";
 
 /** Activation tensors travel in one message each; 64 MiB leaves room above the 16 MiB chunk size. */

@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { status } from "@grpc/grpc-js";
-import * as errors from "./errors";
+import * as errors from "@loramesh/errors";
 import { ERROR_CLASS_METADATA_KEY, GENERIC_INTERNAL_MESSAGE, toGrpcStatus } from "./grpc-status";
 import { createLogger } from "./logging";
 

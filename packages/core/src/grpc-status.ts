@@ -1,5 +1,5 @@
 import { Metadata, status, type ServiceError, type StatusObject } from "@grpc/grpc-js";
-import { describeError, isLoraMeshError, type ErrorKind } from "./errors";
+import { describeError, isLoraMeshError, type ErrorKind } from "@loramesh/errors";
 import type { Logger } from "./logging";
 
 const CODE_OF_KIND: Record<ErrorKind, status> = {

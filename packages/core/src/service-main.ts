@@ -3,7 +3,7 @@
  * health and reflection → SERVING → graceful stop on SIGTERM/SIGINT. Each service's `main.ts` is a
  * call to `runServiceProcess` with its options and a `create` function.
  */
-import { isLoraMeshError, describeError } from "./errors";
+import { isLoraMeshError, describeError } from "@loramesh/errors";
 import { formatOptionsHelp, loadConfig, type ConfigOf, type OptionSpecs } from "./config";
 import { startGrpcServer, type ServiceRegistration } from "./grpc-server";
 import { createLogger, type Logger } from "./logging";

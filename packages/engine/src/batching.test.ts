@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { Engine } from "./engine";
 import { LocalLoraBackend } from "./local-lora-backend";
 import { Model } from "./model";
-import { Tokenizer } from "./tokenizer";
+import { Tokenizer } from "@loramesh/formats";
 import { loadAdapter } from "./adapter";
 import { adapterDir, golden, modelDir, MODELS } from "./test-fixtures";
 

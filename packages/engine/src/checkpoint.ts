@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { SafetensorsError, SafetensorsFile, type TensorEntry } from "./safetensors";
+import { SafetensorsError, SafetensorsFile, type TensorEntry } from "@loramesh/formats";
 
 export class Checkpoint {
   private constructor(

@@ -7,19 +7,14 @@
  * freed, its tokens recomputed later).
  */
 import { randomUUID } from "node:crypto";
-import {
-  InvalidArgumentError,
-  NotFoundError,
-  ResourceExhaustedError,
-  describeError,
-  type Logger,
-} from "@loramesh/core";
+import { InvalidArgumentError, NotFoundError, ResourceExhaustedError, describeError } from "@loramesh/errors";
+import { type Logger } from "@loramesh/core";
 import { forward, type ForwardSequence } from "./forward";
 import { KvCache } from "./kv-cache";
 import type { LoraBackend } from "./lora-backend";
 import { Model } from "./model";
 import { Sampler, samplingOptions, type SamplingOptions } from "./sampling";
-import { Tokenizer, type IncrementalDecoder } from "./tokenizer";
+import { Tokenizer, type IncrementalDecoder } from "@loramesh/formats";
 
 export type FinishReason = "eos" | "stop" | "length" | "cancelled";
 

@@ -4,9 +4,10 @@
  * each sequence's own blocks; LoRA goes through the LoRA backend at every site.
  */
 import { f32, i32, native, type Tensor } from "@loramesh/native";
-import { FailedPreconditionError } from "@loramesh/core";
+import { FailedPreconditionError } from "@loramesh/errors";
 import type { KvCache } from "./kv-cache";
-import type { LoraBackend, LoraSite } from "./lora-backend";
+import type { LoraBackend } from "./lora-backend";
+import type { LoraSite } from "@loramesh/formats";
 import type { Model, MoeMlp } from "./model";
 
 type F32 = Tensor<"f32">;

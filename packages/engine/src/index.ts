@@ -1,13 +1,19 @@
 /** @loramesh/engine: Hugging Face checkpoints and PEFT adapters on the native core. */
-export * from "./adapter";
-export * from "./checkpoint";
-export * from "./engine";
-export * from "./forward";
-export * from "./kv-cache";
-export * from "./local-lora-backend";
-export * from "./lora-backend";
-export * from "./model";
-export * from "./model-config";
-export * from "./safetensors";
-export * from "./sampling";
-export * from "./tokenizer";
+export { type AdapterModule, loadAdapter, type LoraAdapter } from "./adapter";
+export { Checkpoint } from "./checkpoint";
+export {
+  Engine,
+  type EngineOptions,
+  type EngineStats,
+  type FinishReason,
+  type SequenceHandle,
+  type SequenceRequest,
+  type SequenceResult,
+  type SequenceUpdate,
+} from "./engine";
+export { forward, type ForwardSequence } from "./forward";
+export { KvCache } from "./kv-cache";
+export { LocalLoraBackend } from "./local-lora-backend";
+export { type LoraBackend, type LoraSiteCall } from "./lora-backend";
+export { type DenseMlp, type LayerWeights, Model, type MoeMlp } from "./model";
+export { argmax, DEFAULT_MAX_TOKENS, Rng, Sampler, samplingOptions, type SamplingOptions } from "./sampling";

@@ -4,7 +4,7 @@
  * when it finishes or is cancelled. Blocks are shared by nothing else, so freeing is exact.
  */
 import { f32, type Tensor } from "@loramesh/native";
-import { ResourceExhaustedError } from "@loramesh/core";
+import { ResourceExhaustedError } from "@loramesh/errors";
 
 export class KvCache {
   readonly layers: Array<{ k: Tensor<"f32">; v: Tensor<"f32"> }>;

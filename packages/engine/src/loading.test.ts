@@ -2,15 +2,16 @@ import { expect } from "chai";
 import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AdapterError, loadAdapter } from "./adapter";
+import { AdapterError } from "@loramesh/errors";
+import { loadAdapter } from "./adapter";
 import { Checkpoint } from "./checkpoint";
 import { Engine } from "./engine";
 import { Model } from "./model";
-import { parseModelConfig, UnsupportedModelError, loadModelConfig } from "./model-config";
-import { SafetensorsError, SafetensorsFile } from "./safetensors";
-import { adapterDir, f32Bytes, modelDir, writeSafetensors } from "./test-fixtures";
+import { inspectAdapter, loadModelConfig, SafetensorsError, SafetensorsFile } from "@loramesh/formats";
+import { writeSafetensors } from "@loramesh/testing";
+import { adapterDir, modelDir } from "./test-fixtures";
 
-describe("loading: safetensors, checkpoints, configs and PEFT adapters", function () {
+describe("loading: checkpoints and PEFT adapters with their weights", function () {
   this.timeout(60_000);
   let dir: string;
   beforeEach(() => {
@@ -20,76 +21,6 @@ describe("loading: safetensors, checkpoints, configs and PEFT adapters", functio
 
   const llama = loadModelConfig(modelDir("tiny-llama"));
   const good = join(modelDir("tiny-llama"), "model.safetensors");
-
-  describe("safetensors reader", () => {
-    const expectError = (path: string, pattern: RegExp) => {
-      expect(() => SafetensorsFile.open(path).close()).to.throw(SafetensorsError, pattern);
-    };
-
-    it("reads F32, F16 and BF16 exactly", () => {
-      const path = join(dir, "t.safetensors");
-      writeSafetensors(path, {
-        a: { dtype: "F32", shape: [2], data: f32Bytes(Float32Array.from([1.5, -2])) },
-        h: { dtype: "F16", shape: [3], data: new Uint8Array(Uint16Array.from([0x3c00, 0xc000, 0x0001]).buffer) },
-        b: { dtype: "BF16", shape: [2], data: new Uint8Array(Uint16Array.from([0x3f80, 0x4049]).buffer) },
-      });
-      const f = SafetensorsFile.open(path);
-      expect([...f.readF32("a")]).to.deep.equal([1.5, -2]);
-      expect([...f.readF32("h")]).to.deep.equal([1, -2, 2 ** -24]);
-      expect([...f.readF32("b")]).to.deep.equal([1, 3.140625]);
-      f.close();
-    });
-
-    it("refuses truncated files, lying headers and oversized headers", () => {
-      const bytes = readFileSync(good);
-      writeFileSync(join(dir, "short.safetensors"), bytes.subarray(0, 5));
-      expectError(join(dir, "short.safetensors"), /truncated/);
-      writeFileSync(join(dir, "cut.safetensors"), bytes.subarray(0, bytes.length - 100));
-      expectError(join(dir, "cut.safetensors"), /truncated or lies/);
-      const huge = Buffer.from(bytes);
-      huge.writeBigUInt64LE(2n ** 40n, 0);
-      writeFileSync(join(dir, "huge.safetensors"), huge);
-      expectError(join(dir, "huge.safetensors"), /above the \d+-byte limit/);
-      const beyond = Buffer.from(bytes);
-      beyond.writeBigUInt64LE(BigInt(bytes.length), 0);
-      writeFileSync(join(dir, "beyond.safetensors"), beyond);
-      expectError(join(dir, "beyond.safetensors"), /truncated: its header claims/);
-    });
-
-    it("refuses bad JSON, unknown dtypes, wrong byte counts and overlapping tensors", () => {
-      const write = (name: string, header: unknown, dataBytes = 16) => {
-        const json = Buffer.from(typeof header === "string" ? header : JSON.stringify(header));
-        const len = Buffer.alloc(8);
-        len.writeBigUInt64LE(BigInt(json.length));
-        writeFileSync(join(dir, name), Buffer.concat([len, json, Buffer.alloc(dataBytes)]));
-        return join(dir, name);
-      };
-      expectError(write("json.safetensors", "{not json"), /not valid JSON/);
-      expectError(
-        write("dtype.safetensors", { a: { dtype: "F8", shape: [1], data_offsets: [0, 1] } }),
-        /unknown dtype/,
-      );
-      expectError(
-        write("count.safetensors", { a: { dtype: "F32", shape: [3], data_offsets: [0, 8] } }),
-        /needs 12 bytes/,
-      );
-      expectError(
-        write("shape.safetensors", { a: { dtype: "F32", shape: [-1], data_offsets: [0, 4] } }),
-        /invalid shape/,
-      );
-      expectError(
-        write("overlap.safetensors", {
-          a: { dtype: "F32", shape: [2], data_offsets: [0, 8] },
-          b: { dtype: "F32", shape: [2], data_offsets: [4, 12] },
-        }),
-        /overlap/,
-      );
-      const i64 = write("i64.safetensors", { a: { dtype: "I64", shape: [1], data_offsets: [0, 8] } });
-      const f = SafetensorsFile.open(i64);
-      expect(() => f.readF32("a")).to.throw(SafetensorsError, /must be one of F32, F16, BF16/);
-      f.close();
-    });
-  });
 
   describe("checkpoints", () => {
     it("loads a sharded checkpoint through model.safetensors.index.json to the same logits", async () => {
@@ -136,72 +67,6 @@ describe("loading: safetensors, checkpoints, configs and PEFT adapters", functio
     });
   });
 
-  describe("model configs", () => {
-    const base = JSON.parse(readFileSync(join(modelDir("tiny-llama"), "config.json"), "utf8")) as Record<
-      string,
-      unknown
-    >;
-
-    it("reads the older top-level rope_theta/rope_scaling as well as rope_parameters", () => {
-      const old = { ...base };
-      delete old["rope_parameters"];
-      const older = parseModelConfig({
-        ...old,
-        rope_theta: 500000,
-        rope_scaling: {
-          type: "llama3",
-          factor: 8,
-          low_freq_factor: 1,
-          high_freq_factor: 4,
-          original_max_position_embeddings: 8192,
-        },
-      });
-      expect(older.rope).to.include({
-        type: "llama3",
-        base: 500000,
-        factor: 8,
-        lowFreqFactor: 1,
-        highFreqFactor: 4,
-        originalMaxPositionEmbeddings: 8192,
-      });
-      const newer = parseModelConfig({
-        ...base,
-        rope_parameters: { rope_type: "yarn", rope_theta: 1e6, factor: 4, original_max_position_embeddings: 128 },
-      });
-      expect(newer.rope).to.include({ type: "yarn", base: 1e6, factor: 4 });
-      expect(parseModelConfig(base).rope).to.include({ type: "default", base: 10000, rotaryDim: 16 });
-    });
-
-    it("knows qwen2 biases and sliding windows, mistral windows, tied embeddings and explicit head_dim", () => {
-      const qwen = parseModelConfig({
-        ...base,
-        model_type: "qwen2",
-        use_sliding_window: true,
-        sliding_window: 64,
-        max_window_layers: 2,
-      });
-      expect(qwen.attentionBias).to.equal(true);
-      expect(qwen.slidingWindow).to.deep.equal([0, 0, 64]);
-      expect(parseModelConfig({ ...base, model_type: "mistral", sliding_window: 32 }).slidingWindow).to.deep.equal([
-        32, 32, 32,
-      ]);
-      expect(parseModelConfig({ ...base, tie_word_embeddings: true }).tieWordEmbeddings).to.equal(true);
-      expect(parseModelConfig({ ...base, head_dim: 32 }).headDim).to.equal(32);
-    });
-
-    it("names what is supported when the model is not", () => {
-      expect(() => parseModelConfig({ ...base, model_type: "gpt2" })).to.throw(
-        UnsupportedModelError,
-        /supported: llama, mistral, qwen2, mixtral/,
-      );
-      expect(() => parseModelConfig({ ...base, hidden_act: "gelu" })).to.throw(UnsupportedModelError, /hidden_act/);
-      expect(() => parseModelConfig({ ...base, rope_parameters: { rope_type: "longrope", rope_theta: 1 } })).to.throw(
-        UnsupportedModelError,
-        /rope type "longrope"/,
-      );
-    });
-  });
-
   describe("PEFT adapters", () => {
     const copyAdapter = (name = "sql-r8"): string => {
       const d = join(dir, "adapter");
@@ -212,6 +77,26 @@ describe("loading: safetensors, checkpoints, configs and PEFT adapters", functio
       const cfg = JSON.parse(readFileSync(join(d, "adapter_config.json"), "utf8")) as Record<string, unknown>;
       writeFileSync(join(d, "adapter_config.json"), JSON.stringify({ ...cfg, ...patch }));
     };
+
+    it("reads exactly what inspectAdapter validated from the headers (the provisioner's view)", () => {
+      for (const name of ["sql-r8", "pattern-r8", "rslora-r32", "math-r4-mlp"]) {
+        const dirOf = adapterDir("tiny-llama", name);
+        const seen = inspectAdapter(dirOf, llama);
+        const loaded = loadAdapter(dirOf, llama);
+        expect({
+          rank: seen.rank,
+          alpha: seen.alpha,
+          targets: seen.targetModules,
+          bytes: seen.sizeBytes,
+        }).to.deep.equal({
+          rank: loaded.rank,
+          alpha: loaded.alpha,
+          targets: loaded.targetModules,
+          bytes: loaded.sizeBytes,
+        });
+        expect(loaded.sizeBytes).to.equal(loaded.modules.reduce((s, m) => s + 4 * (m.a.length + m.b.length), 0));
+      }
+    });
 
     it("applies rank_pattern, alpha_pattern and rsLoRA scaling", () => {
       const pattern = loadAdapter(adapterDir("tiny-llama", "pattern-r8"), llama);

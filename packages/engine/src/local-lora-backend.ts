@@ -4,11 +4,11 @@
  * adapters (a slot per adapter; for MoE expert sites a key per (slot, expert)) and repacked when the
  * resident set changes.
  */
-import { NotFoundError } from "@loramesh/core";
+import { NotFoundError } from "@loramesh/errors";
 import { i32, native, packLoraWeights, type LoraSliceWeights, type LoraWeights } from "@loramesh/native";
-import type { AdapterModule, LoraAdapter, ProjectionName } from "./adapter";
-import type { LoraBackend, LoraSiteCall, LoraSite } from "./lora-backend";
-import type { ModelConfig } from "./model-config";
+import type { ProjectionName, LoraSite, ModelConfig } from "@loramesh/formats";
+import type { AdapterModule, LoraAdapter } from "./adapter";
+import type { LoraBackend, LoraSiteCall } from "./lora-backend";
 
 const SLICES: Record<LoraSite, ProjectionName[]> = {
   qkv: ["q", "k", "v"],

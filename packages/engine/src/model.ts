@@ -5,8 +5,7 @@
  */
 import { f32, native, type Tensor } from "@loramesh/native";
 import { Checkpoint } from "./checkpoint";
-import { loadModelConfig, type ModelConfig } from "./model-config";
-import { SafetensorsError } from "./safetensors";
+import { loadModelConfig, type ModelConfig, SafetensorsError } from "@loramesh/formats";
 
 type F32 = Tensor<"f32">;
 

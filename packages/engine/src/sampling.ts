@@ -2,7 +2,7 @@
  * Token selection: greedy (temperature 0) or temperature, top-k and top-p (nucleus) sampling with a
  * seeded generator, so equal requests with equal seeds give equal samples.
  */
-import { InvalidArgumentError } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 
 export interface SamplingOptions {
   /** Most tokens to generate. */

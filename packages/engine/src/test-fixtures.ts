@@ -1,6 +1,6 @@
 // Helpers for engine tests: the vendored golden fixtures and a minimal safetensors writer for
 // building broken or sharded files.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { GOLDEN_DIR } from "@loramesh/testing";
 
@@ -23,35 +23,4 @@ export interface Golden {
 
 export function golden(m: string): Golden {
   return JSON.parse(readFileSync(join(GOLDEN_DIR, "expected", `${m}.json`), "utf8")) as Golden;
-}
-
-export interface RawTensor {
-  dtype: string;
-  shape: number[];
-  data: Uint8Array;
-}
-
-/** Writes a safetensors file (tensors in the given order). */
-export function writeSafetensors(path: string, tensors: Record<string, RawTensor>): void {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, t] of Object.entries(tensors)) {
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
-  }
-  const json = Buffer.from(JSON.stringify(header));
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(json.length));
-  writeFileSync(
-    path,
-    Buffer.concat([
-      length,
-      json,
-      ...Object.values(tensors).map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)),
-    ]),
-  );
-}
-
-export function f32Bytes(values: Float32Array): Uint8Array {
-  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
 }

@@ -4,10 +4,11 @@
  * provisioner asks for (with load, resident adapters and per-adapter traffic), re-registers when the
  * provisioner has forgotten it, and can beat at once when residency changes.
  */
-import { credentials } from "@grpc/grpc-js";
-import type { Logger } from "@loramesh/core";
+import { createClient, type Logger } from "@loramesh/core";
+import { DeadlineExceededError, UnavailableError } from "@loramesh/errors";
 import {
   ProvisionerServiceClient,
+  SERVICE_NAMES,
   type ExecutorInfo,
   type HeartbeatRequest,
   type ExecutorLoad,
@@ -23,6 +24,9 @@ export interface ExecutorState {
   takeAdapterRequests(): Record<string, number>;
 }
 
+/** How long one registration attempt waits for the provisioner before logging and asking again. */
+const REGISTER_WAIT_MS = 5_000;
+
 export class ExecutorAgent {
   private readonly client: ProvisionerServiceClient;
   private timer: NodeJS.Timeout | undefined;
@@ -37,18 +41,27 @@ export class ExecutorAgent {
     private readonly state: ExecutorState,
     private readonly logger: Logger,
   ) {
-    this.client = new ProvisionerServiceClient(provisionerAddress, credentials.createInsecure());
+    // Heartbeats are idempotent (a beat replaces the last), so grpc-js may retry them on UNAVAILABLE.
+    this.client = createClient(ProvisionerServiceClient, provisionerAddress, {
+      service: SERVICE_NAMES.provisioner[0],
+      retryMethods: ["RegisterExecutor", "Heartbeat"],
+    });
   }
 
-  /** Registers (retrying until the provisioner answers) and starts heartbeats. */
+  /**
+   * Registers and starts heartbeats. The registration waits for the provisioner to come up
+   * (grpc-js waitForReady, with the channel's reconnect backoff) and is retried on UNAVAILABLE by
+   * the channel's retry policy; each attempt ends at its deadline, and then we ask again.
+   */
   async start(): Promise<void> {
-    for (let attempt = 0; !this.registered && !this.stopped; attempt++) {
+    while (!this.registered && !this.stopped) {
       try {
         await this.register();
       } catch (err) {
-        if (attempt % 10 === 0)
-          this.logger.warn("cannot register with the provisioner yet", { error: (err as Error).message });
-        await new Promise((r) => setTimeout(r, 200));
+        if (this.stopped) break;
+        // Only "not there yet" is worth asking again; a refusal is final.
+        if (!(err instanceof UnavailableError || err instanceof DeadlineExceededError)) throw err;
+        this.logger.warn("cannot register with the provisioner yet", { error: err.message });
       }
     }
     this.schedule();
@@ -73,6 +86,7 @@ export class ExecutorAgent {
       this.client.registerExecutor,
       this.client,
       { executor: this.info },
+      { waitForReady: true, deadlineMs: REGISTER_WAIT_MS },
     );
     this.intervalMs = Math.max(100, res.heartbeatIntervalMs);
     this.registered = true;

@@ -1,4 +1,4 @@
-import { addressOption, stringOption } from "@loramesh/core";
+import { addressOption, DEFAULT_LISTEN_ADDRESS, stringOption } from "@loramesh/core";
 
 /**
  * Flags every executor process (base worker, LoRA server) takes: where it listens and is reached,
@@ -9,7 +9,7 @@ export function executorOptions(idPrefix: string, modelDescription: string) {
     listen: addressOption({
       flag: "listen",
       env: "LISTEN_ADDRESS",
-      default: "127.0.0.1:0",
+      default: DEFAULT_LISTEN_ADDRESS,
       description: "address to serve on",
     }),
     advertise: stringOption({

@@ -1,8 +1,20 @@
 /** @loramesh/mesh: plumbing the services share (Redis, BullMQ adapter jobs, registration, placement). */
-export * from "./adapter-id";
-export * from "./executor-agent";
-export * from "./executor-options";
-export * from "./grpc-call";
-export * from "./jobs";
-export * from "./placement-cache";
-export * from "./redis";
+export { internalAdapterId, NAME_PATTERN } from "./adapter-id";
+export { ExecutorAgent, type ExecutorState } from "./executor-agent";
+export { executorOptions } from "./executor-options";
+export { unary } from "./grpc-call";
+export {
+  ADAPTER_JOB_ATTEMPTS,
+  ADAPTER_JOB_OPTIONS,
+  type AdapterJobData,
+  type AdapterJobHandlers,
+  adapterJobId,
+  type AdapterJobKind,
+  AdapterJobQueues,
+  adapterQueueName,
+  type AddJobOptions,
+  startAdapterJobWorker,
+} from "./jobs";
+export { PlacementCache } from "./placement-cache";
+export { connectRedis, createRedis, redisOptionsFromUrl } from "./redis";
+export { REDIS_KEYS } from "./redis-keys";

@@ -3,10 +3,10 @@
  * job ids are deterministic, so scheduling the same load twice is one job. A job that fails for a
  * reason retrying cannot fix (a malformed adapter) fails permanently.
  */
-import { isLoraMeshError, type Logger } from "@loramesh/core";
-import { AdapterError } from "@loramesh/engine";
+import { isLoraMeshError } from "@loramesh/errors";
+import { type Logger } from "@loramesh/core";
 import { extractContext, injectContext, SpanStatusCode, telemetry } from "@loramesh/telemetry";
-import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
+import { Queue, QueueEvents, UnrecoverableError, Worker, type Job } from "bullmq";
 import { redisOptionsFromUrl } from "./redis";
 
 export type AdapterJobKind = "load" | "unload";
@@ -94,7 +94,7 @@ export function startAdapterJobWorker(
             span.recordException(err as Error);
             span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
             // A bad adapter stays bad: do not retry it.
-            if (err instanceof AdapterError || (isLoraMeshError(err) && err.kind === "invalid-argument")) {
+            if (isLoraMeshError(err) && err.kind === "invalid-argument") {
               throw new UnrecoverableError(err.message);
             }
             throw err;
@@ -112,9 +112,10 @@ export function startAdapterJobWorker(
   return worker;
 }
 
-/** Producer side: queues per executor, created on demand. */
+/** Producer side: queues per executor and their event streams, created on demand. */
 export class AdapterJobQueues {
   private readonly queues = new Map<string, Queue<AdapterJobData>>();
+  private readonly events = new Map<string, Promise<QueueEvents>>();
 
   constructor(private readonly redisUrl: string) {}
 
@@ -142,8 +143,36 @@ export class AdapterJobQueues {
     return (await this.queue(executorId).getJob(jobId)) ?? undefined;
   }
 
+  /**
+   * The job events of an executor's queue (progress, completed, failed, ...), shared by every
+   * watcher; resolves once its connection listens, so no later event is missed. Closed by close().
+   */
+  queueEvents(executorId: string): Promise<QueueEvents> {
+    let events = this.events.get(executorId);
+    if (!events) {
+      const e = new QueueEvents(adapterQueueName(executorId), { connection: redisOptionsFromUrl(this.redisUrl) });
+      e.on("error", () => undefined); // a lost connection reconnects; watchers also wake on placement changes
+      e.setMaxListeners(0); // one listener per open watch
+      events = e.waitUntilReady().then(
+        () => e,
+        async (err: unknown) => {
+          this.events.delete(executorId);
+          await e.close().catch(() => undefined);
+          throw err;
+        },
+      );
+      this.events.set(executorId, events);
+    }
+    return events;
+  }
+
   async close(): Promise<void> {
-    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    const events = [...this.events.values()];
+    this.events.clear();
+    await Promise.all([
+      ...[...this.queues.values()].map((q) => q.close()),
+      ...events.map((e) => e.then((x) => x.close()).catch(() => undefined)),
+    ]);
     this.queues.clear();
   }
 }

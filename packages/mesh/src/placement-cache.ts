@@ -44,20 +44,26 @@ export class PlacementCache {
       .filter((e): e is ExecutorInfo => e !== undefined && e.kind === kind);
   }
 
-  /** Waits until `check` holds (or the timeout passes). */
+  /** Waits until `check` holds (or the timeout passes); either way its listener is removed. */
   async until(check: () => boolean, timeoutMs: number): Promise<boolean> {
     if (check()) return true;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
-      const listener = () => {
-        if (check()) {
-          clearTimeout(timer);
-          this.listeners = this.listeners.filter((l) => l !== listener);
-          resolve(true);
-        }
+      const finish = (result: boolean): void => {
+        clearTimeout(timer);
+        this.listeners = this.listeners.filter((l) => l !== listener);
+        resolve(result);
+      };
+      const timer = setTimeout(() => finish(false), timeoutMs);
+      const listener = (): void => {
+        if (check()) finish(true);
       };
       this.listeners.push(listener);
     });
+  }
+
+  /** Listeners registered now (onChange and pending until calls). */
+  get listenerCount(): number {
+    return this.listeners.length;
   }
 
   close(): void {

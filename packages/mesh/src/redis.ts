@@ -1,4 +1,5 @@
-import { redisConnectionOptions, UnavailableError } from "@loramesh/core";
+import { redisConnectionOptions } from "@loramesh/core";
+import { UnavailableError } from "@loramesh/errors";
 import { Redis, type RedisOptions } from "ioredis";
 
 /**

@@ -247,17 +247,18 @@ export class RebalancingPolicy extends RankAwarePolicy {
   }
 }
 
-export function policyByName(name: string, seed = 1): PlacementPolicy {
+/** The policy named `name`; `options` tune the rank-aware ones (replication). */
+export function policyByName(name: string, seed = 1, options: RankAwareOptions = {}): PlacementPolicy {
   switch (name) {
     case "random":
       return new RandomPolicy(seed);
     case "round-robin":
       return new RoundRobinPolicy();
     case "rank-aware":
-      return new RankAwarePolicy();
+      return new RankAwarePolicy(options);
     case "rank-aware+rebalancing":
     case "rebalancing":
-      return new RebalancingPolicy();
+      return new RebalancingPolicy(options);
     default:
       throw new Error(
         `unknown placement policy ${JSON.stringify(name)}; use random, round-robin, rank-aware or rank-aware+rebalancing`,

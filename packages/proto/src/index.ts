@@ -5,12 +5,109 @@
 import { join } from "node:path";
 
 export * as health from "./gen/grpc/health/v1/health";
-export * from "./gen/loramesh/v1/api";
-export * from "./gen/loramesh/v1/base_worker";
-export * from "./gen/loramesh/v1/common";
-export * from "./gen/loramesh/v1/lora_server";
-export * from "./gen/loramesh/v1/provisioner";
-export * from "./gen/loramesh/v1/tensor";
+export {
+  AdapterServiceClient,
+  type AdapterServiceServer,
+  AdapterServiceService,
+  CompleteResponse,
+  DeleteAdapterRequest,
+  DeleteAdapterResponse,
+  GenerateRequest,
+  GenerateResponse,
+  GetAdapterRequest,
+  InferenceServiceClient,
+  type InferenceServiceServer,
+  InferenceServiceService,
+  ListAdaptersRequest,
+  ListAdaptersResponse,
+  RegisterAdapterRequest,
+  RegisterAdapterResponse,
+  WatchAdapterLoadRequest,
+} from "./gen/loramesh/v1/api";
+export {
+  BaseWorkerServiceClient,
+  type BaseWorkerServiceServer,
+  BaseWorkerServiceService,
+  BaseWorkerStats,
+  BaseWorkerStatsRequest,
+  CancelSequenceRequest,
+  CancelSequenceResponse,
+  SequenceEvent,
+  SubmitSequenceRequest,
+} from "./gen/loramesh/v1/base_worker";
+export {
+  Adapter,
+  AdapterSource,
+  AdapterState,
+  adapterStateFromJSON,
+  adapterStateToJSON,
+  FinishReason,
+  finishReasonFromJSON,
+  finishReasonToJSON,
+  JobState,
+  jobStateFromJSON,
+  jobStateToJSON,
+  LoadJobStatus,
+  SamplingParams,
+  SloClass,
+  sloClassFromJSON,
+  sloClassToJSON,
+  Timings,
+  TokenIds,
+  Usage,
+} from "./gen/loramesh/v1/common";
+export {
+  LoadAdapterRequest,
+  LoadAdapterResponse,
+  LoraResult,
+  LoraServerServiceClient,
+  type LoraServerServiceServer,
+  LoraServerServiceService,
+  LoraServerStats,
+  LoraServerStatsRequest,
+  LoraSite,
+  loraSiteFromJSON,
+  loraSiteToJSON,
+  LoraStreamOpen,
+  LoraStreamRequest,
+  LoraWork,
+  SharedMemorySlice,
+  UnloadAdapterRequest,
+  UnloadAdapterResponse,
+} from "./gen/loramesh/v1/lora_server";
+export {
+  AdapterPlacement,
+  ExecutorInfo,
+  ExecutorKind,
+  executorKindFromJSON,
+  executorKindToJSON,
+  ExecutorLoad,
+  GetLoadJobRequest,
+  GetPlacementRequest,
+  HeartbeatRequest,
+  HeartbeatRequest_AdapterRequestsEntry,
+  HeartbeatResponse,
+  LoraMode,
+  loraModeFromJSON,
+  loraModeToJSON,
+  MoveAdapterRequest,
+  MoveAdapterResponse,
+  Placement,
+  PlacementUpdate,
+  ProvisionerServiceClient,
+  type ProvisionerServiceServer,
+  ProvisionerServiceService,
+  RegisterExecutorRequest,
+  RegisterExecutorResponse,
+  TenantAdapterRequest,
+  TenantDeleteAdapterResponse,
+  TenantListAdaptersRequest,
+  TenantListAdaptersResponse,
+  TenantRegisterAdapterRequest,
+  TenantRegisterAdapterResponse,
+  WatchPlacementRequest,
+} from "./gen/loramesh/v1/provisioner";
+export { DType, dTypeFromJSON, dTypeToJSON, Tensor } from "./gen/loramesh/v1/tensor";
 // Every generated module declares these helpers; name one copy so the star exports do not clash.
 export { protobufFileName, protobufPackage } from "./gen/loramesh/v1/common";
 export type { DeepPartial, Exact, MessageFns } from "./gen/loramesh/v1/common";

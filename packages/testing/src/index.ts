@@ -4,3 +4,4 @@ export { captureLogger, type CapturedLogger } from "./logger";
 export { startTestRedis, type TestRedis } from "./redis";
 export { processAlive, waitFor } from "./wait";
 export { REPO_ROOT, GOLDEN_DIR } from "./paths";
+export { f32Bytes, writeSafetensors, type RawTensor } from "./safetensors-writer";

@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { existsSync } from "node:fs";
-import { FailedPreconditionError, ping, startEmbeddedRedis } from "@loramesh/core";
+import { FailedPreconditionError } from "@loramesh/errors";
+import { ping, startEmbeddedRedis } from "@loramesh/core";
 import { startTestRedis } from "./redis";
 import { processAlive } from "./wait";
 

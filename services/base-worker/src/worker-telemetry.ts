@@ -6,7 +6,7 @@
  */
 import type { Engine, LoraBackend, LoraSiteCall } from "@loramesh/engine";
 import { context, ROOT_CONTEXT, SpanStatusCode, telemetry, trace, type Context } from "@loramesh/telemetry";
-import type { RemoteLoraBackend } from "./remote-lora-backend";
+import type { RemoteLoraBackend } from "./backends/remote-lora-backend";
 
 export class WorkerTelemetry {
   private readonly contexts = new Map<string, Context>();

@@ -4,8 +4,10 @@
  * tier of recently evicted adapters (parsed and validated), so a returning adapter does not go back
  * to storage.
  */
-import { FailedPreconditionError, ResourceExhaustedError, type Logger } from "@loramesh/core";
-import { LocalLoraBackend, loadAdapter, type LoraAdapter, type ModelConfig } from "@loramesh/engine";
+import { FailedPreconditionError, ResourceExhaustedError } from "@loramesh/errors";
+import { type Logger } from "@loramesh/core";
+import { LocalLoraBackend, loadAdapter, type LoraAdapter } from "@loramesh/engine";
+import { type ModelConfig } from "@loramesh/formats";
 
 interface Resident {
   adapter: LoraAdapter;
@@ -23,6 +25,17 @@ export interface PoolStats {
   loadsFromHostCache: number;
 }
 
+export interface AdapterPoolOptions {
+  model: ModelConfig;
+  /** Budget of resident adapters. */
+  capacityBytes: number;
+  /** Budget of the host cache tier behind the pool. */
+  hostCacheBytes: number;
+  logger: Logger;
+  /** Called when the resident set changes (the agent heartbeats at once). */
+  onChange?: () => void;
+}
+
 export class AdapterPool {
   readonly backend: LocalLoraBackend;
   private readonly resident = new Map<string, Resident>();
@@ -32,14 +45,19 @@ export class AdapterPool {
   private loadsFromHostCache = 0;
   private clock = 0;
 
-  constructor(
-    private readonly model: ModelConfig,
-    readonly capacityBytes: number,
-    readonly hostCacheBytes: number,
-    private readonly logger: Logger,
-    private readonly onChange: () => void = () => undefined,
-  ) {
-    this.backend = new LocalLoraBackend(model);
+  private readonly model: ModelConfig;
+  readonly capacityBytes: number;
+  readonly hostCacheBytes: number;
+  private readonly logger: Logger;
+  private readonly onChange: () => void;
+
+  constructor(options: AdapterPoolOptions) {
+    this.model = options.model;
+    this.capacityBytes = options.capacityBytes;
+    this.hostCacheBytes = options.hostCacheBytes;
+    this.logger = options.logger;
+    this.onChange = options.onChange ?? (() => undefined);
+    this.backend = new LocalLoraBackend(options.model);
   }
 
   has(id: string): boolean {

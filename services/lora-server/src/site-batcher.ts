@@ -1,5 +1,5 @@
-import { NotFoundError } from "@loramesh/core";
-import type { LoraSite } from "@loramesh/engine";
+import { NotFoundError } from "@loramesh/errors";
+import type { LoraSite } from "@loramesh/formats";
 import { f32 } from "@loramesh/native";
 import type { AdapterPool } from "./adapter-pool";
 
@@ -31,6 +31,14 @@ export interface BatcherStats {
   rows: number;
 }
 
+export interface SiteBatcherOptions {
+  pool: AdapterPool;
+  /** Longest an item waits for other workers' items for the same site. */
+  windowMs?: number;
+  /** A worker counts as active if it sent work this recently. */
+  activeMs?: number;
+}
+
 /**
  * Cross-worker batching: work items for the same (layer, site) from several workers are merged
  * into one native batched-LoRA call, then each item gets its own rows of the delta back.
@@ -50,13 +58,15 @@ export class SiteBatcher {
   private timer: NodeJS.Timeout | undefined;
   readonly stats: BatcherStats = { nativeCalls: 0, workItems: 0, rows: 0 };
 
-  constructor(
-    private readonly pool: AdapterPool,
-    /** Longest an item waits for other workers' items for the same site. */
-    private readonly windowMs = 2,
-    /** A worker counts as active if it sent work this recently. */
-    private readonly activeMs = 100,
-  ) {}
+  private readonly pool: AdapterPool;
+  private readonly windowMs: number;
+  private readonly activeMs: number;
+
+  constructor(options: SiteBatcherOptions) {
+    this.pool = options.pool;
+    this.windowMs = options.windowMs ?? 2;
+    this.activeMs = options.activeMs ?? 100;
+  }
 
   /** Forgets a closed stream. */
   closeStream(stream: number): void {

@@ -3,9 +3,9 @@
  * the tenant's name entry together or not at all, so a refused or racing registration leaves
  * nothing half-written.
  */
-import { AlreadyExistsError, NotFoundError } from "@loramesh/core";
+import { AlreadyExistsError, NotFoundError } from "@loramesh/errors";
+import { REDIS_KEYS as KEYS } from "@loramesh/mesh";
 import type { Redis } from "ioredis";
-import { KEYS } from "./redis-keys";
 
 export interface AdapterRecord {
   id: string;
@@ -72,10 +72,28 @@ export class AdapterRegistry {
     return raw ? (JSON.parse(raw) as AdapterRecord) : undefined;
   }
 
+  /** The records of many adapters in one round trip (ids without a record are left out). */
+  async byIds(ids: readonly string[]): Promise<AdapterRecord[]> {
+    if (ids.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hget(KEYS.adapter(id), "record");
+    const out: AdapterRecord[] = [];
+    for (const [err, raw] of (await pipeline.exec()) ?? []) {
+      if (err) throw err;
+      if (typeof raw === "string") out.push(JSON.parse(raw) as AdapterRecord);
+    }
+    return out;
+  }
+
+  /** Every registered adapter, by id. */
+  async all(): Promise<AdapterRecord[]> {
+    return this.byIds(await this.allIds());
+  }
+
   async list(tenant: string): Promise<AdapterRecord[]> {
     const entries = await this.redis.hgetall(KEYS.tenantAdapters(tenant));
-    const records = await Promise.all(Object.values(entries).map((id) => this.byId(id)));
-    return records.filter((r): r is AdapterRecord => r !== undefined).sort((a, b) => a.name.localeCompare(b.name));
+    const records = await this.byIds(Object.values(entries));
+    return records.sort((a, b) => a.name.localeCompare(b.name));
   }
 
   async allIds(): Promise<string[]> {

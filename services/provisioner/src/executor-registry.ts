@@ -2,17 +2,21 @@
  * Executors (base workers and LoRA servers) in Redis. Each executor is one hash whose key expires
  * `ttlMs` after its last heartbeat, so a dead executor disappears without anyone cleaning up; the
  * set of ids is pruned lazily when it is read.
- *
- * Keys: `lm:executor:<id>` hash {info, load, resident, updatedAt}; `lm:executors` set of ids;
- * `lm:placement:epoch` counter incremented on every membership change.
+ * Keys come from REDIS_KEYS (executor, executors, epoch).
  */
-import { InvalidArgumentError } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { ExecutorInfo, ExecutorKind, ExecutorLoad } from "@loramesh/proto";
+import { REDIS_KEYS } from "@loramesh/mesh";
 import type { Redis } from "ioredis";
 
-const EXECUTORS_KEY = "lm:executors";
-export const PLACEMENT_EPOCH_KEY = "lm:placement:epoch";
-const executorKey = (id: string): string => `lm:executor:${id}`;
+const EXECUTORS_KEY = REDIS_KEYS.executors;
+const PLACEMENT_EPOCH_KEY = REDIS_KEYS.epoch;
+const executorKey = REDIS_KEYS.executor;
+
+const REFRESH = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'load', ARGV[1], 'resident', ARGV[2], 'updatedAt', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1`;
 
 const EXECUTOR_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -57,10 +61,7 @@ export class ExecutorRegistry {
     const key = executorKey(executorId);
     // Only refresh a key that still exists; otherwise the executor must register again.
     const refreshed = (await this.redis.eval(
-      `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-       redis.call('HSET', KEYS[1], 'load', ARGV[1], 'resident', ARGV[2], 'updatedAt', ARGV[3])
-       redis.call('PEXPIRE', KEYS[1], ARGV[4])
-       return 1`,
+      REFRESH,
       1,
       key,
       JSON.stringify(load ? ExecutorLoad.toJSON(load) : {}),
@@ -76,8 +77,13 @@ export class ExecutorRegistry {
     const ids = (await this.redis.smembers(EXECUTORS_KEY)).sort();
     const live: LiveExecutor[] = [];
     const dead: string[] = [];
-    for (const id of ids) {
-      const fields = await this.redis.hgetall(executorKey(id));
+    const pipeline = this.redis.pipeline();
+    for (const id of ids) pipeline.hgetall(executorKey(id));
+    const replies = ids.length > 0 ? ((await pipeline.exec()) ?? []) : [];
+    for (const [i, id] of ids.entries()) {
+      const [err, reply] = replies[i] ?? [new Error("no reply"), undefined];
+      if (err) throw err;
+      const fields = reply as Record<string, string>;
       if (fields["info"] === undefined) {
         dead.push(id);
         continue;

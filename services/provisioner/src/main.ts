@@ -15,6 +15,7 @@ void runServiceProcess({
       heartbeatTtlMs: config.heartbeatTtlMs,
       modelDir: config.model,
       policy: config.placementPolicy,
+      maxReplicas: config.maxReplicas,
       rebalanceIntervalMs: config.rebalanceIntervalMs,
       drainMs: config.drainMs,
       planCoverage: config.planCoverage,

@@ -100,47 +100,76 @@ export function decidePlacement(
     const chosen = targets.get(a.id) as string[];
     const proposed = (proposal.get(a.id) ?? []).filter((id) => serverIds.has(id));
     if (inputs.moving.has(a.id)) continue;
-    if (options.rebalance && chosen.length > 0 && proposed.length > 0 && moves.length < maxMoves) {
-      // Pair each server the policy drops with one it adds (or, for a shrinking replica set, one
-      // that already holds it): the source is drained only after the target is resident.
-      const added = proposed.filter((id) => !chosen.includes(id) && room.fits(id, a));
-      const dropped = chosen.filter((id) => !proposed.includes(id));
-      for (const from of dropped) {
-        if (moves.length >= maxMoves) break;
-        const to = added.shift() ?? proposed.find((id) => chosen.includes(id) && id !== from);
-        if (to === undefined) continue;
-        if (!chosen.includes(to)) {
-          room.take(to, a);
-          chosen.push(to);
-        }
-        moves.push({ adapterId: a.id, from, to });
-      }
-      for (const to of added) {
-        room.take(to, a);
-        chosen.push(to);
-      }
-      continue;
-    }
-    // Additive: the policy's choice for an unplaced adapter, extra replicas for a hot one.
-    for (const id of proposed) {
-      if (chosen.includes(id) || !room.fits(id, a)) continue;
-      if (chosen.length >= Math.max(1, proposed.length)) break;
-      room.take(id, a);
-      chosen.push(id);
-    }
-    if (chosen.length === 0) {
-      // The policy found no room given the kept placements; the least used server that fits.
-      const best = servers
-        .filter((s) => room.fits(s.id, a))
-        .sort((x, y) => room.usedBy(x.id) - room.usedBy(y.id) || x.id.localeCompare(y.id))[0];
-      if (best) {
-        room.take(best.id, a);
-        chosen.push(best.id);
-      }
-    }
+    if (options.rebalance && chosen.length > 0 && proposed.length > 0 && moves.length < maxMoves)
+      rebalanceAdapter(a, chosen, proposed, room, moves, maxMoves);
+    else addToServers(a, chosen, proposed, room, servers);
   }
+  placeOnWorkers(inputs, order, targets);
+  for (const [id, list] of targets) targets.set(id, [...new Set(list)].sort());
+  return { targets, moves };
+}
 
-  // Coupled and hybrid workers: keep what they hold, then add by traffic while it fits.
+/**
+ * Pairs each server the policy drops with one it adds (or, for a shrinking replica set, one that
+ * already holds it): the source is drained only after the target is resident.
+ */
+function rebalanceAdapter(
+  a: PolicyAdapter,
+  chosen: string[],
+  proposed: readonly string[],
+  room: Room,
+  moves: Move[],
+  maxMoves: number,
+): void {
+  const added = proposed.filter((id) => !chosen.includes(id) && room.fits(id, a));
+  const dropped = chosen.filter((id) => !proposed.includes(id));
+  for (const from of dropped) {
+    if (moves.length >= maxMoves) break;
+    const to = added.shift() ?? proposed.find((id) => chosen.includes(id) && id !== from);
+    if (to === undefined) continue;
+    if (!chosen.includes(to)) {
+      room.take(to, a);
+      chosen.push(to);
+    }
+    moves.push({ adapterId: a.id, from, to });
+  }
+  for (const to of added) {
+    room.take(to, a);
+    chosen.push(to);
+  }
+}
+
+/** Additive: the policy's choice for an unplaced adapter, extra replicas for a hot one. */
+function addToServers(
+  a: PolicyAdapter,
+  chosen: string[],
+  proposed: readonly string[],
+  room: Room,
+  servers: readonly PolicyExecutor[],
+): void {
+  for (const id of proposed) {
+    if (chosen.includes(id) || !room.fits(id, a)) continue;
+    if (chosen.length >= Math.max(1, proposed.length)) break;
+    room.take(id, a);
+    chosen.push(id);
+  }
+  if (chosen.length > 0) return;
+  // The policy found no room given the kept placements; the least used server that fits.
+  const best = servers
+    .filter((s) => room.fits(s.id, a))
+    .sort((x, y) => room.usedBy(x.id) - room.usedBy(y.id) || x.id.localeCompare(y.id))[0];
+  if (best) {
+    room.take(best.id, a);
+    chosen.push(best.id);
+  }
+}
+
+/** Coupled and hybrid workers: keep what they hold, then add by traffic while it fits. */
+function placeOnWorkers(
+  inputs: PlacementInputs,
+  order: readonly PolicyAdapter[],
+  targets: Map<string, string[]>,
+): void {
   const workers = inputs.executors.filter(holdsLocally);
   const workerRoom = new Room(new Map(workers.map((w) => [w.executorId, policyExecutor(w)])));
   for (const w of workers) {
@@ -160,6 +189,4 @@ export function decidePlacement(
       }
     }
   }
-  for (const [id, list] of targets) targets.set(id, [...new Set(list)].sort());
-  return { targets, moves };
 }

@@ -35,6 +35,13 @@ export const options = {
     values: POLICY_NAMES,
     description: "how adapters are placed on LoRA servers",
   }),
+  maxReplicas: intOption({
+    flag: "max-replicas",
+    env: "MAX_REPLICAS",
+    default: 4,
+    min: 1,
+    description: "most LoRA servers a hot adapter is replicated to by the rank-aware policies",
+  }),
   rebalanceIntervalMs: intOption({
     flag: "rebalance-interval-ms",
     env: "REBALANCE_INTERVAL_MS",

@@ -9,7 +9,14 @@ import {
   type TestGrpcServer,
   type TestRedis,
 } from "@loramesh/testing";
-import { adapterQueueName, createRedis, redisOptionsFromUrl, unary, type AdapterJobData } from "@loramesh/mesh";
+import {
+  adapterQueueName,
+  createRedis,
+  REDIS_KEYS as KEYS,
+  redisOptionsFromUrl,
+  unary,
+  type AdapterJobData,
+} from "@loramesh/mesh";
 import type { ServiceInstance } from "@loramesh/core";
 import {
   ExecutorInfo,
@@ -23,7 +30,6 @@ import {
 import { Queue } from "bullmq";
 import { createProvisionerServices } from "./provisioner-service";
 import { PlacementStore } from "./placement-store";
-import { KEYS } from "./redis-keys";
 
 const MODEL = join(GOLDEN_DIR, "models", "tiny-llama");
 const ADAPTERS = ["big-r64", "chat-r16-all", "math-r4-mlp", "pattern-r8", "rslora-r32", "sql-r8"];

@@ -9,7 +9,7 @@ import type { Redis } from "ioredis";
 import type { AdapterRegistry } from "./adapter-registry";
 import type { ExecutorRegistry } from "./executor-registry";
 import type { PlacementStore } from "./placement-store";
-import { KEYS } from "./redis-keys";
+import { requestCounts } from "./traffic";
 
 /**
  * The LoRA servers needed to hold every registered adapter once, given the smallest live server's
@@ -46,13 +46,15 @@ export function provisionerMetrics(
   m.createObservableGauge("loramesh_adapter_replicas", {
     description: "executors where each adapter is resident",
   }).addCallback(async (r) => {
-    for (const id of await adapters.allIds()) r.observe((await placement.holders(id)).length, { adapter: id });
+    const ids = await adapters.allIds();
+    for (const [id, { holders }] of await placement.residencyOf(ids)) r.observe(holders.length, { adapter: id });
   });
   m.createObservableCounter("loramesh_adapter_requests_total", {
     description: "requests served per adapter (from worker heartbeats)",
   }).addCallback(async (r) => {
-    for (const id of await adapters.allIds())
-      r.observe(Number((await redis.hget(KEYS.traffic(id), "requests")) ?? 0), { adapter: id });
+    const ids = await adapters.allIds();
+    const counts = await requestCounts(redis, ids);
+    ids.forEach((id, i) => r.observe(counts[i] as number, { adapter: id }));
   });
   // The SLO-driven planner (knapsack coverage + cost-model TPOT) on live traffic; where it has
   // nothing to go on (no adapters, or servers without a byte budget), capacity alone.
@@ -74,8 +76,7 @@ export function provisionerMetrics(
       const capacities = live
         .filter((e) => e.info.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER)
         .map((e) => e.info.adapterCapacityBytes);
-      let total = 0;
-      for (const id of await adapters.allIds()) total += (await adapters.byId(id))?.sizeBytes ?? 0;
+      const total = (await adapters.all()).reduce((sum, a) => sum + a.sizeBytes, 0);
       r.observe(recommendation, recommendLoraServers(total, capacities.length > 0 ? Math.min(...capacities) : 0));
     },
     [recommendation, coverage],

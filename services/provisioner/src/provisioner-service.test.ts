@@ -22,6 +22,7 @@ import {
 import { createProvisionerServices } from "./provisioner-service";
 import type { ServiceInstance } from "@loramesh/core";
 import { ExecutorInfo } from "@loramesh/proto";
+import { REDIS_KEYS } from "@loramesh/mesh";
 
 const MODEL = join(GOLDEN_DIR, "models", "tiny-llama");
 const executor = (fields: Partial<ExecutorInfo>): ExecutorInfo => ExecutorInfo.fromPartial(fields);
@@ -89,7 +90,7 @@ describe("provisioner executor registry (real Redis, real gRPC)", function () {
       });
       expect(beat.known).to.equal(true);
     }
-    expect(await redis.client().hget("lm:executor:lora-1", "resident")).to.equal('["t/a"]');
+    expect(await redis.client().hget(REDIS_KEYS.executor("lora-1"), "resident")).to.equal('["t/a"]');
 
     await new Promise((r) => setTimeout(r, 800));
     const after = await call<GetPlacementRequest, Placement>(client.getPlacement.bind(client), { adapterIds: [] });

@@ -1,10 +1,10 @@
 /**
  * Per-adapter traffic shares for placement, from the request counters workers report in their
- * heartbeats (`lm:traffic:<id>`). Each read turns the counters' growth into a rate, smoothed with
+ * heartbeats (REDIS_KEYS.traffic). Each read turns the counters' growth into a rate, smoothed with
  * an exponential moving average so that a drift in popularity shows within a few half-lives.
  */
+import { REDIS_KEYS } from "@loramesh/mesh";
 import type { Redis } from "ioredis";
-import { KEYS } from "./redis-keys";
 
 export class TrafficShares {
   private readonly lastCount = new Map<string, number>();
@@ -20,9 +20,7 @@ export class TrafficShares {
 
   /** Share of recent requests per adapter; all zero until traffic has been seen. */
   async read(adapterIds: readonly string[], nowMs = Date.now()): Promise<Map<string, number>> {
-    const counts = await Promise.all(
-      adapterIds.map(async (id) => Number((await this.redis.hget(KEYS.traffic(id), "requests")) ?? 0)),
-    );
+    const counts = await requestCounts(this.redis, adapterIds);
     const first = this.lastReadMs === 0;
     const dt = Math.max(1, nowMs - this.lastReadMs);
     // Weight of the newest interval: 1 - 2^(-dt / halfLife).
@@ -45,4 +43,15 @@ export class TrafficShares {
     if (!first) this.requestsPerSecond = total;
     return new Map(adapterIds.map((id) => [id, total > 0 ? (this.rate.get(id) ?? 0) / total : 0]));
   }
+}
+
+/** Cumulative requests per adapter (as workers reported them), in one round trip. */
+export async function requestCounts(redis: Redis, adapterIds: readonly string[]): Promise<number[]> {
+  if (adapterIds.length === 0) return [];
+  const pipeline = redis.pipeline();
+  for (const id of adapterIds) pipeline.hget(REDIS_KEYS.traffic(id), "requests");
+  return ((await pipeline.exec()) ?? []).map(([err, n]) => {
+    if (err) throw err;
+    return Number(n ?? 0);
+  });
 }

@@ -1,11 +1,11 @@
 /** Options of the router process: flags and the environment variables that set them. */
-import { addressOption, intOption, stringOption } from "@loramesh/core";
+import { addressOption, DEFAULT_ROUTER_ADDRESS, intOption, stringOption } from "@loramesh/core";
 
 export const options = {
   listen: addressOption({
     flag: "listen",
     env: "LISTEN_ADDRESS",
-    default: "127.0.0.1:50051",
+    default: DEFAULT_ROUTER_ADDRESS,
     description: "address to serve the public API on",
   }),
   httpListen: addressOption({

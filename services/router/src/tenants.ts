@@ -3,7 +3,7 @@
  * the router runs open and every call belongs to the default tenant (local use).
  */
 import type { Metadata } from "@grpc/grpc-js";
-import { ConfigError, UnauthenticatedError } from "@loramesh/core";
+import { ConfigError, UnauthenticatedError } from "@loramesh/errors";
 import { NAME_PATTERN } from "@loramesh/mesh";
 
 export const DEFAULT_TENANT = "default";

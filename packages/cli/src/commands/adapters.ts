@@ -1,5 +1,6 @@
 import { resolve } from "node:path";
-import { booleanOption, formatOptionsHelp, InvalidArgumentError, loadConfig } from "@loramesh/core";
+import { booleanOption, formatOptionsHelp, loadConfig } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { AdapterState, JobState, adapterStateToJSON } from "@loramesh/proto";
 import { LoraMeshClient } from "@loramesh/sdk";
 import type { Command } from "../command";

@@ -7,11 +7,11 @@ import {
   enumOption,
   formatOptionsHelp,
   intOption,
-  InvalidArgumentError,
   loadConfig,
   numberOption,
   stringOption,
 } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { DEFAULT_WORKLOAD, POLICY_NAMES, type WorkloadSpec } from "@loramesh/policy";
 import { AdapterState } from "@loramesh/proto";
 import { LoraMeshClient, LoraMeshClientError } from "@loramesh/sdk";

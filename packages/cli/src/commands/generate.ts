@@ -2,12 +2,12 @@ import {
   booleanOption,
   formatOptionsHelp,
   intOption,
-  InvalidArgumentError,
   loadConfig,
   numberOption,
   stringOption,
   type ConfigOf,
 } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { FinishReason, finishReasonToJSON } from "@loramesh/proto";
 import { LoraMeshClient } from "@loramesh/sdk";
 import type { Command } from "../command";

@@ -1,4 +1,5 @@
-import { formatOptionsHelp, InvalidArgumentError, loadConfig, stringOption } from "@loramesh/core";
+import { formatOptionsHelp, loadConfig, stringOption } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { checkHealth } from "@loramesh/sdk";
 import type { Command } from "../command";
 

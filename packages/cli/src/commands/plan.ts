@@ -1,14 +1,18 @@
 import { readFileSync } from "node:fs";
+import { credentials } from "@grpc/grpc-js";
 import {
+  addressOption,
   booleanOption,
   formatOptionsHelp,
-  InvalidArgumentError,
   intOption,
   loadConfig,
   numberOption,
   stringOption,
 } from "@loramesh/core";
-import { connectRedis } from "@loramesh/mesh";
+import { InvalidArgumentError } from "@loramesh/errors";
+import { unary } from "@loramesh/mesh";
+import { ProvisionerServiceClient } from "@loramesh/proto";
+import { toClientError } from "@loramesh/sdk";
 import { makeAdapters, planCapacity, type PolicyAdapter } from "@loramesh/policy";
 import type { Command } from "../command";
 import { costModelFrom, workloadFrom, workloadOptions } from "../workload-options";
@@ -20,10 +24,15 @@ const options = {
     default: "",
     description: "JSON file: {adapters: [{id, rank, sizeBytes, share}], requestRate}",
   }),
+  provisioner: addressOption({
+    flag: "provisioner",
+    default: "",
+    description: "plan from live statistics: the cluster's provisioner (registered adapters, traffic from heartbeats)",
+  }),
   redisUrl: stringOption({
     flag: "redis-url",
     default: "",
-    description: "plan from live statistics: the cluster's Redis (registered adapters, traffic from heartbeats)",
+    description: "deprecated: the CLI no longer reads Redis; give --provisioner HOST:PORT instead",
   }),
   coverage: numberOption({
     flag: "coverage",
@@ -47,14 +56,18 @@ export const planCommand: Command = {
   name: "plan",
   summary: "recommend LoRA-server capacity for a workload (knapsack over adapter popularity and size)",
   help: () =>
-    `Usage: loramesh plan [--redis-url URL | --workload FILE | workload flags] [--coverage P] [--server-capacity-gib G] [--json]\n\nOptions:\n${formatOptionsHelp(options)}\n`,
+    `Usage: loramesh plan [--provisioner HOST:PORT | --workload FILE | workload flags] [--coverage P] [--server-capacity-gib G] [--json]\n\nOptions:\n${formatOptionsHelp(options)}\n`,
   async run(argv) {
     const { config } = loadConfig(options, argv);
     const cost = costModelFrom(config);
     let adapters: PolicyAdapter[];
     let rate = config.rate;
-    if (config.redisUrl !== "") {
-      adapters = await liveAdapters(config.redisUrl);
+    if (config.redisUrl !== "" && config.provisioner === "")
+      throw new InvalidArgumentError(
+        "--redis-url is deprecated: loramesh plan asks the provisioner instead of reading Redis; give --provisioner HOST:PORT",
+      );
+    if (config.provisioner !== "") {
+      adapters = await liveAdapters(config.provisioner);
     } else if (config.workload !== "") {
       let parsed: { adapters?: PolicyAdapter[]; requestRate?: number };
       try {
@@ -101,26 +114,25 @@ export const planCommand: Command = {
 };
 
 /**
- * Registered adapters with their share of the requests workers have reported (provisioner keys
- * lm:adapters, lm:adapter:<id>, lm:traffic:<id>); uniform shares before any traffic.
+ * Registered adapters with their share of the requests workers have reported, from the
+ * provisioner's GetPlanInput; uniform shares before any traffic.
  */
-async function liveAdapters(redisUrl: string): Promise<PolicyAdapter[]> {
-  const redis = await connectRedis(redisUrl);
+async function liveAdapters(address: string): Promise<PolicyAdapter[]> {
+  const client = new ProvisionerServiceClient(address, credentials.createInsecure());
   try {
-    const out: PolicyAdapter[] = [];
-    const counts: number[] = [];
-    for (const id of (await redis.smembers("lm:adapters")).sort()) {
-      const raw = await redis.hget(`lm:adapter:${id}`, "record");
-      if (!raw) continue;
-      const record = JSON.parse(raw) as { rank: number; sizeBytes: number };
-      out.push({ id, rank: record.rank, sizeBytes: record.sizeBytes, share: 0 });
-      counts.push(Number((await redis.hget(`lm:traffic:${id}`, "requests")) ?? 0));
-    }
-    if (out.length === 0) throw new InvalidArgumentError(`no adapters are registered in ${redisUrl}`);
-    const total = counts.reduce((s, n) => s + n, 0);
-    out.forEach((a, i) => (a.share = total > 0 ? (counts[i] as number) / total : 1 / out.length));
-    return out;
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- unary() calls it on `client`
+    const input = await unary(client.getPlanInput, client, {}).catch((err: unknown) => {
+      throw toClientError(err);
+    });
+    if (input.adapters.length === 0) throw new InvalidArgumentError(`no adapters are registered with ${address}`);
+    const total = input.adapters.reduce((s, a) => s + a.requests, 0);
+    return input.adapters.map((a) => ({
+      id: a.adapterId,
+      rank: a.rank,
+      sizeBytes: a.sizeBytes,
+      share: total > 0 ? a.requests / total : 1 / input.adapters.length,
+    }));
   } finally {
-    redis.disconnect();
+    client.close();
   }
 }

@@ -1,4 +1,5 @@
-import { formatOptionsHelp, InvalidArgumentError, loadConfig, stringOption } from "@loramesh/core";
+import { formatOptionsHelp, loadConfig, stringOption } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 import type { Command } from "../command";
 import { OFFLINE_ADAPTER_ID, offlineEngine, parseIds } from "../offline-engine";
 

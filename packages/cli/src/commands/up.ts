@@ -3,6 +3,7 @@ import { join, resolve } from "node:path";
 import {
   addressOption,
   booleanOption,
+  DEFAULT_ROUTER_ADDRESS,
   createLogger,
   enumOption,
   formatOptionsHelp,
@@ -24,7 +25,7 @@ const options = {
   listen: addressOption({
     flag: "listen",
     env: "LORAMESH_ROUTER",
-    default: "127.0.0.1:50051",
+    default: DEFAULT_ROUTER_ADDRESS,
     description: "address the router serves the public API on",
   }),
   httpListen: addressOption({
@@ -48,6 +49,13 @@ const options = {
   workers: intOption({ flag: "workers", default: 1, min: 1, max: 64, description: "base-worker processes" }),
   loraServers: intOption({ flag: "lora-servers", default: 1, min: 0, max: 64, description: "LoRA-server processes" }),
   noAdapters: booleanOption({ flag: "no-adapters", description: "do not register the bundled adapters" }),
+  logFormat: enumOption({
+    flag: "log-format",
+    env: "LOG_FORMAT",
+    default: "auto",
+    values: ["auto", "pretty", "json"] as const,
+    description: "service logs on stderr: human-readable, JSON lines, or auto (pretty on a terminal)",
+  }),
   redisUrl: stringOption({
     flag: "redis-url",
     env: "REDIS_URL",
@@ -64,7 +72,9 @@ export const upCommand: Command = {
     `Usage: loramesh up [options]\n\nStarts every service as its own process, registers the bundled adapters (for the bundled model),\nand prints "loramesh ready HOST:PORT" once all answer health, then "openai http://HOST:PORT/v1". Ctrl-C or SIGTERM stops all of them.\n\nOptions:\n${formatOptionsHelp(options)}\n`,
   async run(argv) {
     const { config } = loadConfig(options, argv);
-    const logger = createLogger({ fields: { service: "up" } });
+    // Every service logs to the terminal we inherit; they all render the same way.
+    const logFormat = config.logFormat === "auto" ? (process.stderr.isTTY ? "pretty" : "json") : config.logFormat;
+    const logger = createLogger({ format: logFormat, fields: { service: "up" } });
     const bundled = config.model === "";
     const modelDir = bundled ? BUNDLED_MODEL : resolve(config.model);
     const cluster = await startLocalCluster({
@@ -76,6 +86,7 @@ export const upCommand: Command = {
       loraServers: config.loraServers,
       ...(config.redisUrl !== "" ? { redisUrl: config.redisUrl } : {}),
       logger,
+      env: { ...process.env, LOG_FORMAT: logFormat },
     });
     for (const proc of cluster.processes)
       process.stdout.write(`service ${proc.service} ${proc.address} pid ${proc.pid}\n`);

@@ -2,7 +2,7 @@
  * Admission: which base worker runs a request. A cold adapter waits a little for its load; among the
  * workers able to serve it the rank-aware choice wins (see worker-choice.ts).
  */
-import { FailedPreconditionError, ResourceExhaustedError, UnavailableError } from "@loramesh/core";
+import { FailedPreconditionError, ResourceExhaustedError, UnavailableError } from "@loramesh/errors";
 import type { PlacementView, WorkerInfo } from "../peers/placement-view";
 import { chooseWorker, InFlightRanks } from "../worker-choice";
 

@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { FailedPreconditionError, InvalidArgumentError } from "@loramesh/core";
+import { FailedPreconditionError, InvalidArgumentError } from "@loramesh/errors";
 import { PromptEncoder } from "./prompt-encoder";
 
 const MODEL = resolve(__dirname, "..", "..", "..", "..", "tests", "fixtures", "golden", "models", "tiny-llama");

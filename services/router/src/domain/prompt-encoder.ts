@@ -1,6 +1,6 @@
 /** Turns a request's prompt into token ids with the base model's tokenizer and chat template. */
-import { FailedPreconditionError, InvalidArgumentError } from "@loramesh/core";
-import { Tokenizer } from "@loramesh/engine";
+import { FailedPreconditionError, InvalidArgumentError } from "@loramesh/errors";
+import { Tokenizer } from "@loramesh/formats";
 import type { ChatMessage, Prompt } from "./types";
 
 export class PromptEncoder {

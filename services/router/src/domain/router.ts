@@ -3,13 +3,8 @@
  * worker chosen, tokens streamed back, cancellation passed on) and the tenant's adapter registry.
  * Both the gRPC and the HTTP handlers call this object; it knows no wire format.
  */
-import {
-  FailedPreconditionError,
-  InvalidArgumentError,
-  LoraMeshError,
-  UnavailableError,
-  type Logger,
-} from "@loramesh/core";
+import { type Logger } from "@loramesh/core";
+import { FailedPreconditionError, InvalidArgumentError, LoraMeshError, UnavailableError } from "@loramesh/errors";
 import { SpanStatusCode, telemetry } from "@loramesh/telemetry";
 import type { PlacementView, WorkerInfo } from "../peers/placement-view";
 import type { ProvisionerGateway, Registration } from "../peers/provisioner-gateway";

@@ -3,7 +3,7 @@
  * client of the OpenAI API expects. Domain errors map by kind; anything unexpected is a 500 whose
  * details go only to the log.
  */
-import { isLoraMeshError, type ErrorKind } from "@loramesh/core";
+import { isLoraMeshError, type ErrorKind } from "@loramesh/errors";
 
 export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };

@@ -1,10 +1,10 @@
 /** The router's view of the base workers: one client per address, one sequence per submit. */
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { DeadlineExceededError, UnavailableError } from "@loramesh/core";
+import { DeadlineExceededError, UnavailableError } from "@loramesh/errors";
 import { BaseWorkerServiceClient, type SequenceEvent } from "@loramesh/proto";
 import type { FinishReason, Sampling, SloClass, TokenDelta, Usage, Timings } from "../domain/types";
 import { finishFromProto, samplingToProto, sloToProto } from "../proto-mapping";
-import { fromPeer, PeerError } from "./peer-errors";
+import { fromPeer } from "./peer-errors";
 
 export interface WorkerSequence {
   sequenceId: string;
@@ -69,7 +69,6 @@ export class WorkerGateway {
       };
     } catch (err) {
       const e = err as Partial<ServiceError>;
-      if (e.code === status.CANCELLED) throw new PeerError("cancelled", "cancelled");
       if (e.code === status.DEADLINE_EXCEEDED)
         throw new DeadlineExceededError("the deadline passed before generation finished");
       throw fromPeer(err, `worker ${worker.executorId}`);

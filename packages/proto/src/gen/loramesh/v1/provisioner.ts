@@ -287,6 +287,28 @@ export interface TenantAdapterRequest {
 export interface TenantDeleteAdapterResponse {
 }
 
+export interface GetPlanInputRequest {
+}
+
+/** One registered adapter as the planner sees it. */
+export interface PlanAdapter {
+  /** Internal adapter id (<tenant>.<name>.<hash prefix>). */
+  adapterId: string;
+  rank: number;
+  sizeBytes: number;
+  /** Requests served since registration, summed over the workers' heartbeats. */
+  requests: number;
+  /** Share of recent requests, smoothed over the provisioner's traffic half-life (0 before traffic). */
+  share: number;
+}
+
+export interface GetPlanInputResponse {
+  /** Every registered adapter, sorted by id. */
+  adapters: PlanAdapter[];
+  /** Smoothed requests per second over all adapters (0 until two reconcile passes have seen traffic). */
+  requestRate: number;
+}
+
 function createBaseExecutorInfo(): ExecutorInfo {
   return {
     executorId: "",
@@ -2495,6 +2517,290 @@ export const TenantDeleteAdapterResponse: MessageFns<TenantDeleteAdapterResponse
   },
 };
 
+function createBaseGetPlanInputRequest(): GetPlanInputRequest {
+  return {};
+}
+
+export const GetPlanInputRequest: MessageFns<GetPlanInputRequest> = {
+  encode(_: GetPlanInputRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPlanInputRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPlanInputRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetPlanInputRequest {
+    return {};
+  },
+
+  toJSON(_: GetPlanInputRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPlanInputRequest>, I>>(base?: I): GetPlanInputRequest {
+    return GetPlanInputRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPlanInputRequest>, I>>(_: I): GetPlanInputRequest {
+    const message = createBaseGetPlanInputRequest();
+    return message;
+  },
+};
+
+function createBasePlanAdapter(): PlanAdapter {
+  return { adapterId: "", rank: 0, sizeBytes: 0, requests: 0, share: 0 };
+}
+
+export const PlanAdapter: MessageFns<PlanAdapter> = {
+  encode(message: PlanAdapter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.adapterId !== "") {
+      writer.uint32(10).string(message.adapterId);
+    }
+    if (message.rank !== 0) {
+      writer.uint32(16).uint32(message.rank);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(24).uint64(message.sizeBytes);
+    }
+    if (message.requests !== 0) {
+      writer.uint32(32).uint64(message.requests);
+    }
+    if (message.share !== 0) {
+      writer.uint32(41).double(message.share);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlanAdapter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePlanAdapter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.adapterId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.rank = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.requests = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.share = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PlanAdapter {
+    return {
+      adapterId: isSet(object.adapterId)
+        ? globalThis.String(object.adapterId)
+        : isSet(object.adapter_id)
+        ? globalThis.String(object.adapter_id)
+        : "",
+      rank: isSet(object.rank) ? globalThis.Number(object.rank) : 0,
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      requests: isSet(object.requests) ? globalThis.Number(object.requests) : 0,
+      share: isSet(object.share) ? globalThis.Number(object.share) : 0,
+    };
+  },
+
+  toJSON(message: PlanAdapter): unknown {
+    const obj: any = {};
+    if (message.adapterId !== "") {
+      obj.adapterId = message.adapterId;
+    }
+    if (message.rank !== 0) {
+      obj.rank = Math.round(message.rank);
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.requests !== 0) {
+      obj.requests = Math.round(message.requests);
+    }
+    if (message.share !== 0) {
+      obj.share = floatToJson(message.share);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PlanAdapter>, I>>(base?: I): PlanAdapter {
+    return PlanAdapter.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PlanAdapter>, I>>(object: I): PlanAdapter {
+    const message = createBasePlanAdapter();
+    message.adapterId = object.adapterId ?? "";
+    message.rank = object.rank ?? 0;
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.requests = object.requests ?? 0;
+    message.share = object.share ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetPlanInputResponse(): GetPlanInputResponse {
+  return { adapters: [], requestRate: 0 };
+}
+
+export const GetPlanInputResponse: MessageFns<GetPlanInputResponse> = {
+  encode(message: GetPlanInputResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.adapters) {
+      PlanAdapter.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.requestRate !== 0) {
+      writer.uint32(17).double(message.requestRate);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPlanInputResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPlanInputResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.adapters.push(PlanAdapter.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.requestRate = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetPlanInputResponse {
+    return {
+      adapters: globalThis.Array.isArray(object?.adapters)
+        ? object.adapters.map((e: any) => PlanAdapter.fromJSON(e))
+        : [],
+      requestRate: isSet(object.requestRate)
+        ? globalThis.Number(object.requestRate)
+        : isSet(object.request_rate)
+        ? globalThis.Number(object.request_rate)
+        : 0,
+    };
+  },
+
+  toJSON(message: GetPlanInputResponse): unknown {
+    const obj: any = {};
+    if (message.adapters?.length) {
+      obj.adapters = message.adapters.map((e) => PlanAdapter.toJSON(e));
+    }
+    if (message.requestRate !== 0) {
+      obj.requestRate = floatToJson(message.requestRate);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetPlanInputResponse>, I>>(base?: I): GetPlanInputResponse {
+    return GetPlanInputResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetPlanInputResponse>, I>>(object: I): GetPlanInputResponse {
+    const message = createBaseGetPlanInputResponse();
+    message.adapters = object.adapters?.map((e) => PlanAdapter.fromPartial(e)) || [];
+    message.requestRate = object.requestRate ?? 0;
+    return message;
+  },
+};
+
 /**
  * Internal: the placement authority. Owns the adapter registry, the executor registry and the
  * placement map in Redis, and turns placement decisions into BullMQ jobs.
@@ -2622,6 +2928,20 @@ export const ProvisionerServiceService = {
     responseSerialize: (value: MoveAdapterResponse): Buffer => Buffer.from(MoveAdapterResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MoveAdapterResponse => MoveAdapterResponse.decode(value),
   },
+  /**
+   * The live input of capacity planning: every registered adapter with its size and the traffic
+   * workers have reported, and the smoothed request rate (what `loramesh plan` plans from).
+   */
+  getPlanInput: {
+    path: "/loramesh.v1.ProvisionerService/GetPlanInput" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetPlanInputRequest): Buffer => Buffer.from(GetPlanInputRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetPlanInputRequest => GetPlanInputRequest.decode(value),
+    responseSerialize: (value: GetPlanInputResponse): Buffer =>
+      Buffer.from(GetPlanInputResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetPlanInputResponse => GetPlanInputResponse.decode(value),
+  },
 } as const;
 
 export interface ProvisionerServiceServer extends UntypedServiceImplementation {
@@ -2650,6 +2970,11 @@ export interface ProvisionerServiceServer extends UntypedServiceImplementation {
    * routing by placement epoch, unload the source after a drain period (a BullMQ flow).
    */
   moveAdapter: handleUnaryCall<MoveAdapterRequest, MoveAdapterResponse>;
+  /**
+   * The live input of capacity planning: every registered adapter with its size and the traffic
+   * workers have reported, and the smoothed request rate (what `loramesh plan` plans from).
+   */
+  getPlanInput: handleUnaryCall<GetPlanInputRequest, GetPlanInputResponse>;
 }
 
 export interface ProvisionerServiceClient extends Client {
@@ -2813,6 +3138,25 @@ export interface ProvisionerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: MoveAdapterResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The live input of capacity planning: every registered adapter with its size and the traffic
+   * workers have reported, and the smoothed request rate (what `loramesh plan` plans from).
+   */
+  getPlanInput(
+    request: GetPlanInputRequest,
+    callback: (error: ServiceError | null, response: GetPlanInputResponse) => void,
+  ): ClientUnaryCall;
+  getPlanInput(
+    request: GetPlanInputRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetPlanInputResponse) => void,
+  ): ClientUnaryCall;
+  getPlanInput(
+    request: GetPlanInputRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetPlanInputResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -3,8 +3,10 @@
  * A full worker refuses the load (the provisioner's policy only assigns what fits; the adapter
  * stays served remotely in hybrid mode).
  */
-import { ResourceExhaustedError, type Logger } from "@loramesh/core";
-import { LocalLoraBackend, loadAdapter, type ModelConfig } from "@loramesh/engine";
+import { ResourceExhaustedError } from "@loramesh/errors";
+import { type Logger } from "@loramesh/core";
+import { LocalLoraBackend, loadAdapter } from "@loramesh/engine";
+import { type ModelConfig } from "@loramesh/formats";
 
 export class LocalAdapters {
   readonly backend: LocalLoraBackend;

@@ -106,3 +106,6 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) return err.stack ?? `${err.name}: ${err.message}`;
   return String(err);
 }
+
+/** An adapter that cannot be served on this base model; the message names the field or file. */
+export class AdapterError extends InvalidArgumentError {}

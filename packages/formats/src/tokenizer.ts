@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import * as tokenizers from "@huggingface/tokenizers";
-import { FailedPreconditionError, InvalidArgumentError } from "@loramesh/core";
+import { FailedPreconditionError, InvalidArgumentError } from "@loramesh/errors";
 
 export interface ChatMessage {
   role: string;

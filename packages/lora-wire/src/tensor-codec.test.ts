@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { DType, Tensor } from "@loramesh/proto";
-import { InvalidArgumentError } from "./errors";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { bf16ToFloat, decodeTensor, encodeTensor, floatToBf16 } from "./tensor-codec";
 
 /** Encodes to protobuf bytes and back, as a tensor crosses the wire. */

@@ -4,7 +4,7 @@
  * is not a multiple of the element size; typed-array views need alignment, so such data is copied.
  */
 import { DType, type Tensor } from "@loramesh/proto";
-import { InvalidArgumentError } from "./errors";
+import { InvalidArgumentError } from "@loramesh/errors";
 
 /** A decoded tensor: a typed array over its elements (bf16/f16 as raw 16-bit patterns). */
 export type TensorData =

@@ -5,7 +5,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { basename } from "node:path";
-import { InvalidArgumentError } from "@loramesh/core";
+import { InvalidArgumentError } from "@loramesh/errors";
 
 /** A safetensors file (or shard index) that is malformed, truncated or lies about its contents. */
 export class SafetensorsError extends InvalidArgumentError {}

@@ -4,8 +4,25 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { InvalidArgumentError } from "@loramesh/core";
-import type { RopeConfig } from "@loramesh/native";
+import { InvalidArgumentError } from "@loramesh/errors";
+
+/** Rope scaling as Hugging Face names it, with the fields each type reads. */
+export interface RopeConfig {
+  type: "default" | "linear" | "dynamic" | "llama3" | "yarn";
+  base: number;
+  rotaryDim: number;
+  factor?: number;
+  maxPositionEmbeddings?: number;
+  originalMaxPositionEmbeddings?: number;
+  lowFreqFactor?: number;
+  highFreqFactor?: number;
+  betaFast?: number;
+  betaSlow?: number;
+  mscale?: number;
+  mscaleAllDim?: number;
+  attentionFactor?: number;
+  truncate?: boolean;
+}
 
 /** A config names an architecture or feature loramesh does not implement. */
 export class UnsupportedModelError extends InvalidArgumentError {}

@@ -1,0 +1,10 @@
+/**
+ * Defaults shared by more than one process or command, declared once: the services' option specs,
+ * `loramesh up` and the client commands all read them from here.
+ */
+
+/** Where the router serves the public API, and where clients look for it. */
+export const DEFAULT_ROUTER_ADDRESS = "127.0.0.1:50051";
+
+/** Internal services listen on loopback with a free port and report the real one. */
+export const DEFAULT_LISTEN_ADDRESS = "127.0.0.1:0";

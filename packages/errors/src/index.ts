@@ -1,0 +1,20 @@
+/** @loramesh/errors: the domain error family; no gRPC here (the status mapper is in @loramesh/core). */
+export {
+  AdapterError,
+  AlreadyExistsError,
+  CancelledError,
+  ConfigError,
+  DeadlineExceededError,
+  describeError,
+  type ErrorKind,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  isLoraMeshError,
+  LoraMeshError,
+  NotFoundError,
+  PermissionDeniedError,
+  ResourceExhaustedError,
+  UnauthenticatedError,
+  UnavailableError,
+  UnimplementedError,
+} from "./errors";

@@ -1,0 +1,43 @@
+/**
+ * Hybrid mode: rows whose adapter is resident on this worker run locally, the rest remotely; both
+ * halves run at once and write disjoint rows.
+ */
+import type { LoraBackend, LoraSiteCall } from "@loramesh/engine";
+
+export class HybridLoraBackend implements LoraBackend {
+  private readonly local: LoraBackend;
+  private readonly remote: LoraBackend;
+
+  constructor(options: { local: LoraBackend; remote: LoraBackend }) {
+    this.local = options.local;
+    this.remote = options.remote;
+  }
+
+  has(adapterId: string): boolean {
+    return this.local.has(adapterId) || this.remote.has(adapterId);
+  }
+
+  /** Whether this call's rows use the local half, the remote half, or both. */
+  halves(call: Pick<LoraSiteCall, "adapters" | "rowAdapter">): { local: boolean; remote: boolean } {
+    const isLocal = call.adapters.map((id) => this.local.has(id));
+    let local = false;
+    let remote = false;
+    for (const a of call.rowAdapter) {
+      if (a < 0) continue;
+      if (isLocal[a]) local = true;
+      else remote = true;
+    }
+    return { local, remote };
+  }
+
+  async apply(call: LoraSiteCall): Promise<void> {
+    const isLocal = call.adapters.map((id) => this.local.has(id));
+    const localRows = call.rowAdapter.map((a) => (a >= 0 && isLocal[a] ? a : -1));
+    const remoteRows = call.rowAdapter.map((a) => (a >= 0 && !isLocal[a] ? a : -1));
+    const jobs: Array<Promise<void>> = [];
+    if (localRows.some((a) => a >= 0)) jobs.push(this.local.apply({ ...call, rowAdapter: Int32Array.from(localRows) }));
+    if (remoteRows.some((a) => a >= 0))
+      jobs.push(this.remote.apply({ ...call, rowAdapter: Int32Array.from(remoteRows) }));
+    await Promise.all(jobs);
+  }
+}

@@ -1,0 +1,2 @@
+/** @loramesh/lora-server as a library: its command-line options (the deploy manifests are checked against them). */
+export { options } from "./options";
