@@ -16,6 +16,8 @@ interface Started {
   child: ChildProcess;
   services: Array<{ service: string; address: string; pid: number }>;
   routerAddress: string;
+  /** Base URL from the `openai http://HOST:PORT/v1` line printed after the ready line. */
+  openaiBaseUrl: string;
   stderr: string[];
 }
 
@@ -30,7 +32,9 @@ async function startUp(args: string[]): Promise<Started> {
   child.stderr?.on("data", (chunk: Buffer) => stderr.push(chunk.toString()));
   const services: Started["services"] = [];
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const routerAddress = await new Promise<string>((resolve, reject) => {
+  let readySeen = false;
+  let routerAddress = "";
+  const openaiBaseUrl = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ready line; stderr:\n${stderr.join("")}`)), 60_000);
     child.once("exit", (code) => reject(new Error(`up exited with ${code}; stderr:\n${stderr.join("")}`)));
     lines.on("line", (line) => {
@@ -39,12 +43,17 @@ async function startUp(args: string[]): Promise<Started> {
         services.push({ service: service[1] as string, address: service[2] as string, pid: Number(service[3]) });
       const ready = /^loramesh ready (\S+)$/.exec(line);
       if (ready) {
+        readySeen = true;
+        routerAddress = ready[1] as string;
+      }
+      const openai = /^openai (http:\/\/\S+\/v1)$/.exec(line);
+      if (openai && readySeen) {
         clearTimeout(timer);
-        resolve(ready[1] as string);
+        resolve(openai[1] as string);
       }
     });
   });
-  return { child, services, routerAddress, stderr };
+  return { child, services, routerAddress, openaiBaseUrl, stderr };
 }
 
 const EXPECTED_SERVICES: Record<string, readonly string[]> = {
@@ -59,7 +68,16 @@ describe("loramesh up (the README's start command)", function () {
   let started: Started;
 
   before(async () => {
-    started = await startUp(["--listen", "127.0.0.1:0", "--workers", "2", "--lora-servers", "1"]);
+    started = await startUp([
+      "--listen",
+      "127.0.0.1:0",
+      "--http-listen",
+      "127.0.0.1:0",
+      "--workers",
+      "2",
+      "--lora-servers",
+      "1",
+    ]);
   });
 
   after(() => {
@@ -120,6 +138,16 @@ describe("loramesh up (the README's start command)", function () {
       `http://${router}/grpc.health.v1.Health/Check`,
     ]);
     expect(JSON.parse(health.stdout)).to.deep.equal({ status: "SERVING" });
+  });
+
+  it("prints the OpenAI base URL after the ready line, and the HTTP API answers there", async () => {
+    expect(started.openaiBaseUrl).to.match(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+    expect(started.openaiBaseUrl).to.not.equal("http://127.0.0.1:0/v1");
+    const res = await fetch(`${started.openaiBaseUrl}/models`);
+    expect(res.status).to.equal(200);
+    const body = (await res.json()) as { object: string; data: Array<{ id: string }> };
+    expect(body.object).to.equal("list");
+    expect(body.data.map((m) => m.id)).to.include("tiny-llama");
   });
 
   it("stops every process and the embedded Redis cleanly on SIGTERM", async () => {

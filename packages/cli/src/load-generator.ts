@@ -125,7 +125,9 @@ export async function runLoad(run: LoadRun): Promise<LoadResult> {
             topK: 0,
             stop: [],
             stopTokenIds: [],
+            // Exactly the requested output length: no early end-of-sequence.
             ignoreEos: true,
+            minTokens: r.outputTokens,
           },
         },
         { deadlineMs: run.deadlineMs ?? 120_000 },

@@ -19,6 +19,8 @@ import { waitForServing } from "@loramesh/sdk";
 export interface LocalClusterOptions {
   /** Router listen address (the cluster's public address). */
   routerListen: string;
+  /** The router's OpenAI-compatible HTTP API address (default 127.0.0.1:0, any free port). */
+  httpListen?: string;
   /** Base model directory. */
   modelDir: string;
   mode: "coupled" | "disaggregated" | "hybrid";
@@ -48,6 +50,8 @@ export interface ClusterProcess {
 
 export interface LocalCluster {
   readonly routerAddress: string;
+  /** HOST:PORT of the router's OpenAI-compatible HTTP API (base URL http://HOST:PORT/v1). */
+  readonly httpAddress: string;
   readonly redisUrl: string;
   readonly processes: readonly ClusterProcess[];
   /** Resolves when any service process exits on its own (a crash), with its name and code. */
@@ -68,6 +72,14 @@ interface Running {
   child: ChildProcess;
   address: string;
   metricsAddress: string;
+  /** The router's HTTP API address, reported before it listens on gRPC; empty for other services. */
+  httpAddress: string;
+}
+
+/** The router's IPC message once its HTTP API is bound. */
+interface HttpListeningMessage {
+  type: "http-listening";
+  address: string;
 }
 
 export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
@@ -118,6 +130,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
         limitS: Math.round(timeoutMs / 1000),
       });
     }, 10_000);
+    let httpAddress = "";
+    child.on("message", (message: HttpListeningMessage) => {
+      if (message.type === "http-listening") httpAddress = message.address;
+    });
     const listening = await new Promise<ListeningMessage>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new UnavailableError(`${service} did not start within ${timeoutMs} ms`)),
@@ -135,7 +151,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       });
     }).finally(() => clearInterval(progress));
     const { address, metricsAddress } = listening;
-    const proc = { service, child, address, metricsAddress };
+    const proc = { service, child, address, metricsAddress, httpAddress };
     running.push(proc);
     child.once("exit", (code, signal) => {
       if (!stopping) reportExit({ service, code, signal });
@@ -195,11 +211,14 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       options.routerListen,
       "--provisioner",
       provisioner.address,
+      "--http-listen",
+      options.httpListen ?? "127.0.0.1:0",
       ...model,
       ...(extra.router ?? []),
     ]);
     return {
       routerAddress: router.address,
+      httpAddress: router.httpAddress,
       redisUrl,
       processes: running.map((p) => ({
         service: p.service,

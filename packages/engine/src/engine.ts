@@ -372,16 +372,20 @@ export class Engine {
 
   private advance(seq: Sequence, logits: Float32Array): void {
     const opts = seq.sampler.options;
+    const early = seq.generated.length < opts.minTokens;
+    // Before min_tokens, tokens that would end the sequence cannot be chosen.
+    if (early)
+      for (const id of [...opts.stopTokenIds, ...this.eosIds()]) if (id < logits.length) logits[id] = -Infinity;
     const token = seq.sampler.sample(logits);
     seq.firstTokenAt ??= performance.now();
-    if (opts.stopTokenIds.includes(token)) return this.finish(seq, "stop");
-    if (!opts.ignoreEos && this.isEos(token)) return this.finish(seq, "eos");
+    if (!early && opts.stopTokenIds.includes(token)) return this.finish(seq, "stop");
+    if (!early && !opts.ignoreEos && this.isEos(token)) return this.finish(seq, "eos");
     seq.generated.push(token);
     seq.tokens.push(token);
     this.counters.generatedTokens++;
     seq.decoder?.push([token]);
     const full = seq.decoder?.fullText ?? "";
-    const stopAt = firstStop(full, opts.stop);
+    const stopAt = early ? -1 : firstStop(full, opts.stop);
     if (stopAt >= 0) {
       // The stop string and anything after it are not part of the output.
       const delta = full.slice(seq.text.length, stopAt);
@@ -399,8 +403,11 @@ export class Engine {
   }
 
   private isEos(token: number): boolean {
-    const eos = this.tokenizer?.eosTokenIds ?? this.model.config.eosTokenIds;
-    return eos.includes(token);
+    return this.eosIds().includes(token);
+  }
+
+  private eosIds(): number[] {
+    return this.tokenizer?.eosTokenIds ?? this.model.config.eosTokenIds;
   }
 
   private finish(seq: Sequence, reason: FinishReason): void {

@@ -21,6 +21,8 @@ export interface SamplingOptions {
   stopTokenIds: number[];
   /** Keep generating past end-of-sequence tokens. */
   ignoreEos: boolean;
+  /** Tokens generated before EOS, stop ids or stop strings may end the sequence (EOS and stop ids are masked until then). */
+  minTokens: number;
 }
 
 export const DEFAULT_MAX_TOKENS = 128;
@@ -36,6 +38,7 @@ export function samplingOptions(partial: Partial<SamplingOptions> = {}): Samplin
     stop: partial.stop ?? [],
     stopTokenIds: partial.stopTokenIds ?? [],
     ignoreEos: partial.ignoreEos ?? false,
+    minTokens: partial.minTokens ?? 0,
   };
   if (!Number.isInteger(o.maxTokens)) throw new InvalidArgumentError("max_tokens must be an integer");
   if (!(o.temperature >= 0) || !Number.isFinite(o.temperature))
@@ -43,6 +46,8 @@ export function samplingOptions(partial: Partial<SamplingOptions> = {}): Samplin
   if (!(o.topP > 0 && o.topP <= 1)) throw new InvalidArgumentError(`top_p must be in (0, 1], got ${o.topP}`);
   if (!Number.isInteger(o.topK) || o.topK < 0)
     throw new InvalidArgumentError(`top_k must be a non-negative integer, got ${o.topK}`);
+  if (!Number.isInteger(o.minTokens) || o.minTokens < 0)
+    throw new InvalidArgumentError(`min_tokens must be a non-negative integer, got ${o.minTokens}`);
   if (o.stop.some((s) => s.length === 0)) throw new InvalidArgumentError("stop strings must not be empty");
   return o;
 }

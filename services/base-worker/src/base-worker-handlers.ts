@@ -84,6 +84,7 @@ function toSequenceRequest(request: SubmitSequenceRequest): SequenceRequest {
       stop: s?.stop ?? [],
       stopTokenIds: s?.stopTokenIds ?? [],
       ignoreEos: s?.ignoreEos ?? false,
+      minTokens: s?.minTokens ?? 0,
     },
   };
 }

@@ -8,7 +8,8 @@ import { Tenants } from "./tenants";
 
 void runServiceProcess({
   name: "router",
-  summary: "public gRPC API: tenants, admission, routing to base workers, token streaming",
+  summary:
+    "public gRPC API and OpenAI-compatible HTTP API: tenants, admission, routing to base workers, token streaming",
   options,
   create: async (config, logger) =>
     createRouterServices({
@@ -17,7 +18,10 @@ void runServiceProcess({
       tenants: Tenants.parse(config.apiKeys),
       adapterWaitMs: config.adapterWaitMs,
       routingSlack: config.routingSlack,
+      maxInFlight: config.maxInFlight,
       slo: { ttftMs: config.sloTtftMs, tpotMs: config.sloTpotMs },
+      httpListen: config.httpListen,
+      servedModelName: config.servedModelName,
       logger,
     }),
 });

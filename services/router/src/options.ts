@@ -8,6 +8,18 @@ export const options = {
     default: DEFAULT_ROUTER_ADDRESS,
     description: "address to serve the public API on",
   }),
+  httpListen: addressOption({
+    flag: "http-listen",
+    env: "HTTP_LISTEN_ADDRESS",
+    default: "127.0.0.1:8000",
+    description: "address of the OpenAI-compatible HTTP API (port 0: any free port)",
+  }),
+  servedModelName: stringOption({
+    flag: "served-model-name",
+    env: "SERVED_MODEL_NAME",
+    default: "",
+    description: "the base model's name in the HTTP API's `model` field (default: the model directory's name)",
+  }),
   provisioner: addressOption({
     flag: "provisioner",
     env: "PROVISIONER_ADDRESS",
@@ -44,6 +56,13 @@ export const options = {
     default: 5_000,
     min: 0,
     description: "how long a request waits for a cold adapter to load",
+  }),
+  maxInFlight: intOption({
+    flag: "max-in-flight",
+    env: "MAX_IN_FLIGHT",
+    default: 0,
+    min: 0,
+    description: "most requests in flight on this router; more are refused (RESOURCE_EXHAUSTED, HTTP 429); 0: no limit",
   }),
   routingSlack: intOption({
     flag: "routing-slack",

@@ -34,14 +34,24 @@ export class Tenants {
 
   /** The caller's tenant; UNAUTHENTICATED for a missing or unknown key when keys are configured. */
   resolve(metadata: Metadata): string {
-    if (this.open) return DEFAULT_TENANT;
     const auth = metadata.get("authorization")[0];
-    const bearer = typeof auth === "string" && auth.startsWith("Bearer ") ? auth.slice(7) : undefined;
     const header = metadata.get("x-api-key")[0];
-    const key = bearer ?? (typeof header === "string" ? header : undefined);
+    return this.resolveKey(
+      bearerKey(typeof auth === "string" ? auth : undefined) ?? (typeof header === "string" ? header : undefined),
+    );
+  }
+
+  /** The tenant of an API key (from any transport); the default tenant when the router runs open. */
+  resolveKey(key: string | undefined): string {
+    if (this.open) return DEFAULT_TENANT;
     if (key === undefined) throw new UnauthenticatedError("an API key is required (authorization: Bearer <key>)");
     const tenant = this.byKey.get(key);
     if (tenant === undefined) throw new UnauthenticatedError("unknown API key");
     return tenant;
   }
+}
+
+/** The key of an `Authorization: Bearer KEY` header value. */
+export function bearerKey(authorization: string | undefined): string | undefined {
+  return authorization !== undefined && authorization.startsWith("Bearer ") ? authorization.slice(7) : undefined;
 }

@@ -6,7 +6,6 @@
  * least loaded. Load balance wins when no such alternative exists (slack bounds the detour).
  */
 import { rankClass } from "@loramesh/policy";
-import type { ExecutorInfo } from "@loramesh/proto";
 
 /** Ranks of the requests the router has in flight on each worker (0 for the base model). */
 export class InFlightRanks {
@@ -41,14 +40,14 @@ export function rankMix(ranks: readonly number[], rank: number): number {
   return ranks.filter((r) => rankClass(r) !== cls).length;
 }
 
-export function chooseWorker(
-  candidates: readonly ExecutorInfo[],
+export function chooseWorker<W extends { executorId: string }>(
+  candidates: readonly W[],
   inFlight: InFlightRanks,
   request: WorkerChoiceRequest,
   slack = 1,
-): ExecutorInfo | undefined {
+): W | undefined {
   if (candidates.length === 0) return undefined;
-  const load = (w: ExecutorInfo): number => inFlight.of(w.executorId).length;
+  const load = (w: W): number => inFlight.of(w.executorId).length;
   const least = Math.min(...candidates.map(load));
   const near = candidates.filter((w) => load(w) <= least + slack);
   return [...near].sort(

@@ -31,6 +31,16 @@ const options = {
   topP: numberOption({ flag: "top-p", default: 1, min: 0, max: 1, description: "nucleus sampling mass" }),
   topK: intOption({ flag: "top-k", default: 0, min: 0, description: "keep the k most likely tokens (0 = all)" }),
   seed: intOption({ flag: "seed", default: -1, min: -1, description: "sampler seed (-1 = random)" }),
+  ignoreEos: booleanOption({
+    flag: "ignore-eos",
+    description: "keep generating past end-of-sequence tokens (exactly --max-tokens tokens; benchmarks)",
+  }),
+  minTokens: intOption({
+    flag: "min-tokens",
+    default: 0,
+    min: 0,
+    description: "tokens to generate before end-of-sequence or a stop may end the output",
+  }),
   ids: stringOption({ flag: "ids", default: "", description: "prompt as token ids instead of text: 1,2,3" }),
   chat: booleanOption({ flag: "chat", description: "apply the model's chat template to PROMPT as a user message" }),
   json: booleanOption({ flag: "json", description: "print one JSON object with token_ids, text and finish_reason" }),
@@ -60,7 +70,7 @@ export const generateCommand: Command = {
   name: "generate",
   summary: "generate text through the cluster (or offline with --model DIR)",
   help: () =>
-    `Usage:\n  loramesh generate [--router HOST:PORT] [--adapter NAME] [--max-tokens N] [--temperature T] (--ids 1,2,3 | PROMPT) [--json]\n  loramesh generate --model DIR [--adapter DIR] [--max-tokens N] [--temperature T] (--ids 1,2,3 | PROMPT) [--json]\n\nOptions:\n${formatOptionsHelp(options)}\n`,
+    `Usage:\n  loramesh generate [--router HOST:PORT] [--adapter NAME] [--max-tokens N] [--temperature T] [--ignore-eos] (--ids 1,2,3 | PROMPT) [--json]\n  loramesh generate --model DIR [--adapter DIR] [--max-tokens N] [--temperature T] (--ids 1,2,3 | PROMPT) [--json]\n\nOptions:\n${formatOptionsHelp(options)}\n`,
   async run(argv) {
     const { config, positionals } = loadConfig(options, argv);
     const input = prompt(config, positionals);
@@ -70,6 +80,8 @@ export const generateCommand: Command = {
       topP: config.topP,
       topK: config.topK,
       ...(config.seed >= 0 ? { seed: config.seed } : {}),
+      ignoreEos: config.ignoreEos,
+      minTokens: config.minTokens,
     };
     if (config.model !== "") return offline(config, input, sampling);
 
@@ -84,7 +96,7 @@ export const generateCommand: Command = {
           : { $case: "text" as const, value: input.text as string },
         adapter: config.adapter,
         applyChatTemplate: config.chat,
-        sampling: { stop: [], stopTokenIds: [], ignoreEos: false, ...sampling },
+        sampling: { stop: [], stopTokenIds: [], ...sampling },
       };
       for await (const delta of client.generate(request, { deadlineMs: 10 * 60_000 })) {
         ids.push(...delta.tokenIds);
@@ -105,7 +117,15 @@ export const generateCommand: Command = {
 async function offline(
   config: Config,
   input: { ids?: number[]; text?: string },
-  sampling: { maxTokens: number; temperature: number; topP: number; topK: number; seed?: number },
+  sampling: {
+    maxTokens: number;
+    temperature: number;
+    topP: number;
+    topK: number;
+    seed?: number;
+    ignoreEos: boolean;
+    minTokens: number;
+  },
 ): Promise<number> {
   const engine = offlineEngine(config.model, config.adapter || undefined);
   const tokenizer = engine.tokenizer;

@@ -28,6 +28,12 @@ const options = {
     default: DEFAULT_ROUTER_ADDRESS,
     description: "address the router serves the public API on",
   }),
+  httpListen: addressOption({
+    flag: "http-listen",
+    env: "LORAMESH_HTTP_LISTEN",
+    default: "127.0.0.1:8000",
+    description: "address of the router's OpenAI-compatible HTTP API (port 0: any free port)",
+  }),
   model: stringOption({
     flag: "model",
     env: "LORAMESH_MODEL",
@@ -63,7 +69,7 @@ export const upCommand: Command = {
   name: "up",
   summary: "start a local cluster (Redis, provisioner, LoRA servers, base workers, router)",
   help: () =>
-    `Usage: loramesh up [options]\n\nStarts every service as its own process, registers the bundled adapters (for the bundled model),\nand prints "loramesh ready HOST:PORT" once all answer health. Ctrl-C or SIGTERM stops all of them.\n\nOptions:\n${formatOptionsHelp(options)}\n`,
+    `Usage: loramesh up [options]\n\nStarts every service as its own process, registers the bundled adapters (for the bundled model),\nand prints "loramesh ready HOST:PORT" once all answer health, then "openai http://HOST:PORT/v1". Ctrl-C or SIGTERM stops all of them.\n\nOptions:\n${formatOptionsHelp(options)}\n`,
   async run(argv) {
     const { config } = loadConfig(options, argv);
     // Every service logs to the terminal we inherit; they all render the same way.
@@ -73,6 +79,7 @@ export const upCommand: Command = {
     const modelDir = bundled ? BUNDLED_MODEL : resolve(config.model);
     const cluster = await startLocalCluster({
       routerListen: config.listen,
+      httpListen: config.httpListen,
       modelDir,
       mode: config.mode,
       workers: config.workers,
@@ -108,6 +115,7 @@ export const upCommand: Command = {
       }
     }
     process.stdout.write(`loramesh ready ${cluster.routerAddress}\n`);
+    process.stdout.write(`openai http://${cluster.httpAddress}/v1\n`);
     return await new Promise<number>((resolve_) => {
       installGracefulShutdown(() => cluster.stop(), { logger, timeoutMs: 30_000, exit: resolve_ });
       // A wrapper such as `pnpm` may exit on SIGTERM without passing it on; when our parent is gone,

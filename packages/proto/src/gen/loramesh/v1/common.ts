@@ -273,6 +273,11 @@ export interface SamplingParams {
   stopTokenIds: number[];
   /** Keep generating past the end-of-sequence token (benchmarks only). */
   ignoreEos: boolean;
+  /**
+   * Tokens to generate before the end-of-sequence token, stop token ids or stop strings may end
+   * the sequence (end-of-sequence and stop ids are masked until then); 0 disables it.
+   */
+  minTokens?: number | undefined;
 }
 
 /** Token counts of one request. */
@@ -374,6 +379,7 @@ function createBaseSamplingParams(): SamplingParams {
     stop: [],
     stopTokenIds: [],
     ignoreEos: false,
+    minTokens: undefined,
   };
 }
 
@@ -406,6 +412,9 @@ export const SamplingParams: MessageFns<SamplingParams> = {
     }
     if (message.ignoreEos !== false) {
       writer.uint32(64).bool(message.ignoreEos);
+    }
+    if (message.minTokens !== undefined) {
+      writer.uint32(72).uint32(message.minTokens);
     }
     return writer;
   },
@@ -497,6 +506,14 @@ export const SamplingParams: MessageFns<SamplingParams> = {
             message.ignoreEos = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.minTokens = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -541,6 +558,11 @@ export const SamplingParams: MessageFns<SamplingParams> = {
         : isSet(object.ignore_eos)
         ? globalThis.Boolean(object.ignore_eos)
         : false,
+      minTokens: isSet(object.minTokens)
+        ? globalThis.Number(object.minTokens)
+        : isSet(object.min_tokens)
+        ? globalThis.Number(object.min_tokens)
+        : undefined,
     };
   },
 
@@ -570,6 +592,9 @@ export const SamplingParams: MessageFns<SamplingParams> = {
     if (message.ignoreEos !== false) {
       obj.ignoreEos = message.ignoreEos;
     }
+    if (message.minTokens !== undefined) {
+      obj.minTokens = Math.round(message.minTokens);
+    }
     return obj;
   },
 
@@ -586,6 +611,7 @@ export const SamplingParams: MessageFns<SamplingParams> = {
     message.stop = object.stop?.map((e) => e) || [];
     message.stopTokenIds = object.stopTokenIds?.map((e) => e) || [];
     message.ignoreEos = object.ignoreEos ?? false;
+    message.minTokens = object.minTokens ?? undefined;
     return message;
   },
 };

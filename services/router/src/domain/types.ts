@@ -1,0 +1,126 @@
+/**
+ * The router's domain vocabulary. The gRPC and HTTP layers map their wire types to and from these;
+ * nothing here knows a protobuf message.
+ */
+
+/** How tokens are chosen; zero values mean the worker's defaults (greedy, its token budget). */
+export interface Sampling {
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed?: number;
+  stop: string[];
+  stopTokenIds: number[];
+  ignoreEos: boolean;
+  /** Tokens generated before end-of-sequence, stop ids or stop strings may end the sequence. */
+  minTokens: number;
+}
+
+export const DEFAULT_SAMPLING: Sampling = {
+  maxTokens: 0,
+  temperature: 0,
+  topP: 0,
+  topK: 0,
+  stop: [],
+  stopTokenIds: [],
+  ignoreEos: false,
+  minTokens: 0,
+};
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** A prompt: text (optionally as one user chat turn), token ids, or a chat conversation. */
+export type Prompt =
+  | { kind: "text"; text: string; chatTemplate?: boolean }
+  | { kind: "tokens"; ids: number[] }
+  | { kind: "chat"; messages: ChatMessage[] };
+
+export type SloClass = "unspecified" | "interactive" | "standard" | "batch";
+
+export interface GenerationRequest {
+  requestId: string;
+  /** Adapter name within the tenant; empty for the base model. */
+  adapter: string;
+  prompt: Prompt | undefined;
+  sampling: Sampling;
+  sloClass: SloClass;
+}
+
+export type FinishReason = "eos" | "stop" | "length" | "cancelled" | "error";
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface Timings {
+  queueMs: number;
+  timeToFirstTokenMs: number;
+  timePerOutputTokenMs: number;
+  totalMs: number;
+}
+
+/** Tokens and text produced since the previous delta. */
+export interface TokenDelta {
+  tokenIds: number[];
+  text: string;
+}
+
+export interface GenerationResult {
+  requestId: string;
+  finishReason: FinishReason;
+  usage: Usage;
+  timings: Timings;
+}
+
+/** How a caller follows and ends one generation. */
+export interface GenerationControl {
+  /** Aborting it cancels the sequence on its worker (its KV blocks are freed). */
+  signal?: AbortSignal;
+  /** Absolute deadline passed on to the worker. */
+  deadline?: Date | number;
+  onDelta?: (delta: TokenDelta) => void;
+}
+
+export type AdapterState = "unspecified" | "registered" | "loading" | "ready" | "failed";
+
+/** A registered adapter as its tenant sees it. */
+export interface AdapterRecord {
+  name: string;
+  tenant: string;
+  rank: number;
+  alpha: number;
+  targetModules: string[];
+  sizeBytes: number;
+  contentHash: string;
+  /** Directory the adapter was registered from; undefined when none was recorded. */
+  localDir: string | undefined;
+  state: AdapterState;
+  error: string;
+  createdUnixMs: number;
+  adapterId: string;
+}
+
+export interface AdapterPage {
+  adapters: AdapterRecord[];
+  nextPageToken: string;
+}
+
+export type JobState = "unspecified" | "waiting" | "active" | "delayed" | "completed" | "failed";
+
+/** Progress of one adapter load, unload or migrate job. */
+export interface LoadJob {
+  jobId: string;
+  kind: string;
+  adapterId: string;
+  executorId: string;
+  state: JobState;
+  progress: number;
+  attempts: number;
+  error: string;
+  permanentFailure: boolean;
+}

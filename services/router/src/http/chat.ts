@@ -1,0 +1,78 @@
+/** POST /v1/chat/completions: messages through the model's chat template (400 when it has none). */
+import type { ChatMessage } from "../domain/types";
+import { choiceJobs } from "./generation";
+import { badParam } from "./openai-errors";
+import { bool, choicesOf, includeUsage, refuseUnsupported, samplingOf, type Body } from "./params";
+import type { ResponseShape } from "./respond";
+import { modelOf } from "./model-name";
+import type { HttpContext, Route } from "./context";
+
+const OWN = ["model", "messages", "adapter_id"];
+
+/** Message content as text: a string, or text parts (other part types are refused). */
+function contentOf(content: unknown, i: number): string {
+  if (typeof content === "string") return content;
+  if (Array.isArray(content))
+    return content
+      .map((part: unknown) => {
+        const p = part as { type?: unknown; text?: unknown };
+        if (p.type !== "text" || typeof p.text !== "string")
+          throw badParam(`messages[${i}].content`, "only text content parts are supported");
+        return p.text;
+      })
+      .join("");
+  throw badParam(`messages[${i}].content`, "content must be a string or a list of text parts");
+}
+
+export function messagesOf(body: Body): ChatMessage[] {
+  const m = body["messages"];
+  if (!Array.isArray(m) || m.length === 0) throw badParam("messages", "messages must be a non-empty list");
+  return m.map((msg: unknown, i) => {
+    const { role, content } = (msg ?? {}) as { role?: unknown; content?: unknown };
+    if (typeof role !== "string" || role === "") throw badParam(`messages[${i}].role`, "role must be a string");
+    return { role, content: contentOf(content, i) };
+  });
+}
+
+function shape(id: string, created: number, model: string): ResponseShape {
+  const head = { id, object: "chat.completion.chunk", created, model };
+  const chunk = (index: number, delta: object, finish: string | null): object => ({
+    ...head,
+    choices: [{ index, delta, logprobs: null, finish_reason: finish }],
+  });
+  return {
+    full: (results, usage) => ({
+      ...head,
+      object: "chat.completion",
+      choices: results.map((r) => ({
+        index: r.index,
+        message: { role: "assistant", content: r.text },
+        logprobs: null,
+        finish_reason: r.finishReason,
+      })),
+      usage,
+    }),
+    opening: (indices) => indices.map((index) => chunk(index, { role: "assistant", content: "" }, null)),
+    delta: (index, text) => chunk(index, { content: text }, null),
+    finish: (r) => chunk(r.index, {}, r.finishReason),
+    usage: (usage) => ({ ...head, choices: [], usage }),
+  };
+}
+
+export const chatRoute: Route = {
+  method: "POST",
+  url: "/v1/chat/completions",
+  handler: async (ctx: HttpContext, body: Body, request, reply) => {
+    refuseUnsupported(body, OWN);
+    const { adapter, model } = modelOf(body, ctx.servedModelName);
+    const jobs = choiceJobs([{ kind: "chat", messages: messagesOf(body) }], choicesOf(body), samplingOf(body));
+    await ctx.respond(reply, {
+      tenant: request.tenant,
+      adapter,
+      jobs,
+      stream: bool(body, "stream") ?? false,
+      includeUsage: includeUsage(body),
+      shape: shape(`chatcmpl-${ctx.newId()}`, ctx.now(), model),
+    });
+  },
+};

@@ -1,0 +1,59 @@
+/** POST /v1/completions: prompt as a string, strings, token ids or lists of token ids. */
+import type { Prompt } from "../domain/types";
+import { choiceJobs } from "./generation";
+import { badParam } from "./openai-errors";
+import { bool, choicesOf, includeUsage, refuseUnsupported, samplingOf, type Body } from "./params";
+import type { ResponseShape } from "./respond";
+import { modelOf } from "./model-name";
+import type { HttpContext, Route } from "./context";
+
+const OWN = ["model", "prompt", "adapter_id"];
+
+const isIds = (v: unknown): v is number[] =>
+  Array.isArray(v) && v.length > 0 && v.every((id) => Number.isInteger(id) && (id as number) >= 0);
+
+export function promptsOf(body: Body): Prompt[] {
+  const p = body["prompt"];
+  if (typeof p === "string") return [{ kind: "text", text: p }];
+  if (isIds(p)) return [{ kind: "tokens", ids: p }];
+  if (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === "string"))
+    return p.map((text) => ({ kind: "text", text }));
+  if (Array.isArray(p) && p.length > 0 && p.every(isIds)) return p.map((ids) => ({ kind: "tokens", ids }));
+  throw badParam("prompt", "prompt must be a string, a list of strings, a list of token ids, or a list of such lists");
+}
+
+function shape(id: string, created: number, model: string): ResponseShape {
+  const head = { id, object: "text_completion", created, model };
+  return {
+    full: (results, usage) => ({
+      ...head,
+      choices: results.map((r) => ({ index: r.index, text: r.text, logprobs: null, finish_reason: r.finishReason })),
+      usage,
+    }),
+    opening: () => [],
+    delta: (index, text) => ({ ...head, choices: [{ index, text, logprobs: null, finish_reason: null }] }),
+    finish: (r) => ({
+      ...head,
+      choices: [{ index: r.index, text: "", logprobs: null, finish_reason: r.finishReason }],
+    }),
+    usage: (usage) => ({ ...head, choices: [], usage }),
+  };
+}
+
+export const completionsRoute: Route = {
+  method: "POST",
+  url: "/v1/completions",
+  handler: async (ctx: HttpContext, body: Body, request, reply) => {
+    refuseUnsupported(body, OWN);
+    const { adapter, model } = modelOf(body, ctx.servedModelName);
+    const jobs = choiceJobs(promptsOf(body), choicesOf(body), samplingOf(body));
+    await ctx.respond(reply, {
+      tenant: request.tenant,
+      adapter,
+      jobs,
+      stream: bool(body, "stream") ?? false,
+      includeUsage: includeUsage(body),
+      shape: shape(`cmpl-${ctx.newId()}`, ctx.now(), model),
+    });
+  },
+};
