@@ -13,7 +13,7 @@ import { forward, type ForwardSequence } from "./forward";
 import { KvCache } from "./kv-cache";
 import type { LoraBackend } from "./lora-backend";
 import { Model } from "./model";
-import { Sampler, samplingOptions, type SamplingOptions } from "./sampling";
+import { Sampler, samplingOptions, tokenLogprob, type SamplingOptions, type TokenLogprob } from "./sampling";
 import { Tokenizer, type IncrementalDecoder } from "@loramesh/formats";
 
 export type FinishReason = "eos" | "stop" | "length" | "cancelled";
@@ -49,6 +49,8 @@ export interface SequenceUpdate {
   tokenIds: number[];
   /** Text that became complete with them. */
   text: string;
+  /** One per token id when the sequence asked for logprobs. */
+  logprobs?: TokenLogprob[];
 }
 
 export interface SequenceResult {
@@ -377,6 +379,8 @@ export class Engine {
     if (early)
       for (const id of [...opts.stopTokenIds, ...this.eosIds()]) if (id < logits.length) logits[id] = -Infinity;
     const token = seq.sampler.sample(logits);
+    // Only computed when asked: a pass over the vocabulary per token.
+    const logprobs = opts.logprobs !== undefined ? { logprobs: [tokenLogprob(logits, token, opts.logprobs)] } : {};
     seq.firstTokenAt ??= performance.now();
     if (!early && opts.stopTokenIds.includes(token)) return this.finish(seq, "stop");
     if (!early && !opts.ignoreEos && this.isEos(token)) return this.finish(seq, "eos");
@@ -390,7 +394,7 @@ export class Engine {
       // The stop string and anything after it are not part of the output.
       const delta = full.slice(seq.text.length, stopAt);
       seq.text = full.slice(0, stopAt);
-      seq.onUpdate?.({ tokenIds: [token], text: delta });
+      seq.onUpdate?.({ tokenIds: [token], text: delta, ...logprobs });
       return this.finish(seq, "stop");
     }
     // Hold back a split UTF-8 character and any suffix that may be the start of a stop string.
@@ -398,7 +402,7 @@ export class Engine {
     safeEnd -= stopPrefixLength(full.slice(0, safeEnd), opts.stop);
     const delta = full.slice(seq.text.length, Math.max(safeEnd, seq.text.length));
     seq.text += delta;
-    seq.onUpdate?.({ tokenIds: [token], text: delta });
+    seq.onUpdate?.({ tokenIds: [token], text: delta, ...logprobs });
     if (seq.generated.length >= opts.maxTokens) this.finish(seq, "length");
   }
 

@@ -16,5 +16,16 @@ export { KvCache } from "./kv-cache";
 export { LocalLoraBackend } from "./local-lora-backend";
 export { type LoraBackend, type LoraSiteCall } from "./lora-backend";
 export { type DenseMlp, type LayerWeights, Model, type MoeMlp } from "./model";
-export { argmax, DEFAULT_MAX_TOKENS, Rng, Sampler, samplingOptions, type SamplingOptions } from "./sampling";
+export {
+  argmax,
+  DEFAULT_MAX_TOKENS,
+  MAX_LOGPROBS,
+  Rng,
+  Sampler,
+  samplingOptions,
+  type SamplingOptions,
+  type TokenLogprob,
+  tokenLogprob,
+  type TopLogprob,
+} from "./sampling";
 export { type Weight, WeightLoader } from "./weights";

@@ -23,6 +23,22 @@ export interface SamplingOptions {
   ignoreEos: boolean;
   /** Tokens generated before EOS, stop ids or stop strings may end the sequence (EOS and stop ids are masked until then). */
   minTokens: number;
+  /** Log-probabilities: undefined computes none; N gives each token's and its N most likely alternatives. */
+  logprobs: number | undefined;
+}
+
+/** Most alternatives a token's log-probabilities may list (OpenAI's top_logprobs limit). */
+export const MAX_LOGPROBS = 20;
+
+/** A candidate token and its log-probability. */
+export interface TopLogprob {
+  tokenId: number;
+  logprob: number;
+}
+
+/** A generated token's log-probability and the most likely tokens at its position (most likely first). */
+export interface TokenLogprob extends TopLogprob {
+  top: TopLogprob[];
 }
 
 export const DEFAULT_MAX_TOKENS = 128;
@@ -39,6 +55,7 @@ export function samplingOptions(partial: Partial<SamplingOptions> = {}): Samplin
     stopTokenIds: partial.stopTokenIds ?? [],
     ignoreEos: partial.ignoreEos ?? false,
     minTokens: partial.minTokens ?? 0,
+    logprobs: partial.logprobs,
   };
   if (!Number.isInteger(o.maxTokens)) throw new InvalidArgumentError("max_tokens must be an integer");
   if (!(o.temperature >= 0) || !Number.isFinite(o.temperature))
@@ -48,6 +65,8 @@ export function samplingOptions(partial: Partial<SamplingOptions> = {}): Samplin
     throw new InvalidArgumentError(`top_k must be a non-negative integer, got ${o.topK}`);
   if (!Number.isInteger(o.minTokens) || o.minTokens < 0)
     throw new InvalidArgumentError(`min_tokens must be a non-negative integer, got ${o.minTokens}`);
+  if (o.logprobs !== undefined && !(Number.isInteger(o.logprobs) && o.logprobs >= 0 && o.logprobs <= MAX_LOGPROBS))
+    throw new InvalidArgumentError(`logprobs must be an integer in [0, ${MAX_LOGPROBS}], got ${o.logprobs}`);
   if (o.stop.some((s) => s.length === 0)) throw new InvalidArgumentError("stop strings must not be empty");
   return o;
 }
@@ -92,6 +111,33 @@ export function argmax(logits: Float32Array): number {
   let best = 0;
   for (let i = 1; i < logits.length; i++) if ((logits[i] as number) > (logits[best] as number)) best = i;
   return best;
+}
+
+/**
+ * The log-softmax of the raw logits (before temperature, top-k and top-p, as vLLM reports by
+ * default) at `token`, and the `top` most likely tokens (ties: the lower index).
+ */
+export function tokenLogprob(logits: Float32Array, token: number, top: number): TokenLogprob {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if ((logits[i] as number) > max) max = logits[i] as number;
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp((logits[i] as number) - max);
+  const logZ = max + Math.log(sum);
+  // Partial selection: a small sorted list is cheaper than sorting the vocabulary.
+  const best: number[] = [];
+  for (let i = 0; i < logits.length && top > 0; i++) {
+    const v = logits[i] as number;
+    if (best.length === top && v <= (logits[best[top - 1] as number] as number)) continue;
+    let at = best.length;
+    while (at > 0 && v > (logits[best[at - 1] as number] as number)) at--;
+    best.splice(at, 0, i);
+    if (best.length > top) best.pop();
+  }
+  return {
+    tokenId: token,
+    logprob: (logits[token] as number) - logZ,
+    top: best.map((i) => ({ tokenId: i, logprob: (logits[i] as number) - logZ })),
+  };
 }
 
 export class Sampler {

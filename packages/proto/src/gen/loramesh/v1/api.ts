@@ -33,6 +33,7 @@ import {
   sloClassToJSON,
   Timings,
   TokenIds,
+  TokenLogprob,
   Usage,
 } from "./common";
 
@@ -81,7 +82,11 @@ export interface GenerateResponse {
     | Usage
     | undefined;
   /** Set on the last message only. */
-  timings?: Timings | undefined;
+  timings?:
+    | Timings
+    | undefined;
+  /** One entry per token_ids entry when sampling.logprobs was set; empty otherwise. */
+  logprobs: TokenLogprob[];
 }
 
 export interface CompleteResponse {
@@ -343,7 +348,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
 };
 
 function createBaseGenerateResponse(): GenerateResponse {
-  return { requestId: "", tokenIds: [], text: "", finishReason: 0, usage: undefined, timings: undefined };
+  return { requestId: "", tokenIds: [], text: "", finishReason: 0, usage: undefined, timings: undefined, logprobs: [] };
 }
 
 export const GenerateResponse: MessageFns<GenerateResponse> = {
@@ -369,6 +374,9 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
     }
     if (message.timings !== undefined) {
       Timings.encode(message.timings, writer.uint32(50).fork()).join();
+    }
+    for (const v of message.logprobs) {
+      TokenLogprob.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -444,6 +452,14 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
             message.timings = Timings.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.logprobs.push(TokenLogprob.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -476,6 +492,9 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
         : 0,
       usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
       timings: isSet(object.timings) ? Timings.fromJSON(object.timings) : undefined,
+      logprobs: globalThis.Array.isArray(object?.logprobs)
+        ? object.logprobs.map((e: any) => TokenLogprob.fromJSON(e))
+        : [],
     };
   },
 
@@ -499,6 +518,9 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
     if (message.timings !== undefined) {
       obj.timings = Timings.toJSON(message.timings);
     }
+    if (message.logprobs?.length) {
+      obj.logprobs = message.logprobs.map((e) => TokenLogprob.toJSON(e));
+    }
     return obj;
   },
 
@@ -515,6 +537,7 @@ export const GenerateResponse: MessageFns<GenerateResponse> = {
     message.timings = (object.timings !== undefined && object.timings !== null)
       ? Timings.fromPartial(object.timings)
       : undefined;
+    message.logprobs = object.logprobs?.map((e) => TokenLogprob.fromPartial(e)) || [];
     return message;
   },
 };

@@ -29,6 +29,7 @@ import {
   sloClassFromJSON,
   sloClassToJSON,
   Timings,
+  TokenLogprob,
   Usage,
 } from "./common";
 
@@ -76,6 +77,8 @@ export interface SequenceEvent {
    * strings, so the concatenation of all events' text is the final text).
    */
   text: string;
+  /** One entry per token_ids entry when the request asked for logprobs; empty otherwise. */
+  logprobs: TokenLogprob[];
 }
 
 export interface CancelSequenceRequest {
@@ -340,7 +343,15 @@ export const SubmitSequenceRequest: MessageFns<SubmitSequenceRequest> = {
 };
 
 function createBaseSequenceEvent(): SequenceEvent {
-  return { sequenceId: "", tokenIds: [], finishReason: 0, usage: undefined, timings: undefined, text: "" };
+  return {
+    sequenceId: "",
+    tokenIds: [],
+    finishReason: 0,
+    usage: undefined,
+    timings: undefined,
+    text: "",
+    logprobs: [],
+  };
 }
 
 export const SequenceEvent: MessageFns<SequenceEvent> = {
@@ -366,6 +377,9 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
     }
     if (message.text !== "") {
       writer.uint32(50).string(message.text);
+    }
+    for (const v of message.logprobs) {
+      TokenLogprob.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -441,6 +455,14 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
             message.text = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.logprobs.push(TokenLogprob.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -473,6 +495,9 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
       usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
       timings: isSet(object.timings) ? Timings.fromJSON(object.timings) : undefined,
       text: isSet(object.text) ? globalThis.String(object.text) : "",
+      logprobs: globalThis.Array.isArray(object?.logprobs)
+        ? object.logprobs.map((e: any) => TokenLogprob.fromJSON(e))
+        : [],
     };
   },
 
@@ -496,6 +521,9 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
     if (message.text !== "") {
       obj.text = message.text;
     }
+    if (message.logprobs?.length) {
+      obj.logprobs = message.logprobs.map((e) => TokenLogprob.toJSON(e));
+    }
     return obj;
   },
 
@@ -512,6 +540,7 @@ export const SequenceEvent: MessageFns<SequenceEvent> = {
       ? Timings.fromPartial(object.timings)
       : undefined;
     message.text = object.text ?? "";
+    message.logprobs = object.logprobs?.map((e) => TokenLogprob.fromPartial(e)) || [];
     return message;
   },
 };

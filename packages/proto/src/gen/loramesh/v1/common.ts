@@ -277,7 +277,31 @@ export interface SamplingParams {
    * Tokens to generate before the end-of-sequence token, stop token ids or stop strings may end
    * the sequence (end-of-sequence and stop ids are masked until then); 0 disables it.
    */
-  minTokens?: number | undefined;
+  minTokens?:
+    | number
+    | undefined;
+  /**
+   * Log-probabilities: unset computes none; N returns each generated token's log-probability and
+   * the N most likely alternatives (0..20). They are the log-softmax of the raw logits (before
+   * temperature, top-k and top-p).
+   */
+  logprobs?: number | undefined;
+}
+
+/** One candidate token and its log-probability. */
+export interface TopLogprob {
+  tokenId: number;
+  logprob: number;
+}
+
+/**
+ * The log-probability of one generated token and the most likely alternatives at its position
+ * (sorted, most likely first).
+ */
+export interface TokenLogprob {
+  tokenId: number;
+  logprob: number;
+  top: TopLogprob[];
 }
 
 /** Token counts of one request. */
@@ -380,6 +404,7 @@ function createBaseSamplingParams(): SamplingParams {
     stopTokenIds: [],
     ignoreEos: false,
     minTokens: undefined,
+    logprobs: undefined,
   };
 }
 
@@ -415,6 +440,9 @@ export const SamplingParams: MessageFns<SamplingParams> = {
     }
     if (message.minTokens !== undefined) {
       writer.uint32(72).uint32(message.minTokens);
+    }
+    if (message.logprobs !== undefined) {
+      writer.uint32(80).uint32(message.logprobs);
     }
     return writer;
   },
@@ -514,6 +542,14 @@ export const SamplingParams: MessageFns<SamplingParams> = {
             message.minTokens = reader.uint32();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.logprobs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -563,6 +599,7 @@ export const SamplingParams: MessageFns<SamplingParams> = {
         : isSet(object.min_tokens)
         ? globalThis.Number(object.min_tokens)
         : undefined,
+      logprobs: isSet(object.logprobs) ? globalThis.Number(object.logprobs) : undefined,
     };
   },
 
@@ -595,6 +632,9 @@ export const SamplingParams: MessageFns<SamplingParams> = {
     if (message.minTokens !== undefined) {
       obj.minTokens = Math.round(message.minTokens);
     }
+    if (message.logprobs !== undefined) {
+      obj.logprobs = Math.round(message.logprobs);
+    }
     return obj;
   },
 
@@ -612,6 +652,201 @@ export const SamplingParams: MessageFns<SamplingParams> = {
     message.stopTokenIds = object.stopTokenIds?.map((e) => e) || [];
     message.ignoreEos = object.ignoreEos ?? false;
     message.minTokens = object.minTokens ?? undefined;
+    message.logprobs = object.logprobs ?? undefined;
+    return message;
+  },
+};
+
+function createBaseTopLogprob(): TopLogprob {
+  return { tokenId: 0, logprob: 0 };
+}
+
+export const TopLogprob: MessageFns<TopLogprob> = {
+  encode(message: TopLogprob, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tokenId !== 0) {
+      writer.uint32(8).uint32(message.tokenId);
+    }
+    if (message.logprob !== 0) {
+      writer.uint32(21).float(message.logprob);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TopLogprob {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTopLogprob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.tokenId = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.logprob = reader.float();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TopLogprob {
+    return {
+      tokenId: isSet(object.tokenId)
+        ? globalThis.Number(object.tokenId)
+        : isSet(object.token_id)
+        ? globalThis.Number(object.token_id)
+        : 0,
+      logprob: isSet(object.logprob) ? globalThis.Number(object.logprob) : 0,
+    };
+  },
+
+  toJSON(message: TopLogprob): unknown {
+    const obj: any = {};
+    if (message.tokenId !== 0) {
+      obj.tokenId = Math.round(message.tokenId);
+    }
+    if (message.logprob !== 0) {
+      obj.logprob = floatToJson(message.logprob);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TopLogprob>, I>>(base?: I): TopLogprob {
+    return TopLogprob.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TopLogprob>, I>>(object: I): TopLogprob {
+    const message = createBaseTopLogprob();
+    message.tokenId = object.tokenId ?? 0;
+    message.logprob = object.logprob ?? 0;
+    return message;
+  },
+};
+
+function createBaseTokenLogprob(): TokenLogprob {
+  return { tokenId: 0, logprob: 0, top: [] };
+}
+
+export const TokenLogprob: MessageFns<TokenLogprob> = {
+  encode(message: TokenLogprob, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tokenId !== 0) {
+      writer.uint32(8).uint32(message.tokenId);
+    }
+    if (message.logprob !== 0) {
+      writer.uint32(21).float(message.logprob);
+    }
+    for (const v of message.top) {
+      TopLogprob.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TokenLogprob {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTokenLogprob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.tokenId = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.logprob = reader.float();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.top.push(TopLogprob.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TokenLogprob {
+    return {
+      tokenId: isSet(object.tokenId)
+        ? globalThis.Number(object.tokenId)
+        : isSet(object.token_id)
+        ? globalThis.Number(object.token_id)
+        : 0,
+      logprob: isSet(object.logprob) ? globalThis.Number(object.logprob) : 0,
+      top: globalThis.Array.isArray(object?.top) ? object.top.map((e: any) => TopLogprob.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: TokenLogprob): unknown {
+    const obj: any = {};
+    if (message.tokenId !== 0) {
+      obj.tokenId = Math.round(message.tokenId);
+    }
+    if (message.logprob !== 0) {
+      obj.logprob = floatToJson(message.logprob);
+    }
+    if (message.top?.length) {
+      obj.top = message.top.map((e) => TopLogprob.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TokenLogprob>, I>>(base?: I): TokenLogprob {
+    return TokenLogprob.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TokenLogprob>, I>>(object: I): TokenLogprob {
+    const message = createBaseTokenLogprob();
+    message.tokenId = object.tokenId ?? 0;
+    message.logprob = object.logprob ?? 0;
+    message.top = object.top?.map((e) => TopLogprob.fromPartial(e)) || [];
     return message;
   },
 };
