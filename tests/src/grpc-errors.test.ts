@@ -34,7 +34,7 @@ describe("errors across a real gRPC call (server mapper → SDK typed error)", (
       generate: serverStreamHandler(
         logs,
         async (_request: GenerateRequest, call: ServerWritableStream<GenerateRequest, GenerateResponse>) => {
-          call.write({ requestId: "r1", tokenIds: [5], text: "hi", finishReason: 0 });
+          call.write({ requestId: "r1", tokenIds: [5], text: "hi", finishReason: 0, logprobs: [] });
           throw new Error("engine exploded at /internal/path");
         },
       ),

@@ -236,7 +236,7 @@ describe("OpenAI-compatible HTTP API (official openai client, real cluster)", fu
     const cases: Array<[Extra, string]> = [
       [{ presence_penalty: 0.5 }, "presence_penalty"],
       [{ logit_bias: { "5": 10 } }, "logit_bias"],
-      [{ logprobs: 2 }, "logprobs"],
+      [{ logprobs: 6 }, "logprobs"],
       [{ temperature: -1 }, "temperature"],
       [{ top_p: 2 }, "top_p"],
       [{ no_such_field: 1 }, "no_such_field"],

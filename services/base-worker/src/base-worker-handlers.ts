@@ -50,7 +50,13 @@ async function submit(sequences: WorkerSequences, request: SubmitSequenceRequest
   const result = await sequences.run(
     toSequenceRequest(request),
     (sequenceId, update) => {
-      if (!call.cancelled) call.write({ sequenceId, tokenIds: update.tokenIds, finishReason: 0, text: update.text });
+      if (!call.cancelled) call.write({
+          sequenceId,
+          tokenIds: update.tokenIds,
+          finishReason: 0,
+          text: update.text,
+          logprobs: update.logprobs ?? [],
+        });
     },
     // Client cancellation and deadlines both end the call; the sequence (and its cache) go too.
     {
@@ -85,6 +91,7 @@ function toSequenceRequest(request: SubmitSequenceRequest): SequenceRequest {
       stopTokenIds: s?.stopTokenIds ?? [],
       ignoreEos: s?.ignoreEos ?? false,
       minTokens: s?.minTokens ?? 0,
+      logprobs: s?.logprobs,
     },
   };
 }
@@ -94,6 +101,7 @@ function finalEvent(result: SequenceResult): SequenceEvent {
     sequenceId: result.id,
     tokenIds: [],
     text: "",
+    logprobs: [],
     finishReason: FINISH[result.finishReason],
     usage: { promptTokens: result.promptTokens, completionTokens: result.tokenIds.length },
     timings: {

@@ -58,6 +58,7 @@ export function samplingFromProto(s: SamplingParams | undefined): Sampling {
     stopTokenIds: s.stopTokenIds,
     ignoreEos: s.ignoreEos,
     minTokens: s.minTokens ?? 0,
+    ...(s.logprobs !== undefined ? { logprobs: s.logprobs } : {}),
   };
 }
 

@@ -23,6 +23,11 @@ export class PromptEncoder {
     throw new InvalidArgumentError("the prompt (text or token_ids) is required");
   }
 
+  /** One token's text as the tokenizer spells it alone (logprobs name tokens by it). */
+  tokenText(id: number): string {
+    return this.tokenizer.decode([id], false);
+  }
+
   /** A conversation is a request parameter: a model without a template makes it invalid, not a precondition. */
   private chat(messages: ChatMessage[]): string {
     try {

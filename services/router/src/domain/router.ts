@@ -57,6 +57,11 @@ export class Router {
     });
   }
 
+  /** One token's text (for log-probability listings). */
+  tokenText(id: number): string {
+    return this.options.prompts.tokenText(id);
+  }
+
   /** Runs one generation for the tenant, with request metrics (outcome, TTFT, TPOT, SLO). */
   async generate(tenant: string, request: GenerationRequest, control: GenerationControl): Promise<GenerationResult> {
     const { metrics } = this.options;

@@ -15,6 +15,8 @@ export interface Sampling {
   ignoreEos: boolean;
   /** Tokens generated before end-of-sequence, stop ids or stop strings may end the sequence. */
   minTokens: number;
+  /** Log-probabilities: undefined computes none; N gives each token's and its N most likely alternatives. */
+  logprobs?: number;
 }
 
 export const DEFAULT_SAMPLING: Sampling = {
@@ -68,6 +70,19 @@ export interface Timings {
 export interface TokenDelta {
   tokenIds: number[];
   text: string;
+  /** One per token id when the request asked for logprobs. */
+  logprobs?: TokenLogprob[];
+}
+
+/** A candidate token and its log-probability (log-softmax of the raw logits). */
+export interface TopLogprob {
+  tokenId: number;
+  logprob: number;
+}
+
+/** A generated token's log-probability and the most likely tokens at its position (most likely first). */
+export interface TokenLogprob extends TopLogprob {
+  top: TopLogprob[];
 }
 
 export interface GenerationResult {

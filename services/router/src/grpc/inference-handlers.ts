@@ -30,12 +30,14 @@ export function inferenceHandlers(router: Router, tenants: Tenants, logger: Logg
             tokenIds: delta.tokenIds,
             text: delta.text,
             finishReason: 0,
+            logprobs: delta.logprobs ?? [],
           } satisfies Partial<GenerateResponse>),
       });
       call.write({
         requestId,
         tokenIds: [],
         text: "",
+        logprobs: [],
         finishReason: finishToProto(result.finishReason),
         usage: result.usage,
         timings: timingsToProto(result.timings),

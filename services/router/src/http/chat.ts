@@ -1,6 +1,7 @@
 /** POST /v1/chat/completions: messages through the model's chat template (400 when it has none). */
-import type { ChatMessage } from "../domain/types";
+import type { ChatMessage, TokenLogprob } from "../domain/types";
 import { choiceJobs } from "./generation";
+import { chatLogprobs } from "./logprobs";
 import { badParam } from "./openai-errors";
 import { bool, choicesOf, includeUsage, refuseUnsupported, samplingOf, type Body } from "./params";
 import type { ResponseShape } from "./respond";
@@ -34,11 +35,13 @@ export function messagesOf(body: Body): ChatMessage[] {
   });
 }
 
-function shape(id: string, created: number, model: string): ResponseShape {
+function shape(id: string, created: number, model: string, tokenText: (id: number) => string, logprobs: boolean): ResponseShape {
   const head = { id, object: "chat.completion.chunk", created, model };
-  const chunk = (index: number, delta: object, finish: string | null): object => ({
+  const lps = (l: TokenLogprob[] | undefined): object | null =>
+    logprobs ? { content: chatLogprobs(l ?? [], tokenText) } : null;
+  const chunk = (index: number, delta: object, finish: string | null, l?: TokenLogprob[]): object => ({
     ...head,
-    choices: [{ index, delta, logprobs: null, finish_reason: finish }],
+    choices: [{ index, delta, logprobs: l ? lps(l) : null, finish_reason: finish }],
   });
   return {
     full: (results, usage) => ({
@@ -47,13 +50,13 @@ function shape(id: string, created: number, model: string): ResponseShape {
       choices: results.map((r) => ({
         index: r.index,
         message: { role: "assistant", content: r.text },
-        logprobs: null,
+        logprobs: lps(r.logprobs),
         finish_reason: r.finishReason,
       })),
       usage,
     }),
     opening: (indices) => indices.map((index) => chunk(index, { role: "assistant", content: "" }, null)),
-    delta: (index, text) => chunk(index, { content: text }, null),
+    delta: (index, delta) => chunk(index, { content: delta.text }, null, delta.logprobs ?? []),
     finish: (r) => chunk(r.index, {}, r.finishReason),
     usage: (usage) => ({ ...head, choices: [], usage }),
   };
@@ -65,14 +68,21 @@ export const chatRoute: Route = {
   handler: async (ctx: HttpContext, body: Body, request, reply) => {
     refuseUnsupported(body, OWN);
     const { adapter, model } = modelOf(body, ctx.servedModelName);
-    const jobs = choiceJobs([{ kind: "chat", messages: messagesOf(body) }], choicesOf(body), samplingOf(body));
+    const sampling = samplingOf(body, true);
+    const jobs = choiceJobs([{ kind: "chat", messages: messagesOf(body) }], choicesOf(body), sampling);
     await ctx.respond(reply, {
       tenant: request.tenant,
       adapter,
       jobs,
       stream: bool(body, "stream") ?? false,
       includeUsage: includeUsage(body),
-      shape: shape(`chatcmpl-${ctx.newId()}`, ctx.now(), model),
+      shape: shape(
+        `chatcmpl-${ctx.newId()}`,
+        ctx.now(),
+        model,
+        (t) => ctx.router.tokenText(t),
+        sampling.logprobs !== undefined,
+      ),
     });
   },
 };

@@ -1,6 +1,7 @@
 /** POST /v1/completions: prompt as a string, strings, token ids or lists of token ids. */
 import type { Prompt } from "../domain/types";
 import { choiceJobs } from "./generation";
+import { completionLogprobs } from "./logprobs";
 import { badParam } from "./openai-errors";
 import { bool, choicesOf, includeUsage, refuseUnsupported, samplingOf, type Body } from "./params";
 import type { ResponseShape } from "./respond";
@@ -22,16 +23,30 @@ export function promptsOf(body: Body): Prompt[] {
   throw badParam("prompt", "prompt must be a string, a list of strings, a list of token ids, or a list of such lists");
 }
 
-function shape(id: string, created: number, model: string): ResponseShape {
+function shape(id: string, created: number, model: string, tokenText: (id: number) => string, logprobs: boolean): ResponseShape {
   const head = { id, object: "text_completion", created, model };
+  // Streamed text offsets continue from each choice's previous chunk.
+  const offsets = new Map<number, number>();
   return {
     full: (results, usage) => ({
       ...head,
-      choices: results.map((r) => ({ index: r.index, text: r.text, logprobs: null, finish_reason: r.finishReason })),
+      choices: results.map((r) => ({
+        index: r.index,
+        text: r.text,
+        logprobs: logprobs ? completionLogprobs(r.logprobs, tokenText) : null,
+        finish_reason: r.finishReason,
+      })),
       usage,
     }),
     opening: () => [],
-    delta: (index, text) => ({ ...head, choices: [{ index, text, logprobs: null, finish_reason: null }] }),
+    delta: (index, delta) => {
+      let lps = null;
+      if (logprobs) {
+        lps = completionLogprobs(delta.logprobs ?? [], tokenText, offsets.get(index) ?? 0);
+        offsets.set(index, (offsets.get(index) ?? 0) + lps.tokens.reduce((n, t) => n + t.length, 0));
+      }
+      return { ...head, choices: [{ index, text: delta.text, logprobs: lps, finish_reason: null }] };
+    },
     finish: (r) => ({
       ...head,
       choices: [{ index: r.index, text: "", logprobs: null, finish_reason: r.finishReason }],
@@ -46,14 +61,15 @@ export const completionsRoute: Route = {
   handler: async (ctx: HttpContext, body: Body, request, reply) => {
     refuseUnsupported(body, OWN);
     const { adapter, model } = modelOf(body, ctx.servedModelName);
-    const jobs = choiceJobs(promptsOf(body), choicesOf(body), samplingOf(body));
+    const sampling = samplingOf(body);
+    const jobs = choiceJobs(promptsOf(body), choicesOf(body), sampling);
     await ctx.respond(reply, {
       tenant: request.tenant,
       adapter,
       jobs,
       stream: bool(body, "stream") ?? false,
       includeUsage: includeUsage(body),
-      shape: shape(`cmpl-${ctx.newId()}`, ctx.now(), model),
+      shape: shape(`cmpl-${ctx.newId()}`, ctx.now(), model, (t) => ctx.router.tokenText(t), sampling.logprobs !== undefined),
     });
   },
 };

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Router } from "../domain/router";
-import type { FinishReason, Prompt, Sampling, TokenDelta, Usage } from "../domain/types";
+import type { FinishReason, Prompt, Sampling, TokenDelta, TokenLogprob, Usage } from "../domain/types";
 
 export interface ChoiceJob {
   index: number;
@@ -19,6 +19,8 @@ export interface ChoiceResult {
   text: string;
   finishReason: "stop" | "length";
   usage: Usage;
+  /** Per generated token when the request asked for logprobs; empty otherwise. */
+  logprobs: TokenLogprob[];
 }
 
 export interface RequestRun {
@@ -53,6 +55,7 @@ export async function runChoices(router: Router, jobs: ChoiceJob[], run: Request
     return await Promise.all(
       jobs.map(async (job) => {
         let text = "";
+        const logprobs: TokenLogprob[] = [];
         const result = await router
           .generate(
             run.tenant,
@@ -67,6 +70,7 @@ export async function runChoices(router: Router, jobs: ChoiceJob[], run: Request
               signal: aborter.signal,
               onDelta: (delta) => {
                 text += delta.text;
+                if (delta.logprobs) logprobs.push(...delta.logprobs);
                 run.onDelta?.(job.index, delta);
               },
             },
@@ -80,6 +84,7 @@ export async function runChoices(router: Router, jobs: ChoiceJob[], run: Request
           text,
           finishReason: openAIFinish(result.finishReason),
           usage: result.usage,
+          logprobs,
         };
         run.onFinish?.(done);
         return done;

@@ -17,8 +17,6 @@ const NEUTRAL: Record<string, (v: unknown) => boolean> = {
   repetition_penalty: (v) => v === 1,
   min_p: (v) => v === 0,
   logit_bias: (v) => typeof v === "object" && v !== null && Object.keys(v).length === 0,
-  logprobs: (v) => v === false || v === 0,
-  top_logprobs: (v) => v === 0,
   echo: (v) => v === false,
   best_of: (v) => v === 1,
   suffix: (v) => v === "",
@@ -40,6 +38,8 @@ const SAMPLING_KEYS = [
   "min_tokens",
   "ignore_eos",
   "n",
+  "logprobs",
+  "top_logprobs",
 ];
 
 /** Refuses any parameter that is neither known nor neutral; `own` are the endpoint's own fields. */
@@ -99,8 +99,30 @@ function tokenIds(body: Body, key: string): number[] {
   return v as number[];
 }
 
+/** Most alternatives per token: the legacy completions API's 5, chat's 20 (as OpenAI and vLLM). */
+const MAX_COMPLETION_LOGPROBS = 5;
+const MAX_CHAT_LOGPROBS = 20;
+
+/**
+ * How many alternatives each token's log-probability lists; undefined when none were asked.
+ * Completions: `logprobs: N`; chat: `logprobs: true` with `top_logprobs: N`.
+ */
+export function logprobsOf(body: Body, chat: boolean): number | undefined {
+  if (!chat) {
+    if (present(body, "top_logprobs")) throw badParam("top_logprobs", "top_logprobs is a chat parameter; use logprobs");
+    return num(body, "logprobs", 0, MAX_COMPLETION_LOGPROBS, true);
+  }
+  const top = num(body, "top_logprobs", 0, MAX_CHAT_LOGPROBS, true);
+  if (!(bool(body, "logprobs") ?? false)) {
+    if (top !== undefined) throw badParam("top_logprobs", "top_logprobs requires logprobs: true");
+    return undefined;
+  }
+  return top ?? 0;
+}
+
 /** The domain sampling of a request body (chat bodies may use max_completion_tokens). */
-export function samplingOf(body: Body): Sampling {
+export function samplingOf(body: Body, chat = false): Sampling {
+  const logprobs = logprobsOf(body, chat);
   const maxTokens = num(body, "max_completion_tokens", 1, 2 ** 31, true) ?? num(body, "max_tokens", 1, 2 ** 31, true);
   const seed = num(body, "seed", -(2 ** 63), 2 ** 64, true);
   return {
@@ -115,6 +137,7 @@ export function samplingOf(body: Body): Sampling {
     stopTokenIds: tokenIds(body, "stop_token_ids"),
     ignoreEos: bool(body, "ignore_eos") ?? false,
     minTokens: num(body, "min_tokens", 0, 2 ** 31, true) ?? 0,
+    ...(logprobs !== undefined ? { logprobs } : {}),
   };
 }
 

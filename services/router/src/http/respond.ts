@@ -5,6 +5,7 @@
  */
 import type { FastifyReply } from "fastify";
 import type { Router } from "../domain/router";
+import type { TokenDelta } from "../domain/types";
 import { runChoices, totalUsage, type ChoiceJob, type ChoiceResult } from "./generation";
 import { toOpenAIError } from "./openai-errors";
 import { disconnectSignal, SseStream } from "./sse";
@@ -16,7 +17,7 @@ export interface ResponseShape {
   full(results: ChoiceResult[], usage: OpenAIUsage): object;
   /** Chunks sent before any token (chat announces the assistant role). */
   opening(indices: number[]): object[];
-  delta(index: number, text: string): object;
+  delta(index: number, delta: TokenDelta): object;
   finish(result: ChoiceResult): object;
   /** The chunk that carries usage alone. */
   usage(usage: OpenAIUsage): object;
@@ -55,7 +56,8 @@ export async function respond(reply: FastifyReply, o: RespondOptions): Promise<v
     const results = await runChoices(o.router, o.jobs, {
       ...run,
       onDelta: (index, delta) => {
-        if (delta.text !== "") stream().send(tag(o.shape.delta(index, delta.text)));
+        // A token whose text is held back still brings its logprobs.
+        if (delta.text !== "" || (delta.logprobs?.length ?? 0) > 0) stream().send(tag(o.shape.delta(index, delta)));
       },
       onFinish: (result) => stream().send(tag(o.shape.finish(result))),
     });

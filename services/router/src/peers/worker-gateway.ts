@@ -59,7 +59,7 @@ export class WorkerGateway {
       for await (const event of call as AsyncIterable<SequenceEvent>) {
         last = event;
         if (finishFromProto(event.finishReason) === undefined)
-          control.onDelta({ tokenIds: event.tokenIds, text: event.text });
+          control.onDelta({ tokenIds: event.tokenIds, text: event.text, logprobs: event.logprobs });
       }
       if (!last) throw new UnavailableError("the worker ended the stream without a result");
       return {
