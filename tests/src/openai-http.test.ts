@@ -165,6 +165,60 @@ describe("OpenAI-compatible HTTP API (official openai client, real cluster)", fu
     expect(usage).to.deep.equal(whole.usage);
   });
 
+  it("returns completion logprobs: the greedy token's is the top one, values <= 0, sorted, as many as asked", async () => {
+    const body = { model: MODEL, prompt: PROMPT, max_tokens: 6, temperature: 0, ignore_eos: true, logprobs: 3 };
+    const whole = await completion(alpha, body);
+    const lp = whole.choices[0]?.logprobs;
+    expect(lp?.tokens).to.have.length(6);
+    expect(lp?.tokens?.join("")).to.equal(whole.choices[0]?.text);
+    lp?.token_logprobs?.forEach((logprob, i) => {
+      const top = Object.values(lp.top_logprobs?.[i] ?? {});
+      expect(top).to.have.length(3);
+      expect(top).to.deep.equal([...top].sort((a, b) => b - a));
+      expect(logprob).to.be.at.most(0);
+      expect(logprob).to.equal(Math.max(...top));
+      expect(lp.text_offset?.[i]).to.equal(lp.tokens?.slice(0, i).join("").length);
+    });
+    const streamed: number[] = [];
+    for await (const chunk of await completionStream(alpha, body))
+      for (const c of chunk.choices) streamed.push(...(c.logprobs?.token_logprobs ?? []));
+    expect(streamed).to.deep.equal(lp?.token_logprobs);
+    const plain = await completion(alpha, { model: MODEL, prompt: PROMPT, max_tokens: 2 });
+    expect(plain.choices[0]?.logprobs).to.equal(null);
+  });
+
+  it("returns chat logprobs with top_logprobs, streamed and not", async () => {
+    const body = {
+      model: MODEL,
+      messages: [{ role: "user" as const, content: "hello there" }],
+      max_completion_tokens: 5,
+      temperature: 0,
+      ignore_eos: true,
+      logprobs: true,
+      top_logprobs: 4,
+    } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming;
+    const whole = await alpha.chat.completions.create(body);
+    const content = whole.choices[0]?.logprobs?.content ?? [];
+    expect(content).to.have.length(5);
+    for (const t of content) {
+      expect(t.top_logprobs).to.have.length(4);
+      expect(t.logprob).to.be.at.most(0);
+      expect(t.logprob).to.equal(t.top_logprobs[0]?.logprob);
+      expect(t.token).to.equal(t.top_logprobs[0]?.token);
+      expect(Buffer.from(t.bytes ?? []).toString("utf8")).to.equal(t.token);
+      const values = t.top_logprobs.map((x) => x.logprob);
+      expect(values).to.deep.equal([...values].sort((a, b) => b - a));
+    }
+    const streamed: string[] = [];
+    const stream = await alpha.chat.completions.create({ ...body, stream: true });
+    for await (const chunk of stream)
+      for (const c of chunk.choices) streamed.push(...(c.logprobs?.content ?? []).map((t) => t.token));
+    expect(streamed).to.deep.equal(content.map((t) => t.token));
+    const tooMany = await statusOf(alpha.chat.completions.create({ ...body, top_logprobs: 21 }));
+    expect(tooMany.status).to.equal(400);
+    expect(tooMany.param).to.equal("top_logprobs");
+  });
+
   it("lists the base model and the tenant's adapters, and gets each by id", async () => {
     const models = await alpha.models.list();
     const ids = models.data.map((m) => m.id);

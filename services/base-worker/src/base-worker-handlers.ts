@@ -50,7 +50,8 @@ async function submit(sequences: WorkerSequences, request: SubmitSequenceRequest
   const result = await sequences.run(
     toSequenceRequest(request),
     (sequenceId, update) => {
-      if (!call.cancelled) call.write({
+      if (!call.cancelled)
+        call.write({
           sequenceId,
           tokenIds: update.tokenIds,
           finishReason: 0,

@@ -35,7 +35,13 @@ export function messagesOf(body: Body): ChatMessage[] {
   });
 }
 
-function shape(id: string, created: number, model: string, tokenText: (id: number) => string, logprobs: boolean): ResponseShape {
+function shape(
+  id: string,
+  created: number,
+  model: string,
+  tokenText: (id: number) => string,
+  logprobs: boolean,
+): ResponseShape {
   const head = { id, object: "chat.completion.chunk", created, model };
   const lps = (l: TokenLogprob[] | undefined): object | null =>
     logprobs ? { content: chatLogprobs(l ?? [], tokenText) } : null;

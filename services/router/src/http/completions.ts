@@ -23,7 +23,13 @@ export function promptsOf(body: Body): Prompt[] {
   throw badParam("prompt", "prompt must be a string, a list of strings, a list of token ids, or a list of such lists");
 }
 
-function shape(id: string, created: number, model: string, tokenText: (id: number) => string, logprobs: boolean): ResponseShape {
+function shape(
+  id: string,
+  created: number,
+  model: string,
+  tokenText: (id: number) => string,
+  logprobs: boolean,
+): ResponseShape {
   const head = { id, object: "text_completion", created, model };
   // Streamed text offsets continue from each choice's previous chunk.
   const offsets = new Map<number, number>();
@@ -69,7 +75,13 @@ export const completionsRoute: Route = {
       jobs,
       stream: bool(body, "stream") ?? false,
       includeUsage: includeUsage(body),
-      shape: shape(`cmpl-${ctx.newId()}`, ctx.now(), model, (t) => ctx.router.tokenText(t), sampling.logprobs !== undefined),
+      shape: shape(
+        `cmpl-${ctx.newId()}`,
+        ctx.now(),
+        model,
+        (t) => ctx.router.tokenText(t),
+        sampling.logprobs !== undefined,
+      ),
     });
   },
 };
