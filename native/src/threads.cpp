@@ -29,7 +29,15 @@ class Pool {
   void resize(int n) {
     std::lock_guard<std::mutex> lock(region_mutex_);
     stop_workers();
-    for (int i = 1; i < n; i++) workers_.emplace_back([this] { worker_loop(); });
+    // A new worker must not take the last finished job's generation for a new one: a worker that
+    // started late (a busy machine) would otherwise "join" a stale job and decrement active_ for a
+    // later run, letting that run return while a worker still writes its output.
+    uint64_t current;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      current = generation_;
+    }
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, current] { worker_loop(current); });
   }
 
   void run(int64_t n, const std::function<void(int64_t)>& fn) {
@@ -75,8 +83,7 @@ class Pool {
     }
   }
 
-  void worker_loop() {
-    uint64_t seen = 0;
+  void worker_loop(uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
