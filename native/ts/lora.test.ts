@@ -175,6 +175,32 @@ describe("batched heterogeneous-rank LoRA (native) against the fp64 oracle", fun
     }
   });
 
+  it("keeps its bits and never hangs across many thread-pool resizes (a late worker never joins a stale job)", async () => {
+    const hIn = 64,
+      widths = [32],
+      T = 24;
+    const site = makeSite(next, hIn, widths, RANKS);
+    const weights = packLoraWeights(site.keys, hIn, widths);
+    const x = f32([T, hIn], randomArray(next, T * hIn));
+    const slots = i32(
+      [T],
+      Array.from({ length: T }, () => Math.floor(next() * (RANKS.length + 1)) - 1),
+    );
+    const y0 = randomArray(next, T * 32);
+    const run = async (threads: number) => {
+      native.setNumThreads(threads);
+      const y = f32([T, 32], y0.slice());
+      await native.loraApply(weights, x, slots, y);
+      return y.data;
+    };
+    try {
+      const base = await run(1);
+      for (let i = 0; i < 200; i++) expect(sameBits(base, await run(1 + (i % 2))), `resize ${i}`).to.equal(true);
+    } finally {
+      native.setNumThreads(0);
+    }
+  });
+
   it("MoE variant: keys are (adapter, expert), rows are routed token–expert pairs, routing weight applied", async () => {
     const hIn = 48,
       widths = [40],
