@@ -9,20 +9,15 @@ import {
   inspectAdapter,
   SafetensorsError,
   SafetensorsFile,
+  type AdapterModuleSpec,
   type ModelConfig,
-  type ProjectionName,
 } from "@loramesh/formats";
 
 /** One LoRA module of an adapter: delta = scale · B·(A·x). */
-export interface AdapterModule {
-  /** PEFT module name, e.g. model.layers.0.self_attn.q_proj. */
-  name: string;
-  layer: number;
-  projection: ProjectionName;
-  /** Expert index for MoE expert projections (w1 = gate, w3 = up, w2 = down). */
-  expert: number | undefined;
-  rank: number;
-  scale: number;
+export interface AdapterModule extends Pick<
+  AdapterModuleSpec,
+  "name" | "layer" | "projection" | "expert" | "rank" | "scale"
+> {
   /** [rank, inFeatures] row-major. */
   a: Float32Array;
   /** [outFeatures, rank] row-major. */

@@ -12,7 +12,6 @@ import {
 import { InvalidArgumentError } from "@loramesh/errors";
 import { unary } from "@loramesh/mesh";
 import { ProvisionerServiceClient } from "@loramesh/proto";
-import { toClientError } from "@loramesh/sdk";
 import { makeAdapters, planCapacity, type PolicyAdapter } from "@loramesh/policy";
 import type { Command } from "../command";
 import { costModelFrom, workloadFrom, workloadOptions } from "../workload-options";
@@ -120,10 +119,9 @@ export const planCommand: Command = {
 async function liveAdapters(address: string): Promise<PolicyAdapter[]> {
   const client = new ProvisionerServiceClient(address, credentials.createInsecure());
   try {
-    // eslint-disable-next-line @typescript-eslint/unbound-method -- unary() calls it on `client`
-    const input = await unary(client.getPlanInput, client, {}).catch((err: unknown) => {
-      throw toClientError(err);
-    });
+    // unary() calls the method on `client` and rejects with the typed domain error of the status.
+    // eslint-disable-next-line @typescript-eslint/unbound-method
+    const input = await unary(client.getPlanInput, client, {});
     if (input.adapters.length === 0) throw new InvalidArgumentError(`no adapters are registered with ${address}`);
     const total = input.adapters.reduce((s, a) => s + a.requests, 0);
     return input.adapters.map((a) => ({

@@ -1,12 +1,11 @@
 /** POST /v1/chat/completions: messages through the model's chat template (400 when it has none). */
 import type { ChatMessage, TokenLogprob } from "../domain/types";
-import { choiceJobs } from "./generation";
 import { chatLogprobs } from "./logprobs";
 import { badParam } from "./openai-errors";
-import { bool, choicesOf, includeUsage, refuseUnsupported, samplingOf, type Body } from "./params";
+import type { Body } from "./params";
 import type { ResponseShape } from "./respond";
-import { modelOf } from "./model-name";
-import type { HttpContext, Route } from "./context";
+import type { Route } from "./context";
+import { generationRoute } from "./generation-route";
 
 const OWN = ["model", "messages", "adapter_id"];
 
@@ -68,27 +67,11 @@ function shape(
   };
 }
 
-export const chatRoute: Route = {
-  method: "POST",
+export const chatRoute: Route = generationRoute({
   url: "/v1/chat/completions",
-  handler: async (ctx: HttpContext, body: Body, request, reply) => {
-    refuseUnsupported(body, OWN);
-    const { adapter, model } = modelOf(body, ctx.servedModelName);
-    const sampling = samplingOf(body, true);
-    const jobs = choiceJobs([{ kind: "chat", messages: messagesOf(body) }], choicesOf(body), sampling);
-    await ctx.respond(reply, {
-      tenant: request.tenant,
-      adapter,
-      jobs,
-      stream: bool(body, "stream") ?? false,
-      includeUsage: includeUsage(body),
-      shape: shape(
-        `chatcmpl-${ctx.newId()}`,
-        ctx.now(),
-        model,
-        (t) => ctx.router.tokenText(t),
-        sampling.logprobs !== undefined,
-      ),
-    });
-  },
-};
+  own: OWN,
+  idPrefix: "chatcmpl",
+  chat: true,
+  prompts: (body) => [{ kind: "chat", messages: messagesOf(body) }],
+  shape,
+});

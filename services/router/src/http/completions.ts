@@ -1,12 +1,11 @@
 /** POST /v1/completions: prompt as a string, strings, token ids or lists of token ids. */
 import type { Prompt } from "../domain/types";
-import { choiceJobs } from "./generation";
 import { completionLogprobs } from "./logprobs";
 import { badParam } from "./openai-errors";
-import { bool, choicesOf, includeUsage, refuseUnsupported, samplingOf, type Body } from "./params";
+import type { Body } from "./params";
 import type { ResponseShape } from "./respond";
-import { modelOf } from "./model-name";
-import type { HttpContext, Route } from "./context";
+import type { Route } from "./context";
+import { generationRoute } from "./generation-route";
 
 const OWN = ["model", "prompt", "adapter_id"];
 
@@ -61,27 +60,11 @@ function shape(
   };
 }
 
-export const completionsRoute: Route = {
-  method: "POST",
+export const completionsRoute: Route = generationRoute({
   url: "/v1/completions",
-  handler: async (ctx: HttpContext, body: Body, request, reply) => {
-    refuseUnsupported(body, OWN);
-    const { adapter, model } = modelOf(body, ctx.servedModelName);
-    const sampling = samplingOf(body);
-    const jobs = choiceJobs(promptsOf(body), choicesOf(body), sampling);
-    await ctx.respond(reply, {
-      tenant: request.tenant,
-      adapter,
-      jobs,
-      stream: bool(body, "stream") ?? false,
-      includeUsage: includeUsage(body),
-      shape: shape(
-        `cmpl-${ctx.newId()}`,
-        ctx.now(),
-        model,
-        (t) => ctx.router.tokenText(t),
-        sampling.logprobs !== undefined,
-      ),
-    });
-  },
-};
+  own: OWN,
+  idPrefix: "cmpl",
+  chat: false,
+  prompts: promptsOf,
+  shape,
+});
