@@ -1,0 +1,46 @@
+// Where the native step sends a LoRA site (issue 13). The step posts a site's rows, runs the base
+// projection, then waits for the deltas and adds them: so the remote LoRA work overlaps the base
+// matmul. Implementations:
+//   local       the batched kernels in this process (coupled mode)
+//   shm         shared-memory rings + futex doorbells to a LoRA server on the same host
+//   callback    hands the site to JavaScript (the existing gRPC stream, for other hosts)
+// A GPU version implements the same interface with CUDA IPC buffers and device-side flags.
+#pragma once
+
+#include <cstdint>
+
+#include "loramesh/core.h"
+
+namespace lm {
+
+// Site ids shared with TypeScript (@loramesh/formats LoraSite) and the wire.
+enum SiteId : int32_t { kSiteQkv = 0, kSiteO = 1, kSiteGateUp = 2, kSiteDown = 3 };
+
+// One LoRA site of one step, as the step thread sees it. Pointers stay valid until wait() returns.
+struct SiteCall {
+  int32_t layer;
+  SiteId site;
+  const float* x;      // [rows, in_features]
+  int64_t rows, in_features, out_features;
+  // The step's distinct adapters; rows name them by index (-1 = no adapter). The backend resolves
+  // ids to its own slots once per step (begin_step), not per site.
+  const int32_t* row_adapter;  // [rows]
+  const int32_t* row_expert;   // [rows] MoE expert sites, else null
+  float* delta;                // [rows, out_features] written (not accumulated) by the backend
+};
+
+class SiteBackend {
+ public:
+  virtual ~SiteBackend() = default;
+  // Called once per step before any site, with the step's distinct adapter ids (UTF-8, n entries).
+  // A backend that cannot serve one of them fails here with a status and a message (lm_last_error).
+  virtual lm_status begin_step(const char* const* adapter_ids, int32_t n) = 0;
+  // Starts a site. Must not wait for the remote side. `ticket` identifies it for wait().
+  virtual lm_status post(const SiteCall& call, uint64_t* ticket) = 0;
+  // Blocks the step thread until the delta of `ticket` is written, or `timeout_us` passes
+  // (then a status the caller maps to a typed "LoRA server not answering" error).
+  virtual lm_status wait(uint64_t ticket, int64_t timeout_us) = 0;
+  virtual void end_step() = 0;
+};
+
+}  // namespace lm
