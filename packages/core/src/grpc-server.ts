@@ -24,6 +24,10 @@ export const GRPC_CHANNEL_OPTIONS = {
   "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
   "grpc.keepalive_time_ms": 30_000,
   "grpc.keepalive_timeout_ms": 10_000,
+  // A peer restarted at the same address is reached within a second, not after grpc-js's
+  // default reconnect backoff (up to two minutes).
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.max_reconnect_backoff_ms": 1_000,
 } as const;
 
 export interface ServiceRegistration {

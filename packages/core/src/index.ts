@@ -20,7 +20,7 @@ export {
   redisConnectionOptions,
   startEmbeddedRedis,
 } from "./embedded-redis";
-export { DEFAULT_LISTEN_ADDRESS, DEFAULT_ROUTER_ADDRESS } from "./defaults";
+export { DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_TOKENS, DEFAULT_ROUTER_ADDRESS } from "./defaults";
 export {
   clientChannelOptions,
   type ClientChannelSpec,

@@ -2,6 +2,7 @@
  * Token selection: greedy (temperature 0) or temperature, top-k and top-p (nucleus) sampling with a
  * seeded generator, so equal requests with equal seeds give equal samples.
  */
+import { DEFAULT_MAX_TOKENS } from "@loramesh/core";
 import { InvalidArgumentError } from "@loramesh/errors";
 
 export interface SamplingOptions {
@@ -41,7 +42,7 @@ export interface TokenLogprob extends TopLogprob {
   top: TopLogprob[];
 }
 
-export const DEFAULT_MAX_TOKENS = 128;
+export { DEFAULT_MAX_TOKENS };
 
 /** Fills defaults and validates; throws InvalidArgumentError naming the bad field. */
 export function samplingOptions(partial: Partial<SamplingOptions> = {}): SamplingOptions {

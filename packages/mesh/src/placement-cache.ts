@@ -1,9 +1,10 @@
 /**
  * A live copy of the provisioner's placement (executors and where each adapter is resident),
- * kept current through the WatchPlacement stream and re-subscribed when the stream breaks.
+ * kept current through the WatchPlacement stream and re-subscribed when the stream breaks. While the
+ * provisioner is away (restarting, or its Redis is), the last placement stays in use.
  */
 import { credentials, type ClientReadableStream } from "@grpc/grpc-js";
-import type { Logger } from "@loramesh/core";
+import { GRPC_CHANNEL_OPTIONS, type Logger } from "@loramesh/core";
 import { ExecutorKind, ProvisionerServiceClient, type ExecutorInfo, type PlacementUpdate } from "@loramesh/proto";
 
 export class PlacementCache {
@@ -24,7 +25,7 @@ export class PlacementCache {
     provisionerAddress: string,
     private readonly logger: Logger,
   ) {
-    this.client = new ProvisionerServiceClient(provisionerAddress, credentials.createInsecure());
+    this.client = new ProvisionerServiceClient(provisionerAddress, credentials.createInsecure(), GRPC_CHANNEL_OPTIONS);
     this.subscribe();
   }
 

@@ -31,6 +31,10 @@ export interface BaseWorkerOptions {
   sharedMemory: boolean;
   maxBatchTokens: number;
   kvBlocks: number | undefined;
+  /** A LoRA round trip slower than this fails over (disaggregated, hybrid). */
+  loraTimeoutMs?: number;
+  /** How long a LoRA site may wait for a live holder before it fails. */
+  loraFailoverMs?: number;
   logger: Logger;
 }
 
@@ -49,6 +53,8 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
     sharedMemory: options.sharedMemory,
     localCapacityBytes: options.localCapacityBytes,
     onLocalChange: () => void agent?.beatNow(),
+    ...(options.loraTimeoutMs !== undefined ? { timeoutMs: options.loraTimeoutMs } : {}),
+    ...(options.loraFailoverMs !== undefined ? { failoverMs: options.loraFailoverMs } : {}),
     logger,
   });
   const tel = new WorkerTelemetry(options.siteSpanRatio, backends.transportOf);

@@ -25,6 +25,8 @@ void runServiceProcess({
       maxBatchTokens: config.maxBatchTokens,
       siteSpanRatio: config.siteSpanRatio,
       kvBlocks: config.kvBlocks || undefined,
+      loraTimeoutMs: config.loraTimeoutMs,
+      loraFailoverMs: config.loraFailoverMs,
       logger,
     }),
 });

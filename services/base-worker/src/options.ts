@@ -39,6 +39,20 @@ export const options = {
     max: 1,
     description: "fraction of LoRA sites that get their own span in traced requests",
   }),
+  loraTimeoutMs: intOption({
+    flag: "lora-timeout-ms",
+    env: "LORA_TIMEOUT_MS",
+    default: 5_000,
+    min: 100,
+    description: "a LoRA round trip slower than this counts the server as failed (its rows go to another holder)",
+  }),
+  loraFailoverMs: intOption({
+    flag: "lora-failover-ms",
+    env: "LORA_FAILOVER_MS",
+    default: 60_000,
+    min: 100,
+    description: "how long one LoRA site may wait for a live holder (replica or re-placement) before it fails",
+  }),
   kvBlocks: intOption({
     flag: "kv-blocks",
     env: "KV_BLOCKS",

@@ -27,6 +27,9 @@ export class RouterMetrics {
   private readonly inFlight = this.m.createUpDownCounter("loramesh_requests_in_flight", {
     description: "requests being served",
   });
+  private readonly resubmissions = this.m.createCounter("loramesh_request_resubmissions_total", {
+    description: "requests resubmitted to another worker after their worker was lost",
+  });
 
   constructor(readonly targets: SloTargets) {
     this.m
@@ -39,6 +42,10 @@ export class RouterMetrics {
 
   started(): void {
     this.inFlight.add(1);
+  }
+
+  resubmitted(): void {
+    this.resubmissions.add(1);
   }
 
   finished(

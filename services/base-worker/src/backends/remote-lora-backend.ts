@@ -1,11 +1,12 @@
 /**
  * Disaggregated LoRA: each site's rows go to the LoRA server that holds their adapter, over one
  * Execute stream per server (`@loramesh/lora-wire` owns the stream, the codecs and the shared
- * region). This file only decides where rows go, scatters and gathers them, and re-sends rows a
- * server refused as "not resident" once the placement names another holder.
+ * region). This file only decides where rows go, scatters and gathers them, and fails over: rows
+ * of a server that died or stopped answering go to another holder (or wait for the adapter to be
+ * placed on a survivor), and rows a server refused as "not resident" go to the next holder.
  */
 import { type Logger } from "@loramesh/core";
-import { NotFoundError } from "@loramesh/errors";
+import { NotFoundError, UnavailableError } from "@loramesh/errors";
 import { type LoraBackend, type LoraSiteCall } from "@loramesh/engine";
 import { siteShape, type ModelConfig } from "@loramesh/formats";
 import { LoraStreamClient, type WireTransport } from "@loramesh/lora-wire";
@@ -26,24 +27,43 @@ export interface RemoteLoraOptions {
   timeoutMs?: number;
   /** How long rows refused as "not resident" wait for the placement to name another holder. */
   replacementWaitMs?: number;
+  /** How long one site may keep failing over (dead servers, re-placement) before it fails. */
+  failoverMs?: number;
   logger: Logger;
 }
 
 const LORA_SERVER = ExecutorKind.EXECUTOR_KIND_LORA_SERVER;
 
+/** What one site call may still spend on failover. */
+interface Budget {
+  deadline: number;
+  notResidentRetries: number;
+}
+
+/** How long a server that failed a round trip is avoided while another holder exists. */
+const SUSPECT_MS = 5_000;
+
 export class RemoteLoraBackend implements LoraBackend {
   private readonly connections = new Map<string, { address: string; client: LoraStreamClient }>();
   private readonly placement: PlacementCache;
+  /** serverId → until when it is avoided (it failed a round trip: dead, stopped or unreachable). */
+  private readonly suspects = new Map<string, number>();
 
   /** Bytes of activations sent and deltas received, by transport. */
   readonly bytes = { shm: { sent: 0, received: 0 }, grpc: { sent: 0, received: 0 } };
+  /** Site calls re-sent after a server failed (dead, stopped, refused as "not resident"). */
+  failovers = 0;
 
   constructor(private readonly options: RemoteLoraOptions) {
     this.placement = options.placement;
   }
 
+  /**
+   * True while the placement knows the adapter, even with no holder for the moment (its server
+   * died and it is being placed again): the site waits for the new holder instead of failing.
+   */
   has(adapterId: string): boolean {
-    return this.placement.holdersOf(adapterId, LORA_SERVER).length > 0;
+    return this.placement.holdersOf(adapterId, LORA_SERVER).length > 0 || this.placement.holders.has(adapterId);
   }
 
   /** Transport used toward each connected server (for stats and tests). */
@@ -56,7 +76,9 @@ export class RemoteLoraBackend implements LoraBackend {
     call.rowAdapter.forEach((a, r) => {
       if (a >= 0) rows.push(r); // rows without adapter go nowhere
     });
-    await this.applyRows(call, rows, 0);
+    if (rows.length === 0) return;
+    const deadline = performance.now() + (this.options.failoverMs ?? 60_000);
+    await this.applyRows(call, rows, { deadline, notResidentRetries: 0 });
   }
 
   close(): void {
@@ -65,15 +87,27 @@ export class RemoteLoraBackend implements LoraBackend {
   }
 
   /** Sends each server its rows, all servers at once. */
-  private async applyRows(call: LoraSiteCall, rows: readonly number[], attempt: number): Promise<void> {
+  private async applyRows(call: LoraSiteCall, rows: readonly number[], budget: Budget): Promise<void> {
+    const byServer = await this.route(call, rows, budget);
     await Promise.all(
-      [...this.rowsByServer(call, rows).entries()].map(([serverId, serverRows]) =>
-        this.applyOnServer(call, serverId, serverRows, attempt),
-      ),
+      [...byServer.entries()].map(([serverId, serverRows]) => this.applyOnServer(call, serverId, serverRows, budget)),
     );
   }
 
-  private rowsByServer(call: LoraSiteCall, rows: readonly number[]): Map<string, number[]> {
+  /**
+   * Rows by server. An adapter with no live holder (its servers died or stopped answering, and the
+   * provisioner has not placed it on a survivor yet) waits for one, within the failover budget.
+   */
+  private async route(call: LoraSiteCall, rows: readonly number[], budget: Budget): Promise<Map<string, number[]>> {
+    const ids = [...new Set(rows.map((r) => call.adapters[call.rowAdapter[r] as number] as string))];
+    const missing = (): string | undefined => ids.find((id) => this.liveHolders(id).length === 0);
+    for (let id = missing(); id !== undefined; id = missing()) {
+      const left = budget.deadline - performance.now();
+      if (left <= 0) throw new UnavailableError(`no live LoRA server holds adapter ${id}`);
+      // Wake on a placement change, or when the earliest suspect may be tried again.
+      const retryAt = Math.min(...[...this.suspects.values()].filter((t) => t > performance.now()), Infinity);
+      await this.placement.until(() => missing() === undefined, Math.min(left, retryAt - performance.now() + 1));
+    }
     const byServer = new Map<string, number[]>();
     const serverOfAdapter = new Map<number, string>();
     for (const r of rows) {
@@ -91,11 +125,13 @@ export class RemoteLoraBackend implements LoraBackend {
   }
 
   /**
-   * One server's rows. A server that answers "not resident" has just let the adapter go (a move's
-   * drain ended before this worker saw the new placement): those rows wait for the next placement
-   * update and go to the new holder, once.
+   * One server's rows. A server that fails the round trip (stream lost, no answer in time) is
+   * avoided for a while and its rows go to another holder, or wait for the adapter to be placed
+   * again. A server that answers "not resident" has just let the adapter go (a move's drain ended
+   * before this worker saw the new placement): those rows wait for the next placement update and
+   * go to the new holder, once.
    */
-  private async applyOnServer(call: LoraSiteCall, serverId: string, rows: number[], attempt: number): Promise<void> {
+  private async applyOnServer(call: LoraSiteCall, serverId: string, rows: number[], budget: Budget): Promise<void> {
     const { hIn, nOut } = siteShape(this.options.config, call.site);
     const server = this.placement.executors.get(serverId) as ExecutorInfo;
     const x = rows.length === call.rowAdapter.length ? call.x.data : gather(call.x.data, rows, hIn);
@@ -115,14 +151,16 @@ export class RemoteLoraBackend implements LoraBackend {
         nOut,
         ...traceHeaders(),
       });
+      this.suspects.delete(serverId);
     } catch (err) {
-      if (!(err instanceof NotFoundError) || attempt > 0) throw err;
-      const moved = [...new Set(rows.map((r) => call.adapters[call.rowAdapter[r] as number] as string))];
-      const leftServer = (): boolean =>
-        this.placement.epoch > epoch &&
-        moved.every((id) => this.placement.holdersOf(id, LORA_SERVER).every((h) => h.executorId !== serverId));
-      await this.placement.until(leftServer, this.options.replacementWaitMs ?? 2_000);
-      return this.applyRows(call, rows, attempt + 1);
+      if (err instanceof NotFoundError && budget.notResidentRetries === 0) {
+        budget.notResidentRetries++;
+        await this.untilMovedOff(call, rows, serverId, epoch);
+      } else if (err instanceof UnavailableError && performance.now() < budget.deadline) {
+        this.serverFailed(serverId, err);
+      } else throw err;
+      this.failovers++;
+      return this.applyRows(call, rows, budget);
     }
     const counted = this.bytes[client.transport];
     counted.sent += x.byteLength;
@@ -130,9 +168,41 @@ export class RemoteLoraBackend implements LoraBackend {
     scatterAdd(call.y.data, delta, rows, nOut);
   }
 
+  /** Waits (bounded) until a placement newer than `epoch` no longer names the server for the rows' adapters. */
+  private async untilMovedOff(call: LoraSiteCall, rows: number[], serverId: string, epoch: number): Promise<void> {
+    const moved = [...new Set(rows.map((r) => call.adapters[call.rowAdapter[r] as number] as string))];
+    const leftServer = (): boolean =>
+      this.placement.epoch > epoch &&
+      moved.every((id) => this.placement.holdersOf(id, LORA_SERVER).every((h) => h.executorId !== serverId));
+    await this.placement.until(leftServer, this.options.replacementWaitMs ?? 2_000);
+  }
+
+  /**
+   * A failed round trip: avoid the server for a while and drop its channel, so that a restarted
+   * server at the same address is reached at once (not after the old channel's reconnect backoff).
+   */
+  private serverFailed(serverId: string, err: Error): void {
+    if (!this.suspects.has(serverId))
+      this.options.logger.warn("LoRA server failed; re-sending its rows to another holder", {
+        server: serverId,
+        error: err.message,
+      });
+    this.suspects.set(serverId, performance.now() + SUSPECT_MS);
+    this.connections.get(serverId)?.client.close();
+    this.connections.delete(serverId);
+  }
+
+  /** Holders of the adapter not avoided right now. */
+  private liveHolders(adapterId: string): ExecutorInfo[] {
+    const now = performance.now();
+    return this.placement
+      .holdersOf(adapterId, LORA_SERVER)
+      .filter((h) => (this.suspects.get(h.executorId) ?? 0) <= now);
+  }
+
   private pick(adapterId: string): ExecutorInfo {
-    const holders = this.placement.holdersOf(adapterId, LORA_SERVER);
-    if (holders.length === 0) throw new NotFoundError(`no LoRA server holds adapter ${adapterId}`);
+    const holders = this.liveHolders(adapterId);
+    if (holders.length === 0) throw new UnavailableError(`no live LoRA server holds adapter ${adapterId}`);
     // Prefer same-host servers (shared memory). Among replicas of a hot adapter, each worker
     // keeps to one chosen by a hash of (worker, adapter): stable per worker, spread across workers.
     const sameHost = holders.filter((h) => h.hostId === this.options.hostId);

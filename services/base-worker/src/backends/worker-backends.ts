@@ -26,6 +26,9 @@ export interface WorkerBackendsOptions {
   localCapacityBytes: number;
   /** Called when the local resident set changes (the agent heartbeats at once). */
   onLocalChange: () => void;
+  /** LoRA round-trip timeout and failover budget (remote backend). */
+  timeoutMs?: number;
+  failoverMs?: number;
   logger: Logger;
 }
 
@@ -52,6 +55,8 @@ export function createWorkerBackends(options: WorkerBackendsOptions): WorkerBack
           workerId: options.workerId,
           hostId: options.hostId,
           sharedMemory: options.sharedMemory,
+          ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+          ...(options.failoverMs !== undefined ? { failoverMs: options.failoverMs } : {}),
           logger: options.logger,
         })
       : undefined;

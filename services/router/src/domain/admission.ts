@@ -1,6 +1,8 @@
 /**
  * Admission: which base worker runs a request. A cold adapter waits a little for its load; among the
- * workers able to serve it the rank-aware choice wins (see worker-choice.ts).
+ * workers able to serve it the rank-aware choice wins (see worker-choice.ts). A worker the router
+ * lost (connection dropped, keepalive unanswered) is not chosen again until the placement drops it
+ * or a short quarantine ends, whichever comes first.
  */
 import { FailedPreconditionError, ResourceExhaustedError, UnavailableError } from "@loramesh/errors";
 import type { PlacementView, WorkerInfo } from "../peers/placement-view";
@@ -14,13 +16,22 @@ export interface AdmissionOptions {
   routingSlack?: number;
   /** Most requests in flight on the router; 0 = no limit. More are refused (ResourceExhausted). */
   maxInFlight?: number;
+  /** How long a lost worker is left out when the placement still lists it. */
+  lostWorkerMs?: number;
 }
 
 export class Admission {
   private readonly inFlight = new InFlightRanks();
   private total = 0;
+  /** Lost workers → until when they are left out. */
+  private readonly lost = new Map<string, number>();
 
   constructor(private readonly options: AdmissionOptions) {}
+
+  /** Stops routing to a worker at once (its requests are being resubmitted elsewhere). */
+  workerLost(workerId: string): void {
+    this.lost.set(workerId, performance.now() + (this.options.lostWorkerMs ?? 10_000));
+  }
 
   /** Takes one of the router's in-flight slots (refused at the limit); returns its release. */
   reserve(): () => void {
@@ -38,18 +49,26 @@ export class Admission {
   async pickWorker(adapterId: string | undefined, rank: number): Promise<WorkerInfo> {
     const { placement } = this.options;
     await placement.ready;
-    let candidates = placement.candidates(adapterId);
-    if (candidates.length === 0 && adapterId !== undefined) {
-      // A cold adapter: wait a little for its load to finish rather than failing at once.
-      await placement.untilServable(adapterId, this.options.adapterWaitMs);
-      candidates = placement.candidates(adapterId);
-      if (candidates.length === 0)
+    let candidates = this.usable(adapterId);
+    if (candidates.length === 0) {
+      // A cold adapter (or every worker lost for the moment): wait a little rather than failing at once.
+      await placement.until(() => this.usable(adapterId).length > 0, this.options.adapterWaitMs);
+      candidates = this.usable(adapterId);
+      if (candidates.length === 0 && adapterId !== undefined && placement.candidates(adapterId).length === 0)
         throw new FailedPreconditionError("the adapter is not loaded on any executor yet; retry shortly");
     }
     const localHolders = placement.localHolders(adapterId);
     const chosen = chooseWorker(candidates, this.inFlight, { rank, localHolders }, this.options.routingSlack);
     if (!chosen) throw new UnavailableError("no base worker is available");
     return chosen;
+  }
+
+  /** Candidates minus the workers lost recently (those the placement dropped are forgotten). */
+  private usable(adapterId: string | undefined): WorkerInfo[] {
+    const now = performance.now();
+    const listed = new Set(this.options.placement.workerIds());
+    for (const [id, until] of this.lost) if (until <= now || !listed.has(id)) this.lost.delete(id);
+    return this.options.placement.candidates(adapterId).filter((w) => !this.lost.has(w.executorId));
   }
 
   /** Counts a request on its worker while `work` runs. */

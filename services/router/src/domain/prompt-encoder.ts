@@ -23,6 +23,11 @@ export class PromptEncoder {
     throw new InvalidArgumentError("the prompt (text or token_ids) is required");
   }
 
+  /** The text of generated tokens, as the worker's decoder spells it (special tokens skipped). */
+  decode(ids: number[]): string {
+    return this.tokenizer.decode(ids);
+  }
+
   /** One token's text as the tokenizer spells it alone (logprobs name tokens by it). */
   tokenText(id: number): string {
     return this.tokenizer.decode([id], false);

@@ -8,9 +8,10 @@ import { FailedPreconditionError, InvalidArgumentError, LoraMeshError, Unavailab
 import { SpanStatusCode, telemetry } from "@loramesh/telemetry";
 import type { PlacementView, WorkerInfo } from "../peers/placement-view";
 import type { ProvisionerGateway, Registration } from "../peers/provisioner-gateway";
-import type { WorkerGateway, WorkerOutcome } from "../peers/worker-gateway";
+import { WorkerLostError, type WorkerGateway, type WorkerOutcome } from "../peers/worker-gateway";
 import type { RouterMetrics } from "../router-metrics";
 import { Admission } from "./admission";
+import { Continuation } from "./continuation";
 import type { PromptEncoder } from "./prompt-encoder";
 import type {
   AdapterPage,
@@ -42,6 +43,9 @@ interface Admitted {
   ids: number[];
   worker: WorkerInfo;
 }
+
+/** Resubmissions of one request before it fails (each after losing a worker). */
+const MAX_TAKEOVERS = 3;
 
 const NO_TIMINGS: Timings = { queueMs: 0, timePerOutputTokenMs: 0, totalMs: 0, timeToFirstTokenMs: 0 };
 
@@ -111,28 +115,56 @@ export class Router {
     }
   }
 
+  /**
+   * Runs the request on a worker. A worker lost on the way (it died or stopped answering) is left
+   * out at once, and the request goes to another worker: from the start when nothing was streamed,
+   * else as prompt + tokens already sent, continuing the same client stream.
+   */
   private async dispatch(
     tenant: string,
     request: GenerationRequest,
     control: GenerationControl,
   ): Promise<WorkerOutcome> {
-    const { adapter, ids, worker } = await this.admit(tenant, request);
+    const admitted = await this.admit(tenant, request);
+    const { adapter, ids } = admitted;
     const rank = adapter?.rank ?? 0;
-    return this.admission.holding(worker.executorId, rank, () =>
-      this.options.workers.submit(
-        worker,
-        {
-          sequenceId: request.requestId,
-          tenant,
-          promptTokenIds: ids,
-          adapterId: adapter?.adapterId ?? "",
-          adapterRank: rank,
-          sampling: request.sampling,
-          sloClass: request.sloClass,
-        },
-        { ...control, onDelta: control.onDelta ?? (() => undefined) },
-      ),
-    );
+    const continuation = new Continuation(ids, request.sampling, (t) => this.options.prompts.decode(t));
+    const onDelta = control.onDelta ?? (() => undefined);
+    let worker = admitted.worker;
+    for (let takeovers = 0; ; takeovers++) {
+      try {
+        const outcome = await this.admission.holding(worker.executorId, rank, () =>
+          this.options.workers.submit(
+            worker,
+            {
+              sequenceId: request.requestId,
+              tenant,
+              ...continuation.sequence(),
+              adapterId: adapter?.adapterId ?? "",
+              adapterRank: rank,
+              sloClass: request.sloClass,
+            },
+            { ...control, onDelta: (delta) => continuation.forward(delta, onDelta) },
+          ),
+        );
+        return continuation.outcome(outcome);
+      } catch (err) {
+        if (!(err instanceof WorkerLostError) || control.signal?.aborted) throw err;
+        this.admission.workerLost(worker.executorId);
+        if (takeovers >= MAX_TAKEOVERS)
+          throw new UnavailableError(`${err.message}; gave up after ${takeovers} resubmissions`, { cause: err });
+        if (continuation.exhausted) return continuation.finishedByBudget();
+        continuation.takeover();
+        worker = await this.admission.pickWorker(adapter?.adapterId, rank);
+        this.options.metrics.resubmitted();
+        this.options.logger.warn("worker lost; request resubmitted", {
+          requestId: request.requestId,
+          lost: err.workerId,
+          to: worker.executorId,
+          tokensSent: continuation.tokensSent,
+        });
+      }
+    }
   }
 
   /** Admission: tenant, adapter, tokens, worker choice, inside one span. */

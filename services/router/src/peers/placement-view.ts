@@ -35,6 +35,16 @@ export class PlacementView {
     return all.filter((w) => local.has(w.executorId) || (remoteOk && w.loraMode !== LoraMode.LORA_MODE_COUPLED));
   }
 
+  /** Ids of every base worker the placement lists. */
+  workerIds(): string[] {
+    return this.cache.executorsOf(ExecutorKind.EXECUTOR_KIND_BASE_WORKER).map((e) => e.executorId);
+  }
+
+  /** Waits until `check` holds after a placement update (or the timeout passes). */
+  until(check: () => boolean, timeoutMs: number): Promise<boolean> {
+    return this.cache.until(check, timeoutMs);
+  }
+
   /** Waits until some worker can serve the adapter, or the timeout passes; true when one can. */
   async untilServable(adapterId: string, timeoutMs: number): Promise<boolean> {
     return this.cache.until(() => this.candidates(adapterId).length > 0, timeoutMs);

@@ -1,6 +1,8 @@
 /* eslint-disable @typescript-eslint/unbound-method -- client methods are passed with their client to unary(), which re-binds them */
 /** The router's view of the provisioner: the tenant-scoped adapter registry, in domain types. */
 import { credentials, Metadata } from "@grpc/grpc-js";
+import { GRPC_CHANNEL_OPTIONS } from "@loramesh/core";
+import { DeadlineExceededError, UnavailableError } from "@loramesh/errors";
 import { unary } from "@loramesh/mesh";
 import {
   ProvisionerServiceClient,
@@ -15,7 +17,11 @@ import {
 } from "@loramesh/proto";
 import type { AdapterPage, AdapterRecord, LoadJob } from "../domain/types";
 import { adapterFromProto, loadJobFromProto } from "../proto-mapping";
+import { AdapterCache } from "./adapter-cache";
 import { fromPeer } from "./peer-errors";
+
+/** A lookup on the request path waits this long for the provisioner, then the cache answers. */
+const LOOKUP_DEADLINE_MS = 3_000;
 
 export interface Registration {
   adapter: AdapterRecord | undefined;
@@ -24,22 +30,43 @@ export interface Registration {
 
 export class ProvisionerGateway {
   private readonly client: ProvisionerServiceClient;
+  private readonly cache = new AdapterCache();
 
   constructor(address: string) {
-    this.client = new ProvisionerServiceClient(address, credentials.createInsecure());
+    this.client = new ProvisionerServiceClient(address, credentials.createInsecure(), GRPC_CHANNEL_OPTIONS);
   }
 
-  private async call<Req, Res>(method: Parameters<typeof unary<Req, Res>>[0], request: Req): Promise<Res> {
+  private async call<Req, Res>(
+    method: Parameters<typeof unary<Req, Res>>[0],
+    request: Req,
+    deadlineMs?: number,
+  ): Promise<Res> {
     try {
-      return await unary<Req, Res>(method, this.client, request);
+      return await unary<Req, Res>(method, this.client, request, deadlineMs !== undefined ? { deadlineMs } : {});
     } catch (err) {
       throw fromPeer(err, "the provisioner");
     }
   }
 
+  /**
+   * The tenant's adapter. While the provisioner cannot answer, the last answer it gave is used
+   * (the adapter's placement is cached by the placement view too), so serving continues.
+   */
   async getAdapter(tenant: string, name: string): Promise<AdapterRecord> {
-    const a = await this.call<TenantAdapterRequest, Adapter>(this.client.getAdapter, { tenant, name });
-    return adapterFromProto(a);
+    try {
+      const a = await this.call<TenantAdapterRequest, Adapter>(
+        this.client.getAdapter,
+        { tenant, name },
+        LOOKUP_DEADLINE_MS,
+      );
+      const record = adapterFromProto(a);
+      this.cache.remember(tenant, name, record);
+      return record;
+    } catch (err) {
+      const cached = this.cache.recall(tenant, name);
+      if (cached && (err instanceof UnavailableError || err instanceof DeadlineExceededError)) return cached;
+      throw err;
+    }
   }
 
   async registerAdapter(tenant: string, name: string, localDir: string | undefined): Promise<Registration> {
@@ -64,6 +91,7 @@ export class ProvisionerGateway {
   }
 
   async deleteAdapter(tenant: string, name: string): Promise<void> {
+    this.cache.forget(tenant, name);
     await this.call<TenantAdapterRequest, TenantDeleteAdapterResponse>(this.client.deleteAdapter, { tenant, name });
   }
 
