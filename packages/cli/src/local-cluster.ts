@@ -2,6 +2,8 @@
  * A whole loramesh cluster on this machine as separate processes: an embedded Redis (unless a
  * REDIS_URL is given), the provisioner, LoRA servers, base workers and the router. Each service
  * reports its bound address over IPC; the cluster is ready when every process answers health.
+ * The cluster supervises its processes: one that exits on its own is started again at the same
+ * address, with backoff and a log line, while the rest keep running.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
@@ -15,6 +17,9 @@ import {
 } from "@loramesh/core";
 import { UnavailableError } from "@loramesh/errors";
 import { waitForServing } from "@loramesh/sdk";
+import { exitOf, Supervisor, type ServiceRestart } from "./supervisor";
+
+export type { ServiceRestart } from "./supervisor";
 
 export interface LocalClusterOptions {
   /** Router listen address (the cluster's public address). */
@@ -53,12 +58,16 @@ export interface LocalCluster {
   /** HOST:PORT of the router's OpenAI-compatible HTTP API (base URL http://HOST:PORT/v1). */
   readonly httpAddress: string;
   readonly redisUrl: string;
+  /** The running processes (a restarted one appears with its new pid). */
   readonly processes: readonly ClusterProcess[];
-  /** Resolves when any service process exits on its own (a crash), with its name and code. */
-  readonly unexpectedExit: Promise<{ service: string; code: number | null; signal: NodeJS.Signals | null }>;
+  /** The embedded Redis's pid (changes on restart); undefined with an external REDIS_URL. */
+  readonly redisPid: number | undefined;
+  /** Called each time a service (or the embedded Redis) that exited on its own serves again. */
+  onRestart(listener: (restart: ServiceRestart) => void): void;
   /** Stops every process (router first, Redis last). */
   stop(): Promise<void>;
 }
+
 
 const SERVICE_MAIN: Record<string, string> = {
   router: require.resolve("@loramesh/router/dist/main.js"),
@@ -69,6 +78,8 @@ const SERVICE_MAIN: Record<string, string> = {
 
 interface Running {
   service: string;
+  /** Its flags, with the listen addresses it bound (a restart binds the same ones). */
+  args: string[];
   child: ChildProcess;
   address: string;
   metricsAddress: string;
@@ -91,16 +102,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   // Every forked child, including ones still starting, so a failed start leaves no orphans.
   const spawned: ChildProcess[] = [];
   let redis: EmbeddedRedis | undefined;
-  let stopping = false;
-  let reportExit!: (exit: { service: string; code: number | null; signal: NodeJS.Signals | null }) => void;
-  const unexpectedExit = new Promise<{ service: string; code: number | null; signal: NodeJS.Signals | null }>(
-    (resolve) => {
-      reportExit = resolve;
-    },
-  );
+  const supervisor = new Supervisor(logger);
 
   const stop = async (): Promise<void> => {
-    stopping = true;
+    supervisor.stop();
     // Front to back: the router stops taking requests, workers finish and close their LoRA streams,
     // then the LoRA servers and the provisioner go.
     const order = ["router", "base-worker", "lora-server", "provisioner"];
@@ -151,21 +156,48 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       });
     }).finally(() => clearInterval(progress));
     const { address, metricsAddress } = listening;
-    const proc = { service, child, address, metricsAddress, httpAddress };
+    // A restart listens where this one did, so its peers' addresses stay valid.
+    const bound = withFlag(withFlag(args, "--listen", address), "--http-listen", httpAddress);
+    const proc = { service, args: bound, child, address, metricsAddress, httpAddress };
     running.push(proc);
-    child.once("exit", (code, signal) => {
-      if (!stopping) reportExit({ service, code, signal });
-    });
     await waitForServing({ address }, baseTimeoutMs);
     logger.info("service ready", { service, address, pid: child.pid });
     return proc;
   };
 
+  /** Restarts the service when it exits on its own; the new process replaces it in `running`. */
+  const supervise = (first: Running): void => {
+    let current = first;
+    supervisor.watch(
+      {
+        service: first.service,
+        restart: async () => {
+          const next = await start(current.service, current.args);
+          running.splice(running.indexOf(current), 1);
+          current = next;
+          return { pid: next.child.pid as number, exited: exitOf(next.child) };
+        },
+      },
+      { pid: first.child.pid as number, exited: exitOf(first.child) },
+    );
+  };
+
   try {
     let redisUrl = options.redisUrl;
     if (redisUrl === undefined) {
-      redis = await startEmbeddedRedis({ logger });
-      redisUrl = redis.url;
+      const embedded = await startEmbeddedRedis({ logger });
+      redis = embedded;
+      redisUrl = embedded.url;
+      supervisor.watch(
+        {
+          service: "redis",
+          restart: async () => {
+            await embedded.restart();
+            return { pid: embedded.pid, exited: embedded.exited() };
+          },
+        },
+        { pid: embedded.pid, exited: embedded.exited() },
+      );
     }
     const extra = options.extraArgs ?? {};
     const model = ["--model", options.modelDir];
@@ -216,17 +248,23 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       ...model,
       ...(extra.router ?? []),
     ]);
+    for (const proc of running) supervise(proc);
     return {
       routerAddress: router.address,
       httpAddress: router.httpAddress,
       redisUrl,
-      processes: running.map((p) => ({
-        service: p.service,
-        address: p.address,
-        pid: p.child.pid as number,
-        metricsAddress: p.metricsAddress,
-      })),
-      unexpectedExit,
+      get processes() {
+        return running.map((p) => ({
+          service: p.service,
+          address: p.address,
+          pid: p.child.pid as number,
+          metricsAddress: p.metricsAddress,
+        }));
+      },
+      get redisPid() {
+        return redis?.pid;
+      },
+      onRestart: (listener: (restart: ServiceRestart) => void) => supervisor.onRestart(listener),
       stop,
     };
   } catch (err) {
@@ -236,9 +274,18 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   }
 }
 
+/** The flags with `flag`'s value replaced (when present and `value` is not empty). */
+function withFlag(args: readonly string[], flag: string, value: string): string[] {
+  const out = [...args];
+  const i = out.indexOf(flag);
+  if (i >= 0 && value !== "") out[i + 1] = value;
+  return out;
+}
+
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGCONT"); // a stopped process cannot act on SIGTERM
   child.kill("SIGTERM");
   const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
   await exited;

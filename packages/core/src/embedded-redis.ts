@@ -1,6 +1,8 @@
 /**
  * A private Redis for local clusters and tests: the system's `redis-server` (Debian package
- * `redis-server`) on a unix socket in a fresh directory, no persistence, stopped with its owner.
+ * `redis-server`) on a unix socket in a fresh directory, stopped with its owner. It keeps an
+ * append-only file (fsync every second) in that directory, so a restart (`restart()`, or `loramesh
+ * up` after a crash) comes back with the registrations, placement and BullMQ jobs it had.
  * No npm package ships a Redis server and BullMQ needs the real one (its Lua scripts), so this
  * starts the real binary.
  */
@@ -16,7 +18,14 @@ export interface EmbeddedRedis {
   /** `unix:<socket path>`, accepted by `redisConnectionOptions` and the services' REDIS_URL. */
   readonly url: string;
   readonly socketPath: string;
+  /** The running server's pid (changes on restart). */
   readonly pid: number;
+  /** True while the server process runs. */
+  readonly running: boolean;
+  /** Resolves when the current server process exits on its own (not through stop or restart). */
+  exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Starts the server again on the same socket and directory (after a crash, or killing it first). */
+  restart(): Promise<void>;
   /** Stops the server and removes its directory. */
   stop(): Promise<void>;
 }
@@ -34,6 +43,50 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions = {}): Pr
   const binary = options.binary ?? process.env["REDIS_SERVER_BIN"] ?? "redis-server";
   const dir = mkdtempSync(join(tmpdir(), "loramesh-redis-"));
   const socketPath = join(dir, "redis.sock");
+  let child: ChildProcess;
+  try {
+    child = await spawnRedis(binary, dir, socketPath, options.startTimeoutMs ?? 10_000);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  options.logger?.info("embedded redis started", { socketPath, pid: child.pid });
+  let expected = false; // set while we stop or restart it ourselves
+  return {
+    url: `unix:${socketPath}`,
+    socketPath,
+    get pid() {
+      return child.pid as number;
+    },
+    get running() {
+      return child.exitCode === null && child.signalCode === null;
+    },
+    exited: () =>
+      new Promise((resolve) => {
+        const current = child;
+        const report = (code: number | null, signal: NodeJS.Signals | null): void => {
+          if (!expected && current === child) resolve({ code, signal });
+        };
+        if (current.exitCode !== null || current.signalCode !== null) report(current.exitCode, current.signalCode);
+        else current.once("exit", report);
+      }),
+    restart: async () => {
+      expected = true;
+      await stopChild(child);
+      child = await spawnRedis(binary, dir, socketPath, options.startTimeoutMs ?? 10_000);
+      expected = false;
+      options.logger?.info("embedded redis restarted", { socketPath, pid: child.pid });
+    },
+    stop: async () => {
+      expected = true;
+      await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One redis-server process with the append-only file in `dir`; resolves once it answers PING. */
+async function spawnRedis(binary: string, dir: string, socketPath: string, timeoutMs: number): Promise<ChildProcess> {
   const child = spawn(
     binary,
     [
@@ -48,7 +101,9 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions = {}): Pr
       "--save",
       "",
       "--appendonly",
-      "no",
+      "yes",
+      "--appendfsync",
+      "everysec",
       "--daemonize",
       "no",
       "--loglevel",
@@ -80,30 +135,23 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions = {}): Pr
   exited.catch(() => undefined);
 
   try {
-    await Promise.race([waitForPong(socketPath, options.startTimeoutMs ?? 10_000), exited]);
+    await Promise.race([waitForPong(socketPath, timeoutMs), exited]);
   } catch (err) {
     child.kill("SIGKILL");
-    rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  options.logger?.info("embedded redis started", { socketPath, pid: child.pid });
-  return {
-    url: `unix:${socketPath}`,
-    socketPath,
-    pid: child.pid as number,
-    stop: () => stopChild(child, dir),
-  };
+  return child;
 }
 
-async function stopChild(child: ChildProcess, dir: string): Promise<void> {
+async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode === null && child.signalCode === null) {
     const done = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    child.kill("SIGCONT"); // a stopped server cannot act on SIGTERM
     child.kill("SIGTERM");
     const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
     await done;
     clearTimeout(timer);
   }
-  rmSync(dir, { recursive: true, force: true });
 }
 
 async function waitForPong(socketPath: string, timeoutMs: number): Promise<void> {

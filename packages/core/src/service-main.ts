@@ -17,6 +17,11 @@ export interface ServiceInstance {
   close(): Promise<void>;
   /** Called once the server is bound and SERVING, with its address (e.g. to register with peers). */
   onServing?(address: string): void;
+  /**
+   * Called once SERVING with a switch for the health status: a service whose dependency goes away
+   * (the provisioner's Redis) reports NOT_SERVING until it is back.
+   */
+  watchHealth?(setServing: (serving: boolean) => void): void;
 }
 
 /** Message a service process sends to its parent over IPC once it serves (used by `loramesh up`). */
@@ -72,6 +77,7 @@ export async function runServiceProcess<S extends OptionSpecs>(options: ServiceP
     );
     server.setServing(true);
     instance.onServing?.(server.address);
+    instance.watchHealth?.((serving) => server.setServing(serving));
     const message: ListeningMessage = {
       type: "listening",
       service: options.name,

@@ -16,7 +16,14 @@ export async function startTestRedis(): Promise<TestRedis> {
   return {
     url: redis.url,
     socketPath: redis.socketPath,
-    pid: redis.pid,
+    get pid() {
+      return redis.pid;
+    },
+    get running() {
+      return redis.running;
+    },
+    exited: () => redis.exited(),
+    restart: () => redis.restart(),
     client() {
       const client = new Redis({ path: redis.socketPath, maxRetriesPerRequest: 1 });
       clients.push(client);

@@ -91,6 +91,17 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
   });
   return {
     services: [{ name: SERVICE_NAMES.provisioner[0], definition: ProvisionerServiceService, implementation }],
+    // Without Redis the provisioner cannot answer: health says so until the connection is back.
+    watchHealth: (setServing) => {
+      redis.on("close", () => {
+        logger.warn("lost the connection to Redis; NOT_SERVING until it is back");
+        setServing(false);
+      });
+      redis.on("ready", () => {
+        logger.info("connected to Redis again; SERVING");
+        setServing(true);
+      });
+    },
     close: async () => {
       clearInterval(reconcileTimer);
       await migrations.close();

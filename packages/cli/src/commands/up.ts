@@ -124,11 +124,7 @@ export const upCommand: Command = {
       setInterval(() => {
         if (process.ppid !== parent) process.kill(process.pid, "SIGTERM");
       }, 500).unref();
-      void cluster.unexpectedExit.then(async ({ service, code, signal }) => {
-        logger.error("a service exited unexpectedly; stopping the cluster", { service, code, signal });
-        await cluster.stop();
-        resolve_(1);
-      });
+      // A service that exits on its own is restarted by the cluster (with a log line); `up` keeps running.
     });
   },
 };
