@@ -65,6 +65,8 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
       modelDir: modelDir("tiny-llama"),
       workers: 2,
       loraServers: 2,
+      // The machine may be busy: starting is not what this test measures.
+      startTimeoutMs: 120_000,
       extraArgs: {
         // Short enough that dead executors leave placement during the test, long enough for busy cores.
         provisioner: ["--heartbeat-ttl-ms", "3000"],
@@ -138,16 +140,22 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
     expect(tally.errors.slice(0, 5), fault).to.deep.equal([]);
     expect(tally.exact).to.equal(cases.length);
     const after = await Promise.all(probes.map((c) => stream(client, c, () => undefined)));
-    after.forEach((r, i) => expect(r, `after ${fault}: ${probes[i]?.adapter ?? "base"}`).to.deep.equal({
-      ok: true,
-      ids: reference[cases.indexOf(probes[i] as GoldenCase)],
-    }));
+    after.forEach((r, i) =>
+      expect(r, `after ${fault}: ${probes[i]?.adapter ?? "base"}`).to.deep.equal({
+        ok: true,
+        ids: reference[cases.indexOf(probes[i] as GoldenCase)],
+      }),
+    );
     return tally;
   }
 
   const kill = (service: string) => async (): Promise<void> => {
     const back = restarted(service);
-    await underFault(`SIGKILL ${service}`, () => process.kill(pidOf(service), "SIGKILL"), () => back);
+    await underFault(
+      `SIGKILL ${service}`,
+      () => process.kill(pidOf(service), "SIGKILL"),
+      () => back,
+    );
   };
 
   const pause = (service: string) => async (): Promise<void> => {
@@ -171,7 +179,11 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
 
   it("Redis killed and restarted (append-only file): serving continues, registrations survive", async () => {
     const back = restarted("redis");
-    await underFault("SIGKILL redis", () => process.kill(cluster.redisPid as number, "SIGKILL"), () => back);
+    await underFault(
+      "SIGKILL redis",
+      () => process.kill(cluster.redisPid as number, "SIGKILL"),
+      () => back,
+    );
     const names = (await client.listAdapters()).adapters.map((a) => a.name).sort();
     expect(names).to.deep.equal(adapterNames(g));
   });

@@ -68,7 +68,6 @@ export interface LocalCluster {
   stop(): Promise<void>;
 }
 
-
 const SERVICE_MAIN: Record<string, string> = {
   router: require.resolve("@loramesh/router/dist/main.js"),
   provisioner: require.resolve("@loramesh/provisioner/dist/main.js"),

@@ -2,7 +2,7 @@
  * The ProvisionerService gRPC handlers: each maps protobuf to the domain, calls one domain method,
  * and maps the answer back. Errors go through the shared handler wrappers' mapper.
  */
-import { serverStreamHandler, unaryHandler, type Logger } from "@loramesh/core";
+import { defaultMiddleware, serverStreamHandler, unaryHandler, type Logger } from "@loramesh/core";
 import { InvalidArgumentError } from "@loramesh/errors";
 import {
   AdapterState,
@@ -15,6 +15,7 @@ import {
 import type { JobPhase, JobView } from "./job-view";
 import type { AdapterJobQueues } from "@loramesh/mesh";
 import { watchLoad } from "./load-watch";
+import { redisOutageMiddleware } from "./redis-outage";
 import type { PlacementChanges } from "./placement-changes";
 import type { AdapterPhase, AdapterView, PlacementView, Provisioner } from "./provisioner";
 
@@ -76,23 +77,30 @@ export function toPlacementUpdate(view: PlacementView): PlacementUpdate {
 
 export function provisionerHandlers(deps: HandlerDeps): ProvisionerServiceServer {
   const { provisioner: p, logger } = deps;
+  const chain = [...defaultMiddleware(), redisOutageMiddleware];
+  const unary = <Req, Res>(
+    fn: Parameters<typeof unaryHandler<Req, Res>>[1],
+  ): ReturnType<typeof unaryHandler<Req, Res>> => unaryHandler(logger, fn, chain);
+  const stream = <Req, Res>(
+    fn: Parameters<typeof serverStreamHandler<Req, Res>>[1],
+  ): ReturnType<typeof serverStreamHandler<Req, Res>> => serverStreamHandler(logger, fn, chain);
   return {
-    registerExecutor: unaryHandler(logger, async ({ executor }) => {
+    registerExecutor: unary(async ({ executor }) => {
       if (!executor) throw new InvalidArgumentError("executor is required");
       await p.registerExecutor(executor);
       return { heartbeatIntervalMs: p.heartbeatIntervalMs, ttlMs: p.ttlMs };
     }),
-    heartbeat: unaryHandler(logger, async (r) => {
+    heartbeat: unary(async (r) => {
       const { known, epoch } = await p.heartbeat(r.executorId, r.load, r.residentAdapterIds, r.adapterRequests);
       return { known, placementEpoch: epoch };
     }),
-    getPlacement: unaryHandler(logger, async ({ adapterIds }) => {
+    getPlacement: unary(async ({ adapterIds }) => {
       const view = await p.snapshot();
       const wanted = new Set(adapterIds);
       const adapters = adapterIds.length > 0 ? view.adapters.filter((a) => wanted.has(a.adapterId)) : view.adapters;
       return { epoch: view.epoch, adapters, executors: view.executors };
     }),
-    watchPlacement: serverStreamHandler(logger, (_request, call) =>
+    watchPlacement: stream((_request, call) =>
       streamPlacement(
         deps,
         (u) => call.write(u),
@@ -103,24 +111,24 @@ export function provisionerHandlers(deps: HandlerDeps): ProvisionerServiceServer
         },
       ),
     ),
-    moveAdapter: unaryHandler(logger, async (r) => ({
+    moveAdapter: unary(async (r) => ({
       moveJobId: await p.move(r.tenant, r.name, r.fromExecutorId, r.toExecutorId),
     })),
-    getLoadJob: unaryHandler(logger, async ({ jobId }) => toLoadJobStatus(await p.loadJob(jobId))),
-    registerAdapter: unaryHandler(logger, async (r) => {
+    getLoadJob: unary(async ({ jobId }) => toLoadJobStatus(await p.loadJob(jobId))),
+    registerAdapter: unary(async (r) => {
       const { view, jobIds } = await p.register(r.tenant, r.name, r.source?.source?.value ?? "");
       return { adapter: toAdapter(view), adapterId: view.record.id, loadJobIds: jobIds };
     }),
-    listAdapters: unaryHandler(logger, async (r) => {
+    listAdapters: unary(async (r) => {
       const page = await p.list(r.tenant, r.pageToken, r.pageSize);
       return { adapters: page.adapters.map(toAdapter), nextPageToken: page.nextPageToken };
     }),
-    getAdapter: unaryHandler(logger, async (r) => toAdapter(await p.get(r.tenant, r.name))),
-    deleteAdapter: unaryHandler(logger, async (r) => {
+    getAdapter: unary(async (r) => toAdapter(await p.get(r.tenant, r.name))),
+    deleteAdapter: unary(async (r) => {
       await p.remove(r.tenant, r.name);
       return {};
     }),
-    watchAdapterLoad: serverStreamHandler(logger, async (r, call) => {
+    watchAdapterLoad: stream(async (r, call) => {
       const { record } = await p.get(r.tenant, r.name);
       await watchLoad(
         {
@@ -137,7 +145,7 @@ export function provisionerHandlers(deps: HandlerDeps): ProvisionerServiceServer
         },
       );
     }),
-    getPlanInput: unaryHandler(logger, async () => {
+    getPlanInput: unary(async () => {
       const input = await p.planInput();
       return {
         adapters: input.adapters.map((a) => ({

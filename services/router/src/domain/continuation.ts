@@ -64,7 +64,9 @@ export class Continuation {
     // A trailing split UTF-8 character waits for its next token (the final flush has no tokens).
     const full = this.decode(this.sent);
     const end = delta.tokenIds.length > 0 && full.endsWith("\uFFFD") ? full.length - 1 : full.length;
-    const text = full.startsWith(this.sentText) ? full.slice(this.sentText.length, Math.max(end, this.sentText.length)) : delta.text;
+    const text = full.startsWith(this.sentText)
+      ? full.slice(this.sentText.length, Math.max(end, this.sentText.length))
+      : delta.text;
     this.sentText += text;
     onDelta({ ...delta, text });
   }

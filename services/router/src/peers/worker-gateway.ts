@@ -129,5 +129,10 @@ export class WorkerGateway {
 function lost(e: Partial<ServiceError>, signal: AbortSignal | undefined): boolean {
   if (signal?.aborted) return false;
   if (e.metadata?.get(ERROR_CLASS_METADATA_KEY).length) return false;
-  return e.code === status.UNAVAILABLE || e.code === status.INTERNAL || e.code === status.UNKNOWN || e.code === status.CANCELLED;
+  return (
+    e.code === status.UNAVAILABLE ||
+    e.code === status.INTERNAL ||
+    e.code === status.UNKNOWN ||
+    e.code === status.CANCELLED
+  );
 }
