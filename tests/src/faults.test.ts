@@ -70,7 +70,7 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
       extraArgs: {
         // Short enough that dead executors leave placement during the test, long enough for busy cores.
         provisioner: ["--heartbeat-ttl-ms", "3000"],
-        "base-worker": ["--lora-timeout-ms", "3000", "--shared-memory", "false"],
+        "base-worker": ["--lora-timeout-ms", "3000", "--lora-failover-ms", "30000", "--shared-memory", "false"],
       },
     });
     client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 180_000 });
@@ -176,6 +176,34 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
   it("SIGSTOP of a base worker: keepalive detects it; its requests continue elsewhere", pause("base-worker"));
   it("SIGKILL of the provisioner: serving continues from cached placement; it restarts", kill("provisioner"));
   it("SIGSTOP of the provisioner: serving continues from cached placement", pause("provisioner"));
+
+  it("every LoRA server stopped: adapter requests end UNAVAILABLE after the failover budget, base-model requests complete", async () => {
+    const pids = cluster.processes.filter((p) => p.service === "lora-server").map((p) => p.pid);
+    const base = cases.filter((c) => c.adapter === null);
+    const adapted = probes.filter((c) => c.adapter !== null).slice(0, 2);
+    for (const pid of pids) process.kill(pid, "SIGSTOP");
+    let results: StreamResult[];
+    try {
+      results = await Promise.all([...base, ...adapted].map((c) => stream(client, c, () => undefined)));
+    } finally {
+      for (const pid of pids) process.kill(pid, "SIGCONT");
+    }
+    base.forEach((c, i) =>
+      expect(results[i], `base/${c.prompt}`).to.deep.equal({ ok: true, ids: reference[cases.indexOf(c)] }),
+    );
+    adapted.forEach((c, i) => {
+      const r = results[base.length + i] as StreamResult;
+      expect(r.ok, `${c.adapter ?? ""} with no LoRA server`).to.equal(false);
+      if (!r.ok) expect(r.error).to.match(/^UNAVAILABLE: /);
+    });
+    const after = await Promise.all(probes.map((c) => stream(client, c, () => undefined)));
+    after.forEach((r, i) =>
+      expect(r, `after: ${probes[i]?.adapter ?? "base"}`).to.deep.equal({
+        ok: true,
+        ids: reference[cases.indexOf(probes[i] as GoldenCase)],
+      }),
+    );
+  });
 
   it("Redis killed and restarted (append-only file): serving continues, registrations survive", async () => {
     const back = restarted("redis");

@@ -11,7 +11,7 @@ import { InvalidArgumentError, NotFoundError, ResourceExhaustedError, describeEr
 import { type Logger } from "@loramesh/core";
 import { forward, type ForwardSequence } from "./forward";
 import { KvCache } from "./kv-cache";
-import type { LoraBackend } from "./lora-backend";
+import { LoraAdaptersUnavailableError, type LoraBackend } from "./lora-backend";
 import { Model } from "./model";
 import { Sampler, samplingOptions, tokenLogprob, type SamplingOptions, type TokenLogprob } from "./sampling";
 import { Tokenizer, type IncrementalDecoder } from "@loramesh/formats";
@@ -319,8 +319,12 @@ export class Engine {
           )
         : await run();
     } catch (err) {
-      this.options.logger?.error("forward pass failed", { error: describeError(err) });
-      for (const { seq } of batch) this.fail(seq, err);
+      // Adapters the LoRA backend cannot serve fail only their own sequences; the others did not
+      // advance (their KV positions are written again) and run in the next step.
+      const lost = err instanceof LoraAdaptersUnavailableError ? err.adapterIds : [];
+      const failing = batch.filter(({ seq }) => seq.adapterId !== undefined && lost.includes(seq.adapterId));
+      this.options.logger?.error("forward pass failed", { error: describeError(err), sequences: failing.length });
+      for (const { seq } of failing.length > 0 ? failing : batch) this.fail(seq, err);
       return;
     }
     this.counters.steps++;

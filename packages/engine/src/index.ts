@@ -14,7 +14,7 @@ export {
 export { forward, type ForwardSequence } from "./forward";
 export { KvCache } from "./kv-cache";
 export { LocalLoraBackend } from "./local-lora-backend";
-export { type LoraBackend, type LoraSiteCall } from "./lora-backend";
+export { LoraAdaptersUnavailableError, type LoraBackend, type LoraSiteCall } from "./lora-backend";
 export { type DenseMlp, type LayerWeights, Model, type MoeMlp } from "./model";
 export {
   argmax,

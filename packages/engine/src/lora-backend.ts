@@ -6,6 +6,22 @@
  */
 import type { Tensor } from "@loramesh/native";
 import type { LoraSite } from "@loramesh/formats";
+import { UnavailableError } from "@loramesh/errors";
+
+/**
+ * A backend cannot serve these adapters now (their LoRA servers are gone and none took over in
+ * time). The engine fails only the sequences of these adapters and runs the rest of the step's
+ * batch again, so the base model and other adapters never fail because of it.
+ */
+export class LoraAdaptersUnavailableError extends UnavailableError {
+  constructor(
+    readonly adapterIds: readonly string[],
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
 
 export interface LoraSiteCall {
   layer: number;

@@ -7,7 +7,7 @@
  */
 import { type Logger } from "@loramesh/core";
 import { NotFoundError, UnavailableError } from "@loramesh/errors";
-import { type LoraBackend, type LoraSiteCall } from "@loramesh/engine";
+import { LoraAdaptersUnavailableError, type LoraBackend, type LoraSiteCall } from "@loramesh/engine";
 import { siteShape, type ModelConfig } from "@loramesh/formats";
 import { LoraStreamClient, type WireTransport } from "@loramesh/lora-wire";
 import type { PlacementCache } from "@loramesh/mesh";
@@ -99,11 +99,14 @@ export class RemoteLoraBackend implements LoraBackend {
    * provisioner has not placed it on a survivor yet) waits for one, within the failover budget.
    */
   private async route(call: LoraSiteCall, rows: readonly number[], budget: Budget): Promise<Map<string, number[]>> {
-    const ids = [...new Set(rows.map((r) => call.adapters[call.rowAdapter[r] as number] as string))];
+    const ids = adapterIdsOf(call, rows);
     const missing = (): string | undefined => ids.find((id) => this.liveHolders(id).length === 0);
     for (let id = missing(); id !== undefined; id = missing()) {
       const left = budget.deadline - performance.now();
-      if (left <= 0) throw new UnavailableError(`no live LoRA server holds adapter ${id}`);
+      if (left <= 0) {
+        const gone = ids.filter((a) => this.liveHolders(a).length === 0);
+        throw new LoraAdaptersUnavailableError(gone, `no live LoRA server holds adapter ${gone.join(", ")}`);
+      }
       // Wake on a placement change, or when the earliest suspect may be tried again.
       const retryAt = Math.min(...[...this.suspects.values()].filter((t) => t > performance.now()), Infinity);
       await this.placement.until(() => missing() === undefined, Math.min(left, retryAt - performance.now() + 1));
@@ -158,6 +161,8 @@ export class RemoteLoraBackend implements LoraBackend {
         await this.untilMovedOff(call, rows, serverId, epoch);
       } else if (err instanceof UnavailableError && performance.now() < budget.deadline) {
         this.serverFailed(serverId, err);
+      } else if (err instanceof UnavailableError) {
+        throw new LoraAdaptersUnavailableError(adapterIdsOf(call, rows), err.message, { cause: err });
       } else throw err;
       this.failovers++;
       return this.applyRows(call, rows, budget);
@@ -170,7 +175,7 @@ export class RemoteLoraBackend implements LoraBackend {
 
   /** Waits (bounded) until a placement newer than `epoch` no longer names the server for the rows' adapters. */
   private async untilMovedOff(call: LoraSiteCall, rows: number[], serverId: string, epoch: number): Promise<void> {
-    const moved = [...new Set(rows.map((r) => call.adapters[call.rowAdapter[r] as number] as string))];
+    const moved = adapterIdsOf(call, rows);
     const leftServer = (): boolean =>
       this.placement.epoch > epoch &&
       moved.every((id) => this.placement.holdersOf(id, LORA_SERVER).every((h) => h.executorId !== serverId));
@@ -202,7 +207,8 @@ export class RemoteLoraBackend implements LoraBackend {
 
   private pick(adapterId: string): ExecutorInfo {
     const holders = this.liveHolders(adapterId);
-    if (holders.length === 0) throw new UnavailableError(`no live LoRA server holds adapter ${adapterId}`);
+    if (holders.length === 0)
+      throw new LoraAdaptersUnavailableError([adapterId], `no live LoRA server holds adapter ${adapterId}`);
     // Prefer same-host servers (shared memory). Among replicas of a hot adapter, each worker
     // keeps to one chosen by a hash of (worker, adapter): stable per worker, spread across workers.
     const sameHost = holders.filter((h) => h.hostId === this.options.hostId);
@@ -233,6 +239,11 @@ export class RemoteLoraBackend implements LoraBackend {
 function traceHeaders(): { traceparent: string; tracestate: string } {
   const carrier = injectContext();
   return { traceparent: carrier["traceparent"] ?? "", tracestate: carrier["tracestate"] ?? "" };
+}
+
+/** The distinct adapter ids of the rows. */
+function adapterIdsOf(call: LoraSiteCall, rows: readonly number[]): string[] {
+  return [...new Set(rows.map((r) => call.adapters[call.rowAdapter[r] as number] as string))];
 }
 
 /** FNV-1a, 32 bits: a stable spread of (worker, adapter) pairs over replicas. */

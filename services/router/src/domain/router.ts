@@ -176,7 +176,12 @@ export class Router {
         try {
           const adapter = request.adapter === "" ? undefined : await this.getAdapter(tenant, request.adapter);
           const ids = this.options.prompts.encode(request.prompt);
-          const worker = await this.admission.pickWorker(adapter?.adapterId, adapter?.rank ?? 0);
+          const worker = await this.admission.pickWorker(adapter?.adapterId, adapter?.rank ?? 0).catch((err) => {
+            // A ready adapter nobody can serve now lost its executors: unavailable, not a cold adapter.
+            if (err instanceof FailedPreconditionError && adapter?.state === "ready")
+              throw new UnavailableError(`no live executor holds adapter ${request.adapter}; retry shortly`);
+            throw err;
+          });
           span.setAttributes({
             "loramesh.worker": worker.executorId,
             "loramesh.prompt_tokens": ids.length,
