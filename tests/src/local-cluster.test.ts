@@ -56,6 +56,23 @@ async function startUp(args: string[]): Promise<Started> {
   return { child, services, routerAddress, openaiBaseUrl, stderr };
 }
 
+/** Resolves with the match once `up`'s stderr has a line matching `pattern`. */
+function logLine(started: Started, pattern: RegExp): Promise<RegExpExecArray> {
+  return new Promise((resolve) => {
+    const check = (): boolean => {
+      const m = pattern.exec(started.stderr.join(""));
+      if (m) resolve(m);
+      return m !== null;
+    };
+    if (!check()) {
+      const onData = (): void => {
+        if (check()) started.child.stderr?.off("data", onData);
+      };
+      started.child.stderr?.on("data", onData);
+    }
+  });
+}
+
 const EXPECTED_SERVICES: Record<string, readonly string[]> = {
   router: SERVICE_NAMES.router,
   provisioner: SERVICE_NAMES.provisioner,
@@ -148,6 +165,20 @@ describe("loramesh up (the README's start command)", function () {
     const body = (await res.json()) as { object: string; data: Array<{ id: string }> };
     expect(body.object).to.equal("list");
     expect(body.data.map((m) => m.id)).to.include("tiny-llama");
+  });
+
+  it("restarts a service that exits on its own, at the same address, with a log line; the rest keep running", async () => {
+    const lora = started.services.find((s) => s.service === "lora-server") as Started["services"][number];
+    const restarted = logLine(started, /"msg":"lora-server restarted"[^\n]*"pid":(\d+)/);
+    process.kill(lora.pid, "SIGKILL");
+    const pid = Number((await restarted)[1]);
+    expect(pid).to.not.equal(lora.pid);
+    expect(started.stderr.join("")).to.match(/"msg":"lora-server exited unexpectedly; restarting it in \d+ ms"/);
+    expect(started.child.exitCode, "up keeps running").to.equal(null);
+    for (const s of started.services.filter((x) => x !== lora)) expect(processAlive(s.pid), s.service).to.equal(true);
+    expect(await checkHealth({ address: lora.address })).to.equal("SERVING");
+    // The SIGTERM test below checks that the new process stops too.
+    started.services.push({ ...lora, pid });
   });
 
   it("stops every process and the embedded Redis cleanly on SIGTERM", async () => {

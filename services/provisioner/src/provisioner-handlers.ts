@@ -75,15 +75,23 @@ export function toPlacementUpdate(view: PlacementView): PlacementUpdate {
   };
 }
 
+/** The handler wrappers with the provisioner's chain: the default one, then Redis outages as UNAVAILABLE. */
+function wrappers(logger: Logger): {
+  unary: <Req, Res>(fn: Parameters<typeof unaryHandler<Req, Res>>[1]) => ReturnType<typeof unaryHandler<Req, Res>>;
+  stream: <Req, Res>(
+    fn: Parameters<typeof serverStreamHandler<Req, Res>>[1],
+  ) => ReturnType<typeof serverStreamHandler<Req, Res>>;
+} {
+  const chain = [...defaultMiddleware(), redisOutageMiddleware];
+  return {
+    unary: (fn) => unaryHandler(logger, fn, chain),
+    stream: (fn) => serverStreamHandler(logger, fn, chain),
+  };
+}
+
 export function provisionerHandlers(deps: HandlerDeps): ProvisionerServiceServer {
   const { provisioner: p, logger } = deps;
-  const chain = [...defaultMiddleware(), redisOutageMiddleware];
-  const unary = <Req, Res>(
-    fn: Parameters<typeof unaryHandler<Req, Res>>[1],
-  ): ReturnType<typeof unaryHandler<Req, Res>> => unaryHandler(logger, fn, chain);
-  const stream = <Req, Res>(
-    fn: Parameters<typeof serverStreamHandler<Req, Res>>[1],
-  ): ReturnType<typeof serverStreamHandler<Req, Res>> => serverStreamHandler(logger, fn, chain);
+  const { unary, stream } = wrappers(logger);
   return {
     registerExecutor: unary(async ({ executor }) => {
       if (!executor) throw new InvalidArgumentError("executor is required");
