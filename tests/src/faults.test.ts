@@ -67,6 +67,8 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
       loraServers: 2,
       // The machine may be busy: starting is not what this test measures.
       startTimeoutMs: 120_000,
+      // Failover is this test's normal case: keep its warnings out of the test output.
+      env: { ...process.env, LOG_LEVEL: "error" },
       extraArgs: {
         // Short enough that dead executors leave placement during the test, long enough for busy cores.
         provisioner: ["--heartbeat-ttl-ms", "3000"],

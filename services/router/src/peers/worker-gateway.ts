@@ -4,7 +4,7 @@
  * `WorkerLostError`, which the router answers by resubmitting elsewhere.
  */
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { ERROR_CLASS_METADATA_KEY, GRPC_CHANNEL_OPTIONS } from "@loramesh/core";
+import { ERROR_CLASS_METADATA_KEY, GENERIC_INTERNAL_MESSAGE, GRPC_CHANNEL_OPTIONS } from "@loramesh/core";
 import { DeadlineExceededError, UnavailableError } from "@loramesh/errors";
 import { BaseWorkerServiceClient, type SequenceEvent } from "@loramesh/proto";
 import type { FinishReason, Sampling, SloClass, TokenDelta, Usage, Timings } from "../domain/types";
@@ -129,6 +129,8 @@ export class WorkerGateway {
 function lost(e: Partial<ServiceError>, signal: AbortSignal | undefined): boolean {
   if (signal?.aborted) return false;
   if (e.metadata?.get(ERROR_CLASS_METADATA_KEY).length) return false;
+  // The worker's own handler failed (a bug in this request), not the worker.
+  if (e.code === status.INTERNAL && e.details === GENERIC_INTERNAL_MESSAGE) return false;
   return (
     e.code === status.UNAVAILABLE ||
     e.code === status.INTERNAL ||
