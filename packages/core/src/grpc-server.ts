@@ -10,6 +10,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { DESCRIPTOR_SET_PATH } from "@loramesh/proto";
 import { HealthImplementation, type ServingStatusMap } from "grpc-health-check";
 import { UnavailableError } from "@loramesh/errors";
+import { clusterTokenServerInterceptor } from "./cluster-auth";
 import type { Logger } from "./logging";
 
 /** Activation tensors travel in one message each; 64 MiB leaves room above the 16 MiB chunk size. */
@@ -40,6 +41,8 @@ export interface StartGrpcServerOptions {
   logger: Logger;
   /** Server credentials; plaintext when absent. */
   credentials?: ServerCredentials;
+  /** When set, every call but health must carry this cluster token (internal services). */
+  clusterToken?: string;
 }
 
 export interface RunningGrpcServer {
@@ -70,7 +73,11 @@ export function loadReflectionPackage(): PackageDefinition {
 /** Starts a server with health and reflection; all services start NOT_SERVING until `setServing(true)`. */
 export async function startGrpcServer(options: StartGrpcServerOptions): Promise<RunningGrpcServer> {
   const { logger } = options;
-  const server = new Server(GRPC_CHANNEL_OPTIONS);
+  const token = options.clusterToken ?? "";
+  const server = new Server({
+    ...GRPC_CHANNEL_OPTIONS,
+    ...(token !== "" ? { interceptors: [clusterTokenServerInterceptor(token)] } : {}),
+  });
   const names = options.services.map((s) => s.name);
   for (const service of options.services) server.addService(service.definition, service.implementation);
 

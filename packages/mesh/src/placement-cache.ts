@@ -3,7 +3,7 @@
  * kept current through the WatchPlacement stream and re-subscribed when the stream breaks.
  */
 import { credentials, type ClientReadableStream } from "@grpc/grpc-js";
-import type { Logger } from "@loramesh/core";
+import { clusterClientOptions, type Logger } from "@loramesh/core";
 import { ExecutorKind, ProvisionerServiceClient, type ExecutorInfo, type PlacementUpdate } from "@loramesh/proto";
 
 export class PlacementCache {
@@ -24,7 +24,7 @@ export class PlacementCache {
     provisionerAddress: string,
     private readonly logger: Logger,
   ) {
-    this.client = new ProvisionerServiceClient(provisionerAddress, credentials.createInsecure());
+    this.client = new ProvisionerServiceClient(provisionerAddress, credentials.createInsecure(), clusterClientOptions());
     this.subscribe();
   }
 

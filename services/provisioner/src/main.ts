@@ -7,6 +7,7 @@ import { createProvisionerServices } from "./provisioner-service";
 
 void runServiceProcess({
   name: "provisioner",
+  internal: true,
   summary: "placement authority: adapter and executor registries and placement in Redis",
   options,
   create: (config, logger) =>

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { credentials } from "@grpc/grpc-js";
 import {
+  clusterClientOptions,
   addressOption,
   booleanOption,
   formatOptionsHelp,
@@ -117,7 +118,7 @@ export const planCommand: Command = {
  * provisioner's GetPlanInput; uniform shares before any traffic.
  */
 async function liveAdapters(address: string): Promise<PolicyAdapter[]> {
-  const client = new ProvisionerServiceClient(address, credentials.createInsecure());
+  const client = new ProvisionerServiceClient(address, credentials.createInsecure(), clusterClientOptions());
   try {
     // unary() calls the method on `client` and rejects with the typed domain error of the status.
     // eslint-disable-next-line @typescript-eslint/unbound-method

@@ -2,6 +2,7 @@
 /** The router's view of the provisioner: the tenant-scoped adapter registry, in domain types. */
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { unary } from "@loramesh/mesh";
+import { clusterClientOptions } from "@loramesh/core";
 import {
   ProvisionerServiceClient,
   type Adapter,
@@ -26,7 +27,7 @@ export class ProvisionerGateway {
   private readonly client: ProvisionerServiceClient;
 
   constructor(address: string) {
-    this.client = new ProvisionerServiceClient(address, credentials.createInsecure());
+    this.client = new ProvisionerServiceClient(address, credentials.createInsecure(), clusterClientOptions());
   }
 
   private async call<Req, Res>(method: Parameters<typeof unary<Req, Res>>[0], request: Req): Promise<Res> {

@@ -1,6 +1,7 @@
 /** The router's view of the base workers: one client per address, one sequence per submit. */
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { DeadlineExceededError, UnavailableError } from "@loramesh/errors";
+import { clusterClientOptions } from "@loramesh/core";
 import { BaseWorkerServiceClient, type SequenceEvent } from "@loramesh/proto";
 import type { FinishReason, Sampling, SloClass, TokenDelta, Usage, Timings } from "../domain/types";
 import { finishFromProto, samplingToProto, sloToProto } from "../proto-mapping";
@@ -29,7 +30,7 @@ export class WorkerGateway {
   private client(address: string): BaseWorkerServiceClient {
     let c = this.clients.get(address);
     if (!c) {
-      c = new BaseWorkerServiceClient(address, credentials.createInsecure());
+      c = new BaseWorkerServiceClient(address, credentials.createInsecure(), clusterClientOptions());
       this.clients.set(address, c);
     }
     return c;
