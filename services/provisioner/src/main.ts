@@ -21,6 +21,8 @@ void runServiceProcess({
       drainMs: config.drainMs,
       planCoverage: config.planCoverage,
       planTpotMs: config.planTpotMs,
+      adapterRoots: config.adapterRoots.split(",").filter((r) => r !== ""),
+      maxAdapterBytes: config.maxAdapterMib * 1024 * 1024,
       logger,
     }),
 });

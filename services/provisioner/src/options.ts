@@ -71,4 +71,18 @@ export const options = {
     min: 0.001,
     description: "planner target: mean time per output token, ms",
   }),
+  adapterRoots: stringOption({
+    flag: "adapter-roots",
+    env: "ADAPTER_ROOTS",
+    default: "",
+    description:
+      "comma-separated directories adapters may be registered from (symlinks resolved); empty allows any directory",
+  }),
+  maxAdapterMib: intOption({
+    flag: "max-adapter-mib",
+    env: "MAX_ADAPTER_MIB",
+    default: 8192,
+    min: 1,
+    description: "largest adapter_model.safetensors registration accepts, MiB",
+  }),
 };
