@@ -12,6 +12,7 @@ import { HealthImplementation, type ServingStatusMap } from "grpc-health-check";
 import { UnavailableError } from "@loramesh/errors";
 import { clusterTokenServerInterceptor } from "./cluster-auth";
 import type { Logger } from "./logging";
+import { tolerantDefinition } from "./undecodable-request";
 
 /** Activation tensors travel in one message each; 64 MiB leaves room above the 16 MiB chunk size. */
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -79,7 +80,8 @@ export async function startGrpcServer(options: StartGrpcServerOptions): Promise<
     ...(token !== "" ? { interceptors: [clusterTokenServerInterceptor(token)] } : {}),
   });
   const names = options.services.map((s) => s.name);
-  for (const service of options.services) server.addService(service.definition, service.implementation);
+  for (const service of options.services)
+    server.addService(tolerantDefinition(service.definition), service.implementation);
 
   const initial: ServingStatusMap = { "": "NOT_SERVING" };
   for (const name of names) initial[name] = "NOT_SERVING";

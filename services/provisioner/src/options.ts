@@ -11,6 +11,7 @@ export const options = {
   }),
   redisUrl: stringOption({
     flag: "redis-url",
+    secret: true,
     env: "REDIS_URL",
     description: "Redis holding placement state: redis://host:port[/db] or unix:/path/to/socket",
     pattern: /^(rediss?:\/\/.+|unix:.+)$/,

@@ -31,6 +31,7 @@ const options = {
   }),
   redisUrl: stringOption({
     flag: "redis-url",
+    secret: true,
     default: "",
     description: "deprecated: the CLI no longer reads Redis; give --provisioner HOST:PORT instead",
   }),

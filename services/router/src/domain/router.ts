@@ -11,6 +11,7 @@ import type { ProvisionerGateway, Registration } from "../peers/provisioner-gate
 import type { WorkerGateway, WorkerOutcome } from "../peers/worker-gateway";
 import type { RouterMetrics } from "../router-metrics";
 import { Admission } from "./admission";
+import { checkRequestLimits } from "./request-limits";
 import type { PromptEncoder } from "./prompt-encoder";
 import type {
   AdapterPage,
@@ -64,6 +65,8 @@ export class Router {
 
   /** Runs one generation for the tenant, with request metrics (outcome, TTFT, TPOT, SLO). */
   async generate(tenant: string, request: GenerationRequest, control: GenerationControl): Promise<GenerationResult> {
+    // Before anything else: an oversize or malformed request costs nothing but this check.
+    checkRequestLimits(request);
     const { metrics } = this.options;
     const arrival = performance.now();
     let first: number | undefined;
@@ -122,7 +125,8 @@ export class Router {
       this.options.workers.submit(
         worker,
         {
-          sequenceId: request.requestId,
+          // Scoped by tenant: another tenant's equal request_id never names this sequence.
+          sequenceId: workerSequenceId(tenant, request.requestId),
           tenant,
           promptTokenIds: ids,
           adapterId: adapter?.adapterId ?? "",
@@ -209,4 +213,9 @@ export class Router {
       throw new UnavailableError(`adapter ${name} is loaded but no base worker can serve it yet`);
     return adapter;
   }
+}
+
+/** The worker's id for a tenant's request: tenant and request id, so tenants never collide. */
+export function workerSequenceId(tenant: string, requestId: string): string {
+  return `${tenant}/${requestId}`;
 }
