@@ -156,7 +156,9 @@ describe("loramesh up (the README's start command)", function () {
         "--list-services",
         `http://${address}`,
       ]).catch((e: { stderr?: string }) => e);
-      expect(anonymous, service).to.have.property("stderr").that.matches(/unauthenticated/i);
+      expect(anonymous, service)
+        .to.have.property("stderr")
+        .that.matches(/unauthenticated/i);
     }
     expect(started.stderr.join("")).to.not.contain(CLUSTER_TOKEN);
   });

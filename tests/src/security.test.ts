@@ -38,7 +38,13 @@ async function codeOf(call: Promise<unknown>): Promise<status> {
 }
 
 /** Codes no input may ever produce: they say the server failed, not the request. */
-const SERVER_FAULTS = new Set([status.INTERNAL, status.UNKNOWN, status.UNAVAILABLE, status.DATA_LOSS, status.DEADLINE_EXCEEDED]);
+const SERVER_FAULTS = new Set([
+  status.INTERNAL,
+  status.UNKNOWN,
+  status.UNAVAILABLE,
+  status.DATA_LOSS,
+  status.DEADLINE_EXCEEDED,
+]);
 
 describe("security and input limits (issue 14 A; real processes, Redis, gRPC)", function () {
   this.timeout(600_000);
@@ -101,7 +107,9 @@ describe("security and input limits (issue 14 A; real processes, Redis, gRPC)", 
         ["a wrong token", "x".repeat(64)],
       ] as const) {
         const c = make(t) as never;
-        const err = (await (call as (c: never) => Promise<unknown>)(c).catch((e: unknown) => e)) as { message?: string };
+        const err = (await (call as (c: never) => Promise<unknown>)(c).catch((e: unknown) => e)) as {
+          message?: string;
+        };
         expect(err, `${name}, ${who}`).to.be.instanceOf(Error);
         expect(err.message, `${name}, ${who}`).to.match(/cluster token/);
         expect(err.constructor.name, `${name}, ${who}`).to.equal("UnauthenticatedError");
@@ -160,13 +168,29 @@ describe("security and input limits (issue 14 A; real processes, Redis, gRPC)", 
       ["1 MiB request_id", { ...base, requestId: "r".repeat(1 << 20) }, /request_id must be/],
       ["8 MB prompt", { ...base, prompt: { $case: "text", value: "x".repeat(8_000_000) } }, /prompt is 8000000 bytes/],
       ["max_tokens 2^31", { ...base, sampling: { ...GREEDY, maxTokens: 2 ** 31 } }, /sampling.max_tokens/],
-      ["100 stop strings", { ...base, sampling: { ...GREEDY, maxTokens: 2, stop: Array(100).fill("x") } }, /sampling.stop has 100/],
-      ["a 1 KiB stop string", { ...base, sampling: { ...GREEDY, maxTokens: 2, stop: ["s".repeat(1024)] } }, /sampling.stop\[0\]/],
+      [
+        "100 stop strings",
+        { ...base, sampling: { ...GREEDY, maxTokens: 2, stop: Array<string>(100).fill("x") } },
+        /sampling.stop has 100/,
+      ],
+      [
+        "a 1 KiB stop string",
+        { ...base, sampling: { ...GREEDY, maxTokens: 2, stop: ["s".repeat(1024)] } },
+        /sampling.stop\[0\]/,
+      ],
       ["seed 2^60", { ...base, sampling: { ...GREEDY, maxTokens: 2, seed: 2 ** 60 } }, /does not decode/],
       ["NaN temperature", { ...base, sampling: { ...GREEDY, maxTokens: 2, temperature: Number.NaN } }, /temperature/],
       ["negative top_p", { ...base, sampling: { ...GREEDY, maxTokens: 2, topP: -1 } }, /top_p/],
-      ["token id outside the vocabulary", { ...base, prompt: { $case: "tokenIds", value: { ids: [1, 99_999_999] } } }, /outside the vocabulary/],
-      ["stop token id outside the vocabulary", { ...base, sampling: { ...GREEDY, maxTokens: 2, stopTokenIds: [99_999_999] } }, /stop_token_ids\[0\]/],
+      [
+        "token id outside the vocabulary",
+        { ...base, prompt: { $case: "tokenIds", value: { ids: [1, 99_999_999] } } },
+        /outside the vocabulary/,
+      ],
+      [
+        "stop token id outside the vocabulary",
+        { ...base, sampling: { ...GREEDY, maxTokens: 2, stopTokenIds: [99_999_999] } },
+        /stop_token_ids\[0\]/,
+      ],
     ];
     for (const [name, input, pattern] of cases) {
       const err = (await alpha.complete(input).catch((e: unknown) => e)) as LoraMeshClientError;
@@ -203,9 +227,17 @@ describe("security and input limits (issue 14 A; real processes, Redis, gRPC)", 
       ["alpha-str", make("bad-alpha-str", config({ ...base, lora_alpha: "16" })), /^lora_alpha must be/],
       ["alpha-1e308", make("bad-alpha-big", config({ ...base, lora_alpha: 1e308 })), /^lora_alpha must be/],
       ["r-1e308", make("bad-r-big", config({ ...base, r: 1e308 })), /^r must be/],
-      ["regex-bomb", make("bad-bomb", config({ ...base, target_modules: "mod(.|.)*X" })), /target_modules .* matches no module/],
+      [
+        "regex-bomb",
+        make("bad-bomb", config({ ...base, target_modules: "mod(.|.)*X" })),
+        /target_modules .* matches no module/,
+      ],
       ["regex-invalid", make("bad-regex", config({ ...base, target_modules: "(" })), /^target_modules: invalid regex/],
-      ["too-big", make("bad-big", (d) => writeFileSync(join(d, "adapter_model.safetensors"), Buffer.alloc(2 << 20))), /above the 1048576-byte limit/],
+      [
+        "too-big",
+        make("bad-big", (d) => writeFileSync(join(d, "adapter_model.safetensors"), Buffer.alloc(2 << 20))),
+        /above the 1048576-byte limit/,
+      ],
       ["escape", join(root, "escape"), /not a directory under the adapter roots/],
       ["etc", "/etc", /not a directory under the adapter roots/],
       ["golden-outside-roots", SQL, /not a directory under the adapter roots/],
@@ -227,7 +259,8 @@ describe("security and input limits (issue 14 A; real processes, Redis, gRPC)", 
     const registrations = { tried: 0, accepted: 0, rejected: {} as Record<string, number> };
     const accepted: string[] = [];
     const refused: string[] = [];
-    const count = (tally: Record<string, number>, code: status) => (tally[status[code]] = (tally[status[code]] ?? 0) + 1);
+    const count = (tally: Record<string, number>, code: status) =>
+      (tally[status[code]] = (tally[status[code]] ?? 0) + 1);
 
     // Registrations: a mutated config or a mutated weights file each, 4 at a time.
     const jobs = Array.from({ length: 120 }, (_, i) => {
@@ -265,7 +298,20 @@ describe("security and input limits (issue 14 A; real processes, Redis, gRPC)", 
       const s = { maxTokens: 3, ...GREEDY } as Record<string, unknown>;
       const input: Record<string, unknown> = { prompt: { $case: "text", value: "SELECT id" }, sampling: s };
       for (let k = 0; k < 1 + rng.int(2); k++) {
-        const field = rng.pick(["maxTokens", "temperature", "topP", "topK", "seed", "minTokens", "logprobs", "stop", "stopTokenIds", "prompt", "adapter", "requestId"]);
+        const field = rng.pick([
+          "maxTokens",
+          "temperature",
+          "topP",
+          "topK",
+          "seed",
+          "minTokens",
+          "logprobs",
+          "stop",
+          "stopTokenIds",
+          "prompt",
+          "adapter",
+          "requestId",
+        ]);
         if (field === "prompt")
           input["prompt"] = rng.pick([
             { $case: "tokenIds", value: { ids: [rng.int(2 ** 31)] } },
@@ -275,12 +321,13 @@ describe("security and input limits (issue 14 A; real processes, Redis, gRPC)", 
             undefined,
           ]);
         else if (field === "adapter") input["adapter"] = rng.pick(["sql-r8", "nope", "../x", "a".repeat(300), ""]);
-        else if (field === "requestId") input["requestId"] = rng.pick(["", "id with spaces", "é", "r".repeat(200), `ok-${rng.int(1e9)}`]);
+        else if (field === "requestId")
+          input["requestId"] = rng.pick(["", "id with spaces", "é", "r".repeat(200), `ok-${rng.int(1e9)}`]);
         else if (field === "stop") s["stop"] = rng.pick([[""], ["x".repeat(300)], Array(40).fill("a"), ["\n"]]);
         else if (field === "stopTokenIds") s["stopTokenIds"] = rng.pick([[2 ** 31], [1], Array(400).fill(1)]);
         else s[field] = rng.pick(nasty);
       }
-      return input as GenerateInput;
+      return input;
     };
     for (let i = 0; i < 180; i += 6) {
       await Promise.all(

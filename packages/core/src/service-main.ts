@@ -56,14 +56,17 @@ const clusterTokenOption = {
     description: `shared secret of the mesh (at least ${MIN_CLUSTER_TOKEN_LENGTH} characters; prefer the environment variable, flags show in ps)`,
     // The problem never quotes the value: it is a secret.
     parse: (raw: string) =>
-      raw === "" || /^[\x21-\x7e]+$/.test(raw) && raw.length >= MIN_CLUSTER_TOKEN_LENGTH && raw.length <= 1024
+      raw === "" || (/^[\x21-\x7e]+$/.test(raw) && raw.length >= MIN_CLUSTER_TOKEN_LENGTH && raw.length <= 1024)
         ? { value: raw }
         : { problem: `must be ${MIN_CLUSTER_TOKEN_LENGTH} to 1024 printable characters (value not shown)` },
   } satisfies OptionSpec<string>,
 };
 
 /** Loads the service's options plus the cluster token; the token goes to this process's clients. */
-function loadServiceConfig<S extends OptionSpecs>(specs: S, argv: readonly string[]): { config: ConfigOf<S>; token: string } {
+function loadServiceConfig<S extends OptionSpecs>(
+  specs: S,
+  argv: readonly string[],
+): { config: ConfigOf<S>; token: string } {
   const { config } = loadConfig({ ...specs, ...clusterTokenOption }, argv);
   const { clusterToken: token, ...rest } = config as Record<string, unknown>;
   setClusterToken(token as string);
@@ -83,7 +86,9 @@ export async function runServiceProcess<S extends OptionSpecs>(options: ServiceP
   try {
     const { config, token } = loadServiceConfig(options.options, argv);
     if (options.internal && token === "")
-      logger.warn(`no cluster token (--cluster-token or $${CLUSTER_TOKEN_ENV}): this internal service accepts anonymous calls`);
+      logger.warn(
+        `no cluster token (--cluster-token or $${CLUSTER_TOKEN_ENV}): this internal service accepts anonymous calls`,
+      );
     const listen = (config as Record<string, unknown>)["listen"];
     if (typeof listen !== "string") throw new Error(`service ${options.name} declares no listen option`);
     const instance = await options.create(config, logger);

@@ -39,6 +39,8 @@ export function assertDecoded(request: unknown): void {
   if (request instanceof UndecodableRequest) {
     // The decoder's words ("Value is larger than Number.MAX_SAFE_INTEGER", "index out of range")
     // describe the problem, not the caller's bytes.
-    throw new InvalidArgumentError(`the request does not decode: ${request.reason.slice(0, 200)} (integers must be below 2^53)`);
+    throw new InvalidArgumentError(
+      `the request does not decode: ${request.reason.slice(0, 200)} (integers must be below 2^53)`,
+    );
   }
 }

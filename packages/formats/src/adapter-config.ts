@@ -90,7 +90,11 @@ function matchesTarget(target: TargetSpec, name: string): boolean {
 }
 
 // PEFT's layer filter: the index after `<pattern>.` (any of layers_pattern, or any component).
-function layerAllowed(name: string, layersToTransform: number[] | undefined, layersPattern: SafeLayerPattern[]): boolean {
+function layerAllowed(
+  name: string,
+  layersToTransform: number[] | undefined,
+  layersPattern: SafeLayerPattern[],
+): boolean {
   if (!layersToTransform) return true;
   let index: number | undefined;
   if (layersPattern.length === 0) index = layerIndexAfterAnyComponent(name);
@@ -232,7 +236,9 @@ function patternEntries(field: string, raw: unknown, check: (field: string, v: u
   if (typeof raw !== "object" || Array.isArray(raw)) throw new AdapterError(`${field} must be an object`);
   const entries = Object.entries(raw as Json);
   if (entries.length > ADAPTER_LIMITS.maxListEntries)
-    throw new AdapterError(`${field} has ${entries.length} entries, above the limit of ${ADAPTER_LIMITS.maxListEntries}`);
+    throw new AdapterError(
+      `${field} has ${entries.length} entries, above the limit of ${ADAPTER_LIMITS.maxListEntries}`,
+    );
   return entries.map(([key, value]) => ({
     regex: compileConfigRegex(field, `^(?:.*\\.)?(?:${key})$`, key),
     value: check(`${field}[${describe(key)}]`, value),
@@ -240,11 +246,12 @@ function patternEntries(field: string, raw: unknown, check: (field: string, v: u
 }
 
 function targetSpec(target: unknown): TargetSpec {
-  if (typeof target === "string") return { source: target, regex: compileConfigRegex("target_modules", `^(?:${target})$`, target) };
+  if (typeof target === "string")
+    return { source: target, regex: compileConfigRegex("target_modules", `^(?:${target})$`, target) };
   if (Array.isArray(target) && target.every((t) => typeof t === "string" && t.length > 0 && t.length <= 256)) {
     if (target.length === 0 || target.length > ADAPTER_LIMITS.maxListEntries)
       throw new AdapterError(`target_modules must list 1 to ${ADAPTER_LIMITS.maxListEntries} names`);
-    return target;
+    return target as string[];
   }
   throw new AdapterError(`target_modules must be a list of names or a regex string, got ${describe(target)}`);
 }
@@ -266,7 +273,7 @@ function layersPatterns(lp: unknown): SafeLayerPattern[] {
   const list = typeof lp === "string" ? [lp] : lp;
   if (!Array.isArray(list) || list.length > 16 || !list.every((p) => typeof p === "string"))
     throw new AdapterError(`layers_pattern must be a name or a list of up to 16 names, got ${describe(lp)}`);
-  return (list as string[]).map(layerPattern);
+  return list.map((p: string) => layerPattern(p));
 }
 
 /** Parses and checks `adapter_config.json`'s fields; refuses what loramesh cannot serve. */
@@ -281,8 +288,7 @@ export function parsePeftConfig(text: string): PeftConfig {
   if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg))
     throw new AdapterError("adapter_config.json must hold a JSON object");
   const peftType = cfg["peft_type"] ?? "LORA";
-  if (peftType !== "LORA")
-    throw new AdapterError(`peft_type ${describe(peftType)} is not supported; only LORA is`);
+  if (peftType !== "LORA") throw new AdapterError(`peft_type ${describe(peftType)} is not supported; only LORA is`);
   if (cfg["use_dora"] === true) throw new AdapterError("use_dora: DoRA adapters are not supported");
   if (cfg["bias"] !== undefined && cfg["bias"] !== "none")
     throw new AdapterError(`bias ${describe(cfg["bias"])} is not supported; only "none" is`);
@@ -332,9 +338,7 @@ function selectModules(peft: PeftConfig, model: ModelConfig): BaseModule[] {
     }
   }
   if (selected.length === 0)
-    throw new AdapterError(
-      `target_modules ${describe(shown)} matches no module of this ${model.modelType} model`,
-    );
+    throw new AdapterError(`target_modules ${describe(shown)} matches no module of this ${model.modelType} model`);
   return selected;
 }
 

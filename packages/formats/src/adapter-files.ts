@@ -100,7 +100,9 @@ export function adapterFiles(dir: string, limits: Partial<AdapterLimits> = {}): 
 export function resolveAdapterDir(dir: string, roots: readonly string[]): string {
   if (!isAbsolute(dir)) throw new AdapterError(`source.local_dir must be an absolute path, got ${JSON.stringify(dir)}`);
   if (roots.length === 0) return dir;
-  const refused = new AdapterError(`source.local_dir ${JSON.stringify(dir.slice(0, 200))} is not a directory under the adapter roots`);
+  const refused = new AdapterError(
+    `source.local_dir ${JSON.stringify(dir.slice(0, 200))} is not a directory under the adapter roots`,
+  );
   let real: string;
   try {
     real = realpathSync(dir);

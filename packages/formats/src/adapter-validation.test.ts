@@ -64,9 +64,15 @@ describe("formats: adapter validation refuses every malformed input with a typed
     await refuses(adapterWith({ ...base, target_modules: "model(.|.)*X" }), /target_modules .* matches no module/);
     await refuses(adapterWith({ ...base, target_modules: "(" }), /^target_modules: invalid regex "\(": missing \)/);
     await refuses(adapterWith({ ...base, target_modules: "(?=q)q_proj" }), /^target_modules: invalid regex/);
-    await refuses(adapterWith({ ...base, target_modules: "q".repeat(1025) }), /^target_modules: the regex is 1025 characters/);
+    await refuses(
+      adapterWith({ ...base, target_modules: "q".repeat(1025) }),
+      /^target_modules: the regex is 1025 characters/,
+    );
     await refuses(adapterWith({ ...base, rank_pattern: { "(": 4 } }), /^rank_pattern: invalid regex/);
-    await refuses(adapterWith({ ...base, layers_to_transform: [0], layers_pattern: "[" }), /^layers_pattern: invalid regex/);
+    await refuses(
+      adapterWith({ ...base, layers_to_transform: [0], layers_pattern: "[" }),
+      /^layers_pattern: invalid regex/,
+    );
     // A valid regex still selects what PEFT would.
     expect(await validate(adapterWith({ ...base, target_modules: ".*\\.(q_proj|v_proj)" }))).to.equal(undefined);
   });
@@ -95,11 +101,16 @@ describe("formats: adapter validation refuses every malformed input with a typed
     rmSync(join(device, "adapter_model.safetensors"));
     symlinkSync("/dev/zero", join(device, "adapter_model.safetensors"));
     await refuses(device, /must be a regular file/);
-    await refuses(join(SQL, "adapter_config.json"), /must be a directory, but it is not a regular file|must be a directory/);
+    await refuses(
+      join(SQL, "adapter_config.json"),
+      /must be a directory, but it is not a regular file|must be a directory/,
+    );
     await refuses(adapterWith(base), /^adapter_model.safetensors is \d+ bytes, above the 1000-byte limit/, {
       maxWeightsBytes: 1000,
     });
-    await refuses(adapterWith(base), /^adapter_config.json is \d+ bytes, above the 10-byte limit/, { maxConfigBytes: 10 });
+    await refuses(adapterWith(base), /^adapter_config.json is \d+ bytes, above the 10-byte limit/, {
+      maxConfigBytes: 10,
+    });
   });
 
   it("NaN, ±Inf and |x| above the bound in the weights, naming the tensor and element", async () => {
@@ -110,7 +121,10 @@ describe("formats: adapter validation refuses every malformed input with a typed
       const bytes = Buffer.from(original);
       bytes.writeFloatLE(value, 8 + headerLength + 8); // the first tensor's third element
       writeFileSync(join(dir, "adapter_model.safetensors"), bytes);
-      await refuses(dir, /^adapter_model.safetensors: base_model\.model\..* element 2 is .*; weights must be finite with \|x\| <= 10000/);
+      await refuses(
+        dir,
+        /^adapter_model.safetensors: base_model\.model\..* element 2 is .*; weights must be finite with \|x\| <= 10000/,
+      );
     }
   });
 

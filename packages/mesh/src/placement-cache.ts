@@ -24,7 +24,11 @@ export class PlacementCache {
     provisionerAddress: string,
     private readonly logger: Logger,
   ) {
-    this.client = new ProvisionerServiceClient(provisionerAddress, credentials.createInsecure(), clusterClientOptions());
+    this.client = new ProvisionerServiceClient(
+      provisionerAddress,
+      credentials.createInsecure(),
+      clusterClientOptions(),
+    );
     this.subscribe();
   }
 

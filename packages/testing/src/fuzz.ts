@@ -54,10 +54,10 @@ const NASTY: readonly unknown[] = [
   "a".repeat(2000),
   "q_proj|v_proj",
   ".*",
-  { "q_proj": 4 },
+  { q_proj: 4 },
   { "(": 4 },
-  { "down_proj": 1e308 },
-  { "o_proj": -2 },
+  { down_proj: 1e308 },
+  { o_proj: -2 },
 ];
 
 const CONFIG_FIELDS = [
@@ -134,8 +134,17 @@ export function mutateSafetensors(rng: FuzzRng, original: Buffer): Buffer {
     const field = rng.pick(["dtype", "shape", "data_offsets", "entry", "rename", "extra"] as const);
     if (field === "dtype") entry["dtype"] = rng.pick(["F16", "BF16", "F64", "I8", "F8", "", 3]);
     else if (field === "shape")
-      entry["shape"] = rng.pick([[], [1], [-1, 2], [2 ** 31, 2 ** 31], [8, 1e308], "8", [(entry["shape"] as number[])[1], (entry["shape"] as number[])[0]]]);
-    else if (field === "data_offsets") entry["data_offsets"] = rng.pick([[0, 0], [4, 0], [-4, 4], [0, 1e308], "0", [0, 2 ** 53 + 2]]);
+      entry["shape"] = rng.pick([
+        [],
+        [1],
+        [-1, 2],
+        [2 ** 31, 2 ** 31],
+        [8, 1e308],
+        "8",
+        [(entry["shape"] as number[])[1], (entry["shape"] as number[])[0]],
+      ]);
+    else if (field === "data_offsets")
+      entry["data_offsets"] = rng.pick([[0, 0], [4, 0], [-4, 4], [0, 1e308], "0", [0, 2 ** 53 + 2]]);
     else if (field === "entry") header[name] = rng.pick(NASTY) as never;
     else if (field === "rename") {
       header[`${name}.x`] = header[name] as never;
