@@ -1,5 +1,6 @@
 import { expect } from "chai";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -11,6 +12,9 @@ import { processAlive, REPO_ROOT, waitFor } from "@loramesh/testing";
 const run = promisify(execFile);
 const BUF = join(REPO_ROOT, "node_modules", ".bin", "buf");
 const CLI = join(REPO_ROOT, "packages", "cli", "dist", "bin.js");
+/** The cluster token `up` hands its services (given here so reflection calls can carry it). */
+const CLUSTER_TOKEN = randomBytes(32).toString("hex");
+const TOKEN_HEADER = ["-H", `x-loramesh-cluster-token: ${CLUSTER_TOKEN}`];
 
 interface Started {
   child: ChildProcess;
@@ -26,7 +30,7 @@ async function startUp(args: string[]): Promise<Started> {
   const child = spawn(process.execPath, [CLI, "up", ...args], {
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, LOG_LEVEL: "info" },
+    env: { ...process.env, LOG_LEVEL: "info", LORAMESH_CLUSTER_TOKEN: CLUSTER_TOKEN },
   });
   const stderr: string[] = [];
   child.stderr?.on("data", (chunk: Buffer) => stderr.push(chunk.toString()));
@@ -124,11 +128,13 @@ describe("loramesh up (the README's start command)", function () {
 
   it("has every service answer server reflection, so `buf curl` can list and call it", async () => {
     for (const { service, address } of started.services) {
+      // Internal services answer mesh members only: the call carries the cluster token.
       const { stdout } = await run(BUF, [
         "curl",
         "--protocol",
         "grpc",
         "--http2-prior-knowledge",
+        ...(service === "router" ? [] : TOKEN_HEADER),
         "--list-services",
         `http://${address}`,
       ]);
@@ -155,6 +161,23 @@ describe("loramesh up (the README's start command)", function () {
       `http://${router}/grpc.health.v1.Health/Check`,
     ]);
     expect(JSON.parse(health.stdout)).to.deep.equal({ status: "SERVING" });
+  });
+
+  it("refuses anonymous reflection on internal services (UNAUTHENTICATED) and never prints the cluster token", async () => {
+    for (const { service, address } of started.services.filter((s) => s.service !== "router")) {
+      const anonymous = await run(BUF, [
+        "curl",
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        "--list-services",
+        `http://${address}`,
+      ]).catch((e: { stderr?: string }) => e);
+      expect(anonymous, service)
+        .to.have.property("stderr")
+        .that.matches(/unauthenticated/i);
+    }
+    expect(started.stderr.join("")).to.not.contain(CLUSTER_TOKEN);
   });
 
   it("prints the OpenAI base URL after the ready line, and the HTTP API answers there", async () => {

@@ -145,7 +145,7 @@ describe("mesh: adapters and tenants (real processes, Redis, BullMQ)", function 
     const result = spawnSync(
       process.execPath,
       [join(REPO_ROOT, "packages", "cli", "dist", "bin.js"), "plan", "--provisioner", provisioner, "--json"],
-      { encoding: "utf8", timeout: 30_000 },
+      { encoding: "utf8", timeout: 30_000, env: { ...process.env, LORAMESH_CLUSTER_TOKEN: cluster.clusterToken } },
     );
     const plan = JSON.parse(result.stdout) as { adapters: number; loraServers: number; coverage: number };
     // The adapters registered above (the malformed one left nothing behind).

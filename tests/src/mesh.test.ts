@@ -1,3 +1,4 @@
+import { clusterClientOptions } from "@loramesh/core";
 import { expect } from "chai";
 import { readdirSync } from "node:fs";
 import { credentials, Metadata } from "@grpc/grpc-js";
@@ -13,11 +14,11 @@ import { adapterNames, golden, modelDir, registerAll, runGolden, startCluster } 
 
 const shmFiles = (): string[] => readdirSync("/dev/shm").filter((f) => f.startsWith("loramesh-"));
 
-function stats<T>(address: string, kind: "worker" | "lora"): Promise<T> {
+function stats<T>(address: string, kind: "worker" | "lora", token: string): Promise<T> {
   const client =
     kind === "worker"
-      ? new BaseWorkerServiceClient(address, credentials.createInsecure())
-      : new LoraServerServiceClient(address, credentials.createInsecure());
+      ? new BaseWorkerServiceClient(address, credentials.createInsecure(), clusterClientOptions(token))
+      : new LoraServerServiceClient(address, credentials.createInsecure(), clusterClientOptions(token));
   return new Promise<T>((resolve, reject) => {
     (client as unknown as { getStats(req: object, md: Metadata, cb: (e: Error | null, r: T) => void): void }).getStats(
       {},
@@ -89,7 +90,7 @@ for (const cfg of configurations) {
       it(`moves activations over ${cfg.shm ? "shared memory" : "gRPC"} and batches work from both workers in the LoRA server`, async () => {
         if (cfg.shm) expect(shmFiles().length, "shared regions").to.be.greaterThan(0);
         const lora = cluster.processes.find((p) => p.service === "lora-server");
-        const s = await stats<LoraServerStats>(lora?.address as string, "lora");
+        const s = await stats<LoraServerStats>(lora?.address as string, "lora", cluster.clusterToken);
         expect(s.openStreams).to.equal(2);
         expect(s.workItems).to.be.greaterThan(s.nativeCalls);
       });
@@ -98,7 +99,7 @@ for (const cfg of configurations) {
     if (cfg.mode === "hybrid") {
       it("keeps some adapters on the worker and serves the others from the LoRA server", async () => {
         const lora = cluster.processes.find((p) => p.service === "lora-server");
-        const s = await stats<LoraServerStats>(lora?.address as string, "lora");
+        const s = await stats<LoraServerStats>(lora?.address as string, "lora", cluster.clusterToken);
         expect(s.rows, "rows computed remotely").to.be.greaterThan(0);
       });
     }
@@ -141,7 +142,7 @@ describe("mesh: workers free cancelled sequences", function () {
     expect((deadline as Error).message).to.match(/DEADLINE_EXCEEDED/);
     let s: BaseWorkerStats | undefined;
     for (let i = 0; i < 100; i++) {
-      s = await stats<BaseWorkerStats>(worker, "worker");
+      s = await stats<BaseWorkerStats>(worker, "worker", cluster.clusterToken);
       if (s.runningSequences === 0 && s.kvBlocksUsed === 0 && s.cancelledSequences >= 2) break;
       await new Promise((r) => setTimeout(r, 50));
     }

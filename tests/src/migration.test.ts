@@ -1,3 +1,4 @@
+import { clusterClientOptions } from "@loramesh/core";
 import { expect } from "chai";
 import { credentials } from "@grpc/grpc-js";
 import type { LocalCluster } from "@loramesh/cli";
@@ -49,7 +50,11 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
     });
     client = new LoraMeshClient({ address: cluster.routerAddress });
     const address = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
-    provisioner = new ProvisionerServiceClient(address, credentials.createInsecure());
+    provisioner = new ProvisionerServiceClient(
+      address,
+      credentials.createInsecure(),
+      clusterClientOptions(cluster.clusterToken),
+    );
     await registerAll(client, "tiny-llama", [adapter]);
   });
 
@@ -151,7 +156,11 @@ describe("adapter migration under load (real mesh: 1 worker, 2 LoRA servers)", f
     expect(outcomes.some((o) => o.endedMs > unloadedAt)).to.equal(true);
 
     // The target did the LoRA work after the move.
-    const target = new LoraServerServiceClient(to!.address, credentials.createInsecure());
+    const target = new LoraServerServiceClient(
+      to!.address,
+      credentials.createInsecure(),
+      clusterClientOptions(cluster.clusterToken),
+    );
     try {
       const stats = await unary<LoraServerStatsRequest, LoraServerStats>(target.getStats.bind(target), target, {});
       expect(stats.rows).to.be.greaterThan(0);

@@ -1,5 +1,6 @@
 // The router's OpenAI-compatible HTTP API, driven by the official `openai` client against a real
 // cluster (processes, Redis, gRPC between them).
+import { clusterClientOptions } from "@loramesh/core";
 import { expect } from "chai";
 import OpenAI, { APIError } from "openai";
 import { credentials } from "@grpc/grpc-js";
@@ -31,8 +32,8 @@ async function statusOf(p: Promise<unknown>): Promise<APIError> {
   return err as APIError;
 }
 
-async function workerStats(address: string): Promise<BaseWorkerStats> {
-  const client = new BaseWorkerServiceClient(address, credentials.createInsecure());
+async function workerStats(address: string, token: string): Promise<BaseWorkerStats> {
+  const client = new BaseWorkerServiceClient(address, credentials.createInsecure(), clusterClientOptions(token));
   try {
     return await unary<BaseWorkerStatsRequest, BaseWorkerStats>(client.getStats.bind(client), client, {});
   } finally {
@@ -342,7 +343,7 @@ describe("OpenAI-compatible HTTP API (official openai client, real cluster)", fu
 
   it("cancels the sequence on the worker when the client disconnects mid-stream (its KV blocks are freed)", async () => {
     const worker = cluster.processes.find((p) => p.service === "base-worker")?.address as string;
-    const before = await workerStats(worker);
+    const before = await workerStats(worker, cluster.clusterToken);
     const aborter = new AbortController();
     const stream = await completionStream(
       alpha,
@@ -355,7 +356,7 @@ describe("OpenAI-compatible HTTP API (official openai client, real cluster)", fu
       for await (const _ of stream) {
         void _;
         if (++chunks === 3) {
-          running = (await workerStats(worker)).runningSequences;
+          running = (await workerStats(worker, cluster.clusterToken)).runningSequences;
           aborter.abort();
         }
       }
@@ -364,14 +365,14 @@ describe("OpenAI-compatible HTTP API (official openai client, real cluster)", fu
     }
     expect(running, "the sequence was running when the client left").to.equal(1);
     // The worker reports the cancellation: wait for that state, not for a time window.
-    let after = await workerStats(worker);
+    let after = await workerStats(worker, cluster.clusterToken);
     for (
       let i = 0;
       i < 200 && (after.runningSequences !== 0 || after.cancelledSequences === before.cancelledSequences);
       i++
     ) {
       await new Promise((r) => setTimeout(r, 50));
-      after = await workerStats(worker);
+      after = await workerStats(worker, cluster.clusterToken);
     }
     expect(after.cancelledSequences).to.equal(before.cancelledSequences + 1);
     expect(after.runningSequences).to.equal(0);

@@ -9,7 +9,9 @@ import { fork, type ChildProcess } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import {
+  CLUSTER_TOKEN_ENV,
   DEFAULT_LISTEN_ADDRESS,
+  generateClusterToken,
   startEmbeddedRedis,
   type EmbeddedRedis,
   type ListeningMessage,
@@ -43,6 +45,11 @@ export interface LocalClusterOptions {
   startTimeoutMs?: number;
   /** Environment of the service processes (default: this process's). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * The mesh's shared token; default: `$LORAMESH_CLUSTER_TOKEN` of `env`, else a fresh random one.
+   * It reaches the services through their environment, never their command line.
+   */
+  clusterToken?: string;
 }
 
 export interface ClusterProcess {
@@ -58,6 +65,8 @@ export interface LocalCluster {
   /** HOST:PORT of the router's OpenAI-compatible HTTP API (base URL http://HOST:PORT/v1). */
   readonly httpAddress: string;
   readonly redisUrl: string;
+  /** The token internal services require (for tools and tests that call them directly). */
+  readonly clusterToken: string;
   /** The running processes (a restarted one appears with its new pid). */
   readonly processes: readonly ClusterProcess[];
   /** The embedded Redis's pid (changes on restart); undefined with an external REDIS_URL. */
@@ -97,6 +106,9 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const baseTimeoutMs = options.startTimeoutMs ?? 30_000;
   const workerTimeoutMs =
     options.startTimeoutMs ?? baseTimeoutMs + Math.ceil(checkpointBytes(options.modelDir) / 50e6) * 1000;
+  const baseEnv = options.env ?? process.env;
+  const clusterToken = options.clusterToken ?? (baseEnv[CLUSTER_TOKEN_ENV] || generateClusterToken());
+  const childEnv = { ...baseEnv, [CLUSTER_TOKEN_ENV]: clusterToken };
   const running: Running[] = [];
   // Every forked child, including ones still starting, so a failed start leaves no orphans.
   const spawned: ChildProcess[] = [];
@@ -120,7 +132,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const start = async (service: string, args: string[]): Promise<Running> => {
     const child = fork(SERVICE_MAIN[service] as string, args, {
       stdio: ["ignore", "inherit", "inherit", "ipc"],
-      env: options.env ?? process.env,
+      env: childEnv,
     });
     spawned.push(child);
     const timeoutMs = service === "base-worker" ? workerTimeoutMs : baseTimeoutMs;
@@ -252,6 +264,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       routerAddress: router.address,
       httpAddress: router.httpAddress,
       redisUrl,
+      clusterToken,
       get processes() {
         return running.map((p) => ({
           service: p.service,

@@ -26,13 +26,19 @@ export type ConfigOf<S extends OptionSpecs> = { [K in keyof S]: S[K] extends Opt
 
 type Base<T> = Omit<OptionSpec<T>, "parse" | "valueName">;
 
-export function stringOption(spec: Base<string> & { pattern?: RegExp; patternHint?: string }): OptionSpec<string> {
+/** `secret`: the value may hold a password or key, so a problem never quotes it. */
+export function stringOption(
+  spec: Base<string> & { pattern?: RegExp; patternHint?: string; secret?: boolean },
+): OptionSpec<string> {
+  const { pattern, patternHint, secret, ...rest } = spec;
   return {
-    ...spec,
+    ...rest,
     valueName: "TEXT",
     parse: (raw) =>
-      spec.pattern && !spec.pattern.test(raw)
-        ? { problem: `expected ${spec.patternHint ?? spec.pattern.toString()}, got ${JSON.stringify(raw)}` }
+      pattern && !pattern.test(raw)
+        ? {
+            problem: `expected ${patternHint ?? pattern.toString()}, got ${secret ? "a value that is not (not shown: it may hold a secret)" : JSON.stringify(raw)}`,
+          }
         : { value: raw },
   };
 }

@@ -26,6 +26,7 @@ import {
   UnimplementedError,
   type ErrorKind,
 } from "@loramesh/errors";
+import { clusterClientOptions } from "./cluster-auth";
 import { GRPC_CHANNEL_OPTIONS } from "./grpc-server";
 import { ERROR_CLASS_METADATA_KEY } from "./grpc-status";
 
@@ -137,16 +138,20 @@ export function clientChannelOptions(spec: ClientChannelSpec): ChannelOptions {
   };
 }
 
-type ClientConstructor<C> = new (address: string, creds: ChannelCredentials, options?: ChannelOptions) => C;
+type ClientConstructor<C> = new (
+  address: string,
+  creds: ChannelCredentials,
+  options?: ChannelOptions & ReturnType<typeof clusterClientOptions>,
+) => C;
 
-/** The one client factory: a generated client on a channel with loramesh's options. */
+/** The one client factory: a generated client on a channel with loramesh's options and the cluster token. */
 export function createClient<C>(
   Client: ClientConstructor<C>,
   address: string,
   spec: ClientChannelSpec,
   creds: ChannelCredentials = credentials.createInsecure(),
 ): C {
-  return new Client(address, creds, clientChannelOptions(spec));
+  return new Client(address, creds, { ...clientChannelOptions(spec), ...clusterClientOptions() });
 }
 
 /** Metadata for a call that should wait for the peer to come up (until its deadline) instead of failing fast. */

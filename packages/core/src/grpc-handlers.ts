@@ -22,6 +22,7 @@ import {
 } from "./grpc-middleware";
 import { toGrpcStatus } from "./grpc-status";
 import type { Logger } from "./logging";
+import { assertDecoded } from "./undecodable-request";
 
 /** Runs `body` for one call inside `chain`, releasing the call's deadline timer afterwards. */
 function withChain(
@@ -42,6 +43,7 @@ export function unaryHandler<Req, Res>(
   return (call, callback) => {
     let response: Res;
     withChain(chain, call, async (ctx) => {
+      assertDecoded(call.request);
       response = await fn(call.request, call, ctx);
     }).then(
       () => callback(null, response),
@@ -57,7 +59,10 @@ export function serverStreamHandler<Req, Res>(
   chain: readonly Middleware[] = defaultMiddleware(),
 ): handleServerStreamingCall<Req, Res> {
   return (call) => {
-    withChain(chain, call, (ctx) => fn(call.request, call, ctx)).then(
+    withChain(chain, call, async (ctx) => {
+      assertDecoded(call.request);
+      await fn(call.request, call, ctx);
+    }).then(
       () => {
         if (!call.writableEnded) call.end();
       },

@@ -10,7 +10,9 @@ import { ReflectionService } from "@grpc/reflection";
 import { DESCRIPTOR_SET_PATH } from "@loramesh/proto";
 import { HealthImplementation, type ServingStatusMap } from "grpc-health-check";
 import { UnavailableError } from "@loramesh/errors";
+import { clusterTokenServerInterceptor } from "./cluster-auth";
 import type { Logger } from "./logging";
+import { tolerantDefinition } from "./undecodable-request";
 
 /** Activation tensors travel in one message each; 64 MiB leaves room above the 16 MiB chunk size. */
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -44,6 +46,8 @@ export interface StartGrpcServerOptions {
   logger: Logger;
   /** Server credentials; plaintext when absent. */
   credentials?: ServerCredentials;
+  /** When set, every call but health must carry this cluster token (internal services). */
+  clusterToken?: string;
 }
 
 export interface RunningGrpcServer {
@@ -74,9 +78,14 @@ export function loadReflectionPackage(): PackageDefinition {
 /** Starts a server with health and reflection; all services start NOT_SERVING until `setServing(true)`. */
 export async function startGrpcServer(options: StartGrpcServerOptions): Promise<RunningGrpcServer> {
   const { logger } = options;
-  const server = new Server(GRPC_CHANNEL_OPTIONS);
+  const token = options.clusterToken ?? "";
+  const server = new Server({
+    ...GRPC_CHANNEL_OPTIONS,
+    ...(token !== "" ? { interceptors: [clusterTokenServerInterceptor(token)] } : {}),
+  });
   const names = options.services.map((s) => s.name);
-  for (const service of options.services) server.addService(service.definition, service.implementation);
+  for (const service of options.services)
+    server.addService(tolerantDefinition(service.definition), service.implementation);
 
   const initial: ServingStatusMap = { "": "NOT_SERVING" };
   for (const name of names) initial[name] = "NOT_SERVING";

@@ -20,6 +20,18 @@ export {
   redisConnectionOptions,
   startEmbeddedRedis,
 } from "./embedded-redis";
+export {
+  CLUSTER_TOKEN_ENV,
+  CLUSTER_TOKEN_METADATA_KEY,
+  clusterClientOptions,
+  clusterToken,
+  clusterTokenInterceptor,
+  clusterTokenServerInterceptor,
+  generateClusterToken,
+  hasClusterToken,
+  MIN_CLUSTER_TOKEN_LENGTH,
+  setClusterToken,
+} from "./cluster-auth";
 export { DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_TOKENS, DEFAULT_ROUTER_ADDRESS } from "./defaults";
 export {
   clientChannelOptions,

@@ -4,7 +4,8 @@
  * call to `runServiceProcess` with its options and a `create` function.
  */
 import { isLoraMeshError, describeError } from "@loramesh/errors";
-import { formatOptionsHelp, loadConfig, type ConfigOf, type OptionSpecs } from "./config";
+import { CLUSTER_TOKEN_ENV, MIN_CLUSTER_TOKEN_LENGTH, setClusterToken } from "./cluster-auth";
+import { formatOptionsHelp, loadConfig, type ConfigOf, type OptionSpec, type OptionSpecs } from "./config";
 import { startGrpcServer, type ServiceRegistration } from "./grpc-server";
 import { createLogger, type Logger } from "./logging";
 import { installGracefulShutdown } from "./shutdown";
@@ -43,6 +44,38 @@ export interface ServiceProcessOptions<S extends OptionSpecs> {
   options: S;
   create(config: ConfigOf<S>, logger: Logger): Promise<ServiceInstance>;
   argv?: readonly string[];
+  /**
+   * An internal service (provisioner, worker, LoRA server): its calls need the cluster token. The
+   * router is the public door and checks API keys instead.
+   */
+  internal?: boolean;
+}
+
+/** The option every service has: the cluster token its clients send (and internal services check). */
+const clusterTokenOption = {
+  clusterToken: {
+    flag: "cluster-token",
+    env: CLUSTER_TOKEN_ENV,
+    default: "",
+    valueName: "TOKEN",
+    description: `shared secret of the mesh (at least ${MIN_CLUSTER_TOKEN_LENGTH} characters; prefer the environment variable, flags show in ps)`,
+    // The problem never quotes the value: it is a secret.
+    parse: (raw: string) =>
+      raw === "" || (/^[\x21-\x7e]+$/.test(raw) && raw.length >= MIN_CLUSTER_TOKEN_LENGTH && raw.length <= 1024)
+        ? { value: raw }
+        : { problem: `must be ${MIN_CLUSTER_TOKEN_LENGTH} to 1024 printable characters (value not shown)` },
+  } satisfies OptionSpec<string>,
+};
+
+/** Loads the service's options plus the cluster token; the token goes to this process's clients. */
+function loadServiceConfig<S extends OptionSpecs>(
+  specs: S,
+  argv: readonly string[],
+): { config: ConfigOf<S>; token: string } {
+  const { config } = loadConfig({ ...specs, ...clusterTokenOption }, argv);
+  const { clusterToken: token, ...rest } = config as Record<string, unknown>;
+  setClusterToken(token as string);
+  return { config: rest as ConfigOf<S>, token: token as string };
 }
 
 /** Runs a service until a signal stops it. Configuration errors exit with status 2 and a clear list. */
@@ -50,17 +83,26 @@ export async function runServiceProcess<S extends OptionSpecs>(options: ServiceP
   const argv = options.argv ?? process.argv.slice(2);
   if (argv.includes("--help") || argv.includes("-h")) {
     process.stdout.write(
-      `loramesh ${options.name}: ${options.summary}\n\nOptions:\n${formatOptionsHelp(options.options)}\n`,
+      `loramesh ${options.name}: ${options.summary}\n\nOptions:\n${formatOptionsHelp({ ...options.options, ...clusterTokenOption })}\n`,
     );
     return;
   }
   const logger = createLogger({ fields: { service: options.name } });
   try {
-    const { config } = loadConfig(options.options, argv);
+    const { config, token } = loadServiceConfig(options.options, argv);
+    if (options.internal && token === "")
+      logger.warn(
+        `no cluster token (--cluster-token or $${CLUSTER_TOKEN_ENV}): this internal service accepts anonymous calls`,
+      );
     const listen = (config as Record<string, unknown>)["listen"];
     if (typeof listen !== "string") throw new Error(`service ${options.name} declares no listen option`);
     const instance = await options.create(config, logger);
-    const server = await startGrpcServer({ address: listen, services: instance.services, logger });
+    const server = await startGrpcServer({
+      address: listen,
+      services: instance.services,
+      logger,
+      ...(options.internal ? { clusterToken: token } : {}),
+    });
     // Prometheus metrics on METRICS_ADDRESS (default: loopback, any free port; "off" disables).
     const metricsSetting = process.env["METRICS_ADDRESS"] ?? "127.0.0.1:0";
     const metrics = metricsSetting === "off" ? undefined : await serveMetrics(metricsSetting);

@@ -7,7 +7,13 @@
  * freed, its tokens recomputed later).
  */
 import { randomUUID } from "node:crypto";
-import { InvalidArgumentError, NotFoundError, ResourceExhaustedError, describeError } from "@loramesh/errors";
+import {
+  AlreadyExistsError,
+  InvalidArgumentError,
+  NotFoundError,
+  ResourceExhaustedError,
+  describeError,
+} from "@loramesh/errors";
 import { type Logger } from "@loramesh/core";
 import { forward, type ForwardSequence } from "./forward";
 import { KvCache } from "./kv-cache";
@@ -191,7 +197,12 @@ export class Engine {
 
   cancel(id: string): boolean {
     const seq = this.byId.get(id);
-    if (!seq || seq.state === "done") return false;
+    return seq !== undefined && this.cancelSequence(seq);
+  }
+
+  // Cancels this very sequence (a handle never reaches another sequence that reuses its id).
+  private cancelSequence(seq: Sequence): boolean {
+    if (seq.state === "done") return false;
     seq.cancelled = true;
     if (seq.state === "waiting") this.finish(seq, "cancelled");
     return true;
@@ -216,6 +227,12 @@ export class Engine {
       throw new InvalidArgumentError(
         `token id ${ids[bad]} at position ${bad} is outside the vocabulary (0..${vocab - 1})`,
       );
+    const stops = request.sampling?.stopTokenIds ?? [];
+    const badStop = stops.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
+    if (badStop >= 0)
+      throw new InvalidArgumentError(
+        `stop_token_ids[${badStop}] = ${stops[badStop]} is outside the vocabulary (0..${vocab - 1})`,
+      );
     if (ids.length + maxTokens > this.maxSequenceLength) {
       throw new InvalidArgumentError(
         `prompt of ${ids.length} tokens plus max_tokens ${maxTokens} exceeds the maximum sequence length ${this.maxSequenceLength}`,
@@ -231,10 +248,13 @@ export class Engine {
       seq.settle = resolve;
       seq.fail = reject;
     });
+    const live = this.byId.get(seq.id);
+    if (live !== undefined && live.state !== "done")
+      throw new AlreadyExistsError(`a sequence with id ${JSON.stringify(seq.id.slice(0, 200))} is already running`);
     this.byId.set(seq.id, seq);
     this.waiting.push(seq);
     this.kick();
-    return { id: seq.id, result, cancel: () => void this.cancel(seq.id) };
+    return { id: seq.id, result, cancel: () => void this.cancelSequence(seq) };
   }
 
   private kick(): void {
@@ -461,7 +481,7 @@ export class Engine {
     if (w >= 0) this.waiting.splice(w, 1);
     this.cache.release(seq.blockTable);
     seq.state = "done";
-    this.byId.delete(seq.id);
+    if (this.byId.get(seq.id) === seq) this.byId.delete(seq.id);
   }
 }
 

@@ -9,10 +9,11 @@
  * that do not fit the base model and targets it does not have.
  */
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { createReadStream, readFileSync } from "node:fs";
 import { AdapterError } from "@loramesh/errors";
+import { ADAPTER_LIMITS, adapterFiles, type AdapterLimits } from "./adapter-files";
 import type { ModelConfig } from "./model-config";
+import { compileConfigRegex, type SafeRegex } from "./safe-regex";
 import { LOADABLE_DTYPES, SafetensorsError, SafetensorsFile } from "./safetensors";
 
 /** The projections a LoRA module can sit on. */
@@ -82,9 +83,9 @@ function unsupportedModules(config: ModelConfig): string[] {
 }
 
 // PEFT: a list entry matches a module whose name equals it or ends with "." + entry; a string is a
-// regex that must match the whole name.
-function matchesTarget(target: string | string[], name: string): boolean {
-  if (typeof target === "string") return new RegExp(`^(?:${target})$`).test(name);
+// regex that must match the whole name (compiled once, by RE2: see safe-regex.ts).
+function matchesTarget(target: TargetSpec, name: string): boolean {
+  if (!Array.isArray(target)) return target.regex.test(name);
   return target.some((t) => name === t || name.endsWith(`.${t}`));
 }
 
@@ -92,27 +93,62 @@ function matchesTarget(target: string | string[], name: string): boolean {
 function layerAllowed(
   name: string,
   layersToTransform: number[] | undefined,
-  layersPattern: string[] | undefined,
+  layersPattern: SafeLayerPattern[],
 ): boolean {
   if (!layersToTransform) return true;
-  let match: RegExpExecArray | null = null;
-  if (!layersPattern || layersPattern.length === 0) match = /^.*\.[^.]*\.(\d+)\./.exec(name);
+  let index: number | undefined;
+  if (layersPattern.length === 0) index = layerIndexAfterAnyComponent(name);
   else {
     for (const pattern of layersPattern) {
-      match = new RegExp(`^.*\\.${pattern}\\.(\\d+)\\.`).exec(name);
-      if (match) break;
+      index = pattern.indexIn(name);
+      if (index !== undefined) break;
     }
   }
-  return match !== null && layersToTransform.includes(Number(match[1]));
+  return index !== undefined && layersToTransform.includes(index);
 }
 
-// PEFT's rank_pattern/alpha_pattern lookup: the first key whose regex matches the end of the name.
-function patternValue(pattern: Record<string, number>, name: string): number | undefined {
-  for (const [key, value] of Object.entries(pattern)) {
-    if (new RegExp(`^(?:.*\\.)?(?:${key})$`).test(name)) return value;
+// `^.*\.[^.]*\.(\d+)\.` without a backtracking engine: the last "<component>.<digits>." in the name.
+function layerIndexAfterAnyComponent(name: string): number | undefined {
+  const parts = name.split(".");
+  for (let i = parts.length - 2; i >= 2; i--) {
+    if (/^\d+$/.test(parts[i] as string)) return Number(parts[i]);
   }
   return undefined;
 }
+
+interface SafeLayerPattern {
+  /** The layer index after `<pattern>.` in the name, if the pattern occurs there. */
+  indexIn(name: string): number | undefined;
+}
+
+// Tries each "<prefix>.<pattern>.<digits>." split of the name, latest first (PEFT's greedy `.*`).
+function layerPattern(pattern: string): SafeLayerPattern {
+  const regex = compileConfigRegex("layers_pattern", `^(?:${pattern})$`, pattern);
+  return {
+    indexIn(name) {
+      const parts = name.split(".");
+      for (let end = parts.length - 2; end >= 1; end--) {
+        if (!/^\d+$/.test(parts[end] as string)) continue;
+        for (let start = end - 1; start >= 1; start--) {
+          if (regex.test(parts.slice(start, end).join("."))) return Number(parts[end]);
+        }
+      }
+      return undefined;
+    },
+  };
+}
+
+// PEFT's rank_pattern/alpha_pattern lookup: the first key whose regex matches the end of the name.
+function patternValue(pattern: readonly PatternEntry[], name: string): number | undefined {
+  return pattern.find((p) => p.regex.test(name))?.value;
+}
+
+interface PatternEntry {
+  regex: SafeRegex;
+  value: number;
+}
+
+type TargetSpec = string[] | { source: string; regex: SafeRegex };
 
 type Json = Record<string, unknown>;
 
@@ -150,11 +186,94 @@ interface PeftConfig {
   r: number;
   alpha: number;
   rslora: boolean;
-  targets: string | string[];
-  rankPattern: Record<string, number>;
-  alphaPattern: Record<string, number>;
+  targets: TargetSpec;
+  rankPattern: PatternEntry[];
+  alphaPattern: PatternEntry[];
   layersToTransform: number[] | undefined;
-  layersPattern: string[] | undefined;
+  layersPattern: SafeLayerPattern[];
+}
+
+/** PEFT fields that change what the adapter computes and that loramesh cannot honour. */
+const UNSUPPORTED_FIELDS = [
+  "use_qalora",
+  "trainable_token_indices",
+  "lora_bias",
+  "layer_replication",
+  "exclude_modules",
+  "target_parameters",
+  "alora_invocation_tokens",
+  "megatron_config",
+] as const;
+
+const isSet = (v: unknown): boolean =>
+  v === true ||
+  (typeof v === "string" && v !== "") ||
+  (Array.isArray(v) && v.length > 0) ||
+  (typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length > 0);
+
+/** A rank: a positive integer up to the documented bound. */
+function checkRank(field: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > ADAPTER_LIMITS.maxRank)
+    throw new AdapterError(`${field} must be an integer from 1 to ${ADAPTER_LIMITS.maxRank}, got ${describe(v)}`);
+  return v;
+}
+
+/** An alpha: a finite positive number up to the documented bound. */
+function checkAlpha(field: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || v > ADAPTER_LIMITS.maxAlpha)
+    throw new AdapterError(`${field} must be a number in (0, ${ADAPTER_LIMITS.maxAlpha}], got ${describe(v)}`);
+  return v;
+}
+
+// A value for an error message, cut short (the config is the caller's, but messages stay small).
+function describe(v: unknown): string {
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+function patternEntries(field: string, raw: unknown, check: (field: string, v: unknown) => number): PatternEntry[] {
+  if (raw === undefined || raw === null) return [];
+  if (typeof raw !== "object" || Array.isArray(raw)) throw new AdapterError(`${field} must be an object`);
+  const entries = Object.entries(raw as Json);
+  if (entries.length > ADAPTER_LIMITS.maxListEntries)
+    throw new AdapterError(
+      `${field} has ${entries.length} entries, above the limit of ${ADAPTER_LIMITS.maxListEntries}`,
+    );
+  return entries.map(([key, value]) => ({
+    regex: compileConfigRegex(field, `^(?:.*\\.)?(?:${key})$`, key),
+    value: check(`${field}[${describe(key)}]`, value),
+  }));
+}
+
+function targetSpec(target: unknown): TargetSpec {
+  if (typeof target === "string")
+    return { source: target, regex: compileConfigRegex("target_modules", `^(?:${target})$`, target) };
+  if (Array.isArray(target) && target.every((t) => typeof t === "string" && t.length > 0 && t.length <= 256)) {
+    if (target.length === 0 || target.length > ADAPTER_LIMITS.maxListEntries)
+      throw new AdapterError(`target_modules must list 1 to ${ADAPTER_LIMITS.maxListEntries} names`);
+    return target as string[];
+  }
+  throw new AdapterError(`target_modules must be a list of names or a regex string, got ${describe(target)}`);
+}
+
+function layersToTransform(ltt: unknown): number[] | undefined {
+  if (ltt === undefined || ltt === null) return undefined;
+  const list = typeof ltt === "number" ? [ltt] : ltt;
+  if (
+    !Array.isArray(list) ||
+    list.length > ADAPTER_LIMITS.maxListEntries ||
+    !list.every((n) => Number.isSafeInteger(n) && (n as number) >= 0)
+  )
+    throw new AdapterError(`layers_to_transform must be a layer index or a list of them, got ${describe(ltt)}`);
+  return list as number[];
+}
+
+function layersPatterns(lp: unknown): SafeLayerPattern[] {
+  if (lp === undefined || lp === null) return [];
+  const list = typeof lp === "string" ? [lp] : lp;
+  if (!Array.isArray(list) || list.length > 16 || !list.every((p) => typeof p === "string"))
+    throw new AdapterError(`layers_pattern must be a name or a list of up to 16 names, got ${describe(lp)}`);
+  return list.map((p: string) => layerPattern(p));
 }
 
 /** Parses and checks `adapter_config.json`'s fields; refuses what loramesh cannot serve. */
@@ -163,56 +282,45 @@ export function parsePeftConfig(text: string): PeftConfig {
   try {
     cfg = JSON.parse(text) as Json;
   } catch (err) {
-    throw new AdapterError(`adapter_config.json is not valid JSON: ${(err as Error).message}`, { cause: err });
+    // Not the parser's message: it quotes the file.
+    throw new AdapterError("adapter_config.json is not valid JSON", { cause: err });
   }
+  if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg))
+    throw new AdapterError("adapter_config.json must hold a JSON object");
   const peftType = cfg["peft_type"] ?? "LORA";
-  if (peftType !== "LORA")
-    throw new AdapterError(`peft_type ${JSON.stringify(peftType)} is not supported; only LORA is`);
+  if (peftType !== "LORA") throw new AdapterError(`peft_type ${describe(peftType)} is not supported; only LORA is`);
   if (cfg["use_dora"] === true) throw new AdapterError("use_dora: DoRA adapters are not supported");
   if (cfg["bias"] !== undefined && cfg["bias"] !== "none")
-    throw new AdapterError(`bias ${JSON.stringify(cfg["bias"])} is not supported; only "none" is`);
+    throw new AdapterError(`bias ${describe(cfg["bias"])} is not supported; only "none" is`);
   const modulesToSave = cfg["modules_to_save"];
   if (Array.isArray(modulesToSave) && modulesToSave.length > 0) {
     throw new AdapterError(
-      `modules_to_save ${JSON.stringify(modulesToSave)} is not supported: fully trained modules cannot be shared across tenants`,
+      `modules_to_save ${describe(modulesToSave)} is not supported: fully trained modules cannot be shared across tenants`,
     );
   }
-  for (const field of ["use_qalora", "trainable_token_indices", "lora_bias"]) {
-    const v = cfg[field];
-    if (
-      v === true ||
-      (Array.isArray(v) && v.length > 0) ||
-      (typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length > 0)
-    ) {
-      throw new AdapterError(`${field} is not supported`);
-    }
+  for (const field of UNSUPPORTED_FIELDS) {
+    if (isSet(cfg[field])) throw new AdapterError(`${field} is not supported`);
   }
-  const r = cfg["r"];
-  if (typeof r !== "number" || !Number.isInteger(r) || r < 1)
-    throw new AdapterError(`r must be a positive integer, got ${JSON.stringify(r)}`);
-  const target = cfg["target_modules"];
-  if (!(typeof target === "string" || (Array.isArray(target) && target.every((t) => typeof t === "string")))) {
-    throw new AdapterError(`target_modules must be a list of names or a regex string, got ${JSON.stringify(target)}`);
-  }
-  const ltt = cfg["layers_to_transform"];
-  const lp = cfg["layers_pattern"];
+  const rslora = cfg["use_rslora"] ?? false;
+  if (typeof rslora !== "boolean") throw new AdapterError(`use_rslora must be true or false, got ${describe(rslora)}`);
   // fan_in_fan_out only transposes Conv1D base weights; for the nn.Linear layers of these
   // architectures PEFT resets it to false, and A/B are stored the same either way.
   return {
-    r,
-    alpha: typeof cfg["lora_alpha"] === "number" ? cfg["lora_alpha"] : 8,
-    rslora: cfg["use_rslora"] === true,
-    targets: target,
-    rankPattern: (cfg["rank_pattern"] ?? {}) as Record<string, number>,
-    alphaPattern: (cfg["alpha_pattern"] ?? {}) as Record<string, number>,
-    layersToTransform: typeof ltt === "number" ? [ltt] : Array.isArray(ltt) ? (ltt as number[]) : undefined,
-    layersPattern: typeof lp === "string" ? [lp] : Array.isArray(lp) ? (lp as string[]) : undefined,
+    r: checkRank("r", cfg["r"]),
+    alpha: cfg["lora_alpha"] === undefined ? 8 : checkAlpha("lora_alpha", cfg["lora_alpha"]),
+    rslora,
+    targets: targetSpec(cfg["target_modules"]),
+    rankPattern: patternEntries("rank_pattern", cfg["rank_pattern"], checkRank),
+    alphaPattern: patternEntries("alpha_pattern", cfg["alpha_pattern"], checkAlpha),
+    layersToTransform: layersToTransform(cfg["layers_to_transform"]),
+    layersPattern: layersPatterns(cfg["layers_pattern"]),
   };
 }
 
 /** The base modules the config selects; refuses targets the model lacks or loramesh does not serve. */
 function selectModules(peft: PeftConfig, model: ModelConfig): BaseModule[] {
   const { targets } = peft;
+  const shown = Array.isArray(targets) ? targets : targets.source;
   const candidates = loraTargets(model);
   const selected = candidates.filter(
     (m) => matchesTarget(targets, m.name) && layerAllowed(m.name, peft.layersToTransform, peft.layersPattern),
@@ -230,9 +338,7 @@ function selectModules(peft: PeftConfig, model: ModelConfig): BaseModule[] {
     }
   }
   if (selected.length === 0)
-    throw new AdapterError(
-      `target_modules ${JSON.stringify(targets)} matches no module of this ${model.modelType} model`,
-    );
+    throw new AdapterError(`target_modules ${describe(shown)} matches no module of this ${model.modelType} model`);
   return selected;
 }
 
@@ -240,7 +346,6 @@ function selectModules(peft: PeftConfig, model: ModelConfig): BaseModule[] {
 function moduleSpec(file: SafetensorsFile, m: BaseModule, peft: PeftConfig): AdapterModuleSpec {
   const rank = patternValue(peft.rankPattern, m.name) ?? peft.r;
   const a = patternValue(peft.alphaPattern, m.name) ?? peft.alpha;
-  if (!Number.isInteger(rank) || rank < 1) throw new AdapterError(`rank_pattern gives ${m.name} rank ${rank}`);
   const keyA = `base_model.model.${m.name}.lora_A.weight`;
   const keyB = `base_model.model.${m.name}.lora_B.weight`;
   for (const key of [keyA, keyB]) {
@@ -278,18 +383,12 @@ function moduleSpec(file: SafetensorsFile, m: BaseModule, peft: PeftConfig): Ada
  * and the safetensors header): names, shapes, dtypes, ranks, byte ranges. Throws AdapterError with
  * the reason; reads no weight.
  */
-export function inspectAdapter(dir: string, model: ModelConfig): AdapterInspection {
-  const configPath = join(dir, "adapter_config.json");
-  const weightsPath = join(dir, "adapter_model.safetensors");
-  if (!existsSync(configPath)) throw new AdapterError(`${dir} has no adapter_config.json`);
-  if (!existsSync(weightsPath)) {
-    if (existsSync(join(dir, "adapter_model.bin"))) {
-      throw new AdapterError(
-        `${dir}: adapter_model.bin is a pickle file and is refused; save the adapter with safetensors`,
-      );
-    }
-    throw new AdapterError(`${dir} has no adapter_model.safetensors`);
-  }
+export function inspectAdapter(
+  dir: string,
+  model: ModelConfig,
+  limits: Partial<AdapterLimits> = {},
+): AdapterInspection {
+  const { configPath, weightsPath } = adapterFiles(dir, limits);
   const peft = parsePeftConfig(readFileSync(configPath, "utf8"));
   const selected = selectModules(peft, model);
   let file: SafetensorsFile;

@@ -10,6 +10,15 @@ export {
   parsePeftConfig,
   type ProjectionName,
 } from "./adapter-config";
+export {
+  ADAPTER_LIMITS,
+  type AdapterFiles,
+  adapterFiles,
+  type AdapterLimits,
+  resolveAdapterDir,
+} from "./adapter-files";
+export { checkAdapterWeights } from "./adapter-weights";
+export { compileConfigRegex, MAX_CONFIG_REGEX_LENGTH, type SafeRegex } from "./safe-regex";
 export { type LoraSite, siteShape } from "./lora-site";
 export {
   loadModelConfig,

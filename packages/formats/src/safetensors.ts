@@ -127,7 +127,8 @@ function readHeader(fd: number, path: string): { entries: Map<string, TensorEntr
   try {
     parsed = JSON.parse(header.toString("utf8"));
   } catch (err) {
-    throw new SafetensorsError(`${name}: the header is not valid JSON (${(err as Error).message})`, { cause: err });
+    // Not the parser's message: it quotes the header.
+    throw new SafetensorsError(`${name}: the header is not valid JSON`, { cause: err });
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new SafetensorsError(`${name}: the header must be a JSON object`);

@@ -5,7 +5,7 @@
  * next request opens a new stream.
  */
 import { credentials, type ClientDuplexStream } from "@grpc/grpc-js";
-import { type Logger } from "@loramesh/core";
+import { clusterClientOptions, type Logger } from "@loramesh/core";
 import { UnavailableError } from "@loramesh/errors";
 import { LoraServerServiceClient, type LoraResult, type LoraStreamRequest } from "@loramesh/proto";
 import { decodeReply, encodeOpen, encodeWork, type SiteWork, type WireTransport } from "./messages";
@@ -43,7 +43,10 @@ export class LoraStreamClient {
   private step = 0;
 
   constructor(private readonly options: LoraStreamClientOptions) {
-    this.client = new LoraServerServiceClient(options.address, credentials.createInsecure(), WIRE_MESSAGE_LIMITS);
+    this.client = new LoraServerServiceClient(options.address, credentials.createInsecure(), {
+      ...WIRE_MESSAGE_LIMITS,
+      ...clusterClientOptions(),
+    });
   }
 
   get transport(): WireTransport {

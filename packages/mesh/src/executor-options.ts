@@ -25,6 +25,7 @@ export function executorOptions(idPrefix: string, modelDescription: string) {
     }),
     redisUrl: stringOption({
       flag: "redis-url",
+      secret: true,
       env: "REDIS_URL",
       description: "Redis for adapter jobs (redis://HOST:PORT or unix:/PATH)",
     }),

@@ -4,7 +4,7 @@
  * provisioner is away (restarting, or its Redis is), the last placement stays in use.
  */
 import { credentials, type ClientReadableStream } from "@grpc/grpc-js";
-import { GRPC_CHANNEL_OPTIONS, type Logger } from "@loramesh/core";
+import { clusterClientOptions, GRPC_CHANNEL_OPTIONS, type Logger } from "@loramesh/core";
 import { ExecutorKind, ProvisionerServiceClient, type ExecutorInfo, type PlacementUpdate } from "@loramesh/proto";
 
 export class PlacementCache {
@@ -25,7 +25,10 @@ export class PlacementCache {
     provisionerAddress: string,
     private readonly logger: Logger,
   ) {
-    this.client = new ProvisionerServiceClient(provisionerAddress, credentials.createInsecure(), GRPC_CHANNEL_OPTIONS);
+    this.client = new ProvisionerServiceClient(provisionerAddress, credentials.createInsecure(), {
+      ...GRPC_CHANNEL_OPTIONS,
+      ...clusterClientOptions(),
+    });
     this.subscribe();
   }
 

@@ -11,7 +11,21 @@ import { context, metrics, propagation, trace, type Context, type Meter, type Tr
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { GrpcInstrumentation } from "@opentelemetry/instrumentation-grpc";
 import { IORedisInstrumentation } from "@opentelemetry/instrumentation-ioredis";
-import { NodeSDK } from "@opentelemetry/sdk-node";
+import { NodeSDK, resources } from "@opentelemetry/sdk-node";
+
+/**
+ * The process as a resource without its command line: flags may carry secrets (a Redis URL with a
+ * password, `--api-keys`), and resource attributes appear in /metrics (target_info) and on spans.
+ */
+const processWithoutArgs: resources.ResourceDetector = {
+  detect: () => ({
+    attributes: {
+      "process.pid": process.pid,
+      "process.runtime.name": "nodejs",
+      "process.runtime.version": process.versions.node,
+    },
+  }),
+};
 
 export interface Telemetry {
   readonly serviceName: string;
@@ -42,6 +56,8 @@ export function startTelemetry(serviceName: string): Telemetry {
   const prometheus = new PrometheusExporter({ preventServerStart: true });
   const sdk = new NodeSDK({
     serviceName: name,
+    // Never the default process detector (command line) nor OTEL_NODE_RESOURCE_DETECTORS' choice.
+    resourceDetectors: [resources.envDetector, resources.hostDetector, processWithoutArgs],
     // Metrics go to Prometheus (below); logs are JSON lines on stderr, not OTLP.
     logRecordProcessors: [],
     // Without a configured destination there is nothing to export to: no span processors (rather

@@ -5,3 +5,4 @@ export { startTestRedis, type TestRedis } from "./redis";
 export { processAlive, waitFor } from "./wait";
 export { REPO_ROOT, GOLDEN_DIR } from "./paths";
 export { f32Bytes, writeSafetensors, type RawTensor } from "./safetensors-writer";
+export { FuzzRng, mutateAdapterConfig, mutateSafetensors, readAdapterConfig } from "./fuzz";

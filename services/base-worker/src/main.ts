@@ -9,6 +9,7 @@ import { createBaseWorkerServices } from "./base-worker-service";
 
 void runServiceProcess({
   name: "base-worker",
+  internal: true,
   summary: "runs the base model with continuous batching; LoRA through a local or remote backend",
   options,
   create: async (config, logger) =>

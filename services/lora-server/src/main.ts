@@ -10,6 +10,7 @@ const MiB = 1024 * 1024;
 
 void runServiceProcess({
   name: "lora-server",
+  internal: true,
   summary: "holds adapters and executes batched heterogeneous-rank LoRA for many base workers",
   options,
   create: async (config, logger) =>

@@ -7,6 +7,7 @@ import { createProvisionerServices } from "./provisioner-service";
 
 void runServiceProcess({
   name: "provisioner",
+  internal: true,
   summary: "placement authority: adapter and executor registries and placement in Redis",
   options,
   create: (config, logger) =>
@@ -20,6 +21,8 @@ void runServiceProcess({
       drainMs: config.drainMs,
       planCoverage: config.planCoverage,
       planTpotMs: config.planTpotMs,
+      adapterRoots: config.adapterRoots.split(",").filter((r) => r !== ""),
+      maxAdapterBytes: config.maxAdapterMib * 1024 * 1024,
       logger,
     }),
 });

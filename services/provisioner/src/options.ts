@@ -11,6 +11,7 @@ export const options = {
   }),
   redisUrl: stringOption({
     flag: "redis-url",
+    secret: true,
     env: "REDIS_URL",
     description: "Redis holding placement state: redis://host:port[/db] or unix:/path/to/socket",
     pattern: /^(rediss?:\/\/.+|unix:.+)$/,
@@ -70,5 +71,19 @@ export const options = {
     default: 100,
     min: 0.001,
     description: "planner target: mean time per output token, ms",
+  }),
+  adapterRoots: stringOption({
+    flag: "adapter-roots",
+    env: "ADAPTER_ROOTS",
+    default: "",
+    description:
+      "comma-separated directories adapters may be registered from (symlinks resolved); empty allows any directory",
+  }),
+  maxAdapterMib: intOption({
+    flag: "max-adapter-mib",
+    env: "MAX_ADAPTER_MIB",
+    default: 8192,
+    min: 1,
+    description: "largest adapter_model.safetensors registration accepts, MiB",
   }),
 };

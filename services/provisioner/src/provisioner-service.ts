@@ -39,6 +39,10 @@ export interface ProvisionerOptions {
   /** Planner targets: coverage (resident-on-arrival probability) and mean TPOT. */
   planCoverage?: number;
   planTpotMs?: number;
+  /** Directories registration may read adapters from; empty: any. */
+  adapterRoots?: string[];
+  /** Largest adapter weights file registration accepts. */
+  maxAdapterBytes?: number;
 }
 
 export async function createProvisionerServices(options: ProvisionerOptions): Promise<ServiceInstance> {
@@ -73,8 +77,14 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
       planTpotMs: options.planTpotMs ?? 100,
     },
     model,
+    sources: {
+      roots: options.adapterRoots ?? [],
+      limits: options.maxAdapterBytes !== undefined ? { maxWeightsBytes: options.maxAdapterBytes } : {},
+    },
     logger,
   });
+  if ((options.adapterRoots ?? []).length === 0)
+    logger.warn("no --adapter-roots: adapters may be registered from any directory this process can read");
   provisionerMetrics(redis, executors, adapters, placement, () => provisioner.plan());
   logger.info("placement policy", { policy: policy.name });
   const reconcileTimer = setInterval(() => {

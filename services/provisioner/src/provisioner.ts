@@ -4,11 +4,16 @@
  * into BullMQ load/unload jobs), moves, traffic statistics and the capacity plan. It takes and
  * returns plain data; the gRPC handlers map it to and from protobuf.
  */
-import { existsSync } from "node:fs";
-import { isAbsolute } from "node:path";
 import type { Logger } from "@loramesh/core";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "@loramesh/errors";
-import { adapterContentHash, inspectAdapter, type ModelConfig } from "@loramesh/formats";
+import {
+  adapterContentHash,
+  checkAdapterWeights,
+  inspectAdapter,
+  resolveAdapterDir,
+  type AdapterLimits,
+  type ModelConfig,
+} from "@loramesh/formats";
 import {
   internalAdapterId,
   NAME_PATTERN,
@@ -46,6 +51,8 @@ export interface ProvisionerDeps {
   traffic: TrafficShares;
   tuning: ProvisionerTuning;
   model: ModelConfig;
+  /** Where adapters may come from and how large they may be. */
+  sources?: { roots: string[]; limits: Partial<AdapterLimits> };
   logger: Logger;
 }
 
@@ -125,9 +132,17 @@ export class Provisioner {
   /** Validates the adapter against the base model, records it, and schedules its loads. */
   async register(tenant: string, name: string, dir: string): Promise<{ view: AdapterView; jobIds: string[] }> {
     validateSource(tenant, name, dir);
-    // Throws AdapterError (INVALID_ARGUMENT) with the reason; nothing has been written yet.
-    // Headers only: the weights are read and converted by the executors that load the adapter.
-    const inspected = inspectAdapter(dir, this.deps.model);
+    const sources = this.deps.sources ?? { roots: [], limits: {} };
+    // Each step throws AdapterError (INVALID_ARGUMENT) with the reason; nothing is written before
+    // all of them passed: the directory (inside the roots, symlinks resolved), the files, the
+    // config and headers against the model, then every weight's value.
+    const real = resolveAdapterDir(dir, sources.roots);
+    const inspected = inspectAdapter(real, this.deps.model, sources.limits);
+    await checkAdapterWeights(
+      inspected.weightsPath,
+      inspected.modules.flatMap((m) => [m.keyA, m.keyB]),
+      sources.limits.maxAbsWeight,
+    );
     const adapter = { ...inspected, contentHash: await adapterContentHash(inspected) };
     const record: AdapterRecord = {
       id: internalAdapterId(tenant, name, adapter.contentHash),
@@ -138,7 +153,7 @@ export class Provisioner {
       targetModules: adapter.targetModules,
       sizeBytes: adapter.sizeBytes,
       contentHash: adapter.contentHash,
-      dir,
+      dir: real,
       createdUnixMs: Date.now(),
     };
     await this.deps.adapters.create(record);
@@ -416,15 +431,16 @@ function targetChanges(
   return changes;
 }
 
+/** Longest local_dir accepted (PATH_MAX). */
+const MAX_DIR_LENGTH = 4096;
+
 function validateSource(tenant: string, name: string, dir: string): void {
   if (!NAME_PATTERN.test(name))
     throw new InvalidArgumentError(
-      `adapter name ${JSON.stringify(name)} must be 1-128 characters of [A-Za-z0-9_-], starting with a letter or digit`,
+      `adapter name ${JSON.stringify(name.slice(0, 140))} must be 1-128 characters of [A-Za-z0-9_-], starting with a letter or digit`,
     );
   if (!NAME_PATTERN.test(tenant)) throw new InvalidArgumentError("invalid tenant");
   if (dir === "") throw new InvalidArgumentError("source.local_dir is required");
-  if (!isAbsolute(dir))
-    throw new InvalidArgumentError(`source.local_dir must be an absolute path, got ${JSON.stringify(dir)}`);
-  if (!existsSync(dir))
-    throw new InvalidArgumentError(`source.local_dir ${dir} does not exist on the provisioner's host`);
+  if (dir.length > MAX_DIR_LENGTH || dir.includes("\0"))
+    throw new InvalidArgumentError(`source.local_dir must be a path of at most ${MAX_DIR_LENGTH} characters`);
 }

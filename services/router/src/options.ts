@@ -32,6 +32,7 @@ export const options = {
   }),
   apiKeys: stringOption({
     flag: "api-keys",
+    secret: true,
     env: "LORAMESH_API_KEYS",
     default: "",
     description: "key=tenant pairs, comma-separated; empty: open, one default tenant",

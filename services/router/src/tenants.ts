@@ -14,15 +14,17 @@ export class Tenants {
   /** Parses "key1=tenantA,key2=tenantB". */
   static parse(spec: string): Tenants {
     const map = new Map<string, string>();
-    for (const pair of spec
+    const pairs = spec
       .split(",")
       .map((p) => p.trim())
-      .filter((p) => p !== "")) {
+      .filter((p) => p !== "");
+    for (const [index, pair] of pairs.entries()) {
       const eq = pair.indexOf("=");
       const key = pair.slice(0, eq),
         tenant = pair.slice(eq + 1);
       if (eq <= 0 || !NAME_PATTERN.test(tenant))
-        throw new ConfigError([`api keys: expected key=tenant pairs, got ${JSON.stringify(pair)}`]);
+        // The entry holds a key: the message says which entry, never its text.
+        throw new ConfigError([`api keys: expected key=tenant pairs; entry ${index + 1} is not one (not shown)`]);
       map.set(key, tenant);
     }
     return new Tenants(map);

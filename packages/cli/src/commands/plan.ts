@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { credentials } from "@grpc/grpc-js";
 import {
+  clusterClientOptions,
   addressOption,
   booleanOption,
   formatOptionsHelp,
@@ -30,6 +31,7 @@ const options = {
   }),
   redisUrl: stringOption({
     flag: "redis-url",
+    secret: true,
     default: "",
     description: "deprecated: the CLI no longer reads Redis; give --provisioner HOST:PORT instead",
   }),
@@ -117,7 +119,7 @@ export const planCommand: Command = {
  * provisioner's GetPlanInput; uniform shares before any traffic.
  */
 async function liveAdapters(address: string): Promise<PolicyAdapter[]> {
-  const client = new ProvisionerServiceClient(address, credentials.createInsecure());
+  const client = new ProvisionerServiceClient(address, credentials.createInsecure(), clusterClientOptions());
   try {
     // unary() calls the method on `client` and rejects with the typed domain error of the status.
     // eslint-disable-next-line @typescript-eslint/unbound-method

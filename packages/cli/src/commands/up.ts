@@ -58,6 +58,7 @@ const options = {
   }),
   redisUrl: stringOption({
     flag: "redis-url",
+    secret: true,
     env: "REDIS_URL",
     default: "",
     description: "use this Redis; when empty, start the system's redis-server on a private socket",

@@ -12,6 +12,7 @@ import { WorkerLostError, type WorkerGateway, type WorkerOutcome } from "../peer
 import type { RouterMetrics } from "../router-metrics";
 import { Admission } from "./admission";
 import { Continuation } from "./continuation";
+import { checkRequestLimits } from "./request-limits";
 import type { PromptEncoder } from "./prompt-encoder";
 import type {
   AdapterPage,
@@ -68,6 +69,8 @@ export class Router {
 
   /** Runs one generation for the tenant, with request metrics (outcome, TTFT, TPOT, SLO). */
   async generate(tenant: string, request: GenerationRequest, control: GenerationControl): Promise<GenerationResult> {
+    // Before anything else: an oversize or malformed request costs nothing but this check.
+    checkRequestLimits(request);
     const { metrics } = this.options;
     const arrival = performance.now();
     let first: number | undefined;
@@ -137,7 +140,8 @@ export class Router {
           this.options.workers.submit(
             worker,
             {
-              sequenceId: request.requestId,
+              // Scoped by tenant: another tenant's equal request_id never names this sequence.
+              sequenceId: workerSequenceId(tenant, request.requestId),
               tenant,
               ...continuation.sequence(),
               adapterId: adapter?.adapterId ?? "",
@@ -246,4 +250,9 @@ export class Router {
       throw new UnavailableError(`adapter ${name} is loaded but no base worker can serve it yet`);
     return adapter;
   }
+}
+
+/** The worker's id for a tenant's request: tenant and request id, so tenants never collide. */
+export function workerSequenceId(tenant: string, requestId: string): string {
+  return `${tenant}/${requestId}`;
 }

@@ -1,7 +1,7 @@
 /* eslint-disable @typescript-eslint/unbound-method -- client methods are passed with their client to unary(), which re-binds them */
 /** The router's view of the provisioner: the tenant-scoped adapter registry, in domain types. */
 import { credentials, Metadata } from "@grpc/grpc-js";
-import { GRPC_CHANNEL_OPTIONS } from "@loramesh/core";
+import { clusterClientOptions, GRPC_CHANNEL_OPTIONS } from "@loramesh/core";
 import { DeadlineExceededError, UnavailableError } from "@loramesh/errors";
 import { unary } from "@loramesh/mesh";
 import {
@@ -33,7 +33,10 @@ export class ProvisionerGateway {
   private readonly cache = new AdapterCache();
 
   constructor(address: string) {
-    this.client = new ProvisionerServiceClient(address, credentials.createInsecure(), GRPC_CHANNEL_OPTIONS);
+    this.client = new ProvisionerServiceClient(address, credentials.createInsecure(), {
+      ...GRPC_CHANNEL_OPTIONS,
+      ...clusterClientOptions(),
+    });
   }
 
   private async call<Req, Res>(

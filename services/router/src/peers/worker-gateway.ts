@@ -4,7 +4,12 @@
  * `WorkerLostError`, which the router answers by resubmitting elsewhere.
  */
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { ERROR_CLASS_METADATA_KEY, GENERIC_INTERNAL_MESSAGE, GRPC_CHANNEL_OPTIONS } from "@loramesh/core";
+import {
+  clusterClientOptions,
+  ERROR_CLASS_METADATA_KEY,
+  GENERIC_INTERNAL_MESSAGE,
+  GRPC_CHANNEL_OPTIONS,
+} from "@loramesh/core";
 import { DeadlineExceededError, UnavailableError } from "@loramesh/errors";
 import { BaseWorkerServiceClient, type SequenceEvent } from "@loramesh/proto";
 import type { FinishReason, Sampling, SloClass, TokenDelta, Usage, Timings } from "../domain/types";
@@ -56,7 +61,10 @@ export class WorkerGateway {
   private client(address: string): BaseWorkerServiceClient {
     let c = this.clients.get(address);
     if (!c) {
-      c = new BaseWorkerServiceClient(address, credentials.createInsecure(), WORKER_CHANNEL_OPTIONS);
+      c = new BaseWorkerServiceClient(address, credentials.createInsecure(), {
+        ...WORKER_CHANNEL_OPTIONS,
+        ...clusterClientOptions(),
+      });
       this.clients.set(address, c);
     }
     return c;
