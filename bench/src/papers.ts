@@ -23,6 +23,7 @@ import {
   policyByName,
   serviceableRate,
   simulate,
+  smallestMeeting,
   type GpuClusterOptions,
   type SimulationResult,
   type Slo,
@@ -266,15 +267,7 @@ const gpusNeeded = (s: System, rate: number, max: number): number => {
     const r = run("llama-3-8b", n, s, { ...loraserveWorkload, rate }, LS_SLO);
     return r.ttftMs.p95 <= LS_SLO.ttftMs && r.tpotMs.mean <= LS_SLO.tpotMs;
   };
-  if (!meets(max)) return Infinity;
-  let lo = 0;
-  let hi = max;
-  while (hi - lo > 1) {
-    const mid = Math.floor((lo + hi) / 2);
-    if (mid >= 1 && meets(mid)) hi = mid;
-    else lo = mid;
-  }
-  return hi;
+  return smallestMeeting(meets, max);
 };
 const loraserve: unknown[] = [];
 for (const gpus of quick ? [16] : [16, 128]) {
