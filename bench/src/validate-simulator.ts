@@ -106,6 +106,8 @@ function calibration(): { calibration: Calibration; file: string } {
  */
 function probeOverheads(cal: Calibration): { calibration: Calibration; probes: unknown[] } {
   const probeRate = 1;
+  // Long enough for a P95 that is not just the run's first request (which also opens connections).
+  const probeDuration = Math.max(30, duration);
   const coupled: Case = {
     name: `probe: coupled, ${probeRate} req/s`,
     mode: "coupled",
@@ -113,20 +115,44 @@ function probeOverheads(cal: Calibration): { calibration: Calibration; probes: u
     rate: probeRate,
   };
   const disaggregated: Case = { ...coupled, name: `probe: disaggregated, ${probeRate} req/s`, mode: "disaggregated" };
-  const bare = { ...cal, stepOverheadUs: 0, remoteStepOverheadUs: 0, requestOverheadUs: 0 };
-  const mc = runReal(coupled);
-  const stepOverheadUs = Math.max(0, (mc.tpotMs.mean - predict(coupled, new CostModel(bare)).tpotMs.mean) * 1000);
+  const bare: Calibration = {
+    ...cal,
+    stepOverheadUs: 0,
+    remoteStepOverheadUs: 0,
+    requestOverheadUs: 0,
+    requestOverheadP95Us: 0,
+    remoteRequestOverheadUs: 0,
+    remoteRequestOverheadP95Us: 0,
+  };
+  const simAt = (c: Case, k: Calibration): Measured => predict(c, new CostModel(k), probeDuration);
+  const excessUs = (real: number, simulated: number): number => Math.max(0, (real - simulated) * 1000);
+  const mc = runReal(coupled, probeDuration);
+  const stepOverheadUs = excessUs(mc.tpotMs.mean, simAt(coupled, bare).tpotMs.mean);
   const withStep = { ...bare, stepOverheadUs, remoteStepOverheadUs: stepOverheadUs };
-  const sc = predict(coupled, new CostModel(withStep));
-  const requestOverheadUs = Math.max(0, (mc.ttftMs.p50 - sc.ttftMs.p50) * 1000);
-  const md = runReal(disaggregated);
-  const sd = predict(disaggregated, new CostModel(withStep));
-  const remoteStepOverheadUs = stepOverheadUs + Math.max(0, (md.tpotMs.mean - sd.tpotMs.mean) * 1000);
-  const calibrated = { ...withStep, remoteStepOverheadUs, requestOverheadUs };
+  // At 1 request/s nothing queues: what the model leaves of TTFT is the stack's per-request
+  // overhead, at its median and at its P95 (the hops' tail).
+  const sc = simAt(coupled, withStep);
+  const requestOverheadUs = excessUs(mc.ttftMs.p50, sc.ttftMs.p50);
+  const requestOverheadP95Us = Math.max(requestOverheadUs, excessUs(mc.ttftMs.p95, sc.ttftMs.p95));
+  const md = runReal(disaggregated, probeDuration);
+  const sd = simAt(disaggregated, withStep);
+  const remoteStepOverheadUs = stepOverheadUs + excessUs(md.tpotMs.mean, sd.tpotMs.mean);
+  const sdr = simAt(disaggregated, { ...withStep, remoteStepOverheadUs });
+  const remoteRequestOverheadUs = excessUs(md.ttftMs.p50, sdr.ttftMs.p50);
+  const remoteRequestOverheadP95Us = Math.max(remoteRequestOverheadUs, excessUs(md.ttftMs.p95, sdr.ttftMs.p95));
+  const calibrated: Calibration = {
+    ...withStep,
+    remoteStepOverheadUs,
+    requestOverheadUs,
+    requestOverheadP95Us,
+    remoteRequestOverheadUs,
+    remoteRequestOverheadP95Us,
+  };
   const file = join(RESULTS, "validate-calibration-mesh.json");
   writeFileSync(file, `${JSON.stringify(calibrated, null, 2)}\n`);
+  const ms = (us: number): string => (us / 1000).toFixed(2);
   log(
-    `probe: step overhead ${(stepOverheadUs / 1000).toFixed(2)} ms (${(remoteStepOverheadUs / 1000).toFixed(2)} ms with LoRA-server round trips), request overhead ${(requestOverheadUs / 1000).toFixed(2)} ms → ${file}`,
+    `probe: step overhead ${ms(stepOverheadUs)} ms (${ms(remoteStepOverheadUs)} ms with LoRA-server round trips), token stream ${ms(cal.tokenStreamUs ?? 0)} ms per sequence, request overhead median / P95 ${ms(requestOverheadUs)} / ${ms(requestOverheadP95Us)} ms (disaggregated ${ms(remoteRequestOverheadUs)} / ${ms(remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,
@@ -145,8 +171,8 @@ interface Measured {
   completed: number;
 }
 
-function runReal(c: Case): Measured & { busyCores: number | null } {
-  log(`real mesh: ${c.name}, ${duration} s`);
+function runReal(c: Case, seconds = duration): Measured & { busyCores: number | null } {
+  log(`real mesh: ${c.name}, ${seconds} s`);
   const before = cpuTicks();
   const out = cli([
     "bench",
@@ -163,7 +189,7 @@ function runReal(c: Case): Measured & { busyCores: number | null } {
     "--rate",
     String(c.rate),
     "--duration",
-    String(duration),
+    String(seconds),
     "--json",
   ]);
   const after = cpuTicks();
@@ -172,7 +198,7 @@ function runReal(c: Case): Measured & { busyCores: number | null } {
   return { ...(JSON.parse(out) as Measured), busyCores };
 }
 
-function predict(c: Case, cost: CostModel): Measured {
+function predict(c: Case, cost: CostModel, seconds = duration): Measured {
   // One worker and one LoRA server, as `bench load --local --workers 1 --lora-servers 1` starts;
   // the engine's own limits (64 sequences, 512 tokens a step); every adapter fits in memory.
   const cluster: ClusterSpec = {
@@ -186,7 +212,10 @@ function predict(c: Case, cost: CostModel): Measured {
     rankAwareRouting: c.policy.startsWith("rank-aware"),
     replaceEvery: 0,
   };
-  const r = simulate(workloadAt(c.rate), cluster, policyByName(c.policy), cost, { ttftMs: 1e9, tpotMs: 1e9 });
+  const r = simulate({ ...workloadAt(c.rate), duration: seconds }, cluster, policyByName(c.policy), cost, {
+    ttftMs: 1e9,
+    tpotMs: 1e9,
+  });
   return { ...r, errors: 0 };
 }
 
@@ -240,6 +269,10 @@ const report = {
       stepOverheadUs: cal.stepOverheadUs,
       remoteStepOverheadUs: cal.remoteStepOverheadUs,
       requestOverheadUs: cal.requestOverheadUs,
+      requestOverheadP95Us: cal.requestOverheadP95Us,
+      remoteRequestOverheadUs: cal.remoteRequestOverheadUs,
+      remoteRequestOverheadP95Us: cal.remoteRequestOverheadP95Us,
+      tokenStreamUs: cal.tokenStreamUs,
     },
   },
   probes,

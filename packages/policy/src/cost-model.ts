@@ -34,7 +34,22 @@ export interface Calibration {
    */
   stepOverheadUs?: number;
   remoteStepOverheadUs?: number;
+  /**
+   * The per-request overhead is not one number: it is a chain of hops between processes (client →
+   * router → provisioner → Redis → router → worker, and the first token back), each waiting for
+   * its process to get a core, so it has a long right tail. It is log-normal with this median and
+   * P95; disaggregated requests (which also cross the LoRA server) have their own pair.
+   */
   requestOverheadUs?: number;
+  requestOverheadP95Us?: number;
+  remoteRequestOverheadUs?: number;
+  remoteRequestOverheadP95Us?: number;
+  /**
+   * Per sequence that emits a token in a step: the token's two gRPC hops (worker → router →
+   * client) on the serving machine's cores. A decode batch of n sequences streams n tokens, so a
+   * step's cost grows with the sequences in it, not only with its tokens.
+   */
+  tokenStreamUs?: number;
 }
 
 /**

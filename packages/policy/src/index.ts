@@ -53,6 +53,7 @@ export {
   type PlanInput,
 } from "./provisioning";
 export { SeededRandom, zipfWeights } from "./random";
+export { smallestMeeting } from "./smallest-meeting";
 export { cpuSimCost, gpuSimCost, type SimCost, toSimCost } from "./sim-cost";
 export { type ClusterSpec, serviceableRate, type ServingMode, simulate } from "./simulator";
 export { percentile, type SimulationResult, type Slo } from "./sim-stats";

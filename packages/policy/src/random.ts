@@ -36,12 +36,16 @@ export class SeededRandom {
     return weights.length - 1;
   }
 
-  /** Log-normal with the given median and sigma (request lengths). */
-  logNormal(median: number, sigma: number): number {
+  /** Standard normal (Box–Muller). */
+  normal(): number {
     const u1 = Math.max(this.next(), 1e-12),
       u2 = this.next();
-    const z = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
-    return median * Math.exp(sigma * z);
+    return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+  }
+
+  /** Log-normal with the given median and sigma (request lengths). */
+  logNormal(median: number, sigma: number): number {
+    return median * Math.exp(sigma * this.normal());
   }
 }
 

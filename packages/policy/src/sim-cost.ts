@@ -15,8 +15,20 @@ export interface SimCost {
   /** The activations' round trips of one step to a LoRA server. */
   remoteUs(tokens: number, link: Link, push: boolean): number;
   loadSeconds(bytes: number): number;
-  /** Seconds from a client's send to the request reaching an executor and back (stack overhead). */
-  readonly requestOverheadSeconds: number;
+  /** Per sequence emitting a token in a step: streaming it to the client. */
+  readonly tokenStreamUs: number;
+  /**
+   * Seconds from a client's send to the request reaching an executor and back (stack overhead),
+   * for a standard normal draw `z` (log-normal: a long tail of slow hops).
+   */
+  requestOverheadSeconds(mode: "coupled" | "disaggregated" | "hybrid", z: number): number;
+}
+
+/** A log-normal quantity from its median and P95 (σ = ln(P95 / median) / 1.645). */
+export function logNormalAt(medianUs: number, p95Us: number | undefined, z: number): number {
+  if (medianUs <= 0) return 0;
+  const sigma = p95Us !== undefined && p95Us > medianUs ? Math.log(p95Us / medianUs) / 1.6449 : 0;
+  return medianUs * Math.exp(sigma * z);
 }
 
 /** The calibrated CPU model: LoRA servers are reached over shared memory, as on one host. */
@@ -30,7 +42,12 @@ export function cpuSimCost(cost: CostModel): SimCost {
     remoteUs: (tokens) =>
       cost.transportStepUs(tokens, "shm") + Math.max(0, (c.remoteStepOverheadUs ?? 0) - (c.stepOverheadUs ?? 0)),
     loadSeconds: (bytes) => cost.loadSeconds(bytes),
-    requestOverheadSeconds: (c.requestOverheadUs ?? 0) / 1e6,
+    tokenStreamUs: c.tokenStreamUs ?? 0,
+    requestOverheadSeconds: (mode, z) => {
+      const remote = mode === "disaggregated" && c.remoteRequestOverheadUs !== undefined;
+      const median = (remote ? c.remoteRequestOverheadUs : c.requestOverheadUs) ?? 0;
+      return logNormalAt(median, remote ? c.remoteRequestOverheadP95Us : c.requestOverheadP95Us, z) / 1e6;
+    },
   };
 }
 
@@ -42,7 +59,8 @@ export function gpuSimCost(cost: GpuCostModel): SimCost {
     loraStepUs: (step, kernel, gpus) => cost.loraStepUs(step, kernel, gpus),
     remoteUs: (tokens, link, push) => cost.remoteUs(tokens, link, push),
     loadSeconds: (bytes) => cost.loadSeconds(bytes),
-    requestOverheadSeconds: 0,
+    tokenStreamUs: 0,
+    requestOverheadSeconds: () => 0,
   };
 }
 

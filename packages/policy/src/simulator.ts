@@ -14,6 +14,7 @@ import type { CostModel, RankMode } from "./cost-model";
 import { EventQueue } from "./event-queue";
 import type { GpuCostModel, Link, StepShape } from "./gpu-cost-model";
 import { rankClass, type Assignment, type PlacementPolicy, type PolicyAdapter } from "./placement";
+import { SeededRandom } from "./random";
 import { toSimCost, type SimCost } from "./sim-cost";
 import { summarize, type FinishedRequest, type SimulationResult, type Slo } from "./sim-stats";
 import { makeAdapters, makeRequests, type AdapterSpec, type Request, type WorkloadSpec } from "./workload";
@@ -207,13 +208,11 @@ class ClusterSimulation {
       0,
       true,
     );
-    const requests = makeRequests(this.workload, this.adapters);
+    const { requests, reach } = this.reachTimes();
     let nextReplace = this.cluster.replaceEvery > 0 ? this.cluster.replaceEvery : Infinity;
     let ri = 0;
     for (;;) {
-      // A request reaches its executor after the stack's overhead; TTFT still counts from the send.
-      const ingress = this.cost.requestOverheadSeconds;
-      const arrival = ri < requests.length ? (requests[ri] as Request).arrival + ingress : Infinity;
+      const arrival = ri < requests.length ? (reach[ri] as number) : Infinity;
       if (arrival === Infinity && this.events.size === 0) break;
       if (arrival <= this.events.peekTime()) {
         const req = requests[ri++] as Request;
@@ -228,7 +227,7 @@ class ClusterSimulation {
           this.seen.clear();
           nextReplace = req.arrival + this.cluster.replaceEvery;
         }
-        this.arrive(req, req.arrival + ingress);
+        this.arrive(req, arrival);
         continue;
       }
       const ev = this.events.pop();
@@ -248,6 +247,19 @@ class ClusterSimulation {
       rejected: this.rejected,
       ...(lanes > 0 ? { loraServerUtilization: busy / (lanes * Math.max(this.workload.duration, 1e-9)) } : {}),
     };
+  }
+
+  /**
+   * A request reaches its executor after the stack's overhead (TTFT still counts from the send).
+   * Each request draws its own overhead from a stream of its own, so the requests themselves are
+   * the same with and without it; requests are returned in the order they reach.
+   */
+  private reachTimes(): { requests: Request[]; reach: number[] } {
+    const sent = makeRequests(this.workload, this.adapters);
+    const rng = new SeededRandom((this.workload.seed * 2654435761 + 97) >>> 0);
+    const at = sent.map((r) => r.arrival + this.cost.requestOverheadSeconds(this.cluster.mode, rng.normal()));
+    const order = sent.map((_, i) => i).sort((a, b) => (at[a] as number) - (at[b] as number) || a - b);
+    return { requests: order.map((i) => sent[i] as Request), reach: order.map((i) => at[i] as number) };
   }
 
   /** Routes a request to an executor and queues it there. */
@@ -412,7 +424,9 @@ class ClusterSimulation {
     }
     const all = [...local.values(), ...[...remote.values()].flatMap((j) => [...j.adapters.values()])];
     const shape: StepShape = { tokens, attendedTokens: attended, adapters: all };
-    const base = this.cost.baseStepUs(shape);
+    // Every decode, and every prefill that completes, streams a token to its client.
+    const emitting = e.running.filter((s) => s.chunk > 0 && s.prefilled + s.chunk >= s.req.promptTokens).length;
+    const base = this.cost.baseStepUs(shape) + emitting * this.cost.tokenStreamUs;
     const lora = this.cost.loraStepUs(
       { tokens, attendedTokens: attended, adapters: [...local.values()] },
       this.cluster.kernel,

@@ -154,6 +154,9 @@ export const calibrateCommand: Command = {
       sitesPerStep: 4 * c.numLayers,
       hiddenSize: h,
       loadSecondsPerMiB: loadUs / 1e6 / (loaded / (1024 * 1024)),
+      // A streamed token crosses two gRPC hops (worker → router → client) as a small message:
+      // about one small-message round trip.
+      tokenStreamUs: control,
       transport: {
         grpc: { fixedUs: grpcFit.intercept, usPerKiB: grpcFit.slope },
         shm: { fixedUs: control, usPerKiB: copyFit.slope },
