@@ -21,7 +21,12 @@ function setup(m: string): { model: Model; local: LocalLoraBackend; adapters: st
 /** A prefill step of four sequences (one without adapter), then a decode step. */
 async function twoSteps(model: Model, lora: LoraBackend, adapters: string[]): Promise<Float32Array[]> {
   const cache = new KvCache(model.config.numLayers, 32, 4, model.config.numKvHeads, model.config.headDim);
-  const prompts = [[1, 5, 9, 13, 17, 21, 2], [1, 7, 8], [1, 2, 3, 4, 5], [1, 40, 41]];
+  const prompts = [
+    [1, 5, 9, 13, 17, 21, 2],
+    [1, 7, 8],
+    [1, 2, 3, 4, 5],
+    [1, 40, 41],
+  ];
   const tables = prompts.map(() => [] as number[]);
   tables.forEach((t) => cache.ensure(t, 16));
   const adapterOf = [adapters[0], undefined, adapters[1], adapters[adapters.length - 1]];
@@ -180,7 +185,11 @@ describe("the native step", function () {
       logits: new Float32Array(model.config.vocabSize),
       siteTimeoutMs: 0,
     };
-    const rejected = (b: object) => nativeStep.run(handle, { ...batch, ...b }, null).then(() => null, (e: unknown) => e);
+    const rejected = (b: object) =>
+      nativeStep.run(handle, { ...batch, ...b }, null).then(
+        () => null,
+        (e: unknown) => e,
+      );
     expect(await rejected({})).to.equal(null);
     expect(await rejected({ positions: Int32Array.of(0) })).to.be.instanceOf(NativeShapeError);
     expect(await rejected({ tokenSeq: Int32Array.of(0, 3) })).to.be.instanceOf(NativeSlotError);
