@@ -18,6 +18,8 @@
 
 #include "loramesh/core.h"
 
+namespace lm { void register_step_binding(Napi::Env env, Napi::Object exports); }  // step_binding.cpp
+
 namespace {
 
 const char* status_name(lm_status s) {
@@ -506,6 +508,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("topk", Napi::Function::New(env, TopK));
   exports.Set("loraApply", Napi::Function::New(env, LoraApply));
   exports.Set("loraApplyMoe", Napi::Function::New(env, LoraApplyMoe));
+  lm::register_step_binding(env, exports);
   return exports;
 }
 

@@ -8,6 +8,7 @@ import type { RopeConfig } from "@loramesh/formats";
 import { FailedPreconditionError } from "@loramesh/errors";
 import { toNativeError } from "./errors";
 import type { LoraWeights } from "./lora";
+import { stepApi } from "./step";
 import type { Tensor } from "./tensor";
 
 export {
@@ -21,6 +22,16 @@ export {
   toNativeError,
 } from "./errors";
 export { type LoraSliceWeights, type LoraWeights, MAX_LORA_RANK, packLoraWeights } from "./lora";
+export {
+  type LocalSiteWeights,
+  type SiteBackendHandle,
+  type SiteRequest,
+  type StepBatch,
+  type StepLayerSpec,
+  type StepModelHandle,
+  type StepModelSpec,
+  toStepError,
+} from "./step";
 export { bf16, type DType, f32, fromBf16, i32, i64, numel, type Tensor, toBf16 } from "./tensor";
 
 interface Addon {
@@ -151,3 +162,6 @@ export const native = {
     y: F32,
   ) => call("loraApplyMoe", weights, nExperts, x, rowToken, rowSlot, rowExpert, rowWeight, y),
 };
+
+/** The native step (one call per forward pass) and its LoRA site backends. */
+export const nativeStep = stepApi(addon);

@@ -22,6 +22,7 @@ describe("native CTest programs (the core without Node; CUDA sources compiled wh
     const test = run("ctest", ["--test-dir", BUILD, "--output-on-failure"]);
     expect(test.status, test.output).to.equal(0);
     expect(test.output).to.match(/core_selftest \.+\s+Passed/);
+    expect(test.output).to.match(/step_selftest \.+\s+Passed/);
     const withCuda = /building with CUDA/.test(configure.output);
     if (withCuda) {
       // No GPU on CI: the CUDA comparison must still compile, then report itself skipped (exit 77).

@@ -11,7 +11,7 @@ export {
   type SequenceResult,
   type SequenceUpdate,
 } from "./engine";
-export { forward, type ForwardSequence } from "./forward";
+export { DEFAULT_SITE_TIMEOUT_MS, forward, type ForwardOptions, type ForwardSequence } from "./forward";
 export { KvCache } from "./kv-cache";
 export { LocalLoraBackend } from "./local-lora-backend";
 export { LoraAdaptersUnavailableError, type LoraBackend, type LoraSiteCall } from "./lora-backend";

@@ -2,13 +2,25 @@
  * Coupled mode: adapters resident in this process, deltas from the native batched heterogeneous-rank
  * LoRA kernels. Adapter weights are packed per (layer, site) at true rank across all resident
  * adapters (a slot per adapter; for MoE expert sites a key per (slot, expert)) and repacked when the
- * resident set changes.
+ * resident set changes. The native step uses `nativeSiteBackend()`: the same packing for every
+ * (layer, site), copied into a native LocalSiteBackend that runs the kernels on the step's thread.
  */
 import { NotFoundError } from "@loramesh/errors";
-import { i32, native, packLoraWeights, type LoraSliceWeights, type LoraWeights } from "@loramesh/native";
+import {
+  i32,
+  native,
+  nativeStep,
+  packLoraWeights,
+  type LocalSiteWeights,
+  type LoraSliceWeights,
+  type LoraWeights,
+  type SiteBackendHandle,
+} from "@loramesh/native";
 import type { ProjectionName, LoraSite, ModelConfig } from "@loramesh/formats";
 import type { AdapterModule, LoraAdapter } from "./adapter";
 import type { LoraBackend, LoraSiteCall } from "./lora-backend";
+
+const SITES: readonly LoraSite[] = ["qkv", "o", "gate_up", "down"];
 
 const SLICES: Record<LoraSite, ProjectionName[]> = {
   qkv: ["q", "k", "v"],
@@ -21,6 +33,7 @@ export class LocalLoraBackend implements LoraBackend {
   private readonly adapters = new Map<string, LoraAdapter>();
   private slots: string[] = [];
   private packed = new Map<string, LoraWeights | null>();
+  private native: SiteBackendHandle | undefined;
 
   constructor(private readonly config: ModelConfig) {}
 
@@ -45,6 +58,22 @@ export class LocalLoraBackend implements LoraBackend {
 
   ids(): string[] {
     return [...this.adapters.keys()];
+  }
+
+  /** The resident set as a native site backend (rebuilt after a change; pools copied once). */
+  nativeSiteBackend(): SiteBackendHandle {
+    if (this.native) return this.native;
+    const c = this.config;
+    const sites: Array<LocalSiteWeights | null> = [];
+    for (let layer = 0; layer < c.numLayers; layer++) {
+      for (const site of SITES) {
+        const moe = c.numExperts > 0 && (site === "gate_up" || site === "down");
+        const weights = this.pack(layer, site, moe);
+        sites.push(weights ? { ...weights, moe } : null);
+      }
+    }
+    this.native = nativeStep.localSiteBackend(this.slots, c.numExperts, sites);
+    return this.native;
   }
 
   async apply(call: LoraSiteCall): Promise<void> {
@@ -82,12 +111,20 @@ export class LocalLoraBackend implements LoraBackend {
   private invalidate(): void {
     this.slots = [...this.adapters.keys()];
     this.packed.clear();
+    this.native = undefined;
   }
 
   private weightsFor(layer: number, site: LoraSite, moe: boolean): LoraWeights | null {
     const key = `${layer}/${site}/${moe ? "moe" : "dense"}`;
     const cached = this.packed.get(key);
     if (cached !== undefined) return cached;
+    const weights = this.pack(layer, site, moe);
+    this.packed.set(key, weights);
+    return weights;
+  }
+
+  /** Every resident adapter's weights for one (layer, site), at true rank; null when none touches it. */
+  private pack(layer: number, site: LoraSite, moe: boolean): LoraWeights | null {
     const c = this.config;
     const q = c.numHeads * c.headDim,
       kv = c.numKvHeads * c.headDim;
@@ -126,14 +163,12 @@ export class LocalLoraBackend implements LoraBackend {
         );
       }
     }
-    const weights = any
+    return any
       ? packLoraWeights(
           keys,
           inFeatures[site],
           projections.map((p) => width[p]),
         )
       : null;
-    this.packed.set(key, weights);
-    return weights;
   }
 }

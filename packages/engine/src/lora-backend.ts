@@ -2,9 +2,10 @@
  * Where the LoRA deltas of a step come from. The forward pass calls `apply` once per LoRA site of
  * each layer with that site's input and output; the backend adds scale·B·(A·x) for each row's
  * adapter into `y`. Implementations: the local backend on the native batched kernels (coupled
- * mode) and, in the mesh, a remote LoRA server.
+ * mode) and, in the mesh, a remote LoRA server. The native step calls `nativeSiteBackend()` when the
+ * backend has one, else `apply` through a callback.
  */
-import type { Tensor } from "@loramesh/native";
+import type { SiteBackendHandle, Tensor } from "@loramesh/native";
 import type { LoraSite } from "@loramesh/formats";
 import { UnavailableError } from "@loramesh/errors";
 
@@ -42,4 +43,10 @@ export interface LoraBackend {
   /** Whether the backend can serve this adapter now (hybrid routing asks this). */
   has(adapterId: string): boolean;
   apply(call: LoraSiteCall): Promise<void>;
+  /**
+   * A native site backend the step calls directly from its thread (no JavaScript per site): the
+   * local kernels, or a same-host shared-memory backend. Without it the step hands each site back
+   * to `apply` on the JS thread.
+   */
+  nativeSiteBackend?(): SiteBackendHandle;
 }

@@ -104,7 +104,11 @@ export class WorkerTelemetry {
 
   /** Wraps a LoRA backend with site spans (sampled) and the latency histogram. */
   wrap(backend: LoraBackend): LoraBackend {
+    // A native site backend (coupled mode's local kernels) runs on the step's thread, with no
+    // JavaScript per site, so its sites get no span and no latency sample.
+    const nativeSites = backend.nativeSiteBackend?.bind(backend);
     return {
+      ...(nativeSites ? { nativeSiteBackend: nativeSites } : {}),
       has: (id) => backend.has(id),
       apply: async (call) => {
         const transport = this.transportOf(call);

@@ -1,0 +1,116 @@
+/**
+ * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--threads 0] [--json]`:
+ * the time of one engine decode step (issue 13's native step), without and with each adapter.
+ *
+ * Prefills `batch` sequences of 64 tokens, then runs `steps` decode steps of one token per sequence
+ * through `forward()`, timing each: wall milliseconds and process CPU milliseconds (user + system,
+ * all threads). CPU time is the figure to compare on a shared machine: it counts the work the step
+ * does, not the time other processes held the cores. Prints medians.
+ */
+import { resolve } from "node:path";
+import { forward, KvCache, LocalLoraBackend, loadAdapter, Model, type ForwardSequence } from "@loramesh/engine";
+import { native } from "@loramesh/native";
+
+interface Options {
+  model: string;
+  adapters: Array<[string, string]>;
+  batch: number;
+  steps: number;
+  threads: number;
+  json: boolean;
+}
+
+function parseArgs(argv: readonly string[]): Options {
+  const o: Options = { model: "", adapters: [], batch: 1, steps: 12, threads: 0, json: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${arg} needs a value`);
+      return v;
+    };
+    if (arg === "--model") o.model = value();
+    else if (arg === "--adapter") {
+      const [name, dir] = value().split("=");
+      if (!name || !dir) throw new Error("--adapter takes NAME=DIR");
+      o.adapters.push([name, dir]);
+    } else if (arg === "--batch") o.batch = Number(value());
+    else if (arg === "--steps") o.steps = Number(value());
+    else if (arg === "--threads") o.threads = Number(value());
+    else if (arg === "--json") o.json = true;
+    else throw new Error(`unknown argument ${arg}`);
+  }
+  if (!o.model) throw new Error("--model DIR is required");
+  if (!(o.batch >= 1 && o.steps >= 1)) throw new Error("--batch and --steps must be at least 1");
+  return o;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+const round = (x: number) => Math.round(x * 100) / 100;
+
+async function measure(
+  model: Model,
+  lora: LocalLoraBackend,
+  adapterId: string | undefined,
+  o: Options,
+): Promise<{ wall_ms: number; cpu_ms: number }> {
+  const prompt = 64;
+  const c = model.config;
+  const cache = new KvCache(c.numLayers, o.batch * Math.ceil((prompt + o.steps + 1) / 16), 16, c.numKvHeads, c.headDim);
+  const tables = Array.from({ length: o.batch }, () => [] as number[]);
+  for (const t of tables) cache.ensure(t, prompt + o.steps + 1);
+  const seqs = (tokens: (b: number) => number[], start: number): ForwardSequence[] =>
+    tables.map((blockTable, b) => ({ tokens: tokens(b), startPosition: start, blockTable, adapterId, logits: "last" }));
+  await forward(
+    model,
+    cache,
+    lora,
+    seqs((b) => Array.from({ length: prompt }, (_, i) => 259 + ((i * 7919 + b) % 31000)), 0),
+  );
+  const wall: number[] = [],
+    cpu: number[] = [];
+  for (let s = 0; s < o.steps; s++) {
+    const c0 = process.cpuUsage(),
+      t0 = performance.now();
+    await forward(
+      model,
+      cache,
+      lora,
+      seqs((b) => [300 + ((s * 31 + b) % 3000)], prompt + s),
+    );
+    const t1 = performance.now(),
+      c1 = process.cpuUsage(c0);
+    wall.push(t1 - t0);
+    cpu.push((c1.user + c1.system) / 1000);
+  }
+  return { wall_ms: round(median(wall)), cpu_ms: round(median(cpu)) };
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  if (o.threads > 0) native.setNumThreads(o.threads);
+  const model = Model.load(resolve(o.model));
+  const lora = new LocalLoraBackend(model.config);
+  const out: Record<string, unknown> = {
+    model: resolve(o.model),
+    batch: o.batch,
+    steps: o.steps,
+    threads: native.getNumThreads(),
+    base: await measure(model, lora, undefined, o),
+  };
+  for (const [name, dir] of o.adapters) {
+    lora.add(name, loadAdapter(resolve(dir), model.config));
+    out[name] = await measure(model, lora, name, o);
+    lora.remove(name);
+  }
+  process.stdout.write(o.json ? `${JSON.stringify(out)}\n` : `${JSON.stringify(out, null, 2)}\n`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`decode-step: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,148 @@
+/**
+ * The native step's typed API (issue 13): a model handle built once from the weights and the KV
+ * cache, LoRA site backends (the local kernels, or a JavaScript callback), and `run`, which does a
+ * whole forward pass in one call off the JS thread.
+ */
+import { NotFoundError, UnavailableError } from "@loramesh/errors";
+import { toNativeError } from "./errors";
+import type { LoraWeights } from "./lora";
+import type { Tensor } from "./tensor";
+
+type Weight = Tensor<"f32"> | Tensor<"bf16">;
+
+/** Opaque handles owned by the addon (Napi::External). */
+export interface StepModelHandle {
+  readonly __stepModel: unique symbol;
+}
+/** A `Napi::External<std::shared_ptr<lm::SiteBackend>>`: any native LoRA site backend. */
+export interface SiteBackendHandle {
+  readonly __siteBackend: unique symbol;
+}
+
+export interface StepLayerSpec {
+  inputNorm: Weight;
+  postNorm: Weight;
+  qkv: Weight;
+  qkvBias: Tensor<"f32"> | null;
+  o: Weight;
+  gateUp?: Weight;
+  down?: Weight;
+  router?: Weight;
+  experts?: ReadonlyArray<{ gateUp: Weight; down: Weight }>;
+  slidingWindow: number;
+  cache: { k: Weight; v: Weight; blocks: number; blockSize: number };
+}
+
+export interface StepModelSpec {
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  intermediate: number;
+  vocab: number;
+  experts: number;
+  topK: number;
+  eps: number;
+  rotaryDim: number;
+  invFreq: Float32Array;
+  attentionScaling: number;
+  embed: Weight;
+  finalNorm: Weight;
+  lmHead: Weight;
+  layers: readonly StepLayerSpec[];
+}
+
+/** One step's arrays (token-level, in batch order). */
+export interface StepBatch {
+  tokens: number;
+  seqs: number;
+  maxBlocks: number;
+  ids: Int32Array;
+  positions: Int32Array;
+  tokenSeq: Int32Array;
+  slots: Int32Array;
+  blockTables: Int32Array;
+  /** Index into `adapters`, or −1. */
+  rowAdapter: Int32Array;
+  adapters: readonly string[];
+  /** Batch rows whose logits are written, in order, into `logits` [rows × vocab]. */
+  logitRows: Int32Array;
+  logits: Float32Array;
+  /** Per-step rotary frequencies (dynamic NTK); absent: the model's. */
+  invFreq?: Float32Array;
+  attentionScaling?: number;
+  /** How long the step waits for one LoRA site (0: as long as the backend takes). */
+  siteTimeoutMs: number;
+}
+
+/** A LoRA site handed to JavaScript by a callback site backend. */
+export interface SiteRequest {
+  layer: number;
+  /** 0 qkv, 1 o, 2 gate_up, 3 down. */
+  site: number;
+  x: Float32Array;
+  rows: number;
+  inFeatures: number;
+  outFeatures: number;
+  rowAdapter: Int32Array;
+  rowExpert: Int32Array | null;
+}
+
+/** Packed weights of one (layer, site) for the local backend; `moe` when keys are slot×experts + e. */
+export type LocalSiteWeights = LoraWeights & { moe: boolean };
+
+interface StepAddon {
+  createStepModel(spec: StepModelSpec): StepModelHandle;
+  localSiteBackend(spec: {
+    slots: readonly string[];
+    experts: number;
+    sites: ReadonlyArray<LocalSiteWeights | null>;
+  }): SiteBackendHandle;
+  callbackSiteBackend(fn: (req: SiteRequest) => Promise<Float32Array>): SiteBackendHandle;
+  disposeSiteBackend(backend: SiteBackendHandle): void;
+  step(model: StepModelHandle, batch: StepBatch, backend: SiteBackendHandle | null): Promise<void>;
+}
+
+/**
+ * A failed step as a typed error: an adapter the backend does not hold is NotFoundError; a LoRA
+ * site that failed or did not answer is UnavailableError (the mesh's retry path handles both);
+ * anything else is the native op's typed error.
+ */
+export function toStepError(err: unknown): unknown {
+  if (!(err instanceof Error)) return err;
+  const { code, phase } = err as Error & { code?: string; phase?: string };
+  if (phase === "begin_step" && code === "LM_ERR_SLOT") return new NotFoundError(err.message, { cause: err });
+  if (phase === "site") return new UnavailableError(err.message, { cause: err });
+  return toNativeError(err);
+}
+
+export function stepApi(addon: unknown) {
+  const a = addon as StepAddon;
+  const sync = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      throw toNativeError(err);
+    }
+  };
+  return {
+    /** Builds the model handle; it keeps the weights and the KV cache alive. */
+    createModel: (spec: StepModelSpec): StepModelHandle => sync(() => a.createStepModel(spec)),
+    /** Coupled mode: the batched kernels over the given resident adapters (pools are copied). */
+    localSiteBackend: (
+      slots: readonly string[],
+      experts: number,
+      sites: ReadonlyArray<LocalSiteWeights | null>,
+    ): SiteBackendHandle => sync(() => a.localSiteBackend({ slots, experts, sites })),
+    /** Each site goes to `fn` on the JS thread; the step waits for its promise (the delta). */
+    callbackSiteBackend: (fn: (req: SiteRequest) => Promise<Float32Array>): SiteBackendHandle =>
+      sync(() => a.callbackSiteBackend(fn)),
+    /** Releases a backend now (a running step keeps its own reference). */
+    disposeSiteBackend: (backend: SiteBackendHandle): void => a.disposeSiteBackend(backend),
+    /** Runs the step; logits land in `batch.logits`. */
+    run: (model: StepModelHandle, batch: StepBatch, backend: SiteBackendHandle | null): Promise<void> =>
+      a.step(model, batch, backend).catch((err: unknown) => {
+        throw toStepError(err);
+      }),
+  };
+}

@@ -1,0 +1,201 @@
+import { expect } from "chai";
+import { readdirSync } from "node:fs";
+import { NotFoundError, UnavailableError } from "@loramesh/errors";
+import { NativeShapeError, NativeSlotError, nativeStep } from "@loramesh/native";
+import { loadAdapter } from "./adapter";
+import { forward, type ForwardSequence } from "./forward";
+import { KvCache } from "./kv-cache";
+import { LocalLoraBackend } from "./local-lora-backend";
+import type { LoraBackend, LoraSiteCall } from "./lora-backend";
+import { Model } from "./model";
+import { adapterDir, modelDir, MODELS } from "./test-fixtures";
+
+function setup(m: string): { model: Model; local: LocalLoraBackend; adapters: string[] } {
+  const model = Model.load(modelDir(m));
+  const local = new LocalLoraBackend(model.config);
+  const adapters = readdirSync(adapterDir(m, "")).sort();
+  for (const a of adapters) local.add(a, loadAdapter(adapterDir(m, a), model.config));
+  return { model, local, adapters };
+}
+
+/** A prefill step of four sequences (one without adapter), then a decode step. */
+async function twoSteps(model: Model, lora: LoraBackend, adapters: string[]): Promise<Float32Array[]> {
+  const cache = new KvCache(model.config.numLayers, 32, 4, model.config.numKvHeads, model.config.headDim);
+  const prompts = [
+    [1, 5, 9, 13, 17, 21, 2],
+    [1, 7, 8],
+    [1, 2, 3, 4, 5],
+    [1, 40, 41],
+  ];
+  const tables = prompts.map(() => [] as number[]);
+  tables.forEach((t) => cache.ensure(t, 16));
+  const adapterOf = [adapters[0], undefined, adapters[1], adapters[adapters.length - 1]];
+  const step = (tokens: number[][], start: number[], logits: ForwardSequence["logits"]) =>
+    forward(
+      model,
+      cache,
+      lora,
+      tokens.map((t, i) => ({
+        tokens: t,
+        startPosition: start[i] as number,
+        blockTable: tables[i] as number[],
+        adapterId: adapterOf[i],
+        logits,
+      })),
+    );
+  const first = await step(prompts, [0, 0, 0, 0], "all");
+  const second = await step(
+    prompts.map((_, i) => [30 + i]),
+    prompts.map((p) => p.length),
+    "last",
+  );
+  return [...first, ...second];
+}
+
+/** The local backend seen only through `apply`: the step hands every site back to JavaScript. */
+function throughCallback(local: LocalLoraBackend, seen: LoraSiteCall[] = []): LoraBackend {
+  return {
+    has: (id) => local.has(id),
+    apply: (call) => {
+      seen.push(call);
+      return local.apply(call);
+    },
+  };
+}
+
+describe("the native step", function () {
+  this.timeout(120_000);
+
+  for (const m of MODELS) {
+    it(`${m}: a JavaScript backend behind the step gives the same bits as the native local backend`, async () => {
+      const { model, local, adapters } = setup(m);
+      const seen: LoraSiteCall[] = [];
+      const native = await twoSteps(model, local, adapters);
+      const viaJs = await twoSteps(model, throughCallback(local, seen), adapters);
+      expect(viaJs.length).to.equal(native.length);
+      native.forEach((logits, i) => {
+        expect(logits.length).to.be.greaterThan(0);
+        expect(Buffer.from((viaJs[i] as Float32Array).buffer).equals(Buffer.from(logits.buffer))).to.equal(true);
+      });
+      // Every layer's four sites, in order, once per step; MoE expert sites carry each row's expert.
+      const L = model.config.numLayers;
+      expect(seen.map((c) => `${c.layer}/${c.site}`).slice(0, 4 * L)).to.deep.equal(
+        Array.from({ length: L }, (_, l) => ["qkv", "o", "gate_up", "down"].map((s) => `${l}/${s}`)).flat(),
+      );
+      expect(seen.length).to.equal(8 * L);
+      const mlp = seen.filter((c) => c.site === "gate_up" || c.site === "down");
+      expect(mlp.every((c) => (c.rowExpert !== undefined) === model.config.numExperts > 0)).to.equal(true);
+    });
+  }
+
+  it("passes a JavaScript backend's own error to the caller", async () => {
+    const { model, local, adapters } = setup("tiny-llama");
+    const failing: LoraBackend = {
+      has: () => true,
+      apply: () => Promise.reject(new UnavailableError("LoRA server lora-7 stopped answering")),
+    };
+    let err: unknown;
+    await twoSteps(model, failing, adapters).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(UnavailableError);
+    expect((err as Error).message).to.equal("LoRA server lora-7 stopped answering");
+    // The step is not left holding anything: the next one runs.
+    expect((await twoSteps(model, local, adapters)).length).to.equal(8);
+  });
+
+  it("fails a site that never answers with UnavailableError after the site timeout", async () => {
+    const { model, adapters } = setup("tiny-llama");
+    const silent: LoraBackend = { has: () => true, apply: () => new Promise<void>(() => undefined) };
+    const cache = new KvCache(model.config.numLayers, 8, 4, model.config.numKvHeads, model.config.headDim);
+    const table: number[] = [];
+    cache.ensure(table, 4);
+    let err: unknown;
+    await forward(
+      model,
+      cache,
+      silent,
+      [{ tokens: [1, 2], startPosition: 0, blockTable: table, adapterId: adapters[0], logits: "last" }],
+      { siteTimeoutMs: 100 },
+    ).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(UnavailableError);
+    expect((err as Error).message).to.match(/no answer within 100 ms/);
+  });
+
+  it("refuses an adapter the local backend does not hold with NotFoundError", async () => {
+    const { model, local } = setup("tiny-llama");
+    const cache = new KvCache(model.config.numLayers, 8, 4, model.config.numKvHeads, model.config.headDim);
+    const table: number[] = [];
+    cache.ensure(table, 4);
+    let err: unknown;
+    await forward(model, cache, local, [
+      { tokens: [1], startPosition: 0, blockTable: table, adapterId: "not-loaded", logits: "last" },
+    ]).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(NotFoundError);
+    expect((err as Error).message).to.match(/adapter not-loaded is not resident/);
+  });
+
+  it("rejects malformed step arrays with typed errors", async () => {
+    const { model } = setup("tiny-llama");
+    const cache = new KvCache(model.config.numLayers, 8, 4, model.config.numKvHeads, model.config.headDim);
+    // A handle over this model's weights and cache, built through a first step.
+    const table: number[] = [];
+    cache.ensure(table, 4);
+    await forward(model, cache, undefined, [
+      { tokens: [1], startPosition: 0, blockTable: table, adapterId: undefined, logits: "none" },
+    ]);
+    const handle = nativeStep.createModel({
+      hidden: model.config.hiddenSize,
+      heads: model.config.numHeads,
+      kvHeads: model.config.numKvHeads,
+      headDim: model.config.headDim,
+      intermediate: model.config.intermediateSize,
+      vocab: model.config.vocabSize,
+      experts: 0,
+      topK: 0,
+      eps: model.config.rmsNormEps,
+      rotaryDim: model.config.rope.rotaryDim,
+      invFreq: model.invFreq,
+      attentionScaling: model.attentionScaling,
+      embed: model.embed,
+      finalNorm: model.finalNorm,
+      lmHead: model.lmHead,
+      layers: model.layers.map((l, i) => ({
+        inputNorm: l.inputNorm,
+        postNorm: l.postNorm,
+        qkv: l.qkv,
+        qkvBias: l.qkvBias,
+        o: l.o,
+        gateUp: l.mlp.kind === "dense" ? l.mlp.gateUp : l.qkv,
+        down: l.mlp.kind === "dense" ? l.mlp.down : l.o,
+        slidingWindow: 0,
+        cache: { ...(cache.layers[i] as KvCache["layers"][number]), blocks: 8, blockSize: 4 },
+      })),
+    });
+    const batch = {
+      tokens: 2,
+      seqs: 1,
+      maxBlocks: 1,
+      ids: Int32Array.of(1, 2),
+      positions: Int32Array.of(0, 1),
+      tokenSeq: Int32Array.of(0, 0),
+      slots: Int32Array.of(0, 1),
+      blockTables: Int32Array.of(table[0] as number),
+      rowAdapter: Int32Array.of(-1, -1),
+      adapters: [],
+      logitRows: Int32Array.of(1),
+      logits: new Float32Array(model.config.vocabSize),
+      siteTimeoutMs: 0,
+    };
+    const rejected = (b: object) =>
+      nativeStep.run(handle, { ...batch, ...b }, null).then(
+        () => null,
+        (e: unknown) => e,
+      );
+    expect(await rejected({})).to.equal(null);
+    expect(await rejected({ positions: Int32Array.of(0) })).to.be.instanceOf(NativeShapeError);
+    expect(await rejected({ tokenSeq: Int32Array.of(0, 3) })).to.be.instanceOf(NativeSlotError);
+    expect(await rejected({ rowAdapter: Int32Array.of(0, -1) })).to.be.instanceOf(NativeSlotError);
+    expect(await rejected({ ids: Int32Array.of(1, 1 << 30) })).to.be.instanceOf(NativeSlotError);
+    expect(await rejected({ logits: new Float32Array(3) })).to.be.instanceOf(NativeShapeError);
+    expect(() => nativeStep.createModel({} as Parameters<typeof nativeStep.createModel>[0])).to.throw(/must be/);
+  });
+});
