@@ -5,3 +5,19 @@ export { startTestRedis, type TestRedis } from "./redis";
 export { processAlive, waitFor } from "./wait";
 export { REPO_ROOT, GOLDEN_DIR } from "./paths";
 export { f32Bytes, writeSafetensors, type RawTensor } from "./safetensors-writer";
+export {
+  NETNS_PREFIX,
+  NetnsNetwork,
+  netnsUnavailableReason,
+  reapDeadNetworks,
+  stopChild,
+  type NetnsHost,
+  type SpawnInOptions,
+} from "./netns-network";
+export {
+  startNetnsMesh,
+  type MeshProcess,
+  type MeshService,
+  type NetnsMesh,
+  type NetnsMeshOptions,
+} from "./netns-mesh";
