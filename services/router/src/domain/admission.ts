@@ -1,8 +1,8 @@
 /**
- * Admission: which base worker runs a request. A cold adapter waits a little for its load; among the
+ * Admission: which base worker runs a request (how many run at once is the gate's: admission-gate.ts). A cold adapter waits a little for its load; among the
  * workers able to serve it the rank-aware choice wins (see worker-choice.ts).
  */
-import { FailedPreconditionError, ResourceExhaustedError, UnavailableError } from "@loramesh/errors";
+import { FailedPreconditionError, UnavailableError } from "@loramesh/errors";
 import type { PlacementView, WorkerInfo } from "../peers/placement-view";
 import { chooseWorker, InFlightRanks } from "../worker-choice";
 
@@ -12,28 +12,12 @@ export interface AdmissionOptions {
   adapterWaitMs: number;
   /** Extra in-flight requests a worker may have and still be preferred for rank grouping. */
   routingSlack?: number;
-  /** Most requests in flight on the router; 0 = no limit. More are refused (ResourceExhausted). */
-  maxInFlight?: number;
 }
 
 export class Admission {
   private readonly inFlight = new InFlightRanks();
-  private total = 0;
 
   constructor(private readonly options: AdmissionOptions) {}
-
-  /** Takes one of the router's in-flight slots (refused at the limit); returns its release. */
-  reserve(): () => void {
-    const max = this.options.maxInFlight ?? 0;
-    if (max > 0 && this.total >= max)
-      throw new ResourceExhaustedError(`the router is at its limit of ${max} requests in flight; retry shortly`);
-    this.total++;
-    let released = false;
-    return () => {
-      if (!released) this.total--;
-      released = true;
-    };
-  }
 
   async pickWorker(adapterId: string | undefined, rank: number): Promise<WorkerInfo> {
     const { placement } = this.options;
