@@ -18,9 +18,19 @@ const options = {
   rate: numberOption({ flag: "rate", default: 40, min: 0.1, description: "arrivals per second (evenly spaced)" }),
   duration: numberOption({ flag: "duration", default: 20, min: 1, description: "seconds of arrivals" }),
   tokens: intOption({ flag: "tokens", default: 128, min: 1, description: "tokens generated per request" }),
-  maxInFlight: intOption({ flag: "max-in-flight", default: 16, min: 1, description: "router limit in the admission run" }),
+  maxInFlight: intOption({
+    flag: "max-in-flight",
+    default: 16,
+    min: 1,
+    description: "router limit in the admission run",
+  }),
   maxQueued: intOption({ flag: "max-queued", default: 16, min: 0, description: "queue bound in the admission run" }),
-  sloTtftMs: intOption({ flag: "slo-ttft-ms", default: 1_000, min: 1, description: "TTFT target in the admission run" }),
+  sloTtftMs: intOption({
+    flag: "slo-ttft-ms",
+    default: 1_000,
+    min: 1,
+    description: "TTFT target in the admission run",
+  }),
   json: booleanOption({ flag: "json", default: false, description: "print JSON instead of a table" }),
 };
 

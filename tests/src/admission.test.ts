@@ -19,7 +19,8 @@ async function admissionCounts(metricsAddress: string): Promise<Record<string, n
   const text = await (await fetch(`http://${metricsAddress}/metrics`)).text();
   const counts: Record<string, number> = {};
   for (const m of text.matchAll(/^loramesh_admission_total\{([^}]*)\} (\d+)/gm)) {
-    const labels = Object.fromEntries([...(m[1] as string).matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    const labels: Record<string, string> = {};
+    for (const l of (m[1] as string).matchAll(/(\w+)="([^"]*)"/g)) labels[l[1] as string] = l[2] as string;
     const key = [labels["tenant"], labels["outcome"], labels["reason"]].filter(Boolean).join("/");
     counts[key] = Number(m[2]);
   }
