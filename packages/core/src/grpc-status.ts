@@ -1,5 +1,5 @@
 import { Metadata, status, type ServiceError, type StatusObject } from "@grpc/grpc-js";
-import { describeError, isLoraMeshError, type ErrorKind } from "@loramesh/errors";
+import { describeError, isLoraMeshError, ResourceExhaustedError, type ErrorKind } from "@loramesh/errors";
 import type { Logger } from "./logging";
 
 const CODE_OF_KIND: Record<ErrorKind, status> = {
@@ -23,6 +23,9 @@ export const GENERIC_INTERNAL_MESSAGE = "internal error";
 /** Metadata key carrying the domain error class name, so the SDK can rebuild a typed error. */
 export const ERROR_CLASS_METADATA_KEY = "loramesh-error-class";
 
+/** Metadata key of a refusal's retry hint in milliseconds (RESOURCE_EXHAUSTED from admission). */
+export const RETRY_AFTER_METADATA_KEY = "retry-after-ms";
+
 /**
  * The one mapping from thrown values to gRPC statuses. Domain errors keep their message; anything
  * else becomes INTERNAL with a generic message and its details go to the log.
@@ -31,6 +34,8 @@ export function toGrpcStatus(err: unknown, logger?: Logger): Partial<StatusObjec
   const metadata = new Metadata();
   if (isLoraMeshError(err)) {
     metadata.set(ERROR_CLASS_METADATA_KEY, err.name);
+    if (err instanceof ResourceExhaustedError && err.retryAfterMs !== undefined)
+      metadata.set(RETRY_AFTER_METADATA_KEY, String(Math.ceil(err.retryAfterMs)));
     return serviceError(CODE_OF_KIND[err.kind], err.message, metadata);
   }
   logger?.error("unhandled error in a request handler", { error: describeError(err) });

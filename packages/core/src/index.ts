@@ -68,7 +68,13 @@ export {
   startGrpcServer,
   type StartGrpcServerOptions,
 } from "./grpc-server";
-export { ERROR_CLASS_METADATA_KEY, GENERIC_INTERNAL_MESSAGE, grpcCodeOf, toGrpcStatus } from "./grpc-status";
+export {
+  ERROR_CLASS_METADATA_KEY,
+  RETRY_AFTER_METADATA_KEY,
+  GENERIC_INTERNAL_MESSAGE,
+  grpcCodeOf,
+  toGrpcStatus,
+} from "./grpc-status";
 export {
   createLogger,
   isLogFormat,

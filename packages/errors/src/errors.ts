@@ -57,6 +57,13 @@ export class PermissionDeniedError extends LoraMeshError {
 /** A limit was hit: prompt too long, rank above the maximum, pool or queue full. */
 export class ResourceExhaustedError extends LoraMeshError {
   readonly kind = "resource-exhausted";
+  /** When a retry may succeed, in ms: a hint the transports pass on (gRPC metadata, HTTP Retry-After). */
+  readonly retryAfterMs: number | undefined;
+
+  constructor(message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
+    super(message, options);
+    this.retryAfterMs = options?.retryAfterMs;
+  }
 }
 
 /** The system is not in a state that allows this (for example an adapter that is still loading). */

@@ -2,6 +2,8 @@ import { status, type ServiceError } from "@grpc/grpc-js";
 
 /** Metadata key the servers set to the domain error class (see @loramesh/core grpc-status). */
 const ERROR_CLASS_METADATA_KEY = "loramesh-error-class";
+/** Metadata key of a refusal's retry hint in milliseconds (the router's admission control). */
+const RETRY_AFTER_METADATA_KEY = "retry-after-ms";
 
 /**
  * A failed call, as the SDK reports it: the gRPC status code, the server's message, and the name of
@@ -12,11 +14,15 @@ export class LoraMeshClientError extends Error {
     readonly code: status,
     readonly details: string,
     readonly errorClass: string | undefined,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterMs?: number },
   ) {
     super(`${status[code] ?? code}: ${details}`, options);
     this.name = "LoraMeshClientError";
+    this.retryAfterMs = options?.retryAfterMs;
   }
+
+  /** The server's hint of when a retry may succeed (RESOURCE_EXHAUSTED from admission), in ms. */
+  readonly retryAfterMs: number | undefined;
 
   /** Calls that may succeed when retried unchanged. */
   get retryable(): boolean {
@@ -28,8 +34,10 @@ export class LoraMeshClientError extends Error {
 export function toClientError(err: unknown): Error {
   if (!isServiceError(err)) return err instanceof Error ? err : new Error(String(err));
   const errorClass = err.metadata?.get(ERROR_CLASS_METADATA_KEY)[0];
+  const retryAfter = Number(err.metadata?.get(RETRY_AFTER_METADATA_KEY)[0]);
   return new LoraMeshClientError(err.code, err.details, typeof errorClass === "string" ? errorClass : undefined, {
     cause: err,
+    ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfterMs: retryAfter } : {}),
   });
 }
 

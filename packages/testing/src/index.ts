@@ -6,3 +6,19 @@ export { processAlive, waitFor } from "./wait";
 export { REPO_ROOT, GOLDEN_DIR } from "./paths";
 export { f32Bytes, writeSafetensors, type RawTensor } from "./safetensors-writer";
 export { FuzzRng, mutateAdapterConfig, mutateSafetensors, readAdapterConfig } from "./fuzz";
+export {
+  NETNS_PREFIX,
+  NetnsNetwork,
+  netnsUnavailableReason,
+  reapDeadNetworks,
+  stopChild,
+  type NetnsHost,
+  type SpawnInOptions,
+} from "./netns-network";
+export {
+  startNetnsMesh,
+  type MeshProcess,
+  type MeshService,
+  type NetnsMesh,
+  type NetnsMeshOptions,
+} from "./netns-mesh";

@@ -19,6 +19,11 @@ void runServiceProcess({
       adapterWaitMs: config.adapterWaitMs,
       routingSlack: config.routingSlack,
       maxInFlight: config.maxInFlight,
+      limits: {
+        tenantMaxInFlight: config.tenantMaxInFlight,
+        maxQueued: config.maxQueued,
+        sloFactor: config.admissionSloFactor,
+      },
       slo: { ttftMs: config.sloTtftMs, tpotMs: config.sloTpotMs },
       httpListen: config.httpListen,
       servedModelName: config.servedModelName,

@@ -1,5 +1,5 @@
 /** Options of the router process: flags and the environment variables that set them. */
-import { addressOption, DEFAULT_ROUTER_ADDRESS, intOption, stringOption } from "@loramesh/core";
+import { addressOption, DEFAULT_ROUTER_ADDRESS, intOption, numberOption, stringOption } from "@loramesh/core";
 
 export const options = {
   listen: addressOption({
@@ -42,7 +42,7 @@ export const options = {
     env: "SLO_TTFT_MS",
     default: 2_000,
     min: 1,
-    description: "time-to-first-token target counted by the SLO metric",
+    description: "time-to-first-token target counted by the SLO metric and used by admission",
   }),
   sloTpotMs: intOption({
     flag: "slo-tpot-ms",
@@ -63,7 +63,30 @@ export const options = {
     env: "MAX_IN_FLIGHT",
     default: 0,
     min: 0,
-    description: "most requests in flight on this router; more are refused (RESOURCE_EXHAUSTED, HTTP 429); 0: no limit",
+    description:
+      "most requests in flight on this router; more wait in the admission queue or are refused (RESOURCE_EXHAUSTED, HTTP 429); 0: no limit",
+  }),
+  tenantMaxInFlight: intOption({
+    flag: "tenant-max-in-flight",
+    env: "TENANT_MAX_IN_FLIGHT",
+    default: 0,
+    min: 0,
+    description: "most requests in flight per tenant; more wait in the admission queue or are refused; 0: no limit",
+  }),
+  maxQueued: intOption({
+    flag: "max-queued",
+    env: "MAX_QUEUED",
+    default: 0,
+    min: 0,
+    description: "requests that may wait for an in-flight slot (FIFO); more are refused at once; 0: none wait",
+  }),
+  admissionSloFactor: numberOption({
+    flag: "admission-slo-factor",
+    env: "ADMISSION_SLO_FACTOR",
+    default: 1,
+    min: 0,
+    description:
+      "refuse a request that would queue when its predicted TTFT exceeds this × --slo-ttft-ms (batch-class requests excepted); 0: off",
   }),
   routingSlack: intOption({
     flag: "routing-slack",

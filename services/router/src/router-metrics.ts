@@ -1,12 +1,13 @@
 /** Prometheus series of the router: requests, TTFT and TPOT per adapter, SLO attainment. */
 import { telemetry } from "@loramesh/telemetry";
+import type { AdmissionEvents, AdmissionOutcome, RejectReason } from "./domain/admission-gate";
 
 export interface SloTargets {
   ttftMs: number;
   tpotMs: number;
 }
 
-export class RouterMetrics {
+export class RouterMetrics implements AdmissionEvents {
   private readonly m = telemetry().meter;
   private readonly requests = this.m.createCounter("loramesh_requests_total", {
     description: "requests, by tenant, adapter and outcome",
@@ -31,6 +32,10 @@ export class RouterMetrics {
     description: "requests resubmitted to another worker after their worker was lost",
   });
 
+  private readonly admission = this.m.createCounter("loramesh_admission_total", {
+    description: "admission outcomes by tenant: admitted at once, queued, rejected (reason queue-full or slo)",
+  });
+
   constructor(readonly targets: SloTargets) {
     this.m
       .createObservableGauge("loramesh_slo_ttft_target_seconds")
@@ -38,6 +43,10 @@ export class RouterMetrics {
     this.m
       .createObservableGauge("loramesh_slo_tpot_target_seconds")
       .addCallback((r) => r.observe(targets.tpotMs / 1000));
+  }
+
+  onOutcome(outcome: AdmissionOutcome, tenant: string, reason?: RejectReason): void {
+    this.admission.add(1, { tenant, outcome, ...(reason !== undefined ? { reason } : {}) });
   }
 
   started(): void {

@@ -15,6 +15,7 @@ import { inferenceHandlers } from "./grpc/inference-handlers";
 import { PlacementView } from "./peers/placement-view";
 import { ProvisionerGateway } from "./peers/provisioner-gateway";
 import { WorkerGateway } from "./peers/worker-gateway";
+import type { AdmissionLimits } from "./domain/admission-gate";
 import { RouterMetrics, type SloTargets } from "./router-metrics";
 import type { Tenants } from "./tenants";
 
@@ -28,6 +29,8 @@ export interface RouterServiceOptions {
   routingSlack?: number;
   /** Most requests in flight on the router; 0 = no limit. */
   maxInFlight?: number;
+  /** The other admission limits (per tenant, the queue, SLO-based refusal). */
+  limits?: Partial<AdmissionLimits>;
   /** Latency targets counted by the SLO-attainment metric. */
   slo: SloTargets;
   /** Where the OpenAI-compatible HTTP API listens (HOST:PORT, port 0 = any free port). */
@@ -49,15 +52,18 @@ export function createRouter(options: RouterServiceOptions): { router: Router; c
   const provisioner = new ProvisionerGateway(options.provisionerAddress);
   const placement = new PlacementView(options.provisionerAddress, options.logger);
   const workers = new WorkerGateway();
+  const metrics = new RouterMetrics(options.slo);
   const router = new Router({
     provisioner,
     placement,
     workers,
     prompts: new PromptEncoder(options.modelDir),
-    metrics: new RouterMetrics(options.slo),
+    metrics,
+    admissionEvents: metrics,
     adapterWaitMs: options.adapterWaitMs,
     ...(options.routingSlack !== undefined ? { routingSlack: options.routingSlack } : {}),
     ...(options.maxInFlight !== undefined ? { maxInFlight: options.maxInFlight } : {}),
+    ...(options.limits !== undefined ? { limits: options.limits } : {}),
     logger: options.logger,
   });
   const close = (): void => {

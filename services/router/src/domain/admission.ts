@@ -1,10 +1,11 @@
 /**
- * Admission: which base worker runs a request. A cold adapter waits a little for its load; among the
- * workers able to serve it the rank-aware choice wins (see worker-choice.ts). A worker the router
+ * Admission: which base worker runs a request (how many run at once is the gate's:
+ * admission-gate.ts). A cold adapter waits a little for its load; among the workers able to serve it
+ * the rank-aware choice wins (see worker-choice.ts). A worker the router
  * lost (connection dropped, keepalive unanswered) is not chosen again until the placement drops it
  * or a short quarantine ends, whichever comes first.
  */
-import { FailedPreconditionError, ResourceExhaustedError, UnavailableError } from "@loramesh/errors";
+import { FailedPreconditionError, UnavailableError } from "@loramesh/errors";
 import type { PlacementView, WorkerInfo } from "../peers/placement-view";
 import { chooseWorker, InFlightRanks } from "../worker-choice";
 
@@ -14,15 +15,12 @@ export interface AdmissionOptions {
   adapterWaitMs: number;
   /** Extra in-flight requests a worker may have and still be preferred for rank grouping. */
   routingSlack?: number;
-  /** Most requests in flight on the router; 0 = no limit. More are refused (ResourceExhausted). */
-  maxInFlight?: number;
   /** How long a lost worker is left out when the placement still lists it. */
   lostWorkerMs?: number;
 }
 
 export class Admission {
   private readonly inFlight = new InFlightRanks();
-  private total = 0;
   /** Lost workers → until when they are left out. */
   private readonly lost = new Map<string, number>();
 
@@ -31,19 +29,6 @@ export class Admission {
   /** Stops routing to a worker at once (its requests are being resubmitted elsewhere). */
   workerLost(workerId: string): void {
     this.lost.set(workerId, performance.now() + (this.options.lostWorkerMs ?? 10_000));
-  }
-
-  /** Takes one of the router's in-flight slots (refused at the limit); returns its release. */
-  reserve(): () => void {
-    const max = this.options.maxInFlight ?? 0;
-    if (max > 0 && this.total >= max)
-      throw new ResourceExhaustedError(`the router is at its limit of ${max} requests in flight; retry shortly`);
-    this.total++;
-    let released = false;
-    return () => {
-      if (!released) this.total--;
-      released = true;
-    };
   }
 
   async pickWorker(adapterId: string | undefined, rank: number): Promise<WorkerInfo> {

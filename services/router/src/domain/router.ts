@@ -13,6 +13,7 @@ import type { RouterMetrics } from "../router-metrics";
 import { Admission } from "./admission";
 import { Continuation } from "./continuation";
 import { checkRequestLimits } from "./request-limits";
+import { AdmissionGate, type AdmissionEvents, type AdmissionLimits } from "./admission-gate";
 import type { PromptEncoder } from "./prompt-encoder";
 import type {
   AdapterPage,
@@ -34,8 +35,12 @@ export interface RouterOptions {
   adapterWaitMs: number;
   /** Extra in-flight requests a worker may have and still be preferred for rank grouping. */
   routingSlack?: number;
-  /** Most requests in flight; 0 = no limit. */
+  /** Most requests in flight; 0 = no limit (also `limits.maxInFlight`). */
   maxInFlight?: number;
+  /** In-flight limits, the queue's bound and SLO-based refusal (defaults: none of them). */
+  limits?: Partial<AdmissionLimits>;
+  /** Told each admission outcome (metrics). */
+  admissionEvents?: AdmissionEvents;
   logger: Logger;
 }
 
@@ -52,14 +57,26 @@ const NO_TIMINGS: Timings = { queueMs: 0, timePerOutputTokenMs: 0, totalMs: 0, t
 
 export class Router {
   private readonly admission: Admission;
+  /** How many requests run at once, and what happens to the rest. */
+  readonly gate: AdmissionGate;
 
   constructor(private readonly options: RouterOptions) {
     this.admission = new Admission({
       placement: options.placement,
       adapterWaitMs: options.adapterWaitMs,
       ...(options.routingSlack !== undefined ? { routingSlack: options.routingSlack } : {}),
-      ...(options.maxInFlight !== undefined ? { maxInFlight: options.maxInFlight } : {}),
     });
+    const limits = options.limits ?? {};
+    this.gate = new AdmissionGate(
+      {
+        maxInFlight: limits.maxInFlight ?? options.maxInFlight ?? 0,
+        tenantMaxInFlight: limits.tenantMaxInFlight ?? 0,
+        maxQueued: limits.maxQueued ?? 0,
+        sloTtftMs: limits.sloTtftMs ?? options.metrics.targets.ttftMs,
+        sloFactor: limits.sloFactor ?? 1,
+      },
+      options.admissionEvents,
+    );
   }
 
   /** One token's text (for log-probability listings). */
@@ -110,9 +127,20 @@ export class Router {
   }
 
   private async serve(tenant: string, request: GenerationRequest, control: GenerationControl): Promise<WorkerOutcome> {
-    const release = this.admission.reserve();
+    const release = await this.gate.acquire(tenant, request.sloClass, control);
+    const granted = performance.now();
+    let first = true;
     try {
-      return await this.dispatch(tenant, request, control);
+      return await this.dispatch(tenant, request, {
+        ...control,
+        onDelta: (delta) => {
+          if (first && delta.tokenIds.length > 0) {
+            first = false;
+            this.gate.recordServiceTtft(performance.now() - granted);
+          }
+          control.onDelta?.(delta);
+        },
+      });
     } finally {
       release();
     }

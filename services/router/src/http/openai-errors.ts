@@ -3,7 +3,7 @@
  * client of the OpenAI API expects. Domain errors map by kind; anything unexpected is a 500 whose
  * details go only to the log.
  */
-import { isLoraMeshError, type ErrorKind } from "@loramesh/errors";
+import { isLoraMeshError, ResourceExhaustedError, type ErrorKind } from "@loramesh/errors";
 
 export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -17,6 +17,8 @@ export class OpenAIError extends Error {
     readonly type: string,
     readonly param: string | null = null,
     readonly code: string | null = null,
+    /** Seconds for the Retry-After header of a 429 or 503. */
+    readonly retryAfterS?: number,
   ) {
     super(message);
   }
@@ -56,7 +58,11 @@ export function toOpenAIError(err: unknown, unexpected: (err: unknown) => void):
     if (err.kind === "invalid-argument" && CONTEXT_EXCEEDED.test(err.message))
       return new OpenAIError(413, err.message, "invalid_request_error", "prompt", "context_length_exceeded");
     const [status, type, code] = BY_KIND[err.kind];
-    return new OpenAIError(status, err.message, type, null, code);
+    const retryAfterS =
+      err instanceof ResourceExhaustedError && err.retryAfterMs !== undefined
+        ? Math.max(1, Math.ceil(err.retryAfterMs / 1000))
+        : undefined;
+    return new OpenAIError(status, err.message, type, null, code, retryAfterS);
   }
   // fastify's own client errors (malformed JSON, body too large, wrong content type).
   const fst = err as { statusCode?: unknown; message?: unknown };

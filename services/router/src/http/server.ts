@@ -54,6 +54,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   app.setErrorHandler(async (err, _request, reply) => {
     const e = toOpenAIError(err, logUnexpected);
     if (e.status === 503) void reply.header("retry-after", "1");
+    else if (e.retryAfterS !== undefined) void reply.header("retry-after", String(e.retryAfterS));
     return reply.status(e.status).send(e.body());
   });
   app.setNotFoundHandler(async (request, reply) =>

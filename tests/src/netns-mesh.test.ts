@@ -1,0 +1,227 @@
+// The mesh across network namespaces: each service on its own "host" (namespace, address, veth to a
+// bridge), no loopback or shared memory between them; partitions by taking a host's link down.
+import { expect } from "chai";
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { connect } from "node:net";
+import { execFileSync } from "node:child_process";
+import { status } from "@grpc/grpc-js";
+import { LoraMeshClient, LoraMeshClientError, type GenerateInput } from "@loramesh/sdk";
+import { NetnsNetwork, netnsUnavailableReason, reapDeadNetworks, waitFor, type NetnsMesh } from "@loramesh/testing";
+import { adapterNames, golden, modelDir, registerAll, runGolden } from "./mesh-helpers";
+import { startMeshOnHosts } from "./netns-helpers";
+
+const namespaces = (): string[] =>
+  execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
+    .split("\n")
+    .map((l) => l.split(" ")[0] ?? "");
+
+/** Connects to host:port from the test process; resolves true on connect, false on error/timeout. */
+function reachable(host: string, port: number, timeoutMs = 1_500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}
+
+async function skipUnlessNetns(ctx: Mocha.Context): Promise<void> {
+  const reason = await netnsUnavailableReason();
+  if (reason !== undefined) {
+    console.log(`      skipped: ${reason}`);
+    ctx.skip();
+  }
+}
+
+describe("netns network: hosts with their own addresses, links that go down and up", function () {
+  this.timeout(60_000);
+  let network: NetnsNetwork | undefined;
+
+  before(async function () {
+    await skipUnlessNetns(this);
+    network = await NetnsNetwork.create();
+    await network.addHost("a");
+    await network.addHost("b");
+  });
+  after(async () => network?.destroy());
+
+  it("hosts reach each other only over the bridge; a partitioned host is cut off until healed", async () => {
+    const net = network as NetnsNetwork;
+    const a = net.host("a");
+    const b = net.host("b");
+    expect(a.address).to.not.equal(b.address);
+    expect(namespaces()).to.include.members([a.namespace, b.namespace]);
+    // A TCP server on b's address (and one on b's loopback, which no other host can see).
+    const server = net.spawnIn("b", process.execPath, [
+      "-e",
+      `const net=require("net");for(const h of ["${b.address}","127.0.0.1"])net.createServer(s=>s.end("hi")).listen(7070,h);`,
+    ]);
+    void server;
+    const probe = (from: string, host: string): boolean => {
+      try {
+        execFileSync("ip", [
+          "netns",
+          "exec",
+          net.host(from).namespace,
+          process.execPath,
+          "-e",
+          `const s=require("net").connect(7070,"${host}");s.setTimeout(1500,()=>process.exit(1));s.on("data",()=>process.exit(0));s.on("error",()=>process.exit(1));`,
+        ]);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    let up = false;
+    for (let i = 0; i < 200 && !up; i++) {
+      up = await reachable(b.address, 7070);
+      if (!up) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(up, "test process → b").to.equal(true);
+    expect(probe("a", b.address), "a → b over the bridge").to.equal(true);
+    expect(probe("a", "127.0.0.1"), "a's loopback is not b's").to.equal(false);
+    await net.partition("b");
+    expect(probe("a", b.address), "a → b while b is partitioned").to.equal(false);
+    expect(await reachable(b.address, 7070), "test process → b while partitioned").to.equal(false);
+    await net.heal("b");
+    expect(probe("a", b.address), "a → b after healing").to.equal(true);
+  });
+
+  it("reaps the namespaces of a run that died without cleaning up, and only those", async () => {
+    // A pid that surely belonged to a process that is gone now.
+    const gone = spawn(process.execPath, ["-e", ""]);
+    await new Promise((r) => gone.once("exit", r));
+    const orphan = `lmt-${gone.pid}-250-sw`;
+    execFileSync("ip", ["netns", "add", orphan]);
+    const reaped = await reapDeadNetworks();
+    expect(reaped).to.include(orphan);
+    expect(namespaces()).to.not.include(orphan);
+    expect(namespaces(), "this run's own hosts stay").to.include((network as NetnsNetwork).host("a").namespace);
+  });
+});
+
+/**
+ * What the current code does when the link between a worker and its only LoRA server goes down
+ * mid-decode and stays down past the requests' deadline: every affected request ends with a typed
+ * error (DEADLINE_EXCEEDED or UNAVAILABLE) within its deadline, none hangs, and once the link heals
+ * the cluster serves new requests token-exact. Failover (issue 14 part B) tightens this: set
+ * `FAILOVER_COMPLETES` and every request must complete exact instead.
+ */
+const FAILOVER_COMPLETES = false;
+const ALLOWED_FAILURES = new Set<status>([status.DEADLINE_EXCEEDED, status.UNAVAILABLE]);
+/** What the router answers while a healed LoRA server is not yet back in placement. */
+const RECOVERING = new Set<status>([status.FAILED_PRECONDITION, status.UNAVAILABLE]);
+const STREAMS = 4;
+const TOKENS = 48;
+const DEADLINE_MS = 10_000;
+
+const partitionInput = (i: number): GenerateInput => ({
+  prompt: { $case: "text", value: `def handler_${i}(request):` },
+  adapter: i % 2 === 0 ? "sql-r8" : "",
+  sampling: { maxTokens: TOKENS, temperature: 0, topP: 1, topK: 0, stop: [], stopTokenIds: [], ignoreEos: true },
+});
+
+describe("mesh across namespace hosts: router+provisioner+Redis, worker and LoRA server on separate hosts", function () {
+  this.timeout(300_000);
+  const g = golden("tiny-llama");
+  let mesh: NetnsMesh | undefined;
+  let client: LoraMeshClient;
+
+  before(async function () {
+    await skipUnlessNetns(this);
+    mesh = await startMeshOnHosts({
+      modelDir: modelDir("tiny-llama"),
+      mode: "disaggregated",
+      workers: 1,
+      loraServers: 1,
+    });
+    client = new LoraMeshClient({ address: mesh.routerAddress, defaultDeadlineMs: 120_000 });
+    await registerAll(client, "tiny-llama", adapterNames(g));
+  });
+  after(async () => {
+    client?.close();
+    await mesh?.stop();
+  });
+
+  it("each service listens on its own host's address", () => {
+    const m = mesh as NetnsMesh;
+    for (const p of m.processes) expect(p.address.startsWith(`${m.host(p.host).address}:`), p.service).to.equal(true);
+    expect(new Set(m.processes.map((p) => p.host))).to.deep.equal(new Set(["control", "worker0", "lora0"]));
+  });
+
+  it("serves every golden case with the reference greedy tokens, over gRPC between hosts (no shared memory)", async () => {
+    const got = await runGolden(client, g);
+    g.cases.forEach((c, i) => {
+      if (c.min_top2_margin > 1e-4) expect(got[i], `${c.adapter ?? "base"}/${c.prompt}`).to.deep.equal(c.output_ids);
+    });
+    // The LoRA server mapped no shared region: activations crossed the link.
+    const lora = (mesh as NetnsMesh).processes.find((p) => p.service === "lora-server");
+    const maps = readFileSync(`/proc/${lora?.pid}/maps`, "utf8");
+    expect(maps).to.not.match(/\/dev\/shm\/loramesh-/);
+  });
+
+  it("a worker ↔ LoRA-server partition mid-decode: requests end with a typed error within their deadline (none hangs), and serve exact after healing", async () => {
+    const m = mesh as NetnsMesh;
+    const reference = await Promise.all([...Array(STREAMS).keys()].map((i) => client.complete(partitionInput(i))));
+    let partitioned: Promise<void> | undefined;
+    const outcomes = await Promise.all(
+      [...Array(STREAMS).keys()].map(async (i) => {
+        const ids: number[] = [];
+        try {
+          for await (const d of client.generate(partitionInput(i), { deadlineMs: DEADLINE_MS })) {
+            ids.push(...d.tokenIds);
+            // A quarter of the tokens streamed: cut the LoRA server's link.
+            if (ids.length >= TOKENS / 4) partitioned ??= m.network.partition("lora0");
+          }
+          return { ids, error: undefined };
+        } catch (err) {
+          return { ids, error: err };
+        }
+      }),
+    );
+    expect(partitioned, "the partition happened mid-decode").to.not.equal(undefined);
+    await partitioned;
+    await m.network.heal("lora0");
+    let exact = 0;
+    outcomes.forEach((o, i) => {
+      const want = (reference[i] as { tokenIds: number[] }).tokenIds;
+      if (o.error === undefined) {
+        expect(o.ids, `stream ${i}`).to.deep.equal(want);
+        exact++;
+        return;
+      }
+      expect(o.error, `stream ${i}: a typed client error`).to.be.instanceOf(LoraMeshClientError);
+      const code = (o.error as LoraMeshClientError).code;
+      expect(ALLOWED_FAILURES.has(code), `stream ${i}: ${(o.error as Error).message}`).to.equal(true);
+      // Tokens sent before the partition are a prefix of the undisturbed output (none duplicated).
+      expect(o.ids, `stream ${i} prefix`).to.deep.equal(want.slice(0, o.ids.length));
+    });
+    console.log(`      partition: ${STREAMS} tried, ${exact} completed exact, ${STREAMS - exact} failed typed, 0 hung`);
+    if (FAILOVER_COMPLETES) expect(exact).to.equal(STREAMS);
+    // Healed: the same requests complete token-exact. The LoRA server's heartbeats expired while it
+    // was cut off, so it is out of placement until its next heartbeat is reconciled; until then the
+    // router answers with retryable typed errors, which a client retries (bounded).
+    let attempts = 0;
+    const after = await waitFor(
+      async () => {
+        attempts++;
+        try {
+          return await Promise.all([...Array(STREAMS).keys()].map((i) => client.complete(partitionInput(i))));
+        } catch (err) {
+          const retryable = err instanceof LoraMeshClientError && RECOVERING.has(err.code);
+          if (!retryable) throw err;
+          return undefined;
+        }
+      },
+      60_000,
+      "the healed cluster to serve again",
+    );
+    console.log(`      after healing: served on attempt ${attempts}`);
+    after.forEach((r, i) => expect(r.tokenIds, `after healing ${i}`).to.deep.equal(reference[i]?.tokenIds));
+  });
+});
