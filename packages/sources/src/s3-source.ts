@@ -30,11 +30,18 @@ export class S3Source implements RemoteSource {
   ) {
     this.description = `s3://${bucket}/${prefix}`;
     const endpoint = env["AWS_ENDPOINT_URL_S3"] || env["AWS_ENDPOINT_URL"];
+    const accessKeyId = env["AWS_ACCESS_KEY_ID"];
+    const secretAccessKey = env["AWS_SECRET_ACCESS_KEY"];
+    const sessionToken = env["AWS_SESSION_TOKEN"];
     this.client = new S3Client({
       region: env["AWS_REGION"] || env["AWS_DEFAULT_REGION"] || "us-east-1",
       // One retry: an unreachable store should fail the registration in seconds, not minutes.
       maxAttempts: 2,
       ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
+      // Keys in the environment given; otherwise the SDK's own chain (profiles, SSO, IMDS, ...).
+      ...(accessKeyId && secretAccessKey
+        ? { credentials: { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) } }
+        : {}),
     });
   }
 
