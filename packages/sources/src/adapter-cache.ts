@@ -30,6 +30,8 @@ export interface CachedAdapter {
   dir: string;
   contentHash: string;
   sizeBytes: number;
+  /** True when the version was already cached (another fetch put it there first). */
+  existed: boolean;
 }
 
 /** One file being written into a pending cache entry. */
@@ -145,15 +147,17 @@ export class AdapterCache {
           `the adapter's files changed since registration (content hash ${contentHash.slice(0, 12)}, expected ${expectedHash.slice(0, 12)}); register it again for the new version`,
         );
       const dir = this.entryDir(contentHash);
+      let existed = false;
       try {
         await rename(work, dir);
       } catch (err) {
         // Another process of the host put the same version in place first: theirs is identical.
         if (!existsSync(join(dir, PEFT_WEIGHTS))) throw err;
+        existed = true;
       }
       this.lookup(contentHash);
       this.evictFor(contentHash);
-      return { dir, contentHash, sizeBytes: written.bytes };
+      return { dir, contentHash, sizeBytes: written.bytes, existed };
     } finally {
       await rm(work, { recursive: true, force: true });
     }

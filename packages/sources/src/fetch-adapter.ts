@@ -21,7 +21,7 @@ export interface FetchOptions {
 }
 
 export interface FetchedAdapter extends CachedAdapter {
-  /** True when the version was already in the cache. */
+  /** True when the version was already in the cache (nothing new was added). */
   fromCache: boolean;
 }
 
@@ -44,7 +44,7 @@ export async function fetchAdapter(source: string, options: FetchOptions): Promi
   const { cache, expectedHash, signal } = options;
   if (expectedHash !== undefined) {
     const dir = cache.lookup(expectedHash);
-    if (dir !== undefined) return { dir, contentHash: expectedHash, sizeBytes: 0, fromCache: true };
+    if (dir !== undefined) return { dir, contentHash: expectedHash, sizeBytes: 0, existed: true, fromCache: true };
   }
   const remote = openRemoteSource(parseAdapterSource(source), options.env);
   try {
@@ -55,7 +55,7 @@ export async function fetchAdapter(source: string, options: FetchOptions): Promi
         await sink.file(file.name, body.chunks, body.size ?? file.size);
       }
     }, expectedHash);
-    return { ...cached, fromCache: false };
+    return { ...cached, fromCache: cached.existed };
   } finally {
     if (remote instanceof S3Source) remote.close();
   }

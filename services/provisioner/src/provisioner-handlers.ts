@@ -51,7 +51,9 @@ export function toAdapter({ record, phase, error }: AdapterView): Adapter {
     targetModules: record.targetModules,
     sizeBytes: record.sizeBytes,
     contentHash: record.contentHash,
-    source: { source: { $case: "localDir", value: record.dir } },
+    source: record.source
+      ? { source: { $case: "uri", value: record.source } }
+      : { source: { $case: "localDir", value: record.dir } },
     state: ADAPTER_STATE[phase],
     error,
     createdUnixMs: record.createdUnixMs,
@@ -106,9 +108,15 @@ export function provisionerHandlers(deps: HandlerDeps): ProvisionerServiceServer
     moveAdapter: unaryHandler(logger, async (r) => ({
       moveJobId: await p.move(r.tenant, r.name, r.fromExecutorId, r.toExecutorId),
     })),
+    prefetchAdapter: unaryHandler(logger, async (r) => ({ loadJobIds: await p.prefetch(r.adapterId) })),
     getLoadJob: unaryHandler(logger, async ({ jobId }) => toLoadJobStatus(await p.loadJob(jobId))),
     registerAdapter: unaryHandler(logger, async (r) => {
-      const { view, jobIds } = await p.register(r.tenant, r.name, r.source?.source?.value ?? "");
+      const source = r.source?.source;
+      const { view, jobIds } = await p.register(
+        r.tenant,
+        r.name,
+        source?.$case === "uri" ? { uri: source.value } : { localDir: source?.value ?? "" },
+      );
       return { adapter: toAdapter(view), adapterId: view.record.id, loadJobIds: jobIds };
     }),
     listAdapters: unaryHandler(logger, async (r) => {
