@@ -25,6 +25,8 @@ void runServiceProcess({
       maxBatchTokens: config.maxBatchTokens,
       siteSpanRatio: config.siteSpanRatio,
       kvBlocks: config.kvBlocks || undefined,
+      adapterCacheDir: config.adapterCache,
+      adapterCacheBytes: config.adapterCacheMiB * 1024 * 1024,
       logger,
     }),
 });

@@ -14,6 +14,8 @@ export interface AdmissionOptions {
   routingSlack?: number;
   /** Most requests in flight on the router; 0 = no limit. More are refused (ResourceExhausted). */
   maxInFlight?: number;
+  /** Called at once when an admitted request's adapter is resident nowhere (the prefetch hint). */
+  onCold?: (adapterId: string) => void;
 }
 
 export class Admission {
@@ -40,7 +42,9 @@ export class Admission {
     await placement.ready;
     let candidates = placement.candidates(adapterId);
     if (candidates.length === 0 && adapterId !== undefined) {
-      // A cold adapter: wait a little for its load to finish rather than failing at once.
+      // A cold adapter: hint the provisioner to load it now, then wait a little for the load to
+      // finish rather than failing at once.
+      this.options.onCold?.(adapterId);
       await placement.untilServable(adapterId, this.options.adapterWaitMs);
       candidates = placement.candidates(adapterId);
       if (candidates.length === 0)
