@@ -7,8 +7,8 @@
 import { once } from "node:events";
 import { createReadStream, statSync } from "node:fs";
 import { join } from "node:path";
-import type { ServerWritableStream } from "@grpc/grpc-js";
-import { createClient, fromServiceError, isServiceError, serverStreamHandler, type Logger } from "@loramesh/core";
+import { credentials, type ServerWritableStream } from "@grpc/grpc-js";
+import { clientChannelOptions, fromServiceError, isServiceError, serverStreamHandler, type Logger } from "@loramesh/core";
 import { CancelledError, InvalidArgumentError, NotFoundError, UnavailableError } from "@loramesh/errors";
 import {
   AdapterPeerServiceClient,
@@ -21,6 +21,11 @@ import {
 import { PEFT_CONFIG, PEFT_WEIGHTS, type AdapterCache, type CachedAdapter, type CacheFileWriter } from "@loramesh/sources";
 
 const CHUNK_BYTES = 1 << 20;
+/**
+ * The receiver's HTTP/2 flow-control window. grpc-js's default (64 KiB) makes a bulk stream wait
+ * for a window update every 64 KiB; a bigger one keeps the sender busy.
+ */
+const RECEIVE_WINDOW_BYTES = 16 << 20;
 
 /** The adapter directory this executor can hand out for (id, hash); undefined when it has none. */
 export type HeldAdapterLookup = (adapterId: string, contentHash: string) => string | undefined;
@@ -68,7 +73,10 @@ export async function fetchFromPeer(
   cache: AdapterCache,
   deadlineMs = 120_000,
 ): Promise<CachedAdapter> {
-  const client = createClient(AdapterPeerServiceClient, address, { service: SERVICE_NAMES.adapterPeer[0] });
+  const client = new AdapterPeerServiceClient(address, credentials.createInsecure(), {
+    ...clientChannelOptions({ service: SERVICE_NAMES.adapterPeer[0] }),
+    "grpc-node.flow_control_window": RECEIVE_WINDOW_BYTES,
+  });
   const call = client.fetchAdapter({ adapterId, contentHash }, { deadline: new Date(Date.now() + deadlineMs) });
   try {
     return await cache.ingest(async (sink) => {

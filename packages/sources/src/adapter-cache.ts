@@ -45,7 +45,7 @@ export interface CacheFileWriter {
 export interface IngestSink {
   begin(name: string, announcedSize?: number): Promise<CacheFileWriter>;
   /** Writes a whole file from a byte stream. */
-  file(name: string, chunks: AsyncIterable<Uint8Array>, announcedSize?: number): Promise<number>;
+  file(name: string, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, announcedSize?: number): Promise<number>;
 }
 
 export interface AdapterCacheOptions {

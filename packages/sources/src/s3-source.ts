@@ -5,7 +5,7 @@
  * providers, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL); with an endpoint, addressing is path-style
  * (MinIO, Ceph and other S3-compatible stores).
  */
-import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import type { S3Client } from "@aws-sdk/client-s3";
 import { NotFoundError, PermissionDeniedError, UnavailableError, type LoraMeshError } from "@loramesh/errors";
 import type { RemoteBody, RemoteFile, RemoteSource } from "./remote-source";
 
@@ -19,21 +19,33 @@ const DENIED = new Set([
   "InvalidToken",
 ]);
 
+type S3Sdk = typeof import("@aws-sdk/client-s3");
+
+/** The SDK, loaded on first use: it is large, and most processes never read from S3. */
+let sdk: Promise<S3Sdk> | undefined;
+const loadSdk = (): Promise<S3Sdk> => (sdk ??= import("@aws-sdk/client-s3"));
+
 export class S3Source implements RemoteSource {
   readonly description: string;
-  private readonly client: S3Client;
+  private client: S3Client | undefined;
 
   constructor(
     private readonly bucket: string,
     private readonly prefix: string,
-    env: NodeJS.ProcessEnv = process.env,
+    private readonly env: NodeJS.ProcessEnv = process.env,
   ) {
     this.description = `s3://${bucket}/${prefix}`;
+  }
+
+  private async connect(): Promise<{ client: S3Client; s3: S3Sdk }> {
+    const s3 = await loadSdk();
+    if (this.client) return { client: this.client, s3 };
+    const { env } = this;
     const endpoint = env["AWS_ENDPOINT_URL_S3"] || env["AWS_ENDPOINT_URL"];
     const accessKeyId = env["AWS_ACCESS_KEY_ID"];
     const secretAccessKey = env["AWS_SECRET_ACCESS_KEY"];
     const sessionToken = env["AWS_SESSION_TOKEN"];
-    this.client = new S3Client({
+    this.client = new s3.S3Client({
       region: env["AWS_REGION"] || env["AWS_DEFAULT_REGION"] || "us-east-1",
       // One retry: an unreachable store should fail the registration in seconds, not minutes.
       maxAttempts: 2,
@@ -43,16 +55,18 @@ export class S3Source implements RemoteSource {
         ? { credentials: { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) } }
         : {}),
     });
+    return { client: this.client, s3 };
   }
 
   async list(signal?: AbortSignal): Promise<RemoteFile[]> {
+    const { client, s3 } = await this.connect();
     const dir = this.prefix ? `${this.prefix}/` : "";
     const files: RemoteFile[] = [];
     let token: string | undefined;
     do {
       const page = await this.call(this.description, () =>
-        this.client.send(
-          new ListObjectsV2Command({
+        client.send(
+          new s3.ListObjectsV2Command({
             Bucket: this.bucket,
             Prefix: dir,
             Delimiter: "/",
@@ -74,15 +88,16 @@ export class S3Source implements RemoteSource {
   async open(file: RemoteFile, signal?: AbortSignal): Promise<RemoteBody> {
     const key = this.prefix ? `${this.prefix}/${file.name}` : file.name;
     const what = `s3://${this.bucket}/${key}`;
+    const { client, s3 } = await this.connect();
     const res = await this.call(what, () =>
-      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), signal ? { abortSignal: signal } : {}),
+      client.send(new s3.GetObjectCommand({ Bucket: this.bucket, Key: key }), signal ? { abortSignal: signal } : {}),
     );
     const chunks = (res.Body ?? (async function* () {})()) as AsyncIterable<Uint8Array>;
     return res.ContentLength !== undefined ? { chunks, size: res.ContentLength } : { chunks };
   }
 
   close(): void {
-    this.client.destroy();
+    this.client?.destroy();
   }
 
   private async call<T>(what: string, send: () => Promise<T>): Promise<T> {
