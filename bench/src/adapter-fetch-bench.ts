@@ -113,14 +113,24 @@ async function main(): Promise<void> {
     AWS_ACCESS_KEY_ID: served.s3Key,
     AWS_SECRET_ACCESS_KEY: served.s3Secret,
   };
-  const rows: string[] = ["| weights | hub HTTP (source) | S3 (source) | peer gRPC stream | cache hit | source / peer |", "|---|---|---|---|---|---|"];
+  const rows: string[] = [
+    "| weights | hub HTTP (source) | S3 (source) | peer gRPC stream | cache hit | source / peer |",
+    "|---|---|---|---|---|---|",
+  ];
   try {
     for (const size of sizes) {
       const hash = served.hashes[String(size)] as string;
-      const hubMs = await timed((cache) => fetchAdapter(`hf://bench/a${size}`, { cache, env, expectedHash: hash }), config.repeats);
-      const s3Ms = await timed((cache) => fetchAdapter(`s3://bench/a${size}`, { cache, env, expectedHash: hash }), config.repeats);
+      const hubMs = await timed(
+        (cache) => fetchAdapter(`hf://bench/a${size}`, { cache, env, expectedHash: hash }),
+        config.repeats,
+      );
+      const s3Ms = await timed(
+        (cache) => fetchAdapter(`s3://bench/a${size}`, { cache, env, expectedHash: hash }),
+        config.repeats,
+      );
       const peerMs = await timed((cache) => fetchFromPeer(served.peer, "bench", hash, cache), config.repeats);
-      const fmt = (ms: number): string => `${ms.toFixed(0)} ms (${((size * MiB) / MiB / (ms / 1000)).toFixed(0)} MiB/s)`;
+      const fmt = (ms: number): string =>
+        `${ms.toFixed(0)} ms (${((size * MiB) / MiB / (ms / 1000)).toFixed(0)} MiB/s)`;
       const hit = await (async () => {
         const root = mkdtempSync(join(tmpdir(), "lm-fetch-bench-"));
         try {

@@ -67,8 +67,7 @@ describe("adapter sources: hub, S3 and HTTP, the host cache, peer fetch and pref
   };
   const cacheEntries = (root: string): string[] =>
     existsSync(join(root, "objects")) ? readdirSync(join(root, "objects")).sort() : [];
-  const loraServer = (): string =>
-    cluster.processes.find((p) => p.service === "lora-server")?.address as string;
+  const loraServer = (): string => cluster.processes.find((p) => p.service === "lora-server")?.address as string;
   const stats = (address: string): Promise<LoraServerStats> => {
     const c = new LoraServerServiceClient(address, credentials.createInsecure());
     return unary<object, LoraServerStats>(c.getStats, c, {}).finally(() => c.close());
@@ -130,7 +129,9 @@ describe("adapter sources: hub, S3 and HTTP, the host cache, peer fetch and pref
     }
     expect(await complete("sql")).to.deep.equal(sqlCase?.output_ids.slice(0, 8));
     // The host's processes share one content-addressed cache: each version is there once, by hash.
-    const hashes = await Promise.all(["sql", "math", "rs", "pattern"].map(async (n) => (await client.getAdapter(n)).contentHash));
+    const hashes = await Promise.all(
+      ["sql", "math", "rs", "pattern"].map(async (n) => (await client.getAdapter(n)).contentHash),
+    );
     for (const h of hashes) expect(cacheEntries(hostCache)).to.include(h);
     expect(readdirSync(join(hostCache, "tmp"))).to.deep.equal([]);
   });
@@ -261,7 +262,10 @@ describe("adapter sources: hub, S3 and HTTP, the host cache, peer fetch and pref
 
   it("a source that changes under the same name is a new version, never mixed with the old", async () => {
     const old = await client.getAdapter("math");
-    hub.hub.set("acme/multi", new Map([["v2", new Map([...peftFiles("sql-r8")].map(([k, v]) => [`loras/math/${k}`, v]))]]));
+    hub.hub.set(
+      "acme/multi",
+      new Map([["v2", new Map([...peftFiles("sql-r8")].map(([k, v]) => [`loras/math/${k}`, v]))]]),
+    );
     expect((await failure(client.registerAdapter("math", "hf://acme/multi@v2/loras/math"))).code).to.equal(
       GrpcStatus.ALREADY_EXISTS,
     );

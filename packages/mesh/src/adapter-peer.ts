@@ -8,7 +8,13 @@ import { once } from "node:events";
 import { createReadStream, statSync } from "node:fs";
 import { join } from "node:path";
 import { credentials, type ServerWritableStream } from "@grpc/grpc-js";
-import { clientChannelOptions, fromServiceError, isServiceError, serverStreamHandler, type Logger } from "@loramesh/core";
+import {
+  clientChannelOptions,
+  fromServiceError,
+  isServiceError,
+  serverStreamHandler,
+  type Logger,
+} from "@loramesh/core";
 import { CancelledError, InvalidArgumentError, NotFoundError, UnavailableError } from "@loramesh/errors";
 import {
   AdapterPeerServiceClient,
@@ -18,7 +24,13 @@ import {
   type AdapterPeerServiceServer,
   type FetchAdapterRequest,
 } from "@loramesh/proto";
-import { PEFT_CONFIG, PEFT_WEIGHTS, type AdapterCache, type CachedAdapter, type CacheFileWriter } from "@loramesh/sources";
+import {
+  PEFT_CONFIG,
+  PEFT_WEIGHTS,
+  type AdapterCache,
+  type CachedAdapter,
+  type CacheFileWriter,
+} from "@loramesh/sources";
 
 const CHUNK_BYTES = 1 << 20;
 /**
@@ -88,8 +100,7 @@ export async function fetchFromPeer(
         const chunk = raw as AdapterFileChunk;
         if (chunk.fileName !== current) {
           await writer?.end();
-          if (seen.has(chunk.fileName))
-            throw new InvalidArgumentError(`the peer sent ${chunk.fileName} twice`);
+          if (seen.has(chunk.fileName)) throw new InvalidArgumentError(`the peer sent ${chunk.fileName} twice`);
           seen.add(chunk.fileName);
           current = chunk.fileName;
           writer = await sink.begin(chunk.fileName, chunk.fileSize);

@@ -69,8 +69,12 @@ export function pickPeftFiles(description: string, files: readonly RemoteFile[])
   if (config && weights) return [config, weights];
   if (config && byName.has("adapter_model.bin"))
     throw new AdapterError(`${description}: adapter_model.bin is a pickle file and is refused; use safetensors`);
-  const seen = files.length === 0 ? "nothing" : files.slice(0, 8).map((f) => f.name).join(", ");
-  throw new AdapterError(
-    `${description} lists no PEFT adapter (${PEFT_CONFIG} and ${PEFT_WEIGHTS}); it has ${seen}`,
-  );
+  const seen =
+    files.length === 0
+      ? "nothing"
+      : files
+          .slice(0, 8)
+          .map((f) => f.name)
+          .join(", ");
+  throw new AdapterError(`${description} lists no PEFT adapter (${PEFT_CONFIG} and ${PEFT_WEIGHTS}); it has ${seen}`);
 }

@@ -49,7 +49,9 @@ function parseHub(source: string, rest: string): AdapterSourceSpec {
   const revision = at >= 0 ? (nameRev?.slice(at + 1) ?? "") : "main";
   const subdir = sub.filter((s) => s !== "").join("/");
   if (!org || !name || !HUB_PART.test(org) || !HUB_PART.test(name) || revision === "" || /[/\s]/.test(revision))
-    throw new InvalidArgumentError(`malformed hub source ${JSON.stringify(source)}; use hf://ORG/NAME[@REVISION][/SUBDIR]`);
+    throw new InvalidArgumentError(
+      `malformed hub source ${JSON.stringify(source)}; use hf://ORG/NAME[@REVISION][/SUBDIR]`,
+    );
   checkRelative(source, subdir);
   return { kind: "hf", org, name, revision, subdir };
 }

@@ -134,7 +134,10 @@ describe("adapter sources", () => {
         expect(err).to.be.instanceOf(PermissionDeniedError);
         expect(err.message).to.match(/refused the credentials \(HTTP 403\)/);
         nothingLeft();
-        const ok = await fetchAdapter("hf://acme/sql", { cache, env: { HF_ENDPOINT: guarded.url, HF_TOKEN: "secret" } });
+        const ok = await fetchAdapter("hf://acme/sql", {
+          cache,
+          env: { HF_ENDPOINT: guarded.url, HF_TOKEN: "secret" },
+        });
         expect(ok.contentHash).to.equal(await hashOf("sql-r8"));
       } finally {
         await guarded.close();
@@ -149,7 +152,9 @@ describe("adapter sources", () => {
 
     it("an unreachable source is Unavailable", async () => {
       const port = await closedPort();
-      const err = await rejection(fetchAdapter("hf://acme/sql", { cache, env: { HF_ENDPOINT: `http://127.0.0.1:${port}` } }));
+      const err = await rejection(
+        fetchAdapter("hf://acme/sql", { cache, env: { HF_ENDPOINT: `http://127.0.0.1:${port}` } }),
+      );
       expect(err).to.be.instanceOf(UnavailableError);
       expect(err.message).to.match(/unreachable/);
       nothingLeft();
@@ -212,7 +217,12 @@ describe("adapter sources", () => {
       const b = await fetchAdapter("hf://acme/b", { cache: lru, env: env() });
       expect(lru.lookup(a.contentHash)).to.equal(a.dir); // a is now more recent than b
       const c = await fetchAdapter("hf://acme/c", { cache: lru, env: env() });
-      expect(lru.entries().map((e) => e.contentHash).sort()).to.deep.equal([a.contentHash, c.contentHash].sort());
+      expect(
+        lru
+          .entries()
+          .map((e) => e.contentHash)
+          .sort(),
+      ).to.deep.equal([a.contentHash, c.contentHash].sort());
       expect(lru.lookup(b.contentHash)).to.equal(undefined);
       expect(lru.bytesUsed).to.be.at.most(lru.limitBytes);
     });
@@ -269,9 +279,9 @@ describe("adapter sources", () => {
     });
 
     it("wrong credentials are PermissionDenied, a missing bucket NotFound, an empty prefix an AdapterError", async () => {
-      expect(await rejection(fetchAdapter("s3://adapters/team/sql", { cache, env: env("AKIAWRONG") }))).to.be.instanceOf(
-        PermissionDeniedError,
-      );
+      expect(
+        await rejection(fetchAdapter("s3://adapters/team/sql", { cache, env: env("AKIAWRONG") })),
+      ).to.be.instanceOf(PermissionDeniedError);
       expect(await rejection(fetchAdapter("s3://nobucket/x", { cache, env: env() }))).to.be.instanceOf(NotFoundError);
       expect(await rejection(fetchAdapter("s3://adapters/team/none", { cache, env: env() }))).to.be.instanceOf(
         AdapterError,

@@ -69,7 +69,10 @@ export async function startAdapterFileServer(options: AdapterFileServerOptions =
     m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
     if (m) {
       if (!authorized(req, res)) return;
-      const bytes = state.hub.get(m[1] ?? "")?.get(m[2] ?? "")?.get(m[3] ?? "");
+      const bytes = state.hub
+        .get(m[1] ?? "")
+        ?.get(m[2] ?? "")
+        ?.get(m[3] ?? "");
       if (!bytes) return send(res, 404, "Entry not found");
       return sendFile(res, bytes, state.truncate.has(`${m[1]}/${m[2]}/${m[3]}`));
     }

@@ -5,9 +5,5 @@ export { startTestRedis, type TestRedis } from "./redis";
 export { processAlive, waitFor } from "./wait";
 export { REPO_ROOT, GOLDEN_DIR } from "./paths";
 export { f32Bytes, writeSafetensors, type RawTensor } from "./safetensors-writer";
-export {
-  startAdapterFileServer,
-  type AdapterFileServer,
-  type AdapterFileServerOptions,
-} from "./adapter-file-server";
+export { startAdapterFileServer, type AdapterFileServer, type AdapterFileServerOptions } from "./adapter-file-server";
 export { startTestS3Server, type TestS3Server } from "./s3-server";

@@ -64,13 +64,19 @@ export async function startTestS3Server(
     const key = /^AWS4-HMAC-SHA256 Credential=([^/]+)\//.exec(auth)?.[1];
     if (key === undefined) return s3Error(res, 403, "AccessDenied", "a Signature V4 Authorization header is required");
     if (key !== accessKeyId)
-      return s3Error(res, 403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.");
+      return s3Error(
+        res,
+        403,
+        "InvalidAccessKeyId",
+        "The AWS Access Key Id you provided does not exist in our records.",
+      );
     const url = new URL(req.url ?? "/", "http://x");
     const [, bucket = "", ...rest] = url.pathname.split("/");
     const objects = buckets.get(bucket);
     if (!objects) return s3Error(res, 404, "NoSuchBucket", "The specified bucket does not exist");
     if (req.method !== "GET") return s3Error(res, 405, "MethodNotAllowed", "only GET is served");
-    if (rest.length === 0 || (rest.length === 1 && rest[0] === "")) return listObjects(res, bucket, objects, url.searchParams);
+    if (rest.length === 0 || (rest.length === 1 && rest[0] === ""))
+      return listObjects(res, bucket, objects, url.searchParams);
     const objectKey = decodeURIComponent(rest.join("/"));
     const bytes = objects.get(objectKey);
     if (!bytes) return s3Error(res, 404, "NoSuchKey", "The specified key does not exist.");

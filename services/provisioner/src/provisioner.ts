@@ -185,7 +185,11 @@ export class Provisioner {
     const dir = source.localDir;
     validateSource(tenant, name, dir);
     const inspected = inspectAdapter(dir, this.deps.model);
-    return { adapter: { ...inspected, contentHash: await adapterContentHash(inspected) }, dir, discard: () => undefined };
+    return {
+      adapter: { ...inspected, contentHash: await adapterContentHash(inspected) },
+      dir,
+      discard: () => undefined,
+    };
   }
 
   async get(tenant: string, name: string): Promise<AdapterView> {
@@ -241,7 +245,12 @@ export class Provisioner {
         { adapterId: record.id, add: [to], remove: [], startsMove: true },
       ]);
       if (sequence === undefined) continue; // lost a race: check again on fresh state
-      return this.deps.migrations.start({ adapterId: record.id, from, to }, record, sequence, await this.peersOf(record.id));
+      return this.deps.migrations.start(
+        { adapterId: record.id, from, to },
+        record,
+        sequence,
+        await this.peersOf(record.id),
+      );
     }
     throw new FailedPreconditionError(`placement of ${record.name} kept changing; try again`);
   }
@@ -414,7 +423,12 @@ export class Provisioner {
         if (liveIds.has(executorId)) await this.enqueue({ ...job, kind: "unload", executorId }, sequence);
     }
     for (const m of moves)
-      await this.deps.migrations.start(m, byId.get(m.adapterId) as AdapterRecord, sequence, await this.peersOf(m.adapterId));
+      await this.deps.migrations.start(
+        m,
+        byId.get(m.adapterId) as AdapterRecord,
+        sequence,
+        await this.peersOf(m.adapterId),
+      );
     if (moves.length > 0)
       this.deps.logger.info("rebalancing", { moves: moves.map((m) => `${m.adapterId}: ${m.from} → ${m.to}`) });
   }
@@ -442,7 +456,14 @@ export class Provisioner {
     const peers = await this.peersOf(adapterId);
     const started: string[] = [];
     for (const executorId of targets.filter((t) => !running.has(t))) {
-      const data: AdapterJobData = { ...jobSource(record), kind: "load", executorId, pin: false, peers, reason: "prefetch" };
+      const data: AdapterJobData = {
+        ...jobSource(record),
+        kind: "load",
+        executorId,
+        pin: false,
+        peers,
+        reason: "prefetch",
+      };
       const jobId = await this.deps.jobs.add(data, { sequence, tag: "prefetch" });
       await this.deps.recordJob(data, jobId);
       started.push(jobId);
@@ -500,9 +521,7 @@ function targetChanges(
 }
 
 /** The fields of a job that say where the adapter's files are. */
-export function jobSource(
-  record: AdapterRecord,
-): Pick<AdapterJobData, "adapterId" | "dir" | "contentHash" | "source"> {
+export function jobSource(record: AdapterRecord): Pick<AdapterJobData, "adapterId" | "dir" | "contentHash" | "source"> {
   return {
     adapterId: record.id,
     dir: record.dir,

@@ -32,7 +32,10 @@ export const adaptersCommand: Command = {
           if (!name || !source || positionals.length > 2)
             throw new InvalidArgumentError("usage: loramesh adapters add NAME SOURCE [--wait]");
           // A URI (hf://, s3://, http(s)://) goes as it is; a path is made absolute here.
-          const res = await client.registerAdapter(name, /^[a-z][a-z0-9+.-]*:\/\//i.test(source) ? source : resolve(source));
+          const res = await client.registerAdapter(
+            name,
+            /^[a-z][a-z0-9+.-]*:\/\//i.test(source) ? source : resolve(source),
+          );
           process.stdout.write(
             `registered ${name} (rank ${res.adapter?.rank}, ${res.adapter?.sizeBytes} bytes, ${res.loadJobIds.length} load jobs)\n`,
           );
