@@ -109,7 +109,9 @@ describe("adapter sources: hub, S3 and HTTP, the host cache, peer fetch and pref
     client?.close();
     provisioner?.close();
     for (const c of extra) c.kill("SIGTERM");
-    await Promise.all(extra.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : undefined)));
+    await Promise.all(
+      extra.map((c) => (c.exitCode === null ? new Promise((r) => c.once("exit", r)) : Promise.resolve())),
+    );
     await cluster?.stop();
     await hub?.close();
     await s3?.close();

@@ -42,8 +42,6 @@ export function responseBody(res: Response): { chunks: AsyncIterable<Uint8Array>
   const length = res.headers.get("content-length");
   const size = length !== null && /^\d+$/.test(length) ? Number(length) : undefined;
   const body = res.body;
-  const chunks: AsyncIterable<Uint8Array> = body
-    ? (body as unknown as AsyncIterable<Uint8Array>)
-    : (async function* () {})();
+  const chunks: AsyncIterable<Uint8Array> = body ?? (async function* () {})();
   return size !== undefined ? { chunks, size } : { chunks };
 }
