@@ -65,9 +65,13 @@ export class AdapterCache {
     this.limitBytes = options.limitBytes;
     this.objects = join(this.root, "objects");
     this.tmp = join(this.root, "tmp");
-    mkdirSync(this.objects, { recursive: true });
-    mkdirSync(this.tmp, { recursive: true });
-    this.sweepStaleTmp();
+    try {
+      mkdirSync(this.objects, { recursive: true });
+      mkdirSync(this.tmp, { recursive: true });
+      this.sweepStaleTmp();
+    } catch {
+      // A process that never fetches must still start; the first fetch reports the directory.
+    }
   }
 
   /** The directory of a cached version, refreshed as recently used; undefined when absent. */
@@ -93,6 +97,7 @@ export class AdapterCache {
   /** Cached versions, least recently used first. */
   entries(): Array<{ contentHash: string; sizeBytes: number; usedMs: number }> {
     const out: Array<{ contentHash: string; sizeBytes: number; usedMs: number }> = [];
+    if (!existsSync(this.objects)) return out;
     for (const name of readdirSync(this.objects)) {
       if (!HASH.test(name)) continue;
       try {
@@ -131,8 +136,16 @@ export class AdapterCache {
    */
   async ingest(fill: (sink: IngestSink) => Promise<void>, expectedHash?: string): Promise<CachedAdapter> {
     if (expectedHash !== undefined) this.entryDir(expectedHash);
-    await mkdir(this.tmp, { recursive: true });
-    const work = await mkdtemp(join(this.tmp, `fetch-${process.pid}-`));
+    let work: string;
+    try {
+      await mkdir(this.objects, { recursive: true });
+      await mkdir(this.tmp, { recursive: true });
+      work = await mkdtemp(join(this.tmp, `fetch-${process.pid}-`));
+    } catch (err) {
+      throw new UnavailableError(`the adapter cache ${this.root} is not writable (${(err as Error).message})`, {
+        cause: err,
+      });
+    }
     try {
       const written = { bytes: 0 };
       await fill(this.sink(work, written));

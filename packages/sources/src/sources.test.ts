@@ -238,6 +238,13 @@ describe("adapter sources", () => {
       expect(readdirSync(join(root, "tmp"))).to.deep.equal([]);
     });
 
+    it("a cache directory that cannot be created fails the fetch, not the process's start", async () => {
+      const blocked = new AdapterCache({ root: join(adapterDir("sql-r8"), PEFT_CONFIG, "cache"), limitBytes: 1 << 20 });
+      const err = await rejection(fetchAdapter("hf://acme/sql", { cache: blocked, env: env() }));
+      expect(err).to.be.instanceOf(UnavailableError);
+      expect(err.message).to.match(/is not writable/);
+    });
+
     it("reads an HTTP directory listing", async () => {
       server.dirs.set("sql", peftFiles("sql-r8"));
       const fetched = await fetchAdapter(`${server.url}/files/sql`, { cache });

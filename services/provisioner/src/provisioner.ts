@@ -249,7 +249,7 @@ export class Provisioner {
         { adapterId: record.id, from, to },
         record,
         sequence,
-        await this.peersOf(record.id),
+        await this.peersOf(record),
       );
     }
     throw new FailedPreconditionError(`placement of ${record.name} kept changing; try again`);
@@ -415,7 +415,7 @@ export class Provisioner {
     for (const c of changes) {
       const record = byId.get(c.adapterId) as AdapterRecord;
       const job = { ...jobSource(record), pin: false };
-      const peers = c.add.length > 0 ? await this.peersOf(record.id) : [];
+      const peers = c.add.length > 0 ? await this.peersOf(record) : [];
       for (const executorId of c.add)
         if (!moved.has(`${record.id} ${executorId}`))
           await this.enqueue({ ...job, kind: "load", executorId, peers }, sequence);
@@ -427,7 +427,7 @@ export class Provisioner {
         m,
         byId.get(m.adapterId) as AdapterRecord,
         sequence,
-        await this.peersOf(m.adapterId),
+        await this.peersOf(byId.get(m.adapterId) as AdapterRecord),
       );
     if (moves.length > 0)
       this.deps.logger.info("rebalancing", { moves: moves.map((m) => `${m.adapterId}: ${m.from} → ${m.to}`) });
@@ -453,7 +453,7 @@ export class Provisioner {
         .map((j) => j.executorId),
     );
     const sequence = await this.deps.placement.epoch();
-    const peers = await this.peersOf(adapterId);
+    const peers = await this.peersOf(record);
     const started: string[] = [];
     for (const executorId of targets.filter((t) => !running.has(t))) {
       const data: AdapterJobData = {
@@ -472,9 +472,13 @@ export class Provisioner {
     return started;
   }
 
-  /** Executors holding the adapter now, with their addresses (a new load fetches from them). */
-  private async peersOf(adapterId: string): Promise<PeerRef[]> {
-    const holders = new Set(await this.deps.placement.holders(adapterId));
+  /**
+   * Executors holding a remote-source adapter now, with their addresses: a new load fetches from
+   * them before the source. Local directories are read in place, so they have none.
+   */
+  private async peersOf(record: AdapterRecord): Promise<PeerRef[]> {
+    if (!record.source) return [];
+    const holders = new Set(await this.deps.placement.holders(record.id));
     if (holders.size === 0) return [];
     const live = await this.deps.executors.live();
     return live
