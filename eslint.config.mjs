@@ -59,6 +59,10 @@ export default tseslint.config(
     group: ["@loramesh/*", "!@loramesh/errors", "!@loramesh/testing"],
     message: "@loramesh/formats is pure TypeScript over @loramesh/errors only",
   }),
+  restrict(["packages/sources/**/*.ts"], noGrpc, noNative, {
+    group: ["@loramesh/*", "!@loramesh/errors", "!@loramesh/formats", "!@loramesh/testing"],
+    message: "@loramesh/sources is pure TypeScript over @loramesh/errors and @loramesh/formats",
+  }),
   restrict(
     [
       "packages/core/**/*.ts",

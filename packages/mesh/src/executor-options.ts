@@ -1,4 +1,5 @@
 import { addressOption, DEFAULT_LISTEN_ADDRESS, stringOption } from "@loramesh/core";
+import { adapterCacheOptions } from "./adapter-cache-options";
 
 /**
  * Flags every executor process (base worker, LoRA server) takes: where it listens and is reached,
@@ -36,5 +37,6 @@ export function executorOptions(idPrefix: string, modelDescription: string) {
       default: "",
       description: `stable id (default: ${idPrefix}-<random>)`,
     }),
+    ...adapterCacheOptions(),
   };
 }

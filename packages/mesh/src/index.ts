@@ -1,5 +1,13 @@
 /** @loramesh/mesh: plumbing the services share (Redis, BullMQ adapter jobs, registration, placement). */
 export { internalAdapterId, NAME_PATTERN } from "./adapter-id";
+export { adapterCacheOptions } from "./adapter-cache-options";
+export {
+  AdapterMaterializer,
+  type AdapterOrigin,
+  type Materialized,
+  type MaterializeRequest,
+} from "./adapter-materializer";
+export { adapterPeerService, fetchFromPeer, type HeldAdapterLookup } from "./adapter-peer";
 export { ExecutorAgent, type ExecutorState } from "./executor-agent";
 export { executorOptions } from "./executor-options";
 export { unary } from "./grpc-call";
@@ -13,6 +21,7 @@ export {
   AdapterJobQueues,
   adapterQueueName,
   type AddJobOptions,
+  type PeerRef,
   startAdapterJobWorker,
 } from "./jobs";
 export { PlacementCache } from "./placement-cache";

@@ -14,13 +14,25 @@ export type AdapterJobKind = "load" | "unload";
 export interface AdapterJobData {
   kind: AdapterJobKind;
   adapterId: string;
-  /** Adapter directory (load). */
+  /** Adapter directory (load): the local source, or the registering host's cache entry. */
   dir: string;
+  /** The remote source (hf://, s3://, http(s)://) it was registered from; absent or "" for a local path. */
+  source?: string;
+  /** Executors that held the adapter when the job was scheduled (load): fetched from before the source. */
+  peers?: PeerRef[];
+  /** Why a load was scheduled when not by placement ("prefetch": a router's hint). */
+  reason?: string;
   contentHash: string;
   executorId: string;
   pin: boolean;
   /** W3C trace context of the request that scheduled the job (joins its trace). */
   traceContext?: Record<string, string>;
+}
+
+/** An executor another can fetch an adapter from. */
+export interface PeerRef {
+  executorId: string;
+  address: string;
 }
 
 export const ADAPTER_JOB_ATTEMPTS = 4;
@@ -51,6 +63,8 @@ export interface AddJobOptions {
   sequence?: number;
   /** Run no earlier than this many ms from now (a drained source's unload). */
   delayMs?: number;
+  /** Appended to the job id, so a job for another reason is not merged with placement's. */
+  tag?: string;
 }
 
 export interface AdapterJobHandlers {
@@ -130,7 +144,8 @@ export class AdapterJobQueues {
   }
 
   async add(data: AdapterJobData, options: AddJobOptions = {}): Promise<string> {
-    const jobId = adapterJobId(data.kind, data.adapterId, data.executorId, options.sequence);
+    const base = adapterJobId(data.kind, data.adapterId, data.executorId, options.sequence);
+    const jobId = options.tag ? `${base}-${options.tag}` : base;
     await this.queue(data.executorId).add(
       data.kind,
       { ...data, traceContext: data.traceContext ?? injectContext() },

@@ -106,7 +106,16 @@ export {
   TenantRegisterAdapterRequest,
   TenantRegisterAdapterResponse,
   WatchPlacementRequest,
+  PrefetchAdapterRequest,
+  PrefetchAdapterResponse,
 } from "./gen/loramesh/v1/provisioner";
+export {
+  AdapterFileChunk,
+  AdapterPeerServiceClient,
+  AdapterPeerServiceService,
+  FetchAdapterRequest,
+  type AdapterPeerServiceServer,
+} from "./gen/loramesh/v1/adapter_peer";
 export { DType, dTypeFromJSON, dTypeToJSON, Tensor } from "./gen/loramesh/v1/tensor";
 // Every generated module declares these helpers; name one copy so the star exports do not clash.
 export { protobufFileName, protobufPackage } from "./gen/loramesh/v1/common";
@@ -121,4 +130,5 @@ export const SERVICE_NAMES = {
   provisioner: ["loramesh.v1.ProvisionerService"],
   baseWorker: ["loramesh.v1.BaseWorkerService"],
   loraServer: ["loramesh.v1.LoraServerService"],
+  adapterPeer: ["loramesh.v1.AdapterPeerService"],
 } as const;

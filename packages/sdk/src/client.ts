@@ -56,10 +56,20 @@ export class LoraMeshClient {
     return this.unary((m, o, cb) => this.inference.complete(toRequest(input), m, o, cb), settings);
   }
 
-  registerAdapter(name: string, localDir: string, settings?: CallSettings): Promise<RegisterAdapterResponse> {
+  /**
+   * Registers an adapter from `source`: an absolute directory on the provisioner's host, or a
+   * remote source (hf://ORG/NAME[@REVISION][/SUBDIR], s3://BUCKET/PREFIX, http(s)://DIRECTORY/).
+   */
+  registerAdapter(name: string, source: string, settings?: CallSettings): Promise<RegisterAdapterResponse> {
+    const remote = /^[a-z][a-z0-9+.-]*:\/\//i.test(source);
     return this.unary(
       (m, o, cb) =>
-        this.adapters.registerAdapter({ name, source: { source: { $case: "localDir", value: localDir } } }, m, o, cb),
+        this.adapters.registerAdapter(
+          { name, source: { source: remote ? { $case: "uri", value: source } : { $case: "localDir", value: source } } },
+          m,
+          o,
+          cb,
+        ),
       settings,
     );
   }

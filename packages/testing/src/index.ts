@@ -22,3 +22,5 @@ export {
   type NetnsMesh,
   type NetnsMeshOptions,
 } from "./netns-mesh";
+export { startAdapterFileServer, type AdapterFileServer, type AdapterFileServerOptions } from "./adapter-file-server";
+export { startTestS3Server, type TestS3Server } from "./s3-server";

@@ -6,8 +6,15 @@
 import type { Logger, ServiceInstance } from "@loramesh/core";
 import { Engine, Model } from "@loramesh/engine";
 import { Tokenizer } from "@loramesh/formats";
-import { PlacementCache, startAdapterJobWorker, type ExecutorAgent } from "@loramesh/mesh";
+import {
+  adapterPeerService,
+  AdapterMaterializer,
+  PlacementCache,
+  startAdapterJobWorker,
+  type ExecutorAgent,
+} from "@loramesh/mesh";
 import { BaseWorkerServiceService, SERVICE_NAMES } from "@loramesh/proto";
+import { AdapterCache } from "@loramesh/sources";
 import { createWorkerBackends, type WorkerMode } from "./backends/worker-backends";
 import { createBaseWorkerHandlers } from "./base-worker-handlers";
 import { startWorkerAgent } from "./worker-agent";
@@ -35,6 +42,9 @@ export interface BaseWorkerOptions {
   loraTimeoutMs?: number;
   /** How long a LoRA site may wait for a live holder before it fails. */
   loraFailoverMs?: number;
+  /** The host's adapter cache (shared with the other processes of the host). */
+  adapterCacheDir: string;
+  adapterCacheBytes: number;
   logger: Logger;
 }
 
@@ -68,20 +78,31 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
   tel.observe(engine, backends.remote);
   const sequences = new WorkerSequences({ engine, telemetry: tel });
   const { local } = backends;
+  const files = new AdapterMaterializer(
+    new AdapterCache({ root: options.adapterCacheDir, limitBytes: options.adapterCacheBytes }),
+    options.executorId,
+    logger,
+  );
   const jobWorker = local
     ? startAdapterJobWorker(
         options.redisUrl,
         options.executorId,
         {
-          load: (data, progress) => local.load(data.adapterId, data.dir, progress),
-          unload: async (data) => local.unload(data.adapterId),
+          load: async (data, progress) => local.load(data.adapterId, (await files.materialize(data)).dir, progress),
+          unload: async (data) => {
+            files.forget(data.adapterId);
+            return local.unload(data.adapterId);
+          },
         },
         logger,
       )
     : undefined;
   const implementation = createBaseWorkerHandlers(sequences, options.mode, logger);
   return {
-    services: [{ name: SERVICE_NAMES.baseWorker[0], definition: BaseWorkerServiceService, implementation }],
+    services: [
+      { name: SERVICE_NAMES.baseWorker[0], definition: BaseWorkerServiceService, implementation },
+      adapterPeerService(files.lookup, logger),
+    ],
     onServing: (address) => {
       agent = startWorkerAgent({ ...options, address: options.advertiseAddress || address, local, sequences });
     },

@@ -28,6 +28,8 @@ void runServiceProcess({
       kvBlocks: config.kvBlocks || undefined,
       loraTimeoutMs: config.loraTimeoutMs,
       loraFailoverMs: config.loraFailoverMs,
+      adapterCacheDir: config.adapterCache,
+      adapterCacheBytes: config.adapterCacheMiB * 1024 * 1024,
       logger,
     }),
 });

@@ -6,8 +6,9 @@
 import { hostname } from "node:os";
 import { bidiStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
 import { loadModelConfig } from "@loramesh/formats";
-import { startAdapterJobWorker, type ExecutorAgent } from "@loramesh/mesh";
+import { adapterPeerService, AdapterMaterializer, startAdapterJobWorker, type ExecutorAgent } from "@loramesh/mesh";
 import { LoraServerServiceService, SERVICE_NAMES, type LoraServerServiceServer } from "@loramesh/proto";
+import { AdapterCache } from "@loramesh/sources";
 import { AdapterPool } from "./adapter-pool";
 import { startLoraServerAgent } from "./lora-server-agent";
 import { loraServerMetrics } from "./lora-server-metrics";
@@ -26,6 +27,9 @@ export interface LoraServerOptions {
   hostCacheBytes: number;
   /** Longest a work item waits for other workers' items for the same site. */
   batchWindowMs: number;
+  /** The host's adapter cache (shared with the other processes of the host). */
+  adapterCacheDir: string;
+  adapterCacheBytes: number;
   logger: Logger;
 }
 
@@ -53,18 +57,33 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     onServed: (work, ids, delta) => metrics.work(ids, work.transport, work.x.byteLength, delta.byteLength),
   });
   const streams = new LoraStreamHandler({ hostId: localHostId(), executor, batcher, logger });
+  const files = new AdapterMaterializer(
+    new AdapterCache({ root: options.adapterCacheDir, limitBytes: options.adapterCacheBytes }),
+    options.executorId,
+    logger,
+  );
   const jobWorker = startAdapterJobWorker(
     options.redisUrl,
     options.executorId,
     {
-      load: async (data, progress) => pool.load(data.adapterId, data.dir, data.contentHash, data.pin, progress),
-      unload: async (data) => void pool.unload(data.adapterId),
+      load: async (data, progress) => {
+        if (!pool.has(data.adapterId)) await progress(0.05);
+        const { dir } = pool.has(data.adapterId) ? { dir: data.dir } : await files.materialize(data);
+        return pool.load(data.adapterId, dir, data.contentHash, data.pin, progress);
+      },
+      unload: async (data) => {
+        files.forget(data.adapterId);
+        pool.unload(data.adapterId);
+      },
     },
     logger,
   );
-  const implementation = loraServerHandlers(pool, batcher, streams, logger);
+  const implementation = loraServerHandlers(pool, files, batcher, streams, logger);
   return {
-    services: [{ name: SERVICE_NAMES.loraServer[0], definition: LoraServerServiceService, implementation }],
+    services: [
+      { name: SERVICE_NAMES.loraServer[0], definition: LoraServerServiceService, implementation },
+      adapterPeerService(files.lookup, logger),
+    ],
     onServing: (address) => {
       agent = startLoraServerAgent({
         ...options,
@@ -85,6 +104,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
 /** The LoraServer gRPC handlers: proto ↔ domain mapping only. */
 function loraServerHandlers(
   pool: AdapterPool,
+  files: AdapterMaterializer,
   batcher: SiteBatcher,
   streams: LoraStreamHandler,
   logger: Logger,
@@ -92,11 +112,22 @@ function loraServerHandlers(
   return {
     execute: bidiStreamHandler(logger, (call) => streams.serve(call)),
     loadAdapter: unaryHandler(logger, async (request) => {
-      const dir = request.source?.source?.value ?? "";
+      const source = request.source?.source;
+      const { dir } = pool.has(request.adapterId)
+        ? { dir: "" }
+        : await files.materialize({
+            adapterId: request.adapterId,
+            dir: source?.$case === "localDir" ? source.value : "",
+            source: source?.$case === "uri" ? source.value : "",
+            contentHash: request.contentHash,
+          });
       const { sizeBytes, alreadyResident } = await pool.load(request.adapterId, dir, request.contentHash, request.pin);
       return { sizeBytes, alreadyResident };
     }),
-    unloadAdapter: unaryHandler(logger, async (request) => ({ wasResident: pool.unload(request.adapterId) })),
+    unloadAdapter: unaryHandler(logger, async (request) => {
+      files.forget(request.adapterId);
+      return { wasResident: pool.unload(request.adapterId) };
+    }),
     getStats: unaryHandler(logger, async () => {
       const s = pool.stats();
       return {
@@ -108,6 +139,9 @@ function loraServerHandlers(
         nativeCalls: batcher.stats.nativeCalls,
         workItems: batcher.stats.workItems,
         rows: batcher.stats.rows,
+        adapterFilesFromCache: files.counts.cache,
+        adapterFilesFromPeer: files.counts.peer,
+        adapterFilesFromSource: files.counts.source,
       };
     }),
   };

@@ -23,6 +23,8 @@ void runServiceProcess({
       capacityBytes: config.capacityMiB * MiB,
       hostCacheBytes: config.hostCacheMiB * MiB,
       batchWindowMs: config.batchWindowMs,
+      adapterCacheDir: config.adapterCache,
+      adapterCacheBytes: config.adapterCacheMiB * MiB,
       logger,
     }),
 });

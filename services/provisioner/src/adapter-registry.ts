@@ -16,7 +16,10 @@ export interface AdapterRecord {
   targetModules: string[];
   sizeBytes: number;
   contentHash: string;
+  /** The local source, or for a remote one the registering host's cache entry. */
   dir: string;
+  /** The remote source URI (hf://, s3://, http(s)://); absent for a local directory. */
+  source?: string;
   createdUnixMs: number;
 }
 

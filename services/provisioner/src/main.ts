@@ -15,6 +15,8 @@ void runServiceProcess({
       redisUrl: config.redisUrl,
       heartbeatTtlMs: config.heartbeatTtlMs,
       modelDir: config.model,
+      adapterCacheDir: config.adapterCache,
+      adapterCacheBytes: config.adapterCacheMiB * 1024 * 1024,
       policy: config.placementPolicy,
       maxReplicas: config.maxReplicas,
       rebalanceIntervalMs: config.rebalanceIntervalMs,

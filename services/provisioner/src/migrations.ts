@@ -20,6 +20,7 @@ import {
   redisOptionsFromUrl,
   type AdapterJobData,
   type AdapterJobQueues,
+  type PeerRef,
 } from "@loramesh/mesh";
 import { injectContext } from "@loramesh/telemetry";
 import { FlowProducer, Worker, type Job } from "bullmq";
@@ -37,6 +38,8 @@ export interface MoveAdapterInfo {
   id: string;
   dir: string;
   contentHash: string;
+  /** Remote source URI, when registered from one. */
+  source?: string;
 }
 
 /** Attempts of the switch job while waiting for the target's residency (≈ 250 ms apart). */
@@ -70,12 +73,14 @@ export class Migrations {
    * Schedules the move's jobs. The target must already be in the adapter's targets and the adapter
    * marked moving (one compare-and-set with the decision). Returns the switch job's id.
    */
-  async start(move: Move, adapter: MoveAdapterInfo, sequence: number): Promise<string> {
+  async start(move: Move, adapter: MoveAdapterInfo, sequence: number, peers: PeerRef[] = []): Promise<string> {
     const load: AdapterJobData = {
       kind: "load",
       adapterId: adapter.id,
       dir: adapter.dir,
       contentHash: adapter.contentHash,
+      ...(adapter.source ? { source: adapter.source } : {}),
+      peers,
       executorId: move.to,
       pin: false,
       traceContext: injectContext(),

@@ -1,8 +1,10 @@
 /** Options of the provisioner process: flags and the environment variables that set them. */
 import { addressOption, enumOption, intOption, numberOption, stringOption } from "@loramesh/core";
+import { adapterCacheOptions } from "@loramesh/mesh";
 import { POLICY_NAMES } from "@loramesh/policy";
 
 export const options = {
+  ...adapterCacheOptions(),
   listen: addressOption({
     flag: "listen",
     env: "LISTEN_ADDRESS",

@@ -52,7 +52,9 @@ export function toAdapter({ record, phase, error }: AdapterView): Adapter {
     targetModules: record.targetModules,
     sizeBytes: record.sizeBytes,
     contentHash: record.contentHash,
-    source: { source: { $case: "localDir", value: record.dir } },
+    source: record.source
+      ? { source: { $case: "uri", value: record.source } }
+      : { source: { $case: "localDir", value: record.dir } },
     state: ADAPTER_STATE[phase],
     error,
     createdUnixMs: record.createdUnixMs,
@@ -122,9 +124,15 @@ export function provisionerHandlers(deps: HandlerDeps): ProvisionerServiceServer
     moveAdapter: unary(async (r) => ({
       moveJobId: await p.move(r.tenant, r.name, r.fromExecutorId, r.toExecutorId),
     })),
+    prefetchAdapter: unary(async (r) => ({ loadJobIds: await p.prefetch(r.adapterId) })),
     getLoadJob: unary(async ({ jobId }) => toLoadJobStatus(await p.loadJob(jobId))),
     registerAdapter: unary(async (r) => {
-      const { view, jobIds } = await p.register(r.tenant, r.name, r.source?.source?.value ?? "");
+      const source = r.source?.source;
+      const { view, jobIds } = await p.register(
+        r.tenant,
+        r.name,
+        source?.$case === "uri" ? { uri: source.value } : { localDir: source?.value ?? "" },
+      );
       return { adapter: toAdapter(view), adapterId: view.record.id, loadJobIds: jobIds };
     }),
     listAdapters: unary(async (r) => {

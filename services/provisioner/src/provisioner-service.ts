@@ -8,11 +8,13 @@ import { loadModelConfig } from "@loramesh/formats";
 import { AdapterJobQueues, connectRedis, REDIS_KEYS, type AdapterJobData } from "@loramesh/mesh";
 import { policyByName } from "@loramesh/policy";
 import { ProvisionerServiceService, SERVICE_NAMES } from "@loramesh/proto";
+import { AdapterCache, defaultCacheDir } from "@loramesh/sources";
 import { AdapterRegistry } from "./adapter-registry";
 import { ExecutorRegistry } from "./executor-registry";
 import { Migrations } from "./migrations";
 import { PlacementChanges } from "./placement-changes";
 import { PlacementStore } from "./placement-store";
+import { RemoteAdapters } from "./remote-adapters";
 import { Provisioner } from "./provisioner";
 import { provisionerHandlers } from "./provisioner-handlers";
 import { provisionerMetrics } from "./provisioner-metrics";
@@ -43,6 +45,9 @@ export interface ProvisionerOptions {
   adapterRoots?: string[];
   /** Largest adapter weights file registration accepts. */
   maxAdapterBytes?: number;
+  /** The host's adapter cache (remote sources are fetched into it at registration). */
+  adapterCacheDir?: string;
+  adapterCacheBytes?: number;
 }
 
 export async function createProvisionerServices(options: ProvisionerOptions): Promise<ServiceInstance> {
@@ -81,6 +86,13 @@ export async function createProvisionerServices(options: ProvisionerOptions): Pr
       roots: options.adapterRoots ?? [],
       limits: options.maxAdapterBytes !== undefined ? { maxWeightsBytes: options.maxAdapterBytes } : {},
     },
+    remote: new RemoteAdapters(
+      new AdapterCache({
+        root: options.adapterCacheDir ?? defaultCacheDir(),
+        limitBytes: options.adapterCacheBytes ?? 10 * 1024 ** 3,
+      }),
+      model,
+    ),
     logger,
   });
   if ((options.adapterRoots ?? []).length === 0)

@@ -20,11 +20,13 @@ import {
   REDIS_KEYS,
   type AdapterJobData,
   type AdapterJobQueues,
+  type PeerRef,
 } from "@loramesh/mesh";
 import { CostModel, DEFAULT_CALIBRATION, planCapacity, type PlacementPolicy, type Plan } from "@loramesh/policy";
 import { ExecutorKind, type ExecutorInfo, type ExecutorLoad } from "@loramesh/proto";
 import type { Redis } from "ioredis";
 import type { AdapterRecord, AdapterRegistry } from "./adapter-registry";
+import type { RemoteAdapters } from "./remote-adapters";
 import type { ExecutorRegistry } from "./executor-registry";
 import { jobViews, jobView, type JobView } from "./job-view";
 import { decidePlacement, type Move } from "./mesh-placement";
@@ -53,8 +55,13 @@ export interface ProvisionerDeps {
   model: ModelConfig;
   /** Where adapters may come from and how large they may be. */
   sources?: { roots: string[]; limits: Partial<AdapterLimits> };
+  /** Fetches and validates adapters registered from hf://, s3:// and http(s):// sources. */
+  remote: RemoteAdapters;
   logger: Logger;
 }
+
+/** Where a registration's files come from: a local directory or a remote source URI. */
+export type RegistrationSource = { localDir: string } | { uri: string };
 
 export type AdapterPhase = "registered" | "loading" | "ready" | "failed";
 
@@ -130,20 +137,12 @@ export class Provisioner {
   }
 
   /** Validates the adapter against the base model, records it, and schedules its loads. */
-  async register(tenant: string, name: string, dir: string): Promise<{ view: AdapterView; jobIds: string[] }> {
-    validateSource(tenant, name, dir);
-    const sources = this.deps.sources ?? { roots: [], limits: {} };
-    // Each step throws AdapterError (INVALID_ARGUMENT) with the reason; nothing is written before
-    // all of them passed: the directory (inside the roots, symlinks resolved), the files, the
-    // config and headers against the model, then every weight's value.
-    const real = resolveAdapterDir(dir, sources.roots);
-    const inspected = inspectAdapter(real, this.deps.model, sources.limits);
-    await checkAdapterWeights(
-      inspected.weightsPath,
-      inspected.modules.flatMap((m) => [m.keyA, m.keyB]),
-      sources.limits.maxAbsWeight,
-    );
-    const adapter = { ...inspected, contentHash: await adapterContentHash(inspected) };
+  async register(
+    tenant: string,
+    name: string,
+    source: RegistrationSource,
+  ): Promise<{ view: AdapterView; jobIds: string[] }> {
+    const { adapter, dir, uri, discard } = await this.inspectSource(tenant, name, source);
     const record: AdapterRecord = {
       id: internalAdapterId(tenant, name, adapter.contentHash),
       tenant,
@@ -153,15 +152,71 @@ export class Provisioner {
       targetModules: adapter.targetModules,
       sizeBytes: adapter.sizeBytes,
       contentHash: adapter.contentHash,
-      dir: real,
+      dir,
+      ...(uri !== undefined ? { source: uri } : {}),
       createdUnixMs: Date.now(),
     };
-    await this.deps.adapters.create(record);
+    try {
+      await this.deps.adapters.create(record);
+    } catch (err) {
+      discard(); // nothing half-registered: a refused name leaves no fetched files behind either
+      throw err;
+    }
     this.deps.logger.info("adapter registered", { tenant, name, id: record.id, rank: record.rank });
     await this.reconcile();
     const jobIds = Object.values(await this.deps.redis.hgetall(REDIS_KEYS.adapterJobs(record.id))).sort();
     await this.deps.placement.publish();
     return { view: await this.describe(record), jobIds };
+  }
+
+  /**
+   * Validates a registration's adapter (headers only: the weights are read and converted by the
+   * executors that load it). A remote source is fetched into the host's adapter cache first.
+   * Throws AdapterError (INVALID_ARGUMENT) with the reason; nothing has been written yet.
+   */
+  private async inspectSource(
+    tenant: string,
+    name: string,
+    source: RegistrationSource,
+  ): Promise<{
+    adapter: ReturnType<typeof inspectAdapter> & { contentHash: string };
+    dir: string;
+    uri?: string;
+    discard: () => void;
+  }> {
+    if ("uri" in source) {
+      validateNames(tenant, name);
+      const fetched = await this.deps.remote.fetch(source.uri);
+      try {
+        await this.checkWeights(fetched.adapter);
+      } catch (err) {
+        fetched.discard();
+        throw err;
+      }
+      return { ...fetched, uri: source.uri };
+    }
+    validateSource(tenant, name, source.localDir);
+    const sources = this.deps.sources ?? { roots: [], limits: {} };
+    // Each step throws AdapterError (INVALID_ARGUMENT) with the reason; nothing is written before
+    // all of them passed: the directory (inside the roots, symlinks resolved), the files, the
+    // config and headers against the model, then every weight's value.
+    const dir = resolveAdapterDir(source.localDir, sources.roots);
+    const inspected = inspectAdapter(dir, this.deps.model, sources.limits);
+    await this.checkWeights(inspected);
+    return {
+      adapter: { ...inspected, contentHash: await adapterContentHash(inspected) },
+      dir,
+      discard: () => undefined,
+    };
+  }
+
+  /** Every weight finite and within the documented bound (AdapterError naming the tensor). */
+  private async checkWeights(inspected: ReturnType<typeof inspectAdapter>): Promise<void> {
+    await checkAdapterWeights(
+      inspected.weightsPath,
+      inspected.modules.flatMap((m) => [m.keyA, m.keyB]),
+      (this.deps.sources ?? { limits: {} as Partial<AdapterLimits> }).limits.maxAbsWeight,
+    );
   }
 
   async get(tenant: string, name: string): Promise<AdapterView> {
@@ -217,7 +272,12 @@ export class Provisioner {
         { adapterId: record.id, add: [to], remove: [], startsMove: true },
       ]);
       if (sequence === undefined) continue; // lost a race: check again on fresh state
-      return this.deps.migrations.start({ adapterId: record.id, from, to }, record, sequence);
+      return this.deps.migrations.start(
+        { adapterId: record.id, from, to },
+        record,
+        sequence,
+        await this.peersOf(record),
+      );
     }
     throw new FailedPreconditionError(`placement of ${record.name} kept changing; try again`);
   }
@@ -381,16 +441,76 @@ export class Provisioner {
     const moved = new Set(moves.map((m) => `${m.adapterId} ${m.to}`));
     for (const c of changes) {
       const record = byId.get(c.adapterId) as AdapterRecord;
-      const job = { adapterId: record.id, dir: record.dir, contentHash: record.contentHash, pin: false };
+      const job = { ...jobSource(record), pin: false };
+      const peers = c.add.length > 0 ? await this.peersOf(record) : [];
       for (const executorId of c.add)
         if (!moved.has(`${record.id} ${executorId}`))
-          await this.enqueue({ ...job, kind: "load", executorId }, sequence);
+          await this.enqueue({ ...job, kind: "load", executorId, peers }, sequence);
       for (const executorId of c.remove)
         if (liveIds.has(executorId)) await this.enqueue({ ...job, kind: "unload", executorId }, sequence);
     }
-    for (const m of moves) await this.deps.migrations.start(m, byId.get(m.adapterId) as AdapterRecord, sequence);
+    for (const m of moves)
+      await this.deps.migrations.start(
+        m,
+        byId.get(m.adapterId) as AdapterRecord,
+        sequence,
+        await this.peersOf(byId.get(m.adapterId) as AdapterRecord),
+      );
     if (moves.length > 0)
       this.deps.logger.info("rebalancing", { moves: moves.map((m) => `${m.adapterId}: ${m.from} → ${m.to}`) });
+  }
+
+  /**
+   * A router admitted a request for an adapter no executor holds: start its loads now on its
+   * targets (placing it first when it has none) instead of when a worker asks. Loads already
+   * waiting or running are left alone. Returns the jobs it started.
+   */
+  async prefetch(adapterId: string): Promise<string[]> {
+    const record = await this.deps.adapters.byId(adapterId);
+    if (!record) throw new NotFoundError(`adapter ${adapterId} not found`);
+    if ((await this.deps.placement.holders(adapterId)).length > 0) return [];
+    let targets = await this.deps.placement.targets(adapterId);
+    if (targets.length === 0) {
+      await this.reconcile();
+      targets = await this.deps.placement.targets(adapterId);
+    }
+    const running = new Set(
+      (await this.jobStatuses(adapterId))
+        .filter((j) => j.phase === "waiting" || j.phase === "active" || j.phase === "delayed")
+        .map((j) => j.executorId),
+    );
+    const sequence = await this.deps.placement.epoch();
+    const peers = await this.peersOf(record);
+    const started: string[] = [];
+    for (const executorId of targets.filter((t) => !running.has(t))) {
+      const data: AdapterJobData = {
+        ...jobSource(record),
+        kind: "load",
+        executorId,
+        pin: false,
+        peers,
+        reason: "prefetch",
+      };
+      const jobId = await this.deps.jobs.add(data, { sequence, tag: "prefetch" });
+      await this.deps.recordJob(data, jobId);
+      started.push(jobId);
+    }
+    if (started.length > 0) this.deps.logger.info("prefetching a cold adapter", { adapterId, jobs: started });
+    return started;
+  }
+
+  /**
+   * Executors holding a remote-source adapter now, with their addresses: a new load fetches from
+   * them before the source. Local directories are read in place, so they have none.
+   */
+  private async peersOf(record: AdapterRecord): Promise<PeerRef[]> {
+    if (!record.source) return [];
+    const holders = new Set(await this.deps.placement.holders(record.id));
+    if (holders.size === 0) return [];
+    const live = await this.deps.executors.live();
+    return live
+      .filter((e) => holders.has(e.info.executorId) && e.info.address !== "")
+      .map((e) => ({ executorId: e.info.executorId, address: e.info.address }));
   }
 
   private async dropDead(ids: string[]): Promise<void> {
@@ -431,8 +551,24 @@ function targetChanges(
   return changes;
 }
 
-/** Longest local_dir accepted (PATH_MAX). */
-const MAX_DIR_LENGTH = 4096;
+/** The fields of a job that say where the adapter's files are. */
+export function jobSource(record: AdapterRecord): Pick<AdapterJobData, "adapterId" | "dir" | "contentHash" | "source"> {
+  return {
+    adapterId: record.id,
+    dir: record.dir,
+    contentHash: record.contentHash,
+    ...(record.source ? { source: record.source } : {}),
+  };
+}
+
+/** Name and tenant rules of a remote registration (a local one checks them in validateSource). */
+function validateNames(tenant: string, name: string): void {
+  if (!NAME_PATTERN.test(name))
+    throw new InvalidArgumentError(
+      `adapter name ${JSON.stringify(name)} must be 1-128 characters of [A-Za-z0-9_-], starting with a letter or digit`,
+    );
+  if (!NAME_PATTERN.test(tenant)) throw new InvalidArgumentError("invalid tenant");
+}
 
 function validateSource(tenant: string, name: string, dir: string): void {
   if (!NAME_PATTERN.test(name))

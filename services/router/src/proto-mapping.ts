@@ -3,6 +3,7 @@ import {
   FinishReason as PbFinishReason,
   SloClass as PbSloClass,
   type Adapter,
+  type AdapterSource,
   type GenerateRequest,
   type LoadJobStatus,
   type SamplingParams,
@@ -11,6 +12,7 @@ import {
 import {
   DEFAULT_SAMPLING,
   type AdapterRecord,
+  type AdapterSourceRef,
   type AdapterState,
   type FinishReason,
   type GenerationRequest,
@@ -97,6 +99,7 @@ export function adapterFromProto(a: Adapter): AdapterRecord {
     sizeBytes: a.sizeBytes,
     contentHash: a.contentHash,
     localDir: source?.$case === "localDir" ? source.value : undefined,
+    uri: source?.$case === "uri" ? source.value : undefined,
     state: ADAPTER_STATES[a.state] ?? "unspecified",
     error: a.error,
     createdUnixMs: a.createdUnixMs,
@@ -114,6 +117,7 @@ export function adapterToProto(a: AdapterRecord): Adapter {
     sizeBytes: a.sizeBytes,
     contentHash: a.contentHash,
     ...(a.localDir !== undefined ? { source: { source: { $case: "localDir", value: a.localDir } } } : {}),
+    ...(a.uri !== undefined ? { source: { source: { $case: "uri", value: a.uri } } } : {}),
     state: Math.max(0, ADAPTER_STATES.indexOf(a.state)),
     error: a.error,
     createdUnixMs: a.createdUnixMs,
@@ -127,4 +131,11 @@ export function loadJobFromProto(j: LoadJobStatus): LoadJob {
 
 export function loadJobToProto(j: LoadJob): LoadJobStatus {
   return { ...j, state: Math.max(0, JOB_STATES.indexOf(j.state)) };
+}
+
+/** A domain source reference as the protocol's AdapterSource. */
+export function sourceToProto(source: AdapterSourceRef): AdapterSource {
+  return "uri" in source
+    ? { source: { $case: "uri", value: source.uri } }
+    : { source: { $case: "localDir", value: source.localDir } };
 }

@@ -20,7 +20,7 @@ export const adaptersCommand: Command = {
   name: "adapters",
   summary: "register, list or remove adapters (add NAME SOURCE [--wait] | list | rm NAME)",
   help: () =>
-    `Usage:\n  loramesh adapters add NAME SOURCE [--wait]   SOURCE: a local PEFT adapter directory\n  loramesh adapters list\n  loramesh adapters rm NAME\n\nOptions:\n${formatOptionsHelp(addOptions)}\n`,
+    `Usage:\n  loramesh adapters add NAME SOURCE [--wait]   SOURCE: a local PEFT adapter directory,\n      hf://ORG/NAME[@REVISION][/SUBDIR], s3://BUCKET/PREFIX or an http(s):// directory URL\n  loramesh adapters list\n  loramesh adapters rm NAME\n\nOptions:\n${formatOptionsHelp(addOptions)}\n`,
   async run(argv) {
     const [sub, ...rest] = argv;
     const { config, positionals } = loadConfig(addOptions, rest);
@@ -31,7 +31,11 @@ export const adaptersCommand: Command = {
           const [name, source] = positionals;
           if (!name || !source || positionals.length > 2)
             throw new InvalidArgumentError("usage: loramesh adapters add NAME SOURCE [--wait]");
-          const res = await client.registerAdapter(name, resolve(source));
+          // A URI (hf://, s3://, http(s)://) goes as it is; a path is made absolute here.
+          const res = await client.registerAdapter(
+            name,
+            /^[a-z][a-z0-9+.-]*:\/\//i.test(source) ? source : resolve(source),
+          );
           process.stdout.write(
             `registered ${name} (rank ${res.adapter?.rank}, ${res.adapter?.sizeBytes} bytes, ${res.loadJobIds.length} load jobs)\n`,
           );

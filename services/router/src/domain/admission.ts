@@ -17,6 +17,8 @@ export interface AdmissionOptions {
   routingSlack?: number;
   /** How long a lost worker is left out when the placement still lists it. */
   lostWorkerMs?: number;
+  /** Called at once when an admitted request's adapter is resident nowhere (the prefetch hint). */
+  onCold?: (adapterId: string) => void;
 }
 
 export class Admission {
@@ -36,7 +38,9 @@ export class Admission {
     await placement.ready;
     let candidates = this.usable(adapterId);
     if (candidates.length === 0) {
-      // A cold adapter (or every worker lost for the moment): wait a little rather than failing at once.
+      // A cold adapter: hint the provisioner to load it now (prefetch). Then (a cold adapter, or every
+      // worker lost for the moment) wait a little rather than failing at once.
+      if (adapterId !== undefined && placement.candidates(adapterId).length === 0) this.options.onCold?.(adapterId);
       await placement.until(() => this.usable(adapterId).length > 0, this.options.adapterWaitMs);
       candidates = this.usable(adapterId);
       if (candidates.length === 0 && adapterId !== undefined && placement.candidates(adapterId).length === 0)

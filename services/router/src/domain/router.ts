@@ -21,6 +21,7 @@ import type {
   GenerationControl,
   GenerationRequest,
   GenerationResult,
+  AdapterSourceRef,
   LoadJob,
   Timings,
 } from "./types";
@@ -65,6 +66,7 @@ export class Router {
       placement: options.placement,
       adapterWaitMs: options.adapterWaitMs,
       ...(options.routingSlack !== undefined ? { routingSlack: options.routingSlack } : {}),
+      onCold: (adapterId) => this.prefetch(adapterId),
     });
     const limits = options.limits ?? {};
     this.gate = new AdmissionGate(
@@ -76,6 +78,19 @@ export class Router {
         sloFactor: limits.sloFactor ?? 1,
       },
       options.admissionEvents,
+    );
+  }
+
+  /**
+   * Prefetch: a request for an adapter no executor holds was admitted; the provisioner starts its
+   * load now. A hint only: the request waits on placement as before, and a failed hint is logged.
+   */
+  private prefetch(adapterId: string): void {
+    this.options.provisioner.prefetchAdapter(adapterId).then(
+      (jobs) => {
+        if (jobs.length > 0) this.options.logger.info("prefetch started loads", { adapterId, jobs });
+      },
+      (err: unknown) => this.options.logger.warn("prefetch hint failed", { adapterId, error: (err as Error).message }),
     );
   }
 
@@ -230,8 +245,8 @@ export class Router {
     );
   }
 
-  registerAdapter(tenant: string, name: string, localDir: string | undefined): Promise<Registration> {
-    return this.options.provisioner.registerAdapter(tenant, name, localDir);
+  registerAdapter(tenant: string, name: string, source: AdapterSourceRef | undefined): Promise<Registration> {
+    return this.options.provisioner.registerAdapter(tenant, name, source);
   }
 
   listAdapters(tenant: string, pageSize: number, pageToken: string): Promise<AdapterPage> {
@@ -268,8 +283,13 @@ export class Router {
   }
 
   /** Registers an adapter and waits until a worker can serve it; a failed load is the adapter's error. */
-  async loadAdapter(tenant: string, name: string, localDir: string, signal?: AbortSignal): Promise<AdapterRecord> {
-    await this.registerAdapter(tenant, name, localDir);
+  async loadAdapter(
+    tenant: string,
+    name: string,
+    source: AdapterSourceRef,
+    signal?: AbortSignal,
+  ): Promise<AdapterRecord> {
+    await this.registerAdapter(tenant, name, source);
     for await (const _ of this.watchAdapterLoad(tenant, name, signal ? { signal } : {})) void _;
     const adapter = await this.getAdapter(tenant, name);
     if (adapter.state === "failed") throw new InvalidArgumentError(`adapter ${name} failed to load: ${adapter.error}`);

@@ -114,6 +114,8 @@ export interface AdapterRecord {
   contentHash: string;
   /** Directory the adapter was registered from; undefined when none was recorded. */
   localDir: string | undefined;
+  /** Remote source (hf://, s3://, http(s)://) it was registered from; undefined for a directory. */
+  uri: string | undefined;
   state: AdapterState;
   error: string;
   createdUnixMs: number;
@@ -138,4 +140,12 @@ export interface LoadJob {
   attempts: number;
   error: string;
   permanentFailure: boolean;
+}
+
+/** Where a registration's files come from: a directory on the provisioner's host, or a remote source. */
+export type AdapterSourceRef = { localDir: string } | { uri: string };
+
+/** A source string as users write it: a URI with a scheme is remote, anything else a directory. */
+export function adapterSourceRef(source: string): AdapterSourceRef {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(source) ? { uri: source } : { localDir: source };
 }

@@ -12,7 +12,11 @@ export function adapterHandlers(router: Router, tenants: Tenants, logger: Logger
       const res = await router.registerAdapter(
         tenants.resolve(call.metadata),
         request.name,
-        source?.$case === "localDir" ? source.value : undefined,
+        source?.$case === "uri"
+          ? { uri: source.value }
+          : source?.$case === "localDir"
+            ? { localDir: source.value }
+            : undefined,
       );
       return { adapter: res.adapter && adapterToProto(res.adapter), loadJobIds: res.loadJobIds };
     }),

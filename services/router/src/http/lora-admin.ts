@@ -1,4 +1,5 @@
 /** vLLM's adapter endpoints: POST /v1/load_lora_adapter and /v1/unload_lora_adapter, with vLLM's shapes. */
+import { adapterSourceRef } from "../domain/types";
 import type { HttpContext, Route } from "./context";
 import { badParam } from "./openai-errors";
 import { refuseUnsupported, str, type Body } from "./params";
@@ -15,7 +16,8 @@ export const loadLoraRoute: Route = {
   handler: async (ctx: HttpContext, body, request, reply) => {
     refuseUnsupported(body, ["lora_name", "lora_path", "load_inplace"]);
     const name = required(body, "lora_name");
-    await ctx.router.loadAdapter(request.tenant, name, required(body, "lora_path"));
+    // lora_path: a directory on the provisioner's host, or hf://, s3://, http(s)://.
+    await ctx.router.loadAdapter(request.tenant, name, adapterSourceRef(required(body, "lora_path")));
     return reply.type("text/plain").send(`Success: LoRA adapter '${name}' added successfully.`);
   },
 };

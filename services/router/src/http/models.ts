@@ -20,7 +20,7 @@ function adapterModel(ctx: HttpContext, a: AdapterRecord): object {
     object: "model",
     created: Math.floor(a.createdUnixMs / 1000),
     owned_by: a.tenant,
-    root: a.localDir ?? a.name,
+    root: a.localDir ?? a.uri ?? a.name,
     parent: ctx.servedModelName,
   };
 }

@@ -8,6 +8,8 @@ import {
   ProvisionerServiceClient,
   type Adapter,
   type LoadJobStatus,
+  type PrefetchAdapterRequest,
+  type PrefetchAdapterResponse,
   type TenantAdapterRequest,
   type TenantDeleteAdapterResponse,
   type TenantListAdaptersRequest,
@@ -15,8 +17,8 @@ import {
   type TenantRegisterAdapterRequest,
   type TenantRegisterAdapterResponse,
 } from "@loramesh/proto";
-import type { AdapterPage, AdapterRecord, LoadJob } from "../domain/types";
-import { adapterFromProto, loadJobFromProto } from "../proto-mapping";
+import type { AdapterPage, AdapterRecord, AdapterSourceRef, LoadJob } from "../domain/types";
+import { adapterFromProto, loadJobFromProto, sourceToProto } from "../proto-mapping";
 import { AdapterCache } from "./adapter-cache";
 import { fromPeer } from "./peer-errors";
 
@@ -72,16 +74,20 @@ export class ProvisionerGateway {
     }
   }
 
-  async registerAdapter(tenant: string, name: string, localDir: string | undefined): Promise<Registration> {
+  async registerAdapter(tenant: string, name: string, source: AdapterSourceRef | undefined): Promise<Registration> {
     const res = await this.call<TenantRegisterAdapterRequest, TenantRegisterAdapterResponse>(
       this.client.registerAdapter,
-      {
-        tenant,
-        name,
-        ...(localDir !== undefined ? { source: { source: { $case: "localDir", value: localDir } } } : {}),
-      },
+      { tenant, name, ...(source !== undefined ? { source: sourceToProto(source) } : {}) },
     );
     return { adapter: res.adapter && adapterFromProto(res.adapter), loadJobIds: res.loadJobIds };
+  }
+
+  /** Tells the provisioner a request for a non-resident adapter was admitted (its load should start). */
+  async prefetchAdapter(adapterId: string): Promise<string[]> {
+    const res = await this.call<PrefetchAdapterRequest, PrefetchAdapterResponse>(this.client.prefetchAdapter, {
+      adapterId,
+    });
+    return res.loadJobIds;
   }
 
   async listAdapters(tenant: string, pageSize: number, pageToken: string): Promise<AdapterPage> {

@@ -338,6 +338,13 @@ export interface AdapterSource {
      * provisioner and the executors (same host or shared volume).
      */
     { $case: "localDir"; value: string }
+    | //
+    /**
+     * A remote source: hf://ORG/NAME[@REVISION][/SUBDIR] (the Hugging Face Hub layout; HF_ENDPOINT,
+     * HF_TOKEN), s3://BUCKET/PREFIX (AWS SDK; the standard AWS variables) or an http(s):// URL of a
+     * directory listing the PEFT files. Fetched into the host's content-addressed adapter cache.
+     */
+    { $case: "uri"; value: string }
     | undefined;
 }
 
@@ -1168,6 +1175,9 @@ export const AdapterSource: MessageFns<AdapterSource> = {
       case "localDir":
         writer.uint32(10).string(message.source.value);
         break;
+      case "uri":
+        writer.uint32(18).string(message.source.value);
+        break;
     }
     return writer;
   },
@@ -1193,6 +1203,14 @@ export const AdapterSource: MessageFns<AdapterSource> = {
             message.source = { $case: "localDir", value: reader.string() };
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.source = { $case: "uri", value: reader.string() };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1211,6 +1229,8 @@ export const AdapterSource: MessageFns<AdapterSource> = {
         ? { $case: "localDir", value: globalThis.String(object.localDir) }
         : isSet(object.local_dir)
         ? { $case: "localDir", value: globalThis.String(object.local_dir) }
+        : isSet(object.uri)
+        ? { $case: "uri", value: globalThis.String(object.uri) }
         : undefined,
     };
   },
@@ -1219,6 +1239,8 @@ export const AdapterSource: MessageFns<AdapterSource> = {
     const obj: any = {};
     if (message.source?.$case === "localDir") {
       obj.localDir = message.source.value;
+    } else if (message.source?.$case === "uri") {
+      obj.uri = message.source.value;
     }
     return obj;
   },
@@ -1232,6 +1254,12 @@ export const AdapterSource: MessageFns<AdapterSource> = {
       case "localDir": {
         if (object.source?.value !== undefined && object.source?.value !== null) {
           message.source = { $case: "localDir", value: object.source.value };
+        }
+        break;
+      }
+      case "uri": {
+        if (object.source?.value !== undefined && object.source?.value !== null) {
+          message.source = { $case: "uri", value: object.source.value };
         }
         break;
       }

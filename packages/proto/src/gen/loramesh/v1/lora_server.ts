@@ -178,7 +178,7 @@ export interface LoraResult {
 export interface LoadAdapterRequest {
   /** Internal, tenant-qualified adapter id. */
   adapterId: string;
-  /** Where the files are. */
+  /** Where the files are (a local directory, or a remote source fetched through the host's cache). */
   source?:
     | AdapterSource
     | undefined;
@@ -223,6 +223,13 @@ export interface LoraServerStats {
   workItems: number;
   /** Rows (tokens or token-expert pairs) processed. */
   rows: number;
+  /**
+   * Adapter loads by where the files came from: the host's adapter cache, a peer executor
+   * (peer fetch), or the remote source itself.
+   */
+  adapterFilesFromCache: number;
+  adapterFilesFromPeer: number;
+  adapterFilesFromSource: number;
 }
 
 function createBaseLoraStreamRequest(): LoraStreamRequest {
@@ -1530,6 +1537,9 @@ function createBaseLoraServerStats(): LoraServerStats {
     nativeCalls: 0,
     workItems: 0,
     rows: 0,
+    adapterFilesFromCache: 0,
+    adapterFilesFromPeer: 0,
+    adapterFilesFromSource: 0,
   };
 }
 
@@ -1558,6 +1568,15 @@ export const LoraServerStats: MessageFns<LoraServerStats> = {
     }
     if (message.rows !== 0) {
       writer.uint32(64).uint64(message.rows);
+    }
+    if (message.adapterFilesFromCache !== 0) {
+      writer.uint32(72).uint64(message.adapterFilesFromCache);
+    }
+    if (message.adapterFilesFromPeer !== 0) {
+      writer.uint32(80).uint64(message.adapterFilesFromPeer);
+    }
+    if (message.adapterFilesFromSource !== 0) {
+      writer.uint32(88).uint64(message.adapterFilesFromSource);
     }
     return writer;
   },
@@ -1639,6 +1658,30 @@ export const LoraServerStats: MessageFns<LoraServerStats> = {
             message.rows = longToNumber(reader.uint64());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.adapterFilesFromCache = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.adapterFilesFromPeer = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.adapterFilesFromSource = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1685,6 +1728,21 @@ export const LoraServerStats: MessageFns<LoraServerStats> = {
         ? globalThis.Number(object.work_items)
         : 0,
       rows: isSet(object.rows) ? globalThis.Number(object.rows) : 0,
+      adapterFilesFromCache: isSet(object.adapterFilesFromCache)
+        ? globalThis.Number(object.adapterFilesFromCache)
+        : isSet(object.adapter_files_from_cache)
+        ? globalThis.Number(object.adapter_files_from_cache)
+        : 0,
+      adapterFilesFromPeer: isSet(object.adapterFilesFromPeer)
+        ? globalThis.Number(object.adapterFilesFromPeer)
+        : isSet(object.adapter_files_from_peer)
+        ? globalThis.Number(object.adapter_files_from_peer)
+        : 0,
+      adapterFilesFromSource: isSet(object.adapterFilesFromSource)
+        ? globalThis.Number(object.adapterFilesFromSource)
+        : isSet(object.adapter_files_from_source)
+        ? globalThis.Number(object.adapter_files_from_source)
+        : 0,
     };
   },
 
@@ -1714,6 +1772,15 @@ export const LoraServerStats: MessageFns<LoraServerStats> = {
     if (message.rows !== 0) {
       obj.rows = Math.round(message.rows);
     }
+    if (message.adapterFilesFromCache !== 0) {
+      obj.adapterFilesFromCache = Math.round(message.adapterFilesFromCache);
+    }
+    if (message.adapterFilesFromPeer !== 0) {
+      obj.adapterFilesFromPeer = Math.round(message.adapterFilesFromPeer);
+    }
+    if (message.adapterFilesFromSource !== 0) {
+      obj.adapterFilesFromSource = Math.round(message.adapterFilesFromSource);
+    }
     return obj;
   },
 
@@ -1730,6 +1797,9 @@ export const LoraServerStats: MessageFns<LoraServerStats> = {
     message.nativeCalls = object.nativeCalls ?? 0;
     message.workItems = object.workItems ?? 0;
     message.rows = object.rows ?? 0;
+    message.adapterFilesFromCache = object.adapterFilesFromCache ?? 0;
+    message.adapterFilesFromPeer = object.adapterFilesFromPeer ?? 0;
+    message.adapterFilesFromSource = object.adapterFilesFromSource ?? 0;
     return message;
   },
 };

@@ -117,6 +117,16 @@ export function loraModeToJSON(object: LoraMode): string {
   }
 }
 
+export interface PrefetchAdapterRequest {
+  /** Internal adapter id (tenant, name and content hash), as placement names it. */
+  adapterId: string;
+}
+
+export interface PrefetchAdapterResponse {
+  /** Load jobs the hint started (empty when the adapter was resident or already loading). */
+  loadJobIds: string[];
+}
+
 /** An executor's identity and capacity. */
 export interface ExecutorInfo {
   /** Stable id chosen by the executor (unique in the cluster). */
@@ -308,6 +318,152 @@ export interface GetPlanInputResponse {
   /** Smoothed requests per second over all adapters (0 until two reconcile passes have seen traffic). */
   requestRate: number;
 }
+
+function createBasePrefetchAdapterRequest(): PrefetchAdapterRequest {
+  return { adapterId: "" };
+}
+
+export const PrefetchAdapterRequest: MessageFns<PrefetchAdapterRequest> = {
+  encode(message: PrefetchAdapterRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.adapterId !== "") {
+      writer.uint32(10).string(message.adapterId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchAdapterRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchAdapterRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.adapterId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchAdapterRequest {
+    return {
+      adapterId: isSet(object.adapterId)
+        ? globalThis.String(object.adapterId)
+        : isSet(object.adapter_id)
+        ? globalThis.String(object.adapter_id)
+        : "",
+    };
+  },
+
+  toJSON(message: PrefetchAdapterRequest): unknown {
+    const obj: any = {};
+    if (message.adapterId !== "") {
+      obj.adapterId = message.adapterId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PrefetchAdapterRequest>, I>>(base?: I): PrefetchAdapterRequest {
+    return PrefetchAdapterRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PrefetchAdapterRequest>, I>>(object: I): PrefetchAdapterRequest {
+    const message = createBasePrefetchAdapterRequest();
+    message.adapterId = object.adapterId ?? "";
+    return message;
+  },
+};
+
+function createBasePrefetchAdapterResponse(): PrefetchAdapterResponse {
+  return { loadJobIds: [] };
+}
+
+export const PrefetchAdapterResponse: MessageFns<PrefetchAdapterResponse> = {
+  encode(message: PrefetchAdapterResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.loadJobIds) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchAdapterResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchAdapterResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.loadJobIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchAdapterResponse {
+    return {
+      loadJobIds: globalThis.Array.isArray(object?.loadJobIds)
+        ? object.loadJobIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.load_job_ids)
+        ? object.load_job_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PrefetchAdapterResponse): unknown {
+    const obj: any = {};
+    if (message.loadJobIds?.length) {
+      obj.loadJobIds = message.loadJobIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PrefetchAdapterResponse>, I>>(base?: I): PrefetchAdapterResponse {
+    return PrefetchAdapterResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PrefetchAdapterResponse>, I>>(object: I): PrefetchAdapterResponse {
+    const message = createBasePrefetchAdapterResponse();
+    message.loadJobIds = object.loadJobIds?.map((e) => e) || [];
+    return message;
+  },
+};
 
 function createBaseExecutorInfo(): ExecutorInfo {
   return {
@@ -2942,6 +3098,21 @@ export const ProvisionerServiceService = {
       Buffer.from(GetPlanInputResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetPlanInputResponse => GetPlanInputResponse.decode(value),
   },
+  /**
+   * A hint from a router: a request for this adapter was admitted while no executor holds it, so
+   * its load should start now rather than when a worker asks. Idempotent; returns at once.
+   */
+  prefetchAdapter: {
+    path: "/loramesh.v1.ProvisionerService/PrefetchAdapter" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PrefetchAdapterRequest): Buffer =>
+      Buffer.from(PrefetchAdapterRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PrefetchAdapterRequest => PrefetchAdapterRequest.decode(value),
+    responseSerialize: (value: PrefetchAdapterResponse): Buffer =>
+      Buffer.from(PrefetchAdapterResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PrefetchAdapterResponse => PrefetchAdapterResponse.decode(value),
+  },
 } as const;
 
 export interface ProvisionerServiceServer extends UntypedServiceImplementation {
@@ -2975,6 +3146,11 @@ export interface ProvisionerServiceServer extends UntypedServiceImplementation {
    * workers have reported, and the smoothed request rate (what `loramesh plan` plans from).
    */
   getPlanInput: handleUnaryCall<GetPlanInputRequest, GetPlanInputResponse>;
+  /**
+   * A hint from a router: a request for this adapter was admitted while no executor holds it, so
+   * its load should start now rather than when a worker asks. Idempotent; returns at once.
+   */
+  prefetchAdapter: handleUnaryCall<PrefetchAdapterRequest, PrefetchAdapterResponse>;
 }
 
 export interface ProvisionerServiceClient extends Client {
@@ -3157,6 +3333,25 @@ export interface ProvisionerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetPlanInputResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A hint from a router: a request for this adapter was admitted while no executor holds it, so
+   * its load should start now rather than when a worker asks. Idempotent; returns at once.
+   */
+  prefetchAdapter(
+    request: PrefetchAdapterRequest,
+    callback: (error: ServiceError | null, response: PrefetchAdapterResponse) => void,
+  ): ClientUnaryCall;
+  prefetchAdapter(
+    request: PrefetchAdapterRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PrefetchAdapterResponse) => void,
+  ): ClientUnaryCall;
+  prefetchAdapter(
+    request: PrefetchAdapterRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PrefetchAdapterResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,0 +1,102 @@
+/**
+ * A small S3-API server on 127.0.0.1 for tests: ListObjectsV2 (prefix, delimiter) and GetObject,
+ * path-style, the subset `@aws-sdk/client-s3` uses to read a prefix. Requests must carry an
+ * AWS Signature V4 `Authorization` header whose access key id is the configured one (a wrong one
+ * is 403 InvalidAccessKeyId, as S3 answers); the signature itself is not recomputed.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+export interface TestS3Server {
+  /** The endpoint for AWS_ENDPOINT_URL. */
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** Buckets by name, then key → bytes. */
+  buckets: Map<string, Map<string, Buffer>>;
+  /** GetObject requests served, by "bucket/key". */
+  gets: Map<string, number>;
+  close(): Promise<void>;
+}
+
+const xmlEscape = (s: string): string =>
+  s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+
+function s3Error(res: ServerResponse, status: number, code: string, message: string): void {
+  const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${xmlEscape(message)}</Message></Error>`;
+  res.writeHead(status, { "content-type": "application/xml", "content-length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+function listObjects(res: ServerResponse, bucket: string, objects: Map<string, Buffer>, query: URLSearchParams): void {
+  const prefix = query.get("prefix") ?? "";
+  const delimiter = query.get("delimiter") ?? "";
+  const contents: string[] = [];
+  const common = new Set<string>();
+  for (const key of [...objects.keys()].sort()) {
+    if (!key.startsWith(prefix)) continue;
+    const rest = key.slice(prefix.length);
+    const cut = delimiter ? rest.indexOf(delimiter) : -1;
+    if (cut >= 0) {
+      common.add(prefix + rest.slice(0, cut + delimiter.length));
+      continue;
+    }
+    const size = objects.get(key)?.length ?? 0;
+    contents.push(
+      `<Contents><Key>${xmlEscape(key)}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>"0"</ETag><Size>${size}</Size><StorageClass>STANDARD</StorageClass></Contents>`,
+    );
+  }
+  const prefixes = [...common].map((p) => `<CommonPrefixes><Prefix>${xmlEscape(p)}</Prefix></CommonPrefixes>`);
+  const body = `<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>${xmlEscape(bucket)}</Name><Prefix>${xmlEscape(prefix)}</Prefix><KeyCount>${contents.length + prefixes.length}</KeyCount><MaxKeys>1000</MaxKeys><Delimiter>${xmlEscape(delimiter)}</Delimiter><IsTruncated>false</IsTruncated>${contents.join("")}${prefixes.join("")}</ListBucketResult>`;
+  res.writeHead(200, { "content-type": "application/xml", "content-length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+export async function startTestS3Server(
+  accessKeyId = "AKIATESTLORAMESH",
+  secretAccessKey = "test-secret-key",
+): Promise<TestS3Server> {
+  const buckets = new Map<string, Map<string, Buffer>>();
+  const gets = new Map<string, number>();
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const auth = req.headers.authorization ?? "";
+    const key = /^AWS4-HMAC-SHA256 Credential=([^/]+)\//.exec(auth)?.[1];
+    if (key === undefined) return s3Error(res, 403, "AccessDenied", "a Signature V4 Authorization header is required");
+    if (key !== accessKeyId)
+      return s3Error(
+        res,
+        403,
+        "InvalidAccessKeyId",
+        "The AWS Access Key Id you provided does not exist in our records.",
+      );
+    const url = new URL(req.url ?? "/", "http://x");
+    const [, bucket = "", ...rest] = url.pathname.split("/");
+    const objects = buckets.get(bucket);
+    if (!objects) return s3Error(res, 404, "NoSuchBucket", "The specified bucket does not exist");
+    if (req.method !== "GET") return s3Error(res, 405, "MethodNotAllowed", "only GET is served");
+    if (rest.length === 0 || (rest.length === 1 && rest[0] === ""))
+      return listObjects(res, bucket, objects, url.searchParams);
+    const objectKey = decodeURIComponent(rest.join("/"));
+    const bytes = objects.get(objectKey);
+    if (!bytes) return s3Error(res, 404, "NoSuchKey", "The specified key does not exist.");
+    gets.set(`${bucket}/${objectKey}`, (gets.get(`${bucket}/${objectKey}`) ?? 0) + 1);
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": bytes.length, etag: '"0"' });
+    res.end(bytes);
+  };
+  const server: Server = createServer(handle);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    accessKeyId,
+    secretAccessKey,
+    buckets,
+    gets,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
