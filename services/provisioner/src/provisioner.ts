@@ -561,21 +561,20 @@ export function jobSource(record: AdapterRecord): Pick<AdapterJobData, "adapterI
   };
 }
 
-/** Name and tenant rules of a remote registration (a local one checks them in validateSource). */
-function validateNames(tenant: string, name: string): void {
-  if (!NAME_PATTERN.test(name))
-    throw new InvalidArgumentError(
-      `adapter name ${JSON.stringify(name)} must be 1-128 characters of [A-Za-z0-9_-], starting with a letter or digit`,
-    );
-  if (!NAME_PATTERN.test(tenant)) throw new InvalidArgumentError("invalid tenant");
-}
+/** Longest local_dir accepted (a path, not a payload). */
+const MAX_DIR_LENGTH = 4096;
 
-function validateSource(tenant: string, name: string, dir: string): void {
+/** Name and tenant rules of every registration. */
+function validateNames(tenant: string, name: string): void {
   if (!NAME_PATTERN.test(name))
     throw new InvalidArgumentError(
       `adapter name ${JSON.stringify(name.slice(0, 140))} must be 1-128 characters of [A-Za-z0-9_-], starting with a letter or digit`,
     );
   if (!NAME_PATTERN.test(tenant)) throw new InvalidArgumentError("invalid tenant");
+}
+
+function validateSource(tenant: string, name: string, dir: string): void {
+  validateNames(tenant, name);
   if (dir === "") throw new InvalidArgumentError("source.local_dir is required");
   if (dir.length > MAX_DIR_LENGTH || dir.includes("\0"))
     throw new InvalidArgumentError(`source.local_dir must be a path of at most ${MAX_DIR_LENGTH} characters`);
