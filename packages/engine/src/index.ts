@@ -13,6 +13,13 @@ export {
 } from "./engine";
 export { forward, type ForwardSequence } from "./forward";
 export { KvCache } from "./kv-cache";
+export {
+  BASE_PREFIX_KEY,
+  extendBlockHashes,
+  PrefixCache,
+  type PrefixCacheCounts,
+  type PrefixCacheStats,
+} from "./prefix-cache";
 export { LocalLoraBackend } from "./local-lora-backend";
 export { type LoraBackend, type LoraSiteCall } from "./lora-backend";
 export { type DenseMlp, type LayerWeights, Model, type MoeMlp } from "./model";

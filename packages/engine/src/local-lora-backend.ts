@@ -39,6 +39,10 @@ export class LocalLoraBackend implements LoraBackend {
     return this.adapters.has(id);
   }
 
+  contentHash(id: string): string | undefined {
+    return this.adapters.get(id)?.contentHash;
+  }
+
   get(id: string): LoraAdapter | undefined {
     return this.adapters.get(id);
   }

@@ -31,6 +31,8 @@ export interface BaseWorkerOptions {
   sharedMemory: boolean;
   maxBatchTokens: number;
   kvBlocks: number | undefined;
+  /** Reuse KV blocks of shared prompt prefixes (default on). */
+  prefixCache?: boolean;
   logger: Logger;
 }
 
@@ -55,6 +57,7 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
   const engine = new Engine(model, tokenizer, {
     lora: tel.wrap(backends.backend),
     maxBatchTokens: options.maxBatchTokens,
+    prefixCache: options.prefixCache ?? true,
     ...(options.kvBlocks ? { kvBlocks: options.kvBlocks } : {}),
     logger,
     stepHook: tel.step,

@@ -25,6 +25,7 @@ void runServiceProcess({
       maxBatchTokens: config.maxBatchTokens,
       siteSpanRatio: config.siteSpanRatio,
       kvBlocks: config.kvBlocks || undefined,
+      prefixCache: config.prefixCache,
       logger,
     }),
 });

@@ -39,6 +39,12 @@ export const options = {
     max: 1,
     description: "fraction of LoRA sites that get their own span in traced requests",
   }),
+  prefixCache: booleanOption({
+    flag: "prefix-cache",
+    env: "LORAMESH_PREFIX_CACHE",
+    default: true,
+    description: "reuse KV blocks of prompt prefixes computed under the same adapter version",
+  }),
   kvBlocks: intOption({
     flag: "kv-blocks",
     env: "KV_BLOCKS",
