@@ -1,5 +1,6 @@
 /** @loramesh/engine: Hugging Face checkpoints and PEFT adapters on the native core. */
 export { type AdapterModule, loadAdapter, type LoraAdapter } from "./adapter";
+export { type LayerwiseAdapter, openAdapterLayerwise } from "./adapter-layers";
 export { Checkpoint } from "./checkpoint";
 export {
   Engine,

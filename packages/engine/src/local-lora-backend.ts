@@ -83,6 +83,11 @@ export class LocalLoraBackend implements LoraBackend {
     }
   }
 
+  /** Repacks one layer's sites on next use: a layer-wise load just added that layer's modules. */
+  refreshLayer(layer: number): void {
+    for (const key of [...this.packed.keys()]) if (key.startsWith(`${layer}/`)) this.packed.delete(key);
+  }
+
   private invalidate(): void {
     this.slots = [...this.adapters.keys()];
     this.packed.clear();

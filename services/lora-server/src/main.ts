@@ -22,6 +22,8 @@ void runServiceProcess({
       capacityBytes: config.capacityMiB * MiB,
       hostCacheBytes: config.hostCacheMiB * MiB,
       batchWindowMs: config.batchWindowMs,
+      layerwiseLoading: config.layerwiseLoading,
+      layerWaitMs: config.layerWaitMs,
       logger,
     }),
 });
