@@ -109,7 +109,8 @@ for (const m of MODELS) {
       // Room for about two sequences: every new prefix pushes older cached blocks out.
       const off = engine(m, [a1, a2], { prefixCache: false, blockSize: 4 });
       const on = engine(m, [a1, a2], { blockSize: 4, kvBlocks: 24 });
-      for (const job of [...jobs, ...jobs]) expect((await run(on, job)).tokenIds).to.deep.equal((await run(off, job)).tokenIds);
+      for (const job of [...jobs, ...jobs])
+        expect((await run(on, job)).tokenIds).to.deep.equal((await run(off, job)).tokenIds);
       const stats = on.stats();
       expect(stats.prefixCache?.evictions).to.be.greaterThan(0);
       expect(stats.kvBlocksUsed).to.equal(0);

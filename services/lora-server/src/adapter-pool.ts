@@ -201,7 +201,8 @@ export class AdapterPool {
       this.backend.add(id, adapter);
       this.onChange();
       for (let layer = 0; layer < reader.numLayers; layer++) {
-        if (this.resident.get(id)?.adapter !== adapter) throw new FailedPreconditionError(`adapter ${id} was unloaded while loading`);
+        if (this.resident.get(id)?.adapter !== adapter)
+          throw new FailedPreconditionError(`adapter ${id} was unloaded while loading`);
         reader.readLayer(layer);
         this.backend.refreshLayer(layer);
         this.layers.advance(id, layer + 1);
@@ -222,7 +223,12 @@ export class AdapterPool {
     } finally {
       reader.close();
     }
-    this.logger.info("adapter resident", { adapterId: id, bytes: adapter.sizeBytes, rank: adapter.rank, layerwise: true });
+    this.logger.info("adapter resident", {
+      adapterId: id,
+      bytes: adapter.sizeBytes,
+      rank: adapter.rank,
+      layerwise: true,
+    });
     return { sizeBytes: adapter.sizeBytes, alreadyResident: false };
   }
 
