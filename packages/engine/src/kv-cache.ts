@@ -55,7 +55,8 @@ export class KvCache {
     if (need <= 0) return true;
     if (need > this.freeBlocks) return false;
     for (let i = 0; i < need; i++) {
-      const block = this.free.pop() ?? (this.prefix?.evict() as number);
+      const block = this.free.pop() ?? this.prefix?.evict();
+      if (block === undefined) throw new ResourceExhaustedError("the KV cache has no block to hand out");
       this.refs[block] = 1;
       table.push(block);
     }
