@@ -94,6 +94,8 @@ async function runCluster(
     workers: 1,
     loraServers: 1,
     logger: quiet,
+    // The machine may be busy with other work; a slow start is not what is measured.
+    startTimeoutMs: 300_000,
     env: { ...process.env, LORAMESH_PREFIX_CACHE: String(prefixCache) },
   });
   const client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 600_000 });
