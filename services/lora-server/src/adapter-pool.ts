@@ -186,6 +186,7 @@ export class AdapterPool {
     await progress(0.1);
     const reader = await openAdapterLayerwise(dir, this.model);
     const { adapter } = reader;
+    let began = false; // this load owns the id's layer gate (a racing load of the same id may not)
     try {
       this.loadsFromStorage++;
       if (contentHash !== "" && adapter.contentHash !== contentHash) {
@@ -197,6 +198,7 @@ export class AdapterPool {
       if (raced) return { sizeBytes: raced.adapter.sizeBytes, alreadyResident: true };
       this.makeRoom(adapter.sizeBytes, id);
       this.layers.begin(id);
+      began = true;
       this.resident.set(id, { adapter, pinned: pin, lastUsed: ++this.clock });
       this.backend.add(id, adapter);
       this.onChange();
@@ -213,7 +215,7 @@ export class AdapterPool {
       }
       this.layers.end(id);
     } catch (err) {
-      this.layers.abort(id, "its load failed");
+      if (began) this.layers.abort(id, "its load failed");
       if (this.resident.get(id)?.adapter === adapter) {
         this.resident.delete(id);
         this.backend.remove(id);
