@@ -192,4 +192,34 @@ describe("operations: one trace across the mesh, Prometheus metrics per adapter"
     expect(provisioner).to.match(/loramesh_adapter_replicas\{[^}]*adapter="default\.sql-r8\.[0-9a-f]+"/);
     expect(provisioner).to.match(/loramesh_recommended_lora_servers(\{[^}]*\})? \d/);
   });
+
+  it("reuses a prompt prefix only under the adapter that computed it, and counts hits per adapter", async () => {
+    const worker = () => scrape(cluster.processes.find((p) => p.service === "base-worker")?.metricsAddress as string);
+    const hits = (text: string, adapter: string): number =>
+      Number(
+        new RegExp(
+          `loramesh_prefix_cache_hit_tokens_total\\{[^}]*adapter="default\\.${adapter}\\.[0-9a-f]+"[^}]*\\} (\\d+)`,
+        ).exec(text)?.[1] ?? 0,
+      );
+    // A prompt no other test sends: 64 tokens, four full 16-token blocks before the last token.
+    const ids = [1, ...[...(golden("tiny-llama").prompts[4] as { ids: number[] }).ids].reverse().slice(0, 64)];
+    const run = (adapter: string) =>
+      client.complete({
+        prompt: { $case: "tokenIds", value: { ids } },
+        adapter,
+        sampling: { maxTokens: 6, temperature: 0, topP: 1, topK: 0, stop: [], stopTokenIds: [], ignoreEos: true },
+      });
+    const before = await worker();
+    const cold = await run("sql-r8");
+    const cached = await run("sql-r8");
+    await run("math-r4-mlp"); // same tokens, other weights: must not hit
+    const after = await worker();
+    expect(cached.tokenIds).to.deep.equal(cold.tokenIds);
+    expect(hits(after, "sql-r8") - hits(before, "sql-r8")).to.equal(64);
+    expect(hits(after, "math-r4-mlp")).to.equal(hits(before, "math-r4-mlp"));
+    expect(after).to.match(
+      /loramesh_prefix_cache_queried_tokens_total\{[^}]*adapter="default\.math-r4-mlp\.[0-9a-f]+"/,
+    );
+    expect(after).to.match(/loramesh_kv_blocks_cached(\{[^}]*\})? [1-9]\d*/);
+  });
 });

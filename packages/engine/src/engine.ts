@@ -4,7 +4,8 @@
  * to a token budget, runs one forward pass, samples, and streams tokens to each sequence's
  * listener. Sequences join and leave between steps; a finished or cancelled sequence frees its KV
  * blocks at once. When the cache runs out, the newest running sequence is preempted (its blocks
- * freed, its tokens recomputed later).
+ * freed, its tokens recomputed later). With the prefix cache on, a sequence starts from the cached
+ * full blocks of its prompt computed under the same weights (see prefix-cache.ts).
  */
 import { randomUUID } from "node:crypto";
 import {
@@ -17,6 +18,7 @@ import {
 import { type Logger } from "@loramesh/core";
 import { forward, type ForwardSequence } from "./forward";
 import { KvCache } from "./kv-cache";
+import { BASE_PREFIX_KEY, extendBlockHashes, PrefixCache, type PrefixCacheStats } from "./prefix-cache";
 import { LoraAdaptersUnavailableError, type LoraBackend } from "./lora-backend";
 import { Model } from "./model";
 import { Sampler, samplingOptions, tokenLogprob, type SamplingOptions, type TokenLogprob } from "./sampling";
@@ -35,6 +37,11 @@ export interface EngineOptions {
   maxRunning?: number;
   /** LoRA backend; none means base model only. */
   lora?: LoraBackend;
+  /**
+   * Reuse KV blocks of prompt prefixes computed earlier under the same weights (default on). An
+   * adapter whose content hash the backend cannot tell is never cached.
+   */
+  prefixCache?: boolean;
   /**
    * Wraps every forward pass (tracing and metrics hook): gets the ids of the batch's sequences and
    * the number of tokens fed, and must call `run`.
@@ -65,6 +72,8 @@ export interface SequenceResult {
   text: string;
   finishReason: FinishReason;
   promptTokens: number;
+  /** Prompt tokens whose KV came from the prefix cache at admission. */
+  cachedPromptTokens: number;
   timings: { queueMs: number; timeToFirstTokenMs: number; timePerOutputTokenMs: number; totalMs: number };
 }
 
@@ -86,6 +95,10 @@ export interface EngineStats {
   cancelled: number;
   /** Sequences pushed back to the queue to free KV blocks (recomputed later). */
   preempted: number;
+  /** Idle blocks kept by the prefix cache (not counted in kvBlocksUsed). */
+  kvBlocksCached: number;
+  /** Undefined when the prefix cache is off. */
+  prefixCache: PrefixCacheStats | undefined;
 }
 
 type Mode = "generate" | "score";
@@ -96,6 +109,14 @@ class Sequence {
   readonly blockTable: number[] = [];
   /** Tokens whose KV entries are in the cache. */
   computed = 0;
+  /** Prefix-cache key (base or the adapter's content hash); undefined: never cached. */
+  prefixKey: string | undefined;
+  /** Hash chain of the full blocks of `tokens` computed so far. */
+  readonly blockHashes: string[] = [];
+  /** Leading blocks of the table already indexed in the prefix cache. */
+  indexedBlocks = 0;
+  /** Prompt tokens found cached at first admission; undefined before it. */
+  cachedTokens: number | undefined;
   state: "waiting" | "running" | "done" = "waiting";
   cancelled = false;
   readonly arrival = performance.now();
@@ -139,7 +160,8 @@ export class Engine {
     const blockSize = options.blockSize ?? 16;
     const bytesPerBlock = blockSize * c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
     const blocks = options.kvBlocks ?? Math.max(16, Math.floor((256 * 1024 * 1024) / bytesPerBlock));
-    this.cache = new KvCache(c.numLayers, blocks, blockSize, c.numKvHeads, c.headDim);
+    const prefix = options.prefixCache === false ? undefined : new PrefixCache();
+    this.cache = new KvCache(c.numLayers, blocks, blockSize, c.numKvHeads, c.headDim, prefix);
     this.maxBatchTokens = options.maxBatchTokens ?? 512;
     this.maxRunning = options.maxRunning ?? 64;
   }
@@ -215,6 +237,8 @@ export class Engine {
       kvBlocksUsed: this.cache.usedBlocks,
       kvBlocksTotal: this.cache.numBlocks,
       ...this.counters,
+      kvBlocksCached: this.cache.cachedBlocks,
+      prefixCache: this.cache.prefix?.stats(),
     };
   }
 
@@ -251,6 +275,7 @@ export class Engine {
     const live = this.byId.get(seq.id);
     if (live !== undefined && live.state !== "done")
       throw new AlreadyExistsError(`a sequence with id ${JSON.stringify(seq.id.slice(0, 200))} is already running`);
+    seq.prefixKey = this.prefixKey(seq.adapterId);
     this.byId.set(seq.id, seq);
     this.waiting.push(seq);
     this.kick();
@@ -280,7 +305,13 @@ export class Engine {
     for (const seq of [...this.running]) if (seq.cancelled) this.finish(seq, "cancelled");
     while (this.waiting.length > 0 && this.running.length < this.maxRunning) {
       const seq = this.waiting[0] as Sequence;
-      if (!this.cache.ensure(seq.blockTable, Math.min(seq.tokens.length, seq.computed + this.maxBatchTokens))) break;
+      this.attachCachedPrefix(seq);
+      if (!this.cache.ensure(seq.blockTable, Math.min(seq.tokens.length, seq.computed + this.maxBatchTokens))) {
+        this.cache.release(seq.blockTable);
+        seq.computed = 0;
+        seq.indexedBlocks = 0;
+        break;
+      }
       this.waiting.shift();
       seq.state = "running";
       seq.startedAt ??= performance.now();
@@ -351,6 +382,7 @@ export class Engine {
     batch.forEach(({ seq, input }, i) => {
       if (seq.state !== "running") return;
       seq.computed += input.tokens.length;
+      this.indexFullBlocks(seq);
       const rows = logits[i] as Float32Array;
       if (seq.mode === "score") {
         seq.scoreRows.push(rows);
@@ -386,9 +418,52 @@ export class Engine {
     return true;
   }
 
+  /** The adapter's (or the base's) prefix-cache key, fixed at submission. */
+  private prefixKey(adapterId: string | undefined): string | undefined {
+    if (!this.cache.prefix) return undefined;
+    if (adapterId === undefined) return BASE_PREFIX_KEY;
+    const hash = this.options.lora?.contentHash?.(adapterId);
+    return hash ? `adapter:${hash}` : undefined;
+  }
+
+  /**
+   * Starts a sequence that holds no blocks from the longest cached run of its full blocks. The last
+   * token is always computed (its logits are needed); scoring needs every position's, so it never
+   * starts from the cache.
+   */
+  private attachCachedPrefix(seq: Sequence): void {
+    const prefix = this.cache.prefix;
+    if (!prefix || seq.prefixKey === undefined || seq.blockTable.length > 0) return;
+    const bs = this.cache.blockSize;
+    const reusable = seq.mode === "score" ? 0 : Math.floor((seq.tokens.length - 1) / bs);
+    extendBlockHashes(seq.blockHashes, seq.prefixKey, seq.tokens, bs, reusable);
+    const blocks = prefix.match(seq.blockHashes.slice(0, reusable));
+    this.cache.share(seq.blockTable, blocks);
+    seq.computed = blocks.length * bs;
+    seq.indexedBlocks = blocks.length;
+    if (seq.cachedTokens === undefined) {
+      seq.cachedTokens = seq.computed;
+      prefix.record(seq.adapterId ?? BASE_PREFIX_KEY, seq.promptLength, seq.computed);
+    }
+  }
+
+  /** Indexes the sequence's blocks that became full with KV entries. */
+  private indexFullBlocks(seq: Sequence): void {
+    const prefix = this.cache.prefix;
+    if (!prefix || seq.prefixKey === undefined) return;
+    const bs = this.cache.blockSize;
+    const full = Math.floor(seq.computed / bs);
+    if (full <= seq.indexedBlocks) return;
+    extendBlockHashes(seq.blockHashes, seq.prefixKey, seq.tokens, bs, full);
+    for (let i = seq.indexedBlocks; i < full; i++)
+      prefix.register(seq.blockTable[i] as number, seq.blockHashes[i] as string);
+    seq.indexedBlocks = full;
+  }
+
   private preempt(seq: Sequence): void {
     this.cache.release(seq.blockTable);
     seq.computed = 0;
+    seq.indexedBlocks = 0;
     seq.state = "waiting";
     this.running.splice(this.running.indexOf(seq), 1);
     this.waiting.unshift(seq);
@@ -459,6 +534,7 @@ export class Engine {
       text: seq.text,
       finishReason: reason,
       promptTokens: seq.promptLength,
+      cachedPromptTokens: seq.cachedTokens ?? 0,
       timings: {
         queueMs: (seq.startedAt ?? now) - seq.arrival,
         timeToFirstTokenMs: first - seq.arrival,

@@ -1,5 +1,6 @@
 /** @loramesh/engine: Hugging Face checkpoints and PEFT adapters on the native core. */
 export { type AdapterModule, loadAdapter, type LoraAdapter } from "./adapter";
+export { type LayerwiseAdapter, openAdapterLayerwise } from "./adapter-layers";
 export { Checkpoint } from "./checkpoint";
 export {
   Engine,
@@ -13,6 +14,13 @@ export {
 } from "./engine";
 export { DEFAULT_SITE_TIMEOUT_MS, forward, type ForwardOptions, type ForwardSequence } from "./forward";
 export { KvCache } from "./kv-cache";
+export {
+  BASE_PREFIX_KEY,
+  extendBlockHashes,
+  PrefixCache,
+  type PrefixCacheCounts,
+  type PrefixCacheStats,
+} from "./prefix-cache";
 export { LocalLoraBackend } from "./local-lora-backend";
 export { LoraAdaptersUnavailableError, type LoraBackend, type LoraSiteCall } from "./lora-backend";
 export { type DenseMlp, type LayerWeights, Model, type MoeMlp } from "./model";

@@ -52,6 +52,10 @@ export class LocalLoraBackend implements LoraBackend {
     return this.adapters.has(id);
   }
 
+  contentHash(id: string): string | undefined {
+    return this.adapters.get(id)?.contentHash;
+  }
+
   get(id: string): LoraAdapter | undefined {
     return this.adapters.get(id);
   }
@@ -106,6 +110,11 @@ export class LocalLoraBackend implements LoraBackend {
     } else {
       await native.loraApply(weights, call.x, i32([rows], rowSlot), call.y);
     }
+  }
+
+  /** Repacks one layer's sites on next use: a layer-wise load just added that layer's modules. */
+  refreshLayer(layer: number): void {
+    for (const key of [...this.packed.keys()]) if (key.startsWith(`${layer}/`)) this.packed.delete(key);
   }
 
   private invalidate(): void {

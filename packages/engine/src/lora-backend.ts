@@ -42,6 +42,11 @@ export interface LoraSiteCall {
 export interface LoraBackend {
   /** Whether the backend can serve this adapter now (hybrid routing asks this). */
   has(adapterId: string): boolean;
+  /**
+   * SHA-256 of the adapter's weights as this backend serves them (the prefix cache keys on it);
+   * undefined when unknown, and then nothing computed under the adapter is cached.
+   */
+  contentHash?(adapterId: string): string | undefined;
   apply(call: LoraSiteCall): Promise<void>;
   /**
    * A native site backend the step calls directly from its thread (no JavaScript per site): the

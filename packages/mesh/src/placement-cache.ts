@@ -19,6 +19,8 @@ export class PlacementCache {
   /** adapter id → executor ids where it is resident. */
   holders = new Map<string, string[]>();
   ranks = new Map<string, number>();
+  /** adapter id → content hash of the weights placed. */
+  contentHashes = new Map<string, string>();
   private listeners: Array<() => void> = [];
 
   constructor(
@@ -94,12 +96,17 @@ export class PlacementCache {
     if (update.snapshot) {
       this.holders.clear();
       this.ranks.clear();
+      this.contentHashes.clear();
     }
     for (const a of update.changed) {
       this.holders.set(a.adapterId, a.executorIds);
       this.ranks.set(a.adapterId, a.rank);
+      this.contentHashes.set(a.adapterId, a.contentHash);
     }
-    for (const id of update.removedAdapterIds) this.holders.delete(id);
+    for (const id of update.removedAdapterIds) {
+      this.holders.delete(id);
+      this.contentHashes.delete(id);
+    }
     this.executors = new Map(update.executors.map((e) => [e.executorId, e]));
     this.readyResolve();
     for (const l of [...this.listeners]) l();

@@ -45,6 +45,8 @@ export interface BaseWorkerOptions {
   /** The host's adapter cache (shared with the other processes of the host). */
   adapterCacheDir: string;
   adapterCacheBytes: number;
+  /** Reuse KV blocks of shared prompt prefixes (default on). */
+  prefixCache?: boolean;
   logger: Logger;
 }
 
@@ -71,6 +73,7 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
   const engine = new Engine(model, tokenizer, {
     lora: tel.wrap(backends.backend),
     maxBatchTokens: options.maxBatchTokens,
+    prefixCache: options.prefixCache ?? true,
     ...(options.kvBlocks ? { kvBlocks: options.kvBlocks } : {}),
     logger,
     stepHook: tel.step,

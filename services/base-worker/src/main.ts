@@ -30,6 +30,7 @@ void runServiceProcess({
       loraFailoverMs: config.loraFailoverMs,
       adapterCacheDir: config.adapterCache,
       adapterCacheBytes: config.adapterCacheMiB * 1024 * 1024,
+      prefixCache: config.prefixCache,
       logger,
     }),
 });

@@ -53,6 +53,12 @@ export const options = {
     min: 100,
     description: "how long one LoRA site may wait for a live holder (replica or re-placement) before it fails",
   }),
+  prefixCache: booleanOption({
+    flag: "prefix-cache",
+    env: "LORAMESH_PREFIX_CACHE",
+    default: true,
+    description: "reuse KV blocks of prompt prefixes computed under the same adapter version",
+  }),
   kvBlocks: intOption({
     flag: "kv-blocks",
     env: "KV_BLOCKS",

@@ -51,6 +51,7 @@ export class WorkerTelemetry {
     m.createObservableGauge("loramesh_kv_blocks_total", { description: "KV-cache blocks" }).addCallback((r) =>
       r.observe(engine.stats().kvBlocksTotal),
     );
+    this.observePrefixCache(engine);
     if (remote) {
       m.createObservableCounter("loramesh_lora_bytes_total", {
         description: "activation and delta bytes moved to and from LoRA servers",
@@ -60,6 +61,25 @@ export class WorkerTelemetry {
           r.observe(remote.bytes[transport].sent, { transport, direction: "sent" });
           r.observe(remote.bytes[transport].received, { transport, direction: "received" });
         }
+      });
+    }
+  }
+
+  /** Prefix-cache series: hit rate per adapter = hit tokens / queried tokens. */
+  private observePrefixCache(engine: Engine): void {
+    const m = this.t.meter;
+    m.createObservableGauge("loramesh_kv_blocks_cached", {
+      description: "idle KV-cache blocks kept by the prefix cache",
+    }).addCallback((r) => r.observe(engine.stats().kvBlocksCached));
+    const series = [
+      ["loramesh_prefix_cache_lookups_total", "sequences looked up in the prefix cache, by adapter", "lookups"],
+      ["loramesh_prefix_cache_queried_tokens_total", "prompt tokens looked up, by adapter", "queriedTokens"],
+      ["loramesh_prefix_cache_hit_tokens_total", "prompt tokens served from the prefix cache, by adapter", "hitTokens"],
+    ] as const;
+    for (const [name, description, field] of series) {
+      m.createObservableCounter(name, { description }).addCallback((r) => {
+        const byAdapter = engine.stats().prefixCache?.byAdapter ?? {};
+        for (const [adapter, counts] of Object.entries(byAdapter)) r.observe(counts[field], { adapter });
       });
     }
   }
@@ -110,6 +130,7 @@ export class WorkerTelemetry {
     return {
       ...(nativeSites ? { nativeSiteBackend: nativeSites } : {}),
       has: (id) => backend.has(id),
+      contentHash: (id) => backend.contentHash?.(id),
       apply: async (call) => {
         const transport = this.transportOf(call);
         const started = performance.now();

@@ -2,12 +2,15 @@
  * The LoRA server's adapters: a resident pool (what the kernels compute with) under a byte budget,
  * stored at true rank, with LRU eviction that never evicts pinned adapters; behind it a host cache
  * tier of recently evicted adapters (parsed and validated), so a returning adapter does not go back
- * to storage.
+ * to storage. With layer-wise loading an adapter read from storage counts as resident (heartbeats
+ * report it, so requests are admitted) from the moment its hash is checked, and its layers become
+ * usable one by one: `layers` (a LayerGate) holds site calls for a layer not yet resident.
  */
 import { FailedPreconditionError, ResourceExhaustedError } from "@loramesh/errors";
 import { type Logger } from "@loramesh/core";
-import { LocalLoraBackend, loadAdapter, type LoraAdapter } from "@loramesh/engine";
+import { LocalLoraBackend, loadAdapter, openAdapterLayerwise, type LoraAdapter } from "@loramesh/engine";
 import { type ModelConfig } from "@loramesh/formats";
+import { LayerGate } from "./layer-gate";
 
 interface Resident {
   adapter: LoraAdapter;
@@ -34,10 +37,16 @@ export interface AdapterPoolOptions {
   logger: Logger;
   /** Called when the resident set changes (the agent heartbeats at once). */
   onChange?: () => void;
+  /** Load from storage layer by layer, serving early layers while later ones load (default on). */
+  layerwise?: boolean;
+  /** Told (and awaited) each time a layer-wise load makes another layer resident. */
+  onLayerResident?: (id: string, readyLayers: number, numLayers: number) => void | Promise<void>;
 }
 
 export class AdapterPool {
   readonly backend: LocalLoraBackend;
+  /** Layers of adapters still loading; site calls wait here for the layer they need. */
+  readonly layers = new LayerGate();
   private readonly resident = new Map<string, Resident>();
   private readonly hostCache = new Map<string, LoraAdapter>(); // insertion order = LRU order
   private evictions = 0;
@@ -50,8 +59,10 @@ export class AdapterPool {
   readonly hostCacheBytes: number;
   private readonly logger: Logger;
   private readonly onChange: () => void;
+  private readonly options: AdapterPoolOptions;
 
   constructor(options: AdapterPoolOptions) {
+    this.options = options;
     this.model = options.model;
     this.capacityBytes = options.capacityBytes;
     this.hostCacheBytes = options.hostCacheBytes;
@@ -90,6 +101,8 @@ export class AdapterPool {
     if (adapter) {
       this.hostCache.delete(id);
       this.loadsFromHostCache++;
+    } else if (this.options.layerwise ?? true) {
+      return this.loadLayerwise(id, dir, contentHash, pin, progress);
     } else {
       await progress(0.1);
       adapter = loadAdapter(dir, this.model);
@@ -114,6 +127,7 @@ export class AdapterPool {
     const r = this.resident.get(id);
     this.hostCache.delete(id);
     if (!r) return false;
+    this.layers.abort(id, "unloaded while loading");
     this.resident.delete(id);
     this.backend.remove(id);
     this.onChange();
@@ -145,7 +159,7 @@ export class AdapterPool {
       );
     while (this.bytesUsed + bytes > this.capacityBytes) {
       const victim = [...this.resident.entries()]
-        .filter(([, r]) => !r.pinned)
+        .filter(([id, r]) => !r.pinned && !this.layers.isLoading(id))
         .sort((a, b) => a[1].lastUsed - b[1].lastUsed)[0];
       if (!victim)
         throw new ResourceExhaustedError(`no room for adapter ${forId}: the pool is full of pinned adapters`);
@@ -156,6 +170,68 @@ export class AdapterPool {
       this.toHostCache(id, r.adapter);
       this.logger.info("adapter evicted to the host cache", { adapterId: id });
     }
+  }
+
+  /**
+   * Reads the adapter from storage one layer at a time. It is resident (and reported) once its hash
+   * checks out; each layer is published to the kernels, then waiting site calls for it go on.
+   */
+  private async loadLayerwise(
+    id: string,
+    dir: string,
+    contentHash: string,
+    pin: boolean,
+    progress: (p: number) => Promise<void>,
+  ): Promise<{ sizeBytes: number; alreadyResident: boolean }> {
+    await progress(0.1);
+    const reader = await openAdapterLayerwise(dir, this.model);
+    const { adapter } = reader;
+    let began = false; // this load owns the id's layer gate (a racing load of the same id may not)
+    try {
+      this.loadsFromStorage++;
+      if (contentHash !== "" && adapter.contentHash !== contentHash) {
+        throw new FailedPreconditionError(
+          `adapter files in ${dir} changed since registration (content hash ${adapter.contentHash.slice(0, 12)}, expected ${contentHash.slice(0, 12)})`,
+        );
+      }
+      const raced = this.resident.get(id); // another load of the same id finished meanwhile
+      if (raced) return { sizeBytes: raced.adapter.sizeBytes, alreadyResident: true };
+      this.makeRoom(adapter.sizeBytes, id);
+      this.layers.begin(id);
+      began = true;
+      this.resident.set(id, { adapter, pinned: pin, lastUsed: ++this.clock });
+      this.backend.add(id, adapter);
+      this.onChange();
+      for (let layer = 0; layer < reader.numLayers; layer++) {
+        if (this.resident.get(id)?.adapter !== adapter)
+          throw new FailedPreconditionError(`adapter ${id} was unloaded while loading`);
+        reader.readLayer(layer);
+        this.backend.refreshLayer(layer);
+        this.layers.advance(id, layer + 1);
+        await this.options.onLayerResident?.(id, layer + 1, reader.numLayers);
+        await progress(0.1 + (0.9 * (layer + 1)) / reader.numLayers);
+        // Let waiting site calls run between layers.
+        await new Promise((r) => setImmediate(r));
+      }
+      this.layers.end(id);
+    } catch (err) {
+      if (began) this.layers.abort(id, "its load failed");
+      if (this.resident.get(id)?.adapter === adapter) {
+        this.resident.delete(id);
+        this.backend.remove(id);
+        this.onChange();
+      }
+      throw err;
+    } finally {
+      reader.close();
+    }
+    this.logger.info("adapter resident", {
+      adapterId: id,
+      bytes: adapter.sizeBytes,
+      rank: adapter.rank,
+      layerwise: true,
+    });
+    return { sizeBytes: adapter.sizeBytes, alreadyResident: false };
   }
 
   private toHostCache(id: string, adapter: LoraAdapter): void {

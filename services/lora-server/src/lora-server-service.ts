@@ -30,6 +30,10 @@ export interface LoraServerOptions {
   /** The host's adapter cache (shared with the other processes of the host). */
   adapterCacheDir: string;
   adapterCacheBytes: number;
+  /** Load adapters layer by layer, serving early layers while later ones load (default on). */
+  layerwiseLoading?: boolean;
+  /** Longest a site call waits for a layer of a loading adapter. */
+  layerWaitMs?: number;
   logger: Logger;
 }
 
@@ -48,12 +52,15 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     hostCacheBytes: options.hostCacheBytes,
     logger,
     onChange: () => void agent?.beatNow(),
+    layerwise: options.layerwiseLoading ?? true,
   });
   const batcher = new SiteBatcher({ pool, windowMs: options.batchWindowMs });
   const metrics = loraServerMetrics(pool, batcher, () => streams.openStreams);
   const executor = new LoraSiteExecutor({
     model,
     batcher,
+    layers: pool.layers,
+    ...(options.layerWaitMs !== undefined ? { layerWaitMs: options.layerWaitMs } : {}),
     onServed: (work, ids, delta) => metrics.work(ids, work.transport, work.x.byteLength, delta.byteLength),
   });
   const streams = new LoraStreamHandler({ hostId: localHostId(), executor, batcher, logger });

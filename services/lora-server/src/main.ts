@@ -25,6 +25,8 @@ void runServiceProcess({
       batchWindowMs: config.batchWindowMs,
       adapterCacheDir: config.adapterCache,
       adapterCacheBytes: config.adapterCacheMiB * MiB,
+      layerwiseLoading: config.layerwiseLoading,
+      layerWaitMs: config.layerWaitMs,
       logger,
     }),
 });

@@ -1,5 +1,5 @@
 /** Options of the lora-server process: flags and the environment variables that set them. */
-import { intOption, numberOption } from "@loramesh/core";
+import { booleanOption, intOption, numberOption } from "@loramesh/core";
 import { executorOptions } from "@loramesh/mesh";
 
 export const options = {
@@ -17,6 +17,19 @@ export const options = {
     default: 2,
     min: 0,
     description: "longest a work item waits for other workers' items for the same site",
+  }),
+  layerwiseLoading: booleanOption({
+    flag: "layerwise-loading",
+    env: "LORAMESH_LAYERWISE_LOADING",
+    default: true,
+    description: "serve an adapter's early layers while later ones load from storage",
+  }),
+  layerWaitMs: intOption({
+    flag: "layer-wait-ms",
+    env: "LORAMESH_LAYER_WAIT_MS",
+    default: 30_000,
+    min: 1,
+    description: "longest a site call waits for a layer of a loading adapter",
   }),
   hostCacheMiB: intOption({
     flag: "host-cache-mib",

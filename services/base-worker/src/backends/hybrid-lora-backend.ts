@@ -17,6 +17,10 @@ export class HybridLoraBackend implements LoraBackend {
     return this.local.has(adapterId) || this.remote.has(adapterId);
   }
 
+  contentHash(adapterId: string): string | undefined {
+    return this.local.has(adapterId) ? this.local.contentHash?.(adapterId) : this.remote.contentHash?.(adapterId);
+  }
+
   /** Whether this call's rows use the local half, the remote half, or both. */
   halves(call: Pick<LoraSiteCall, "adapters" | "rowAdapter">): { local: boolean; remote: boolean } {
     const isLocal = call.adapters.map((id) => this.local.has(id));

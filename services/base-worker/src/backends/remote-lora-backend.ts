@@ -66,6 +66,11 @@ export class RemoteLoraBackend implements LoraBackend {
     return this.placement.holdersOf(adapterId, LORA_SERVER).length > 0 || this.placement.holders.has(adapterId);
   }
 
+  /** The hash placement names for the adapter (every holder verified it when loading). */
+  contentHash(adapterId: string): string | undefined {
+    return this.placement.contentHashes.get(adapterId) || undefined;
+  }
+
   /** Transport used toward each connected server (for stats and tests). */
   transports(): Record<string, WireTransport> {
     return Object.fromEntries([...this.connections.entries()].map(([id, c]) => [id, c.client.transport]));
