@@ -215,7 +215,7 @@ export class Provisioner {
     await checkAdapterWeights(
       inspected.weightsPath,
       inspected.modules.flatMap((m) => [m.keyA, m.keyB]),
-      (this.deps.sources ?? { limits: {} as Partial<AdapterLimits> }).limits.maxAbsWeight,
+      this.deps.sources?.limits.maxAbsWeight,
     );
   }
 
