@@ -225,6 +225,12 @@ Napi::Value Fits(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value Check(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), lm::shm::backend_check(external<BackendPtr>(info[0], "backend").get()));
+  });
+}
+
 Napi::Value Close(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     lm::shm::close_backend(external<BackendPtr>(info[0], "backend").get());
@@ -334,6 +340,7 @@ void register_shm_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("shmConnect", Napi::Function::New(env, Connect));
   exports.Set("shmFits", Napi::Function::New(env, Fits));
   exports.Set("shmClose", Napi::Function::New(env, Close));
+  exports.Set("shmCheck", Napi::Function::New(env, Check));
   exports.Set("shmReap", Napi::Function::New(env, Reap));
   exports.Set("shmSite", Napi::Function::New(env, Site));
 }

@@ -22,18 +22,34 @@ class ShmSiteBackend final : public SiteBackend {
   explicit ShmSiteBackend(const Mapping& m) : map_(m), server_pid_(m.header()->server_pid) {}
 
   ~ShmSiteBackend() override {
-    close();
-    unmap(&map_);
+    std::lock_guard<std::mutex> g(mu_);
+    close_locked();
+    if (map_.base) unmap(&map_);
   }
 
+  // Tells the server this worker leaves and unmaps the segment as soon as no site is in flight
+  // (a wait in progress unmaps it when it returns), so a closed ring holds no memory.
   void close() {
     std::lock_guard<std::mutex> g(mu_);
-    if (closed_) return;
-    closed_ = true;
-    Header* h = map_.header();
-    uint32_t attached = kAttached;
-    h->state.compare_exchange_strong(attached, kWorkerClosed);
-    ring();
+    close_locked();
+    release_locked();
+  }
+
+  // Whether the ring is still usable; a dead or detaching server closes (and unmaps) it here, so a
+  // worker lets go of a dead server's segment even when no site is waiting on it.
+  bool check() {
+    std::lock_guard<std::mutex> g(mu_);
+    if (!closed_ && map_.base) {
+      const bool detached = map_.header()->state.load(std::memory_order_acquire) == kDetached;
+      const bool dead = !pid_alive(server_pid_);
+      if (!detached && !dead) return true;
+      broken_ = detached ? "the LoRA server detached this worker"
+                         : "the LoRA server (pid " + std::to_string(server_pid_) + ") is gone";
+      close_locked();
+      if (dead) reap_dead_segments();
+    }
+    release_locked();
+    return false;
   }
 
   bool fits(int64_t rows, int64_t h_in, int64_t n_out) const {
@@ -129,6 +145,7 @@ class ShmSiteBackend final : public SiteBackend {
     {
       std::lock_guard<std::mutex> g(mu_);
       busy_[s] = false;
+      release_locked();
     }
     if (status == LM_OK) return LM_OK;
     const bool known = status == LM_ERR_NOT_FOUND || status == LM_ERR_ARGUMENT || status == LM_ERR_SHAPE ||
@@ -139,6 +156,23 @@ class ShmSiteBackend final : public SiteBackend {
   void end_step() override {}
 
  private:
+  // Caller holds mu_ and the segment is still mapped.
+  void close_locked() {
+    if (closed_ || !map_.base) return;
+    closed_ = true;
+    Header* h = map_.header();
+    uint32_t attached = kAttached;
+    h->state.compare_exchange_strong(attached, kWorkerClosed);
+    ring();
+  }
+
+  void release_locked() {
+    if (!closed_ || !map_.base) return;
+    for (bool b : busy_)
+      if (b) return;
+    unmap(&map_);
+  }
+
   void ring() {
     Header* h = map_.header();
     h->server_bell.fetch_add(1, std::memory_order_release);
@@ -147,7 +181,7 @@ class ShmSiteBackend final : public SiteBackend {
 
   // Caller holds mu_.
   lm_status usable() {
-    if (closed_) return fail(LM_ERR_UNAVAILABLE, broken_.empty() ? "the shared-memory ring is closed" : broken_);
+    if (closed_ || !map_.base) return fail(LM_ERR_UNAVAILABLE, broken_.empty() ? "the shared-memory ring is closed" : broken_);
     if (map_.header()->state.load(std::memory_order_acquire) == kDetached)
       return fail(LM_ERR_UNAVAILABLE, "the LoRA server detached this worker");
     return LM_OK;
@@ -157,8 +191,9 @@ class ShmSiteBackend final : public SiteBackend {
   lm_status broken(uint32_t s, const std::string& why) {
     std::lock_guard<std::mutex> g(mu_);
     busy_[s] = false;
-    closed_ = true;
-    broken_ = why;
+    if (broken_.empty()) broken_ = why;
+    close_locked();
+    release_locked();
     return fail(LM_ERR_UNAVAILABLE, why);
   }
 
@@ -196,6 +231,11 @@ lm_status connect(const std::string& name, std::shared_ptr<SiteBackend>* out) {
 
 void close_backend(SiteBackend* backend) {
   if (auto* b = dynamic_cast<ShmSiteBackend*>(backend)) b->close();
+}
+
+bool backend_check(SiteBackend* backend) {
+  auto* b = dynamic_cast<ShmSiteBackend*>(backend);
+  return b != nullptr && b->check();
 }
 
 bool backend_fits(SiteBackend* backend, int64_t rows, int64_t h_in, int64_t n_out) {

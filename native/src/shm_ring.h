@@ -159,6 +159,8 @@ class Server {
 lm_status connect(const std::string& name, std::shared_ptr<SiteBackend>* out);
 // Tells the server this worker is leaving (further posts fail); the mapping goes with the last reference.
 void close_backend(SiteBackend* backend);
+// Whether the ring is usable; closes and unmaps it when its server died or detached this worker.
+bool backend_check(SiteBackend* backend);
 // Whether a site of this size fits one slot of the backend's segment.
 bool backend_fits(SiteBackend* backend, int64_t rows, int64_t h_in, int64_t n_out);
 

@@ -211,6 +211,9 @@ export const native = {
     (addon["shmSite"] as (b: unknown, s: RingSite) => Promise<Float32Array>)(backend, site).catch((err: unknown) => {
       throw toNativeError(err);
     }),
+  /** Whether the ring is usable; one whose server died or detached this worker is closed and unmapped. */
+  shmCheck: (backend: SiteBackendHandle): boolean =>
+    sync(() => (addon["shmCheck"] as (b: unknown) => boolean)(backend)),
   /** Tells the server this worker leaves; later sites fail with NativeUnavailableError. */
   shmClose: (backend: SiteBackendHandle): void => sync(() => (addon["shmClose"] as (b: unknown) => void)(backend)),
   /** Removes ring segments whose creating process is dead; returns how many. */

@@ -82,6 +82,8 @@ export class RingServer {
 /** The worker's side of one ring. */
 export class ShmRing {
   private closed = false;
+  /** Lets go of the segment of a server that died between sites (off the per-site path). */
+  private readonly watch: NodeJS.Timeout;
 
   private constructor(
     /** The segment's name (already unlinked: both sides have it mapped). */
@@ -89,7 +91,11 @@ export class ShmRing {
     /** What the native step takes (`Napi::External<std::shared_ptr<lm::SiteBackend>>`). */
     readonly backend: SiteBackendHandle,
     private readonly timeoutMs: number,
-  ) {}
+  ) {
+    this.watch = setInterval(() => {
+      if (!native.shmCheck(this.backend)) this.close();
+    }, 500).unref();
+  }
 
   /** Asks the LoRA server for a ring and maps it. */
   static async attach(
@@ -142,6 +148,7 @@ export class ShmRing {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.watch);
     native.shmClose(this.backend);
   }
 }
