@@ -280,6 +280,7 @@ async function decodeStepMs(
     workers: 1,
     loraServers: 1,
     logger: quiet,
+    startTimeoutMs: 180_000,
     extraArgs: { "base-worker": ["--shared-memory", String(sharedMemory)] },
   });
   try {
@@ -292,7 +293,7 @@ async function decodeStepMs(
           let last: number | undefined;
           for await (const delta of client.generate({
             prompt: { $case: "text", value: `def forward(self, hidden_states): # sequence ${i}` },
-            adapter: ADAPTERS[i % ADAPTERS.length] as string,
+            adapter: ADAPTERS[i % ADAPTERS.length],
             sampling: {
               maxTokens: tokens,
               temperature: 0,

@@ -6,6 +6,7 @@ import { InvalidArgumentError, NotFoundError, UnavailableError } from "@loramesh
 import type { LoraSite, ModelConfig } from "@loramesh/formats";
 import { f32, i32, native, packLoraWeights } from "@loramesh/native";
 import {
+  type AttachSharedMemoryRequest,
   LoraResult,
   LoraServerServiceService,
   LoraSite as ProtoSite,
@@ -232,7 +233,9 @@ describe("LoRA wire: shared-memory rings", function () {
           loadAdapter: unaryHandler(captureLogger(), async () => ({ sizeBytes: 0, alreadyResident: false })),
           unloadAdapter: unaryHandler(captureLogger(), async () => ({ wasResident: false })),
           getStats: unaryHandler(captureLogger(), async () => ({})),
-          attachSharedMemory: unaryHandler(captureLogger(), async (r) => ring.attach(r.workerId, r.hostId)),
+          attachSharedMemory: unaryHandler(captureLogger(), async (r: AttachSharedMemoryRequest) =>
+            ring.attach(r.workerId, r.hostId),
+          ),
         },
       },
     ]);
