@@ -282,7 +282,7 @@ async function decodeStepMs(
     loraServers: 1,
     logger: quiet,
     startTimeoutMs: 180_000,
-    extraArgs: { "base-worker": ["--shared-memory", String(sharedMemory)] },
+    extraArgs: { "base-worker": [`--shared-memory=${sharedMemory}`] },
   });
   try {
     await registerAdapters(cluster);

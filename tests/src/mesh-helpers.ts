@@ -37,6 +37,8 @@ export async function startCluster(
     mode: "disaggregated",
     workers: 2,
     loraServers: 1,
+    // Many processes on a two-core machine other builds share: give each time to start.
+    startTimeoutMs: 120_000,
     logger: createLogger({ level: process.env["LOG_LEVEL"] === "debug" ? "debug" : "silent" }),
     ...options,
   });

@@ -69,8 +69,8 @@ for (const cfg of configurations) {
         // Hybrid workers get room for only part of the adapters: the rest is served remotely.
         extraArgs: {
           "base-worker": [
-            "--shared-memory",
-            String(cfg.shm),
+            // `--shared-memory false` would be the flag alone (true) and a stray argument.
+            `--shared-memory=${cfg.shm}`,
             ...(cfg.mode === "hybrid" ? ["--adapter-capacity-mib", "0.3"] : []),
           ],
         },

@@ -47,9 +47,7 @@ describe("shared-memory rings between real processes (SIGKILL of either side)", 
       mode: "disaggregated",
       workers: 2,
       loraServers: 2,
-      // Six processes on a shared two-core machine: give each time to start.
-      startTimeoutMs: 120_000,
-      extraArgs: { "base-worker": ["--shared-memory", "true"] },
+      extraArgs: { "base-worker": ["--shared-memory=true"] },
     });
     client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 120_000 });
     await registerAll(client, "tiny-llama", adapterNames(g));
