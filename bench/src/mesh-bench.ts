@@ -237,6 +237,7 @@ async function siteRoundTripUs(
     workers: 1,
     loraServers: 1,
     logger: quiet,
+    startTimeoutMs: 180_000,
   });
   try {
     await registerAdapters(cluster);
