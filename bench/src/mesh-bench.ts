@@ -4,13 +4,18 @@
  *     same-host shared memory, against the same computation in-process (coupled);
  *  2. generation throughput (tokens/s) of a coupled and a disaggregated cluster on the same model,
  *     adapters and requests.
+ * With --json it prints one JSON object instead: the site round trip (p50/p99 µs, 8 rows: one
+ * decode step of 8 sequences) in-process, over the shared-memory rings and over gRPC, and the decode
+ * step with 8 sequences decoding at once (each sequence's decode time per token after its first,
+ * median over the sequences) coupled, disaggregated over the rings and over gRPC, all in the same
+ * run on the same model.
  *
- *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N]
+ *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json]
  */
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
-import { createLogger, intOption, loadConfig } from "@loramesh/core";
+import { booleanOption, createLogger, intOption, loadConfig } from "@loramesh/core";
 import { LocalLoraBackend, loadAdapter, Model, type LoraBackend } from "@loramesh/engine";
 import { siteShape, type LoraSite } from "@loramesh/formats";
 import { PlacementCache } from "@loramesh/mesh";
@@ -31,7 +36,13 @@ const options = {
   }),
   tokens: intOption({ flag: "tokens", default: 64, min: 1, description: "tokens generated per request" }),
   iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips timed per case" }),
+  json: booleanOption({ flag: "json", description: "print one JSON object (round trip and decode step figures)" }),
 };
+
+function percentile(values: number[], p: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))] as number;
+}
 
 function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
@@ -174,8 +185,170 @@ async function throughput(
   }
 }
 
+/** The three site backends of the round-trip figures, against one disaggregated cluster. */
+async function siteBackends(
+  cluster: LocalCluster,
+): Promise<{ backends: Array<[string, LoraBackend]>; ids: string[]; close: () => void }> {
+  const model = Model.load(BUNDLED_MODEL);
+  const provisioner = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
+  const placement = new PlacementCache(provisioner, quiet);
+  await placement.ready;
+  const ids = [...placement.holders.keys()].sort();
+  const local = new LocalLoraBackend(model.config);
+  for (const [i, name] of ADAPTERS.entries())
+    local.add(
+      ids.find((id) => id.includes(`.${name}.`)) ?? `x${i}`,
+      loadAdapter(join(BUNDLED_ADAPTERS, name), model.config),
+    );
+  const remote = (sharedMemory: boolean) =>
+    new RemoteLoraBackend({
+      config: model.config,
+      placement,
+      workerId: sharedMemory ? "bench-shm" : "bench-grpc",
+      hostId: hostname(),
+      sharedMemory,
+      logger: quiet,
+    });
+  const backends: Array<[string, LoraBackend]> = [
+    ["in_process", local],
+    ["shm", remote(true)],
+    ["grpc", remote(false)],
+  ];
+  return {
+    backends,
+    ids,
+    close: () => {
+      for (const [, b] of backends) if (b instanceof RemoteLoraBackend) b.close();
+      placement.close();
+    },
+  };
+}
+
+/** p50/p99 µs of one qkv site of `rows` rows (every row with an adapter) per backend. */
+async function siteRoundTripUs(
+  iterations: number,
+  rows: number,
+): Promise<Record<string, { p50: number; p99: number }>> {
+  const model = Model.load(BUNDLED_MODEL);
+  const cluster = await startLocalCluster({
+    routerListen: "127.0.0.1:0",
+    modelDir: BUNDLED_MODEL,
+    mode: "disaggregated",
+    workers: 1,
+    loraServers: 1,
+    logger: quiet,
+    startTimeoutMs: 180_000,
+  });
+  try {
+    await registerAdapters(cluster);
+    const { backends, ids, close } = await siteBackends(cluster);
+    const { hIn, nOut } = siteShape(model.config, "qkv");
+    const x = f32(
+      [rows, hIn],
+      Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i)),
+    );
+    const rowAdapter = Int32Array.from({ length: rows }, (_, t) => t % ids.length);
+    const out: Record<string, { p50: number; p99: number }> = {};
+    for (const [name, backend] of backends) {
+      const samples: number[] = [];
+      for (let i = 0; i < iterations + 50; i++) {
+        const y = f32([rows, nOut]);
+        const t0 = performance.now();
+        await backend.apply({ layer: 1, site: "qkv", x, y, adapters: ids, rowAdapter });
+        if (i >= 50) samples.push((performance.now() - t0) * 1000);
+      }
+      out[name] = { p50: round(percentile(samples, 50)), p99: round(percentile(samples, 99)) };
+    }
+    close();
+    return out;
+  } finally {
+    await cluster.stop();
+  }
+}
+
+const round = (v: number, digits = 1): number => Number(v.toFixed(digits));
+
+/** Decode step time with `sequences` sequences decoding at once: median over the sequences. */
+async function decodeStepMs(
+  mode: "coupled" | "disaggregated",
+  sharedMemory: boolean,
+  sequences: number,
+  tokens: number,
+): Promise<number> {
+  const cluster = await startLocalCluster({
+    routerListen: "127.0.0.1:0",
+    modelDir: BUNDLED_MODEL,
+    mode,
+    workers: 1,
+    loraServers: 1,
+    logger: quiet,
+    startTimeoutMs: 180_000,
+    extraArgs: { "base-worker": [`--shared-memory=${sharedMemory}`] },
+  });
+  try {
+    await registerAdapters(cluster);
+    const client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 600_000 });
+    // Each step emits one token per sequence, so a sequence's decode time over its tokens is the
+    // step time (token events may reach the client in bursts, so single gaps mean little).
+    const steps: number[] = [];
+    const run = async (record: boolean) =>
+      Promise.all(
+        Array.from({ length: sequences }, async (_, i) => {
+          let first: number | undefined;
+          let last = 0;
+          let count = 0;
+          for await (const delta of client.generate({
+            prompt: { $case: "text", value: `def forward(self, hidden_states): # sequence ${i}` },
+            adapter: ADAPTERS[i % ADAPTERS.length],
+            sampling: {
+              maxTokens: tokens,
+              temperature: 0,
+              topP: 1,
+              topK: 0,
+              stop: [],
+              stopTokenIds: [],
+              ignoreEos: true,
+            },
+          })) {
+            if (delta.tokenIds.length === 0) continue;
+            const now = performance.now();
+            if (first === undefined) first = now;
+            else count += delta.tokenIds.length;
+            last = now;
+          }
+          if (record && first !== undefined && count > 0) steps.push((last - first) / count);
+        }),
+      );
+    await run(false); // warm-up
+    await run(true);
+    client.close();
+    return round(percentile(steps, 50), 2);
+  } finally {
+    await cluster.stop();
+  }
+}
+
+async function jsonReport(iterations: number, tokens: number): Promise<void> {
+  const siteUs = await siteRoundTripUs(iterations, 8);
+  const coupled = await decodeStepMs("coupled", true, 8, tokens);
+  const shm = await decodeStepMs("disaggregated", true, 8, tokens);
+  const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
+  const os = await import("node:os");
+  console.log(
+    JSON.stringify({
+      site_round_trip_us: siteUs,
+      decode_step_ms: { coupled, disaggregated_shm: shm, disaggregated_grpc: grpc },
+      model: "tiny-llama (bundled), 6 adapters (r4-r64)",
+      site: "qkv, 8 rows, layer 1",
+      sequences: 8,
+      machine: `${os.hostname()}, ${os.cpus().length} cores, node ${process.version}`,
+    }),
+  );
+}
+
 async function main(): Promise<void> {
   const { config } = loadConfig(options, process.argv.slice(2));
+  if (config.json) return jsonReport(config.iterations, config.tokens);
   console.log(
     `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,
   );

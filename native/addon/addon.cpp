@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "loramesh/core.h"
+#include "shm_binding.h"
 
 namespace lm { void register_step_binding(Napi::Env env, Napi::Object exports); }  // step_binding.cpp
 
@@ -32,6 +33,8 @@ const char* status_name(lm_status s) {
     case LM_ERR_DEVICE: return "LM_ERR_DEVICE";
     case LM_ERR_CUDA: return "LM_ERR_CUDA";
     case LM_ERR_MEMORY: return "LM_ERR_MEMORY";
+    case LM_ERR_UNAVAILABLE: return "LM_ERR_UNAVAILABLE";
+    case LM_ERR_NOT_FOUND: return "LM_ERR_NOT_FOUND";
   }
   return "LM_ERR_UNKNOWN";
 }
@@ -376,53 +379,6 @@ Napi::Value SetSimd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// Maps a file (in /dev/shm for same-host transport) into this process and returns it as an
-// ArrayBuffer; two processes mapping the same path share the bytes. `create` makes (or resizes)
-// the file. The mapping is released when the ArrayBuffer is garbage-collected.
-Napi::Value MapSharedMemory(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsString() || !info[1].IsNumber()) {
-    make_error(env, LM_ERR_ARGUMENT, "mapSharedMemory(path, bytes, create)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  const std::string path = info[0].As<Napi::String>().Utf8Value();
-  const double bytes_d = info[1].As<Napi::Number>().DoubleValue();
-  const bool create = info.Length() > 2 && info[2].ToBoolean().Value();
-  if (bytes_d <= 0 || bytes_d > 4.0 * 1024 * 1024 * 1024) {
-    make_error(env, LM_ERR_ARGUMENT, "shared memory size must be between 1 byte and 4 GiB").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  const size_t bytes = static_cast<size_t>(bytes_d);
-  const int fd = open(path.c_str(), create ? (O_RDWR | O_CREAT) : O_RDWR, 0600);
-  if (fd < 0) {
-    make_error(env, LM_ERR_DEVICE, "cannot open shared memory " + path + ": " + std::strerror(errno)).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  struct stat st {};
-  if (create && ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-    const std::string msg = std::strerror(errno);
-    close(fd);
-    make_error(env, LM_ERR_DEVICE, "cannot size shared memory " + path + ": " + msg).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) < bytes) {
-    close(fd);
-    make_error(env, LM_ERR_DEVICE, "shared memory " + path + " is smaller than " + std::to_string(bytes) + " bytes").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  void* addr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
-  if (addr == MAP_FAILED) {
-    make_error(env, LM_ERR_DEVICE, std::string("mmap failed: ") + std::strerror(errno)).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  auto* hint = new size_t(bytes);
-  return Napi::ArrayBuffer::New(env, addr, bytes, [](Napi::Env, void* data, size_t* size) {
-    munmap(data, *size);
-    delete size;
-  }, hint);
-}
-
 // Maps bytes [begin, begin+length) of a file (a tensor, or adjacent tensors, of a checkpoint)
 // copy-on-write: pages come from the page cache on first touch and are never copied unless written.
 // Returns {buffer, offset}: the mapping starts at the page boundary below `begin`, so the bytes sit
@@ -484,7 +440,6 @@ Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("mapSharedMemory", Napi::Function::New(env, MapSharedMemory));
   exports.Set("mapFile", Napi::Function::New(env, MapFile));
   exports.Set("readBandwidthGbs", Napi::Function::New(env, ReadBandwidth));
   exports.Set("version", Napi::String::New(env, lm_version()));
@@ -509,6 +464,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loraApply", Napi::Function::New(env, LoraApply));
   exports.Set("loraApplyMoe", Napi::Function::New(env, LoraApplyMoe));
   lm::register_step_binding(env, exports);
+  register_shm_binding(env, exports);
   return exports;
 }
 

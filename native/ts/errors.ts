@@ -2,6 +2,7 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   LoraMeshError,
+  NotFoundError,
   ResourceExhaustedError,
   UnavailableError,
 } from "@loramesh/errors";
@@ -20,6 +21,10 @@ export class NativeDeviceError extends FailedPreconditionError {}
 export class NativeCudaError extends UnavailableError {}
 /** An allocation failed. */
 export class NativeMemoryError extends ResourceExhaustedError {}
+/** The LoRA server behind a shared-memory ring died, detached this worker or did not answer in time. */
+export class NativeUnavailableError extends UnavailableError {}
+/** The LoRA server behind a shared-memory ring does not hold an adapter the site names. */
+export class NativeNotFoundError extends NotFoundError {}
 
 const BY_CODE: Record<string, new (message: string, options?: { cause?: unknown }) => LoraMeshError> = {
   LM_ERR_SHAPE: NativeShapeError,
@@ -29,6 +34,8 @@ const BY_CODE: Record<string, new (message: string, options?: { cause?: unknown 
   LM_ERR_DEVICE: NativeDeviceError,
   LM_ERR_CUDA: NativeCudaError,
   LM_ERR_MEMORY: NativeMemoryError,
+  LM_ERR_UNAVAILABLE: NativeUnavailableError,
+  LM_ERR_NOT_FOUND: NativeNotFoundError,
 };
 
 /** Turns an error raised by the addon (an Error with a `code` such as LM_ERR_SHAPE) into its typed class. */

@@ -9,6 +9,14 @@ import { FailedPreconditionError } from "@loramesh/errors";
 import { toNativeError } from "./errors";
 import type { LoraWeights } from "./lora";
 import { stepApi } from "./step";
+import type {
+  RingServerHandle,
+  RingServerOptions,
+  RingServerStats,
+  RingSite,
+  RingSiteTable,
+  SiteBackendHandle,
+} from "./shm";
 import type { Tensor } from "./tensor";
 
 export {
@@ -17,8 +25,10 @@ export {
   NativeDeviceError,
   NativeDTypeError,
   NativeMemoryError,
+  NativeNotFoundError,
   NativeShapeError,
   NativeSlotError,
+  NativeUnavailableError,
   toNativeError,
 } from "./errors";
 export { type LoraSliceWeights, type LoraWeights, MAX_LORA_RANK, packLoraWeights } from "./lora";
@@ -32,6 +42,13 @@ export {
   type StepModelSpec,
   toStepError,
 } from "./step";
+export type {
+  RingServerHandle,
+  RingServerOptions,
+  RingServerStats,
+  RingSite,
+  RingSiteTable,
+} from "./shm";
 export { bf16, type DType, f32, fromBf16, i32, i64, numel, type Tensor, toBf16 } from "./tensor";
 
 interface Addon {
@@ -43,7 +60,6 @@ interface Addon {
   simdEnabled(): boolean;
   setSimd(on: boolean): void;
   ropeInvFreq(config: RopeConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number };
-  mapSharedMemory(path: string, bytes: number, create: boolean): ArrayBuffer;
   mapFile(path: string, begin: number, length: number): { buffer: ArrayBuffer; offset: number };
   readBandwidthGbs(bytes: number, passes: number): number;
   [op: string]: unknown;
@@ -97,12 +113,6 @@ export const native = {
   simdEnabled: (): boolean => addon.simdEnabled(),
   setSimd: (on: boolean): void => sync(() => addon.setSimd(on)),
 
-  /**
-   * Maps a shared-memory file (e.g. under /dev/shm) into this process; processes that map the same
-   * path see the same bytes. `create` creates or resizes it.
-   */
-  mapSharedMemory: (path: string, bytes: number, create: boolean): ArrayBuffer =>
-    sync(() => addon.mapSharedMemory(path, bytes, create)),
   /**
    * Maps bytes [begin, begin+length) of a file copy-on-write (checkpoint weights used in place; pages
    * load on first touch); they sit at `offset` in `buffer`. Released when the buffer is collected.
@@ -161,6 +171,63 @@ export const native = {
     rowWeight: F32 | null,
     y: F32,
   ) => call("loraApplyMoe", weights, nExperts, x, rowToken, rowSlot, rowExpert, rowWeight, y),
+
+  // ---- shared-memory rings (LoRA server ↔ same-host workers) ----
+
+  /** Starts a LoRA server's ring thread; it also removes ring segments left by dead processes. */
+  shmServerStart: (options: RingServerOptions): RingServerHandle =>
+    sync(() => (addon["shmServerStart"] as (o: RingServerOptions) => RingServerHandle)(options)),
+  /** Creates a segment for a worker: the name (under /dev/shm) is generated here, never taken from a caller. */
+  shmServerAttach: (server: RingServerHandle, workerId: string): { name: string; bytes: number } =>
+    sync(() =>
+      (addon["shmServerAttach"] as (s: unknown, w: string) => { name: string; bytes: number })(server, workerId),
+    ),
+  /** Replaces what the ring thread computes with: the pool's adapter ids by slot and the packed sites. */
+  shmServerSetTables: (server: RingServerHandle, slots: readonly string[], sites: readonly RingSiteTable[]): void =>
+    sync(() =>
+      (addon["shmServerSetTables"] as (s: unknown, slots: readonly string[], sites: unknown[]) => void)(
+        server,
+        slots,
+        sites.map(({ layer, site, moe, weights: w }) => ({
+          layer,
+          site,
+          moe,
+          dtype: w.aPool.dtype,
+          aPool: w.aPool.data,
+          bPool: w.bPool.data,
+          nKeys: w.nKeys,
+          maxRank: w.maxRank,
+          sliceWidths: w.sliceWidths,
+          rank: w.rank.data,
+          scale: w.scale.data,
+          aOffset: w.aOffset.data,
+          bOffset: w.bOffset.data,
+        })),
+      ),
+    ),
+  shmServerStats: (server: RingServerHandle): RingServerStats =>
+    sync(() => (addon["shmServerStats"] as (s: unknown) => RingServerStats)(server)),
+  /** Detaches every worker (their waits fail with NativeUnavailableError) and removes the segments. */
+  shmServerStop: (server: RingServerHandle): void =>
+    sync(() => (addon["shmServerStop"] as (s: unknown) => void)(server)),
+  /** Worker: maps the segment a LoRA server named and unlinks the name (both sides have it mapped). */
+  shmConnect: (name: string): SiteBackendHandle =>
+    sync(() => (addon["shmConnect"] as (n: string) => SiteBackendHandle)(name)),
+  /** Whether a site of this size fits one ring slot. */
+  shmFits: (backend: SiteBackendHandle, rows: number, hIn: number, nOut: number): boolean =>
+    (addon["shmFits"] as (b: unknown, r: number, h: number, n: number) => boolean)(backend, rows, hIn, nOut),
+  /** Runs one site through the ring (post and wait on a libuv thread); resolves with the delta [rows, nOut]. */
+  shmSite: (backend: SiteBackendHandle, site: RingSite): Promise<Float32Array> =>
+    (addon["shmSite"] as (b: unknown, s: RingSite) => Promise<Float32Array>)(backend, site).catch((err: unknown) => {
+      throw toNativeError(err);
+    }),
+  /** Whether the ring is usable; one whose server died or detached this worker is closed and unmapped. */
+  shmCheck: (backend: SiteBackendHandle): boolean =>
+    sync(() => (addon["shmCheck"] as (b: unknown) => boolean)(backend)),
+  /** Tells the server this worker leaves; later sites fail with NativeUnavailableError. */
+  shmClose: (backend: SiteBackendHandle): void => sync(() => (addon["shmClose"] as (b: unknown) => void)(backend)),
+  /** Removes ring segments whose creating process is dead; returns how many. */
+  shmReap: (): number => (addon["shmReap"] as () => number)(),
 };
 
 /** The native step (one call per forward pass) and its LoRA site backends. */

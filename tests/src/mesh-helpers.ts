@@ -1,5 +1,5 @@
 // Shared pieces of the mesh tests: a real local cluster, golden cases, adapter registration.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createLogger } from "@loramesh/core";
 import { startLocalCluster, type LocalCluster, type LocalClusterOptions } from "@loramesh/cli";
@@ -37,6 +37,8 @@ export async function startCluster(
     mode: "disaggregated",
     workers: 2,
     loraServers: 1,
+    // Many processes on a two-core machine other builds share: give each time to start.
+    startTimeoutMs: 120_000,
     logger: createLogger({ level: process.env["LOG_LEVEL"] === "debug" ? "debug" : "silent" }),
     ...options,
   });
@@ -69,4 +71,25 @@ export async function runGolden(client: LoraMeshClient, g: Golden): Promise<numb
 
 export function adapterNames(g: Golden): string[] {
   return [...new Set(g.cases.map((c) => c.adapter).filter((a): a is string => a !== null))].sort();
+}
+
+/**
+ * The ring segments process `pid` has mapped right now, from /proc/PID/maps (a segment whose name
+ * was unlinked shows as "(deleted)"), each with the pid of the LoRA server that created it.
+ */
+export function ringMappings(pid: number): Array<{ segment: string; serverPid: number }> {
+  let maps: string;
+  try {
+    maps = readFileSync(`/proc/${pid}/maps`, "utf8");
+  } catch {
+    return [];
+  }
+  const seen = new Map<string, number>();
+  for (const m of maps.matchAll(/\/dev\/shm\/(loramesh-(\d+)-[0-9a-f]{16})/g)) seen.set(m[1] as string, Number(m[2]));
+  return [...seen.entries()].map(([segment, serverPid]) => ({ segment, serverPid }));
+}
+
+/** Ring segment names still in /dev/shm that were created by one of `pids`. */
+export function namedRingSegments(pids: readonly number[]): string[] {
+  return readdirSync("/dev/shm").filter((n) => pids.some((p) => n.startsWith(`loramesh-${p}-`)));
 }

@@ -1,6 +1,5 @@
 import { clusterClientOptions } from "@loramesh/core";
 import { expect } from "chai";
-import { readdirSync } from "node:fs";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import type { LocalCluster } from "@loramesh/cli";
 import {
@@ -10,9 +9,16 @@ import {
   type LoraServerStats,
 } from "@loramesh/proto";
 import { LoraMeshClient } from "@loramesh/sdk";
-import { adapterNames, golden, modelDir, registerAll, runGolden, startCluster } from "./mesh-helpers";
-
-const shmFiles = (): string[] => readdirSync("/dev/shm").filter((f) => f.startsWith("loramesh-"));
+import {
+  adapterNames,
+  golden,
+  modelDir,
+  namedRingSegments,
+  registerAll,
+  ringMappings,
+  runGolden,
+  startCluster,
+} from "./mesh-helpers";
 
 function stats<T>(address: string, kind: "worker" | "lora", token: string): Promise<T> {
   const client =
@@ -64,8 +70,8 @@ for (const cfg of configurations) {
         // Hybrid workers get room for only part of the adapters: the rest is served remotely.
         extraArgs: {
           "base-worker": [
-            "--shared-memory",
-            String(cfg.shm),
+            // `--shared-memory false` would be the flag alone (true) and a stray argument.
+            `--shared-memory=${cfg.shm}`,
             ...(cfg.mode === "hybrid" ? ["--adapter-capacity-mib", "0.3"] : []),
           ],
         },
@@ -88,10 +94,22 @@ for (const cfg of configurations) {
 
     if (cfg.mode === "disaggregated") {
       it(`moves activations over ${cfg.shm ? "shared memory" : "gRPC"} and batches work from both workers in the LoRA server`, async () => {
-        if (cfg.shm) expect(shmFiles().length, "shared regions").to.be.greaterThan(0);
         const lora = cluster.processes.find((p) => p.service === "lora-server");
+        const workers = cluster.processes.filter((p) => p.service === "base-worker");
+        if (cfg.shm) {
+          // Each worker has its ring from the LoRA server mapped; the names are already unlinked.
+          for (const w of workers)
+            expect(
+              ringMappings(w.pid).map((r) => r.serverPid),
+              "rings mapped",
+            ).to.deep.equal([lora?.pid]);
+          expect(namedRingSegments([lora?.pid as number])).to.deep.equal([]);
+        } else {
+          for (const w of workers) expect(ringMappings(w.pid)).to.deep.equal([]);
+        }
         const s = await stats<LoraServerStats>(lora?.address as string, "lora", cluster.clusterToken);
-        expect(s.openStreams).to.equal(2);
+        // Over shared memory every site fits a ring slot, so no worker opens the Execute stream.
+        expect(s.openStreams).to.equal(cfg.shm ? 0 : 2);
         expect(s.workItems).to.be.greaterThan(s.nativeCalls);
       });
     }

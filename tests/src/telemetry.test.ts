@@ -86,6 +86,8 @@ describe("operations: one trace across the mesh, Prometheus metrics per adapter"
     cluster = await startCluster({
       modelDir: modelDir("tiny-llama"),
       workers: 1,
+      // The LoRA server's site span exists on the gRPC stream only: ring sites run no JavaScript there.
+      extraArgs: { "base-worker": ["--shared-memory=false"] },
       env: {
         ...process.env,
         OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,

@@ -29,7 +29,9 @@ typedef enum {
   LM_ERR_SLOT = 4,     /* an adapter slot, expert or token id out of range */
   LM_ERR_DEVICE = 5,   /* tensors on the wrong device, or no CUDA device/build */
   LM_ERR_CUDA = 6,     /* a CUDA runtime error */
-  LM_ERR_MEMORY = 7    /* an allocation failed */
+  LM_ERR_MEMORY = 7,   /* an allocation failed */
+  LM_ERR_UNAVAILABLE = 8, /* a remote LoRA side did not answer, died or detached (retry elsewhere) */
+  LM_ERR_NOT_FOUND = 9    /* a remote LoRA server does not hold an adapter the site names */
 } lm_status;
 
 typedef enum { LM_F32 = 0, LM_BF16 = 1, LM_I32 = 2, LM_I64 = 3 } lm_dtype;

@@ -117,6 +117,29 @@ export class LocalLoraBackend implements LoraBackend {
     for (const key of [...this.packed.keys()]) if (key.startsWith(`${layer}/`)) this.packed.delete(key);
   }
 
+  /** Adapter ids in slot order: the keys of every packed site index them. */
+  slotIds(): readonly string[] {
+    return this.slots;
+  }
+
+  /**
+   * Every site some resident adapter touches, packed as the kernels read it (the LoRA server hands
+   * these to its shared-memory ring thread). MLP sites of an MoE model are packed per expert.
+   */
+  packedSites(): Array<{ layer: number; site: LoraSite; moe: boolean; weights: LoraWeights }> {
+    const out: Array<{ layer: number; site: LoraSite; moe: boolean; weights: LoraWeights }> = [];
+    const sites: LoraSite[] = ["qkv", "o", "gate_up", "down"];
+    for (let layer = 0; layer < this.config.numLayers; layer++)
+      for (const site of sites)
+        for (const moe of this.config.numExperts > 0 && (site === "gate_up" || site === "down")
+          ? [false, true]
+          : [false]) {
+          const weights = this.weightsFor(layer, site, moe);
+          if (weights) out.push({ layer, site, moe, weights });
+        }
+    return out;
+  }
+
   private invalidate(): void {
     this.slots = [...this.adapters.keys()];
     this.packed.clear();

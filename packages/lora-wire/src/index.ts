@@ -1,6 +1,6 @@
 /**
  * @loramesh/lora-wire: the worker↔LoRA-server wire in one place. Site ids both ways, the work and
- * reply codecs, the shared-memory region, reply matching and typed reply errors, and both ends of
+ * reply codecs, the shared-memory rings, reply matching and typed reply errors, and both ends of
  * the Execute stream. The base worker and the LoRA server use it; neither defines any of it.
  */
 export {
@@ -18,7 +18,14 @@ export {
 } from "./messages";
 export { PendingReplies } from "./pending-replies";
 export { errorOfReply, replyErrorOf, type ReplyError } from "./reply-errors";
-export { DEFAULT_SHARED_REGION_BYTES, SharedRegion } from "./shared-region";
+export {
+  DEFAULT_RING_BYTES,
+  reapRingSegments,
+  RING_SITE_IDS,
+  RingServer,
+  type RingServerOptions,
+  ShmRing,
+} from "./shm-ring";
 export { siteFromProto, siteToProto } from "./sites";
 export { LoraStreamClient, WIRE_MESSAGE_LIMITS, type LoraStreamClientOptions } from "./stream-client";
 export { serveLoraStream, type LoraStreamSessionOptions, type SiteExecutor } from "./stream-session";

@@ -1,10 +1,12 @@
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { expect } from "chai";
 import { status } from "@grpc/grpc-js";
 import { bidiStreamHandler, unaryHandler } from "@loramesh/core";
 import { InvalidArgumentError, NotFoundError, UnavailableError } from "@loramesh/errors";
-import type { LoraSite } from "@loramesh/formats";
+import type { LoraSite, ModelConfig } from "@loramesh/formats";
+import { f32, i32, native, packLoraWeights } from "@loramesh/native";
 import {
+  type AttachSharedMemoryRequest,
   LoraResult,
   LoraServerServiceService,
   LoraSite as ProtoSite,
@@ -23,7 +25,7 @@ import {
   PendingReplies,
   replyErrorOf,
   serveLoraStream,
-  SharedRegion,
+  RingServer,
   siteFromProto,
   siteToProto,
   type SiteExecutor,
@@ -66,7 +68,7 @@ describe("LoRA wire", () => {
 
   it("round-trips inline work and replies exactly", () => {
     const w = work(5);
-    const received = decodeWork(overWire(encodeWork(7, { ...w, traceparent: "tp" }, undefined)), undefined, hInOf);
+    const received = decodeWork(overWire(encodeWork(7, { ...w, traceparent: "tp" })), hInOf);
     expect(received).to.include({ stepId: 7, layer: 3, site: "gate_up", rows: 5, hIn: H_IN, transport: "grpc" });
     expect(received.traceparent).to.equal("tp");
     expect(received.rowAdapter).to.deep.equal([...w.rowAdapter]);
@@ -76,60 +78,25 @@ describe("LoRA wire", () => {
     expect([...decodeReply(reply, w, "s1")]).to.deep.equal([...delta]);
   });
 
-  it("carries activations and deltas through a shared region both processes map", function () {
-    if (!SharedRegion.supported()) this.skip();
-    const workerSide = SharedRegion.create("wire-test", 4096);
-    const serverSide = SharedRegion.attach(workerSide.path, 4096);
-    try {
-      const w = work(6);
-      const message = encodeWork(1, w, workerSide);
-      const raw = overWire(message);
-      expect(raw.activations?.$case).to.equal("shared");
-      const received = decodeWork(raw, serverSide, hInOf);
-      expect(received.transport).to.equal("shm");
-      expect([...received.x]).to.deep.equal([...w.x]);
-      const delta = Float32Array.from({ length: 6 * 4 }, (_, i) => i - 0.5);
-      const reply = replyOverWire(encodeReply(received, delta, 4, serverSide));
-      expect(reply.delta?.$case).to.equal("shared");
-      expect([...decodeReply(reply, w, "s1", workerSide)]).to.deep.equal([...delta]);
-      // Too big for the region: inline instead.
-      expect(overWire(encodeWork(2, work(100), workerSide)).activations?.$case).to.equal("inline");
-    } finally {
-      workerSide.release();
-      serverSide.release();
-    }
-    expect(existsSync(workerSide.path)).to.equal(false);
-  });
-
   it("rejects malformed work with INVALID_ARGUMENT", function () {
-    const good = overWire(encodeWork(1, work(2), undefined));
-    expect(() => decodeWork({ ...good, rowAdapter: [0] }, undefined, hInOf)).to.throw(
+    const good = overWire(encodeWork(1, work(2)));
+    expect(() => decodeWork({ ...good, rowAdapter: [0] }, hInOf)).to.throw(
       InvalidArgumentError,
       /1 entries for 2 rows/,
     );
-    expect(() => decodeWork({ ...good, rowAdapter: [0, 2] }, undefined, hInOf)).to.throw(
+    expect(() => decodeWork({ ...good, rowAdapter: [0, 2] }, hInOf)).to.throw(
       InvalidArgumentError,
       /outside adapter_ids/,
     );
-    expect(() => decodeWork(good, undefined, () => H_IN + 1)).to.throw(InvalidArgumentError, /activations must be f32/);
+    expect(() => decodeWork(good, () => H_IN + 1)).to.throw(InvalidArgumentError, /activations must be f32/);
     const bare: LoraWork = { ...good, activations: undefined };
-    expect(() => decodeWork(bare, undefined, hInOf)).to.throw(InvalidArgumentError, /no activations/);
+    expect(() => decodeWork(bare, hInOf)).to.throw(InvalidArgumentError, /no activations/);
     const shared: LoraWork = {
       ...good,
       activations: { $case: "shared", value: { offset: 0, dtype: 1, shape: [2, H_IN] } },
     };
-    expect(() => decodeWork(shared, undefined, hInOf)).to.throw(InvalidArgumentError, /without a shared region/);
-    if (!SharedRegion.supported()) return;
-    const region = SharedRegion.create("wire-test-bounds", 256);
-    try {
-      const outside: LoraWork = {
-        ...good,
-        activations: { $case: "shared", value: { offset: 200, dtype: 1, shape: [2, H_IN] } },
-      };
-      expect(() => decodeWork(outside, region, hInOf)).to.throw(InvalidArgumentError, /outside the 256-byte region/);
-    } finally {
-      region.release();
-    }
+    // The caller-sent shared-memory path is gone: slices on the stream are refused.
+    expect(() => decodeWork(shared, hInOf)).to.throw(InvalidArgumentError, /not accepted on the stream/);
   });
 
   it("maps reply errors to typed errors: NOT_FOUND stays NOT_FOUND, the rest is UNAVAILABLE", () => {
@@ -179,7 +146,7 @@ describe("LoRA wire", () => {
     expect(timeouts).to.have.length(1);
   });
 
-  it("serves a real Execute stream end to end, over gRPC and over shared memory", async () => {
+  it("serves a real Execute stream end to end over gRPC", async () => {
     // The executor doubles each row's activations into a delta of the same width, or fails a site.
     const executor: SiteExecutor = {
       hInOf,
@@ -195,16 +162,17 @@ describe("LoRA wire", () => {
         definition: LoraServerServiceService,
         implementation: {
           execute: bidiStreamHandler(captureLogger(), (call) =>
-            serveLoraStream(call, { streamId: ++streams, hostId: "h1", executor, logger: captureLogger() }),
+            serveLoraStream(call, { streamId: ++streams, executor, logger: captureLogger() }),
           ),
           loadAdapter: unaryHandler(captureLogger(), async () => ({ sizeBytes: 0, alreadyResident: false })),
           unloadAdapter: unaryHandler(captureLogger(), async () => ({ wasResident: false })),
           getStats: unaryHandler(captureLogger(), async () => ({})),
+          attachSharedMemory: unaryHandler(captureLogger(), async () => ({ name: "", bytes: 0 })),
         },
       },
     ]);
     try {
-      for (const sharedMemory of [false, SharedRegion.supported()]) {
+      for (const sharedMemory of [false]) {
         const client = new LoraStreamClient({
           serverId: "s1",
           address: server.address,
@@ -229,5 +197,112 @@ describe("LoRA wire", () => {
     } finally {
       await server.stop(0);
     }
+  });
+});
+/** A model just big enough for the rings: every site 8 wide in, qkv 16 and gate_up 16 out. */
+const RING_MODEL = {
+  numLayers: 2,
+  numExperts: 0,
+  hiddenSize: 8,
+  numHeads: 2,
+  numKvHeads: 1,
+  headDim: 4,
+  intermediateSize: 8,
+} as ModelConfig;
+
+const ringSegments = (): string[] => readdirSync("/dev/shm").filter((n) => n.startsWith(`loramesh-${process.pid}-`));
+
+describe("LoRA wire: shared-memory rings", function () {
+  before(function () {
+    if (process.platform !== "linux") this.skip();
+  });
+
+  it("attaches by a server-generated name, computes sites on the ring thread, and leaves nothing in /dev/shm", async () => {
+    const ring = new RingServer({ model: RING_MODEL, hostId: "h1", windowMs: 0.2 });
+    // One adapter on layer 1's o site, rank 2.
+    const a = Float32Array.from({ length: 2 * 8 }, (_, i) => Math.sin(i));
+    const b = Float32Array.from({ length: 8 * 2 }, (_, i) => Math.cos(i));
+    const weights = packLoraWeights([[{ rank: 2, scale: 0.5, a, b }]], 8, [8]);
+    ring.setTables(["t.a.1"], [{ layer: 1, site: 1, moe: false, weights }]);
+    const server = await startTestGrpcServer([
+      {
+        name: "loramesh.v1.LoraServerService",
+        definition: LoraServerServiceService,
+        implementation: {
+          execute: bidiStreamHandler(captureLogger(), async () => undefined),
+          loadAdapter: unaryHandler(captureLogger(), async () => ({ sizeBytes: 0, alreadyResident: false })),
+          unloadAdapter: unaryHandler(captureLogger(), async () => ({ wasResident: false })),
+          getStats: unaryHandler(captureLogger(), async () => ({})),
+          attachSharedMemory: unaryHandler(captureLogger(), async (r: AttachSharedMemoryRequest) =>
+            ring.attach(r.workerId, r.hostId),
+          ),
+        },
+      },
+    ]);
+    const client = new LoraStreamClient({
+      serverId: "s1",
+      address: server.address,
+      workerId: "w1",
+      hostId: "h1",
+      sharedMemory: true,
+      logger: captureLogger(),
+    });
+    try {
+      const rows = 3;
+      const x = Float32Array.from({ length: rows * 8 }, (_, i) => i * 0.1 - 1);
+      const site: SiteWork = {
+        layer: 1,
+        site: "o",
+        adapterIds: ["t.b.9", "t.a.1"],
+        rowAdapter: [1, -1, 1],
+        rowExpert: [],
+        x,
+        rows,
+        hIn: 8,
+        nOut: 8,
+      };
+      const delta = await client.request(site);
+      expect(client.transport).to.equal("shm");
+      // The same kernel in this process gives the same bits.
+      const y = f32([rows, 8]);
+      await native.loraApply(weights, f32([rows, 8], x), i32([rows], Int32Array.from([0, -1, 0])), y);
+      expect([...delta]).to.deep.equal([...y.data]);
+      expect(ring.stats()).to.include({ nativeCalls: 1, workItems: 1, rows: 3, attached: 1 });
+      // The worker unlinked the name once both sides had it mapped.
+      expect(ringSegments()).to.deep.equal([]);
+      // A site no adapter touches is zero; an adapter the server does not hold is NOT_FOUND.
+      expect([...(await client.request({ ...site, layer: 0 }))].every((v) => v === 0)).to.equal(true);
+      await client.request({ ...site, rowAdapter: [0, 0, 0] }).then(
+        () => expect.fail("should fail"),
+        (err: unknown) => expect(err).to.be.instanceOf(NotFoundError),
+      );
+      // A server that stops detaches the worker: the next site is UNAVAILABLE, not a hang.
+      ring.stop();
+      await client.request(site).then(
+        () => expect.fail("should fail"),
+        (err: unknown) => expect(err).to.be.instanceOf(UnavailableError),
+      );
+    } finally {
+      client.close();
+      ring.stop();
+      await server.stop(0);
+    }
+    expect(ringSegments()).to.deep.equal([]);
+  });
+
+  it("refuses a worker on another host and names only segments it generated", () => {
+    const ring = new RingServer({ model: RING_MODEL, hostId: "h1" });
+    try {
+      expect(() => ring.attach("w1", "h2")).to.throw(/only for workers on the LoRA server's host/);
+      const { name } = ring.attach("w1", "h1");
+      expect(name).to.match(new RegExp(`^loramesh-${process.pid}-[0-9a-f]{16}$`));
+      expect(existsSync(`/dev/shm/${name}`)).to.equal(true);
+      // A worker refuses names that are not ring segments (no path from a peer is ever opened).
+      expect(() => native.shmConnect("../etc/passwd")).to.throw(InvalidArgumentError, /not a loramesh ring segment/);
+    } finally {
+      ring.stop();
+    }
+    // Stopping removes a segment no worker mapped.
+    expect(ringSegments()).to.deep.equal([]);
   });
 });

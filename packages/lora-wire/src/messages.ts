@@ -1,13 +1,12 @@
 /**
  * Work and reply messages of the Execute stream, to and from plain values. Activations and deltas
- * go inline as tensors, or through the stream's shared region when there is one and they fit.
- * Nothing outside this package builds or reads a `LoraStreamRequest` or `LoraResult`.
+ * go inline as tensors (same-host sites go through the shared-memory rings, `shm-ring.ts`, not the
+ * stream). Nothing outside this package builds or reads a `LoraStreamRequest` or `LoraResult`.
  */
 import { InvalidArgumentError, UnavailableError } from "@loramesh/errors";
 import type { LoraSite } from "@loramesh/formats";
 import { DType, type LoraResult, type LoraStreamOpen, type LoraStreamRequest, type LoraWork } from "@loramesh/proto";
 import { errorOfReply, replyErrorOf } from "./reply-errors";
-import type { SharedRegion } from "./shared-region";
 import { siteFromProto, siteToProto } from "./sites";
 import { decodeTensor, encodeTensor } from "./tensor-codec";
 
@@ -42,44 +41,25 @@ export interface ReceivedWork extends Required<Omit<SiteWork, "nOut" | "adapterI
   rowAdapter: number[];
   rowExpert: number[];
   transport: WireTransport;
-  /** Where the delta goes in the shared region (shm transport). */
-  resultOffset: number;
 }
 
 /** The stream's first message. */
 export interface StreamOpen {
   workerId: string;
   hostId: string;
-  region?: { path: string; bytes: number };
 }
 
 export function encodeOpen(open: StreamOpen): LoraStreamRequest {
-  return {
-    kind: {
-      $case: "open",
-      value: {
-        workerId: open.workerId,
-        hostId: open.hostId,
-        sharedMemoryName: open.region?.path ?? "",
-        sharedMemoryBytes: open.region?.bytes ?? 0,
-      },
-    },
-  };
+  return { kind: { $case: "open", value: { workerId: open.workerId, hostId: open.hostId } } };
 }
 
 export function decodeOpen(open: LoraStreamOpen): StreamOpen {
-  return {
-    workerId: open.workerId,
-    hostId: open.hostId,
-    ...(open.sharedMemoryName !== "" ? { region: { path: open.sharedMemoryName, bytes: open.sharedMemoryBytes } } : {}),
-  };
+  return { workerId: open.workerId, hostId: open.hostId };
 }
 
-/** Worker side: the work message; with a region that fits, the activations are written into it. */
-export function encodeWork(stepId: number, work: SiteWork, region?: SharedRegion): LoraStreamRequest {
-  const useShm = region !== undefined && region.fits(work.x.byteLength, work.rows * work.nOut * 4);
+/** Worker side: the work message, activations inline. */
+export function encodeWork(stepId: number, work: SiteWork): LoraStreamRequest {
   const shape = [work.rows, work.hIn];
-  if (useShm) region.write(0, work.x);
   const value: LoraWork = {
     stepId,
     layer: work.layer,
@@ -88,10 +68,8 @@ export function encodeWork(stepId: number, work: SiteWork, region?: SharedRegion
     rowAdapter: [...work.rowAdapter],
     rowExpert: [...work.rowExpert],
     rowWeight: [...(work.rowWeight ?? [])],
-    activations: useShm
-      ? { $case: "shared", value: { offset: 0, dtype: DType.DTYPE_F32, shape } }
-      : { $case: "inline", value: encodeTensor({ dtype: DType.DTYPE_F32, shape, data: work.x }) },
-    resultOffset: useShm ? region.resultOffset : 0,
+    activations: { $case: "inline", value: encodeTensor({ dtype: DType.DTYPE_F32, shape, data: work.x }) },
+    resultOffset: 0,
     traceparent: work.traceparent ?? "",
     tracestate: work.tracestate ?? "",
   };
@@ -102,14 +80,10 @@ export function encodeWork(stepId: number, work: SiteWork, region?: SharedRegion
  * Server side: validates a work message against the site's input width (`hInOf`) and copies its
  * activations out. Anything malformed is INVALID_ARGUMENT.
  */
-export function decodeWork(
-  work: LoraWork,
-  region: SharedRegion | undefined,
-  hInOf: (site: LoraSite) => number,
-): ReceivedWork {
+export function decodeWork(work: LoraWork, hInOf: (site: LoraSite) => number): ReceivedWork {
   const site = siteFromProto(work.site);
   const hIn = hInOf(site);
-  const { x, rows } = decodeActivations(work, region, hIn);
+  const { x, rows } = decodeActivations(work, hIn);
   if (work.rowAdapter.length !== rows)
     throw new InvalidArgumentError(`row_adapter has ${work.rowAdapter.length} entries for ${rows} rows`);
   for (const i of work.rowAdapter)
@@ -127,18 +101,13 @@ export function decodeWork(
     x,
     rows,
     hIn,
-    transport: work.activations?.$case === "shared" ? "shm" : "grpc",
-    resultOffset: work.resultOffset,
+    transport: "grpc",
     traceparent: work.traceparent,
     tracestate: work.tracestate,
   };
 }
 
-function decodeActivations(
-  work: LoraWork,
-  region: SharedRegion | undefined,
-  hIn: number,
-): { x: Float32Array; rows: number } {
+function decodeActivations(work: LoraWork, hIn: number): { x: Float32Array; rows: number } {
   const act = work.activations;
   if (act?.$case === "inline") {
     const t = decodeTensor(act.value);
@@ -146,25 +115,17 @@ function decodeActivations(
       throw new InvalidArgumentError(`activations must be f32 [rows, ${hIn}]`);
     return { x: t.data, rows: t.shape[0] as number };
   }
-  if (act?.$case === "shared") {
-    if (!region) throw new InvalidArgumentError("shared-memory activations on a stream without a shared region");
-    const s = act.value;
-    const rows = s.shape[0] ?? 0;
-    if (s.dtype !== DType.DTYPE_F32 || s.shape.length !== 2 || s.shape[1] !== hIn)
-      throw new InvalidArgumentError("shared-memory activations out of bounds or of the wrong shape");
-    return { x: region.read(s.offset, rows * hIn), rows };
-  }
+  if (act?.$case === "shared")
+    throw new InvalidArgumentError(
+      "shared-memory slices are not accepted on the stream; same-host sites use the rings",
+    );
   throw new InvalidArgumentError("work has no activations");
 }
 
-/** Server side: the reply carrying a delta [rows, nOut], through the region when the work came that way. */
-export function encodeReply(work: ReceivedWork, delta: Float32Array, nOut: number, region?: SharedRegion): LoraResult {
+/** Server side: the reply carrying a delta [rows, nOut]. */
+export function encodeReply(work: ReceivedWork, delta: Float32Array, nOut: number): LoraResult {
   const base = { stepId: work.stepId, layer: work.layer, site: siteToProto(work.site), error: "", errorCode: 0 };
   const shape = [work.rows, nOut];
-  if (work.transport === "shm" && region) {
-    region.write(work.resultOffset, delta);
-    return { ...base, delta: { $case: "shared", value: { offset: work.resultOffset, dtype: DType.DTYPE_F32, shape } } };
-  }
   return { ...base, delta: { $case: "inline", value: encodeTensor({ dtype: DType.DTYPE_F32, shape, data: delta }) } };
 }
 
@@ -181,20 +142,10 @@ export function decodeReply(
   reply: LoraResult,
   expected: { rows: number; nOut: number },
   serverId: string,
-  region?: SharedRegion,
 ): Float32Array {
   if (reply.error !== "") throw errorOfReply(reply, serverId);
   const count = expected.rows * expected.nOut;
   const delta = reply.delta;
-  if (delta?.$case === "shared" && region) {
-    try {
-      return region.read(delta.value.offset, count);
-    } catch (err) {
-      throw new UnavailableError(
-        `LoRA server ${serverId} returned a delta outside the region: ${(err as Error).message}`,
-      );
-    }
-  }
   if (delta?.$case === "inline") {
     const t = decodeTensor(delta.value);
     if (t.dtype !== DType.DTYPE_F32 || t.data.length !== count)

@@ -1,17 +1,18 @@
 /**
- * The worker's end of one Execute stream to one LoRA server. The stream opens lazily on the first
- * request; with a same-host server it first creates the shared region and announces it in `open`.
- * A lost stream, a timeout or an unmatched reply fails what is in flight with UNAVAILABLE and the
- * next request opens a new stream.
+ * The worker's end of one LoRA server: the Execute stream, and with a same-host server a
+ * shared-memory ring (`AttachSharedMemory`, then sites go through native doorbells; sites too big
+ * for a ring slot still use the stream). Both open lazily on the first request. A lost stream, a
+ * timeout, an unmatched reply or a dead ring fails what is in flight with UNAVAILABLE and the next
+ * request opens a new one.
  */
 import { credentials, type ClientDuplexStream } from "@grpc/grpc-js";
 import { clusterClientOptions, type Logger } from "@loramesh/core";
-import { UnavailableError } from "@loramesh/errors";
+import { NotFoundError, UnavailableError } from "@loramesh/errors";
 import { LoraServerServiceClient, type LoraResult, type LoraStreamRequest } from "@loramesh/proto";
 import { decodeReply, encodeOpen, encodeWork, type SiteWork, type WireTransport } from "./messages";
 import { PendingReplies } from "./pending-replies";
+import { ShmRing } from "./shm-ring";
 import { siteToProto } from "./sites";
-import { DEFAULT_SHARED_REGION_BYTES, SharedRegion } from "./shared-region";
 
 /** Activation tensors must fit one message. */
 export const WIRE_MESSAGE_LIMITS = {
@@ -24,9 +25,8 @@ export interface LoraStreamClientOptions {
   address: string;
   workerId: string;
   hostId: string;
-  /** Create a shared region for this stream (the caller decided the server is on this host). */
+  /** Ask the server for a shared-memory ring (the caller decided the server is on this host). */
   sharedMemory: boolean;
-  sharedMemoryBytes?: number;
   /** A round trip slower than this fails. */
   timeoutMs?: number;
   logger: Logger;
@@ -38,7 +38,10 @@ export class LoraStreamClient {
   private readonly client: LoraServerServiceClient;
   private stream: Stream | undefined;
   private pending: PendingReplies | undefined;
-  private region: SharedRegion | undefined;
+  private ring: ShmRing | undefined;
+  private ringAttach: Promise<ShmRing | undefined> | undefined;
+  /** After a refused attach, the stream alone is used until then (ms since epoch). */
+  private ringRetryAt = 0;
   private lock: Promise<void> = Promise.resolve();
   private step = 0;
 
@@ -50,26 +53,67 @@ export class LoraStreamClient {
   }
 
   get transport(): WireTransport {
-    return this.region ? "shm" : "grpc";
+    return this.ring && !this.ring.isClosed ? "shm" : "grpc";
   }
 
-  /** Sends one site and resolves with its delta [rows, nOut]. */
+  /** The ring's native site backend, once attached (what the native step takes). */
+  get ringBackend(): ShmRing["backend"] | undefined {
+    return this.ring && !this.ring.isClosed ? this.ring.backend : undefined;
+  }
+
+  /** Sends one site and resolves with its delta [rows, nOut] and the transport it took. */
   async request(work: SiteWork): Promise<Float32Array> {
-    // The shared region holds one item at a time, so requests on a stream go one by one.
-    const previous = this.lock;
-    let release!: () => void;
-    this.lock = new Promise((r) => (release = r));
-    await previous;
-    try {
-      const { stream, pending } = this.open();
-      const stepId = ++this.step;
-      const region = this.region;
-      const reply = pending.expect(stepId, work.layer, siteToProto(work.site));
-      stream.write(encodeWork(stepId, work, region));
-      return decodeReply(await reply, work, this.options.serverId, region);
-    } finally {
-      release();
+    const ring = await this.sharedRing();
+    if (ring?.fits(work)) {
+      // Requests on a ring go one by one (the JS path uses one slot; the native step may use more).
+      const previous = this.lock;
+      let release!: () => void;
+      this.lock = new Promise((r) => (release = r));
+      await previous;
+      try {
+        return await ring.request(work);
+      } catch (err) {
+        // The ring's table leaves out adapters still loading layer by layer; the stream waits for
+        // the layer (or answers "not resident" itself), so such a site goes that way.
+        if (!(err instanceof NotFoundError)) throw err;
+      } finally {
+        release();
+      }
     }
+    const { stream, pending } = this.open();
+    const stepId = ++this.step;
+    const reply = pending.expect(stepId, work.layer, siteToProto(work.site));
+    stream.write(encodeWork(stepId, work));
+    return decodeReply(await reply, work, this.options.serverId);
+  }
+
+  /** The ring to this server, attaching on first use; undefined when shared memory is off or failed. */
+  private async sharedRing(): Promise<ShmRing | undefined> {
+    if (!this.options.sharedMemory || process.platform !== "linux") return undefined;
+    if (this.ring && !this.ring.isClosed) return this.ring;
+    if (!this.ringAttach && Date.now() < this.ringRetryAt) return undefined;
+    this.ringAttach ??= ShmRing.attach(
+      this.client,
+      { workerId: this.options.workerId, hostId: this.options.hostId },
+      this.options.timeoutMs ?? 30_000,
+    ).then(
+      (ring) => {
+        this.ring = ring;
+        this.options.logger.info("LoRA ring attached", { server: this.options.serverId });
+        return ring;
+      },
+      (err: unknown) => {
+        this.ringRetryAt = Date.now() + 5_000;
+        this.options.logger.warn("shared-memory ring unavailable; using the gRPC stream", {
+          server: this.options.serverId,
+          error: (err as Error).message,
+        });
+        return undefined;
+      },
+    );
+    const ring = await this.ringAttach;
+    this.ringAttach = undefined;
+    return ring;
   }
 
   /** Drops the stream (the next request reopens it) and fails everything in flight. */
@@ -80,8 +124,8 @@ export class LoraStreamClient {
     this.pending = undefined;
     stream?.cancel();
     pending?.failAll(err);
-    this.region?.release();
-    this.region = undefined;
+    this.ring?.close();
+    this.ring = undefined;
   }
 
   close(): void {
@@ -100,11 +144,7 @@ export class LoraStreamClient {
         if (this.stream === stream) this.reset(err);
       },
     });
-    this.region = this.createRegion();
-    const region = this.region ? { path: this.region.path, bytes: this.region.byteLength } : undefined;
-    stream.write(
-      encodeOpen({ workerId: this.options.workerId, hostId: this.options.hostId, ...(region ? { region } : {}) }),
-    );
+    stream.write(encodeOpen({ workerId: this.options.workerId, hostId: this.options.hostId }));
     const fail = (reason: string): void => {
       if (this.stream === stream)
         this.reset(new UnavailableError(`lost the LoRA stream to ${serverId} (${address}): ${reason}`));
@@ -116,19 +156,7 @@ export class LoraStreamClient {
     stream.on("end", () => fail("closed"));
     this.stream = stream;
     this.pending = pending;
-    this.options.logger.info("LoRA stream opened", { server: serverId, transport: this.transport });
+    this.options.logger.info("LoRA stream opened", { server: serverId });
     return { stream, pending };
-  }
-
-  private createRegion(): SharedRegion | undefined {
-    if (!this.options.sharedMemory || !SharedRegion.supported()) return undefined;
-    try {
-      return SharedRegion.create(this.options.workerId, this.options.sharedMemoryBytes ?? DEFAULT_SHARED_REGION_BYTES);
-    } catch (err) {
-      this.options.logger.warn("shared memory unavailable; using gRPC for activations", {
-        error: (err as Error).message,
-      });
-      return undefined;
-    }
   }
 }

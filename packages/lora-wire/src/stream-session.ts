@@ -1,16 +1,13 @@
 /**
- * The LoRA server's end of one Execute stream: reads `open` (mapping the worker's shared region
- * when it offers one), decodes each work item, hands it to the server's site executor, and answers
+ * The LoRA server's end of one Execute stream: reads `open`, decodes each work item, hands it to the server's site executor, and answers
  * in request order while items compute concurrently. A failed item is an error reply; the stream
  * stays open.
  */
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import { type Logger } from "@loramesh/core";
-import { InvalidArgumentError } from "@loramesh/errors";
 import type { LoraSite } from "@loramesh/formats";
 import type { LoraResult, LoraStreamRequest } from "@loramesh/proto";
-import { decodeOpen, decodeWork, encodeErrorReply, encodeReply, type ReceivedWork, type StreamOpen } from "./messages";
-import { SharedRegion } from "./shared-region";
+import { decodeOpen, decodeWork, encodeErrorReply, encodeReply, type ReceivedWork } from "./messages";
 
 export interface SiteExecutor {
   /** Input width of a site (work items are validated against it). */
@@ -21,8 +18,6 @@ export interface SiteExecutor {
 
 export interface LoraStreamSessionOptions {
   streamId: number;
-  /** This server's host id: only a worker on the same host may offer shared memory. */
-  hostId: string;
   executor: SiteExecutor;
   logger: Logger;
 }
@@ -32,7 +27,6 @@ export async function serveLoraStream(
   call: ServerDuplexStream<LoraStreamRequest, LoraResult>,
   options: LoraStreamSessionOptions,
 ): Promise<void> {
-  let region: SharedRegion | undefined;
   let order: Promise<void> = Promise.resolve();
   const respond = (result: LoraResult): void => {
     if (!call.writableEnded && !call.cancelled) call.write(result);
@@ -40,16 +34,17 @@ export async function serveLoraStream(
   for await (const message of call as AsyncIterable<LoraStreamRequest>) {
     const kind = message.kind;
     if (kind?.$case === "open") {
-      region = attachRegion(decodeOpen(kind.value), options);
+      const open = decodeOpen(kind.value);
+      options.logger.info("worker stream opened", { workerId: open.workerId });
       continue;
     }
     if (kind?.$case !== "work") continue;
     const raw = kind.value;
     const reply = (async (): Promise<LoraResult> => {
       try {
-        const work = decodeWork(raw, region, (site) => options.executor.hInOf(site));
+        const work = decodeWork(raw, (site) => options.executor.hInOf(site));
         const { delta, nOut } = await options.executor.execute(work, options.streamId);
-        return encodeReply(work, delta, nOut, region);
+        return encodeReply(work, delta, nOut);
       } catch (err) {
         return encodeErrorReply(raw, err);
       }
@@ -58,15 +53,4 @@ export async function serveLoraStream(
     order = order.then(async () => respond(await reply));
   }
   await order;
-}
-
-function attachRegion(open: StreamOpen, options: LoraStreamSessionOptions): SharedRegion | undefined {
-  let region: SharedRegion | undefined;
-  if (open.region) {
-    if (open.hostId !== options.hostId)
-      throw new InvalidArgumentError("shared memory offered by a worker on another host");
-    region = SharedRegion.attach(open.region.path, open.region.bytes);
-  }
-  options.logger.info("worker stream opened", { workerId: open.workerId, sharedMemory: region !== undefined });
-  return region;
 }

@@ -57,6 +57,8 @@ export {
   Usage,
 } from "./gen/loramesh/v1/common";
 export {
+  AttachSharedMemoryRequest,
+  AttachSharedMemoryResponse,
   LoadAdapterRequest,
   LoadAdapterResponse,
   LoraResult,

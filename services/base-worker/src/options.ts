@@ -22,7 +22,7 @@ export const options = {
     flag: "shared-memory",
     env: "LORAMESH_SHARED_MEMORY",
     default: true,
-    description: "use shared memory with same-host LoRA servers",
+    description: "use shared-memory rings (native doorbells) with same-host LoRA servers",
   }),
   maxBatchTokens: intOption({
     flag: "max-batch-tokens",

@@ -214,6 +214,7 @@ export class AdapterPool {
         await new Promise((r) => setImmediate(r));
       }
       this.layers.end(id);
+      this.onChange(); // the whole adapter is resident now (the shared-memory ring serves it from here)
     } catch (err) {
       if (began) this.layers.abort(id, "its load failed");
       if (this.resident.get(id)?.adapter === adapter) {

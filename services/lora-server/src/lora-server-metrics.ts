@@ -1,11 +1,11 @@
 /** Prometheus series of a LoRA server: residency, loads, evictions, rows per adapter, bytes moved. */
 import { telemetry } from "@loramesh/telemetry";
 import type { AdapterPool } from "./adapter-pool";
-import type { SiteBatcher } from "./site-batcher";
 
 export function loraServerMetrics(
   pool: AdapterPool,
-  batcher: SiteBatcher,
+  /** Native calls and work items of the stream batcher and the ring thread together. */
+  counters: () => { nativeCalls: number; workItems: number },
   openStreams: () => number,
 ): {
   work(rowAdapterIds: Array<string | undefined>, transport: string, bytesIn: number, bytesOut: number): void;
@@ -39,10 +39,10 @@ export function loraServerMetrics(
   }).addCallback((r) => r.observe(pool.stats().evictions));
   m.createObservableCounter("loramesh_lora_native_calls_total", {
     description: "native batched-LoRA calls",
-  }).addCallback((r) => r.observe(batcher.stats.nativeCalls));
+  }).addCallback((r) => r.observe(counters().nativeCalls));
   m.createObservableCounter("loramesh_lora_work_items_total", {
     description: "work items served (above native calls: cross-worker batching)",
-  }).addCallback((r) => r.observe(batcher.stats.workItems));
+  }).addCallback((r) => r.observe(counters().workItems));
   m.createObservableGauge("loramesh_lora_streams_open", { description: "worker streams open" }).addCallback((r) =>
     r.observe(openStreams()),
   );

@@ -1,11 +1,14 @@
 /**
  * The LoRA server, wired: an adapter pool, the per-site Execute stream (`@loramesh/lora-wire`) over
- * a site executor and the cross-worker batcher, adapter load/unload jobs from BullMQ, and
- * registration with the provisioner.
+ * a site executor and the cross-worker batcher, the shared-memory ring server for same-host workers
+ * (a native thread computing on the pool's packed weights), adapter load/unload jobs from BullMQ,
+ * and registration with the provisioner.
  */
 import { hostname } from "node:os";
 import { bidiStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
+import { FailedPreconditionError } from "@loramesh/errors";
 import { loadModelConfig } from "@loramesh/formats";
+import { RING_SITE_IDS, RingServer } from "@loramesh/lora-wire";
 import { adapterPeerService, AdapterMaterializer, startAdapterJobWorker, type ExecutorAgent } from "@loramesh/mesh";
 import { LoraServerServiceService, SERVICE_NAMES, type LoraServerServiceServer } from "@loramesh/proto";
 import { AdapterCache } from "@loramesh/sources";
@@ -34,6 +37,8 @@ export interface LoraServerOptions {
   layerwiseLoading?: boolean;
   /** Longest a site call waits for a layer of a loading adapter. */
   layerWaitMs?: number;
+  /** A same-host worker that leaves a ring delta unread this long is detached. */
+  ringTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -46,16 +51,42 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
   const { logger } = options;
   const model = loadModelConfig(options.modelDir);
   let agent: ExecutorAgent | undefined;
+  const ring =
+    process.platform === "linux"
+      ? new RingServer({
+          model,
+          hostId: localHostId(),
+          windowMs: options.batchWindowMs,
+          ...(options.ringTimeoutMs !== undefined ? { siteTimeoutMs: options.ringTimeoutMs } : {}),
+        })
+      : undefined;
   const pool = new AdapterPool({
     model,
     capacityBytes: options.capacityBytes,
     hostCacheBytes: options.hostCacheBytes,
     logger,
-    onChange: () => void agent?.beatNow(),
+    onChange: () => {
+      // The ring thread computes with its own copy of the packed pool: replace it on every change.
+      // An adapter still loading layer by layer is left out of the ring's table (its sites then go
+      // through the stream, which waits for each layer), and added when its last layer is resident.
+      ring?.setTables(
+        pool.backend.slotIds().map((id) => (pool.layers.isLoading(id) ? "" : id)),
+        pool.backend.packedSites().map((s) => ({ ...s, site: RING_SITE_IDS[s.site] })),
+      );
+      void agent?.beatNow();
+    },
     layerwise: options.layerwiseLoading ?? true,
   });
   const batcher = new SiteBatcher({ pool, windowMs: options.batchWindowMs });
-  const metrics = loraServerMetrics(pool, batcher, () => streams.openStreams);
+  const ringLog = setInterval(() => {
+    for (const detached of ring?.stats().detachedWorkers ?? []) logger.warn("ring worker detached", { detached });
+  }, 1_000).unref();
+  const counters = (): { nativeCalls: number; workItems: number; rows: number } => {
+    const r = ring?.stats() ?? { nativeCalls: 0, workItems: 0, rows: 0 };
+    const b = batcher.stats;
+    return { nativeCalls: b.nativeCalls + r.nativeCalls, workItems: b.workItems + r.workItems, rows: b.rows + r.rows };
+  };
+  const metrics = loraServerMetrics(pool, counters, () => streams.openStreams);
   const executor = new LoraSiteExecutor({
     model,
     batcher,
@@ -63,12 +94,12 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     ...(options.layerWaitMs !== undefined ? { layerWaitMs: options.layerWaitMs } : {}),
     onServed: (work, ids, delta) => metrics.work(ids, work.transport, work.x.byteLength, delta.byteLength),
   });
-  const streams = new LoraStreamHandler({ hostId: localHostId(), executor, batcher, logger });
   const files = new AdapterMaterializer(
     new AdapterCache({ root: options.adapterCacheDir, limitBytes: options.adapterCacheBytes }),
     options.executorId,
     logger,
   );
+  const streams = new LoraStreamHandler({ executor, batcher, logger });
   const jobWorker = startAdapterJobWorker(
     options.redisUrl,
     options.executorId,
@@ -85,7 +116,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     },
     logger,
   );
-  const implementation = loraServerHandlers(pool, files, batcher, streams, logger);
+  const implementation = loraServerHandlers(pool, files, counters, streams, ring, logger);
   return {
     services: [
       { name: SERVICE_NAMES.loraServer[0], definition: LoraServerServiceService, implementation },
@@ -98,10 +129,12 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
         hostId: localHostId(),
         pool,
         openStreams: () => streams.openStreams,
-        rowsServed: () => executor.rowsServed,
+        rowsServed: () => executor.rowsServed + (ring?.stats().rows ?? 0),
       });
     },
     close: async () => {
+      clearInterval(ringLog);
+      ring?.stop();
       agent?.stop();
       await jobWorker.close();
     },
@@ -112,12 +145,19 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
 function loraServerHandlers(
   pool: AdapterPool,
   files: AdapterMaterializer,
-  batcher: SiteBatcher,
+  counters: () => { nativeCalls: number; workItems: number; rows: number },
   streams: LoraStreamHandler,
+  ring: RingServer | undefined,
   logger: Logger,
 ): LoraServerServiceServer {
   return {
     execute: bidiStreamHandler(logger, (call) => streams.serve(call)),
+    attachSharedMemory: unaryHandler(logger, async (request) => {
+      if (!ring) throw new FailedPreconditionError("shared memory is not available on this platform");
+      const { name, bytes } = ring.attach(request.workerId, request.hostId);
+      logger.info("ring attached", { workerId: request.workerId });
+      return { name, bytes };
+    }),
     loadAdapter: unaryHandler(logger, async (request) => {
       const source = request.source?.source;
       const { dir } = pool.has(request.adapterId)
@@ -143,9 +183,7 @@ function loraServerHandlers(
         poolBytesCapacity: s.bytesCapacity,
         evictions: s.evictions,
         openStreams: streams.openStreams,
-        nativeCalls: batcher.stats.nativeCalls,
-        workItems: batcher.stats.workItems,
-        rows: batcher.stats.rows,
+        ...counters(),
         adapterFilesFromCache: files.counts.cache,
         adapterFilesFromPeer: files.counts.peer,
         adapterFilesFromSource: files.counts.source,

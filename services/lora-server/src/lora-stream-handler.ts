@@ -10,7 +10,6 @@ import { extractContext, SpanKind, SpanStatusCode, telemetry } from "@loramesh/t
 import type { SiteBatcher } from "./site-batcher";
 
 export interface LoraStreamHandlerOptions {
-  hostId: string;
   executor: SiteExecutor;
   batcher: SiteBatcher;
   logger: Logger;
@@ -36,7 +35,6 @@ export class LoraStreamHandler {
     try {
       await serveLoraStream(call, {
         streamId,
-        hostId: this.options.hostId,
         executor: this.executor,
         logger: this.options.logger,
       });

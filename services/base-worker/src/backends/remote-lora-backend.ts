@@ -1,9 +1,11 @@
 /**
  * Disaggregated LoRA: each site's rows go to the LoRA server that holds their adapter, over one
- * Execute stream per server (`@loramesh/lora-wire` owns the stream, the codecs and the shared
- * region). This file only decides where rows go, scatters and gathers them, and fails over: rows
- * of a server that died or stopped answering go to another holder (or wait for the adapter to be
- * placed on a survivor), and rows a server refused as "not resident" go to the next holder.
+ * Disaggregated LoRA: each site's rows go to the LoRA server that holds their adapter, over one
+ * Execute stream per server, or its shared-memory ring when the server is on this host
+ * (`@loramesh/lora-wire` owns the stream, the rings and the codecs). This file only decides where
+ * rows go, scatters and gathers them, and fails over: rows of a server that died or stopped
+ * answering go to another holder (or wait for the adapter to be placed on a survivor), and rows a
+ * server refused as "not resident" go to the next holder.
  */
 import { type Logger } from "@loramesh/core";
 import { NotFoundError, UnavailableError } from "@loramesh/errors";
@@ -19,10 +21,8 @@ export interface RemoteLoraOptions {
   placement: PlacementCache;
   workerId: string;
   hostId: string;
-  /** Use shared memory with LoRA servers on this host. */
+  /** Use shared-memory rings with LoRA servers on this host. */
   sharedMemory: boolean;
-  /** Bytes of each shared region (half for activations, half for deltas). */
-  sharedMemoryBytes?: number;
   /** A round trip slower than this fails (a dead peer never hangs a step). */
   timeoutMs?: number;
   /** How long rows refused as "not resident" wait for the placement to name another holder. */
@@ -231,7 +231,6 @@ export class RemoteLoraBackend implements LoraBackend {
       workerId: this.options.workerId,
       hostId: this.options.hostId,
       sharedMemory: this.options.sharedMemory && server.hostId === this.options.hostId,
-      ...(this.options.sharedMemoryBytes !== undefined ? { sharedMemoryBytes: this.options.sharedMemoryBytes } : {}),
       ...(this.options.timeoutMs !== undefined ? { timeoutMs: this.options.timeoutMs } : {}),
       logger: this.options.logger,
     });

@@ -100,16 +100,26 @@ export interface LoraStreamOpen {
   workerId: string;
   /** Host of the worker; when it equals the server's, activations may travel through shared memory. */
   hostId: string;
-  /**
-   * Name of a shared-memory region the worker created for activations and deltas; empty for
-   * plain gRPC.
-   */
-  sharedMemoryName: string;
-  /** Size of that region in bytes. */
-  sharedMemoryBytes: number;
 }
 
-/** Activations placed in the stream's shared-memory region instead of inline. */
+export interface AttachSharedMemoryRequest {
+  /** The calling base worker. */
+  workerId: string;
+  /** Host of the worker; must equal the server's. */
+  hostId: string;
+}
+
+export interface AttachSharedMemoryResponse {
+  /**
+   * Name of the segment under /dev/shm (loramesh-<server pid>-<random>); the worker unlinks it
+   * once mapped.
+   */
+  name: string;
+  /** Size of the segment in bytes. */
+  bytes: number;
+}
+
+/** No longer accepted on the stream (the shared-memory rings replaced it); kept for wire compatibility. */
 export interface SharedMemorySlice {
   /** Byte offset within the region. */
   offset: number;
@@ -334,7 +344,7 @@ export const LoraStreamRequest: MessageFns<LoraStreamRequest> = {
 };
 
 function createBaseLoraStreamOpen(): LoraStreamOpen {
-  return { workerId: "", hostId: "", sharedMemoryName: "", sharedMemoryBytes: 0 };
+  return { workerId: "", hostId: "" };
 }
 
 export const LoraStreamOpen: MessageFns<LoraStreamOpen> = {
@@ -344,12 +354,6 @@ export const LoraStreamOpen: MessageFns<LoraStreamOpen> = {
     }
     if (message.hostId !== "") {
       writer.uint32(18).string(message.hostId);
-    }
-    if (message.sharedMemoryName !== "") {
-      writer.uint32(26).string(message.sharedMemoryName);
-    }
-    if (message.sharedMemoryBytes !== 0) {
-      writer.uint32(32).uint64(message.sharedMemoryBytes);
     }
     return writer;
   },
@@ -383,22 +387,6 @@ export const LoraStreamOpen: MessageFns<LoraStreamOpen> = {
             message.hostId = reader.string();
             continue;
           }
-          case 3: {
-            if (tag !== 26) {
-              break;
-            }
-
-            message.sharedMemoryName = reader.string();
-            continue;
-          }
-          case 4: {
-            if (tag !== 32) {
-              break;
-            }
-
-            message.sharedMemoryBytes = longToNumber(reader.uint64());
-            continue;
-          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -423,16 +411,6 @@ export const LoraStreamOpen: MessageFns<LoraStreamOpen> = {
         : isSet(object.host_id)
         ? globalThis.String(object.host_id)
         : "",
-      sharedMemoryName: isSet(object.sharedMemoryName)
-        ? globalThis.String(object.sharedMemoryName)
-        : isSet(object.shared_memory_name)
-        ? globalThis.String(object.shared_memory_name)
-        : "",
-      sharedMemoryBytes: isSet(object.sharedMemoryBytes)
-        ? globalThis.Number(object.sharedMemoryBytes)
-        : isSet(object.shared_memory_bytes)
-        ? globalThis.Number(object.shared_memory_bytes)
-        : 0,
     };
   },
 
@@ -444,12 +422,6 @@ export const LoraStreamOpen: MessageFns<LoraStreamOpen> = {
     if (message.hostId !== "") {
       obj.hostId = message.hostId;
     }
-    if (message.sharedMemoryName !== "") {
-      obj.sharedMemoryName = message.sharedMemoryName;
-    }
-    if (message.sharedMemoryBytes !== 0) {
-      obj.sharedMemoryBytes = Math.round(message.sharedMemoryBytes);
-    }
     return obj;
   },
 
@@ -460,8 +432,184 @@ export const LoraStreamOpen: MessageFns<LoraStreamOpen> = {
     const message = createBaseLoraStreamOpen();
     message.workerId = object.workerId ?? "";
     message.hostId = object.hostId ?? "";
-    message.sharedMemoryName = object.sharedMemoryName ?? "";
-    message.sharedMemoryBytes = object.sharedMemoryBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseAttachSharedMemoryRequest(): AttachSharedMemoryRequest {
+  return { workerId: "", hostId: "" };
+}
+
+export const AttachSharedMemoryRequest: MessageFns<AttachSharedMemoryRequest> = {
+  encode(message: AttachSharedMemoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workerId !== "") {
+      writer.uint32(10).string(message.workerId);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(18).string(message.hostId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachSharedMemoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachSharedMemoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachSharedMemoryRequest {
+    return {
+      workerId: isSet(object.workerId)
+        ? globalThis.String(object.workerId)
+        : isSet(object.worker_id)
+        ? globalThis.String(object.worker_id)
+        : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AttachSharedMemoryRequest): unknown {
+    const obj: any = {};
+    if (message.workerId !== "") {
+      obj.workerId = message.workerId;
+    }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachSharedMemoryRequest>, I>>(base?: I): AttachSharedMemoryRequest {
+    return AttachSharedMemoryRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachSharedMemoryRequest>, I>>(object: I): AttachSharedMemoryRequest {
+    const message = createBaseAttachSharedMemoryRequest();
+    message.workerId = object.workerId ?? "";
+    message.hostId = object.hostId ?? "";
+    return message;
+  },
+};
+
+function createBaseAttachSharedMemoryResponse(): AttachSharedMemoryResponse {
+  return { name: "", bytes: 0 };
+}
+
+export const AttachSharedMemoryResponse: MessageFns<AttachSharedMemoryResponse> = {
+  encode(message: AttachSharedMemoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(16).uint64(message.bytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachSharedMemoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachSharedMemoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachSharedMemoryResponse {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+    };
+  },
+
+  toJSON(message: AttachSharedMemoryResponse): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachSharedMemoryResponse>, I>>(base?: I): AttachSharedMemoryResponse {
+    return AttachSharedMemoryResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachSharedMemoryResponse>, I>>(object: I): AttachSharedMemoryResponse {
+    const message = createBaseAttachSharedMemoryResponse();
+    message.name = object.name ?? "";
+    message.bytes = object.bytes ?? 0;
     return message;
   },
 };
@@ -1821,6 +1969,22 @@ export const LoraServerServiceService = {
     responseSerialize: (value: LoraResult): Buffer => Buffer.from(LoraResult.encode(value).finish()),
     responseDeserialize: (value: Buffer): LoraResult => LoraResult.decode(value),
   },
+  /**
+   * Same host only: the server creates a shared-memory ring segment for the worker (a name it
+   * generates under /dev/shm) and returns its name; the worker maps it and then posts its LoRA
+   * sites through the ring instead of Execute. The server never opens a path a caller sends.
+   */
+  attachSharedMemory: {
+    path: "/loramesh.v1.LoraServerService/AttachSharedMemory" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AttachSharedMemoryRequest): Buffer =>
+      Buffer.from(AttachSharedMemoryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AttachSharedMemoryRequest => AttachSharedMemoryRequest.decode(value),
+    responseSerialize: (value: AttachSharedMemoryResponse): Buffer =>
+      Buffer.from(AttachSharedMemoryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AttachSharedMemoryResponse => AttachSharedMemoryResponse.decode(value),
+  },
   /** Makes an adapter resident (used by load jobs and by tests); idempotent. */
   loadAdapter: {
     path: "/loramesh.v1.LoraServerService/LoadAdapter" as const,
@@ -1862,6 +2026,12 @@ export interface LoraServerServiceServer extends UntypedServiceImplementation {
    * site. Results for one stream are returned in request order.
    */
   execute: handleBidiStreamingCall<LoraStreamRequest, LoraResult>;
+  /**
+   * Same host only: the server creates a shared-memory ring segment for the worker (a name it
+   * generates under /dev/shm) and returns its name; the worker maps it and then posts its LoRA
+   * sites through the ring instead of Execute. The server never opens a path a caller sends.
+   */
+  attachSharedMemory: handleUnaryCall<AttachSharedMemoryRequest, AttachSharedMemoryResponse>;
   /** Makes an adapter resident (used by load jobs and by tests); idempotent. */
   loadAdapter: handleUnaryCall<LoadAdapterRequest, LoadAdapterResponse>;
   /** Drops an adapter from the pool; idempotent. */
@@ -1879,6 +2049,26 @@ export interface LoraServerServiceClient extends Client {
   execute(): ClientDuplexStream<LoraStreamRequest, LoraResult>;
   execute(options: Partial<CallOptions>): ClientDuplexStream<LoraStreamRequest, LoraResult>;
   execute(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<LoraStreamRequest, LoraResult>;
+  /**
+   * Same host only: the server creates a shared-memory ring segment for the worker (a name it
+   * generates under /dev/shm) and returns its name; the worker maps it and then posts its LoRA
+   * sites through the ring instead of Execute. The server never opens a path a caller sends.
+   */
+  attachSharedMemory(
+    request: AttachSharedMemoryRequest,
+    callback: (error: ServiceError | null, response: AttachSharedMemoryResponse) => void,
+  ): ClientUnaryCall;
+  attachSharedMemory(
+    request: AttachSharedMemoryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AttachSharedMemoryResponse) => void,
+  ): ClientUnaryCall;
+  attachSharedMemory(
+    request: AttachSharedMemoryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AttachSharedMemoryResponse) => void,
+  ): ClientUnaryCall;
   /** Makes an adapter resident (used by load jobs and by tests); idempotent. */
   loadAdapter(
     request: LoadAdapterRequest,

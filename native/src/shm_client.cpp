@@ -1,0 +1,246 @@
+// The worker's end of a shared-memory ring: ShmSiteBackend implements lm::SiteBackend over the
+// segment its LoRA server created. post() writes a site into a free slot and rings the server's
+// bell; wait() spins briefly, then sleeps on the slot's response word, checking between naps that
+// the server is alive and has not detached this worker.
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+
+#include "common.h"
+#include "shm_ring.h"
+
+namespace lm::shm {
+
+namespace {
+
+constexpr int64_t kSpinNs = 30'000;
+constexpr int64_t kNapNs = 20'000'000;  // between liveness checks of the server
+
+class ShmSiteBackend final : public SiteBackend {
+ public:
+  explicit ShmSiteBackend(const Mapping& m) : map_(m), server_pid_(m.header()->server_pid) {}
+
+  ~ShmSiteBackend() override {
+    std::lock_guard<std::mutex> g(mu_);
+    close_locked();
+    if (map_.base) unmap(&map_);
+  }
+
+  // Tells the server this worker leaves and unmaps the segment as soon as no site is in flight
+  // (a wait in progress unmaps it when it returns), so a closed ring holds no memory.
+  void close() {
+    std::lock_guard<std::mutex> g(mu_);
+    close_locked();
+    release_locked();
+  }
+
+  // Whether the ring is still usable; a dead or detaching server closes (and unmaps) it here, so a
+  // worker lets go of a dead server's segment even when no site is waiting on it.
+  bool check() {
+    std::lock_guard<std::mutex> g(mu_);
+    if (!closed_ && map_.base) {
+      const bool detached = map_.header()->state.load(std::memory_order_acquire) == kDetached;
+      const bool dead = !pid_alive(server_pid_);
+      if (!detached && !dead) return true;
+      broken_ = detached ? "the LoRA server detached this worker"
+                         : "the LoRA server (pid " + std::to_string(server_pid_) + ") is gone";
+      close_locked();
+      if (dead) reap_dead_segments();
+    }
+    release_locked();
+    return false;
+  }
+
+  bool fits(int64_t rows, int64_t h_in, int64_t n_out) const {
+    return rows >= 0 && h_in > 0 && n_out > 0 && rows * (h_in + n_out) < (int64_t{1} << 40) &&
+           slot_layout(rows, h_in, n_out).end <= map_.slot_bytes;
+  }
+
+  lm_status begin_step(const char* const* adapter_ids, int32_t n) override {
+    if (n < 0 || n > static_cast<int32_t>(kMaxAdapters))
+      return fail(LM_ERR_ARGUMENT, "a step names more than " + std::to_string(kMaxAdapters) + " adapters");
+    std::string blob;
+    for (int32_t i = 0; i < n; i++) {
+      blob += adapter_ids[i];
+      blob.push_back('\0');
+    }
+    if (blob.size() > kIdsBytes) return fail(LM_ERR_ARGUMENT, "adapter ids of a step exceed the ring's id area");
+    std::lock_guard<std::mutex> g(mu_);
+    ids_ = std::move(blob);
+    n_ids_ = n;
+    return LM_OK;
+  }
+
+  lm_status post(const SiteCall& call, uint64_t* ticket) override {
+    if (call.site < kSiteQkv || call.site > kSiteDown || call.layer < 0 || call.rows < 0)
+      return fail(LM_ERR_ARGUMENT, "bad site call");
+    if (!fits(call.rows, call.in_features, call.out_features))
+      return fail(LM_ERR_SHAPE, std::to_string(call.rows) + " rows do not fit a ring slot of " +
+                                    std::to_string(map_.slot_bytes) + " bytes");
+    std::lock_guard<std::mutex> g(mu_);
+    if (lm_status s = usable(); s != LM_OK) return s;
+    uint32_t s = 0;
+    while (s < kSlots && busy_[s]) s++;
+    if (s == kSlots) return fail(LM_ERR_ARGUMENT, "every ring slot has a site in flight");
+    Slot& slot = map_.header()->slots[s];
+    uint8_t* data = map_.slot_data(s);
+    const SlotLayout l = slot_layout(call.rows, call.in_features, call.out_features);
+    std::memcpy(data + l.ids, ids_.data(), ids_.size());
+    std::memcpy(data + l.row_adapter, call.row_adapter, static_cast<size_t>(call.rows) * 4);
+    if (call.row_expert) std::memcpy(data + l.row_expert, call.row_expert, static_cast<size_t>(call.rows) * 4);
+    std::memcpy(data + l.x, call.x, static_cast<size_t>(call.rows * call.in_features) * 4);
+    slot.layer = call.layer;
+    slot.site = call.site;
+    slot.rows = static_cast<int32_t>(call.rows);
+    slot.h_in = static_cast<int32_t>(call.in_features);
+    slot.n_out = static_cast<int32_t>(call.out_features);
+    slot.n_adapters = n_ids_;
+    slot.moe = call.row_expert ? 1 : 0;
+    slot.ids_bytes = static_cast<uint32_t>(ids_.size());
+    uint32_t seq = ++seq_[s];
+    if ((seq & 0x80000000u) != 0 || seq == 0) seq = seq_[s] = 1;  // the top bit marks a detach
+    busy_[s] = true;
+    delta_[s] = call.delta;
+    count_[s] = call.rows * call.out_features;
+    slot.req_seq.store(seq, std::memory_order_release);
+    ring();
+    *ticket = (static_cast<uint64_t>(s) << 32) | seq;
+    return LM_OK;
+  }
+
+  lm_status wait(uint64_t ticket, int64_t timeout_us) override {
+    const uint32_t s = static_cast<uint32_t>(ticket >> 32), seq = static_cast<uint32_t>(ticket);
+    if (s >= kSlots || !busy_[s] || seq_[s] != seq) return fail(LM_ERR_ARGUMENT, "unknown ticket");
+    Header* h = map_.header();
+    Slot& slot = h->slots[s];
+    const int64_t start = now_ns(), deadline = start + (timeout_us < 0 ? INT64_MAX / 2 : timeout_us * 1000);
+    uint32_t seen = slot.resp_seq.load(std::memory_order_acquire);
+    while (seen != seq && now_ns() - start < kSpinNs) seen = slot.resp_seq.load(std::memory_order_acquire);
+    while (seen != seq) {
+      if (h->state.load(std::memory_order_acquire) == kDetached)
+        return broken(s, "the LoRA server detached this worker");
+      if (!pid_alive(server_pid_)) {
+        reap_dead_segments();
+        return broken(s, "the LoRA server (pid " + std::to_string(server_pid_) + ") is gone");
+      }
+      const int64_t now = now_ns();
+      if (now >= deadline)
+        return broken(s, "the LoRA server did not answer a site within " + std::to_string(timeout_us / 1000) + " ms");
+      futex_wait(&slot.resp_seq, seen, std::min(kNapNs, deadline - now));
+      seen = slot.resp_seq.load(std::memory_order_acquire);
+    }
+    const lm_status status = static_cast<lm_status>(slot.status);
+    std::string message;
+    if (status == LM_OK) {
+      const SlotLayout l = slot_layout(slot.rows, slot.h_in, slot.n_out);
+      std::memcpy(delta_[s], map_.slot_data(s) + l.delta, static_cast<size_t>(count_[s]) * 4);
+    } else {
+      char buf[kMessageBytes];
+      std::memcpy(buf, slot.message, kMessageBytes);
+      buf[kMessageBytes - 1] = '\0';
+      message = buf;
+    }
+    slot.ack_seq.store(seq, std::memory_order_release);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      busy_[s] = false;
+      release_locked();
+    }
+    if (status == LM_OK) return LM_OK;
+    const bool known = status == LM_ERR_NOT_FOUND || status == LM_ERR_ARGUMENT || status == LM_ERR_SHAPE ||
+                       status == LM_ERR_SLOT || status == LM_ERR_DTYPE;
+    return fail(known ? status : LM_ERR_UNAVAILABLE, "LoRA server: " + message);
+  }
+
+  void end_step() override {}
+
+ private:
+  // Caller holds mu_ and the segment is still mapped.
+  void close_locked() {
+    if (closed_ || !map_.base) return;
+    closed_ = true;
+    Header* h = map_.header();
+    uint32_t attached = kAttached;
+    h->state.compare_exchange_strong(attached, kWorkerClosed);
+    ring();
+  }
+
+  void release_locked() {
+    if (!closed_ || !map_.base) return;
+    for (bool b : busy_)
+      if (b) return;
+    unmap(&map_);
+  }
+
+  void ring() {
+    Header* h = map_.header();
+    h->server_bell.fetch_add(1, std::memory_order_release);
+    futex_wake(&h->server_bell);
+  }
+
+  // Caller holds mu_.
+  lm_status usable() {
+    if (closed_ || !map_.base) return fail(LM_ERR_UNAVAILABLE, broken_.empty() ? "the shared-memory ring is closed" : broken_);
+    if (map_.header()->state.load(std::memory_order_acquire) == kDetached)
+      return fail(LM_ERR_UNAVAILABLE, "the LoRA server detached this worker");
+    return LM_OK;
+  }
+
+  // The ring is unusable from now on (the slot's state is unknown): later posts fail fast.
+  lm_status broken(uint32_t s, const std::string& why) {
+    std::lock_guard<std::mutex> g(mu_);
+    busy_[s] = false;
+    if (broken_.empty()) broken_ = why;
+    close_locked();
+    release_locked();
+    return fail(LM_ERR_UNAVAILABLE, why);
+  }
+
+  Mapping map_;
+  const int32_t server_pid_;
+  std::mutex mu_;
+  bool closed_ = false;
+  std::string broken_;
+  std::string ids_;
+  int32_t n_ids_ = 0;
+  bool busy_[kSlots] = {false, false, false, false};
+  uint32_t seq_[kSlots] = {0, 0, 0, 0};
+  float* delta_[kSlots] = {nullptr, nullptr, nullptr, nullptr};
+  int64_t count_[kSlots] = {0, 0, 0, 0};
+};
+
+}  // namespace
+
+lm_status connect(const std::string& name, std::shared_ptr<SiteBackend>* out) {
+  reap_dead_segments();
+  Mapping m;
+  if (lm_status s = open_segment(name, &m); s != LM_OK) return s;
+  Header* h = m.header();
+  h->worker_pid.store(getpid(), std::memory_order_release);
+  uint32_t created = kCreated;
+  if (!h->state.compare_exchange_strong(created, kAttached)) {
+    unmap(&m);
+    return fail(LM_ERR_UNAVAILABLE, "the LoRA server's segment " + name + " is no longer open for attach");
+  }
+  h->server_bell.fetch_add(1, std::memory_order_release);
+  futex_wake(&h->server_bell);
+  *out = std::make_shared<ShmSiteBackend>(m);
+  return LM_OK;
+}
+
+void close_backend(SiteBackend* backend) {
+  if (auto* b = dynamic_cast<ShmSiteBackend*>(backend)) b->close();
+}
+
+bool backend_check(SiteBackend* backend) {
+  auto* b = dynamic_cast<ShmSiteBackend*>(backend);
+  return b != nullptr && b->check();
+}
+
+bool backend_fits(SiteBackend* backend, int64_t rows, int64_t h_in, int64_t n_out) {
+  auto* b = dynamic_cast<ShmSiteBackend*>(backend);
+  return b != nullptr && b->fits(rows, h_in, n_out);
+}
+
+}  // namespace lm::shm

@@ -1,0 +1,167 @@
+// Shared-memory rings between a base worker and a LoRA server on the same host (issue 13).
+//
+// The LoRA server creates one segment per attached worker under /dev/shm, named
+// `loramesh-<server pid>-<random hex>`, and tells the worker the name through the gRPC attach
+// call; the worker maps it and unlinks the name at once, so after both sides mapped nothing is left
+// in /dev/shm to leak. The server never opens a path a caller sends.
+//
+// A segment holds a header and kSlots request/response slots. The worker writes a request into a
+// free slot, bumps the slot's req_seq and rings the segment's server bell (a futex word); the
+// server's thread waits on the bells of all its segments at once (futex_waitv), batches, writes the
+// delta, sets resp_seq and wakes that word. Everything read from the other side is validated: a
+// header field is copied once and checked before any offset is derived from it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "loramesh/core.h"
+#include "site_backend.h"
+
+namespace lm::shm {
+
+constexpr uint32_t kMagic = 0x4c4d5231;  // "LMR1"
+constexpr uint32_t kSlots = 4;
+constexpr uint32_t kMaxAdapters = 256;
+constexpr uint32_t kIdsBytes = 16 * 1024;
+constexpr uint32_t kMessageBytes = 256;
+constexpr size_t kDefaultSegmentBytes = 32u << 20;
+
+// Segment states (Header::state).
+enum : uint32_t { kCreated = 0, kAttached = 1, kWorkerClosed = 2, kDetached = 3 };
+
+struct alignas(64) Slot {
+  std::atomic<uint32_t> req_seq;   // worker → server: a request with this number is written
+  std::atomic<uint32_t> resp_seq;  // server → worker: its response is written (futex word)
+  std::atomic<uint32_t> ack_seq;   // worker: the response was read (a worker that stops reading is detached)
+  int32_t layer, site, rows, h_in, n_out, n_adapters, moe;
+  uint32_t ids_bytes;
+  int32_t status;                  // lm_status of the response
+  char message[kMessageBytes];     // error message of the response
+};
+
+struct alignas(64) Header {
+  uint32_t magic;
+  uint32_t n_slots;
+  uint64_t segment_bytes;
+  uint64_t slot_bytes;  // data bytes per slot
+  uint64_t data_offset;
+  int32_t server_pid;
+  std::atomic<int32_t> worker_pid;
+  std::atomic<uint32_t> state;
+  alignas(64) std::atomic<uint32_t> server_bell;  // futex word the server thread waits on
+  Slot slots[kSlots];
+};
+
+// Data of one slot: [ids | row_adapter i32[rows] | row_expert i32[rows] | x f32[rows*h_in] | delta f32[rows*n_out]].
+struct SlotLayout {
+  size_t ids, row_adapter, row_expert, x, delta, end;
+};
+SlotLayout slot_layout(int64_t rows, int64_t h_in, int64_t n_out);
+
+// Futex helpers on a shared (not process-private) 32-bit word.
+void futex_wake(std::atomic<uint32_t>* word);
+// Waits while *word == expected, at most timeout_ns (< 0: no limit). Returns false on timeout.
+bool futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_ns);
+// Waits on several words at once (futex_waitv); returns false on timeout.
+bool futex_wait_any(std::atomic<uint32_t>* const* words, const uint32_t* expected, int n, int64_t timeout_ns);
+
+int64_t now_ns();
+bool pid_alive(int32_t pid);
+
+// Whether `name` is a segment name this module generates (loramesh-<pid>-<hex>), and its pid.
+bool parse_name(const std::string& name, int32_t* pid);
+
+// A mapped segment. The layout is kept here, in private memory, so a peer that scribbles over the
+// shared header cannot move either side's view outside the mapping.
+struct Mapping {
+  void* base = nullptr;
+  size_t bytes = 0;
+  size_t data_offset = 0;
+  size_t slot_bytes = 0;
+  Header* header() const { return static_cast<Header*>(base); }
+  uint8_t* slot_data(uint32_t i) const {
+    return static_cast<uint8_t*>(base) + data_offset + static_cast<size_t>(i) * slot_bytes;
+  }
+};
+
+// Server: creates, sizes and maps a fresh segment; writes its name.
+lm_status create_segment(size_t bytes, std::string* name, Mapping* out);
+// Worker: maps the segment a server named (validated name, no symlinks), then unlinks the name.
+lm_status open_segment(const std::string& name, Mapping* out);
+void unmap(Mapping* m);
+void unlink_name(const std::string& name);
+// Unlinks every loramesh ring segment whose creator is dead; returns how many.
+int reap_dead_segments();
+
+
+// ---- the LoRA server's side (shm_server.cpp) ----
+
+// One site's packed adapter weights (as lm_lora_weights describes them), owned by the server.
+struct SiteWeights {
+  lm_dtype dtype = LM_F32;
+  std::vector<uint8_t> a_pool, b_pool;
+  int32_t n_keys = 0, n_slices = 0, max_rank = 0;
+  int32_t widths[LM_LORA_MAX_SLICES] = {0, 0, 0, 0};
+  std::vector<int32_t> rank;
+  std::vector<float> scale;
+  std::vector<int64_t> a_offset, b_offset;
+};
+
+// What the server thread computes with: the adapter pool's slots and packed sites. Replaced whole
+// (never mutated) when the pool changes, so the thread reads it without holding a lock.
+struct Tables {
+  std::unordered_map<std::string, int32_t> slot_of;
+  std::map<int32_t, SiteWeights> sites;  // key: site_key(layer, site, moe)
+};
+inline int32_t site_key(int32_t layer, int32_t site, int32_t moe) { return (layer * 4 + site) * 2 + moe; }
+
+struct ServerOptions {
+  int32_t n_layers = 0;
+  int32_t n_experts = 0;  // 0: dense model
+  int32_t h_in[4] = {0, 0, 0, 0};
+  int32_t n_out[4] = {0, 0, 0, 0};
+  size_t segment_bytes = kDefaultSegmentBytes;
+  int64_t window_us = 2000;          // longest a posted site waits for other workers' posts
+  int64_t active_us = 100000;        // a worker that posted this recently is waited for
+  int64_t site_timeout_us = 10000000;  // a response unread this long detaches the worker
+  int64_t attach_timeout_us = 10000000;  // a segment never mapped this long is removed
+};
+
+struct ServerStats {
+  uint64_t native_calls = 0, work_items = 0, rows = 0, attached = 0, detached = 0;
+  std::vector<std::string> detached_workers;  // since the last stats() call, with the reason
+};
+
+class Server {
+ public:
+  static std::shared_ptr<Server> start(const ServerOptions& options);
+  virtual ~Server() = default;
+  // Creates a segment for a worker; returns its name (under /dev/shm) and size.
+  virtual lm_status attach(const std::string& worker_id, std::string* name, uint64_t* bytes) = 0;
+  virtual void set_tables(std::shared_ptr<const Tables> tables) = 0;
+  virtual ServerStats stats() = 0;
+  // Detaches every worker (their waits return LM_ERR_UNAVAILABLE), removes the segments, joins the thread.
+  virtual void stop() = 0;
+};
+
+// ---- the worker's side (shm_client.cpp) ----
+
+// Maps the segment `name` a LoRA server created for this worker. The backend posts sites into its
+// slots and waits on the response doorbell; a dead, detached or silent server makes wait() return
+// LM_ERR_UNAVAILABLE, an adapter the server does not hold LM_ERR_NOT_FOUND.
+lm_status connect(const std::string& name, std::shared_ptr<SiteBackend>* out);
+// Tells the server this worker is leaving (further posts fail); the mapping goes with the last reference.
+void close_backend(SiteBackend* backend);
+// Whether the ring is usable; closes and unmaps it when its server died or detached this worker.
+bool backend_check(SiteBackend* backend);
+// Whether a site of this size fits one slot of the backend's segment.
+bool backend_fits(SiteBackend* backend, int64_t rows, int64_t h_in, int64_t n_out);
+
+}  // namespace lm::shm

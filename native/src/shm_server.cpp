@@ -1,0 +1,416 @@
+// The LoRA server's ring thread: waits on the server bells of every attached worker's segment,
+// batches the sites they posted for the same (layer, site), runs the batched LoRA kernel once on
+// the adapter pool's packed weights, writes each worker its rows of the delta and rings back. No
+// JavaScript runs on this path; JS only attaches workers and replaces the weight tables.
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "common.h"
+#include "shm_ring.h"
+
+namespace lm::shm {
+
+namespace {
+
+constexpr int64_t kHousekeepingNs = 10'000'000;  // liveness checks at most this often
+constexpr int64_t kSpinNs = 20'000;              // spin before sleeping: a post often follows at once
+constexpr int kMaxChannels = 120;                // futex_waitv takes 128 words
+
+struct Channel {
+  std::string worker_id, name;
+  Mapping map;
+  int64_t created_ns = 0, last_post_ns = 0;
+  uint32_t answered[kSlots] = {0, 0, 0, 0};  // the server's own record; never read back from shared memory
+  int64_t pending_since[kSlots] = {0, 0, 0, 0};
+  uint32_t pending_seq[kSlots] = {0, 0, 0, 0};
+  int64_t answered_at[kSlots] = {0, 0, 0, 0};
+};
+
+// A validated request, its header fields copied out of shared memory once.
+struct Item {
+  Channel* ch;
+  uint32_t slot, seq;
+  int32_t layer, site, rows, h_in, n_out, moe;
+  int64_t since;
+  std::vector<int32_t> row_slot, row_expert;
+  lm_status status = LM_OK;
+  std::string message;
+};
+
+class ServerImpl final : public Server {
+ public:
+  explicit ServerImpl(const ServerOptions& o) : opt_(o) { thread_ = std::thread([this] { loop(); }); }
+  ~ServerImpl() override { stop(); }
+
+  lm_status attach(const std::string& worker_id, std::string* name, uint64_t* bytes) override {
+    auto ch = std::make_unique<Channel>();
+    if (lm_status s = create_segment(opt_.segment_bytes, &ch->name, &ch->map); s != LM_OK) return s;
+    ch->worker_id = worker_id;
+    ch->created_ns = now_ns();
+    *name = ch->name;
+    *bytes = ch->map.bytes;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (stopping_ || channels_.size() + incoming_.size() >= kMaxChannels) {
+        unlink_name(ch->name);
+        unmap(&ch->map);
+        return fail(LM_ERR_UNAVAILABLE, stopping_ ? "LoRA server is stopping" : "too many attached workers");
+      }
+      incoming_.push_back(std::move(ch));
+    }
+    ring_control();
+    return LM_OK;
+  }
+
+  void set_tables(std::shared_ptr<const Tables> tables) override {
+    std::lock_guard<std::mutex> g(mu_);
+    tables_ = std::move(tables);
+  }
+
+  ServerStats stats() override {
+    std::lock_guard<std::mutex> g(mu_);
+    ServerStats s = stats_;
+    s.attached = attached_;
+    stats_.detached_workers.clear();
+    return s;
+  }
+
+  void stop() override {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (stopping_ && !thread_.joinable()) return;
+      stopping_ = true;
+    }
+    ring_control();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void ring_control() {
+    control_.fetch_add(1, std::memory_order_release);
+    futex_wake(&control_);
+  }
+
+  void loop();
+  void take_incoming();
+  void housekeeping(int64_t now);
+  void detach(size_t index, const std::string& reason);
+  void collect(int64_t now, std::vector<Item>* items);
+  bool validate(Item* it, const Tables* tables);
+  void run(std::vector<Item*>& batch, const Tables* tables);
+  void respond(Item* it, const float* delta);
+
+  const ServerOptions opt_;
+  std::mutex mu_;
+  bool stopping_ = false;
+  std::vector<std::unique_ptr<Channel>> incoming_;
+  std::shared_ptr<const Tables> tables_ = std::make_shared<Tables>();
+  ServerStats stats_;
+  uint64_t attached_ = 0;
+  std::atomic<uint32_t> control_{0};
+  std::thread thread_;
+  // Thread-owned.
+  std::vector<std::unique_ptr<Channel>> channels_;
+  int64_t last_housekeeping_ = 0;
+};
+
+void ServerImpl::take_incoming() {
+  std::lock_guard<std::mutex> g(mu_);
+  for (auto& ch : incoming_) channels_.push_back(std::move(ch));
+  incoming_.clear();
+  attached_ = channels_.size();
+}
+
+void ServerImpl::detach(size_t index, const std::string& reason) {
+  Channel* ch = channels_[index].get();
+  Header* h = ch->map.header();
+  h->state.store(kDetached, std::memory_order_release);
+  for (auto& s : h->slots) {
+    s.resp_seq.fetch_add(0x80000000u, std::memory_order_release);  // never equals a posted seq: wakes waiters
+    futex_wake(&s.resp_seq);
+  }
+  unlink_name(ch->name);  // still there only if the worker never mapped it
+  unmap(&ch->map);
+  std::lock_guard<std::mutex> g(mu_);
+  stats_.detached++;
+  stats_.detached_workers.push_back(ch->worker_id + ": " + reason);
+  channels_.erase(channels_.begin() + static_cast<std::ptrdiff_t>(index));
+  attached_ = channels_.size();
+}
+
+void ServerImpl::housekeeping(int64_t now) {
+  last_housekeeping_ = now;
+  for (size_t i = channels_.size(); i-- > 0;) {
+    Channel* ch = channels_[i].get();
+    Header* h = ch->map.header();
+    const uint32_t state = h->state.load(std::memory_order_acquire);
+    if (state == kCreated) {
+      if (now - ch->created_ns > opt_.attach_timeout_us * 1000) detach(i, "never mapped its segment");
+      continue;
+    }
+    if (state == kWorkerClosed) {
+      detach(i, "closed");
+      continue;
+    }
+    if (state != kAttached || !pid_alive(h->worker_pid.load())) {
+      detach(i, "process gone");
+      continue;
+    }
+    for (uint32_t s = 0; s < kSlots; s++) {
+      const bool unread = h->slots[s].ack_seq.load(std::memory_order_acquire) != ch->answered[s];
+      if (unread && ch->answered_at[s] > 0 && now - ch->answered_at[s] > opt_.site_timeout_us * 1000) {
+        detach(i, "stopped reading its deltas");
+        break;
+      }
+    }
+  }
+}
+
+void ServerImpl::collect(int64_t now, std::vector<Item>* items) {
+  for (auto& up : channels_) {
+    Channel* ch = up.get();
+    Header* h = ch->map.header();
+    if (h->state.load(std::memory_order_acquire) != kAttached) continue;
+    for (uint32_t s = 0; s < kSlots; s++) {
+      Slot& slot = h->slots[s];
+      const uint32_t seq = slot.req_seq.load(std::memory_order_acquire);
+      if (seq == ch->answered[s]) continue;
+      if (ch->pending_seq[s] != seq) {
+        ch->pending_seq[s] = seq;
+        ch->pending_since[s] = now;
+        ch->last_post_ns = now;
+      }
+      Item it;
+      it.ch = ch;
+      it.slot = s;
+      it.seq = seq;
+      it.layer = slot.layer;
+      it.site = slot.site;
+      it.rows = slot.rows;
+      it.h_in = slot.h_in;
+      it.n_out = slot.n_out;
+      it.moe = slot.moe;
+      it.since = ch->pending_since[s];
+      items->push_back(std::move(it));
+    }
+  }
+}
+
+// Checks a request against the model and the slot, and resolves its adapters to pool slots.
+bool ServerImpl::validate(Item* it, const Tables* tables) {
+  auto bad = [it](lm_status s, std::string m) {
+    it->status = s;
+    it->message = std::move(m);
+    return false;
+  };
+  if (it->site < 0 || it->site > 3) return bad(LM_ERR_ARGUMENT, "unknown site " + std::to_string(it->site));
+  if (it->layer < 0 || it->layer >= opt_.n_layers)
+    return bad(LM_ERR_ARGUMENT, "layer " + std::to_string(it->layer) + " does not exist");
+  if (it->moe != 0 && (it->moe != 1 || opt_.n_experts == 0))
+    return bad(LM_ERR_ARGUMENT, "row_expert must have one entry per row on an MoE model");
+  if (it->h_in != opt_.h_in[it->site] || it->n_out != opt_.n_out[it->site])
+    return bad(LM_ERR_SHAPE, "site shape [" + std::to_string(it->h_in) + " -> " + std::to_string(it->n_out) +
+                                 "] does not match the model");
+  if (it->rows < 0 || slot_layout(it->rows, it->h_in, it->n_out).end > it->ch->map.slot_bytes)
+    return bad(LM_ERR_SHAPE, std::to_string(it->rows) + " rows do not fit the ring slot");
+  Slot& slot = it->ch->map.header()->slots[it->slot];
+  const int32_t n_adapters = slot.n_adapters;
+  const uint32_t ids_bytes = slot.ids_bytes;
+  if (n_adapters < 0 || n_adapters > static_cast<int32_t>(kMaxAdapters) || ids_bytes > kIdsBytes)
+    return bad(LM_ERR_ARGUMENT, "too many adapter ids");
+  const uint8_t* data = it->ch->map.slot_data(it->slot);
+  const SlotLayout l = slot_layout(it->rows, it->h_in, it->n_out);
+  // Adapter ids: n NUL-terminated strings; copied out before they are looked up.
+  std::string ids(reinterpret_cast<const char*>(data + l.ids), ids_bytes);
+  std::vector<int32_t> slot_of(static_cast<size_t>(n_adapters), -2);  // -2: not resolved yet
+  std::vector<std::string> names;
+  size_t pos = 0;
+  for (int32_t a = 0; a < n_adapters; a++) {
+    const size_t end = ids.find('\0', pos);
+    if (end == std::string::npos) return bad(LM_ERR_ARGUMENT, "malformed adapter ids");
+    names.push_back(ids.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  it->row_slot.resize(static_cast<size_t>(it->rows));
+  std::memcpy(it->row_slot.data(), data + l.row_adapter, static_cast<size_t>(it->rows) * 4);
+  for (int32_t& r : it->row_slot) {
+    if (r < -1 || r >= n_adapters) return bad(LM_ERR_ARGUMENT, "row_adapter index is outside adapter_ids");
+    if (r < 0) continue;
+    int32_t& resolved = slot_of[static_cast<size_t>(r)];
+    if (resolved == -2) {
+      auto found = tables->slot_of.find(names[static_cast<size_t>(r)]);
+      if (found == tables->slot_of.end())
+        return bad(LM_ERR_NOT_FOUND, "adapter " + names[static_cast<size_t>(r)] + " is not resident on this LoRA server");
+      resolved = found->second;
+    }
+    r = resolved;
+  }
+  if (it->moe) {
+    it->row_expert.resize(static_cast<size_t>(it->rows));
+    std::memcpy(it->row_expert.data(), data + l.row_expert, static_cast<size_t>(it->rows) * 4);
+    for (int32_t e : it->row_expert)
+      if (e < 0 || e >= opt_.n_experts) return bad(LM_ERR_ARGUMENT, "row_expert is outside the experts");
+  }
+  return true;
+}
+
+void ServerImpl::respond(Item* it, const float* delta) {
+  Channel* ch = it->ch;
+  Slot& slot = ch->map.header()->slots[it->slot];
+  if (it->status == LM_OK && it->rows > 0 && delta != nullptr) {
+    const SlotLayout l = slot_layout(it->rows, it->h_in, it->n_out);
+    std::memcpy(ch->map.slot_data(it->slot) + l.delta, delta, static_cast<size_t>(it->rows) * it->n_out * 4);
+  }
+  slot.status = it->status;
+  const size_t n = std::min(it->message.size(), static_cast<size_t>(kMessageBytes - 1));
+  std::memcpy(slot.message, it->message.data(), n);
+  slot.message[n] = '\0';
+  ch->answered[it->slot] = it->seq;
+  ch->answered_at[it->slot] = now_ns();
+  slot.resp_seq.store(it->seq, std::memory_order_release);
+  futex_wake(&slot.resp_seq);
+}
+
+void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
+  const Item& first = *batch.front();
+  const int32_t h_in = first.h_in, n_out = first.n_out;
+  int64_t rows = 0;
+  for (Item* it : batch) rows += it->rows;
+  std::vector<float> x(static_cast<size_t>(rows * h_in)), y(static_cast<size_t>(rows * n_out), 0.0f);
+  std::vector<int32_t> row_slot, row_expert;
+  row_slot.reserve(static_cast<size_t>(rows));
+  int64_t r = 0;
+  for (Item* it : batch) {
+    const SlotLayout l = slot_layout(it->rows, h_in, n_out);
+    std::memcpy(x.data() + r * h_in, it->ch->map.slot_data(it->slot) + l.x, static_cast<size_t>(it->rows) * h_in * 4);
+    row_slot.insert(row_slot.end(), it->row_slot.begin(), it->row_slot.end());
+    row_expert.insert(row_expert.end(), it->row_expert.begin(), it->row_expert.end());
+    r += it->rows;
+  }
+  lm_status status = LM_OK;
+  auto found = tables->sites.find(site_key(first.layer, first.site, first.moe));
+  if (found != tables->sites.end() && rows > 0) {  // no table: no resident adapter touches the site
+    const SiteWeights& w = found->second;
+    const int64_t entries = static_cast<int64_t>(w.rank.size());
+    lm_tensor a{const_cast<uint8_t*>(w.a_pool.data()), w.dtype, LM_CPU, 0, 1, {static_cast<int64_t>(w.a_pool.size() / elem_size(w.dtype))}};
+    lm_tensor b{const_cast<uint8_t*>(w.b_pool.data()), w.dtype, LM_CPU, 0, 1, {static_cast<int64_t>(w.b_pool.size() / elem_size(w.dtype))}};
+    lm_tensor rk{const_cast<int32_t*>(w.rank.data()), LM_I32, LM_CPU, 0, 1, {entries}};
+    lm_tensor sc{const_cast<float*>(w.scale.data()), LM_F32, LM_CPU, 0, 1, {entries}};
+    lm_tensor ao{const_cast<int64_t*>(w.a_offset.data()), LM_I64, LM_CPU, 0, 1, {entries}};
+    lm_tensor bo{const_cast<int64_t*>(w.b_offset.data()), LM_I64, LM_CPU, 0, 1, {entries}};
+    lm_lora_weights lw{&a, &b, w.n_keys, w.n_slices, {w.widths[0], w.widths[1], w.widths[2], w.widths[3]}, &rk, &sc, &ao, &bo, w.max_rank};
+    lm_tensor xt{x.data(), LM_F32, LM_CPU, 0, 2, {rows, h_in}};
+    lm_tensor yt{y.data(), LM_F32, LM_CPU, 0, 2, {rows, n_out}};
+    lm_tensor st{row_slot.data(), LM_I32, LM_CPU, 0, 1, {rows}};
+    if (first.moe) {
+      lm_tensor et{row_expert.data(), LM_I32, LM_CPU, 0, 1, {rows}};
+      status = lm_lora_apply_moe(&lw, opt_.n_experts, &xt, nullptr, &st, &et, nullptr, &yt);
+    } else {
+      status = lm_lora_apply(&lw, &xt, &st, &yt);
+    }
+  }
+  const std::string message = status == LM_OK ? "" : lm_last_error();
+  r = 0;
+  for (Item* it : batch) {
+    it->status = status;
+    it->message = message;
+    respond(it, y.data() + r * n_out);
+    r += it->rows;
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  stats_.native_calls++;
+  stats_.work_items += batch.size();
+  stats_.rows += static_cast<uint64_t>(rows);
+}
+
+void ServerImpl::loop() {
+  std::vector<Item> items;
+  std::vector<std::atomic<uint32_t>*> words;
+  std::vector<uint32_t> expected;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (stopping_) break;
+    }
+    // Read the bells before scanning, so a post after the scan changes a word we then wait on.
+    words.assign(1, &control_);
+    expected.assign(1, control_.load(std::memory_order_acquire));
+    take_incoming();
+    const int64_t now = now_ns();
+    if (now - last_housekeeping_ > kHousekeepingNs) housekeeping(now);
+    for (auto& ch : channels_) {
+      words.push_back(&ch->map.header()->server_bell);
+      expected.push_back(words.back()->load(std::memory_order_acquire));
+    }
+    items.clear();
+    collect(now, &items);
+    std::shared_ptr<const Tables> tables;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      tables = tables_;
+    }
+    // Malformed requests and unknown adapters are answered at once, alone.
+    std::vector<Item*> valid;
+    for (Item& it : items) {
+      if (validate(&it, tables.get())) valid.push_back(&it);
+      else respond(&it, nullptr);
+    }
+    if (!valid.empty()) {
+      // Due: when every recently active worker is blocked on a post nothing more can arrive, so the
+      // earliest site runs (workers that lag catch up and fall into step); otherwise the site whose
+      // post has waited a full window runs, oldest first, so no worker waits on another for long.
+      bool all_blocked = true;
+      for (auto& ch : channels_) {
+        const bool active = ch->last_post_ns > 0 && now - ch->last_post_ns <= opt_.active_us * 1000;
+        const bool blocked = std::any_of(valid.begin(), valid.end(), [&](Item* it) { return it->ch == ch.get(); });
+        if (active && !blocked) all_blocked = false;
+      }
+      Item* oldest = *std::min_element(valid.begin(), valid.end(), [](Item* a, Item* b) { return a->since < b->since; });
+      Item* due = nullptr;
+      if (all_blocked) {
+        due = *std::min_element(valid.begin(), valid.end(), [](Item* a, Item* b) {
+          return a->layer * 4 + a->site < b->layer * 4 + b->site;
+        });
+      } else if (now - oldest->since >= opt_.window_us * 1000) {
+        due = oldest;
+      }
+      if (due) {
+        std::vector<Item*> batch;
+        for (Item* it : valid)
+          if (it->layer == due->layer && it->site == due->site && it->moe == due->moe) batch.push_back(it);
+        run(batch, tables.get());
+        continue;
+      }
+    }
+    const int64_t window_left =
+        valid.empty() ? kHousekeepingNs
+                      : opt_.window_us * 1000 - (now - (*std::min_element(valid.begin(), valid.end(), [](Item* a, Item* b) {
+                                                          return a->since < b->since;
+                                                        }))->since);
+    const int64_t timeout = std::max<int64_t>(0, std::min(window_left, kHousekeepingNs));
+    // Spin briefly: the next post usually follows within microseconds.
+    const int64_t spin_until = now_ns() + std::min(timeout, kSpinNs);
+    bool changed = false;
+    while (!changed && now_ns() < spin_until) {
+      for (size_t i = 0; i < words.size() && !changed; i++)
+        changed = words[i]->load(std::memory_order_acquire) != expected[i];
+    }
+    if (!changed && timeout > kSpinNs)
+      futex_wait_any(words.data(), expected.data(), static_cast<int>(words.size()), timeout - kSpinNs);
+  }
+  while (!channels_.empty()) detach(channels_.size() - 1, "LoRA server stopping");
+  take_incoming();
+  while (!channels_.empty()) detach(channels_.size() - 1, "LoRA server stopping");
+}
+
+}  // namespace
+
+std::shared_ptr<Server> Server::start(const ServerOptions& options) {
+  reap_dead_segments();
+  return std::make_shared<ServerImpl>(options);
+}
+
+}  // namespace lm::shm
