@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { credentials } from "@grpc/grpc-js";
 import type { LocalCluster } from "@loramesh/cli";
+import { CLUSTER_TOKEN_ENV, clusterClientOptions } from "@loramesh/core";
 import { unary } from "@loramesh/mesh";
 import {
   AdapterState,
@@ -69,7 +70,11 @@ describe("adapter sources: hub, S3 and HTTP, the host cache, peer fetch and pref
     existsSync(join(root, "objects")) ? readdirSync(join(root, "objects")).sort() : [];
   const loraServer = (): string => cluster.processes.find((p) => p.service === "lora-server")?.address as string;
   const stats = (address: string): Promise<LoraServerStats> => {
-    const c = new LoraServerServiceClient(address, credentials.createInsecure());
+    const c = new LoraServerServiceClient(
+      address,
+      credentials.createInsecure(),
+      clusterClientOptions(cluster.clusterToken),
+    );
     return unary<object, LoraServerStats>(c.getStats, c, {}).finally(() => c.close());
   };
 
@@ -102,7 +107,11 @@ describe("adapter sources: hub, S3 and HTTP, the host cache, peer fetch and pref
     });
     client = new LoraMeshClient({ address: cluster.routerAddress });
     const prov = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
-    provisioner = new ProvisionerServiceClient(prov, credentials.createInsecure());
+    provisioner = new ProvisionerServiceClient(
+      prov,
+      credentials.createInsecure(),
+      clusterClientOptions(cluster.clusterToken),
+    );
   });
 
   after(async () => {
@@ -170,7 +179,11 @@ describe("adapter sources: hub, S3 and HTTP, the host cache, peer fetch and pref
 
   it("prefetch: a request for a non-resident adapter makes the provisioner start its load from the router's hint", async () => {
     const address = loraServer();
-    const lora = new LoraServerServiceClient(address, credentials.createInsecure());
+    const lora = new LoraServerServiceClient(
+      address,
+      credentials.createInsecure(),
+      clusterClientOptions(cluster.clusterToken),
+    );
     const { adapterId } = await client.getAdapter("sql");
     try {
       // The LoRA server drops the adapter (as its pool would under pressure); placement sees it gone.
@@ -212,7 +225,7 @@ describe("adapter sources: hub, S3 and HTTP, the host cache, peer fetch and pref
         "--adapter-cache",
         ownCache,
       ],
-      { stdio: ["ignore", "inherit", "inherit", "ipc"], env },
+      { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...env, [CLUSTER_TOKEN_ENV]: cluster.clusterToken } },
     );
     extra.push(child);
     const address = await new Promise<string>((resolve, reject) => {

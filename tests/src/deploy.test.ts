@@ -18,7 +18,7 @@ import { REPO_ROOT } from "@loramesh/testing";
 const DEPLOY = join(REPO_ROOT, "deploy");
 
 /** Environment variables each service reads: its declared options plus what every process reads. */
-const COMMON_ENV = ["LOG_LEVEL", "METRICS_ADDRESS", "LORAMESH_HOST_ID", "NODE_ENV"];
+const COMMON_ENV = ["LOG_LEVEL", "METRICS_ADDRESS", "LORAMESH_HOST_ID", "NODE_ENV", "LORAMESH_CLUSTER_TOKEN"];
 const envOf = (options: Record<string, { env?: string }>): Set<string> =>
   new Set([
     ...Object.values(options)

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { credentials, type ServerWritableStream } from "@grpc/grpc-js";
 import {
   clientChannelOptions,
+  clusterClientOptions,
   fromServiceError,
   isServiceError,
   serverStreamHandler,
@@ -88,6 +89,7 @@ export async function fetchFromPeer(
   const client = new AdapterPeerServiceClient(address, credentials.createInsecure(), {
     ...clientChannelOptions({ service: SERVICE_NAMES.adapterPeer[0] }),
     "grpc-node.flow_control_window": RECEIVE_WINDOW_BYTES,
+    ...clusterClientOptions(),
   });
   const call = client.fetchAdapter({ adapterId, contentHash }, { deadline: new Date(Date.now() + deadlineMs) });
   try {
