@@ -6,14 +6,13 @@
 import type { LoraWeights } from "./lora";
 
 declare const ringServerBrand: unique symbol;
-declare const siteBackendBrand: unique symbol;
 /** Opaque handle of a LoRA server's ring server. */
 export type RingServerHandle = { readonly [ringServerBrand]: true };
 /**
- * Opaque handle of a worker's shared-memory site backend: in native code a
+ * A worker's shared-memory site backend is a `SiteBackendHandle` (step.ts): in native code a
  * `Napi::External<std::shared_ptr<lm::SiteBackend>>`, which the native step accepts as is.
  */
-export type SiteBackendHandle = { readonly [siteBackendBrand]: true };
+export type { SiteBackendHandle } from "./step";
 
 export interface RingServerOptions {
   numLayers: number;

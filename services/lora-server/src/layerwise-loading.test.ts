@@ -52,7 +52,6 @@ function work(layer: number): ReceivedWork {
     traceparent: "",
     tracestate: "",
     transport: "grpc",
-    resultOffset: 0,
   };
 }
 
