@@ -42,13 +42,7 @@ export {
   type StepModelSpec,
   toStepError,
 } from "./step";
-export type {
-  RingServerHandle,
-  RingServerOptions,
-  RingServerStats,
-  RingSite,
-  RingSiteTable,
-} from "./shm";
+export type { RingServerHandle, RingServerOptions, RingServerStats, RingSite, RingSiteTable } from "./shm";
 export { bf16, type DType, f32, fromBf16, i32, i64, numel, type Tensor, toBf16 } from "./tensor";
 
 interface Addon {
