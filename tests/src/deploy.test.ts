@@ -191,7 +191,11 @@ describe("deploy: Kubernetes manifests (validated offline)", () => {
     const claims = byKind("PersistentVolumeClaim").map((d) => d.metadata.name);
     for (const d of deployments) {
       for (const c of d.spec?.template.spec?.containers ?? []) {
-        for (const ref of c.envFrom ?? []) expect(configMaps).to.include(ref.configMapRef?.name);
+        for (const ref of c.envFrom ?? []) {
+          // The one secret is the cluster token, which the operator creates (deploy/README.md).
+          if (ref.secretRef) expect(ref.secretRef.name).to.equal("loramesh-cluster-token");
+          else expect(configMaps).to.include(ref.configMapRef?.name);
+        }
       }
       for (const v of d.spec?.template.spec?.volumes ?? [])
         if (v.persistentVolumeClaim) expect(claims).to.include(v.persistentVolumeClaim.claimName);

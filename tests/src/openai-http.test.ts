@@ -411,18 +411,23 @@ describe("OpenAI-compatible HTTP API: admission limits and no worker (official o
   });
 
   it("answers 503 when no base worker can serve", async () => {
+    // `up` restarts a worker that dies, so the only worker is stopped (SIGSTOP) instead: the router
+    // loses it (keepalive, or the provisioner dropping it when its heartbeat expires); bounded wait.
     const worker = cluster.processes.find((p) => p.service === "base-worker") as { pid: number };
-    process.kill(worker.pid, "SIGKILL");
-    // The provisioner drops the worker when its heartbeat expires; wait for that, bounded.
-    let status = 0;
-    for (let i = 0; i < 100 && status !== 503; i++) {
-      const err = await completion(client, { model: MODEL, prompt: PROMPT, max_tokens: 1 }).then(
-        () => undefined,
-        (e: unknown) => e as APIError,
-      );
-      status = err?.status ?? 200;
-      if (status !== 503) await new Promise((r) => setTimeout(r, 100));
+    process.kill(worker.pid, "SIGSTOP");
+    try {
+      let status = 0;
+      for (let i = 0; i < 100 && status !== 503; i++) {
+        const err = await completion(client, { model: MODEL, prompt: PROMPT, max_tokens: 1 }).then(
+          () => undefined,
+          (e: unknown) => e as APIError,
+        );
+        status = err?.status ?? 200;
+        if (status !== 503) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(status).to.equal(503);
+    } finally {
+      process.kill(worker.pid, "SIGCONT");
     }
-    expect(status).to.equal(503);
   });
 });

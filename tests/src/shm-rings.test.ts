@@ -111,10 +111,9 @@ describe("shared-memory rings between real processes (SIGKILL of either side)", 
       expect(o).to.be.instanceOf(LoraMeshClientError);
       expect((o as LoraMeshClientError).code, (o as Error).message).to.equal(status.UNAVAILABLE);
     }
-    expect(
-      outcomes.some((o) => o !== "finished"),
-      "some request used the killed server",
-    ).to.equal(true);
+    // The kill took effect: the victim is gone (`up` may have started a new server in its place;
+    // the worker's failover then finishes what the victim held, or fails it with UNAVAILABLE).
+    expect(alive(victim), "the killed LoRA server").to.equal(false);
     for (const w of workers()) expect(alive(w.pid), `worker ${w.pid}`).to.equal(true);
     // The dead server's segments: unmapped by the workers once they saw it die, and named nowhere.
     await until(

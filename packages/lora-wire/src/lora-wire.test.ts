@@ -223,13 +223,27 @@ describe("LoRA wire: shared-memory rings", function () {
     const a = Float32Array.from({ length: 2 * 8 }, (_, i) => Math.sin(i));
     const b = Float32Array.from({ length: 8 * 2 }, (_, i) => Math.cos(i));
     const weights = packLoraWeights([[{ rank: 2, scale: 0.5, a, b }]], 8, [8]);
+    let streamSites = 0;
     ring.setTables(["t.a.1"], [{ layer: 1, site: 1, moe: false, weights }]);
     const server = await startTestGrpcServer([
       {
         name: "loramesh.v1.LoraServerService",
         definition: LoraServerServiceService,
         implementation: {
-          execute: bidiStreamHandler(captureLogger(), async () => undefined),
+          // What the ring's table leaves out goes over the stream; this server holds nothing there.
+          execute: bidiStreamHandler(captureLogger(), (call) =>
+            serveLoraStream(call, {
+              streamId: 1,
+              executor: {
+                hInOf,
+                execute: async () => {
+                  streamSites++;
+                  throw new NotFoundError("adapter t.b.9 is not resident");
+                },
+              },
+              logger: captureLogger(),
+            }),
+          ),
           loadAdapter: unaryHandler(captureLogger(), async () => ({ sizeBytes: 0, alreadyResident: false })),
           unloadAdapter: unaryHandler(captureLogger(), async () => ({ wasResident: false })),
           getStats: unaryHandler(captureLogger(), async () => ({})),
@@ -270,12 +284,14 @@ describe("LoRA wire: shared-memory rings", function () {
       expect(ring.stats()).to.include({ nativeCalls: 1, workItems: 1, rows: 3, attached: 1 });
       // The worker unlinked the name once both sides had it mapped.
       expect(ringSegments()).to.deep.equal([]);
-      // A site no adapter touches is zero; an adapter the server does not hold is NOT_FOUND.
+      // A site no adapter touches is zero. An adapter the ring does not hold (not resident, or
+      // still loading layer by layer) goes to the stream, which answers for it: here NOT_FOUND.
       expect([...(await client.request({ ...site, layer: 0 }))].every((v) => v === 0)).to.equal(true);
       await client.request({ ...site, rowAdapter: [0, 0, 0] }).then(
         () => expect.fail("should fail"),
         (err: unknown) => expect(err).to.be.instanceOf(NotFoundError),
       );
+      expect(streamSites).to.equal(1);
       // A server that stops detaches the worker: the next site is UNAVAILABLE, not a hang.
       ring.stop();
       await client.request(site).then(
