@@ -110,10 +110,37 @@ export class Provisioner {
 
   /** Records or refreshes an executor; a new one changes placement at once. */
   async registerExecutor(info: ExecutorInfo): Promise<void> {
-    if (!(await this.deps.executors.register(info))) return;
-    this.deps.logger.info("executor registered", { executorId: info.executorId, address: info.address });
+    if (await this.deps.executors.register(info)) {
+      this.deps.logger.info("executor registered", { executorId: info.executorId, address: info.address });
+    } else {
+      // The id registers again while its old registration lives: a process restarted faster than
+      // its heartbeat TTL, holding nothing yet. Its heartbeat drops it from the holders, but the
+      // targets would still name it and no load would ever be scheduled: forget them, so that
+      // reconcile loads its adapters again (one it does hold answers the load at once).
+      const forgotten = await this.forgetTargetsOf(info.executorId);
+      if (forgotten === 0) return;
+      this.deps.logger.info("executor re-registered; its adapters are placed again", {
+        executorId: info.executorId,
+        adapters: forgotten,
+      });
+    }
     await this.deps.placement.publish();
     await this.reconcile();
+  }
+
+  /** Removes an executor from every adapter's targets (under the placement epoch); how many. */
+  private async forgetTargetsOf(executorId: string): Promise<number> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const epoch = await this.deps.placement.epoch();
+      const records = await this.deps.adapters.all();
+      const targets = await this.deps.placement.targetsOf(records.map((r) => r.id));
+      const changes = [...targets]
+        .filter(([, ids]) => ids.includes(executorId))
+        .map(([adapterId]) => ({ adapterId, add: [], remove: [executorId] }));
+      if (changes.length === 0) return 0;
+      if ((await this.deps.placement.compareAndSetTargets(epoch, changes)) !== undefined) return changes.length;
+    }
+    throw new FailedPreconditionError(`placement kept changing while ${executorId} re-registered; it retries`);
   }
 
   /** Refreshes an executor, reconciles its residency and adds its traffic. False when unknown. */
