@@ -18,26 +18,13 @@
 
 #include "loramesh/core.h"
 #include "shm_binding.h"
+#include "status_name.h"
 
 namespace lm { void register_step_binding(Napi::Env env, Napi::Object exports); }  // step_binding.cpp
 
 namespace {
 
-const char* status_name(lm_status s) {
-  switch (s) {
-    case LM_OK: return "LM_OK";
-    case LM_ERR_ARGUMENT: return "LM_ERR_ARGUMENT";
-    case LM_ERR_SHAPE: return "LM_ERR_SHAPE";
-    case LM_ERR_DTYPE: return "LM_ERR_DTYPE";
-    case LM_ERR_SLOT: return "LM_ERR_SLOT";
-    case LM_ERR_DEVICE: return "LM_ERR_DEVICE";
-    case LM_ERR_CUDA: return "LM_ERR_CUDA";
-    case LM_ERR_MEMORY: return "LM_ERR_MEMORY";
-    case LM_ERR_UNAVAILABLE: return "LM_ERR_UNAVAILABLE";
-    case LM_ERR_NOT_FOUND: return "LM_ERR_NOT_FOUND";
-  }
-  return "LM_ERR_UNKNOWN";
-}
+using lm::addon::status_name;
 
 Napi::Error make_error(Napi::Env env, lm_status status, const std::string& message) {
   Napi::Error err = Napi::Error::New(env, message);

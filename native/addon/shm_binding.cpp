@@ -13,31 +13,18 @@
 #include <vector>
 
 #include "../src/shm_ring.h"
+#include "status_name.h"
 
 namespace {
 
 using BackendPtr = std::shared_ptr<lm::SiteBackend>;
 using ServerPtr = std::shared_ptr<lm::shm::Server>;
 
-const char* code_of(lm_status s) {
-  switch (s) {
-    case LM_OK: return "LM_OK";
-    case LM_ERR_ARGUMENT: return "LM_ERR_ARGUMENT";
-    case LM_ERR_SHAPE: return "LM_ERR_SHAPE";
-    case LM_ERR_DTYPE: return "LM_ERR_DTYPE";
-    case LM_ERR_SLOT: return "LM_ERR_SLOT";
-    case LM_ERR_DEVICE: return "LM_ERR_DEVICE";
-    case LM_ERR_CUDA: return "LM_ERR_CUDA";
-    case LM_ERR_MEMORY: return "LM_ERR_MEMORY";
-    case LM_ERR_UNAVAILABLE: return "LM_ERR_UNAVAILABLE";
-    case LM_ERR_NOT_FOUND: return "LM_ERR_NOT_FOUND";
-  }
-  return "LM_ERR_UNKNOWN";
-}
+using lm::addon::status_name;
 
 Napi::Error error(Napi::Env env, lm_status s, const std::string& message) {
   Napi::Error e = Napi::Error::New(env, message);
-  e.Set("code", Napi::String::New(env, code_of(s)));
+  e.Set("code", Napi::String::New(env, status_name(s)));
   return e;
 }
 

@@ -13,6 +13,7 @@
 #include "../src/local_site_backend.h"
 #include "../src/step.h"
 #include "callback_site_backend.h"
+#include "status_name.h"
 
 namespace lm {
 
@@ -20,19 +21,7 @@ namespace {
 
 using BackendPtr = std::shared_ptr<SiteBackend>;
 
-const char* status_name(lm_status s) {
-  switch (s) {
-    case LM_OK: return "LM_OK";
-    case LM_ERR_ARGUMENT: return "LM_ERR_ARGUMENT";
-    case LM_ERR_SHAPE: return "LM_ERR_SHAPE";
-    case LM_ERR_DTYPE: return "LM_ERR_DTYPE";
-    case LM_ERR_SLOT: return "LM_ERR_SLOT";
-    case LM_ERR_DEVICE: return "LM_ERR_DEVICE";
-    case LM_ERR_CUDA: return "LM_ERR_CUDA";
-    case LM_ERR_MEMORY: return "LM_ERR_MEMORY";
-  }
-  return "LM_ERR_UNKNOWN";
-}
+using lm::addon::status_name;
 
 const char* phase_name(StepPhase p) {
   switch (p) {
