@@ -108,22 +108,25 @@ export class Provisioner {
     return this.deps.executors.ttlMs;
   }
 
-  /** Records or refreshes an executor; a new one changes placement at once. */
+  /**
+   * Records or refreshes an executor; a new one changes placement at once. A registration comes
+   * from a process that has just started (or was told it is unknown), so it holds nothing it has
+   * not yet reported: it leaves every adapter's targets, and reconcile schedules its loads again
+   * (one it does hold answers the load at once). Whether its old registration still lived does not
+   * matter: a process restarted after its key expired but before a sweep noticed re-registers as
+   * "new" while the targets still name it, and without this it would never be given them again.
+   */
   async registerExecutor(info: ExecutorInfo): Promise<void> {
-    if (await this.deps.executors.register(info)) {
-      this.deps.logger.info("executor registered", { executorId: info.executorId, address: info.address });
-    } else {
-      // The id registers again while its old registration lives: a process restarted faster than
-      // its heartbeat TTL, holding nothing yet. Its heartbeat drops it from the holders, but the
-      // targets would still name it and no load would ever be scheduled: forget them, so that
-      // reconcile loads its adapters again (one it does hold answers the load at once).
-      const forgotten = await this.forgetTargetsOf(info.executorId);
-      if (forgotten === 0) return;
-      this.deps.logger.info("executor re-registered; its adapters are placed again", {
+    const isNew = await this.deps.executors.register(info);
+    const forgotten = await this.forgetTargetsOf(info.executorId);
+    if (isNew) this.deps.logger.info("executor registered", { executorId: info.executorId, address: info.address });
+    if (forgotten > 0)
+      this.deps.logger.info("executor registered again; its adapters are placed again", {
         executorId: info.executorId,
         adapters: forgotten,
+        registrationLived: !isNew,
       });
-    }
+    if (!isNew && forgotten === 0) return;
     await this.deps.placement.publish();
     await this.reconcile();
   }
