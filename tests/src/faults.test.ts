@@ -97,6 +97,13 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
     await cluster?.stop();
   });
 
+  /** Keeps the tally for the table printed at the end, and prints it as one line now. */
+  const record = (tally: Tally): void => {
+    tallies.push(tally);
+    const { fault, tried, exact, failed, hung } = tally;
+    process.stdout.write(`      fault-summary ${JSON.stringify({ fault, tried, exact, failed, hung })}\n`);
+  };
+
   const pidOf = (service: string): number => {
     const p = cluster.processes.find((x) => x.service === service);
     if (!p) throw new Error(`no ${service} running`);
@@ -109,9 +116,9 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
 
   /**
    * Runs every case at once; `inject` runs once a quarter of all tokens have streamed, `recover`
-   * after every stream ended. Then the probes must be served exactly.
+   * after every stream ended. Returns (and records) how the streams ended.
    */
-  async function underFault(fault: string, inject: () => void, recover: () => Promise<void>): Promise<Tally> {
+  async function disturbed(fault: string, inject: () => void, recover: () => Promise<void>): Promise<Tally> {
     const total = cases.length * g.steps;
     let streamed = 0;
     let injected = false;
@@ -138,16 +145,27 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
         tally.errors.push(r.error);
       }
     });
-    tallies.push(tally);
-    expect(tally.errors.slice(0, 5), fault).to.deep.equal([]);
-    expect(tally.exact).to.equal(cases.length);
+    record(tally);
+    return tally;
+  }
+
+  /** The base model and each adapter are served exactly. */
+  async function servesExactly(when: string): Promise<void> {
     const after = await Promise.all(probes.map((c) => stream(client, c, () => undefined)));
     after.forEach((r, i) =>
-      expect(r, `after ${fault}: ${probes[i]?.adapter ?? "base"}`).to.deep.equal({
+      expect(r, `after ${when}: ${probes[i]?.adapter ?? "base"}`).to.deep.equal({
         ok: true,
         ids: reference[cases.indexOf(probes[i] as GoldenCase)],
       }),
     );
+  }
+
+  /** A fault the mesh must survive: no stream fails or differs, and the cluster serves afterwards. */
+  async function underFault(fault: string, inject: () => void, recover: () => Promise<void>): Promise<Tally> {
+    const tally = await disturbed(fault, inject, recover);
+    expect(tally.errors.slice(0, 5), fault).to.deep.equal([]);
+    expect(tally.exact).to.equal(cases.length);
+    await servesExactly(fault);
     return tally;
   }
 
@@ -193,6 +211,17 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
     } finally {
       for (const pid of pids) process.kill(pid, "SIGCONT");
     }
+    const all = [...base, ...adapted];
+    record({
+      fault: "SIGSTOP both LoRA servers (adapter requests expected to fail)",
+      tried: all.length,
+      exact: results.filter(
+        (r, i) => r.ok && JSON.stringify(r.ids) === JSON.stringify(reference[cases.indexOf(all[i] as GoldenCase)]),
+      ).length,
+      failed: results.filter((r) => !r.ok).length,
+      hung: results.filter((r) => !r.ok && r.hung).length,
+      errors: [],
+    });
     base.forEach((c, i) =>
       expect(results[i], `base/${c.prompt}`).to.deep.equal({ ok: true, ids: reference[cases.indexOf(c)] }),
     );
@@ -208,6 +237,22 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
         ids: reference[cases.indexOf(probes[i] as GoldenCase)],
       }),
     );
+  });
+
+  it("SIGKILL of the router (the public door): its streams end UNAVAILABLE at once, none hangs; it restarts and serves exactly", async () => {
+    const back = restarted("router");
+    const tally = await disturbed(
+      "SIGKILL router (its streams expected to fail)",
+      () => process.kill(pidOf("router"), "SIGKILL"),
+      () => back,
+    );
+    expect(tally.hung, "no stream waits for its deadline").to.equal(0);
+    expect(tally.exact + tally.failed, "every stream is exact or failed").to.equal(tally.tried);
+    for (const e of tally.errors) expect(e).to.match(/^UNAVAILABLE: /);
+    // A client reconnects to the restarted router (a fresh channel: the old one may be backing off).
+    client.close();
+    client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 180_000 });
+    await servesExactly("the router restarted");
   });
 
   it("Redis killed and restarted (append-only file): serving continues, registrations survive", async () => {

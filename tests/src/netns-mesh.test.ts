@@ -5,7 +5,10 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { execFileSync } from "node:child_process";
-import { status } from "@grpc/grpc-js";
+import { credentials, status } from "@grpc/grpc-js";
+import { clusterClientOptions } from "@loramesh/core";
+import { unary } from "@loramesh/mesh";
+import { BaseWorkerServiceClient, LoraServerServiceClient, ProvisionerServiceClient } from "@loramesh/proto";
 import { LoraMeshClient, LoraMeshClientError, type GenerateInput } from "@loramesh/sdk";
 import { NetnsNetwork, netnsUnavailableReason, reapDeadNetworks, waitFor, type NetnsMesh } from "@loramesh/testing";
 import { adapterNames, golden, modelDir, registerAll, runGolden } from "./mesh-helpers";
@@ -154,6 +157,55 @@ describe("mesh across namespace hosts: router+provisioner+Redis, worker and LoRA
     expect(new Set(m.processes.map((p) => p.host))).to.deep.equal(new Set(["control", "worker0", "lora0"]));
   });
 
+  it("every internal service demands the cluster token: anonymous calls are UNAUTHENTICATED, the mesh's token is served", async () => {
+    const m = mesh as NetnsMesh;
+    const at = (service: string): string => m.processes.find((p) => p.service === service)?.address as string;
+    const calls: Array<[string, (token: string) => Promise<unknown>]> = [
+      [
+        "provisioner",
+        async (token) => {
+          const c = new ProvisionerServiceClient(
+            at("provisioner"),
+            credentials.createInsecure(),
+            clusterClientOptions(token),
+          );
+          return unary(c.listAdapters.bind(c), c, { tenant: "default", pageSize: 0, pageToken: "" }).finally(() =>
+            c.close(),
+          );
+        },
+      ],
+      [
+        "base-worker",
+        async (token) => {
+          const c = new BaseWorkerServiceClient(
+            at("base-worker"),
+            credentials.createInsecure(),
+            clusterClientOptions(token),
+          );
+          return unary(c.getStats.bind(c), c, {}).finally(() => c.close());
+        },
+      ],
+      [
+        "lora-server",
+        async (token) => {
+          const c = new LoraServerServiceClient(
+            at("lora-server"),
+            credentials.createInsecure(),
+            clusterClientOptions(token),
+          );
+          return unary(c.getStats.bind(c), c, {}).finally(() => c.close());
+        },
+      ],
+    ];
+    expect(m.clusterToken).to.have.length.greaterThan(31);
+    for (const [service, call] of calls) {
+      const refused = (await call("").catch((e: unknown) => e)) as Error;
+      expect(refused, `${service}, anonymous`).to.be.instanceOf(Error);
+      expect(refused.constructor.name, `${service}, anonymous: ${refused.message}`).to.equal("UnauthenticatedError");
+      await call(m.clusterToken); // a mesh member is served
+    }
+  });
+
   it("serves every golden case with the reference greedy tokens, over gRPC between hosts (no shared memory)", async () => {
     const got = await runGolden(client, g);
     g.cases.forEach((c, i) => {
@@ -222,6 +274,100 @@ describe("mesh across namespace hosts: router+provisioner+Redis, worker and LoRA
       "the healed cluster to serve again",
     );
     console.log(`      after healing: served on attempt ${attempts}`);
+    after.forEach((r, i) => expect(r.tokenIds, `after healing ${i}`).to.deep.equal(reference[i]?.tokenIds));
+  });
+});
+
+/**
+ * The same partition with a second LoRA server: the worker loses the link to a server holding the
+ * adapter mid-decode (≥ 20 streams), and every request still completes token-exact: its rows go
+ * to the replica, or wait while the provisioner places the adapter on the reachable server.
+ */
+describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while another LoRA server is reachable", function () {
+  this.timeout(300_000);
+  const FAILOVER_STREAMS = 20;
+  let mesh: NetnsMesh | undefined;
+  let client: LoraMeshClient;
+
+  before(async function () {
+    await skipUnlessNetns(this);
+    mesh = await startMeshOnHosts({
+      modelDir: modelDir("tiny-llama"),
+      mode: "disaggregated",
+      workers: 1,
+      loraServers: 2,
+      extraArgs: {
+        // A lost server leaves placement within seconds; a round trip to it fails after 3 s.
+        provisioner: ["--heartbeat-ttl-ms", "3000"],
+        "base-worker": ["--lora-timeout-ms", "3000"],
+      },
+    });
+    client = new LoraMeshClient({ address: mesh.routerAddress, defaultDeadlineMs: 120_000 });
+    await registerAll(client, "tiny-llama", ["sql-r8"]);
+  });
+  after(async () => {
+    client?.close();
+    await mesh?.stop();
+  });
+
+  /** From the provisioner (a mesh member's call): the LoRA hosts holding sql-r8, and the live ones. */
+  async function loraHosts(m: NetnsMesh): Promise<{ holders: string[]; live: string[] }> {
+    const address = m.processes.find((p) => p.service === "provisioner")?.address as string;
+    const c = new ProvisionerServiceClient(address, credentials.createInsecure(), clusterClientOptions(m.clusterToken));
+    const host = (ids: string[]): string[] =>
+      ids.filter((id) => id.startsWith("lora-")).map((id) => id.replace("-", ""));
+    try {
+      const placement = await unary(c.getPlacement.bind(c), c, { adapterIds: [] });
+      const entry = placement.adapters.find((a) => a.adapterId.startsWith("default.sql-r8."));
+      return { holders: host(entry?.executorIds ?? []), live: host(placement.executors.map((e) => e.executorId)) };
+    } finally {
+      c.close();
+    }
+  }
+
+  it("every request completes token-exact (none failed, none hung); the healed server serves again", async () => {
+    const m = mesh as NetnsMesh;
+    const inputs = [...Array(FAILOVER_STREAMS).keys()].map(partitionInput);
+    const reference = await Promise.all(inputs.map((input) => client.complete(input)));
+    const [cut] = (await loraHosts(m)).holders;
+    expect(cut, "a LoRA server holds sql-r8").to.be.a("string");
+    let partitioned: Promise<void> | undefined;
+    const outcomes = await Promise.all(
+      inputs.map(async (input) => {
+        const ids: number[] = [];
+        try {
+          for await (const d of client.generate(input, { deadlineMs: 120_000 })) {
+            ids.push(...d.tokenIds);
+            if (ids.length >= TOKENS / 4) partitioned ??= m.network.partition(cut as string);
+          }
+          return { ids, error: undefined as Error | undefined };
+        } catch (err) {
+          return { ids, error: err as Error };
+        }
+      }),
+    );
+    expect(partitioned, "the partition happened mid-decode").to.not.equal(undefined);
+    await partitioned;
+    await m.network.heal(cut as string);
+    const exact = outcomes.filter(
+      (o, i) => o.error === undefined && JSON.stringify(o.ids) === JSON.stringify(reference[i]?.tokenIds),
+    ).length;
+    const failed = outcomes.filter((o) => o.error !== undefined);
+    const hung = failed.filter(
+      (o) => o.error instanceof LoraMeshClientError && o.error.code === status.DEADLINE_EXCEEDED,
+    );
+    console.log(
+      `      fault-summary ${JSON.stringify({ fault: "partition worker ↔ a LoRA server holding the adapter (netns, another reachable)", tried: inputs.length, exact, failed: failed.length, hung: hung.length })}`,
+    );
+    expect(failed.map((o) => o.error?.message).slice(0, 5)).to.deep.equal([]);
+    expect(exact).to.equal(inputs.length);
+    // Healed: the cut-off server comes back into placement (its heartbeats re-register it).
+    await waitFor(
+      async () => ((await loraHosts(m)).live.includes(cut as string) ? true : undefined),
+      60_000,
+      `${cut as string} to be live again`,
+    );
+    const after = await Promise.all(inputs.map((input) => client.complete(input)));
     after.forEach((r, i) => expect(r.tokenIds, `after healing ${i}`).to.deep.equal(reference[i]?.tokenIds));
   });
 });

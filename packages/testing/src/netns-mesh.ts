@@ -2,15 +2,17 @@
  * A loramesh cluster across namespace hosts (see netns-network.ts): Redis, the provisioner and the
  * router on host "control", each base worker on "worker<i>", each LoRA server on "lora<i>". Every
  * service listens on its host's own address and advertises it; each host has its own host id, so
- * workers and LoRA servers never pick the same-host shared-memory path. The entry points of the
- * services are passed in (this package sits below them in the dependency graph).
+ * workers and LoRA servers never pick the same-host shared-memory path. Every service gets the
+ * mesh's cluster token through its environment (as under `loramesh up`), so no internal port
+ * accepts anonymous calls. The entry points of the services are passed in (this package sits below
+ * them in the dependency graph).
  */
 import { type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
-import type { ListeningMessage } from "@loramesh/core";
+import { CLUSTER_TOKEN_ENV, generateClusterToken, type ListeningMessage } from "@loramesh/core";
 import { UnavailableError } from "@loramesh/errors";
 import { NetnsNetwork, stopChild, type NetnsHost } from "./netns-network";
 
@@ -30,6 +32,8 @@ export interface NetnsMeshOptions {
   env?: NodeJS.ProcessEnv;
   /** How long each service may take to start (default 60 s). */
   startTimeoutMs?: number;
+  /** The mesh's cluster token (default: `$LORAMESH_CLUSTER_TOKEN`, else a fresh random one). */
+  clusterToken?: string;
 }
 
 export interface MeshProcess {
@@ -46,6 +50,8 @@ export interface NetnsMesh {
   readonly routerAddress: string;
   readonly httpAddress: string;
   readonly redisUrl: string;
+  /** The token every service was given; internal calls must carry it. */
+  readonly clusterToken: string;
   readonly processes: readonly MeshProcess[];
   /** The host a service instance runs on ("worker0", "lora1", "control"). */
   host(name: string): NetnsHost;
@@ -61,6 +67,8 @@ export async function startNetnsMesh(options: NetnsMeshOptions): Promise<NetnsMe
   const network = await NetnsNetwork.create();
   const dir = mkdtempSync(join(tmpdir(), "lm-netns-"));
   const timeoutMs = options.startTimeoutMs ?? 60_000;
+  const baseEnv = options.env ?? process.env;
+  const clusterToken = options.clusterToken ?? (baseEnv[CLUSTER_TOKEN_ENV] || generateClusterToken());
   const processes: MeshProcess[] = [];
   let stopping = false;
   let reportExit!: (e: { service: MeshService; host: string; code: number | null }) => void;
@@ -80,7 +88,7 @@ export async function startNetnsMesh(options: NetnsMeshOptions): Promise<NetnsMe
     const host = network.host(hostName);
     const child = network.spawnIn(hostName, process.execPath, [options.entries[service], ...args], {
       stdio: ["ignore", "inherit", "inherit", "ipc"],
-      env: { ...(options.env ?? process.env), LORAMESH_HOST_ID: host.namespace },
+      env: { ...baseEnv, [CLUSTER_TOKEN_ENV]: clusterToken, LORAMESH_HOST_ID: host.namespace },
     });
     child.on("message", (m: { type?: string; address?: string }) => {
       if (m.type === "http-listening" && typeof m.address === "string") httpAddresses.set(child, m.address);
@@ -149,6 +157,7 @@ export async function startNetnsMesh(options: NetnsMeshOptions): Promise<NetnsMe
       routerAddress: router.address,
       httpAddress: httpAddressOf(router.child),
       redisUrl,
+      clusterToken,
       processes,
       host: (name) => network.host(name),
       unexpectedExit,

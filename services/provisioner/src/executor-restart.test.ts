@@ -109,7 +109,10 @@ describe("provisioner: a LoRA server restarted under its id is given its adapter
     expect(await redis.client().smembers(KEYS.placement(adapterId)), "holders").to.deep.equal([]);
     expect(await redis.client().smembers(KEYS.targets(adapterId)), "targets").to.deep.equal([SERVER]);
     const after = await loadJobs();
-    expect(after.filter((id) => !before.includes(id)), "a new load job for the restarted server").to.have.length(1);
+    expect(
+      after.filter((id) => !before.includes(id)),
+      "a new load job for the restarted server",
+    ).to.have.length(1);
     // It loads it (the new job), and is a holder again.
     await heartbeat([adapterId]);
   }
