@@ -203,6 +203,21 @@ describe("security and input limits (issue 14 A; real processes, Redis, gRPC)", 
       expect(err.details, name).to.match(pattern);
       expect(err.details.length, `${name}: the message does not echo the input`).to.be.below(400);
     }
+    // The adapter-management calls have bounds too (name, page token, source), never echoed back.
+    const huge = "a".repeat(1 << 20);
+    const adapterCalls: Array<[string, Promise<unknown>, RegExp]> = [
+      ["GetAdapter, 1 MiB name", alpha.getAdapter(huge), /adapter name is longer than 128/],
+      ["DeleteAdapter, 1 MiB name", alpha.deleteAdapter(huge), /adapter name is longer than 128/],
+      ["ListAdapters, 1 MiB page_token", alpha.listAdapters(0, huge), /page_token is longer than 32/],
+      ["RegisterAdapter, 1 MiB local_dir", alpha.registerAdapter("ok-name", `/${huge}`), /source is longer than 4096/],
+    ];
+    for (const [name, call, pattern] of adapterCalls) {
+      const err = (await call.catch((e: unknown) => e)) as LoraMeshClientError;
+      expect(err, name).to.be.instanceOf(LoraMeshClientError);
+      expect(err.code, `${name}: ${err.details}`).to.equal(status.INVALID_ARGUMENT);
+      expect(err.details, name).to.match(pattern);
+      expect(err.details.length, `${name}: the message does not echo the input`).to.be.below(400);
+    }
   });
 
   it("refuses bad adapters with INVALID_ARGUMENT naming the field or file, and keeps nothing of them", async () => {

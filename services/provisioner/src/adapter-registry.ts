@@ -66,7 +66,8 @@ export class AdapterRegistry {
   async get(tenant: string, name: string): Promise<AdapterRecord> {
     const id = await this.redis.hget(KEYS.tenantAdapters(tenant), name);
     const record = id ? await this.byId(id) : undefined;
-    if (!record) throw new NotFoundError(`adapter ${JSON.stringify(name)} not found`);
+    // The name is echoed at most 128 characters long: a caller's megabyte stays out of the reply.
+    if (!record) throw new NotFoundError(`adapter ${JSON.stringify(name.slice(0, 128))} not found`);
     return record;
   }
 

@@ -26,6 +26,10 @@ export const REQUEST_LIMITS = Object.freeze({
   /** Largest temperature; NaN and negative values are refused too. */
   maxTemperature: 1000,
   maxTopK: 1 << 20,
+  /** ListAdapters page_token (an offset the provisioner hands out). */
+  maxPageTokenLength: 32,
+  /** RegisterAdapter source: a local directory or a remote URI. */
+  maxSourceLength: 4096,
 });
 
 const REQUEST_ID = /^[\x21-\x7e]+$/;
@@ -83,4 +87,18 @@ export function checkRequestLimits(request: GenerationRequest): void {
     fail(`adapter name is longer than ${L.maxAdapterNameLength} characters`);
   checkPrompt(request.prompt);
   checkSampling(request.sampling);
+}
+
+/**
+ * Bounds on the adapter-management calls (register, get, list, delete, watch): the name, the page
+ * token and the source, before the router asks the provisioner. The value is never echoed back.
+ */
+export function checkAdapterCallLimits(fields: { name?: string; pageToken?: string; source?: string }): void {
+  const L = REQUEST_LIMITS;
+  if (fields.name !== undefined && fields.name.length > L.maxAdapterNameLength)
+    fail(`adapter name is longer than ${L.maxAdapterNameLength} characters`);
+  if (fields.pageToken !== undefined && fields.pageToken.length > L.maxPageTokenLength)
+    fail(`page_token is longer than ${L.maxPageTokenLength} characters`);
+  if (fields.source !== undefined && fields.source.length > L.maxSourceLength)
+    fail(`source is longer than ${L.maxSourceLength} characters`);
 }

@@ -12,7 +12,7 @@ import { WorkerLostError, type WorkerGateway, type WorkerOutcome } from "../peer
 import type { RouterMetrics } from "../router-metrics";
 import { Admission } from "./admission";
 import { Continuation } from "./continuation";
-import { checkRequestLimits } from "./request-limits";
+import { checkAdapterCallLimits, checkRequestLimits } from "./request-limits";
 import { AdmissionGate, type AdmissionEvents, type AdmissionLimits } from "./admission-gate";
 import type { PromptEncoder } from "./prompt-encoder";
 import type {
@@ -245,11 +245,13 @@ export class Router {
     );
   }
 
-  registerAdapter(tenant: string, name: string, source: AdapterSourceRef | undefined): Promise<Registration> {
+  async registerAdapter(tenant: string, name: string, source: AdapterSourceRef | undefined): Promise<Registration> {
+    checkAdapterCallLimits({ name, source: source && ("uri" in source ? source.uri : source.localDir) });
     return this.options.provisioner.registerAdapter(tenant, name, source);
   }
 
-  listAdapters(tenant: string, pageSize: number, pageToken: string): Promise<AdapterPage> {
+  async listAdapters(tenant: string, pageSize: number, pageToken: string): Promise<AdapterPage> {
+    checkAdapterCallLimits({ pageToken });
     return this.options.provisioner.listAdapters(tenant, pageSize, pageToken);
   }
 
@@ -266,11 +268,13 @@ export class Router {
   }
 
   /** The tenant's adapter; another tenant's adapter is NotFound exactly like a missing one. */
-  getAdapter(tenant: string, name: string): Promise<AdapterRecord> {
+  async getAdapter(tenant: string, name: string): Promise<AdapterRecord> {
+    checkAdapterCallLimits({ name });
     return this.options.provisioner.getAdapter(tenant, name);
   }
 
-  deleteAdapter(tenant: string, name: string): Promise<void> {
+  async deleteAdapter(tenant: string, name: string): Promise<void> {
+    checkAdapterCallLimits({ name });
     return this.options.provisioner.deleteAdapter(tenant, name);
   }
 
@@ -279,6 +283,7 @@ export class Router {
     name: string,
     control: { signal?: AbortSignal; deadline?: Date | number },
   ): AsyncGenerator<LoadJob> {
+    checkAdapterCallLimits({ name });
     return this.options.provisioner.watchAdapterLoad(tenant, name, control);
   }
 
