@@ -3,7 +3,8 @@
 // once a quarter of the tokens have streamed. Each fault must leave zero failed or hung requests,
 // every output token-exact against an undisturbed run, and a cluster that serves new requests.
 import { expect } from "chai";
-import { status } from "@grpc/grpc-js";
+import { credentials, Metadata, status } from "@grpc/grpc-js";
+import { health } from "@loramesh/proto";
 import type { LocalCluster } from "@loramesh/cli";
 import { LoraMeshClient, LoraMeshClientError } from "@loramesh/sdk";
 import { adapterNames, golden, modelDir, registerAll, startCluster, type GoldenCase } from "./mesh-helpers";
@@ -255,8 +256,32 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
     await servesExactly("the router restarted");
   });
 
+  /** Resolves once the provisioner's health has gone NOT_SERVING and then SERVING again (one Watch stream). */
+  function provisionerHealthDipped(): { dipped: Promise<void>; close: () => void } {
+    const address = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
+    const client = new health.HealthClient(address, credentials.createInsecure());
+    const stream = client.watch({ service: "" }, new Metadata());
+    const dipped = new Promise<void>((resolve) => {
+      let down = false;
+      stream.on("data", (res: health.HealthCheckResponse) => {
+        if (res.status === health.HealthCheckResponse_ServingStatus.NOT_SERVING) down = true;
+        else if (down && res.status === health.HealthCheckResponse_ServingStatus.SERVING) resolve();
+      });
+    });
+    stream.on("error", () => undefined); // cancelled at the end
+    return {
+      dipped,
+      close: () => {
+        stream.cancel();
+        client.close();
+      },
+    };
+  }
+
   it("Redis killed and restarted (append-only file): serving continues, registrations survive", async () => {
     const back = restarted("redis");
+    // Health tells the truth meanwhile: NOT_SERVING while the provisioner has no Redis, then SERVING.
+    const watch = provisionerHealthDipped();
     await underFault(
       "SIGKILL redis",
       () => process.kill(cluster.redisPid as number, "SIGKILL"),
@@ -264,5 +289,7 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
     );
     const names = (await client.listAdapters()).adapters.map((a) => a.name).sort();
     expect(names).to.deep.equal(adapterNames(g));
+    await watch.dipped;
+    watch.close();
   });
 });

@@ -6,6 +6,7 @@ export { processAlive, waitFor } from "./wait";
 export { REPO_ROOT, GOLDEN_DIR } from "./paths";
 export { f32Bytes, writeSafetensors, type RawTensor } from "./safetensors-writer";
 export { FuzzRng, mutateAdapterConfig, mutateSafetensors, readAdapterConfig } from "./fuzz";
+export { adapterRuleBroken, configRuleBroken, weightsRuleBroken } from "./adapter-oracle";
 export {
   NETNS_PREFIX,
   NetnsNetwork,

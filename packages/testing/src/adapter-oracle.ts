@@ -1,5 +1,8 @@
-// An independent judge of the fuzz test's accepted adapters: the rules the issue names, checked
-// without the provisioner's validator, so an adapter it wrongly accepts is counted as "accepted bad".
+/**
+ * An independent judge of the fuzz tests' accepted adapters: the documented rules the issue names
+ * (r, lora_alpha and their patterns, use_dora, F32 weights inside the file, finite and within the
+ * bound), checked without the validator, so an adapter it wrongly accepts counts as "accepted bad".
+ */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -12,16 +15,26 @@ const alphaOk = (v: unknown): boolean => typeof v === "number" && Number.isFinit
 
 /** Why the adapter in `dir` breaks a documented rule, or undefined when it keeps every one checked. */
 export function adapterRuleBroken(dir: string): string | undefined {
+  return (
+    configRuleBroken(readFileSync(join(dir, "adapter_config.json"), "utf8")) ??
+    weightsRuleBroken(readFileSync(join(dir, "adapter_model.safetensors")))
+  );
+}
+
+/** Why an adapter_config.json text breaks a documented rule, or undefined. */
+export function configRuleBroken(text: string): string | undefined {
   let config: unknown;
   try {
-    config = JSON.parse(readFileSync(join(dir, "adapter_config.json"), "utf8"));
+    config = JSON.parse(text);
   } catch {
     return "adapter_config.json is not JSON";
   }
   if (typeof config !== "object" || config === null || Array.isArray(config)) return "config is not an object";
   const cfg = config as Record<string, unknown>;
   if (!positiveInt(cfg["r"], 4096)) return `r ${JSON.stringify(cfg["r"])}`;
-  if (!alphaOk(cfg["lora_alpha"])) return `lora_alpha ${JSON.stringify(cfg["lora_alpha"])}`;
+  // PEFT's default lora_alpha is 8 when the field is absent.
+  if (cfg["lora_alpha"] !== undefined && !alphaOk(cfg["lora_alpha"]))
+    return `lora_alpha ${JSON.stringify(cfg["lora_alpha"])}`;
   for (const [field, ok] of [
     ["rank_pattern", (v: unknown) => positiveInt(v, 4096)],
     ["alpha_pattern", alphaOk],
@@ -31,11 +44,11 @@ export function adapterRuleBroken(dir: string): string | undefined {
       for (const [k, v] of Object.entries(pattern)) if (!ok(v)) return `${field}.${k} ${JSON.stringify(v)}`;
   }
   if (cfg["use_dora"] === true) return "use_dora";
-  return weightsBroken(readFileSync(join(dir, "adapter_model.safetensors")));
+  return undefined;
 }
 
-/** Every tensor F32 inside the file, every value finite and within the bound. */
-function weightsBroken(file: Buffer): string | undefined {
+/** Why a safetensors file breaks a rule: a tensor not F32 or outside the file, a value not finite or out of bound. */
+export function weightsRuleBroken(file: Buffer): string | undefined {
   if (file.length < 8) return "safetensors shorter than its length prefix";
   const length = Number(file.readBigUInt64LE(0));
   if (8 + length > file.length) return "safetensors header past the end";
