@@ -183,7 +183,7 @@ describe("formats: adapter validation refuses every malformed input with a typed
       } else if (err instanceof InvalidArgumentError) counts.rejected++;
       else {
         t.wrongError++;
-        problems.push(`${family}: ${(err as Error).stack ?? String(err)}`);
+        problems.push(`${family}: ${(err as Error).stack ?? "(no stack)"}`);
       }
     };
     const original = readFileSync(join(SQL, "adapter_model.safetensors"));
