@@ -191,9 +191,9 @@ describe("faults lose nothing (real processes: 2 workers, 2 LoRA servers, provis
     );
   };
 
-  // SIGSTOP first, while both servers hold every adapter (the replica path). The other order (the
-  // stopped server then the only holder, the restarted one re-placed) passed 4 of 5 runs after the
-  // re-registration fix and is still flaky: docs/mesh.md, failure guarantees.
+  // SIGKILL first: the supervisor restarts that server under its id and the provisioner must give
+  // it its adapters again; then the *other* server (pidOf finds it first now) is stopped, so those
+  // adapters are served by the restarted one (the order that found the re-placement bug).
   it("SIGKILL of a LoRA server: its rows fail over to the other holder or a re-placed adapter", kill("lora-server"));
   it("SIGSTOP of a LoRA server: round trips time out and fail over; nothing waits on it", pause("lora-server"));
   it("SIGKILL of a base worker: the router resubmits its requests and continues their streams", kill("base-worker"));
