@@ -2,6 +2,8 @@
 // the router, as `loramesh up` runs them), ≥ 20 concurrent greedy streams, and a fault injected
 // once a quarter of the tokens have streamed. Each fault must leave zero failed or hung requests,
 // every output token-exact against an undisturbed run, and a cluster that serves new requests.
+// Two cases test a documented limit instead (both LoRA servers stopped; the router killed): their
+// failures must be typed and immediate, none hung. Each fault prints a `fault-summary` line.
 import { expect } from "chai";
 import { credentials, Metadata, status } from "@grpc/grpc-js";
 import { health } from "@loramesh/proto";
