@@ -61,6 +61,9 @@ export class WorkerTelemetry {
         r.observe(s.ringSites, { path: "ring" });
         r.observe(s.fallbackSites, { path: "fallback" });
       });
+      m.createObservableCounter("loramesh_lora_ring_rows_total", {
+        description: "rows with an adapter the native step sent through shared-memory rings itself",
+      }).addCallback((r) => r.observe(nativeStep.routedStats().ringRows));
       m.createObservableCounter("loramesh_lora_bytes_total", {
         description: "activation and delta bytes moved to and from LoRA servers",
         unit: "By",

@@ -67,7 +67,7 @@ export function loraServerMetrics(
     ringRows(cumulative) {
       for (const [adapter, n] of Object.entries(cumulative)) {
         const added = n - (ringSeen.get(adapter) ?? 0);
-        if (added > 0) rows.add(added, { adapter });
+        if (added > 0) rows.add(added, { adapter, transport: "ring" });
         ringSeen.set(adapter, n);
       }
     },
