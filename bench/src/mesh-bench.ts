@@ -57,7 +57,10 @@ const PHASE_MS = 180_000;
 async function within<T>(what: string, work: Promise<T>, ms = PHASE_MS): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DeadlineExceededError(`mesh bench: ${what} did not finish within ${ms} ms`)), ms);
+    timer = setTimeout(
+      () => reject(new DeadlineExceededError(`mesh bench: ${what} did not finish within ${ms} ms`)),
+      ms,
+    );
   });
   try {
     return await Promise.race([work, limit]);
@@ -224,9 +227,13 @@ async function throughput(
 }
 
 /** The three backends of the round-trip figures, against one disaggregated cluster. */
-async function siteBackends(
-  cluster: LocalCluster,
-): Promise<{ local: LocalLoraBackend; shm: RemoteLoraBackend; grpc: RemoteLoraBackend; ids: string[]; close: () => void }> {
+async function siteBackends(cluster: LocalCluster): Promise<{
+  local: LocalLoraBackend;
+  shm: RemoteLoraBackend;
+  grpc: RemoteLoraBackend;
+  ids: string[];
+  close: () => void;
+}> {
   const model = Model.load(BUNDLED_MODEL);
   const placement = await placementOf(cluster);
   const ids = [...placement.holders.keys()].sort();
@@ -284,7 +291,10 @@ function callbackBackend(lora: LoraBackend, adapters: readonly string[]): SiteBa
  * native thread through the backend the native step gets: the local kernels, the ring (routed, no
  * JavaScript), the callback into the gRPC stream. `*_js` keys: the same site through `apply`.
  */
-async function siteRoundTripUs(iterations: number, rows: number): Promise<Record<string, { p50: number; p99: number }>> {
+async function siteRoundTripUs(
+  iterations: number,
+  rows: number,
+): Promise<Record<string, { p50: number; p99: number }>> {
   const model = Model.load(BUNDLED_MODEL);
   const c = await startCluster({
     routerListen: "127.0.0.1:0",
@@ -300,14 +310,24 @@ async function siteRoundTripUs(iterations: number, rows: number): Promise<Record
     const { hIn, nOut } = siteShape(model.config, "qkv");
     const x = Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i));
     const rowAdapter = Int32Array.from({ length: rows }, (_, t) => t % ids.length);
-    const call = () => ({ layer: 1, site: "qkv" as const, x: f32([rows, hIn], x), y: f32([rows, nOut]), adapters: ids, rowAdapter });
+    const call = () => ({
+      layer: 1,
+      site: "qkv" as const,
+      x: f32([rows, hIn], x),
+      y: f32([rows, nOut]),
+      adapters: ids,
+      rowAdapter,
+    });
     const stats = (samples: ArrayLike<number>) => {
       const v = Array.from(samples).slice(50);
       return { p50: round(percentile(v, 50)), p99: round(percentile(v, 99)) };
     };
     const out: Record<string, { p50: number; p99: number }> = {};
     // JavaScript path first: it also attaches the ring the native path then uses.
-    for (const [name, backend] of [["shm_js", shm], ["grpc_js", grpc]] as const) {
+    for (const [name, backend] of [
+      ["shm_js", shm],
+      ["grpc_js", grpc],
+    ] as const) {
       const samples: number[] = [];
       for (let i = 0; i < iterations + 50; i++) {
         const t0 = performance.now();

@@ -86,8 +86,10 @@ describe("shared-memory rings between real processes (SIGKILL of either side)", 
       let rows = 0;
       for (const w of workers()) {
         const text = await scrape(w.metricsAddress);
-        expect(counter(text, /^loramesh_lora_ring_sites_total\{[^}]*path="ring"[^}]*\} (\d+)/m), `ring sites of ${w.pid}`)
-          .to.be.greaterThan(0);
+        expect(
+          counter(text, /^loramesh_lora_ring_sites_total\{[^}]*path="ring"[^}]*\} (\d+)/m),
+          `ring sites of ${w.pid}`,
+        ).to.be.greaterThan(0);
         rows += counter(text, /^loramesh_lora_ring_rows_total(?:\{[^}]*\})? (\d+)/m);
       }
       return rows;
@@ -98,15 +100,18 @@ describe("shared-memory rings between real processes (SIGKILL of either side)", 
       let rows = 0;
       for (const p of cluster.processes.filter((x) => x.service === "lora-server")) {
         const text = await scrape(p.metricsAddress);
-        for (const m of text.matchAll(/^loramesh_lora_rows_total\{[^}]*transport="ring"[^}]*\} (\d+)/gm)) rows += Number(m[1]);
+        for (const m of text.matchAll(/^loramesh_lora_rows_total\{[^}]*transport="ring"[^}]*\} (\d+)/gm))
+          rows += Number(m[1]);
       }
       return rows;
     };
     // The servers take their ring counts from the ring thread once a second: wait for them.
-    let served = 0;
     const start = Date.now();
-    while ((served = await serverRingRows()) < workerRows && Date.now() - start < 30_000)
+    let served = await serverRingRows();
+    while (served < workerRows && Date.now() - start < 30_000) {
       await new Promise((r) => setTimeout(r, 200));
+      served = await serverRingRows();
+    }
     expect(served, "ring rows the LoRA servers counted per adapter").to.be.at.least(workerRows);
   });
 

@@ -111,7 +111,11 @@ describe("the native step", function () {
     const native = await twoSteps(model, local, adapters);
     const failed: unknown[] = [];
     const before = nativeStep.routedStats();
-    const mixed = await twoSteps(model, routed(local, [adapters[0] as string], () => local.nativeSiteBackend(), failed), adapters);
+    const mixed = await twoSteps(
+      model,
+      routed(local, [adapters[0] as string], () => local.nativeSiteBackend(), failed),
+      adapters,
+    );
     const after = nativeStep.routedStats();
     native.forEach((logits, i) =>
       expect(Buffer.from((mixed[i] as Float32Array).buffer).equals(Buffer.from(logits.buffer))).to.equal(true),

@@ -55,7 +55,8 @@ export class WorkerTelemetry {
     this.observePrefixCache(engine);
     if (remote) {
       m.createObservableCounter("loramesh_lora_ring_sites_total", {
-        description: "LoRA sites the native step sent through shared-memory rings itself, and those it handed back to JavaScript",
+        description:
+          "LoRA sites the native step sent through shared-memory rings itself, and those it handed back to JavaScript",
       }).addCallback((r) => {
         const s = nativeStep.routedStats();
         r.observe(s.ringSites, { path: "ring" });

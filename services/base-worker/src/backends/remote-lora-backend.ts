@@ -52,7 +52,10 @@ export class RemoteLoraBackend implements LoraBackend {
   /** serverId → until when it is avoided (it failed a round trip: dead, stopped or unreachable). */
   private readonly suspects = new Map<string, number>();
   /** The rings each per-step native backend routes to (to know which broke when its step fails). */
-  private readonly stepRings = new WeakMap<SiteBackendHandle, Array<{ serverId: string; backend: SiteBackendHandle }>>();
+  private readonly stepRings = new WeakMap<
+    SiteBackendHandle,
+    Array<{ serverId: string; backend: SiteBackendHandle }>
+  >();
 
   /** Bytes of activations sent and deltas received, by transport. */
   readonly bytes = { shm: { sent: 0, received: 0 }, grpc: { sent: 0, received: 0 } };
@@ -115,7 +118,10 @@ export class RemoteLoraBackend implements LoraBackend {
       [...routes.values()].map((r) => ({ ...r, timeoutMs, ring: true })),
       fallback(),
     );
-    this.stepRings.set(handle, [...routes.entries()].map(([serverId, r]) => ({ serverId, backend: r.backend })));
+    this.stepRings.set(
+      handle,
+      [...routes.entries()].map(([serverId, r]) => ({ serverId, backend: r.backend })),
+    );
     return handle;
   }
 
