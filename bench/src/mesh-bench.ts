@@ -14,7 +14,9 @@
  *
  *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json]
  */
-import { hostname } from "node:os";
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
 import { booleanOption, createLogger, intOption, loadConfig, setClusterToken } from "@loramesh/core";
@@ -40,7 +42,45 @@ const options = {
   tokens: intOption({ flag: "tokens", default: 64, min: 1, description: "tokens generated per request" }),
   iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips timed per case" }),
   json: booleanOption({ flag: "json", description: "print one JSON object (round trip and decode step figures)" }),
+  anchor: booleanOption({
+    flag: "lora-overhead",
+    default: true,
+    description: "with --json, also time r16 LoRA on a TinyLlama-1.1B-shaped model (needs the bench:cpu-anchor files)",
+  }),
 };
+
+/** Where `pnpm bench:cpu-anchor` caches its TinyLlama-1.1B-shaped model and adapters. */
+const ANCHOR_DIR = join(tmpdir(), "loramesh-cpu-anchor-tinyllama-1.1b-bf16");
+
+/**
+ * How much an r16 adapter on all 7 modules adds to a decode step of the 1.1B-shaped model, batch
+ * 1, through the native step (bench:decode-step in a child process: wall and CPU ms medians).
+ * Null when the cpu-anchor files are not there (`pnpm bench:cpu-anchor` writes them).
+ */
+function loraR16Overhead(): Record<string, number> | null {
+  if (!existsSync(join(ANCHOR_DIR, "model")) || !existsSync(join(ANCHOR_DIR, "adapters", "r16"))) return null;
+  const script = join(__dirname, "decode-step.js");
+  const args = [
+    script,
+    "--model",
+    join(ANCHOR_DIR, "model"),
+    "--adapter",
+    `r16=${join(ANCHOR_DIR, "adapters", "r16")}`,
+  ];
+  const r = spawnSync(process.execPath, [...args, "--steps", "8", "--json"], { encoding: "utf8", timeout: 900_000 });
+  if (r.status !== 0) throw new Error(`mesh bench: decode-step failed: ${r.stderr || r.error?.message}`);
+  const out = JSON.parse(r.stdout) as Record<string, { wall_ms: number; cpu_ms: number }>;
+  const base = out["base"] as { wall_ms: number; cpu_ms: number };
+  const r16 = out["r16"] as { wall_ms: number; cpu_ms: number };
+  return {
+    base_wall_ms: base.wall_ms,
+    r16_wall_ms: r16.wall_ms,
+    wall_pct: round((r16.wall_ms / base.wall_ms - 1) * 100),
+    base_cpu_ms: base.cpu_ms,
+    r16_cpu_ms: r16.cpu_ms,
+    cpu_pct: round((r16.cpu_ms / base.cpu_ms - 1) * 100),
+  };
+}
 
 function percentile(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
@@ -437,11 +477,12 @@ async function decodeStepMs(
   }
 }
 
-async function jsonReport(iterations: number, tokens: number): Promise<void> {
+async function jsonReport(iterations: number, tokens: number, overhead: boolean): Promise<void> {
   const siteUs = await siteRoundTripUs(iterations, 8);
   const coupled = await decodeStepMs("coupled", true, 8, tokens);
   const shm = await decodeStepMs("disaggregated", true, 8, tokens);
   const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
+  const r16 = overhead ? loraR16Overhead() : null;
   const os = await import("node:os");
   console.log(
     JSON.stringify({
@@ -450,6 +491,8 @@ async function jsonReport(iterations: number, tokens: number): Promise<void> {
       model: "tiny-llama (bundled), 6 adapters (r4-r64)",
       site: "qkv, 8 rows, layer 1",
       sequences: 8,
+      // LoRA r16 (all 7 modules) on a TinyLlama-1.1B-shaped model: % added to one decode step.
+      lora_r16_decode_overhead: r16 && { ...r16, model: "TinyLlama-1.1B shape, bf16, random weights, batch 1" },
       machine: `${os.hostname()}, ${os.cpus().length} cores, node ${process.version}`,
     }),
   );
@@ -457,7 +500,7 @@ async function jsonReport(iterations: number, tokens: number): Promise<void> {
 
 async function main(): Promise<void> {
   const { config } = loadConfig(options, process.argv.slice(2));
-  if (config.json) return jsonReport(config.iterations, config.tokens);
+  if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor);
   console.log(
     `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,
   );
