@@ -5,21 +5,26 @@
  *  2. generation throughput (tokens/s) of a coupled and a disaggregated cluster on the same model,
  *     adapters and requests.
  * With --json it prints one JSON object instead: the site round trip (p50/p99 µs, 8 rows: one
- * decode step of 8 sequences) in-process, over the shared-memory rings and over gRPC, and the decode
+ * decode step of 8 sequences) in-process, over the shared-memory rings and over gRPC, each timed
+ * post → wait on a native thread through the site backend the native step would get (so `shm` is
+ * the ring with no JavaScript on the path, `grpc` the callback into the stream), and the decode
  * step with 8 sequences decoding at once (each sequence's decode time per token after its first,
  * median over the sequences) coupled, disaggregated over the rings and over gRPC, all in the same
  * run on the same model.
  *
  *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json]
  */
-import { hostname } from "node:os";
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
-import { booleanOption, createLogger, intOption, loadConfig } from "@loramesh/core";
+import { booleanOption, createLogger, intOption, loadConfig, setClusterToken } from "@loramesh/core";
+import { DeadlineExceededError } from "@loramesh/errors";
 import { LocalLoraBackend, loadAdapter, Model, type LoraBackend } from "@loramesh/engine";
 import { siteShape, type LoraSite } from "@loramesh/formats";
 import { PlacementCache } from "@loramesh/mesh";
-import { f32 } from "@loramesh/native";
+import { f32, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
 import { RemoteLoraBackend } from "@loramesh/base-worker";
 
@@ -37,7 +42,45 @@ const options = {
   tokens: intOption({ flag: "tokens", default: 64, min: 1, description: "tokens generated per request" }),
   iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips timed per case" }),
   json: booleanOption({ flag: "json", description: "print one JSON object (round trip and decode step figures)" }),
+  anchor: booleanOption({
+    flag: "lora-overhead",
+    default: true,
+    description: "with --json, also time r16 LoRA on a TinyLlama-1.1B-shaped model (needs the bench:cpu-anchor files)",
+  }),
 };
+
+/** Where `pnpm bench:cpu-anchor` caches its TinyLlama-1.1B-shaped model and adapters. */
+const ANCHOR_DIR = join(tmpdir(), "loramesh-cpu-anchor-tinyllama-1.1b-bf16");
+
+/**
+ * How much an r16 adapter on all 7 modules adds to a decode step of the 1.1B-shaped model, batch
+ * 1, through the native step (bench:decode-step in a child process: wall and CPU ms medians).
+ * Null when the cpu-anchor files are not there (`pnpm bench:cpu-anchor` writes them).
+ */
+function loraR16Overhead(): Record<string, number> | null {
+  if (!existsSync(join(ANCHOR_DIR, "model")) || !existsSync(join(ANCHOR_DIR, "adapters", "r16"))) return null;
+  const script = join(__dirname, "decode-step.js");
+  const args = [
+    script,
+    "--model",
+    join(ANCHOR_DIR, "model"),
+    "--adapter",
+    `r16=${join(ANCHOR_DIR, "adapters", "r16")}`,
+  ];
+  const r = spawnSync(process.execPath, [...args, "--steps", "8", "--json"], { encoding: "utf8", timeout: 900_000 });
+  if (r.status !== 0) throw new Error(`mesh bench: decode-step failed: ${r.stderr || r.error?.message}`);
+  const out = JSON.parse(r.stdout) as Record<string, { wall_ms: number; cpu_ms: number }>;
+  const base = out["base"] as { wall_ms: number; cpu_ms: number };
+  const r16 = out["r16"] as { wall_ms: number; cpu_ms: number };
+  return {
+    base_wall_ms: base.wall_ms,
+    r16_wall_ms: r16.wall_ms,
+    wall_pct: round((r16.wall_ms / base.wall_ms - 1) * 100),
+    base_cpu_ms: base.cpu_ms,
+    r16_cpu_ms: r16.cpu_ms,
+    cpu_pct: round((r16.cpu_ms / base.cpu_ms - 1) * 100),
+  };
+}
 
 function percentile(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
@@ -49,18 +92,58 @@ function median(values: number[]): number {
   return s[Math.floor(s.length / 2)] as number;
 }
 
-async function registerAdapters(cluster: LocalCluster): Promise<void> {
-  const client = new LoraMeshClient({ address: cluster.routerAddress });
-  for (const name of ADAPTERS) {
-    await client.registerAdapter(name, join(BUNDLED_ADAPTERS, name));
-    for await (const _ of client.watchAdapterLoad(name)) void _;
+/** Every wait of the benchmark is bounded: a stuck phase fails with what it was waiting for. */
+const PHASE_MS = 180_000;
+async function within<T>(what: string, work: Promise<T>, ms = PHASE_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new DeadlineExceededError(`mesh bench: ${what} did not finish within ${ms} ms`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([work, limit]);
+  } finally {
+    clearTimeout(timer);
   }
-  client.close();
+}
+
+/** A local cluster whose token this process carries too (the bench talks to the provisioner itself). */
+async function startCluster(options: Parameters<typeof startLocalCluster>[0]): Promise<LocalCluster> {
+  const c = await startLocalCluster({ startTimeoutMs: 180_000, ...options });
+  setClusterToken(c.clusterToken);
+  return c;
+}
+
+async function registerAdapters(cluster: LocalCluster): Promise<void> {
+  const client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: PHASE_MS });
+  try {
+    for (const name of ADAPTERS) {
+      await within(`registering adapter ${name}`, client.registerAdapter(name, join(BUNDLED_ADAPTERS, name)));
+      await within(
+        `loading adapter ${name}`,
+        (async () => {
+          for await (const _ of client.watchAdapterLoad(name)) void _;
+        })(),
+      );
+    }
+  } finally {
+    client.close();
+  }
+}
+
+/** The placement as the provisioner sees it; without the cluster token this would never arrive. */
+async function placementOf(c: LocalCluster): Promise<PlacementCache> {
+  const provisioner = c.processes.find((p) => p.service === "provisioner")?.address as string;
+  const placement = new PlacementCache(provisioner, quiet);
+  await within("the first placement snapshot", placement.ready, 60_000);
+  return placement;
 }
 
 async function roundTrips(iterations: number): Promise<void> {
   const model = Model.load(BUNDLED_MODEL);
-  const cluster = await startLocalCluster({
+  const cluster = await startCluster({
     routerListen: "127.0.0.1:0",
     modelDir: BUNDLED_MODEL,
     mode: "disaggregated",
@@ -70,9 +153,7 @@ async function roundTrips(iterations: number): Promise<void> {
   });
   try {
     await registerAdapters(cluster);
-    const provisioner = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
-    const placement = new PlacementCache(provisioner, quiet);
-    await placement.ready;
+    const placement = await placementOf(cluster);
     const ids = [...placement.holders.keys()].sort();
     const local = new LocalLoraBackend(model.config);
     for (const [i, name] of ADAPTERS.entries())
@@ -122,7 +203,7 @@ async function roundTrips(iterations: number): Promise<void> {
           for (let i = 0; i < iterations + 20; i++) {
             const y = f32([tokens, nOut]);
             const t0 = performance.now();
-            await backend.apply({ layer: 1, site, x, y, adapters: ids, rowAdapter });
+            await within(`a ${site} site`, backend.apply({ layer: 1, site, x, y, adapters: ids, rowAdapter }), 60_000);
             if (i >= 20) samples.push((performance.now() - t0) * 1000);
           }
           times.push(median(samples));
@@ -144,7 +225,7 @@ async function throughput(
   requests: number,
   tokens: number,
 ): Promise<{ tokensPerSecond: number; seconds: number }> {
-  const cluster = await startLocalCluster({
+  const cluster = await startCluster({
     routerListen: "127.0.0.1:0",
     modelDir: BUNDLED_MODEL,
     mode,
@@ -173,9 +254,9 @@ async function throughput(
           }),
         ),
       );
-    await run(); // warm-up
+    await within("warm-up generation", run(), 600_000); // warm-up
     const t0 = performance.now();
-    const results = await run();
+    const results = await within("generation", run(), 600_000);
     const seconds = (performance.now() - t0) / 1000;
     client.close();
     const generated = results.reduce((s, r) => s + r.tokenIds.length, 0);
@@ -185,14 +266,16 @@ async function throughput(
   }
 }
 
-/** The three site backends of the round-trip figures, against one disaggregated cluster. */
-async function siteBackends(
-  cluster: LocalCluster,
-): Promise<{ backends: Array<[string, LoraBackend]>; ids: string[]; close: () => void }> {
+/** The three backends of the round-trip figures, against one disaggregated cluster. */
+async function siteBackends(cluster: LocalCluster): Promise<{
+  local: LocalLoraBackend;
+  shm: RemoteLoraBackend;
+  grpc: RemoteLoraBackend;
+  ids: string[];
+  close: () => void;
+}> {
   const model = Model.load(BUNDLED_MODEL);
-  const provisioner = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
-  const placement = new PlacementCache(provisioner, quiet);
-  await placement.ready;
+  const placement = await placementOf(cluster);
   const ids = [...placement.holders.keys()].sort();
   const local = new LocalLoraBackend(model.config);
   for (const [i, name] of ADAPTERS.entries())
@@ -207,62 +290,129 @@ async function siteBackends(
       workerId: sharedMemory ? "bench-shm" : "bench-grpc",
       hostId: hostname(),
       sharedMemory,
+      timeoutMs: 30_000,
+      failoverMs: 30_000,
       logger: quiet,
     });
-  const backends: Array<[string, LoraBackend]> = [
-    ["in_process", local],
-    ["shm", remote(true)],
-    ["grpc", remote(false)],
-  ];
+  const shm = remote(true);
+  const grpc = remote(false);
   return {
-    backends,
+    local,
+    shm,
+    grpc,
     ids,
     close: () => {
-      for (const [, b] of backends) if (b instanceof RemoteLoraBackend) b.close();
+      shm.close();
+      grpc.close();
       placement.close();
     },
   };
 }
 
-/** p50/p99 µs of one qkv site of `rows` rows (every row with an adapter) per backend. */
+/** The callback site backend the native step gets for a JavaScript LoRA backend (as forward.ts builds it). */
+function callbackBackend(lora: LoraBackend, adapters: readonly string[]): SiteBackendHandle {
+  const sites: readonly LoraSite[] = ["qkv", "o", "gate_up", "down"];
+  return nativeStep.callbackSiteBackend(async (req) => {
+    const y = f32([req.rows, req.outFeatures]);
+    await lora.apply({
+      layer: req.layer,
+      site: sites[req.site] as LoraSite,
+      x: f32([req.rows, req.inFeatures], req.x),
+      y,
+      adapters,
+      rowAdapter: req.rowAdapter,
+    });
+    return y.data;
+  });
+}
+
+/**
+ * p50/p99 µs of one qkv site of `rows` rows (every row with an adapter), timed post → wait on a
+ * native thread through the backend the native step gets: the local kernels, the ring (routed, no
+ * JavaScript), the callback into the gRPC stream. `*_js` keys: the same site through `apply`.
+ */
 async function siteRoundTripUs(
   iterations: number,
   rows: number,
 ): Promise<Record<string, { p50: number; p99: number }>> {
   const model = Model.load(BUNDLED_MODEL);
-  const cluster = await startLocalCluster({
+  const c = await startCluster({
     routerListen: "127.0.0.1:0",
     modelDir: BUNDLED_MODEL,
     mode: "disaggregated",
     workers: 1,
     loraServers: 1,
     logger: quiet,
-    startTimeoutMs: 180_000,
   });
   try {
-    await registerAdapters(cluster);
-    const { backends, ids, close } = await siteBackends(cluster);
+    await registerAdapters(c);
+    const { local, shm, grpc, ids, close } = await siteBackends(c);
     const { hIn, nOut } = siteShape(model.config, "qkv");
-    const x = f32(
-      [rows, hIn],
-      Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i)),
-    );
+    const x = Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i));
     const rowAdapter = Int32Array.from({ length: rows }, (_, t) => t % ids.length);
+    const call = () => ({
+      layer: 1,
+      site: "qkv" as const,
+      x: f32([rows, hIn], x),
+      y: f32([rows, nOut]),
+      adapters: ids,
+      rowAdapter,
+    });
+    const stats = (samples: ArrayLike<number>) => {
+      const v = Array.from(samples).slice(50);
+      return { p50: round(percentile(v, 50)), p99: round(percentile(v, 99)) };
+    };
     const out: Record<string, { p50: number; p99: number }> = {};
-    for (const [name, backend] of backends) {
+    // JavaScript path first: it also attaches the ring the native path then uses.
+    for (const [name, backend] of [
+      ["shm_js", shm],
+      ["grpc_js", grpc],
+    ] as const) {
       const samples: number[] = [];
       for (let i = 0; i < iterations + 50; i++) {
-        const y = f32([rows, nOut]);
         const t0 = performance.now();
-        await backend.apply({ layer: 1, site: "qkv", x, y, adapters: ids, rowAdapter });
-        if (i >= 50) samples.push((performance.now() - t0) * 1000);
+        await within(`a ${name} site`, backend.apply(call()), 60_000);
+        samples.push((performance.now() - t0) * 1000);
       }
-      out[name] = { p50: round(percentile(samples, 50)), p99: round(percentile(samples, 99)) };
+      out[name] = stats(samples);
     }
+    const timed = (backend: SiteBackendHandle, what: string) =>
+      within(
+        what,
+        nativeStep.siteRoundTrips(backend, {
+          adapters: ids,
+          layer: 1,
+          site: 0,
+          rows,
+          inFeatures: hIn,
+          outFeatures: nOut,
+          x,
+          rowAdapter,
+          iterations: iterations + 50,
+          timeoutMs: 30_000,
+        }),
+      );
+    out["in_process"] = stats(await timed(local.nativeSiteBackend(), "in-process sites"));
+    const fallback = callbackBackend(shm, ids);
+    const ring = shm.stepSiteBackend(ids, () => fallback);
+    if (!ring) throw new Error("mesh bench: the shared-memory ring to the LoRA server is not attached");
+    const before = nativeStep.routedStats().ringSites;
+    out["shm"] = stats(await timed(ring, "ring sites"));
+    if (nativeStep.routedStats().ringSites - before !== iterations + 50)
+      throw new Error("mesh bench: some shm sites did not go through the ring (adapters missing from its table?)");
+    const viaStream = callbackBackend(grpc, ids);
+    out["grpc"] = stats(await timed(viaStream, "gRPC sites"));
+    for (const h of [fallback, ring, viaStream]) nativeStep.disposeSiteBackend(h);
     close();
-    return out;
+    return {
+      in_process: out["in_process"],
+      shm: out["shm"],
+      grpc: out["grpc"],
+      shm_js: out["shm_js"],
+      grpc_js: out["grpc_js"],
+    } as Record<string, { p50: number; p99: number }>;
   } finally {
-    await cluster.stop();
+    await c.stop();
   }
 }
 
@@ -275,14 +425,13 @@ async function decodeStepMs(
   sequences: number,
   tokens: number,
 ): Promise<number> {
-  const cluster = await startLocalCluster({
+  const cluster = await startCluster({
     routerListen: "127.0.0.1:0",
     modelDir: BUNDLED_MODEL,
     mode,
     workers: 1,
     loraServers: 1,
     logger: quiet,
-    startTimeoutMs: 180_000,
     extraArgs: { "base-worker": [`--shared-memory=${sharedMemory}`] },
   });
   try {
@@ -319,8 +468,8 @@ async function decodeStepMs(
           if (record && first !== undefined && count > 0) steps.push((last - first) / count);
         }),
       );
-    await run(false); // warm-up
-    await run(true);
+    await within("warm-up decoding", run(false), 600_000);
+    await within("decoding", run(true), 600_000);
     client.close();
     return round(percentile(steps, 50), 2);
   } finally {
@@ -328,11 +477,12 @@ async function decodeStepMs(
   }
 }
 
-async function jsonReport(iterations: number, tokens: number): Promise<void> {
+async function jsonReport(iterations: number, tokens: number, overhead: boolean): Promise<void> {
   const siteUs = await siteRoundTripUs(iterations, 8);
   const coupled = await decodeStepMs("coupled", true, 8, tokens);
   const shm = await decodeStepMs("disaggregated", true, 8, tokens);
   const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
+  const r16 = overhead ? loraR16Overhead() : null;
   const os = await import("node:os");
   console.log(
     JSON.stringify({
@@ -341,6 +491,8 @@ async function jsonReport(iterations: number, tokens: number): Promise<void> {
       model: "tiny-llama (bundled), 6 adapters (r4-r64)",
       site: "qkv, 8 rows, layer 1",
       sequences: 8,
+      // LoRA r16 (all 7 modules) on a TinyLlama-1.1B-shaped model: % added to one decode step.
+      lora_r16_decode_overhead: r16 && { ...r16, model: "TinyLlama-1.1B shape, bf16, random weights, batch 1" },
       machine: `${os.hostname()}, ${os.cpus().length} cores, node ${process.version}`,
     }),
   );
@@ -348,7 +500,7 @@ async function jsonReport(iterations: number, tokens: number): Promise<void> {
 
 async function main(): Promise<void> {
   const { config } = loadConfig(options, process.argv.slice(2));
-  if (config.json) return jsonReport(config.iterations, config.tokens);
+  if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor);
   console.log(
     `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,
   );

@@ -154,7 +154,11 @@ Napi::Value ServerSetTables(const Napi::CallbackInfo& info) {
     if (!info[1].IsArray() || !info[2].IsArray()) throw Bad{"shmServerSetTables(server, slots, sites)"};
     auto tables = std::make_shared<lm::shm::Tables>();
     Napi::Array slots = info[1].As<Napi::Array>(), sites = info[2].As<Napi::Array>();
-    for (uint32_t i = 0; i < slots.Length(); i++) tables->slot_of[slots.Get(i).ToString().Utf8Value()] = static_cast<int32_t>(i);
+    for (uint32_t i = 0; i < slots.Length(); i++) {
+      const std::string id = slots.Get(i).ToString().Utf8Value();
+      tables->slot_of[id] = static_cast<int32_t>(i);
+      tables->slot_names.push_back(id);
+    }
     for (uint32_t i = 0; i < sites.Length(); i++) {
       Napi::Object s = sites.Get(i).As<Napi::Object>();
       const int32_t layer = int32(s, "layer"), site = int32(s, "site"), moe = s.Get("moe").ToBoolean() ? 1 : 0;
@@ -179,6 +183,9 @@ Napi::Value ServerStats(const Napi::CallbackInfo& info) {
     Napi::Array list = Napi::Array::New(env, s.detached_workers.size());
     for (size_t i = 0; i < s.detached_workers.size(); i++) list.Set(static_cast<uint32_t>(i), s.detached_workers[i]);
     out.Set("detachedWorkers", list);
+    Napi::Object rows = Napi::Object::New(env);
+    for (const auto& [id, n] : s.adapter_rows) rows.Set(id, Napi::Number::New(env, static_cast<double>(n)));
+    out.Set("adapterRows", rows);
     return out;
   });
 }

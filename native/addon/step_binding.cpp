@@ -5,12 +5,14 @@
 // `phase` ("op", "begin_step" or "site").
 #include <napi.h>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "../src/local_site_backend.h"
+#include "../src/routed_site_backend.h"
 #include "../src/step.h"
 #include "callback_site_backend.h"
 #include "status_name.h"
@@ -294,6 +296,144 @@ Napi::Value DisposeSiteBackend(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// routedSiteBackend(routes: [{adapters: string[], backend, timeoutMs, ring}], fallback | null): per
+// adapter, the backend that serves its rows (issue 13: rings straight from the step's thread).
+Napi::Value RoutedSiteBackendNew(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    if (!info[0].IsArray()) throw ArgError{LM_ERR_ARGUMENT, "routedSiteBackend(routes, fallback): routes must be an array"};
+    Napi::Array arr = info[0].As<Napi::Array>();
+    std::vector<SiteRoute> routes;
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      if (!arr.Get(i).IsObject()) throw ArgError{LM_ERR_ARGUMENT, "routes must be objects"};
+      Napi::Object o = arr.Get(i).As<Napi::Object>();
+      SiteRoute r;
+      Napi::Value b = o.Get("backend"), ids = o.Get("adapters");
+      if (!b.IsExternal()) throw ArgError{LM_ERR_ARGUMENT, "routes[].backend must be a site backend"};
+      r.backend = *b.As<Napi::External<BackendPtr>>().Data();
+      if (!r.backend) throw ArgError{LM_ERR_ARGUMENT, "routes[].backend was disposed"};
+      if (!ids.IsArray()) throw ArgError{LM_ERR_ARGUMENT, "routes[].adapters must be an array of ids"};
+      for (uint32_t k = 0; k < ids.As<Napi::Array>().Length(); k++) {
+        Napi::Value id = ids.As<Napi::Array>().Get(k);
+        if (!id.IsString()) throw ArgError{LM_ERR_ARGUMENT, "routes[].adapters must be strings"};
+        r.adapters.push_back(id.As<Napi::String>().Utf8Value());
+      }
+      r.timeout_us = int_field(o, "timeoutMs", 0, INT32_MAX) * 1000;
+      r.ring = o.Get("ring").ToBoolean().Value();
+      routes.push_back(std::move(r));
+    }
+    BackendPtr fallback;
+    if (info.Length() > 1 && info[1].IsExternal()) fallback = *info[1].As<Napi::External<BackendPtr>>().Data();
+    else if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined())
+      throw ArgError{LM_ERR_ARGUMENT, "fallback must be a site backend or null"};
+    return WrapBackend(env, std::make_shared<RoutedSiteBackend>(std::move(routes), std::move(fallback)));
+  } catch (const ArgError& e) {
+    throw_js(env, e);
+    return env.Undefined();
+  }
+}
+
+Napi::Value RoutedSiteStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const RoutedStats& s = routed_stats();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("ringSites", Napi::Number::New(env, static_cast<double>(s.ring_sites.load())));
+  out.Set("ringRows", Napi::Number::New(env, static_cast<double>(s.ring_rows.load())));
+  out.Set("fallbackSites", Napi::Number::New(env, static_cast<double>(s.fallback_sites.load())));
+  out.Set("notFound", Napi::Number::New(env, static_cast<double>(s.not_found.load())));
+  out.Set("tooBig", Napi::Number::New(env, static_cast<double>(s.too_big.load())));
+  return out;
+}
+
+// Times one site's post → wait on a native thread, as the step does it (benchmarks only).
+class RoundTripWorker : public Napi::AsyncWorker {
+ public:
+  RoundTripWorker(Napi::Env env, BackendPtr backend)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), backend_(std::move(backend)) {}
+  Napi::Promise::Deferred deferred_;
+  std::vector<std::string> ids;
+  std::vector<int32_t> row_adapter;
+  std::vector<float> x, delta;
+  SiteCall call{};
+  int64_t iterations = 0, timeout_us = 0;
+  std::vector<double> us;
+
+  void Execute() override {
+    std::vector<const char*> names;
+    for (const auto& id : ids) names.push_back(id.c_str());
+    call.x = x.data();
+    call.row_adapter = row_adapter.data();
+    call.delta = delta.data();
+    status_ = backend_->begin_step(names.data(), static_cast<int32_t>(names.size()));
+    for (int64_t i = 0; i < iterations && status_ == LM_OK; i++) {
+      const auto t0 = std::chrono::steady_clock::now();
+      uint64_t ticket = 0;
+      status_ = backend_->post(call, &ticket);
+      if (status_ == LM_OK) status_ = backend_->wait(ticket, timeout_us);
+      us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    }
+    if (status_ != LM_OK) message_ = lm_last_error();
+    backend_->end_step();
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (status_ != LM_OK) return deferred_.Reject(make_error(env, status_, message_, StepPhase::kSite).Value());
+    Napi::Float64Array out = Napi::Float64Array::New(env, us.size());
+    std::copy(us.begin(), us.end(), out.Data());
+    deferred_.Resolve(out);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  BackendPtr backend_;
+  lm_status status_ = LM_OK;
+  std::string message_;
+};
+
+// siteRoundTrips(backend, {adapters, layer, site, rows, inFeatures, outFeatures, x, rowAdapter,
+//   iterations, timeoutMs}) → Promise<Float64Array> µs per post → wait.
+Napi::Value SiteRoundTrips(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto reject = [&](const ArgError& e) {
+    auto d = Napi::Promise::Deferred::New(env);
+    d.Reject(make_error(env, e.status, e.message, StepPhase::kOp).Value());
+    return d.Promise();
+  };
+  try {
+    if (!info[0].IsExternal() || !info[1].IsObject()) throw ArgError{LM_ERR_ARGUMENT, "siteRoundTrips(backend, spec)"};
+    BackendPtr backend = *info[0].As<Napi::External<BackendPtr>>().Data();
+    if (!backend) throw ArgError{LM_ERR_ARGUMENT, "the site backend was disposed"};
+    Napi::Object o = info[1].As<Napi::Object>();
+    auto worker = std::make_unique<RoundTripWorker>(env, backend);
+    std::vector<Napi::ObjectReference> keep;
+    Reader r{&keep};
+    SiteCall& c = worker->call;
+    c.layer = static_cast<int32_t>(int_field(o, "layer", 0, INT32_MAX));
+    c.site = static_cast<SiteId>(int_field(o, "site", 0, 3));
+    c.rows = int_field(o, "rows", 1, 1 << 20);
+    c.in_features = int_field(o, "inFeatures", 1, 1 << 20);
+    c.out_features = int_field(o, "outFeatures", 1, 1 << 20);
+    worker->iterations = int_field(o, "iterations", 1, 1 << 24);
+    worker->timeout_us = int_field(o, "timeoutMs", 0, INT32_MAX) * 1000;
+    const float* x = r.data<float>(o.Get("x"), napi_float32_array, "x", static_cast<size_t>(c.rows * c.in_features));
+    worker->x.assign(x, x + c.rows * c.in_features);
+    const int32_t* ra = r.data<int32_t>(o.Get("rowAdapter"), napi_int32_array, "rowAdapter", static_cast<size_t>(c.rows));
+    worker->row_adapter.assign(ra, ra + c.rows);
+    Napi::Value ids = o.Get("adapters");
+    if (!ids.IsArray()) throw ArgError{LM_ERR_ARGUMENT, "adapters must be an array of ids"};
+    for (uint32_t i = 0; i < ids.As<Napi::Array>().Length(); i++)
+      worker->ids.push_back(ids.As<Napi::Array>().Get(i).ToString().Utf8Value());
+    for (int32_t a : worker->row_adapter)
+      if (a < -1 || a >= static_cast<int32_t>(worker->ids.size())) throw ArgError{LM_ERR_SLOT, "rowAdapter names no adapter"};
+    worker->delta.assign(static_cast<size_t>(c.rows * c.out_features), 0.0f);
+    Napi::Promise p = worker->deferred_.Promise();
+    worker.release()->Queue();
+    return p;
+  } catch (const ArgError& e) {
+    return reject(e);
+  }
+}
+
 class StepWorker : public Napi::AsyncWorker {
  public:
   StepWorker(Napi::Env env, ModelHandle* model, BackendPtr backend)
@@ -401,6 +541,9 @@ void register_step_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("localSiteBackend", Napi::Function::New(env, LocalSiteBackendNew));
   exports.Set("callbackSiteBackend", Napi::Function::New(env, CallbackSiteBackendNew));
   exports.Set("disposeSiteBackend", Napi::Function::New(env, DisposeSiteBackend));
+  exports.Set("routedSiteBackend", Napi::Function::New(env, RoutedSiteBackendNew));
+  exports.Set("routedSiteStats", Napi::Function::New(env, RoutedSiteStats));
+  exports.Set("siteRoundTrips", Napi::Function::New(env, SiteRoundTrips));
   exports.Set("step", Napi::Function::New(env, Step));
 }
 

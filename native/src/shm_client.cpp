@@ -6,6 +6,8 @@
 
 #include <cstring>
 #include <mutex>
+#include <thread>
+#include <unordered_map>
 
 #include "common.h"
 #include "shm_ring.h"
@@ -67,8 +69,8 @@ class ShmSiteBackend final : public SiteBackend {
     }
     if (blob.size() > kIdsBytes) return fail(LM_ERR_ARGUMENT, "adapter ids of a step exceed the ring's id area");
     std::lock_guard<std::mutex> g(mu_);
-    ids_ = std::move(blob);
-    n_ids_ = n;
+    // Per thread: the native step and the JavaScript path (shmSite) may use one ring at once.
+    ids_[std::this_thread::get_id()] = {std::move(blob), n};
     return LM_OK;
   }
 
@@ -80,13 +82,16 @@ class ShmSiteBackend final : public SiteBackend {
                                     std::to_string(map_.slot_bytes) + " bytes");
     std::lock_guard<std::mutex> g(mu_);
     if (lm_status s = usable(); s != LM_OK) return s;
+    const auto ids = ids_.find(std::this_thread::get_id());
+    if (ids == ids_.end()) return fail(LM_ERR_ARGUMENT, "a ring site was posted before begin_step");
+    const std::string& blob = ids->second.first;
     uint32_t s = 0;
     while (s < kSlots && busy_[s]) s++;
     if (s == kSlots) return fail(LM_ERR_ARGUMENT, "every ring slot has a site in flight");
     Slot& slot = map_.header()->slots[s];
     uint8_t* data = map_.slot_data(s);
     const SlotLayout l = slot_layout(call.rows, call.in_features, call.out_features);
-    std::memcpy(data + l.ids, ids_.data(), ids_.size());
+    std::memcpy(data + l.ids, blob.data(), blob.size());
     std::memcpy(data + l.row_adapter, call.row_adapter, static_cast<size_t>(call.rows) * 4);
     if (call.row_expert) std::memcpy(data + l.row_expert, call.row_expert, static_cast<size_t>(call.rows) * 4);
     std::memcpy(data + l.x, call.x, static_cast<size_t>(call.rows * call.in_features) * 4);
@@ -95,9 +100,9 @@ class ShmSiteBackend final : public SiteBackend {
     slot.rows = static_cast<int32_t>(call.rows);
     slot.h_in = static_cast<int32_t>(call.in_features);
     slot.n_out = static_cast<int32_t>(call.out_features);
-    slot.n_adapters = n_ids_;
+    slot.n_adapters = ids->second.second;
     slot.moe = call.row_expert ? 1 : 0;
-    slot.ids_bytes = static_cast<uint32_t>(ids_.size());
+    slot.ids_bytes = static_cast<uint32_t>(blob.size());
     uint32_t seq = ++seq_[s];
     if ((seq & 0x80000000u) != 0 || seq == 0) seq = seq_[s] = 1;  // the top bit marks a detach
     busy_[s] = true;
@@ -111,7 +116,10 @@ class ShmSiteBackend final : public SiteBackend {
 
   lm_status wait(uint64_t ticket, int64_t timeout_us) override {
     const uint32_t s = static_cast<uint32_t>(ticket >> 32), seq = static_cast<uint32_t>(ticket);
-    if (s >= kSlots || !busy_[s] || seq_[s] != seq) return fail(LM_ERR_ARGUMENT, "unknown ticket");
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (s >= kSlots || !busy_[s] || seq_[s] != seq) return fail(LM_ERR_ARGUMENT, "unknown ticket");
+    }
     Header* h = map_.header();
     Slot& slot = h->slots[s];
     const int64_t start = now_ns(), deadline = start + (timeout_us < 0 ? INT64_MAX / 2 : timeout_us * 1000);
@@ -153,7 +161,10 @@ class ShmSiteBackend final : public SiteBackend {
     return fail(known ? status : LM_ERR_UNAVAILABLE, "LoRA server: " + message);
   }
 
-  void end_step() override {}
+  void end_step() override {
+    std::lock_guard<std::mutex> g(mu_);
+    ids_.erase(std::this_thread::get_id());
+  }
 
  private:
   // Caller holds mu_ and the segment is still mapped.
@@ -202,8 +213,7 @@ class ShmSiteBackend final : public SiteBackend {
   std::mutex mu_;
   bool closed_ = false;
   std::string broken_;
-  std::string ids_;
-  int32_t n_ids_ = 0;
+  std::unordered_map<std::thread::id, std::pair<std::string, int32_t>> ids_;  // begin_step's ids, per thread
   bool busy_[kSlots] = {false, false, false, false};
   uint32_t seq_[kSlots] = {0, 0, 0, 0};
   float* delta_[kSlots] = {nullptr, nullptr, nullptr, nullptr};

@@ -118,6 +118,7 @@ struct SiteWeights {
 // (never mutated) when the pool changes, so the thread reads it without holding a lock.
 struct Tables {
   std::unordered_map<std::string, int32_t> slot_of;
+  std::vector<std::string> slot_names;  // pool slot → adapter id ("" for a free slot)
   std::map<int32_t, SiteWeights> sites;  // key: site_key(layer, site, moe)
 };
 inline int32_t site_key(int32_t layer, int32_t site, int32_t moe) { return (layer * 4 + site) * 2 + moe; }
@@ -137,6 +138,7 @@ struct ServerOptions {
 struct ServerStats {
   uint64_t native_calls = 0, work_items = 0, rows = 0, attached = 0, detached = 0;
   std::vector<std::string> detached_workers;  // since the last stats() call, with the reason
+  std::map<std::string, uint64_t> adapter_rows;  // rows computed per adapter id, since the server started
 };
 
 class Server {

@@ -34,8 +34,11 @@ export {
 export { type LoraSliceWeights, type LoraWeights, MAX_LORA_RANK, packLoraWeights } from "./lora";
 export {
   type LocalSiteWeights,
+  type RoutedSiteStats,
   type SiteBackendHandle,
   type SiteRequest,
+  type SiteRoundTripSpec,
+  type SiteRouteSpec,
   type StepBatch,
   type StepLayerSpec,
   type StepModelHandle,

@@ -50,6 +50,8 @@ export interface RingServerStats {
   detached: number;
   /** Workers detached since the last call, each as "id: reason". */
   detachedWorkers: string[];
+  /** Rows computed per adapter id since the server started (the ring's share of the per-adapter metrics). */
+  adapterRows: Record<string, number>;
 }
 
 export interface RingSite {

@@ -88,6 +88,41 @@ export interface SiteRequest {
   rowExpert: Int32Array | null;
 }
 
+/** One route of a routed site backend: these adapters' rows go to `backend`. */
+export interface SiteRouteSpec {
+  adapters: readonly string[];
+  backend: SiteBackendHandle;
+  /** Bound on one site's wait on this backend (0: the step's). */
+  timeoutMs: number;
+  /** A shared-memory ring: sites too big for a slot, and adapters its table leaves out, go to the fallback. */
+  ring: boolean;
+}
+
+/** Where routed sites went, process-wide (ring parts served from the step's thread, fallback parts). */
+export interface RoutedSiteStats {
+  ringSites: number;
+  ringRows: number;
+  fallbackSites: number;
+  /** Ring parts re-sent to the fallback: the ring's table left the adapter out. */
+  notFound: number;
+  /** Ring parts sent to the fallback: larger than a ring slot. */
+  tooBig: number;
+}
+
+/** One site timed `iterations` times, post → wait on a native thread (benchmarks). */
+export interface SiteRoundTripSpec {
+  adapters: readonly string[];
+  layer: number;
+  site: number;
+  rows: number;
+  inFeatures: number;
+  outFeatures: number;
+  x: Float32Array;
+  rowAdapter: Int32Array;
+  iterations: number;
+  timeoutMs: number;
+}
+
 /** Packed weights of one (layer, site) for the local backend; `moe` when keys are slot×experts + e. */
 export type LocalSiteWeights = LoraWeights & { moe: boolean };
 
@@ -100,6 +135,9 @@ interface StepAddon {
   }): SiteBackendHandle;
   callbackSiteBackend(fn: (req: SiteRequest) => Promise<Float32Array>): SiteBackendHandle;
   disposeSiteBackend(backend: SiteBackendHandle): void;
+  routedSiteBackend(routes: readonly SiteRouteSpec[], fallback: SiteBackendHandle | null): SiteBackendHandle;
+  routedSiteStats(): RoutedSiteStats;
+  siteRoundTrips(backend: SiteBackendHandle, spec: SiteRoundTripSpec): Promise<Float64Array>;
   step(model: StepModelHandle, batch: StepBatch, backend: SiteBackendHandle | null): Promise<void>;
 }
 
@@ -139,6 +177,19 @@ export function stepApi(addon: unknown) {
       sync(() => a.callbackSiteBackend(fn)),
     /** Releases a backend now (a running step keeps its own reference). */
     disposeSiteBackend: (backend: SiteBackendHandle): void => a.disposeSiteBackend(backend),
+    /**
+     * Per adapter, the backend serving its rows, called from the step's thread (rings: no
+     * JavaScript per site); adapters no route names go to `fallback`.
+     */
+    routedSiteBackend: (routes: readonly SiteRouteSpec[], fallback: SiteBackendHandle | null): SiteBackendHandle =>
+      sync(() => a.routedSiteBackend(routes, fallback)),
+    /** Process-wide counts of where routed sites went. */
+    routedStats: (): RoutedSiteStats => a.routedSiteStats(),
+    /** µs per post → wait of one site, timed on a native thread as the step does it. */
+    siteRoundTrips: (backend: SiteBackendHandle, spec: SiteRoundTripSpec): Promise<Float64Array> =>
+      a.siteRoundTrips(backend, spec).catch((err: unknown) => {
+        throw toStepError(err);
+      }),
     /** Runs the step; logits land in `batch.logits`. */
     run: (model: StepModelHandle, batch: StepBatch, backend: SiteBackendHandle | null): Promise<void> =>
       a.step(model, batch, backend).catch((err: unknown) => {

@@ -24,6 +24,14 @@ const alive = (pid: number): boolean => {
   }
 };
 
+async function scrape(address: string): Promise<string> {
+  const res = await fetch(`http://${address}/metrics`);
+  return res.text();
+}
+
+/** The first capture of `re` in a Prometheus text, as a number (0 when absent). */
+const counter = (text: string, re: RegExp): number => Number(re.exec(text)?.[1] ?? 0);
+
 /** Resolves once `check` holds; checked on every tick of the given event source. */
 async function until(check: () => boolean, what: string, limitMs = 60_000): Promise<void> {
   const start = Date.now();
@@ -72,6 +80,39 @@ describe("shared-memory rings between real processes (SIGKILL of either side)", 
       for (const r of rings) expect(serverPids).to.include(r.serverPid);
     }
     expect(namedRingSegments(serverPids)).to.deep.equal([]);
+    // The native path was taken: the workers' steps posted ring sites themselves (no JavaScript per
+    // site), and the LoRA servers count those rows per adapter like the stream's.
+    const ringRows = async (): Promise<number> => {
+      let rows = 0;
+      for (const w of workers()) {
+        const text = await scrape(w.metricsAddress);
+        expect(
+          counter(text, /^loramesh_lora_ring_sites_total\{[^}]*path="ring"[^}]*\} (\d+)/m),
+          `ring sites of ${w.pid}`,
+        ).to.be.greaterThan(0);
+        rows += counter(text, /^loramesh_lora_ring_rows_total(?:\{[^}]*\})? (\d+)/m);
+      }
+      return rows;
+    };
+    const workerRows = await ringRows();
+    expect(workerRows).to.be.greaterThan(0);
+    const serverRingRows = async (): Promise<number> => {
+      let rows = 0;
+      for (const p of cluster.processes.filter((x) => x.service === "lora-server")) {
+        const text = await scrape(p.metricsAddress);
+        for (const m of text.matchAll(/^loramesh_lora_rows_total\{[^}]*transport="ring"[^}]*\} (\d+)/gm))
+          rows += Number(m[1]);
+      }
+      return rows;
+    };
+    // The servers take their ring counts from the ring thread once a second: wait for them.
+    const start = Date.now();
+    let served = await serverRingRows();
+    while (served < workerRows && Date.now() - start < 30_000) {
+      await new Promise((r) => setTimeout(r, 200));
+      served = await serverRingRows();
+    }
+    expect(served, "ring rows the LoRA servers counted per adapter").to.be.at.least(workerRows);
   });
 
   it("SIGKILL of a LoRA server mid-decode: every request finishes or fails with UNAVAILABLE, the workers live on", async () => {

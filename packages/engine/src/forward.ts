@@ -6,8 +6,15 @@
  * reads each sequence's own blocks.
  */
 import { AsyncResource } from "node:async_hooks";
-import { f32, native, nativeStep, type SiteBackendHandle, type StepModelHandle } from "@loramesh/native";
-import { FailedPreconditionError } from "@loramesh/errors";
+import {
+  f32,
+  native,
+  nativeStep,
+  type SiteBackendHandle,
+  type StepBatch,
+  type StepModelHandle,
+} from "@loramesh/native";
+import { FailedPreconditionError, UnavailableError } from "@loramesh/errors";
 import type { KvCache } from "./kv-cache";
 import type { LoraBackend } from "./lora-backend";
 import type { LoraSite } from "@loramesh/formats";
@@ -91,42 +98,23 @@ export async function forward(
   const logits = new Float32Array(rows.length * c.vocabSize);
 
   const rope = c.rope.type === "dynamic" ? native.ropeInvFreq(c.rope, maxPosition + 1) : undefined;
-  let siteError: unknown;
-  const useLora = lora !== undefined && adapters.length > 0;
-  const own = useLora && !lora.nativeSiteBackend;
-  const backend = !useLora
-    ? null
-    : (lora.nativeSiteBackend?.() ??
-      callbackSiteBackend(lora, adapters, (err) => {
-        siteError ??= err;
-      }));
-  try {
-    await nativeStep.run(
-      stepModel(model, cache),
-      {
-        tokens: T,
-        seqs: seqs.length,
-        maxBlocks,
-        ids,
-        positions,
-        tokenSeq,
-        slots,
-        blockTables: tables,
-        rowAdapter,
-        adapters,
-        logitRows: Int32Array.from(rows),
-        logits,
-        ...(rope ? { invFreq: rope.invFreq, attentionScaling: rope.attentionScaling } : {}),
-        siteTimeoutMs: options.siteTimeoutMs ?? DEFAULT_SITE_TIMEOUT_MS,
-      },
-      backend,
-    );
-  } catch (err) {
-    // A JavaScript LoRA backend's own error (typed, e.g. UnavailableError from a LoRA server) wins.
-    throw siteError ?? err;
-  } finally {
-    if (own && backend) nativeStep.disposeSiteBackend(backend);
-  }
+  const batch: StepBatch = {
+    tokens: T,
+    seqs: seqs.length,
+    maxBlocks,
+    ids,
+    positions,
+    tokenSeq,
+    slots,
+    blockTables: tables,
+    rowAdapter,
+    adapters,
+    logitRows: Int32Array.from(rows),
+    logits,
+    ...(rope ? { invFreq: rope.invFreq, attentionScaling: rope.attentionScaling } : {}),
+    siteTimeoutMs: options.siteTimeoutMs ?? DEFAULT_SITE_TIMEOUT_MS,
+  };
+  await runStep(stepModel(model, cache), batch, lora !== undefined && adapters.length > 0 ? lora : undefined);
 
   const out: Float32Array[] = [];
   let row = 0;
@@ -135,6 +123,42 @@ export async function forward(
     row += want;
   }
   return out;
+}
+
+/**
+ * Runs the step with the LoRA backend's native sites when it has them. A step whose per-step native
+ * backend (the rings) failed at a site runs once more through `apply`, which fails over to a replica
+ * or the stream: the rerun writes the same KV positions again, so a partial first run leaves nothing.
+ */
+async function runStep(handle: StepModelHandle, batch: StepBatch, lora: LoraBackend | undefined): Promise<void> {
+  if (!lora) return nativeStep.run(handle, batch, null);
+  const persistent = lora.nativeSiteBackend?.();
+  if (persistent) return nativeStep.run(handle, batch, persistent);
+  let siteError: unknown;
+  const owned: SiteBackendHandle[] = [];
+  const callback = (): SiteBackendHandle => {
+    const h = callbackSiteBackend(lora, batch.adapters, (err) => {
+      siteError ??= err;
+    });
+    owned.push(h);
+    return h;
+  };
+  try {
+    const routed = lora.stepSiteBackend?.(batch.adapters, callback);
+    if (routed) owned.push(routed);
+    try {
+      await nativeStep.run(handle, batch, routed ?? callback());
+    } catch (err) {
+      // A JavaScript LoRA backend's own error (typed, e.g. UnavailableError from a LoRA server) wins.
+      if (!routed || siteError !== undefined || !(err instanceof UnavailableError)) throw siteError ?? err;
+      lora.stepSiteFailed?.(routed, err);
+      await nativeStep.run(handle, batch, callback());
+    }
+  } catch (err) {
+    throw siteError ?? err;
+  } finally {
+    for (const h of owned) nativeStep.disposeSiteBackend(h);
+  }
 }
 
 /**

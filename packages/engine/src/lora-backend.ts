@@ -54,4 +54,15 @@ export interface LoraBackend {
    * to `apply` on the JS thread.
    */
   nativeSiteBackend?(): SiteBackendHandle;
+  /**
+   * A native site backend built for one step with these adapters (the step releases it): the mesh's
+   * shared-memory rings, called from the step's thread, with `fallback()` (sites through `apply`) for
+   * the rest. Undefined: no native path for this step, every site goes through `apply`.
+   */
+  stepSiteBackend?(adapters: readonly string[], fallback: () => SiteBackendHandle): SiteBackendHandle | undefined;
+  /**
+   * A step on `stepSiteBackend`'s backend failed at a site (a ring's server died, detached or did not
+   * answer): forget what broke. The step then runs again through `apply`, which fails over.
+   */
+  stepSiteFailed?(backend: SiteBackendHandle, err: unknown): void;
 }

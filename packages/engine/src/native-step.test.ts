@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { readdirSync } from "node:fs";
 import { NotFoundError, UnavailableError } from "@loramesh/errors";
-import { NativeShapeError, NativeSlotError, nativeStep } from "@loramesh/native";
+import { NativeShapeError, NativeSlotError, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { loadAdapter } from "./adapter";
 import { forward, type ForwardSequence } from "./forward";
 import { KvCache } from "./kv-cache";
@@ -63,6 +63,24 @@ function throughCallback(local: LocalLoraBackend, seen: LoraSiteCall[] = []): Lo
   };
 }
 
+/**
+ * A backend with a per-step routed native backend: `routeAdapters` go to `route()` from the step's
+ * thread, the rest through `apply` (the fallback), as the mesh's rings and stream do.
+ */
+function routed(local: LocalLoraBackend, routeAdapters: string[], route: () => SiteBackendHandle, failed: unknown[]) {
+  const backend: LoraBackend = {
+    has: (id) => local.has(id),
+    apply: (call) => local.apply(call),
+    stepSiteBackend: (adapters, fallback) =>
+      nativeStep.routedSiteBackend(
+        [{ adapters: routeAdapters.filter((a) => adapters.includes(a)), backend: route(), timeoutMs: 0, ring: false }],
+        fallback(),
+      ),
+    stepSiteFailed: (_backend, err) => failed.push(err),
+  };
+  return backend;
+}
+
 describe("the native step", function () {
   this.timeout(120_000);
 
@@ -87,6 +105,39 @@ describe("the native step", function () {
       expect(mlp.every((c) => (c.rowExpert !== undefined) === model.config.numExperts > 0)).to.equal(true);
     });
   }
+
+  it("a routed backend (some adapters native, the rest through apply) gives the same bits", async () => {
+    const { model, local, adapters } = setup("tiny-llama");
+    const native = await twoSteps(model, local, adapters);
+    const failed: unknown[] = [];
+    const before = nativeStep.routedStats();
+    const mixed = await twoSteps(
+      model,
+      routed(local, [adapters[0] as string], () => local.nativeSiteBackend(), failed),
+      adapters,
+    );
+    const after = nativeStep.routedStats();
+    native.forEach((logits, i) =>
+      expect(Buffer.from((mixed[i] as Float32Array).buffer).equals(Buffer.from(logits.buffer))).to.equal(true),
+    );
+    expect(failed).to.deep.equal([]);
+    // Sites with rows of both kinds were split: the fallback served a share of them.
+    expect(after.fallbackSites).to.be.greaterThan(before.fallbackSites);
+  });
+
+  it("a routed step whose native backend fails a site runs again through apply, with the same bits", async () => {
+    const { model, local, adapters } = setup("tiny-llama");
+    const native = await twoSteps(model, local, adapters);
+    const failed: unknown[] = [];
+    const broken = () => nativeStep.callbackSiteBackend(() => Promise.reject(new Error("the ring's server is gone")));
+    const rerun = await twoSteps(model, routed(local, adapters, broken, failed), adapters);
+    native.forEach((logits, i) =>
+      expect(Buffer.from((rerun[i] as Float32Array).buffer).equals(Buffer.from(logits.buffer))).to.equal(true),
+    );
+    // Each of the two steps failed once on the native backend, then succeeded through apply.
+    expect(failed.length).to.equal(2);
+    for (const err of failed) expect(err).to.be.instanceOf(UnavailableError);
+  });
 
   it("passes a JavaScript backend's own error to the caller", async () => {
     const { model, local, adapters } = setup("tiny-llama");

@@ -6,6 +6,7 @@
  */
 import type { Engine, LoraBackend, LoraSiteCall } from "@loramesh/engine";
 import { context, ROOT_CONTEXT, SpanStatusCode, telemetry, trace, type Context } from "@loramesh/telemetry";
+import { nativeStep } from "@loramesh/native";
 import type { RemoteLoraBackend } from "./backends/remote-lora-backend";
 
 export class WorkerTelemetry {
@@ -53,6 +54,17 @@ export class WorkerTelemetry {
     );
     this.observePrefixCache(engine);
     if (remote) {
+      m.createObservableCounter("loramesh_lora_ring_sites_total", {
+        description:
+          "LoRA sites the native step sent through shared-memory rings itself, and those it handed back to JavaScript",
+      }).addCallback((r) => {
+        const s = nativeStep.routedStats();
+        r.observe(s.ringSites, { path: "ring" });
+        r.observe(s.fallbackSites, { path: "fallback" });
+      });
+      m.createObservableCounter("loramesh_lora_ring_rows_total", {
+        description: "rows with an adapter the native step sent through shared-memory rings itself",
+      }).addCallback((r) => r.observe(nativeStep.routedStats().ringRows));
       m.createObservableCounter("loramesh_lora_bytes_total", {
         description: "activation and delta bytes moved to and from LoRA servers",
         unit: "By",
@@ -126,9 +138,15 @@ export class WorkerTelemetry {
   wrap(backend: LoraBackend): LoraBackend {
     // A native site backend (coupled mode's local kernels) runs on the step's thread, with no
     // JavaScript per site, so its sites get no span and no latency sample.
+    // Ring sites of the native step (stepSiteBackend) likewise; the worker counts them instead
+    // (loramesh_lora_ring_sites_total).
     const nativeSites = backend.nativeSiteBackend?.bind(backend);
+    const stepSites = backend.stepSiteBackend?.bind(backend);
+    const stepFailed = backend.stepSiteFailed?.bind(backend);
     return {
       ...(nativeSites ? { nativeSiteBackend: nativeSites } : {}),
+      ...(stepSites ? { stepSiteBackend: stepSites } : {}),
+      ...(stepFailed ? { stepSiteFailed: stepFailed } : {}),
       has: (id) => backend.has(id),
       contentHash: (id) => backend.contentHash?.(id),
       apply: async (call) => {

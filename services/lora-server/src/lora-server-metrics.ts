@@ -9,6 +9,8 @@ export function loraServerMetrics(
   openStreams: () => number,
 ): {
   work(rowAdapterIds: Array<string | undefined>, transport: string, bytesIn: number, bytesOut: number): void;
+  /** The ring thread's rows per adapter so far (cumulative); what is new since the last call is counted. */
+  ringRows(cumulative: Readonly<Record<string, number>>): void;
 } {
   const m = telemetry().meter;
   m.createObservableGauge("loramesh_adapters_resident", { description: "adapters resident in the pool" }).addCallback(
@@ -53,6 +55,7 @@ export function loraServerMetrics(
     description: "activation and delta bytes moved, by transport",
     unit: "By",
   });
+  const ringSeen = new Map<string, number>();
   return {
     work(rowAdapterIds, transport, bytesIn, bytesOut) {
       const perAdapter = new Map<string, number>();
@@ -60,6 +63,13 @@ export function loraServerMetrics(
       for (const [adapter, n] of perAdapter) rows.add(n, { adapter });
       bytes.add(bytesIn, { transport, direction: "received" });
       bytes.add(bytesOut, { transport, direction: "sent" });
+    },
+    ringRows(cumulative) {
+      for (const [adapter, n] of Object.entries(cumulative)) {
+        const added = n - (ringSeen.get(adapter) ?? 0);
+        if (added > 0) rows.add(added, { adapter, transport: "ring" });
+        ringSeen.set(adapter, n);
+      }
     },
   };
 }

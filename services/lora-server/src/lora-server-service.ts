@@ -78,15 +78,18 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     layerwise: options.layerwiseLoading ?? true,
   });
   const batcher = new SiteBatcher({ pool, windowMs: options.batchWindowMs });
-  const ringLog = setInterval(() => {
-    for (const detached of ring?.stats().detachedWorkers ?? []) logger.warn("ring worker detached", { detached });
-  }, 1_000).unref();
   const counters = (): { nativeCalls: number; workItems: number; rows: number } => {
     const r = ring?.stats() ?? { nativeCalls: 0, workItems: 0, rows: 0 };
     const b = batcher.stats;
     return { nativeCalls: b.nativeCalls + r.nativeCalls, workItems: b.workItems + r.workItems, rows: b.rows + r.rows };
   };
   const metrics = loraServerMetrics(pool, counters, () => streams.openStreams);
+  // The ring thread's detached workers and per-adapter rows (its sites never pass through JavaScript).
+  const ringLog = setInterval(() => {
+    const s = ring?.stats();
+    for (const detached of s?.detachedWorkers ?? []) logger.warn("ring worker detached", { detached });
+    if (s) metrics.ringRows(s.adapterRows);
+  }, 1_000).unref();
   const executor = new LoraSiteExecutor({
     model,
     batcher,

@@ -3,6 +3,7 @@
  * halves run at once and write disjoint rows.
  */
 import type { LoraBackend, LoraSiteCall } from "@loramesh/engine";
+import type { SiteBackendHandle } from "@loramesh/native";
 
 export class HybridLoraBackend implements LoraBackend {
   private readonly local: LoraBackend;
@@ -32,6 +33,16 @@ export class HybridLoraBackend implements LoraBackend {
       else remote = true;
     }
     return { local, remote };
+  }
+
+  /** Remote adapters with a same-host ring go there from the step's thread; local ones through `apply`. */
+  stepSiteBackend(adapters: readonly string[], fallback: () => SiteBackendHandle): SiteBackendHandle | undefined {
+    const remote = adapters.filter((id) => !this.local.has(id));
+    return remote.length > 0 ? this.remote.stepSiteBackend?.(remote, fallback) : undefined;
+  }
+
+  stepSiteFailed(backend: SiteBackendHandle, err: unknown): void {
+    this.remote.stepSiteFailed?.(backend, err);
   }
 
   async apply(call: LoraSiteCall): Promise<void> {

@@ -1,17 +1,20 @@
 /**
  * Disaggregated LoRA: each site's rows go to the LoRA server that holds their adapter, over one
- * Disaggregated LoRA: each site's rows go to the LoRA server that holds their adapter, over one
  * Execute stream per server, or its shared-memory ring when the server is on this host
  * (`@loramesh/lora-wire` owns the stream, the rings and the codecs). This file only decides where
  * rows go, scatters and gathers them, and fails over: rows of a server that died or stopped
  * answering go to another holder (or wait for the adapter to be placed on a survivor), and rows a
  * server refused as "not resident" go to the next holder.
+ *
+ * Rings to same-host servers are also handed to the native step (`stepSiteBackend`): the step's
+ * thread posts those sites itself, with no JavaScript per site; the rest come back through `apply`.
  */
 import { type Logger } from "@loramesh/core";
 import { NotFoundError, UnavailableError } from "@loramesh/errors";
 import { LoraAdaptersUnavailableError, type LoraBackend, type LoraSiteCall } from "@loramesh/engine";
 import { siteShape, type ModelConfig } from "@loramesh/formats";
 import { LoraStreamClient, type WireTransport } from "@loramesh/lora-wire";
+import { native, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import type { PlacementCache } from "@loramesh/mesh";
 import { injectContext } from "@loramesh/telemetry";
 import { ExecutorKind, type ExecutorInfo } from "@loramesh/proto";
@@ -48,6 +51,11 @@ export class RemoteLoraBackend implements LoraBackend {
   private readonly placement: PlacementCache;
   /** serverId → until when it is avoided (it failed a round trip: dead, stopped or unreachable). */
   private readonly suspects = new Map<string, number>();
+  /** The rings each per-step native backend routes to (to know which broke when its step fails). */
+  private readonly stepRings = new WeakMap<
+    SiteBackendHandle,
+    Array<{ serverId: string; backend: SiteBackendHandle }>
+  >();
 
   /** Bytes of activations sent and deltas received, by transport. */
   readonly bytes = { shm: { sent: 0, received: 0 }, grpc: { sent: 0, received: 0 } };
@@ -84,6 +92,46 @@ export class RemoteLoraBackend implements LoraBackend {
     if (rows.length === 0) return;
     const deadline = performance.now() + (this.options.failoverMs ?? 60_000);
     await this.applyRows(call, rows, { deadline, notResidentRetries: 0 });
+  }
+
+  /**
+   * The step's native backend: each adapter whose chosen server has an attached ring goes to that
+   * ring from the step's thread; the rest (no ring yet, other hosts) use `fallback` (this `apply`).
+   * Undefined when no adapter of the step has a ring.
+   */
+  stepSiteBackend(adapters: readonly string[], fallback: () => SiteBackendHandle): SiteBackendHandle | undefined {
+    if (!this.options.sharedMemory) return undefined;
+    const routes = new Map<string, { adapters: string[]; backend: SiteBackendHandle }>();
+    for (const id of adapters) {
+      if (this.liveHolders(id).length === 0) continue;
+      const server = this.pick(id);
+      const known = this.connections.get(server.executorId);
+      const ring = known?.address === server.address ? known.client.ringBackend : undefined;
+      if (!ring) continue;
+      const route = routes.get(server.executorId) ?? { adapters: [], backend: ring };
+      route.adapters.push(id);
+      routes.set(server.executorId, route);
+    }
+    if (routes.size === 0) return undefined;
+    const timeoutMs = this.options.timeoutMs ?? 30_000;
+    const handle = nativeStep.routedSiteBackend(
+      [...routes.values()].map((r) => ({ ...r, timeoutMs, ring: true })),
+      fallback(),
+    );
+    this.stepRings.set(
+      handle,
+      [...routes.entries()].map(([serverId, r]) => ({ serverId, backend: r.backend })),
+    );
+    return handle;
+  }
+
+  /** A step on the rings failed at a site: a server whose ring broke is avoided, as after a failed round trip. */
+  stepSiteFailed(backend: SiteBackendHandle, err: unknown): void {
+    for (const { serverId, backend: ring } of this.stepRings.get(backend) ?? []) {
+      if (native.shmCheck(ring)) continue;
+      this.failovers++;
+      this.serverFailed(serverId, err instanceof Error ? err : new UnavailableError(String(err)));
+    }
   }
 
   close(): void {

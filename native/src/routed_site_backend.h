@@ -1,0 +1,76 @@
+// A SiteBackend that sends each adapter's rows to the backend serving it (issue 13): adapters on a
+// same-host LoRA server with an attached ring go to that ring's ShmSiteBackend, straight from the
+// step's thread (no JavaScript, no libuv hop per site); the rest go to a fallback (the callback
+// backend: the gRPC stream, hybrid). The JavaScript remote backend builds one per step, because it
+// knows placement, replicas and which rings are attached.
+//
+// A ring site that does not fit a slot, or whose adapter the ring's table leaves out (still loading
+// layer by layer: LM_ERR_NOT_FOUND), is sent to the fallback instead, as the stream client does.
+// A ring that fails (dead, detached or silent server) fails the site with LM_ERR_UNAVAILABLE and the
+// step with it; the caller reruns the step without the ring (the existing failover path).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "site_backend.h"
+
+namespace lm {
+
+struct SiteRoute {
+  std::vector<std::string> adapters;  // adapter ids this backend serves
+  std::shared_ptr<SiteBackend> backend;
+  int64_t timeout_us = 0;  // bound on one site's wait (0: the step's)
+  bool ring = false;       // a shared-memory ring (size check, NOT_FOUND goes to the fallback)
+};
+
+// Process-wide counts of where routed sites went (the worker exports them as metrics; tests read them).
+struct RoutedStats {
+  std::atomic<uint64_t> ring_sites{0};      // site parts a ring served from the step's thread
+  std::atomic<uint64_t> ring_rows{0};       // rows with an adapter in those parts
+  std::atomic<uint64_t> fallback_sites{0};  // site parts the fallback served
+  std::atomic<uint64_t> not_found{0};       // ring parts re-sent to the fallback (adapter not in the ring's table)
+  std::atomic<uint64_t> too_big{0};         // ring parts sent to the fallback (larger than a slot)
+};
+RoutedStats& routed_stats();
+
+class RoutedSiteBackend final : public SiteBackend {
+ public:
+  RoutedSiteBackend(std::vector<SiteRoute> routes, std::shared_ptr<SiteBackend> fallback);
+
+  lm_status begin_step(const char* const* adapter_ids, int32_t n) override;
+  lm_status post(const SiteCall& call, uint64_t* ticket) override;
+  lm_status wait(uint64_t ticket, int64_t timeout_us) override;
+  void end_step() override;
+
+ private:
+  static constexpr int kFallback = -1;
+  // One backend's share of a posted site.
+  struct Part {
+    int target = kFallback;  // route index or kFallback
+    uint64_t ticket = 0;
+    bool direct = false;                // every adapter row of the site: written straight into call.delta
+    std::vector<int32_t> row_adapter;   // the site's rows, -1 where another backend serves them
+    std::vector<float> delta;           // [rows, out] unless direct
+  };
+  struct Posted {
+    SiteCall call{};
+    std::vector<Part> parts;
+  };
+
+  SiteBackend* backend_of(int target) const;
+  int64_t timeout_of(int target, int64_t step_timeout_us) const;
+  lm_status post_part(const SiteCall& call, Part* part);
+  lm_status wait_part(const Posted& p, Part* part, int64_t timeout_us);
+
+  std::vector<SiteRoute> routes_;
+  std::shared_ptr<SiteBackend> fallback_;
+  std::vector<int> target_of_;  // per step adapter index
+  std::vector<bool> begun_;     // per route, then the fallback last
+  std::vector<Posted> posted_;
+};
+
+}  // namespace lm
