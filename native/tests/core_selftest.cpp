@@ -4,6 +4,7 @@
 // machine without Node (the GPU machine) can check the core too.
 #include <cstring>
 
+#include "../src/gemm.h"
 #include "test_util.h"
 
 using namespace lmtest;
@@ -31,7 +32,7 @@ static std::vector<float> run_lora(const LoraProblem& p) {
 static int check_matmul(std::mt19937& rng) {
   int failures = 0;
   for (lm_dtype wd : {LM_F32, LM_BF16}) {
-    for (int64_t tokens : {1, 3, 6, 7, 13, 50}) {
+    for (int64_t tokens : {1, 3, 6, 7, 13, 50, 64}) {
       const int64_t k = 203, n = 37;
       std::vector<float> x = random_floats(rng, static_cast<size_t>(tokens * k));
       std::vector<float> wf = random_floats(rng, static_cast<size_t>(n * k), 0.1f);
@@ -40,9 +41,11 @@ static int check_matmul(std::mt19937& rng) {
       std::vector<float> bias = random_floats(rng, static_cast<size_t>(n));
       std::vector<float> ref;
       bool same = true;
-      for (int simd : {0, 1}) {
+      // simd 2: the AVX-512 tiles without packed panels (same bits as the packed path).
+      for (int simd : {0, 1, 2}) {
         if (simd) LM_CHECK(lm_set_simd(1));
         else LM_CHECK(lm_set_simd(0));
+        lm::gemm::set_packed(simd != 2);
         for (int threads : {1, 2}) {
           LM_CHECK(lm_set_num_threads(threads));
           std::vector<float> out(static_cast<size_t>(tokens * n));
@@ -55,12 +58,13 @@ static int check_matmul(std::mt19937& rng) {
           else if (std::memcmp(ref.data(), out.data(), out.size() * 4) != 0) same = false;
         }
       }
-      std::printf("matmul %s tokens=%lld: scalar, SIMD, 1 and 2 threads identical: %s\n", wd == LM_F32 ? "f32" : "bf16",
+      std::printf("matmul %s tokens=%lld: scalar, SIMD, packed or not, 1 and 2 threads identical: %s\n", wd == LM_F32 ? "f32" : "bf16",
                   static_cast<long long>(tokens), same ? "yes" : "NO");
       if (!same) failures++;
     }
   }
   LM_CHECK(lm_set_simd(1));
+  lm::gemm::set_packed(true);
   return failures;
 }
 
