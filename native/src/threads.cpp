@@ -22,7 +22,7 @@ inline void cpu_relax() {
 // How long a worker keeps polling for the next job, and the caller for the end of one, before
 // sleeping on the condition variable. A decode step runs hundreds of sub-millisecond parallel ops;
 // a futex wake-up of a sleeping core costs tens of microseconds each, often more than the work.
-constexpr auto kSpin = std::chrono::microseconds(200);
+constexpr auto kSpin = std::chrono::microseconds(50);
 
 // Polls `ready` until it holds or kSpin passes; true when it held.
 template <typename Ready>
