@@ -1,13 +1,41 @@
 // `pnpm bench:gemm-cpu`: GFLOP/s of lm_matmul (bf16 and f32 weights) at TinyLlama's MLP shape
-// (K 2048, N 5632) for decode batches and a prefill chunk, on this machine's pool. Median of 5.
+// (K 2048, N 5632) for decode batches and prefill chunks, on this machine's pool. Median of 5.
+// Prefill sizes run both AVX-512 paths (packed panels and the plain tiles, which give the same
+// bits), alternating, so the comparison holds on a busy machine. Each line also gives GFLOP/s per
+// CPU-second of the process (all threads): on a shared machine that is the kernel's efficiency,
+// wall time is mostly waiting for a core.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
+#include <cstdlib>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <vector>
 
+#include "../native/src/gemm.h"
 #include "../native/tests/test_util.h"
 
 using namespace lmtest;
+
+namespace {
+
+double cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+struct Timing {
+  std::vector<double> wall, cpu;
+  double median(std::vector<double> v) const {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  }
+};
+
+}  // namespace
 
 int main() {
   std::mt19937 rng(1);
@@ -15,25 +43,51 @@ int main() {
   std::vector<float> wf = random_floats(rng, static_cast<size_t>(n * k), 0.05f);
   std::vector<uint16_t> wb(wf.size());
   for (size_t i = 0; i < wf.size(); i++) wb[i] = bf16(wf[i]);
-  std::printf("threads=%d simd=%d\n", lm_get_num_threads(), lm_simd_enabled());
+  // LM_BENCH_FILE=checkpoint: bf16 weights read from a file mapping (4 KiB pages, as the engine
+  // maps a checkpoint) instead of heap memory. The file's bytes past its first MiB are used as is.
+  const uint16_t* wb_data = wb.data();
+  if (const char* file = std::getenv("LM_BENCH_FILE")) {
+    const int fd = open(file, O_RDONLY);
+    void* p = fd < 0 ? MAP_FAILED : mmap(nullptr, (1 << 20) + n * k * 2, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      std::fprintf(stderr, "cannot map %s\n", file);
+      return 1;
+    }
+    madvise(p, (1 << 20) + n * k * 2, MADV_POPULATE_READ);
+    wb_data = reinterpret_cast<const uint16_t*>(static_cast<const char*>(p) + (1 << 20));
+    std::printf("bf16 weights mapped from %s\n", file);
+  }
+  std::printf("threads=%d simd=%d avx512=%d\n", lm_get_num_threads(), lm_simd_enabled(),
+              lm::gemm::avx512_active() ? 1 : 0);
   for (lm_dtype wd : {LM_BF16, LM_F32}) {
     for (int64_t tokens : {1, 4, 8, 64, 256}) {
       std::vector<float> x = random_floats(rng, static_cast<size_t>(tokens * k));
       std::vector<float> out(static_cast<size_t>(tokens * n));
       lm_tensor xt = tensor(x.data(), LM_F32, {tokens, k});
-      lm_tensor wt = wd == LM_F32 ? tensor(wf.data(), LM_F32, {n, k}) : tensor(wb.data(), LM_BF16, {n, k});
+      lm_tensor wt = wd == LM_F32 ? tensor(wf.data(), LM_F32, {n, k}) : tensor(const_cast<uint16_t*>(wb_data), LM_BF16, {n, k});
       lm_tensor ot = tensor(out.data(), LM_F32, {tokens, n});
-      std::vector<double> secs;
+      const bool both = tokens >= 12 && lm::gemm::avx512_active();
+      Timing timing[2];
       for (int rep = 0; rep < 5; rep++) {
-        auto t0 = std::chrono::steady_clock::now();
-        LM_CHECK(lm_matmul(&xt, &wt, nullptr, &ot));
-        secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        for (int v = 0; v < (both ? 2 : 1); v++) {
+          lm::gemm::set_packed(v == 0);
+          const double c0 = cpu_seconds();
+          auto t0 = std::chrono::steady_clock::now();
+          LM_CHECK(lm_matmul(&xt, &wt, nullptr, &ot));
+          timing[v].wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+          timing[v].cpu.push_back(cpu_seconds() - c0);
+        }
       }
-      std::sort(secs.begin(), secs.end());
-      const double s = secs[2];
-      const double bytes = static_cast<double>(n * k) * (wd == LM_F32 ? 4 : 2);
-      std::printf("%-4s tokens=%-4lld %8.2f ms  %7.1f GFLOP/s  %6.1f GB/s of weights\n", wd == LM_F32 ? "f32" : "bf16",
-                  static_cast<long long>(tokens), s * 1e3, 2.0 * tokens * n * k / s / 1e9, bytes / s / 1e9);
+      lm::gemm::set_packed(true);
+      for (int v = 0; v < (both ? 2 : 1); v++) {
+        const double s = timing[v].median(timing[v].wall), c = timing[v].median(timing[v].cpu);
+        const double bytes = static_cast<double>(n * k) * (wd == LM_F32 ? 4 : 2);
+        const double flop = 2.0 * static_cast<double>(tokens * n * k);
+        std::printf("%-4s tokens=%-4lld %-6s %8.2f ms  %7.1f GFLOP/s  %6.1f GB/s of weights  %7.1f GFLOP per CPU-s\n",
+                    wd == LM_F32 ? "f32" : "bf16", static_cast<long long>(tokens),
+                    !both ? "" : (v == 0 ? "packed" : "tiles"), s * 1e3, flop / s / 1e9, bytes / s / 1e9,
+                    flop / c / 1e9);
+      }
     }
   }
   return 0;

@@ -403,6 +403,9 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
     make_error(env, LM_ERR_MEMORY, "mmap of " + path + " failed: " + std::strerror(errno)).ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  // Resident now, as llama.cpp's MAP_POPULATE load is: otherwise the first forward pass pays
+  // ~500k page faults and first accesses inside its matmuls (see src/prefault.cpp).
+  (void)lm_prefault(addr, bytes);
   auto* hint = new size_t(bytes);
   Napi::Object result = Napi::Object::New(env);
   result.Set("buffer", Napi::ArrayBuffer::New(env, addr, bytes, [](Napi::Env, void* data, size_t* size) {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "simd.h"
@@ -24,6 +25,21 @@
 namespace lm::gemm {
 
 namespace {
+
+// 64-byte aligned storage for the packed panels (aligned zmm loads).
+template <typename T>
+struct AlignedAlloc {
+  using value_type = T;
+  AlignedAlloc() = default;
+  template <typename U>
+  AlignedAlloc(const AlignedAlloc<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  bool operator==(const AlignedAlloc&) const { return true; }
+  bool operator!=(const AlignedAlloc&) const { return false; }
+};
+
+bool g_packed = true;
 
 #ifdef LM_X86
 #define LM_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
@@ -107,10 +123,67 @@ LM_AVX512 void tile_any(int c, const W* const rows[8], const float* const* xs, i
   }
 }
 
-// Tokens per tile and the batch size from which bf16 row blocks are widened once and reused.
+// Packed panel: 8 weight rows widened to f32 and laid out in the order the tile reads them — per
+// k step of 8, the four row pairs (r, r+1) as four contiguous zmm. One sequential stream of aligned
+// loads instead of eight row streams with a shuffle per pair; the lanes are the same, so the bits are.
+template <typename W>
+LM_AVX512 void pack_panel(const W* const rows[8], int64_t steps, float* panel) {
+  for (int64_t s = 0; s < steps; s++) {
+    for (int q = 0; q < 4; q++) _mm512_store_ps(panel + s * 64 + q * 16, pair(rows[2 * q], rows[2 * q + 1], s * 8));
+  }
+}
+
+// out[r][c] = row r · x[c] for the panel's 8 rows and C tokens: the same FMA lanes and reduction as
+// tile(), the k tail (k % 8) from the original rows.
+template <typename W, int C>
+LM_AVX512 void panel_tile(const float* panel, const W* const rows[8], const float* const xs[C], int64_t k,
+                          float out[8][6]) {
+  __m512 acc[4][C];
+  for (int q = 0; q < 4; q++)
+    for (int c = 0; c < C; c++) acc[q][c] = _mm512_setzero_ps();
+  const int64_t steps = k / 8;
+  for (int64_t s = 0; s < steps; s++) {
+    const float* w = panel + s * 64;
+    const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
+    const __m512 w2 = _mm512_load_ps(w + 32), w3 = _mm512_load_ps(w + 48);
+    for (int c = 0; c < C; c++) {
+      const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs[c] + s * 8));
+      acc[0][c] = _mm512_fmadd_ps(w0, xv, acc[0][c]);
+      acc[1][c] = _mm512_fmadd_ps(w1, xv, acc[1][c]);
+      acc[2][c] = _mm512_fmadd_ps(w2, xv, acc[2][c]);
+      acc[3][c] = _mm512_fmadd_ps(w3, xv, acc[3][c]);
+    }
+  }
+  for (int q = 0; q < 4; q++) {
+    for (int c = 0; c < C; c++) {
+      out[2 * q][c] = hsum8(_mm512_castps512_ps256(acc[q][c]));
+      out[2 * q + 1][c] = hsum8(_mm512_extractf32x8_ps(acc[q][c], 1));
+    }
+  }
+  for (int64_t i = steps * 8; i < k; i++) {
+    for (int r = 0; r < 8; r++) {
+      const float wi = widen(rows[r][i]);
+      for (int c = 0; c < C; c++) out[r][c] = fma1(wi, xs[c][i], out[r][c]);
+    }
+  }
+}
+
+template <typename W>
+LM_AVX512 void panel_tile_any(int c, const float* panel, const W* const rows[8], const float* const* xs, int64_t k,
+                              float out[8][6]) {
+  switch (c) {
+    case 1: return panel_tile<W, 1>(panel, rows, xs, k, out);
+    case 2: return panel_tile<W, 2>(panel, rows, xs, k, out);
+    case 3: return panel_tile<W, 3>(panel, rows, xs, k, out);
+    case 4: return panel_tile<W, 4>(panel, rows, xs, k, out);
+    case 5: return panel_tile<W, 5>(panel, rows, xs, k, out);
+    default: return panel_tile<W, 6>(panel, rows, xs, k, out);
+  }
+}
+
+// Tokens per tile and the batch size from which row blocks are packed once and reused.
 constexpr int64_t kTileTokens = 6;
-constexpr int64_t kWidenFrom = 12;
-constexpr int64_t kTokenBlock = 48;
+constexpr int64_t kPackFrom = 12;
 
 template <typename W>
 void block_avx512(const float* x, const W* const rows[8], int64_t tokens, int64_t k, int64_t n, int64_t row,
@@ -121,6 +194,24 @@ void block_avx512(const float* x, const W* const rows[8], int64_t tokens, int64_
     for (int j = 0; j < c; j++) xs[j] = x + (t + j) * k;
     float res[8][6];
     tile_any<W>(c, rows, xs, k, res);
+    for (int r = 0; r < 8; r++) {
+      const float b = bias ? bias[row + r] : 0.0f;
+      for (int j = 0; j < c; j++) out[(t + j) * n + row + r] = res[r][j] + b;
+    }
+  }
+}
+
+// Prefill-sized batches: each 8-row group is packed once, then every token tile runs over it.
+template <typename W>
+void block_packed(const float* x, const W* const rows[8], int64_t tokens, int64_t k, int64_t n, int64_t row,
+                  const float* bias, float* out, float* panel) {
+  pack_panel<W>(rows, k / 8, panel);
+  for (int64_t t = 0; t < tokens; t += kTileTokens) {
+    const int c = static_cast<int>(std::min(kTileTokens, tokens - t));
+    const float* xs[kTileTokens];
+    for (int j = 0; j < c; j++) xs[j] = x + (t + j) * k;
+    float res[8][6];
+    panel_tile_any<W>(c, panel, rows, xs, k, res);
     for (int r = 0; r < 8; r++) {
       const float b = bias ? bias[row + r] : 0.0f;
       for (int j = 0; j < c; j++) out[(t + j) * n + row + r] = res[r][j] + b;
@@ -158,24 +249,14 @@ void matmul_rows_impl(const float* x, const W* w, const float* bias, int64_t tok
 #ifdef LM_X86
   if (avx512_active()) {
     int64_t j = rb;
-    if constexpr (sizeof(W) == 2) {
-      if (tokens >= kWidenFrom) {
-        // Token blocks keep their x rows in L2 while every 8-row block of the item passes over them.
-        thread_local std::vector<float> wide;
-        wide.resize(static_cast<size_t>(8 * k));
-        const int64_t full = rb + (re - rb) / 8 * 8;
-        for (int64_t tb = 0; tb < tokens; tb += kTokenBlock) {
-          const int64_t tn = std::min(kTokenBlock, tokens - tb);
-          for (int64_t jb = rb; jb < full; jb += 8) {
-            const float* rows[8];
-            for (int r = 0; r < 8; r++) {
-              simd::bf16_to_f32(w + (jb + r) * k, wide.data() + r * k, k);
-              rows[r] = wide.data() + r * k;
-            }
-            block_avx512<float>(x + tb * k, rows, tn, k, n, jb, bias, out + tb * n);
-          }
-        }
-        j = full;
+    const int64_t full = rb + (re - rb) / 8 * 8;
+    if (tokens >= kPackFrom && g_packed && full > rb) {
+      thread_local std::vector<float, AlignedAlloc<float>> panel;
+      panel.resize(static_cast<size_t>(8 * k + 16));
+      for (; j < full; j += 8) {
+        const W* rows[8];
+        for (int r = 0; r < 8; r++) rows[r] = w + (j + r) * k;
+        block_packed<W>(x, rows, tokens, k, n, j, bias, out, panel.data());
       }
     }
     for (; j + 8 <= re; j += 8) {
@@ -193,6 +274,7 @@ void matmul_rows_impl(const float* x, const W* w, const float* bias, int64_t tok
 }  // namespace
 
 bool avx512_active() { return g_has_avx512 && simd::enabled(); }
+void set_packed(bool on) { g_packed = on; }
 
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n, int64_t rb,
                  int64_t re, float* out) {

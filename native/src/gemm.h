@@ -9,6 +9,9 @@ namespace lm::gemm {
 
 // True when this CPU has AVX-512 F/DQ/VL (checked once) and SIMD is enabled.
 bool avx512_active();
+// Whether prefill-sized batches use packed panels (default on). Same bits either way; benchmarks
+// and tests switch it to compare the two paths.
+void set_packed(bool on);
 
 // Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n,

@@ -141,11 +141,10 @@ void attention(const AttentionArgs& a) {
       scores[static_cast<size_t>(p - first)] = s;
       max_score = std::max(max_score, s);
     }
+    for (float& s : scores) s -= max_score;
+    simd::exp(scores.data(), scores.data(), static_cast<int64_t>(scores.size()));
     float denom = 0.0f;
-    for (float& s : scores) {
-      s = std::exp(s - max_score);
-      denom += s;
-    }
+    for (float s : scores) denom += s;
     for (int64_t p = first; p <= pos; p++) {
       const float* v = key_row(a.v_cache, p);
       const float wgt = scores[static_cast<size_t>(p - first)];
@@ -163,7 +162,9 @@ void silu_mul(const float* gu, int64_t tokens, int64_t inter, float* out) {
       const float* g = gu + t * 2 * inter;
       const float* u = g + inter;
       float* o = out + t * inter;
-      for (int64_t i = 0; i < inter; i++) o[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
+      for (int64_t i = 0; i < inter; i++) o[i] = -g[i];
+      simd::exp(o, o, inter);  // o = e^-g, vectorized
+      for (int64_t i = 0; i < inter; i++) o[i] = (g[i] / (1.0f + o[i])) * u[i];
     }
   });
 }

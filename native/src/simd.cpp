@@ -1,5 +1,6 @@
 #include "simd.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -37,7 +38,62 @@ float dot_scalar(const W* w, const float* x, int64_t n) {
   return acc;
 }
 
+// e^x as Cephes' expf: x = n·ln2 + r with |r| <= ln2/2 (ln 2 split in two for an exact n·ln2),
+// e^r by a degree-6 polynomial, 2^n put into the exponent.
+constexpr float kExpHi = 88.7228f, kExpLo = -87.3365f, kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f, kP3 = 4.1665795894e-2f,
+                kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
+
+inline float exp_scalar(float x) {
+  if (std::isnan(x)) return x;
+  x = std::min(std::max(x, kExpLo), kExpHi);
+  const float n = std::nearbyint(x * kLog2e);
+  float r = std::fma(n, -kLn2Hi, x);
+  r = std::fma(n, -kLn2Lo, r);
+  float p = kP0;
+  p = std::fma(p, r, kP1);
+  p = std::fma(p, r, kP2);
+  p = std::fma(p, r, kP3);
+  p = std::fma(p, r, kP4);
+  p = std::fma(p, r, kP5);
+  const float y = std::fma(p, r * r, r) + 1.0f;
+  // n in [-126, 128]: 2^n itself may be denormal or overflow, so scale by two normal halves.
+  const int32_t ni = static_cast<int32_t>(n), n1 = ni >> 1, n2 = ni - n1;
+  const uint32_t b1 = static_cast<uint32_t>(n1 + 127) << 23, b2 = static_cast<uint32_t>(n2 + 127) << 23;
+  float s1, s2;
+  std::memcpy(&s1, &b1, 4);
+  std::memcpy(&s2, &b2, 4);
+  return y * s1 * s2;
+}
+
 #ifdef LM_X86
+__attribute__((target("avx2,fma"))) void exp_avx2(const float* x, float* y, int64_t n) {
+  const __m256 hi = _mm256_set1_ps(kExpHi), lo = _mm256_set1_ps(kExpLo), log2e = _mm256_set1_ps(kLog2e);
+  const __m256 c1 = _mm256_set1_ps(-kLn2Hi), c2 = _mm256_set1_ps(-kLn2Lo), one = _mm256_set1_ps(1.0f);
+  const __m256i bias = _mm256_set1_epi32(127);
+  int64_t main = n & ~int64_t(7);
+  for (int64_t i = 0; i < main; i += 8) {
+    // Operand order keeps a NaN (max/min return their second operand when one is NaN).
+    __m256 v = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_loadu_ps(x + i)));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(v, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(k, c1, v);
+    r = _mm256_fmadd_ps(k, c2, r);
+    __m256 p = _mm256_set1_ps(kP0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
+    const __m256 q = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), one);
+    const __m256i ni = _mm256_cvtps_epi32(k), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i b1 = _mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23);
+    const __m256i b2 = _mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(q, _mm256_castsi256_ps(b1)), _mm256_castsi256_ps(b2)));
+  }
+  for (int64_t i = main; i < n; i++) y[i] = exp_scalar(x[i]);
+}
+
 __attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 __attribute__((target("avx2,fma"))) inline __m256 load8(const uint16_t* p) {
   __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -139,6 +195,13 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   if (g_enabled) return axpy_avx2(a, x, y, n);
 #endif
   for (int64_t i = 0; i < n; i++) y[i] = std::fma(a, x[i], y[i]);
+}
+
+void exp(const float* x, float* y, int64_t n) {
+#ifdef LM_X86
+  if (g_enabled) return exp_avx2(x, y, n);
+#endif
+  for (int64_t i = 0; i < n; i++) y[i] = exp_scalar(x[i]);
 }
 
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {

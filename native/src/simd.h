@@ -24,6 +24,12 @@ void dot4(const uint16_t* w, const float* const x[4], int64_t n, float out[4]);
 // y[i] = fma(a, x[i], y[i]) (one rounding per element on every path).
 void axpy(float a, const float* x, float* y, int64_t n);
 
+// y[i] = e^x[i] (y may be x) for x in [-87.3, 88.7], a few ulp from the correctly rounded value;
+// x below the range gives 0 or about 1e-38 and above it the value at 88.7; NaN stays NaN. No libm
+// call: a range reduction by ln 2 and a degree-6 polynomial, the same operations (and bits) on
+// the AVX2 and scalar paths.
+void exp(const float* x, float* y, int64_t n);
+
 // dst[i] = bf16 src[i] as f32.
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,28 @@
 namespace lm {
 
 namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// How long a worker keeps polling for the next job, and the caller for the end of one, before
+// sleeping on the condition variable. A decode step runs hundreds of sub-millisecond parallel ops;
+// a futex wake-up of a sleeping core costs tens of microseconds each, often more than the work.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+// Polls `ready` until it holds or kSpin passes; true when it held.
+template <typename Ready>
+bool spin_until(Ready&& ready) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; i++) {
+    if (ready()) return true;
+    cpu_relax();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() >= until) return false;
+  }
+}
 
 int default_threads() {
   unsigned hc = std::thread::hardware_concurrency();
@@ -35,7 +58,7 @@ class Pool {
     uint64_t current;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      current = generation_;
+      current = generation_.load();
     }
     for (int i = 1; i < n; i++) workers_.emplace_back([this, current] { worker_loop(current); });
   }
@@ -60,15 +83,18 @@ class Pool {
       job_ = &fn;
       job_size_ = n;
       next_.store(0);
-      active_ = static_cast<int>(workers_.size());
-      generation_++;
+      active_.store(static_cast<int>(workers_.size()));
+      generation_.store(generation_.load() + 1);
     }
     wake_.notify_all();
     in_region = true;
     drain();
     in_region = false;
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return active_ == 0; });
+    if (!spin_until([this] { return active_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [this] { return active_.load() == 0; });
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
     job_ = nullptr;
   }
 
@@ -85,29 +111,33 @@ class Pool {
 
   void worker_loop(uint64_t seen) {
     for (;;) {
+      // Poll first (a new job usually follows within microseconds during a step), then sleep.
+      spin_until([&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; });
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return quit_ || generation_ != seen; });
-        if (quit_) return;
-        seen = generation_;
+        wake_.wait(lock, [&] { return quit_.load() || generation_.load() != seen; });
+        if (quit_.load()) return;
+        seen = generation_.load();
       }
       in_region = true;
       drain();
       in_region = false;
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--active_ == 0) done_.notify_all();
+      if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_.notify_all();
+      }
     }
   }
 
   void stop_workers() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      quit_ = true;
+      quit_.store(true);
     }
     wake_.notify_all();
     for (auto& w : workers_) w.join();
     workers_.clear();
-    quit_ = false;
+    quit_.store(false);
   }
 
   std::mutex region_mutex_;
@@ -117,9 +147,9 @@ class Pool {
   const std::function<void(int64_t)>* job_ = nullptr;
   int64_t job_size_ = 0;
   std::atomic<int64_t> next_{0};
-  int active_ = 0;
-  uint64_t generation_ = 0;
-  bool quit_ = false;
+  std::atomic<int> active_{0};
+  std::atomic<uint64_t> generation_{0};  // written under mutex_, polled without it
+  std::atomic<bool> quit_{false};
 };
 
 thread_local bool Pool::in_region = false;

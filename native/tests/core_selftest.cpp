@@ -2,8 +2,12 @@
 // identical results for 1 and 2 threads and for the AVX2 and scalar paths, and typed errors for bad
 // inputs. The full op-by-op suite runs through the Node binding (pnpm test); this one exists so a
 // machine without Node (the GPU machine) can check the core too.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
+#include "../src/gemm.h"
+#include "../src/simd.h"
 #include "test_util.h"
 
 using namespace lmtest;
@@ -31,7 +35,7 @@ static std::vector<float> run_lora(const LoraProblem& p) {
 static int check_matmul(std::mt19937& rng) {
   int failures = 0;
   for (lm_dtype wd : {LM_F32, LM_BF16}) {
-    for (int64_t tokens : {1, 3, 6, 7, 13, 50}) {
+    for (int64_t tokens : {1, 3, 6, 7, 13, 50, 64}) {
       const int64_t k = 203, n = 37;
       std::vector<float> x = random_floats(rng, static_cast<size_t>(tokens * k));
       std::vector<float> wf = random_floats(rng, static_cast<size_t>(n * k), 0.1f);
@@ -40,9 +44,11 @@ static int check_matmul(std::mt19937& rng) {
       std::vector<float> bias = random_floats(rng, static_cast<size_t>(n));
       std::vector<float> ref;
       bool same = true;
-      for (int simd : {0, 1}) {
+      // simd 2: the AVX-512 tiles without packed panels (same bits as the packed path).
+      for (int simd : {0, 1, 2}) {
         if (simd) LM_CHECK(lm_set_simd(1));
         else LM_CHECK(lm_set_simd(0));
+        lm::gemm::set_packed(simd != 2);
         for (int threads : {1, 2}) {
           LM_CHECK(lm_set_num_threads(threads));
           std::vector<float> out(static_cast<size_t>(tokens * n));
@@ -55,19 +61,47 @@ static int check_matmul(std::mt19937& rng) {
           else if (std::memcmp(ref.data(), out.data(), out.size() * 4) != 0) same = false;
         }
       }
-      std::printf("matmul %s tokens=%lld: scalar, SIMD, 1 and 2 threads identical: %s\n", wd == LM_F32 ? "f32" : "bf16",
+      std::printf("matmul %s tokens=%lld: scalar, SIMD, packed or not, 1 and 2 threads identical: %s\n", wd == LM_F32 ? "f32" : "bf16",
                   static_cast<long long>(tokens), same ? "yes" : "NO");
       if (!same) failures++;
     }
   }
   LM_CHECK(lm_set_simd(1));
+  lm::gemm::set_packed(true);
   return failures;
+}
+
+// simd::exp (softmax and SiLU): within 4 ulp of the double-precision e^x, the same bits on the AVX2
+// and scalar paths, NaN kept and no overflow to garbage at the range ends.
+static int check_exp(std::mt19937& rng) {
+  std::vector<float> x = random_floats(rng, 4099, 90.0f);
+  x.insert(x.end(), {0.0f, -0.0f, 1.0f, -1.0f, 88.7f, -87.3f, -200.0f, 200.0f, -87.0f, 88.0f});
+  std::vector<float> fast(x.size()), scalar(x.size());
+  lm::simd::exp(x.data(), fast.data(), static_cast<int64_t>(x.size()));
+  lm::simd::set_enabled(false);
+  lm::simd::exp(x.data(), scalar.data(), static_cast<int64_t>(x.size()));
+  lm::simd::set_enabled(true);
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); i++) {
+    if (x[i] < -87.0f || x[i] > 88.5f) continue;
+    const double want = std::exp(static_cast<double>(x[i]));
+    const double ulp = std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want);
+    worst = std::max(worst, std::fabs(fast[i] - want) / ulp);
+  }
+  const bool same = std::memcmp(fast.data(), scalar.data(), fast.size() * 4) == 0;
+  float nan_in = NAN, nan_out = 0;
+  lm::simd::exp(&nan_in, &nan_out, 1);
+  const bool ok = same && worst <= 4 && std::isnan(nan_out) && fast[fast.size() - 3] >= 0 && std::isfinite(fast[fast.size() - 3]);
+  std::printf("exp: worst %.2f ulp, AVX2 and scalar identical: %s, NaN kept: %s\n", worst, same ? "yes" : "NO",
+              std::isnan(nan_out) ? "yes" : "NO");
+  return ok ? 0 : 1;
 }
 
 int main() {
   std::mt19937 rng(7);
   int failures = 0;
   if (lm_simd_enabled()) failures += check_matmul(rng);
+  if (lm_simd_enabled()) failures += check_exp(rng);
   LoraProblem p = make_lora_problem(rng, 67, 131, {96, 32, 32}, {1, 2, 4, 8, 16, 64, 128});
   std::vector<double> want = lora_oracle(p);
   for (int simd : {1, 0}) {
