@@ -23,7 +23,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
 import { cpus, hostname, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { LORA_TARGETS, startLocalCluster, synthModel, type LocalCluster } from "@loramesh/cli";
-import { CLUSTER_TOKEN_ENV, createClient, createLogger, generateClusterToken } from "@loramesh/core";
+import { CLUSTER_TOKEN_ENV, clusterToken, createClient, createLogger, generateClusterToken } from "@loramesh/core";
 import { unary } from "@loramesh/mesh";
 import {
   AdapterState,
@@ -73,6 +73,8 @@ interface Fixture {
   adapterPoolMiB: number;
   scratch: string;
   options: ColdStartOptions;
+  /** The base model's tokens for the prompt (no adapter). */
+  baseTokens: number[];
 }
 
 /** One mesh: the holder with its versions, the executor the trials land on, a client. */
@@ -184,7 +186,9 @@ async function startMesh(f: Fixture, layerwise: boolean, token: string): Promise
     const executor = await startLoraServer(cluster, env, f.modelDir, EXECUTOR, dir("executor-cache"), 4096);
     started.push(executor);
     await waitForExecutor(cluster, EXECUTOR);
-    await generate(client, "", 1); // warm-up: connections and the base model's pages
+    // Warm-up (connections, the base model's pages); its tokens show what the adapters change.
+    const base = await generate(client, "", f.options.maxTokens);
+    f.baseTokens = base.tokens;
     return { cluster, holder, executor, client, held, heldNames };
   } catch (err) {
     client.close();
@@ -278,6 +282,7 @@ function summarize(f: Fixture, samples: Record<CaseName, Sample[]>, adapterMiB: 
       CaseName,
       CaseCheck
     >,
+    base_tokens: f.baseTokens,
     trials: f.options.trials,
     source: { kind: f.options.source, mib_per_s: f.options.sourceMiBps, latency_ms: f.options.sourceLatencyMs },
     machine: {
@@ -312,13 +317,22 @@ export async function runColdStart(options: ColdStartOptions): Promise<ColdStart
       adapterPoolMiB: adapterMiB * 2, // bf16 on disk, f32 in the pool
       scratch,
       options,
+      baseTokens: [],
     };
     if (f.adapterPoolMiB <= 2)
       throw new Error(`the adapter is too small (${f.adapterPoolMiB.toFixed(2)} MiB in f32) to fill the holder's pool`);
     const samples = Object.fromEntries(CASE_NAMES.map((c) => [c, [] as Sample[]])) as Record<CaseName, Sample[]>;
-    const token = generateClusterToken();
-    await runMesh(f, false, token, samples);
-    await runMesh(f, true, token, samples);
+    // The harness's own clients (placement, GetStats) send this process's token: the mesh's.
+    const token = clusterToken() || generateClusterToken();
+    const previous = process.env[CLUSTER_TOKEN_ENV];
+    process.env[CLUSTER_TOKEN_ENV] = token;
+    try {
+      await runMesh(f, false, token, samples);
+      await runMesh(f, true, token, samples);
+    } finally {
+      if (previous === undefined) delete process.env[CLUSTER_TOKEN_ENV];
+      else process.env[CLUSTER_TOKEN_ENV] = previous;
+    }
     return summarize(f, samples, adapterMiB, load);
   } finally {
     await source.close();

@@ -73,6 +73,8 @@ export interface ColdStartResult {
   ttft_ms: Record<CaseName, number>;
   samples_ms: Record<CaseName, number[]>;
   checks: Record<CaseName, CaseCheck>;
+  /** The base model's tokens for the same prompt: what the adapter's tokens differ from. */
+  base_tokens: number[];
   trials: number;
   source: { kind: SourceKind; mib_per_s: number; latency_ms: number };
   machine: { host: string; cores: number; cpu: string; node: string; loadavg_1m_at_start: number };
@@ -87,6 +89,10 @@ export interface Sample {
 }
 
 export const MiB = 1024 * 1024;
+// The LoRA server as `loramesh up` starts it: resolved through the CLI, which depends on it.
+const LORA_SERVER_MAIN = require.resolve("@loramesh/lora-server/dist/main.js", {
+  paths: [require.resolve("@loramesh/cli")],
+});
 export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 /** A llama with TinyLlama's proportions, `layers` deep and `hidden` wide (as the layer-wise bench). */
@@ -182,7 +188,7 @@ export async function startLoraServer(
   const args = ["--listen", "127.0.0.1:0", "--provisioner", provisioner, "--redis-url", cluster.redisUrl];
   args.push("--model", modelDir, "--executor-id", executorId, "--adapter-cache", cacheDir);
   args.push("--capacity-mib", String(capacityMiB));
-  const child: ChildProcess = fork(require.resolve("@loramesh/lora-server/dist/main.js"), args, {
+  const child: ChildProcess = fork(LORA_SERVER_MAIN, args, {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
     env,
   });

@@ -16,6 +16,19 @@ export interface LinkOptions {
 
 const SLICE_BYTES = 64 * 1024;
 
+/** Resolves when the response can take more bytes, or has closed; leaves no listener behind. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.on("drain", done);
+    res.on("close", done);
+  });
+}
+
 export class SimulatedLink {
   /** When (performance.now() ms) the link is next free. */
   private freeAt = 0;
@@ -44,11 +57,7 @@ export class SimulatedLink {
         const wait = this.freeAt - performance.now();
         if (wait > 0) await sleep(wait);
       }
-      if (!res.write(slice) && !res.destroyed)
-        await new Promise<void>((resolve) => {
-          res.once("drain", resolve);
-          res.once("close", resolve);
-        });
+      if (!res.write(slice) && !res.destroyed) await drained(res);
     }
   }
 }
