@@ -126,6 +126,7 @@ async function waitForExecutor(cluster: LocalCluster, executorId: string): Promi
   try {
     await waitFor(
       async () => {
+        // eslint-disable-next-line @typescript-eslint/unbound-method -- unary() re-binds it to its client
         const p = await unary<GetPlacementRequest, Placement>(provisioner.getPlacement, provisioner, {
           adapterIds: [],
         });

@@ -201,6 +201,7 @@ export async function startLoraServer(
   const client = createClient(LoraServerServiceClient, address, { service: SERVICE_NAMES.loraServer[0] });
   return {
     address,
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- unary() re-binds it to its client
     stats: () => unary<object, LoraServerStats>(client.getStats, client, {}),
     stop: async () => {
       client.close();

@@ -245,8 +245,14 @@ export class Router {
     );
   }
 
-  registerAdapter(tenant: string, name: string, source: AdapterSourceRef | undefined): Promise<Registration> {
-    return this.options.provisioner.registerAdapter(tenant, name, source);
+  /** `deadline`: the caller's; a remote source's download is bounded by it (else by 10 minutes). */
+  registerAdapter(
+    tenant: string,
+    name: string,
+    source: AdapterSourceRef | undefined,
+    deadline?: Date | number,
+  ): Promise<Registration> {
+    return this.options.provisioner.registerAdapter(tenant, name, source, deadline);
   }
 
   listAdapters(tenant: string, pageSize: number, pageToken: string): Promise<AdapterPage> {
