@@ -49,12 +49,12 @@ function table(r: ColdStartResult): string {
     `# cold start: TTFT of the first request to a cold adapter (median of ${r.trials}) — ${r.machine.host}, ${r.machine.cores} cores, load ${r.machine.loadavg_1m_at_start}`,
     `# synthetic llama ${r.model.layers} × ${r.model.hidden} bf16; adapter rank ${r.adapter.rank} on 7 projections, ${r.adapter_mib} MiB; source ${r.source.kind} at ${r.source.mib_per_s} MiB/s, ${r.source.latency_ms} ms`,
     "",
-    "| case | TTFT ms (median) | samples ms | files from | tokens match |",
-    "|---|---|---|---|---|",
+    "| case | TTFT ms (median) | samples ms | files from | output matches | differs from base |",
+    "|---|---|---|---|---|---|",
   ];
   for (const c of CASE_NAMES)
     rows.push(
-      `| ${c} | ${r.ttft_ms[c].toFixed(0)} | ${r.samples_ms[c].map((x) => x.toFixed(0)).join(", ")} | ${[...new Set(r.checks[c].origins)].join(", ")} | ${r.checks[c].tokensMatch} |`,
+      `| ${c} | ${r.ttft_ms[c].toFixed(0)} | ${r.samples_ms[c].map((x) => x.toFixed(0)).join(", ")} | ${[...new Set(r.checks[c].origins)].join(", ")} | ${r.checks[c].tokensMatch} | ${r.checks[c].differsFromBase} |`,
     );
   return rows.join("\n");
 }
@@ -74,10 +74,12 @@ async function main(): Promise<void> {
     maxTokens: config.maxTokens,
     progress: (line) => process.stderr.write(`${line}\n`),
   });
-  const failed = CASE_NAMES.filter((c) => !result.checks[c].tokensMatch || !result.checks[c].originsMatch);
+  const failed = CASE_NAMES.filter(
+    (c) => !result.checks[c].tokensMatch || !result.checks[c].originsMatch || !result.checks[c].differsFromBase,
+  );
   process.stdout.write(config.json ? `${JSON.stringify(result)}\n` : `${table(result)}\n`);
   if (failed.length > 0) {
-    process.stderr.write(`wrong tokens, or files from the wrong place, in: ${failed.join(", ")}\n`);
+    process.stderr.write(`wrong output, files from the wrong place, or the adapter not applied, in: ${failed.join(", ")}\n`);
     process.exitCode = 1;
   }
 }

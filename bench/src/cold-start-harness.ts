@@ -73,7 +73,8 @@ interface Fixture {
   adapterPoolMiB: number;
   scratch: string;
   options: ColdStartOptions;
-  /** The base model's tokens for the prompt (no adapter). */
+  /** The base model's output for the prompt (no adapter): tokens, and their fingerprint. */
+  base: string;
   baseTokens: number[];
 }
 
@@ -102,15 +103,17 @@ async function generate(
   const stream = client.generate({
     prompt: { $case: "tokenIds", value: { ids: promptIds() } },
     adapter,
-    sampling: { maxTokens, temperature: 0, topP: 1, topK: 0, stop: [], stopTokenIds: [], ignoreEos: true },
+    sampling: { maxTokens, temperature: 0, topP: 1, topK: 0, stop: [], stopTokenIds: [], ignoreEos: true, logprobs: 0 },
   });
   let first: number | undefined;
   const tokens: number[] = [];
+  const logprobs: number[] = [];
   for await (const d of stream) {
     if (first === undefined && d.tokenIds.length > 0) first = performance.now();
     tokens.push(...d.tokenIds);
+    logprobs.push(...d.logprobs.map((l) => l.logprob));
   }
-  return { ms: (first ?? performance.now()) - t0, tokens };
+  return { ms: (first ?? performance.now()) - t0, tokens, logprobs };
 }
 
 async function registerReady(client: LoraMeshClient, name: string, uri: string): Promise<void> {
@@ -189,6 +192,7 @@ async function startMesh(f: Fixture, layerwise: boolean, token: string): Promise
     await waitForExecutor(cluster, EXECUTOR);
     // Warm-up (connections, the base model's pages); its tokens show what the adapters change.
     const base = await generate(client, "", f.options.maxTokens);
+    f.base = fingerprint(base);
     f.baseTokens = base.tokens;
     return { cluster, holder, executor, client, held, heldNames };
   } catch (err) {
@@ -223,8 +227,8 @@ async function coldThenWarm(
   const warm = await generate(mesh.client, name, f.options.maxTokens);
   await mesh.client.deleteAdapter(name);
   return {
-    cold: { ...cold, references: [warm.tokens], origin: originOf(before, after) },
-    warm: { ...warm, references: [cold.tokens], origin: "resident" },
+    cold: { ...cold, references: [fingerprint(warm)], origin: originOf(before, after) },
+    warm: { ...warm, references: [fingerprint(cold)], origin: "resident" },
   };
 }
 
@@ -243,10 +247,10 @@ async function runMesh(f: Fixture, layerwise: boolean, token: string, into: Reco
       into[`source${suffix}` as CaseName].push(fromSource.cold);
       // The same version as a held one, under another name: the executor's load names the holder.
       const fromPeer = await coldThenWarm(f, mesh, `peer-${tag}`, mesh.held[t] as string);
-      const holderTokens = (await generate(mesh.client, mesh.heldNames[t] as string, f.options.maxTokens)).tokens;
+      const holder = fingerprint(await generate(mesh.client, mesh.heldNames[t] as string, f.options.maxTokens));
       into[`peer${suffix}` as CaseName].push({
         ...fromPeer.cold,
-        references: [...fromPeer.cold.references, holderTokens],
+        references: [...fromPeer.cold.references, holder],
       });
       into.warm.push(fromSource.warm, fromPeer.warm);
       f.options.progress?.(
@@ -258,13 +262,24 @@ async function runMesh(f: Fixture, layerwise: boolean, token: string, into: Reco
   }
 }
 
-function check(c: CaseName, xs: Sample[], maxTokens: number): CaseCheck {
+/** A request's output to compare: each token with its log-probability (the adapter moves these). */
+function fingerprint(s: { tokens: number[]; logprobs: number[] }): string {
+  return s.tokens.map((t, i) => `${t}:${s.logprobs[i]}`).join(",");
+}
+
+function check(c: CaseName, xs: Sample[], maxTokens: number, base: string): CaseCheck {
   return {
     origins: xs.map((s) => s.origin),
     originsMatch: xs.length > 0 && xs.every((s) => s.origin === EXPECTED_ORIGIN[c]),
     tokensMatch:
       xs.length > 0 &&
-      xs.every((s) => s.tokens.length === maxTokens && s.references.every((r) => r.join() === s.tokens.join())),
+      xs.every(
+        (s) =>
+          s.tokens.length === maxTokens &&
+          s.logprobs.length === maxTokens &&
+          s.references.every((r) => r === fingerprint(s)),
+      ),
+    differsFromBase: xs.length > 0 && xs.every((s) => fingerprint(s) !== base),
     tokens: xs[0]?.tokens ?? [],
   };
 }
@@ -279,7 +294,7 @@ function summarize(f: Fixture, samples: Record<CaseName, Sample[]>, adapterMiB: 
     adapter: { rank: f.options.rank, targets: LORA_TARGETS },
     ttft_ms: pick((xs) => Number(median(xs.map((s) => s.ms)).toFixed(1))),
     samples_ms: pick((xs) => xs.map((s) => Number(s.ms.toFixed(1)))),
-    checks: Object.fromEntries(CASE_NAMES.map((c) => [c, check(c, samples[c], f.options.maxTokens)])) as Record<
+    checks: Object.fromEntries(CASE_NAMES.map((c) => [c, check(c, samples[c], f.options.maxTokens, f.base)])) as Record<
       CaseName,
       CaseCheck
     >,
@@ -319,6 +334,7 @@ export async function runColdStart(options: ColdStartOptions): Promise<ColdStart
       scratch,
       options,
       baseTokens: [],
+      base: "",
     };
     if (f.adapterPoolMiB <= 2)
       throw new Error(`the adapter is too small (${f.adapterPoolMiB.toFixed(2)} MiB in f32) to fill the holder's pool`);

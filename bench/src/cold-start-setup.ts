@@ -58,8 +58,13 @@ export const EXPECTED_ORIGIN: Record<CaseName, string> = {
 export interface CaseCheck {
   /** Where the executor got each cold adapter's files (GetStats deltas); "resident" for warm. */
   origins: string[];
-  /** Every request's tokens equal its reference (the warm repeat, and the holder's for a peer load). */
+  /**
+   * Every request's tokens and their log-probabilities equal its references (the warm repeat, and
+   * the holder's for a peer load), bit for bit.
+   */
   tokensMatch: boolean;
+  /** Every request's output differs from the base model's (the adapter was applied). */
+  differsFromBase: boolean;
   /** Every sample's files came from where its case says (EXPECTED_ORIGIN). */
   originsMatch: boolean;
   /** Tokens of the first sample, for the record. */
@@ -83,8 +88,10 @@ export interface ColdStartResult {
 export interface Sample {
   ms: number;
   tokens: number[];
-  /** Token lists this sample's tokens must equal (a warm repeat; the holder's for a peer load). */
-  references: number[][];
+  /** Each token's log-probability. */
+  logprobs: number[];
+  /** Outputs (tokens with log-probabilities) this one must equal: a warm repeat; the holder's for a peer load. */
+  references: string[];
   origin: string;
 }
 

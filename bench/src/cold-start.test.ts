@@ -31,6 +31,7 @@ describe("cold-start bench harness (real mesh: router, provisioner, worker, two 
       );
       expect(r.checks[c].originsMatch, `${c}: ${r.checks[c].origins.join(", ")}`).to.equal(true);
       expect(r.checks[c].tokensMatch, c).to.equal(true);
+      expect(r.checks[c].differsFromBase, c).to.equal(true);
       expect(r.checks[c].tokens, c).to.have.length(3);
     }
     expect(r.checks.source.origins).to.deep.equal(["source"]);
