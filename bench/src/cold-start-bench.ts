@@ -79,7 +79,9 @@ async function main(): Promise<void> {
   );
   process.stdout.write(config.json ? `${JSON.stringify(result)}\n` : `${table(result)}\n`);
   if (failed.length > 0) {
-    process.stderr.write(`wrong output, files from the wrong place, or the adapter not applied, in: ${failed.join(", ")}\n`);
+    process.stderr.write(
+      `wrong output, files from the wrong place, or the adapter not applied, in: ${failed.join(", ")}\n`,
+    );
     process.exitCode = 1;
   }
 }
