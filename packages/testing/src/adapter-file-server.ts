@@ -5,9 +5,11 @@
  * - a plain directory: `GET /files/{dir}/` answers an HTML index, `GET /files/{dir}/{name}` the file.
  * Faults for the bad-input tests: a file can be cut short (announced length, half the bytes, then
  * the socket is destroyed). Every request path is counted, so a test can prove a source was not read.
+ * Benchmarks can put it behind a simulated WAN link (`link`: latency per request, shared bandwidth).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { SimulatedLink, type LinkOptions } from "./simulated-link";
 
 export interface AdapterFileServer {
   url: string;
@@ -25,6 +27,8 @@ export interface AdapterFileServer {
 export interface AdapterFileServerOptions {
   /** When set, hub requests need `Authorization: Bearer <token>` (401 without, 403 for another). */
   token?: string;
+  /** A simulated WAN link between this server and its clients (default: loopback as it is). */
+  link?: LinkOptions;
 }
 
 function send(res: ServerResponse, status: number, body: string | Buffer, type = "text/plain"): void {
@@ -32,8 +36,13 @@ function send(res: ServerResponse, status: number, body: string | Buffer, type =
   res.end(body);
 }
 
-function sendFile(res: ServerResponse, bytes: Buffer, truncated: boolean): void {
+function sendFile(res: ServerResponse, bytes: Buffer, truncated: boolean, link: SimulatedLink): void {
   res.writeHead(200, { "content-type": "application/octet-stream", "content-length": bytes.length });
+  if (link.limited) {
+    const half = Math.floor(bytes.length / 2);
+    void link.write(res, bytes, truncated ? half : bytes.length).then(() => (truncated ? res.destroy() : res.end()));
+    return;
+  }
   if (!truncated) {
     res.end(bytes);
     return;
@@ -74,7 +83,7 @@ export async function startAdapterFileServer(options: AdapterFileServerOptions =
         ?.get(m[2] ?? "")
         ?.get(m[3] ?? "");
       if (!bytes) return send(res, 404, "Entry not found");
-      return sendFile(res, bytes, state.truncate.has(`${m[1]}/${m[2]}/${m[3]}`));
+      return sendFile(res, bytes, state.truncate.has(`${m[1]}/${m[2]}/${m[3]}`), link);
     }
     m = /^\/files\/([^/]+)\/(.*)$/.exec(path);
     const dir = m ? state.dirs.get(m[1] ?? "") : undefined;
@@ -86,9 +95,13 @@ export async function startAdapterFileServer(options: AdapterFileServerOptions =
     }
     const bytes = dir.get(name);
     if (!bytes) return send(res, 404, "not found");
-    sendFile(res, bytes, state.truncate.has(`${m[1]}/${name}`));
+    sendFile(res, bytes, state.truncate.has(`${m[1]}/${name}`), link);
   };
-  const server: Server = createServer(handle);
+  const link = new SimulatedLink(options.link);
+  const server: Server = createServer((req, res) => {
+    if (!link.limited) return handle(req, res);
+    void link.delay().then(() => handle(req, res));
+  });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
   return {

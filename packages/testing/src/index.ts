@@ -25,3 +25,4 @@ export {
 } from "./netns-mesh";
 export { startAdapterFileServer, type AdapterFileServer, type AdapterFileServerOptions } from "./adapter-file-server";
 export { startTestS3Server, type TestS3Server } from "./s3-server";
+export { SimulatedLink, type LinkOptions } from "./simulated-link";

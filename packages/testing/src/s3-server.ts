@@ -6,6 +6,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { SimulatedLink, type LinkOptions } from "./simulated-link";
 
 export interface TestS3Server {
   /** The endpoint for AWS_ENDPOINT_URL. */
@@ -56,7 +57,10 @@ function listObjects(res: ServerResponse, bucket: string, objects: Map<string, B
 export async function startTestS3Server(
   accessKeyId = "AKIATESTLORAMESH",
   secretAccessKey = "test-secret-key",
+  /** A simulated WAN link between this server and its clients (default: loopback as it is). */
+  linkOptions: LinkOptions = {},
 ): Promise<TestS3Server> {
+  const link = new SimulatedLink(linkOptions);
   const buckets = new Map<string, Map<string, Buffer>>();
   const gets = new Map<string, number>();
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -82,9 +86,13 @@ export async function startTestS3Server(
     if (!bytes) return s3Error(res, 404, "NoSuchKey", "The specified key does not exist.");
     gets.set(`${bucket}/${objectKey}`, (gets.get(`${bucket}/${objectKey}`) ?? 0) + 1);
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": bytes.length, etag: '"0"' });
-    res.end(bytes);
+    if (!link.limited) return void res.end(bytes);
+    void link.write(res, bytes).then(() => res.end());
   };
-  const server: Server = createServer(handle);
+  const server: Server = createServer((req, res) => {
+    if (!link.limited) return handle(req, res);
+    void link.delay().then(() => handle(req, res));
+  });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
   return {

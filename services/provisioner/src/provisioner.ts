@@ -530,17 +530,25 @@ export class Provisioner {
   }
 
   /**
-   * Executors holding a remote-source adapter now, with their addresses: a new load fetches from
-   * them before the source. Local directories are read in place, so they have none.
+   * Executors holding a remote-source adapter's version now, with their addresses: a new load
+   * fetches from them before the source. The version is the content hash, so a holder of the same
+   * bytes registered under another name (or tenant) counts; the registrant fetched those bytes from
+   * its own source, and a peer hands out only bytes of the hash asked for. Local directories are read
+   * in place, so they have none.
    */
   private async peersOf(record: AdapterRecord): Promise<PeerRef[]> {
     if (!record.source) return [];
-    const holders = new Set(await this.deps.placement.holders(record.id));
+    const sameVersion = (await this.deps.adapters.all()).filter(
+      (r) => r.id === record.id || (r.source && r.contentHash === record.contentHash),
+    );
+    const held = await Promise.all(sameVersion.map((r) => this.deps.placement.holders(r.id)));
+    // The adapter's own holders first: they have it in memory as well as on disk.
+    const holders = new Set([...(await this.deps.placement.holders(record.id)), ...held.flat()]);
     if (holders.size === 0) return [];
-    const live = await this.deps.executors.live();
-    return live
-      .filter((e) => holders.has(e.info.executorId) && e.info.address !== "")
-      .map((e) => ({ executorId: e.info.executorId, address: e.info.address }));
+    const address = new Map((await this.deps.executors.live()).map((e) => [e.info.executorId, e.info.address]));
+    return [...holders]
+      .map((executorId) => ({ executorId, address: address.get(executorId) ?? "" }))
+      .filter((p) => p.address !== "");
   }
 
   private async dropDead(ids: string[]): Promise<void> {

@@ -245,9 +245,15 @@ export class Router {
     );
   }
 
-  async registerAdapter(tenant: string, name: string, source: AdapterSourceRef | undefined): Promise<Registration> {
+  /** `deadline`: the caller's; a remote source's download is bounded by it (else by 10 minutes). */
+  async registerAdapter(
+    tenant: string,
+    name: string,
+    source: AdapterSourceRef | undefined,
+    deadline?: Date | number,
+  ): Promise<Registration> {
     checkAdapterCallLimits({ name, source: source && ("uri" in source ? source.uri : source.localDir) });
-    return this.options.provisioner.registerAdapter(tenant, name, source);
+    return this.options.provisioner.registerAdapter(tenant, name, source, deadline);
   }
 
   async listAdapters(tenant: string, pageSize: number, pageToken: string): Promise<AdapterPage> {

@@ -17,6 +17,7 @@ export function adapterHandlers(router: Router, tenants: Tenants, logger: Logger
           : source?.$case === "localDir"
             ? { localDir: source.value }
             : undefined,
+        call.getDeadline(),
       );
       return { adapter: res.adapter && adapterToProto(res.adapter), loadJobIds: res.loadJobIds };
     }),

@@ -24,6 +24,12 @@ import { fromPeer } from "./peer-errors";
 
 /** A lookup on the request path waits this long for the provisioner, then the cache answers. */
 const LOOKUP_DEADLINE_MS = 3_000;
+/**
+ * Registering from a remote source downloads and hashes the adapter first (tens to hundreds of MiB
+ * over a WAN link), so the unary default of 10 s would fail large adapters; the caller's own
+ * deadline, when it has one, still ends the call first.
+ */
+const REMOTE_REGISTER_DEADLINE_MS = 600_000;
 
 export interface Registration {
   adapter: AdapterRecord | undefined;
@@ -74,10 +80,20 @@ export class ProvisionerGateway {
     }
   }
 
-  async registerAdapter(tenant: string, name: string, source: AdapterSourceRef | undefined): Promise<Registration> {
+  async registerAdapter(
+    tenant: string,
+    name: string,
+    source: AdapterSourceRef | undefined,
+    deadline?: Date | number,
+  ): Promise<Registration> {
+    const remote = source !== undefined && "uri" in source;
+    const at = deadline instanceof Date ? deadline.getTime() : (deadline ?? Infinity); // Infinity: none
+    const callerMs = Number.isNaN(at) ? Infinity : at - Date.now();
+    const deadlineMs = remote ? Math.max(1, Math.min(REMOTE_REGISTER_DEADLINE_MS, callerMs)) : undefined;
     const res = await this.call<TenantRegisterAdapterRequest, TenantRegisterAdapterResponse>(
       this.client.registerAdapter,
       { tenant, name, ...(source !== undefined ? { source: sourceToProto(source) } : {}) },
+      deadlineMs,
     );
     return { adapter: res.adapter && adapterFromProto(res.adapter), loadJobIds: res.loadJobIds };
   }
