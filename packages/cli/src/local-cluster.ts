@@ -103,7 +103,9 @@ interface HttpListeningMessage {
 
 export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
   const { logger } = options;
-  const baseTimeoutMs = options.startTimeoutMs ?? 30_000;
+  // A service that exits is reported at once; this limit only bounds one that hangs. It is generous
+  // because on an oversubscribed machine a healthy Node service can take tens of seconds to start.
+  const baseTimeoutMs = options.startTimeoutMs ?? 120_000;
   const workerTimeoutMs =
     options.startTimeoutMs ?? baseTimeoutMs + Math.ceil(checkpointBytes(options.modelDir) / 50e6) * 1000;
   const baseEnv = options.env ?? process.env;
