@@ -1,14 +1,15 @@
 /**
  * The LoRA server, wired: an adapter pool, the per-site Execute stream (`@loramesh/lora-wire`) over
  * a site executor and the cross-worker batcher, the shared-memory ring server for same-host workers
- * (a native thread computing on the pool's packed weights), adapter load/unload jobs from BullMQ,
- * and registration with the provisioner.
+ * and the UCX server for workers on other hosts (native threads computing on the pool's packed
+ * weights), adapter load/unload jobs from BullMQ, and registration with the provisioner.
  */
 import { hostname } from "node:os";
 import { bidiStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
 import { FailedPreconditionError } from "@loramesh/errors";
 import { loadModelConfig } from "@loramesh/formats";
 import { RING_SITE_IDS, RingServer } from "@loramesh/lora-wire";
+import { UcxSites } from "./ucx-sites";
 import { adapterPeerService, AdapterMaterializer, startAdapterJobWorker, type ExecutorAgent } from "@loramesh/mesh";
 import { LoraServerServiceService, SERVICE_NAMES, type LoraServerServiceServer } from "@loramesh/proto";
 import { AdapterCache } from "@loramesh/sources";
@@ -51,6 +52,8 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
   const { logger } = options;
   const model = loadModelConfig(options.modelDir);
   let agent: ExecutorAgent | undefined;
+  // Started on the first AttachUcx, bound to the address this server advertises.
+  const ucx = new UcxSites(model, logger);
   const ring =
     process.platform === "linux"
       ? new RingServer({
@@ -69,10 +72,10 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
       // The ring thread computes with its own copy of the packed pool: replace it on every change.
       // An adapter still loading layer by layer is left out of the ring's table (its sites then go
       // through the stream, which waits for each layer), and added when its last layer is resident.
-      ring?.setTables(
-        pool.backend.slotIds().map((id) => (pool.layers.isLoading(id) ? "" : id)),
-        pool.backend.packedSites().map((s) => ({ ...s, site: RING_SITE_IDS[s.site] })),
-      );
+      const slots = pool.backend.slotIds().map((id) => (pool.layers.isLoading(id) ? "" : id));
+      const sites = pool.backend.packedSites().map((s) => ({ ...s, site: RING_SITE_IDS[s.site] }));
+      ring?.setTables(slots, sites);
+      ucx.setTables(slots, sites);
       void agent?.beatNow();
     },
     layerwise: options.layerwiseLoading ?? true,
@@ -83,8 +86,13 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
   }, 1_000).unref();
   const counters = (): { nativeCalls: number; workItems: number; rows: number } => {
     const r = ring?.stats() ?? { nativeCalls: 0, workItems: 0, rows: 0 };
+    const u = ucx.stats() ?? { nativeCalls: 0, workItems: 0, rows: 0 };
     const b = batcher.stats;
-    return { nativeCalls: b.nativeCalls + r.nativeCalls, workItems: b.workItems + r.workItems, rows: b.rows + r.rows };
+    return {
+      nativeCalls: b.nativeCalls + r.nativeCalls + u.nativeCalls,
+      workItems: b.workItems + r.workItems + u.workItems,
+      rows: b.rows + r.rows + u.rows,
+    };
   };
   const metrics = loraServerMetrics(pool, counters, () => streams.openStreams);
   const executor = new LoraSiteExecutor({
@@ -116,25 +124,27 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     },
     logger,
   );
-  const implementation = loraServerHandlers(pool, files, counters, streams, ring, logger);
+  const implementation = loraServerHandlers(pool, files, counters, streams, ring, ucx, logger);
   return {
     services: [
       { name: SERVICE_NAMES.loraServer[0], definition: LoraServerServiceService, implementation },
       adapterPeerService(files.lookup, logger),
     ],
     onServing: (address) => {
+      ucx.advertise(options.advertiseAddress || address);
       agent = startLoraServerAgent({
         ...options,
         address: options.advertiseAddress || address,
         hostId: localHostId(),
         pool,
         openStreams: () => streams.openStreams,
-        rowsServed: () => executor.rowsServed + (ring?.stats().rows ?? 0),
+        rowsServed: () => executor.rowsServed + (ring?.stats().rows ?? 0) + (ucx.stats()?.rows ?? 0),
       });
     },
     close: async () => {
       clearInterval(ringLog);
       ring?.stop();
+      ucx.stop();
       agent?.stop();
       await jobWorker.close();
     },
@@ -148,6 +158,7 @@ function loraServerHandlers(
   counters: () => { nativeCalls: number; workItems: number; rows: number },
   streams: LoraStreamHandler,
   ring: RingServer | undefined,
+  ucx: UcxSites,
   logger: Logger,
 ): LoraServerServiceServer {
   return {
@@ -157,6 +168,11 @@ function loraServerHandlers(
       const { name, bytes } = ring.attach(request.workerId, request.hostId);
       logger.info("ring attached", { workerId: request.workerId });
       return { name, bytes };
+    }),
+    attachUcx: unaryHandler(logger, async (request) => {
+      const { host, port, key, version } = ucx.attach(request.workerId);
+      logger.info("UCX worker attached", { workerId: request.workerId, listener: `${host}:${port}` });
+      return { host, port, key, ucxVersion: version };
     }),
     loadAdapter: unaryHandler(logger, async (request) => {
       const source = request.source?.source;
