@@ -64,6 +64,9 @@ interface Addon {
 export const ADDON_PATH = join(__dirname, "..", "build", "Release", "loramesh_native.node");
 
 function loadAddon(): Addon {
+  // A UCX build loads libucs with the addon, and libucs installs its own SIGSEGV/SIGBUS handlers
+  // (backtrace printing) when it loads, over Node's; keep Node's unless a deployer asks otherwise.
+  process.env["UCX_HANDLE_ERRORS"] ??= "none";
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node addon loads only through require
     return require(ADDON_PATH) as Addon;
