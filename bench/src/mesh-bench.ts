@@ -8,9 +8,11 @@
  * decode step of 8 sequences) in-process, over the shared-memory rings and over gRPC, and the decode
  * step with 8 sequences decoding at once (each sequence's decode time per token after its first,
  * median over the sequences) coupled, disaggregated over the rings and over gRPC, all in the same
- * run on the same model.
+ * run on the same model; and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
+ * trip over UCX (tcp) vs gRPC across a veth link between network namespaces, and the decode step of
+ * a worker on another host over each (or why they were not measured: no root, no UCX).
  *
- *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json]
+ *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only]]
  */
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -22,8 +24,9 @@ import { PlacementCache } from "@loramesh/mesh";
 import { f32 } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
 import { RemoteLoraBackend } from "@loramesh/base-worker";
+import { ADAPTERS, decodeStepMsOn, median, percentile, registerAdapters, round } from "./mesh-bench-common";
+import { ucxReport } from "./mesh-bench-ucx";
 
-const ADAPTERS = ["big-r64", "chat-r16-all", "math-r4-mlp", "pattern-r8", "rslora-r32", "sql-r8"];
 const quiet = createLogger({ level: "error" });
 process.env["LOG_LEVEL"] ??= "error";
 
@@ -37,26 +40,11 @@ const options = {
   tokens: intOption({ flag: "tokens", default: 64, min: 1, description: "tokens generated per request" }),
   iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips timed per case" }),
   json: booleanOption({ flag: "json", description: "print one JSON object (round trip and decode step figures)" }),
+  ucxOnly: booleanOption({
+    flag: "ucx-only",
+    description: "with --json: only the cross-host \"ucx\" entries (a quicker run)",
+  }),
 };
-
-function percentile(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))] as number;
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
-}
-
-async function registerAdapters(cluster: LocalCluster): Promise<void> {
-  const client = new LoraMeshClient({ address: cluster.routerAddress });
-  for (const name of ADAPTERS) {
-    await client.registerAdapter(name, join(BUNDLED_ADAPTERS, name));
-    for await (const _ of client.watchAdapterLoad(name)) void _;
-  }
-  client.close();
-}
 
 async function roundTrips(iterations: number): Promise<void> {
   const model = Model.load(BUNDLED_MODEL);
@@ -69,7 +57,7 @@ async function roundTrips(iterations: number): Promise<void> {
     logger: quiet,
   });
   try {
-    await registerAdapters(cluster);
+    await registerAdapters(cluster.routerAddress);
     const provisioner = cluster.processes.find((p) => p.service === "provisioner")?.address as string;
     const placement = new PlacementCache(provisioner, quiet);
     await placement.ready;
@@ -153,7 +141,7 @@ async function throughput(
     logger: quiet,
   });
   try {
-    await registerAdapters(cluster);
+    await registerAdapters(cluster.routerAddress);
     const client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 600_000 });
     const run = () =>
       Promise.all(
@@ -240,7 +228,7 @@ async function siteRoundTripUs(
     startTimeoutMs: 180_000,
   });
   try {
-    await registerAdapters(cluster);
+    await registerAdapters(cluster.routerAddress);
     const { backends, ids, close } = await siteBackends(cluster);
     const { hIn, nOut } = siteShape(model.config, "qkv");
     const x = f32(
@@ -266,8 +254,6 @@ async function siteRoundTripUs(
   }
 }
 
-const round = (v: number, digits = 1): number => Number(v.toFixed(digits));
-
 /** Decode step time with `sequences` sequences decoding at once: median over the sequences. */
 async function decodeStepMs(
   mode: "coupled" | "disaggregated",
@@ -286,43 +272,8 @@ async function decodeStepMs(
     extraArgs: { "base-worker": [`--shared-memory=${sharedMemory}`] },
   });
   try {
-    await registerAdapters(cluster);
-    const client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 600_000 });
-    // Each step emits one token per sequence, so a sequence's decode time over its tokens is the
-    // step time (token events may reach the client in bursts, so single gaps mean little).
-    const steps: number[] = [];
-    const run = async (record: boolean) =>
-      Promise.all(
-        Array.from({ length: sequences }, async (_, i) => {
-          let first: number | undefined;
-          let last = 0;
-          let count = 0;
-          for await (const delta of client.generate({
-            prompt: { $case: "text", value: `def forward(self, hidden_states): # sequence ${i}` },
-            adapter: ADAPTERS[i % ADAPTERS.length],
-            sampling: {
-              maxTokens: tokens,
-              temperature: 0,
-              topP: 1,
-              topK: 0,
-              stop: [],
-              stopTokenIds: [],
-              ignoreEos: true,
-            },
-          })) {
-            if (delta.tokenIds.length === 0) continue;
-            const now = performance.now();
-            if (first === undefined) first = now;
-            else count += delta.tokenIds.length;
-            last = now;
-          }
-          if (record && first !== undefined && count > 0) steps.push((last - first) / count);
-        }),
-      );
-    await run(false); // warm-up
-    await run(true);
-    client.close();
-    return round(percentile(steps, 50), 2);
+    await registerAdapters(cluster.routerAddress);
+    return await decodeStepMsOn(cluster.routerAddress, sequences, tokens);
   } finally {
     await cluster.stop();
   }
@@ -333,6 +284,7 @@ async function jsonReport(iterations: number, tokens: number): Promise<void> {
   const coupled = await decodeStepMs("coupled", true, 8, tokens);
   const shm = await decodeStepMs("disaggregated", true, 8, tokens);
   const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
+  const ucx = await ucxReport(iterations, tokens);
   const os = await import("node:os");
   console.log(
     JSON.stringify({
@@ -341,6 +293,7 @@ async function jsonReport(iterations: number, tokens: number): Promise<void> {
       model: "tiny-llama (bundled), 6 adapters (r4-r64)",
       site: "qkv, 8 rows, layer 1",
       sequences: 8,
+      ucx,
       machine: `${os.hostname()}, ${os.cpus().length} cores, node ${process.version}`,
     }),
   );
@@ -348,6 +301,8 @@ async function jsonReport(iterations: number, tokens: number): Promise<void> {
 
 async function main(): Promise<void> {
   const { config } = loadConfig(options, process.argv.slice(2));
+  if (config.json && config.ucxOnly)
+    return console.log(JSON.stringify({ ucx: await ucxReport(config.iterations, config.tokens) }));
   if (config.json) return jsonReport(config.iterations, config.tokens);
   console.log(
     `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -139,22 +140,20 @@ class UcxSiteBackend final : public SiteBackend {
 
   void end_step() override {}
 
-  void close() {
-    std::lock_guard<std::mutex> g(mu_);
-    closed_ = true;
-  }
+  // Called from the JS thread: never waits for the mutex a site's wait() holds while it progresses.
+  void close() { closed_.store(true, std::memory_order_release); }
 
   bool check() {
-    std::lock_guard<std::mutex> g(mu_);
-    if (closed_ || !broken_.empty() || !worker_) return false;
-    ucp_worker_progress(worker_);
-    return broken_.empty();
+    if (closed_.load(std::memory_order_acquire) || failed_.load(std::memory_order_acquire)) return false;
+    std::unique_lock<std::mutex> g(mu_, std::try_to_lock);
+    if (g.owns_lock() && worker_) ucp_worker_progress(worker_);  // else a wait is progressing it now
+    return !failed_.load(std::memory_order_acquire);
   }
 
  private:
   static void on_ep_error(void* arg, ucp_ep_h, ucs_status_t status) {
     auto* self = static_cast<UcxSiteBackend*>(arg);
-    if (self->broken_.empty()) self->broken_ = std::string("the UCX connection to the LoRA server failed: ") + ucs_status_string(status);
+    self->set_broken(std::string("the UCX connection to the LoRA server failed: ") + ucs_status_string(status));
   }
   static void on_reply_data(void* request, ucs_status_t status, size_t, void* user_data) {
     auto* p = static_cast<Pending*>(user_data);
@@ -219,8 +218,15 @@ class UcxSiteBackend final : public SiteBackend {
     return UCS_OK;
   }
 
+  // Caller holds mu_ (broken_ is written only under it; failed_ mirrors it for lock-free readers).
+  void set_broken(const std::string& why) {
+    if (!broken_.empty()) return;
+    broken_ = why;
+    failed_.store(true, std::memory_order_release);
+  }
+
   lm_status usable_locked() {
-    if (closed_) return fail(LM_ERR_UNAVAILABLE, "the UCX connection is closed");
+    if (closed_.load(std::memory_order_acquire)) return fail(LM_ERR_UNAVAILABLE, "the UCX connection is closed");
     if (!broken_.empty()) return fail(LM_ERR_UNAVAILABLE, broken_);
     return LM_OK;
   }
@@ -241,7 +247,7 @@ class UcxSiteBackend final : public SiteBackend {
     ucs_status_ptr_t st = ucp_am_send_nbx(ep_, kRequestAm, &p.header, sizeof p.header, p.payload.data(), p.payload.size(), &rp);
     if (UCS_PTR_IS_ERR(st)) {
       pending_.erase(h.ticket);
-      broken_ = std::string("sending a site over UCX failed: ") + ucs_status_string(UCS_PTR_STATUS(st));
+      set_broken(std::string("sending a site over UCX failed: ") + ucs_status_string(UCS_PTR_STATUS(st)));
       return fail(LM_ERR_UNAVAILABLE, broken_);
     }
     p.send = st;
@@ -261,9 +267,8 @@ class UcxSiteBackend final : public SiteBackend {
       if (now - start > kSpinNs) sleep_on_worker(worker_, -1, std::min(kNapNs, deadline - now));
     }
     if (!p.done) {
-      if (broken_.empty())
-        broken_ = std::string("the LoRA server did not answer a ") + what + " over UCX within " +
-                  std::to_string(timeout_us / 1000) + " ms";
+      set_broken(std::string("the LoRA server did not answer a ") + what + " over UCX within " +
+                 std::to_string(timeout_us / 1000) + " ms");
       release_send(p);
       pending_.erase(it);
       return fail(LM_ERR_UNAVAILABLE, broken_);
@@ -275,7 +280,7 @@ class UcxSiteBackend final : public SiteBackend {
     if (status == LM_OK) return LM_OK;
     const bool known = status == LM_ERR_NOT_FOUND || status == LM_ERR_ARGUMENT || status == LM_ERR_SHAPE ||
                        status == LM_ERR_SLOT || status == LM_ERR_DTYPE;
-    if (!known && broken_.empty()) broken_ = "LoRA server: " + message;
+    if (!known) set_broken("LoRA server: " + message);
     return fail(known ? status : LM_ERR_UNAVAILABLE, "LoRA server: " + message);
   }
 
@@ -308,7 +313,8 @@ class UcxSiteBackend final : public SiteBackend {
   ucp_worker_h worker_ = nullptr;
   ucp_ep_h ep_ = nullptr;
   uint8_t key_[kKeyBytes] = {0};
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> failed_{false};
   std::string broken_;
   std::string ids_;
   int32_t n_ids_ = 0;
