@@ -42,7 +42,7 @@ const options = {
   json: booleanOption({ flag: "json", description: "print one JSON object (round trip and decode step figures)" }),
   ucxOnly: booleanOption({
     flag: "ucx-only",
-    description: "with --json: only the cross-host \"ucx\" entries (a quicker run)",
+    description: 'with --json: only the cross-host "ucx" entries (a quicker run)',
   }),
 };
 

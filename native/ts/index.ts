@@ -237,7 +237,8 @@ export const native = {
   ucxServerStats: (server: UcxServerHandle): UcxServerStats =>
     sync(() => (addon["ucxServerStats"] as (s: unknown) => UcxServerStats)(server)),
   /** Closes every endpoint (the workers' sites fail with NativeUnavailableError) and joins the thread. */
-  ucxServerStop: (server: UcxServerHandle): void => sync(() => (addon["ucxServerStop"] as (s: unknown) => void)(server)),
+  ucxServerStop: (server: UcxServerHandle): void =>
+    sync(() => (addon["ucxServerStop"] as (s: unknown) => void)(server)),
   /** Worker: connects and checks the key with one round trip; resolves with the step's site backend. */
   ucxConnect: (host: string, port: number, key: string, timeoutMs: number): Promise<SiteBackendHandle> =>
     (addon["ucxConnect"] as (h: string, p: number, k: string, t: number) => Promise<SiteBackendHandle>)(
@@ -249,7 +250,8 @@ export const native = {
       throw toNativeError(err);
     }),
   /** Whether the connection is usable (a failed or closed one is not). */
-  ucxCheck: (backend: SiteBackendHandle): boolean => sync(() => (addon["ucxCheck"] as (b: unknown) => boolean)(backend)),
+  ucxCheck: (backend: SiteBackendHandle): boolean =>
+    sync(() => (addon["ucxCheck"] as (b: unknown) => boolean)(backend)),
   /** Later sites fail with NativeUnavailableError; the connection goes with the handle. */
   ucxClose: (backend: SiteBackendHandle): void => sync(() => (addon["ucxClose"] as (b: unknown) => void)(backend)),
 };

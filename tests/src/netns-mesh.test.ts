@@ -240,8 +240,9 @@ async function workerTransports(m: NetnsMesh): Promise<Record<string, string>> {
   const text = await (await fetch(`http://${m.host(worker.host).address}:${port}/metrics`)).text();
   const out: Record<string, string> = {};
   for (const line of text.matchAll(/^loramesh_lora_transport\{([^}]*)\} 1$/gm)) {
-    const labels = Object.fromEntries([...(line[1] as string).matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    out[labels["server"] as string] = labels["transport"] as string;
+    const labels = new Map<string, string>();
+    for (const l of (line[1] as string).matchAll(/(\w+)="([^"]*)"/g)) labels.set(l[1] as string, l[2] as string);
+    out[labels.get("server") ?? ""] = labels.get("transport") ?? "";
   }
   return out;
 }

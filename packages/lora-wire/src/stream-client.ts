@@ -101,7 +101,8 @@ export class LoraStreamClient {
 
   /** The fast channel to this server, attaching on first use; undefined when off or refused. */
   private async fastChannel(): Promise<ShmRing | UcxChannel | undefined> {
-    const kind = this.options.sharedMemory && process.platform === "linux" ? "shm" : this.options.ucx ? "ucx" : undefined;
+    const kind =
+      this.options.sharedMemory && process.platform === "linux" ? "shm" : this.options.ucx ? "ucx" : undefined;
     if (kind === undefined) return undefined;
     if (this.fast && !this.fast.isClosed) return this.fast;
     if (!this.fastAttach && Date.now() < this.fastRetryAt) return undefined;

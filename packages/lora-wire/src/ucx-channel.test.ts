@@ -106,7 +106,12 @@ describe("LoRA wire: UCX (tcp on loopback)", function () {
       // A big site (rendezvous-sized: 4096 rows × 8 floats each way) arrives whole.
       const big = 4096;
       const bx = Float32Array.from({ length: big * 8 }, (_, i) => Math.sin(i * 0.01));
-      const bigDelta = await client.request({ ...site, rows: big, x: bx, rowAdapter: Array.from({ length: big }, () => 1) });
+      const bigDelta = await client.request({
+        ...site,
+        rows: big,
+        x: bx,
+        rowAdapter: Array.from({ length: big }, () => 1),
+      });
       const by = f32([big, 8]);
       await native.loraApply(weights, f32([big, 8], bx), i32([big], new Int32Array(big)), by);
       expect([...bigDelta]).to.deep.equal([...by.data]);

@@ -98,7 +98,8 @@ export class UcxChannel {
     request: { workerId: string },
     timeoutMs: number,
   ): Promise<UcxChannel> {
-    if (!native.ucxInfo().available) throw new FailedPreconditionError("this worker's native core was built without UCX");
+    if (!native.ucxInfo().available)
+      throw new FailedPreconditionError("this worker's native core was built without UCX");
     const reply = await new Promise<{ host: string; port: number; key: string }>((resolve, reject) =>
       client.attachUcx(request, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) =>
         err ? reject(fromServiceError(err, { peer: "the LoRA server" })) : resolve(res),

@@ -23,14 +23,16 @@ export const options = {
     flag: "shared-memory",
     env: "LORAMESH_SHARED_MEMORY",
     default: true,
-    description: "use shared-memory rings (native doorbells) with same-host LoRA servers (false: never, whatever --lora-transport says)",
+    description:
+      "use shared-memory rings (native doorbells) with same-host LoRA servers (false: never, whatever --lora-transport says)",
   }),
   loraTransport: enumOption({
     flag: "lora-transport",
     env: "LORAMESH_LORA_TRANSPORT",
     default: "auto",
     values: LORA_TRANSPORTS,
-    description: "wire to LoRA servers: auto (shm on this host, UCX to other hosts when built in, else gRPC), shm, ucx or grpc",
+    description:
+      "wire to LoRA servers: auto (shm on this host, UCX to other hosts when built in, else gRPC), shm, ucx or grpc",
   }),
   maxBatchTokens: intOption({
     flag: "max-batch-tokens",

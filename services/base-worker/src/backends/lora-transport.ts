@@ -20,7 +20,11 @@ export interface TransportPolicy {
 }
 
 /** Checks the choice against this build; a forced UCX without UCX in the native core is refused. */
-export function transportPolicy(choice: LoraTransportChoice, sharedMemory: boolean, ucxAvailable: boolean): TransportPolicy {
+export function transportPolicy(
+  choice: LoraTransportChoice,
+  sharedMemory: boolean,
+  ucxAvailable: boolean,
+): TransportPolicy {
   if (choice === "ucx" && !ucxAvailable)
     throw new FailedPreconditionError(
       "--lora-transport ucx: this native core was built without UCX (install libucx-dev and rebuild)",
