@@ -13,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include "common.h"
 #include "ucx_common.h"
@@ -31,6 +32,7 @@ struct Pending {
   lm_status status = LM_OK;
   std::string message;
   std::vector<uint8_t> payload;  // the request's payload, alive until UCX sent it
+  std::vector<float> landing;    // a rendezvous delta lands here (never in the step's buffer, which a timeout frees)
   RequestHeader header{};
   ucs_status_ptr_t send = nullptr;
 };
@@ -208,7 +210,8 @@ class UcxSiteBackend final : public SiteBackend {
     rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     rp.cb.recv_am = &UcxSiteBackend::on_reply_data;
     rp.user_data = &p;
-    ucs_status_ptr_t st = ucp_am_recv_data_nbx(worker_, data, p.delta, want, &rp);
+    p.landing.resize(static_cast<size_t>(p.count));
+    ucs_status_ptr_t st = ucp_am_recv_data_nbx(worker_, data, p.landing.data(), want, &rp);
     if (st == nullptr) p.done = true;
     else if (UCS_PTR_IS_ERR(st)) {
       p.status = LM_ERR_UNAVAILABLE;
@@ -270,10 +273,12 @@ class UcxSiteBackend final : public SiteBackend {
       set_broken(std::string("the LoRA server did not answer a ") + what + " over UCX within " +
                  std::to_string(timeout_us / 1000) + " ms");
       release_send(p);
-      pending_.erase(it);
+      // A rendezvous receive may still write into it: kept (same address) until teardown.
+      abandoned_.push_back(pending_.extract(it));
       return fail(LM_ERR_UNAVAILABLE, broken_);
     }
     release_send(p);
+    if (p.status == LM_OK && !p.landing.empty()) std::memcpy(p.delta, p.landing.data(), p.landing.size() * 4);
     const lm_status status = p.status;
     const std::string message = p.message;
     pending_.erase(it);
@@ -304,6 +309,7 @@ class UcxSiteBackend final : public SiteBackend {
     }
     destroy_worker(context_, worker_);
     pending_.clear();
+    abandoned_.clear();
     worker_ = nullptr;
     context_ = nullptr;
   }
@@ -320,6 +326,7 @@ class UcxSiteBackend final : public SiteBackend {
   int32_t n_ids_ = 0;
   uint64_t next_ticket_ = 0;
   std::map<uint64_t, Pending> pending_;
+  std::vector<std::map<uint64_t, Pending>::node_type> abandoned_;
 };
 
 }  // namespace

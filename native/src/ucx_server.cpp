@@ -367,7 +367,9 @@ void ServerImpl::loop() {
     if (!failed_.empty()) close_failed();
     ready.clear();
     for (auto it = requests_.begin(); it != requests_.end();) {
-      if ((*it)->ready && !(*it)->failed) ready.push_back(std::move(*it));
+      // A request whose endpoint was closed meanwhile (its rendezvous completed late) is dropped.
+      if ((*it)->ready && !(*it)->failed && eps_.count((*it)->ep) > 0) ready.push_back(std::move(*it));
+      else if ((*it)->ready) (*it)->failed = true;
       if ((*it) == nullptr || (*it)->failed) it = requests_.erase(it);
       else ++it;
     }
