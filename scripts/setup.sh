@@ -34,6 +34,22 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+# Optional: UCX (libucx-dev, with pkg-config to find it) for the cross-host LoRA transport
+# (docs/rdma.md). The native core builds without it; then `--lora-transport auto` never picks UCX.
+if ! pkg-config --exists ucx 2>/dev/null; then
+  ucx_pkgs=(libucx-dev pkg-config)
+  if [ "$(id -u)" = 0 ]; then
+    say "installing ${ucx_pkgs[*]} (optional: the UCX transport)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${ucx_pkgs[@]}" >/dev/null) ||
+      say "note: libucx-dev is not installable here; building without UCX"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    say "installing ${ucx_pkgs[*]} (optional: the UCX transport)"
+    (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${ucx_pkgs[@]}" >/dev/null) ||
+      say "note: libucx-dev is not installable here; building without UCX"
+  else
+    say "note: no libucx-dev (apt-get install libucx-dev pkg-config for the UCX transport); building without UCX"
+  fi
+fi
 # The package starts a system-wide instance; loramesh starts its own private ones instead.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
   say "note: a system redis-server is running; loramesh does not use it unless REDIS_URL points at it"

@@ -10,9 +10,11 @@
  * the ring with no JavaScript on the path, `grpc` the callback into the stream), and the decode
  * step with 8 sequences decoding at once (each sequence's decode time per token after its first,
  * median over the sequences) coupled, disaggregated over the rings and over gRPC, all in the same
- * run on the same model.
+ * run on the same model; and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
+ * trip over UCX (tcp) vs gRPC across a veth link between network namespaces, and the decode step of
+ * a worker on another host over each (or why they were not measured: no root, no UCX).
  *
- *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json]
+ *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only]]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -27,8 +29,9 @@ import { PlacementCache } from "@loramesh/mesh";
 import { f32, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
 import { RemoteLoraBackend } from "@loramesh/base-worker";
+import { ADAPTERS, decodeStepMsOn, median, percentile, registerAdapters, round, within } from "./mesh-bench-common";
+import { ucxReport } from "./mesh-bench-ucx";
 
-const ADAPTERS = ["big-r64", "chat-r16-all", "math-r4-mlp", "pattern-r8", "rslora-r32", "sql-r8"];
 const quiet = createLogger({ level: "error" });
 process.env["LOG_LEVEL"] ??= "error";
 
@@ -46,6 +49,10 @@ const options = {
     flag: "lora-overhead",
     default: true,
     description: "with --json, also time r16 LoRA on a TinyLlama-1.1B-shaped model (needs the bench:cpu-anchor files)",
+  }),
+  ucxOnly: booleanOption({
+    flag: "ucx-only",
+    description: 'with --json: only the cross-host "ucx" entries (a quicker run)',
   }),
 };
 
@@ -82,55 +89,11 @@ function loraR16Overhead(): Record<string, number> | null {
   };
 }
 
-function percentile(values: number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))] as number;
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
-}
-
-/** Every wait of the benchmark is bounded: a stuck phase fails with what it was waiting for. */
-const PHASE_MS = 180_000;
-async function within<T>(what: string, work: Promise<T>, ms = PHASE_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new DeadlineExceededError(`mesh bench: ${what} did not finish within ${ms} ms`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([work, limit]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** A local cluster whose token this process carries too (the bench talks to the provisioner itself). */
 async function startCluster(options: Parameters<typeof startLocalCluster>[0]): Promise<LocalCluster> {
   const c = await startLocalCluster({ startTimeoutMs: 180_000, ...options });
   setClusterToken(c.clusterToken);
   return c;
-}
-
-async function registerAdapters(cluster: LocalCluster): Promise<void> {
-  const client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: PHASE_MS });
-  try {
-    for (const name of ADAPTERS) {
-      await within(`registering adapter ${name}`, client.registerAdapter(name, join(BUNDLED_ADAPTERS, name)));
-      await within(
-        `loading adapter ${name}`,
-        (async () => {
-          for await (const _ of client.watchAdapterLoad(name)) void _;
-        })(),
-      );
-    }
-  } finally {
-    client.close();
-  }
 }
 
 /** The placement as the provisioner sees it; without the cluster token this would never arrive. */
@@ -152,7 +115,7 @@ async function roundTrips(iterations: number): Promise<void> {
     logger: quiet,
   });
   try {
-    await registerAdapters(cluster);
+    await registerAdapters(cluster.routerAddress);
     const placement = await placementOf(cluster);
     const ids = [...placement.holders.keys()].sort();
     const local = new LocalLoraBackend(model.config);
@@ -234,7 +197,7 @@ async function throughput(
     logger: quiet,
   });
   try {
-    await registerAdapters(cluster);
+    await registerAdapters(cluster.routerAddress);
     const client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 600_000 });
     const run = () =>
       Promise.all(
@@ -345,7 +308,7 @@ async function siteRoundTripUs(
     logger: quiet,
   });
   try {
-    await registerAdapters(c);
+    await registerAdapters(c.routerAddress);
     const { local, shm, grpc, ids, close } = await siteBackends(c);
     const { hIn, nOut } = siteShape(model.config, "qkv");
     const x = Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i));
@@ -416,8 +379,6 @@ async function siteRoundTripUs(
   }
 }
 
-const round = (v: number, digits = 1): number => Number(v.toFixed(digits));
-
 /** Decode step time with `sequences` sequences decoding at once: median over the sequences. */
 async function decodeStepMs(
   mode: "coupled" | "disaggregated",
@@ -435,43 +396,8 @@ async function decodeStepMs(
     extraArgs: { "base-worker": [`--shared-memory=${sharedMemory}`] },
   });
   try {
-    await registerAdapters(cluster);
-    const client = new LoraMeshClient({ address: cluster.routerAddress, defaultDeadlineMs: 600_000 });
-    // Each step emits one token per sequence, so a sequence's decode time over its tokens is the
-    // step time (token events may reach the client in bursts, so single gaps mean little).
-    const steps: number[] = [];
-    const run = async (record: boolean) =>
-      Promise.all(
-        Array.from({ length: sequences }, async (_, i) => {
-          let first: number | undefined;
-          let last = 0;
-          let count = 0;
-          for await (const delta of client.generate({
-            prompt: { $case: "text", value: `def forward(self, hidden_states): # sequence ${i}` },
-            adapter: ADAPTERS[i % ADAPTERS.length],
-            sampling: {
-              maxTokens: tokens,
-              temperature: 0,
-              topP: 1,
-              topK: 0,
-              stop: [],
-              stopTokenIds: [],
-              ignoreEos: true,
-            },
-          })) {
-            if (delta.tokenIds.length === 0) continue;
-            const now = performance.now();
-            if (first === undefined) first = now;
-            else count += delta.tokenIds.length;
-            last = now;
-          }
-          if (record && first !== undefined && count > 0) steps.push((last - first) / count);
-        }),
-      );
-    await within("warm-up decoding", run(false), 600_000);
-    await within("decoding", run(true), 600_000);
-    client.close();
-    return round(percentile(steps, 50), 2);
+    await registerAdapters(cluster.routerAddress);
+    return await decodeStepMsOn(cluster.routerAddress, sequences, tokens);
   } finally {
     await cluster.stop();
   }
@@ -483,6 +409,7 @@ async function jsonReport(iterations: number, tokens: number, overhead: boolean)
   const shm = await decodeStepMs("disaggregated", true, 8, tokens);
   const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
   const r16 = overhead ? loraR16Overhead() : null;
+  const ucx = await ucxReport(iterations, tokens);
   const os = await import("node:os");
   console.log(
     JSON.stringify({
@@ -493,6 +420,7 @@ async function jsonReport(iterations: number, tokens: number, overhead: boolean)
       sequences: 8,
       // LoRA r16 (all 7 modules) on a TinyLlama-1.1B-shaped model: % added to one decode step.
       lora_r16_decode_overhead: r16 && { ...r16, model: "TinyLlama-1.1B shape, bf16, random weights, batch 1" },
+      ucx,
       machine: `${os.hostname()}, ${os.cpus().length} cores, node ${process.version}`,
     }),
   );
@@ -500,6 +428,8 @@ async function jsonReport(iterations: number, tokens: number, overhead: boolean)
 
 async function main(): Promise<void> {
   const { config } = loadConfig(options, process.argv.slice(2));
+  if (config.json && config.ucxOnly)
+    return console.log(JSON.stringify({ ucx: await ucxReport(config.iterations, config.tokens) }));
   if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor);
   console.log(
     `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,

@@ -18,6 +18,7 @@
 
 #include "loramesh/core.h"
 #include "shm_binding.h"
+#include "ucx_binding.h"
 #include "status_name.h"
 
 namespace lm { void register_step_binding(Napi::Env env, Napi::Object exports); }  // step_binding.cpp
@@ -455,6 +456,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loraApplyMoe", Napi::Function::New(env, LoraApplyMoe));
   lm::register_step_binding(env, exports);
   register_shm_binding(env, exports);
+  register_ucx_binding(env, exports);
   return exports;
 }
 

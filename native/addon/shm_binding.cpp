@@ -118,8 +118,8 @@ std::vector<T> copy(const Napi::TypedArrayOf<T>& a) {
   return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
 }
 
-lm::shm::SiteWeights site_weights(const Napi::Object& s) {
-  lm::shm::SiteWeights w;
+lm::SiteWeights site_weights(const Napi::Object& s) {
+  lm::SiteWeights w;
   const std::string dtype = s.Get("dtype").ToString().Utf8Value();
   if (dtype != "f32" && dtype != "bf16") throw Bad{"weights must be f32 or bf16"};
   w.dtype = dtype == "f32" ? LM_F32 : LM_BF16;
@@ -147,25 +147,29 @@ lm::shm::SiteWeights site_weights(const Napi::Object& s) {
   return w;
 }
 
+std::shared_ptr<lm::Tables> parse_tables(const Napi::Value& slots_value, const Napi::Value& sites_value) {
+  if (!slots_value.IsArray() || !sites_value.IsArray()) throw Bad{"slots and sites must be arrays"};
+  auto tables = std::make_shared<lm::Tables>();
+  Napi::Array slots = slots_value.As<Napi::Array>(), sites = sites_value.As<Napi::Array>();
+  for (uint32_t i = 0; i < slots.Length(); i++) {
+    const std::string id = slots.Get(i).ToString().Utf8Value();
+    tables->slot_of[id] = static_cast<int32_t>(i);
+    tables->slot_names.push_back(id);
+  }
+  for (uint32_t i = 0; i < sites.Length(); i++) {
+    Napi::Object s = sites.Get(i).As<Napi::Object>();
+    const int32_t layer = int32(s, "layer"), site = int32(s, "site"), moe = s.Get("moe").ToBoolean() ? 1 : 0;
+    if (site < 0 || site > 3 || layer < 0) throw Bad{"bad layer or site"};
+    tables->sites[lm::site_key(layer, site, moe)] = site_weights(s);
+  }
+  return tables;
+}
+
 // shmServerSetTables(server, slots: string[], sites: {layer, site, moe, dtype, aPool, ...}[])
 Napi::Value ServerSetTables(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     ServerPtr& server = external<ServerPtr>(info[0], "server");
-    if (!info[1].IsArray() || !info[2].IsArray()) throw Bad{"shmServerSetTables(server, slots, sites)"};
-    auto tables = std::make_shared<lm::shm::Tables>();
-    Napi::Array slots = info[1].As<Napi::Array>(), sites = info[2].As<Napi::Array>();
-    for (uint32_t i = 0; i < slots.Length(); i++) {
-      const std::string id = slots.Get(i).ToString().Utf8Value();
-      tables->slot_of[id] = static_cast<int32_t>(i);
-      tables->slot_names.push_back(id);
-    }
-    for (uint32_t i = 0; i < sites.Length(); i++) {
-      Napi::Object s = sites.Get(i).As<Napi::Object>();
-      const int32_t layer = int32(s, "layer"), site = int32(s, "site"), moe = s.Get("moe").ToBoolean() ? 1 : 0;
-      if (site < 0 || site > 3 || layer < 0) throw Bad{"bad layer or site"};
-      tables->sites[lm::shm::site_key(layer, site, moe)] = site_weights(s);
-    }
-    server->set_tables(std::move(tables));
+    server->set_tables(parse_tables(info[1], info[2]));
     return info.Env().Undefined();
   });
 }
@@ -324,6 +328,15 @@ Napi::Value Site(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+std::shared_ptr<lm::Tables> tables_from_js(const Napi::Value& slots, const Napi::Value& sites, std::string* error) {
+  try {
+    return parse_tables(slots, sites);
+  } catch (const Bad& b) {
+    *error = b.message;
+    return nullptr;
+  }
+}
 
 void register_shm_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("shmServerStart", Napi::Function::New(env, ServerStart));

@@ -23,6 +23,7 @@
 
 #include "loramesh/core.h"
 #include "site_backend.h"
+#include "site_compute.h"
 
 namespace lm::shm {
 
@@ -103,25 +104,10 @@ int reap_dead_segments();
 
 // ---- the LoRA server's side (shm_server.cpp) ----
 
-// One site's packed adapter weights (as lm_lora_weights describes them), owned by the server.
-struct SiteWeights {
-  lm_dtype dtype = LM_F32;
-  std::vector<uint8_t> a_pool, b_pool;
-  int32_t n_keys = 0, n_slices = 0, max_rank = 0;
-  int32_t widths[LM_LORA_MAX_SLICES] = {0, 0, 0, 0};
-  std::vector<int32_t> rank;
-  std::vector<float> scale;
-  std::vector<int64_t> a_offset, b_offset;
-};
-
-// What the server thread computes with: the adapter pool's slots and packed sites. Replaced whole
-// (never mutated) when the pool changes, so the thread reads it without holding a lock.
-struct Tables {
-  std::unordered_map<std::string, int32_t> slot_of;
-  std::vector<std::string> slot_names;  // pool slot → adapter id ("" for a free slot)
-  std::map<int32_t, SiteWeights> sites;  // key: site_key(layer, site, moe)
-};
-inline int32_t site_key(int32_t layer, int32_t site, int32_t moe) { return (layer * 4 + site) * 2 + moe; }
+// The packed tables and the site checks are shared with the UCX server (site_compute.h).
+using lm::SiteWeights;
+using lm::Tables;
+using lm::site_key;
 
 struct ServerOptions {
   int32_t n_layers = 0;

@@ -102,6 +102,13 @@ class ServerImpl final : public Server {
   bool validate(Item* it, const Tables* tables);
   void run(std::vector<Item*>& batch, const Tables* tables);
   void respond(Item* it, const float* delta);
+  ModelDims model_dims() const {
+    ModelDims d;
+    d.n_layers = opt_.n_layers;
+    d.n_experts = opt_.n_experts;
+    for (int i = 0; i < 4; i++) d.h_in[i] = opt_.h_in[i], d.n_out[i] = opt_.n_out[i];
+    return d;
+  }
 
   const ServerOptions opt_;
   std::mutex mu_;
@@ -206,14 +213,10 @@ bool ServerImpl::validate(Item* it, const Tables* tables) {
     it->message = std::move(m);
     return false;
   };
-  if (it->site < 0 || it->site > 3) return bad(LM_ERR_ARGUMENT, "unknown site " + std::to_string(it->site));
-  if (it->layer < 0 || it->layer >= opt_.n_layers)
-    return bad(LM_ERR_ARGUMENT, "layer " + std::to_string(it->layer) + " does not exist");
-  if (it->moe != 0 && (it->moe != 1 || opt_.n_experts == 0))
-    return bad(LM_ERR_ARGUMENT, "row_expert must have one entry per row on an MoE model");
-  if (it->h_in != opt_.h_in[it->site] || it->n_out != opt_.n_out[it->site])
-    return bad(LM_ERR_SHAPE, "site shape [" + std::to_string(it->h_in) + " -> " + std::to_string(it->n_out) +
-                                 "] does not match the model");
+  std::string why;
+  const ModelDims dims = model_dims();
+  if (lm_status st = check_site(dims, it->layer, it->site, it->moe, it->h_in, it->n_out, &why); st != LM_OK)
+    return bad(st, why);
   if (it->rows < 0 || slot_layout(it->rows, it->h_in, it->n_out).end > it->ch->map.slot_bytes)
     return bad(LM_ERR_SHAPE, std::to_string(it->rows) + " rows do not fit the ring slot");
   Slot& slot = it->ch->map.header()->slots[it->slot];
@@ -225,34 +228,13 @@ bool ServerImpl::validate(Item* it, const Tables* tables) {
   const SlotLayout l = slot_layout(it->rows, it->h_in, it->n_out);
   // Adapter ids: n NUL-terminated strings; copied out before they are looked up.
   std::string ids(reinterpret_cast<const char*>(data + l.ids), ids_bytes);
-  std::vector<int32_t> slot_of(static_cast<size_t>(n_adapters), -2);  // -2: not resolved yet
-  std::vector<std::string> names;
-  size_t pos = 0;
-  for (int32_t a = 0; a < n_adapters; a++) {
-    const size_t end = ids.find('\0', pos);
-    if (end == std::string::npos) return bad(LM_ERR_ARGUMENT, "malformed adapter ids");
-    names.push_back(ids.substr(pos, end - pos));
-    pos = end + 1;
-  }
   it->row_slot.resize(static_cast<size_t>(it->rows));
   std::memcpy(it->row_slot.data(), data + l.row_adapter, static_cast<size_t>(it->rows) * 4);
-  for (int32_t& r : it->row_slot) {
-    if (r < -1 || r >= n_adapters) return bad(LM_ERR_ARGUMENT, "row_adapter index is outside adapter_ids");
-    if (r < 0) continue;
-    int32_t& resolved = slot_of[static_cast<size_t>(r)];
-    if (resolved == -2) {
-      auto found = tables->slot_of.find(names[static_cast<size_t>(r)]);
-      if (found == tables->slot_of.end())
-        return bad(LM_ERR_NOT_FOUND, "adapter " + names[static_cast<size_t>(r)] + " is not resident on this LoRA server");
-      resolved = found->second;
-    }
-    r = resolved;
-  }
+  if (lm_status st = resolve_rows(*tables, ids, n_adapters, &it->row_slot, &why); st != LM_OK) return bad(st, why);
   if (it->moe) {
     it->row_expert.resize(static_cast<size_t>(it->rows));
     std::memcpy(it->row_expert.data(), data + l.row_expert, static_cast<size_t>(it->rows) * 4);
-    for (int32_t e : it->row_expert)
-      if (e < 0 || e >= opt_.n_experts) return bad(LM_ERR_ARGUMENT, "row_expert is outside the experts");
+    if (lm_status st = check_experts(dims, it->row_expert, &why); st != LM_OK) return bad(st, why);
   }
   return true;
 }
@@ -278,42 +260,16 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
   const Item& first = *batch.front();
   const int32_t h_in = first.h_in, n_out = first.n_out;
   int64_t rows = 0;
-  for (Item* it : batch) rows += it->rows;
-  std::vector<float> x(static_cast<size_t>(rows * h_in)), y(static_cast<size_t>(rows * n_out), 0.0f);
-  std::vector<int32_t> row_slot, row_expert;
-  row_slot.reserve(static_cast<size_t>(rows));
-  int64_t r = 0;
+  std::vector<BatchPart> parts;
   for (Item* it : batch) {
+    rows += it->rows;
     const SlotLayout l = slot_layout(it->rows, h_in, n_out);
-    std::memcpy(x.data() + r * h_in, it->ch->map.slot_data(it->slot) + l.x, static_cast<size_t>(it->rows) * h_in * 4);
-    row_slot.insert(row_slot.end(), it->row_slot.begin(), it->row_slot.end());
-    row_expert.insert(row_expert.end(), it->row_expert.begin(), it->row_expert.end());
-    r += it->rows;
+    parts.push_back({reinterpret_cast<const float*>(it->ch->map.slot_data(it->slot) + l.x), &it->row_slot, &it->row_expert});
   }
-  lm_status status = LM_OK;
-  auto found = tables->sites.find(site_key(first.layer, first.site, first.moe));
-  if (found != tables->sites.end() && rows > 0) {  // no table: no resident adapter touches the site
-    const SiteWeights& w = found->second;
-    const int64_t entries = static_cast<int64_t>(w.rank.size());
-    lm_tensor a{const_cast<uint8_t*>(w.a_pool.data()), w.dtype, LM_CPU, 0, 1, {static_cast<int64_t>(w.a_pool.size() / elem_size(w.dtype))}};
-    lm_tensor b{const_cast<uint8_t*>(w.b_pool.data()), w.dtype, LM_CPU, 0, 1, {static_cast<int64_t>(w.b_pool.size() / elem_size(w.dtype))}};
-    lm_tensor rk{const_cast<int32_t*>(w.rank.data()), LM_I32, LM_CPU, 0, 1, {entries}};
-    lm_tensor sc{const_cast<float*>(w.scale.data()), LM_F32, LM_CPU, 0, 1, {entries}};
-    lm_tensor ao{const_cast<int64_t*>(w.a_offset.data()), LM_I64, LM_CPU, 0, 1, {entries}};
-    lm_tensor bo{const_cast<int64_t*>(w.b_offset.data()), LM_I64, LM_CPU, 0, 1, {entries}};
-    lm_lora_weights lw{&a, &b, w.n_keys, w.n_slices, {w.widths[0], w.widths[1], w.widths[2], w.widths[3]}, &rk, &sc, &ao, &bo, w.max_rank};
-    lm_tensor xt{x.data(), LM_F32, LM_CPU, 0, 2, {rows, h_in}};
-    lm_tensor yt{y.data(), LM_F32, LM_CPU, 0, 2, {rows, n_out}};
-    lm_tensor st{row_slot.data(), LM_I32, LM_CPU, 0, 1, {rows}};
-    if (first.moe) {
-      lm_tensor et{row_expert.data(), LM_I32, LM_CPU, 0, 1, {rows}};
-      status = lm_lora_apply_moe(&lw, opt_.n_experts, &xt, nullptr, &st, &et, nullptr, &yt);
-    } else {
-      status = lm_lora_apply(&lw, &xt, &st, &yt);
-    }
-  }
+  std::vector<float> y;
+  const lm_status status = apply_batch(*tables, opt_.n_experts, first.layer, first.site, first.moe, h_in, n_out, parts, &y);
+  int64_t r = 0;
   const std::string message = status == LM_OK ? "" : lm_last_error();
-  r = 0;
   for (Item* it : batch) {
     it->status = status;
     it->message = message;

@@ -18,6 +18,7 @@ import type {
   SiteBackendHandle,
 } from "./shm";
 import type { Tensor } from "./tensor";
+import type { UcxAttachment, UcxInfo, UcxServerHandle, UcxServerOptions, UcxServerStats } from "./ucx";
 
 export {
   NativeArgumentError,
@@ -46,6 +47,7 @@ export {
   toStepError,
 } from "./step";
 export type { RingServerHandle, RingServerOptions, RingServerStats, RingSite, RingSiteTable } from "./shm";
+export type { UcxAttachment, UcxInfo, UcxServerHandle, UcxServerOptions, UcxServerStats } from "./ucx";
 export { bf16, type DType, f32, fromBf16, i32, i64, numel, type Tensor, toBf16 } from "./tensor";
 
 interface Addon {
@@ -65,6 +67,9 @@ interface Addon {
 export const ADDON_PATH = join(__dirname, "..", "build", "Release", "loramesh_native.node");
 
 function loadAddon(): Addon {
+  // A UCX build loads libucs with the addon, and libucs installs its own SIGSEGV/SIGBUS handlers
+  // (backtrace printing) when it loads, over Node's; keep Node's unless a deployer asks otherwise.
+  process.env["UCX_HANDLE_ERRORS"] ??= "none";
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node addon loads only through require
     return require(ADDON_PATH) as Addon;
@@ -185,21 +190,7 @@ export const native = {
       (addon["shmServerSetTables"] as (s: unknown, slots: readonly string[], sites: unknown[]) => void)(
         server,
         slots,
-        sites.map(({ layer, site, moe, weights: w }) => ({
-          layer,
-          site,
-          moe,
-          dtype: w.aPool.dtype,
-          aPool: w.aPool.data,
-          bPool: w.bPool.data,
-          nKeys: w.nKeys,
-          maxRank: w.maxRank,
-          sliceWidths: w.sliceWidths,
-          rank: w.rank.data,
-          scale: w.scale.data,
-          aOffset: w.aOffset.data,
-          bOffset: w.bOffset.data,
-        })),
+        siteTables(sites),
       ),
     ),
   shmServerStats: (server: RingServerHandle): RingServerStats =>
@@ -225,7 +216,67 @@ export const native = {
   shmClose: (backend: SiteBackendHandle): void => sync(() => (addon["shmClose"] as (b: unknown) => void)(backend)),
   /** Removes ring segments whose creating process is dead; returns how many. */
   shmReap: (): number => (addon["shmReap"] as () => number)(),
+
+  // ---- UCX (LoRA server ↔ workers on other hosts) ----
+
+  /** Whether this addon links UCX; an addon built before the UCX transport reports it absent. */
+  ucxInfo: (): UcxInfo =>
+    typeof addon["ucxInfo"] === "function" ? (addon["ucxInfo"] as () => UcxInfo)() : { available: false, version: "" },
+  /** Starts a LoRA server's UCX thread with a listener on options.bindHost (NativeUnavailableError without UCX). */
+  ucxServerStart: (options: UcxServerOptions): UcxServerHandle =>
+    sync(() => (addon["ucxServerStart"] as (o: UcxServerOptions) => UcxServerHandle)(options)),
+  /** The listener's address and a fresh session key for one worker. */
+  ucxServerAttach: (server: UcxServerHandle, workerId: string): UcxAttachment =>
+    sync(() => (addon["ucxServerAttach"] as (s: unknown, w: string) => UcxAttachment)(server, workerId)),
+  /** Replaces what the UCX thread computes with (the same tables as the rings). */
+  ucxServerSetTables: (server: UcxServerHandle, slots: readonly string[], sites: readonly RingSiteTable[]): void =>
+    sync(() =>
+      (addon["ucxServerSetTables"] as (s: unknown, slots: readonly string[], sites: unknown[]) => void)(
+        server,
+        slots,
+        siteTables(sites),
+      ),
+    ),
+  ucxServerStats: (server: UcxServerHandle): UcxServerStats =>
+    sync(() => (addon["ucxServerStats"] as (s: unknown) => UcxServerStats)(server)),
+  /** Closes every endpoint (the workers' sites fail with NativeUnavailableError) and joins the thread. */
+  ucxServerStop: (server: UcxServerHandle): void =>
+    sync(() => (addon["ucxServerStop"] as (s: unknown) => void)(server)),
+  /** Worker: connects and checks the key with one round trip; resolves with the step's site backend. */
+  ucxConnect: (host: string, port: number, key: string, timeoutMs: number): Promise<SiteBackendHandle> =>
+    (addon["ucxConnect"] as (h: string, p: number, k: string, t: number) => Promise<SiteBackendHandle>)(
+      host,
+      port,
+      key,
+      timeoutMs,
+    ).catch((err: unknown) => {
+      throw toNativeError(err);
+    }),
+  /** Whether the connection is usable (a failed or closed one is not). */
+  ucxCheck: (backend: SiteBackendHandle): boolean =>
+    sync(() => (addon["ucxCheck"] as (b: unknown) => boolean)(backend)),
+  /** Later sites fail with NativeUnavailableError; the connection goes with the handle. */
+  ucxClose: (backend: SiteBackendHandle): void => sync(() => (addon["ucxClose"] as (b: unknown) => void)(backend)),
 };
+
+/** The packed sites as the ring and UCX bindings read them. */
+function siteTables(sites: readonly RingSiteTable[]): unknown[] {
+  return sites.map(({ layer, site, moe, weights: w }) => ({
+    layer,
+    site,
+    moe,
+    dtype: w.aPool.dtype,
+    aPool: w.aPool.data,
+    bPool: w.bPool.data,
+    nKeys: w.nKeys,
+    maxRank: w.maxRank,
+    sliceWidths: w.sliceWidths,
+    rank: w.rank.data,
+    scale: w.scale.data,
+    aOffset: w.aOffset.data,
+    bOffset: w.bOffset.data,
+  }));
+}
 
 /** The native step (one call per forward pass) and its LoRA site backends. */
 export const nativeStep = stepApi(addon);

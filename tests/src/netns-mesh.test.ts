@@ -11,6 +11,7 @@ import { unary } from "@loramesh/mesh";
 import { BaseWorkerServiceClient, LoraServerServiceClient, ProvisionerServiceClient } from "@loramesh/proto";
 import { LoraMeshClient, LoraMeshClientError, type GenerateInput } from "@loramesh/sdk";
 import { NetnsNetwork, netnsUnavailableReason, reapDeadNetworks, waitFor, type NetnsMesh } from "@loramesh/testing";
+import { ucxSupport } from "@loramesh/lora-wire";
 import { adapterNames, golden, modelDir, registerAll, runGolden } from "./mesh-helpers";
 import { startMeshOnHosts } from "./netns-helpers";
 
@@ -129,6 +130,66 @@ const partitionInput = (i: number): GenerateInput => ({
   sampling: { maxTokens: TOKENS, temperature: 0, topP: 1, topK: 0, stop: [], stopTokenIds: [], ignoreEos: true },
 });
 
+/** Cuts the LoRA server's link a quarter into a decode, checks how requests end, heals, checks service. */
+async function partitionMidDecode(m: NetnsMesh, client: LoraMeshClient): Promise<void> {
+  const reference = await Promise.all([...Array(STREAMS).keys()].map((i) => client.complete(partitionInput(i))));
+  let partitioned: Promise<void> | undefined;
+  const outcomes = await Promise.all(
+    [...Array(STREAMS).keys()].map(async (i) => {
+      const ids: number[] = [];
+      try {
+        for await (const d of client.generate(partitionInput(i), { deadlineMs: DEADLINE_MS })) {
+          ids.push(...d.tokenIds);
+          // A quarter of the tokens streamed: cut the LoRA server's link.
+          if (ids.length >= TOKENS / 4) partitioned ??= m.network.partition("lora0");
+        }
+        return { ids, error: undefined };
+      } catch (err) {
+        return { ids, error: err };
+      }
+    }),
+  );
+  expect(partitioned, "the partition happened mid-decode").to.not.equal(undefined);
+  await partitioned;
+  await m.network.heal("lora0");
+  let exact = 0;
+  outcomes.forEach((o, i) => {
+    const want = (reference[i] as { tokenIds: number[] }).tokenIds;
+    if (o.error === undefined) {
+      expect(o.ids, `stream ${i}`).to.deep.equal(want);
+      exact++;
+      return;
+    }
+    expect(o.error, `stream ${i}: a typed client error`).to.be.instanceOf(LoraMeshClientError);
+    const code = (o.error as LoraMeshClientError).code;
+    expect(ALLOWED_FAILURES.has(code), `stream ${i}: ${(o.error as Error).message}`).to.equal(true);
+    // Tokens sent before the partition are a prefix of the undisturbed output (none duplicated).
+    expect(o.ids, `stream ${i} prefix`).to.deep.equal(want.slice(0, o.ids.length));
+  });
+  console.log(`      partition: ${STREAMS} tried, ${exact} completed exact, ${STREAMS - exact} failed typed, 0 hung`);
+  if (FAILOVER_COMPLETES) expect(exact).to.equal(STREAMS);
+  // Healed: the same requests complete token-exact. The LoRA server's heartbeats expired while it
+  // was cut off, so it is out of placement until its next heartbeat is reconciled; until then the
+  // router answers with retryable typed errors, which a client retries (bounded).
+  let attempts = 0;
+  const after = await waitFor(
+    async () => {
+      attempts++;
+      try {
+        return await Promise.all([...Array(STREAMS).keys()].map((i) => client.complete(partitionInput(i))));
+      } catch (err) {
+        const retryable = err instanceof LoraMeshClientError && RECOVERING.has(err.code);
+        if (!retryable) throw err;
+        return undefined;
+      }
+    },
+    60_000,
+    "the healed cluster to serve again",
+  );
+  console.log(`      after healing: served on attempt ${attempts}`);
+  after.forEach((r, i) => expect(r.tokenIds, `after healing ${i}`).to.deep.equal(reference[i]?.tokenIds));
+}
+
 describe("mesh across namespace hosts: router+provisioner+Redis, worker and LoRA server on separate hosts", function () {
   this.timeout(300_000);
   const g = golden("tiny-llama");
@@ -142,6 +203,8 @@ describe("mesh across namespace hosts: router+provisioner+Redis, worker and LoRA
       mode: "disaggregated",
       workers: 1,
       loraServers: 1,
+      // gRPC between the hosts (auto would pick UCX where the native core has it; see below).
+      extraArgs: { "base-worker": ["--lora-transport", "grpc"] },
     });
     client = new LoraMeshClient({ address: mesh.routerAddress, defaultDeadlineMs: 120_000 });
     await registerAll(client, "tiny-llama", adapterNames(g));
@@ -218,63 +281,66 @@ describe("mesh across namespace hosts: router+provisioner+Redis, worker and LoRA
   });
 
   it("a worker ↔ LoRA-server partition mid-decode: requests end with a typed error within their deadline (none hangs), and serve exact after healing", async () => {
-    const m = mesh as NetnsMesh;
-    const reference = await Promise.all([...Array(STREAMS).keys()].map((i) => client.complete(partitionInput(i))));
-    let partitioned: Promise<void> | undefined;
-    const outcomes = await Promise.all(
-      [...Array(STREAMS).keys()].map(async (i) => {
-        const ids: number[] = [];
-        try {
-          for await (const d of client.generate(partitionInput(i), { deadlineMs: DEADLINE_MS })) {
-            ids.push(...d.tokenIds);
-            // A quarter of the tokens streamed: cut the LoRA server's link.
-            if (ids.length >= TOKENS / 4) partitioned ??= m.network.partition("lora0");
-          }
-          return { ids, error: undefined };
-        } catch (err) {
-          return { ids, error: err };
-        }
-      }),
-    );
-    expect(partitioned, "the partition happened mid-decode").to.not.equal(undefined);
-    await partitioned;
-    await m.network.heal("lora0");
-    let exact = 0;
-    outcomes.forEach((o, i) => {
-      const want = (reference[i] as { tokenIds: number[] }).tokenIds;
-      if (o.error === undefined) {
-        expect(o.ids, `stream ${i}`).to.deep.equal(want);
-        exact++;
-        return;
-      }
-      expect(o.error, `stream ${i}: a typed client error`).to.be.instanceOf(LoraMeshClientError);
-      const code = (o.error as LoraMeshClientError).code;
-      expect(ALLOWED_FAILURES.has(code), `stream ${i}: ${(o.error as Error).message}`).to.equal(true);
-      // Tokens sent before the partition are a prefix of the undisturbed output (none duplicated).
-      expect(o.ids, `stream ${i} prefix`).to.deep.equal(want.slice(0, o.ids.length));
+    await partitionMidDecode(mesh as NetnsMesh, client);
+  });
+});
+
+/** The worker's `loramesh_lora_transport` series from its /metrics: server → transport. */
+async function workerTransports(m: NetnsMesh): Promise<Record<string, string>> {
+  const worker = m.processes.find((p) => p.service === "base-worker") as NetnsMesh["processes"][number];
+  const port = worker.metricsAddress.slice(worker.metricsAddress.lastIndexOf(":") + 1);
+  const text = await (await fetch(`http://${m.host(worker.host).address}:${port}/metrics`)).text();
+  const out: Record<string, string> = {};
+  for (const line of text.matchAll(/^loramesh_lora_transport\{([^}]*)\} 1$/gm)) {
+    const labels = new Map<string, string>();
+    for (const l of (line[1] as string).matchAll(/(\w+)="([^"]*)"/g)) labels.set(l[1] as string, l[2] as string);
+    out[labels.get("server") ?? ""] = labels.get("transport") ?? "";
+  }
+  return out;
+}
+
+describe("mesh across namespace hosts over UCX (tcp): worker and LoRA server on separate hosts", function () {
+  this.timeout(300_000);
+  const g = golden("tiny-llama");
+  let mesh: NetnsMesh | undefined;
+  let client: LoraMeshClient;
+
+  before(async function () {
+    await skipUnlessNetns(this);
+    if (!ucxSupport().available) {
+      console.log("      skipped: this native core was built without UCX (install libucx-dev and rebuild)");
+      this.skip();
+    }
+    mesh = await startMeshOnHosts({
+      modelDir: modelDir("tiny-llama"),
+      mode: "disaggregated",
+      workers: 1,
+      loraServers: 1,
+      extraArgs: { "base-worker": ["--lora-transport", "ucx"] },
+      // TCP only (the namespaces share one kernel, so UCX would otherwise pick its shared-memory
+      // transports); metrics on every address of each host, so the test process can read them.
+      env: { ...process.env, UCX_TLS: "tcp", METRICS_ADDRESS: "0.0.0.0:0" },
     });
-    console.log(`      partition: ${STREAMS} tried, ${exact} completed exact, ${STREAMS - exact} failed typed, 0 hung`);
-    if (FAILOVER_COMPLETES) expect(exact).to.equal(STREAMS);
-    // Healed: the same requests complete token-exact. The LoRA server's heartbeats expired while it
-    // was cut off, so it is out of placement until its next heartbeat is reconciled; until then the
-    // router answers with retryable typed errors, which a client retries (bounded).
-    let attempts = 0;
-    const after = await waitFor(
-      async () => {
-        attempts++;
-        try {
-          return await Promise.all([...Array(STREAMS).keys()].map((i) => client.complete(partitionInput(i))));
-        } catch (err) {
-          const retryable = err instanceof LoraMeshClientError && RECOVERING.has(err.code);
-          if (!retryable) throw err;
-          return undefined;
-        }
-      },
-      60_000,
-      "the healed cluster to serve again",
-    );
-    console.log(`      after healing: served on attempt ${attempts}`);
-    after.forEach((r, i) => expect(r.tokenIds, `after healing ${i}`).to.deep.equal(reference[i]?.tokenIds));
+    client = new LoraMeshClient({ address: mesh.routerAddress, defaultDeadlineMs: 120_000 });
+    await registerAll(client, "tiny-llama", adapterNames(g));
+  });
+  after(async () => {
+    client?.close();
+    await mesh?.stop();
+  });
+
+  it("serves every golden case with the reference greedy tokens, its LoRA sites over UCX (visible in the worker's metrics)", async () => {
+    const got = await runGolden(client, g);
+    g.cases.forEach((c, i) => {
+      if (c.min_top2_margin > 1e-4) expect(got[i], `${c.adapter ?? "base"}/${c.prompt}`).to.deep.equal(c.output_ids);
+    });
+    expect(await workerTransports(mesh as NetnsMesh)).to.deep.equal({ "lora-0": "ucx" });
+    const lora = (mesh as NetnsMesh).processes.find((p) => p.service === "lora-server");
+    expect(readFileSync(`/proc/${lora?.pid}/maps`, "utf8")).to.not.match(/\/dev\/shm\/loramesh-/);
+  });
+
+  it("a worker ↔ LoRA-server partition mid-decode over UCX: requests end typed within their deadline (none hangs), and serve exact after healing", async () => {
+    await partitionMidDecode(mesh as NetnsMesh, client);
   });
 });
 

@@ -1,6 +1,6 @@
 /**
  * @loramesh/lora-wire: the worker↔LoRA-server wire in one place. Site ids both ways, the work and
- * reply codecs, the shared-memory rings, reply matching and typed reply errors, and both ends of
+ * reply codecs, the shared-memory rings, the UCX channel, reply matching and typed reply errors, and both ends of
  * the Execute stream. The base worker and the LoRA server use it; neither defines any of it.
  */
 export {
@@ -28,6 +28,7 @@ export {
 } from "./shm-ring";
 export { siteFromProto, siteToProto } from "./sites";
 export { LoraStreamClient, WIRE_MESSAGE_LIMITS, type LoraStreamClientOptions } from "./stream-client";
+export { ucxSupport, UcxChannel, UcxServer, type UcxServerOptions } from "./ucx-channel";
 export { serveLoraStream, type LoraStreamSessionOptions, type SiteExecutor } from "./stream-session";
 export {
   bf16ToFloat,

@@ -10,7 +10,7 @@ import { errorOfReply, replyErrorOf } from "./reply-errors";
 import { siteFromProto, siteToProto } from "./sites";
 import { decodeTensor, encodeTensor } from "./tensor-codec";
 
-export type WireTransport = "shm" | "grpc";
+export type WireTransport = "shm" | "ucx" | "grpc";
 
 /** One site of one step, as the worker sends it. */
 export interface SiteWork {

@@ -1,7 +1,10 @@
 /**
- * The worker's end of one LoRA server: the Execute stream, and with a same-host server a
- * shared-memory ring (`AttachSharedMemory`, then sites go through native doorbells; sites too big
- * for a ring slot still use the stream). Both open lazily on the first request. A lost stream, a
+ * The worker's end of one LoRA server: the Execute stream, and a native fast channel when the
+ * caller allows one: with a same-host server a shared-memory ring (`AttachSharedMemory`, then sites
+ * go through native doorbells; sites too big for a ring slot still use the stream), with a server on
+ * another host a UCX connection (`AttachUcx`, then sites go as UCX active messages). A server that
+ * refuses the fast channel (no UCX, another host) leaves the stream in use. All open lazily on the
+ * first request. A lost stream, a
  * timeout, an unmatched reply or a dead ring fails what is in flight with UNAVAILABLE and the next
  * request opens a new one.
  */
@@ -13,6 +16,7 @@ import { decodeReply, encodeOpen, encodeWork, type SiteWork, type WireTransport 
 import { PendingReplies } from "./pending-replies";
 import { ShmRing } from "./shm-ring";
 import { siteToProto } from "./sites";
+import { UcxChannel } from "./ucx-channel";
 
 /** Activation tensors must fit one message. */
 export const WIRE_MESSAGE_LIMITS = {
@@ -27,6 +31,8 @@ export interface LoraStreamClientOptions {
   hostId: string;
   /** Ask the server for a shared-memory ring (the caller decided the server is on this host). */
   sharedMemory: boolean;
+  /** Otherwise ask the server for a UCX connection (the caller decided the server is on another host). */
+  ucx?: boolean;
   /** A round trip slower than this fails. */
   timeoutMs?: number;
   logger: Logger;
@@ -38,10 +44,10 @@ export class LoraStreamClient {
   private readonly client: LoraServerServiceClient;
   private stream: Stream | undefined;
   private pending: PendingReplies | undefined;
-  private ring: ShmRing | undefined;
-  private ringAttach: Promise<ShmRing | undefined> | undefined;
+  private fast: ShmRing | UcxChannel | undefined;
+  private fastAttach: Promise<ShmRing | UcxChannel | undefined> | undefined;
   /** After a refused attach, the stream alone is used until then (ms since epoch). */
-  private ringRetryAt = 0;
+  private fastRetryAt = 0;
   private lock: Promise<void> = Promise.resolve();
   private step = 0;
 
@@ -53,19 +59,25 @@ export class LoraStreamClient {
   }
 
   get transport(): WireTransport {
-    return this.ring && !this.ring.isClosed ? "shm" : "grpc";
+    if (!this.fast || this.fast.isClosed) return "grpc";
+    return this.fast instanceof ShmRing ? "shm" : "ucx";
   }
 
   /** The ring's native site backend, once attached (what the native step takes). */
   get ringBackend(): ShmRing["backend"] | undefined {
-    return this.ring && !this.ring.isClosed ? this.ring.backend : undefined;
+    return this.fast instanceof ShmRing && !this.fast.isClosed ? this.fast.backend : undefined;
+  }
+
+  /** The fast channel's native site backend (ring or UCX), once attached (what the native step takes). */
+  get siteBackend(): ShmRing["backend"] | undefined {
+    return this.fast && !this.fast.isClosed ? this.fast.backend : undefined;
   }
 
   /** Sends one site and resolves with its delta [rows, nOut] and the transport it took. */
   async request(work: SiteWork): Promise<Float32Array> {
-    const ring = await this.sharedRing();
+    const ring = await this.fastChannel();
     if (ring?.fits(work)) {
-      // Requests on a ring go one by one (the JS path uses one slot; the native step may use more).
+      // Requests on a fast channel go one by one (the JS path uses one slot; the native step may use more).
       const previous = this.lock;
       let release!: () => void;
       this.lock = new Promise((r) => (release = r));
@@ -87,33 +99,39 @@ export class LoraStreamClient {
     return decodeReply(await reply, work, this.options.serverId);
   }
 
-  /** The ring to this server, attaching on first use; undefined when shared memory is off or failed. */
-  private async sharedRing(): Promise<ShmRing | undefined> {
-    if (!this.options.sharedMemory || process.platform !== "linux") return undefined;
-    if (this.ring && !this.ring.isClosed) return this.ring;
-    if (!this.ringAttach && Date.now() < this.ringRetryAt) return undefined;
-    this.ringAttach ??= ShmRing.attach(
-      this.client,
-      { workerId: this.options.workerId, hostId: this.options.hostId },
-      this.options.timeoutMs ?? 30_000,
+  /** The fast channel to this server, attaching on first use; undefined when off or refused. */
+  private async fastChannel(): Promise<ShmRing | UcxChannel | undefined> {
+    const kind =
+      this.options.sharedMemory && process.platform === "linux" ? "shm" : this.options.ucx ? "ucx" : undefined;
+    if (kind === undefined) return undefined;
+    if (this.fast && !this.fast.isClosed) return this.fast;
+    if (!this.fastAttach && Date.now() < this.fastRetryAt) return undefined;
+    const { serverId } = this.options;
+    const timeoutMs = this.options.timeoutMs ?? 30_000;
+    this.fastAttach ??= (
+      kind === "shm"
+        ? ShmRing.attach(this.client, { workerId: this.options.workerId, hostId: this.options.hostId }, timeoutMs)
+        : UcxChannel.attach(this.client, { workerId: this.options.workerId }, timeoutMs)
     ).then(
-      (ring) => {
-        this.ring = ring;
-        this.options.logger.info("LoRA ring attached", { server: this.options.serverId });
-        return ring;
+      (channel) => {
+        this.fast = channel;
+        if (channel instanceof ShmRing) this.options.logger.info("LoRA ring attached", { server: serverId });
+        else this.options.logger.info("LoRA UCX connected", { server: serverId, listener: channel.address });
+        return channel;
       },
       (err: unknown) => {
-        this.ringRetryAt = Date.now() + 5_000;
-        this.options.logger.warn("shared-memory ring unavailable; using the gRPC stream", {
-          server: this.options.serverId,
+        this.fastRetryAt = Date.now() + 5_000;
+        const what = kind === "shm" ? "shared-memory ring" : "UCX connection";
+        this.options.logger.warn(`${what} unavailable; using the gRPC stream`, {
+          server: serverId,
           error: (err as Error).message,
         });
         return undefined;
       },
     );
-    const ring = await this.ringAttach;
-    this.ringAttach = undefined;
-    return ring;
+    const channel = await this.fastAttach;
+    this.fastAttach = undefined;
+    return channel;
   }
 
   /** Drops the stream (the next request reopens it) and fails everything in flight. */
@@ -124,8 +142,8 @@ export class LoraStreamClient {
     this.pending = undefined;
     stream?.cancel();
     pending?.failAll(err);
-    this.ring?.close();
-    this.ring = undefined;
+    this.fast?.close();
+    this.fast = undefined;
   }
 
   close(): void {

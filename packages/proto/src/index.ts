@@ -59,6 +59,8 @@ export {
 export {
   AttachSharedMemoryRequest,
   AttachSharedMemoryResponse,
+  AttachUcxRequest,
+  AttachUcxResponse,
   LoadAdapterRequest,
   LoadAdapterResponse,
   LoraResult,

@@ -41,6 +41,8 @@ export interface MeshProcess {
   /** The namespace host it runs on. */
   host: string;
   address: string;
+  /** Its Prometheus endpoint as it reported it ("" when off; an unspecified host means the host's address). */
+  metricsAddress: string;
   pid: number;
   child: ChildProcess;
 }
@@ -93,8 +95,8 @@ export async function startNetnsMesh(options: NetnsMeshOptions): Promise<NetnsMe
     child.on("message", (m: { type?: string; address?: string }) => {
       if (m.type === "http-listening" && typeof m.address === "string") httpAddresses.set(child, m.address);
     });
-    const address = await listening(child, service, timeoutMs);
-    const proc: MeshProcess = { service, host: hostName, address, pid: child.pid as number, child };
+    const { address, metricsAddress } = await listening(child, service, timeoutMs);
+    const proc: MeshProcess = { service, host: hostName, address, metricsAddress, pid: child.pid as number, child };
     processes.push(proc);
     child.once("exit", (code) => {
       if (!stopping) reportExit({ service, host: hostName, code });
@@ -170,8 +172,12 @@ export async function startNetnsMesh(options: NetnsMeshOptions): Promise<NetnsMe
 }
 
 /** The address a service reports over IPC once its gRPC server is bound. */
-function listening(child: ChildProcess, service: string, timeoutMs: number): Promise<string> {
-  return new Promise<string>((resolve, reject) => {
+function listening(
+  child: ChildProcess,
+  service: string,
+  timeoutMs: number,
+): Promise<{ address: string; metricsAddress: string }> {
+  return new Promise((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new UnavailableError(`${service} did not start within ${timeoutMs} ms`)),
       timeoutMs,
@@ -179,7 +185,7 @@ function listening(child: ChildProcess, service: string, timeoutMs: number): Pro
     child.on("message", (m: ListeningMessage) => {
       if (m.type !== "listening") return;
       clearTimeout(timer);
-      resolve(m.address);
+      resolve({ address: m.address, metricsAddress: m.metricsAddress ?? "" });
     });
     child.once("exit", (code, signal) => {
       clearTimeout(timer);

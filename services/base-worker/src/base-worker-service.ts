@@ -15,6 +15,8 @@ import {
 } from "@loramesh/mesh";
 import { BaseWorkerServiceService, SERVICE_NAMES } from "@loramesh/proto";
 import { AdapterCache } from "@loramesh/sources";
+import { ucxSupport } from "@loramesh/lora-wire";
+import { transportPolicy, type LoraTransportChoice } from "./backends/lora-transport";
 import { createWorkerBackends, type WorkerMode } from "./backends/worker-backends";
 import { createBaseWorkerHandlers } from "./base-worker-handlers";
 import { startWorkerAgent } from "./worker-agent";
@@ -36,6 +38,8 @@ export interface BaseWorkerOptions {
   /** Adapter budget for local adapters (coupled, hybrid). */
   localCapacityBytes: number;
   sharedMemory: boolean;
+  /** Which wire to use per LoRA server (default auto). */
+  loraTransport?: LoraTransportChoice;
   maxBatchTokens: number;
   kvBlocks: number | undefined;
   /** A LoRA round trip slower than this fails over (disaggregated, hybrid). */
@@ -56,6 +60,14 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
   const tokenizer = Tokenizer.load(options.modelDir, model.config.eosTokenIds);
   const placement = new PlacementCache(options.provisionerAddress, logger);
   let agent: ExecutorAgent | undefined;
+  const ucx = ucxSupport();
+  const transport = transportPolicy(options.loraTransport ?? "auto", options.sharedMemory, ucx.available);
+  if (options.mode !== "coupled")
+    logger.info("LoRA transport", {
+      choice: transport.choice,
+      sharedMemory: transport.sharedMemory,
+      ucx: ucx.available ? ucx.version : "absent",
+    });
   const backends = createWorkerBackends({
     mode: options.mode,
     config: model.config,
@@ -63,6 +75,7 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
     workerId: options.executorId,
     hostId: options.hostId,
     sharedMemory: options.sharedMemory,
+    transport,
     localCapacityBytes: options.localCapacityBytes,
     onLocalChange: () => void agent?.beatNow(),
     ...(options.loraTimeoutMs !== undefined ? { timeoutMs: options.loraTimeoutMs } : {}),

@@ -2,4 +2,11 @@
 export { createBaseWorkerServices, type BaseWorkerOptions, type WorkerMode } from "./base-worker-service";
 export { HybridLoraBackend } from "./backends/hybrid-lora-backend";
 export { RemoteLoraBackend, type RemoteLoraOptions } from "./backends/remote-lora-backend";
+export {
+  LORA_TRANSPORTS,
+  transportFor,
+  transportPolicy,
+  type LoraTransportChoice,
+  type TransportPolicy,
+} from "./backends/lora-transport";
 export { options } from "./options";

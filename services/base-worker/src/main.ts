@@ -23,6 +23,7 @@ void runServiceProcess({
       mode: config.mode,
       localCapacityBytes: Math.floor(config.capacityMiB * 1024 * 1024),
       sharedMemory: config.sharedMemory,
+      loraTransport: config.loraTransport,
       maxBatchTokens: config.maxBatchTokens,
       siteSpanRatio: config.siteSpanRatio,
       kvBlocks: config.kvBlocks || undefined,

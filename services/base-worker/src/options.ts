@@ -1,6 +1,7 @@
 /** Options of the base-worker process: flags and the environment variables that set them. */
 import { booleanOption, enumOption, intOption, numberOption } from "@loramesh/core";
 import { executorOptions } from "@loramesh/mesh";
+import { LORA_TRANSPORTS } from "./backends/lora-transport";
 
 export const options = {
   ...executorOptions("worker", "base model directory"),
@@ -22,7 +23,16 @@ export const options = {
     flag: "shared-memory",
     env: "LORAMESH_SHARED_MEMORY",
     default: true,
-    description: "use shared-memory rings (native doorbells) with same-host LoRA servers",
+    description:
+      "use shared-memory rings (native doorbells) with same-host LoRA servers (false: never, whatever --lora-transport says)",
+  }),
+  loraTransport: enumOption({
+    flag: "lora-transport",
+    env: "LORAMESH_LORA_TRANSPORT",
+    default: "auto",
+    values: LORA_TRANSPORTS,
+    description:
+      "wire to LoRA servers: auto (shm on this host, UCX to other hosts when built in, else gRPC), shm, ucx or grpc",
   }),
   maxBatchTokens: intOption({
     flag: "max-batch-tokens",

@@ -69,10 +69,16 @@ export class WorkerTelemetry {
         description: "activation and delta bytes moved to and from LoRA servers",
         unit: "By",
       }).addCallback((r) => {
-        for (const transport of ["grpc", "shm"] as const) {
+        for (const transport of ["grpc", "shm", "ucx"] as const) {
           r.observe(remote.bytes[transport].sent, { transport, direction: "sent" });
           r.observe(remote.bytes[transport].received, { transport, direction: "received" });
         }
+      });
+      // 1 for the wire each connected LoRA server is reached over now.
+      m.createObservableGauge("loramesh_lora_transport", {
+        description: "the wire in use toward each LoRA server (value 1), by server and transport",
+      }).addCallback((r) => {
+        for (const [server, transport] of Object.entries(remote.transports())) r.observe(1, { server, transport });
       });
     }
   }

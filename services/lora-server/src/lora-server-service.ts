@@ -1,14 +1,14 @@
 /**
  * The LoRA server, wired: an adapter pool, the per-site Execute stream (`@loramesh/lora-wire`) over
  * a site executor and the cross-worker batcher, the shared-memory ring server for same-host workers
- * (a native thread computing on the pool's packed weights), adapter load/unload jobs from BullMQ,
- * and registration with the provisioner.
+ * and the UCX server for workers on other hosts (native threads computing on the pool's packed
+ * weights), adapter load/unload jobs from BullMQ, and registration with the provisioner.
  */
 import { hostname } from "node:os";
 import { bidiStreamHandler, unaryHandler, type Logger, type ServiceInstance } from "@loramesh/core";
 import { FailedPreconditionError } from "@loramesh/errors";
 import { loadModelConfig } from "@loramesh/formats";
-import { RING_SITE_IDS, RingServer } from "@loramesh/lora-wire";
+import { NativeSites, type SiteCounters } from "./native-sites";
 import { adapterPeerService, AdapterMaterializer, startAdapterJobWorker, type ExecutorAgent } from "@loramesh/mesh";
 import { LoraServerServiceService, SERVICE_NAMES, type LoraServerServiceServer } from "@loramesh/proto";
 import { AdapterCache } from "@loramesh/sources";
@@ -51,45 +51,27 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
   const { logger } = options;
   const model = loadModelConfig(options.modelDir);
   let agent: ExecutorAgent | undefined;
-  const ring =
-    process.platform === "linux"
-      ? new RingServer({
-          model,
-          hostId: localHostId(),
-          windowMs: options.batchWindowMs,
-          ...(options.ringTimeoutMs !== undefined ? { siteTimeoutMs: options.ringTimeoutMs } : {}),
-        })
-      : undefined;
+  const native = new NativeSites(model, { ...options, hostId: localHostId() }, logger);
   const pool = new AdapterPool({
     model,
     capacityBytes: options.capacityBytes,
     hostCacheBytes: options.hostCacheBytes,
     logger,
     onChange: () => {
-      // The ring thread computes with its own copy of the packed pool: replace it on every change.
-      // An adapter still loading layer by layer is left out of the ring's table (its sites then go
-      // through the stream, which waits for each layer), and added when its last layer is resident.
-      ring?.setTables(
-        pool.backend.slotIds().map((id) => (pool.layers.isLoading(id) ? "" : id)),
-        pool.backend.packedSites().map((s) => ({ ...s, site: RING_SITE_IDS[s.site] })),
-      );
+      native.setTables(pool);
       void agent?.beatNow();
     },
     layerwise: options.layerwiseLoading ?? true,
   });
   const batcher = new SiteBatcher({ pool, windowMs: options.batchWindowMs });
-  const counters = (): { nativeCalls: number; workItems: number; rows: number } => {
-    const r = ring?.stats() ?? { nativeCalls: 0, workItems: 0, rows: 0 };
+  const counters = (): SiteCounters => {
+    const n = native.stats();
     const b = batcher.stats;
-    return { nativeCalls: b.nativeCalls + r.nativeCalls, workItems: b.workItems + r.workItems, rows: b.rows + r.rows };
+    return { nativeCalls: b.nativeCalls + n.nativeCalls, workItems: b.workItems + n.workItems, rows: b.rows + n.rows };
   };
   const metrics = loraServerMetrics(pool, counters, () => streams.openStreams);
-  // The ring thread's detached workers and per-adapter rows (its sites never pass through JavaScript).
-  const ringLog = setInterval(() => {
-    const s = ring?.stats();
-    for (const detached of s?.detachedWorkers ?? []) logger.warn("ring worker detached", { detached });
-    if (s) metrics.ringRows(s.adapterRows);
-  }, 1_000).unref();
+  // The ring thread's per-adapter rows (its sites never pass through JavaScript).
+  native.onRingRows = (rows) => metrics.ringRows(rows);
   const executor = new LoraSiteExecutor({
     model,
     batcher,
@@ -119,25 +101,25 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     },
     logger,
   );
-  const implementation = loraServerHandlers(pool, files, counters, streams, ring, logger);
+  const implementation = loraServerHandlers(pool, files, counters, streams, native, logger);
   return {
     services: [
       { name: SERVICE_NAMES.loraServer[0], definition: LoraServerServiceService, implementation },
       adapterPeerService(files.lookup, logger),
     ],
     onServing: (address) => {
+      native.ucx.advertise(options.advertiseAddress || address);
       agent = startLoraServerAgent({
         ...options,
         address: options.advertiseAddress || address,
         hostId: localHostId(),
         pool,
         openStreams: () => streams.openStreams,
-        rowsServed: () => executor.rowsServed + (ring?.stats().rows ?? 0),
+        rowsServed: () => executor.rowsServed + native.stats().rows,
       });
     },
     close: async () => {
-      clearInterval(ringLog);
-      ring?.stop();
+      native.stop();
       agent?.stop();
       await jobWorker.close();
     },
@@ -148,18 +130,23 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
 function loraServerHandlers(
   pool: AdapterPool,
   files: AdapterMaterializer,
-  counters: () => { nativeCalls: number; workItems: number; rows: number },
+  counters: () => SiteCounters,
   streams: LoraStreamHandler,
-  ring: RingServer | undefined,
+  native: NativeSites,
   logger: Logger,
 ): LoraServerServiceServer {
   return {
     execute: bidiStreamHandler(logger, (call) => streams.serve(call)),
     attachSharedMemory: unaryHandler(logger, async (request) => {
-      if (!ring) throw new FailedPreconditionError("shared memory is not available on this platform");
-      const { name, bytes } = ring.attach(request.workerId, request.hostId);
+      if (!native.ring) throw new FailedPreconditionError("shared memory is not available on this platform");
+      const { name, bytes } = native.ring.attach(request.workerId, request.hostId);
       logger.info("ring attached", { workerId: request.workerId });
       return { name, bytes };
+    }),
+    attachUcx: unaryHandler(logger, async (request) => {
+      const { host, port, key, version } = native.ucx.attach(request.workerId);
+      logger.info("UCX worker attached", { workerId: request.workerId, listener: `${host}:${port}` });
+      return { host, port, key, ucxVersion: version };
     }),
     loadAdapter: unaryHandler(logger, async (request) => {
       const source = request.source?.source;

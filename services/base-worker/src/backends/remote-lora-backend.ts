@@ -1,6 +1,7 @@
 /**
  * Disaggregated LoRA: each site's rows go to the LoRA server that holds their adapter, over one
- * Execute stream per server, or its shared-memory ring when the server is on this host
+ * Execute stream per server, its shared-memory ring when the server is on this host, or a UCX
+ * connection when it is on another (lora-transport.ts decides)
  * (`@loramesh/lora-wire` owns the stream, the rings and the codecs). This file only decides where
  * rows go, scatters and gathers them, and fails over: rows of a server that died or stopped
  * answering go to another holder (or wait for the adapter to be placed on a survivor), and rows a
@@ -18,6 +19,7 @@ import { native, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import type { PlacementCache } from "@loramesh/mesh";
 import { injectContext } from "@loramesh/telemetry";
 import { ExecutorKind, type ExecutorInfo } from "@loramesh/proto";
+import { transportFor, type TransportPolicy } from "./lora-transport";
 
 export interface RemoteLoraOptions {
   config: ModelConfig;
@@ -26,6 +28,8 @@ export interface RemoteLoraOptions {
   hostId: string;
   /** Use shared-memory rings with LoRA servers on this host. */
   sharedMemory: boolean;
+  /** Which wire to try per server (default: the ring with same-host servers, else gRPC). */
+  transport?: TransportPolicy;
   /** A round trip slower than this fails (a dead peer never hangs a step). */
   timeoutMs?: number;
   /** How long rows refused as "not resident" wait for the placement to name another holder. */
@@ -58,7 +62,7 @@ export class RemoteLoraBackend implements LoraBackend {
   >();
 
   /** Bytes of activations sent and deltas received, by transport. */
-  readonly bytes = { shm: { sent: 0, received: 0 }, grpc: { sent: 0, received: 0 } };
+  readonly bytes = { shm: { sent: 0, received: 0 }, ucx: { sent: 0, received: 0 }, grpc: { sent: 0, received: 0 } };
   /** Site calls re-sent after a server failed (dead, stopped, refused as "not resident"). */
   failovers = 0;
 
@@ -269,6 +273,18 @@ export class RemoteLoraBackend implements LoraBackend {
     return pool[stableHash(`${this.options.workerId}/${adapterId}`) % pool.length] as ExecutorInfo;
   }
 
+  /** Which fast channel to ask this server for (the stream is always the fallback). */
+  private wireFor(server: ExecutorInfo): { sharedMemory: boolean; ucx: boolean } {
+    const sameHost = server.hostId === this.options.hostId;
+    const policy = this.options.transport ?? {
+      choice: "shm",
+      sharedMemory: this.options.sharedMemory,
+      ucxAvailable: false,
+    };
+    const wire = transportFor({ ...policy, sharedMemory: policy.sharedMemory && this.options.sharedMemory }, sameHost);
+    return { sharedMemory: wire === "shm", ucx: wire === "ucx" };
+  }
+
   private client(server: ExecutorInfo): LoraStreamClient {
     const known = this.connections.get(server.executorId);
     if (known && known.address === server.address) return known.client;
@@ -278,7 +294,7 @@ export class RemoteLoraBackend implements LoraBackend {
       address: server.address,
       workerId: this.options.workerId,
       hostId: this.options.hostId,
-      sharedMemory: this.options.sharedMemory && server.hostId === this.options.hostId,
+      ...this.wireFor(server),
       ...(this.options.timeoutMs !== undefined ? { timeoutMs: this.options.timeoutMs } : {}),
       logger: this.options.logger,
     });

@@ -11,6 +11,7 @@ import type { ModelConfig } from "@loramesh/formats";
 import type { PlacementCache } from "@loramesh/mesh";
 import { HybridLoraBackend } from "./hybrid-lora-backend";
 import { LocalAdapters } from "./local-adapters";
+import type { TransportPolicy } from "./lora-transport";
 import { RemoteLoraBackend } from "./remote-lora-backend";
 
 export type WorkerMode = "coupled" | "disaggregated" | "hybrid";
@@ -22,6 +23,8 @@ export interface WorkerBackendsOptions {
   workerId: string;
   hostId: string;
   sharedMemory: boolean;
+  /** Which wire to use per LoRA server (`--lora-transport`). */
+  transport?: TransportPolicy;
   /** Adapter budget for local adapters (coupled, hybrid). */
   localCapacityBytes: number;
   /** Called when the local resident set changes (the agent heartbeats at once). */
@@ -55,6 +58,7 @@ export function createWorkerBackends(options: WorkerBackendsOptions): WorkerBack
           workerId: options.workerId,
           hostId: options.hostId,
           sharedMemory: options.sharedMemory,
+          ...(options.transport ? { transport: options.transport } : {}),
           ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
           ...(options.failoverMs !== undefined ? { failoverMs: options.failoverMs } : {}),
           logger: options.logger,

@@ -119,6 +119,22 @@ export interface AttachSharedMemoryResponse {
   bytes: number;
 }
 
+export interface AttachUcxRequest {
+  /** The calling base worker. */
+  workerId: string;
+}
+
+export interface AttachUcxResponse {
+  /** Host (IPv4 address) of the UCX listener: the server's advertised host. */
+  host: string;
+  /** Port of the UCX listener. */
+  port: number;
+  /** Session key (32 hex digits) every request of this worker carries; the server refuses others. */
+  key: string;
+  /** The server's UCX version. */
+  ucxVersion: string;
+}
+
 /** No longer accepted on the stream (the shared-memory rings replaced it); kept for wire compatibility. */
 export interface SharedMemorySlice {
   /** Byte offset within the region. */
@@ -610,6 +626,200 @@ export const AttachSharedMemoryResponse: MessageFns<AttachSharedMemoryResponse> 
     const message = createBaseAttachSharedMemoryResponse();
     message.name = object.name ?? "";
     message.bytes = object.bytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseAttachUcxRequest(): AttachUcxRequest {
+  return { workerId: "" };
+}
+
+export const AttachUcxRequest: MessageFns<AttachUcxRequest> = {
+  encode(message: AttachUcxRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workerId !== "") {
+      writer.uint32(10).string(message.workerId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachUcxRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachUcxRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachUcxRequest {
+    return {
+      workerId: isSet(object.workerId)
+        ? globalThis.String(object.workerId)
+        : isSet(object.worker_id)
+        ? globalThis.String(object.worker_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AttachUcxRequest): unknown {
+    const obj: any = {};
+    if (message.workerId !== "") {
+      obj.workerId = message.workerId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachUcxRequest>, I>>(base?: I): AttachUcxRequest {
+    return AttachUcxRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachUcxRequest>, I>>(object: I): AttachUcxRequest {
+    const message = createBaseAttachUcxRequest();
+    message.workerId = object.workerId ?? "";
+    return message;
+  },
+};
+
+function createBaseAttachUcxResponse(): AttachUcxResponse {
+  return { host: "", port: 0, key: "", ucxVersion: "" };
+}
+
+export const AttachUcxResponse: MessageFns<AttachUcxResponse> = {
+  encode(message: AttachUcxResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.port !== 0) {
+      writer.uint32(16).uint32(message.port);
+    }
+    if (message.key !== "") {
+      writer.uint32(26).string(message.key);
+    }
+    if (message.ucxVersion !== "") {
+      writer.uint32(34).string(message.ucxVersion);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachUcxResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachUcxResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.port = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.ucxVersion = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachUcxResponse {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      port: isSet(object.port) ? globalThis.Number(object.port) : 0,
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      ucxVersion: isSet(object.ucxVersion)
+        ? globalThis.String(object.ucxVersion)
+        : isSet(object.ucx_version)
+        ? globalThis.String(object.ucx_version)
+        : "",
+    };
+  },
+
+  toJSON(message: AttachUcxResponse): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.port !== 0) {
+      obj.port = Math.round(message.port);
+    }
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.ucxVersion !== "") {
+      obj.ucxVersion = message.ucxVersion;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachUcxResponse>, I>>(base?: I): AttachUcxResponse {
+    return AttachUcxResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachUcxResponse>, I>>(object: I): AttachUcxResponse {
+    const message = createBaseAttachUcxResponse();
+    message.host = object.host ?? "";
+    message.port = object.port ?? 0;
+    message.key = object.key ?? "";
+    message.ucxVersion = object.ucxVersion ?? "";
     return message;
   },
 };
@@ -1985,6 +2195,20 @@ export const LoraServerServiceService = {
       Buffer.from(AttachSharedMemoryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AttachSharedMemoryResponse => AttachSharedMemoryResponse.decode(value),
   },
+  /**
+   * Other hosts: the address of the server's UCX listener and a fresh session key for the worker;
+   * the worker connects with UCX and sends its LoRA sites as active messages carrying the key
+   * instead of using Execute. FAILED_PRECONDITION when this server has no UCX.
+   */
+  attachUcx: {
+    path: "/loramesh.v1.LoraServerService/AttachUcx" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AttachUcxRequest): Buffer => Buffer.from(AttachUcxRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AttachUcxRequest => AttachUcxRequest.decode(value),
+    responseSerialize: (value: AttachUcxResponse): Buffer => Buffer.from(AttachUcxResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AttachUcxResponse => AttachUcxResponse.decode(value),
+  },
   /** Makes an adapter resident (used by load jobs and by tests); idempotent. */
   loadAdapter: {
     path: "/loramesh.v1.LoraServerService/LoadAdapter" as const,
@@ -2032,6 +2256,12 @@ export interface LoraServerServiceServer extends UntypedServiceImplementation {
    * sites through the ring instead of Execute. The server never opens a path a caller sends.
    */
   attachSharedMemory: handleUnaryCall<AttachSharedMemoryRequest, AttachSharedMemoryResponse>;
+  /**
+   * Other hosts: the address of the server's UCX listener and a fresh session key for the worker;
+   * the worker connects with UCX and sends its LoRA sites as active messages carrying the key
+   * instead of using Execute. FAILED_PRECONDITION when this server has no UCX.
+   */
+  attachUcx: handleUnaryCall<AttachUcxRequest, AttachUcxResponse>;
   /** Makes an adapter resident (used by load jobs and by tests); idempotent. */
   loadAdapter: handleUnaryCall<LoadAdapterRequest, LoadAdapterResponse>;
   /** Drops an adapter from the pool; idempotent. */
@@ -2068,6 +2298,26 @@ export interface LoraServerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AttachSharedMemoryResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Other hosts: the address of the server's UCX listener and a fresh session key for the worker;
+   * the worker connects with UCX and sends its LoRA sites as active messages carrying the key
+   * instead of using Execute. FAILED_PRECONDITION when this server has no UCX.
+   */
+  attachUcx(
+    request: AttachUcxRequest,
+    callback: (error: ServiceError | null, response: AttachUcxResponse) => void,
+  ): ClientUnaryCall;
+  attachUcx(
+    request: AttachUcxRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AttachUcxResponse) => void,
+  ): ClientUnaryCall;
+  attachUcx(
+    request: AttachUcxRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AttachUcxResponse) => void,
   ): ClientUnaryCall;
   /** Makes an adapter resident (used by load jobs and by tests); idempotent. */
   loadAdapter(
