@@ -112,8 +112,8 @@ const PROBE_SEED = 2;
 /**
  * The serving stack's own cost (engine loop, per-token streaming through the router, the LoRA
  * server's ring round trips, the hops of a request between processes, all under this machine's
- * contention) is not in the kernel calibration. Three probes of the real mesh measure it: coupled
- * at a low and a high rate, and disaggregated at the low rate; `fitStackOverheads` attributes what
+ * contention) is not in the kernel calibration. Four probes of the real mesh measure it: coupled
+ * at a low and a high rate, disaggregated and hybrid at the low rate; `fitStackOverheads` attributes what
  * the kernel model leaves unexplained to per-step, per-sequence and per-request overheads, once.
  * The cases then run at other rates, policies and modes, with other requests.
  */
@@ -136,6 +136,7 @@ function probeOverheads(cal: Calibration): { calibration: Calibration; probes: u
       policy: "rank-aware",
       ...low,
     },
+    hybrid: { name: `probe: hybrid, ${low.rate} req/s`, mode: "hybrid", policy: "rank-aware", ...low },
   };
   const measured = Object.fromEntries(
     Object.entries(specs).map(([key, c]) => [key, runReal({ ...c, seed: PROBE_SEED }, c.seconds)]),
@@ -149,6 +150,7 @@ function probeOverheads(cal: Calibration): { calibration: Calibration; probes: u
     coupledLow: { ...specs.coupledLow, ...summary(measured.coupledLow) },
     coupledHigh: { ...specs.coupledHigh, ...summary(measured.coupledHigh) },
     disaggregated: { ...specs.disaggregated, ...summary(measured.disaggregated) },
+    hybrid: { ...specs.hybrid, ...summary(measured.hybrid) },
   };
   const specOf = (p: ProbeSpec): Case & { seconds: number } =>
     Object.values(specs).find((c) => c.mode === p.mode && c.rate === p.rate) as Case & { seconds: number };
@@ -162,7 +164,7 @@ function probeOverheads(cal: Calibration): { calibration: Calibration; probes: u
   const ms = (us: number | undefined): string => ((us ?? 0) / 1000).toFixed(2);
   const k = calibrated;
   log(
-    `probes: step overhead ${ms(k.stepOverheadUs)} ms (${ms(k.remoteStepOverheadUs)} ms with LoRA-server round trips), per sequence in a step ${ms(k.tokenStreamUs)} ms, request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
+    `probes: step overhead ${ms(k.stepOverheadUs)} ms (${ms(k.remoteStepOverheadUs)} ms with LoRA-server round trips), per sequence in a step ${ms(k.tokenStreamUs)} ms, per hybrid step ${ms(k.hybridStepOverheadUs)} ms, request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,
@@ -271,8 +273,16 @@ const cases = CASES.map((c) => {
   };
 });
 const maxError = Math.max(...cases.flatMap((c) => Object.values(c.errorPct)));
+const loadEnd = loadavg()[0] as number;
+// Other work on the machine (a load average above the core count) slows the real mesh by amounts
+// that change between a probe and a case; say so next to the numbers.
+const loaded = Math.max(load.start, loadEnd) > cpus().length;
 const report = {
-  machine: { cores: cpus().length, loadAverage1m: { start: load.start, end: loadavg()[0] } },
+  machine: {
+    cores: cpus().length,
+    loadAverage1m: { start: load.start, end: loadEnd },
+    ...(loaded ? { warning: "loaded by other work: the errors include its drift between probes and cases" } : {}),
+  },
   calibration: {
     file,
     machine: cal.machine,
@@ -285,6 +295,7 @@ const report = {
       remoteRequestOverheadUs: cal.remoteRequestOverheadUs,
       remoteRequestOverheadP95Us: cal.remoteRequestOverheadP95Us,
       tokenStreamUs: cal.tokenStreamUs,
+      hybridStepOverheadUs: cal.hybridStepOverheadUs,
     },
   },
   quick,
@@ -298,14 +309,14 @@ else {
   const f = (v: number, d = 1): string => v.toFixed(d);
   process.stdout.write(
     [
-      `calibration: ${cal.machine} (${file}); ${cpus().length} cores, load average ${f(load.start, 2)} → ${f(report.machine.loadAverage1m.end ?? 0, 2)}`,
+      `calibration: ${cal.machine} (${file}); ${cpus().length} cores, load average ${f(load.start, 2)} → ${f(loadEnd, 2)}`,
       "| case | busy cores | TTFT P95 measured / predicted (ms) | mean TPOT measured / predicted (ms) | throughput measured / predicted (tok/s) | max error |",
       "|---|---|---|---|---|---|",
       ...cases.map(
         (c) =>
           `| ${c.case} | ${c.busyCoresDuringRun === null ? "?" : f(c.busyCoresDuringRun, 2)} | ${f(c.measured.ttftP95Ms)} / ${f(c.predicted.ttftP95Ms)} | ${f(c.measured.tpotMeanMs, 2)} / ${f(c.predicted.tpotMeanMs, 2)} | ${f(c.measured.throughputTokensPerSecond)} / ${f(c.predicted.throughputTokensPerSecond)} | ${f(Math.max(...Object.values(c.errorPct)))} % |`,
       ),
-      `max_error_pct ${f(maxError)} (target ≤ 20)`,
+      `max_error_pct ${f(maxError)} (target ≤ 20)${loaded ? "; the machine was loaded by other work (load average above its cores)" : ""}`,
       "",
     ].join("\n"),
   );

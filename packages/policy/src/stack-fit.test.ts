@@ -43,12 +43,18 @@ const specs = {
   coupledLow: { mode: "coupled", rate: 2 },
   coupledHigh: { mode: "coupled", rate: 10 },
   disaggregated: { mode: "disaggregated", rate: 2 },
+  hybrid: { mode: "hybrid", rate: 2 },
 } as const;
 
 /** Probes "measured" on a simulated mesh with known overheads. */
 function probesOf(truth: Calibration) {
   const at = (p: ProbeSpec) => ({ ...p, ...simulateProbe(p, truth) });
-  return { coupledLow: at(specs.coupledLow), coupledHigh: at(specs.coupledHigh), disaggregated: at(specs.disaggregated) };
+  return {
+    coupledLow: at(specs.coupledLow),
+    coupledHigh: at(specs.coupledHigh),
+    disaggregated: at(specs.disaggregated),
+    hybrid: at(specs.hybrid),
+  };
 }
 
 describe("fitting the serving stack's overheads to probes", () => {
@@ -57,6 +63,7 @@ describe("fitting the serving stack's overheads to probes", () => {
     stepOverheadUs: 900,
     tokenStreamUs: 300,
     remoteStepOverheadUs: 900 + 6000,
+    hybridStepOverheadUs: 2500,
     requestOverheadUs: 12_000,
     requestOverheadP95Us: 30_000,
     remoteRequestOverheadUs: 20_000,
@@ -68,6 +75,7 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(fitted.stepOverheadUs).to.be.closeTo(900, 90);
     expect(fitted.tokenStreamUs).to.be.closeTo(300, 60);
     expect(fitted.remoteStepOverheadUs).to.be.closeTo(6900, 350);
+    expect(fitted.hybridStepOverheadUs).to.be.closeTo(2500, 250);
     // The tail is fitted on its own: the fitted P95 overhead is far above the median.
     expect(fitted.requestOverheadP95Us as number).to.be.above((fitted.requestOverheadUs as number) * 1.5);
     // The calibration's gRPC-echo transport cost is replaced by the measured ring round trip.
@@ -80,7 +88,7 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(JSON.stringify(fitStackOverheads(probes, DEFAULT_CALIBRATION, simulateProbe))).to.equal(
       JSON.stringify(fitted),
     );
-    for (const key of ["coupledLow", "coupledHigh", "disaggregated"] as const) {
+    for (const key of ["coupledLow", "coupledHigh", "disaggregated", "hybrid"] as const) {
       const p = simulateProbe(specs[key], fitted);
       expect(p.tpotMeanMs).to.be.closeTo(probes[key].tpotMeanMs, probes[key].tpotMeanMs * 0.05);
     }
@@ -92,7 +100,12 @@ describe("fitting the serving stack's overheads to probes", () => {
     const probes = probesOf(truth);
     const fast = (p: ProbeSpec & ProbeSummary) => ({ ...p, tpotMeanMs: 0.1, ttftP50Ms: 0.1, ttftP95Ms: 0.2 });
     const fitted = fitStackOverheads(
-      { coupledLow: fast(probes.coupledLow), coupledHigh: fast(probes.coupledHigh), disaggregated: fast(probes.disaggregated) },
+      {
+        coupledLow: fast(probes.coupledLow),
+        coupledHigh: fast(probes.coupledHigh),
+        disaggregated: fast(probes.disaggregated),
+        hybrid: fast(probes.hybrid),
+      },
       DEFAULT_CALIBRATION,
       simulateProbe,
     );
@@ -103,6 +116,7 @@ describe("fitting the serving stack's overheads to probes", () => {
       fitted.requestOverheadUs,
       fitted.requestOverheadP95Us,
       fitted.remoteRequestOverheadUs,
+      fitted.hybridStepOverheadUs,
     ])
       expect(v).to.be.at.least(0);
   });

@@ -8,7 +8,9 @@
  *     probe's TTFT P50 and P95;
  *   - per step with LoRA-server round trips (`remoteStepOverheadUs`) and per disaggregated request:
  *     from a disaggregated probe. This replaces the calibration's fixed transport cost, which is a
- *     gRPC echo, not the shared-memory ring the mesh uses.
+ *     gRPC echo, not the shared-memory ring the mesh uses;
+ *   - per hybrid step (`hybridStepOverheadUs`: its LoRA sites go through JS callbacks): from a
+ *     hybrid probe's mean TPOT.
  * Each is solved by bisection: TPOT grows with every overhead, but not linearly (queues form, and a
  * remote round trip hides behind the local step until it is the longer of the two).
  */
@@ -31,6 +33,7 @@ export interface StackProbes {
   coupledLow: ProbeSpec & ProbeSummary;
   coupledHigh: ProbeSpec & ProbeSummary;
   disaggregated: ProbeSpec & ProbeSummary;
+  hybrid: ProbeSpec & ProbeSummary;
 }
 
 export type ProbeSimulator = (probe: ProbeSpec, calibration: Calibration) => ProbeSummary;
@@ -46,6 +49,7 @@ export function bareCalibration(cal: Calibration): Calibration {
     remoteRequestOverheadUs: 0,
     remoteRequestOverheadP95Us: 0,
     tokenStreamUs: 0,
+    hybridStepOverheadUs: 0,
     transport: { ...cal.transport, shm: { ...cal.transport.shm, fixedUs: 0 } },
   };
 }
@@ -102,7 +106,12 @@ export function fitStackOverheads(probes: StackProbes, cal: Calibration, sim: Pr
     (x) => sim(d, { ...withStep, remoteStepOverheadUs: step + x }).tpotMeanMs * 1000,
     d.tpotMeanMs * 1000,
   );
-  const withRemote: Calibration = { ...withStep, remoteStepOverheadUs: step + remoteExtra };
+  const h = probes.hybrid;
+  const hybridStepOverheadUs = solveMonotone(
+    (x) => sim(h, { ...withStep, hybridStepOverheadUs: x }).tpotMeanMs * 1000,
+    h.tpotMeanMs * 1000,
+  );
+  const withRemote: Calibration = { ...withStep, remoteStepOverheadUs: step + remoteExtra, hybridStepOverheadUs };
   const sd = sim(d, withRemote);
   const remoteRequestOverheadUs = excessUs(d.ttftP50Ms, sd.ttftP50Ms);
   return {
