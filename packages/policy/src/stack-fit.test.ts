@@ -77,7 +77,7 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(fitted.remoteStepOverheadUs).to.be.closeTo(6900, 350);
     expect(fitted.hybridStepOverheadUs).to.be.closeTo(2500, 250);
     // The tail is fitted on its own: the fitted P95 overhead is far above the median.
-    expect(fitted.requestOverheadP95Us as number).to.be.above((fitted.requestOverheadUs as number) * 1.5);
+    expect(fitted.requestOverheadP95Us).to.be.above((fitted.requestOverheadUs as number) * 1.5);
     // The calibration's gRPC-echo transport cost is replaced by the measured ring round trip.
     expect(fitted.transport.shm.fixedUs).to.equal(0);
   });
