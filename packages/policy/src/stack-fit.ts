@@ -4,8 +4,8 @@
  * configuration the simulator predicts:
  *   - per step and per sequence in a step (`stepOverheadUs`, `tokenStreamUs`): from the mean TPOT
  *     of a coupled probe at a low and at a high rate (two equations, two unknowns);
- *   - per request, log-normal (`requestOverheadUs`, `requestOverheadP95Us`): from the low coupled
- *     probe's TTFT P50 and P95;
+ *   - per request, log-normal (`requestOverheadUs`, `requestOverheadP95Us`): the pair that puts the
+ *     low coupled probe's simulated TTFT P50 and P95 on the measured ones;
  *   - per step with LoRA-server round trips (`remoteStepOverheadUs`) and per disaggregated request:
  *     from a disaggregated probe. This replaces the calibration's fixed transport cost, which is a
  *     gRPC echo, not the shared-memory ring the mesh uses;
@@ -55,7 +55,6 @@ export function bareCalibration(cal: Calibration): Calibration {
 }
 
 const PROBE_STEP_US = 1000;
-const excessUs = (realMs: number, simulatedMs: number): number => Math.max(0, (realMs - simulatedMs) * 1000);
 
 /**
  * Solves f(x) = target for x ≥ 0, f non-decreasing (not linear: a remote round trip hides behind
@@ -92,15 +91,40 @@ function fitStep(probes: StackProbes, bare: Calibration, sim: ProbeSimulator): {
   return { step: stepFor(perSeq), perSeq };
 }
 
+/**
+ * A log-normal per-request overhead (median, P95) that puts the probe's simulated TTFT P50 and P95
+ * on the measured ones: the median first (no tail), then the tail above it, twice.
+ */
+function fitRequest(
+  p: ProbeSpec & ProbeSummary,
+  k: Calibration,
+  sim: ProbeSimulator,
+  remote: boolean,
+): { median: number; p95: number } {
+  const set = (median: number, p95: number): Calibration =>
+    remote
+      ? { ...k, remoteRequestOverheadUs: median, remoteRequestOverheadP95Us: p95 }
+      : { ...k, requestOverheadUs: median, requestOverheadP95Us: p95 };
+  // The tail moves the simulated median a little too: solve the median again with the tail's
+  // ratio kept, then the tail again.
+  let ratio = 1;
+  let median = 0;
+  let p95 = 0;
+  for (let round = 0; round < 2; round++) {
+    const m = solveMonotone((x) => sim(p, set(x, x * ratio)).ttftP50Ms * 1000, p.ttftP50Ms * 1000);
+    const tail = solveMonotone((y) => sim(p, set(m, m + y)).ttftP95Ms * 1000, p.ttftP95Ms * 1000);
+    median = m;
+    p95 = m + tail;
+    if (m <= 0) break;
+    ratio = p95 / m;
+  }
+  return { median, p95 };
+}
+
 export function fitStackOverheads(probes: StackProbes, cal: Calibration, sim: ProbeSimulator): Calibration {
   const bare = bareCalibration(cal);
   const { step, perSeq } = fitStep(probes, bare, sim);
   const withStep: Calibration = { ...bare, stepOverheadUs: step, remoteStepOverheadUs: step, tokenStreamUs: perSeq };
-  // At a low rate little queues: what the model leaves of TTFT is the stack's per-request
-  // overhead, at its median and at its P95 (the hops' tail).
-  const sc = sim(probes.coupledLow, withStep);
-  const requestOverheadUs = excessUs(probes.coupledLow.ttftP50Ms, sc.ttftP50Ms);
-  const requestOverheadP95Us = Math.max(requestOverheadUs, excessUs(probes.coupledLow.ttftP95Ms, sc.ttftP95Ms));
   const d = probes.disaggregated;
   const remoteExtra = solveMonotone(
     (x) => sim(d, { ...withStep, remoteStepOverheadUs: step + x }).tpotMeanMs * 1000,
@@ -112,13 +136,15 @@ export function fitStackOverheads(probes: StackProbes, cal: Calibration, sim: Pr
     h.tpotMeanMs * 1000,
   );
   const withRemote: Calibration = { ...withStep, remoteStepOverheadUs: step + remoteExtra, hybridStepOverheadUs };
-  const sd = sim(d, withRemote);
-  const remoteRequestOverheadUs = excessUs(d.ttftP50Ms, sd.ttftP50Ms);
+  // At a low rate little queues: what the model leaves of TTFT is the stack's per-request
+  // overhead, at its median and at its P95 (the hops' tail).
+  const local = fitRequest(probes.coupledLow, withRemote, sim, false);
+  const remote = fitRequest(d, withRemote, sim, true);
   return {
     ...withRemote,
-    requestOverheadUs,
-    requestOverheadP95Us,
-    remoteRequestOverheadUs,
-    remoteRequestOverheadP95Us: Math.max(remoteRequestOverheadUs, excessUs(d.ttftP95Ms, sd.ttftP95Ms)),
+    requestOverheadUs: local.median,
+    requestOverheadP95Us: local.p95,
+    remoteRequestOverheadUs: remote.median,
+    remoteRequestOverheadP95Us: remote.p95,
   };
 }
