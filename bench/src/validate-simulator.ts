@@ -5,7 +5,9 @@
  * JSON object with --json: each case's measured and predicted P95 TTFT, mean TPOT and throughput,
  * their errors, `max_error_pct`, and how busy the machine's cores were while the real runs ran.
  *
- *   pnpm bench:validate-simulator [--json] [--calibration FILE] [--duration S]
+ *   pnpm bench:validate-simulator [--json] [--quick] [--calibration FILE] [--duration S]
+ *
+ * --quick: shorter probes (15 s) and cases (8 s), for iterating; the numbers are noisier.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -15,11 +17,15 @@ import {
   CostModel,
   DEFAULT_CALIBRATION,
   DEFAULT_WORKLOAD,
+  fitStackOverheads,
   policyByName,
   simulate,
   type Calibration,
   type ClusterSpec,
+  type ProbeSpec,
+  type ProbeSummary,
   type ServingMode,
+  type StackProbes,
   type WorkloadSpec,
 } from "@loramesh/policy";
 
@@ -30,7 +36,8 @@ const REPO_ROOT = join(__dirname, "..", "..");
 const CLI = join(REPO_ROOT, "packages", "cli", "dist", "bin.js");
 const RESULTS = join(REPO_ROOT, "bench", "results");
 mkdirSync(RESULTS, { recursive: true });
-const duration = Number(flag("--duration") ?? 12);
+const quick = args.includes("--quick");
+const duration = Number(flag("--duration") ?? (quick ? 8 : 12));
 const log = (line: string): void => void process.stderr.write(`validate-simulator: ${line}\n`);
 
 interface Case {
@@ -38,6 +45,8 @@ interface Case {
   mode: ServingMode;
   policy: string;
   rate: number;
+  /** Workload seed (default 1: the cases; the probes run another). */
+  seed?: number;
 }
 
 // Short runs (≤ ~20 s of traffic each): modes, policies and a low and a high rate.
@@ -49,7 +58,7 @@ const CASES: Case[] = [
 ];
 
 /** The workload `loramesh bench load` runs with its defaults (same seed: the same requests). */
-const workloadAt = (rate: number): WorkloadSpec => ({
+const workloadAt = (rate: number, seed = 1): WorkloadSpec => ({
   ...DEFAULT_WORKLOAD,
   adapters: 12,
   ranks: [4, 8, 16, 32, 64],
@@ -59,7 +68,7 @@ const workloadAt = (rate: number): WorkloadSpec => ({
   promptMedian: 24,
   outputMedian: 16,
   lengthSigma: 0.4,
-  seed: 1,
+  seed,
 });
 
 function cli(argv: string[]): string {
@@ -97,69 +106,72 @@ function calibration(): { calibration: Calibration; file: string } {
   return { calibration: { ...DEFAULT_CALIBRATION, ...parsed }, file };
 }
 
+/** The probes run a different seed from the cases: the fit never sees the requests it predicts. */
+const PROBE_SEED = 2;
+
 /**
  * The serving stack's own cost (engine loop, per-token streaming through the router, the LoRA
- * server's round trips under this machine's contention) is not in the kernel calibration: probe
- * the real mesh at 1 request/s, once coupled and once disaggregated, and attribute what the kernel
- * model leaves unexplained to per-step and per-request overheads. The cases then run at other
- * rates, policies and modes.
+ * server's ring round trips, the hops of a request between processes, all under this machine's
+ * contention) is not in the kernel calibration. Four probes of the real mesh measure it: coupled
+ * at a low and a high rate, disaggregated and hybrid at the low rate; `fitStackOverheads` attributes what
+ * the kernel model leaves unexplained to per-step, per-sequence and per-request overheads, once.
+ * The cases then run at other rates, policies and modes, with other requests.
  */
 function probeOverheads(cal: Calibration): { calibration: Calibration; probes: unknown[] } {
-  const probeRate = 1;
-  // Long enough for a P95 that is not just the run's first request (which also opens connections).
-  const probeDuration = Math.max(30, duration);
-  const coupled: Case = {
-    name: `probe: coupled, ${probeRate} req/s`,
-    mode: "coupled",
-    policy: "rank-aware",
-    rate: probeRate,
+  // 2 req/s for 30 s: ~60 requests, so the P95 is not just the run's first request (which also
+  // opens connections), and still little queueing.
+  const low = { rate: 2, seconds: quick ? 15 : 30 };
+  const specs: Record<keyof StackProbes, Case & { seconds: number }> = {
+    coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
+    coupledHigh: {
+      name: "probe: coupled, 10 req/s",
+      mode: "coupled",
+      policy: "rank-aware",
+      rate: 10,
+      seconds: duration,
+    },
+    disaggregated: {
+      name: `probe: disaggregated, ${low.rate} req/s`,
+      mode: "disaggregated",
+      policy: "rank-aware",
+      ...low,
+    },
+    hybrid: { name: `probe: hybrid, ${low.rate} req/s`, mode: "hybrid", policy: "rank-aware", ...low },
   };
-  const disaggregated: Case = { ...coupled, name: `probe: disaggregated, ${probeRate} req/s`, mode: "disaggregated" };
-  const bare: Calibration = {
-    ...cal,
-    stepOverheadUs: 0,
-    remoteStepOverheadUs: 0,
-    requestOverheadUs: 0,
-    requestOverheadP95Us: 0,
-    remoteRequestOverheadUs: 0,
-    remoteRequestOverheadP95Us: 0,
+  const measured = Object.fromEntries(
+    Object.entries(specs).map(([key, c]) => [key, runReal({ ...c, seed: PROBE_SEED }, c.seconds)]),
+  ) as Record<keyof StackProbes, Measured & { busyCores: number | null }>;
+  const summary = (m: Measured): ProbeSummary => ({
+    ttftP50Ms: m.ttftMs.p50,
+    ttftP95Ms: m.ttftMs.p95,
+    tpotMeanMs: m.tpotMs.mean,
+  });
+  const probes: StackProbes = {
+    coupledLow: { ...specs.coupledLow, ...summary(measured.coupledLow) },
+    coupledHigh: { ...specs.coupledHigh, ...summary(measured.coupledHigh) },
+    disaggregated: { ...specs.disaggregated, ...summary(measured.disaggregated) },
+    hybrid: { ...specs.hybrid, ...summary(measured.hybrid) },
   };
-  const simAt = (c: Case, k: Calibration): Measured => predict(c, new CostModel(k), probeDuration);
-  const excessUs = (real: number, simulated: number): number => Math.max(0, (real - simulated) * 1000);
-  const mc = runReal(coupled, probeDuration);
-  const stepOverheadUs = excessUs(mc.tpotMs.mean, simAt(coupled, bare).tpotMs.mean);
-  const withStep = { ...bare, stepOverheadUs, remoteStepOverheadUs: stepOverheadUs };
-  // At 1 request/s nothing queues: what the model leaves of TTFT is the stack's per-request
-  // overhead, at its median and at its P95 (the hops' tail).
-  const sc = simAt(coupled, withStep);
-  const requestOverheadUs = excessUs(mc.ttftMs.p50, sc.ttftMs.p50);
-  const requestOverheadP95Us = Math.max(requestOverheadUs, excessUs(mc.ttftMs.p95, sc.ttftMs.p95));
-  const md = runReal(disaggregated, probeDuration);
-  const sd = simAt(disaggregated, withStep);
-  const remoteStepOverheadUs = stepOverheadUs + excessUs(md.tpotMs.mean, sd.tpotMs.mean);
-  const sdr = simAt(disaggregated, { ...withStep, remoteStepOverheadUs });
-  const remoteRequestOverheadUs = excessUs(md.ttftMs.p50, sdr.ttftMs.p50);
-  const remoteRequestOverheadP95Us = Math.max(remoteRequestOverheadUs, excessUs(md.ttftMs.p95, sdr.ttftMs.p95));
-  const calibrated: Calibration = {
-    ...withStep,
-    remoteStepOverheadUs,
-    requestOverheadUs,
-    requestOverheadP95Us,
-    remoteRequestOverheadUs,
-    remoteRequestOverheadP95Us,
+  const specOf = (p: ProbeSpec): Case & { seconds: number } =>
+    Object.values(specs).find((c) => c.mode === p.mode && c.rate === p.rate) as Case & { seconds: number };
+  const simulateProbe = (p: ProbeSpec, k: Calibration): ProbeSummary => {
+    const c = specOf(p);
+    return summary(predict({ ...c, seed: PROBE_SEED }, new CostModel(k), c.seconds));
   };
+  const calibrated = fitStackOverheads(probes, cal, simulateProbe);
   const file = join(RESULTS, "validate-calibration-mesh.json");
   writeFileSync(file, `${JSON.stringify(calibrated, null, 2)}\n`);
-  const ms = (us: number): string => (us / 1000).toFixed(2);
+  const ms = (us: number | undefined): string => ((us ?? 0) / 1000).toFixed(2);
+  const k = calibrated;
   log(
-    `probe: step overhead ${ms(stepOverheadUs)} ms (${ms(remoteStepOverheadUs)} ms with LoRA-server round trips), token stream ${ms(cal.tokenStreamUs ?? 0)} ms per sequence, request overhead median / P95 ${ms(requestOverheadUs)} / ${ms(requestOverheadP95Us)} ms (disaggregated ${ms(remoteRequestOverheadUs)} / ${ms(remoteRequestOverheadP95Us)} ms) → ${file}`,
+    `probes: step overhead ${ms(k.stepOverheadUs)} ms (${ms(k.remoteStepOverheadUs)} ms with LoRA-server round trips), per sequence in a step ${ms(k.tokenStreamUs)} ms, per hybrid step ${ms(k.hybridStepOverheadUs)} ms, request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,
-    probes: [
-      { case: coupled.name, measured: mc },
-      { case: disaggregated.name, measured: md },
-    ],
+    probes: Object.entries(specs).map(([key, c]) => {
+      const fitted = simulateProbe(probes[key as keyof StackProbes], calibrated);
+      return { case: c.name, seed: PROBE_SEED, measured: measured[key as keyof StackProbes], fitted };
+    }),
   };
 }
 
@@ -190,6 +202,8 @@ function runReal(c: Case, seconds = duration): Measured & { busyCores: number | 
     String(c.rate),
     "--duration",
     String(seconds),
+    "--seed",
+    String(c.seed ?? 1),
     "--json",
   ]);
   const after = cpuTicks();
@@ -212,7 +226,7 @@ function predict(c: Case, cost: CostModel, seconds = duration): Measured {
     rankAwareRouting: c.policy.startsWith("rank-aware"),
     replaceEvery: 0,
   };
-  const r = simulate({ ...workloadAt(c.rate), duration: seconds }, cluster, policyByName(c.policy), cost, {
+  const r = simulate({ ...workloadAt(c.rate, c.seed), duration: seconds }, cluster, policyByName(c.policy), cost, {
     ttftMs: 1e9,
     tpotMs: 1e9,
   });
@@ -259,8 +273,16 @@ const cases = CASES.map((c) => {
   };
 });
 const maxError = Math.max(...cases.flatMap((c) => Object.values(c.errorPct)));
+const loadEnd = loadavg()[0] as number;
+// Other work on the machine (a load average above the core count) slows the real mesh by amounts
+// that change between a probe and a case; say so next to the numbers.
+const loaded = Math.max(load.start, loadEnd) > cpus().length;
 const report = {
-  machine: { cores: cpus().length, loadAverage1m: { start: load.start, end: loadavg()[0] } },
+  machine: {
+    cores: cpus().length,
+    loadAverage1m: { start: load.start, end: loadEnd },
+    ...(loaded ? { warning: "loaded by other work: the errors include its drift between probes and cases" } : {}),
+  },
   calibration: {
     file,
     machine: cal.machine,
@@ -273,8 +295,10 @@ const report = {
       remoteRequestOverheadUs: cal.remoteRequestOverheadUs,
       remoteRequestOverheadP95Us: cal.remoteRequestOverheadP95Us,
       tokenStreamUs: cal.tokenStreamUs,
+      hybridStepOverheadUs: cal.hybridStepOverheadUs,
     },
   },
+  quick,
   probes,
   cases,
   max_error_pct: maxError,
@@ -285,14 +309,14 @@ else {
   const f = (v: number, d = 1): string => v.toFixed(d);
   process.stdout.write(
     [
-      `calibration: ${cal.machine} (${file}); ${cpus().length} cores, load average ${f(load.start, 2)} → ${f(report.machine.loadAverage1m.end ?? 0, 2)}`,
+      `calibration: ${cal.machine} (${file}); ${cpus().length} cores, load average ${f(load.start, 2)} → ${f(loadEnd, 2)}`,
       "| case | busy cores | TTFT P95 measured / predicted (ms) | mean TPOT measured / predicted (ms) | throughput measured / predicted (tok/s) | max error |",
       "|---|---|---|---|---|---|",
       ...cases.map(
         (c) =>
           `| ${c.case} | ${c.busyCoresDuringRun === null ? "?" : f(c.busyCoresDuringRun, 2)} | ${f(c.measured.ttftP95Ms)} / ${f(c.predicted.ttftP95Ms)} | ${f(c.measured.tpotMeanMs, 2)} / ${f(c.predicted.tpotMeanMs, 2)} | ${f(c.measured.throughputTokensPerSecond)} / ${f(c.predicted.throughputTokensPerSecond)} | ${f(Math.max(...Object.values(c.errorPct)))} % |`,
       ),
-      `max_error_pct ${f(maxError)} (target ≤ 20)`,
+      `max_error_pct ${f(maxError)} (target ≤ 20)${loaded ? "; the machine was loaded by other work (load average above its cores)" : ""}`,
       "",
     ].join("\n"),
   );

@@ -35,6 +35,11 @@ export interface Calibration {
   stepOverheadUs?: number;
   remoteStepOverheadUs?: number;
   /**
+   * Per step of a hybrid worker: its LoRA backend is not native, so every LoRA site (local ones
+   * too) is handed to the JS thread by a callback and back, where it waits with the gRPC streams.
+   */
+  hybridStepOverheadUs?: number;
+  /**
    * The per-request overhead is not one number: it is a chain of hops between processes (client →
    * router → provisioner → Redis → router → worker, and the first token back), each waiting for
    * its process to get a core, so it has a long right tail. It is log-normal with this median and

@@ -54,6 +54,14 @@ export {
 } from "./provisioning";
 export { SeededRandom, zipfWeights } from "./random";
 export { smallestMeeting } from "./smallest-meeting";
+export {
+  bareCalibration,
+  fitStackOverheads,
+  type ProbeSimulator,
+  type ProbeSpec,
+  type ProbeSummary,
+  type StackProbes,
+} from "./stack-fit";
 export { cpuSimCost, gpuSimCost, type SimCost, toSimCost } from "./sim-cost";
 export { type ClusterSpec, serviceableRate, type ServingMode, simulate } from "./simulator";
 export { percentile, type SimulationResult, type Slo } from "./sim-stats";

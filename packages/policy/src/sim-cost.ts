@@ -17,6 +17,8 @@ export interface SimCost {
   loadSeconds(bytes: number): number;
   /** Per sequence emitting a token in a step: streaming it to the client. */
   readonly tokenStreamUs: number;
+  /** Per step of an executor in hybrid mode (its LoRA sites go through callbacks). */
+  readonly hybridStepUs: number;
   /**
    * Seconds from a client's send to the request reaching an executor and back (stack overhead),
    * for a standard normal draw `z` (log-normal: a long tail of slow hops).
@@ -43,6 +45,7 @@ export function cpuSimCost(cost: CostModel): SimCost {
       cost.transportStepUs(tokens, "shm") + Math.max(0, (c.remoteStepOverheadUs ?? 0) - (c.stepOverheadUs ?? 0)),
     loadSeconds: (bytes) => cost.loadSeconds(bytes),
     tokenStreamUs: c.tokenStreamUs ?? 0,
+    hybridStepUs: c.hybridStepOverheadUs ?? 0,
     requestOverheadSeconds: (mode, z) => {
       const remote = mode === "disaggregated" && c.remoteRequestOverheadUs !== undefined;
       const median = (remote ? c.remoteRequestOverheadUs : c.requestOverheadUs) ?? 0;
@@ -60,6 +63,7 @@ export function gpuSimCost(cost: GpuCostModel): SimCost {
     remoteUs: (tokens, link, push) => cost.remoteUs(tokens, link, push),
     loadSeconds: (bytes) => cost.loadSeconds(bytes),
     tokenStreamUs: 0,
+    hybridStepUs: 0,
     requestOverheadSeconds: () => 0,
   };
 }

@@ -426,7 +426,8 @@ class ClusterSimulation {
     const shape: StepShape = { tokens, attendedTokens: attended, adapters: all };
     // Every decode, and every prefill that completes, streams a token to its client.
     const emitting = e.running.filter((s) => s.chunk > 0 && s.prefilled + s.chunk >= s.req.promptTokens).length;
-    const base = this.cost.baseStepUs(shape) + emitting * this.cost.tokenStreamUs;
+    const hybrid = this.cluster.mode === "hybrid" ? this.cost.hybridStepUs : 0;
+    const base = this.cost.baseStepUs(shape) + emitting * this.cost.tokenStreamUs + hybrid;
     const lora = this.cost.loraStepUs(
       { tokens, attendedTokens: attended, adapters: [...local.values()] },
       this.cluster.kernel,

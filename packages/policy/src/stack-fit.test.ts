@@ -1,0 +1,129 @@
+import { expect } from "chai";
+import { CostModel, DEFAULT_CALIBRATION, type Calibration } from "./cost-model";
+import { policyByName } from "./placement";
+import { simulate, type ClusterSpec } from "./simulator";
+import { bareCalibration, fitStackOverheads, type ProbeSpec, type ProbeSummary } from "./stack-fit";
+import { DEFAULT_WORKLOAD } from "./workload";
+
+// The validation's topology and workload: one worker, one LoRA server, the engine's limits.
+const cluster: ClusterSpec = {
+  executors: 1,
+  capacityBytes: 8 * 1024 ** 3,
+  maxBatch: 64,
+  maxBatchTokens: 512,
+  mode: "coupled",
+  loraServers: 1,
+  kernel: "true",
+  rankAwareRouting: true,
+  replaceEvery: 0,
+};
+
+const simulateProbe = (p: ProbeSpec, k: Calibration): ProbeSummary => {
+  const r = simulate(
+    {
+      ...DEFAULT_WORKLOAD,
+      adapters: 12,
+      ranks: [4, 8, 16, 32, 64],
+      rate: p.rate,
+      duration: 20,
+      promptMedian: 24,
+      outputMedian: 16,
+      lengthSigma: 0.4,
+      seed: 2,
+    },
+    { ...cluster, mode: p.mode },
+    policyByName("rank-aware"),
+    new CostModel(k),
+    { ttftMs: 1e9, tpotMs: 1e9 },
+  );
+  return { ttftP50Ms: r.ttftMs.p50, ttftP95Ms: r.ttftMs.p95, tpotMeanMs: r.tpotMs.mean };
+};
+
+const specs = {
+  coupledLow: { mode: "coupled", rate: 2 },
+  coupledHigh: { mode: "coupled", rate: 10 },
+  disaggregated: { mode: "disaggregated", rate: 2 },
+  hybrid: { mode: "hybrid", rate: 2 },
+} as const;
+
+/** Probes "measured" on a simulated mesh with known overheads. */
+function probesOf(truth: Calibration) {
+  const at = (p: ProbeSpec) => ({ ...p, ...simulateProbe(p, truth) });
+  return {
+    coupledLow: at(specs.coupledLow),
+    coupledHigh: at(specs.coupledHigh),
+    disaggregated: at(specs.disaggregated),
+    hybrid: at(specs.hybrid),
+  };
+}
+
+describe("fitting the serving stack's overheads to probes", () => {
+  const truth: Calibration = {
+    ...bareCalibration(DEFAULT_CALIBRATION),
+    stepOverheadUs: 900,
+    tokenStreamUs: 300,
+    remoteStepOverheadUs: 900 + 6000,
+    hybridStepOverheadUs: 2500,
+    requestOverheadUs: 12_000,
+    requestOverheadP95Us: 30_000,
+    remoteRequestOverheadUs: 20_000,
+    remoteRequestOverheadP95Us: 45_000,
+  };
+
+  it("recovers the per-step, per-sequence and remote-step overheads of a mesh the simulator knows", () => {
+    const fitted = fitStackOverheads(probesOf(truth), DEFAULT_CALIBRATION, simulateProbe);
+    expect(fitted.stepOverheadUs).to.be.closeTo(900, 90);
+    expect(fitted.tokenStreamUs).to.be.closeTo(300, 60);
+    expect(fitted.remoteStepOverheadUs).to.be.closeTo(6900, 350);
+    expect(fitted.hybridStepOverheadUs).to.be.closeTo(2500, 250);
+    // The tail is fitted on its own: the log-normal's median and P95 both come back.
+    expect(fitted.requestOverheadUs).to.be.closeTo(12_000, 2_000);
+    expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 6_000);
+    expect(fitted.remoteRequestOverheadUs).to.be.closeTo(20_000, 3_000);
+    expect(fitted.remoteRequestOverheadP95Us).to.be.closeTo(45_000, 9_000);
+    // The calibration's gRPC-echo transport cost is replaced by the measured ring round trip.
+    expect(fitted.transport.shm.fixedUs).to.equal(0);
+  });
+
+  it("predicts the probes it was fitted on and is deterministic", () => {
+    const probes = probesOf(truth);
+    const fitted = fitStackOverheads(probes, DEFAULT_CALIBRATION, simulateProbe);
+    expect(JSON.stringify(fitStackOverheads(probes, DEFAULT_CALIBRATION, simulateProbe))).to.equal(
+      JSON.stringify(fitted),
+    );
+    for (const key of ["coupledLow", "coupledHigh", "disaggregated", "hybrid"] as const) {
+      const p = simulateProbe(specs[key], fitted);
+      expect(p.tpotMeanMs).to.be.closeTo(probes[key].tpotMeanMs, probes[key].tpotMeanMs * 0.05);
+    }
+    for (const key of ["coupledLow", "disaggregated"] as const) {
+      const p = simulateProbe(specs[key], fitted);
+      expect(p.ttftP50Ms).to.be.closeTo(probes[key].ttftP50Ms, probes[key].ttftP50Ms * 0.05);
+      expect(p.ttftP95Ms).to.be.closeTo(probes[key].ttftP95Ms, probes[key].ttftP95Ms * 0.05);
+    }
+  });
+
+  it("never fits a negative overhead when the kernel model alone is already too slow", () => {
+    const probes = probesOf(truth);
+    const fast = (p: ProbeSpec & ProbeSummary) => ({ ...p, tpotMeanMs: 0.1, ttftP50Ms: 0.1, ttftP95Ms: 0.2 });
+    const fitted = fitStackOverheads(
+      {
+        coupledLow: fast(probes.coupledLow),
+        coupledHigh: fast(probes.coupledHigh),
+        disaggregated: fast(probes.disaggregated),
+        hybrid: fast(probes.hybrid),
+      },
+      DEFAULT_CALIBRATION,
+      simulateProbe,
+    );
+    for (const v of [
+      fitted.stepOverheadUs,
+      fitted.tokenStreamUs,
+      fitted.remoteStepOverheadUs,
+      fitted.requestOverheadUs,
+      fitted.requestOverheadP95Us,
+      fitted.remoteRequestOverheadUs,
+      fitted.hybridStepOverheadUs,
+    ])
+      expect(v).to.be.at.least(0);
+  });
+});

@@ -1,0 +1,150 @@
+/**
+ * Fits the serving stack's overheads (what the kernel calibration does not see) to probes of the
+ * real mesh. Every parameter is fitted once here, on the probes, and then used unchanged for every
+ * configuration the simulator predicts:
+ *   - per step and per sequence in a step (`stepOverheadUs`, `tokenStreamUs`): from the mean TPOT
+ *     of a coupled probe at a low and at a high rate (two equations, two unknowns);
+ *   - per request, log-normal (`requestOverheadUs`, `requestOverheadP95Us`): the pair that puts the
+ *     low coupled probe's simulated TTFT P50 and P95 on the measured ones;
+ *   - per step with LoRA-server round trips (`remoteStepOverheadUs`) and per disaggregated request:
+ *     from a disaggregated probe. This replaces the calibration's fixed transport cost, which is a
+ *     gRPC echo, not the shared-memory ring the mesh uses;
+ *   - per hybrid step (`hybridStepOverheadUs`: its LoRA sites go through JS callbacks): from a
+ *     hybrid probe's mean TPOT.
+ * Each is solved by bisection: TPOT grows with every overhead, but not linearly (queues form, and a
+ * remote round trip hides behind the local step until it is the longer of the two).
+ */
+import type { Calibration } from "./cost-model";
+import type { ServingMode } from "./simulator";
+
+export interface ProbeSpec {
+  mode: ServingMode;
+  rate: number;
+}
+
+/** What a probe measured (or the simulator predicted for it). */
+export interface ProbeSummary {
+  ttftP50Ms: number;
+  ttftP95Ms: number;
+  tpotMeanMs: number;
+}
+
+export interface StackProbes {
+  coupledLow: ProbeSpec & ProbeSummary;
+  coupledHigh: ProbeSpec & ProbeSummary;
+  disaggregated: ProbeSpec & ProbeSummary;
+  hybrid: ProbeSpec & ProbeSummary;
+}
+
+export type ProbeSimulator = (probe: ProbeSpec, calibration: Calibration) => ProbeSummary;
+
+/** The calibration with no stack overheads, and the shared-memory transport's fixed cost at 0. */
+export function bareCalibration(cal: Calibration): Calibration {
+  return {
+    ...cal,
+    stepOverheadUs: 0,
+    remoteStepOverheadUs: 0,
+    requestOverheadUs: 0,
+    requestOverheadP95Us: 0,
+    remoteRequestOverheadUs: 0,
+    remoteRequestOverheadP95Us: 0,
+    tokenStreamUs: 0,
+    hybridStepOverheadUs: 0,
+    transport: { ...cal.transport, shm: { ...cal.transport.shm, fixedUs: 0 } },
+  };
+}
+
+const PROBE_STEP_US = 1000;
+
+/**
+ * Solves f(x) = target for x ≥ 0, f non-decreasing (not linear: a remote round trip hides behind
+ * the local step until it is the longer of the two), by doubling a bound and bisecting.
+ */
+function solveMonotone(f: (x: number) => number, target: number, steps = 16): number {
+  if (f(0) >= target) return 0;
+  let lo = 0;
+  let hi = PROBE_STEP_US;
+  while (f(hi) < target) {
+    lo = hi;
+    hi *= 2;
+    if (hi > 1e9) return hi;
+  }
+  for (let i = 0; i < steps && hi - lo > 1; i++) {
+    const mid = (lo + hi) / 2;
+    if (f(mid) < target) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
+}
+
+/**
+ * Per-step and per-sequence overheads from the two coupled probes' mean TPOT: for a per-sequence
+ * cost, the per-step one that matches the low probe; the per-sequence cost by bisection until the
+ * high probe matches too (more sequences share its steps, so it alone moves with that cost).
+ */
+function fitStep(probes: StackProbes, bare: Calibration, sim: ProbeSimulator): { step: number; perSeq: number } {
+  const tpot = (p: ProbeSpec, step: number, perSeq: number): number =>
+    sim(p, { ...bare, stepOverheadUs: step, remoteStepOverheadUs: step, tokenStreamUs: perSeq }).tpotMeanMs * 1000;
+  const { coupledLow: lo, coupledHigh: hi } = probes;
+  const stepFor = (perSeq: number): number => solveMonotone((x) => tpot(lo, x, perSeq), lo.tpotMeanMs * 1000);
+  const perSeq = solveMonotone((q) => tpot(hi, stepFor(q), q), hi.tpotMeanMs * 1000, 12);
+  return { step: stepFor(perSeq), perSeq };
+}
+
+/**
+ * A log-normal per-request overhead (median, P95) that puts the probe's simulated TTFT P50 and P95
+ * on the measured ones: the median first (no tail), then the tail above it, twice.
+ */
+function fitRequest(
+  p: ProbeSpec & ProbeSummary,
+  k: Calibration,
+  sim: ProbeSimulator,
+  remote: boolean,
+): { median: number; p95: number } {
+  const set = (median: number, p95: number): Calibration =>
+    remote
+      ? { ...k, remoteRequestOverheadUs: median, remoteRequestOverheadP95Us: p95 }
+      : { ...k, requestOverheadUs: median, requestOverheadP95Us: p95 };
+  // The tail moves the simulated median a little too: solve the median again with the tail's
+  // ratio kept, then the tail again.
+  let ratio = 1;
+  let median = 0;
+  let p95 = 0;
+  for (let round = 0; round < 2; round++) {
+    const m = solveMonotone((x) => sim(p, set(x, x * ratio)).ttftP50Ms * 1000, p.ttftP50Ms * 1000);
+    const tail = solveMonotone((y) => sim(p, set(m, m + y)).ttftP95Ms * 1000, p.ttftP95Ms * 1000);
+    median = m;
+    p95 = m + tail;
+    if (m <= 0) break;
+    ratio = p95 / m;
+  }
+  return { median, p95 };
+}
+
+export function fitStackOverheads(probes: StackProbes, cal: Calibration, sim: ProbeSimulator): Calibration {
+  const bare = bareCalibration(cal);
+  const { step, perSeq } = fitStep(probes, bare, sim);
+  const withStep: Calibration = { ...bare, stepOverheadUs: step, remoteStepOverheadUs: step, tokenStreamUs: perSeq };
+  const d = probes.disaggregated;
+  const remoteExtra = solveMonotone(
+    (x) => sim(d, { ...withStep, remoteStepOverheadUs: step + x }).tpotMeanMs * 1000,
+    d.tpotMeanMs * 1000,
+  );
+  const h = probes.hybrid;
+  const hybridStepOverheadUs = solveMonotone(
+    (x) => sim(h, { ...withStep, hybridStepOverheadUs: x }).tpotMeanMs * 1000,
+    h.tpotMeanMs * 1000,
+  );
+  const withRemote: Calibration = { ...withStep, remoteStepOverheadUs: step + remoteExtra, hybridStepOverheadUs };
+  // At a low rate little queues: what the model leaves of TTFT is the stack's per-request
+  // overhead, at its median and at its P95 (the hops' tail).
+  const local = fitRequest(probes.coupledLow, withRemote, sim, false);
+  const remote = fitRequest(d, withRemote, sim, true);
+  return {
+    ...withRemote,
+    requestOverheadUs: local.median,
+    requestOverheadP95Us: local.p95,
+    remoteRequestOverheadUs: remote.median,
+    remoteRequestOverheadP95Us: remote.p95,
+  };
+}
