@@ -278,8 +278,9 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
   }
   // Rows per adapter, for the server's per-adapter metrics (counted like the stream path's).
   std::map<int32_t, uint64_t> per_slot;
-  for (int32_t s : row_slot)
-    if (s >= 0) per_slot[s]++;
+  for (const Item* it : batch)
+    for (int32_t s : it->row_slot)
+      if (s >= 0) per_slot[s]++;
   std::lock_guard<std::mutex> g(mu_);
   for (const auto& [s, n] : per_slot)
     if (static_cast<size_t>(s) < tables->slot_names.size() && !tables->slot_names[s].empty())
