@@ -22,7 +22,6 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
 import { booleanOption, createLogger, intOption, loadConfig, setClusterToken } from "@loramesh/core";
-import { DeadlineExceededError } from "@loramesh/errors";
 import { LocalLoraBackend, loadAdapter, Model, type LoraBackend } from "@loramesh/engine";
 import { siteShape, type LoraSite } from "@loramesh/formats";
 import { PlacementCache } from "@loramesh/mesh";
