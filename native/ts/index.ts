@@ -70,6 +70,14 @@ function loadAddon(): Addon {
   // A UCX build loads libucs with the addon, and libucs installs its own SIGSEGV/SIGBUS handlers
   // (backtrace printing) when it loads, over Node's; keep Node's unless a deployer asks otherwise.
   process.env["UCX_HANDLE_ERRORS"] ??= "none";
+  // UCX's memory hooks (libucm: malloc/mmap interception for its registration cache) are a known
+  // source of crashes in processes with their own allocators, and a LoRA server here died with
+  // SIGSEGV inside V8 right after loading a UCX build. The tcp and shared-memory transports need no
+  // registration cache; an RDMA deployment that wants it sets these variables itself (docs/rdma.md).
+  process.env["UCX_MEM_EVENTS"] ??= "no";
+  process.env["UCX_MEM_MALLOC_HOOKS"] ??= "no";
+  process.env["UCX_MEM_MALLOC_RELOC"] ??= "no";
+  process.env["UCX_MEM_MMAP_HOOK_MODE"] ??= "none";
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node addon loads only through require
     return require(ADDON_PATH) as Addon;

@@ -86,7 +86,12 @@ export async function startNetnsMesh(options: NetnsMeshOptions): Promise<NetnsMe
     rmSync(dir, { recursive: true, force: true });
   };
 
-  const start = async (service: MeshService, hostName: string, args: string[]): Promise<MeshProcess> => {
+  const start = async (
+    service: MeshService,
+    hostName: string,
+    args: string[],
+    retried = false,
+  ): Promise<MeshProcess> => {
     const host = network.host(hostName);
     const child = network.spawnIn(hostName, process.execPath, [options.entries[service], ...args], {
       stdio: ["ignore", "inherit", "inherit", "ipc"],
@@ -95,7 +100,17 @@ export async function startNetnsMesh(options: NetnsMeshOptions): Promise<NetnsMe
     child.on("message", (m: { type?: string; address?: string }) => {
       if (m.type === "http-listening" && typeof m.address === "string") httpAddresses.set(child, m.address);
     });
-    const { address, metricsAddress } = await listening(child, service, timeoutMs);
+    let started: { address: string; metricsAddress: string };
+    try {
+      started = await listening(child, service, timeoutMs);
+    } catch (err) {
+      // As `up` does: one more try after a crash signal at start-up (a rare SIGSEGV of a LoRA
+      // server at start-up is open, see docs/mesh.md); an exit code is final.
+      if (!(err instanceof Error && CRASHED_AT_START.has(err)) || retried) throw err;
+      console.warn(`      ${service} on ${hostName} crashed during start-up (${err.message}); starting it again`);
+      return start(service, hostName, args, true);
+    }
+    const { address, metricsAddress } = started;
     const proc: MeshProcess = { service, host: hostName, address, metricsAddress, pid: child.pid as number, child };
     processes.push(proc);
     child.once("exit", (code) => {
@@ -171,6 +186,8 @@ export async function startNetnsMesh(options: NetnsMeshOptions): Promise<NetnsMe
   }
 }
 
+const CRASHED_AT_START = new WeakSet<Error>();
+
 /** The address a service reports over IPC once its gRPC server is bound. */
 function listening(
   child: ChildProcess,
@@ -189,7 +206,10 @@ function listening(
     });
     child.once("exit", (code, signal) => {
       clearTimeout(timer);
-      reject(new UnavailableError(`${service} exited during start-up (${code ?? signal})`));
+      const err = new UnavailableError(`${service} exited during start-up (${code ?? signal})`);
+      if (signal === "SIGSEGV" || signal === "SIGBUS" || signal === "SIGILL" || signal === "SIGABRT")
+        CRASHED_AT_START.add(err);
+      reject(err);
     });
   });
 }
