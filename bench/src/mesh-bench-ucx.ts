@@ -10,14 +10,14 @@
 import { dirname } from "node:path";
 import { RemoteLoraBackend } from "@loramesh/base-worker";
 import { BUNDLED_MODEL } from "@loramesh/cli";
-import { createLogger } from "@loramesh/core";
+import { createLogger, setClusterToken } from "@loramesh/core";
 import { Model } from "@loramesh/engine";
 import { siteShape } from "@loramesh/formats";
 import { PlacementCache } from "@loramesh/mesh";
 import { f32, native } from "@loramesh/native";
 import { waitForServing } from "@loramesh/sdk";
 import { netnsUnavailableReason, startNetnsMesh, type NetnsMesh, type NetnsMeshOptions } from "@loramesh/testing";
-import { decodeStepMsOn, percentile, registerAdapters, round } from "./mesh-bench-common";
+import { decodeStepMsOn, percentile, registerAdapters, round, within } from "./mesh-bench-common";
 
 const quiet = createLogger({ level: "error" });
 
@@ -45,7 +45,7 @@ export type UcxReport =
     };
 
 async function meshWith(transport: "ucx" | "grpc"): Promise<NetnsMesh> {
-  return startNetnsMesh({
+  const mesh = await startNetnsMesh({
     entries: entries(),
     waitServing: (address, timeoutMs) => waitForServing({ address }, timeoutMs),
     modelDir: BUNDLED_MODEL,
@@ -56,6 +56,10 @@ async function meshWith(transport: "ucx" | "grpc"): Promise<NetnsMesh> {
     extraArgs: { "base-worker": ["--lora-transport", transport] },
     env: { ...process.env, UCX_TLS: "tcp", LOG_LEVEL: "error" },
   });
+  // This process talks to the internal services itself (placement, AttachUcx): it needs this
+  // mesh's token, or the provisioner refuses it and the placement never arrives.
+  setClusterToken(mesh.clusterToken);
+  return mesh;
 }
 
 /** p50/p99 µs of one qkv site of `rows` rows from this process to the LoRA server's host, per wire. */
@@ -63,7 +67,7 @@ async function siteRoundTrips(mesh: NetnsMesh, iterations: number, rows: number)
   const model = Model.load(BUNDLED_MODEL);
   const provisioner = mesh.processes.find((p) => p.service === "provisioner")?.address as string;
   const placement = new PlacementCache(provisioner, quiet);
-  await placement.ready;
+  await within("the first placement snapshot", placement.ready, 60_000);
   const ids = [...placement.holders.keys()].sort();
   const remote = (choice: "ucx" | "grpc") =>
     new RemoteLoraBackend({
