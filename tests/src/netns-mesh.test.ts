@@ -43,7 +43,7 @@ async function skipUnlessNetns(ctx: Mocha.Context): Promise<void> {
 }
 
 describe("netns network: hosts with their own addresses, links that go down and up", function () {
-  this.timeout(60_000);
+  this.timeout(120_000);
   let network: NetnsNetwork | undefined;
 
   before(async function () {
@@ -81,19 +81,28 @@ describe("netns network: hosts with their own addresses, links that go down and 
         return false;
       }
     };
+    // A first connection over a fresh veth/bridge can miss (ARP, port state, a busy machine): the
+    // positive checks wait for the event with a bounded number of tries; the negative ones probe once.
+    const probeEventually = async (from: string, host: string): Promise<boolean> => {
+      for (let i = 0; i < 20; i++) {
+        if (probe(from, host)) return true;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      return false;
+    };
     let up = false;
     for (let i = 0; i < 200 && !up; i++) {
       up = await reachable(b.address, 7070);
       if (!up) await new Promise((r) => setTimeout(r, 100));
     }
     expect(up, "test process → b").to.equal(true);
-    expect(probe("a", b.address), "a → b over the bridge").to.equal(true);
+    expect(await probeEventually("a", b.address), "a → b over the bridge").to.equal(true);
     expect(probe("a", "127.0.0.1"), "a's loopback is not b's").to.equal(false);
     await net.partition("b");
     expect(probe("a", b.address), "a → b while b is partitioned").to.equal(false);
     expect(await reachable(b.address, 7070), "test process → b while partitioned").to.equal(false);
     await net.heal("b");
-    expect(probe("a", b.address), "a → b after healing").to.equal(true);
+    expect(await probeEventually("a", b.address), "a → b after healing").to.equal(true);
   });
 
   it("reaps the namespaces of a run that died without cleaning up, and only those", async () => {
