@@ -98,7 +98,7 @@ describe("server middleware (real grpc-js server)", () => {
     const seen = new Promise<CallContext>((resolve) => {
       sawSlow = resolve;
     });
-    const failed = call("Slow", Buffer.alloc(0), new Metadata(), 300).then(
+    const failed = call("Slow", Buffer.alloc(0), new Metadata(), 1_000).then(
       () => undefined,
       (err: ServiceError) => err,
     );

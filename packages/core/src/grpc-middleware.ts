@@ -58,9 +58,13 @@ export function callContext(call: ServerCallLike): { ctx: CallContext; release: 
   const raw = call.getDeadline();
   const deadline = raw instanceof Date ? raw.getTime() : raw;
   const controller = new AbortController();
+  // The caller's clock starts before ours (the request's transit): a caller whose deadline passed
+  // cancels the stream before our copy of the deadline does. A cancel in the last quarter of the
+  // budget (at most 1 s) is taken as that deadline, not as a cancellation by the caller.
+  const slackMs = Number.isFinite(deadline) ? Math.min(1_000, Math.max(0, deadline - Date.now()) / 4) : 0;
   const onCancelled = (): void => {
     if (controller.signal.aborted) return;
-    const late = Date.now() >= deadline;
+    const late = Date.now() >= deadline - slackMs;
     controller.abort(
       late ? new DeadlineExceededError("the deadline passed") : new CancelledError("the caller cancelled"),
     );
