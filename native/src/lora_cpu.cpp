@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common.h"
+#include "gemm.h"
 #include "ops.h"
 #include "simd.h"
 #include "threads.h"
@@ -34,42 +35,38 @@ struct Task {
   int64_t h_offset;  // start of this (segment, slice) block in the h scratch: rows × rank floats
 };
 
+// h[row, j] = A[j,:] · x[row] for ranks [j_begin, j_end): A is [rank, h_in] row-major, the layout of a
+// weight matrix, so the matmul tiles run it (8 rank rows × up to 6 rows per tile, several
+// accumulators in flight) with the same bits as one dot product per element.
 template <typename W>
 void shrink(const W* a, int64_t h_in, int64_t j_begin, int64_t j_end, const float* const* xs, int64_t rows,
             int64_t rank, float* h) {
-  for (int64_t j = j_begin; j < j_end; j++) {
-    const W* a_row = a + j * h_in;
-    int64_t i = 0;
-    for (; i + 4 <= rows; i += 4) {
-      float out[4];
-      simd::dot4(a_row, xs + i, h_in, out);
-      for (int q = 0; q < 4; q++) h[(i + q) * rank + j] = out[q];
-    }
-    for (; i < rows; i++) h[i * rank + j] = simd::dot(a_row, xs[i], h_in);
-  }
+  gemm::matmul_rows_ptr(xs, a, rows, h_in, j_begin, j_end, h + j_begin, rank);
 }
 
 template <typename W>
 void expand(const W* b, int64_t rank, int64_t n_begin, int64_t n_end, const float* h, int64_t rows,
             const int64_t* row_index, const float* row_weight, float scale, float* y, int64_t y_stride,
             int64_t column) {
+  // B is [width, rank]: the same tiles give B[n,:] · h[row] for the block's columns at once.
+  const int64_t width = n_end - n_begin;
+  thread_local std::vector<const float*> hs;
+  thread_local std::vector<float> out;
+  hs.resize(static_cast<size_t>(rows));
+  out.resize(static_cast<size_t>(rows * width));
+  for (int64_t i = 0; i < rows; i++) hs[static_cast<size_t>(i)] = h + i * rank;
+  gemm::matmul_rows_ptr(hs.data(), b, rows, rank, n_begin, n_end, out.data(), width);
   // PEFT order: (B·A·x) · scaling, then (MoE) the routing weight, then added to the output.
-  auto emit = [&](int64_t i, int64_t n, float value) {
-    float delta = value * scale;
+  for (int64_t i = 0; i < rows; i++) {
     const int64_t r = row_index[i];
-    if (row_weight) delta *= row_weight[r];
-    y[r * y_stride + column + n] += delta;
-  };
-  for (int64_t n = n_begin; n < n_end; n++) {
-    const W* b_row = b + n * rank;
-    int64_t i = 0;
-    for (; i + 4 <= rows; i += 4) {
-      const float* hs[4] = {h + i * rank, h + (i + 1) * rank, h + (i + 2) * rank, h + (i + 3) * rank};
-      float out[4];
-      simd::dot4(b_row, hs, rank, out);
-      for (int q = 0; q < 4; q++) emit(i + q, n, out[q]);
+    const float w = row_weight ? row_weight[r] : 1.0f;
+    float* yr = y + r * y_stride + column + n_begin;
+    const float* o = out.data() + i * width;
+    if (row_weight) {
+      for (int64_t n = 0; n < width; n++) yr[n] += (o[n] * scale) * w;
+    } else {
+      for (int64_t n = 0; n < width; n++) yr[n] += o[n] * scale;
     }
-    for (; i < rows; i++) emit(i, n, simd::dot(b_row, h + i * rank, rank));
   }
 }
 

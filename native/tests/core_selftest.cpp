@@ -104,6 +104,7 @@ int main() {
   if (lm_simd_enabled()) failures += check_exp(rng);
   LoraProblem p = make_lora_problem(rng, 67, 131, {96, 32, 32}, {1, 2, 4, 8, 16, 64, 128});
   std::vector<double> want = lora_oracle(p);
+  std::vector<std::vector<float>> by_path;  // SIMD (AVX-512 tiles where present), then scalar
   for (int simd : {1, 0}) {
     if (simd && !lm_simd_enabled()) continue;
     LM_CHECK(lm_set_simd(simd));
@@ -116,6 +117,13 @@ int main() {
     const bool same = std::memcmp(one.data(), two.data(), one.size() * 4) == 0;
     std::printf("lora simd=%d max|err|=%.3g, 1 vs 2 threads identical: %s\n", simd, worst, same ? "yes" : "NO");
     if (worst > 1e-4 || !same) failures++;
+    by_path.push_back(one);
+  }
+  if (by_path.size() == 2) {
+    // The shrink and expand run on the matmul tiles: the same bits as the scalar dot products.
+    const bool same = std::memcmp(by_path[0].data(), by_path[1].data(), by_path[0].size() * 4) == 0;
+    std::printf("lora SIMD and scalar identical: %s\n", same ? "yes" : "NO");
+    if (!same) failures++;
   }
   // A slot beyond the adapter table is a typed error, not a crash.
   p.slot[3] = p.n_keys;
