@@ -8,6 +8,7 @@
 // element is produced by one item with a fixed reduction order, so the result does not depend on
 // how many threads run the items. Each key is computed at its own rank: no padding.
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 #include "common.h"
@@ -23,6 +24,8 @@ namespace {
 constexpr int64_t kSegmentRows = 64;
 constexpr int64_t kRankBlock = 16;
 constexpr int64_t kColumnBlock = 128;
+// Below this many bytes of adapter weights a call runs on the calling thread (see run_items).
+constexpr int64_t kPoolBytes = 256 << 10;
 
 struct Segment {
   int32_t key;
@@ -144,7 +147,19 @@ void lora(const LoraArgs& a) {
   }
 
   const bool bf16 = a.weight_dtype == LM_BF16;
-  parallel_for(static_cast<int64_t>(shrink_items.size()), [&](int64_t i) {
+  // Small sites (r16 at decode: ~100 KB of weights) cost less than the two hand-offs to the pool;
+  // they run on the calling thread. Each item is still done whole by one thread: same bits.
+  int64_t weight_elems = 0;
+  for (const Task& t : tasks) {
+    const int32_t rank = a.rank[segments[static_cast<size_t>(t.segment)].key * a.n_slices + t.slice];
+    weight_elems += rank * (a.h_in + a.slice_width[t.slice]);
+  }
+  const bool on_pool = weight_elems * (bf16 ? 2 : 4) >= kPoolBytes;
+  auto run_items = [&](int64_t n, const std::function<void(int64_t)>& fn) {
+    if (on_pool) return parallel_for(n, fn);
+    for (int64_t i = 0; i < n; i++) fn(i);
+  };
+  run_items(static_cast<int64_t>(shrink_items.size()), [&](int64_t i) {
     const Item& it = shrink_items[static_cast<size_t>(i)];
     const Task& task = tasks[static_cast<size_t>(it.task)];
     const Segment& seg = segments[static_cast<size_t>(task.segment)];
@@ -158,7 +173,7 @@ void lora(const LoraArgs& a) {
       shrink(static_cast<const float*>(a.a_pool) + a.a_offset[idx], a.h_in, it.begin, it.end, x, seg.end - seg.begin, rank, hb);
     }
   });
-  parallel_for(static_cast<int64_t>(expand_items.size()), [&](int64_t i) {
+  run_items(static_cast<int64_t>(expand_items.size()), [&](int64_t i) {
     const Item& it = expand_items[static_cast<size_t>(i)];
     const Task& task = tasks[static_cast<size_t>(it.task)];
     const Segment& seg = segments[static_cast<size_t>(task.segment)];

@@ -2,6 +2,8 @@
 // identical results for 1 and 2 threads and for the AVX2 and scalar paths, and typed errors for bad
 // inputs. The full op-by-op suite runs through the Node binding (pnpm test); this one exists so a
 // machine without Node (the GPU machine) can check the core too.
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -97,6 +99,29 @@ static int check_exp(std::mt19937& rng) {
   return ok ? 0 : 1;
 }
 
+// Background prefault: mappings queued and unmapped at once (what a garbage-collected checkpoint
+// does) must be cancelled and waited out before munmap, or the thread would read unmapped pages.
+static int check_prefault_cancel() {
+  constexpr size_t kBytes = size_t(24) << 20;
+  int cancelled = 0;
+  for (int round = 0; round < 16; round++) {
+    void* first = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* second = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (first == MAP_FAILED || second == MAP_FAILED) return 1;
+    LM_CHECK(lm_prefault_async(first, kBytes));
+    LM_CHECK(lm_prefault_async(second, kBytes));
+    lm_prefault_cancel(second, kBytes);  // queued (or running): dropped or waited out
+    munmap(second, kBytes);
+    lm_prefault_cancel(first, kBytes);
+    munmap(first, kBytes);
+    cancelled++;
+  }
+  const bool bad = lm_prefault_async(nullptr, 4096) != LM_ERR_ARGUMENT;
+  std::printf("prefault: %d rounds queued, cancelled and unmapped; null range refused: %s\n", cancelled,
+              bad ? "NO" : "yes");
+  return bad ? 1 : 0;
+}
+
 int main() {
   std::mt19937 rng(7);
   int failures = 0;
@@ -143,6 +168,7 @@ int main() {
   const lm_status s = lm_lora_apply(&w, &x, &slot, &yt);
   std::printf("bad slot -> status %d: %s\n", (int)s, lm_last_error());
   if (s != LM_ERR_SLOT) failures++;
+  failures += check_prefault_cancel();
   std::printf("%s\n", failures ? "FAILED" : "ok");
   return failures ? 1 : 0;
 }
