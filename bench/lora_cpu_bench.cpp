@@ -65,11 +65,122 @@ double median_us(Fn&& fn, int reps) {
   return times[times.size() / 2];
 }
 
+uint16_t to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return static_cast<uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
+
+// One decode site of a TinyLlama-1.1B-shaped model: the base projection (bf16 weights) and one
+// adapter's LoRA delta at `rank` on `rows` rows, timed alternately in the same process. The LoRA
+// pools are bf16 (what an adapter stored as bf16 is packed as) or f32 (what every adapter was
+// packed as before). Returns {base µs, lora µs, base bytes, lora bytes}.
+struct SiteTimes {
+  double base_us, lora_us, base_bytes, lora_bytes;
+};
+
+SiteTimes decode_site(std::mt19937& rng, int64_t h_in, const std::vector<int32_t>& widths, int32_t rank, int64_t rows,
+                      bool bf16_pool, int reps) {
+  // Copies of everything, used in turn, so that each call reads from memory as a decode step does
+  // (22 layers of weights), not from the last-level cache: kCopies adapters, enough base copies
+  // for 64 MB.
+  constexpr int32_t kCopies = 16;
+  LoraProblem p = make_lora_problem(rng, rows, h_in, widths, std::vector<int32_t>(kCopies, rank), 0.0);
+  const int64_t entries = static_cast<int64_t>(p.rank.size());
+  std::vector<uint16_t> a16(p.a_pool.size()), b16(p.b_pool.size());
+  for (size_t i = 0; i < a16.size(); i++) a16[i] = to_bf16(p.a_pool[i]);
+  for (size_t i = 0; i < b16.size(); i++) b16[i] = to_bf16(p.b_pool[i]);
+  const lm_dtype pool_dtype = bf16_pool ? LM_BF16 : LM_F32;
+  lm_tensor a = bf16_pool ? tensor(a16.data(), LM_BF16, {static_cast<int64_t>(a16.size())})
+                          : tensor(p.a_pool.data(), LM_F32, {static_cast<int64_t>(p.a_pool.size())});
+  lm_tensor b = bf16_pool ? tensor(b16.data(), LM_BF16, {static_cast<int64_t>(b16.size())})
+                          : tensor(p.b_pool.data(), LM_F32, {static_cast<int64_t>(p.b_pool.size())});
+  (void)pool_dtype;
+  lm_tensor rk = tensor(p.rank.data(), LM_I32, {entries}), scale = tensor(p.scale.data(), LM_F32, {entries});
+  lm_tensor ao = tensor(p.a_offset.data(), LM_I64, {entries}), bo = tensor(p.b_offset.data(), LM_I64, {entries});
+  lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rk, &scale, &ao, &bo, p.max_rank};
+  std::memcpy(w.slice_width, p.widths, sizeof(p.widths));
+  lm_tensor x = tensor(p.x.data(), LM_F32, {rows, h_in}), slot = tensor(p.slot.data(), LM_I32, {rows});
+  std::vector<float> y = p.y0;
+  lm_tensor yt = tensor(y.data(), LM_F32, {rows, p.n_out});
+  // The base weight [n_out, h_in] in bf16, larger than the last-level cache as in a real model.
+  const int64_t base_elems = p.n_out * h_in;
+  const int64_t base_copies = std::max<int64_t>(2, (int64_t(64) << 20) / (2 * base_elems) + 1);
+  std::vector<uint16_t> wb(static_cast<size_t>(base_elems * base_copies));
+  for (size_t i = 0; i < wb.size(); i++) wb[i] = to_bf16(static_cast<float>(static_cast<int32_t>(i % 251) - 125) / 4096.f);
+  lm_tensor wt = tensor(wb.data(), LM_BF16, {p.n_out, h_in});
+  int64_t base_turn = 0, lora_turn = 0;
+  std::vector<float> out(static_cast<size_t>(rows * p.n_out));
+  lm_tensor ot = tensor(out.data(), LM_F32, {rows, p.n_out});
+  // Alternate the two in rounds so load changes on a shared machine hit both alike.
+  std::vector<double> base, lora;
+  for (int i = 0; i < reps; i++) {
+    base.push_back(median_us(
+        [&] {
+          wt.data = wb.data() + (base_turn++ % base_copies) * base_elems;
+          LM_CHECK(lm_matmul(&x, &wt, nullptr, &ot));
+        },
+        3));
+    lora.push_back(median_us(
+        [&] {
+          const int32_t key = static_cast<int32_t>(lora_turn++ % kCopies);
+          for (auto& k : p.slot) k = key;
+          LM_CHECK(lm_lora_apply(&w, &x, &slot, &yt));
+        },
+        3));
+  }
+  std::sort(base.begin(), base.end());
+  std::sort(lora.begin(), lora.end());
+  const double elem = bf16_pool ? 2.0 : 4.0;
+  double lora_bytes = 0;
+  for (int s = 0; s < p.n_slices; s++) lora_bytes += elem * rank * (h_in + p.widths[s]);  // one adapter's
+  return {base[base.size() / 2], lora[lora.size() / 2], 2.0 * static_cast<double>(p.n_out * h_in), lora_bytes};
+}
+
+void decode_sites(std::mt19937& rng, int reps) {
+  struct Site {
+    const char* name;
+    int64_t h_in;
+    std::vector<int32_t> widths;
+  };
+  // TinyLlama-1.1B: hidden 2048, 32 heads / 4 KV heads of 64, intermediate 5632.
+  const std::vector<Site> sites = {
+      {"qkv", 2048, {2048, 256, 256}}, {"o", 2048, {2048}}, {"gate_up", 2048, {5632, 5632}}, {"down", 5632, {2048}}};
+  std::printf("\nDecode sites of a TinyLlama-1.1B layer (base bf16 GEMV vs one adapter's LoRA delta, alternating, "
+              "median of %d):\n\n",
+              reps);
+  std::printf("| rank | rows | pool | site | base µs | base GB/s | LoRA µs | LoRA GB/s | LoRA ÷ base time | LoRA ÷ base bytes |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  for (int32_t rank : {16, 128}) {
+    for (int64_t rows : {1, 8}) {
+      for (bool bf16_pool : {true, false}) {
+        double base_sum = 0, lora_sum = 0, base_bytes = 0, lora_bytes = 0;
+        for (const Site& s : sites) {
+          const SiteTimes t = decode_site(rng, s.h_in, s.widths, rank, rows, bf16_pool, reps);
+          std::printf("| %d | %lld | %s | %s | %.0f | %.1f | %.0f | %.1f | %.1f %% | %.1f %% |\n", rank,
+                      static_cast<long long>(rows), bf16_pool ? "bf16" : "f32", s.name, t.base_us,
+                      t.base_bytes / t.base_us / 1e3, t.lora_us, t.lora_bytes / t.lora_us / 1e3,
+                      100 * t.lora_us / t.base_us, 100 * t.lora_bytes / t.base_bytes);
+          base_sum += t.base_us, lora_sum += t.lora_us, base_bytes += t.base_bytes, lora_bytes += t.lora_bytes;
+        }
+        std::printf("| %d | %lld | %s | **layer** | %.0f | %.1f | %.0f | %.1f | **%.1f %%** | %.1f %% |\n", rank,
+                    static_cast<long long>(rows), bf16_pool ? "bf16" : "f32", base_sum, base_bytes / base_sum / 1e3,
+                    lora_sum, lora_bytes / lora_sum / 1e3, 100 * lora_sum / base_sum, 100 * lora_bytes / base_bytes);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::atoi(argv[1]) : 7;
+  const bool sites_only = argc > 2 && std::string(argv[2]) == "--sites";
   std::mt19937 rng(1);
+  if (sites_only) {
+    decode_sites(rng, reps);
+    return 0;
+  }
   const std::vector<Case> cases = {
       {"o_proj 4096, T=16, U=16, r=16", 16, 4096, {4096}, std::vector<int32_t>(16, 16)},
       {"o_proj 4096, T=64, U=4, r=16", 64, 4096, {4096}, std::vector<int32_t>(4, 16)},
@@ -108,5 +219,6 @@ int main(int argc, char** argv) {
     std::printf("| %s | %.1f MB | %.0f | %.1f | %.0f | %.1f | %.1fx | %.1e |\n", c.name.c_str(), bytes / 1e6, fast_us,
                 bytes / fast_us / 1e3, naive_us, bytes / naive_us / 1e3, naive_us / fast_us, diff);
   }
+  decode_sites(rng, reps);
   return 0;
 }

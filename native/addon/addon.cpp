@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include <functional>
@@ -367,6 +368,18 @@ Napi::Value SetSimd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+enum class PrefaultMode { kAsync, kSync, kOff };
+
+// LORAMESH_PREFAULT: async (default), sync or off; read once.
+PrefaultMode prefault_mode() {
+  static const PrefaultMode mode = [] {
+    const char* v = std::getenv("LORAMESH_PREFAULT");
+    const std::string s = v ? v : "";
+    return s == "sync" ? PrefaultMode::kSync : s == "off" ? PrefaultMode::kOff : PrefaultMode::kAsync;
+  }();
+  return mode;
+}
+
 // Maps bytes [begin, begin+length) of a file (a tensor, or adjacent tensors, of a checkpoint)
 // copy-on-write: pages come from the page cache on first touch and are never copied unless written.
 // Returns {buffer, offset}: the mapping starts at the page boundary below `begin`, so the bytes sit
@@ -404,12 +417,18 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
     make_error(env, LM_ERR_MEMORY, "mmap of " + path + " failed: " + std::strerror(errno)).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  // Resident now, as llama.cpp's MAP_POPULATE load is: otherwise the first forward pass pays
-  // ~500k page faults and first accesses inside its matmuls (see src/prefault.cpp).
-  (void)lm_prefault(addr, bytes);
+  // Made resident (see src/prefault.cpp): otherwise the first forward pass pays ~500k page faults
+  // and first accesses inside its matmuls. By default on a background thread, so loading returns
+  // at once; LORAMESH_PREFAULT=sync does it here (as llama.cpp's MAP_POPULATE load does), =off not at all.
+  switch (prefault_mode()) {
+    case PrefaultMode::kAsync: (void)lm_prefault_async(addr, bytes); break;
+    case PrefaultMode::kSync: (void)lm_prefault(addr, bytes); break;
+    case PrefaultMode::kOff: break;
+  }
   auto* hint = new size_t(bytes);
   Napi::Object result = Napi::Object::New(env);
   result.Set("buffer", Napi::ArrayBuffer::New(env, addr, bytes, [](Napi::Env, void* data, size_t* size) {
+    lm_prefault_cancel(data, *size);  // the background thread must be out of the range first
     munmap(data, *size);
     delete size;
   }, hint));

@@ -219,6 +219,19 @@ void block_packed(const float* x, const W* const rows[8], int64_t tokens, int64_
   }
 }
 
+// Row-pointer inputs, 8 weight rows × up to 6 inputs per tile (the LoRA shrink and expand).
+template <typename W>
+void block_ptrs(const float* const* xs, const W* const rows[8], int64_t tokens, int64_t k, float* out,
+                int64_t out_stride) {
+  for (int64_t t = 0; t < tokens; t += kTileTokens) {
+    const int c = static_cast<int>(std::min(kTileTokens, tokens - t));
+    float res[8][6];
+    tile_any<W>(c, rows, xs + t, k, res);
+    for (int j = 0; j < c; j++)
+      for (int r = 0; r < 8; r++) out[(t + j) * out_stride + r] = res[r][j];
+  }
+}
+
 const bool g_has_avx512 = detect_avx512();
 #else
 const bool g_has_avx512 = false;
@@ -271,6 +284,31 @@ void matmul_rows_impl(const float* x, const W* w, const float* bias, int64_t tok
   rows_dot(x, w, bias, tokens, k, n, rb, re, out);
 }
 
+template <typename W>
+void rows_ptr_impl(const float* const* xs, const W* w, int64_t tokens, int64_t k, int64_t rb, int64_t re, float* out,
+                   int64_t stride) {
+  int64_t j = rb;
+#ifdef LM_X86
+  if (avx512_active()) {
+    for (; j + 8 <= re; j += 8) {
+      const W* rows[8];
+      for (int r = 0; r < 8; r++) rows[r] = w + (j + r) * k;
+      block_ptrs<W>(xs, rows, tokens, k, out + (j - rb), stride);
+    }
+  }
+#endif
+  for (; j < re; j++) {
+    const W* row = w + j * k;
+    int64_t t = 0;
+    for (; t + 4 <= tokens; t += 4) {
+      float r[4];
+      simd::dot4(row, xs + t, k, r);
+      for (int q = 0; q < 4; q++) out[(t + q) * stride + (j - rb)] = r[q];
+    }
+    for (; t < tokens; t++) out[t * stride + (j - rb)] = simd::dot(row, xs[t], k);
+  }
+}
+
 }  // namespace
 
 bool avx512_active() { return g_has_avx512 && simd::enabled(); }
@@ -283,6 +321,15 @@ void matmul_rows(const float* x, const float* w, const float* bias, int64_t toke
 void matmul_rows(const float* x, const uint16_t* w, const float* bias, int64_t tokens, int64_t k, int64_t n,
                  int64_t rb, int64_t re, float* out) {
   matmul_rows_impl(x, w, bias, tokens, k, n, rb, re, out);
+}
+
+void matmul_rows_ptr(const float* const* xs, const float* w, int64_t tokens, int64_t k, int64_t rb, int64_t re,
+                     float* out, int64_t out_stride) {
+  rows_ptr_impl(xs, w, tokens, k, rb, re, out, out_stride);
+}
+void matmul_rows_ptr(const float* const* xs, const uint16_t* w, int64_t tokens, int64_t k, int64_t rb, int64_t re,
+                     float* out, int64_t out_stride) {
+  rows_ptr_impl(xs, w, tokens, k, rb, re, out, out_stride);
 }
 
 }  // namespace lm::gemm

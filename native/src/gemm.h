@@ -19,4 +19,11 @@ void matmul_rows(const float* x, const float* w, const float* bias, int64_t toke
 void matmul_rows(const float* x, const uint16_t* w, const float* bias, int64_t tokens, int64_t k, int64_t n,
                  int64_t row_begin, int64_t row_end, float* out);
 
+// The same products for inputs given as row pointers (the LoRA kernels' gathered rows):
+// out[t * out_stride + (j - row_begin)] = xs[t] · w[j] for j in [row_begin, row_end). Same bits as above.
+void matmul_rows_ptr(const float* const* xs, const float* w, int64_t tokens, int64_t k, int64_t row_begin,
+                     int64_t row_end, float* out, int64_t out_stride);
+void matmul_rows_ptr(const float* const* xs, const uint16_t* w, int64_t tokens, int64_t k, int64_t row_begin,
+                     int64_t row_end, float* out, int64_t out_stride);
+
 }  // namespace lm::gemm

@@ -8,9 +8,11 @@
 // element is produced by one item with a fixed reduction order, so the result does not depend on
 // how many threads run the items. Each key is computed at its own rank: no padding.
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 #include "common.h"
+#include "gemm.h"
 #include "ops.h"
 #include "simd.h"
 #include "threads.h"
@@ -22,6 +24,8 @@ namespace {
 constexpr int64_t kSegmentRows = 64;
 constexpr int64_t kRankBlock = 16;
 constexpr int64_t kColumnBlock = 128;
+// Below this many bytes of adapter weights a call runs on the calling thread (see run_items).
+constexpr int64_t kPoolBytes = 256 << 10;
 
 struct Segment {
   int32_t key;
@@ -34,42 +38,38 @@ struct Task {
   int64_t h_offset;  // start of this (segment, slice) block in the h scratch: rows × rank floats
 };
 
+// h[row, j] = A[j,:] · x[row] for ranks [j_begin, j_end): A is [rank, h_in] row-major, the layout of a
+// weight matrix, so the matmul tiles run it (8 rank rows × up to 6 rows per tile, several
+// accumulators in flight) with the same bits as one dot product per element.
 template <typename W>
 void shrink(const W* a, int64_t h_in, int64_t j_begin, int64_t j_end, const float* const* xs, int64_t rows,
             int64_t rank, float* h) {
-  for (int64_t j = j_begin; j < j_end; j++) {
-    const W* a_row = a + j * h_in;
-    int64_t i = 0;
-    for (; i + 4 <= rows; i += 4) {
-      float out[4];
-      simd::dot4(a_row, xs + i, h_in, out);
-      for (int q = 0; q < 4; q++) h[(i + q) * rank + j] = out[q];
-    }
-    for (; i < rows; i++) h[i * rank + j] = simd::dot(a_row, xs[i], h_in);
-  }
+  gemm::matmul_rows_ptr(xs, a, rows, h_in, j_begin, j_end, h + j_begin, rank);
 }
 
 template <typename W>
 void expand(const W* b, int64_t rank, int64_t n_begin, int64_t n_end, const float* h, int64_t rows,
             const int64_t* row_index, const float* row_weight, float scale, float* y, int64_t y_stride,
             int64_t column) {
+  // B is [width, rank]: the same tiles give B[n,:] · h[row] for the block's columns at once.
+  const int64_t width = n_end - n_begin;
+  thread_local std::vector<const float*> hs;
+  thread_local std::vector<float> out;
+  hs.resize(static_cast<size_t>(rows));
+  out.resize(static_cast<size_t>(rows * width));
+  for (int64_t i = 0; i < rows; i++) hs[static_cast<size_t>(i)] = h + i * rank;
+  gemm::matmul_rows_ptr(hs.data(), b, rows, rank, n_begin, n_end, out.data(), width);
   // PEFT order: (B·A·x) · scaling, then (MoE) the routing weight, then added to the output.
-  auto emit = [&](int64_t i, int64_t n, float value) {
-    float delta = value * scale;
+  for (int64_t i = 0; i < rows; i++) {
     const int64_t r = row_index[i];
-    if (row_weight) delta *= row_weight[r];
-    y[r * y_stride + column + n] += delta;
-  };
-  for (int64_t n = n_begin; n < n_end; n++) {
-    const W* b_row = b + n * rank;
-    int64_t i = 0;
-    for (; i + 4 <= rows; i += 4) {
-      const float* hs[4] = {h + i * rank, h + (i + 1) * rank, h + (i + 2) * rank, h + (i + 3) * rank};
-      float out[4];
-      simd::dot4(b_row, hs, rank, out);
-      for (int q = 0; q < 4; q++) emit(i + q, n, out[q]);
+    const float w = row_weight ? row_weight[r] : 1.0f;
+    float* yr = y + r * y_stride + column + n_begin;
+    const float* o = out.data() + i * width;
+    if (row_weight) {
+      for (int64_t n = 0; n < width; n++) yr[n] += (o[n] * scale) * w;
+    } else {
+      for (int64_t n = 0; n < width; n++) yr[n] += o[n] * scale;
     }
-    for (; i < rows; i++) emit(i, n, simd::dot(b_row, h + i * rank, rank));
   }
 }
 
@@ -147,7 +147,19 @@ void lora(const LoraArgs& a) {
   }
 
   const bool bf16 = a.weight_dtype == LM_BF16;
-  parallel_for(static_cast<int64_t>(shrink_items.size()), [&](int64_t i) {
+  // Small sites (r16 at decode: ~100 KB of weights) cost less than the two hand-offs to the pool;
+  // they run on the calling thread. Each item is still done whole by one thread: same bits.
+  int64_t weight_elems = 0;
+  for (const Task& t : tasks) {
+    const int32_t rank = a.rank[segments[static_cast<size_t>(t.segment)].key * a.n_slices + t.slice];
+    weight_elems += rank * (a.h_in + a.slice_width[t.slice]);
+  }
+  const bool on_pool = weight_elems * (bf16 ? 2 : 4) >= kPoolBytes;
+  auto run_items = [&](int64_t n, const std::function<void(int64_t)>& fn) {
+    if (on_pool) return parallel_for(n, fn);
+    for (int64_t i = 0; i < n; i++) fn(i);
+  };
+  run_items(static_cast<int64_t>(shrink_items.size()), [&](int64_t i) {
     const Item& it = shrink_items[static_cast<size_t>(i)];
     const Task& task = tasks[static_cast<size_t>(it.task)];
     const Segment& seg = segments[static_cast<size_t>(task.segment)];
@@ -161,7 +173,7 @@ void lora(const LoraArgs& a) {
       shrink(static_cast<const float*>(a.a_pool) + a.a_offset[idx], a.h_in, it.begin, it.end, x, seg.end - seg.begin, rank, hb);
     }
   });
-  parallel_for(static_cast<int64_t>(expand_items.size()), [&](int64_t i) {
+  run_items(static_cast<int64_t>(expand_items.size()), [&](int64_t i) {
     const Item& it = expand_items[static_cast<size_t>(i)];
     const Task& task = tasks[static_cast<size_t>(it.task)];
     const Segment& seg = segments[static_cast<size_t>(task.segment)];

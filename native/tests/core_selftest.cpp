@@ -2,6 +2,8 @@
 // identical results for 1 and 2 threads and for the AVX2 and scalar paths, and typed errors for bad
 // inputs. The full op-by-op suite runs through the Node binding (pnpm test); this one exists so a
 // machine without Node (the GPU machine) can check the core too.
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -97,6 +99,29 @@ static int check_exp(std::mt19937& rng) {
   return ok ? 0 : 1;
 }
 
+// Background prefault: mappings queued and unmapped at once (what a garbage-collected checkpoint
+// does) must be cancelled and waited out before munmap, or the thread would read unmapped pages.
+static int check_prefault_cancel() {
+  constexpr size_t kBytes = size_t(24) << 20;
+  int cancelled = 0;
+  for (int round = 0; round < 16; round++) {
+    void* first = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* second = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (first == MAP_FAILED || second == MAP_FAILED) return 1;
+    LM_CHECK(lm_prefault_async(first, kBytes));
+    LM_CHECK(lm_prefault_async(second, kBytes));
+    lm_prefault_cancel(second, kBytes);  // queued (or running): dropped or waited out
+    munmap(second, kBytes);
+    lm_prefault_cancel(first, kBytes);
+    munmap(first, kBytes);
+    cancelled++;
+  }
+  const bool bad = lm_prefault_async(nullptr, 4096) != LM_ERR_ARGUMENT;
+  std::printf("prefault: %d rounds queued, cancelled and unmapped; null range refused: %s\n", cancelled,
+              bad ? "NO" : "yes");
+  return bad ? 1 : 0;
+}
+
 int main() {
   std::mt19937 rng(7);
   int failures = 0;
@@ -104,6 +129,7 @@ int main() {
   if (lm_simd_enabled()) failures += check_exp(rng);
   LoraProblem p = make_lora_problem(rng, 67, 131, {96, 32, 32}, {1, 2, 4, 8, 16, 64, 128});
   std::vector<double> want = lora_oracle(p);
+  std::vector<std::vector<float>> by_path;  // SIMD (AVX-512 tiles where present), then scalar
   for (int simd : {1, 0}) {
     if (simd && !lm_simd_enabled()) continue;
     LM_CHECK(lm_set_simd(simd));
@@ -116,6 +142,13 @@ int main() {
     const bool same = std::memcmp(one.data(), two.data(), one.size() * 4) == 0;
     std::printf("lora simd=%d max|err|=%.3g, 1 vs 2 threads identical: %s\n", simd, worst, same ? "yes" : "NO");
     if (worst > 1e-4 || !same) failures++;
+    by_path.push_back(one);
+  }
+  if (by_path.size() == 2) {
+    // The shrink and expand run on the matmul tiles: the same bits as the scalar dot products.
+    const bool same = std::memcmp(by_path[0].data(), by_path[1].data(), by_path[0].size() * 4) == 0;
+    std::printf("lora SIMD and scalar identical: %s\n", same ? "yes" : "NO");
+    if (!same) failures++;
   }
   // A slot beyond the adapter table is a typed error, not a crash.
   p.slot[3] = p.n_keys;
@@ -135,6 +168,7 @@ int main() {
   const lm_status s = lm_lora_apply(&w, &x, &slot, &yt);
   std::printf("bad slot -> status %d: %s\n", (int)s, lm_last_error());
   if (s != LM_ERR_SLOT) failures++;
+  failures += check_prefault_cancel();
   std::printf("%s\n", failures ? "FAILED" : "ok");
   return failures ? 1 : 0;
 }

@@ -66,6 +66,12 @@ lm_status lm_read_bandwidth_gbs(size_t bytes, int32_t passes, double* gbs_out);
 /* Makes [data, data+bytes) of a file mapping resident for this process (page tables filled, every
    page read once, on the CPU pool), so the first forward pass does not pay for it. */
 lm_status lm_prefault(const void* data, size_t bytes);
+/* The same on one background thread, returning at once: ranges are made resident in the order they
+   are queued while the caller goes on (a forward pass touching a page first faults it itself).
+   lm_prefault_cancel must be called before the range is unmapped: it drops the queued work for
+   [data, data+bytes) and waits until the background thread is out of it. */
+lm_status lm_prefault_async(const void* data, size_t bytes);
+void lm_prefault_cancel(const void* data, size_t bytes);
 
 /* ---- device memory (CUDA builds) ---- */
 lm_status lm_cuda_malloc(int32_t device, size_t bytes, void** out);

@@ -12,7 +12,7 @@ import {
   type AdapterInspection,
   type ModelConfig,
 } from "@loramesh/formats";
-import type { AdapterModule, LoraAdapter } from "./adapter";
+import { storedAsBf16, type AdapterModule, type LoraAdapter } from "./adapter";
 
 export interface LayerwiseAdapter {
   /** The adapter with no modules yet; `readLayer` appends to `modules`. */
@@ -45,7 +45,9 @@ export async function openAdapterLayerwise(dir: string, model: ModelConfig): Pro
         .filter((m) => m.layer === layer)
         .map((m): AdapterModule => {
           const { name, projection, expert, rank, scale } = m;
-          return { name, layer, projection, expert, rank, scale, a: readF32(file, m.keyA), b: readF32(file, m.keyB) };
+          const a = readF32(file, m.keyA),
+            b = readF32(file, m.keyB);
+          return { name, layer, projection, expert, rank, scale, a, b, bf16Exact: storedAsBf16(file, m) };
         });
       adapter.modules.push(...read);
       return read;

@@ -22,6 +22,11 @@ export interface AdapterModule extends Pick<
   a: Float32Array;
   /** [outFeatures, rank] row-major. */
   b: Float32Array;
+  /**
+   * True when A and B were stored as BF16: their f32 values are then exact in bf16, so the kernels
+   * may hold them as bf16 (half the bytes per decode step) and compute the same bits.
+   */
+  bf16Exact?: boolean;
 }
 
 export interface LoraAdapter {
@@ -34,6 +39,11 @@ export interface LoraAdapter {
   modules: AdapterModule[];
   /** Bytes of A and B at true rank (f32). */
   sizeBytes: number;
+}
+
+/** Whether a module's A and B are BF16 in the checkpoint (see `AdapterModule.bf16Exact`). */
+export function storedAsBf16(file: SafetensorsFile, m: Pick<AdapterModuleSpec, "keyA" | "keyB">): boolean {
+  return file.entry(m.keyA).dtype === "BF16" && file.entry(m.keyB).dtype === "BF16";
 }
 
 /** Reads and validates an adapter directory against a base model. */
@@ -59,7 +69,7 @@ export function loadAdapter(dir: string, model: ModelConfig): LoraAdapter {
         throw err;
       }
       const { name, layer, projection, expert, rank, scale } = m;
-      return { name, layer, projection, expert, rank, scale, a, b };
+      return { name, layer, projection, expert, rank, scale, a, b, bf16Exact: storedAsBf16(file, m) };
     });
     return {
       dir,

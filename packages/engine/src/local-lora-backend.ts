@@ -179,6 +179,8 @@ export class LocalLoraBackend implements LoraBackend {
     const experts = moe ? c.numExperts : 1;
     const keys: Array<Array<LoraSliceWeights | null>> = [];
     let any = false;
+    // bf16 pools when every module here was stored as bf16: exact, so the same bits at half the bytes.
+    let bf16 = true;
     for (const id of this.slots) {
       const adapter = this.adapters.get(id) as LoraAdapter;
       for (let e = 0; e < experts; e++) {
@@ -190,6 +192,7 @@ export class LocalLoraBackend implements LoraBackend {
             );
             if (!m) return null;
             any = true;
+            bf16 &&= m.bf16Exact === true;
             return { rank: m.rank, scale: m.scale, a: m.a, b: m.b };
           }),
         );
@@ -200,6 +203,7 @@ export class LocalLoraBackend implements LoraBackend {
           keys,
           inFeatures[site],
           projections.map((p) => width[p]),
+          bf16 ? "bf16" : "f32",
         )
       : null;
   }
