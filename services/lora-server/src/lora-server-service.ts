@@ -18,6 +18,7 @@ import { loraServerMetrics } from "./lora-server-metrics";
 import { LoraStreamHandler } from "./lora-stream-handler";
 import { SiteBatcher } from "./site-batcher";
 import { LoraSiteExecutor } from "./site-executor";
+import { peerFetchMetrics, peerFetchUcx } from "./peer-fetch";
 
 export interface LoraServerOptions {
   executorId: string;
@@ -79,11 +80,14 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     ...(options.layerWaitMs !== undefined ? { layerWaitMs: options.layerWaitMs } : {}),
     onServed: (work, ids, delta) => metrics.work(ids, work.transport, work.x.byteLength, delta.byteLength),
   });
+  const rma = peerFetchUcx(logger);
   const files = new AdapterMaterializer(
     new AdapterCache({ root: options.adapterCacheDir, limitBytes: options.adapterCacheBytes }),
     options.executorId,
     logger,
+    rma.reader,
   );
+  peerFetchMetrics(files);
   const streams = new LoraStreamHandler({ executor, batcher, logger });
   const jobWorker = startAdapterJobWorker(
     options.redisUrl,
@@ -105,10 +109,11 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
   return {
     services: [
       { name: SERVICE_NAMES.loraServer[0], definition: LoraServerServiceService, implementation },
-      adapterPeerService(files.lookup, logger),
+      adapterPeerService(files.lookup, logger, rma.holder),
     ],
     onServing: (address) => {
       native.ucx.advertise(options.advertiseAddress || address);
+      rma.advertise(options.advertiseAddress || address);
       agent = startLoraServerAgent({
         ...options,
         address: options.advertiseAddress || address,
@@ -120,6 +125,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     },
     close: async () => {
       native.stop();
+      rma.stop();
       agent?.stop();
       await jobWorker.close();
     },
