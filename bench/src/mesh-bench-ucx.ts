@@ -81,12 +81,17 @@ async function peerFetch(): Promise<{ ucx: number; grpc: number; ms: { ucx: numb
       "holder",
       process.execPath,
       [holderJs, "--bind", network.host("holder").address, "--mib", String(PEER_FETCH_MIB)],
-      { env: { ...process.env, LORAMESH_CLUSTER_TOKEN: token, UCX_TLS: "tcp" }, stdio: ["ignore", "inherit", "inherit", "ipc"] },
+      {
+        env: { ...process.env, LORAMESH_CLUSTER_TOKEN: token, UCX_TLS: "tcp" },
+        stdio: ["ignore", "inherit", "inherit", "ipc"],
+      },
     );
     const holder = await within(
       "the peer-fetch holder",
       new Promise<{ address: string; adapterId: string; contentHash: string; rma: boolean }>((resolve) =>
-        child?.once("message", (m) => resolve(m as { address: string; adapterId: string; contentHash: string; rma: boolean })),
+        child?.once("message", (m) =>
+          resolve(m as { address: string; adapterId: string; contentHash: string; rma: boolean }),
+        ),
       ),
       120_000,
     );

@@ -314,13 +314,16 @@ export const native = {
     length: number,
     timeoutMs: number,
   ): Promise<Buffer> =>
-    (
-      addon["ucxRegionGet"] as (h: string, p: number, a: number, r: Buffer, l: number, t: number) => Promise<Buffer>
-    )(host, port, address, Buffer.from(rkey.buffer, rkey.byteOffset, rkey.byteLength), length, timeoutMs).catch(
-      (err: unknown) => {
-        throw toNativeError(err);
-      },
-    ),
+    (addon["ucxRegionGet"] as (h: string, p: number, a: number, r: Buffer, l: number, t: number) => Promise<Buffer>)(
+      host,
+      port,
+      address,
+      Buffer.from(rkey.buffer, rkey.byteOffset, rkey.byteLength),
+      length,
+      timeoutMs,
+    ).catch((err: unknown) => {
+      throw toNativeError(err);
+    }),
 };
 
 /** The packed sites as the ring and UCX bindings read them. */

@@ -65,7 +65,9 @@ describe("peer adapter fetch over UCX RMA between namespace hosts (tcp)", functi
 
   const holderStats = (h: Holder): Promise<{ accepted: number; refused: number; regions: number } | null> =>
     new Promise((resolve) => {
-      h.child.once("message", (m) => resolve((m as { stats: { accepted: number; refused: number; regions: number } | null }).stats));
+      h.child.once("message", (m) =>
+        resolve((m as { stats: { accepted: number; refused: number; regions: number } | null }).stats),
+      );
       h.child.send("stats");
     });
 

@@ -66,7 +66,8 @@ export class WorkerTelemetry {
         description: "rows with an adapter the native step sent through shared-memory rings itself",
       }).addCallback((r) => r.observe(nativeStep.routedStats().ringRows));
       m.createObservableCounter("loramesh_lora_ucx_step_sites_total", {
-        description: "LoRA sites the native step sent over UCX connections to other hosts itself (no JavaScript per site)",
+        description:
+          "LoRA sites the native step sent over UCX connections to other hosts itself (no JavaScript per site)",
       }).addCallback((r) => r.observe(nativeStep.routedStats().ucxSites));
       m.createObservableCounter("loramesh_lora_ucx_step_rows_total", {
         description: "rows with an adapter the native step sent over UCX connections itself",

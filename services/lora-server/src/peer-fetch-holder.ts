@@ -35,7 +35,8 @@ async function main(): Promise<void> {
     await sink.file(PEFT_CONFIG, [config], config.length);
     await sink.file(PEFT_WEIGHTS, [weights], weights.length);
   });
-  const rma = !process.argv.includes("--no-rma") && ucxSupport().available ? new UcxPeerRegions(() => bind, logger) : undefined;
+  const rma =
+    !process.argv.includes("--no-rma") && ucxSupport().available ? new UcxPeerRegions(() => bind, logger) : undefined;
   const server = await startGrpcServer({
     address: `${bind}:0`,
     services: [adapterPeerService((_id, hash) => cache.lookup(hash), logger, rma)],
