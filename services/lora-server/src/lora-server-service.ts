@@ -9,16 +9,20 @@ import { bidiStreamHandler, unaryHandler, type Logger, type ServiceInstance } fr
 import { FailedPreconditionError } from "@loramesh/errors";
 import { loadModelConfig } from "@loramesh/formats";
 import { NativeSites, type SiteCounters } from "./native-sites";
-import { adapterPeerService, AdapterMaterializer, startAdapterJobWorker, type ExecutorAgent } from "@loramesh/mesh";
+import {
+  adapterPeerService,
+  startAdapterJobWorker,
+  type AdapterMaterializer,
+  type ExecutorAgent,
+} from "@loramesh/mesh";
 import { LoraServerServiceService, SERVICE_NAMES, type LoraServerServiceServer } from "@loramesh/proto";
-import { AdapterCache } from "@loramesh/sources";
 import { AdapterPool } from "./adapter-pool";
 import { startLoraServerAgent } from "./lora-server-agent";
 import { loraServerMetrics } from "./lora-server-metrics";
 import { LoraStreamHandler } from "./lora-stream-handler";
 import { SiteBatcher } from "./site-batcher";
 import { LoraSiteExecutor } from "./site-executor";
-import { peerFetchMetrics, peerFetchUcx } from "./peer-fetch";
+import { adapterFiles, peerFetchUcx } from "./peer-fetch";
 
 export interface LoraServerOptions {
   executorId: string;
@@ -81,13 +85,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     onServed: (work, ids, delta) => metrics.work(ids, work.transport, work.x.byteLength, delta.byteLength),
   });
   const rma = peerFetchUcx(logger);
-  const files = new AdapterMaterializer(
-    new AdapterCache({ root: options.adapterCacheDir, limitBytes: options.adapterCacheBytes }),
-    options.executorId,
-    logger,
-    rma.reader,
-  );
-  peerFetchMetrics(files);
+  const files = adapterFiles(options, rma);
   const streams = new LoraStreamHandler({ executor, batcher, logger });
   const jobWorker = startAdapterJobWorker(
     options.redisUrl,

@@ -6,7 +6,8 @@
  */
 import type { Logger } from "@loramesh/core";
 import { ucxPeerReader, UcxPeerRegions, ucxSupport } from "@loramesh/lora-wire";
-import type { AdapterMaterializer, PeerRmaReader } from "@loramesh/mesh";
+import { AdapterMaterializer, type PeerRmaReader } from "@loramesh/mesh";
+import { AdapterCache } from "@loramesh/sources";
 import { telemetry } from "@loramesh/telemetry";
 
 export interface PeerFetchUcx {
@@ -33,8 +34,23 @@ export function peerFetchUcx(logger: Logger): PeerFetchUcx {
   };
 }
 
+/** The server's adapter files (host cache, peers over RMA or gRPC, source), with the peer-path metric. */
+export function adapterFiles(
+  options: { adapterCacheDir: string; adapterCacheBytes: number; executorId: string; logger: Logger },
+  rma: PeerFetchUcx,
+): AdapterMaterializer {
+  const files = new AdapterMaterializer(
+    new AdapterCache({ root: options.adapterCacheDir, limitBytes: options.adapterCacheBytes }),
+    options.executorId,
+    options.logger,
+    rma.reader,
+  );
+  peerFetchMetrics(files);
+  return files;
+}
+
 /** `loramesh_adapter_peer_fetches_total{path}`: which path served each peer fetch. */
-export function peerFetchMetrics(files: AdapterMaterializer): void {
+function peerFetchMetrics(files: AdapterMaterializer): void {
   telemetry()
     .meter.createObservableCounter("loramesh_adapter_peer_fetches_total", {
       description: "adapter files fetched from a peer, by path (ucx_fallback: an RMA attempt that fell back to gRPC)",
