@@ -8,9 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { createLogger, generateClusterToken, setClusterToken } from "@loramesh/core";
-
-const CLUSTER_TOKEN_ENV = "LORAMESH_CLUSTER_TOKEN";
+import { CLUSTER_TOKEN_ENV, createLogger, generateClusterToken } from "@loramesh/core";
 import { adapterContentHash } from "@loramesh/formats";
 import { ucxPeerReader, ucxSupport } from "@loramesh/lora-wire";
 import { AdapterMaterializer } from "@loramesh/mesh";
@@ -26,13 +24,19 @@ interface Holder {
   rma: boolean;
 }
 
+function restoreEnv(name: string, value: string | undefined): void {
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
+}
+
 const HOLDER = require.resolve("@loramesh/lora-server/dist/peer-fetch-holder.js");
 const quiet = createLogger({ level: "error" });
 
 describe("peer adapter fetch over UCX RMA between namespace hosts (tcp)", function () {
   this.timeout(180_000);
   const token = generateClusterToken();
-  const tls = process.env["UCX_TLS"];
+  /** What this file changed in the environment, to restore (undefined: nothing changed). */
+  let saved: { tls: string | undefined; token: string | undefined } | undefined;
   let network: NetnsNetwork | undefined;
   const holders: Holder[] = [];
   const roots: string[] = [];
@@ -81,8 +85,11 @@ describe("peer adapter fetch over UCX RMA between namespace hosts (tcp)", functi
       console.log("      skipped: this native core was built without UCX (install libucx-dev and rebuild)");
       this.skip();
     }
+    saved = { tls: process.env["UCX_TLS"], token: process.env[CLUSTER_TOKEN_ENV] };
     process.env["UCX_TLS"] = "tcp"; // this process's RMA gets (read when each UCX context starts)
-    setClusterToken(token);
+    // This process's clients take the token from the environment (never setClusterToken: it would
+    // outlive this file and override the token later tests put in the environment).
+    process.env[CLUSTER_TOKEN_ENV] = token;
     network = await NetnsNetwork.create();
     await network.addHost("holder");
     await network.addHost("plain");
@@ -91,9 +98,10 @@ describe("peer adapter fetch over UCX RMA between namespace hosts (tcp)", functi
     for (const h of holders) await stopChild(h.child);
     await network?.destroy();
     for (const r of roots) rmSync(r, { recursive: true, force: true });
-    setClusterToken(process.env[CLUSTER_TOKEN_ENV] ?? "");
-    if (tls === undefined) delete process.env["UCX_TLS"];
-    else process.env["UCX_TLS"] = tls;
+    if (saved) {
+      restoreEnv(CLUSTER_TOKEN_ENV, saved.token);
+      restoreEnv("UCX_TLS", saved.tls);
+    }
   });
 
   it("reads the version with one RMA get across the link, hash-checked into the cache (path ucx)", async () => {
