@@ -4,19 +4,32 @@
  * LoRA server on its own host (network namespace, veth into a bridge); the benchmark process sits
  * on the bridge's uplink, so its sites cross veth + bridge + veth like a worker's on another host.
  * Per-site round trip over UCX (UCX_TLS=tcp) vs gRPC on that link in one run, then the decode step
- * of a worker on its own host with `--lora-transport ucx` vs `grpc`. Without root (no namespaces)
+ * of a worker on its own host with `--lora-transport ucx` vs `grpc`, then peer adapter fetch
+ * throughput from a holder on its own host: one UCX RMA get vs the gRPC stream, same adapter, same
+ * link, into a fresh cache each time (hash-checked either way). Without root (no namespaces)
  * or without UCX in the native core, the entry says why instead of numbers.
  */
-import { dirname } from "node:path";
+import { type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { RemoteLoraBackend } from "@loramesh/base-worker";
 import { BUNDLED_MODEL } from "@loramesh/cli";
-import { createLogger, setClusterToken } from "@loramesh/core";
+import { createLogger, generateClusterToken, setClusterToken } from "@loramesh/core";
 import { Model } from "@loramesh/engine";
 import { siteShape } from "@loramesh/formats";
-import { PlacementCache } from "@loramesh/mesh";
+import { fetchFromPeer, fetchFromPeerRma, PlacementCache, type PeerRmaReader } from "@loramesh/mesh";
 import { f32, native } from "@loramesh/native";
 import { waitForServing } from "@loramesh/sdk";
-import { netnsUnavailableReason, startNetnsMesh, type NetnsMesh, type NetnsMeshOptions } from "@loramesh/testing";
+import { AdapterCache } from "@loramesh/sources";
+import {
+  NetnsNetwork,
+  netnsUnavailableReason,
+  startNetnsMesh,
+  stopChild,
+  type NetnsMesh,
+  type NetnsMeshOptions,
+} from "@loramesh/testing";
 import { decodeStepMsOn, percentile, registerAdapters, round, within } from "./mesh-bench-common";
 
 const quiet = createLogger({ level: "error" });
@@ -41,8 +54,77 @@ export type UcxReport =
       ucx_over_grpc_p50: number;
       target_ucx_over_grpc_p50: number;
       decode_step_ms: { disaggregated_ucx: number; disaggregated_grpc: number };
+      /** Peer adapter fetch, MB/s (10^6 bytes) of config + weights into a fresh cache, median of the repeats. */
+      peer_fetch_mb_s: { ucx: number; grpc: number };
+      peer_fetch: { adapter_mib: number; repeats: number; ms: { ucx: number[]; grpc: number[] } };
       ucx_version: string;
     };
+
+const PEER_FETCH_MIB = 64;
+const PEER_FETCH_REPEATS = 3;
+
+/**
+ * Peer fetch of one adapter version from a holder on its own namespace host (the LoRA server's
+ * AdapterPeerService, run alone: services/lora-server peer-fetch-holder) to this process on the
+ * uplink: UCX RMA get vs gRPC stream, interleaved so both see the same machine load.
+ */
+async function peerFetch(): Promise<{ ucx: number; grpc: number; ms: { ucx: number[]; grpc: number[] } }> {
+  const from = { paths: [dirname(require.resolve("@loramesh/cli"))] };
+  const holderJs = require.resolve("@loramesh/lora-server/dist/peer-fetch-holder.js", from);
+  const token = generateClusterToken();
+  setClusterToken(token);
+  const network = await NetnsNetwork.create();
+  let child: ChildProcess | undefined;
+  try {
+    await network.addHost("holder");
+    child = network.spawnIn(
+      "holder",
+      process.execPath,
+      [holderJs, "--bind", network.host("holder").address, "--mib", String(PEER_FETCH_MIB)],
+      {
+        env: { ...process.env, LORAMESH_CLUSTER_TOKEN: token, UCX_TLS: "tcp" },
+        stdio: ["ignore", "inherit", "inherit", "ipc"],
+      },
+    );
+    const holder = await within(
+      "the peer-fetch holder",
+      new Promise<{ address: string; adapterId: string; contentHash: string; rma: boolean }>((resolve) =>
+        child?.once("message", (m) =>
+          resolve(m as { address: string; adapterId: string; contentHash: string; rma: boolean }),
+        ),
+      ),
+      120_000,
+    );
+    if (!holder.rma) throw new Error("the peer-fetch holder started without UCX RMA");
+    const reader: PeerRmaReader = {
+      get: (r, timeoutMs) => native.ucxRegionGet(r.host, r.port, r.address, r.rkey, r.length, timeoutMs),
+    };
+    const ms: { ucx: number[]; grpc: number[] } = { ucx: [], grpc: [] };
+    let bytes = 0;
+    for (let i = 0; i < PEER_FETCH_REPEATS; i++) {
+      for (const path of ["ucx", "grpc"] as const) {
+        const root = mkdtempSync(join(tmpdir(), "lm-peer-fetch-bench-"));
+        try {
+          const cache = new AdapterCache({ root, limitBytes: 4 * PEER_FETCH_MIB * 1024 * 1024 });
+          const t0 = performance.now();
+          const got =
+            path === "ucx"
+              ? await fetchFromPeerRma(holder.address, holder.adapterId, holder.contentHash, cache, reader)
+              : await fetchFromPeer(holder.address, holder.adapterId, holder.contentHash, cache);
+          ms[path].push(round(performance.now() - t0));
+          bytes = got.sizeBytes;
+        } finally {
+          rmSync(root, { recursive: true, force: true });
+        }
+      }
+    }
+    const rate = (xs: number[]) => round(bytes / 1e6 / (percentile(xs, 50) / 1000));
+    return { ucx: rate(ms.ucx), grpc: rate(ms.grpc), ms };
+  } finally {
+    if (child) await stopChild(child);
+    await network.destroy();
+  }
+}
 
 async function meshWith(transport: "ucx" | "grpc"): Promise<NetnsMesh> {
   const mesh = await startNetnsMesh({
@@ -129,6 +211,7 @@ export async function ucxReport(iterations: number, tokens: number): Promise<Ucx
   } finally {
     await mesh.stop();
   }
+  const fetched = await peerFetch();
   return {
     link: "veth + bridge + veth between network namespaces (one kernel), UCX_TLS=tcp",
     site: "qkv, 8 rows, layer 1",
@@ -136,6 +219,8 @@ export async function ucxReport(iterations: number, tokens: number): Promise<Ucx
     ucx_over_grpc_p50: round(siteUs.ucx.p50 / siteUs.grpc.p50, 2),
     target_ucx_over_grpc_p50: 0.5,
     decode_step_ms: { disaggregated_ucx: ucxStep, disaggregated_grpc: grpcStep },
+    peer_fetch_mb_s: { ucx: fetched.ucx, grpc: fetched.grpc },
+    peer_fetch: { adapter_mib: PEER_FETCH_MIB, repeats: PEER_FETCH_REPEATS, ms: fetched.ms },
     ucx_version: support.version,
   };
 }

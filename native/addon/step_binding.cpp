@@ -296,7 +296,7 @@ Napi::Value DisposeSiteBackend(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// routedSiteBackend(routes: [{adapters: string[], backend, timeoutMs, ring}], fallback | null): per
+// routedSiteBackend(routes: [{adapters: string[], backend, timeoutMs, ring, ucx}], fallback | null): per
 // adapter, the backend that serves its rows (issue 13: rings straight from the step's thread).
 Napi::Value RoutedSiteBackendNew(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -320,6 +320,7 @@ Napi::Value RoutedSiteBackendNew(const Napi::CallbackInfo& info) {
       }
       r.timeout_us = int_field(o, "timeoutMs", 0, INT32_MAX) * 1000;
       r.ring = o.Get("ring").ToBoolean().Value();
+      r.ucx = o.Get("ucx").ToBoolean().Value();
       routes.push_back(std::move(r));
     }
     BackendPtr fallback;
@@ -339,6 +340,8 @@ Napi::Value RoutedSiteStats(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("ringSites", Napi::Number::New(env, static_cast<double>(s.ring_sites.load())));
   out.Set("ringRows", Napi::Number::New(env, static_cast<double>(s.ring_rows.load())));
+  out.Set("ucxSites", Napi::Number::New(env, static_cast<double>(s.ucx_sites.load())));
+  out.Set("ucxRows", Napi::Number::New(env, static_cast<double>(s.ucx_rows.load())));
   out.Set("fallbackSites", Napi::Number::New(env, static_cast<double>(s.fallback_sites.load())));
   out.Set("notFound", Napi::Number::New(env, static_cast<double>(s.not_found.load())));
   out.Set("tooBig", Napi::Number::New(env, static_cast<double>(s.too_big.load())));

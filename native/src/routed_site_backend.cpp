@@ -109,8 +109,9 @@ lm_status RoutedSiteBackend::post(const SiteCall& call, uint64_t* ticket) {
 
 lm_status RoutedSiteBackend::wait_part(const Posted& p, Part* part, int64_t timeout_us) {
   lm_status s = backend_of(part->target)->wait(part->ticket, timeout_of(part->target, timeout_us));
-  const bool ring = part->target != kFallback && routes_[static_cast<size_t>(part->target)].ring;
-  if (s == LM_ERR_NOT_FOUND && ring && fallback_) {
+  const SiteRoute* route = part->target == kFallback ? nullptr : &routes_[static_cast<size_t>(part->target)];
+  const bool ring = route && route->ring, ucx = route && route->ucx;
+  if (s == LM_ERR_NOT_FOUND && (ring || ucx) && fallback_) {
     // The ring's table leaves the adapter out (still loading layer by layer): the stream waits for the layer.
     routed_stats().not_found++;
     part->target = kFallback;
@@ -120,12 +121,12 @@ lm_status RoutedSiteBackend::wait_part(const Posted& p, Part* part, int64_t time
     return s;
   }
   if (s != LM_OK) return s;
-  if (ring) {
-    routed_stats().ring_sites++;
+  if (ring || ucx) {
+    (ring ? routed_stats().ring_sites : routed_stats().ucx_sites)++;
     const int32_t* ra = part->direct ? p.call.row_adapter : part->row_adapter.data();
     uint64_t rows = 0;
     for (int64_t r = 0; r < p.call.rows; r++) rows += ra[r] >= 0 ? 1 : 0;
-    routed_stats().ring_rows += rows;
+    (ring ? routed_stats().ring_rows : routed_stats().ucx_rows) += rows;
   } else {
     routed_stats().fallback_sites++;
   }

@@ -1,13 +1,15 @@
 // A SiteBackend that sends each adapter's rows to the backend serving it (issue 13): adapters on a
-// same-host LoRA server with an attached ring go to that ring's ShmSiteBackend, straight from the
+// same-host LoRA server with an attached ring go to that ring's ShmSiteBackend, and adapters on a
+// remote-host LoRA server with a UCX connection to its UcxSiteBackend (issue 19), straight from the
 // step's thread (no JavaScript, no libuv hop per site); the rest go to a fallback (the callback
 // backend: the gRPC stream, hybrid). The JavaScript remote backend builds one per step, because it
 // knows placement, replicas and which rings are attached.
 //
 // A ring site that does not fit a slot, or whose adapter the ring's table leaves out (still loading
 // layer by layer: LM_ERR_NOT_FOUND), is sent to the fallback instead, as the stream client does.
-// A ring that fails (dead, detached or silent server) fails the site with LM_ERR_UNAVAILABLE and the
-// step with it; the caller reruns the step without the ring (the existing failover path).
+// A UCX site whose adapter the server's table leaves out goes to the fallback the same way.
+// A ring or UCX connection that fails (dead, detached, unreachable or silent server) fails the site
+// with LM_ERR_UNAVAILABLE and the step with it; the caller reruns the step without the ring (the existing failover path).
 #pragma once
 
 #include <atomic>
@@ -25,14 +27,17 @@ struct SiteRoute {
   std::shared_ptr<SiteBackend> backend;
   int64_t timeout_us = 0;  // bound on one site's wait (0: the step's)
   bool ring = false;       // a shared-memory ring (size check, NOT_FOUND goes to the fallback)
+  bool ucx = false;        // a UCX connection (NOT_FOUND goes to the fallback)
 };
 
 // Process-wide counts of where routed sites went (the worker exports them as metrics; tests read them).
 struct RoutedStats {
   std::atomic<uint64_t> ring_sites{0};      // site parts a ring served from the step's thread
   std::atomic<uint64_t> ring_rows{0};       // rows with an adapter in those parts
+  std::atomic<uint64_t> ucx_sites{0};       // site parts a UCX connection served from the step's thread
+  std::atomic<uint64_t> ucx_rows{0};        // rows with an adapter in those parts
   std::atomic<uint64_t> fallback_sites{0};  // site parts the fallback served
-  std::atomic<uint64_t> not_found{0};       // ring parts re-sent to the fallback (adapter not in the ring's table)
+  std::atomic<uint64_t> not_found{0};       // ring/UCX parts re-sent to the fallback (adapter not in the table)
   std::atomic<uint64_t> too_big{0};         // ring parts sent to the fallback (larger than a slot)
 };
 RoutedStats& routed_stats();

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "common.h"
@@ -100,8 +101,7 @@ class UcxSiteBackend final : public SiteBackend {
     }
     if (blob.size() > kIdsBytes) return fail(LM_ERR_ARGUMENT, "adapter ids of a step exceed the UCX request's id area");
     std::lock_guard<std::mutex> g(mu_);
-    ids_ = std::move(blob);
-    n_ids_ = n;
+    ids_[std::this_thread::get_id()] = {std::move(blob), n};
     return LM_OK;
   }
 
@@ -118,13 +118,16 @@ class UcxSiteBackend final : public SiteBackend {
     h.n_out = static_cast<int32_t>(call.out_features);
     h.moe = call.row_expert ? 1 : 0;
     std::lock_guard<std::mutex> g(mu_);
-    h.n_adapters = n_ids_;
-    h.ids_bytes = static_cast<uint32_t>(ids_.size());
+    auto step = ids_.find(std::this_thread::get_id());
+    if (step == ids_.end()) return fail(LM_ERR_ARGUMENT, "UCX site posted outside a step (no begin_step on this thread)");
+    const std::string& ids = step->second.first;
+    h.n_adapters = step->second.second;
+    h.ids_bytes = static_cast<uint32_t>(ids.size());
     const size_t rows = static_cast<size_t>(call.rows);
-    std::vector<uint8_t> payload(ids_.size() + rows * 4 * (h.moe ? 2 : 1) + rows * call.in_features * 4);
+    std::vector<uint8_t> payload(ids.size() + rows * 4 * (h.moe ? 2 : 1) + rows * call.in_features * 4);
     uint8_t* p = payload.data();
-    std::memcpy(p, ids_.data(), ids_.size());
-    p += ids_.size();
+    std::memcpy(p, ids.data(), ids.size());
+    p += ids.size();
     std::memcpy(p, call.row_adapter, rows * 4);
     p += rows * 4;
     if (h.moe) {
@@ -140,7 +143,10 @@ class UcxSiteBackend final : public SiteBackend {
     return wait_locked(ticket, timeout_us, "site");
   }
 
-  void end_step() override {}
+  void end_step() override {
+    std::lock_guard<std::mutex> g(mu_);
+    ids_.erase(std::this_thread::get_id());
+  }
 
   // Called from the JS thread: never waits for the mutex a site's wait() holds while it progresses.
   void close() { closed_.store(true, std::memory_order_release); }
@@ -322,8 +328,9 @@ class UcxSiteBackend final : public SiteBackend {
   std::atomic<bool> closed_{false};
   std::atomic<bool> failed_{false};
   std::string broken_;
-  std::string ids_;
-  int32_t n_ids_ = 0;
+  // Each thread's step ids: the native step thread and the JS path's libuv threads share one
+  // connection, and each posts against the ids its own begin_step named.
+  std::map<std::thread::id, std::pair<std::string, int32_t>> ids_;
   uint64_t next_ticket_ = 0;
   std::map<uint64_t, Pending> pending_;
   std::vector<std::map<uint64_t, Pending>::node_type> abandoned_;

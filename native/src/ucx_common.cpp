@@ -39,12 +39,12 @@ int64_t request_payload_bytes(const RequestHeader& h) {
   return static_cast<int64_t>(h.ids_bytes) + rows * 4 + (h.moe ? rows * 4 : 0) + rows * h.h_in * 4;
 }
 
-lm_status create_worker(ucp_context_h* context, ucp_worker_h* worker) {
+lm_status create_worker(ucp_context_h* context, ucp_worker_h* worker, uint64_t extra_features) {
   ucp_config_t* config = nullptr;
   if (ucs_status_t s = ucp_config_read(nullptr, nullptr, &config); s != UCS_OK) return fail_ucs("UCX config", s);
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
-  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP | extra_features;
   ucs_status_t s = ucp_init(&params, config, context);
   ucp_config_release(config);
   if (s != UCS_OK) return fail_ucs("UCX init", s);

@@ -46,8 +46,9 @@ struct ReplyHeader {
 // Byte size of a request's payload, or -1 when the header's counts are out of range.
 int64_t request_payload_bytes(const RequestHeader& h);
 
-// A UCP context with active messages and wakeup, and one worker on it.
-lm_status create_worker(ucp_context_h* context, ucp_worker_h* worker);
+// A UCP context with active messages and wakeup (plus `extra_features`, e.g. UCP_FEATURE_RMA), and
+// one worker on it.
+lm_status create_worker(ucp_context_h* context, ucp_worker_h* worker, uint64_t extra_features = 0);
 void destroy_worker(ucp_context_h context, ucp_worker_h worker);
 
 // Sleeps until the worker has events, `extra_fd` (if >= 0) is readable, or timeout_ns passes.

@@ -18,7 +18,16 @@ import type {
   SiteBackendHandle,
 } from "./shm";
 import type { Tensor } from "./tensor";
-import type { UcxAttachment, UcxInfo, UcxServerHandle, UcxServerOptions, UcxServerStats } from "./ucx";
+import type {
+  UcxAttachment,
+  UcxInfo,
+  UcxRegionOffer,
+  UcxRegionServerHandle,
+  UcxRegionStats,
+  UcxServerHandle,
+  UcxServerOptions,
+  UcxServerStats,
+} from "./ucx";
 
 export {
   NativeArgumentError,
@@ -47,7 +56,16 @@ export {
   toStepError,
 } from "./step";
 export type { RingServerHandle, RingServerOptions, RingServerStats, RingSite, RingSiteTable } from "./shm";
-export type { UcxAttachment, UcxInfo, UcxServerHandle, UcxServerOptions, UcxServerStats } from "./ucx";
+export type {
+  UcxAttachment,
+  UcxInfo,
+  UcxRegionOffer,
+  UcxRegionServerHandle,
+  UcxRegionStats,
+  UcxServerHandle,
+  UcxServerOptions,
+  UcxServerStats,
+} from "./ucx";
 export { bf16, type DType, f32, fromBf16, i32, i64, numel, type Tensor, toBf16 } from "./tensor";
 
 interface Addon {
@@ -265,6 +283,47 @@ export const native = {
     sync(() => (addon["ucxCheck"] as (b: unknown) => boolean)(backend)),
   /** Later sites fail with NativeUnavailableError; the connection goes with the handle. */
   ucxClose: (backend: SiteBackendHandle): void => sync(() => (addon["ucxClose"] as (b: unknown) => void)(backend)),
+
+  // ---- UCX RMA (peer adapter fetch) ----
+
+  /** Holder: a UCX RMA listener on bindHost (port from the OS) and the thread that serves gets. */
+  ucxRegionServerStart: (bindHost: string): { host: string; port: number; handle: UcxRegionServerHandle } =>
+    sync(() =>
+      (addon["ucxRegionServerStart"] as (h: string) => { host: string; port: number; handle: UcxRegionServerHandle })(
+        bindHost,
+      ),
+    ),
+  /** Copies bytes into a new registered region; its address and packed rkey go to the fetcher. */
+  ucxRegionAdd: (server: UcxRegionServerHandle, bytes: Uint8Array): UcxRegionOffer =>
+    sync(() => (addon["ucxRegionAdd"] as (s: unknown, b: Uint8Array) => UcxRegionOffer)(server, bytes)),
+  ucxRegionRemove: (server: UcxRegionServerHandle, id: number): void =>
+    sync(() => (addon["ucxRegionRemove"] as (s: unknown, id: number) => void)(server, id)),
+  /** Accepts RMA connections from this IPv4 address for ttlMs. */
+  ucxRegionAllow: (server: UcxRegionServerHandle, ipv4: string, ttlMs: number): void =>
+    sync(() => (addon["ucxRegionAllow"] as (s: unknown, ip: string, t: number) => void)(server, ipv4, ttlMs)),
+  ucxRegionStats: (server: UcxRegionServerHandle): UcxRegionStats =>
+    sync(() => (addon["ucxRegionStats"] as (s: unknown) => UcxRegionStats)(server)),
+  ucxRegionServerStop: (server: UcxRegionServerHandle): void =>
+    sync(() => (addon["ucxRegionServerStop"] as (s: unknown) => void)(server)),
+  /** Fetcher: connects, reads `length` bytes at `address` with one RMA get, disconnects. */
+  ucxRegionGet: (
+    host: string,
+    port: number,
+    address: number,
+    rkey: Uint8Array,
+    length: number,
+    timeoutMs: number,
+  ): Promise<Buffer> =>
+    (addon["ucxRegionGet"] as (h: string, p: number, a: number, r: Buffer, l: number, t: number) => Promise<Buffer>)(
+      host,
+      port,
+      address,
+      Buffer.from(rkey.buffer, rkey.byteOffset, rkey.byteLength),
+      length,
+      timeoutMs,
+    ).catch((err: unknown) => {
+      throw toNativeError(err);
+    }),
 };
 
 /** The packed sites as the ring and UCX bindings read them. */

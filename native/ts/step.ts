@@ -96,12 +96,17 @@ export interface SiteRouteSpec {
   timeoutMs: number;
   /** A shared-memory ring: sites too big for a slot, and adapters its table leaves out, go to the fallback. */
   ring: boolean;
+  /** A UCX connection (issue 19): adapters its table leaves out go to the fallback. */
+  ucx?: boolean;
 }
 
 /** Where routed sites went, process-wide (ring parts served from the step's thread, fallback parts). */
 export interface RoutedSiteStats {
   ringSites: number;
   ringRows: number;
+  /** UCX parts served from the step's thread, and their rows with an adapter. */
+  ucxSites: number;
+  ucxRows: number;
   fallbackSites: number;
   /** Ring parts re-sent to the fallback: the ring's table left the adapter out. */
   notFound: number;

@@ -42,3 +42,26 @@ export interface UcxServerStats {
   /** Requests refused: an unknown session key or a malformed header. */
   rejected: number;
 }
+
+declare const ucxRegionServerBrand: unique symbol;
+/** Opaque handle of a holder's UCX RMA server (peer adapter fetch). */
+export type UcxRegionServerHandle = { readonly [ucxRegionServerBrand]: true };
+
+/** A registered region: what a fetcher needs for one RMA get. */
+export interface UcxRegionOffer {
+  id: number;
+  /** The region's address in the holder's process (user space, below 2^53). */
+  address: number;
+  length: number;
+  /** The packed remote key (ucp_rkey_pack). */
+  rkey: Buffer;
+}
+
+export interface UcxRegionStats {
+  /** Regions registered now and their bytes. */
+  regions: number;
+  bytes: number;
+  /** RMA connections accepted, and refused (their address was not expected). */
+  accepted: number;
+  refused: number;
+}

@@ -295,6 +295,15 @@ describe("mesh across namespace hosts: router+provisioner+Redis, worker and LoRA
 });
 
 /** The worker's `loramesh_lora_transport` series from its /metrics: server → transport. */
+/** The value of one unlabelled counter in the base worker's metrics (0 when absent). */
+async function workerCounter(m: NetnsMesh, name: string): Promise<number> {
+  const worker = m.processes.find((p) => p.service === "base-worker") as NetnsMesh["processes"][number];
+  const port = worker.metricsAddress.slice(worker.metricsAddress.lastIndexOf(":") + 1);
+  const text = await (await fetch(`http://${m.host(worker.host).address}:${port}/metrics`)).text();
+  const line = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text);
+  return line ? Number(line[1]) : 0;
+}
+
 async function workerTransports(m: NetnsMesh): Promise<Record<string, string>> {
   const worker = m.processes.find((p) => p.service === "base-worker") as NetnsMesh["processes"][number];
   const port = worker.metricsAddress.slice(worker.metricsAddress.lastIndexOf(":") + 1);
@@ -346,6 +355,16 @@ describe("mesh across namespace hosts over UCX (tcp): worker and LoRA server on 
     expect(await workerTransports(mesh as NetnsMesh)).to.deep.equal({ "lora-0": "ucx" });
     const lora = (mesh as NetnsMesh).processes.find((p) => p.service === "lora-server");
     expect(readFileSync(`/proc/${lora?.pid}/maps`, "utf8")).to.not.match(/\/dev\/shm\/loramesh-/);
+  });
+
+  it("the native step posts the UCX sites itself (no JavaScript per site): the worker counts UCX step sites, token-exact", async () => {
+    const m = mesh as NetnsMesh;
+    const before = await workerCounter(m, "loramesh_lora_ucx_step_sites_total");
+    const cases = g.cases.filter((c) => c.adapter && c.min_top2_margin > 1e-4).slice(0, 2);
+    const got = await runGolden(client, { ...g, cases });
+    cases.forEach((c, i) => expect(got[i], `${c.adapter}/${c.prompt}`).to.deep.equal(c.output_ids));
+    expect(await workerCounter(m, "loramesh_lora_ucx_step_sites_total")).to.be.above(before);
+    expect(await workerCounter(m, "loramesh_lora_ucx_step_rows_total")).to.be.above(0);
   });
 
   it("a worker ↔ LoRA-server partition mid-decode over UCX: requests end typed within their deadline (none hangs), and serve exact after healing", async () => {

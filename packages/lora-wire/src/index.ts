@@ -29,6 +29,7 @@ export {
 export { siteFromProto, siteToProto } from "./sites";
 export { LoraStreamClient, WIRE_MESSAGE_LIMITS, type LoraStreamClientOptions } from "./stream-client";
 export { ucxSupport, UcxChannel, UcxServer, type UcxServerOptions } from "./ucx-channel";
+export { UcxPeerRegions, ucxPeerReader } from "./ucx-peer-regions";
 export { serveLoraStream, type LoraStreamSessionOptions, type SiteExecutor } from "./stream-session";
 export {
   bf16ToFloat,

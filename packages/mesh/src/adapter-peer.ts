@@ -14,6 +14,7 @@ import {
   fromServiceError,
   isServiceError,
   serverStreamHandler,
+  unaryHandler,
   type Logger,
 } from "@loramesh/core";
 import { CancelledError, InvalidArgumentError, NotFoundError, UnavailableError } from "@loramesh/errors";
@@ -32,6 +33,7 @@ import {
   type CachedAdapter,
   type CacheFileWriter,
 } from "@loramesh/sources";
+import { offerRegion, type PeerRmaHolder } from "./adapter-peer-rma";
 
 const CHUNK_BYTES = 1 << 20;
 /**
@@ -43,13 +45,19 @@ const RECEIVE_WINDOW_BYTES = 16 << 20;
 /** The adapter directory this executor can hand out for (id, hash); undefined when it has none. */
 export type HeldAdapterLookup = (adapterId: string, contentHash: string) => string | undefined;
 
-/** The AdapterPeerService entry of an executor's service list. */
-export function adapterPeerService(held: HeldAdapterLookup, logger: Logger) {
+/** The AdapterPeerService entry of an executor's service list; `rma` adds the UCX RMA offer. */
+export function adapterPeerService(held: HeldAdapterLookup, logger: Logger, rma?: PeerRmaHolder) {
+  const notHeld = (request: FetchAdapterRequest): NotFoundError =>
+    new NotFoundError(`adapter ${request.adapterId} (${request.contentHash.slice(0, 12)}) is not held here`);
   const implementation: AdapterPeerServiceServer = {
+    offerAdapterRma: unaryHandler(logger, async (request: FetchAdapterRequest, call) => {
+      const dir = held(request.adapterId, request.contentHash);
+      if (dir === undefined) throw notHeld(request);
+      return offerRegion(rma, request, dir, call);
+    }),
     fetchAdapter: serverStreamHandler(logger, async (request: FetchAdapterRequest, call, ctx) => {
       const dir = held(request.adapterId, request.contentHash);
-      if (dir === undefined)
-        throw new NotFoundError(`adapter ${request.adapterId} (${request.contentHash.slice(0, 12)}) is not held here`);
+      if (dir === undefined) throw notHeld(request);
       for (const name of [PEFT_CONFIG, PEFT_WEIGHTS]) await sendFile(call, dir, name, ctx.signal);
     }),
   };

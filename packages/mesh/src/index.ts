@@ -6,8 +6,16 @@ export {
   type AdapterOrigin,
   type Materialized,
   type MaterializeRequest,
+  type PeerPath,
 } from "./adapter-materializer";
 export { adapterPeerService, fetchFromPeer, type HeldAdapterLookup } from "./adapter-peer";
+export {
+  fetchFromPeerRma,
+  type PeerRmaHolder,
+  type PeerRmaReader,
+  type RmaFile,
+  type RmaRegion,
+} from "./adapter-peer-rma";
 export { ExecutorAgent, type ExecutorState } from "./executor-agent";
 export { executorOptions } from "./executor-options";
 export { unary } from "./grpc-call";

@@ -117,6 +117,8 @@ export {
   AdapterFileChunk,
   AdapterPeerServiceClient,
   AdapterPeerServiceService,
+  AdapterRmaFile,
+  AdapterRmaOffer,
   FetchAdapterRequest,
   type AdapterPeerServiceServer,
 } from "./gen/loramesh/v1/adapter_peer";

@@ -65,6 +65,13 @@ export class WorkerTelemetry {
       m.createObservableCounter("loramesh_lora_ring_rows_total", {
         description: "rows with an adapter the native step sent through shared-memory rings itself",
       }).addCallback((r) => r.observe(nativeStep.routedStats().ringRows));
+      m.createObservableCounter("loramesh_lora_ucx_step_sites_total", {
+        description:
+          "LoRA sites the native step sent over UCX connections to other hosts itself (no JavaScript per site)",
+      }).addCallback((r) => r.observe(nativeStep.routedStats().ucxSites));
+      m.createObservableCounter("loramesh_lora_ucx_step_rows_total", {
+        description: "rows with an adapter the native step sent over UCX connections itself",
+      }).addCallback((r) => r.observe(nativeStep.routedStats().ucxRows));
       m.createObservableCounter("loramesh_lora_bytes_total", {
         description: "activation and delta bytes moved to and from LoRA servers",
         unit: "By",
@@ -144,8 +151,8 @@ export class WorkerTelemetry {
   wrap(backend: LoraBackend): LoraBackend {
     // A native site backend (coupled mode's local kernels) runs on the step's thread, with no
     // JavaScript per site, so its sites get no span and no latency sample.
-    // Ring sites of the native step (stepSiteBackend) likewise; the worker counts them instead
-    // (loramesh_lora_ring_sites_total).
+    // Ring and UCX sites of the native step (stepSiteBackend) likewise; the worker counts them instead
+    // (loramesh_lora_ring_sites_total, loramesh_lora_ucx_step_sites_total).
     const nativeSites = backend.nativeSiteBackend?.bind(backend);
     const stepSites = backend.stepSiteBackend?.bind(backend);
     const stepFailed = backend.stepSiteFailed?.bind(backend);

@@ -9,15 +9,20 @@ import { bidiStreamHandler, unaryHandler, type Logger, type ServiceInstance } fr
 import { FailedPreconditionError } from "@loramesh/errors";
 import { loadModelConfig } from "@loramesh/formats";
 import { NativeSites, type SiteCounters } from "./native-sites";
-import { adapterPeerService, AdapterMaterializer, startAdapterJobWorker, type ExecutorAgent } from "@loramesh/mesh";
+import {
+  adapterPeerService,
+  startAdapterJobWorker,
+  type AdapterMaterializer,
+  type ExecutorAgent,
+} from "@loramesh/mesh";
 import { LoraServerServiceService, SERVICE_NAMES, type LoraServerServiceServer } from "@loramesh/proto";
-import { AdapterCache } from "@loramesh/sources";
 import { AdapterPool } from "./adapter-pool";
 import { startLoraServerAgent } from "./lora-server-agent";
 import { loraServerMetrics } from "./lora-server-metrics";
 import { LoraStreamHandler } from "./lora-stream-handler";
 import { SiteBatcher } from "./site-batcher";
 import { LoraSiteExecutor } from "./site-executor";
+import { adapterFiles, peerFetchUcx } from "./peer-fetch";
 
 export interface LoraServerOptions {
   executorId: string;
@@ -79,11 +84,8 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     ...(options.layerWaitMs !== undefined ? { layerWaitMs: options.layerWaitMs } : {}),
     onServed: (work, ids, delta) => metrics.work(ids, work.transport, work.x.byteLength, delta.byteLength),
   });
-  const files = new AdapterMaterializer(
-    new AdapterCache({ root: options.adapterCacheDir, limitBytes: options.adapterCacheBytes }),
-    options.executorId,
-    logger,
-  );
+  const rma = peerFetchUcx(logger);
+  const files = adapterFiles(options, rma);
   const streams = new LoraStreamHandler({ executor, batcher, logger });
   const jobWorker = startAdapterJobWorker(
     options.redisUrl,
@@ -105,10 +107,11 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
   return {
     services: [
       { name: SERVICE_NAMES.loraServer[0], definition: LoraServerServiceService, implementation },
-      adapterPeerService(files.lookup, logger),
+      adapterPeerService(files.lookup, logger, rma.holder),
     ],
     onServing: (address) => {
       native.ucx.advertise(options.advertiseAddress || address);
+      rma.advertise(options.advertiseAddress || address);
       agent = startLoraServerAgent({
         ...options,
         address: options.advertiseAddress || address,
@@ -120,6 +123,7 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     },
     close: async () => {
       native.stop();
+      rma.stop();
       agent?.stop();
       await jobWorker.close();
     },

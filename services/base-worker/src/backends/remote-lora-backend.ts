@@ -7,8 +7,9 @@
  * answering go to another holder (or wait for the adapter to be placed on a survivor), and rows a
  * server refused as "not resident" go to the next holder.
  *
- * Rings to same-host servers are also handed to the native step (`stepSiteBackend`): the step's
- * thread posts those sites itself, with no JavaScript per site; the rest come back through `apply`.
+ * Rings to same-host servers and UCX connections to other hosts' servers are also handed to the
+ * native step (`stepSiteBackend`): the step's thread posts those sites itself, with no JavaScript per
+ * site; the rest come back through `apply`.
  */
 import { type Logger } from "@loramesh/core";
 import { NotFoundError, UnavailableError } from "@loramesh/errors";
@@ -55,10 +56,10 @@ export class RemoteLoraBackend implements LoraBackend {
   private readonly placement: PlacementCache;
   /** serverId → until when it is avoided (it failed a round trip: dead, stopped or unreachable). */
   private readonly suspects = new Map<string, number>();
-  /** The rings each per-step native backend routes to (to know which broke when its step fails). */
+  /** The rings and UCX connections each per-step native backend routes to (to know which broke when its step fails). */
   private readonly stepRings = new WeakMap<
     SiteBackendHandle,
-    Array<{ serverId: string; backend: SiteBackendHandle }>
+    Array<{ serverId: string; backend: SiteBackendHandle; transport: "shm" | "ucx" }>
   >();
 
   /** Bytes of activations sent and deltas received, by transport. */
@@ -99,40 +100,46 @@ export class RemoteLoraBackend implements LoraBackend {
   }
 
   /**
-   * The step's native backend: each adapter whose chosen server has an attached ring goes to that
-   * ring from the step's thread; the rest (no ring yet, other hosts) use `fallback` (this `apply`).
-   * Undefined when no adapter of the step has a ring.
+   * The step's native backend: each adapter whose chosen server has an attached ring (same host) or
+   * UCX connection (another host) goes there from the step's thread; the rest (no fast channel yet)
+   * use `fallback` (this `apply`). Undefined when no adapter of the step has a fast channel.
    */
   stepSiteBackend(adapters: readonly string[], fallback: () => SiteBackendHandle): SiteBackendHandle | undefined {
-    if (!this.options.sharedMemory) return undefined;
-    const routes = new Map<string, { adapters: string[]; backend: SiteBackendHandle }>();
+    const routes = new Map<string, { adapters: string[]; backend: SiteBackendHandle; transport: "shm" | "ucx" }>();
     for (const id of adapters) {
       if (this.liveHolders(id).length === 0) continue;
       const server = this.pick(id);
       const known = this.connections.get(server.executorId);
-      const ring = known?.address === server.address ? known.client.ringBackend : undefined;
-      if (!ring) continue;
-      const route = routes.get(server.executorId) ?? { adapters: [], backend: ring };
+      const channel = known?.address === server.address ? known.client.siteBackend : undefined;
+      const transport = known?.client.transport;
+      if (!channel || (transport !== "shm" && transport !== "ucx")) continue;
+      const route = routes.get(server.executorId) ?? { adapters: [], backend: channel, transport };
       route.adapters.push(id);
       routes.set(server.executorId, route);
     }
     if (routes.size === 0) return undefined;
     const timeoutMs = this.options.timeoutMs ?? 30_000;
     const handle = nativeStep.routedSiteBackend(
-      [...routes.values()].map((r) => ({ ...r, timeoutMs, ring: true })),
+      [...routes.values()].map((r) => ({
+        adapters: r.adapters,
+        backend: r.backend,
+        timeoutMs,
+        ring: r.transport === "shm",
+        ucx: r.transport === "ucx",
+      })),
       fallback(),
     );
     this.stepRings.set(
       handle,
-      [...routes.entries()].map(([serverId, r]) => ({ serverId, backend: r.backend })),
+      [...routes.entries()].map(([serverId, r]) => ({ serverId, backend: r.backend, transport: r.transport })),
     );
     return handle;
   }
 
-  /** A step on the rings failed at a site: a server whose ring broke is avoided, as after a failed round trip. */
+  /** A step on the rings or UCX failed at a site: a server whose channel broke is avoided, as after a failed round trip. */
   stepSiteFailed(backend: SiteBackendHandle, err: unknown): void {
-    for (const { serverId, backend: ring } of this.stepRings.get(backend) ?? []) {
-      if (native.shmCheck(ring)) continue;
+    for (const { serverId, backend: channel, transport } of this.stepRings.get(backend) ?? []) {
+      if (transport === "shm" ? native.shmCheck(channel) : native.ucxCheck(channel)) continue;
       this.failovers++;
       this.serverFailed(serverId, err instanceof Error ? err : new UnavailableError(String(err)));
     }

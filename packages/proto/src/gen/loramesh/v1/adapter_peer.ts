@@ -12,9 +12,12 @@ import {
   Client,
   type ClientOptions,
   type ClientReadableStream,
+  type ClientUnaryCall,
   type handleServerStreamingCall,
+  type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
+  type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 
@@ -38,6 +41,25 @@ export interface AdapterFileChunk {
   /** Byte offset of `data` in the file. */
   offset: number;
   data: Buffer;
+}
+
+export interface AdapterRmaOffer {
+  /** The holder's UCX RMA listener. */
+  host: string;
+  port: number;
+  /** The region's address in the holder's process and its packed remote key (ucp_rkey_pack). */
+  address: number;
+  rkey: Buffer;
+  /** The region's size: the files back to back. */
+  length: number;
+  files: AdapterRmaFile[];
+}
+
+/** Where one file lies in the region. */
+export interface AdapterRmaFile {
+  fileName: string;
+  offset: number;
+  size: number;
 }
 
 function createBaseFetchAdapterRequest(): FetchAdapterRequest {
@@ -258,6 +280,260 @@ export const AdapterFileChunk: MessageFns<AdapterFileChunk> = {
   },
 };
 
+function createBaseAdapterRmaOffer(): AdapterRmaOffer {
+  return { host: "", port: 0, address: 0, rkey: Buffer.alloc(0), length: 0, files: [] };
+}
+
+export const AdapterRmaOffer: MessageFns<AdapterRmaOffer> = {
+  encode(message: AdapterRmaOffer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.port !== 0) {
+      writer.uint32(16).uint32(message.port);
+    }
+    if (message.address !== 0) {
+      writer.uint32(24).uint64(message.address);
+    }
+    if (message.rkey.length !== 0) {
+      writer.uint32(34).bytes(message.rkey);
+    }
+    if (message.length !== 0) {
+      writer.uint32(40).uint64(message.length);
+    }
+    for (const v of message.files) {
+      AdapterRmaFile.encode(v!, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdapterRmaOffer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdapterRmaOffer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.port = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.address = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.rkey = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.length = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.files.push(AdapterRmaFile.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdapterRmaOffer {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      port: isSet(object.port) ? globalThis.Number(object.port) : 0,
+      address: isSet(object.address) ? globalThis.Number(object.address) : 0,
+      rkey: isSet(object.rkey) ? Buffer.from(bytesFromBase64(object.rkey)) : Buffer.alloc(0),
+      length: isSet(object.length) ? globalThis.Number(object.length) : 0,
+      files: globalThis.Array.isArray(object?.files) ? object.files.map((e: any) => AdapterRmaFile.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: AdapterRmaOffer): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.port !== 0) {
+      obj.port = Math.round(message.port);
+    }
+    if (message.address !== 0) {
+      obj.address = Math.round(message.address);
+    }
+    if (message.rkey.length !== 0) {
+      obj.rkey = base64FromBytes(message.rkey);
+    }
+    if (message.length !== 0) {
+      obj.length = Math.round(message.length);
+    }
+    if (message.files?.length) {
+      obj.files = message.files.map((e) => AdapterRmaFile.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AdapterRmaOffer>, I>>(base?: I): AdapterRmaOffer {
+    return AdapterRmaOffer.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AdapterRmaOffer>, I>>(object: I): AdapterRmaOffer {
+    const message = createBaseAdapterRmaOffer();
+    message.host = object.host ?? "";
+    message.port = object.port ?? 0;
+    message.address = object.address ?? 0;
+    message.rkey = object.rkey ?? Buffer.alloc(0);
+    message.length = object.length ?? 0;
+    message.files = object.files?.map((e) => AdapterRmaFile.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseAdapterRmaFile(): AdapterRmaFile {
+  return { fileName: "", offset: 0, size: 0 };
+}
+
+export const AdapterRmaFile: MessageFns<AdapterRmaFile> = {
+  encode(message: AdapterRmaFile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fileName !== "") {
+      writer.uint32(10).string(message.fileName);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(16).uint64(message.offset);
+    }
+    if (message.size !== 0) {
+      writer.uint32(24).uint64(message.size);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdapterRmaFile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdapterRmaFile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fileName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdapterRmaFile {
+    return {
+      fileName: isSet(object.fileName)
+        ? globalThis.String(object.fileName)
+        : isSet(object.file_name)
+        ? globalThis.String(object.file_name)
+        : "",
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+    };
+  },
+
+  toJSON(message: AdapterRmaFile): unknown {
+    const obj: any = {};
+    if (message.fileName !== "") {
+      obj.fileName = message.fileName;
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AdapterRmaFile>, I>>(base?: I): AdapterRmaFile {
+    return AdapterRmaFile.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AdapterRmaFile>, I>>(object: I): AdapterRmaFile {
+    const message = createBaseAdapterRmaFile();
+    message.fileName = object.fileName ?? "";
+    message.offset = object.offset ?? 0;
+    message.size = object.size ?? 0;
+    return message;
+  },
+};
+
 /**
  * Internal: executors hand each other the adapter files they hold (peer fetch), so a new replica
  * loads from a peer that has the adapter instead of from its source. Served by LoRA servers and
@@ -278,6 +554,22 @@ export const AdapterPeerServiceService = {
     responseSerialize: (value: AdapterFileChunk): Buffer => Buffer.from(AdapterFileChunk.encode(value).finish()),
     responseDeserialize: (value: Buffer): AdapterFileChunk => AdapterFileChunk.decode(value),
   },
+  /**
+   * The fast path of the same fetch (issue 19): the holder registers the version's files in one
+   * UCX memory region and answers where the caller reads it with one RMA get (listener, address,
+   * packed remote key, file layout). The holder's RMA listener then accepts a connection from the
+   * caller's address for a while. NOT_FOUND as above; FAILED_PRECONDITION when this executor has no
+   * UCX. The caller falls back to FetchAdapter on any failure and checks the content hash either way.
+   */
+  offerAdapterRma: {
+    path: "/loramesh.v1.AdapterPeerService/OfferAdapterRma" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: FetchAdapterRequest): Buffer => Buffer.from(FetchAdapterRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FetchAdapterRequest => FetchAdapterRequest.decode(value),
+    responseSerialize: (value: AdapterRmaOffer): Buffer => Buffer.from(AdapterRmaOffer.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AdapterRmaOffer => AdapterRmaOffer.decode(value),
+  },
 } as const;
 
 export interface AdapterPeerServiceServer extends UntypedServiceImplementation {
@@ -286,6 +578,14 @@ export interface AdapterPeerServiceServer extends UntypedServiceImplementation {
    * executor does not hold that version. The receiver checks the content hash before using them.
    */
   fetchAdapter: handleServerStreamingCall<FetchAdapterRequest, AdapterFileChunk>;
+  /**
+   * The fast path of the same fetch (issue 19): the holder registers the version's files in one
+   * UCX memory region and answers where the caller reads it with one RMA get (listener, address,
+   * packed remote key, file layout). The holder's RMA listener then accepts a connection from the
+   * caller's address for a while. NOT_FOUND as above; FAILED_PRECONDITION when this executor has no
+   * UCX. The caller falls back to FetchAdapter on any failure and checks the content hash either way.
+   */
+  offerAdapterRma: handleUnaryCall<FetchAdapterRequest, AdapterRmaOffer>;
 }
 
 export interface AdapterPeerServiceClient extends Client {
@@ -299,6 +599,28 @@ export interface AdapterPeerServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<AdapterFileChunk>;
+  /**
+   * The fast path of the same fetch (issue 19): the holder registers the version's files in one
+   * UCX memory region and answers where the caller reads it with one RMA get (listener, address,
+   * packed remote key, file layout). The holder's RMA listener then accepts a connection from the
+   * caller's address for a while. NOT_FOUND as above; FAILED_PRECONDITION when this executor has no
+   * UCX. The caller falls back to FetchAdapter on any failure and checks the content hash either way.
+   */
+  offerAdapterRma(
+    request: FetchAdapterRequest,
+    callback: (error: ServiceError | null, response: AdapterRmaOffer) => void,
+  ): ClientUnaryCall;
+  offerAdapterRma(
+    request: FetchAdapterRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AdapterRmaOffer) => void,
+  ): ClientUnaryCall;
+  offerAdapterRma(
+    request: FetchAdapterRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AdapterRmaOffer) => void,
+  ): ClientUnaryCall;
 }
 
 export const AdapterPeerServiceClient = makeGenericClientConstructor(
