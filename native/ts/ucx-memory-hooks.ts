@@ -4,7 +4,7 @@
  * sbrk, ...) unless they are configured off. Installing them self-tests the sbrk hook with
  * sbrk(+page) then sbrk(-page), without checking that the first succeeded (UCX 1.13). When the
  * break cannot grow, because another mapping starts right above [heap] (V8 puts its code range at
- * the first free address after [heap], and in about 1 to 2 % of Node starts that is the break
+ * the first free address after [heap], and in a few Node starts in a thousand that is the break
  * itself), the +page fails, the -page succeeds, and the top page of glibc's heap is unmapped under
  * live allocations: a SIGSEGV at the next touch (docs/mesh.md, "a rare SIGSEGV at start-up").
  * So the hooks are off unless a deployer asks for them, and even then off in a process whose break
