@@ -3,6 +3,7 @@
  * their outputs are written; a bad shape, dtype, slot or device rejects with a typed error
  * (NativeShapeError, ...). Outputs are written in place into the tensors passed as `out`.
  */
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { RopeConfig } from "@loramesh/formats";
 import { FailedPreconditionError } from "@loramesh/errors";
@@ -28,6 +29,7 @@ import type {
   UcxServerOptions,
   UcxServerStats,
 } from "./ucx";
+import { settleUcxMemoryHooks } from "./ucx-memory-hooks";
 
 export {
   NativeArgumentError,
@@ -88,14 +90,11 @@ function loadAddon(): Addon {
   // A UCX build loads libucs with the addon, and libucs installs its own SIGSEGV/SIGBUS handlers
   // (backtrace printing) when it loads, over Node's; keep Node's unless a deployer asks otherwise.
   process.env["UCX_HANDLE_ERRORS"] ??= "none";
-  // UCX's memory hooks (libucm: malloc/mmap interception for its registration cache) are a known
-  // source of crashes in processes with their own allocators, and a LoRA server here died with
-  // SIGSEGV inside V8 right after loading a UCX build. The tcp and shared-memory transports need no
-  // registration cache; an RDMA deployment that wants it sets these variables itself (docs/rdma.md).
-  process.env["UCX_MEM_EVENTS"] ??= "no";
-  process.env["UCX_MEM_MALLOC_HOOKS"] ??= "no";
-  process.env["UCX_MEM_MALLOC_RELOC"] ??= "no";
-  process.env["UCX_MEM_MMAP_HOOK_MODE"] ??= "none";
+  // UCX's memory hooks (libucm) off unless a deployer sets them, and off anyway when the program
+  // break has no room for their install-time self-test, which would unmap the heap's top page
+  // (the rare start-up SIGSEGV; ucx-memory-hooks.ts, docs/rdma.md).
+  const warning = settleUcxMemoryHooks(process.env, () => readFileSync("/proc/self/maps", "utf8"));
+  if (warning !== undefined) process.emitWarning(warning, "LoraMeshWarning");
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node addon loads only through require
     return require(ADDON_PATH) as Addon;

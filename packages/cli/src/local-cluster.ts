@@ -132,8 +132,9 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   };
 
   // A start that dies by a crash signal is tried again (logged), as `up` restarts a service that
-  // crashes later: a LoRA server has been seen to die with SIGSEGV inside V8 at start-up in rare
-  // runs (cause not found yet; docs/mesh.md). An exit with a code (bad flags, a taken port) is final.
+  // crashes later. The one known cause of such a start-up SIGSEGV (UCX's memory-hook self-test
+  // cutting the heap, docs/mesh.md) is fixed; a retry's warning line now means a new one. An exit
+  // with a code (bad flags, a taken port) is final.
   const crashedAtStart = new WeakSet<Error>();
   const start = async (service: string, args: string[]): Promise<Running> => {
     for (let attempt = 1; ; attempt++) {

@@ -104,8 +104,9 @@ export async function startNetnsMesh(options: NetnsMeshOptions): Promise<NetnsMe
     try {
       started = await listening(child, service, timeoutMs);
     } catch (err) {
-      // As `up` does: one more try after a crash signal at start-up (a rare SIGSEGV of a LoRA
-      // server at start-up is open, see docs/mesh.md); an exit code is final.
+      // As `up` does: one more try after a crash signal at start-up (the known cause of a LoRA
+      // server's start-up SIGSEGV is fixed, docs/mesh.md; a retry's warning means a new one); an
+      // exit code is final.
       if (!(err instanceof Error && CRASHED_AT_START.has(err)) || retried) throw err;
       console.warn(`      ${service} on ${hostName} crashed during start-up (${err.message}); starting it again`);
       return start(service, hostName, args, true);
