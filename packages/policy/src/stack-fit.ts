@@ -148,3 +148,22 @@ export function fitStackOverheads(probes: StackProbes, cal: Calibration, sim: Pr
     remoteRequestOverheadP95Us: remote.p95,
   };
 }
+
+/**
+ * With the step priced by the worker's measured periods (`calibration.stepPeriods`, fitted by
+ * `fitStepPeriods`), only the per-request overheads are left to fit: the coupled low-rate probe's
+ * and the disaggregated probe's TTFT P50 and P95, as `fitStackOverheads` does.
+ */
+export function fitRequestOverheads(probes: StackProbes, cal: Calibration, sim: ProbeSimulator): Calibration {
+  if (!cal.stepPeriods) throw new RangeError("fitRequestOverheads needs calibration.stepPeriods");
+  const bare = bareCalibration(cal);
+  const local = fitRequest(probes.coupledLow, bare, sim, false);
+  const remote = fitRequest(probes.disaggregated, bare, sim, true);
+  return {
+    ...bare,
+    requestOverheadUs: local.median,
+    requestOverheadP95Us: local.p95,
+    remoteRequestOverheadUs: remote.median,
+    remoteRequestOverheadP95Us: remote.p95,
+  };
+}
