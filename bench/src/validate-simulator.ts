@@ -175,7 +175,7 @@ function probeOverheads(cal: Calibration): { calibration: Calibration; probes: u
   const k = calibrated;
   const f = stepPeriods.fixedUs;
   log(
-    `probes: step period ${ms(f.coupled)} ms coupled, ${ms(f.disaggregated)} disaggregated, ${ms(f.hybrid)} hybrid, + ${ms(stepPeriods.perSequenceUs)} ms per further sequence, + ${ms(stepPeriods.perPrefillTokenUs)} ms per prefill token; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
+    `probes: step period ${ms(f.coupled)} ms coupled, ${ms(f.disaggregated)} disaggregated, ${ms(f.hybrid)} hybrid, + ${ms(stepPeriods.perSequenceUs)} ms per further sequence, + ${ms(stepPeriods.perPrefillTokenUs)} ms per prefill token, + ${ms(stepPeriods.perFinishUs)} ms per sequence ending; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,
@@ -353,6 +353,7 @@ const report = {
     measuredAt: cal.measuredAt,
     overheadsFromProbes: {
       stepPeriods: cal.stepPeriods,
+      streamEndUs: cal.streamEndUs,
       requestOverheadUs: cal.requestOverheadUs,
       requestOverheadP95Us: cal.requestOverheadP95Us,
       remoteRequestOverheadUs: cal.remoteRequestOverheadUs,

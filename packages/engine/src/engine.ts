@@ -64,6 +64,8 @@ export interface StepTiming {
   tokens: number;
   /** Prompt tokens among them (prefill chunks). */
   prefillTokens: number;
+  /** Sequences that ended in the step (their final message and release ride on its period). */
+  finished: number;
   /** Microseconds from the step's start to the next step's earliest start. */
   periodUs: number;
 }
@@ -416,7 +418,8 @@ export class Engine {
     const tokens = batch.reduce((n, b) => n + b.input.tokens.length, 0);
     // A decode feeds the one token it sampled last; anything else is prompt.
     const decodes = batch.filter((b) => b.input.tokens.length === 1 && b.seq.generated.length > 0).length;
-    return { sequences: batch.length, tokens, prefillTokens: tokens - decodes };
+    const finished = batch.filter((b) => b.seq.state === "done").length;
+    return { sequences: batch.length, tokens, prefillTokens: tokens - decodes, finished };
   }
 
   /**

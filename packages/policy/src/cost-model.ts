@@ -62,6 +62,12 @@ export interface Calibration {
    * kernel points and the per-step, per-sequence and hybrid overheads above.
    */
   stepPeriods?: StepPeriodFit;
+  /**
+   * Per request, from its last token leaving the worker to the end of its stream at the client
+   * (the final message and the stream's close, through the router). The client's TPOT counts
+   * it, spread over the request's tokens, so it weighs most on short outputs.
+   */
+  streamEndUs?: number;
 }
 
 /**

@@ -31,6 +31,8 @@ export interface SimCost {
    * or undefined: price it from its parts.
    */
   stepPeriodUs(mode: ServingMode, shape: StepPeriodShape): number | undefined;
+  /** From a request's last token leaving the executor to its stream's end at the client. */
+  readonly streamEndSeconds: number;
 }
 
 /** A log-normal quantity from its median and P95 (σ = ln(P95 / median) / 1.645). */
@@ -59,6 +61,7 @@ export function cpuSimCost(cost: CostModel): SimCost {
       return logNormalAt(median, remote ? c.remoteRequestOverheadP95Us : c.requestOverheadP95Us, z) / 1e6;
     },
     stepPeriodUs: (mode, shape) => (c.stepPeriods ? stepPeriodUs(c.stepPeriods, mode, shape) : undefined),
+    streamEndSeconds: (c.streamEndUs ?? 0) / 1e6,
   };
 }
 
@@ -74,6 +77,7 @@ export function gpuSimCost(cost: GpuCostModel): SimCost {
     hybridStepUs: 0,
     requestOverheadSeconds: () => 0,
     stepPeriodUs: () => undefined,
+    streamEndSeconds: 0,
   };
 }
 

@@ -430,11 +430,22 @@ class ClusterSimulation {
     const all = [...local.values(), ...[...remote.values()].flatMap((j) => [...j.adapters.values()])];
     const shape: StepShape = { tokens, attendedTokens: attended, adapters: all };
     const sequences = e.running.filter((s) => s.chunk > 0).length;
-    const period = this.cost.stepPeriodUs(this.cluster.mode, { sequences, prefillTokens: tokens - decodes });
+    const finished = e.running.filter((s) => s.chunk > 0 && this.endsIn(s)).length;
+    const period = this.cost.stepPeriodUs(this.cluster.mode, {
+      sequences,
+      prefillTokens: tokens - decodes,
+      finished,
+    });
     e.measured = period !== undefined;
     e.start = now;
     if (period !== undefined) this.startMeasuredStep(e, now, period, remote);
     else this.startPricedStep(e, now, shape, local, remote);
+  }
+
+  /** The sequence's last token comes out of the step it is in. */
+  private endsIn(s: Seq): boolean {
+    if (s.prefilled < s.req.promptTokens) return s.prefilled + s.chunk >= s.req.promptTokens && s.req.outputTokens <= 1;
+    return s.generated + 1 >= s.req.outputTokens;
   }
 
   /** A step priced by the engine's measured period, which already holds its remote round trips. */
@@ -567,7 +578,8 @@ class ClusterSimulation {
     const cache = s.server >= 0 ? (this.servers[s.server] as Server).cache : e.cache;
     const entry = cache.entries.get(s.req.adapter);
     if (entry) entry.pins--;
-    this.finished.push({ req: s.req, first: s.first, last: s.last });
+    // The client sees the stream end after the last token (the final message's hops).
+    this.finished.push({ req: s.req, first: s.first, last: s.last + this.cost.streamEndSeconds });
   }
 }
 

@@ -3,21 +3,24 @@ import { CostModel, DEFAULT_CALIBRATION } from "./cost-model";
 import { policyByName } from "./placement";
 import { simulate, type ClusterSpec } from "./simulator";
 import { fitStepPeriods, stepPeriodUs, type StepPeriodFit, type StepShapeSample } from "./step-fit";
-import { DEFAULT_WORKLOAD } from "./workload";
+import { DEFAULT_WORKLOAD, makeAdapters, makeRequests } from "./workload";
 
 /** Steps of the given shapes whose periods follow `truth` exactly. */
 function stepsOf(truth: StepPeriodFit, mode: "coupled" | "disaggregated" | "hybrid"): StepShapeSample[] {
   const shapes = [
-    [1, 0, 400],
-    [1, 24, 30],
-    [2, 0, 200],
-    [2, 20, 20],
-    [4, 0, 90],
-    [6, 31, 10],
+    [1, 0, 0, 400],
+    [1, 0, 1, 25],
+    [1, 24, 0, 30],
+    [2, 0, 0, 200],
+    [2, 0, 1, 30],
+    [2, 20, 0, 20],
+    [4, 0, 0, 90],
+    [4, 0, 2, 9],
+    [6, 31, 1, 10],
   ] as const;
-  return shapes.map(([sequences, prefillTokens, count]) => {
-    const us = stepPeriodUs(truth, mode, { sequences, prefillTokens }) as number;
-    return { sequences, tokens: sequences + prefillTokens, prefillTokens, count, sumUs: us * count };
+  return shapes.map(([sequences, prefillTokens, finished, count]) => {
+    const us = stepPeriodUs(truth, mode, { sequences, prefillTokens, finished }) as number;
+    return { sequences, tokens: sequences + prefillTokens, prefillTokens, finished, count, sumUs: us * count };
   });
 }
 
@@ -26,6 +29,7 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     fixedUs: { coupled: 2500, disaggregated: 4100, hybrid: 6000 },
     perSequenceUs: 180,
     perPrefillTokenUs: 35,
+    perFinishUs: 900,
     steps: {},
   };
 
@@ -40,13 +44,14 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(fit.fixedUs.hybrid).to.be.closeTo(6000, 1e-6);
     expect(fit.perSequenceUs).to.be.closeTo(180, 1e-6);
     expect(fit.perPrefillTokenUs).to.be.closeTo(35, 1e-6);
-    expect(fit.steps.coupled).to.equal(750);
+    expect(fit.perFinishUs).to.be.closeTo(900, 1e-6);
+    expect(fit.steps.coupled).to.equal(814);
   });
 
   it("drops a slope the data cannot carry (no spread, or negative from noise) instead of inventing one", () => {
     const single: StepShapeSample[] = [{ sequences: 1, tokens: 1, prefillTokens: 0, count: 10, sumUs: 30_000 }];
     const fit = fitStepPeriods([{ mode: "coupled", steps: single }]);
-    expect(fit).to.deep.include({ perSequenceUs: 0, perPrefillTokenUs: 0 });
+    expect(fit).to.deep.include({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0 });
     expect(fit.fixedUs.coupled).to.be.closeTo(3000, 1e-6);
     // Busier steps measured faster (another process let go of a core): no negative cost per sequence.
     const noisy: StepShapeSample[] = [
@@ -73,15 +78,29 @@ describe("fitting the engine's step period to the worker's own step timings", ()
       replaceEvery: 0,
     };
     const workload = { ...DEFAULT_WORKLOAD, adapters: 4, rate: 0.2, duration: 30, seed: 3 };
-    const cost = new CostModel({ ...DEFAULT_CALIBRATION, stepPeriods: truth });
     const slo = { ttftMs: 1e9, tpotMs: 1e9 };
-    const r = simulate(workload, cluster, policyByName("rank-aware"), cost, slo);
+    const run = (k: Partial<typeof DEFAULT_CALIBRATION>, mode: ClusterSpec["mode"] = "coupled") =>
+      simulate(
+        workload,
+        { ...cluster, mode },
+        policyByName("rank-aware"),
+        new CostModel({ ...DEFAULT_CALIBRATION, ...k }),
+        slo,
+      );
     // One request every 5 s, each alone in its batch: every decode step is one sequence, no prompt.
+    const r = run({ stepPeriods: { ...truth, perFinishUs: 0 } });
     expect(r.completed).to.be.greaterThan(0);
     expect(r.tpotMs.mean).to.be.closeTo(2.5, 1e-6);
     // The prefill step is the first token: the fixed cost plus the prompt's tokens.
     expect(r.ttftMs.p50).to.be.greaterThan(2.5);
-    const d = simulate(workload, { ...cluster, mode: "disaggregated" }, policyByName("rank-aware"), cost, slo);
+    // The step a request ends in, and its stream's end, fall on its last gap only.
+    const requests = makeRequests(workload, makeAdapters(workload)).filter((q) => q.outputTokens > 1);
+    const want = (endUs: number): number =>
+      requests.reduce((a, q) => a + 2.5 + (0.9 + endUs / 1000) / (q.outputTokens - 1), 0) / requests.length;
+    expect(requests).to.have.length(r.completed);
+    expect(run({ stepPeriods: truth }).tpotMs.mean).to.be.closeTo(want(0), 1e-6);
+    expect(run({ stepPeriods: truth, streamEndUs: 4000 }).tpotMs.mean).to.be.closeTo(want(4000), 1e-6);
+    const d = run({ stepPeriods: { ...truth, perFinishUs: 0 } }, "disaggregated");
     expect(d.tpotMs.mean).to.be.closeTo(4.1, 1e-6);
   });
 });

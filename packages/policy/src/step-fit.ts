@@ -2,7 +2,8 @@
  * The engine's step period as a function of the batch's shape, fitted on step periods the worker
  * measured itself (`base-worker --step-profile`) during probes of the real mesh:
  *
- *   period(mode, shape) = fixedUs[mode] + perSequenceUs · (sequences − 1) + perPrefillTokenUs · prefill tokens
+ *   period(mode, shape) = fixedUs[mode] + perSequenceUs · (sequences − 1)
+ *                         + perPrefillTokenUs · prefill tokens + perFinishUs · sequences ending in it
  *
  * The period runs from one step's start to the next one's (forward pass with its LoRA sites,
  * sampling, streaming each token, the I/O let in between), so it is what a decoding sequence waits
@@ -18,6 +19,8 @@ export interface StepShapeSample {
   sequences: number;
   tokens: number;
   prefillTokens: number;
+  /** Sequences that ended in the step (absent in older profiles: 0). */
+  finished?: number;
   count: number;
   sumUs: number;
 }
@@ -26,6 +29,8 @@ export interface StepPeriodFit {
   fixedUs: Partial<Record<ServingMode, number>>;
   perSequenceUs: number;
   perPrefillTokenUs: number;
+  /** A sequence ending in the step: its final message, result and KV release. */
+  perFinishUs: number;
   /** Steps the fit rests on, per mode. */
   steps: Partial<Record<ServingMode, number>>;
 }
@@ -34,13 +39,19 @@ export interface StepPeriodFit {
 export interface StepPeriodShape {
   sequences: number;
   prefillTokens: number;
+  finished?: number;
 }
 
 /** The fitted period of a step, or undefined when the fit has no steps of this mode. */
 export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepPeriodShape): number | undefined {
   const fixed = fit.fixedUs[mode];
   if (fixed === undefined) return undefined;
-  return fixed + fit.perSequenceUs * Math.max(0, shape.sequences - 1) + fit.perPrefillTokenUs * shape.prefillTokens;
+  return (
+    fixed +
+    fit.perSequenceUs * Math.max(0, shape.sequences - 1) +
+    fit.perPrefillTokenUs * shape.prefillTokens +
+    fit.perFinishUs * (shape.finished ?? 0)
+  );
 }
 
 /** Solves A x = b (small, dense) by Gaussian elimination with partial pivoting. */
@@ -82,6 +93,13 @@ function leastSquares(rows: Array<{ mode: number; s: StepShapeSample }>, columns
   return solve(ata, atb);
 }
 
+const SLOPES = {
+  perSequenceUs: (s: StepShapeSample) => Math.max(0, s.sequences - 1),
+  perPrefillTokenUs: (s: StepShapeSample) => s.prefillTokens,
+  perFinishUs: (s: StepShapeSample) => s.finished ?? 0,
+} as const;
+type Slope = keyof typeof SLOPES;
+
 export function fitStepPeriods(
   profiles: ReadonlyArray<{ mode: ServingMode; steps: readonly StepShapeSample[] }>,
 ): StepPeriodFit {
@@ -91,31 +109,35 @@ export function fitStepPeriods(
   );
   if (rows.length === 0) throw new RangeError("no engine steps in the step profiles: nothing to fit");
   const intercepts: Column[] = modes.map((_, m) => (mode) => (mode === m ? 1 : 0));
-  const sequences: Column = (_, s) => Math.max(0, s.sequences - 1);
-  const prefill: Column = (_, s) => s.prefillTokens;
-  let slopes = { sequences: true, prefill: true };
+  let active = Object.keys(SLOPES) as Slope[];
   for (;;) {
-    const columns = [...intercepts, ...(slopes.sequences ? [sequences] : []), ...(slopes.prefill ? [prefill] : [])];
-    const x = leastSquares(rows, columns);
-    // A slope with no spread in the data (every step one sequence) cannot be fitted: drop it.
+    const x = leastSquares(rows, [
+      ...intercepts,
+      ...active.map(
+        (k): Column =>
+          (_, s) =>
+            SLOPES[k](s),
+      ),
+    ]);
+    // A slope with no spread in the data (every step one sequence) cannot be fitted: drop the last.
     if (!x) {
-      if (slopes.prefill) slopes = { ...slopes, prefill: false };
-      else if (slopes.sequences) slopes = { ...slopes, sequences: false };
-      else throw new RangeError("step profiles too degenerate to fit");
+      if (active.length === 0) throw new RangeError("step profiles too degenerate to fit");
+      active = active.slice(0, -1);
       continue;
     }
-    const perSequenceUs = slopes.sequences ? (x[modes.length] as number) : 0;
-    const perPrefillTokenUs = slopes.prefill ? (x[x.length - 1] as number) : 0;
-    if (perSequenceUs < 0 || perPrefillTokenUs < 0) {
-      slopes = { sequences: slopes.sequences && perSequenceUs >= 0, prefill: slopes.prefill && perPrefillTokenUs >= 0 };
+    const slopes = Object.fromEntries(active.map((k, i) => [k, x[modes.length + i] as number]));
+    const negative = active.filter((k) => (slopes[k] as number) < 0);
+    if (negative.length > 0) {
+      active = active.filter((k) => !negative.includes(k));
       continue;
     }
     const steps: Partial<Record<ServingMode, number>> = {};
     for (const { mode, s } of rows) steps[modes[mode]!] = (steps[modes[mode]!] ?? 0) + s.count;
     return {
       fixedUs: Object.fromEntries(modes.map((m, i) => [m, Math.max(0, x[i] as number)])),
-      perSequenceUs,
-      perPrefillTokenUs,
+      perSequenceUs: slopes["perSequenceUs"] ?? 0,
+      perPrefillTokenUs: slopes["perPrefillTokenUs"] ?? 0,
+      perFinishUs: slopes["perFinishUs"] ?? 0,
       steps,
     };
   }

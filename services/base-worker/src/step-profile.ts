@@ -11,6 +11,7 @@ export interface StepShapeStats {
   sequences: number;
   tokens: number;
   prefillTokens: number;
+  finished: number;
   count: number;
   sumUs: number;
   sumSqUs: number;
@@ -39,13 +40,14 @@ export class StepProfile {
   }
 
   record = (step: StepTiming): void => {
-    const key = `${step.sequences}/${step.tokens}/${step.prefillTokens}`;
+    const key = `${step.sequences}/${step.tokens}/${step.prefillTokens}/${step.finished}`;
     let s = this.shapes.get(key);
     if (!s) {
       s = {
         sequences: step.sequences,
         tokens: step.tokens,
         prefillTokens: step.prefillTokens,
+        finished: step.finished,
         count: 0,
         sumUs: 0,
         sumSqUs: 0,
