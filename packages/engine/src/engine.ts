@@ -378,6 +378,8 @@ export class Engine {
       budget -= n;
     }
     if (batch.length === 0) return undefined;
+    // A decode feeds the one token it sampled last (counted before this step samples another).
+    const decodes = batch.filter((b) => b.input.tokens.length === 1 && b.seq.generated.length > 0).length;
 
     let logits: Float32Array[];
     try {
@@ -416,8 +418,6 @@ export class Engine {
       if (seq.computed === seq.tokens.length) this.advance(seq, rows);
     });
     const tokens = batch.reduce((n, b) => n + b.input.tokens.length, 0);
-    // A decode feeds the one token it sampled last; anything else is prompt.
-    const decodes = batch.filter((b) => b.input.tokens.length === 1 && b.seq.generated.length > 0).length;
     const finished = batch.filter((b) => b.seq.state === "done").length;
     return { sequences: batch.length, tokens, prefillTokens: tokens - decodes, finished };
   }
