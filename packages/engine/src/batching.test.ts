@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { Engine } from "./engine";
+import { Engine, type StepTiming } from "./engine";
 import { LocalLoraBackend } from "./local-lora-backend";
 import { Model } from "./model";
 import { Tokenizer } from "@loramesh/formats";
@@ -160,6 +160,29 @@ describe("engine requests", function () {
       e.submit({ promptIds: prompt, adapterId: "nope" });
     } catch (err) {
       expect((err as Error).name).to.equal("NotFoundError");
+    }
+  });
+
+  it("tells the step observer every step's batch shape: its prompt tokens and decodes add up", async () => {
+    const steps: StepTiming[] = [];
+    const e = engine(m, { prefixCache: false, stepObserver: (s) => steps.push(s) });
+    const prompts = [0, 1].map((i) => (g.prompts[i] as { ids: number[] }).ids);
+    const results = await Promise.all(
+      prompts.map((ids) => e.submit({ promptIds: ids, sampling: { maxTokens: 4, ignoreEos: true } }).result),
+    );
+    expect(results.map((r) => r.tokenIds.length)).to.deep.equal([4, 4]);
+    // The last step's period ends after the loop's I/O turn, which follows the results.
+    await new Promise((r) => setImmediate(r));
+    expect(steps).to.have.length(e.stats().steps);
+    const sum = (f: (s: StepTiming) => number): number => steps.reduce((a, s) => a + f(s), 0);
+    // Every prompt token is fed once; each sequence's first token comes from its prefill, the
+    // other three from one decode each.
+    expect(sum((s) => s.prefillTokens)).to.equal(prompts[0]!.length + prompts[1]!.length);
+    expect(sum((s) => s.tokens - s.prefillTokens)).to.equal(6);
+    for (const s of steps) {
+      expect(s.sequences).to.be.within(1, 2);
+      expect(s.tokens).to.be.at.least(s.sequences);
+      expect(s.periodUs).to.be.greaterThan(0);
     }
   });
 

@@ -47,7 +47,27 @@ export interface EngineOptions {
    * the number of tokens fed, and must call `run`.
    */
   stepHook?: <T>(sequenceIds: readonly string[], tokens: number, run: () => Promise<T>) => Promise<T>;
+  /**
+   * Told after every step that ran a batch: its shape and the loop's period for it (the forward
+   * pass, sampling, the tokens' callbacks and the I/O let in before the next step), which is what
+   * a decoding sequence waits between two tokens.
+   */
+  stepObserver?: (step: StepTiming) => void;
   logger?: Logger;
+}
+
+/** One engine step as the loop ran it. */
+export interface StepTiming {
+  /** Sequences in the batch. */
+  sequences: number;
+  /** Tokens fed: one per decoding sequence plus the prefill chunks. */
+  tokens: number;
+  /** Prompt tokens among them (prefill chunks). */
+  prefillTokens: number;
+  /** Sequences that ended in the step (their final message and release ride on its period). */
+  finished: number;
+  /** Microseconds from the step's start to the next step's earliest start. */
+  periodUs: number;
 }
 
 export interface SequenceRequest {
@@ -291,16 +311,19 @@ export class Engine {
   private async loop(): Promise<void> {
     try {
       while (this.waiting.length > 0 || this.running.length > 0) {
-        await this.step();
+        const start = performance.now();
+        const shape = await this.step();
         // Let I/O (new requests, cancellations) in between steps.
         await new Promise((r) => setImmediate(r));
+        if (shape) this.options.stepObserver?.({ ...shape, periodUs: (performance.now() - start) * 1000 });
       }
     } finally {
       this.looping = false;
     }
   }
 
-  private async step(): Promise<void> {
+  /** Runs one step; returns the shape of the batch it ran, if any. */
+  private async step(): Promise<Omit<StepTiming, "periodUs"> | undefined> {
     // Drop cancelled sequences before building the batch.
     for (const seq of [...this.running]) if (seq.cancelled) this.finish(seq, "cancelled");
     while (this.waiting.length > 0 && this.running.length < this.maxRunning) {
@@ -320,7 +343,7 @@ export class Engine {
     if (this.running.length === 0) {
       const stuck = this.waiting.shift();
       if (stuck) this.fail(stuck, new ResourceExhaustedError("the KV cache is too small for this sequence"));
-      return;
+      return undefined;
     }
 
     // Decode tokens first, then prefill chunks, within the token budget.
@@ -354,7 +377,9 @@ export class Engine {
       });
       budget -= n;
     }
-    if (batch.length === 0) return;
+    if (batch.length === 0) return undefined;
+    // A decode feeds the one token it sampled last (counted before this step samples another).
+    const decodes = batch.filter((b) => b.input.tokens.length === 1 && b.seq.generated.length > 0).length;
 
     let logits: Float32Array[];
     try {
@@ -376,7 +401,7 @@ export class Engine {
       const failing = batch.filter(({ seq }) => seq.adapterId !== undefined && lost.includes(seq.adapterId));
       this.options.logger?.error("forward pass failed", { error: describeError(err), sequences: failing.length });
       for (const { seq } of failing.length > 0 ? failing : batch) this.fail(seq, err);
-      return;
+      return undefined;
     }
     this.counters.steps++;
     batch.forEach(({ seq, input }, i) => {
@@ -392,6 +417,9 @@ export class Engine {
       if (seq.cancelled) return this.finish(seq, "cancelled");
       if (seq.computed === seq.tokens.length) this.advance(seq, rows);
     });
+    const tokens = batch.reduce((n, b) => n + b.input.tokens.length, 0);
+    const finished = batch.filter((b) => b.seq.state === "done").length;
+    return { sequences: batch.length, tokens, prefillTokens: tokens - decodes, finished };
   }
 
   /**

@@ -11,6 +11,7 @@ export {
   type SequenceRequest,
   type SequenceResult,
   type SequenceUpdate,
+  type StepTiming,
 } from "./engine";
 export { DEFAULT_SITE_TIMEOUT_MS, forward, type ForwardOptions, type ForwardSequence } from "./forward";
 export { KvCache } from "./kv-cache";

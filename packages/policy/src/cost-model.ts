@@ -6,6 +6,7 @@
  *   transport   = transportFixedUs + transportUsPerKiB · KiB moved   (per remote round trip)
  * "Effective rank" is the true rank for loramesh's kernels; padded kernels pay the batch's maximum.
  */
+import type { StepPeriodFit } from "./step-fit";
 
 export interface Calibration {
   /** Where and when the parameters were measured. */
@@ -55,6 +56,18 @@ export interface Calibration {
    * step's cost grows with the sequences in it, not only with its tokens.
    */
   tokenStreamUs?: number;
+  /**
+   * The engine's whole step period by batch shape, fitted on the worker's own step timings during
+   * probes of the real mesh (`fitStepPeriods`). When present it prices a step in place of the
+   * kernel points and the per-step, per-sequence and hybrid overheads above.
+   */
+  stepPeriods?: StepPeriodFit;
+  /**
+   * Per request, from its last token leaving the worker to the end of its stream at the client
+   * (the final message and the stream's close, through the router). The client's TPOT counts
+   * it, spread over the request's tokens, so it weighs most on short outputs.
+   */
+  streamEndUs?: number;
 }
 
 /**

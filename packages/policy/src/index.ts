@@ -56,12 +56,20 @@ export { SeededRandom, zipfWeights } from "./random";
 export { smallestMeeting } from "./smallest-meeting";
 export {
   bareCalibration,
+  fitRequestOverheads,
   fitStackOverheads,
   type ProbeSimulator,
   type ProbeSpec,
   type ProbeSummary,
   type StackProbes,
 } from "./stack-fit";
+export {
+  fitStepPeriods,
+  type StepPeriodFit,
+  type StepPeriodShape,
+  stepPeriodUs,
+  type StepShapeSample,
+} from "./step-fit";
 export { cpuSimCost, gpuSimCost, type SimCost, toSimCost } from "./sim-cost";
 export { type ClusterSpec, serviceableRate, type ServingMode, simulate } from "./simulator";
 export { percentile, type SimulationResult, type Slo } from "./sim-stats";

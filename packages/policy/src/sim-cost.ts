@@ -4,6 +4,8 @@
  */
 import type { CostModel, RankMode } from "./cost-model";
 import type { GpuCostModel, Link, StepShape } from "./gpu-cost-model";
+import type { ServingMode } from "./simulator";
+import { stepPeriodUs, type StepPeriodShape } from "./step-fit";
 
 export interface SimCost {
   readonly kind: "cpu" | "gpu";
@@ -24,6 +26,13 @@ export interface SimCost {
    * for a standard normal draw `z` (log-normal: a long tail of slow hops).
    */
   requestOverheadSeconds(mode: "coupled" | "disaggregated" | "hybrid", z: number): number;
+  /**
+   * A step's whole period measured on the real engine (LoRA, round trips and streaming included),
+   * or undefined: price it from its parts.
+   */
+  stepPeriodUs(mode: ServingMode, shape: StepPeriodShape): number | undefined;
+  /** From a request's last token leaving the executor to its stream's end at the client. */
+  readonly streamEndSeconds: number;
 }
 
 /** A log-normal quantity from its median and P95 (σ = ln(P95 / median) / 1.645). */
@@ -51,6 +60,8 @@ export function cpuSimCost(cost: CostModel): SimCost {
       const median = (remote ? c.remoteRequestOverheadUs : c.requestOverheadUs) ?? 0;
       return logNormalAt(median, remote ? c.remoteRequestOverheadP95Us : c.requestOverheadP95Us, z) / 1e6;
     },
+    stepPeriodUs: (mode, shape) => (c.stepPeriods ? stepPeriodUs(c.stepPeriods, mode, shape) : undefined),
+    streamEndSeconds: (c.streamEndUs ?? 0) / 1e6,
   };
 }
 
@@ -65,6 +76,8 @@ export function gpuSimCost(cost: GpuCostModel): SimCost {
     tokenStreamUs: 0,
     hybridStepUs: 0,
     requestOverheadSeconds: () => 0,
+    stepPeriodUs: () => undefined,
+    streamEndSeconds: 0,
   };
 }
 

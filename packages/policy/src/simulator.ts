@@ -83,6 +83,8 @@ interface Exec {
   remoteDone: number;
   netUs: number;
   loadFloor: number;
+  /** The step in flight is priced by the measured step period (round trips included). */
+  measured: boolean;
 }
 
 interface Job {
@@ -141,6 +143,7 @@ class ClusterSimulation {
         remoteDone: 0,
         netUs: 0,
         loadFloor: 0,
+        measured: false,
       };
       if (!mem) e.cache = new AdapterCache(() => (cluster.mode === "disaggregated" ? 0 : cluster.capacityBytes));
       else if (mem.adapterShare === "unified")
@@ -403,11 +406,13 @@ class ClusterSimulation {
       if (entry) entry.tokens += t;
       else into.set(s.req.adapter, { tokens: t, rank: s.rank });
     };
+    let decodes = 0;
     // Decode tokens first, then prefill chunks within the token budget.
     for (const s of e.running) {
       s.chunk = 0;
       if (s.prefilled < s.req.promptTokens) continue;
       s.chunk = 1;
+      decodes++;
       budget -= 1;
       tokens += 1;
       attended += s.req.promptTokens + s.generated;
@@ -424,6 +429,41 @@ class ClusterSimulation {
     }
     const all = [...local.values(), ...[...remote.values()].flatMap((j) => [...j.adapters.values()])];
     const shape: StepShape = { tokens, attendedTokens: attended, adapters: all };
+    const sequences = e.running.filter((s) => s.chunk > 0).length;
+    const finished = e.running.filter((s) => s.chunk > 0 && this.endsIn(s)).length;
+    const period = this.cost.stepPeriodUs(this.cluster.mode, {
+      sequences,
+      prefillTokens: tokens - decodes,
+      finished,
+    });
+    e.measured = period !== undefined;
+    e.start = now;
+    if (period !== undefined) this.startMeasuredStep(e, now, period, remote);
+    else this.startPricedStep(e, now, shape, local, remote);
+  }
+
+  /** The sequence's last token comes out of the step it is in. */
+  private endsIn(s: Seq): boolean {
+    if (s.prefilled < s.req.promptTokens) return s.prefilled + s.chunk >= s.req.promptTokens && s.req.outputTokens <= 1;
+    return s.generated + 1 >= s.req.outputTokens;
+  }
+
+  /** A step priced by the engine's measured period, which already holds its remote round trips. */
+  private startMeasuredStep(e: Exec, now: number, period: number, remote: Map<number, Job>): void {
+    e.localUs = period;
+    e.netUs = 0;
+    this.dispatch(e, now, remote);
+  }
+
+  /** A step priced from its parts: base model, LoRA, streaming, round trips. */
+  private startPricedStep(
+    e: Exec,
+    now: number,
+    shape: StepShape,
+    local: Map<string, { tokens: number; rank: number }>,
+    remote: Map<number, Job>,
+  ): void {
+    const { tokens, attendedTokens: attended } = shape;
     // Every decode, and every prefill that completes, streams a token to its client.
     const emitting = e.running.filter((s) => s.chunk > 0 && s.prefilled + s.chunk >= s.req.promptTokens).length;
     const hybrid = this.cluster.mode === "hybrid" ? this.cost.hybridStepUs : 0;
@@ -432,17 +472,27 @@ class ClusterSimulation {
       { tokens, attendedTokens: attended, adapters: [...local.values()] },
       this.cluster.kernel,
     );
-    e.start = now;
     e.localUs = base + lora;
+    if (remote.size > 0) {
+      const remoteTokens = [...remote.values()].reduce(
+        (s, j) => s + [...j.adapters.values()].reduce((x, a) => x + a.tokens, 0),
+        0,
+      );
+      e.netUs = this.cost.remoteUs(
+        remoteTokens,
+        this.cluster.loraServer?.link ?? "nvlink",
+        this.cluster.push !== false,
+      );
+    }
+    this.dispatch(e, now, remote);
+  }
+
+  /** Ends a local step, or queues its LoRA work at the servers (the step ends when all answered). */
+  private dispatch(e: Exec, now: number, remote: Map<number, Job>): void {
     if (remote.size === 0) {
       this.events.push(this.stepEnd(e, now + e.localUs / 1e6), { kind: "step", exec: e });
       return;
     }
-    const remoteTokens = [...remote.values()].reduce(
-      (s, j) => s + [...j.adapters.values()].reduce((x, a) => x + a.tokens, 0),
-      0,
-    );
-    e.netUs = this.cost.remoteUs(remoteTokens, this.cluster.loraServer?.link ?? "nvlink", this.cluster.push !== false);
     e.pending = remote.size;
     e.remoteDone = now;
     for (const [i, job] of remote) {
@@ -487,7 +537,7 @@ class ClusterSimulation {
       const e = j.exec;
       e.remoteDone = Math.max(e.remoteDone, now);
       if (--e.pending > 0) continue;
-      const residual = this.cost.kind === "cpu" ? 0.25 : 0;
+      const residual = this.cost.kind === "cpu" && !e.measured ? 0.25 : 0;
       const remote = (e.remoteDone - e.start) * 1e6 + e.netUs;
       const us =
         this.cluster.overlap === false
@@ -528,7 +578,8 @@ class ClusterSimulation {
     const cache = s.server >= 0 ? (this.servers[s.server] as Server).cache : e.cache;
     const entry = cache.entries.get(s.req.adapter);
     if (entry) entry.pins--;
-    this.finished.push({ req: s.req, first: s.first, last: s.last });
+    // The client sees the stream end after the last token (the final message's hops).
+    this.finished.push({ req: s.req, first: s.first, last: s.last + this.cost.streamEndSeconds });
   }
 }
 

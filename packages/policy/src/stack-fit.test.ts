@@ -2,7 +2,13 @@ import { expect } from "chai";
 import { CostModel, DEFAULT_CALIBRATION, type Calibration } from "./cost-model";
 import { policyByName } from "./placement";
 import { simulate, type ClusterSpec } from "./simulator";
-import { bareCalibration, fitStackOverheads, type ProbeSpec, type ProbeSummary } from "./stack-fit";
+import {
+  bareCalibration,
+  fitRequestOverheads,
+  fitStackOverheads,
+  type ProbeSpec,
+  type ProbeSummary,
+} from "./stack-fit";
 import { DEFAULT_WORKLOAD } from "./workload";
 
 // The validation's topology and workload: one worker, one LoRA server, the engine's limits.
@@ -125,5 +131,34 @@ describe("fitting the serving stack's overheads to probes", () => {
       fitted.hybridStepOverheadUs,
     ])
       expect(v).to.be.at.least(0);
+  });
+
+  it("with the worker's measured step periods, recovers the stream's end and the request hops", () => {
+    const measured: Calibration = {
+      ...bareCalibration(DEFAULT_CALIBRATION),
+      stepPeriods: {
+        fixedUs: { coupled: 2600, disaggregated: 5200, hybrid: 8000 },
+        perSequenceUs: 150,
+        perPrefillTokenUs: 40,
+        perFinishUs: 700,
+        steps: {},
+      },
+    };
+    const withTruth: Calibration = {
+      ...measured,
+      streamEndUs: 3000,
+      requestOverheadUs: 12_000,
+      requestOverheadP95Us: 30_000,
+      remoteRequestOverheadUs: 20_000,
+      remoteRequestOverheadP95Us: 45_000,
+    };
+    const probes = probesOf(withTruth);
+    const fitted = fitRequestOverheads(probes, measured, simulateProbe);
+    expect(fitted.streamEndUs).to.be.closeTo(3000, 150);
+    expect(fitted.requestOverheadUs).to.be.closeTo(12_000, 2_000);
+    expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 6_000);
+    expect(fitted.remoteRequestOverheadUs).to.be.closeTo(20_000, 3_000);
+    expect(fitted.stepPeriods).to.deep.equal(measured.stepPeriods);
+    expect(() => fitRequestOverheads(probes, DEFAULT_CALIBRATION, simulateProbe)).to.throw(RangeError, /stepPeriods/);
   });
 });

@@ -148,3 +148,30 @@ export function fitStackOverheads(probes: StackProbes, cal: Calibration, sim: Pr
     remoteRequestOverheadP95Us: remote.p95,
   };
 }
+
+/**
+ * With the step priced by the worker's measured periods (`calibration.stepPeriods`, fitted by
+ * `fitStepPeriods`), what is left to fit is per request: the stream's end after the last token
+ * (what the client's TPOT holds beyond the worker's steps, from both coupled probes' mean TPOT),
+ * then the hops before the first token (the coupled low-rate probe's and the
+ * disaggregated probe's TTFT P50 and P95, as `fitStackOverheads` does).
+ */
+export function fitRequestOverheads(probes: StackProbes, cal: Calibration, sim: ProbeSimulator): Calibration {
+  if (!cal.stepPeriods) throw new RangeError("fitRequestOverheads needs calibration.stepPeriods");
+  const bare: Calibration = { ...bareCalibration(cal), streamEndUs: 0 };
+  const { coupledLow: lo, coupledHigh: hi } = probes;
+  // One number for both coupled probes: their simulated mean TPOTs summed onto the measured sum.
+  const tpots = (x: number): number =>
+    (sim(lo, { ...bare, streamEndUs: x }).tpotMeanMs + sim(hi, { ...bare, streamEndUs: x }).tpotMeanMs) * 1000;
+  const streamEndUs = solveMonotone(tpots, (lo.tpotMeanMs + hi.tpotMeanMs) * 1000);
+  const withEnd: Calibration = { ...bare, streamEndUs };
+  const local = fitRequest(lo, withEnd, sim, false);
+  const remote = fitRequest(probes.disaggregated, withEnd, sim, true);
+  return {
+    ...withEnd,
+    requestOverheadUs: local.median,
+    requestOverheadP95Us: local.p95,
+    remoteRequestOverheadUs: remote.median,
+    remoteRequestOverheadP95Us: remote.p95,
+  };
+}

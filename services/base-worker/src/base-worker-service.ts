@@ -21,6 +21,7 @@ import { createWorkerBackends, type WorkerMode } from "./backends/worker-backend
 import { createBaseWorkerHandlers } from "./base-worker-handlers";
 import { startWorkerAgent } from "./worker-agent";
 import { WorkerSequences } from "./worker-sequences";
+import { StepProfile } from "./step-profile";
 import { WorkerTelemetry } from "./worker-telemetry";
 
 export type { WorkerMode } from "./backends/worker-backends";
@@ -51,6 +52,8 @@ export interface BaseWorkerOptions {
   adapterCacheBytes: number;
   /** Reuse KV blocks of shared prompt prefixes (default on). */
   prefixCache?: boolean;
+  /** File to keep the engine's step periods in, by batch shape (validation of the simulator). */
+  stepProfile?: string;
   logger: Logger;
 }
 
@@ -83,6 +86,7 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
     logger,
   });
   const tel = new WorkerTelemetry(options.siteSpanRatio, backends.transportOf);
+  const profile = options.stepProfile ? new StepProfile(options.stepProfile, options.executorId) : undefined;
   const engine = new Engine(model, tokenizer, {
     lora: tel.wrap(backends.backend),
     maxBatchTokens: options.maxBatchTokens,
@@ -90,6 +94,7 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
     ...(options.kvBlocks ? { kvBlocks: options.kvBlocks } : {}),
     logger,
     stepHook: tel.step,
+    ...(profile ? { stepObserver: profile.record } : {}),
   });
   tel.observe(engine, backends.remote);
   const sequences = new WorkerSequences({ engine, telemetry: tel });
@@ -127,6 +132,7 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
       await jobWorker?.close();
       backends.remote?.close();
       placement.close();
+      profile?.close();
     },
   };
 }

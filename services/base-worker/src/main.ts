@@ -32,6 +32,7 @@ void runServiceProcess({
       adapterCacheDir: config.adapterCache,
       adapterCacheBytes: config.adapterCacheMiB * 1024 * 1024,
       prefixCache: config.prefixCache,
+      ...(config.stepProfile ? { stepProfile: config.stepProfile } : {}),
       logger,
     }),
 });

@@ -1,5 +1,5 @@
 /** Options of the base-worker process: flags and the environment variables that set them. */
-import { booleanOption, enumOption, intOption, numberOption } from "@loramesh/core";
+import { booleanOption, enumOption, intOption, numberOption, stringOption } from "@loramesh/core";
 import { executorOptions } from "@loramesh/mesh";
 import { LORA_TRANSPORTS } from "./backends/lora-transport";
 
@@ -75,5 +75,12 @@ export const options = {
     default: 0,
     min: 0,
     description: "KV-cache blocks (0: 256 MiB worth)",
+  }),
+  stepProfile: stringOption({
+    flag: "step-profile",
+    env: "LORAMESH_STEP_PROFILE",
+    default: "",
+    description:
+      "file the worker keeps its engine step periods in, by batch shape (JSON, rewritten every second; empty: off)",
   }),
 };

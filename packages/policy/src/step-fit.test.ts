@@ -1,0 +1,106 @@
+import { expect } from "chai";
+import { CostModel, DEFAULT_CALIBRATION } from "./cost-model";
+import { policyByName } from "./placement";
+import { simulate, type ClusterSpec } from "./simulator";
+import { fitStepPeriods, stepPeriodUs, type StepPeriodFit, type StepShapeSample } from "./step-fit";
+import { DEFAULT_WORKLOAD, makeAdapters, makeRequests } from "./workload";
+
+/** Steps of the given shapes whose periods follow `truth` exactly. */
+function stepsOf(truth: StepPeriodFit, mode: "coupled" | "disaggregated" | "hybrid"): StepShapeSample[] {
+  const shapes = [
+    [1, 0, 0, 400],
+    [1, 0, 1, 25],
+    [1, 24, 0, 30],
+    [2, 0, 0, 200],
+    [2, 0, 1, 30],
+    [2, 20, 0, 20],
+    [4, 0, 0, 90],
+    [4, 0, 2, 9],
+    [6, 31, 1, 10],
+  ] as const;
+  return shapes.map(([sequences, prefillTokens, finished, count]) => {
+    const us = stepPeriodUs(truth, mode, { sequences, prefillTokens, finished }) as number;
+    return { sequences, tokens: sequences + prefillTokens, prefillTokens, finished, count, sumUs: us * count };
+  });
+}
+
+describe("fitting the engine's step period to the worker's own step timings", () => {
+  const truth: StepPeriodFit = {
+    fixedUs: { coupled: 2500, disaggregated: 4100, hybrid: 6000 },
+    perSequenceUs: 180,
+    perPrefillTokenUs: 35,
+    perFinishUs: 900,
+    steps: {},
+  };
+
+  it("recovers a fixed cost per mode and the shared slopes", () => {
+    const fit = fitStepPeriods([
+      { mode: "coupled", steps: stepsOf(truth, "coupled") },
+      { mode: "disaggregated", steps: stepsOf(truth, "disaggregated") },
+      { mode: "hybrid", steps: stepsOf(truth, "hybrid") },
+    ]);
+    expect(fit.fixedUs.coupled).to.be.closeTo(2500, 1e-6);
+    expect(fit.fixedUs.disaggregated).to.be.closeTo(4100, 1e-6);
+    expect(fit.fixedUs.hybrid).to.be.closeTo(6000, 1e-6);
+    expect(fit.perSequenceUs).to.be.closeTo(180, 1e-6);
+    expect(fit.perPrefillTokenUs).to.be.closeTo(35, 1e-6);
+    expect(fit.perFinishUs).to.be.closeTo(900, 1e-6);
+    expect(fit.steps.coupled).to.equal(814);
+  });
+
+  it("drops a slope the data cannot carry (no spread, or negative from noise) instead of inventing one", () => {
+    const single: StepShapeSample[] = [{ sequences: 1, tokens: 1, prefillTokens: 0, count: 10, sumUs: 30_000 }];
+    const fit = fitStepPeriods([{ mode: "coupled", steps: single }]);
+    expect(fit).to.deep.include({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0 });
+    expect(fit.fixedUs.coupled).to.be.closeTo(3000, 1e-6);
+    // Busier steps measured faster (another process let go of a core): no negative cost per sequence.
+    const noisy: StepShapeSample[] = [
+      { sequences: 1, tokens: 1, prefillTokens: 0, count: 10, sumUs: 40_000 },
+      { sequences: 3, tokens: 3, prefillTokens: 0, count: 10, sumUs: 30_000 },
+    ];
+    const n = fitStepPeriods([{ mode: "coupled", steps: noisy }]);
+    expect(n.perSequenceUs).to.equal(0);
+    expect(n.fixedUs.coupled).to.be.closeTo(3500, 1e-6);
+    expect(stepPeriodUs(n, "hybrid", { sequences: 1, prefillTokens: 0 })).to.equal(undefined);
+    expect(() => fitStepPeriods([])).to.throw(RangeError, /no engine steps/);
+  });
+
+  it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {
+    const cluster: ClusterSpec = {
+      executors: 1,
+      capacityBytes: 8 * 1024 ** 3,
+      maxBatch: 64,
+      maxBatchTokens: 512,
+      mode: "coupled",
+      loraServers: 1,
+      kernel: "true",
+      rankAwareRouting: true,
+      replaceEvery: 0,
+    };
+    const workload = { ...DEFAULT_WORKLOAD, adapters: 4, rate: 0.2, duration: 30, seed: 3 };
+    const slo = { ttftMs: 1e9, tpotMs: 1e9 };
+    const run = (k: Partial<typeof DEFAULT_CALIBRATION>, mode: ClusterSpec["mode"] = "coupled") =>
+      simulate(
+        workload,
+        { ...cluster, mode },
+        policyByName("rank-aware"),
+        new CostModel({ ...DEFAULT_CALIBRATION, ...k }),
+        slo,
+      );
+    // One request every 5 s, each alone in its batch: every decode step is one sequence, no prompt.
+    const r = run({ stepPeriods: { ...truth, perFinishUs: 0 } });
+    expect(r.completed).to.be.greaterThan(0);
+    expect(r.tpotMs.mean).to.be.closeTo(2.5, 1e-6);
+    // The prefill step is the first token: the fixed cost plus the prompt's tokens.
+    expect(r.ttftMs.p50).to.be.greaterThan(2.5);
+    // The step a request ends in, and its stream's end, fall on its last gap only.
+    const requests = makeRequests(workload, makeAdapters(workload)).filter((q) => q.outputTokens > 1);
+    const want = (endUs: number): number =>
+      requests.reduce((a, q) => a + 2.5 + (0.9 + endUs / 1000) / (q.outputTokens - 1), 0) / requests.length;
+    expect(requests).to.have.length(r.completed);
+    expect(run({ stepPeriods: truth }).tpotMs.mean).to.be.closeTo(want(0), 1e-6);
+    expect(run({ stepPeriods: truth, streamEndUs: 4000 }).tpotMs.mean).to.be.closeTo(want(4000), 1e-6);
+    const d = run({ stepPeriods: { ...truth, perFinishUs: 0 } }, "disaggregated");
+    expect(d.tpotMs.mean).to.be.closeTo(4.1, 1e-6);
+  });
+});

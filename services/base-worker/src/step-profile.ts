@@ -1,0 +1,77 @@
+/**
+ * The engine's step periods by batch shape, kept in a JSON file (`--step-profile`): what the
+ * simulator's validation fits its per-step cost on, from the worker's own clock rather than from a
+ * client's view (which adds the streaming hops) or a kernel micro-benchmark (which misses the loop).
+ */
+import { renameSync, writeFileSync } from "node:fs";
+import type { StepTiming } from "@loramesh/engine";
+
+/** Steps of one shape: how many, and the sum and sum of squares of their periods (µs). */
+export interface StepShapeStats {
+  sequences: number;
+  tokens: number;
+  prefillTokens: number;
+  finished: number;
+  count: number;
+  sumUs: number;
+  sumSqUs: number;
+}
+
+/** The file's content. */
+export interface StepProfileFile {
+  executorId: string;
+  steps: StepShapeStats[];
+}
+
+const FLUSH_MS = 1000;
+
+export class StepProfile {
+  private readonly shapes = new Map<string, StepShapeStats>();
+  private dirty = false;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly file: string,
+    private readonly executorId: string,
+  ) {
+    // Rewritten whole every second (not per step: a write per step would slow the steps it times).
+    this.timer = setInterval(() => this.flush(), FLUSH_MS);
+    this.timer.unref();
+  }
+
+  record = (step: StepTiming): void => {
+    const key = `${step.sequences}/${step.tokens}/${step.prefillTokens}/${step.finished}`;
+    let s = this.shapes.get(key);
+    if (!s) {
+      s = {
+        sequences: step.sequences,
+        tokens: step.tokens,
+        prefillTokens: step.prefillTokens,
+        finished: step.finished,
+        count: 0,
+        sumUs: 0,
+        sumSqUs: 0,
+      };
+      this.shapes.set(key, s);
+    }
+    s.count++;
+    s.sumUs += step.periodUs;
+    s.sumSqUs += step.periodUs * step.periodUs;
+    this.dirty = true;
+  };
+
+  /** Writes the file if anything changed (to a temporary name first: a reader never sees half). */
+  flush(): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    const body: StepProfileFile = { executorId: this.executorId, steps: [...this.shapes.values()] };
+    const tmp = `${this.file}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(body)}\n`);
+    renameSync(tmp, this.file);
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.flush();
+  }
+}
