@@ -44,6 +44,7 @@ export {
   type StepLayerSpec,
   type StepModelHandle,
   type StepModelSpec,
+  type StepRingTiming,
   toStepError,
 } from "./step";
 export type { RingServerHandle, RingServerOptions, RingServerStats, RingSite, RingSiteTable } from "./shm";
