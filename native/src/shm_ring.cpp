@@ -94,7 +94,10 @@ bool futex_wait_any(std::atomic<uint32_t>* const* words, const uint32_t* expecte
 
 int64_t env_us(const char* name, int64_t fallback) {
   const char* v = getenv(name);
-  return v ? atoll(v) : fallback;
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long long us = strtoll(v, &end, 10);
+  return *end == '\0' && us >= 0 && us <= 10'000'000 ? us : fallback;  // ignore garbage, cap at 10 s
 }
 
 int64_t now_ns() {

@@ -12,8 +12,6 @@
 // header field is copied once and checked before any offset is derived from it.
 #pragma once
 
-#include <sched.h>
-
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -92,23 +90,21 @@ bool pid_alive(int32_t pid);
 
 // Bounded busy-wait with the pause instruction (a hyperthread sibling or the other side keeps the
 // core): returns true as soon as done() holds, false after spin_ns.
-int64_t env_us(const char* name, int64_t fallback);  // EXPERIMENT
 template <typename Done>
 bool spin_for(int64_t spin_ns, Done&& done) {
-  static const int64_t yield_after = env_us("LM_RING_YIELD_US", -1) * 1000;
-  const int64_t start = now_ns(), until = start + spin_ns;
+  const int64_t until = now_ns() + spin_ns;
   for (int i = 0;; i++) {
     if (done()) return true;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
-    if ((i & 15) == 15) {
-      const int64_t now = now_ns();
-      if (now >= until) return done();
-      if (yield_after >= 0 && now - start >= yield_after) sched_yield();
-    }
+    if ((i & 15) == 15 && now_ns() >= until) return done();
   }
 }
+
+// A spin bound in µs from the environment (LM_RING_SPIN_US and friends: for measuring other
+// settings without a rebuild), else the default; read once per process.
+int64_t env_us(const char* name, int64_t fallback);
 
 // Where a ring site's time went, as the worker saw it (ns, CLOCK_MONOTONIC).
 struct SiteTiming {

@@ -18,7 +18,8 @@ namespace lm::shm {
 namespace {
 
 constexpr int64_t kHousekeepingNs = 10'000'000;  // liveness checks at most this often
-static const int64_t kSpinNs = env_us("LM_RING_SERVER_SPIN_US", 50) * 1000;              // spin before sleeping: a post often follows at once
+// Spin before sleeping: in a tight post → wait loop the next post follows within microseconds.
+const int64_t kSpinNs = env_us("LM_RING_SERVER_SPIN_US", 50) * 1000;
 constexpr int kMaxChannels = 120;                // futex_waitv takes 128 words
 constexpr int64_t kSerialFmas = 4'000'000;       // below this a batch's kernel runs on the ring thread alone (~0.2 ms)
 
