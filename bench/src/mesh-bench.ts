@@ -14,7 +14,7 @@
  * trip over UCX (tcp) vs gRPC across a veth link between network namespaces, and the decode step of
  * a worker on another host over each (or why they were not measured: no root, no UCX).
  *
- *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only]]
+ *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only | --shm-only]]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -48,6 +48,10 @@ const options = {
     flag: "lora-overhead",
     default: true,
     description: "with --json, also time r16 LoRA on a TinyLlama-1.1B-shaped model (needs the bench:cpu-anchor files)",
+  }),
+  shmOnly: booleanOption({
+    flag: "shm-only",
+    description: "with --json: only the shm ring figures (site round trips, decode step coupled vs shm; a quicker run)",
   }),
   ucxOnly: booleanOption({
     flag: "ucx-only",
@@ -429,6 +433,17 @@ async function main(): Promise<void> {
   const { config } = loadConfig(options, process.argv.slice(2));
   if (config.json && config.ucxOnly)
     return console.log(JSON.stringify({ ucx: await ucxReport(config.iterations, config.tokens) }));
+  if (config.json && config.shmOnly) {
+    const siteUs = await siteRoundTripUs(config.iterations, 8);
+    const coupled = await decodeStepMs("coupled", true, 8, config.tokens);
+    const shm = await decodeStepMs("disaggregated", true, 8, config.tokens);
+    return console.log(
+      JSON.stringify({
+        site_round_trip_us: siteUs,
+        decode_step_ms: { coupled, disaggregated_shm: shm, shm_over_coupled: round(shm / coupled) },
+      }),
+    );
+  }
   if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor);
   console.log(
     `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,

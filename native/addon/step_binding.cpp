@@ -13,6 +13,7 @@
 
 #include "../src/local_site_backend.h"
 #include "../src/routed_site_backend.h"
+#include "../src/shm_ring.h"
 #include "../src/step.h"
 #include "callback_site_backend.h"
 #include "status_name.h"
@@ -451,13 +452,33 @@ class StepWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     std::lock_guard<std::mutex> lock(model_->busy);
+    // Ring sites are waited for on this thread: the difference of its sums is this step's.
+    const shm::RingTotals before = shm::thread_ring_totals();
     status_ = run_step(model_->model, batch, backend_.get(), &phase_);
     if (status_ != LM_OK) message_ = lm_last_error();  // thread-local: read on the thread that failed
+    const shm::RingTotals after = shm::thread_ring_totals();
+    ring_.sites = after.sites - before.sites;
+    ring_.worker_sleeps = after.worker_sleeps - before.worker_sleeps;
+    ring_.wait_ns = after.wait_ns - before.wait_ns;
+    ring_.queue_ns = after.queue_ns - before.queue_ns;
+    ring_.batch_ns = after.batch_ns - before.batch_ns;
+    ring_.compute_ns = after.compute_ns - before.compute_ns;
+    ring_.wake_ns = after.wake_ns - before.wake_ns;
   }
+  // Resolves with the step's ring-site timing (zeros when no site went through a ring).
   void OnOK() override {
     Napi::Env env = Env();
-    if (status_ == LM_OK) deferred_.Resolve(env.Undefined());
-    else deferred_.Reject(make_error(env, status_, message_, phase_).Value());
+    if (status_ != LM_OK) return deferred_.Reject(make_error(env, status_, message_, phase_).Value());
+    Napi::Object t = Napi::Object::New(env);
+    auto us = [](int64_t ns) { return static_cast<double>(ns) / 1e3; };
+    t.Set("ringSites", Napi::Number::New(env, static_cast<double>(ring_.sites)));
+    t.Set("ringSleeps", Napi::Number::New(env, static_cast<double>(ring_.worker_sleeps)));
+    t.Set("ringWaitUs", Napi::Number::New(env, us(ring_.wait_ns)));
+    t.Set("ringQueueUs", Napi::Number::New(env, us(ring_.queue_ns)));
+    t.Set("ringBatchUs", Napi::Number::New(env, us(ring_.batch_ns)));
+    t.Set("ringComputeUs", Napi::Number::New(env, us(ring_.compute_ns)));
+    t.Set("ringWakeUs", Napi::Number::New(env, us(ring_.wake_ns)));
+    deferred_.Resolve(t);
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
@@ -468,6 +489,7 @@ class StepWorker : public Napi::AsyncWorker {
   lm_status status_ = LM_OK;
   StepPhase phase_ = StepPhase::kNone;
   std::string message_;
+  shm::RingTotals ring_;
 };
 
 void read_batch(StepWorker& w, const StepModel& m, Napi::Object o) {

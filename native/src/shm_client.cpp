@@ -1,9 +1,11 @@
 // The worker's end of a shared-memory ring: ShmSiteBackend implements lm::SiteBackend over the
 // segment its LoRA server created. post() writes a site into a free slot and rings the server's
-// bell; wait() spins briefly, then sleeps on the slot's response word, checking between naps that
-// the server is alive and has not detached this worker.
+// bell; wait() spins (bounded, with pause) on the slot's response word, then sleeps on it, checking
+// between naps that the server is alive and has not detached this worker. Each side raises a
+// "sleeping" flag before its futex wait, so the other side makes the wake syscall only when needed.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -16,8 +18,52 @@ namespace lm::shm {
 
 namespace {
 
-constexpr int64_t kSpinNs = 30'000;
+// Once the server took the post, its reply follows within microseconds (a decode site's kernel).
+// The spin bound is longer than a futex wake-up (50–110 µs measured on this VM), so a pair of
+// spinning peers does not fall into a ping-pong where each spin ends just before the other side
+// wakes; it is bounded so that, on a loaded machine, a waiter gives its core back.
+const int64_t kSpinNs = env_us("LM_RING_SPIN_US", 200) * 1000;
+// How long a post may stay untaken by the server's thread before the worker stops spinning: the
+// server then sleeps or has no core, and a spinning worker would only hold a core it needs.
+const int64_t kTakeNs = env_us("LM_RING_TAKE_US", 30) * 1000;
 constexpr int64_t kNapNs = 20'000'000;  // between liveness checks of the server
+
+thread_local SiteTiming last_timing;
+thread_local RingTotals thread_totals;
+struct Totals {
+  std::atomic<uint64_t> sites{0}, sleeps{0};
+  std::atomic<int64_t> wait_ns{0}, queue_ns{0}, batch_ns{0}, compute_ns{0}, wake_ns{0};
+};
+Totals& totals() {
+  static Totals t;
+  return t;
+}
+
+// Records a site's timing; the server's stamps are clamped into [post, woke] (a peer's garbage
+// cannot produce negative or huge sums).
+void record(SiteTiming t, bool slept) {
+  auto clamp = [&](int64_t v, int64_t lo) { return std::min(std::max(v, lo), t.woke_ns); };
+  t.seen_ns = clamp(t.seen_ns, t.post_ns);
+  t.run_ns = clamp(t.run_ns, t.seen_ns);
+  t.done_ns = clamp(t.done_ns, t.run_ns);
+  last_timing = t;
+  RingTotals& m = thread_totals;
+  m.sites++;
+  m.worker_sleeps += slept ? 1 : 0;
+  m.wait_ns += t.woke_ns - t.post_ns;
+  m.queue_ns += t.seen_ns - t.post_ns;
+  m.batch_ns += t.run_ns - t.seen_ns;
+  m.compute_ns += t.done_ns - t.run_ns;
+  m.wake_ns += t.woke_ns - t.done_ns;
+  Totals& s = totals();
+  s.sites.fetch_add(1, std::memory_order_relaxed);
+  if (slept) s.sleeps.fetch_add(1, std::memory_order_relaxed);
+  s.wait_ns.fetch_add(t.woke_ns - t.post_ns, std::memory_order_relaxed);
+  s.queue_ns.fetch_add(t.seen_ns - t.post_ns, std::memory_order_relaxed);
+  s.batch_ns.fetch_add(t.run_ns - t.seen_ns, std::memory_order_relaxed);
+  s.compute_ns.fetch_add(t.done_ns - t.run_ns, std::memory_order_relaxed);
+  s.wake_ns.fetch_add(t.woke_ns - t.done_ns, std::memory_order_relaxed);
+}
 
 class ShmSiteBackend final : public SiteBackend {
  public:
@@ -108,6 +154,7 @@ class ShmSiteBackend final : public SiteBackend {
     busy_[s] = true;
     delta_[s] = call.delta;
     count_[s] = call.rows * call.out_features;
+    post_ns_[s] = now_ns();
     slot.req_seq.store(seq, std::memory_order_release);
     ring();
     *ticket = (static_cast<uint64_t>(s) << 32) | seq;
@@ -124,7 +171,13 @@ class ShmSiteBackend final : public SiteBackend {
     Slot& slot = h->slots[s];
     const int64_t start = now_ns(), deadline = start + (timeout_us < 0 ? INT64_MAX / 2 : timeout_us * 1000);
     uint32_t seen = slot.resp_seq.load(std::memory_order_acquire);
-    while (seen != seq && now_ns() - start < kSpinNs) seen = slot.resp_seq.load(std::memory_order_acquire);
+    const bool taken = spin_for(kTakeNs, [&] {
+      return (seen = slot.resp_seq.load(std::memory_order_acquire)) == seq ||
+             slot.taken_seq.load(std::memory_order_acquire) == seq;
+    });
+    if (taken && seen != seq)
+      spin_for(kSpinNs, [&] { return (seen = slot.resp_seq.load(std::memory_order_acquire)) == seq; });
+    const bool slept = seen != seq;
     while (seen != seq) {
       if (h->state.load(std::memory_order_acquire) == kDetached)
         return broken(s, "the LoRA server detached this worker");
@@ -135,9 +188,20 @@ class ShmSiteBackend final : public SiteBackend {
       const int64_t now = now_ns();
       if (now >= deadline)
         return broken(s, "the LoRA server did not answer a site within " + std::to_string(timeout_us / 1000) + " ms");
-      futex_wait(&slot.resp_seq, seen, std::min(kNapNs, deadline - now));
+      // Raise the flag, then look again: a response stored before the server read the flag is
+      // seen here; one stored after it finds the flag and wakes us (both sides use seq_cst).
+      slot.worker_sleeping.store(1, std::memory_order_seq_cst);
+      seen = slot.resp_seq.load(std::memory_order_seq_cst);
+      if (seen != seq) futex_wait(&slot.resp_seq, seen, std::min(kNapNs, deadline - now));
+      slot.worker_sleeping.store(0, std::memory_order_relaxed);
       seen = slot.resp_seq.load(std::memory_order_acquire);
     }
+    SiteTiming timing;
+    timing.woke_ns = now_ns();
+    timing.post_ns = post_ns_[s];
+    timing.seen_ns = slot.seen_ns;
+    timing.run_ns = slot.run_ns;
+    timing.done_ns = slot.done_ns;
     const lm_status status = static_cast<lm_status>(slot.status);
     std::string message;
     if (status == LM_OK) {
@@ -155,7 +219,10 @@ class ShmSiteBackend final : public SiteBackend {
       busy_[s] = false;
       release_locked();
     }
-    if (status == LM_OK) return LM_OK;
+    if (status == LM_OK) {
+      record(timing, slept);
+      return LM_OK;
+    }
     const bool known = status == LM_ERR_NOT_FOUND || status == LM_ERR_ARGUMENT || status == LM_ERR_SHAPE ||
                        status == LM_ERR_SLOT || status == LM_ERR_DTYPE;
     return fail(known ? status : LM_ERR_UNAVAILABLE, "LoRA server: " + message);
@@ -184,10 +251,11 @@ class ShmSiteBackend final : public SiteBackend {
     unmap(&map_);
   }
 
+  // The wake syscall only when the server thread sleeps (or is about to: see the flag protocol in wait()).
   void ring() {
     Header* h = map_.header();
-    h->server_bell.fetch_add(1, std::memory_order_release);
-    futex_wake(&h->server_bell);
+    h->server_bell.fetch_add(1, std::memory_order_seq_cst);
+    if (h->server_sleeping.load(std::memory_order_seq_cst) != 0) futex_wake(&h->server_bell);
   }
 
   // Caller holds mu_.
@@ -218,9 +286,27 @@ class ShmSiteBackend final : public SiteBackend {
   uint32_t seq_[kSlots] = {0, 0, 0, 0};
   float* delta_[kSlots] = {nullptr, nullptr, nullptr, nullptr};
   int64_t count_[kSlots] = {0, 0, 0, 0};
+  int64_t post_ns_[kSlots] = {0, 0, 0, 0};
 };
 
 }  // namespace
+
+const SiteTiming& last_site_timing() { return last_timing; }
+
+RingTotals thread_ring_totals() { return thread_totals; }
+
+RingTotals ring_totals() {
+  const Totals& t = totals();
+  RingTotals r;
+  r.sites = t.sites.load(std::memory_order_relaxed);
+  r.worker_sleeps = t.sleeps.load(std::memory_order_relaxed);
+  r.wait_ns = t.wait_ns.load(std::memory_order_relaxed);
+  r.queue_ns = t.queue_ns.load(std::memory_order_relaxed);
+  r.batch_ns = t.batch_ns.load(std::memory_order_relaxed);
+  r.compute_ns = t.compute_ns.load(std::memory_order_relaxed);
+  r.wake_ns = t.wake_ns.load(std::memory_order_relaxed);
+  return r;
+}
 
 lm_status connect(const std::string& name, std::shared_ptr<SiteBackend>* out) {
   reap_dead_segments();

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -89,6 +90,14 @@ bool futex_wait_any(std::atomic<uint32_t>* const* words, const uint32_t* expecte
   // Kernels before 5.16: wait on the first word with a short timeout, the caller rescans.
   const int64_t slice = timeout_ns < 0 || timeout_ns > 200000 ? 200000 : timeout_ns;
   return futex_wait(words[0], expected[0], slice) || timeout_ns > slice;
+}
+
+int64_t env_us(const char* name, int64_t fallback) {
+  const char* v = getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long long us = strtoll(v, &end, 10);
+  return *end == '\0' && us >= 0 && us <= 10'000'000 ? us : fallback;  // ignore garbage, cap at 10 s
 }
 
 int64_t now_ns() {

@@ -44,6 +44,17 @@ struct alignas(64) Slot {
   int32_t layer, site, rows, h_in, n_out, n_adapters, moe;
   uint32_t ids_bytes;
   int32_t status;                  // lm_status of the response
+  // Server clock (CLOCK_MONOTONIC, shared by both processes) of the response: when the post was
+  // first seen, when its batch's kernel started and when the response was written. Only timing:
+  // the worker never derives an offset or a decision from them.
+  int64_t seen_ns, run_ns, done_ns;
+  // 1 while the worker sleeps (futex) on resp_seq: the server wakes it only then (a spinning
+  // worker sees the store without a syscall).
+  std::atomic<uint32_t> worker_sleeping;
+  // The server's thread took the request with this number (it runs now): the worker keeps
+  // spinning for the response only then; a post not taken soon means the server sleeps or has
+  // no core, and the worker then sleeps too, so as not to hold a core the server needs.
+  std::atomic<uint32_t> taken_seq;
   char message[kMessageBytes];     // error message of the response
 };
 
@@ -57,6 +68,7 @@ struct alignas(64) Header {
   std::atomic<int32_t> worker_pid;
   std::atomic<uint32_t> state;
   alignas(64) std::atomic<uint32_t> server_bell;  // futex word the server thread waits on
+  std::atomic<uint32_t> server_sleeping;           // 1 while the server thread sleeps on the bells
   Slot slots[kSlots];
 };
 
@@ -75,6 +87,50 @@ bool futex_wait_any(std::atomic<uint32_t>* const* words, const uint32_t* expecte
 
 int64_t now_ns();
 bool pid_alive(int32_t pid);
+
+// Bounded busy-wait with the pause instruction (a hyperthread sibling or the other side keeps the
+// core): returns true as soon as done() holds, false after spin_ns.
+template <typename Done>
+bool spin_for(int64_t spin_ns, Done&& done) {
+  const int64_t until = now_ns() + spin_ns;
+  for (int i = 0;; i++) {
+    if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if ((i & 15) == 15 && now_ns() >= until) return done();
+  }
+}
+
+// A spin bound in µs from the environment (LM_RING_SPIN_US and friends: for measuring other
+// settings without a rebuild), else the default; read once per process.
+int64_t env_us(const char* name, int64_t fallback);
+
+// Where a ring site's time went, as the worker saw it (ns, CLOCK_MONOTONIC).
+struct SiteTiming {
+  int64_t post_ns = 0;  // the worker rang the bell
+  int64_t seen_ns = 0;  // the server's thread saw the post
+  int64_t run_ns = 0;   // its batch's kernel started
+  int64_t done_ns = 0;  // the response was written
+  int64_t woke_ns = 0;  // the worker saw it
+};
+// The last ring site this thread waited for (benchmarks and the probe read it).
+const SiteTiming& last_site_timing();
+
+// Process-wide sums over every ring site a worker waited for successfully: the step reads them
+// before and after it runs and reports the difference (per-step aggregates, no per-site JS call).
+struct RingTotals {
+  uint64_t sites = 0;
+  int64_t wait_ns = 0;     // post → the worker saw the response
+  int64_t queue_ns = 0;    // post → the server saw it (doorbell and server wake-up)
+  int64_t batch_ns = 0;    // seen → kernel start (batching window, validation)
+  int64_t compute_ns = 0;  // kernel start → response written
+  int64_t wake_ns = 0;     // response written → the worker saw it
+  uint64_t worker_sleeps = 0;  // waits that ended in a futex sleep (the spin was not enough)
+};
+RingTotals ring_totals();
+// The same sums over the sites this thread waited for (the step reads them around its run).
+RingTotals thread_ring_totals();
 
 // Whether `name` is a segment name this module generates (loramesh-<pid>-<hex>), and its pid.
 bool parse_name(const std::string& name, int32_t* pid);

@@ -6,18 +6,22 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "common.h"
 #include "shm_ring.h"
+#include "threads.h"
 
 namespace lm::shm {
 
 namespace {
 
 constexpr int64_t kHousekeepingNs = 10'000'000;  // liveness checks at most this often
-constexpr int64_t kSpinNs = 20'000;              // spin before sleeping: a post often follows at once
+// Spin before sleeping: in a tight post → wait loop the next post follows within microseconds.
+const int64_t kSpinNs = env_us("LM_RING_SERVER_SPIN_US", 50) * 1000;
 constexpr int kMaxChannels = 120;                // futex_waitv takes 128 words
+constexpr int64_t kSerialFmas = 4'000'000;       // below this a batch's kernel runs on the ring thread alone (~0.2 ms)
 
 struct Channel {
   std::string worker_id, name;
@@ -35,6 +39,7 @@ struct Item {
   uint32_t slot, seq;
   int32_t layer, site, rows, h_in, n_out, moe;
   int64_t since;
+  int64_t run_ns = 0;  // when its batch's kernel started (0: answered without one)
   std::vector<int32_t> row_slot, row_expert;
   lm_status status = LM_OK;
   std::string message;
@@ -186,6 +191,7 @@ void ServerImpl::collect(int64_t now, std::vector<Item>* items) {
       const uint32_t seq = slot.req_seq.load(std::memory_order_acquire);
       if (seq == ch->answered[s]) continue;
       if (ch->pending_seq[s] != seq) {
+        slot.taken_seq.store(seq, std::memory_order_release);
         ch->pending_seq[s] = seq;
         ch->pending_since[s] = now;
         ch->last_post_ns = now;
@@ -250,10 +256,16 @@ void ServerImpl::respond(Item* it, const float* delta) {
   const size_t n = std::min(it->message.size(), static_cast<size_t>(kMessageBytes - 1));
   std::memcpy(slot.message, it->message.data(), n);
   slot.message[n] = '\0';
+  const int64_t done = now_ns();
+  slot.seen_ns = it->since;
+  slot.run_ns = it->run_ns > 0 ? it->run_ns : done;
+  slot.done_ns = done;
   ch->answered[it->slot] = it->seq;
-  ch->answered_at[it->slot] = now_ns();
-  slot.resp_seq.store(it->seq, std::memory_order_release);
-  futex_wake(&slot.resp_seq);
+  ch->answered_at[it->slot] = done;
+  // seq_cst store, then the flag: a worker that raised it before this store is woken; one that
+  // raises it after re-reads resp_seq and sees the response (shm_client.cpp, wait()).
+  slot.resp_seq.store(it->seq, std::memory_order_seq_cst);
+  if (slot.worker_sleeping.load(std::memory_order_seq_cst) != 0) futex_wake(&slot.resp_seq);
 }
 
 void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
@@ -267,6 +279,8 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
     parts.push_back({reinterpret_cast<const float*>(it->ch->map.slot_data(it->slot) + l.x), &it->row_slot, &it->row_expert});
   }
   std::vector<float> y;
+  const int64_t started = now_ns();
+  for (Item* it : batch) it->run_ns = started;
   const lm_status status = apply_batch(*tables, opt_.n_experts, first.layer, first.site, first.moe, h_in, n_out, parts, &y);
   int64_t r = 0;
   const std::string message = status == LM_OK ? "" : lm_last_error();
@@ -355,15 +369,19 @@ void ServerImpl::loop() {
                                                           return a->since < b->since;
                                                         }))->since);
     const int64_t timeout = std::max<int64_t>(0, std::min(window_left, kHousekeepingNs));
-    // Spin briefly: the next post usually follows within microseconds.
-    const int64_t spin_until = now_ns() + std::min(timeout, kSpinNs);
-    bool changed = false;
-    while (!changed && now_ns() < spin_until) {
-      for (size_t i = 0; i < words.size() && !changed; i++)
-        changed = words[i]->load(std::memory_order_acquire) != expected[i];
-    }
-    if (!changed && timeout > kSpinNs)
+    // Spin first (with pause): the next post usually follows within microseconds, and a sleeping
+    // thread costs a futex wake-up. Then raise every segment's sleeping flag, so workers ring the
+    // futex; futex_waitv re-checks the words, so a post between the scan and the sleep is not lost.
+    bool changed = spin_for(std::min(timeout, kSpinNs), [&] {
+      for (size_t i = 0; i < words.size(); i++)
+        if (words[i]->load(std::memory_order_acquire) != expected[i]) return true;
+      return false;
+    });
+    if (!changed && timeout > kSpinNs) {
+      for (auto& ch : channels_) ch->map.header()->server_sleeping.store(1, std::memory_order_seq_cst);
       futex_wait_any(words.data(), expected.data(), static_cast<int>(words.size()), timeout - kSpinNs);
+      for (auto& ch : channels_) ch->map.header()->server_sleeping.store(0, std::memory_order_relaxed);
+    }
   }
   while (!channels_.empty()) detach(channels_.size() - 1, "LoRA server stopping");
   take_incoming();

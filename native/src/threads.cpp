@@ -40,6 +40,9 @@ int default_threads() {
   return hc == 0 ? 1 : static_cast<int>(std::min(hc, 64u));
 }
 
+// Set while this thread runs a job's indices (or a SerialRegion): parallel_for then stays inline.
+thread_local bool in_region = false;
+
 class Pool {
  public:
   ~Pool() { resize(1); }
@@ -53,8 +56,7 @@ class Pool {
     std::lock_guard<std::mutex> lock(region_mutex_);
     stop_workers();
     // A new worker must not take the last finished job's generation for a new one: a worker that
-    // started late (a busy machine) would otherwise "join" a stale job and decrement active_ for a
-    // later run, letting that run return while a worker still writes its output.
+    // started late (a busy machine) would otherwise try to join a stale job.
     uint64_t current;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -83,24 +85,27 @@ class Pool {
       job_ = &fn;
       job_size_ = n;
       next_.store(0);
-      active_.store(static_cast<int>(workers_.size()));
-      generation_.store(generation_.load() + 1);
+      uint64_t g = generation_.load() + 1;
+      if ((g & kCount) == 0) g++;  // tag 0 marks a closed job
+      joined_.store((g & kCount) << 32);
+      generation_.store(g);
     }
     wake_.notify_all();
     in_region = true;
     drain();
     in_region = false;
-    if (!spin_until([this] { return active_.load(std::memory_order_acquire) == 0; })) {
+    // Every index is taken. Close the job to late joiners and wait only for workers that joined
+    // and may still run an index: a worker that was asleep or descheduled (a busy 2-core
+    // machine) is not waited for; it finds the job closed when it gets a core.
+    if (!spin_until([this] { return close_if_idle(); })) {
       std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, [this] { return active_.load() == 0; });
+      done_.wait(lock, [this] { return close_if_idle(); });
     }
     std::lock_guard<std::mutex> lock(mutex_);
     job_ = nullptr;
   }
 
  private:
-  static thread_local bool in_region;
-
   void drain() {
     for (;;) {
       int64_t i = next_.fetch_add(1);
@@ -119,14 +124,31 @@ class Pool {
         if (quit_.load()) return;
         seen = generation_.load();
       }
+      if (!join(seen)) continue;  // the caller already took every index and closed the job
       in_region = true;
       drain();
       in_region = false;
-      if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      if ((joined_.fetch_sub(1, std::memory_order_acq_rel) & kCount) == 1) {
         std::lock_guard<std::mutex> lock(mutex_);
         done_.notify_all();
       }
     }
+  }
+
+  // joined_ = generation << 32 | workers draining it. A worker joins only the open job of the
+  // generation it woke for; the caller closes it (generation → 0) once no worker is draining.
+  static constexpr uint64_t kCount = 0xffffffffu;
+  bool join(uint64_t generation) {
+    uint64_t s = joined_.load(std::memory_order_acquire);
+    while ((s >> 32) == (generation & kCount))
+      if (joined_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) return true;
+    return false;
+  }
+  bool close_if_idle() {
+    uint64_t s = joined_.load(std::memory_order_acquire);
+    while ((s & kCount) == 0)
+      if (joined_.compare_exchange_weak(s, 0, std::memory_order_acq_rel)) return true;
+    return false;
   }
 
   void stop_workers() {
@@ -147,12 +169,11 @@ class Pool {
   const std::function<void(int64_t)>* job_ = nullptr;
   int64_t job_size_ = 0;
   std::atomic<int64_t> next_{0};
-  std::atomic<int> active_{0};
+  std::atomic<uint64_t> joined_{0};
   std::atomic<uint64_t> generation_{0};  // written under mutex_, polled without it
   std::atomic<bool> quit_{false};
 };
 
-thread_local bool Pool::in_region = false;
 
 Pool& pool() {
   static Pool* p = [] {
@@ -168,5 +189,8 @@ Pool& pool() {
 void set_num_threads(int n) { pool().resize(n <= 0 ? default_threads() : std::min(n, 64)); }
 int num_threads() { return pool().size(); }
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) { pool().run(n, fn); }
+
+SerialRegion::SerialRegion() : previous_(in_region) { in_region = true; }
+SerialRegion::~SerialRegion() { in_region = previous_; }
 
 }  // namespace lm

@@ -15,4 +15,17 @@ int num_threads();
 // Nested calls, and calls made while another thread holds the pool, run on the calling thread.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 
+// While one lives, parallel_for on this thread runs inline (a small job whose pool hand-off and
+// worker wake-up would cost more than the work; results are the same either way).
+class SerialRegion {
+ public:
+  SerialRegion();
+  ~SerialRegion();
+  SerialRegion(const SerialRegion&) = delete;
+  SerialRegion& operator=(const SerialRegion&) = delete;
+
+ private:
+  bool previous_;
+};
+
 }  // namespace lm

@@ -55,6 +55,7 @@ export {
   type StepLayerSpec,
   type StepModelHandle,
   type StepModelSpec,
+  type StepRingTiming,
   toStepError,
 } from "./step";
 export type { RingServerHandle, RingServerOptions, RingServerStats, RingSite, RingSiteTable } from "./shm";

@@ -114,6 +114,26 @@ export interface RoutedSiteStats {
   tooBig: number;
 }
 
+/**
+ * Where one step's shared-memory ring sites spent their time, summed over the step's ring sites
+ * (µs; from the timestamps both sides write into the ring's slot). All zero without ring sites.
+ */
+export interface StepRingTiming {
+  ringSites: number;
+  /** Ring waits that ended in a futex sleep (the bounded spin was not enough). */
+  ringSleeps: number;
+  /** Post → the worker saw the response. */
+  ringWaitUs: number;
+  /** Post → the LoRA server's ring thread saw it (doorbell, server wake-up). */
+  ringQueueUs: number;
+  /** Seen → its kernel started (batching window across workers, checks). */
+  ringBatchUs: number;
+  /** The server's kernel and the delta copy. */
+  ringComputeUs: number;
+  /** Response written → the worker saw it (worker wake-up). */
+  ringWakeUs: number;
+}
+
 /** One site timed `iterations` times, post → wait on a native thread (benchmarks). */
 export interface SiteRoundTripSpec {
   adapters: readonly string[];
@@ -143,7 +163,7 @@ interface StepAddon {
   routedSiteBackend(routes: readonly SiteRouteSpec[], fallback: SiteBackendHandle | null): SiteBackendHandle;
   routedSiteStats(): RoutedSiteStats;
   siteRoundTrips(backend: SiteBackendHandle, spec: SiteRoundTripSpec): Promise<Float64Array>;
-  step(model: StepModelHandle, batch: StepBatch, backend: SiteBackendHandle | null): Promise<void>;
+  step(model: StepModelHandle, batch: StepBatch, backend: SiteBackendHandle | null): Promise<StepRingTiming>;
 }
 
 /**
@@ -195,8 +215,8 @@ export function stepApi(addon: unknown) {
       a.siteRoundTrips(backend, spec).catch((err: unknown) => {
         throw toStepError(err);
       }),
-    /** Runs the step; logits land in `batch.logits`. */
-    run: (model: StepModelHandle, batch: StepBatch, backend: SiteBackendHandle | null): Promise<void> =>
+    /** Runs the step; logits land in `batch.logits`. Resolves with its ring sites' timing. */
+    run: (model: StepModelHandle, batch: StepBatch, backend: SiteBackendHandle | null): Promise<StepRingTiming> =>
       a.step(model, batch, backend).catch((err: unknown) => {
         throw toStepError(err);
       }),

@@ -91,6 +91,16 @@ describe("shared-memory rings between real processes (SIGKILL of either side)", 
           `ring sites of ${w.pid}`,
         ).to.be.greaterThan(0);
         rows += counter(text, /^loramesh_lora_ring_rows_total(?:\{[^}]*\})? (\d+)/m);
+        // Each step's ring sites come back summed from the native step: one histogram sample per
+        // step, and the server's kernel time among the phases.
+        expect(
+          counter(text, /^loramesh_lora_ring_step_seconds_count(?:\{[^}]*\})? (\d+)/m),
+          `steps with ring timing of ${w.pid}`,
+        ).to.be.greaterThan(0);
+        expect(
+          counter(text, /^loramesh_lora_ring_seconds_total\{[^}]*phase="compute"[^}]*\} ([0-9.e+-]+)/m),
+          `ring compute seconds of ${w.pid}`,
+        ).to.be.greaterThan(0);
       }
       return rows;
     };

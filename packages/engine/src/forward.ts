@@ -131,9 +131,9 @@ export async function forward(
  * or the stream: the rerun writes the same KV positions again, so a partial first run leaves nothing.
  */
 async function runStep(handle: StepModelHandle, batch: StepBatch, lora: LoraBackend | undefined): Promise<void> {
-  if (!lora) return nativeStep.run(handle, batch, null);
+  if (!lora) return void (await nativeStep.run(handle, batch, null));
   const persistent = lora.nativeSiteBackend?.();
-  if (persistent) return nativeStep.run(handle, batch, persistent);
+  if (persistent) return void (await nativeStep.run(handle, batch, persistent));
   let siteError: unknown;
   const owned: SiteBackendHandle[] = [];
   const callback = (): SiteBackendHandle => {
@@ -147,7 +147,8 @@ async function runStep(handle: StepModelHandle, batch: StepBatch, lora: LoraBack
     const routed = lora.stepSiteBackend?.(batch.adapters, callback);
     if (routed) owned.push(routed);
     try {
-      await nativeStep.run(handle, batch, routed ?? callback());
+      const timing = await nativeStep.run(handle, batch, routed ?? callback());
+      if (timing.ringSites > 0) lora.stepRingTiming?.(timing);
     } catch (err) {
       // A JavaScript LoRA backend's own error (typed, e.g. UnavailableError from a LoRA server) wins.
       if (!routed || siteError !== undefined || !(err instanceof UnavailableError)) throw siteError ?? err;

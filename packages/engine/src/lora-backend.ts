@@ -5,7 +5,7 @@
  * mode) and, in the mesh, a remote LoRA server. The native step calls `nativeSiteBackend()` when the
  * backend has one, else `apply` through a callback.
  */
-import type { SiteBackendHandle, Tensor } from "@loramesh/native";
+import type { SiteBackendHandle, StepRingTiming, Tensor } from "@loramesh/native";
 import type { LoraSite } from "@loramesh/formats";
 import { UnavailableError } from "@loramesh/errors";
 
@@ -65,4 +65,9 @@ export interface LoraBackend {
    * answer): forget what broke. The step then runs again through `apply`, which fails over.
    */
   stepSiteFailed?(backend: SiteBackendHandle, err: unknown): void;
+  /**
+   * Called after a step on `stepSiteBackend`'s backend that sent sites through a ring, with their
+   * summed timing (one call per step, none per site): metrics and the step's span.
+   */
+  stepRingTiming?(timing: StepRingTiming): void;
 }

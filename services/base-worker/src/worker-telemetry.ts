@@ -6,7 +6,7 @@
  */
 import type { Engine, LoraBackend, LoraSiteCall } from "@loramesh/engine";
 import { context, ROOT_CONTEXT, SpanStatusCode, telemetry, trace, type Context } from "@loramesh/telemetry";
-import { nativeStep } from "@loramesh/native";
+import { nativeStep, type StepRingTiming } from "@loramesh/native";
 import type { RemoteLoraBackend } from "./backends/remote-lora-backend";
 
 export class WorkerTelemetry {
@@ -24,6 +24,17 @@ export class WorkerTelemetry {
     description: "LoRA site latency seen by the worker, by transport",
     unit: "s",
     advice: { explicitBucketBoundaries: [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05] },
+  });
+  // Ring sites of the native step: one sample per step (the step sums its sites natively).
+  private readonly ringStepSeconds = this.t.meter.createHistogram("loramesh_lora_ring_step_seconds", {
+    description: "time one engine step waited on LoRA sites through shared-memory rings, summed over its ring sites",
+    unit: "s",
+    advice: { explicitBucketBoundaries: [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05] },
+  });
+  private readonly ringSeconds = this.t.meter.createCounter("loramesh_lora_ring_seconds_total", {
+    description:
+      "where ring sites' time went: queue (post → the LoRA server's thread saw it), batch (→ kernel start), compute (kernel and copy), wake (→ the worker saw the response)",
+    unit: "s",
   });
   private readonly tokens = this.t.meter.createCounter("loramesh_generated_tokens_total", {
     description: "tokens generated, by adapter",
@@ -147,6 +158,22 @@ export class WorkerTelemetry {
     );
   };
 
+  /**
+   * One step's ring-site timing (summed natively over its sites): the per-step histogram, the
+   * per-phase counters, and attributes on the step's span (active while the step runs).
+   */
+  ringTiming(t: StepRingTiming): void {
+    this.ringStepSeconds.record(t.ringWaitUs / 1e6);
+    const phases = { queue: t.ringQueueUs, batch: t.ringBatchUs, compute: t.ringComputeUs, wake: t.ringWakeUs };
+    for (const [phase, us] of Object.entries(phases)) this.ringSeconds.add(us / 1e6, { phase });
+    trace.getSpan(context.active())?.setAttributes({
+      "loramesh.ring.sites": t.ringSites,
+      "loramesh.ring.sleeps": t.ringSleeps,
+      "loramesh.ring.wait_us": Math.round(t.ringWaitUs),
+      "loramesh.ring.compute_us": Math.round(t.ringComputeUs),
+    });
+  }
+
   /** Wraps a LoRA backend with site spans (sampled) and the latency histogram. */
   wrap(backend: LoraBackend): LoraBackend {
     // A native site backend (coupled mode's local kernels) runs on the step's thread, with no
@@ -158,7 +185,7 @@ export class WorkerTelemetry {
     const stepFailed = backend.stepSiteFailed?.bind(backend);
     return {
       ...(nativeSites ? { nativeSiteBackend: nativeSites } : {}),
-      ...(stepSites ? { stepSiteBackend: stepSites } : {}),
+      ...(stepSites ? { stepSiteBackend: stepSites, stepRingTiming: (t: StepRingTiming) => this.ringTiming(t) } : {}),
       ...(stepFailed ? { stepSiteFailed: stepFailed } : {}),
       has: (id) => backend.has(id),
       contentHash: (id) => backend.contentHash?.(id),
