@@ -378,12 +378,18 @@ describe("native transformer ops against fp64 references", () => {
       T = 32;
     const x = f32([T, K], randomArray(next, T * K));
     const w = f32([N, K], randomArray(next, N * K));
-    let ticks = 0;
-    const timer = setInterval(() => ticks++, 1);
-    const started = Date.now();
-    await native.matmul(x, w, null, f32([T, N]));
-    clearInterval(timer);
-    const elapsed = Date.now() - started;
-    if (elapsed >= 20) expect(ticks, `event loop ticks during ${elapsed} ms`).to.be.greaterThan(1);
+    // A blocking call would settle before any timer could run; an off-thread one lets a timer fire
+    // while it is in flight. A busy machine can delay the timer past the end, so try a few times.
+    let firedInFlight = false;
+    for (let attempt = 0; attempt < 8 && !firedInFlight; attempt++) {
+      let settled = false;
+      const done = native.matmul(x, w, null, f32([T, N])).then(() => {
+        settled = true;
+      });
+      await new Promise((r) => setTimeout(r, 0));
+      firedInFlight = !settled;
+      await done;
+    }
+    expect(firedInFlight, "a timer fired while the matmul was in flight").to.equal(true);
   });
 });

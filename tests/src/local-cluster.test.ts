@@ -39,7 +39,7 @@ async function startUp(args: string[]): Promise<Started> {
   let readySeen = false;
   let routerAddress = "";
   const openaiBaseUrl = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ready line; stderr:\n${stderr.join("")}`)), 60_000);
+    const timer = setTimeout(() => reject(new Error(`no ready line; stderr:\n${stderr.join("")}`)), 200_000);
     child.once("exit", (code) => reject(new Error(`up exited with ${code}; stderr:\n${stderr.join("")}`)));
     lines.on("line", (line) => {
       const service = /^service (\S+) (\S+) pid (\d+)$/.exec(line);
@@ -85,7 +85,7 @@ const EXPECTED_SERVICES: Record<string, readonly string[]> = {
 };
 
 describe("loramesh up (the README's start command)", function () {
-  this.timeout(120_000);
+  this.timeout(300_000);
   let started: Started;
 
   before(async () => {

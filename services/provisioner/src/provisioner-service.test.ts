@@ -47,7 +47,7 @@ describe("provisioner executor registry (real Redis, real gRPC)", function () {
     redis = await startTestRedis();
     instance = await createProvisionerServices({
       redisUrl: redis.url,
-      heartbeatTtlMs: 600,
+      heartbeatTtlMs: 2_000,
       modelDir: MODEL,
       logger: captureLogger(),
     });
@@ -74,8 +74,8 @@ describe("provisioner executor registry (real Redis, real gRPC)", function () {
         }),
       },
     );
-    expect(registered.ttlMs).to.equal(600);
-    expect(registered.heartbeatIntervalMs).to.equal(200);
+    expect(registered.ttlMs).to.equal(2_000);
+    expect(registered.heartbeatIntervalMs).to.equal(666);
     const before = await call<GetPlacementRequest, Placement>(client.getPlacement.bind(client), { adapterIds: [] });
     expect(before.executors.map((e) => e.executorId)).to.deep.equal(["lora-1"]);
     expect(before.epoch).to.be.greaterThan(0);
@@ -92,8 +92,12 @@ describe("provisioner executor registry (real Redis, real gRPC)", function () {
     }
     expect(await redis.client().hget(REDIS_KEYS.executor("lora-1"), "resident")).to.equal('["t/a"]');
 
-    await new Promise((r) => setTimeout(r, 800));
-    const after = await call<GetPlacementRequest, Placement>(client.getPlacement.bind(client), { adapterIds: [] });
+    // Heartbeats stop: the executor leaves placement once its TTL runs out (waited for, not timed).
+    let after = await call<GetPlacementRequest, Placement>(client.getPlacement.bind(client), { adapterIds: [] });
+    for (let i = 0; i < 100 && after.executors.length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      after = await call<GetPlacementRequest, Placement>(client.getPlacement.bind(client), { adapterIds: [] });
+    }
     expect(after.executors).to.deep.equal([]);
     expect(after.epoch).to.be.greaterThan(before.epoch);
     const late = await call<HeartbeatRequest, HeartbeatResponse>(client.heartbeat.bind(client), {
