@@ -201,7 +201,7 @@ export class AdapterCache {
     };
     return {
       begin,
-      file: async (name, chunks, announcedSize) => {
+      file: async (name: string, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, announcedSize?: number) => {
         const writer = await begin(name, announcedSize);
         try {
           for await (const chunk of chunks) await writer.write(chunk);
