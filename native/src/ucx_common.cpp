@@ -73,6 +73,18 @@ void sleep_on_worker(ucp_worker_h worker, int extra_fd, int64_t timeout_ns) {
   poll(fds, extra_fd >= 0 ? 2 : 1, timeout_ms);
 }
 
+void close_endpoints(ucp_worker_h worker, std::set<ucp_ep_h>& eps) {
+  std::vector<ucs_status_ptr_t> closing;
+  for (ucp_ep_h ep : eps) {
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    closing.push_back(ucp_ep_close_nbx(ep, &p));
+  }
+  for (ucs_status_ptr_t st : closing) wait_request(worker, st, 1'000'000'000);
+  eps.clear();
+}
+
 ucs_status_t wait_request(ucp_worker_h worker, ucs_status_ptr_t request, int64_t timeout_ns) {
   if (request == nullptr) return UCS_OK;
   if (UCS_PTR_IS_ERR(request)) return UCS_PTR_STATUS(request);

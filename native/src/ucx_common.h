@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <set>
 
 #include "loramesh/core.h"
 
@@ -56,6 +57,9 @@ void sleep_on_worker(ucp_worker_h worker, int extra_fd, int64_t timeout_ns);
 
 // Waits for a non-blocking UCP operation by progressing the worker (bounded by timeout_ns).
 ucs_status_t wait_request(ucp_worker_h worker, ucs_status_ptr_t request, int64_t timeout_ns);
+
+// Force-closes every endpoint (waiting up to 1 s each), then clears the list.
+void close_endpoints(ucp_worker_h worker, std::set<ucp_ep_h>& eps);
 
 lm_status fail_ucs(const std::string& what, ucs_status_t status);
 

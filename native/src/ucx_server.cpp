@@ -392,15 +392,7 @@ void ServerImpl::loop() {
 
 void ServerImpl::teardown() {
   if (!worker_) return;
-  std::vector<ucs_status_ptr_t> closing;
-  for (ucp_ep_h ep : eps_) {
-    ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    closing.push_back(ucp_ep_close_nbx(ep, &p));
-  }
-  for (ucs_status_ptr_t st : closing) wait_request(worker_, st, 1'000'000'000);
-  eps_.clear();
+  close_endpoints(worker_, eps_);
   if (listener_) ucp_listener_destroy(listener_);
   listener_ = nullptr;
   destroy_worker(context_, worker_);
