@@ -71,15 +71,7 @@ class UcxSiteBackend final : public SiteBackend {
     am.cb = &UcxSiteBackend::on_reply;
     am.arg = this;
     if (ucs_status_t s = ucp_worker_set_am_recv_handler(worker_, &am); s != UCS_OK) return fail_ucs("UCX AM handler", s);
-    ucp_ep_params_t ep{};
-    ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                    UCP_EP_PARAM_FIELD_ERR_HANDLER;
-    ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
-    ep.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
-    ep.sockaddr.addrlen = sizeof addr;
-    ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-    ep.err_handler.cb = &UcxSiteBackend::on_ep_error;
-    ep.err_handler.arg = this;
+    ucp_ep_params_t ep = client_endpoint_params(addr, &UcxSiteBackend::on_ep_error, this);
     if (ucs_status_t s = ucp_ep_create(worker_, &ep, &ep_); s != UCS_OK)
       return fail_ucs("UCX connect to " + host + ":" + std::to_string(port), s);
     // One round trip checks the path and the key before any site relies on them.

@@ -3,6 +3,7 @@
 #include "ucx_site.h"
 
 #ifdef LM_WITH_UCX
+#include <arpa/inet.h>
 #include <poll.h>
 #include <algorithm>
 #include <time.h>
@@ -71,6 +72,38 @@ void sleep_on_worker(ucp_worker_h worker, int extra_fd, int64_t timeout_ns) {
   pollfd fds[2] = {{efd, POLLIN, 0}, {extra_fd, POLLIN, 0}};
   const int timeout_ms = static_cast<int>(std::max<int64_t>(1, timeout_ns / 1000000));
   poll(fds, extra_fd >= 0 ? 2 : 1, timeout_ms);
+}
+
+lm_status start_listener(ucp_worker_h worker, const sockaddr_in& addr, ucp_listener_conn_callback_t on_connect,
+                         void* arg, const std::string& what, ucp_listener_h* listener, uint16_t* port, std::string* host) {
+  ucp_listener_params_t lp{};
+  lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+  lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
+  lp.sockaddr.addrlen = sizeof addr;
+  lp.conn_handler.cb = on_connect;
+  lp.conn_handler.arg = arg;
+  if (ucs_status_t s = ucp_listener_create(worker, &lp, listener); s != UCS_OK) return fail_ucs(what, s);
+  ucp_listener_attr_t attr{};
+  attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+  if (ucs_status_t s = ucp_listener_query(*listener, &attr); s != UCS_OK) return fail_ucs("UCX listener query", s);
+  *port = ntohs(reinterpret_cast<const sockaddr_in*>(&attr.sockaddr)->sin_port);
+  char text[INET_ADDRSTRLEN] = {0};
+  inet_ntop(AF_INET, &addr.sin_addr, text, sizeof text);
+  *host = text;
+  return LM_OK;
+}
+
+ucp_ep_params_t client_endpoint_params(const sockaddr_in& addr, ucp_err_handler_cb_t on_error, void* arg) {
+  ucp_ep_params_t ep{};
+  ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                  UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+  ep.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
+  ep.sockaddr.addrlen = sizeof addr;
+  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_handler.cb = on_error;
+  ep.err_handler.arg = arg;
+  return ep;
 }
 
 void close_endpoints(ucp_worker_h worker, std::set<ucp_ep_h>& eps) {

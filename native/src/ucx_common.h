@@ -3,6 +3,7 @@
 #pragma once
 
 #ifdef LM_WITH_UCX
+#include <netinet/in.h>
 #include <ucp/api/ucp.h>
 
 #include <cstdint>
@@ -57,6 +58,13 @@ void sleep_on_worker(ucp_worker_h worker, int extra_fd, int64_t timeout_ns);
 
 // Waits for a non-blocking UCP operation by progressing the worker (bounded by timeout_ns).
 ucs_status_t wait_request(ucp_worker_h worker, ucs_status_ptr_t request, int64_t timeout_ns);
+
+// Listens on `addr` (port 0: the OS picks one) and reports the bound port and the address as text.
+lm_status start_listener(ucp_worker_h worker, const sockaddr_in& addr, ucp_listener_conn_callback_t on_connect,
+                         void* arg, const std::string& what, ucp_listener_h* listener, uint16_t* port, std::string* host);
+
+// Parameters of a client endpoint to `addr` with peer error handling through `on_error`.
+ucp_ep_params_t client_endpoint_params(const sockaddr_in& addr, ucp_err_handler_cb_t on_error, void* arg);
 
 // Force-closes every endpoint (waiting up to 1 s each), then clears the list.
 void close_endpoints(ucp_worker_h worker, std::set<ucp_ep_h>& eps);

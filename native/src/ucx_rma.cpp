@@ -54,21 +54,10 @@ class RegionServerImpl final : public RegionServer {
     sockaddr_in addr{};
     if (lm_status s = resolve(bind_host, 0, &addr); s != LM_OK) return fail(LM_ERR_ARGUMENT, lm_last_error());
     if (lm_status s = create_worker(&context_, &worker_, UCP_FEATURE_RMA); s != LM_OK) return s;
-    ucp_listener_params_t lp{};
-    lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
-    lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
-    lp.sockaddr.addrlen = sizeof addr;
-    lp.conn_handler.cb = &RegionServerImpl::on_connect;
-    lp.conn_handler.arg = this;
-    if (ucs_status_t s = ucp_listener_create(worker_, &lp, &listener_); s != UCS_OK)
-      return fail_ucs("UCX RMA listener on " + bind_host, s);
-    ucp_listener_attr_t attr{};
-    attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
-    if (ucs_status_t s = ucp_listener_query(listener_, &attr); s != UCS_OK) return fail_ucs("UCX listener query", s);
-    port_ = ntohs(reinterpret_cast<const sockaddr_in*>(&attr.sockaddr)->sin_port);
-    char text[INET_ADDRSTRLEN] = {0};
-    inet_ntop(AF_INET, &addr.sin_addr, text, sizeof text);
-    host_ = text;
+    const std::string what = "UCX RMA listener on " + bind_host;
+    if (lm_status s = start_listener(worker_, addr, &RegionServerImpl::on_connect, this, what, &listener_, &port_, &host_);
+        s != LM_OK)
+      return s;
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     thread_ = std::thread([this] { loop(); });
     return LM_OK;
@@ -268,15 +257,7 @@ lm_status region_get(const std::string& host, uint16_t port, uint64_t address, c
   ucp_worker_h worker = nullptr;
   if (lm_status s = create_worker(&context, &worker, UCP_FEATURE_RMA); s != LM_OK) return s;
   ucs_status_t ep_status = UCS_OK;
-  ucp_ep_params_t ep{};
-  ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                  UCP_EP_PARAM_FIELD_ERR_HANDLER;
-  ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
-  ep.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
-  ep.sockaddr.addrlen = sizeof addr;
-  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-  ep.err_handler.cb = &on_get_ep_error;
-  ep.err_handler.arg = &ep_status;
+  ucp_ep_params_t ep = client_endpoint_params(addr, &on_get_ep_error, &ep_status);
   ucp_ep_h h = nullptr;
   lm_status result = LM_OK;
   if (ucs_status_t s = ucp_ep_create(worker, &ep, &h); s != UCS_OK) {

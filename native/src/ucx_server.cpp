@@ -91,21 +91,10 @@ class ServerImpl final : public Server {
     am.cb = &ServerImpl::on_request;
     am.arg = this;
     if (ucs_status_t s = ucp_worker_set_am_recv_handler(worker_, &am); s != UCS_OK) return fail_ucs("UCX AM handler", s);
-    ucp_listener_params_t lp{};
-    lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
-    lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
-    lp.sockaddr.addrlen = sizeof addr;
-    lp.conn_handler.cb = &ServerImpl::on_connect;
-    lp.conn_handler.arg = this;
-    if (ucs_status_t s = ucp_listener_create(worker_, &lp, &listener_); s != UCS_OK)
-      return fail_ucs("UCX listener on " + opt_.bind_host, s);
-    ucp_listener_attr_t attr{};
-    attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
-    if (ucs_status_t s = ucp_listener_query(listener_, &attr); s != UCS_OK) return fail_ucs("UCX listener query", s);
-    port_ = ntohs(reinterpret_cast<const sockaddr_in*>(&attr.sockaddr)->sin_port);
-    char text[INET_ADDRSTRLEN] = {0};
-    inet_ntop(AF_INET, &addr.sin_addr, text, sizeof text);
-    host_ = text;
+    const std::string what = "UCX listener on " + opt_.bind_host;
+    if (lm_status s = start_listener(worker_, addr, &ServerImpl::on_connect, this, what, &listener_, &port_, &host_);
+        s != LM_OK)
+      return s;
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     thread_ = std::thread([this] { loop(); });
     return LM_OK;
