@@ -60,10 +60,11 @@ describe("netns network: hosts with their own addresses, links that go down and 
     const b = net.host("b");
     expect(a.address).to.not.equal(b.address);
     expect(namespaces()).to.include.members([a.namespace, b.namespace]);
-    // A TCP server on b's address (and one on b's loopback, which no other host can see).
+    // A TCP server on b's address (and one on b's loopback, which no other host can see). A probe
+    // that resets its connection early must not kill it: each socket has an error handler.
     const server = net.spawnIn("b", process.execPath, [
       "-e",
-      `const net=require("net");for(const h of ["${b.address}","127.0.0.1"])net.createServer(s=>s.end("hi")).listen(7070,h);`,
+      `const net=require("net");for(const h of ["${b.address}","127.0.0.1"])net.createServer(s=>{s.on("error",()=>{});s.end("hi");}).listen(7070,h);`,
     ]);
     void server;
     const probe = (from: string, host: string): boolean => {
