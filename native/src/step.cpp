@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common.h"
+#include "profile.h"
 
 namespace lm {
 
@@ -28,6 +29,16 @@ lm_tensor view(const void* data, lm_dtype dtype, std::initializer_list<int64_t> 
 
 lm_tensor f32v(const float* data, std::initializer_list<int64_t> shape) { return view(data, LM_F32, shape); }
 lm_tensor i32v(const int32_t* data, std::initializer_list<int64_t> shape) { return view(data, LM_I32, shape); }
+
+// Weight bytes a matmul reads (the profile's GB/s).
+int64_t weight_bytes(const lm_tensor& w) { return numel(w) * static_cast<int64_t>(elem_size(w.dtype)); }
+
+// Times one op into the profile's family (a no-op branch unless LORAMESH_STEP_PROFILE=1).
+#define STEP_OP(family, bytes, expr)                  \
+  do {                                                \
+    profile::Scope _scope(profile::family, (bytes));  \
+    STEP_TRY(expr);                                   \
+  } while (0)
 
 #define STEP_TRY(expr)            \
   do {                            \
@@ -64,6 +75,7 @@ class Step {
       (void)backend_->wait(ticket, b_.site_timeout_us);
       return fail(base_status, message);
     }
+    profile::Scope scope(profile::kSite);
     s = backend_->wait(ticket, b_.site_timeout_us);
     if (s != LM_OK) return site_failed(s);
     lm_tensor delta = f32v(delta_.data(), {rows, out});
@@ -112,7 +124,7 @@ lm_status Step::run() {
   inv_freq_ = f32v(b_.inv_freq ? b_.inv_freq : m_.inv_freq.data(), {m_.rotary_dim / 2});
 
   lm_tensor h = f32v(h_.data(), {T_, H});
-  STEP_TRY(lm_embedding(&m_.embed, &ids_, &h));
+  STEP_OP(kEmbed, 0, lm_embedding(&m_.embed, &ids_, &h));
 
   use_lora_ = backend_ != nullptr && b_.n_adapters > 0;
   if (use_lora_) {
@@ -140,34 +152,47 @@ lm_status Step::layer(int32_t l) {
   lm_tensor attn = f32v(attn_.data(), {T_, q_dim_}), o = f32v(o_.data(), {T_, H});
   const lm_tensor* bias = L.qkv_bias.data ? &L.qkv_bias : nullptr;
 
-  STEP_TRY(lm_rmsnorm(&h, &L.input_norm, m_.eps, &x));
-  STEP_TRY(site(l, kSiteQkv, x, qkv, [&] { return lm_matmul(&x, &L.qkv, bias, &qkv); }, b_.row_adapter, nullptr));
+  STEP_OP(kNorm, 0, lm_rmsnorm(&h, &L.input_norm, m_.eps, &x));
+  STEP_TRY(site(l, kSiteQkv, x, qkv, [&] {
+    profile::Scope scope(profile::kQkv, weight_bytes(L.qkv));
+    return lm_matmul(&x, &L.qkv, bias, &qkv);
+  }, b_.row_adapter, nullptr));
   for (int64_t t = 0; t < T_; t++) {
     const float* row = qkv_.data() + t * width;
     std::memcpy(q_.data() + t * q_dim_, row, sizeof(float) * q_dim_);
     std::memcpy(k_.data() + t * kv_dim_, row + q_dim_, sizeof(float) * kv_dim_);
     std::memcpy(v_.data() + t * kv_dim_, row + q_dim_ + kv_dim_, sizeof(float) * kv_dim_);
   }
-  STEP_TRY(lm_rope(&q, &pos_, &inv_freq_, m_.rotary_dim, b_.attention_scaling));
-  STEP_TRY(lm_rope(&k, &pos_, &inv_freq_, m_.rotary_dim, b_.attention_scaling));
+  STEP_OP(kRope, 0, lm_rope(&q, &pos_, &inv_freq_, m_.rotary_dim, b_.attention_scaling));
+  STEP_OP(kRope, 0, lm_rope(&k, &pos_, &inv_freq_, m_.rotary_dim, b_.attention_scaling));
   lm_tensor kc = L.k_cache, vc = L.v_cache;
-  STEP_TRY(lm_kv_cache_write(&k, &v, &kc, &vc, &slots_));
+  STEP_OP(kKvWrite, 0, lm_kv_cache_write(&k, &v, &kc, &vc, &slots_));
   // Same float as the JavaScript path's 1 / Math.sqrt(hd), rounded once to f32.
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  STEP_TRY(lm_attention(&q, &kc, &vc, &tables_, &seq_, &pos_, scale, L.sliding_window, &attn));
-  STEP_TRY(site(l, kSiteO, attn, o, [&] { return lm_matmul(&attn, &L.o, nullptr, &o); }, b_.row_adapter, nullptr));
-  STEP_TRY(lm_add(&h, &o));
+  STEP_OP(kAttention, 0, lm_attention(&q, &kc, &vc, &tables_, &seq_, &pos_, scale, L.sliding_window, &attn));
+  STEP_TRY(site(l, kSiteO, attn, o, [&] {
+    profile::Scope scope(profile::kO, weight_bytes(L.o));
+    return lm_matmul(&attn, &L.o, nullptr, &o);
+  }, b_.row_adapter, nullptr));
+  STEP_OP(kAdd, 0, lm_add(&h, &o));
 
-  STEP_TRY(lm_rmsnorm(&h, &L.post_norm, m_.eps, &x));
+  STEP_OP(kNorm, 0, lm_rmsnorm(&h, &L.post_norm, m_.eps, &x));
   if (L.moe) return moe(l, x);
   const int64_t I = m_.intermediate;
   gu_.assign(T_ * 2 * I, 0.f);
   act_.assign(T_ * I, 0.f);
   lm_tensor gu = f32v(gu_.data(), {T_, 2 * I}), act = f32v(act_.data(), {T_, I});
-  STEP_TRY(site(l, kSiteGateUp, x, gu, [&] { return lm_matmul(&x, &L.gate_up, nullptr, &gu); }, b_.row_adapter,
+  STEP_TRY(site(l, kSiteGateUp, x, gu, [&] {
+                  profile::Scope scope(profile::kGateUp, weight_bytes(L.gate_up));
+                  return lm_matmul(&x, &L.gate_up, nullptr, &gu);
+                }, b_.row_adapter,
                 nullptr));
-  STEP_TRY(lm_silu_mul(&gu, &act));
-  STEP_TRY(site(l, kSiteDown, act, o, [&] { return lm_matmul(&act, &L.down, nullptr, &o); }, b_.row_adapter, nullptr));
+  STEP_OP(kSiluMul, 0, lm_silu_mul(&gu, &act));
+  STEP_TRY(site(l, kSiteDown, act, o, [&] {
+    profile::Scope scope(profile::kDown, weight_bytes(L.down));
+    return lm_matmul(&act, &L.down, nullptr, &o);
+  }, b_.row_adapter, nullptr));
+  profile::Scope scope(profile::kAdd);
   return lm_add(&h, &o);
 }
 
@@ -248,8 +273,9 @@ lm_status Step::logits() {
     std::memcpy(&picked[i * H], &h_[r * H], sizeof(float) * H);
   }
   lm_tensor p = f32v(picked.data(), {n, H});
-  STEP_TRY(lm_rmsnorm(&p, &m_.final_norm, m_.eps, &p));
+  STEP_OP(kNorm, 0, lm_rmsnorm(&p, &m_.final_norm, m_.eps, &p));
   lm_tensor out = f32v(b_.logits, {n, m_.vocab});
+  profile::Scope scope(profile::kLmHead, weight_bytes(m_.lm_head));
   return lm_matmul(&p, &m_.lm_head, nullptr, &out);
 }
 
@@ -263,7 +289,13 @@ lm_status run_step(const StepModel& model, const StepBatch& batch, SiteBackend* 
     return fail(LM_ERR_ARGUMENT, "step: rows use adapters but no LoRA site backend was given");
   }
   Step step(model, batch, backend, where);
-  const lm_status s = step.run();
+  profile::set_step_tokens(batch.tokens);
+  lm_status s;
+  {
+    profile::Scope scope(profile::kStep);
+    s = step.run();
+  }
+  profile::set_step_tokens(0);
   if (s == LM_OK) *where = StepPhase::kNone;
   return s;
 }

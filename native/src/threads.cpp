@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "profile.h"
+
 namespace lm {
 
 namespace {
@@ -94,6 +96,7 @@ class Pool {
     in_region = true;
     drain();
     in_region = false;
+    profile::Scope barrier(profile::kPoolWait);
     // Every index is taken. Close the job to late joiners and wait only for workers that joined
     // and may still run an index: a worker that was asleep or descheduled (a busy 2-core
     // machine) is not waited for; it finds the job closed when it gets a core.

@@ -1,0 +1,65 @@
+// Per-op wall time of the native step, for finding where a decode step goes. Off unless the
+// environment sets LORAMESH_STEP_PROFILE=1 (otherwise one branch per op). When on, each op family
+// accumulates calls, wall and process CPU nanoseconds (all threads) and weight bytes read, and the
+// table is printed to stderr at process exit with each matmul family's GB/s of weights. On a shared
+// machine the CPU figures are the ones to read: wall time there is mostly waiting for a core.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace lm::profile {
+
+enum Op : int {
+  kEmbed,
+  kNorm,
+  kQkv,
+  kRope,
+  kKvWrite,
+  kAttention,
+  kO,
+  kGateUp,
+  kSiluMul,
+  kDown,
+  kAdd,
+  kLmHead,
+  kSite,
+  kOther,
+  kPoolWait,  // caller-side: waiting for the last worker to finish its index (the barrier)
+  kStep,      // whole steps: the ops above plus what runs between them
+  kOpCount
+};
+
+// On when the environment asks for it and this thread runs a step of one token (batch-1 decode:
+// prefill steps would swamp the table). run_step sets it for the step's duration.
+bool enabled();
+void set_step_tokens(int64_t tokens);
+void record(Op op, int64_t ns, int64_t cpu_ns, int64_t bytes);
+int64_t process_cpu_ns();
+
+// Times its scope into `op` when profiling is on.
+class Scope {
+ public:
+  explicit Scope(Op op, int64_t bytes = 0) : op_(op), bytes_(bytes), on_(enabled()) {
+    if (on_) {
+      start_ = std::chrono::steady_clock::now();
+      cpu_start_ = process_cpu_ns();
+    }
+  }
+  ~Scope() {
+    if (on_)
+      record(op_, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count(),
+             process_cpu_ns() - cpu_start_, bytes_);
+  }
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+ private:
+  Op op_;
+  int64_t bytes_;
+  bool on_;
+  int64_t cpu_start_ = 0;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace lm::profile
