@@ -3,7 +3,8 @@
 // layout of the scalar/AVX2 dot product while one instruction does two outputs' work. Weight rows
 // are loaded once per tile and reused for all its tokens; for prefill-sized batches a bf16 row
 // block is widened to f32 once into a thread-local buffer and reused by every token tile.
-// Other CPUs use the AVX2 (or scalar) dot products, which give the same bits.
+// AVX2-only CPUs run R rows × C tokens tiles of 8-lane ymm accumulators (8 rows at decode), and
+// CPUs without AVX2 the scalar dot products; both give the same bits.
 #include "gemm.h"
 
 #include <algorithm>
@@ -43,6 +44,7 @@ bool g_packed = true;
 
 #ifdef LM_X86
 #define LM_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+#define LM_AVX2 __attribute__((target("avx2,fma")))  // helpers shared by both paths use only AVX2
 
 bool detect_avx512() {
   __builtin_cpu_init();
@@ -59,7 +61,7 @@ LM_AVX512 inline __m512 pair(const uint16_t* a, const uint16_t* b, int64_t i) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(both), 16));
 }
 
-LM_AVX512 inline float hsum8(__m256 v) {
+LM_AVX2 inline float hsum8(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
   __m128 s4 = _mm_add_ps(lo, hi);
   __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
@@ -75,7 +77,7 @@ inline float widen(uint16_t b) {
   return f;
 }
 
-LM_AVX512 inline float fma1(float a, float b, float c) {
+LM_AVX2 inline float fma1(float a, float b, float c) {
   return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
 }
 
@@ -233,6 +235,82 @@ void block_ptrs(const float* const* xs, const W* const rows[8], int64_t tokens, 
 }
 
 const bool g_has_avx512 = detect_avx512();
+
+// AVX2 tiles (CPUs without AVX-512): R weight rows × C tokens, one 8-lane ymm accumulator per
+// output, so each output keeps simd::dot's lanes, reduction and tail (the same bits). Decode
+// (C = 1) takes 8 rows at once: 8 independent FMA chains instead of one row's chain waiting on
+// its own FMA latency, and 8 weight streams in flight.
+
+LM_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+LM_AVX2 inline __m256 load8(const uint16_t* p) {
+  const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+}
+
+template <typename W, int R, int C>
+LM_AVX2 void tile_avx2(const W* w, int64_t k, const float* const* xs, float out[8][6]) {
+  __m256 acc[R][C];
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+  const int64_t main = k & ~int64_t(7);
+  for (int64_t i = 0; i < main; i += 8) {
+    __m256 wv[R];
+    for (int r = 0; r < R; r++) wv[r] = load8(w + r * k + i);
+    for (int c = 0; c < C; c++) {
+      const __m256 xv = _mm256_loadu_ps(xs[c] + i);
+      for (int r = 0; r < R; r++) acc[r][c] = _mm256_fmadd_ps(wv[r], xv, acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < C; c++) out[r][c] = hsum8(acc[r][c]);
+  for (int64_t i = main; i < k; i++) {
+    for (int r = 0; r < R; r++) {
+      const float wi = widen(w[r * k + i]);
+      for (int c = 0; c < C; c++) out[r][c] = fma1(wi, xs[c][i], out[r][c]);
+    }
+  }
+}
+
+// Rows [rb, re) for tokens [t, t + C): R-row tiles, then single rows.
+template <typename W, int R, int C>
+void rows_avx2(const float* x, const W* w, const float* bias, int64_t t, int64_t k, int64_t n, int64_t rb, int64_t re,
+               float* out) {
+  const float* xs[C];
+  for (int c = 0; c < C; c++) xs[c] = x + (t + c) * k;
+  float res[8][6];
+  int64_t j = rb;
+  auto emit = [&](int rows) {
+    for (int r = 0; r < rows; r++) {
+      const float b = bias ? bias[j + r] : 0.0f;
+      for (int c = 0; c < C; c++) out[(t + c) * n + j + r] = res[r][c] + b;
+    }
+  };
+  for (; j + R <= re; j += R) {
+    tile_avx2<W, R, C>(w + j * k, k, xs, res);
+    emit(R);
+  }
+  for (; j < re; j++) {
+    tile_avx2<W, 1, C>(w + j * k, k, xs, res);
+    emit(1);
+  }
+}
+
+// Tokens in groups of 6 on 2-row tiles (12 accumulators: the ymm file's limit); the rest on a
+// tile with at least 8 accumulators.
+template <typename W>
+void matmul_avx2(const float* x, const W* w, const float* bias, int64_t tokens, int64_t k, int64_t n, int64_t rb,
+                 int64_t re, float* out) {
+  int64_t t = 0;
+  for (; t + 6 <= tokens; t += 6) rows_avx2<W, 2, 6>(x, w, bias, t, k, n, rb, re, out);
+  switch (tokens - t) {
+    case 1: return rows_avx2<W, 8, 1>(x, w, bias, t, k, n, rb, re, out);
+    case 2: return rows_avx2<W, 4, 2>(x, w, bias, t, k, n, rb, re, out);
+    case 3: return rows_avx2<W, 3, 3>(x, w, bias, t, k, n, rb, re, out);
+    case 4: return rows_avx2<W, 2, 4>(x, w, bias, t, k, n, rb, re, out);
+    case 5: return rows_avx2<W, 2, 5>(x, w, bias, t, k, n, rb, re, out);
+    default: return;
+  }
+}
 #else
 const bool g_has_avx512 = false;
 #endif
@@ -280,6 +358,7 @@ void matmul_rows_impl(const float* x, const W* w, const float* bias, int64_t tok
     if (j < re) rows_dot(x, w, bias, tokens, k, n, j, re, out);
     return;
   }
+  if (simd::enabled()) return matmul_avx2(x, w, bias, tokens, k, n, rb, re, out);
 #endif
   rows_dot(x, w, bias, tokens, k, n, rb, re, out);
 }

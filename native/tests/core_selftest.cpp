@@ -37,7 +37,7 @@ static std::vector<float> run_lora(const LoraProblem& p) {
 static int check_matmul(std::mt19937& rng) {
   int failures = 0;
   for (lm_dtype wd : {LM_F32, LM_BF16}) {
-    for (int64_t tokens : {1, 3, 6, 7, 13, 50, 64}) {
+    for (int64_t tokens : {1, 2, 3, 4, 5, 6, 7, 11, 13, 50, 64}) {
       const int64_t k = 203, n = 37;
       std::vector<float> x = random_floats(rng, static_cast<size_t>(tokens * k));
       std::vector<float> wf = random_floats(rng, static_cast<size_t>(n * k), 0.1f);
