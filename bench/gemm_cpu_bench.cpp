@@ -4,15 +4,25 @@
 // bits), alternating, so the comparison holds on a busy machine. Each line also gives GFLOP/s per
 // CPU-second of the process (all threads): on a shared machine that is the kernel's efficiency,
 // wall time is mostly waiting for a core.
+// Built where OpenBLAS is installed (libopenblas-dev), it also times OpenBLAS's sgemm at the prefill
+// sizes, alternating with lm_matmul on the same inputs: f32 weights as they are, bf16 weights
+// widened to f32 first (sgemm has no bf16 input; Debian's build exports no sbgemm), with the
+// widening timed apart and the largest difference from lm_matmul's result.
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <vector>
+
+#ifdef LM_BENCH_OPENBLAS
+#include <cblas.h>
+#endif
 
 #include "../native/src/gemm.h"
 #include "../native/tests/test_util.h"
@@ -34,6 +44,59 @@ struct Timing {
     return v[v.size() / 2];
   }
 };
+
+#ifdef LM_BENCH_OPENBLAS
+// lm_matmul against cblas_sgemm (row-major x[t,k] · W[n,k]ᵀ) at prefill sizes, both on the same pool
+// size, alternating; median of 5.
+void compare_openblas(std::mt19937& rng, const std::vector<float>& wf, const uint16_t* wb, int64_t k, int64_t n) {
+  openblas_set_num_threads(lm_get_num_threads());
+  std::printf("OpenBLAS %s (core %s), %d threads\n", OPENBLAS_VERSION, openblas_get_corename(), lm_get_num_threads());
+  // bf16 weights for sgemm: widened to f32 once (a second copy of the weights, twice their bytes).
+  std::vector<float> widened(static_cast<size_t>(n * k));
+  auto w0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < widened.size(); i++) {
+    const uint32_t bits = static_cast<uint32_t>(wb[i]) << 16;
+    std::memcpy(&widened[i], &bits, 4);
+  }
+  std::printf("bf16 -> f32 widening for sgemm: %.2f ms (once per weight matrix, 2x its bytes kept)\n",
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0).count());
+  for (lm_dtype wd : {LM_BF16, LM_F32}) {
+    for (int64_t tokens : {64, 256}) {
+      std::vector<float> x = random_floats(rng, static_cast<size_t>(tokens * k));
+      std::vector<float> ours(static_cast<size_t>(tokens * n)), blas(ours.size());
+      lm_tensor xt = tensor(x.data(), LM_F32, {tokens, k});
+      lm_tensor wt = wd == LM_F32 ? tensor(const_cast<float*>(wf.data()), LM_F32, {n, k})
+                                  : tensor(const_cast<uint16_t*>(wb), LM_BF16, {n, k});
+      lm_tensor ot = tensor(ours.data(), LM_F32, {tokens, n});
+      const float* bw = wd == LM_F32 ? wf.data() : widened.data();
+      Timing timing[2];
+      for (int rep = 0; rep < 5; rep++) {
+        for (int v = 0; v < 2; v++) {
+          const double c0 = cpu_seconds();
+          auto t0 = std::chrono::steady_clock::now();
+          if (v == 0) LM_CHECK(lm_matmul(&xt, &wt, nullptr, &ot));
+          else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(tokens), static_cast<blasint>(n),
+                        static_cast<blasint>(k), 1.0f, x.data(), static_cast<blasint>(k), bw, static_cast<blasint>(k),
+                        0.0f, blas.data(), static_cast<blasint>(n));
+          timing[v].wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+          timing[v].cpu.push_back(cpu_seconds() - c0);
+        }
+      }
+      double diff = 0;
+      for (size_t i = 0; i < ours.size(); i++) diff = std::max(diff, static_cast<double>(std::fabs(ours[i] - blas[i])));
+      const double flop = 2.0 * static_cast<double>(tokens * n * k);
+      for (int v = 0; v < 2; v++) {
+        const double s = timing[v].median(timing[v].wall), c = timing[v].median(timing[v].cpu);
+        std::printf("%-4s tokens=%-4lld %-9s %8.2f ms  %7.1f GFLOP/s  %7.1f GFLOP per CPU-s\n",
+                    wd == LM_F32 ? "f32" : "bf16", static_cast<long long>(tokens), v == 0 ? "lm_matmul" : "sgemm",
+                    s * 1e3, flop / s / 1e9, flop / c / 1e9);
+      }
+      std::printf("     max |lm_matmul - sgemm| = %.3g\n", diff);
+    }
+  }
+}
+#endif
 
 }  // namespace
 
@@ -90,5 +153,8 @@ int main() {
       }
     }
   }
+#ifdef LM_BENCH_OPENBLAS
+  compare_openblas(rng, wf, wb_data, k, n);
+#endif
   return 0;
 }
