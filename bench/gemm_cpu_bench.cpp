@@ -8,6 +8,10 @@
 // sizes, alternating with lm_matmul on the same inputs: f32 weights as they are, bf16 weights
 // widened to f32 first (sgemm has no bf16 input; Debian's build exports no sbgemm), with the
 // widening timed apart and the largest difference from lm_matmul's result.
+// Last, the decode GEMV against the bandwidth floor: batch-1 bf16 matmuls over 20 distinct
+// [11264, 2048] matrices (923 MB, TinyLlama's gate_up; more than any cache, on 4 KiB pages as a
+// mapped checkpoint) alternating with the read-bandwidth probe of bench:cpu-anchor's floor, so the
+// ratio holds better on a busy machine than two separate runs would.
 #include <algorithm>
 #include <cmath>
 #include <chrono>
@@ -98,6 +102,41 @@ void compare_openblas(std::mt19937& rng, const std::vector<float>& wf, const uin
 }
 #endif
 
+// Decode GEMV GB/s against lm_read_bandwidth_gbs, alternating; median of 5 each.
+void compare_floor(std::mt19937& rng) {
+  const int64_t k = 2048, n = 11264, mats = 20;
+  const size_t mat_bytes = static_cast<size_t>(n * k * 2), total = mat_bytes * mats;
+  void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    std::fprintf(stderr, "decode floor: cannot map %zu bytes\n", total);
+    return;
+  }
+  madvise(p, total, MADV_NOHUGEPAGE);  // 4 KiB pages, as a mapped checkpoint has
+  auto* w = static_cast<uint16_t*>(p);
+  std::uniform_int_distribution<int> dist(-1000, 1000);
+  for (size_t i = 0; i < total / 2; i++) w[i] = bf16(static_cast<float>(dist(rng)) * 1e-4f);
+  std::vector<float> x = random_floats(rng, static_cast<size_t>(k)), out(static_cast<size_t>(n));
+  lm_tensor xt = tensor(x.data(), LM_F32, {1, k}), ot = tensor(out.data(), LM_F32, {1, n});
+  std::vector<double> gemv, probe;
+  for (int rep = 0; rep < 5; rep++) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (int64_t m = 0; m < mats; m++) {
+      lm_tensor wt = tensor(w + m * n * k, LM_BF16, {n, k});
+      LM_CHECK(lm_matmul(&xt, &wt, nullptr, &ot));
+    }
+    gemv.push_back(static_cast<double>(total) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9);
+    double gbs = 0;
+    LM_CHECK(lm_read_bandwidth_gbs(size_t(1) << 30, 1, &gbs));
+    probe.push_back(gbs);
+  }
+  munmap(p, total);
+  std::sort(gemv.begin(), gemv.end());
+  std::sort(probe.begin(), probe.end());
+  std::printf("decode GEMV bf16 [11264, 2048] x 20 (923 MB): %.1f GB/s; read-bandwidth floor probe: %.1f GB/s; "
+              "GEMV at %.0f %% of the floor (medians of 5, alternating)\n",
+              gemv[2], probe[2], 100.0 * gemv[2] / probe[2]);
+}
+
 }  // namespace
 
 int main() {
@@ -156,5 +195,6 @@ int main() {
 #ifdef LM_BENCH_OPENBLAS
   compare_openblas(rng, wf, wb_data, k, n);
 #endif
+  compare_floor(rng);
   return 0;
 }
