@@ -1,11 +1,16 @@
 /**
- * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--threads 0] [--json]`:
+ * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--threads 0] [--floor] [--json]`:
  * the time of one engine decode step (issue 13's native step), without and with each adapter.
  *
  * Prefills `batch` sequences of 64 tokens, then runs `steps` decode steps of one token per sequence
  * through `forward()`, timing each: wall milliseconds and process CPU milliseconds (user + system,
  * all threads). CPU time is the figure to compare on a shared machine: it counts the work the step
  * does, not the time other processes held the cores. Prints medians.
+ *
+ * `--floor`: after each base step, one pass of the read-bandwidth probe behind bench:cpu-anchor's
+ * floor, so the step's weight bytes per second and the floor are measured alternately in one
+ * process (a ratio that holds better on a busy machine than two runs would). A step's weight bytes
+ * are all the model's but the embedding table (one row of it is read), as cpu-anchor counts.
  */
 import { resolve } from "node:path";
 import { forward, KvCache, LocalLoraBackend, loadAdapter, Model, type ForwardSequence } from "@loramesh/engine";
@@ -17,11 +22,12 @@ interface Options {
   batch: number;
   steps: number;
   threads: number;
+  floor: boolean;
   json: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { model: "", adapters: [], batch: 1, steps: 12, threads: 0, json: false };
+  const o: Options = { model: "", adapters: [], batch: 1, steps: 12, threads: 0, floor: false, json: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = (): string => {
@@ -37,6 +43,7 @@ function parseArgs(argv: readonly string[]): Options {
     } else if (arg === "--batch") o.batch = Number(value());
     else if (arg === "--steps") o.steps = Number(value());
     else if (arg === "--threads") o.threads = Number(value());
+    else if (arg === "--floor") o.floor = true;
     else if (arg === "--json") o.json = true;
     else throw new Error(`unknown argument ${arg}`);
   }
@@ -72,7 +79,8 @@ async function measure(
     seqs((b) => Array.from({ length: prompt }, (_, i) => 259 + ((i * 7919 + b) % 31000)), 0),
   );
   const wall: number[] = [],
-    cpu: number[] = [];
+    cpu: number[] = [],
+    probe: number[] = [];
   for (let s = 0; s < o.steps; s++) {
     const c0 = process.cpuUsage(),
       t0 = performance.now();
@@ -86,9 +94,14 @@ async function measure(
       c1 = process.cpuUsage(c0);
     wall.push(t1 - t0);
     cpu.push((c1.user + c1.system) / 1000);
+    if (o.floor && adapterId === undefined) probe.push(native.readBandwidthGbs(1 << 30, 1));
   }
-  return { wall_ms: round(median(wall)), cpu_ms: round(median(cpu)) };
+  return { wall_ms: round(median(wall)), cpu_ms: round(median(cpu)), ...(probe.length ? { probe_gbs: probe } : {}) };
 }
+
+// Bytes a decode step reads: every weight but the embedding table (unless it is also the head).
+const stepWeightBytes = (model: Model): number =>
+  model.sizeBytes - (model.lmHead === model.embed ? 0 : model.embed.data.byteLength);
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
@@ -102,6 +115,19 @@ async function main(): Promise<void> {
     threads: native.getNumThreads(),
     base: await measure(model, lora, undefined, o),
   };
+  if (o.floor) {
+    // Weight GB/s of the median step against the median probe pass taken between the steps.
+    const base = out["base"] as { wall_ms: number; probe_gbs?: number[] };
+    const membw = median(base.probe_gbs ?? []);
+    const stepGbs = stepWeightBytes(model) / (base.wall_ms * 1e6);
+    delete base.probe_gbs;
+    out["floor"] = {
+      membw_gbs: round(membw),
+      step_weight_gbs: round(stepGbs),
+      decode_tok_s: round((membw * 1e9) / stepWeightBytes(model)),
+      pct_of_floor: round((100 * stepGbs) / membw),
+    };
+  }
   for (const [name, dir] of o.adapters) {
     lora.add(name, loadAdapter(resolve(dir), model.config));
     out[name] = await measure(model, lora, name, o);
