@@ -3,8 +3,8 @@
 // layout of the scalar/AVX2 dot product while one instruction does two outputs' work. Weight rows
 // are loaded once per tile and reused for all its tokens; for prefill-sized batches a bf16 row
 // block is widened to f32 once into a thread-local buffer and reused by every token tile.
-// AVX2-only CPUs run R rows × C tokens tiles of 8-lane ymm accumulators (8 rows at decode), and
-// CPUs without AVX2 the scalar dot products; both give the same bits.
+// AVX2-only CPUs run R rows × C tokens tiles of 8-lane ymm accumulators (8 rows at decode; also
+// the LoRA shrink/expand), and CPUs without AVX2 the scalar dot products; both give the same bits.
 #include "gemm.h"
 
 #include <algorithm>
@@ -271,18 +271,17 @@ LM_AVX2 void tile_avx2(const W* w, int64_t k, const float* const* xs, float out[
   }
 }
 
-// Rows [rb, re) for tokens [t, t + C): R-row tiles, then single rows.
+// Rows [rb, re) for the C inputs xs: R-row tiles, then single rows. Row j of input c goes to
+// out[c * stride + j - col0] (out starts at the first input).
 template <typename W, int R, int C>
-void rows_avx2(const float* x, const W* w, const float* bias, int64_t t, int64_t k, int64_t n, int64_t rb, int64_t re,
-               float* out) {
-  const float* xs[C];
-  for (int c = 0; c < C; c++) xs[c] = x + (t + c) * k;
+void rows_avx2(const float* const* xs, const W* w, const float* bias, int64_t k, int64_t rb, int64_t re, float* out,
+               int64_t stride, int64_t col0) {
   float res[8][6];
   int64_t j = rb;
   auto emit = [&](int rows) {
     for (int r = 0; r < rows; r++) {
       const float b = bias ? bias[j + r] : 0.0f;
-      for (int c = 0; c < C; c++) out[(t + c) * n + j + r] = res[r][c] + b;
+      for (int c = 0; c < C; c++) out[c * stride + j + r - col0] = res[r][c] + b;
     }
   };
   for (; j + R <= re; j += R) {
@@ -295,19 +294,21 @@ void rows_avx2(const float* x, const W* w, const float* bias, int64_t t, int64_t
   }
 }
 
-// Tokens in groups of 6 on 2-row tiles (12 accumulators: the ymm file's limit); the rest on a
-// tile with at least 8 accumulators.
+// Inputs in groups of 6 on 2-row tiles (12 accumulators: the ymm file's limit); the rest on a
+// tile with at least 8 accumulators. out[t * stride + j - col0] for input t and row j.
 template <typename W>
-void matmul_avx2(const float* x, const W* w, const float* bias, int64_t tokens, int64_t k, int64_t n, int64_t rb,
-                 int64_t re, float* out) {
+void matmul_avx2(const float* const* xs, const W* w, const float* bias, int64_t tokens, int64_t k, int64_t rb,
+                 int64_t re, float* out, int64_t stride, int64_t col0) {
   int64_t t = 0;
-  for (; t + 6 <= tokens; t += 6) rows_avx2<W, 2, 6>(x, w, bias, t, k, n, rb, re, out);
+  for (; t + 6 <= tokens; t += 6) rows_avx2<W, 2, 6>(xs + t, w, bias, k, rb, re, out + t * stride, stride, col0);
+  const float* const* rest = xs + t;
+  float* o = out + t * stride;
   switch (tokens - t) {
-    case 1: return rows_avx2<W, 8, 1>(x, w, bias, t, k, n, rb, re, out);
-    case 2: return rows_avx2<W, 4, 2>(x, w, bias, t, k, n, rb, re, out);
-    case 3: return rows_avx2<W, 3, 3>(x, w, bias, t, k, n, rb, re, out);
-    case 4: return rows_avx2<W, 2, 4>(x, w, bias, t, k, n, rb, re, out);
-    case 5: return rows_avx2<W, 2, 5>(x, w, bias, t, k, n, rb, re, out);
+    case 1: return rows_avx2<W, 8, 1>(rest, w, bias, k, rb, re, o, stride, col0);
+    case 2: return rows_avx2<W, 4, 2>(rest, w, bias, k, rb, re, o, stride, col0);
+    case 3: return rows_avx2<W, 3, 3>(rest, w, bias, k, rb, re, o, stride, col0);
+    case 4: return rows_avx2<W, 2, 4>(rest, w, bias, k, rb, re, o, stride, col0);
+    case 5: return rows_avx2<W, 2, 5>(rest, w, bias, k, rb, re, o, stride, col0);
     default: return;
   }
 }
@@ -358,7 +359,12 @@ void matmul_rows_impl(const float* x, const W* w, const float* bias, int64_t tok
     if (j < re) rows_dot(x, w, bias, tokens, k, n, j, re, out);
     return;
   }
-  if (simd::enabled()) return matmul_avx2(x, w, bias, tokens, k, n, rb, re, out);
+  if (simd::enabled()) {
+    thread_local std::vector<const float*> xs;
+    xs.resize(static_cast<size_t>(tokens));
+    for (int64_t t = 0; t < tokens; t++) xs[static_cast<size_t>(t)] = x + t * k;
+    return matmul_avx2(xs.data(), w, bias, tokens, k, rb, re, out, n, 0);
+  }
 #endif
   rows_dot(x, w, bias, tokens, k, n, rb, re, out);
 }
@@ -374,6 +380,8 @@ void rows_ptr_impl(const float* const* xs, const W* w, int64_t tokens, int64_t k
       for (int r = 0; r < 8; r++) rows[r] = w + (j + r) * k;
       block_ptrs<W>(xs, rows, tokens, k, out + (j - rb), stride);
     }
+  } else if (simd::enabled()) {
+    return matmul_avx2(xs, w, nullptr, tokens, k, rb, re, out, stride, rb);  // row j at out[j - rb]
   }
 #endif
   for (; j < re; j++) {
