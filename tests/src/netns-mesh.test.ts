@@ -465,4 +465,53 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     const after = await Promise.all(inputs.map((input) => client.complete(input)));
     after.forEach((r, i) => expect(r.tokenIds, `after healing ${i}`).to.deep.equal(reference[i]?.tokenIds));
   });
+
+  it("only the worker ↔ LoRA-server path is cut (the server still heartbeats): the worker's report re-places, every request completes token-exact", async () => {
+    const m = mesh as NetnsMesh;
+    const inputs = [...Array(FAILOVER_STREAMS).keys()].map(partitionInput);
+    const reference = await Promise.all(inputs.map((input) => client.complete(input)));
+    const before = await loraHosts(m);
+    const [cut] = before.holders;
+    expect(cut, "a LoRA server holds sql-r8").to.be.a("string");
+    let severed: Promise<void> | undefined;
+    const outcomes = await Promise.all(
+      inputs.map(async (input) => {
+        const ids: number[] = [];
+        try {
+          for await (const d of client.generate(input, { deadlineMs: 120_000 })) {
+            ids.push(...d.tokenIds);
+            if (ids.length >= TOKENS / 4) severed ??= m.network.cut("worker0", cut as string);
+          }
+          return { ids, error: undefined as Error | undefined };
+        } catch (err) {
+          return { ids, error: err as Error };
+        }
+      }),
+    );
+    expect(severed, "the cut happened mid-decode").to.not.equal(undefined);
+    await severed;
+    // Still cut: the server is live to the provisioner (a partition is not a death), and sql-r8
+    // has a holder the worker reaches (a replica from the worker's report, when it had none).
+    const during = await loraHosts(m);
+    await m.network.mend("worker0", cut as string);
+    const exact = outcomes.filter(
+      (o, i) => o.error === undefined && JSON.stringify(o.ids) === JSON.stringify(reference[i]?.tokenIds),
+    ).length;
+    const failed = outcomes.filter((o) => o.error !== undefined);
+    const hung = failed.filter(
+      (o) => o.error instanceof LoraMeshClientError && o.error.code === status.DEADLINE_EXCEEDED,
+    );
+    console.log(
+      `      fault-summary ${JSON.stringify({ fault: `cut worker ↔ LoRA server only (netns; ${before.holders.length} holder(s) before, ${during.holders.length} during)`, tried: inputs.length, exact, failed: failed.length, hung: hung.length })}`,
+    );
+    expect(failed.map((o) => o.error?.message).slice(0, 5)).to.deep.equal([]);
+    expect(exact).to.equal(inputs.length);
+    expect(during.live, "the cut-off server kept heartbeating").to.include(cut);
+    expect(
+      during.holders.filter((h) => h !== cut),
+      "sql-r8 on a server the worker reaches",
+    ).to.not.deep.equal([]);
+    const after = await Promise.all(inputs.map((input) => client.complete(input)));
+    after.forEach((r, i) => expect(r.tokenIds, `after mending ${i}`).to.deep.equal(reference[i]?.tokenIds));
+  });
 });

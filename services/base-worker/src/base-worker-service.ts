@@ -83,6 +83,7 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
     onLocalChange: () => void agent?.beatNow(),
     ...(options.loraTimeoutMs !== undefined ? { timeoutMs: options.loraTimeoutMs } : {}),
     ...(options.loraFailoverMs !== undefined ? { failoverMs: options.loraFailoverMs } : {}),
+    onUnreachable: (serverId, adapterIds) => void agent?.reportUnreachable(serverId, adapterIds),
     logger,
   });
   const tel = new WorkerTelemetry(options.siteSpanRatio, backends.transportOf);

@@ -530,6 +530,63 @@ export class Provisioner {
   }
 
   /**
+   * A worker cannot reach `executorId` (a partition, not a death: the server may still heartbeat,
+   * so expiry never re-places its adapters). Each listed adapter whose only live LoRA-server target
+   * is that server gets one more target on the least-assigned other live LoRA server with room; the
+   * server itself stays placed (other workers may reach it). Returns the load jobs started.
+   */
+  async replicateAway(reporterId: string, executorId: string, adapterIds: readonly string[]): Promise<string[]> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const epoch = await this.deps.placement.epoch();
+      const servers = (await this.deps.executors.live())
+        .map((e) => e.info)
+        .filter((e) => e.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER);
+      const others = servers.filter((e) => e.executorId !== executorId);
+      const records = await this.deps.adapters.byIds(adapterIds);
+      const targets = await this.deps.placement.targetsOf(records.map((r) => r.id));
+      const used = new Map(await Promise.all(others.map(async (e) => [e.executorId, await this.assignedBytes(e.executorId)] as const)));
+      const changes: TargetChange[] = [];
+      for (const record of records) {
+        const current = targets.get(record.id) ?? [];
+        if (others.some((e) => current.includes(e.executorId))) continue; // another reachable holder exists
+        const to = others
+          .filter((e) => !e.maxRank || record.rank <= e.maxRank)
+          .filter((e) => e.adapterCapacityBytes === 0 || (used.get(e.executorId) ?? 0) + record.sizeBytes <= e.adapterCapacityBytes)
+          .sort((x, y) => (used.get(x.executorId) ?? 0) - (used.get(y.executorId) ?? 0) || x.executorId.localeCompare(y.executorId))[0];
+        if (!to) continue;
+        used.set(to.executorId, (used.get(to.executorId) ?? 0) + record.sizeBytes);
+        changes.push({ adapterId: record.id, add: [to.executorId], remove: [] });
+      }
+      if (changes.length === 0) return [];
+      const sequence = await this.deps.placement.compareAndSetTargets(epoch, changes);
+      if (sequence === undefined) continue; // placement changed meanwhile: decide again
+      this.deps.logger.warn("a worker cannot reach a LoRA server; its adapters get a replica elsewhere", {
+        reporter: reporterId,
+        unreachable: executorId,
+        replicas: changes.map((c) => `${c.adapterId} → ${c.add.join(",")}`),
+      });
+      const started: string[] = [];
+      const byId = new Map(records.map((r) => [r.id, r]));
+      for (const c of changes) {
+        const record = byId.get(c.adapterId) as AdapterRecord;
+        const data: AdapterJobData = {
+          ...jobSource(record),
+          kind: "load",
+          executorId: c.add[0] as string,
+          pin: false,
+          peers: await this.peersOf(record),
+          reason: "unreachable",
+        };
+        const jobId = await this.deps.jobs.add(data, { sequence });
+        await this.deps.recordJob(data, jobId);
+        started.push(jobId);
+      }
+      return started;
+    }
+    throw new FailedPreconditionError(`placement kept changing while replicating away from ${executorId}; retry`);
+  }
+
+  /**
    * Executors holding a remote-source adapter's version now, with their addresses: a new load
    * fetches from them before the source. The version is the content hash, so a holder of the same
    * bytes registered under another name (or tenant) counts; the registrant fetched those bytes from

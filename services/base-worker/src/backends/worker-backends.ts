@@ -32,6 +32,8 @@ export interface WorkerBackendsOptions {
   /** LoRA round-trip timeout and failover budget (remote backend). */
   timeoutMs?: number;
   failoverMs?: number;
+  /** The remote backend cannot reach a LoRA server (reported to the provisioner). */
+  onUnreachable?: (serverId: string, adapterIds: readonly string[]) => void;
   logger: Logger;
 }
 
@@ -61,6 +63,7 @@ export function createWorkerBackends(options: WorkerBackendsOptions): WorkerBack
           ...(options.transport ? { transport: options.transport } : {}),
           ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
           ...(options.failoverMs !== undefined ? { failoverMs: options.failoverMs } : {}),
+          ...(options.onUnreachable ? { onUnreachable: options.onUnreachable } : {}),
           logger: options.logger,
         })
       : undefined;
