@@ -134,9 +134,9 @@ const STREAMS = 4;
 const TOKENS = 48;
 const DEADLINE_MS = 10_000;
 
-const partitionInput = (i: number): GenerateInput => ({
+const partitionInput = (i: number, adapter = "sql-r8"): GenerateInput => ({
   prompt: { $case: "text", value: `def handler_${i}(request):` },
-  adapter: i % 2 === 0 ? "sql-r8" : "",
+  adapter: i % 2 === 0 ? adapter : "",
   sampling: { maxTokens: TOKENS, temperature: 0, topP: 1, topK: 0, stop: [], stopTokenIds: [], ignoreEos: true },
 });
 
@@ -392,8 +392,10 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
       workers: 1,
       loraServers: 2,
       extraArgs: {
-        // A lost server leaves placement within seconds; a round trip to it fails after 3 s.
-        provisioner: ["--heartbeat-ttl-ms", "3000"],
+        // A lost server leaves placement within seconds; a round trip to it fails after 3 s. One
+        // replica at most: the test's traffic would otherwise make sql-r8 hot and replicate it to
+        // both servers, and the cut path would never need the worker's report.
+        provisioner: ["--heartbeat-ttl-ms", "3000", "--max-replicas", "1"],
         "base-worker": ["--lora-timeout-ms", "3000"],
       },
     });
@@ -405,15 +407,15 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     await mesh?.stop();
   });
 
-  /** From the provisioner (a mesh member's call): the LoRA hosts holding sql-r8, and the live ones. */
-  async function loraHosts(m: NetnsMesh): Promise<{ holders: string[]; live: string[] }> {
+  /** From the provisioner (a mesh member's call): the LoRA hosts holding the adapter, and the live ones. */
+  async function loraHosts(m: NetnsMesh, adapter = "sql-r8"): Promise<{ holders: string[]; live: string[] }> {
     const address = m.processes.find((p) => p.service === "provisioner")?.address as string;
     const c = new ProvisionerServiceClient(address, credentials.createInsecure(), clusterClientOptions(m.clusterToken));
     const host = (ids: string[]): string[] =>
       ids.filter((id) => id.startsWith("lora-")).map((id) => id.replace("-", ""));
     try {
       const placement = await unary(c.getPlacement.bind(c), c, { adapterIds: [] });
-      const entry = placement.adapters.find((a) => a.adapterId.startsWith("default.sql-r8."));
+      const entry = placement.adapters.find((a) => a.adapterId.startsWith(`default.${adapter}.`));
       return { holders: host(entry?.executorIds ?? []), live: host(placement.executors.map((e) => e.executorId)) };
     } finally {
       c.close();
@@ -422,7 +424,7 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
 
   it("every request completes token-exact (none failed, none hung); the healed server serves again", async () => {
     const m = mesh as NetnsMesh;
-    const inputs = [...Array(FAILOVER_STREAMS).keys()].map(partitionInput);
+    const inputs = [...Array(FAILOVER_STREAMS).keys()].map((i) => partitionInput(i));
     const reference = await Promise.all(inputs.map((input) => client.complete(input)));
     const [cut] = (await loraHosts(m)).holders;
     expect(cut, "a LoRA server holds sql-r8").to.be.a("string");
@@ -468,11 +470,14 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
 
   it("only the worker ↔ LoRA-server path is cut (the server still heartbeats): the worker's report re-places, every request completes token-exact", async () => {
     const m = mesh as NetnsMesh;
-    const inputs = [...Array(FAILOVER_STREAMS).keys()].map(partitionInput);
+    // An adapter of its own, on exactly one server: only the worker's report can re-place it.
+    const adapter = "pattern-r8";
+    await registerAll(client, "tiny-llama", [adapter]);
+    const inputs = [...Array(FAILOVER_STREAMS).keys()].map((i) => partitionInput(i, adapter));
     const reference = await Promise.all(inputs.map((input) => client.complete(input)));
-    const before = await loraHosts(m);
+    const before = await loraHosts(m, adapter);
+    expect(before.holders, `${adapter} on one server`).to.have.length(1);
     const [cut] = before.holders;
-    expect(cut, "a LoRA server holds sql-r8").to.be.a("string");
     let severed: Promise<void> | undefined;
     const outcomes = await Promise.all(
       inputs.map(async (input) => {
@@ -492,7 +497,7 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     await severed;
     // Still cut: the server is live to the provisioner (a partition is not a death), and sql-r8
     // has a holder the worker reaches (a replica from the worker's report, when it had none).
-    const during = await loraHosts(m);
+    const during = await loraHosts(m, adapter);
     await m.network.mend("worker0", cut as string);
     const exact = outcomes.filter(
       (o, i) => o.error === undefined && JSON.stringify(o.ids) === JSON.stringify(reference[i]?.tokenIds),
@@ -502,14 +507,14 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
       (o) => o.error instanceof LoraMeshClientError && o.error.code === status.DEADLINE_EXCEEDED,
     );
     console.log(
-      `      fault-summary ${JSON.stringify({ fault: `cut worker ↔ LoRA server only (netns; ${before.holders.length} holder(s) before, ${during.holders.length} during)`, tried: inputs.length, exact, failed: failed.length, hung: hung.length })}`,
+      `      fault-summary ${JSON.stringify({ fault: "cut worker ↔ the LoRA server holding the adapter, only that path (netns; the server still heartbeats)", tried: inputs.length, exact, failed: failed.length, hung: hung.length })}`,
     );
     expect(failed.map((o) => o.error?.message).slice(0, 5)).to.deep.equal([]);
     expect(exact).to.equal(inputs.length);
     expect(during.live, "the cut-off server kept heartbeating").to.include(cut);
     expect(
       during.holders.filter((h) => h !== cut),
-      "sql-r8 on a server the worker reaches",
+      `${adapter} on a server the worker reaches`,
     ).to.not.deep.equal([]);
     const after = await Promise.all(inputs.map((input) => client.complete(input)));
     after.forEach((r, i) => expect(r.tokenIds, `after mending ${i}`).to.deep.equal(reference[i]?.tokenIds));
