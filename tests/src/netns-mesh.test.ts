@@ -519,4 +519,55 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     const after = await Promise.all(inputs.map((input) => client.complete(input)));
     after.forEach((r, i) => expect(r.tokenIds, `after mending ${i}`).to.deep.equal(reference[i]?.tokenIds));
   });
+
+  // Last: the killed server stays dead (no supervisor here), so nothing after this may need it.
+  it("SIGKILL of the LoRA server holding the adapter mid-decode (no shared memory between hosts): every request completes token-exact on the other", async () => {
+    const m = mesh as NetnsMesh;
+    const adapter = "math-r4-mlp";
+    await registerAll(client, "tiny-llama", [adapter]);
+    const inputs = [...Array(FAILOVER_STREAMS).keys()].map((i) => partitionInput(i, adapter));
+    const reference = await Promise.all(inputs.map((input) => client.complete(input)));
+    const before = await loraHosts(m, adapter);
+    expect(before.holders, `${adapter} on one server`).to.have.length(1);
+    const victim = m.processes.find((p) => p.service === "lora-server" && p.host === before.holders[0]);
+    expect(victim, "the holder's process").to.not.equal(undefined);
+    const exited = new Promise((resolve) => victim?.child.once("exit", resolve));
+    let killed = false;
+    const outcomes = await Promise.all(
+      inputs.map(async (input) => {
+        const ids: number[] = [];
+        try {
+          for await (const d of client.generate(input, { deadlineMs: 120_000 })) {
+            ids.push(...d.tokenIds);
+            if (ids.length >= TOKENS / 4 && !killed) {
+              killed = true;
+              process.kill(victim?.pid as number, "SIGKILL");
+            }
+          }
+          return { ids, error: undefined as Error | undefined };
+        } catch (err) {
+          return { ids, error: err as Error };
+        }
+      }),
+    );
+    expect(killed, "the kill happened mid-decode").to.equal(true);
+    await exited;
+    const exact = outcomes.filter(
+      (o, i) => o.error === undefined && JSON.stringify(o.ids) === JSON.stringify(reference[i]?.tokenIds),
+    ).length;
+    const failed = outcomes.filter((o) => o.error !== undefined);
+    const hung = failed.filter(
+      (o) => o.error instanceof LoraMeshClientError && o.error.code === status.DEADLINE_EXCEEDED,
+    );
+    console.log(
+      `      fault-summary ${JSON.stringify({ fault: "SIGKILL the LoRA server holding the adapter (netns, no shared memory; another server alive)", tried: inputs.length, exact, failed: failed.length, hung: hung.length })}`,
+    );
+    expect(failed.map((o) => o.error?.message).slice(0, 5)).to.deep.equal([]);
+    expect(exact).to.equal(inputs.length);
+    // The cluster serves new requests exactly on the survivor.
+    const after = await Promise.all(inputs.map((input) => client.complete(input)));
+    after.forEach((r, i) => expect(r.tokenIds, `after the kill ${i}`).to.deep.equal(reference[i]?.tokenIds));
+    const now = await loraHosts(m, adapter);
+    expect(now.holders, `${adapter} re-placed`).to.not.include(before.holders[0]);
+  });
 });

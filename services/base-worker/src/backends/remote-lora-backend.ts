@@ -54,13 +54,8 @@ interface Budget {
   notResidentRetries: number;
 }
 
-/**
- * How long a server that failed a round trip is avoided while another holder exists; doubled for
- * each failure in a row (a partition that lasts costs one timed-out round trip per period, not
- * one per 5 s), reset by an answer.
- */
+/** How long a server that failed a round trip is avoided while another holder exists. */
 const SUSPECT_MS = 5_000;
-const SUSPECT_MAX_MS = 40_000;
 
 export class RemoteLoraBackend implements LoraBackend {
   private readonly connections = new Map<string, { address: string; client: LoraStreamClient }>();
@@ -69,8 +64,6 @@ export class RemoteLoraBackend implements LoraBackend {
   private readonly suspects = new Map<string, number>();
   /** serverId → adapters reported unreachable on it in its current suspect period (each once). */
   private readonly reported = new Map<string, Set<string>>();
-  /** serverId → failures in a row (sets how long it is avoided). */
-  private readonly strikes = new Map<string, number>();
   /** The rings and UCX connections each per-step native backend routes to (to know which broke when its step fails). */
   private readonly stepRings = new WeakMap<
     SiteBackendHandle,
@@ -239,7 +232,6 @@ export class RemoteLoraBackend implements LoraBackend {
         ...traceHeaders(),
       });
       this.suspects.delete(serverId);
-      this.strikes.delete(serverId);
     } catch (err) {
       if (err instanceof NotFoundError && budget.notResidentRetries === 0) {
         budget.notResidentRetries++;
@@ -276,16 +268,13 @@ export class RemoteLoraBackend implements LoraBackend {
     // Concurrent sites in flight to the server fail together: one strike (and one report) for them all.
     const fresh = (this.suspects.get(serverId) ?? 0) <= now;
     if (fresh) {
-      const strikes = (this.strikes.get(serverId) ?? 0) + 1;
-      this.strikes.set(serverId, strikes);
-      this.suspects.set(serverId, now + Math.min(SUSPECT_MAX_MS, SUSPECT_MS * 2 ** (strikes - 1)));
       this.options.logger.warn("LoRA server failed; re-sending its rows to another holder", {
         server: serverId,
         error: err.message,
-        failuresInARow: strikes,
       });
+      this.suspects.set(serverId, now + SUSPECT_MS);
+      this.reported.set(serverId, new Set());
     }
-    if (fresh) this.reported.set(serverId, new Set());
     const reported = this.reported.get(serverId) as Set<string>;
     const unreported = adapterIds.filter((id) => !reported.has(id));
     if (unreported.length > 0) {
