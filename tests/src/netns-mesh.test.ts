@@ -123,8 +123,8 @@ describe("netns network: hosts with their own addresses, links that go down and 
  * What the current code does when the link between a worker and its only LoRA server goes down
  * mid-decode and stays down past the requests' deadline: every affected request ends with a typed
  * error (DEADLINE_EXCEEDED or UNAVAILABLE) within its deadline, none hangs, and once the link heals
- * the cluster serves new requests token-exact. Failover (issue 14 part B) tightens this: set
- * `FAILOVER_COMPLETES` and every request must complete exact instead.
+ * the cluster serves new requests token-exact. With one LoRA server there is nothing to fail over
+ * to, so `FAILOVER_COMPLETES` stays false here; the two-server tests below require completion.
  */
 const FAILOVER_COMPLETES = false;
 const ALLOWED_FAILURES = new Set<status>([status.DEADLINE_EXCEEDED, status.UNAVAILABLE]);

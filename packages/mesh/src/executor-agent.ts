@@ -91,7 +91,10 @@ export class ExecutorAgent {
       );
       return res.loadJobIds;
     } catch (err) {
-      this.logger.warn("could not report an unreachable LoRA server", { server: executorId, error: (err as Error).message });
+      this.logger.warn("could not report an unreachable LoRA server", {
+        server: executorId,
+        error: (err as Error).message,
+      });
       return [];
     }
   }

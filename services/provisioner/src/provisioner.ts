@@ -544,15 +544,24 @@ export class Provisioner {
       const others = servers.filter((e) => e.executorId !== executorId);
       const records = await this.deps.adapters.byIds(adapterIds);
       const targets = await this.deps.placement.targetsOf(records.map((r) => r.id));
-      const used = new Map(await Promise.all(others.map(async (e) => [e.executorId, await this.assignedBytes(e.executorId)] as const)));
+      const used = new Map(
+        await Promise.all(others.map(async (e) => [e.executorId, await this.assignedBytes(e.executorId)] as const)),
+      );
       const changes: TargetChange[] = [];
       for (const record of records) {
         const current = targets.get(record.id) ?? [];
         if (others.some((e) => current.includes(e.executorId))) continue; // another reachable holder exists
         const to = others
           .filter((e) => !e.maxRank || record.rank <= e.maxRank)
-          .filter((e) => e.adapterCapacityBytes === 0 || (used.get(e.executorId) ?? 0) + record.sizeBytes <= e.adapterCapacityBytes)
-          .sort((x, y) => (used.get(x.executorId) ?? 0) - (used.get(y.executorId) ?? 0) || x.executorId.localeCompare(y.executorId))[0];
+          .filter(
+            (e) =>
+              e.adapterCapacityBytes === 0 ||
+              (used.get(e.executorId) ?? 0) + record.sizeBytes <= e.adapterCapacityBytes,
+          )
+          .sort(
+            (x, y) =>
+              (used.get(x.executorId) ?? 0) - (used.get(y.executorId) ?? 0) || x.executorId.localeCompare(y.executorId),
+          )[0];
         if (!to) continue;
         used.set(to.executorId, (used.get(to.executorId) ?? 0) + record.sizeBytes);
         changes.push({ adapterId: record.id, add: [to.executorId], remove: [] });

@@ -48,7 +48,9 @@ describe("provisioner: ReportUnreachable gives an adapter a replica the reportin
   const targets = async (): Promise<string[]> => (await redis.client().smembers(KEYS.targets(adapterId))).sort();
   /** The adapter's load jobs on one server's queue, in any state. */
   async function loadJobs(executorId: string): Promise<string[]> {
-    const queue = new Queue<AdapterJobData>(adapterQueueName(executorId), { connection: redisOptionsFromUrl(redis.url) });
+    const queue = new Queue<AdapterJobData>(adapterQueueName(executorId), {
+      connection: redisOptionsFromUrl(redis.url),
+    });
     try {
       return (await queue.getJobs(["waiting", "delayed", "active", "completed", "failed", "prioritized"]))
         .filter((j) => j.data.kind === "load" && j.data.adapterId === adapterId)
