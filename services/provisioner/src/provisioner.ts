@@ -29,7 +29,7 @@ import type { AdapterRecord, AdapterRegistry } from "./adapter-registry";
 import type { RemoteAdapters } from "./remote-adapters";
 import type { ExecutorRegistry } from "./executor-registry";
 import { jobViews, jobView, type JobView } from "./job-view";
-import { decidePlacement, type Move } from "./mesh-placement";
+import { decidePlacement, leastUsedFitting, policyExecutor, Room, type Move } from "./mesh-placement";
 import type { Migrations } from "./migrations";
 import type { PlacementStore, TargetChange } from "./placement-store";
 import { requestCounts, type TrafficShares } from "./traffic";
@@ -541,30 +541,21 @@ export class Provisioner {
       const servers = (await this.deps.executors.live())
         .map((e) => e.info)
         .filter((e) => e.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER);
-      const others = servers.filter((e) => e.executorId !== executorId);
-      const records = await this.deps.adapters.byIds(adapterIds);
-      const targets = await this.deps.placement.targetsOf(records.map((r) => r.id));
-      const used = new Map(
-        await Promise.all(others.map(async (e) => [e.executorId, await this.assignedBytes(e.executorId)] as const)),
-      );
+      const others = servers.filter((e) => e.executorId !== executorId).map(policyExecutor);
+      const all = await this.deps.adapters.all();
+      const targets = await this.deps.placement.targetsOf(all.map((r) => r.id));
+      const room = new Room(new Map(others.map((e) => [e.id, e])));
+      for (const r of all) for (const id of targets.get(r.id) ?? []) room.take(id, r);
+      const wanted = new Set(adapterIds);
+      const records = all.filter((r) => wanted.has(r.id));
       const changes: TargetChange[] = [];
       for (const record of records) {
         const current = targets.get(record.id) ?? [];
-        if (others.some((e) => current.includes(e.executorId))) continue; // another reachable holder exists
-        const to = others
-          .filter((e) => !e.maxRank || record.rank <= e.maxRank)
-          .filter(
-            (e) =>
-              e.adapterCapacityBytes === 0 ||
-              (used.get(e.executorId) ?? 0) + record.sizeBytes <= e.adapterCapacityBytes,
-          )
-          .sort(
-            (x, y) =>
-              (used.get(x.executorId) ?? 0) - (used.get(y.executorId) ?? 0) || x.executorId.localeCompare(y.executorId),
-          )[0];
-        if (!to) continue;
-        used.set(to.executorId, (used.get(to.executorId) ?? 0) + record.sizeBytes);
-        changes.push({ adapterId: record.id, add: [to.executorId], remove: [] });
+        if (others.some((e) => current.includes(e.id))) continue; // another reachable holder exists
+        const to = leastUsedFitting(record, room, others);
+        if (to === undefined) continue;
+        room.take(to, record);
+        changes.push({ adapterId: record.id, add: [to], remove: [] });
       }
       if (changes.length === 0) return [];
       const sequence = await this.deps.placement.compareAndSetTargets(epoch, changes);
