@@ -66,7 +66,7 @@ describe("router lost mid-stream: the SDK resumes each stream on another router 
     });
     let streamed = 0;
     let atKill: number[] | undefined;
-    const received: number[][] = [...Array(STREAMS)].map(() => []);
+    const received: number[][] = Array.from({ length: STREAMS }, () => []);
     try {
       const outcomes = await Promise.all(
         [...Array(STREAMS).keys()].map(async (i) => {
