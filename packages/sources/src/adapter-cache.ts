@@ -6,7 +6,7 @@
  * harmlessly (the second rename finds the first's result). No locks: eviction renames a victim out
  * of `objects/` before deleting it. Recency is the directory's mtime, refreshed on every hit.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, type Hash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from "node:fs";
 import { mkdir, mkdtemp, open, rename, rm, type FileHandle } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
@@ -148,13 +148,13 @@ export class AdapterCache {
     }
     try {
       const written = { bytes: 0 };
-      await fill(this.sink(work, written));
+      const streamed = new StreamedHash();
+      await fill(this.sink(work, written, streamed));
       for (const f of [PEFT_CONFIG, PEFT_WEIGHTS])
         if (!existsSync(join(work, f))) throw new InvalidArgumentError(`the source has no ${f}`);
-      const contentHash = await adapterContentHash({
-        configPath: join(work, PEFT_CONFIG),
-        weightsPath: join(work, PEFT_WEIGHTS),
-      });
+      const contentHash =
+        streamed.digest() ??
+        (await adapterContentHash({ configPath: join(work, PEFT_CONFIG), weightsPath: join(work, PEFT_WEIGHTS) }));
       if (expectedHash !== undefined && contentHash !== expectedHash)
         throw new FailedPreconditionError(
           `the adapter's files changed since registration (content hash ${contentHash.slice(0, 12)}, expected ${expectedHash.slice(0, 12)}); register it again for the new version`,
@@ -176,11 +176,12 @@ export class AdapterCache {
     }
   }
 
-  private sink(work: string, written: { bytes: number }): IngestSink {
+  private sink(work: string, written: { bytes: number }, streamed: StreamedHash): IngestSink {
     const begin = async (name: string, announcedSize?: number): Promise<CacheFileWriter> => {
       const path = this.safeJoin(work, name);
       if (announcedSize !== undefined) this.checkRoom(written.bytes + announcedSize);
       const handle: FileHandle = await open(path, "wx");
+      const hash = streamed.begin(name);
       let size = 0;
       return {
         write: async (bytes) => {
@@ -189,9 +190,11 @@ export class AdapterCache {
           this.checkRoom(written.bytes);
           if (announcedSize !== undefined && size > announcedSize)
             throw new UnavailableError(`${name}: the source sent more than the ${announcedSize} bytes it announced`);
+          hash?.update(bytes);
           await handle.write(bytes);
         },
         end: async () => {
+          streamed.end(name);
           await handle.close();
           if (announcedSize !== undefined && size !== announcedSize)
             throw new UnavailableError(`${name}: truncated download (${size} of ${announcedSize} bytes)`);
@@ -252,5 +255,37 @@ export class AdapterCache {
         // another process swept it
       }
     }
+  }
+}
+
+/**
+ * The content hash (SHA-256 of the config, then the weights) computed while the files are written,
+ * so a fetched adapter is not read back just to hash it. Valid only when the files arrive in that
+ * order, one after the other (every fetcher writes them so); otherwise the cache hashes the files.
+ */
+class StreamedHash {
+  private readonly hash = createHash("sha256");
+  private done = 0; // files of ORDER written completely
+  private open: string | undefined;
+  private valid = true;
+  private static readonly ORDER = [PEFT_CONFIG, PEFT_WEIGHTS];
+
+  /** The hash to feed this file's bytes to; undefined when the order broke (hash from disk). */
+  begin(name: string): Hash | undefined {
+    if (this.open !== undefined || StreamedHash.ORDER[this.done] !== name) this.valid = false;
+    if (!this.valid) return undefined;
+    this.open = name;
+    return this.hash;
+  }
+
+  end(name: string): void {
+    if (this.valid && this.open === name) {
+      this.open = undefined;
+      this.done++;
+    }
+  }
+
+  digest(): string | undefined {
+    return this.valid && this.done === StreamedHash.ORDER.length ? this.hash.digest("hex") : undefined;
   }
 }

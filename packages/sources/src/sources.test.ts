@@ -214,6 +214,33 @@ describe("adapter sources", () => {
       nothingLeft();
     });
 
+    it("hashes while writing when the files come in order, and from disk when they do not: the same hash", async () => {
+      const files = peftFiles("sql-r8");
+      const want = await hashOf("sql-r8");
+      const inOrder = await cache.ingest(async (sink) => {
+        for (const f of [PEFT_CONFIG, PEFT_WEIGHTS]) await sink.file(f, [files.get(f) as Buffer]);
+      });
+      expect(inOrder.contentHash).to.equal(want);
+      cache.remove(want);
+      const reversed = await cache.ingest(async (sink) => {
+        for (const f of [PEFT_WEIGHTS, PEFT_CONFIG]) await sink.file(f, [files.get(f) as Buffer]);
+      });
+      expect(reversed.contentHash).to.equal(want);
+      cache.remove(want);
+      // Interleaved writers (both open at once) also fall back to the files.
+      const interleaved = await cache.ingest(async (sink) => {
+        const w = await sink.begin(PEFT_WEIGHTS);
+        const c = await sink.begin(PEFT_CONFIG);
+        const weights = files.get(PEFT_WEIGHTS) as Buffer;
+        await w.write(weights.subarray(0, 100));
+        await c.write(files.get(PEFT_CONFIG) as Buffer);
+        await w.write(weights.subarray(100));
+        await c.end();
+        await w.end();
+      });
+      expect(interleaved.contentHash).to.equal(want);
+    });
+
     it("refuses file names and hashes that would leave the cache directory", async () => {
       const err = await rejection(
         cache.ingest(async (sink) => {
