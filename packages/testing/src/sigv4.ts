@@ -72,8 +72,8 @@ export function verifySigV4(
   const when = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(amzDate);
   if (!when || !amzDate.startsWith(day))
     return { code: "AccessDenied", message: "x-amz-date is missing or disagrees with the credential scope" };
-  const [, y, mo, d, h, mi, s] = when.map(Number) as number[];
-  const at = Date.UTC(y as number, (mo as number) - 1, d, h, mi, s);
+  const [y = 0, mo = 0, d, h, mi, s] = when.slice(1).map(Number);
+  const at = Date.UTC(y, mo - 1, d, h, mi, s);
   if (Math.abs(at - now.getTime()) > MAX_SKEW_MS)
     return {
       code: "RequestTimeTooSkewed",
