@@ -225,7 +225,7 @@ export class AdapterCache {
       file: async (name: string, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, announcedSize?: number) => {
         const writer = await begin(name, announcedSize);
         try {
-          for await (const chunk of chunks) await writer.write(chunk);
+          for await (const chunk of chunks as AsyncIterable<Uint8Array>) await writer.write(chunk);
         } catch (err) {
           await writer.end().catch(() => undefined);
           if (isLoraMeshError(err)) throw err;
