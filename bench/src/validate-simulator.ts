@@ -125,11 +125,10 @@ const PROBE_SEED = 2;
  * `fitRequestOverheads` fits the per-request hops to the probes' TTFT P50 and P95. The cases then
  * run at other rates, policies and modes, with other requests.
  */
-function probeOverheads(cal: Calibration): { calibration: Calibration; probes: unknown[] } {
-  // 2 req/s for 30 s: ~60 requests, so the P95 is not just the run's first request (which also
-  // opens connections), and still little queueing.
-  const low = { rate: 2, seconds: quick ? 15 : 30 };
-  const specs: Record<keyof StackProbes, Case & { seconds: number }> = {
+// 2 req/s for 30 s: ~60 requests, so the P95 is not just the run's first request (which also
+// opens connections), and still little queueing.
+const low = { rate: 2, seconds: quick ? 15 : 30 };
+const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
     coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
     coupledHigh: {
       name: "probe: coupled, 10 req/s",
@@ -145,12 +144,15 @@ function probeOverheads(cal: Calibration): { calibration: Calibration; probes: u
       ...low,
     },
     hybrid: { name: `probe: hybrid, ${low.rate} req/s`, mode: "hybrid", policy: "rank-aware", ...low },
-  };
-  const measured = Object.fromEntries(
-    Object.entries(specs).map(([key, c]) => [key, runReal({ ...c, seed: PROBE_SEED }, c.seconds)]),
-  ) as Record<keyof StackProbes, MeasuredRun>;
+};
+
+function probeOverheads(
+  cal: Calibration,
+  measured: Record<keyof StackProbes, MeasuredRun>,
+): { calibration: Calibration; probes: unknown[] } {
+  const specs = PROBES;
   const stepPeriods = fitStepPeriods(
-    Object.values(specs).map((c, i) => ({ mode: c.mode, steps: stepsOf(Object.values(measured)[i] as MeasuredRun) })),
+    (Object.keys(specs) as Array<keyof StackProbes>).map((k) => ({ mode: specs[k].mode, steps: stepsOf(measured[k]) })),
   );
   const summary = (m: Measured): ProbeSummary => ({
     ttftP50Ms: m.ttftMs.p50,
@@ -176,7 +178,7 @@ function probeOverheads(cal: Calibration): { calibration: Calibration; probes: u
   const k = calibrated;
   const f = stepPeriods.fixedUs;
   log(
-    `probes: step period ${ms(f.coupled)} ms coupled, ${ms(f.disaggregated)} disaggregated, ${ms(f.hybrid)} hybrid, + ${ms(stepPeriods.perSequenceUs)} ms per further sequence, + ${ms(stepPeriods.perPrefillTokenUs)} ms per prefill token, + ${ms(stepPeriods.perFinishUs)} ms per sequence ending; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
+    `probes: step period ${ms(f.coupled)} ms coupled, ${ms(f.disaggregated)} disaggregated, ${ms(f.hybrid)} hybrid, + ${ms(stepPeriods.perSequenceUs)} ms per further sequence, + ${ms(stepPeriods.perPrefillTokenUs)} ms per prefill token, + ${ms(stepPeriods.perFinishUs)} ms per sequence ending, + ${((stepPeriods.perRankUs ?? 0) / 1000).toFixed(4)} ms per unit of rank; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,
@@ -212,7 +214,11 @@ const stepsOf = (m: MeasuredRun): StepShapeSample[] => m.stepProfile;
  * one-sequence decode steps (the same shape in every run, so a gap here is the machine or the
  * process warming up, not the batch) and of all steps, measured and as the fit prices them.
  */
-function stepSummary(steps: StepShapeSample[], fit: StepPeriodFit, mode: ServingMode): Record<string, number | null> {
+function stepSummary(
+  steps: StepShapeSample[],
+  fit: StepPeriodFit,
+  mode: ServingMode,
+): Record<string, number | null | ShapeRow[]> {
   const n = steps.reduce((a, s) => a + s.count, 0);
   const single = steps.filter((s) => s.sequences === 1 && s.prefillTokens === 0);
   const singleN = single.reduce((a, s) => a + s.count, 0);
@@ -230,7 +236,47 @@ function stepSummary(steps: StepShapeSample[], fit: StepPeriodFit, mode: Serving
       n,
     ),
     fittedMeanStepMs: ms(fitted, n),
+    byShape: byShape(steps, fit, mode),
   };
+}
+
+/** One batch shape's steps: how many, their measured mean period and the fit's (ms). */
+interface ShapeRow {
+  sequences: number;
+  prefillTokens: number;
+  finished: number;
+  rankSum: number;
+  steps: number;
+  measuredMs: number;
+  fittedMs: number;
+}
+
+/** The most frequent shapes (prompt tokens in buckets of 8), measured next to the fit. */
+function byShape(steps: StepShapeSample[], fit: StepPeriodFit, mode: ServingMode, top = 6): ShapeRow[] {
+  const rows = new Map<string, ShapeRow & { sumUs: number; fitUs: number }>();
+  for (const s of steps) {
+    const prefill = Math.ceil(s.prefillTokens / 8) * 8;
+    const key = `${s.sequences}/${prefill}/${s.finished ?? 0}/${s.rankSum ?? 0}`;
+    const row = rows.get(key) ?? {
+      sequences: s.sequences,
+      prefillTokens: prefill,
+      finished: s.finished ?? 0,
+      rankSum: s.rankSum ?? 0,
+      steps: 0,
+      measuredMs: 0,
+      fittedMs: 0,
+      sumUs: 0,
+      fitUs: 0,
+    };
+    row.steps += s.count;
+    row.sumUs += s.sumUs;
+    row.fitUs += s.count * (stepPeriodUs(fit, mode, s) ?? 0);
+    rows.set(key, row);
+  }
+  return [...rows.values()]
+    .sort((a, b) => b.steps - a.steps)
+    .slice(0, top)
+    .map(({ sumUs, fitUs, ...r }) => ({ ...r, measuredMs: sumUs / r.steps / 1000, fittedMs: fitUs / r.steps / 1000 }));
 }
 
 let runs = 0;
@@ -307,10 +353,32 @@ const file = kernels.file;
 // `loramesh calibrate` (the coupled 2 req/s probe) kept 0.98 cores busy against 0.48 for the
 // disaggregated probe with the same traffic, and stepped slower than every later coupled run.
 runReal({ name: "warm-up (discarded)", mode: "coupled", policy: "rank-aware", rate: 2, seed: 3 }, 5);
-const { calibration: cal, probes } = probeOverheads(kernels.calibration);
+// Probes and cases alternate (each probe next to the case of its mode), so the machine's drift over
+// the run (in the idle run of 2026-12-02 every case stepped faster than every probe: same-shape
+// steps 0.72–0.89 ms against 0.97–1.03) falls on both sides of the fit instead of between them.
+const PROBE_ORDER: Array<keyof StackProbes> = ["coupledLow", "coupledHigh", "disaggregated", "hybrid"];
+const probeRuns: Partial<Record<keyof StackProbes, MeasuredRun>> = {};
+const caseRuns: MeasuredRun[] = [];
+CASES.forEach((c, i) => {
+  const key = PROBE_ORDER[i] as keyof StackProbes;
+  const probe = PROBES[key];
+  probeRuns[key] = runReal({ ...probe, seed: PROBE_SEED }, probe.seconds);
+  caseRuns.push(runReal(c));
+});
+const { calibration: cal, probes } = probeOverheads(
+  kernels.calibration,
+  probeRuns as Record<keyof StackProbes, MeasuredRun>,
+);
+writeFileSync(
+  join(RESULTS, "validate-steps.json"),
+  `${JSON.stringify({
+    probes: PROBE_ORDER.map((k) => ({ case: PROBES[k].name, mode: PROBES[k].mode, steps: probeRuns[k]?.stepProfile })),
+    cases: CASES.map((c, i) => ({ case: c.name, mode: c.mode, steps: caseRuns[i]?.stepProfile })),
+  })}\n`,
+);
 const cost = new CostModel(cal);
-const cases = CASES.map((c) => {
-  const measured = runReal(c);
+const cases = CASES.map((c, i) => {
+  const measured = caseRuns[i] as MeasuredRun;
   const predicted = predict(c, cost);
   const error = {
     ttftP95: errorPct(predicted.ttftMs.p95, measured.ttftMs.p95),

@@ -7,20 +7,23 @@ import { DEFAULT_WORKLOAD, makeAdapters, makeRequests } from "./workload";
 
 /** Steps of the given shapes whose periods follow `truth` exactly. */
 function stepsOf(truth: StepPeriodFit, mode: "coupled" | "disaggregated" | "hybrid"): StepShapeSample[] {
+  // sequences, prompt tokens, sequences ending, rank sum, steps
   const shapes = [
-    [1, 0, 0, 400],
-    [1, 0, 1, 25],
-    [1, 24, 0, 30],
-    [2, 0, 0, 200],
-    [2, 0, 1, 30],
-    [2, 20, 0, 20],
-    [4, 0, 0, 90],
-    [4, 0, 2, 9],
-    [6, 31, 1, 10],
+    [1, 0, 0, 4, 300],
+    [1, 0, 0, 64, 100],
+    [1, 0, 1, 8, 25],
+    [1, 24, 0, 16, 30],
+    [2, 0, 0, 68, 120],
+    [2, 0, 0, 12, 80],
+    [2, 0, 1, 32, 30],
+    [2, 20, 0, 20, 20],
+    [4, 0, 0, 100, 90],
+    [4, 0, 2, 40, 9],
+    [6, 31, 1, 200, 10],
   ] as const;
-  return shapes.map(([sequences, prefillTokens, finished, count]) => {
-    const us = stepPeriodUs(truth, mode, { sequences, prefillTokens, finished }) as number;
-    return { sequences, tokens: sequences + prefillTokens, prefillTokens, finished, count, sumUs: us * count };
+  return shapes.map(([sequences, prefillTokens, finished, rankSum, count]) => {
+    const us = stepPeriodUs(truth, mode, { sequences, prefillTokens, finished, rankSum }) as number;
+    return { sequences, tokens: sequences + prefillTokens, prefillTokens, finished, rankSum, count, sumUs: us * count };
   });
 }
 
@@ -30,6 +33,7 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     perSequenceUs: 180,
     perPrefillTokenUs: 35,
     perFinishUs: 900,
+    perRankUs: 6,
     steps: {},
   };
 
@@ -45,13 +49,14 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(fit.perSequenceUs).to.be.closeTo(180, 1e-6);
     expect(fit.perPrefillTokenUs).to.be.closeTo(35, 1e-6);
     expect(fit.perFinishUs).to.be.closeTo(900, 1e-6);
+    expect(fit.perRankUs).to.be.closeTo(6, 1e-6);
     expect(fit.steps.coupled).to.equal(814);
   });
 
   it("drops a slope the data cannot carry (no spread, or negative from noise) instead of inventing one", () => {
     const single: StepShapeSample[] = [{ sequences: 1, tokens: 1, prefillTokens: 0, count: 10, sumUs: 30_000 }];
     const fit = fitStepPeriods([{ mode: "coupled", steps: single }]);
-    expect(fit).to.deep.include({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0 });
+    expect(fit).to.deep.include({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs: 0 });
     expect(fit.fixedUs.coupled).to.be.closeTo(3000, 1e-6);
     // Busier steps measured faster (another process let go of a core): no negative cost per sequence.
     const noisy: StepShapeSample[] = [
@@ -88,7 +93,8 @@ describe("fitting the engine's step period to the worker's own step timings", ()
         slo,
       );
     // One request every 5 s, each alone in its batch: every decode step is one sequence, no prompt.
-    const r = run({ stepPeriods: { ...truth, perFinishUs: 0 } });
+    const flat = { ...truth, perRankUs: 0 };
+    const r = run({ stepPeriods: { ...flat, perFinishUs: 0 } });
     expect(r.completed).to.be.greaterThan(0);
     expect(r.tpotMs.mean).to.be.closeTo(2.5, 1e-6);
     // The prefill step is the first token: the fixed cost plus the prompt's tokens.
@@ -98,9 +104,14 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     const want = (endUs: number): number =>
       requests.reduce((a, q) => a + 2.5 + (0.9 + endUs / 1000) / (q.outputTokens - 1), 0) / requests.length;
     expect(requests).to.have.length(r.completed);
-    expect(run({ stepPeriods: truth }).tpotMs.mean).to.be.closeTo(want(0), 1e-6);
-    expect(run({ stepPeriods: truth, streamEndUs: 4000 }).tpotMs.mean).to.be.closeTo(want(4000), 1e-6);
-    const d = run({ stepPeriods: { ...truth, perFinishUs: 0 } }, "disaggregated");
+    expect(run({ stepPeriods: flat }).tpotMs.mean).to.be.closeTo(want(0), 1e-6);
+    expect(run({ stepPeriods: flat, streamEndUs: 4000 }).tpotMs.mean).to.be.closeTo(want(4000), 1e-6);
+    const d = run({ stepPeriods: { ...flat, perFinishUs: 0 } }, "disaggregated");
     expect(d.tpotMs.mean).to.be.closeTo(4.1, 1e-6);
+    // With a rank slope each lone decode step costs its adapter's rank on top.
+    const rank = new Map(makeAdapters(workload).map((a) => [a.id, a.rank]));
+    const ranked = requests.reduce((a, q) => a + 2.5 + (truth.perRankUs as number) * (rank.get(q.adapter) as number) / 1000, 0);
+    expect(new Set(rank.values()).size).to.be.greaterThan(1);
+    expect(run({ stepPeriods: { ...truth, perFinishUs: 0 } }).tpotMs.mean).to.be.closeTo(ranked / requests.length, 1e-6);
   });
 });

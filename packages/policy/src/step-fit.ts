@@ -4,13 +4,15 @@
  *
  *   period(mode, shape) = fixedUs[mode] + perSequenceUs · (sequences − 1)
  *                         + perPrefillTokenUs · prefill tokens + perFinishUs · sequences ending in it
+ *                         + perRankUs · Σ the batch sequences' adapter ranks
  *
  * The period runs from one step's start to the next one's (forward pass with its LoRA sites,
  * sampling, streaming each token, the I/O let in between), so it is what a decoding sequence waits
  * between two tokens. One weighted least-squares fit over every probe's steps: the slopes are
  * shared by the modes, each mode has its own fixed cost (a disaggregated step also waits for its
- * LoRA-server round trips, a hybrid one for its sites' JS callbacks). Rank is not a term: on the
- * CPU calibration a LoRA site's rank-dependent part is under 1 % of a step.
+ * LoRA-server round trips, a hybrid one for its sites' JS callbacks). The rank term is there because
+ * each workload seed draws its adapters' ranks, so probes and cases differ in it; when the data give
+ * it no positive slope (rank is a small part of a step on this model) it drops out like any other.
  */
 import type { ServingMode } from "./simulator";
 
@@ -21,6 +23,8 @@ export interface StepShapeSample {
   prefillTokens: number;
   /** Sequences that ended in the step (absent in older profiles: 0). */
   finished?: number;
+  /** Sum of the batch sequences' adapter ranks (absent in older profiles: 0). */
+  rankSum?: number;
   count: number;
   sumUs: number;
 }
@@ -31,6 +35,8 @@ export interface StepPeriodFit {
   perPrefillTokenUs: number;
   /** A sequence ending in the step: its final message, result and KV release. */
   perFinishUs: number;
+  /** Per unit of the batch's rank sum (absent in older fits: 0). */
+  perRankUs?: number;
   /** Steps the fit rests on, per mode. */
   steps: Partial<Record<ServingMode, number>>;
 }
@@ -40,6 +46,7 @@ export interface StepPeriodShape {
   sequences: number;
   prefillTokens: number;
   finished?: number;
+  rankSum?: number;
 }
 
 /** The fitted period of a step, or undefined when the fit has no steps of this mode. */
@@ -50,7 +57,8 @@ export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepP
     fixed +
     fit.perSequenceUs * Math.max(0, shape.sequences - 1) +
     fit.perPrefillTokenUs * shape.prefillTokens +
-    fit.perFinishUs * (shape.finished ?? 0)
+    fit.perFinishUs * (shape.finished ?? 0) +
+    (fit.perRankUs ?? 0) * (shape.rankSum ?? 0)
   );
 }
 
@@ -97,6 +105,7 @@ const SLOPES = {
   perSequenceUs: (s: StepShapeSample) => Math.max(0, s.sequences - 1),
   perPrefillTokenUs: (s: StepShapeSample) => s.prefillTokens,
   perFinishUs: (s: StepShapeSample) => s.finished ?? 0,
+  perRankUs: (s: StepShapeSample) => s.rankSum ?? 0,
 } as const;
 type Slope = keyof typeof SLOPES;
 
@@ -138,6 +147,7 @@ export function fitStepPeriods(
       perSequenceUs: slopes["perSequenceUs"] ?? 0,
       perPrefillTokenUs: slopes["perPrefillTokenUs"] ?? 0,
       perFinishUs: slopes["perFinishUs"] ?? 0,
+      perRankUs: slopes["perRankUs"] ?? 0,
       steps,
     };
   }
