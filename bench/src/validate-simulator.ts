@@ -33,6 +33,8 @@ import {
   type StepShapeSample,
   type WorkloadSpec,
 } from "@loramesh/policy";
+import { BUNDLED_ADAPTERS, BUNDLED_MODEL, nearestSource, readAdapterSources } from "@loramesh/cli";
+import { inspectAdapter, loadModelConfig } from "@loramesh/formats";
 
 const args = process.argv.slice(2);
 const json = args.includes("--json");
@@ -62,11 +64,26 @@ const CASES: Case[] = [
   { name: "hybrid, rank-aware+rebalancing, 8 req/s", mode: "hybrid", policy: "rank-aware+rebalancing", rate: 8 },
 ];
 
+const RANKS = [4, 8, 16, 32, 64];
+
+/**
+ * Each drawn rank as the mesh serves it. `bench load` registers, for a drawn rank, the bundled
+ * adapter of nearest `r`, and the registry records that adapter's largest module rank (pattern-r8
+ * has a rank-24 down_proj): the rank the worker's step profile sums. The simulator draws the same
+ * adapters (the draw picks an index into the list), so it is given these ranks in the same order.
+ */
+function servedRanks(ranks: readonly number[]): number[] {
+  const sources = readAdapterSources(BUNDLED_ADAPTERS);
+  const model = loadModelConfig(BUNDLED_MODEL);
+  return ranks.map((r) => inspectAdapter(join(BUNDLED_ADAPTERS, nearestSource(r, sources) as string), model).rank);
+}
+const SERVED_RANKS = servedRanks(RANKS);
+
 /** The workload `loramesh bench load` runs with its defaults (same seed: the same requests). */
 const workloadAt = (rate: number, seed = 1): WorkloadSpec => ({
   ...DEFAULT_WORKLOAD,
   adapters: 12,
-  ranks: [4, 8, 16, 32, 64],
+  ranks: SERVED_RANKS,
   zipf: 1.2,
   rate,
   duration,
@@ -177,8 +194,11 @@ function probeOverheads(
   const ms = (us: number | undefined): string => ((us ?? 0) / 1000).toFixed(2);
   const k = calibrated;
   const f = stepPeriods.fixedUs;
+  const rankSlopes = Object.entries(stepPeriods.perRankUs ?? {})
+    .map(([m, us]) => `${us.toFixed(2)} ${m}`)
+    .join(", ");
   log(
-    `probes: step period ${ms(f.coupled)} ms coupled, ${ms(f.disaggregated)} disaggregated, ${ms(f.hybrid)} hybrid, + ${ms(stepPeriods.perSequenceUs)} ms per further sequence, + ${ms(stepPeriods.perPrefillTokenUs)} ms per prefill token, + ${ms(stepPeriods.perFinishUs)} ms per sequence ending, + ${((stepPeriods.perRankUs ?? 0) / 1000).toFixed(4)} ms per unit of rank; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
+    `probes: step period ${ms(f.coupled)} ms coupled, ${ms(f.disaggregated)} disaggregated, ${ms(f.hybrid)} hybrid, + ${ms(stepPeriods.perSequenceUs)} ms per further sequence, + ${ms(stepPeriods.perPrefillTokenUs)} ms per prefill token, + ${ms(stepPeriods.perFinishUs)} ms per sequence ending, + ${rankSlopes} µs per unit of rank; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,

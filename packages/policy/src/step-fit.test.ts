@@ -33,7 +33,7 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     perSequenceUs: 180,
     perPrefillTokenUs: 35,
     perFinishUs: 900,
-    perRankUs: 6,
+    perRankUs: { coupled: 6, disaggregated: 2, hybrid: 11 },
     steps: {},
   };
 
@@ -49,14 +49,17 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(fit.perSequenceUs).to.be.closeTo(180, 1e-6);
     expect(fit.perPrefillTokenUs).to.be.closeTo(35, 1e-6);
     expect(fit.perFinishUs).to.be.closeTo(900, 1e-6);
-    expect(fit.perRankUs).to.be.closeTo(6, 1e-6);
+    expect(fit.perRankUs?.coupled).to.be.closeTo(6, 1e-6);
+    expect(fit.perRankUs?.disaggregated).to.be.closeTo(2, 1e-6);
+    expect(fit.perRankUs?.hybrid).to.be.closeTo(11, 1e-6);
     expect(fit.steps.coupled).to.equal(814);
   });
 
   it("drops a slope the data cannot carry (no spread, or negative from noise) instead of inventing one", () => {
     const single: StepShapeSample[] = [{ sequences: 1, tokens: 1, prefillTokens: 0, count: 10, sumUs: 30_000 }];
     const fit = fitStepPeriods([{ mode: "coupled", steps: single }]);
-    expect(fit).to.deep.include({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs: 0 });
+    expect(fit).to.deep.include({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0 });
+    expect(fit.perRankUs).to.deep.equal({ coupled: 0 });
     expect(fit.fixedUs.coupled).to.be.closeTo(3000, 1e-6);
     // Busier steps measured faster (another process let go of a core): no negative cost per sequence.
     const noisy: StepShapeSample[] = [
@@ -93,7 +96,7 @@ describe("fitting the engine's step period to the worker's own step timings", ()
         slo,
       );
     // One request every 5 s, each alone in its batch: every decode step is one sequence, no prompt.
-    const flat = { ...truth, perRankUs: 0 };
+    const flat = { ...truth, perRankUs: {} };
     const r = run({ stepPeriods: { ...flat, perFinishUs: 0 } });
     expect(r.completed).to.be.greaterThan(0);
     expect(r.tpotMs.mean).to.be.closeTo(2.5, 1e-6);
@@ -110,7 +113,7 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(d.tpotMs.mean).to.be.closeTo(4.1, 1e-6);
     // With a rank slope each lone decode step costs its adapter's rank on top.
     const rank = new Map(makeAdapters(workload).map((a) => [a.id, a.rank]));
-    const ranked = requests.reduce((a, q) => a + 2.5 + (truth.perRankUs as number) * (rank.get(q.adapter) as number) / 1000, 0);
+    const ranked = requests.reduce((a, q) => a + 2.5 + (truth.perRankUs?.coupled as number) * (rank.get(q.adapter) as number) / 1000, 0);
     expect(new Set(rank.values()).size).to.be.greaterThan(1);
     expect(run({ stepPeriods: { ...truth, perFinishUs: 0 } }).tpotMs.mean).to.be.closeTo(ranked / requests.length, 1e-6);
   });

@@ -4,15 +4,17 @@
  *
  *   period(mode, shape) = fixedUs[mode] + perSequenceUs · (sequences − 1)
  *                         + perPrefillTokenUs · prefill tokens + perFinishUs · sequences ending in it
- *                         + perRankUs · Σ the batch sequences' adapter ranks
+ *                         + perRankUs[mode] · Σ the batch sequences' adapter ranks
  *
  * The period runs from one step's start to the next one's (forward pass with its LoRA sites,
  * sampling, streaming each token, the I/O let in between), so it is what a decoding sequence waits
  * between two tokens. One weighted least-squares fit over every probe's steps: the slopes are
  * shared by the modes, each mode has its own fixed cost (a disaggregated step also waits for its
  * LoRA-server round trips, a hybrid one for its sites' JS callbacks). The rank term is there because
- * each workload seed draws its adapters' ranks, so probes and cases differ in it; when the data give
- * it no positive slope (rank is a small part of a step on this model) it drops out like any other.
+ * each workload seed draws its adapters' ranks, so probes and cases differ in it. It is per mode:
+ * rank is priced where the LoRA runs (the worker's kernels, the LoRA server, or both in hybrid
+ * mode), and a shared slope would take up whatever else differs between the modes' batches. When
+ * the data give a slope no positive value it drops out like any other.
  */
 import type { ServingMode } from "./simulator";
 
@@ -35,8 +37,8 @@ export interface StepPeriodFit {
   perPrefillTokenUs: number;
   /** A sequence ending in the step: its final message, result and KV release. */
   perFinishUs: number;
-  /** Per unit of the batch's rank sum (absent in older fits: 0). */
-  perRankUs?: number;
+  /** Per unit of the batch's rank sum, per mode (absent in older fits: 0). */
+  perRankUs?: Partial<Record<ServingMode, number>>;
   /** Steps the fit rests on, per mode. */
   steps: Partial<Record<ServingMode, number>>;
 }
@@ -58,7 +60,7 @@ export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepP
     fit.perSequenceUs * Math.max(0, shape.sequences - 1) +
     fit.perPrefillTokenUs * shape.prefillTokens +
     fit.perFinishUs * (shape.finished ?? 0) +
-    (fit.perRankUs ?? 0) * (shape.rankSum ?? 0)
+    (fit.perRankUs?.[mode] ?? 0) * (shape.rankSum ?? 0)
   );
 }
 
@@ -105,9 +107,18 @@ const SLOPES = {
   perSequenceUs: (s: StepShapeSample) => Math.max(0, s.sequences - 1),
   perPrefillTokenUs: (s: StepShapeSample) => s.prefillTokens,
   perFinishUs: (s: StepShapeSample) => s.finished ?? 0,
-  perRankUs: (s: StepShapeSample) => s.rankSum ?? 0,
 } as const;
-type Slope = keyof typeof SLOPES;
+type Slope = keyof typeof SLOPES | `perRankUs.${number}`;
+
+/** A slope's column: the shared ones, or the rank sum of one mode's steps (0 in the others). */
+function slopeColumn(k: Slope): Column {
+  if (k.startsWith("perRankUs.")) {
+    const m = Number(k.slice("perRankUs.".length));
+    return (mode, s) => (mode === m ? (s.rankSum ?? 0) : 0);
+  }
+  const f = SLOPES[k as keyof typeof SLOPES];
+  return (_, s) => f(s);
+}
 
 export function fitStepPeriods(
   profiles: ReadonlyArray<{ mode: ServingMode; steps: readonly StepShapeSample[] }>,
@@ -118,23 +129,21 @@ export function fitStepPeriods(
   );
   if (rows.length === 0) throw new RangeError("no engine steps in the step profiles: nothing to fit");
   const intercepts: Column[] = modes.map((_, m) => (mode) => (mode === m ? 1 : 0));
-  let active = Object.keys(SLOPES) as Slope[];
+  // A column that is zero on every step (no adapters in a mode, no prompt in any step) has nothing to fit.
+  let active = [...(Object.keys(SLOPES) as Slope[]), ...modes.map((_, m): Slope => `perRankUs.${m}`)].filter((k) =>
+    rows.some(({ mode, s }) => slopeColumn(k)(mode, s) !== 0),
+  );
   for (;;) {
-    const x = leastSquares(rows, [
-      ...intercepts,
-      ...active.map(
-        (k): Column =>
-          (_, s) =>
-            SLOPES[k](s),
-      ),
-    ]);
+    const x = leastSquares(rows, [...intercepts, ...active.map(slopeColumn)]);
     // A slope with no spread in the data (every step one sequence) cannot be fitted: drop the last.
     if (!x) {
       if (active.length === 0) throw new RangeError("step profiles too degenerate to fit");
       active = active.slice(0, -1);
       continue;
     }
-    const slopes = Object.fromEntries(active.map((k, i) => [k, x[modes.length + i] as number]));
+    const slopes: Partial<Record<Slope, number>> = Object.fromEntries(
+      active.map((k, i) => [k, x[modes.length + i] as number]),
+    );
     const negative = active.filter((k) => (slopes[k] as number) < 0);
     if (negative.length > 0) {
       active = active.filter((k) => !negative.includes(k));
@@ -147,7 +156,7 @@ export function fitStepPeriods(
       perSequenceUs: slopes["perSequenceUs"] ?? 0,
       perPrefillTokenUs: slopes["perPrefillTokenUs"] ?? 0,
       perFinishUs: slopes["perFinishUs"] ?? 0,
-      perRankUs: slopes["perRankUs"] ?? 0,
+      perRankUs: Object.fromEntries(modes.map((m, i) => [m, slopes[`perRankUs.${i}`] ?? 0])),
       steps,
     };
   }
