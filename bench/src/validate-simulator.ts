@@ -146,21 +146,21 @@ const PROBE_SEED = 2;
 // opens connections), and still little queueing.
 const low = { rate: 2, seconds: quick ? 15 : 30 };
 const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
-    coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
-    coupledHigh: {
-      name: "probe: coupled, 10 req/s",
-      mode: "coupled",
-      policy: "rank-aware",
-      rate: 10,
-      seconds: duration,
-    },
-    disaggregated: {
-      name: `probe: disaggregated, ${low.rate} req/s`,
-      mode: "disaggregated",
-      policy: "rank-aware",
-      ...low,
-    },
-    hybrid: { name: `probe: hybrid, ${low.rate} req/s`, mode: "hybrid", policy: "rank-aware", ...low },
+  coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
+  coupledHigh: {
+    name: "probe: coupled, 10 req/s",
+    mode: "coupled",
+    policy: "rank-aware",
+    rate: 10,
+    seconds: duration,
+  },
+  disaggregated: {
+    name: `probe: disaggregated, ${low.rate} req/s`,
+    mode: "disaggregated",
+    policy: "rank-aware",
+    ...low,
+  },
+  hybrid: { name: `probe: hybrid, ${low.rate} req/s`, mode: "hybrid", policy: "rank-aware", ...low },
 };
 
 function probeOverheads(

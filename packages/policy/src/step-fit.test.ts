@@ -113,8 +113,14 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(d.tpotMs.mean).to.be.closeTo(4.1, 1e-6);
     // With a rank slope each lone decode step costs its adapter's rank on top.
     const rank = new Map(makeAdapters(workload).map((a) => [a.id, a.rank]));
-    const ranked = requests.reduce((a, q) => a + 2.5 + (truth.perRankUs?.coupled as number) * (rank.get(q.adapter) as number) / 1000, 0);
+    const ranked = requests.reduce(
+      (a, q) => a + 2.5 + ((truth.perRankUs?.coupled as number) * (rank.get(q.adapter) as number)) / 1000,
+      0,
+    );
     expect(new Set(rank.values()).size).to.be.greaterThan(1);
-    expect(run({ stepPeriods: { ...truth, perFinishUs: 0 } }).tpotMs.mean).to.be.closeTo(ranked / requests.length, 1e-6);
+    expect(run({ stepPeriods: { ...truth, perFinishUs: 0 } }).tpotMs.mean).to.be.closeTo(
+      ranked / requests.length,
+      1e-6,
+    );
   });
 });

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { status } from "@grpc/grpc-js";
 import {
@@ -17,7 +17,14 @@ import { AdapterState } from "@loramesh/proto";
 import { LoraMeshClient, LoraMeshClientError } from "@loramesh/sdk";
 import type { Command } from "../command";
 import { clientOptions, connection } from "../client-options";
-import { mapAdapters, readAdapterSources, runLoad, searchServiceableRate, type LoadProgress, type LoadResult } from "../load-generator";
+import {
+  mapAdapters,
+  readAdapterSources,
+  runLoad,
+  searchServiceableRate,
+  type LoadProgress,
+  type LoadResult,
+} from "../load-generator";
 import { startLocalCluster, type LocalCluster } from "../local-cluster";
 import { parseRanks } from "../workload-options";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL } from "./up";
