@@ -22,6 +22,7 @@ import {
   fitStepPeriods,
   policyByName,
   simulate,
+  slopesOf,
   stepPeriodUs,
   type Calibration,
   type ClusterSpec,
@@ -193,12 +194,12 @@ function probeOverheads(
   writeFileSync(file, `${JSON.stringify(calibrated, null, 2)}\n`);
   const ms = (us: number | undefined): string => ((us ?? 0) / 1000).toFixed(2);
   const k = calibrated;
-  const f = stepPeriods.fixedUs;
-  const rankSlopes = Object.entries(stepPeriods.perRankUs ?? {})
-    .map(([m, us]) => `${us.toFixed(2)} ${m}`)
-    .join(", ");
+  const modeLine = (m: ServingMode): string => {
+    const k = slopesOf(stepPeriods, m);
+    return `${m} ${ms(stepPeriods.fixedUs[m])} ms + ${ms(k.perSequenceUs)} per further sequence + ${ms(k.perPrefillTokenUs)} per prompt token + ${ms(k.perFinishUs)} per sequence ending + ${(k.perRankUs / 1000).toFixed(4)} per unit of rank`;
+  };
   log(
-    `probes: step period ${ms(f.coupled)} ms coupled, ${ms(f.disaggregated)} disaggregated, ${ms(f.hybrid)} hybrid, + ${ms(stepPeriods.perSequenceUs)} ms per further sequence, + ${ms(stepPeriods.perPrefillTokenUs)} ms per prefill token, + ${ms(stepPeriods.perFinishUs)} ms per sequence ending, + ${rankSlopes} µs per unit of rank; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
+    `probes: step period ${(["coupled", "disaggregated", "hybrid"] as const).map(modeLine).join("; ")}; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,

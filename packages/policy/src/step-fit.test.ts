@@ -2,7 +2,14 @@ import { expect } from "chai";
 import { CostModel, DEFAULT_CALIBRATION } from "./cost-model";
 import { policyByName } from "./placement";
 import { simulate, type ClusterSpec } from "./simulator";
-import { fitStepPeriods, stepPeriodUs, type StepPeriodFit, type StepShapeSample } from "./step-fit";
+import {
+  fitStepPeriods,
+  slopesOf,
+  stepPeriodUs,
+  type StepPeriodFit,
+  type StepShapeSample,
+  type StepSlopes,
+} from "./step-fit";
 import { DEFAULT_WORKLOAD, makeAdapters, makeRequests } from "./workload";
 
 /** Steps of the given shapes whose periods follow `truth` exactly. */
@@ -30,14 +37,15 @@ function stepsOf(truth: StepPeriodFit, mode: "coupled" | "disaggregated" | "hybr
 describe("fitting the engine's step period to the worker's own step timings", () => {
   const truth: StepPeriodFit = {
     fixedUs: { coupled: 2500, disaggregated: 4100, hybrid: 6000 },
-    perSequenceUs: 180,
-    perPrefillTokenUs: 35,
-    perFinishUs: 900,
-    perRankUs: { coupled: 6, disaggregated: 2, hybrid: 11 },
+    slopes: {
+      coupled: { perSequenceUs: 180, perPrefillTokenUs: 35, perFinishUs: 900, perRankUs: 6 },
+      disaggregated: { perSequenceUs: 420, perPrefillTokenUs: 40, perFinishUs: 700, perRankUs: 2 },
+      hybrid: { perSequenceUs: 2500, perPrefillTokenUs: 60, perFinishUs: 1100, perRankUs: 11 },
+    },
     steps: {},
   };
 
-  it("recovers a fixed cost per mode and the shared slopes", () => {
+  it("recovers each mode's fixed cost and slopes", () => {
     const fit = fitStepPeriods([
       { mode: "coupled", steps: stepsOf(truth, "coupled") },
       { mode: "disaggregated", steps: stepsOf(truth, "disaggregated") },
@@ -46,20 +54,16 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(fit.fixedUs.coupled).to.be.closeTo(2500, 1e-6);
     expect(fit.fixedUs.disaggregated).to.be.closeTo(4100, 1e-6);
     expect(fit.fixedUs.hybrid).to.be.closeTo(6000, 1e-6);
-    expect(fit.perSequenceUs).to.be.closeTo(180, 1e-6);
-    expect(fit.perPrefillTokenUs).to.be.closeTo(35, 1e-6);
-    expect(fit.perFinishUs).to.be.closeTo(900, 1e-6);
-    expect(fit.perRankUs?.coupled).to.be.closeTo(6, 1e-6);
-    expect(fit.perRankUs?.disaggregated).to.be.closeTo(2, 1e-6);
-    expect(fit.perRankUs?.hybrid).to.be.closeTo(11, 1e-6);
+    for (const mode of ["coupled", "disaggregated", "hybrid"] as const)
+      for (const [k, v] of Object.entries(truth.slopes?.[mode] ?? {}))
+        expect(fit.slopes?.[mode]?.[k as keyof StepSlopes], `${mode} ${k}`).to.be.closeTo(v, 1e-6);
     expect(fit.steps.coupled).to.equal(814);
   });
 
   it("drops a slope the data cannot carry (no spread, or negative from noise) instead of inventing one", () => {
     const single: StepShapeSample[] = [{ sequences: 1, tokens: 1, prefillTokens: 0, count: 10, sumUs: 30_000 }];
     const fit = fitStepPeriods([{ mode: "coupled", steps: single }]);
-    expect(fit).to.deep.include({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0 });
-    expect(fit.perRankUs).to.deep.equal({ coupled: 0 });
+    expect(fit.slopes?.coupled).to.deep.equal({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs: 0 });
     expect(fit.fixedUs.coupled).to.be.closeTo(3000, 1e-6);
     // Busier steps measured faster (another process let go of a core): no negative cost per sequence.
     const noisy: StepShapeSample[] = [
@@ -67,10 +71,34 @@ describe("fitting the engine's step period to the worker's own step timings", ()
       { sequences: 3, tokens: 3, prefillTokens: 0, count: 10, sumUs: 30_000 },
     ];
     const n = fitStepPeriods([{ mode: "coupled", steps: noisy }]);
-    expect(n.perSequenceUs).to.equal(0);
+    expect(n.slopes?.coupled?.perSequenceUs).to.equal(0);
     expect(n.fixedUs.coupled).to.be.closeTo(3500, 1e-6);
     expect(stepPeriodUs(n, "hybrid", { sequences: 1, prefillTokens: 0 })).to.equal(undefined);
     expect(() => fitStepPeriods([])).to.throw(RangeError, /no engine steps/);
+  });
+
+  it("keeps a rank slope the steps carry and drops one within their noise", () => {
+    // 100 one-sequence decode steps at rank 4 and 100 at rank 64, each shape's periods spread by
+    // σ = 500 µs (the sum of squares says so); the means differ by `gapUs`.
+    const steps = (gapUs: number): StepShapeSample[] =>
+      [
+        [4, 1000],
+        [64, 1000 + gapUs],
+      ].map(([rankSum, mean]) => ({
+        sequences: 1,
+        tokens: 1,
+        prefillTokens: 0,
+        rankSum: rankSum as number,
+        count: 100,
+        sumUs: 100 * (mean as number),
+        sumSqUs: 100 * ((mean as number) ** 2 + 500 ** 2),
+      }));
+    const real = fitStepPeriods([{ mode: "coupled", steps: steps(600) }]);
+    expect(real.slopes?.coupled?.perRankUs).to.be.closeTo(10, 1e-6);
+    expect(real.fixedUs.coupled).to.be.closeTo(960, 1e-6);
+    const noise = fitStepPeriods([{ mode: "coupled", steps: steps(10) }]);
+    expect(noise.slopes?.coupled?.perRankUs).to.equal(0);
+    expect(noise.fixedUs.coupled).to.be.closeTo(1005, 1e-6);
   });
 
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {
@@ -96,8 +124,17 @@ describe("fitting the engine's step period to the worker's own step timings", ()
         slo,
       );
     // One request every 5 s, each alone in its batch: every decode step is one sequence, no prompt.
-    const flat = { ...truth, perRankUs: {} };
-    const r = run({ stepPeriods: { ...flat, perFinishUs: 0 } });
+    const c = truth.slopes?.coupled as StepSlopes;
+    const flat: StepPeriodFit = { ...truth, slopes: { ...truth.slopes, coupled: { ...c, perRankUs: 0 } } };
+    const noFinish = (fit: StepPeriodFit): StepPeriodFit => ({
+      ...fit,
+      slopes: {
+        ...fit.slopes,
+        coupled: { ...slopesOf(fit, "coupled"), perFinishUs: 0 },
+        disaggregated: { ...slopesOf(fit, "disaggregated"), perFinishUs: 0 },
+      },
+    });
+    const r = run({ stepPeriods: noFinish(flat) });
     expect(r.completed).to.be.greaterThan(0);
     expect(r.tpotMs.mean).to.be.closeTo(2.5, 1e-6);
     // The prefill step is the first token: the fixed cost plus the prompt's tokens.
@@ -109,18 +146,20 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(requests).to.have.length(r.completed);
     expect(run({ stepPeriods: flat }).tpotMs.mean).to.be.closeTo(want(0), 1e-6);
     expect(run({ stepPeriods: flat, streamEndUs: 4000 }).tpotMs.mean).to.be.closeTo(want(4000), 1e-6);
-    const d = run({ stepPeriods: { ...flat, perFinishUs: 0 } }, "disaggregated");
+    const d = run(
+      {
+        stepPeriods: {
+          ...noFinish(flat),
+          slopes: { disaggregated: { ...(truth.slopes?.disaggregated as StepSlopes), perFinishUs: 0, perRankUs: 0 } },
+        },
+      },
+      "disaggregated",
+    );
     expect(d.tpotMs.mean).to.be.closeTo(4.1, 1e-6);
     // With a rank slope each lone decode step costs its adapter's rank on top.
     const rank = new Map(makeAdapters(workload).map((a) => [a.id, a.rank]));
-    const ranked = requests.reduce(
-      (a, q) => a + 2.5 + ((truth.perRankUs?.coupled as number) * (rank.get(q.adapter) as number)) / 1000,
-      0,
-    );
+    const ranked = requests.reduce((a, q) => a + 2.5 + (c.perRankUs * (rank.get(q.adapter) as number)) / 1000, 0);
     expect(new Set(rank.values()).size).to.be.greaterThan(1);
-    expect(run({ stepPeriods: { ...truth, perFinishUs: 0 } }).tpotMs.mean).to.be.closeTo(
-      ranked / requests.length,
-      1e-6,
-    );
+    expect(run({ stepPeriods: noFinish(truth) }).tpotMs.mean).to.be.closeTo(ranked / requests.length, 1e-6);
   });
 });
