@@ -55,8 +55,8 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(fit.fixedUs.disaggregated).to.be.closeTo(4100, 1e-6);
     expect(fit.fixedUs.hybrid).to.be.closeTo(6000, 1e-6);
     for (const mode of ["coupled", "disaggregated", "hybrid"] as const)
-      for (const [k, v] of Object.entries(truth.slopes?.[mode] ?? {}))
-        expect(fit.slopes?.[mode]?.[k as keyof StepSlopes], `${mode} ${k}`).to.be.closeTo(v, 1e-6);
+      for (const [k, v] of Object.entries(truth.slopes?.[mode] as StepSlopes) as Array<[keyof StepSlopes, number]>)
+        expect(fit.slopes?.[mode]?.[k], `${mode} ${k}`).to.be.closeTo(v, 1e-6);
     expect(fit.steps.coupled).to.equal(814);
   });
 
