@@ -138,8 +138,8 @@ const PROBE_SEED = 2;
  * server's ring round trips, the hops of a request between processes, all under this machine's
  * contention) is not in the kernel calibration. Four probes of the real mesh measure it: coupled
  * at a low and a high rate, disaggregated and hybrid at the low rate. The worker times every
- * engine step itself (`--step-profile`), and `fitStepPeriods` fits one step period by batch shape
- * (sequences, prefill tokens; a fixed cost per mode) on all four probes' steps; then
+ * engine step itself (`--step-profile`), and `fitStepPeriods` fits a step period by batch shape
+ * (sequences, prefill tokens, sequences ending, rank sum), per mode, on the probes' steps; then
  * `fitRequestOverheads` fits the per-request hops to the probes' TTFT P50 and P95. The cases then
  * run at other rates, policies and modes, with other requests.
  */
