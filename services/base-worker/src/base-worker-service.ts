@@ -92,7 +92,10 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
     logger,
   });
   const tel = new WorkerTelemetry(options.siteSpanRatio, backends.transportOf);
-  const profile = options.stepProfile ? new StepProfile(options.stepProfile, options.executorId) : undefined;
+  // Ranks from the placement the provisioner streams: known in every mode, also for remote adapters.
+  const profile = options.stepProfile
+    ? new StepProfile(options.stepProfile, options.executorId, (id) => placement.ranks.get(id))
+    : undefined;
   const engine = new Engine(model, tokenizer, {
     lora: tel.wrap(backends.backend),
     maxBatchTokens: options.maxBatchTokens,
