@@ -13,6 +13,8 @@
  * run on the same model; and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
  * trip over UCX (tcp) vs gRPC across a veth link between network namespaces, and the decode step of
  * a worker on another host over each (or why they were not measured: no root, no UCX).
+ * `shm_step_ring` (also with --shm-only) says where the shm decode step's ring time went: ring
+ * sites per step and µs per site (wait = queue + batch + compute + wake), from the worker's metrics.
  *
  *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only | --shm-only]]
  */
@@ -458,7 +460,8 @@ async function decodeStepMs(
 async function jsonReport(iterations: number, tokens: number, overhead: boolean): Promise<void> {
   const siteUs = await siteRoundTripUs(iterations, 8);
   const coupled = await decodeStepMs("coupled", true, 8, tokens);
-  const shm = await decodeStepMs("disaggregated", true, 8, tokens);
+  let ring: RingProfile | undefined;
+  const shm = await decodeStepMs("disaggregated", true, 8, tokens, (p) => (ring = p));
   const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
   const r16 = overhead ? loraR16Overhead() : null;
   const ucx = await ucxReport(iterations, tokens);
@@ -467,6 +470,8 @@ async function jsonReport(iterations: number, tokens: number, overhead: boolean)
     JSON.stringify({
       site_round_trip_us: siteUs,
       decode_step_ms: { coupled, disaggregated_shm: shm, disaggregated_grpc: grpc },
+      // Where the shm step's ring time went: sites per step and µs per site by phase.
+      shm_step_ring: ring,
       model: "tiny-llama (bundled), 6 adapters (r4-r64)",
       site: "qkv, 8 rows, layer 1",
       sequences: 8,
