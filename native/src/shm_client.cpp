@@ -28,6 +28,8 @@ const int64_t kSpinNs = env_us("LM_RING_SPIN_US", 200) * 1000;
 const int64_t kTakeNs = env_us("LM_RING_TAKE_US", 30) * 1000;
 // LM_RING_LEAVE_CORE=0 lets the step use the whole pool even with a ring (for measuring both ways).
 const bool kLeaveCore = env_us("LM_RING_LEAVE_CORE", 1) != 0;
+// LM_RING_STEP_SPIN_US=0 (the server's bound, shm_server.cpp) also stops the worker raising worker_stepping.
+const bool kStepping = env_us("LM_RING_STEP_SPIN_US", 2000) != 0;
 constexpr int64_t kNapNs = 20'000'000;  // between liveness checks of the server
 
 thread_local SiteTiming last_timing;
@@ -120,7 +122,7 @@ class ShmSiteBackend final : public SiteBackend {
     // Per thread: the native step and the JavaScript path (shmSite) may use one ring at once.
     const bool fresh = ids_.emplace(std::this_thread::get_id(), std::pair<std::string, int32_t>{}).second;
     ids_[std::this_thread::get_id()] = {std::move(blob), n};
-    if (fresh && steppers_++ == 0 && map_.base && !closed_) {
+    if (fresh && steppers_++ == 0 && kStepping && map_.base && !closed_) {
       // Wake the server's thread now: it is up and spinning by the time the first site is posted.
       map_.header()->worker_stepping.store(1, std::memory_order_seq_cst);
       ring();

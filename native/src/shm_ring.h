@@ -93,16 +93,29 @@ int64_t now_ns();
 bool pid_alive(int32_t pid);
 
 // Bounded busy-wait with the pause instruction (a hyperthread sibling or the other side keeps the
-// core): returns true as soon as done() holds, false after spin_ns.
+// core): returns true as soon as done() holds, false after spin_ns. It also gives up when it finds
+// it was descheduled (two clock reads 16 pauses apart more than kPreemptedNs apart): the cores are
+// oversubscribed, so spinning only burns the slice the peer needs and makes this thread the one
+// the scheduler favours least; then *preempted is set and the caller should sleep instead.
+constexpr int64_t kPreemptedNs = 30'000;
 template <typename Done>
-bool spin_for(int64_t spin_ns, Done&& done) {
-  const int64_t until = now_ns() + spin_ns;
+bool spin_for(int64_t spin_ns, Done&& done, bool* preempted = nullptr) {
+  int64_t last = now_ns();
+  const int64_t until = last + spin_ns;
   for (int i = 0;; i++) {
     if (done()) return true;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
-    if ((i & 15) == 15 && now_ns() >= until) return done();
+    if ((i & 15) == 15) {
+      const int64_t now = now_ns();
+      if (now - last > kPreemptedNs) {
+        if (preempted) *preempted = true;
+        return done();
+      }
+      if (now >= until) return done();
+      last = now;
+    }
   }
 }
 

@@ -25,6 +25,7 @@ const int64_t kSpinNs = env_us("LM_RING_SERVER_SPIN_US", 50) * 1000;
 // wake-up (50–110 µs measured on this VM) per site. Bounded, so a worker that dies or stops
 // mid-step holds the core only this long (housekeeping then detaches it).
 const int64_t kStepSpinNs = env_us("LM_RING_STEP_SPIN_US", 2000) * 1000;
+constexpr int64_t kContendedNs = 100'000'000;  // after a descheduled spin, 100 ms without stepping spins
 constexpr int kMaxChannels = 120;                // futex_waitv takes 128 words
 constexpr int64_t kSerialFmas = 4'000'000;       // below this a batch's kernel runs on the ring thread alone (~0.2 ms)
 
@@ -134,6 +135,7 @@ class ServerImpl final : public Server {
   // Thread-owned.
   std::vector<std::unique_ptr<Channel>> channels_;
   int64_t last_housekeeping_ = 0;
+  int64_t contended_until_ = 0;  // until then no stepping spin (a spin was descheduled)
 };
 
 void ServerImpl::take_incoming() {
@@ -384,6 +386,8 @@ void ServerImpl::loop() {
       ch->stepping = on;
       if (on && now - std::max(ch->stepping_ns, ch->last_post_ns) < kStepSpinNs) stepping = true;
     }
+    // A spin that was descheduled means the cores are oversubscribed: no long spins for a while.
+    if (now < contended_until_) stepping = false;
     const auto any_stepping = [&] {
       for (auto& ch : channels_)
         if (ch->map.header()->worker_stepping.load(std::memory_order_acquire) != 0) return true;
@@ -394,14 +398,19 @@ void ServerImpl::loop() {
     // thread costs a futex wake-up. Then raise every segment's sleeping flag, so workers ring the
     // futex; futex_waitv re-checks the words, so a post between the scan and the sleep is not lost.
     // A step that ends stops the long spin (back to the short one, then sleep).
-    bool changed = spin_for(std::min(timeout, spin_ns), [&] {
-      for (size_t i = 0; i < words.size(); i++)
-        if (words[i]->load(std::memory_order_acquire) != expected[i]) return true;
-      return stepping && !any_stepping();
-    });
-    if (!changed && timeout > spin_ns) {
+    bool preempted = false;
+    bool changed = spin_for(
+        std::min(timeout, spin_ns),
+        [&] {
+          for (size_t i = 0; i < words.size(); i++)
+            if (words[i]->load(std::memory_order_acquire) != expected[i]) return true;
+          return stepping && !any_stepping();
+        },
+        &preempted);
+    if (preempted) contended_until_ = now_ns() + kContendedNs;
+    if (!changed && (timeout > spin_ns || preempted)) {
       for (auto& ch : channels_) ch->map.header()->server_sleeping.store(1, std::memory_order_seq_cst);
-      futex_wait_any(words.data(), expected.data(), static_cast<int>(words.size()), timeout - spin_ns);
+      futex_wait_any(words.data(), expected.data(), static_cast<int>(words.size()), timeout > spin_ns ? timeout - spin_ns : timeout);
       for (auto& ch : channels_) ch->map.header()->server_sleeping.store(0, std::memory_order_relaxed);
     }
   }
