@@ -28,8 +28,9 @@ const int64_t kSpinNs = env_us("LM_RING_SPIN_US", 200) * 1000;
 const int64_t kTakeNs = env_us("LM_RING_TAKE_US", 30) * 1000;
 // LM_RING_LEAVE_CORE=0 lets the step use the whole pool even with a ring (for measuring both ways).
 const bool kLeaveCore = env_us("LM_RING_LEAVE_CORE", 1) != 0;
-// LM_RING_STEP_SPIN_US=0 (the server's bound, shm_server.cpp) also stops the worker raising worker_stepping.
-const bool kStepping = env_us("LM_RING_STEP_SPIN_US", 2000) != 0;
+// LM_RING_STEP_SPIN_US (the server's bound, shm_server.cpp; 0 = off, the default) also decides
+// whether the worker raises worker_stepping and pre-wakes the server at begin_step.
+const bool kStepping = env_us("LM_RING_STEP_SPIN_US", 0) != 0;
 constexpr int64_t kNapNs = 20'000'000;  // between liveness checks of the server
 
 thread_local SiteTiming last_timing;

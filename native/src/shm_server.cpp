@@ -23,8 +23,10 @@ const int64_t kSpinNs = env_us("LM_RING_SERVER_SPIN_US", 50) * 1000;
 // While a worker is inside a step (worker_stepping), spin this long after its last post instead:
 // its sites follow each other within a step's op gaps, and a sleeping thread costs a futex
 // wake-up (50–110 µs measured on this VM) per site. Bounded, so a worker that dies or stops
-// mid-step holds the core only this long (housekeeping then detaches it).
-const int64_t kStepSpinNs = env_us("LM_RING_STEP_SPIN_US", 2000) * 1000;
+// mid-step holds the core only this long (housekeeping then detaches it). Off by default (0): on
+// the loaded 2-core VM it made steps slower (docs/performance.md, branch m13b); the tiny model's
+// gaps between sites are shorter than the 50 µs spin anyway. For idle or larger-core measurements.
+const int64_t kStepSpinNs = env_us("LM_RING_STEP_SPIN_US", 0) * 1000;
 constexpr int64_t kContendedNs = 100'000'000;  // after a descheduled spin, 100 ms without stepping spins
 constexpr int kMaxChannels = 120;                // futex_waitv takes 128 words
 constexpr int64_t kSerialFmas = 4'000'000;       // below this a batch's kernel runs on the ring thread alone (~0.2 ms)
