@@ -425,7 +425,13 @@ function ringProfile(before: Record<string, number>, after: Record<string, numbe
     steps: d("ring_steps"),
     sites_per_step: round(d("ring_sites") / Math.max(1, d("ring_steps"))),
     ring_wait_us_per_step: round((d("ring_wait_s") * 1e6) / Math.max(1, d("ring_steps"))),
-    per_site_us: { wait: us("ring_wait_s"), queue: us("queue_s"), batch: us("batch_s"), compute: us("compute_s"), wake: us("wake_s") },
+    per_site_us: {
+      wait: us("ring_wait_s"),
+      queue: us("queue_s"),
+      batch: us("batch_s"),
+      compute: us("compute_s"),
+      wake: us("wake_s"),
+    },
   };
 }
 
