@@ -131,7 +131,7 @@ class ShmSiteBackend final : public SiteBackend {
     return LM_OK;
   }
 
-  // The server's ring thread spins on this host's cores while a step runs (worker_stepping).
+  // The server's ring thread runs on this host's cores (each site's kernel, spins between posts).
   bool peer_shares_cores() const override { return kLeaveCore; }
 
   lm_status post(const SiteCall& call, uint64_t* ticket) override {

@@ -71,7 +71,8 @@ struct alignas(64) Header {
   std::atomic<uint32_t> server_sleeping;           // 1 while the server thread sleeps on the bells
   // 1 while the worker runs a step (begin_step → end_step): its next post follows within
   // microseconds, so the server's thread keeps spinning instead of sleeping between sites (a
-  // futex wake-up costs 50–110 µs on a VM; a step has 4 sites per layer).
+  // futex wake-up costs 50–110 µs on a VM; a step has 4 sites per layer). Raised only when
+  // LM_RING_STEP_SPIN_US is set (off by default: slower on a loaded 2-core machine).
   std::atomic<uint32_t> worker_stepping;
   Slot slots[kSlots];
 };

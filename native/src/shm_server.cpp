@@ -412,7 +412,8 @@ void ServerImpl::loop() {
     if (preempted) contended_until_ = now_ns() + kContendedNs;
     if (!changed && (timeout > spin_ns || preempted)) {
       for (auto& ch : channels_) ch->map.header()->server_sleeping.store(1, std::memory_order_seq_cst);
-      futex_wait_any(words.data(), expected.data(), static_cast<int>(words.size()), timeout > spin_ns ? timeout - spin_ns : timeout);
+      const int64_t nap = timeout > spin_ns ? timeout - spin_ns : timeout;
+      futex_wait_any(words.data(), expected.data(), static_cast<int>(words.size()), nap);
       for (auto& ch : channels_) ch->map.header()->server_sleeping.store(0, std::memory_order_relaxed);
     }
   }

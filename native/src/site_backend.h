@@ -42,7 +42,7 @@ class SiteBackend {
   virtual lm_status wait(uint64_t ticket, int64_t timeout_us) = 0;
   virtual void end_step() = 0;
   // Whether the remote side computes on this host's cores while the step runs (a same-host LoRA
-  // server's ring thread spins during a step). The step then leaves it one core: on a 2-core
+  // server's ring thread: it runs each site's kernel and spins between posts). The step then leaves it one core: on a 2-core
   // machine the step thread does the base work alone instead of waking the pool, whose threads
   // would otherwise hold the core the server needs. Valid after begin_step.
   virtual bool peer_shares_cores() const { return false; }
