@@ -4,8 +4,12 @@
 // post → the server saw it → its kernel started → the response was written → the worker saw it),
 // from the timestamps both sides write into the slot (CLOCK_MONOTONIC, one clock for both).
 //
-//   pnpm bench:shm-ring [-- --iterations N --rows N --server-threads N]
+//   pnpm bench:shm-ring [-- --iterations N --rows N --server-threads N
+//                          --sites-per-step N --gap-us N --step-gap-us N]
 // Run it beside `yes > /dev/null` (one per core) for the loaded figures.
+// A step shape (--sites-per-step 12 --gap-us 20 --step-gap-us 1000: tiny-llama's 12 sites, a few
+// ops between them, the engine loop between steps) times whole steps too ("step_us"): begin_step,
+// each site after `gap-us` of busy work, end_step, then a sleep. Default: one site per step.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,7 +68,18 @@ double pct(std::vector<double> v, double p) {
   return v[i];
 }
 
-int worker(const std::string& name, int iterations, int rows) {
+struct Shape {
+  int sites_per_step = 1;
+  int gap_us = 0, step_gap_us = 0;
+};
+
+void busy_us(int us) {
+  const int64_t until = shm::now_ns() + int64_t{us} * 1000;
+  while (shm::now_ns() < until) {
+  }
+}
+
+int worker(const std::string& name, int iterations, int rows, const Shape& shape) {
   std::shared_ptr<SiteBackend> b;
   if (shm::connect(name, &b) != LM_OK) {
     fprintf(stderr, "connect: %s\n", lm_last_error());
@@ -78,12 +93,15 @@ int worker(const std::string& name, int iterations, int rows) {
   for (size_t i = 0; i < x.size(); i++) x[i] = static_cast<float>(i % 17) * 0.01f;
   std::vector<int32_t> row_adapter(static_cast<size_t>(rows));
   for (int r = 0; r < rows; r++) row_adapter[static_cast<size_t>(r)] = r % static_cast<int>(ids.size());
-  std::vector<double> total, queue, batch, compute, wake;
+  std::vector<double> total, queue, batch, compute, wake, step;
   const int warmup = 50;
   for (int i = 0; i < iterations + warmup; i++) {
+    const int64_t step0 = shm::now_ns();
     if (b->begin_step(ids.data(), static_cast<int32_t>(ids.size())) != LM_OK) return 1;
+    for (int k = 0; k < shape.sites_per_step; k++) {
+    busy_us(shape.gap_us);
     SiteCall c{};
-    c.layer = 1;
+    c.layer = k % 3;
     c.site = kSiteQkv;
     c.x = x.data();
     c.rows = rows;
@@ -98,7 +116,6 @@ int worker(const std::string& name, int iterations, int rows) {
       return 1;
     }
     const int64_t t1 = shm::now_ns();
-    b->end_step();
     if (i < warmup) continue;
     const shm::SiteTiming& t = shm::last_site_timing();
     total.push_back(static_cast<double>(t1 - t0) / 1e3);
@@ -106,14 +123,20 @@ int worker(const std::string& name, int iterations, int rows) {
     batch.push_back(static_cast<double>(t.run_ns - t.seen_ns) / 1e3);
     compute.push_back(static_cast<double>(t.done_ns - t.run_ns) / 1e3);
     wake.push_back(static_cast<double>(t.woke_ns - t.done_ns) / 1e3);
+    }
+    b->end_step();
+    if (i >= warmup) step.push_back(static_cast<double>(shm::now_ns() - step0) / 1e3);
+    if (shape.step_gap_us > 0) usleep(static_cast<useconds_t>(shape.step_gap_us));
   }
   const shm::RingTotals tot = shm::ring_totals();
   printf(
       "{\"round_trip_us\":{\"p50\":%.1f,\"p99\":%.1f},\"median_us\":{\"post_to_seen\":%.1f,\"seen_to_run\":%.1f,"
       "\"compute\":%.1f,\"done_to_woke\":%.1f},\"p99_us\":{\"post_to_seen\":%.1f,\"compute\":%.1f,\"done_to_woke\":%.1f},"
+      "\"step_us\":{\"p50\":%.1f,\"p99\":%.1f,\"sites\":%d,\"gap_us\":%d,\"step_gap_us\":%d},"
       "\"worker_sleeps\":%llu,\"sites\":%llu,\"rows\":%d,\"iterations\":%d}\n",
       pct(total, 50), pct(total, 99), pct(queue, 50), pct(batch, 50), pct(compute, 50), pct(wake, 50), pct(queue, 99),
-      pct(compute, 99), pct(wake, 99), static_cast<unsigned long long>(tot.worker_sleeps),
+      pct(compute, 99), pct(wake, 99), pct(step, 50), pct(step, 99), shape.sites_per_step, shape.gap_us,
+      shape.step_gap_us, static_cast<unsigned long long>(tot.worker_sleeps),
       static_cast<unsigned long long>(tot.sites), rows, iterations);
   shm::close_backend(b.get());
   return 0;
@@ -131,6 +154,10 @@ int main(int argc, char** argv) {
   const int iterations = arg(argc, argv, "--iterations", 2000);
   const int rows = arg(argc, argv, "--rows", 8);
   const int threads = arg(argc, argv, "--server-threads", 0);
+  Shape shape;
+  shape.sites_per_step = std::max(1, arg(argc, argv, "--sites-per-step", 1));
+  shape.gap_us = std::max(0, arg(argc, argv, "--gap-us", 0));
+  shape.step_gap_us = std::max(0, arg(argc, argv, "--step-gap-us", 0));
   int to_child[2];
   if (pipe(to_child) != 0) return 1;
   // Fork before any thread starts; the child waits for the segment's name.
@@ -140,7 +167,7 @@ int main(int argc, char** argv) {
     char buf[128] = {0};
     const ssize_t n = read(to_child[0], buf, sizeof buf - 1);
     if (n <= 0) return 1;
-    return worker(std::string(buf, static_cast<size_t>(n)), iterations, rows);
+    return worker(std::string(buf, static_cast<size_t>(n)), iterations, rows, shape);
   }
   close(to_child[0]);
   if (threads > 0) lm_set_num_threads(threads);

@@ -13,6 +13,8 @@
  * run on the same model; and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
  * trip over UCX (tcp) vs gRPC across a veth link between network namespaces, and the decode step of
  * a worker on another host over each (or why they were not measured: no root, no UCX).
+ * `shm_step_ring` (also with --shm-only) says where the shm decode step's ring time went: ring
+ * sites per step and µs per site (wait = queue + batch + compute + wake), from the worker's metrics.
  *
  *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only | --shm-only]]
  */
@@ -382,12 +384,64 @@ async function siteRoundTripUs(
   }
 }
 
+/** Sums of the base worker's ring and step series (Prometheus text), for a before/after difference. */
+async function ringSeries(c: LocalCluster): Promise<Record<string, number>> {
+  const worker = c.processes.find((p) => p.service === "base-worker");
+  if (!worker?.metricsAddress) throw new Error("mesh bench: the base worker exports no metrics");
+  const text = await (await fetch(`http://${worker.metricsAddress}/metrics`)).text();
+  const sum = (re: RegExp) =>
+    text
+      .split("\n")
+      .filter((line) => re.test(line))
+      .reduce((acc, line) => acc + Number(line.trim().split(/\s+/).pop()), 0);
+  const out: Record<string, number> = {
+    steps: sum(/^loramesh_batch_sequences_count\b/),
+    ring_sites: sum(/^loramesh_lora_ring_sites_total\{[^}]*path="ring"/),
+    ring_steps: sum(/^loramesh_lora_ring_step_seconds_count\b/),
+    ring_wait_s: sum(/^loramesh_lora_ring_step_seconds_sum\b/),
+  };
+  for (const phase of ["queue", "batch", "compute", "wake"])
+    out[`${phase}_s`] = sum(new RegExp(`^loramesh_lora_ring_seconds_total\\{[^}]*phase="${phase}"`));
+  return out;
+}
+
+/**
+ * Where the ring time of a disaggregated (shm) decode step goes: ring sites per step, and per site
+ * the wait (post → response seen) split into queue (→ the server's thread saw it), batch (→ kernel
+ * start), compute (kernel and copy) and wake (→ the worker saw it); µs, from the worker's metrics.
+ */
+export interface RingProfile {
+  steps: number;
+  sites_per_step: number;
+  ring_wait_us_per_step: number;
+  per_site_us: { wait: number; queue: number; batch: number; compute: number; wake: number };
+}
+
+function ringProfile(before: Record<string, number>, after: Record<string, number>): RingProfile {
+  const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+  const sites = Math.max(1, d("ring_sites"));
+  const us = (k: string) => round((d(k) * 1e6) / sites);
+  return {
+    steps: d("ring_steps"),
+    sites_per_step: round(d("ring_sites") / Math.max(1, d("ring_steps"))),
+    ring_wait_us_per_step: round((d("ring_wait_s") * 1e6) / Math.max(1, d("ring_steps"))),
+    per_site_us: {
+      wait: us("ring_wait_s"),
+      queue: us("queue_s"),
+      batch: us("batch_s"),
+      compute: us("compute_s"),
+      wake: us("wake_s"),
+    },
+  };
+}
+
 /** Decode step time with `sequences` sequences decoding at once: median over the sequences. */
 async function decodeStepMs(
   mode: "coupled" | "disaggregated",
   sharedMemory: boolean,
   sequences: number,
   tokens: number,
+  profile?: (p: RingProfile) => void,
 ): Promise<number> {
   const cluster = await startCluster({
     routerListen: "127.0.0.1:0",
@@ -400,7 +454,10 @@ async function decodeStepMs(
   });
   try {
     await registerAdapters(cluster.routerAddress);
-    return await decodeStepMsOn(cluster.routerAddress, sequences, tokens);
+    const before = profile ? await ringSeries(cluster) : {};
+    const ms = await decodeStepMsOn(cluster.routerAddress, sequences, tokens);
+    if (profile) profile(ringProfile(before, await ringSeries(cluster)));
+    return ms;
   } finally {
     await cluster.stop();
   }
@@ -409,7 +466,8 @@ async function decodeStepMs(
 async function jsonReport(iterations: number, tokens: number, overhead: boolean): Promise<void> {
   const siteUs = await siteRoundTripUs(iterations, 8);
   const coupled = await decodeStepMs("coupled", true, 8, tokens);
-  const shm = await decodeStepMs("disaggregated", true, 8, tokens);
+  let ring: RingProfile | undefined;
+  const shm = await decodeStepMs("disaggregated", true, 8, tokens, (p) => (ring = p));
   const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
   const r16 = overhead ? loraR16Overhead() : null;
   const ucx = await ucxReport(iterations, tokens);
@@ -418,6 +476,8 @@ async function jsonReport(iterations: number, tokens: number, overhead: boolean)
     JSON.stringify({
       site_round_trip_us: siteUs,
       decode_step_ms: { coupled, disaggregated_shm: shm, disaggregated_grpc: grpc },
+      // Where the shm step's ring time went: sites per step and µs per site by phase.
+      shm_step_ring: ring,
       model: "tiny-llama (bundled), 6 adapters (r4-r64)",
       site: "qkv, 8 rows, layer 1",
       sequences: 8,
@@ -436,11 +496,13 @@ async function main(): Promise<void> {
   if (config.json && config.shmOnly) {
     const siteUs = await siteRoundTripUs(config.iterations, 8);
     const coupled = await decodeStepMs("coupled", true, 8, config.tokens);
-    const shm = await decodeStepMs("disaggregated", true, 8, config.tokens);
+    let ring: RingProfile | undefined;
+    const shm = await decodeStepMs("disaggregated", true, 8, config.tokens, (p) => (ring = p));
     return console.log(
       JSON.stringify({
         site_round_trip_us: siteUs,
         decode_step_ms: { coupled, disaggregated_shm: shm, shm_over_coupled: round(shm / coupled) },
+        shm_step_ring: ring,
       }),
     );
   }

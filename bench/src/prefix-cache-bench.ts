@@ -5,13 +5,15 @@
  * twice with different user turns: the first request is cold, the second finds the prefix cached.
  * The same trials run against a cluster started with the prefix cache off.
  *
- *   pnpm bench:prefix-cache [--json] [--trials N] [--system-tokens N]
+ *   pnpm bench:prefix-cache [--json] [--quick] [--trials N] [--system-tokens N]
+ *
+ * `--quick` is a smoke run (1 trial unless --trials is given) that shows the bench works.
  *
  * The bundled tiny-llama allows 512 positions, so the bench copies it to a temporary directory with
  * max_position_embeddings raised to 2048 (RoPE needs nothing else); the weights are the same.
  */
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, hostname, tmpdir } from "node:os";
+import { cpus, hostname, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster } from "@loramesh/cli";
 import { booleanOption, createLogger, intOption, loadConfig } from "@loramesh/core";
@@ -23,6 +25,7 @@ const ADAPTER = "chat-r16-all";
 
 const options = {
   json: booleanOption({ flag: "json", default: false, description: "print one JSON object instead of tables" }),
+  quick: booleanOption({ flag: "quick", default: false, description: "smoke run: 1 trial unless --trials is given" }),
   trials: intOption({ flag: "trials", default: 8, min: 1, description: "fresh system prompts per key" }),
   systemTokens: intOption({ flag: "system-tokens", default: 512, min: 16, description: "system prompt length" }),
 };
@@ -123,10 +126,13 @@ async function runCluster(
 
 async function main(): Promise<void> {
   const { config } = loadConfig(options, process.argv.slice(2));
+  const trialsGiven = process.argv.some((a) => a === "--trials" || a.startsWith("--trials="));
+  const trials = config.quick && !trialsGiven ? 1 : config.trials;
+  const load = loadavg()[0] ?? 0;
   const modelDir = longModel();
   try {
-    const on = await runCluster(modelDir, true, config.trials, config.systemTokens);
-    const off = await runCluster(modelDir, false, config.trials, config.systemTokens);
+    const on = await runCluster(modelDir, true, trials, config.systemTokens);
+    const off = await runCluster(modelDir, false, trials, config.systemTokens);
     const rows = Object.keys(on.samples).map((key) => {
       const a = on.samples[key] as Samples;
       const b = off.samples[key] as Samples;
@@ -144,7 +150,8 @@ async function main(): Promise<void> {
       host: hostname(),
       cores: cpus().length,
       node: process.version,
-      trials: config.trials,
+      trials,
+      loadavg1mAtStart: Number(load.toFixed(2)),
       systemTokens: config.systemTokens,
       userTokens: 16,
       model: "tiny-llama (max_position_embeddings 2048)",
@@ -155,7 +162,7 @@ async function main(): Promise<void> {
       return;
     }
     console.log(
-      `# prefix cache: TTFT of a repeated ${config.systemTokens}-token system prompt + 16-token user turn (median of ${config.trials}) — ${meta.host}, ${meta.cores} cores\n`,
+      `# prefix cache: TTFT of a repeated ${config.systemTokens}-token system prompt + 16-token user turn (median of ${trials}) — ${meta.host}, ${meta.cores} cores, load ${meta.loadavg1mAtStart} at start\n`,
     );
     console.log("| key | cold ms | cached ms | cold / cached | repeat with cache off ms | worker hit rate |");
     console.log("|---|---|---|---|---|---|");

@@ -22,6 +22,7 @@ import {
   fitStepPeriods,
   policyByName,
   simulate,
+  slopesOf,
   stepPeriodUs,
   type Calibration,
   type ClusterSpec,
@@ -33,6 +34,8 @@ import {
   type StepShapeSample,
   type WorkloadSpec,
 } from "@loramesh/policy";
+import { BUNDLED_ADAPTERS, BUNDLED_MODEL, nearestSource, readAdapterSources } from "@loramesh/cli";
+import { inspectAdapter, loadModelConfig } from "@loramesh/formats";
 
 const args = process.argv.slice(2);
 const json = args.includes("--json");
@@ -62,11 +65,26 @@ const CASES: Case[] = [
   { name: "hybrid, rank-aware+rebalancing, 8 req/s", mode: "hybrid", policy: "rank-aware+rebalancing", rate: 8 },
 ];
 
+const RANKS = [4, 8, 16, 32, 64];
+
+/**
+ * Each drawn rank as the mesh serves it. `bench load` registers, for a drawn rank, the bundled
+ * adapter of nearest `r`, and the registry records that adapter's largest module rank (pattern-r8
+ * has a rank-24 down_proj): the rank the worker's step profile sums. The simulator draws the same
+ * adapters (the draw picks an index into the list), so it is given these ranks in the same order.
+ */
+function servedRanks(ranks: readonly number[]): number[] {
+  const sources = readAdapterSources(BUNDLED_ADAPTERS);
+  const model = loadModelConfig(BUNDLED_MODEL);
+  return ranks.map((r) => inspectAdapter(join(BUNDLED_ADAPTERS, nearestSource(r, sources) as string), model).rank);
+}
+const SERVED_RANKS = servedRanks(RANKS);
+
 /** The workload `loramesh bench load` runs with its defaults (same seed: the same requests). */
 const workloadAt = (rate: number, seed = 1): WorkloadSpec => ({
   ...DEFAULT_WORKLOAD,
   adapters: 12,
-  ranks: [4, 8, 16, 32, 64],
+  ranks: SERVED_RANKS,
   zipf: 1.2,
   rate,
   duration,
@@ -120,37 +138,39 @@ const PROBE_SEED = 2;
  * server's ring round trips, the hops of a request between processes, all under this machine's
  * contention) is not in the kernel calibration. Four probes of the real mesh measure it: coupled
  * at a low and a high rate, disaggregated and hybrid at the low rate. The worker times every
- * engine step itself (`--step-profile`), and `fitStepPeriods` fits one step period by batch shape
- * (sequences, prefill tokens; a fixed cost per mode) on all four probes' steps; then
+ * engine step itself (`--step-profile`), and `fitStepPeriods` fits a step period by batch shape
+ * (sequences, prefill tokens, sequences ending, rank sum), per mode, on the probes' steps; then
  * `fitRequestOverheads` fits the per-request hops to the probes' TTFT P50 and P95. The cases then
  * run at other rates, policies and modes, with other requests.
  */
-function probeOverheads(cal: Calibration): { calibration: Calibration; probes: unknown[] } {
-  // 2 req/s for 30 s: ~60 requests, so the P95 is not just the run's first request (which also
-  // opens connections), and still little queueing.
-  const low = { rate: 2, seconds: quick ? 15 : 30 };
-  const specs: Record<keyof StackProbes, Case & { seconds: number }> = {
-    coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
-    coupledHigh: {
-      name: "probe: coupled, 10 req/s",
-      mode: "coupled",
-      policy: "rank-aware",
-      rate: 10,
-      seconds: duration,
-    },
-    disaggregated: {
-      name: `probe: disaggregated, ${low.rate} req/s`,
-      mode: "disaggregated",
-      policy: "rank-aware",
-      ...low,
-    },
-    hybrid: { name: `probe: hybrid, ${low.rate} req/s`, mode: "hybrid", policy: "rank-aware", ...low },
-  };
-  const measured = Object.fromEntries(
-    Object.entries(specs).map(([key, c]) => [key, runReal({ ...c, seed: PROBE_SEED }, c.seconds)]),
-  ) as Record<keyof StackProbes, MeasuredRun>;
+// 2 req/s for 30 s: ~60 requests, so the P95 is not just the run's first request (which also
+// opens connections), and still little queueing.
+const low = { rate: 2, seconds: quick ? 15 : 30 };
+const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
+  coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
+  coupledHigh: {
+    name: "probe: coupled, 10 req/s",
+    mode: "coupled",
+    policy: "rank-aware",
+    rate: 10,
+    seconds: duration,
+  },
+  disaggregated: {
+    name: `probe: disaggregated, ${low.rate} req/s`,
+    mode: "disaggregated",
+    policy: "rank-aware",
+    ...low,
+  },
+  hybrid: { name: `probe: hybrid, ${low.rate} req/s`, mode: "hybrid", policy: "rank-aware", ...low },
+};
+
+function probeOverheads(
+  cal: Calibration,
+  measured: Record<keyof StackProbes, MeasuredRun>,
+): { calibration: Calibration; probes: unknown[] } {
+  const specs = PROBES;
   const stepPeriods = fitStepPeriods(
-    Object.values(specs).map((c, i) => ({ mode: c.mode, steps: stepsOf(Object.values(measured)[i] as MeasuredRun) })),
+    (Object.keys(specs) as Array<keyof StackProbes>).map((k) => ({ mode: specs[k].mode, steps: stepsOf(measured[k]) })),
   );
   const summary = (m: Measured): ProbeSummary => ({
     ttftP50Ms: m.ttftMs.p50,
@@ -174,9 +194,12 @@ function probeOverheads(cal: Calibration): { calibration: Calibration; probes: u
   writeFileSync(file, `${JSON.stringify(calibrated, null, 2)}\n`);
   const ms = (us: number | undefined): string => ((us ?? 0) / 1000).toFixed(2);
   const k = calibrated;
-  const f = stepPeriods.fixedUs;
+  const modeLine = (m: ServingMode): string => {
+    const k = slopesOf(stepPeriods, m);
+    return `${m} ${ms(stepPeriods.fixedUs[m])} ms + ${ms(k.perSequenceUs)} per further sequence + ${ms(k.perPrefillTokenUs)} per prompt token + ${ms(k.perFinishUs)} per sequence ending + ${(k.perRankUs / 1000).toFixed(4)} per unit of rank`;
+  };
   log(
-    `probes: step period ${ms(f.coupled)} ms coupled, ${ms(f.disaggregated)} disaggregated, ${ms(f.hybrid)} hybrid, + ${ms(stepPeriods.perSequenceUs)} ms per further sequence, + ${ms(stepPeriods.perPrefillTokenUs)} ms per prefill token, + ${ms(stepPeriods.perFinishUs)} ms per sequence ending; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
+    `probes: step period ${(["coupled", "disaggregated", "hybrid"] as const).map(modeLine).join("; ")}; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,
@@ -212,7 +235,11 @@ const stepsOf = (m: MeasuredRun): StepShapeSample[] => m.stepProfile;
  * one-sequence decode steps (the same shape in every run, so a gap here is the machine or the
  * process warming up, not the batch) and of all steps, measured and as the fit prices them.
  */
-function stepSummary(steps: StepShapeSample[], fit: StepPeriodFit, mode: ServingMode): Record<string, number | null> {
+function stepSummary(
+  steps: StepShapeSample[],
+  fit: StepPeriodFit,
+  mode: ServingMode,
+): Record<string, number | null | ShapeRow[]> {
   const n = steps.reduce((a, s) => a + s.count, 0);
   const single = steps.filter((s) => s.sequences === 1 && s.prefillTokens === 0);
   const singleN = single.reduce((a, s) => a + s.count, 0);
@@ -230,7 +257,47 @@ function stepSummary(steps: StepShapeSample[], fit: StepPeriodFit, mode: Serving
       n,
     ),
     fittedMeanStepMs: ms(fitted, n),
+    byShape: byShape(steps, fit, mode),
   };
+}
+
+/** One batch shape's steps: how many, their measured mean period and the fit's (ms). */
+interface ShapeRow {
+  sequences: number;
+  prefillTokens: number;
+  finished: number;
+  rankSum: number;
+  steps: number;
+  measuredMs: number;
+  fittedMs: number;
+}
+
+/** The most frequent shapes (prompt tokens in buckets of 8), measured next to the fit. */
+function byShape(steps: StepShapeSample[], fit: StepPeriodFit, mode: ServingMode, top = 6): ShapeRow[] {
+  const rows = new Map<string, ShapeRow & { sumUs: number; fitUs: number }>();
+  for (const s of steps) {
+    const prefill = Math.ceil(s.prefillTokens / 8) * 8;
+    const key = `${s.sequences}/${prefill}/${s.finished ?? 0}/${s.rankSum ?? 0}`;
+    const row = rows.get(key) ?? {
+      sequences: s.sequences,
+      prefillTokens: prefill,
+      finished: s.finished ?? 0,
+      rankSum: s.rankSum ?? 0,
+      steps: 0,
+      measuredMs: 0,
+      fittedMs: 0,
+      sumUs: 0,
+      fitUs: 0,
+    };
+    row.steps += s.count;
+    row.sumUs += s.sumUs;
+    row.fitUs += s.count * (stepPeriodUs(fit, mode, s) ?? 0);
+    rows.set(key, row);
+  }
+  return [...rows.values()]
+    .sort((a, b) => b.steps - a.steps)
+    .slice(0, top)
+    .map(({ sumUs, fitUs, ...r }) => ({ ...r, measuredMs: sumUs / r.steps / 1000, fittedMs: fitUs / r.steps / 1000 }));
 }
 
 let runs = 0;
@@ -307,10 +374,32 @@ const file = kernels.file;
 // `loramesh calibrate` (the coupled 2 req/s probe) kept 0.98 cores busy against 0.48 for the
 // disaggregated probe with the same traffic, and stepped slower than every later coupled run.
 runReal({ name: "warm-up (discarded)", mode: "coupled", policy: "rank-aware", rate: 2, seed: 3 }, 5);
-const { calibration: cal, probes } = probeOverheads(kernels.calibration);
+// Probes and cases alternate (each probe next to the case of its mode), so the machine's drift over
+// the run (in the idle run of 2026-12-02 every case stepped faster than every probe: same-shape
+// steps 0.72–0.89 ms against 0.97–1.03) falls on both sides of the fit instead of between them.
+const PROBE_ORDER: Array<keyof StackProbes> = ["coupledLow", "coupledHigh", "disaggregated", "hybrid"];
+const probeRuns: Partial<Record<keyof StackProbes, MeasuredRun>> = {};
+const caseRuns: MeasuredRun[] = [];
+CASES.forEach((c, i) => {
+  const key = PROBE_ORDER[i] as keyof StackProbes;
+  const probe = PROBES[key];
+  probeRuns[key] = runReal({ ...probe, seed: PROBE_SEED }, probe.seconds);
+  caseRuns.push(runReal(c));
+});
+const { calibration: cal, probes } = probeOverheads(
+  kernels.calibration,
+  probeRuns as Record<keyof StackProbes, MeasuredRun>,
+);
+writeFileSync(
+  join(RESULTS, "validate-steps.json"),
+  `${JSON.stringify({
+    probes: PROBE_ORDER.map((k) => ({ case: PROBES[k].name, mode: PROBES[k].mode, steps: probeRuns[k]?.stepProfile })),
+    cases: CASES.map((c, i) => ({ case: c.name, mode: c.mode, steps: caseRuns[i]?.stepProfile })),
+  })}\n`,
+);
 const cost = new CostModel(cal);
-const cases = CASES.map((c) => {
-  const measured = runReal(c);
+const cases = CASES.map((c, i) => {
+  const measured = caseRuns[i] as MeasuredRun;
   const predicted = predict(c, cost);
   const error = {
     ttftP95: errorPct(predicted.ttftMs.p95, measured.ttftMs.p95),

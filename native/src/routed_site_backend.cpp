@@ -159,6 +159,12 @@ lm_status RoutedSiteBackend::wait(uint64_t ticket, int64_t timeout_us) {
   return LM_OK;
 }
 
+bool RoutedSiteBackend::peer_shares_cores() const {
+  for (size_t r = 0; r < routes_.size(); r++)
+    if (begun_.size() > r && begun_[r] && routes_[r].backend->peer_shares_cores()) return true;
+  return false;
+}
+
 void RoutedSiteBackend::end_step() {
   for (size_t r = 0; r < routes_.size(); r++)
     if (begun_.size() > r && begun_[r]) routes_[r].backend->end_step();

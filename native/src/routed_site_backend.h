@@ -50,6 +50,7 @@ class RoutedSiteBackend final : public SiteBackend {
   lm_status post(const SiteCall& call, uint64_t* ticket) override;
   lm_status wait(uint64_t ticket, int64_t timeout_us) override;
   void end_step() override;
+  bool peer_shares_cores() const override;
 
  private:
   static constexpr int kFallback = -1;

@@ -26,6 +26,11 @@ const int64_t kSpinNs = env_us("LM_RING_SPIN_US", 200) * 1000;
 // How long a post may stay untaken by the server's thread before the worker stops spinning: the
 // server then sleeps or has no core, and a spinning worker would only hold a core it needs.
 const int64_t kTakeNs = env_us("LM_RING_TAKE_US", 30) * 1000;
+// LM_RING_LEAVE_CORE=0 lets the step use the whole pool even with a ring (for measuring both ways).
+const bool kLeaveCore = env_us("LM_RING_LEAVE_CORE", 1) != 0;
+// LM_RING_STEP_SPIN_US (the server's bound, shm_server.cpp; 0 = off, the default) also decides
+// whether the worker raises worker_stepping and pre-wakes the server at begin_step.
+const bool kStepping = env_us("LM_RING_STEP_SPIN_US", 0) != 0;
 constexpr int64_t kNapNs = 20'000'000;  // between liveness checks of the server
 
 thread_local SiteTiming last_timing;
@@ -116,9 +121,18 @@ class ShmSiteBackend final : public SiteBackend {
     if (blob.size() > kIdsBytes) return fail(LM_ERR_ARGUMENT, "adapter ids of a step exceed the ring's id area");
     std::lock_guard<std::mutex> g(mu_);
     // Per thread: the native step and the JavaScript path (shmSite) may use one ring at once.
+    const bool fresh = ids_.emplace(std::this_thread::get_id(), std::pair<std::string, int32_t>{}).second;
     ids_[std::this_thread::get_id()] = {std::move(blob), n};
+    if (fresh && steppers_++ == 0 && kStepping && map_.base && !closed_) {
+      // Wake the server's thread now: it is up and spinning by the time the first site is posted.
+      map_.header()->worker_stepping.store(1, std::memory_order_seq_cst);
+      ring();
+    }
     return LM_OK;
   }
+
+  // The server's ring thread runs on this host's cores (each site's kernel, spins between posts).
+  bool peer_shares_cores() const override { return kLeaveCore; }
 
   lm_status post(const SiteCall& call, uint64_t* ticket) override {
     if (call.site < kSiteQkv || call.site > kSiteDown || call.layer < 0 || call.rows < 0)
@@ -230,7 +244,8 @@ class ShmSiteBackend final : public SiteBackend {
 
   void end_step() override {
     std::lock_guard<std::mutex> g(mu_);
-    ids_.erase(std::this_thread::get_id());
+    if (ids_.erase(std::this_thread::get_id()) > 0 && --steppers_ == 0 && map_.base)
+      map_.header()->worker_stepping.store(0, std::memory_order_release);
   }
 
  private:
@@ -282,6 +297,7 @@ class ShmSiteBackend final : public SiteBackend {
   bool closed_ = false;
   std::string broken_;
   std::unordered_map<std::thread::id, std::pair<std::string, int32_t>> ids_;  // begin_step's ids, per thread
+  int steppers_ = 0;  // threads between begin_step and end_step (worker_stepping is 1 while > 0)
   bool busy_[kSlots] = {false, false, false, false};
   uint32_t seq_[kSlots] = {0, 0, 0, 0};
   float* delta_[kSlots] = {nullptr, nullptr, nullptr, nullptr};

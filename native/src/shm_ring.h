@@ -27,7 +27,7 @@
 
 namespace lm::shm {
 
-constexpr uint32_t kMagic = 0x4c4d5231;  // "LMR1"
+constexpr uint32_t kMagic = 0x4c4d5232;  // "LMR2" (2: the worker_stepping word)
 constexpr uint32_t kSlots = 4;
 constexpr uint32_t kMaxAdapters = 256;
 constexpr uint32_t kIdsBytes = 16 * 1024;
@@ -69,6 +69,11 @@ struct alignas(64) Header {
   std::atomic<uint32_t> state;
   alignas(64) std::atomic<uint32_t> server_bell;  // futex word the server thread waits on
   std::atomic<uint32_t> server_sleeping;           // 1 while the server thread sleeps on the bells
+  // 1 while the worker runs a step (begin_step → end_step): its next post follows within
+  // microseconds, so the server's thread keeps spinning instead of sleeping between sites (a
+  // futex wake-up costs 50–110 µs on a VM; a step has 4 sites per layer). Raised only when
+  // LM_RING_STEP_SPIN_US is set (off by default: slower on a loaded 2-core machine).
+  std::atomic<uint32_t> worker_stepping;
   Slot slots[kSlots];
 };
 
@@ -89,16 +94,29 @@ int64_t now_ns();
 bool pid_alive(int32_t pid);
 
 // Bounded busy-wait with the pause instruction (a hyperthread sibling or the other side keeps the
-// core): returns true as soon as done() holds, false after spin_ns.
+// core): returns true as soon as done() holds, false after spin_ns. It also gives up when it finds
+// it was descheduled (two clock reads 16 pauses apart more than kPreemptedNs apart): the cores are
+// oversubscribed, so spinning only burns the slice the peer needs and makes this thread the one
+// the scheduler favours least; then *preempted is set and the caller should sleep instead.
+constexpr int64_t kPreemptedNs = 30'000;
 template <typename Done>
-bool spin_for(int64_t spin_ns, Done&& done) {
-  const int64_t until = now_ns() + spin_ns;
+bool spin_for(int64_t spin_ns, Done&& done, bool* preempted = nullptr) {
+  int64_t last = now_ns();
+  const int64_t until = last + spin_ns;
   for (int i = 0;; i++) {
     if (done()) return true;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
-    if ((i & 15) == 15 && now_ns() >= until) return done();
+    if ((i & 15) == 15) {
+      const int64_t now = now_ns();
+      if (now - last > kPreemptedNs) {
+        if (preempted) *preempted = true;
+        return done();
+      }
+      if (now >= until) return done();
+      last = now;
+    }
   }
 }
 

@@ -20,6 +20,14 @@ namespace {
 constexpr int64_t kHousekeepingNs = 10'000'000;  // liveness checks at most this often
 // Spin before sleeping: in a tight post → wait loop the next post follows within microseconds.
 const int64_t kSpinNs = env_us("LM_RING_SERVER_SPIN_US", 50) * 1000;
+// While a worker is inside a step (worker_stepping), spin this long after its last post instead:
+// its sites follow each other within a step's op gaps, and a sleeping thread costs a futex
+// wake-up (50–110 µs measured on this VM) per site. Bounded, so a worker that dies or stops
+// mid-step holds the core only this long (housekeeping then detaches it). Off by default (0): on
+// the loaded 2-core VM it made steps slower (docs/performance.md, branch m13b); the tiny model's
+// gaps between sites are shorter than the 50 µs spin anyway. For idle or larger-core measurements.
+const int64_t kStepSpinNs = env_us("LM_RING_STEP_SPIN_US", 0) * 1000;
+constexpr int64_t kContendedNs = 100'000'000;  // after a descheduled spin, 100 ms without stepping spins
 constexpr int kMaxChannels = 120;                // futex_waitv takes 128 words
 constexpr int64_t kSerialFmas = 4'000'000;       // below this a batch's kernel runs on the ring thread alone (~0.2 ms)
 
@@ -31,6 +39,8 @@ struct Channel {
   int64_t pending_since[kSlots] = {0, 0, 0, 0};
   uint32_t pending_seq[kSlots] = {0, 0, 0, 0};
   int64_t answered_at[kSlots] = {0, 0, 0, 0};
+  bool stepping = false;    // the worker_stepping word as last read
+  int64_t stepping_ns = 0;  // when it was last seen going 0 → 1
 };
 
 // A validated request, its header fields copied out of shared memory once.
@@ -127,6 +137,7 @@ class ServerImpl final : public Server {
   // Thread-owned.
   std::vector<std::unique_ptr<Channel>> channels_;
   int64_t last_housekeeping_ = 0;
+  int64_t contended_until_ = 0;  // until then no stepping spin (a spin was descheduled)
 };
 
 void ServerImpl::take_incoming() {
@@ -369,17 +380,40 @@ void ServerImpl::loop() {
                                                           return a->since < b->since;
                                                         }))->since);
     const int64_t timeout = std::max<int64_t>(0, std::min(window_left, kHousekeepingNs));
+    // A worker inside a step posts again within microseconds: spin the longer bound for it.
+    bool stepping = false;
+    for (auto& ch : channels_) {
+      const bool on = ch->map.header()->worker_stepping.load(std::memory_order_acquire) != 0;
+      if (on && !ch->stepping) ch->stepping_ns = now;
+      ch->stepping = on;
+      if (on && now - std::max(ch->stepping_ns, ch->last_post_ns) < kStepSpinNs) stepping = true;
+    }
+    // A spin that was descheduled means the cores are oversubscribed: no long spins for a while.
+    if (now < contended_until_) stepping = false;
+    const auto any_stepping = [&] {
+      for (auto& ch : channels_)
+        if (ch->map.header()->worker_stepping.load(std::memory_order_acquire) != 0) return true;
+      return false;
+    };
+    const int64_t spin_ns = stepping ? kStepSpinNs : kSpinNs;
     // Spin first (with pause): the next post usually follows within microseconds, and a sleeping
     // thread costs a futex wake-up. Then raise every segment's sleeping flag, so workers ring the
     // futex; futex_waitv re-checks the words, so a post between the scan and the sleep is not lost.
-    bool changed = spin_for(std::min(timeout, kSpinNs), [&] {
-      for (size_t i = 0; i < words.size(); i++)
-        if (words[i]->load(std::memory_order_acquire) != expected[i]) return true;
-      return false;
-    });
-    if (!changed && timeout > kSpinNs) {
+    // A step that ends stops the long spin (back to the short one, then sleep).
+    bool preempted = false;
+    bool changed = spin_for(
+        std::min(timeout, spin_ns),
+        [&] {
+          for (size_t i = 0; i < words.size(); i++)
+            if (words[i]->load(std::memory_order_acquire) != expected[i]) return true;
+          return stepping && !any_stepping();
+        },
+        &preempted);
+    if (preempted) contended_until_ = now_ns() + kContendedNs;
+    if (!changed && (timeout > spin_ns || preempted)) {
       for (auto& ch : channels_) ch->map.header()->server_sleeping.store(1, std::memory_order_seq_cst);
-      futex_wait_any(words.data(), expected.data(), static_cast<int>(words.size()), timeout - kSpinNs);
+      const int64_t nap = timeout > spin_ns ? timeout - spin_ns : timeout;
+      futex_wait_any(words.data(), expected.data(), static_cast<int>(words.size()), nap);
       for (auto& ch : channels_) ch->map.header()->server_sleeping.store(0, std::memory_order_relaxed);
     }
   }

@@ -41,6 +41,11 @@ class SiteBackend {
   // (then a status the caller maps to a typed "LoRA server not answering" error).
   virtual lm_status wait(uint64_t ticket, int64_t timeout_us) = 0;
   virtual void end_step() = 0;
+  // Whether the remote side computes on this host's cores while the step runs (a same-host LoRA
+  // server's ring thread: it runs each site's kernel and spins between posts). The step then leaves it one core: on a 2-core
+  // machine the step thread does the base work alone instead of waking the pool, whose threads
+  // would otherwise hold the core the server needs. Valid after begin_step.
+  virtual bool peer_shares_cores() const { return false; }
 };
 
 }  // namespace lm

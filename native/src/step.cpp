@@ -6,10 +6,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "common.h"
 #include "profile.h"
+#include "threads.h"
 
 namespace lm {
 
@@ -134,6 +136,10 @@ lm_status Step::run() {
       return s;
     }
   }
+  // A same-host LoRA server computes on this host's cores during the step: leave it one (on 2 cores
+  // the step thread then does the base work alone, and no pool thread spins on the server's core).
+  std::optional<ThreadLimit> leave_core;
+  if (use_lora_ && backend_->peer_shares_cores()) leave_core.emplace(num_threads() - 1);
   lm_status s = LM_OK;
   for (int32_t l = 0; l < static_cast<int32_t>(m_.layers.size()) && s == LM_OK; l++) s = layer(l);
   if (use_lora_) backend_->end_step();

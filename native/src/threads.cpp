@@ -44,15 +44,15 @@ int default_threads() {
 
 // Set while this thread runs a job's indices (or a SerialRegion): parallel_for then stays inline.
 thread_local bool in_region = false;
+// ThreadLimit's bound for this thread's parallel_for (0: none).
+thread_local int thread_limit = 0;
 
 class Pool {
  public:
   ~Pool() { resize(1); }
 
-  int size() {
-    std::lock_guard<std::mutex> lock(region_mutex_);
-    return static_cast<int>(workers_.size()) + 1;
-  }
+  // Not under region_mutex_: a step asks while another caller may hold the pool for a long op.
+  int size() const { return size_.load(std::memory_order_relaxed); }
 
   void resize(int n) {
     std::lock_guard<std::mutex> lock(region_mutex_);
@@ -65,6 +65,7 @@ class Pool {
       current = generation_.load();
     }
     for (int i = 1; i < n; i++) workers_.emplace_back([this, current] { worker_loop(current); });
+    size_.store(static_cast<int>(workers_.size()) + 1, std::memory_order_relaxed);
   }
 
   void run(int64_t n, const std::function<void(int64_t)>& fn) {
@@ -75,6 +76,12 @@ class Pool {
     // One parallel region at a time. A concurrent caller (another Node async worker: the LoRA
     // delta while the base matmul runs) does its job on its own thread instead of waiting, so the
     // two overlap. Each index is still done whole by one thread: results are unchanged.
+    if (thread_limit == 1) {
+      in_region = true;
+      for (int64_t i = 0; i < n; i++) fn(i);
+      in_region = false;
+      return;
+    }
     std::unique_lock<std::mutex> region(region_mutex_, std::try_to_lock);
     if (!region.owns_lock() || workers_.empty() || n <= 1) {
       in_region = true;
@@ -86,6 +93,7 @@ class Pool {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &fn;
       job_size_ = n;
+      helpers_.store(thread_limit > 1 ? thread_limit - 1 : kCount, std::memory_order_relaxed);
       next_.store(0);
       uint64_t g = generation_.load() + 1;
       if ((g & kCount) == 0) g++;  // tag 0 marks a closed job
@@ -143,7 +151,8 @@ class Pool {
   static constexpr uint64_t kCount = 0xffffffffu;
   bool join(uint64_t generation) {
     uint64_t s = joined_.load(std::memory_order_acquire);
-    while ((s >> 32) == (generation & kCount))
+    const uint64_t helpers = helpers_.load(std::memory_order_relaxed);
+    while ((s >> 32) == (generation & kCount) && (s & kCount) < helpers)
       if (joined_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) return true;
     return false;
   }
@@ -175,6 +184,8 @@ class Pool {
   std::atomic<uint64_t> joined_{0};
   std::atomic<uint64_t> generation_{0};  // written under mutex_, polled without it
   std::atomic<bool> quit_{false};
+  std::atomic<int> size_{1};
+  std::atomic<uint64_t> helpers_{kCount};  // workers the open job may take (ThreadLimit)
 };
 
 
@@ -192,6 +203,9 @@ Pool& pool() {
 void set_num_threads(int n) { pool().resize(n <= 0 ? default_threads() : std::min(n, 64)); }
 int num_threads() { return pool().size(); }
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) { pool().run(n, fn); }
+
+ThreadLimit::ThreadLimit(int threads) : previous_(thread_limit) { thread_limit = std::max(threads, 1); }
+ThreadLimit::~ThreadLimit() { thread_limit = previous_; }
 
 SerialRegion::SerialRegion() : previous_(in_region) { in_region = true; }
 SerialRegion::~SerialRegion() { in_region = previous_; }

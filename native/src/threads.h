@@ -28,4 +28,18 @@ class SerialRegion {
   bool previous_;
 };
 
+// While one lives, parallel_for on this thread uses at most `threads` threads, the caller included
+// (1: inline). The native step uses it to leave a core to a same-host LoRA server's ring thread.
+// Results are the same for any thread count.
+class ThreadLimit {
+ public:
+  explicit ThreadLimit(int threads);
+  ~ThreadLimit();
+  ThreadLimit(const ThreadLimit&) = delete;
+  ThreadLimit& operator=(const ThreadLimit&) = delete;
+
+ private:
+  int previous_;
+};
+
 }  // namespace lm

@@ -1,13 +1,19 @@
 // Self-test of the native step without Node: a small random dense model stepped through
 // lm::run_step gives the same bits on 1 and 2 threads; every posted LoRA site is waited for, in
 // layer order, with the step's rows; the local backend adds the kernel's delta, and refuses an
-// adapter it does not hold at begin_step with a slot error.
+// adapter it does not hold at begin_step with a slot error. A backend whose peer shares this
+// host's cores (a same-host ring) gets a step that keeps its parallel work on the step's thread
+// (2 threads: the other core is the LoRA server's), with the same bits.
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "../src/local_site_backend.h"
 #include "../src/step.h"
+#include "../src/threads.h"
 #include "test_util.h"
 
 using namespace lmtest;
@@ -95,6 +101,28 @@ class Recorder : public lm::SiteBackend {
   std::vector<lm::SiteCall> calls;
 };
 
+// A Recorder whose remote side "shares this host's cores"; each wait runs a parallel job (as the
+// step's base matmuls do) and counts the indices that ran on a thread other than the step's.
+class SharingRecorder : public Recorder {
+ public:
+  explicit SharingRecorder(bool shares) : shares_(shares) {}
+  bool peer_shares_cores() const override { return shares_; }
+  lm_status wait(uint64_t t, int64_t timeout_us) override {
+    const std::thread::id step_thread = std::this_thread::get_id();
+    lm::parallel_for(32, [&](int64_t) {
+      if (std::this_thread::get_id() != step_thread) off_thread.fetch_add(1);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    });
+    return Recorder::wait(t, timeout_us);
+  }
+  std::atomic<int> off_thread{0};
+
+ private:
+  bool shares_;
+};
+
 }  // namespace
 
 int main() {
@@ -127,6 +155,31 @@ int main() {
   std::printf("step: rows without adapter unchanged %s, rows with adapter changed %s\n", base_row_same ? "yes" : "NO",
               lora_row_differs ? "yes" : "NO");
   if (!base_row_same || !lora_row_differs) failures++;
+
+  // A ring-like backend: the step's parallel work stays on its thread, the bits stay the same.
+  {
+    LM_CHECK(lm_set_num_threads(2));
+    SharingRecorder plain(false), sharing(true);
+    Batch b1, b2;
+    LM_CHECK(lm::run_step(model, b1.get(1), &plain, &phase));
+    LM_CHECK(lm::run_step(model, b2.get(1), &sharing, &phase));
+    const bool same_bits = std::memcmp(b1.logits.data(), b2.logits.data(), b1.logits.size() * 4) == 0;
+    std::printf("step: peer shares cores: %d of its indices off the step thread (without: %d), same bits %s\n",
+                sharing.off_thread.load(), plain.off_thread.load(), same_bits ? "yes" : "NO");
+    if (sharing.off_thread.load() != 0 || !same_bits || sharing.log != want) failures++;
+    // The limit ends with the step: the same job from this thread may use the pool again.
+    std::atomic<int> after{0};
+    const std::thread::id me = std::this_thread::get_id();
+    for (int tries = 0; tries < 2000 && after.load() == 0; tries++)
+      lm::parallel_for(32, [&](int64_t) {
+        if (std::this_thread::get_id() != me) after.fetch_add(1);
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+      });
+    std::printf("step: after the step the pool helps again: %s\n", after.load() > 0 ? "yes" : "NO");
+    if (after.load() == 0) failures++;
+  }
 
   // The local backend refuses an adapter it does not hold before any site runs.
   lm::LocalSiteBackend local({"other"}, 0, std::vector<lm::PackedSite>(L * 4));

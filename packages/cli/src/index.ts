@@ -7,6 +7,7 @@ export {
   type ServiceRestart,
 } from "./local-cluster";
 export { BUNDLED_ADAPTERS, BUNDLED_MODEL } from "./commands/up";
+export { nearestSource, readAdapterSources } from "./load-generator";
 export { SHAPES, type SynthShape } from "./synth/shapes";
 export {
   synthModel,

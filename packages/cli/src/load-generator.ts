@@ -4,6 +4,9 @@
  * client's time to the first token. The workload is the one the simulator runs (@loramesh/policy),
  * mapped onto adapters registered in the mesh.
  */
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { InvalidArgumentError } from "@loramesh/errors";
 import { makeAdapters, makeRequests, percentile, SeededRandom, type Slo, type WorkloadSpec } from "@loramesh/policy";
 import type { LoraMeshClient } from "@loramesh/sdk";
 
@@ -68,12 +71,44 @@ export function mapAdapters(
 ): Map<string, string> {
   const names = new Map<string, string>();
   for (const a of makeAdapters(workload)) {
-    const best = [...available].sort(
-      (x, y) => Math.abs(x.rank - a.rank) - Math.abs(y.rank - a.rank) || x.name.localeCompare(y.name),
-    )[0];
-    if (best) names.set(a.id, best.name);
+    const best = nearestSource(a.rank, available);
+    if (best) names.set(a.id, best);
   }
   return names;
+}
+
+/** The source whose `r` is nearest to `rank` (ties: first by name). */
+export function nearestSource(
+  rank: number,
+  available: ReadonlyArray<{ name: string; rank: number }>,
+): string | undefined {
+  return [...available].sort(
+    (x, y) => Math.abs(x.rank - rank) - Math.abs(y.rank - rank) || x.name.localeCompare(y.name),
+  )[0]?.name;
+}
+
+/** The PEFT adapter folders under `dir`, each with its config's `r`. */
+export function readAdapterSources(dir: string): Array<{ name: string; rank: number }> {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true })
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name)
+      .sort();
+  } catch {
+    throw new InvalidArgumentError(`--adapter-source ${dir} is not a readable directory`);
+  }
+  const out: Array<{ name: string; rank: number }> = [];
+  for (const name of entries) {
+    try {
+      const config = JSON.parse(readFileSync(join(dir, name, "adapter_config.json"), "utf8")) as { r?: number };
+      if (typeof config.r === "number") out.push({ name, rank: config.r });
+    } catch {
+      // not an adapter folder
+    }
+  }
+  if (out.length === 0) throw new InvalidArgumentError(`--adapter-source ${dir} has no PEFT adapter folders`);
+  return out;
 }
 
 export async function runLoad(run: LoadRun): Promise<LoadResult> {

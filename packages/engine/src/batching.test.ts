@@ -167,8 +167,17 @@ describe("engine requests", function () {
     const steps: StepTiming[] = [];
     const e = engine(m, { prefixCache: false, stepObserver: (s) => steps.push(s) });
     const prompts = [0, 1].map((i) => (g.prompts[i] as { ids: number[] }).ids);
+    // One sequence on the base model, one on an adapter: the observer names each row's adapter.
+    const adapter = g.cases.map((c) => c.adapter).find((a): a is string => a !== null);
     const results = await Promise.all(
-      prompts.map((ids) => e.submit({ promptIds: ids, sampling: { maxTokens: 4, ignoreEos: true } }).result),
+      prompts.map(
+        (ids, i) =>
+          e.submit({
+            promptIds: ids,
+            ...(i === 1 && adapter ? { adapterId: adapter } : {}),
+            sampling: { maxTokens: 4, ignoreEos: true },
+          }).result,
+      ),
     );
     expect(results.map((r) => r.tokenIds.length)).to.deep.equal([4, 4]);
     // The last step's period ends after the loop's I/O turn, which follows the results.
@@ -183,7 +192,14 @@ describe("engine requests", function () {
       expect(s.sequences).to.be.within(1, 2);
       expect(s.tokens).to.be.at.least(s.sequences);
       expect(s.periodUs).to.be.greaterThan(0);
+      expect(s.adapters).to.have.length(s.sequences);
     }
+    // Each sequence ran in 4 steps (one prefill, three decodes) if its prompt fit one chunk; at least that.
+    const rows = steps.flatMap((s) => s.adapters);
+    expect(rows.filter((a) => a === undefined).length).to.be.at.least(4);
+    expect(adapter).to.be.a("string");
+    expect(rows.filter((a) => a === adapter).length).to.be.at.least(4);
+    expect(rows.filter((a) => a !== undefined && a !== adapter)).to.have.length(0);
   });
 
   it("preempts and recomputes when the KV cache is full, still producing the same tokens", async () => {

@@ -66,6 +66,8 @@ export interface StepTiming {
   prefillTokens: number;
   /** Sequences that ended in the step (their final message and release ride on its period). */
   finished: number;
+  /** Each batch sequence's adapter (undefined: the base model), in batch order. */
+  adapters: ReadonlyArray<string | undefined>;
   /** Microseconds from the step's start to the next step's earliest start. */
   periodUs: number;
 }
@@ -419,7 +421,13 @@ export class Engine {
     });
     const tokens = batch.reduce((n, b) => n + b.input.tokens.length, 0);
     const finished = batch.filter((b) => b.seq.state === "done").length;
-    return { sequences: batch.length, tokens, prefillTokens: tokens - decodes, finished };
+    return {
+      sequences: batch.length,
+      tokens,
+      prefillTokens: tokens - decodes,
+      finished,
+      adapters: batch.map((b) => b.seq.adapterId),
+    };
   }
 
   /**

@@ -22,6 +22,9 @@ export {
   type PrefixCacheCounts,
   type PrefixCacheStats,
 } from "./prefix-cache";
+export { GatedLocalBackend } from "./gated-local-backend";
+export { LayerGate } from "./layer-gate";
+export { publishLayers, type PublishLayersOptions } from "./layerwise-load";
 export { LocalLoraBackend } from "./local-lora-backend";
 export { LoraAdaptersUnavailableError, type LoraBackend, type LoraSiteCall } from "./lora-backend";
 export { type DenseMlp, type LayerWeights, Model, type MoeMlp } from "./model";

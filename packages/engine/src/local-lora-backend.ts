@@ -115,6 +115,7 @@ export class LocalLoraBackend implements LoraBackend {
   /** Repacks one layer's sites on next use: a layer-wise load just added that layer's modules. */
   refreshLayer(layer: number): void {
     for (const key of [...this.packed.keys()]) if (key.startsWith(`${layer}/`)) this.packed.delete(key);
+    this.native = undefined; // its copy of that layer's pools is stale too
   }
 
   /** Adapter ids in slot order: the keys of every packed site index them. */

@@ -51,9 +51,10 @@ export interface LoraBackend {
   /**
    * A native site backend the step calls directly from its thread (no JavaScript per site): the
    * local kernels, or a same-host shared-memory backend. Without it the step hands each site back
-   * to `apply` on the JS thread.
+   * to `apply` on the JS thread (also when it returns undefined: for now every site must go there,
+   * as while a local adapter loads layer by layer).
    */
-  nativeSiteBackend?(): SiteBackendHandle;
+  nativeSiteBackend?(): SiteBackendHandle | undefined;
   /**
    * A native site backend built for one step with these adapters (the step releases it): the mesh's
    * shared-memory rings, called from the step's thread, with `fallback()` (sites through `apply`) for

@@ -14,6 +14,8 @@ import {
   type ExecutorLoad,
   type HeartbeatResponse,
   type RegisterExecutorResponse,
+  type ReportUnreachableRequest,
+  type ReportUnreachableResponse,
 } from "@loramesh/proto";
 import { unary } from "./grpc-call";
 
@@ -73,6 +75,28 @@ export class ExecutorAgent {
       this.beating = undefined;
     });
     return this.beating;
+  }
+
+  /**
+   * Tells the provisioner this executor cannot reach a LoRA server, so adapters with no other
+   * target get a replica elsewhere. Best effort: a failed report is logged (the caller keeps
+   * failing over, and reports again on its next failure).
+   */
+  async reportUnreachable(executorId: string, adapterIds: readonly string[]): Promise<string[]> {
+    try {
+      const res = await unary<ReportUnreachableRequest, ReportUnreachableResponse>(
+        this.client.reportUnreachable,
+        this.client,
+        { reporterId: this.info.executorId, executorId, adapterIds: [...adapterIds] },
+      );
+      return res.loadJobIds;
+    } catch (err) {
+      this.logger.warn("could not report an unreachable LoRA server", {
+        server: executorId,
+        error: (err as Error).message,
+      });
+      return [];
+    }
   }
 
   stop(): void {

@@ -65,10 +65,12 @@ export {
 } from "./stack-fit";
 export {
   fitStepPeriods,
+  slopesOf,
   type StepPeriodFit,
   type StepPeriodShape,
   stepPeriodUs,
   type StepShapeSample,
+  type StepSlopes,
 } from "./step-fit";
 export { cpuSimCost, gpuSimCost, type SimCost, toSimCost } from "./sim-cost";
 export { type ClusterSpec, serviceableRate, type ServingMode, simulate } from "./simulator";

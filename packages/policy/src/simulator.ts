@@ -429,12 +429,12 @@ class ClusterSimulation {
     }
     const all = [...local.values(), ...[...remote.values()].flatMap((j) => [...j.adapters.values()])];
     const shape: StepShape = { tokens, attendedTokens: attended, adapters: all };
-    const sequences = e.running.filter((s) => s.chunk > 0).length;
-    const finished = e.running.filter((s) => s.chunk > 0 && this.endsIn(s)).length;
+    const inStep = e.running.filter((s) => s.chunk > 0);
     const period = this.cost.stepPeriodUs(this.cluster.mode, {
-      sequences,
+      sequences: inStep.length,
       prefillTokens: tokens - decodes,
-      finished,
+      finished: inStep.filter((s) => this.endsIn(s)).length,
+      rankSum: inStep.reduce((sum, s) => sum + s.rank, 0),
     });
     e.measured = period !== undefined;
     e.start = now;

@@ -2,38 +2,50 @@ import { expect } from "chai";
 import { CostModel, DEFAULT_CALIBRATION } from "./cost-model";
 import { policyByName } from "./placement";
 import { simulate, type ClusterSpec } from "./simulator";
-import { fitStepPeriods, stepPeriodUs, type StepPeriodFit, type StepShapeSample } from "./step-fit";
+import {
+  fitStepPeriods,
+  slopesOf,
+  stepPeriodUs,
+  type StepPeriodFit,
+  type StepShapeSample,
+  type StepSlopes,
+} from "./step-fit";
 import { DEFAULT_WORKLOAD, makeAdapters, makeRequests } from "./workload";
 
 /** Steps of the given shapes whose periods follow `truth` exactly. */
 function stepsOf(truth: StepPeriodFit, mode: "coupled" | "disaggregated" | "hybrid"): StepShapeSample[] {
+  // sequences, prompt tokens, sequences ending, rank sum, steps
   const shapes = [
-    [1, 0, 0, 400],
-    [1, 0, 1, 25],
-    [1, 24, 0, 30],
-    [2, 0, 0, 200],
-    [2, 0, 1, 30],
-    [2, 20, 0, 20],
-    [4, 0, 0, 90],
-    [4, 0, 2, 9],
-    [6, 31, 1, 10],
+    [1, 0, 0, 4, 300],
+    [1, 0, 0, 64, 100],
+    [1, 0, 1, 8, 25],
+    [1, 24, 0, 16, 30],
+    [2, 0, 0, 68, 120],
+    [2, 0, 0, 12, 80],
+    [2, 0, 1, 32, 30],
+    [2, 20, 0, 20, 20],
+    [4, 0, 0, 100, 90],
+    [4, 0, 2, 40, 9],
+    [6, 31, 1, 200, 10],
   ] as const;
-  return shapes.map(([sequences, prefillTokens, finished, count]) => {
-    const us = stepPeriodUs(truth, mode, { sequences, prefillTokens, finished }) as number;
-    return { sequences, tokens: sequences + prefillTokens, prefillTokens, finished, count, sumUs: us * count };
+  return shapes.map(([sequences, prefillTokens, finished, rankSum, count]) => {
+    const us = stepPeriodUs(truth, mode, { sequences, prefillTokens, finished, rankSum }) as number;
+    return { sequences, tokens: sequences + prefillTokens, prefillTokens, finished, rankSum, count, sumUs: us * count };
   });
 }
 
 describe("fitting the engine's step period to the worker's own step timings", () => {
   const truth: StepPeriodFit = {
     fixedUs: { coupled: 2500, disaggregated: 4100, hybrid: 6000 },
-    perSequenceUs: 180,
-    perPrefillTokenUs: 35,
-    perFinishUs: 900,
+    slopes: {
+      coupled: { perSequenceUs: 180, perPrefillTokenUs: 35, perFinishUs: 900, perRankUs: 6 },
+      disaggregated: { perSequenceUs: 420, perPrefillTokenUs: 40, perFinishUs: 700, perRankUs: 2 },
+      hybrid: { perSequenceUs: 2500, perPrefillTokenUs: 60, perFinishUs: 1100, perRankUs: 11 },
+    },
     steps: {},
   };
 
-  it("recovers a fixed cost per mode and the shared slopes", () => {
+  it("recovers each mode's fixed cost and slopes", () => {
     const fit = fitStepPeriods([
       { mode: "coupled", steps: stepsOf(truth, "coupled") },
       { mode: "disaggregated", steps: stepsOf(truth, "disaggregated") },
@@ -42,16 +54,16 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(fit.fixedUs.coupled).to.be.closeTo(2500, 1e-6);
     expect(fit.fixedUs.disaggregated).to.be.closeTo(4100, 1e-6);
     expect(fit.fixedUs.hybrid).to.be.closeTo(6000, 1e-6);
-    expect(fit.perSequenceUs).to.be.closeTo(180, 1e-6);
-    expect(fit.perPrefillTokenUs).to.be.closeTo(35, 1e-6);
-    expect(fit.perFinishUs).to.be.closeTo(900, 1e-6);
+    for (const mode of ["coupled", "disaggregated", "hybrid"] as const)
+      for (const [k, v] of Object.entries(truth.slopes?.[mode] as StepSlopes) as Array<[keyof StepSlopes, number]>)
+        expect(fit.slopes?.[mode]?.[k], `${mode} ${k}`).to.be.closeTo(v, 1e-6);
     expect(fit.steps.coupled).to.equal(814);
   });
 
   it("drops a slope the data cannot carry (no spread, or negative from noise) instead of inventing one", () => {
     const single: StepShapeSample[] = [{ sequences: 1, tokens: 1, prefillTokens: 0, count: 10, sumUs: 30_000 }];
     const fit = fitStepPeriods([{ mode: "coupled", steps: single }]);
-    expect(fit).to.deep.include({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0 });
+    expect(fit.slopes?.coupled).to.deep.equal({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs: 0 });
     expect(fit.fixedUs.coupled).to.be.closeTo(3000, 1e-6);
     // Busier steps measured faster (another process let go of a core): no negative cost per sequence.
     const noisy: StepShapeSample[] = [
@@ -59,10 +71,34 @@ describe("fitting the engine's step period to the worker's own step timings", ()
       { sequences: 3, tokens: 3, prefillTokens: 0, count: 10, sumUs: 30_000 },
     ];
     const n = fitStepPeriods([{ mode: "coupled", steps: noisy }]);
-    expect(n.perSequenceUs).to.equal(0);
+    expect(n.slopes?.coupled?.perSequenceUs).to.equal(0);
     expect(n.fixedUs.coupled).to.be.closeTo(3500, 1e-6);
     expect(stepPeriodUs(n, "hybrid", { sequences: 1, prefillTokens: 0 })).to.equal(undefined);
     expect(() => fitStepPeriods([])).to.throw(RangeError, /no engine steps/);
+  });
+
+  it("keeps a rank slope the steps carry and drops one within their noise", () => {
+    // 100 one-sequence decode steps at rank 4 and 100 at rank 64, each shape's periods spread by
+    // σ = 500 µs (the sum of squares says so); the means differ by `gapUs`.
+    const steps = (gapUs: number): StepShapeSample[] =>
+      [
+        [4, 1000],
+        [64, 1000 + gapUs],
+      ].map(([rankSum, mean]) => ({
+        sequences: 1,
+        tokens: 1,
+        prefillTokens: 0,
+        rankSum: rankSum as number,
+        count: 100,
+        sumUs: 100 * (mean as number),
+        sumSqUs: 100 * ((mean as number) ** 2 + 500 ** 2),
+      }));
+    const real = fitStepPeriods([{ mode: "coupled", steps: steps(600) }]);
+    expect(real.slopes?.coupled?.perRankUs).to.be.closeTo(10, 1e-6);
+    expect(real.fixedUs.coupled).to.be.closeTo(960, 1e-6);
+    const noise = fitStepPeriods([{ mode: "coupled", steps: steps(10) }]);
+    expect(noise.slopes?.coupled?.perRankUs).to.equal(0);
+    expect(noise.fixedUs.coupled).to.be.closeTo(1005, 1e-6);
   });
 
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {
@@ -88,7 +124,17 @@ describe("fitting the engine's step period to the worker's own step timings", ()
         slo,
       );
     // One request every 5 s, each alone in its batch: every decode step is one sequence, no prompt.
-    const r = run({ stepPeriods: { ...truth, perFinishUs: 0 } });
+    const c = truth.slopes?.coupled as StepSlopes;
+    const flat: StepPeriodFit = { ...truth, slopes: { ...truth.slopes, coupled: { ...c, perRankUs: 0 } } };
+    const noFinish = (fit: StepPeriodFit): StepPeriodFit => ({
+      ...fit,
+      slopes: {
+        ...fit.slopes,
+        coupled: { ...slopesOf(fit, "coupled"), perFinishUs: 0 },
+        disaggregated: { ...slopesOf(fit, "disaggregated"), perFinishUs: 0 },
+      },
+    });
+    const r = run({ stepPeriods: noFinish(flat) });
     expect(r.completed).to.be.greaterThan(0);
     expect(r.tpotMs.mean).to.be.closeTo(2.5, 1e-6);
     // The prefill step is the first token: the fixed cost plus the prompt's tokens.
@@ -98,9 +144,22 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     const want = (endUs: number): number =>
       requests.reduce((a, q) => a + 2.5 + (0.9 + endUs / 1000) / (q.outputTokens - 1), 0) / requests.length;
     expect(requests).to.have.length(r.completed);
-    expect(run({ stepPeriods: truth }).tpotMs.mean).to.be.closeTo(want(0), 1e-6);
-    expect(run({ stepPeriods: truth, streamEndUs: 4000 }).tpotMs.mean).to.be.closeTo(want(4000), 1e-6);
-    const d = run({ stepPeriods: { ...truth, perFinishUs: 0 } }, "disaggregated");
+    expect(run({ stepPeriods: flat }).tpotMs.mean).to.be.closeTo(want(0), 1e-6);
+    expect(run({ stepPeriods: flat, streamEndUs: 4000 }).tpotMs.mean).to.be.closeTo(want(4000), 1e-6);
+    const d = run(
+      {
+        stepPeriods: {
+          ...noFinish(flat),
+          slopes: { disaggregated: { ...(truth.slopes?.disaggregated as StepSlopes), perFinishUs: 0, perRankUs: 0 } },
+        },
+      },
+      "disaggregated",
+    );
     expect(d.tpotMs.mean).to.be.closeTo(4.1, 1e-6);
+    // With a rank slope each lone decode step costs its adapter's rank on top.
+    const rank = new Map(makeAdapters(workload).map((a) => [a.id, a.rank]));
+    const ranked = requests.reduce((a, q) => a + 2.5 + (c.perRankUs * (rank.get(q.adapter) as number)) / 1000, 0);
+    expect(new Set(rank.values()).size).to.be.greaterThan(1);
+    expect(run({ stepPeriods: noFinish(truth) }).tpotMs.mean).to.be.closeTo(ranked / requests.length, 1e-6);
   });
 });

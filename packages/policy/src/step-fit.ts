@@ -2,15 +2,19 @@
  * The engine's step period as a function of the batch's shape, fitted on step periods the worker
  * measured itself (`base-worker --step-profile`) during probes of the real mesh:
  *
- *   period(mode, shape) = fixedUs[mode] + perSequenceUs · (sequences − 1)
- *                         + perPrefillTokenUs · prefill tokens + perFinishUs · sequences ending in it
+ *   period(mode, shape) = fixed + perSequenceUs · (sequences − 1) + perPrefillTokenUs · prefill tokens
+ *                         + perFinishUs · sequences ending in it + perRankUs · Σ the rows' adapter ranks
  *
- * The period runs from one step's start to the next one's (forward pass with its LoRA sites,
- * sampling, streaming each token, the I/O let in between), so it is what a decoding sequence waits
- * between two tokens. One weighted least-squares fit over every probe's steps: the slopes are
- * shared by the modes, each mode has its own fixed cost (a disaggregated step also waits for its
- * LoRA-server round trips, a hybrid one for its sites' JS callbacks). Rank is not a term: on the
- * CPU calibration a LoRA site's rank-dependent part is under 1 % of a step.
+ * with every coefficient per mode. The period runs from one step's start to the next one's (forward
+ * pass with its LoRA sites, sampling, streaming each token, the I/O let in between), so it is what a
+ * decoding sequence waits between two tokens. Each mode's step is its own pipeline: a disaggregated
+ * step waits for its LoRA-server round trips, a hybrid one hands its remote rows' sites to JS
+ * callbacks, and rank is priced where the LoRA runs, so an extra sequence or an extra unit of rank
+ * does not cost the same in each (slopes shared by the modes took up those differences in other
+ * terms). One weighted least-squares fit per mode over its probes' steps; a slope the data cannot
+ * tell from 0 (no spread, negative, or under two standard errors) is dropped and the rest refitted.
+ * The rank term is there because each workload seed draws its adapters' ranks, so probes and cases
+ * differ in it.
  */
 import type { ServingMode } from "./simulator";
 
@@ -21,16 +25,31 @@ export interface StepShapeSample {
   prefillTokens: number;
   /** Sequences that ended in the step (absent in older profiles: 0). */
   finished?: number;
+  /** Sum of the batch sequences' adapter ranks (absent in older profiles: 0). */
+  rankSum?: number;
   count: number;
   sumUs: number;
+  /** Sum of the squared periods (absent in older profiles: only the shapes' means then vary). */
+  sumSqUs?: number;
 }
 
-export interface StepPeriodFit {
-  fixedUs: Partial<Record<ServingMode, number>>;
+/** One mode's slopes. */
+export interface StepSlopes {
   perSequenceUs: number;
   perPrefillTokenUs: number;
   /** A sequence ending in the step: its final message, result and KV release. */
   perFinishUs: number;
+  /** Per unit of the batch's rank sum. */
+  perRankUs: number;
+}
+
+export interface StepPeriodFit {
+  fixedUs: Partial<Record<ServingMode, number>>;
+  /** Per mode (older fits have none: their shared slopes below price every mode, rank at 0). */
+  slopes?: Partial<Record<ServingMode, StepSlopes>>;
+  perSequenceUs?: number;
+  perPrefillTokenUs?: number;
+  perFinishUs?: number;
   /** Steps the fit rests on, per mode. */
   steps: Partial<Record<ServingMode, number>>;
 }
@@ -40,17 +59,32 @@ export interface StepPeriodShape {
   sequences: number;
   prefillTokens: number;
   finished?: number;
+  rankSum?: number;
+}
+
+/** A mode's slopes in the fit (an older fit's shared ones). */
+export function slopesOf(fit: StepPeriodFit, mode: ServingMode): StepSlopes {
+  return (
+    fit.slopes?.[mode] ?? {
+      perSequenceUs: fit.perSequenceUs ?? 0,
+      perPrefillTokenUs: fit.perPrefillTokenUs ?? 0,
+      perFinishUs: fit.perFinishUs ?? 0,
+      perRankUs: 0,
+    }
+  );
 }
 
 /** The fitted period of a step, or undefined when the fit has no steps of this mode. */
 export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepPeriodShape): number | undefined {
   const fixed = fit.fixedUs[mode];
   if (fixed === undefined) return undefined;
+  const k = slopesOf(fit, mode);
   return (
     fixed +
-    fit.perSequenceUs * Math.max(0, shape.sequences - 1) +
-    fit.perPrefillTokenUs * shape.prefillTokens +
-    fit.perFinishUs * (shape.finished ?? 0)
+    k.perSequenceUs * Math.max(0, shape.sequences - 1) +
+    k.perPrefillTokenUs * shape.prefillTokens +
+    k.perFinishUs * (shape.finished ?? 0) +
+    k.perRankUs * (shape.rankSum ?? 0)
   );
 }
 
@@ -72,73 +106,109 @@ function solve(a: number[][], b: number[]): number[] | undefined {
   return m.map((row, i) => row[n]! / row[i]!);
 }
 
-type Column = (mode: number, s: StepShapeSample) => number;
+type Column = (s: StepShapeSample) => number;
 
 /**
- * Weighted least squares (each shape weighs its step count) over the given columns; a slope that
- * comes out negative (noise: a busier machine in one probe) is dropped and the rest refitted.
+ * Weighted least squares (each shape weighs its step count) over the given columns, with each
+ * coefficient's standard error: the steps' residual variance (within a shape from its sum of
+ * squares, plus the shape's mean off the fit) times the diagonal of (XᵀWX)⁻¹.
  */
-function leastSquares(rows: Array<{ mode: number; s: StepShapeSample }>, columns: Column[]): number[] | undefined {
+function leastSquares(
+  rows: readonly StepShapeSample[],
+  columns: Column[],
+): { coef: number[]; stdErr: number[] } | undefined {
   const k = columns.length;
   const ata = Array.from({ length: k }, () => new Array<number>(k).fill(0));
   const atb = new Array<number>(k).fill(0);
-  for (const { mode, s } of rows) {
-    const x = columns.map((col) => col(mode, s));
+  for (const s of rows) {
+    const x = columns.map((col) => col(s));
     const y = s.sumUs / s.count;
     for (let i = 0; i < k; i++) {
       atb[i]! += s.count * x[i]! * y;
       for (let j = 0; j < k; j++) ata[i]![j]! += s.count * x[i]! * x[j]!;
     }
   }
-  return solve(ata, atb);
+  const coef = solve(ata, atb);
+  if (!coef) return undefined;
+  let rss = 0;
+  let n = 0;
+  for (const s of rows) {
+    const mean = s.sumUs / s.count;
+    const fitted = columns.reduce((a, col, i) => a + col(s) * coef[i]!, 0);
+    const within = s.sumSqUs !== undefined ? Math.max(0, s.sumSqUs - s.count * mean * mean) : 0;
+    rss += within + s.count * (mean - fitted) ** 2;
+    n += s.count;
+  }
+  const variance = rss / Math.max(1, n - k);
+  const stdErr = columns.map((_, i) => {
+    const inv = solve(
+      ata,
+      columns.map((__, j) => (i === j ? 1 : 0)),
+    );
+    return Math.sqrt(variance * Math.max(0, inv?.[i] ?? Infinity));
+  });
+  return { coef, stdErr };
 }
 
-const SLOPES = {
-  perSequenceUs: (s: StepShapeSample) => Math.max(0, s.sequences - 1),
-  perPrefillTokenUs: (s: StepShapeSample) => s.prefillTokens,
-  perFinishUs: (s: StepShapeSample) => s.finished ?? 0,
-} as const;
-type Slope = keyof typeof SLOPES;
+/** A slope under this many standard errors is not told apart from 0 by the data: it is dropped. */
+const MIN_T = 2;
 
-export function fitStepPeriods(
-  profiles: ReadonlyArray<{ mode: ServingMode; steps: readonly StepShapeSample[] }>,
-): StepPeriodFit {
-  const modes = [...new Set(profiles.map((p) => p.mode))];
-  const rows = profiles.flatMap((p) =>
-    p.steps.filter((s) => s.count > 0).map((s) => ({ mode: modes.indexOf(p.mode), s })),
-  );
-  if (rows.length === 0) throw new RangeError("no engine steps in the step profiles: nothing to fit");
-  const intercepts: Column[] = modes.map((_, m) => (mode) => (mode === m ? 1 : 0));
-  let active = Object.keys(SLOPES) as Slope[];
+const SLOPES: Record<keyof StepSlopes, Column> = {
+  perSequenceUs: (s) => Math.max(0, s.sequences - 1),
+  perPrefillTokenUs: (s) => s.prefillTokens,
+  perFinishUs: (s) => s.finished ?? 0,
+  perRankUs: (s) => s.rankSum ?? 0,
+};
+type Slope = keyof StepSlopes;
+
+/** One mode's fixed cost and slopes from its steps. */
+function fitMode(rows: readonly StepShapeSample[]): { fixedUs: number; slopes: StepSlopes } {
+  const one: Column = () => 1;
+  // A column that is zero on every step (no adapters, no prompt in any step) has nothing to fit.
+  let active = (Object.keys(SLOPES) as Slope[]).filter((k) => rows.some((s) => SLOPES[k](s) !== 0));
   for (;;) {
-    const x = leastSquares(rows, [
-      ...intercepts,
-      ...active.map(
-        (k): Column =>
-          (_, s) =>
-            SLOPES[k](s),
-      ),
-    ]);
+    const fit = leastSquares(rows, [one, ...active.map((k) => SLOPES[k])]);
     // A slope with no spread in the data (every step one sequence) cannot be fitted: drop the last.
-    if (!x) {
+    if (!fit) {
       if (active.length === 0) throw new RangeError("step profiles too degenerate to fit");
       active = active.slice(0, -1);
       continue;
     }
-    const slopes = Object.fromEntries(active.map((k, i) => [k, x[modes.length + i] as number]));
-    const negative = active.filter((k) => (slopes[k] as number) < 0);
+    const value = (i: number): number => fit.coef[1 + i] as number;
+    // Negative slopes (noise: a busier machine in one probe) go at once; then the weakest slope
+    // the noise could have made (under MIN_T standard errors), one at a time, refitting between.
+    const negative = active.filter((_, i) => value(i) < 0);
     if (negative.length > 0) {
       active = active.filter((k) => !negative.includes(k));
       continue;
     }
-    const steps: Partial<Record<ServingMode, number>> = {};
-    for (const { mode, s } of rows) steps[modes[mode]!] = (steps[modes[mode]!] ?? 0) + s.count;
-    return {
-      fixedUs: Object.fromEntries(modes.map((m, i) => [m, Math.max(0, x[i] as number)])),
-      perSequenceUs: slopes["perSequenceUs"] ?? 0,
-      perPrefillTokenUs: slopes["perPrefillTokenUs"] ?? 0,
-      perFinishUs: slopes["perFinishUs"] ?? 0,
-      steps,
-    };
+    const t = active.map((_, i) => value(i) / (fit.stdErr[1 + i] as number));
+    const weakest = t.reduce((w, v, i) => (v < (t[w] as number) ? i : w), 0);
+    if (active.length > 0 && (t[weakest] as number) < MIN_T) {
+      active = active.filter((_, i) => i !== weakest);
+      continue;
+    }
+    const slopes: StepSlopes = { perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs: 0 };
+    active.forEach((k, i) => (slopes[k] = value(i)));
+    return { fixedUs: Math.max(0, fit.coef[0] as number), slopes };
   }
+}
+
+export function fitStepPeriods(
+  profiles: ReadonlyArray<{ mode: ServingMode; steps: readonly StepShapeSample[] }>,
+): StepPeriodFit {
+  const byMode = new Map<ServingMode, StepShapeSample[]>();
+  for (const p of profiles) {
+    const rows = p.steps.filter((s) => s.count > 0);
+    if (rows.length > 0) byMode.set(p.mode, [...(byMode.get(p.mode) ?? []), ...rows]);
+  }
+  if (byMode.size === 0) throw new RangeError("no engine steps in the step profiles: nothing to fit");
+  const fit: Required<Pick<StepPeriodFit, "fixedUs" | "slopes" | "steps">> = { fixedUs: {}, slopes: {}, steps: {} };
+  for (const [mode, rows] of byMode) {
+    const m = fitMode(rows);
+    fit.fixedUs[mode] = m.fixedUs;
+    fit.slopes[mode] = m.slopes;
+    fit.steps[mode] = rows.reduce((a, s) => a + s.count, 0);
+  }
+  return fit;
 }

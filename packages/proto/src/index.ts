@@ -112,6 +112,8 @@ export {
   WatchPlacementRequest,
   PrefetchAdapterRequest,
   PrefetchAdapterResponse,
+  ReportUnreachableRequest,
+  ReportUnreachableResponse,
 } from "./gen/loramesh/v1/provisioner";
 export {
   AdapterFileChunk,

@@ -1,4 +1,4 @@
-import type { ClientReadableStream } from "@grpc/grpc-js";
+import { status, type ClientReadableStream } from "@grpc/grpc-js";
 import {
   AdapterServiceClient,
   InferenceServiceClient,
@@ -18,7 +18,7 @@ import {
   type CallSettings,
   type ConnectionOptions,
 } from "./connection";
-import { toClientError } from "./errors";
+import { LoraMeshClientError, toClientError } from "./errors";
 
 /** A generate request in SDK form: every field optional except the prompt. */
 export type GenerateInput = Partial<GenerateRequest> & Pick<GenerateRequest, "prompt">;
@@ -34,6 +34,8 @@ export type GenerateInput = Partial<GenerateRequest> & Pick<GenerateRequest, "pr
 export class LoraMeshClient {
   private readonly inference: InferenceServiceClient;
   private readonly adapters: AdapterServiceClient;
+  /** Clients of `resumeAddresses`, made on first use. */
+  private readonly resumers = new Map<string, InferenceServiceClient>();
 
   constructor(private readonly options: ConnectionOptions) {
     const creds = channelCredentials(options);
@@ -41,14 +43,31 @@ export class LoraMeshClient {
     this.adapters = new AdapterServiceClient(options.address, creds, CLIENT_CHANNEL_OPTIONS);
   }
 
-  /** Streams token deltas; breaking out of the loop or aborting `signal` cancels the request. */
+  /**
+   * Streams token deltas; breaking out of the loop or aborting `signal` cancels the request. With
+   * `resumeAddresses`, a stream that fails UNAVAILABLE goes on through the next router.
+   */
   async *generate(input: GenerateInput, settings?: CallSettings): AsyncGenerator<GenerateResponse, void, undefined> {
-    const call = this.inference.generate(
-      toRequest(input),
-      callMetadata(this.options),
-      callOptions(this.options, settings),
-    );
-    yield* readStream(call, settings?.signal);
+    const received = [...(input.resumeTokenIds ?? [])];
+    const routers = [this.inference, ...(this.options.resumeAddresses ?? []).map((a) => this.resumer(a))];
+    const options = callOptions(this.options, settings); // one deadline for every router tried
+    for (let i = 0; ; i++) {
+      const call = (routers[i] as InferenceServiceClient).generate(
+        toRequest({ ...input, resumeTokenIds: received }),
+        callMetadata(this.options),
+        options,
+      );
+      try {
+        for await (const delta of readStream(call, settings?.signal)) {
+          received.push(...delta.tokenIds);
+          yield delta;
+        }
+        return;
+      } catch (err) {
+        const lost = err instanceof LoraMeshClientError && err.code === status.UNAVAILABLE;
+        if (!lost || i + 1 >= routers.length || settings?.signal?.aborted) throw err;
+      }
+    }
   }
 
   /** The whole generation in one response. */
@@ -99,6 +118,16 @@ export class LoraMeshClient {
   close(): void {
     this.inference.close();
     this.adapters.close();
+    for (const c of this.resumers.values()) c.close();
+  }
+
+  private resumer(address: string): InferenceServiceClient {
+    let client = this.resumers.get(address);
+    if (!client) {
+      client = new InferenceServiceClient(address, channelCredentials(this.options), CLIENT_CHANNEL_OPTIONS);
+      this.resumers.set(address, client);
+    }
+    return client;
   }
 
   private unary<T>(
@@ -129,6 +158,7 @@ function toRequest(input: GenerateInput): GenerateRequest {
     sloClass: input.sloClass ?? 0,
     requestId: input.requestId ?? "",
     applyChatTemplate: input.applyChatTemplate ?? false,
+    resumeTokenIds: input.resumeTokenIds ?? [],
   };
 }
 

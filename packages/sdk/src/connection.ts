@@ -13,6 +13,13 @@ export interface ConnectionOptions {
   apiKey?: string;
   /** Deadline for calls that do not pass their own, in milliseconds; default 60 s. */
   defaultDeadlineMs?: number;
+  /**
+   * Other routers of the same mesh. A `generate` stream that fails with UNAVAILABLE (its router
+   * died or cannot be reached) is resumed on the next one, once per address: the request is sent
+   * again with `resume_token_ids` = the tokens already received, so the stream goes on where it
+   * broke (greedy output exactly) under the call's original deadline.
+   */
+  resumeAddresses?: string[];
 }
 
 /** Per-call options. */

@@ -6,7 +6,7 @@
  * harmlessly (the second rename finds the first's result). No locks: eviction renames a victim out
  * of `objects/` before deleting it. Recency is the directory's mtime, refreshed on every hit.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, type Hash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from "node:fs";
 import { mkdir, mkdtemp, open, rename, rm, type FileHandle } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
@@ -36,6 +36,7 @@ export interface CachedAdapter {
 
 /** One file being written into a pending cache entry. */
 export interface CacheFileWriter {
+  /** Appends `bytes`; the writer may hold them until a later call, so the caller must not reuse them. */
   write(bytes: Uint8Array): Promise<void>;
   /** Closes the file; a size that differs from the announced one is a truncated download. */
   end(): Promise<number>;
@@ -148,13 +149,13 @@ export class AdapterCache {
     }
     try {
       const written = { bytes: 0 };
-      await fill(this.sink(work, written));
+      const streamed = new StreamedHash();
+      await fill(this.sink(work, written, streamed));
       for (const f of [PEFT_CONFIG, PEFT_WEIGHTS])
         if (!existsSync(join(work, f))) throw new InvalidArgumentError(`the source has no ${f}`);
-      const contentHash = await adapterContentHash({
-        configPath: join(work, PEFT_CONFIG),
-        weightsPath: join(work, PEFT_WEIGHTS),
-      });
+      const contentHash =
+        streamed.digest() ??
+        (await adapterContentHash({ configPath: join(work, PEFT_CONFIG), weightsPath: join(work, PEFT_WEIGHTS) }));
       if (expectedHash !== undefined && contentHash !== expectedHash)
         throw new FailedPreconditionError(
           `the adapter's files changed since registration (content hash ${contentHash.slice(0, 12)}, expected ${expectedHash.slice(0, 12)}); register it again for the new version`,
@@ -176,12 +177,24 @@ export class AdapterCache {
     }
   }
 
-  private sink(work: string, written: { bytes: number }): IngestSink {
+  private sink(work: string, written: { bytes: number }, streamed: StreamedHash): IngestSink {
     const begin = async (name: string, announcedSize?: number): Promise<CacheFileWriter> => {
       const path = this.safeJoin(work, name);
       if (announcedSize !== undefined) this.checkRoom(written.bytes + announcedSize);
       const handle: FileHandle = await open(path, "wx");
+      const hash = streamed.begin(name);
       let size = 0;
+      // Chunks are gathered and written with one writev per FLUSH_BYTES: sources hand over 16 KiB
+      // to 256 KiB at a time, and a syscall (and an await) per chunk is most of a fast fetch's cost.
+      let pending: Uint8Array[] = [];
+      let pendingBytes = 0;
+      const flush = async (): Promise<void> => {
+        if (pending.length === 0) return;
+        const parts = pending;
+        pending = [];
+        pendingBytes = 0;
+        await writeAll(handle, parts);
+      };
       return {
         write: async (bytes) => {
           size += bytes.byteLength;
@@ -189,10 +202,18 @@ export class AdapterCache {
           this.checkRoom(written.bytes);
           if (announcedSize !== undefined && size > announcedSize)
             throw new UnavailableError(`${name}: the source sent more than the ${announcedSize} bytes it announced`);
-          await handle.write(bytes);
+          hash?.update(bytes);
+          pending.push(bytes);
+          pendingBytes += bytes.byteLength;
+          if (pendingBytes >= FLUSH_BYTES) await flush();
         },
         end: async () => {
-          await handle.close();
+          streamed.end(name);
+          try {
+            await flush();
+          } finally {
+            await handle.close();
+          }
           if (announcedSize !== undefined && size !== announcedSize)
             throw new UnavailableError(`${name}: truncated download (${size} of ${announcedSize} bytes)`);
           return size;
@@ -204,7 +225,7 @@ export class AdapterCache {
       file: async (name: string, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, announcedSize?: number) => {
         const writer = await begin(name, announcedSize);
         try {
-          for await (const chunk of chunks) await writer.write(chunk);
+          for await (const chunk of chunks as AsyncIterable<Uint8Array>) await writer.write(chunk);
         } catch (err) {
           await writer.end().catch(() => undefined);
           if (isLoraMeshError(err)) throw err;
@@ -252,5 +273,59 @@ export class AdapterCache {
         // another process swept it
       }
     }
+  }
+}
+
+/**
+ * The content hash (SHA-256 of the config, then the weights) computed while the files are written,
+ * so a fetched adapter is not read back just to hash it. Valid only when the files arrive in that
+ * order, one after the other (every fetcher writes them so); otherwise the cache hashes the files.
+ */
+class StreamedHash {
+  private readonly hash = createHash("sha256");
+  private done = 0; // files of ORDER written completely
+  private open: string | undefined;
+  private valid = true;
+  private static readonly ORDER = [PEFT_CONFIG, PEFT_WEIGHTS];
+
+  /** The hash to feed this file's bytes to; undefined when the order broke (hash from disk). */
+  begin(name: string): Hash | undefined {
+    if (this.open !== undefined || StreamedHash.ORDER[this.done] !== name) this.valid = false;
+    if (!this.valid) return undefined;
+    this.open = name;
+    return this.hash;
+  }
+
+  end(name: string): void {
+    if (this.valid && this.open === name) {
+      this.open = undefined;
+      this.done++;
+    }
+  }
+
+  digest(): string | undefined {
+    return this.valid && this.done === StreamedHash.ORDER.length ? this.hash.digest("hex") : undefined;
+  }
+}
+
+/** How many bytes a cache file writer gathers before it writes them. */
+const FLUSH_BYTES = 4 << 20;
+
+/** Writes every byte of `parts` (writev may write fewer than asked; the rest goes again). */
+async function writeAll(handle: FileHandle, parts: Uint8Array[]): Promise<void> {
+  let left = parts;
+  while (left.length > 0) {
+    const { bytesWritten } = await handle.writev(left);
+    let skip = bytesWritten;
+    const rest: Uint8Array[] = [];
+    for (const p of left) {
+      if (skip >= p.byteLength) {
+        skip -= p.byteLength;
+        continue;
+      }
+      rest.push(skip > 0 ? p.subarray(skip) : p);
+      skip = 0;
+    }
+    left = rest;
   }
 }

@@ -1,11 +1,18 @@
 /** HTTP failures of a source, as the domain's typed errors (shared by the hub and HTTP sources). */
-import { NotFoundError, PermissionDeniedError, UnavailableError, type LoraMeshError } from "@loramesh/errors";
+import {
+  NotFoundError,
+  PermissionDeniedError,
+  UnauthenticatedError,
+  UnavailableError,
+  type LoraMeshError,
+} from "@loramesh/errors";
 
 /** The typed error for a response that is not 2xx. */
 export function httpStatusError(what: string, status: number): LoraMeshError {
   if (status === 404) return new NotFoundError(`${what} was not found (HTTP 404)`);
-  if (status === 401 || status === 403)
-    return new PermissionDeniedError(`${what}: the source refused the credentials (HTTP ${status})`);
+  // 401: no or an unknown token (a gated hub repository without HF_TOKEN); 403: a known token without access.
+  if (status === 401) return new UnauthenticatedError(`${what}: the source wants credentials (HTTP 401)`);
+  if (status === 403) return new PermissionDeniedError(`${what}: the source refused the credentials (HTTP ${status})`);
   return new UnavailableError(`${what}: the source answered HTTP ${status}`);
 }
 

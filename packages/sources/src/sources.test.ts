@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
+import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -10,6 +11,7 @@ import {
   NotFoundError,
   PermissionDeniedError,
   ResourceExhaustedError,
+  UnauthenticatedError,
   UnavailableError,
 } from "@loramesh/errors";
 import { adapterContentHash } from "@loramesh/formats";
@@ -144,6 +146,27 @@ describe("adapter sources", () => {
       }
     });
 
+    it("a gated repository: no token is Unauthenticated, another user's PermissionDenied, the login file's token works", async () => {
+      server.gated.set("acme/sql", "hf_granted");
+      const tokenFile = join(root, "hf-token");
+      const withFile: NodeJS.ProcessEnv = { HF_ENDPOINT: server.url, HF_TOKEN_PATH: tokenFile };
+      const missing = await rejection(fetchAdapter("hf://acme/sql", { cache, env: withFile }));
+      expect(missing).to.be.instanceOf(UnauthenticatedError);
+      expect(missing.message).to.match(/wants credentials \(HTTP 401\)/);
+      writeFileSync(tokenFile, "hf_someone_else\n");
+      expect(await rejection(fetchAdapter("hf://acme/sql", { cache, env: withFile }))).to.be.instanceOf(
+        PermissionDeniedError,
+      );
+      nothingLeft();
+      writeFileSync(tokenFile, "hf_granted\n");
+      expect((await fetchAdapter("hf://acme/sql", { cache, env: withFile })).contentHash).to.equal(
+        await hashOf("sql-r8"),
+      );
+      // HF_TOKEN wins over the file, as in huggingface_hub.
+      const err = await rejection(fetchAdapter("hf://acme/sql", { cache, env: { ...withFile, HF_TOKEN: "hf_x" } }));
+      expect(err).to.be.instanceOf(PermissionDeniedError);
+    });
+
     it("a missing repository is NotFound and leaves nothing behind", async () => {
       const err = await rejection(fetchAdapter("hf://acme/nope", { cache, env: env() }));
       expect(err).to.be.instanceOf(NotFoundError);
@@ -189,6 +212,33 @@ describe("adapter sources", () => {
       expect(err).to.be.instanceOf(FailedPreconditionError);
       expect(err.message).to.match(/changed since registration/);
       nothingLeft();
+    });
+
+    it("hashes while writing when the files come in order, and from disk when they do not: the same hash", async () => {
+      const files = peftFiles("sql-r8");
+      const want = await hashOf("sql-r8");
+      const inOrder = await cache.ingest(async (sink) => {
+        for (const f of [PEFT_CONFIG, PEFT_WEIGHTS]) await sink.file(f, [files.get(f) as Buffer]);
+      });
+      expect(inOrder.contentHash).to.equal(want);
+      cache.remove(want);
+      const reversed = await cache.ingest(async (sink) => {
+        for (const f of [PEFT_WEIGHTS, PEFT_CONFIG]) await sink.file(f, [files.get(f) as Buffer]);
+      });
+      expect(reversed.contentHash).to.equal(want);
+      cache.remove(want);
+      // Interleaved writers (both open at once) also fall back to the files.
+      const interleaved = await cache.ingest(async (sink) => {
+        const w = await sink.begin(PEFT_WEIGHTS);
+        const c = await sink.begin(PEFT_CONFIG);
+        const weights = files.get(PEFT_WEIGHTS) as Buffer;
+        await w.write(weights.subarray(0, 100));
+        await c.write(files.get(PEFT_CONFIG) as Buffer);
+        await w.write(weights.subarray(100));
+        await c.end();
+        await w.end();
+      });
+      expect(interleaved.contentHash).to.equal(want);
     });
 
     it("refuses file names and hashes that would leave the cache directory", async () => {
@@ -279,7 +329,20 @@ describe("adapter sources", () => {
     });
     afterEach(() => rm(root, { recursive: true, force: true }));
 
-    it("fetches a prefix through the AWS SDK (path-style, Signature V4)", async () => {
+    it("fetches a prefix through the AWS SDK (path-style, Signature V4 checked by the server)", async () => {
+      // A key with characters SigV4 encodes, and a region other than the default: both are signed.
+      s3.buckets
+        .get("adapters")
+        ?.set("team/odd name+(1)/adapter_config.json", peftFiles("sql-r8").get(PEFT_CONFIG) as Buffer);
+      s3.buckets
+        .get("adapters")
+        ?.set("team/odd name+(1)/adapter_model.safetensors", peftFiles("sql-r8").get(PEFT_WEIGHTS) as Buffer);
+      const odd = await fetchAdapter("s3://adapters/team/odd name+(1)", {
+        cache,
+        env: { ...env(), AWS_REGION: "eu-west-3" },
+      });
+      expect(odd.contentHash).to.equal(await hashOf("sql-r8"));
+      cache.remove(odd.contentHash);
       const fetched = await fetchAdapter("s3://adapters/team/sql", { cache, env: env() });
       expect(fetched.contentHash).to.equal(await hashOf("sql-r8"));
       expect(s3.gets.get("adapters/team/sql/adapter_model.safetensors")).to.equal(1);
@@ -289,6 +352,11 @@ describe("adapter sources", () => {
       expect(
         await rejection(fetchAdapter("s3://adapters/team/sql", { cache, env: env("AKIAWRONG") })),
       ).to.be.instanceOf(PermissionDeniedError);
+      const wrongSecret = await rejection(
+        fetchAdapter("s3://adapters/team/sql", { cache, env: { ...env(), AWS_SECRET_ACCESS_KEY: "not-the-secret" } }),
+      );
+      expect(wrongSecret).to.be.instanceOf(PermissionDeniedError);
+      expect(wrongSecret.message).to.match(/SignatureDoesNotMatch/);
       expect(await rejection(fetchAdapter("s3://nobucket/x", { cache, env: env() }))).to.be.instanceOf(NotFoundError);
       expect(await rejection(fetchAdapter("s3://adapters/team/none", { cache, env: env() }))).to.be.instanceOf(
         AdapterError,

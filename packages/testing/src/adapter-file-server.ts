@@ -1,7 +1,8 @@
 /**
  * A real HTTP server on 127.0.0.1 for adapter-source tests, with two layouts:
  * - the Hugging Face Hub's: `GET /api/models/{org}/{name}/revision/{rev}` (JSON with `siblings`)
- *   and `GET /{org}/{name}/resolve/{rev}/{path}`, optionally requiring `Authorization: Bearer`;
+ *   and `GET /{org}/{name}/resolve/{rev}/{path}`, optionally requiring `Authorization: Bearer`
+ *   for every repository or (a gated one) for that repository with its own token;
  * - a plain directory: `GET /files/{dir}/` answers an HTML index, `GET /files/{dir}/{name}` the file.
  * Faults for the bad-input tests: a file can be cut short (announced length, half the bytes, then
  * the socket is destroyed). Every request path is counted, so a test can prove a source was not read.
@@ -17,6 +18,8 @@ export interface AdapterFileServer {
   hub: Map<string, Map<string, Map<string, Buffer>>>;
   /** Plain directories by name, then file name → bytes. */
   dirs: Map<string, Map<string, Buffer>>;
+  /** Gated repositories, "org/name" → the one token granted access (401 without, 403 for another). */
+  gated: Map<string, string>;
   /** Paths (`org/name/rev/path` or `dir/name`) sent truncated. */
   truncate: Set<string>;
   /** File requests served, by URL path. */
@@ -54,13 +57,15 @@ export async function startAdapterFileServer(options: AdapterFileServerOptions =
   const state = {
     hub: new Map<string, Map<string, Map<string, Buffer>>>(),
     dirs: new Map<string, Map<string, Buffer>>(),
+    gated: new Map<string, string>(),
     truncate: new Set<string>(),
     hits: new Map<string, number>(),
   };
-  const authorized = (req: IncomingMessage, res: ServerResponse): boolean => {
-    if (options.token === undefined) return true;
+  const authorized = (req: IncomingMessage, res: ServerResponse, repo: string): boolean => {
+    const token = state.gated.get(repo) ?? options.token;
+    if (token === undefined) return true;
     const auth = req.headers.authorization;
-    if (auth === `Bearer ${options.token}`) return true;
+    if (auth === `Bearer ${token}`) return true;
     send(res, auth ? 403 : 401, "unauthorized");
     return false;
   };
@@ -69,7 +74,7 @@ export async function startAdapterFileServer(options: AdapterFileServerOptions =
     state.hits.set(path, (state.hits.get(path) ?? 0) + 1);
     let m = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(path);
     if (m) {
-      if (!authorized(req, res)) return;
+      if (!authorized(req, res, m[1] ?? "")) return;
       const files = state.hub.get(m[1] ?? "")?.get(m[2] ?? "");
       if (!files) return send(res, 404, JSON.stringify({ error: "Repository not found" }), "application/json");
       const siblings = [...files.keys()].map((rfilename) => ({ rfilename }));
@@ -77,7 +82,7 @@ export async function startAdapterFileServer(options: AdapterFileServerOptions =
     }
     m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
     if (m) {
-      if (!authorized(req, res)) return;
+      if (!authorized(req, res, m[1] ?? "")) return;
       const bytes = state.hub
         .get(m[1] ?? "")
         ?.get(m[2] ?? "")

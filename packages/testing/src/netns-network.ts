@@ -218,10 +218,31 @@ export class NetnsNetwork {
     await this.setPort(name, "up");
   }
 
-  private async setPort(name: string, state: "up" | "down"): Promise<void> {
+  /**
+   * Cuts only the path between two hosts, silently (a blackhole route each way: packets are
+   * dropped, no reset or ICMP), while each still reaches every other host. Undone by `mend`.
+   */
+  async cut(a: string, b: string): Promise<void> {
+    const [ha, hb] = [this.hostEntry(a), this.hostEntry(b)];
+    await ip("-n", ha.namespace, "route", "add", "blackhole", `${hb.address}/32`);
+    await ip("-n", hb.namespace, "route", "add", "blackhole", `${ha.address}/32`);
+  }
+
+  /** Restores the path `cut` removed. */
+  async mend(a: string, b: string): Promise<void> {
+    const [ha, hb] = [this.hostEntry(a), this.hostEntry(b)];
+    await ip("-n", ha.namespace, "route", "del", "blackhole", `${hb.address}/32`);
+    await ip("-n", hb.namespace, "route", "del", "blackhole", `${ha.address}/32`);
+  }
+
+  private hostEntry(name: string): NetnsHost & { port: string } {
     const h = this.hosts.get(name);
     if (!h) throw new Error(`no host ${name}`);
-    await ip("-n", this.switchNs, "link", "set", h.port, state);
+    return h;
+  }
+
+  private async setPort(name: string, state: "up" | "down"): Promise<void> {
+    await ip("-n", this.switchNs, "link", "set", this.hostEntry(name).port, state);
   }
 
   /** Starts `command args` inside the host's namespace (`ip netns exec`); stopped by `destroy()`. */

@@ -1,18 +1,22 @@
 /**
  * A small S3-API server on 127.0.0.1 for tests: ListObjectsV2 (prefix, delimiter) and GetObject,
- * path-style, the subset `@aws-sdk/client-s3` uses to read a prefix. Requests must carry an
- * AWS Signature V4 `Authorization` header whose access key id is the configured one (a wrong one
- * is 403 InvalidAccessKeyId, as S3 answers); the signature itself is not recomputed.
+ * path-style, the subset `@aws-sdk/client-s3` uses to read a prefix. Every request must carry a
+ * valid AWS Signature V4 `Authorization` header (`sigv4.ts` recomputes it): an unknown access key
+ * id is 403 InvalidAccessKeyId, a wrong secret 403 SignatureDoesNotMatch, as S3 answers.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { verifySigV4 } from "./sigv4";
 import { SimulatedLink, type LinkOptions } from "./simulated-link";
 
 export interface TestS3Server {
   /** The endpoint for AWS_ENDPOINT_URL. */
   endpoint: string;
+  /** The key pair the server was started with (also in `credentials`). */
   accessKeyId: string;
   secretAccessKey: string;
+  /** The keys the server accepts, access key id → secret; tests rotate or revoke them. */
+  credentials: Map<string, string>;
   /** Buckets by name, then key → bytes. */
   buckets: Map<string, Map<string, Buffer>>;
   /** GetObject requests served, by "bucket/key". */
@@ -63,17 +67,13 @@ export async function startTestS3Server(
   const link = new SimulatedLink(linkOptions);
   const buckets = new Map<string, Map<string, Buffer>>();
   const gets = new Map<string, number>();
+  const credentials = new Map([[accessKeyId, secretAccessKey]]);
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const auth = req.headers.authorization ?? "";
-    const key = /^AWS4-HMAC-SHA256 Credential=([^/]+)\//.exec(auth)?.[1];
-    if (key === undefined) return s3Error(res, 403, "AccessDenied", "a Signature V4 Authorization header is required");
-    if (key !== accessKeyId)
-      return s3Error(
-        res,
-        403,
-        "InvalidAccessKeyId",
-        "The AWS Access Key Id you provided does not exist in our records.",
-      );
+    const refused = verifySigV4(
+      { method: req.method ?? "GET", url: req.url ?? "/", headers: req.headers },
+      credentials,
+    );
+    if (refused) return s3Error(res, 403, refused.code, refused.message);
     const url = new URL(req.url ?? "/", "http://x");
     const [, bucket = "", ...rest] = url.pathname.split("/");
     const objects = buckets.get(bucket);
@@ -99,6 +99,7 @@ export async function startTestS3Server(
     endpoint: `http://127.0.0.1:${port}`,
     accessKeyId,
     secretAccessKey,
+    credentials,
     buckets,
     gets,
     close: () =>

@@ -38,6 +38,9 @@ export interface BaseWorkerOptions {
   siteSpanRatio: number;
   /** Adapter budget for local adapters (coupled, hybrid). */
   localCapacityBytes: number;
+  /** Load local adapters layer by layer (default on); a site waits at most `layerWaitMs` for its layer. */
+  layerwiseLoading?: boolean;
+  layerWaitMs?: number;
   sharedMemory: boolean;
   /** Which wire to use per LoRA server (default auto). */
   loraTransport?: LoraTransportChoice;
@@ -81,12 +84,18 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
     transport,
     localCapacityBytes: options.localCapacityBytes,
     onLocalChange: () => void agent?.beatNow(),
+    ...(options.layerwiseLoading !== undefined ? { layerwiseLoading: options.layerwiseLoading } : {}),
+    ...(options.layerWaitMs !== undefined ? { layerWaitMs: options.layerWaitMs } : {}),
     ...(options.loraTimeoutMs !== undefined ? { timeoutMs: options.loraTimeoutMs } : {}),
     ...(options.loraFailoverMs !== undefined ? { failoverMs: options.loraFailoverMs } : {}),
+    onUnreachable: (serverId, adapterIds) => void agent?.reportUnreachable(serverId, adapterIds),
     logger,
   });
   const tel = new WorkerTelemetry(options.siteSpanRatio, backends.transportOf);
-  const profile = options.stepProfile ? new StepProfile(options.stepProfile, options.executorId) : undefined;
+  // Ranks from the placement the provisioner streams: known in every mode, also for remote adapters.
+  const profile = options.stepProfile
+    ? new StepProfile(options.stepProfile, options.executorId, (id) => placement.ranks.get(id))
+    : undefined;
   const engine = new Engine(model, tokenizer, {
     lora: tel.wrap(backends.backend),
     maxBatchTokens: options.maxBatchTokens,

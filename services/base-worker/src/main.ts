@@ -32,6 +32,8 @@ void runServiceProcess({
       adapterCacheDir: config.adapterCache,
       adapterCacheBytes: config.adapterCacheMiB * 1024 * 1024,
       prefixCache: config.prefixCache,
+      layerwiseLoading: config.layerwiseLoading,
+      layerWaitMs: config.layerWaitMs,
       ...(config.stepProfile ? { stepProfile: config.stepProfile } : {}),
       logger,
     }),

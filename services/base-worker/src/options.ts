@@ -63,6 +63,19 @@ export const options = {
     min: 100,
     description: "how long one LoRA site may wait for a live holder (replica or re-placement) before it fails",
   }),
+  layerwiseLoading: booleanOption({
+    flag: "layerwise-loading",
+    env: "LORAMESH_LAYERWISE_LOADING",
+    default: true,
+    description: "local adapters (coupled, hybrid): serve early layers while later ones load",
+  }),
+  layerWaitMs: intOption({
+    flag: "layer-wait-ms",
+    env: "LORAMESH_LAYER_WAIT_MS",
+    default: 30_000,
+    min: 1,
+    description: "longest a site waits for a layer of a loading local adapter",
+  }),
   prefixCache: booleanOption({
     flag: "prefix-cache",
     env: "LORAMESH_PREFIX_CACHE",

@@ -12,6 +12,8 @@ export interface StepShapeStats {
   tokens: number;
   prefillTokens: number;
   finished: number;
+  /** Sum of the batch sequences' adapter ranks (0 for a base-model sequence or an unknown rank). */
+  rankSum: number;
   count: number;
   sumUs: number;
   sumSqUs: number;
@@ -30,9 +32,11 @@ export class StepProfile {
   private dirty = false;
   private readonly timer: NodeJS.Timeout;
 
+  /** `rankOf`: an adapter's rank as the placement knows it (undefined when it does not). */
   constructor(
     private readonly file: string,
     private readonly executorId: string,
+    private readonly rankOf: (adapterId: string) => number | undefined = () => undefined,
   ) {
     // Rewritten whole every second (not per step: a write per step would slow the steps it times).
     this.timer = setInterval(() => this.flush(), FLUSH_MS);
@@ -40,7 +44,9 @@ export class StepProfile {
   }
 
   record = (step: StepTiming): void => {
-    const key = `${step.sequences}/${step.tokens}/${step.prefillTokens}/${step.finished}`;
+    let rankSum = 0;
+    for (const id of step.adapters) if (id !== undefined) rankSum += this.rankOf(id) ?? 0;
+    const key = `${step.sequences}/${step.tokens}/${step.prefillTokens}/${step.finished}/${rankSum}`;
     let s = this.shapes.get(key);
     if (!s) {
       s = {
@@ -48,6 +54,7 @@ export class StepProfile {
         tokens: step.tokens,
         prefillTokens: step.prefillTokens,
         finished: step.finished,
+        rankSum,
         count: 0,
         sumUs: 0,
         sumSqUs: 0,

@@ -8,9 +8,15 @@
  */
 import { FailedPreconditionError, ResourceExhaustedError } from "@loramesh/errors";
 import { type Logger } from "@loramesh/core";
-import { LocalLoraBackend, loadAdapter, openAdapterLayerwise, type LoraAdapter } from "@loramesh/engine";
+import {
+  LayerGate,
+  LocalLoraBackend,
+  loadAdapter,
+  openAdapterLayerwise,
+  publishLayers,
+  type LoraAdapter,
+} from "@loramesh/engine";
 import { type ModelConfig } from "@loramesh/formats";
-import { LayerGate } from "./layer-gate";
 
 interface Resident {
   adapter: LoraAdapter;
@@ -202,18 +208,15 @@ export class AdapterPool {
       this.resident.set(id, { adapter, pinned: pin, lastUsed: ++this.clock });
       this.backend.add(id, adapter);
       this.onChange();
-      for (let layer = 0; layer < reader.numLayers; layer++) {
-        if (this.resident.get(id)?.adapter !== adapter)
-          throw new FailedPreconditionError(`adapter ${id} was unloaded while loading`);
-        reader.readLayer(layer);
-        this.backend.refreshLayer(layer);
-        this.layers.advance(id, layer + 1);
-        await this.options.onLayerResident?.(id, layer + 1, reader.numLayers);
-        await progress(0.1 + (0.9 * (layer + 1)) / reader.numLayers);
-        // Let waiting site calls run between layers.
-        await new Promise((r) => setImmediate(r));
-      }
-      this.layers.end(id);
+      await publishLayers({
+        id,
+        reader,
+        backend: this.backend,
+        gate: this.layers,
+        stillLoading: () => this.resident.get(id)?.adapter === adapter,
+        ...(this.options.onLayerResident ? { onLayerResident: this.options.onLayerResident } : {}),
+        progress: (f) => progress(0.1 + 0.9 * f),
+      });
       this.onChange(); // the whole adapter is resident now (the shared-memory ring serves it from here)
     } catch (err) {
       if (began) this.layers.abort(id, "its load failed");

@@ -5,7 +5,7 @@
 import { InvalidArgumentError } from "@loramesh/errors";
 import { siteShape, type LoraSite, type ModelConfig } from "@loramesh/formats";
 import type { ReceivedWork, SiteExecutor } from "@loramesh/lora-wire";
-import type { LayerGate } from "./layer-gate";
+import type { LayerGate } from "@loramesh/engine";
 import type { SiteBatcher } from "./site-batcher";
 
 export interface LoraSiteExecutorOptions {

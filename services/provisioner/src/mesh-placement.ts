@@ -43,23 +43,26 @@ const holdsLocally = (e: ExecutorInfo): boolean =>
   e.kind === ExecutorKind.EXECUTOR_KIND_BASE_WORKER &&
   (e.loraMode === LoraMode.LORA_MODE_COUPLED || e.loraMode === LoraMode.LORA_MODE_HYBRID);
 
-function policyExecutor(e: ExecutorInfo): PolicyExecutor {
+export function policyExecutor(e: ExecutorInfo): PolicyExecutor {
   return { id: e.executorId, capacityBytes: e.adapterCapacityBytes, maxRank: e.maxRank };
 }
 
+/** What room and rank checks need of an adapter. */
+type Sized = Pick<PolicyAdapter, "rank" | "sizeBytes">;
+
 /** Byte and rank bookkeeping while targets are chosen. */
-class Room {
+export class Room {
   private readonly used = new Map<string, number>();
   constructor(private readonly executors: ReadonlyMap<string, PolicyExecutor>) {}
 
-  fits(executorId: string, a: PolicyAdapter): boolean {
+  fits(executorId: string, a: Sized): boolean {
     const e = this.executors.get(executorId);
     if (!e) return false;
     if (e.maxRank && a.rank > e.maxRank) return false;
     return e.capacityBytes === 0 || (this.used.get(executorId) ?? 0) + a.sizeBytes <= e.capacityBytes;
   }
 
-  take(executorId: string, a: PolicyAdapter): void {
+  take(executorId: string, a: Sized): void {
     this.used.set(executorId, (this.used.get(executorId) ?? 0) + a.sizeBytes);
   }
 
@@ -155,13 +158,18 @@ function addToServers(
   }
   if (chosen.length > 0) return;
   // The policy found no room given the kept placements; the least used server that fits.
-  const best = servers
-    .filter((s) => room.fits(s.id, a))
-    .sort((x, y) => room.usedBy(x.id) - room.usedBy(y.id) || x.id.localeCompare(y.id))[0];
+  const best = leastUsedFitting(a, room, servers);
   if (best) {
-    room.take(best.id, a);
-    chosen.push(best.id);
+    room.take(best, a);
+    chosen.push(best);
   }
+}
+
+/** The id of the server with the fewest assigned bytes that has room and rank for the adapter. */
+export function leastUsedFitting(a: Sized, room: Room, servers: readonly PolicyExecutor[]): string | undefined {
+  return servers
+    .filter((s) => room.fits(s.id, a))
+    .sort((x, y) => room.usedBy(x.id) - room.usedBy(y.id) || x.id.localeCompare(y.id))[0]?.id;
 }
 
 /** Coupled and hybrid workers: keep what they hold, then add by traffic while it fits. */

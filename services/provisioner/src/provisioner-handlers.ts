@@ -125,6 +125,10 @@ export function provisionerHandlers(deps: HandlerDeps): ProvisionerServiceServer
       moveJobId: await p.move(r.tenant, r.name, r.fromExecutorId, r.toExecutorId),
     })),
     prefetchAdapter: unary(async (r) => ({ loadJobIds: await p.prefetch(r.adapterId) })),
+    reportUnreachable: unary(async (r) => {
+      if (!r.executorId) throw new InvalidArgumentError("executor_id is required");
+      return { loadJobIds: await p.replicateAway(r.reporterId, r.executorId, r.adapterIds.slice(0, 1024)) };
+    }),
     getLoadJob: unary(async ({ jobId }) => toLoadJobStatus(await p.loadJob(jobId))),
     registerAdapter: unary(async (r) => {
       const source = r.source?.source;

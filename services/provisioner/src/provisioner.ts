@@ -29,7 +29,7 @@ import type { AdapterRecord, AdapterRegistry } from "./adapter-registry";
 import type { RemoteAdapters } from "./remote-adapters";
 import type { ExecutorRegistry } from "./executor-registry";
 import { jobViews, jobView, type JobView } from "./job-view";
-import { decidePlacement, type Move } from "./mesh-placement";
+import { decidePlacement, leastUsedFitting, policyExecutor, Room, type Move } from "./mesh-placement";
 import type { Migrations } from "./migrations";
 import type { PlacementStore, TargetChange } from "./placement-store";
 import { requestCounts, type TrafficShares } from "./traffic";
@@ -527,6 +527,63 @@ export class Provisioner {
     }
     if (started.length > 0) this.deps.logger.info("prefetching a cold adapter", { adapterId, jobs: started });
     return started;
+  }
+
+  /**
+   * A worker cannot reach `executorId` (a partition, not a death: the server may still heartbeat,
+   * so expiry never re-places its adapters). Each listed adapter whose only live LoRA-server target
+   * is that server gets one more target on the least-assigned other live LoRA server with room; the
+   * server itself stays placed (other workers may reach it). Returns the load jobs started.
+   */
+  async replicateAway(reporterId: string, executorId: string, adapterIds: readonly string[]): Promise<string[]> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const epoch = await this.deps.placement.epoch();
+      const servers = (await this.deps.executors.live())
+        .map((e) => e.info)
+        .filter((e) => e.kind === ExecutorKind.EXECUTOR_KIND_LORA_SERVER);
+      const others = servers.filter((e) => e.executorId !== executorId).map(policyExecutor);
+      const all = await this.deps.adapters.all();
+      const targets = await this.deps.placement.targetsOf(all.map((r) => r.id));
+      const room = new Room(new Map(others.map((e) => [e.id, e])));
+      for (const r of all) for (const id of targets.get(r.id) ?? []) room.take(id, r);
+      const wanted = new Set(adapterIds);
+      const records = all.filter((r) => wanted.has(r.id));
+      const changes: TargetChange[] = [];
+      for (const record of records) {
+        const current = targets.get(record.id) ?? [];
+        if (others.some((e) => current.includes(e.id))) continue; // another reachable holder exists
+        const to = leastUsedFitting(record, room, others);
+        if (to === undefined) continue;
+        room.take(to, record);
+        changes.push({ adapterId: record.id, add: [to], remove: [] });
+      }
+      if (changes.length === 0) return [];
+      const sequence = await this.deps.placement.compareAndSetTargets(epoch, changes);
+      if (sequence === undefined) continue; // placement changed meanwhile: decide again
+      this.deps.logger.warn("a worker cannot reach a LoRA server; its adapters get a replica elsewhere", {
+        reporter: reporterId,
+        unreachable: executorId,
+        replicas: changes.map((c) => `${c.adapterId} → ${c.add.join(",")}`),
+      });
+      const started: string[] = [];
+      const byId = new Map(records.map((r) => [r.id, r]));
+      for (const c of changes) {
+        const record = byId.get(c.adapterId) as AdapterRecord;
+        const data: AdapterJobData = {
+          ...jobSource(record),
+          kind: "load",
+          executorId: c.add[0] as string,
+          pin: false,
+          peers: await this.peersOf(record),
+          reason: "unreachable",
+        };
+        const jobId = await this.deps.jobs.add(data, { sequence });
+        await this.deps.recordJob(data, jobId);
+        started.push(jobId);
+      }
+      return started;
+    }
+    throw new FailedPreconditionError(`placement kept changing while replicating away from ${executorId}; retry`);
   }
 
   /**

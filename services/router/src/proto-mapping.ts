@@ -79,6 +79,7 @@ export function generationFromProto(request: GenerateRequest, requestId: string)
     prompt,
     sampling: samplingFromProto(request.sampling),
     sloClass: SLO[request.sloClass] ?? "unspecified",
+    ...(request.resumeTokenIds.length > 0 ? { resumeTokenIds: request.resumeTokenIds } : {}),
   };
 }
 

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { status } from "@grpc/grpc-js";
 import {
@@ -17,7 +17,14 @@ import { AdapterState } from "@loramesh/proto";
 import { LoraMeshClient, LoraMeshClientError } from "@loramesh/sdk";
 import type { Command } from "../command";
 import { clientOptions, connection } from "../client-options";
-import { mapAdapters, runLoad, searchServiceableRate, type LoadProgress, type LoadResult } from "../load-generator";
+import {
+  mapAdapters,
+  readAdapterSources,
+  runLoad,
+  searchServiceableRate,
+  type LoadProgress,
+  type LoadResult,
+} from "../load-generator";
 import { startLocalCluster, type LocalCluster } from "../local-cluster";
 import { parseRanks } from "../workload-options";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL } from "./up";
@@ -92,7 +99,7 @@ export const benchCommand: Command = {
     const modelDir = config.model === "" ? BUNDLED_MODEL : resolve(config.model);
     const sourceDir = config.adapterSource === "" ? BUNDLED_ADAPTERS : resolve(config.adapterSource);
     const vocabSize = readVocabSize(modelDir);
-    const sources = readSources(sourceDir);
+    const sources = readAdapterSources(sourceDir);
     const workload: WorkloadSpec = {
       ...DEFAULT_WORKLOAD,
       adapters: config.adapters,
@@ -200,29 +207,6 @@ function readVocabSize(modelDir: string): number {
     // reported below
   }
   throw new InvalidArgumentError(`cannot read vocab_size from ${join(modelDir, "config.json")}`);
-}
-
-function readSources(dir: string): Array<{ name: string; rank: number }> {
-  let entries: string[];
-  try {
-    entries = readdirSync(dir, { withFileTypes: true })
-      .filter((d) => d.isDirectory())
-      .map((d) => d.name)
-      .sort();
-  } catch {
-    throw new InvalidArgumentError(`--adapter-source ${dir} is not a readable directory`);
-  }
-  const out: Array<{ name: string; rank: number }> = [];
-  for (const name of entries) {
-    try {
-      const config = JSON.parse(readFileSync(join(dir, name, "adapter_config.json"), "utf8")) as { r?: number };
-      if (typeof config.r === "number") out.push({ name, rank: config.r });
-    } catch {
-      // not an adapter folder
-    }
-  }
-  if (out.length === 0) throw new InvalidArgumentError(`--adapter-source ${dir} has no PEFT adapter folders`);
-  return out;
 }
 
 /** Registers the workload's adapters (an existing one is reused) and waits until each is READY. */

@@ -37,6 +37,12 @@ export interface RemoteLoraOptions {
   replacementWaitMs?: number;
   /** How long one site may keep failing over (dead servers, re-placement) before it fails. */
   failoverMs?: number;
+  /**
+   * This worker cannot reach a server that held these adapters (a round trip timed out or its
+   * link broke). The server may still heartbeat (a partition is not a death), so only the worker's
+   * report makes the provisioner give those adapters a reachable replica.
+   */
+  onUnreachable?: (serverId: string, adapterIds: readonly string[]) => void;
   logger: Logger;
 }
 
@@ -56,10 +62,12 @@ export class RemoteLoraBackend implements LoraBackend {
   private readonly placement: PlacementCache;
   /** serverId → until when it is avoided (it failed a round trip: dead, stopped or unreachable). */
   private readonly suspects = new Map<string, number>();
+  /** serverId → adapters reported unreachable on it in its current suspect period (each once). */
+  private readonly reported = new Map<string, Set<string>>();
   /** The rings and UCX connections each per-step native backend routes to (to know which broke when its step fails). */
   private readonly stepRings = new WeakMap<
     SiteBackendHandle,
-    Array<{ serverId: string; backend: SiteBackendHandle; transport: "shm" | "ucx" }>
+    Array<{ serverId: string; adapters: string[]; backend: SiteBackendHandle; transport: "shm" | "ucx" }>
   >();
 
   /** Bytes of activations sent and deltas received, by transport. */
@@ -131,17 +139,22 @@ export class RemoteLoraBackend implements LoraBackend {
     );
     this.stepRings.set(
       handle,
-      [...routes.entries()].map(([serverId, r]) => ({ serverId, backend: r.backend, transport: r.transport })),
+      [...routes.entries()].map(([serverId, r]) => ({
+        serverId,
+        adapters: r.adapters,
+        backend: r.backend,
+        transport: r.transport,
+      })),
     );
     return handle;
   }
 
   /** A step on the rings or UCX failed at a site: a server whose channel broke is avoided, as after a failed round trip. */
   stepSiteFailed(backend: SiteBackendHandle, err: unknown): void {
-    for (const { serverId, backend: channel, transport } of this.stepRings.get(backend) ?? []) {
+    for (const { serverId, adapters, backend: channel, transport } of this.stepRings.get(backend) ?? []) {
       if (transport === "shm" ? native.shmCheck(channel) : native.ucxCheck(channel)) continue;
       this.failovers++;
-      this.serverFailed(serverId, err instanceof Error ? err : new UnavailableError(String(err)));
+      this.serverFailed(serverId, err instanceof Error ? err : new UnavailableError(String(err)), adapters);
     }
   }
 
@@ -224,7 +237,7 @@ export class RemoteLoraBackend implements LoraBackend {
         budget.notResidentRetries++;
         await this.untilMovedOff(call, rows, serverId, epoch);
       } else if (err instanceof UnavailableError && performance.now() < budget.deadline) {
-        this.serverFailed(serverId, err);
+        this.serverFailed(serverId, err, adapterIdsOf(call, rows));
       } else if (err instanceof UnavailableError) {
         throw new LoraAdaptersUnavailableError(adapterIdsOf(call, rows), err.message, { cause: err });
       } else throw err;
@@ -250,13 +263,24 @@ export class RemoteLoraBackend implements LoraBackend {
    * A failed round trip: avoid the server for a while and drop its channel, so that a restarted
    * server at the same address is reached at once (not after the old channel's reconnect backoff).
    */
-  private serverFailed(serverId: string, err: Error): void {
-    if (!this.suspects.has(serverId))
+  private serverFailed(serverId: string, err: Error, adapterIds: readonly string[]): void {
+    const now = performance.now();
+    // Concurrent sites in flight to the server fail together: one strike (and one report) for them all.
+    const fresh = (this.suspects.get(serverId) ?? 0) <= now;
+    if (fresh) {
       this.options.logger.warn("LoRA server failed; re-sending its rows to another holder", {
         server: serverId,
         error: err.message,
       });
-    this.suspects.set(serverId, performance.now() + SUSPECT_MS);
+      this.suspects.set(serverId, now + SUSPECT_MS);
+      this.reported.set(serverId, new Set());
+    }
+    const reported = this.reported.get(serverId) as Set<string>;
+    const unreported = adapterIds.filter((id) => !reported.has(id));
+    if (unreported.length > 0) {
+      unreported.forEach((id) => reported.add(id));
+      this.options.onUnreachable?.(serverId, unreported);
+    }
     this.connections.get(serverId)?.client.close();
     this.connections.delete(serverId);
   }

@@ -29,9 +29,14 @@ export interface WorkerBackendsOptions {
   localCapacityBytes: number;
   /** Called when the local resident set changes (the agent heartbeats at once). */
   onLocalChange: () => void;
+  /** Local adapters load layer by layer (default on), a site waiting at most `layerWaitMs` for its layer. */
+  layerwiseLoading?: boolean;
+  layerWaitMs?: number;
   /** LoRA round-trip timeout and failover budget (remote backend). */
   timeoutMs?: number;
   failoverMs?: number;
+  /** The remote backend cannot reach a LoRA server (reported to the provisioner). */
+  onUnreachable?: (serverId: string, adapterIds: readonly string[]) => void;
   logger: Logger;
 }
 
@@ -48,7 +53,14 @@ export function createWorkerBackends(options: WorkerBackendsOptions): WorkerBack
   const { mode } = options;
   const local =
     mode !== "disaggregated"
-      ? new LocalAdapters(options.config, options.localCapacityBytes, options.logger, options.onLocalChange)
+      ? new LocalAdapters({
+          model: options.config,
+          capacityBytes: options.localCapacityBytes,
+          logger: options.logger,
+          onChange: options.onLocalChange,
+          ...(options.layerwiseLoading !== undefined ? { layerwise: options.layerwiseLoading } : {}),
+          ...(options.layerWaitMs !== undefined ? { layerWaitMs: options.layerWaitMs } : {}),
+        })
       : undefined;
   const remote =
     mode !== "coupled"
@@ -61,6 +73,7 @@ export function createWorkerBackends(options: WorkerBackendsOptions): WorkerBack
           ...(options.transport ? { transport: options.transport } : {}),
           ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
           ...(options.failoverMs !== undefined ? { failoverMs: options.failoverMs } : {}),
+          ...(options.onUnreachable ? { onUnreachable: options.onUnreachable } : {}),
           logger: options.logger,
         })
       : undefined;

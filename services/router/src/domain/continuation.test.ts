@@ -47,6 +47,31 @@ describe("router continuation (resubmitting a lost worker's request)", () => {
     expect(seenText(seen)).to.equal(prompts.decode(generated));
   });
 
+  it("resumes a stream another router lost: prompt + the client's tokens, the rest of the budget, the text from the seam on", () => {
+    const half = Math.floor(generated.length / 2);
+    const c = new Continuation(
+      [1],
+      { ...DEFAULT_SAMPLING, maxTokens: 64 },
+      (ids) => prompts.decode(ids),
+      generated.slice(0, half),
+    );
+    const next = c.sequence();
+    expect(next.promptTokenIds).to.deep.equal([1, ...generated.slice(0, half)]);
+    expect(next.sampling.maxTokens).to.equal(64 - half);
+    const seen: TokenDelta[] = [];
+    for (const id of generated.slice(half))
+      c.forward({ tokenIds: [id], text: prompts.decode([id]).trim() }, (d) => seen.push(d));
+    c.forward({ tokenIds: [], text: "" }, (d) => seen.push(d));
+    expect(seen.flatMap((d) => d.tokenIds)).to.deep.equal(generated.slice(half));
+    expect(prompts.decode(generated.slice(0, half)) + seenText(seen)).to.equal(prompts.decode(generated));
+    const out = c.outcome({
+      finishReason: "length",
+      usage: { promptTokens: 1 + half, completionTokens: generated.length - half },
+      timings: undefined,
+    });
+    expect(out.usage).to.deep.equal({ promptTokens: 1, completionTokens: generated.length });
+  });
+
   it("knows when the lost worker had already streamed the whole budget", () => {
     const c = new Continuation([1], { ...DEFAULT_SAMPLING, maxTokens: 2 }, (ids) => prompts.decode(ids));
     c.forward({ tokenIds: [5, 6], text: "" }, () => undefined);

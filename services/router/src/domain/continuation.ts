@@ -3,7 +3,8 @@
  * replaced without the client noticing: the next worker prefills the prompt plus every token
  * already streamed and generates what is left of the budget. Greedy decoding continues exactly.
  * After a takeover the router decodes the text itself from all generated tokens (when the request
- * has no stop strings), so no character is lost or repeated at the seam.
+ * has no stop strings), so no character is lost or repeated at the seam. A request that resumes a
+ * stream another router lost (`resumed`: the tokens its client already has) starts as a takeover.
  */
 import { DEFAULT_MAX_TOKENS } from "@loramesh/core";
 import type { WorkerOutcome, WorkerSequence } from "../peers/worker-gateway";
@@ -20,8 +21,15 @@ export class Continuation {
     private readonly promptIds: readonly number[],
     private readonly sampling: Sampling,
     private readonly decode: (ids: number[]) => string,
+    resumed: readonly number[] = [],
   ) {
     this.budget = sampling.maxTokens > 0 ? sampling.maxTokens : DEFAULT_MAX_TOKENS;
+    if (resumed.length === 0) return;
+    this.sent.push(...resumed);
+    this.resumedAt = resumed.length;
+    // What the client was sent: an incomplete last character was held back.
+    const text = decode([...resumed]);
+    this.sentText = text.endsWith("\uFFFD") ? text.slice(0, -1) : text;
   }
 
   get tokensSent(): number {

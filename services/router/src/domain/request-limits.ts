@@ -87,6 +87,10 @@ export function checkRequestLimits(request: GenerationRequest): void {
     fail(`adapter name is longer than ${L.maxAdapterNameLength} characters`);
   checkPrompt(request.prompt);
   checkSampling(request.sampling);
+  const resumed = request.resumeTokenIds?.length ?? 0;
+  const budget = request.sampling.maxTokens > 0 ? request.sampling.maxTokens : L.maxTokens;
+  if (resumed > budget)
+    fail(`resume_token_ids has ${resumed} ids, more than the ${budget} tokens sampling.max_tokens allows`);
 }
 
 /**

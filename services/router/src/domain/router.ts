@@ -174,7 +174,13 @@ export class Router {
     const admitted = await this.admit(tenant, request);
     const { adapter, ids } = admitted;
     const rank = adapter?.rank ?? 0;
-    const continuation = new Continuation(ids, request.sampling, (t) => this.options.prompts.decode(t));
+    const continuation = new Continuation(
+      ids,
+      request.sampling,
+      (t) => this.options.prompts.decode(t),
+      request.resumeTokenIds,
+    );
+    if (continuation.exhausted) return continuation.finishedByBudget();
     const onDelta = control.onDelta ?? (() => undefined);
     let worker = admitted.worker;
     for (let takeovers = 0; ; takeovers++) {

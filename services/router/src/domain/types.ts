@@ -50,6 +50,8 @@ export interface GenerationRequest {
   prompt: Prompt | undefined;
   sampling: Sampling;
   sloClass: SloClass;
+  /** Tokens an earlier call already streamed to the client: generation continues after them. */
+  resumeTokenIds?: number[];
 }
 
 export type FinishReason = "eos" | "stop" | "length" | "cancelled" | "error";

@@ -62,6 +62,12 @@ export interface GenerateRequest {
   requestId: string;
   /** Apply the base model's chat template to `text` as a single user message. */
   applyChatTemplate: boolean;
+  /**
+   * Tokens of this request an earlier call already streamed to the client (its router was lost
+   * mid-stream). This router prefills the prompt plus these and streams only what follows: greedy
+   * output continues exactly. sampling.max_tokens and min_tokens count them, and so does usage.
+   */
+  resumeTokenIds: number[];
 }
 
 /** One streamed delta of a generation. */
@@ -151,7 +157,15 @@ export interface WatchAdapterLoadRequest {
 }
 
 function createBaseGenerateRequest(): GenerateRequest {
-  return { prompt: undefined, adapter: "", sampling: undefined, sloClass: 0, requestId: "", applyChatTemplate: false };
+  return {
+    prompt: undefined,
+    adapter: "",
+    sampling: undefined,
+    sloClass: 0,
+    requestId: "",
+    applyChatTemplate: false,
+    resumeTokenIds: [],
+  };
 }
 
 export const GenerateRequest: MessageFns<GenerateRequest> = {
@@ -178,6 +192,13 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.applyChatTemplate !== false) {
       writer.uint32(56).bool(message.applyChatTemplate);
+    }
+    if (message.resumeTokenIds.length !== 0) {
+      writer.uint32(66).fork();
+      for (const v of message.resumeTokenIds) {
+        writer.uint32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -251,6 +272,24 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.applyChatTemplate = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag === 64) {
+              message.resumeTokenIds.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 66) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.resumeTokenIds.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -289,6 +328,11 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         : isSet(object.apply_chat_template)
         ? globalThis.Boolean(object.apply_chat_template)
         : false,
+      resumeTokenIds: globalThis.Array.isArray(object?.resumeTokenIds)
+        ? object.resumeTokenIds.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.resume_token_ids)
+        ? object.resume_token_ids.map((e: any) => globalThis.Number(e))
+        : [],
     };
   },
 
@@ -313,6 +357,9 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.applyChatTemplate !== false) {
       obj.applyChatTemplate = message.applyChatTemplate;
+    }
+    if (message.resumeTokenIds?.length) {
+      obj.resumeTokenIds = message.resumeTokenIds.map((e) => Math.round(e));
     }
     return obj;
   },
@@ -343,6 +390,7 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.sloClass = object.sloClass ?? 0;
     message.requestId = object.requestId ?? "";
     message.applyChatTemplate = object.applyChatTemplate ?? false;
+    message.resumeTokenIds = object.resumeTokenIds?.map((e) => e) || [];
     return message;
   },
 };

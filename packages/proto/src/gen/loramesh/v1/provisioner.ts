@@ -117,6 +117,20 @@ export function loraModeToJSON(object: LoraMode): string {
   }
 }
 
+export interface ReportUnreachableRequest {
+  /** The executor reporting (a base worker). */
+  reporterId: string;
+  /** The LoRA server it cannot reach. */
+  executorId: string;
+  /** Adapters whose rows are waiting for a reachable holder. */
+  adapterIds: string[];
+}
+
+export interface ReportUnreachableResponse {
+  /** Load jobs started for new replicas (empty when every adapter already had another target). */
+  loadJobIds: string[];
+}
+
 export interface PrefetchAdapterRequest {
   /** Internal adapter id (tenant, name and content hash), as placement names it. */
   adapterId: string;
@@ -318,6 +332,192 @@ export interface GetPlanInputResponse {
   /** Smoothed requests per second over all adapters (0 until two reconcile passes have seen traffic). */
   requestRate: number;
 }
+
+function createBaseReportUnreachableRequest(): ReportUnreachableRequest {
+  return { reporterId: "", executorId: "", adapterIds: [] };
+}
+
+export const ReportUnreachableRequest: MessageFns<ReportUnreachableRequest> = {
+  encode(message: ReportUnreachableRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reporterId !== "") {
+      writer.uint32(10).string(message.reporterId);
+    }
+    if (message.executorId !== "") {
+      writer.uint32(18).string(message.executorId);
+    }
+    for (const v of message.adapterIds) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportUnreachableRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportUnreachableRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reporterId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.executorId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.adapterIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportUnreachableRequest {
+    return {
+      reporterId: isSet(object.reporterId)
+        ? globalThis.String(object.reporterId)
+        : isSet(object.reporter_id)
+        ? globalThis.String(object.reporter_id)
+        : "",
+      executorId: isSet(object.executorId)
+        ? globalThis.String(object.executorId)
+        : isSet(object.executor_id)
+        ? globalThis.String(object.executor_id)
+        : "",
+      adapterIds: globalThis.Array.isArray(object?.adapterIds)
+        ? object.adapterIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.adapter_ids)
+        ? object.adapter_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ReportUnreachableRequest): unknown {
+    const obj: any = {};
+    if (message.reporterId !== "") {
+      obj.reporterId = message.reporterId;
+    }
+    if (message.executorId !== "") {
+      obj.executorId = message.executorId;
+    }
+    if (message.adapterIds?.length) {
+      obj.adapterIds = message.adapterIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReportUnreachableRequest>, I>>(base?: I): ReportUnreachableRequest {
+    return ReportUnreachableRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReportUnreachableRequest>, I>>(object: I): ReportUnreachableRequest {
+    const message = createBaseReportUnreachableRequest();
+    message.reporterId = object.reporterId ?? "";
+    message.executorId = object.executorId ?? "";
+    message.adapterIds = object.adapterIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseReportUnreachableResponse(): ReportUnreachableResponse {
+  return { loadJobIds: [] };
+}
+
+export const ReportUnreachableResponse: MessageFns<ReportUnreachableResponse> = {
+  encode(message: ReportUnreachableResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.loadJobIds) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportUnreachableResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportUnreachableResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.loadJobIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportUnreachableResponse {
+    return {
+      loadJobIds: globalThis.Array.isArray(object?.loadJobIds)
+        ? object.loadJobIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.load_job_ids)
+        ? object.load_job_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ReportUnreachableResponse): unknown {
+    const obj: any = {};
+    if (message.loadJobIds?.length) {
+      obj.loadJobIds = message.loadJobIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReportUnreachableResponse>, I>>(base?: I): ReportUnreachableResponse {
+    return ReportUnreachableResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReportUnreachableResponse>, I>>(object: I): ReportUnreachableResponse {
+    const message = createBaseReportUnreachableResponse();
+    message.loadJobIds = object.loadJobIds?.map((e) => e) || [];
+    return message;
+  },
+};
 
 function createBasePrefetchAdapterRequest(): PrefetchAdapterRequest {
   return { adapterId: "" };
@@ -3113,6 +3313,22 @@ export const ProvisionerServiceService = {
       Buffer.from(PrefetchAdapterResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PrefetchAdapterResponse => PrefetchAdapterResponse.decode(value),
   },
+  /**
+   * A worker's view: it cannot reach this LoRA server (round trips time out or its link dropped),
+   * although the server may still heartbeat. Each listed adapter that no other live LoRA server is
+   * targeted to gets a replica on one (a partition is not a death: the server stays placed).
+   */
+  reportUnreachable: {
+    path: "/loramesh.v1.ProvisionerService/ReportUnreachable" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReportUnreachableRequest): Buffer =>
+      Buffer.from(ReportUnreachableRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReportUnreachableRequest => ReportUnreachableRequest.decode(value),
+    responseSerialize: (value: ReportUnreachableResponse): Buffer =>
+      Buffer.from(ReportUnreachableResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReportUnreachableResponse => ReportUnreachableResponse.decode(value),
+  },
 } as const;
 
 export interface ProvisionerServiceServer extends UntypedServiceImplementation {
@@ -3151,6 +3367,12 @@ export interface ProvisionerServiceServer extends UntypedServiceImplementation {
    * its load should start now rather than when a worker asks. Idempotent; returns at once.
    */
   prefetchAdapter: handleUnaryCall<PrefetchAdapterRequest, PrefetchAdapterResponse>;
+  /**
+   * A worker's view: it cannot reach this LoRA server (round trips time out or its link dropped),
+   * although the server may still heartbeat. Each listed adapter that no other live LoRA server is
+   * targeted to gets a replica on one (a partition is not a death: the server stays placed).
+   */
+  reportUnreachable: handleUnaryCall<ReportUnreachableRequest, ReportUnreachableResponse>;
 }
 
 export interface ProvisionerServiceClient extends Client {
@@ -3352,6 +3574,26 @@ export interface ProvisionerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PrefetchAdapterResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A worker's view: it cannot reach this LoRA server (round trips time out or its link dropped),
+   * although the server may still heartbeat. Each listed adapter that no other live LoRA server is
+   * targeted to gets a replica on one (a partition is not a death: the server stays placed).
+   */
+  reportUnreachable(
+    request: ReportUnreachableRequest,
+    callback: (error: ServiceError | null, response: ReportUnreachableResponse) => void,
+  ): ClientUnaryCall;
+  reportUnreachable(
+    request: ReportUnreachableRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReportUnreachableResponse) => void,
+  ): ClientUnaryCall;
+  reportUnreachable(
+    request: ReportUnreachableRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReportUnreachableResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,7 +1,8 @@
 /**
  * Layer-wise loading's waiting room: while an adapter loads, how many of its layers are resident,
  * and the site calls waiting for a layer it has not reached yet. A call for layer L of a loading
- * adapter waits until layer L is resident, the load fails, or its wait limit passes.
+ * adapter waits until layer L is resident, the load fails, or its wait limit passes. Shared by the
+ * LoRA server's pool and a coupled or hybrid worker's local adapters.
  */
 import { DeadlineExceededError, NotFoundError } from "@loramesh/errors";
 
@@ -27,6 +28,11 @@ export class LayerGate {
 
   isLoading(id: string): boolean {
     return this.loading.has(id);
+  }
+
+  /** Whether any adapter is mid-load (a step then cannot skip the per-layer waits). */
+  anyLoading(): boolean {
+    return this.loading.size > 0;
   }
 
   /** Layers resident so far (undefined when the adapter is not loading). */
