@@ -101,6 +101,26 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(noise.fixedUs.coupled).to.be.closeTo(1005, 1e-6);
   });
 
+  it("fits rank within shapes: rank sums that grow with the batch do not take up the per-sequence cost", () => {
+    // Within each batch size rank changes nothing, but the cost per sequence is not linear and the
+    // larger batches carry larger rank sums: a joint fit gives 1.74 µs per unit of rank here (the
+    // measured case: 9.9 µs per rank, and the 12 req/s TPOT over-predicted 32 %).
+    const shape = (sequences: number, rankSum: number, mean: number): StepShapeSample => ({
+      sequences,
+      tokens: sequences,
+      prefillTokens: 0,
+      rankSum,
+      count: 100,
+      sumUs: 100 * mean,
+      sumSqUs: 100 * (mean ** 2 + 100 ** 2),
+    });
+    const steps = [shape(1, 4, 1000), shape(1, 64, 1000), shape(2, 68, 1800), shape(2, 128, 1800), shape(3, 300, 3000)];
+    const fit = fitStepPeriods([{ mode: "coupled", steps }]);
+    expect(fit.slopes?.coupled?.perRankUs).to.equal(0);
+    expect(fit.slopes?.coupled?.perSequenceUs).to.be.closeTo(6800 / 7, 1e-6);
+    expect(fit.fixedUs.coupled).to.be.closeTo(6600 / 7, 1e-6);
+  });
+
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {
     const cluster: ClusterSpec = {
       executors: 1,
