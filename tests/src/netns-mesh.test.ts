@@ -119,6 +119,35 @@ describe("netns network: hosts with their own addresses, links that go down and 
   });
 });
 
+/** One stream's result under a fault: the tokens it got, and how it ended. */
+interface StreamOutcome {
+  ids: number[];
+  error: Error | undefined;
+}
+
+/**
+ * Prints the fault's `fault-summary` line (tried / exact / failed / hung) and asserts that every
+ * stream completed token-exact against the undisturbed `reference`.
+ */
+function expectAllExact(
+  fault: string,
+  outcomes: readonly StreamOutcome[],
+  reference: ReadonlyArray<{ tokenIds: number[] } | undefined>,
+): void {
+  const exact = outcomes.filter(
+    (o, i) => o.error === undefined && JSON.stringify(o.ids) === JSON.stringify(reference[i]?.tokenIds),
+  ).length;
+  const failed = outcomes.filter((o) => o.error !== undefined);
+  const hung = failed.filter(
+    (o) => o.error instanceof LoraMeshClientError && o.error.code === status.DEADLINE_EXCEEDED,
+  );
+  console.log(
+    `      fault-summary ${JSON.stringify({ fault, tried: outcomes.length, exact, failed: failed.length, hung: hung.length })}`,
+  );
+  expect(failed.map((o) => o.error?.message).slice(0, 5)).to.deep.equal([]);
+  expect(exact).to.equal(outcomes.length);
+}
+
 /**
  * What the current code does when the link between a worker and its only LoRA server goes down
  * mid-decode and stays down past the requests' deadline: every affected request ends with a typed
@@ -446,18 +475,11 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     expect(partitioned, "the partition happened mid-decode").to.not.equal(undefined);
     await partitioned;
     await m.network.heal(cut as string);
-    const exact = outcomes.filter(
-      (o, i) => o.error === undefined && JSON.stringify(o.ids) === JSON.stringify(reference[i]?.tokenIds),
-    ).length;
-    const failed = outcomes.filter((o) => o.error !== undefined);
-    const hung = failed.filter(
-      (o) => o.error instanceof LoraMeshClientError && o.error.code === status.DEADLINE_EXCEEDED,
+    expectAllExact(
+      "partition worker ↔ a LoRA server holding the adapter (netns, another reachable)",
+      outcomes,
+      reference,
     );
-    console.log(
-      `      fault-summary ${JSON.stringify({ fault: "partition worker ↔ a LoRA server holding the adapter (netns, another reachable)", tried: inputs.length, exact, failed: failed.length, hung: hung.length })}`,
-    );
-    expect(failed.map((o) => o.error?.message).slice(0, 5)).to.deep.equal([]);
-    expect(exact).to.equal(inputs.length);
     // Healed: the cut-off server comes back into placement (its heartbeats re-register it).
     await waitFor(
       async () => ((await loraHosts(m)).live.includes(cut as string) ? true : undefined),
@@ -499,18 +521,11 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     // has a holder the worker reaches (a replica from the worker's report, when it had none).
     const during = await loraHosts(m, adapter);
     await m.network.mend("worker0", cut as string);
-    const exact = outcomes.filter(
-      (o, i) => o.error === undefined && JSON.stringify(o.ids) === JSON.stringify(reference[i]?.tokenIds),
-    ).length;
-    const failed = outcomes.filter((o) => o.error !== undefined);
-    const hung = failed.filter(
-      (o) => o.error instanceof LoraMeshClientError && o.error.code === status.DEADLINE_EXCEEDED,
+    expectAllExact(
+      "cut worker ↔ the LoRA server holding the adapter, only that path (netns; the server still heartbeats)",
+      outcomes,
+      reference,
     );
-    console.log(
-      `      fault-summary ${JSON.stringify({ fault: "cut worker ↔ the LoRA server holding the adapter, only that path (netns; the server still heartbeats)", tried: inputs.length, exact, failed: failed.length, hung: hung.length })}`,
-    );
-    expect(failed.map((o) => o.error?.message).slice(0, 5)).to.deep.equal([]);
-    expect(exact).to.equal(inputs.length);
     expect(during.live, "the cut-off server kept heartbeating").to.include(cut);
     expect(
       during.holders.filter((h) => h !== cut),
@@ -552,18 +567,11 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     );
     expect(killed, "the kill happened mid-decode").to.equal(true);
     await exited;
-    const exact = outcomes.filter(
-      (o, i) => o.error === undefined && JSON.stringify(o.ids) === JSON.stringify(reference[i]?.tokenIds),
-    ).length;
-    const failed = outcomes.filter((o) => o.error !== undefined);
-    const hung = failed.filter(
-      (o) => o.error instanceof LoraMeshClientError && o.error.code === status.DEADLINE_EXCEEDED,
+    expectAllExact(
+      "SIGKILL the LoRA server holding the adapter (netns, no shared memory; another server alive)",
+      outcomes,
+      reference,
     );
-    console.log(
-      `      fault-summary ${JSON.stringify({ fault: "SIGKILL the LoRA server holding the adapter (netns, no shared memory; another server alive)", tried: inputs.length, exact, failed: failed.length, hung: hung.length })}`,
-    );
-    expect(failed.map((o) => o.error?.message).slice(0, 5)).to.deep.equal([]);
-    expect(exact).to.equal(inputs.length);
     // The cluster serves new requests exactly on the survivor.
     const after = await Promise.all(inputs.map((input) => client.complete(input)));
     after.forEach((r, i) => expect(r.tokenIds, `after the kill ${i}`).to.deep.equal(reference[i]?.tokenIds));
