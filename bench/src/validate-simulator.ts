@@ -5,10 +5,14 @@
  * JSON object with --json: each case's measured and predicted P95 TTFT, mean TPOT and throughput,
  * their errors, `max_error_pct`, and how busy the machine's cores were while the real runs ran.
  *
- *   pnpm bench:validate-simulator [--json] [--quick] [--calibration FILE] [--duration S]
+ *   pnpm bench:validate-simulator [--json] [--quick] [--calibration FILE] [--duration S] [--rounds N]
  *
- * A 5-s warm-up run of the mesh comes first and is discarded.
- * --quick: shorter probes (15 s) and cases (8 s), for iterating; the numbers are noisier.
+ * A 5-s warm-up run of the mesh comes first and is discarded. Every probe and case then runs
+ * `--rounds` times (default 3), the rounds one after another, each round alternating probes and
+ * cases; a case's measured figure is the median of its rounds, and the probes' steps are fitted
+ * together. One run of a case is not enough on this VM: three idle runs of the same case (same
+ * requests) moved its TTFT P95 by up to 45 % and its mean TPOT by up to 33 % (docs/evaluation.md §5).
+ * --quick: one round, shorter probes and cases (8 s), for iterating; the numbers are noisier.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -46,6 +50,7 @@ const RESULTS = join(REPO_ROOT, "bench", "results");
 mkdirSync(RESULTS, { recursive: true });
 const quick = args.includes("--quick");
 const duration = Number(flag("--duration") ?? (quick ? 8 : 12));
+const rounds = Math.max(1, Math.round(Number(flag("--rounds") ?? (quick ? 1 : 3))));
 const log = (line: string): void => void process.stderr.write(`validate-simulator: ${line}\n`);
 
 interface Case {
@@ -143,9 +148,9 @@ const PROBE_SEED = 2;
  * `fitRequestOverheads` fits the per-request hops to the probes' TTFT P50 and P95. The cases then
  * run at other rates, policies and modes, with other requests.
  */
-// 2 req/s for 30 s: ~60 requests, so the P95 is not just the run's first request (which also
-// opens connections), and still little queueing.
-const low = { rate: 2, seconds: quick ? 15 : 30 };
+// 2 req/s for 10 s a round (30 s over three rounds, ~60 requests, so the P95 is not just a run's
+// first request, which also opens connections), and still little queueing.
+const low = { rate: 2, seconds: quick ? 15 : 10 };
 const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
   coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
   coupledHigh: {
@@ -153,7 +158,7 @@ const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
     mode: "coupled",
     policy: "rank-aware",
     rate: 10,
-    seconds: duration,
+    seconds: quick ? duration : 6,
   },
   disaggregated: {
     name: `probe: disaggregated, ${low.rate} req/s`,
@@ -166,7 +171,7 @@ const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
 
 function probeOverheads(
   cal: Calibration,
-  measured: Record<keyof StackProbes, MeasuredRun>,
+  measured: Record<keyof StackProbes, RoundsRun>,
 ): { calibration: Calibration; probes: unknown[] } {
   const specs = PROBES;
   const stepPeriods = fitStepPeriods(
@@ -206,11 +211,14 @@ function probeOverheads(
     probes: Object.entries(specs).map(([key, c]) => {
       const fitted = simulateProbe(probes[key as keyof StackProbes], calibrated);
       const run = measured[key as keyof StackProbes];
-      const { stepProfile, ...rest } = run;
+      const { stepProfile, rounds: each, ...rest } = run;
       return {
         case: c.name,
         seed: PROBE_SEED,
-        measured: rest,
+        measured: {
+          ...rest,
+          rounds: each.map((r) => ({ ttftMs: r.ttftMs, tpotMs: r.tpotMs, busyCores: r.busyCores })),
+        },
         steps: stepSummary(stepProfile, stepPeriods, c.mode),
         fitted,
       };
@@ -227,6 +235,37 @@ interface Measured {
 }
 
 type MeasuredRun = Measured & { busyCores: number | null; stepProfile: StepShapeSample[] };
+
+/** A probe's or case's rounds: each figure their median, the steps of all rounds, and each round. */
+type RoundsRun = MeasuredRun & { rounds: MeasuredRun[] };
+
+const median = (values: readonly number[]): number => {
+  const v = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 === 1 ? (v[mid] as number) : ((v[mid - 1] as number) + (v[mid] as number)) / 2;
+};
+
+function ofRounds(runs: MeasuredRun[]): RoundsRun {
+  const m = (f: (r: MeasuredRun) => number): number => median(runs.map(f));
+  const busy = runs.map((r) => r.busyCores).filter((b): b is number => b !== null);
+  return {
+    ttftMs: { p50: m((r) => r.ttftMs.p50), p95: m((r) => r.ttftMs.p95) },
+    tpotMs: { mean: m((r) => r.tpotMs.mean) },
+    throughputTokensPerSecond: m((r) => r.throughputTokensPerSecond),
+    errors: runs.reduce((a, r) => a + r.errors, 0),
+    completed: m((r) => r.completed),
+    busyCores: busy.length > 0 ? median(busy) : null,
+    stepProfile: runs.flatMap((r) => r.stepProfile),
+    rounds: runs,
+  };
+}
+
+/** How far a figure moved between rounds: (max − min) / median, in %. */
+function spreadPct(runs: readonly MeasuredRun[], f: (r: MeasuredRun) => number): number {
+  const v = runs.map(f);
+  const mid = median(v);
+  return mid === 0 ? 0 : (100 * (Math.max(...v) - Math.min(...v))) / mid;
+}
 
 const stepsOf = (m: MeasuredRun): StepShapeSample[] => m.stepProfile;
 
@@ -378,28 +417,41 @@ runReal({ name: "warm-up (discarded)", mode: "coupled", policy: "rank-aware", ra
 // the run (in the idle run of 2026-12-02 every case stepped faster than every probe: same-shape
 // steps 0.72–0.89 ms against 0.97–1.03) falls on both sides of the fit instead of between them.
 const PROBE_ORDER: Array<keyof StackProbes> = ["coupledLow", "coupledHigh", "disaggregated", "hybrid"];
-const probeRuns: Partial<Record<keyof StackProbes, MeasuredRun>> = {};
-const caseRuns: MeasuredRun[] = [];
-CASES.forEach((c, i) => {
-  const key = PROBE_ORDER[i] as keyof StackProbes;
-  const probe = PROBES[key];
-  probeRuns[key] = runReal({ ...probe, seed: PROBE_SEED }, probe.seconds);
-  caseRuns.push(runReal(c));
-});
-const { calibration: cal, probes } = probeOverheads(
-  kernels.calibration,
-  probeRuns as Record<keyof StackProbes, MeasuredRun>,
-);
+const probeRounds = Object.fromEntries(PROBE_ORDER.map((k) => [k, [] as MeasuredRun[]])) as Record<
+  keyof StackProbes,
+  MeasuredRun[]
+>;
+const caseRounds: MeasuredRun[][] = CASES.map(() => []);
+for (let round = 0; round < rounds; round++) {
+  if (rounds > 1) log(`round ${round + 1} of ${rounds}`);
+  CASES.forEach((c, i) => {
+    const key = PROBE_ORDER[i] as keyof StackProbes;
+    const probe = PROBES[key];
+    probeRounds[key].push(runReal({ ...probe, seed: PROBE_SEED }, probe.seconds));
+    caseRounds[i]?.push(runReal(c));
+  });
+}
+const probeRuns = Object.fromEntries(PROBE_ORDER.map((k) => [k, ofRounds(probeRounds[k])])) as Record<
+  keyof StackProbes,
+  RoundsRun
+>;
+const caseRuns = caseRounds.map(ofRounds);
+const { calibration: cal, probes } = probeOverheads(kernels.calibration, probeRuns);
 writeFileSync(
   join(RESULTS, "validate-steps.json"),
   `${JSON.stringify({
-    probes: PROBE_ORDER.map((k) => ({ case: PROBES[k].name, mode: PROBES[k].mode, steps: probeRuns[k]?.stepProfile })),
-    cases: CASES.map((c, i) => ({ case: c.name, mode: c.mode, steps: caseRuns[i]?.stepProfile })),
+    rounds,
+    probes: PROBE_ORDER.map((k) => ({
+      case: PROBES[k].name,
+      mode: PROBES[k].mode,
+      rounds: probeRounds[k].map((r) => r.stepProfile),
+    })),
+    cases: CASES.map((c, i) => ({ case: c.name, mode: c.mode, rounds: caseRounds[i]?.map((r) => r.stepProfile) })),
   })}\n`,
 );
 const cost = new CostModel(cal);
 const cases = CASES.map((c, i) => {
-  const measured = caseRuns[i] as MeasuredRun;
+  const measured = caseRuns[i] as RoundsRun;
   const predicted = predict(c, cost);
   const error = {
     ttftP95: errorPct(predicted.ttftMs.p95, measured.ttftMs.p95),
@@ -418,6 +470,18 @@ const cases = CASES.map((c, i) => {
       throughputTokensPerSecond: measured.throughputTokensPerSecond,
       completed: measured.completed,
       errors: measured.errors,
+    },
+    // Each round's figures and how far they moved: the measurement's own noise.
+    measuredRounds: measured.rounds.map((r) => ({
+      ttftP95Ms: r.ttftMs.p95,
+      tpotMeanMs: r.tpotMs.mean,
+      throughputTokensPerSecond: r.throughputTokensPerSecond,
+      busyCores: r.busyCores,
+    })),
+    spreadPct: {
+      ttftP95: spreadPct(measured.rounds, (r) => r.ttftMs.p95),
+      tpotMean: spreadPct(measured.rounds, (r) => r.tpotMs.mean),
+      throughput: spreadPct(measured.rounds, (r) => r.throughputTokensPerSecond),
     },
     predicted: {
       ttftP95Ms: predicted.ttftMs.p95,
@@ -455,6 +519,7 @@ const report = {
     },
   },
   quick,
+  rounds,
   probes,
   cases,
   max_error_pct: maxError,
