@@ -11,7 +11,7 @@
  * `--rounds` times (default 3), the rounds one after another, each round alternating probes and
  * cases; a case's measured figure is the median of its rounds, and the probes' steps are fitted
  * together. One run of a case is not enough on this VM: three idle runs of the same case (same
- * requests) moved its TTFT P95 by up to 45 % and its mean TPOT by up to 33 % (docs/evaluation.md §5).
+ * requests) moved its TTFT P95 by up to 60 % and its mean TPOT by up to 33 % (docs/evaluation.md §5).
  * --quick: one round, shorter probes and cases (8 s), for iterating; the numbers are noisier.
  */
 import { spawnSync } from "node:child_process";
@@ -148,9 +148,10 @@ const PROBE_SEED = 2;
  * `fitRequestOverheads` fits the per-request hops to the probes' TTFT P50 and P95. The cases then
  * run at other rates, policies and modes, with other requests.
  */
-// 2 req/s for 10 s a round (30 s over three rounds, ~60 requests, so the P95 is not just a run's
-// first request, which also opens connections), and still little queueing.
-const low = { rate: 2, seconds: quick ? 15 : 10 };
+// 2 req/s for 15 s a round: ~30 requests a run, so a run's P95 is not just its slowest request (the
+// first, which also opens connections: 10-s rounds put the disaggregated probe's P95 at 102–119 ms
+// in all three, against a 21–24 ms median), and still little queueing.
+const low = { rate: 2, seconds: 15 };
 const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
   coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
   coupledHigh: {
@@ -174,8 +175,11 @@ function probeOverheads(
   measured: Record<keyof StackProbes, RoundsRun>,
 ): { calibration: Calibration; probes: unknown[] } {
   const specs = PROBES;
+  // Each round of each probe is its own run: the idle term is fitted on differences between runs.
   const stepPeriods = fitStepPeriods(
-    (Object.keys(specs) as Array<keyof StackProbes>).map((k) => ({ mode: specs[k].mode, steps: stepsOf(measured[k]) })),
+    (Object.keys(specs) as Array<keyof StackProbes>).flatMap((k) =>
+      measured[k].rounds.map((r) => ({ mode: specs[k].mode, steps: r.stepProfile, busyFraction: busyFractionOf(r) })),
+    ),
   );
   const summary = (m: Measured): ProbeSummary => ({
     ttftP50Ms: m.ttftMs.p50,
@@ -201,7 +205,7 @@ function probeOverheads(
   const k = calibrated;
   const modeLine = (m: ServingMode): string => {
     const k = slopesOf(stepPeriods, m);
-    return `${m} ${ms(stepPeriods.fixedUs[m])} ms + ${ms(k.perSequenceUs)} per further sequence + ${ms(k.perPrefillTokenUs)} per prompt token + ${ms(k.perFinishUs)} per sequence ending + ${(k.perRankUs / 1000).toFixed(4)} per unit of rank`;
+    return `${m} ${ms(stepPeriods.fixedUs[m])} ms + ${ms(k.perSequenceUs)} per further sequence + ${ms(k.perPrefillTokenUs)} per prompt token + ${ms(k.perFinishUs)} per sequence ending + ${(k.perRankUs / 1000).toFixed(4)} per unit of rank + ${ms(k.perIdleUs)} × idle fraction`;
   };
   log(
     `probes: step period ${(["coupled", "disaggregated", "hybrid"] as const).map(modeLine).join("; ")}; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
@@ -211,15 +215,20 @@ function probeOverheads(
     probes: Object.entries(specs).map(([key, c]) => {
       const fitted = simulateProbe(probes[key as keyof StackProbes], calibrated);
       const run = measured[key as keyof StackProbes];
-      const { stepProfile, rounds: each, ...rest } = run;
+      const each = run.rounds;
       return {
         case: c.name,
         seed: PROBE_SEED,
         measured: {
-          ...rest,
+          ttftMs: run.ttftMs,
+          tpotMs: run.tpotMs,
+          throughputTokensPerSecond: run.throughputTokensPerSecond,
+          completed: run.completed,
+          errors: run.errors,
+          busyCores: run.busyCores,
           rounds: each.map((r) => ({ ttftMs: r.ttftMs, tpotMs: r.tpotMs, busyCores: r.busyCores })),
         },
-        steps: stepSummary(stepProfile, stepPeriods, c.mode),
+        steps: stepSummary(each, stepPeriods, c.mode),
         fitted,
       };
     }),
@@ -227,6 +236,8 @@ function probeOverheads(
 }
 
 interface Measured {
+  /** The run's length as the load generator timed it (absent in a prediction). */
+  durationS?: number;
   ttftMs: { p50: number; p95: number };
   tpotMs: { mean: number };
   throughputTokensPerSecond: number;
@@ -267,7 +278,11 @@ function spreadPct(runs: readonly MeasuredRun[], f: (r: MeasuredRun) => number):
   return mid === 0 ? 0 : (100 * (Math.max(...v) - Math.min(...v))) / mid;
 }
 
-const stepsOf = (m: MeasuredRun): StepShapeSample[] => m.stepProfile;
+/** The executor's busy fraction over a run: its steps' summed periods over the run's length. */
+function busyFractionOf(run: MeasuredRun): number | undefined {
+  if (!run.durationS || run.stepProfile.length === 0) return undefined;
+  return Math.min(1, run.stepProfile.reduce((a, s) => a + s.sumUs, 0) / 1e6 / run.durationS);
+}
 
 /**
  * What the worker's own clock said about a run's steps, next to the fit: the mean period of
@@ -275,10 +290,12 @@ const stepsOf = (m: MeasuredRun): StepShapeSample[] => m.stepProfile;
  * process warming up, not the batch) and of all steps, measured and as the fit prices them.
  */
 function stepSummary(
-  steps: StepShapeSample[],
+  runs: readonly MeasuredRun[],
   fit: StepPeriodFit,
   mode: ServingMode,
-): Record<string, number | null | ShapeRow[]> {
+): Record<string, number | null | Array<number | null> | ShapeRow[]> {
+  // Each step with its run's busy fraction, so the fit prices it as it ran.
+  const steps = runs.flatMap((r) => r.stepProfile.map((s) => ({ ...s, busyFraction: busyFractionOf(r) })));
   const n = steps.reduce((a, s) => a + s.count, 0);
   const single = steps.filter((s) => s.sequences === 1 && s.prefillTokens === 0);
   const singleN = single.reduce((a, s) => a + s.count, 0);
@@ -286,6 +303,7 @@ function stepSummary(
   const ms = (us: number, count: number): number | null => (count > 0 ? us / count / 1000 : null);
   return {
     steps: n,
+    busyFractionByRound: runs.map((r) => busyFractionOf(r) ?? null),
     meanSequences: n > 0 ? steps.reduce((a, s) => a + s.count * s.sequences, 0) / n : 0,
     singleDecodeStepMs: ms(
       single.reduce((a, s) => a + s.sumUs, 0),
@@ -300,6 +318,8 @@ function stepSummary(
   };
 }
 
+type StepPeriodSample = StepShapeSample & { busyFraction: number | undefined };
+
 /** One batch shape's steps: how many, their measured mean period and the fit's (ms). */
 interface ShapeRow {
   sequences: number;
@@ -312,7 +332,7 @@ interface ShapeRow {
 }
 
 /** The most frequent shapes (prompt tokens in buckets of 8), measured next to the fit. */
-function byShape(steps: StepShapeSample[], fit: StepPeriodFit, mode: ServingMode, top = 6): ShapeRow[] {
+function byShape(steps: StepPeriodSample[], fit: StepPeriodFit, mode: ServingMode, top = 6): ShapeRow[] {
   const rows = new Map<string, ShapeRow & { sumUs: number; fitUs: number }>();
   for (const s of steps) {
     const prefill = Math.ceil(s.prefillTokens / 8) * 8;
@@ -490,7 +510,7 @@ const cases = CASES.map((c, i) => {
       completed: predicted.completed,
     },
     errorPct: error,
-    steps: stepSummary(measured.stepProfile, cal.stepPeriods as StepPeriodFit, c.mode),
+    steps: stepSummary(measured.rounds, cal.stepPeriods as StepPeriodFit, c.mode),
     busyCoresDuringRun: measured.busyCores,
   };
 });

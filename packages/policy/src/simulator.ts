@@ -85,7 +85,16 @@ interface Exec {
   loadFloor: number;
   /** The step in flight is priced by the measured step period (round trips included). */
   measured: boolean;
+  /** Busy fraction (moving average over BUSY_TAU_S) as of `busyAt`: a measured period's idle term. */
+  busyAvg: number;
+  busyAt: number;
 }
+
+/**
+ * Time constant of the executor's busy-fraction average. The step fit takes each probe run's busy
+ * fraction over the run (10–12 s); a few seconds follows a run's load without jumping per step.
+ */
+const BUSY_TAU_S = 2;
 
 interface Job {
   exec: Exec;
@@ -137,6 +146,8 @@ class ClusterSimulation {
         kvUsed: 0,
         kvCap: Infinity,
         classCount: [0, 0, 0, 0, 0],
+        busyAvg: 0,
+        busyAt: 0,
         start: 0,
         localUs: 0,
         pending: 0,
@@ -435,6 +446,7 @@ class ClusterSimulation {
       prefillTokens: tokens - decodes,
       finished: inStep.filter((s) => this.endsIn(s)).length,
       rankSum: inStep.reduce((sum, s) => sum + s.rank, 0),
+      busyFraction: e.busyAvg * Math.exp(-(now - e.busyAt) / BUSY_TAU_S),
     });
     e.measured = period !== undefined;
     e.start = now;
@@ -549,6 +561,11 @@ class ClusterSimulation {
   }
 
   private stepDone(e: Exec, now: number): void {
+    // The average decays over the idle gap before the step and rises toward 1 over the step.
+    const idle = Math.exp(-Math.max(0, e.start - e.busyAt) / BUSY_TAU_S);
+    const busy = Math.exp(-Math.max(0, now - e.start) / BUSY_TAU_S);
+    e.busyAvg = e.busyAvg * idle * busy + (1 - busy);
+    e.busyAt = now;
     const still: Seq[] = [];
     for (const s of e.running) {
       if (s.chunk > 0 && s.prefilled < s.req.promptTokens) {

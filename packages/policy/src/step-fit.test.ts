@@ -63,7 +63,13 @@ describe("fitting the engine's step period to the worker's own step timings", ()
   it("drops a slope the data cannot carry (no spread, or negative from noise) instead of inventing one", () => {
     const single: StepShapeSample[] = [{ sequences: 1, tokens: 1, prefillTokens: 0, count: 10, sumUs: 30_000 }];
     const fit = fitStepPeriods([{ mode: "coupled", steps: single }]);
-    expect(fit.slopes?.coupled).to.deep.equal({ perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs: 0 });
+    expect(fit.slopes?.coupled).to.deep.equal({
+      perSequenceUs: 0,
+      perPrefillTokenUs: 0,
+      perFinishUs: 0,
+      perRankUs: 0,
+      perIdleUs: 0,
+    });
     expect(fit.fixedUs.coupled).to.be.closeTo(3000, 1e-6);
     // Busier steps measured faster (another process let go of a core): no negative cost per sequence.
     const noisy: StepShapeSample[] = [
@@ -119,6 +125,54 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(fit.slopes?.coupled?.perRankUs).to.equal(0);
     expect(fit.slopes?.coupled?.perSequenceUs).to.be.closeTo(6800 / 7, 1e-6);
     expect(fit.fixedUs.coupled).to.be.closeTo(6600 / 7, 1e-6);
+  });
+
+  // Probe runs of the same shapes at different executor busy fractions: each step costs the shape's
+  // period plus `idleUs` · (1 − busy), and each run's steps are off by its own `noiseUs` (the
+  // machine's state in that run, shared by all its steps).
+  const runsAt = (
+    busy: readonly number[],
+    idleUs: number,
+    noiseUs: readonly number[],
+  ): Array<{ mode: "coupled"; steps: StepShapeSample[]; busyFraction: number }> =>
+    busy.map((u, i) => ({
+      mode: "coupled",
+      busyFraction: u,
+      steps: stepsOf(truth, "coupled").map((s) => {
+        const extra = idleUs * (1 - u) + (noiseUs[i % noiseUs.length] as number);
+        // 200 µs of spread within each shape, as the worker's sum of squares would report.
+        const mean = s.sumUs / s.count + extra;
+        return { ...s, sumUs: s.count * mean, sumSqUs: s.count * (mean ** 2 + 200 ** 2) };
+      }),
+    }));
+
+  it("fits a fixed cost that falls as the executor gets busier, from differences between probe runs", () => {
+    // The measured pattern: the same one-sequence decode step slower at 2 req/s than at 10–12.
+    const runs = runsAt([0.05, 0.06, 0.18, 0.2, 0.3], 800, [15, -10, 5, -15, 10]);
+    const fit = fitStepPeriods(runs);
+    const k = slopesOf(fit, "coupled");
+    expect(k.perIdleUs).to.be.closeTo(800, 80);
+    expect(fit.fixedUs.coupled).to.be.closeTo(2500, 80);
+    expect(k.perSequenceUs).to.be.closeTo(180, 1);
+    // A busy run's lone decode step is priced at its own busy fraction: without the idle term one
+    // fixed cost sits between the runs and over-prices it by ~0.2 ms (8 %).
+    const lone = { sequences: 1, prefillTokens: 0, rankSum: 4 };
+    const truthAt = (u: number): number => 2500 + 6 * 4 + 800 * (1 - u);
+    expect(stepPeriodUs(fit, "coupled", { ...lone, busyFraction: 0.3 })).to.be.closeTo(truthAt(0.3), 25);
+    expect(stepPeriodUs(fit, "coupled", { ...lone, busyFraction: 0.05 })).to.be.closeTo(truthAt(0.05), 25);
+    // A shape without a busy fraction (older callers) pays no idle cost.
+    expect(stepPeriodUs(fit, "coupled", lone)).to.be.closeTo(truthAt(1), 80);
+  });
+
+  it("drops an idle cost the runs do not tell apart from their own run-to-run noise", () => {
+    // Runs 300 µs apart with no order by busy fraction (what three idle runs per case showed).
+    const flat = fitStepPeriods(runsAt([0.05, 0.06, 0.18, 0.2, 0.3], 0, [150, -150, 150, -150, 150]));
+    expect(slopesOf(flat, "coupled").perIdleUs).to.equal(0);
+    // Two runs cannot tell a slope from the noise at all; nor runs without a busy fraction.
+    const two = fitStepPeriods(runsAt([0.05, 0.3], 800, [0]));
+    expect(slopesOf(two, "coupled").perIdleUs).to.equal(0);
+    const untimed = runsAt([0.05, 0.06, 0.2, 0.3], 800, [0]).map(({ mode, steps }) => ({ mode, steps }));
+    expect(slopesOf(fitStepPeriods(untimed), "coupled").perIdleUs).to.equal(0);
   });
 
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {
@@ -181,5 +235,43 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     const ranked = requests.reduce((a, q) => a + 2.5 + (c.perRankUs * (rank.get(q.adapter) as number)) / 1000, 0);
     expect(new Set(rank.values()).size).to.be.greaterThan(1);
     expect(run({ stepPeriods: noFinish(truth) }).tpotMs.mean).to.be.closeTo(ranked / requests.length, 1e-6);
+  });
+
+  it("simulates the idle cost from the executor's own busy fraction: less per step at a higher rate, same for a seed", () => {
+    const cluster: ClusterSpec = {
+      executors: 1,
+      capacityBytes: 8 * 1024 ** 3,
+      maxBatch: 64,
+      maxBatchTokens: 512,
+      mode: "coupled",
+      loraServers: 1,
+      kernel: "true",
+      rankAwareRouting: true,
+      replaceEvery: 0,
+    };
+    const flat: StepPeriodFit = {
+      fixedUs: { coupled: 2500 },
+      slopes: { coupled: { perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs: 0 } },
+      steps: {},
+    };
+    const idle: StepPeriodFit = {
+      ...flat,
+      slopes: { coupled: { ...(flat.slopes?.coupled as StepSlopes), perIdleUs: 1000 } },
+    };
+    const tpot = (fit: StepPeriodFit, rate: number): number =>
+      simulate(
+        { ...DEFAULT_WORKLOAD, adapters: 4, rate, duration: 20, seed: 3 },
+        cluster,
+        policyByName("rank-aware"),
+        new CostModel({ ...DEFAULT_CALIBRATION, stepPeriods: fit }),
+        { ttftMs: 1e9, tpotMs: 1e9 },
+      ).tpotMs.mean;
+    // Lone requests 5 s apart: the executor is idle almost all the time, each step pays ~all of it.
+    const lone = tpot(idle, 0.2) - tpot(flat, 0.2);
+    expect(lone).to.be.within(0.9, 1.0);
+    // At 100 req/s the executor is busy most of the time: each step pays a small part of it.
+    const busy = tpot(idle, 100) - tpot(flat, 100);
+    expect(busy).to.be.within(0, 0.5 * lone);
+    expect(tpot(idle, 100)).to.equal(tpot(idle, 100));
   });
 });

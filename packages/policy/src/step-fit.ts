@@ -4,6 +4,7 @@
  *
  *   period(mode, shape) = fixed + perSequenceUs · (sequences − 1) + perPrefillTokenUs · prefill tokens
  *                         + perFinishUs · sequences ending in it + perRankUs · Σ the rows' adapter ranks
+ *                         + perIdleUs · (1 − the executor's busy fraction)
  *
  * with every coefficient per mode. The period runs from one step's start to the next one's (forward
  * pass with its LoRA sites, sampling, streaming each token, the I/O let in between), so it is what a
@@ -16,6 +17,13 @@
  * (`withinShapeRankSlope`), then one weighted least-squares fit per mode over its probes' steps gives
  * the rest; a slope the data cannot tell from 0 (no spread, negative, or under two standard errors)
  * is dropped and the rest refitted.
+ *
+ * The idle term is a fixed cost that depends on how busy the machine is: on a VM whose idle vCPUs
+ * are slow to wake (a futex wake-up of a halted vCPU costs 40–90 µs here), a step that hands work
+ * to another thread pays more when little else runs. It is fitted on run-level differences of
+ * same-shape steps between probe runs of different busy fractions (`withinShapeIdleSlope`), and
+ * kept only when the runs tell it apart from 0, judged on the runs, not the steps (the steps of
+ * one run share its machine state, so they are not independent evidence of it).
  */
 import type { ServingMode } from "./simulator";
 
@@ -42,6 +50,8 @@ export interface StepSlopes {
   perFinishUs: number;
   /** Per unit of the batch's rank sum. */
   perRankUs: number;
+  /** Times (1 − the executor's busy fraction): the cost of waking an idle machine (older fits: 0). */
+  perIdleUs?: number;
 }
 
 export interface StepPeriodFit {
@@ -61,6 +71,8 @@ export interface StepPeriodShape {
   prefillTokens: number;
   finished?: number;
   rankSum?: number;
+  /** The executor's busy fraction around the step, 0–1 (absent: 1, no idle cost). */
+  busyFraction?: number;
 }
 
 /** A mode's slopes in the fit (an older fit's shared ones). */
@@ -85,8 +97,14 @@ export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepP
     k.perSequenceUs * Math.max(0, shape.sequences - 1) +
     k.perPrefillTokenUs * shape.prefillTokens +
     k.perFinishUs * (shape.finished ?? 0) +
-    k.perRankUs * (shape.rankSum ?? 0)
+    k.perRankUs * (shape.rankSum ?? 0) +
+    (k.perIdleUs ?? 0) * idleOf(shape.busyFraction)
   );
+}
+
+/** 1 − busy fraction, clamped to 0–1 (unknown: 0). */
+function idleOf(busyFraction: number | undefined): number {
+  return busyFraction === undefined ? 0 : Math.min(1, Math.max(0, 1 - busyFraction));
 }
 
 /** Solves A x = b (small, dense) by Gaussian elimination with partial pivoting. */
@@ -154,13 +172,14 @@ function leastSquares(
 /** A slope under this many standard errors is not told apart from 0 by the data: it is dropped. */
 const MIN_T = 2;
 
-const SLOPES: Record<keyof StepSlopes, Column> = {
+// The idle term is not a step-shape column: it is fitted across runs (`withinShapeIdleSlope`).
+const SLOPES: Record<Exclude<keyof StepSlopes, "perIdleUs">, Column> = {
   perSequenceUs: (s) => Math.max(0, s.sequences - 1),
   perPrefillTokenUs: (s) => s.prefillTokens,
   perFinishUs: (s) => s.finished ?? 0,
   perRankUs: (s) => s.rankSum ?? 0,
 };
-type Slope = keyof StepSlopes;
+type Slope = keyof typeof SLOPES;
 
 /**
  * The rank slope from rank differences between steps of the same other shape (sequences, prompt
@@ -169,50 +188,124 @@ type Slope = keyof StepSlopes;
  * 9.9 µs per unit of rank while one-sequence steps showed no order by rank, and the 12 req/s case's
  * TPOT over-predicted 32 %). 0 when those differences do not tell it apart from 0.
  */
-function withinShapeRankSlope(rows: readonly StepShapeSample[]): number {
-  const groups = new Map<string, StepShapeSample[]>();
-  for (const s of rows) {
-    const key = `${s.sequences}/${s.prefillTokens}/${s.finished ?? 0}`;
-    groups.set(key, [...(groups.get(key) ?? []), s]);
-  }
-  let sxy = 0;
-  let sxx = 0;
-  let within = 0;
-  let n = 0;
-  for (const g of groups.values()) {
-    const count = g.reduce((a, s) => a + s.count, 0);
-    const rankMean = g.reduce((a, s) => a + s.count * (s.rankSum ?? 0), 0) / count;
-    const periodMean = g.reduce((a, s) => a + s.sumUs, 0) / count;
-    for (const s of g) {
-      const dx = (s.rankSum ?? 0) - rankMean;
-      sxy += s.count * dx * (s.sumUs / s.count - periodMean);
-      sxx += s.count * dx * dx;
-      const mean = s.sumUs / s.count;
-      within += s.sumSqUs !== undefined ? Math.max(0, s.sumSqUs - s.count * mean * mean) : 0;
-      within += s.count * (mean - periodMean) ** 2;
+function withinShapeRankSlope(runs: ReadonlyArray<readonly StepShapeSample[]>): number {
+  // Within one run too: the runs' machine states differ (the same step moved 10–30 % between runs),
+  // and a run whose requests drew larger ranks would lend its state to the rank.
+  const perRun = runs.map((rows) => {
+    const groups = new Map<string, StepShapeSample[]>();
+    for (const s of rows) {
+      const key = `${s.sequences}/${s.prefillTokens}/${s.finished ?? 0}`;
+      groups.set(key, [...(groups.get(key) ?? []), s]);
     }
-    n += count - 1;
-  }
+    let sxy = 0;
+    let sxx = 0;
+    let within = 0;
+    let n = 0;
+    for (const g of groups.values()) {
+      const count = g.reduce((a, s) => a + s.count, 0);
+      const rankMean = g.reduce((a, s) => a + s.count * (s.rankSum ?? 0), 0) / count;
+      const periodMean = g.reduce((a, s) => a + s.sumUs, 0) / count;
+      for (const s of g) {
+        const dx = (s.rankSum ?? 0) - rankMean;
+        sxy += s.count * dx * (s.sumUs / s.count - periodMean);
+        sxx += s.count * dx * dx;
+        const mean = s.sumUs / s.count;
+        within += s.sumSqUs !== undefined ? Math.max(0, s.sumSqUs - s.count * mean * mean) : 0;
+        within += s.count * (mean - periodMean) ** 2;
+      }
+      n += count - 1;
+    }
+    return { sxy, sxx, within, n };
+  });
+  const sxx = perRun.reduce((a, r) => a + r.sxx, 0);
   if (sxx <= 0) return 0;
-  const slope = sxy / sxx;
-  const stdErr = Math.sqrt(within / Math.max(1, n - 1) / sxx);
+  const slope = perRun.reduce((a, r) => a + r.sxy, 0) / sxx;
+  const told = perRun.filter((r) => r.sxx > 0);
+  // From three runs on, the noise is judged on the runs' own slopes (their spread says how far a
+  // slope moves with the machine's state; in the idle run of 14:00 the 10 req/s probes priced
+  // rank at +19 µs while the cases' steps showed none); with fewer, on the steps.
+  const stdErr =
+    told.length >= 3
+      ? Math.sqrt(told.reduce((a, r) => a + r.sxx * (r.sxy / r.sxx - slope) ** 2, 0) / (told.length - 1) / sxx)
+      : Math.sqrt(
+          perRun.reduce((a, r) => a + r.within, 0) /
+            Math.max(
+              1,
+              perRun.reduce((a, r) => a + r.n, 0) - 1,
+            ) /
+            sxx,
+        );
   return slope > 0 && slope >= MIN_T * stdErr ? slope : 0;
 }
 
-/** The same steps with a known per-rank cost taken out of their periods. */
-function withoutRank(rows: readonly StepShapeSample[], perRankUs: number): StepShapeSample[] {
+/** One probe run's steps and the executor's busy fraction over the run. */
+export interface StepProfileRun {
+  mode: ServingMode;
+  steps: readonly StepShapeSample[];
+  /** Σ step periods / run length (absent: the run does not enter the idle term's fit). */
+  busyFraction?: number;
+}
+
+/**
+ * The idle slope from how same-shape steps moved between runs of different busy fractions. Per run:
+ * R, the count-weighted mean of its shapes' periods minus each shape's mean over all runs, and X,
+ * its idle fraction minus that shape's mean idle fraction likewise; then R = slope · X through the
+ * origin across runs, with the standard error from the runs' residuals. 0 with under three runs,
+ * or when the slope is negative or under MIN_T standard errors.
+ */
+export function withinShapeIdleSlope(runs: ReadonlyArray<{ steps: readonly StepShapeSample[]; idle: number }>): number {
+  if (runs.length < 3) return 0;
+  const key = (s: StepShapeSample): string => `${s.sequences}/${s.prefillTokens}/${s.finished ?? 0}`;
+  const shapes = new Map<string, { count: number; sumUs: number; idle: number }>();
+  for (const r of runs)
+    for (const s of r.steps) {
+      const g = shapes.get(key(s)) ?? { count: 0, sumUs: 0, idle: 0 };
+      g.count += s.count;
+      g.sumUs += s.sumUs;
+      g.idle += s.count * r.idle;
+      shapes.set(key(s), g);
+    }
+  const points = runs.flatMap((r) => {
+    let n = 0;
+    let dy = 0;
+    let dx = 0;
+    for (const s of r.steps) {
+      const g = shapes.get(key(s)) as { count: number; sumUs: number; idle: number };
+      // A shape seen in one run only says nothing about the runs' difference.
+      if (g.count === s.count) continue;
+      n += s.count;
+      dy += s.sumUs - s.count * (g.sumUs / g.count);
+      dx += s.count * (r.idle - g.idle / g.count);
+    }
+    return n > 0 ? [{ x: dx / n, y: dy / n }] : [];
+  });
+  const sxx = points.reduce((a, p) => a + p.x * p.x, 0);
+  if (points.length < 3 || sxx <= 0) return 0;
+  const slope = points.reduce((a, p) => a + p.x * p.y, 0) / sxx;
+  const rss = points.reduce((a, p) => a + (p.y - slope * p.x) ** 2, 0);
+  const stdErr = Math.sqrt(rss / (points.length - 1) / sxx);
+  return slope > 0 && slope >= MIN_T * stdErr ? slope : 0;
+}
+
+/** The same steps with a known cost per step (of its shape) taken out of their periods. */
+function without(rows: readonly StepShapeSample[], costUs: (s: StepShapeSample) => number): StepShapeSample[] {
   return rows.map((s) => {
-    const c = perRankUs * (s.rankSum ?? 0);
+    const c = costUs(s);
     const sumSqUs = s.sumSqUs === undefined ? undefined : s.sumSqUs - 2 * c * s.sumUs + s.count * c * c;
     return { ...s, sumUs: s.sumUs - s.count * c, ...(sumSqUs === undefined ? {} : { sumSqUs }) };
   });
 }
 
-/** One mode's fixed cost and slopes from its steps. */
-function fitMode(steps: readonly StepShapeSample[]): { fixedUs: number; slopes: StepSlopes } {
+/** One mode's fixed cost and slopes from its runs' steps. */
+function fitMode(runs: readonly StepProfileRun[]): { fixedUs: number; slopes: StepSlopes } {
   const one: Column = () => 1;
-  const perRankUs = withinShapeRankSlope(steps);
-  const rows = withoutRank(steps, perRankUs);
+  const steps = runs.flatMap((r) => r.steps);
+  const perRankUs = withinShapeRankSlope(runs.map((r) => r.steps));
+  const timed = runs
+    .filter((r) => r.busyFraction !== undefined)
+    .map((r) => ({ steps: without(r.steps, (x) => perRankUs * (x.rankSum ?? 0)), idle: idleOf(r.busyFraction) }));
+  const perIdleUs = withinShapeIdleSlope(timed);
+  const rows = runs.flatMap((r) => without(r.steps, (x) => perRankUs * (x.rankSum ?? 0) + perIdleUs * idleOf(r.busyFraction)));
   // A column that is zero on every step (no adapters, no prompt in any step) has nothing to fit;
   // rank is fitted above, within shapes.
   let active = (Object.keys(SLOPES) as Slope[]).filter(
@@ -240,19 +333,17 @@ function fitMode(steps: readonly StepShapeSample[]): { fixedUs: number; slopes: 
       active = active.filter((_, i) => i !== weakest);
       continue;
     }
-    const slopes: StepSlopes = { perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs };
+    const slopes: StepSlopes = { perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs, perIdleUs };
     active.forEach((k, i) => (slopes[k] = value(i)));
     return { fixedUs: Math.max(0, fit.coef[0] as number), slopes };
   }
 }
 
-export function fitStepPeriods(
-  profiles: ReadonlyArray<{ mode: ServingMode; steps: readonly StepShapeSample[] }>,
-): StepPeriodFit {
-  const byMode = new Map<ServingMode, StepShapeSample[]>();
+export function fitStepPeriods(profiles: readonly StepProfileRun[]): StepPeriodFit {
+  const byMode = new Map<ServingMode, StepProfileRun[]>();
   for (const p of profiles) {
-    const rows = p.steps.filter((s) => s.count > 0);
-    if (rows.length > 0) byMode.set(p.mode, [...(byMode.get(p.mode) ?? []), ...rows]);
+    const steps = p.steps.filter((s) => s.count > 0);
+    if (steps.length > 0) byMode.set(p.mode, [...(byMode.get(p.mode) ?? []), { ...p, steps }]);
   }
   if (byMode.size === 0) throw new RangeError("no engine steps in the step profiles: nothing to fit");
   const fit: Required<Pick<StepPeriodFit, "fixedUs" | "slopes" | "steps">> = { fixedUs: {}, slopes: {}, steps: {} };
@@ -260,7 +351,7 @@ export function fitStepPeriods(
     const m = fitMode(rows);
     fit.fixedUs[mode] = m.fixedUs;
     fit.slopes[mode] = m.slopes;
-    fit.steps[mode] = rows.reduce((a, s) => a + s.count, 0);
+    fit.steps[mode] = rows.reduce((a, r) => a + r.steps.reduce((n, s) => n + s.count, 0), 0);
   }
   return fit;
 }
