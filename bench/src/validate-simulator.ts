@@ -180,6 +180,9 @@ function probeOverheads(
     (Object.keys(specs) as Array<keyof StackProbes>).flatMap((k) =>
       measured[k].rounds.map((r) => ({ mode: specs[k].mode, steps: r.stepProfile, busyFraction: busyFractionOf(r) })),
     ),
+    // The rank's cost is the LoRA kernel's, measured by `loramesh calibrate`: per unit of rank and
+    // decode token, at every LoRA site of the step.
+    { perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep },
   );
   const summary = (m: Measured): ProbeSummary => ({
     ttftP50Ms: m.ttftMs.p50,

@@ -107,6 +107,30 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(noise.fixedUs.coupled).to.be.closeTo(1005, 1e-6);
   });
 
+  it("takes the rank's cost from the kernel calibration when given, and fits the rest around it", () => {
+    // Probe steps where the rank-64 adapter's steps ran slow for another reason (the measured case:
+    // 16 µs per unit of rank fitted, the kernel's 0.1 µs, and the cases' rank-64 steps as fast as
+    // their rank-4 ones).
+    const shape = (rankSum: number, mean: number, count: number): StepShapeSample => ({
+      sequences: 1,
+      tokens: 1,
+      prefillTokens: 0,
+      rankSum,
+      count,
+      sumUs: count * mean,
+      sumSqUs: count * (mean ** 2 + 100 ** 2),
+    });
+    const runs = [0, 1, 2].map((i) => ({
+      mode: "coupled" as const,
+      steps: [shape(4, 1000 + 10 * i, 300), shape(64, 1900 + 10 * i, 10)],
+    }));
+    expect(slopesOf(fitStepPeriods(runs), "coupled").perRankUs).to.be.closeTo(15, 0.1);
+    const known = fitStepPeriods(runs, { perRankUs: 0.1 });
+    expect(slopesOf(known, "coupled").perRankUs).to.equal(0.1);
+    // The rest sits at the steps' mean: a rank-64 step priced at ~1.04 ms, not ~1.9.
+    expect(stepPeriodUs(known, "coupled", { sequences: 1, prefillTokens: 0, rankSum: 64 })).to.be.within(1000, 1100);
+  });
+
   it("fits rank within shapes: rank sums that grow with the batch do not take up the per-sequence cost", () => {
     // Within each batch size rank changes nothing, but the cost per sequence is not linear and the
     // larger batches carry larger rank sums: a joint fit gives 1.74 µs per unit of rank here (the

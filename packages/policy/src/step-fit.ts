@@ -228,12 +228,7 @@ function withinShapeRankSlope(runs: ReadonlyArray<readonly StepShapeSample[]>): 
     told.length >= 3
       ? Math.sqrt(told.reduce((a, r) => a + r.sxx * (r.sxy / r.sxx - slope) ** 2, 0) / (told.length - 1) / sxx)
       : Math.sqrt(
-          perRun.reduce((a, r) => a + r.within, 0) /
-            Math.max(
-              1,
-              perRun.reduce((a, r) => a + r.n, 0) - 1,
-            ) /
-            sxx,
+          perRun.reduce((a, r) => a + r.within, 0) / Math.max(1, perRun.reduce((a, r) => a + r.n, 0) - 1) / sxx,
         );
   return slope > 0 && slope >= MIN_T * stdErr ? slope : 0;
 }
@@ -297,15 +292,16 @@ function without(rows: readonly StepShapeSample[], costUs: (s: StepShapeSample) 
 }
 
 /** One mode's fixed cost and slopes from its runs' steps. */
-function fitMode(runs: readonly StepProfileRun[]): { fixedUs: number; slopes: StepSlopes } {
+function fitMode(runs: readonly StepProfileRun[], knownRankUs?: number): { fixedUs: number; slopes: StepSlopes } {
   const one: Column = () => 1;
-  const steps = runs.flatMap((r) => r.steps);
-  const perRankUs = withinShapeRankSlope(runs.map((r) => r.steps));
+  const perRankUs = knownRankUs ?? withinShapeRankSlope(runs.map((r) => r.steps));
   const timed = runs
     .filter((r) => r.busyFraction !== undefined)
     .map((r) => ({ steps: without(r.steps, (x) => perRankUs * (x.rankSum ?? 0)), idle: idleOf(r.busyFraction) }));
   const perIdleUs = withinShapeIdleSlope(timed);
-  const rows = runs.flatMap((r) => without(r.steps, (x) => perRankUs * (x.rankSum ?? 0) + perIdleUs * idleOf(r.busyFraction)));
+  const rows = runs.flatMap((r) =>
+    without(r.steps, (x) => perRankUs * (x.rankSum ?? 0) + perIdleUs * idleOf(r.busyFraction)),
+  );
   // A column that is zero on every step (no adapters, no prompt in any step) has nothing to fit;
   // rank is fitted above, within shapes.
   let active = (Object.keys(SLOPES) as Slope[]).filter(
@@ -339,7 +335,17 @@ function fitMode(runs: readonly StepProfileRun[]): { fixedUs: number; slopes: St
   }
 }
 
-export function fitStepPeriods(profiles: readonly StepProfileRun[]): StepPeriodFit {
+/**
+ * `options.perRankUs`: the rank's cost per unit of a step's rank sum as measured elsewhere (the LoRA
+ * kernel calibration); then it is not fitted from the step periods. The probes' steps priced it at
+ * 16–19 µs per unit (a lone rank-64 decode step 2.05 ms fitted against 1.08 measured in the cases),
+ * 100–200× the kernel's 0.1 µs: the probes draw few high-rank requests, and what moved their
+ * steps was not the rank.
+ */
+export function fitStepPeriods(
+  profiles: readonly StepProfileRun[],
+  options: { perRankUs?: number } = {},
+): StepPeriodFit {
   const byMode = new Map<ServingMode, StepProfileRun[]>();
   for (const p of profiles) {
     const steps = p.steps.filter((s) => s.count > 0);
@@ -348,7 +354,7 @@ export function fitStepPeriods(profiles: readonly StepProfileRun[]): StepPeriodF
   if (byMode.size === 0) throw new RangeError("no engine steps in the step profiles: nothing to fit");
   const fit: Required<Pick<StepPeriodFit, "fixedUs" | "slopes" | "steps">> = { fixedUs: {}, slopes: {}, steps: {} };
   for (const [mode, rows] of byMode) {
-    const m = fitMode(rows);
+    const m = fitMode(rows, options.perRankUs);
     fit.fixedUs[mode] = m.fixedUs;
     fit.slopes[mode] = m.slopes;
     fit.steps[mode] = rows.reduce((a, r) => a + r.steps.reduce((n, s) => n + s.count, 0), 0);
