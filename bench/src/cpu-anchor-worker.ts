@@ -4,7 +4,8 @@
  * {load_ms, prefill_tok_s, decode_tok_s, decode_tok_s_r16, decode_tok_s_r128, rss_mib, tokens}.
  *
  * Both engines run the same steps: load the model; feed the prompt and generate greedily (time to
- * the first token = prefill, the rest = decode); record peak RSS; then the same with each adapter.
+ * the first token = prefill, the rest = decode); record peak RSS; then the decode runs of the base
+ * and of each adapter, alternated (see `alternate`).
  */
 import { resolve } from "node:path";
 
@@ -15,6 +16,10 @@ interface WorkerArgs {
   prompt: number[];
   generate: number;
   threads: number;
+  /** Decode runs per configuration (base and each adapter), alternated; 1 if absent. */
+  reps?: number;
+  /** Where the rotation starts (the round's index), so rounds balance the places too. */
+  rotation?: number;
 }
 
 interface Run {
@@ -24,6 +29,46 @@ interface Run {
 }
 
 const rssMib = () => process.resourceUsage().maxRSS / 1024;
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+
+/**
+ * The decode figures of the base ("base") and each adapter: `reps` runs of each, in an order that
+ * rotates every rep (base, r16, r128 / r16, r128, base / ...) and starts one further each round,
+ * so each configuration takes each place in the sequence equally often. On a shared VM one 64-token run's step time moves by
+ * ±15 % from run to run; measured once each and always base-first (the earlier schedule), the
+ * adapters' share of a step carried that noise and any drift within the process as their cost.
+ * Returns the median decode rate and the first run's tokens of each configuration.
+ */
+async function alternate(
+  names: readonly string[],
+  reps: number,
+  rotation: number,
+  run: (name: string) => Promise<Run>,
+): Promise<Record<string, unknown>> {
+  const rates = new Map<string, number[]>(names.map((n) => [n, []]));
+  const tokens = new Map<string, number[]>();
+  for (let k = 0; k < reps; k++) {
+    for (let i = 0; i < names.length; i++) {
+      const name = names[(i + k + rotation) % names.length] as string;
+      const r = await run(name);
+      rates.get(name)?.push(r.decodeTokS);
+      if (!tokens.has(name)) tokens.set(name, r.tokens);
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const name of names) {
+    const suffix = name === "base" ? "" : `_${name}`;
+    out[`decode_tok_s${suffix}`] = median(rates.get(name) ?? []);
+    out[`decode_runs${suffix}`] = rates.get(name);
+    if (name !== "base") out[`tokens${suffix}`] = tokens.get(name);
+  }
+  return out;
+}
 
 async function loramesh(a: WorkerArgs): Promise<Record<string, unknown>> {
   const { native } = await import("@loramesh/native");
@@ -49,23 +94,20 @@ async function loramesh(a: WorkerArgs): Promise<Record<string, unknown>> {
       tokens: r.tokenIds,
     };
   };
-  const base = await run();
+  // First run: prefill, the base tokens and peak RSS before any adapter is resident.
+  const first = await run();
   const rss = rssMib();
-  const out: Record<string, unknown> = {
+  for (const [name, dir] of Object.entries(a.adapters)) lora.add(name, loadAdapter(resolve(dir), model.config));
+  const decode = await alternate(["base", ...Object.keys(a.adapters)], a.reps ?? 1, a.rotation ?? 0, (name) =>
+    run(name === "base" ? undefined : name),
+  );
+  return {
     load_ms: loadMs,
-    prefill_tok_s: base.prefillTokS,
-    decode_tok_s: base.decodeTokS,
+    prefill_tok_s: first.prefillTokS,
     rss_mib: rss,
-    tokens: base.tokens,
+    tokens: first.tokens,
+    ...decode,
   };
-  for (const [name, dir] of Object.entries(a.adapters)) {
-    lora.add(name, loadAdapter(resolve(dir), model.config));
-    const r = await run(name);
-    out[`decode_tok_s_${name}`] = r.decodeTokS;
-    out[`tokens_${name}`] = r.tokens;
-    lora.remove(name);
-  }
-  return out;
 }
 
 async function llamacpp(a: WorkerArgs): Promise<Record<string, unknown>> {
@@ -103,23 +145,20 @@ async function llamacpp(a: WorkerArgs): Promise<Record<string, unknown>> {
       await context.dispose();
     }
   };
-  const base = await run();
+  const first = await run();
   const rss = rssMib();
-  const out: Record<string, unknown> = {
-    load_ms: loadMs,
-    prefill_tok_s: base.prefillTokS,
-    decode_tok_s: base.decodeTokS,
-    rss_mib: rss,
-    tokens: base.tokens,
-  };
-  for (const [name, path] of Object.entries(a.adapters)) {
-    const r = await run(path);
-    out[`decode_tok_s_${name}`] = r.decodeTokS;
-    out[`tokens_${name}`] = r.tokens;
-  }
+  const decode = await alternate(["base", ...Object.keys(a.adapters)], a.reps ?? 1, a.rotation ?? 0, (name) =>
+    run(name === "base" ? undefined : a.adapters[name]),
+  );
   await model.dispose();
   await llama.dispose();
-  return out;
+  return {
+    load_ms: loadMs,
+    prefill_tok_s: first.prefillTokS,
+    rss_mib: rss,
+    tokens: first.tokens,
+    ...decode,
+  };
 }
 
 async function main(): Promise<void> {

@@ -1,10 +1,12 @@
 /**
- * `pnpm bench:cpu-anchor [--json] [--dtype bf16|f32] [--quick]`: loramesh against llama.cpp
+ * `pnpm bench:cpu-anchor [--json] [--dtype bf16|f32] [--quick] [--rounds N] [--reps N]`: loramesh against llama.cpp
  * (node-llama-cpp, prebuilt) on the same generated TinyLlama-1.1B-shaped model, in one run.
  *
  * The model is written once by the synth-model generator (safetensors for loramesh, GGUF with q/k
  * permuted for llama.cpp; same random weights) and cached. Each round runs every engine in a fresh
  * process, alternating, so both see the same machine load; the figures are medians over rounds.
+ * Within a process the base and adapter decode runs alternate too (`--reps` each per round), and
+ * the decode rates are medians over all those runs.
  * "floor" is the decode rate the machine's measured read bandwidth allows at this weight precision.
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -21,6 +23,7 @@ interface Options {
   shape: string;
   dir: string | undefined;
   rounds: number | undefined;
+  reps: number | undefined;
   threads: number;
 }
 
@@ -32,6 +35,7 @@ function parseArgs(argv: readonly string[]): Options {
     shape: "tinyllama-1.1b",
     dir: undefined,
     rounds: undefined,
+    reps: undefined,
     threads: 0,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -50,6 +54,7 @@ function parseArgs(argv: readonly string[]): Options {
     } else if (arg === "--shape") o.shape = value();
     else if (arg === "--dir") o.dir = value();
     else if (arg === "--rounds") o.rounds = Number(value());
+    else if (arg === "--reps") o.reps = Number(value());
     else if (arg === "--threads") o.threads = Number(value());
     else throw new Error(`unknown argument ${arg}`);
   }
@@ -108,6 +113,9 @@ async function main(): Promise<void> {
   const shape = shapeByName(o.shape);
   const threads = o.threads > 0 ? o.threads : cpus().length;
   const rounds = o.rounds ?? (o.quick ? 1 : 3);
+  // Decode runs per configuration within each engine process, alternated (cpu-anchor-worker's
+  // `alternate`): a full rotation in the one quick round; two per round over the full run's three.
+  const reps = o.reps ?? (o.quick ? 3 : 2);
   const promptLength = o.quick ? 64 : 256,
     generate = o.quick ? 16 : 64;
   const gguf = o.dtype === "f32" ? "F32" : "F16";
@@ -142,15 +150,21 @@ async function main(): Promise<void> {
     const order = r % 2 === 0 ? (["loramesh", "llamacpp"] as const) : (["llamacpp", "loramesh"] as const);
     for (const name of order) {
       loads.push(loadavg()[0] as number);
-      const res = worker({ ...engines[name], ...common });
+      const res = worker({ ...engines[name], ...common, reps, rotation: r });
       results[name]?.push(res);
       process.stderr.write(
-        `cpu-anchor: round ${r + 1}/${rounds} ${name}: ${JSON.stringify(Object.fromEntries(KEYS.map((k) => [k, res[k]])))}\n`,
+        `cpu-anchor: round ${r + 1}/${rounds} ${name}: ${JSON.stringify(Object.fromEntries(Object.entries(res).filter(([k]) => !k.startsWith("tokens"))))}\n`,
       );
     }
   }
+  // Decode rates: the median of every alternated run of all rounds (the runs pooled, not a median
+  // of per-round medians); the other figures: the median over rounds.
+  const samples = (rs: Array<Record<string, unknown>>, k: (typeof KEYS)[number]): number[] =>
+    k.startsWith("decode_tok_s")
+      ? rs.flatMap((x) => (x[k.replace("decode_tok_s", "decode_runs")] as number[] | undefined) ?? [x[k] as number])
+      : rs.map((x) => x[k] as number);
   const summarize = (rs: Array<Record<string, unknown>>) =>
-    Object.fromEntries(KEYS.map((k) => [k, round(median(rs.map((x) => x[k] as number)))]));
+    Object.fromEntries(KEYS.map((k) => [k, round(median(samples(rs, k)))]));
   const checkpointBytes = statSync(join(dir, "model", "model.safetensors")).size;
   const embedBytes = shape.vocabSize * shape.hiddenSize * (o.dtype === "f32" ? 4 : 2);
   // A decode step reads every weight once except the embedding table (one row).
@@ -166,6 +180,7 @@ async function main(): Promise<void> {
       prompt_tokens: promptLength,
       generated_tokens: generate,
       rounds,
+      decode_runs_per_config: rounds * reps,
       threads,
       cpu: cpuModel(),
       load_avg: round(median(loads)),
