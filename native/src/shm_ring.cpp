@@ -114,7 +114,7 @@ struct SchedAttr {
 }  // namespace
 
 bool ring_thread_slice() {
-  static const int64_t slice_us = env_us("LM_RING_SLICE_US", 100);
+  static const int64_t slice_us = env_us("LM_RING_SLICE_US", 0);
   thread_local int state = 0;  // 0: not tried, 1: set, 2: off or refused
   if (state == 0) {
     state = 2;
