@@ -53,8 +53,16 @@ export async function registerAdapters(routerAddress: string): Promise<void> {
   }
 }
 
-/** Decode step time with `sequences` sequences decoding at once: median over the sequences. */
-export async function decodeStepMsOn(routerAddress: string, sequences: number, tokens: number): Promise<number> {
+/**
+ * Decode step time with `sequences` sequences decoding at once: median over the sequences. `timed`
+ * runs just before and after the timed pass (not around the warm-up).
+ */
+export async function decodeStepMsOn(
+  routerAddress: string,
+  sequences: number,
+  tokens: number,
+  timed?: { before(): Promise<void>; after(): Promise<void> },
+): Promise<number> {
   const client = new LoraMeshClient({ address: routerAddress, defaultDeadlineMs: 600_000 });
   // Each step emits one token per sequence, so a sequence's decode time over its tokens is the
   // step time (token events may reach the client in bursts, so single gaps mean little).
@@ -89,7 +97,9 @@ export async function decodeStepMsOn(routerAddress: string, sequences: number, t
     );
   try {
     await within("warm-up decoding", run(false), 600_000);
+    await timed?.before();
     await within("decoding", run(true), 600_000);
+    await timed?.after();
   } finally {
     client.close();
   }

@@ -15,8 +15,9 @@
  * a worker on another host over each (or why they were not measured: no root, no UCX).
  * `shm_step_ring` (also with --shm-only) says where the shm decode step's ring time went: ring
  * sites per step and µs per site (wait = queue + batch + compute + wake), from the worker's metrics.
+ * `thread_cpu` (--shm-only --threads): every process's threads during each timed decode pass, CPU per step.
  *
- *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only | --shm-only]]
+ *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only | --shm-only [--threads]]]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -32,6 +33,7 @@ import { LoraMeshClient } from "@loramesh/sdk";
 import { RemoteLoraBackend } from "@loramesh/base-worker";
 import { ADAPTERS, decodeStepMsOn, median, percentile, registerAdapters, round, within } from "./mesh-bench-common";
 import { ucxReport } from "./mesh-bench-ucx";
+import { threadCpuDiff, threadSnapshot, type ThreadCpu, type ThreadSnapshot } from "./thread-cpu";
 
 const quiet = createLogger({ level: "error" });
 process.env["LOG_LEVEL"] ??= "error";
@@ -54,6 +56,11 @@ const options = {
   shmOnly: booleanOption({
     flag: "shm-only",
     description: "with --json: only the shm ring figures (site round trips, decode step coupled vs shm; a quicker run)",
+  }),
+  threads: booleanOption({
+    flag: "threads",
+    description:
+      "with --json --shm-only: also per-thread CPU of every process during the timed decode (who competes with the ring threads)",
   }),
   ucxOnly: booleanOption({
     flag: "ucx-only",
@@ -442,6 +449,7 @@ async function decodeStepMs(
   sequences: number,
   tokens: number,
   profile?: (p: RingProfile) => void,
+  threads?: (t: { steps: number; threads: ThreadCpu[] }) => void,
 ): Promise<number> {
   const cluster = await startCluster({
     routerListen: "127.0.0.1:0",
@@ -455,7 +463,26 @@ async function decodeStepMs(
   try {
     await registerAdapters(cluster.routerAddress);
     const before = profile ? await ringSeries(cluster) : {};
-    const ms = await decodeStepMsOn(cluster.routerAddress, sequences, tokens);
+    // Who ran during the timed pass: every cluster process, Redis and this bench (the client).
+    const pids = () => [
+      ...cluster.processes.map((p) => ({ name: p.service, pid: p.pid })),
+      ...(cluster.redisPid ? [{ name: "redis", pid: cluster.redisPid }] : []),
+      { name: "bench-client", pid: process.pid },
+    ];
+    let steps0 = 0;
+    let snap0: ThreadSnapshot = new Map();
+    const timed = threads && {
+      before: async () => {
+        steps0 = (await ringSeries(cluster))["steps"] ?? 0;
+        snap0 = threadSnapshot(pids());
+      },
+      after: async () => {
+        const snap1 = threadSnapshot(pids());
+        const steps = ((await ringSeries(cluster))["steps"] ?? 0) - steps0;
+        threads({ steps, threads: threadCpuDiff(snap0, snap1, steps) });
+      },
+    };
+    const ms = await decodeStepMsOn(cluster.routerAddress, sequences, tokens, timed);
     if (profile) profile(ringProfile(before, await ringSeries(cluster)));
     return ms;
   } finally {
@@ -495,14 +522,18 @@ async function main(): Promise<void> {
     return console.log(JSON.stringify({ ucx: await ucxReport(config.iterations, config.tokens) }));
   if (config.json && config.shmOnly) {
     const siteUs = await siteRoundTripUs(config.iterations, 8);
-    const coupled = await decodeStepMs("coupled", true, 8, config.tokens);
+    const cpu: Record<string, unknown> = {};
+    const keep = (mode: string) => (config.threads ? (t: unknown) => (cpu[mode] = t) : undefined);
+    const coupled = await decodeStepMs("coupled", true, 8, config.tokens, undefined, keep("coupled"));
     let ring: RingProfile | undefined;
-    const shm = await decodeStepMs("disaggregated", true, 8, config.tokens, (p) => (ring = p));
+    const shm = await decodeStepMs("disaggregated", true, 8, config.tokens, (p) => (ring = p), keep("shm"));
     return console.log(
       JSON.stringify({
         site_round_trip_us: siteUs,
         decode_step_ms: { coupled, disaggregated_shm: shm, shm_over_coupled: round(shm / coupled) },
         shm_step_ring: ring,
+        // --threads: per-thread CPU during each timed decode pass, per engine step.
+        ...(config.threads ? { thread_cpu: cpu } : {}),
       }),
     );
   }

@@ -15,6 +15,7 @@
 #include "../src/routed_site_backend.h"
 #include "../src/shm_ring.h"
 #include "../src/step.h"
+#include "../src/threads.h"
 #include "callback_site_backend.h"
 #include "status_name.h"
 
@@ -451,6 +452,9 @@ class StepWorker : public Napi::AsyncWorker {
   std::vector<const char*> adapter_ptrs;
 
   void Execute() override {
+    // A libuv pool thread: named for per-thread CPU profiles (bench:mesh --threads); it keeps the
+    // name for whatever it runs next, which on a worker is mostly steps.
+    name_this_thread("lm-step");
     std::lock_guard<std::mutex> lock(model_->busy);
     // Ring sites are waited for on this thread: the difference of its sums is this step's.
     const shm::RingTotals before = shm::thread_ring_totals();

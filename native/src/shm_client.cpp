@@ -181,6 +181,7 @@ class ShmSiteBackend final : public SiteBackend {
       std::lock_guard<std::mutex> g(mu_);
       if (s >= kSlots || !busy_[s] || seq_[s] != seq) return fail(LM_ERR_ARGUMENT, "unknown ticket");
     }
+    ring_thread_slice();  // once per waiting thread (the step's): woken, it runs at once
     Header* h = map_.header();
     Slot& slot = h->slots[s];
     const int64_t start = now_ns(), deadline = start + (timeout_us < 0 ? INT64_MAX / 2 : timeout_us * 1000);

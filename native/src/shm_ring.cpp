@@ -100,6 +100,37 @@ int64_t env_us(const char* name, int64_t fallback) {
   return *end == '\0' && us >= 0 && us <= 10'000'000 ? us : fallback;  // ignore garbage, cap at 10 s
 }
 
+namespace {
+// struct sched_attr of sched_setattr(2) (glibc has no wrapper).
+struct SchedAttr {
+  uint32_t size;
+  uint32_t sched_policy;
+  uint64_t sched_flags;
+  int32_t sched_nice;
+  uint32_t sched_priority;
+  uint64_t sched_runtime, sched_deadline, sched_period;
+  uint32_t sched_util_min, sched_util_max;
+};
+}  // namespace
+
+bool ring_thread_slice() {
+  static const int64_t slice_us = env_us("LM_RING_SLICE_US", 0);
+  thread_local int state = 0;  // 0: not tried, 1: set, 2: off or refused
+  if (state == 0) {
+    state = 2;
+#if defined(SYS_sched_setattr) && defined(SYS_sched_getattr)
+    SchedAttr a{};
+    if (slice_us > 0 && syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) == 0 && a.sched_policy == 0 /* SCHED_OTHER */) {
+      a.size = sizeof a;
+      a.sched_flags = 0;
+      a.sched_runtime = static_cast<uint64_t>(slice_us) * 1000;  // the fair class's slice (kernel ≥ 6.12)
+      if (syscall(SYS_sched_setattr, 0, &a, 0) == 0) state = 1;
+    }
+#endif
+  }
+  return state == 1;
+}
+
 int64_t now_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

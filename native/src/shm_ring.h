@@ -124,6 +124,14 @@ bool spin_for(int64_t spin_ns, Done&& done, bool* preempted = nullptr) {
 // settings without a rebuild), else the default; read once per process.
 int64_t env_us(const char* name, int64_t fallback);
 
+// Asks the scheduler for a short time slice (LM_RING_SLICE_US µs, e.g. 100; 0, the default: leave
+// it; the loaded A/B in docs/performance.md was mixed) for the calling thread, once per thread: on Linux ≥ 6.12 (EEVDF) a waking thread with a shorter slice
+// than the running one preempts it at once instead of queueing behind it, so a ring thread woken
+// by its peer does not wait for a busy event loop's slice to end. Its share of the CPU is unchanged
+// (slice is latency, not weight), and no privilege is needed. Older kernels take the value as
+// meaningless for the fair class (ignored); a refusal leaves the thread as it was. True when set.
+bool ring_thread_slice();
+
 // Where a ring site's time went, as the worker saw it (ns, CLOCK_MONOTONIC).
 struct SiteTiming {
   int64_t post_ns = 0;  // the worker rang the bell

@@ -316,6 +316,8 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
 }
 
 void ServerImpl::loop() {
+  name_this_thread("lm-ring-server");
+  ring_thread_slice();
   std::vector<Item> items;
   std::vector<std::atomic<uint32_t>*> words;
   std::vector<uint32_t> expected;

@@ -1,5 +1,9 @@
 #include "threads.h"
 
+#if defined(__linux__)
+#include <pthread.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -126,6 +130,7 @@ class Pool {
   }
 
   void worker_loop(uint64_t seen) {
+    name_this_thread("lm-pool");
     for (;;) {
       // Poll first (a new job usually follows within microseconds during a step), then sleep.
       spin_until([&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; });
@@ -209,5 +214,13 @@ ThreadLimit::~ThreadLimit() { thread_limit = previous_; }
 
 SerialRegion::SerialRegion() : previous_(in_region) { in_region = true; }
 SerialRegion::~SerialRegion() { in_region = previous_; }
+
+void name_this_thread(const char* name) {
+#if defined(__linux__)
+  pthread_setname_np(pthread_self(), name);
+#else
+  (void)name;
+#endif
+}
 
 }  // namespace lm

@@ -42,4 +42,8 @@ class ThreadLimit {
   int previous_;
 };
 
+// Names the calling thread (Linux; at most 15 characters), so per-thread CPU in /proc tells the
+// pool and the ring threads from Node's own.
+void name_this_thread(const char* name);
+
 }  // namespace lm
