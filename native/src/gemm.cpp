@@ -250,6 +250,8 @@ LM_AVX2 inline __m256 load8(const uint16_t* p) {
 
 // Rows up to this long count as short for rows_avx2's prefetch.
 constexpr int64_t kPrefetchRowBytes = 1024;
+// How many tiles ahead it prefetches.
+constexpr int64_t kPrefetchTiles = 2;
 
 // Brings n elements from p towards L1, a line at a time.
 template <typename W>
@@ -300,9 +302,10 @@ void rows_avx2(const float* const* xs, const W* w, const float* bias, int64_t k,
   // the hardware prefetcher to ramp up before the tile moves on; each tile then starts on cold
   // misses. Prefetch the next tile's lines while this one runs.
   const bool prefetch = g_prefetch && k * static_cast<int64_t>(sizeof(W)) <= kPrefetchRowBytes;
-  if (prefetch) prefetch_lines(w + j * k, std::min<int64_t>(R, re - j) * k);
+  if (prefetch) prefetch_lines(w + j * k, std::min<int64_t>(kPrefetchTiles * R, re - j) * k);
   for (; j + R <= re; j += R) {
-    if (prefetch) prefetch_lines(w + (j + R) * k, std::min<int64_t>(R, re - j - R) * k);
+    const int64_t ahead = j + kPrefetchTiles * R;
+    if (prefetch && ahead < re) prefetch_lines(w + ahead * k, std::min<int64_t>(R, re - ahead) * k);
     tile_avx2<W, R, C>(w + j * k, k, xs, res);
     emit(R);
   }
