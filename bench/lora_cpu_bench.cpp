@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../native/src/gemm.h"
 #include "../native/tests/test_util.h"
 
 using namespace lmtest;
@@ -74,9 +75,11 @@ uint16_t to_bf16(float f) {
 // One decode site of a TinyLlama-1.1B-shaped model: the base projection (bf16 weights) and one
 // adapter's LoRA delta at `rank` on `rows` rows, timed alternately in the same process. The LoRA
 // pools are bf16 (what an adapter stored as bf16 is packed as) or f32 (what every adapter was
-// packed as before). Returns {base µs, lora µs, base bytes, lora bytes}.
+// packed as before). The LoRA call is timed with the short-row tile prefetch on (the default) and
+// off (before issue 17), alternating. Returns {base µs, lora µs, lora µs without prefetch, base
+// bytes, lora bytes}.
 struct SiteTimes {
-  double base_us, lora_us, base_bytes, lora_bytes;
+  double base_us, lora_us, lora_nopf_us, base_bytes, lora_bytes;
 };
 
 SiteTimes decode_site(std::mt19937& rng, int64_t h_in, const std::vector<int32_t>& widths, int32_t rank, int64_t rows,
@@ -113,7 +116,12 @@ SiteTimes decode_site(std::mt19937& rng, int64_t h_in, const std::vector<int32_t
   std::vector<float> out(static_cast<size_t>(rows * p.n_out));
   lm_tensor ot = tensor(out.data(), LM_F32, {rows, p.n_out});
   // Alternate the two in rounds so load changes on a shared machine hit both alike.
-  std::vector<double> base, lora;
+  std::vector<double> base, lora, lora_nopf;
+  auto lora_call = [&] {
+    const int32_t key = static_cast<int32_t>(lora_turn++ % kCopies);
+    for (auto& k : p.slot) k = key;
+    LM_CHECK(lm_lora_apply(&w, &x, &slot, &yt));
+  };
   for (int i = 0; i < reps; i++) {
     base.push_back(median_us(
         [&] {
@@ -121,20 +129,18 @@ SiteTimes decode_site(std::mt19937& rng, int64_t h_in, const std::vector<int32_t
           LM_CHECK(lm_matmul(&x, &wt, nullptr, &ot));
         },
         3));
-    lora.push_back(median_us(
-        [&] {
-          const int32_t key = static_cast<int32_t>(lora_turn++ % kCopies);
-          for (auto& k : p.slot) k = key;
-          LM_CHECK(lm_lora_apply(&w, &x, &slot, &yt));
-        },
-        3));
+    lora.push_back(median_us(lora_call, 3));
+    lm::gemm::set_prefetch(false);
+    lora_nopf.push_back(median_us(lora_call, 3));
+    lm::gemm::set_prefetch(true);
   }
   std::sort(base.begin(), base.end());
   std::sort(lora.begin(), lora.end());
+  std::sort(lora_nopf.begin(), lora_nopf.end());
   const double elem = bf16_pool ? 2.0 : 4.0;
   double lora_bytes = 0;
   for (int s = 0; s < p.n_slices; s++) lora_bytes += elem * rank * (h_in + p.widths[s]);  // one adapter's
-  return {base[base.size() / 2], lora[lora.size() / 2], 2.0 * static_cast<double>(p.n_out * h_in), lora_bytes};
+  return {base[base.size() / 2], lora[lora.size() / 2], lora_nopf[lora_nopf.size() / 2], 2.0 * static_cast<double>(p.n_out * h_in), lora_bytes};
 }
 
 void decode_sites(std::mt19937& rng, int reps) {
@@ -149,23 +155,26 @@ void decode_sites(std::mt19937& rng, int reps) {
   std::printf("\nDecode sites of a TinyLlama-1.1B layer (base bf16 GEMV vs one adapter's LoRA delta, alternating, "
               "median of %d):\n\n",
               reps);
-  std::printf("| rank | rows | pool | site | base µs | base GB/s | LoRA µs | LoRA GB/s | LoRA ÷ base time | LoRA ÷ base bytes |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| rank | rows | pool | site | base µs | base GB/s | LoRA µs | LoRA GB/s | LoRA µs, no prefetch | LoRA ÷ base time | "
+              "LoRA ÷ base bytes |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int32_t rank : {16, 128}) {
     for (int64_t rows : {1, 8}) {
       for (bool bf16_pool : {true, false}) {
-        double base_sum = 0, lora_sum = 0, base_bytes = 0, lora_bytes = 0;
+        double base_sum = 0, lora_sum = 0, nopf_sum = 0, base_bytes = 0, lora_bytes = 0;
         for (const Site& s : sites) {
           const SiteTimes t = decode_site(rng, s.h_in, s.widths, rank, rows, bf16_pool, reps);
-          std::printf("| %d | %lld | %s | %s | %.0f | %.1f | %.0f | %.1f | %.1f %% | %.1f %% |\n", rank,
+          std::printf("| %d | %lld | %s | %s | %.0f | %.1f | %.0f | %.1f | %.0f | %.1f %% | %.1f %% |\n", rank,
                       static_cast<long long>(rows), bf16_pool ? "bf16" : "f32", s.name, t.base_us,
-                      t.base_bytes / t.base_us / 1e3, t.lora_us, t.lora_bytes / t.lora_us / 1e3,
+                      t.base_bytes / t.base_us / 1e3, t.lora_us, t.lora_bytes / t.lora_us / 1e3, t.lora_nopf_us,
                       100 * t.lora_us / t.base_us, 100 * t.lora_bytes / t.base_bytes);
-          base_sum += t.base_us, lora_sum += t.lora_us, base_bytes += t.base_bytes, lora_bytes += t.lora_bytes;
+          base_sum += t.base_us, lora_sum += t.lora_us, nopf_sum += t.lora_nopf_us, base_bytes += t.base_bytes,
+              lora_bytes += t.lora_bytes;
         }
-        std::printf("| %d | %lld | %s | **layer** | %.0f | %.1f | %.0f | %.1f | **%.1f %%** | %.1f %% |\n", rank,
+        std::printf("| %d | %lld | %s | **layer** | %.0f | %.1f | %.0f | %.1f | %.0f | **%.1f %%** | %.1f %% |\n", rank,
                     static_cast<long long>(rows), bf16_pool ? "bf16" : "f32", base_sum, base_bytes / base_sum / 1e3,
-                    lora_sum, lora_bytes / lora_sum / 1e3, 100 * lora_sum / base_sum, 100 * lora_bytes / base_bytes);
+                    lora_sum, lora_bytes / lora_sum / 1e3, nopf_sum, 100 * lora_sum / base_sum,
+                    100 * lora_bytes / base_bytes);
       }
     }
   }

@@ -41,6 +41,7 @@ struct AlignedAlloc {
 };
 
 bool g_packed = true;
+bool g_prefetch = true;
 
 #ifdef LM_X86
 #define LM_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
@@ -247,6 +248,19 @@ LM_AVX2 inline __m256 load8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
 }
 
+// Rows up to this long count as short for rows_avx2's prefetch.
+constexpr int64_t kPrefetchRowBytes = 1024;
+// How many tiles ahead it prefetches.
+constexpr int64_t kPrefetchTiles = 2;
+
+// Brings n elements from p towards L1, a line at a time.
+template <typename W>
+inline void prefetch_lines(const W* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  const int64_t bytes = n * static_cast<int64_t>(sizeof(W));
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(c + off, _MM_HINT_T0);
+}
+
 template <typename W, int R, int C>
 LM_AVX2 void tile_avx2(const W* w, int64_t k, const float* const* xs, float out[8][6]) {
   __m256 acc[R][C];
@@ -284,7 +298,14 @@ void rows_avx2(const float* const* xs, const W* w, const float* bias, int64_t k,
       for (int c = 0; c < C; c++) out[c * stride + j + r - col0] = res[r][c] + b;
     }
   };
+  // Short rows (the LoRA expand: rank floats each) make a tile one 4 KB page or less, too short for
+  // the hardware prefetcher to ramp up before the tile moves on; each tile then starts on cold
+  // misses. Prefetch the next tile's lines while this one runs.
+  const bool prefetch = g_prefetch && k * static_cast<int64_t>(sizeof(W)) <= kPrefetchRowBytes;
+  if (prefetch) prefetch_lines(w + j * k, std::min<int64_t>(kPrefetchTiles * R, re - j) * k);
   for (; j + R <= re; j += R) {
+    const int64_t ahead = j + kPrefetchTiles * R;
+    if (prefetch && ahead < re) prefetch_lines(w + ahead * k, std::min<int64_t>(R, re - ahead) * k);
     tile_avx2<W, R, C>(w + j * k, k, xs, res);
     emit(R);
   }
@@ -400,6 +421,7 @@ void rows_ptr_impl(const float* const* xs, const W* w, int64_t tokens, int64_t k
 
 bool avx512_active() { return g_has_avx512 && simd::enabled(); }
 void set_packed(bool on) { g_packed = on; }
+void set_prefetch(bool on) { g_prefetch = on; }
 
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n, int64_t rb,
                  int64_t re, float* out) {

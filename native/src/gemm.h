@@ -12,6 +12,9 @@ bool avx512_active();
 // Whether prefill-sized batches use packed panels (default on). Same bits either way; benchmarks
 // and tests switch it to compare the two paths.
 void set_packed(bool on);
+// Software prefetch of the next tile on short-row AVX2 tiles (the LoRA expand); on by default. Off:
+// for the benchmark's before/after.
+void set_prefetch(bool on);
 
 // Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n,
