@@ -31,7 +31,8 @@ export class Tokenizer {
   /** Token ids that end generation (from the tokenizer and generation configs). */
   readonly eosTokenIds: number[];
   readonly bosTokenId: number | undefined;
-  private readonly cleanUpSpaces: boolean;
+  /** Decoding cleans up spaces before punctuation: a rewrite across tokens, so text is not local. */
+  readonly cleanUpSpaces: boolean;
 
   private constructor(
     private readonly inner: HfTokenizer,
@@ -107,21 +108,48 @@ export class Tokenizer {
 }
 
 /**
- * Streaming detokenization: decodes all tokens so far and emits only the new suffix, holding it
- * back while it ends in U+FFFD (a UTF-8 character split across tokens). `flush` releases the rest.
+ * Streaming detokenization: emits the new suffix of the decoded text, holding it back while it
+ * ends in U+FFFD (a UTF-8 character split across tokens). `flush` releases the rest.
+ *
+ * Only a window is decoded per push, not the whole sequence (that made a sequence's detokenization
+ * quadratic in its length: the largest JavaScript cost per streamed token). The window starts at
+ * the tokens settled by the previous push, which stay in it as context, so decoders that depend on
+ * a token's left neighbour (a stripped leading space, a byte split across tokens) decode it as the
+ * whole text would; the window's text past its context's is what the new tokens add. A decoder
+ * that rewrites across the seam (its context text is not a prefix of the window's) gets the whole
+ * sequence decoded instead, so `fullText` is always the text of all tokens; so does a tokenizer
+ * that cleans up spaces (a rewrite a seam check cannot see).
  */
 export class IncrementalDecoder {
   private readonly ids: number[] = [];
   private emitted = 0;
   private text = "";
+  /** First token of the decoded window (the context's first). */
+  private from = 0;
+  /** Tokens settled: their text (`settledText`) ended on a whole character. */
+  private settled = 0;
+  private settledText = "";
+  /** The text of the context alone, ids[from, settled). */
+  private contextText = "";
 
   constructor(private readonly tokenizer: Tokenizer) {}
 
   /** Adds tokens; returns text that is now complete. */
   push(ids: readonly number[]): string {
-    this.ids.push(...ids);
-    this.text = this.tokenizer.decode(this.ids);
+    for (const id of ids) this.ids.push(id);
+    const window = this.tokenizer.cleanUpSpaces ? undefined : this.tokenizer.decode(this.ids.slice(this.from));
+    this.text =
+      window?.startsWith(this.contextText) === true
+        ? this.settledText + window.slice(this.contextText.length)
+        : this.tokenizer.decode(this.ids);
     if (this.text.endsWith("\uFFFD")) return "";
+    // The tokens since the last settle become the next window's context.
+    if (!this.tokenizer.cleanUpSpaces && this.settled < this.ids.length) {
+      this.from = this.settled;
+      this.settled = this.ids.length;
+      this.settledText = this.text;
+      this.contextText = this.tokenizer.decode(this.ids.slice(this.from));
+    }
     return this.take();
   }
 
