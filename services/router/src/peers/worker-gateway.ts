@@ -148,7 +148,7 @@ function lastEvent(
         onToken(event);
       } catch (err) {
         failed = true;
-        reject(err instanceof Error ? err : new Error(String(err)));
+        reject(err);
         call.cancel();
       }
     });
