@@ -3,7 +3,7 @@
  * that dies or stops answering (its connection drops, or keepalive pings go unanswered) surfaces as
  * `WorkerLostError`, which the router answers by resubmitting elsewhere.
  */
-import { credentials, Metadata, status, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
+import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import {
   clusterClientOptions,
   ERROR_CLASS_METADATA_KEY,
@@ -96,9 +96,12 @@ export class WorkerGateway {
     if (control.signal?.aborted) cancel();
     control.signal?.addEventListener("abort", cancel);
     try {
-      const last = await lastEvent(call, (event) =>
-        control.onDelta({ tokenIds: event.tokenIds, text: event.text, logprobs: event.logprobs }),
-      );
+      let last: SequenceEvent | undefined;
+      for await (const event of call as AsyncIterable<SequenceEvent>) {
+        last = event;
+        if (finishFromProto(event.finishReason) === undefined)
+          control.onDelta({ tokenIds: event.tokenIds, text: event.text, logprobs: event.logprobs });
+      }
       if (!last) throw new WorkerLostError(worker.executorId, "the worker ended the stream without a result");
       return {
         finishReason: finishFromProto(last.finishReason) ?? "error",
@@ -125,36 +128,6 @@ export class WorkerGateway {
   close(): void {
     for (const c of this.clients.values()) c.close();
   }
-}
-
-/**
- * Passes each token event of the stream to `onToken` as it arrives and resolves with the last event
- * (the result), or rejects with the stream's error. Flowing-mode 'data' events rather than `for
- * await`: the async iterator costs a read() and promises per event, per streamed token. A throwing
- * `onToken` ends the call and rejects, as leaving the loop by a throw did.
- */
-function lastEvent(
-  call: ClientReadableStream<SequenceEvent>,
-  onToken: (event: SequenceEvent) => void,
-): Promise<SequenceEvent | undefined> {
-  return new Promise((resolve, reject) => {
-    let last: SequenceEvent | undefined;
-    let failed = false;
-    call.on("data", (event: SequenceEvent) => {
-      if (failed) return;
-      last = event;
-      if (finishFromProto(event.finishReason) !== undefined) return;
-      try {
-        onToken(event);
-      } catch (err) {
-        failed = true;
-        reject(err);
-        call.cancel();
-      }
-    });
-    call.on("error", reject);
-    call.on("end", () => resolve(last));
-  });
 }
 
 /**
