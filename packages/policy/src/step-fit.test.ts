@@ -13,6 +13,19 @@ import {
 import { DEFAULT_WORKLOAD, makeAdapters, makeRequests } from "./workload";
 
 /** Steps of the given shapes whose periods follow `truth` exactly. */
+// One worker and one LoRA server with the engine's limits, as the validation runs them.
+const cluster: ClusterSpec = {
+  executors: 1,
+  capacityBytes: 8 * 1024 ** 3,
+  maxBatch: 64,
+  maxBatchTokens: 512,
+  mode: "coupled",
+  loraServers: 1,
+  kernel: "true",
+  rankAwareRouting: true,
+  replaceEvery: 0,
+};
+
 function stepsOf(truth: StepPeriodFit, mode: "coupled" | "disaggregated" | "hybrid"): StepShapeSample[] {
   // sequences, prompt tokens, sequences ending, rank sum, steps
   const shapes = [
@@ -200,17 +213,6 @@ describe("fitting the engine's step period to the worker's own step timings", ()
   });
 
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {
-    const cluster: ClusterSpec = {
-      executors: 1,
-      capacityBytes: 8 * 1024 ** 3,
-      maxBatch: 64,
-      maxBatchTokens: 512,
-      mode: "coupled",
-      loraServers: 1,
-      kernel: "true",
-      rankAwareRouting: true,
-      replaceEvery: 0,
-    };
     const workload = { ...DEFAULT_WORKLOAD, adapters: 4, rate: 0.2, duration: 30, seed: 3 };
     const slo = { ttftMs: 1e9, tpotMs: 1e9 };
     const run = (k: Partial<typeof DEFAULT_CALIBRATION>, mode: ClusterSpec["mode"] = "coupled") =>
@@ -262,17 +264,6 @@ describe("fitting the engine's step period to the worker's own step timings", ()
   });
 
   it("simulates the idle cost from the executor's own busy fraction: less per step at a higher rate, same for a seed", () => {
-    const cluster: ClusterSpec = {
-      executors: 1,
-      capacityBytes: 8 * 1024 ** 3,
-      maxBatch: 64,
-      maxBatchTokens: 512,
-      mode: "coupled",
-      loraServers: 1,
-      kernel: "true",
-      rankAwareRouting: true,
-      replaceEvery: 0,
-    };
     const flat: StepPeriodFit = {
       fixedUs: { coupled: 2500 },
       slopes: { coupled: { perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs: 0 } },
