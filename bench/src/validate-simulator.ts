@@ -9,8 +9,10 @@
  *
  * A 5-s warm-up run of the mesh comes first and is discarded. Every probe and case then runs
  * `--rounds` times (default 3), the rounds one after another, each round alternating probes and
- * cases; a case's measured figure is the median of its rounds, and the probes' steps are fitted
- * together. One run of a case is not enough on this VM: three idle runs of the same case (same
+ * cases; a case's measured TTFT P95 and mean TPOT are taken over the requests of all its rounds
+ * pooled (`bench load --per-request`; each round's own figures and their spread are reported too),
+ * and the probes' steps are fitted together. Every round runs the same requests (same seed) and the
+ * simulator is deterministic for a seed, so the pooled prediction is the one simulation's. One run of a case is not enough on this VM: three idle runs of the same case (same
  * requests) moved its TTFT P95 by up to 60 % and its mean TPOT by up to 33 % (docs/evaluation.md §5).
  * --quick: one round, shorter probes and cases (8 s), for iterating; the numbers are noisier.
  */
@@ -24,6 +26,7 @@ import {
   DEFAULT_WORKLOAD,
   fitRequestOverheads,
   fitStepPeriods,
+  percentile,
   policyByName,
   simulate,
   slopesOf,
@@ -246,11 +249,13 @@ interface Measured {
   throughputTokensPerSecond: number;
   errors: number;
   completed: number;
+  /** Each completed request (`bench load --per-request`). */
+  requests?: Array<{ ttftMs: number; tpotMs: number }>;
 }
 
 type MeasuredRun = Measured & { busyCores: number | null; stepProfile: StepShapeSample[] };
 
-/** A probe's or case's rounds: each figure their median, the steps of all rounds, and each round. */
+/** A probe's or case's rounds: their pooled figures (`ofRounds`), the steps of all rounds, and each round. */
 type RoundsRun = MeasuredRun & { rounds: MeasuredRun[] };
 
 const median = (values: readonly number[]): number => {
@@ -259,17 +264,26 @@ const median = (values: readonly number[]): number => {
   return v.length % 2 === 1 ? (v[mid] as number) : ((v[mid - 1] as number) + (v[mid] as number)) / 2;
 };
 
+/**
+ * A probe's or case's figures over its rounds. TTFT percentiles and mean TPOT are taken over the
+ * requests of all rounds pooled: with ~48 requests a 12-s round's P95 is its third-slowest request,
+ * which moved 30–40 % between rounds of the same requests (docs/evaluation.md §5); pooled, it rests
+ * on three times as many. Throughput and busy cores stay the median of the rounds.
+ */
 function ofRounds(runs: MeasuredRun[]): RoundsRun {
   const m = (f: (r: MeasuredRun) => number): number => median(runs.map(f));
   const busy = runs.map((r) => r.busyCores).filter((b): b is number => b !== null);
+  const pooled = runs.flatMap((r) => r.requests ?? []);
+  const ttft = pooled.map((q) => q.ttftMs).sort((a, b) => a - b);
   return {
-    ttftMs: { p50: m((r) => r.ttftMs.p50), p95: m((r) => r.ttftMs.p95) },
-    tpotMs: { mean: m((r) => r.tpotMs.mean) },
+    ttftMs: { p50: percentile(ttft, 50), p95: percentile(ttft, 95) },
+    tpotMs: { mean: pooled.reduce((a, q) => a + q.tpotMs, 0) / Math.max(1, pooled.length) },
     throughputTokensPerSecond: m((r) => r.throughputTokensPerSecond),
     errors: runs.reduce((a, r) => a + r.errors, 0),
     completed: m((r) => r.completed),
     busyCores: busy.length > 0 ? median(busy) : null,
     stepProfile: runs.flatMap((r) => r.stepProfile),
+    requests: pooled,
     rounds: runs,
   };
 }
@@ -389,6 +403,7 @@ function runReal(c: Case, seconds = duration): MeasuredRun {
       "--seed",
       String(c.seed ?? 1),
       "--json",
+      "--per-request",
     ],
     { ...process.env, LORAMESH_STEP_PROFILE: profile },
   );
@@ -402,7 +417,8 @@ function runReal(c: Case, seconds = duration): MeasuredRun {
   } catch {
     log(`the worker wrote no step profile for ${c.name}`);
   }
-  return { ...(JSON.parse(out) as Measured), busyCores, stepProfile };
+  const { requests, ...figures } = JSON.parse(out) as Measured;
+  return { ...figures, requests: requests ?? [], busyCores, stepProfile };
 }
 
 function predict(c: Case, cost: CostModel, seconds = duration): Measured {

@@ -29,6 +29,8 @@ export interface LoadRun {
   slo: Slo;
   /** Per-request deadline. */
   deadlineMs?: number;
+  /** Keep every completed request's figures in the result (`requests`). */
+  perRequest?: boolean;
   onProgress?: (p: LoadProgress) => void;
 }
 
@@ -52,6 +54,16 @@ export interface LoadResult {
   /** P95 TTFT within target, mean TPOT within target and no errors (InfiniLoRA's definition). */
   meetsSlo: boolean;
   phases?: { before: { ttftP95: number; attainment: number }; after: { ttftP95: number; attainment: number } };
+  /** Each completed request (with `perRequest`): so runs of the same workload can be pooled. */
+  requests?: RequestFigures[];
+}
+
+/** One completed request as the client timed it. */
+export interface RequestFigures {
+  arrivalS: number;
+  ttftMs: number;
+  tpotMs: number;
+  tokens: number;
 }
 
 interface Outcome {
@@ -256,6 +268,8 @@ function summarize(outcomes: readonly Outcome[], sent: number, elapsedS: number,
       after: phase(outcomes.filter((o) => o.arrivalS > cut)),
     };
   }
+  if (run.perRequest)
+    result.requests = good.map(({ arrivalS, ttftMs, tpotMs, tokens }) => ({ arrivalS, ttftMs, tpotMs, tokens }));
   return result;
 }
 

@@ -83,6 +83,10 @@ const options = {
     description: "provisioner placement policy (--local)",
   }),
   json: booleanOption({ flag: "json", description: "print one JSON object" }),
+  perRequest: booleanOption({
+    flag: "per-request",
+    description: "with --json: add each completed request's TTFT, TPOT and tokens (`requests`)",
+  }),
 };
 
 /** `loramesh bench load`: the load generator against a real mesh. */
@@ -148,6 +152,7 @@ export const benchCommand: Command = {
           adapterNames: meshNames,
           vocabSize,
           slo,
+          perRequest: config.perRequest,
           onProgress: progressPrinter(rate),
         });
       const header = {
