@@ -446,6 +446,7 @@ class ClusterSimulation {
       prefillTokens: tokens - decodes,
       finished: inStep.filter((s) => this.endsIn(s)).length,
       rankSum: inStep.reduce((sum, s) => sum + s.rank, 0),
+      ranks: inStep.map((s) => s.rank),
       busyFraction: e.busyAvg * Math.exp(-(now - e.busyAt) / BUSY_TAU_S),
     });
     e.measured = period !== undefined;

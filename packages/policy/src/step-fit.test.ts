@@ -82,6 +82,8 @@ describe("fitting the engine's step period to the worker's own step timings", ()
       perFinishUs: 0,
       perRankUs: 0,
       perIdleUs: 0,
+      perRowByRankUs: {},
+      perRowMeanUs: 0,
     });
     expect(fit.fixedUs.coupled).to.be.closeTo(3000, 1e-6);
     // Busier steps measured faster (another process let go of a core): no negative cost per sequence.
@@ -133,14 +135,21 @@ describe("fitting the engine's step period to the worker's own step timings", ()
       sumUs: count * mean,
       sumSqUs: count * (mean ** 2 + 100 ** 2),
     });
-    const runs = [0, 1, 2].map((i) => ({
+    // The coupled 10 req/s probes' lone decode steps of the idle run of 14:22 (rank 4 and rank 64, ms).
+    const measured = [
+      [920, 2180],
+      [1280, 1740],
+      [930, 820],
+    ] as const;
+    const runs = measured.map(([r4, r64]) => ({
       mode: "coupled" as const,
-      steps: [shape(4, 1000 + 10 * i, 300), shape(64, 1900 + 10 * i, 10)],
+      steps: [shape(4, r4, 300), shape(64, r64, 10)],
     }));
-    expect(slopesOf(fitStepPeriods(runs), "coupled").perRankUs).to.be.closeTo(15, 0.1);
     const known = fitStepPeriods(runs, { perRankUs: 0.1 });
     expect(slopesOf(known, "coupled").perRankUs).to.equal(0.1);
-    // The rest sits at the steps' mean: a rank-64 step priced at ~1.04 ms, not ~1.9.
+    // Nor is the rank-64 adapter's scatter (+1260, +460, −110 µs) taken for a cost of its own.
+    expect(slopesOf(known, "coupled").perRowByRankUs).to.deep.equal({});
+    // The rest sits at the steps' mean: a rank-64 step priced at ~1.07 ms, not ~1.6.
     expect(stepPeriodUs(known, "coupled", { sequences: 1, prefillTokens: 0, rankSum: 64 })).to.be.within(1000, 1100);
   });
 
@@ -261,6 +270,91 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     const ranked = requests.reduce((a, q) => a + 2.5 + (c.perRankUs * (rank.get(q.adapter) as number)) / 1000, 0);
     expect(new Set(rank.values()).size).to.be.greaterThan(1);
     expect(run({ stepPeriods: noFinish(truth) }).tpotMs.mean).to.be.closeTo(ranked / requests.length, 1e-6);
+  });
+
+  // Lone decode steps (σ 100 µs within a shape) of three probe runs: rank 4 at 1000 µs, rank 24
+  // `slowUs` slower, rank 64 as fast as rank 4; each run off by its own `noiseUs`. The probes draw
+  // mostly the rank-24 adapter, as the probes' seed does (45 % of their lone decode steps).
+  const adapterRuns = (slowUs: readonly number[], noiseUs: readonly number[]) =>
+    noiseUs.map((noise, i) => ({
+      mode: "coupled" as const,
+      steps: (
+        [
+          [4, 0, 120],
+          [24, slowUs[i % slowUs.length] as number, 300],
+          [64, 0, 20],
+        ] as const
+      ).map(([rankSum, extra, count]) => {
+        const mean = 1000 + extra + noise;
+        return {
+          sequences: 1,
+          tokens: 1,
+          prefillTokens: 0,
+          rankSum,
+          count,
+          sumUs: count * mean,
+          sumSqUs: count * (mean ** 2 + 100 ** 2),
+        };
+      }),
+    }));
+
+  it("prices a batch row by its adapter, so probes that drew a slow adapter do not slow the cases' steps", () => {
+    const fit = fitStepPeriods(adapterRuns([300, 250, 350], [20, -30, 10]), { perRankUs: 0.1 });
+    const k = slopesOf(fit, "coupled");
+    // Relative to the probes' most frequent adapter (rank 24): rank 4 and 64 cost 300 µs less
+    // (less the kernel's 0.1 µs per unit of rank, priced apart).
+    expect(k.perRowByRankUs?.["4"]).to.be.closeTo(-298, 0.5);
+    expect(k.perRowByRankUs?.["64"]).to.be.closeTo(-304, 0.5);
+    // A case's lone rank-4 decode step is priced as measured (~1.0 ms), not at the probes' mix
+    // (~1.2 ms: the 12 req/s case's TPOT 28 % high when a step's adapter did not enter its price).
+    const lone = (rank: number): number =>
+      stepPeriodUs(fit, "coupled", { sequences: 1, prefillTokens: 0, rankSum: rank, ranks: [rank] }) as number;
+    expect(lone(4)).to.be.closeTo(1000, 10);
+    expect(lone(64)).to.be.closeTo(1000, 15);
+    expect(lone(24)).to.be.closeTo(1300, 10);
+    // Rows known: each row's adapter; unknown (a measured shape of several rows): the probes' mean row.
+    expect(stepPeriodUs(fit, "coupled", { sequences: 2, prefillTokens: 0, rankSum: 28, ranks: [4, 24] })).to.be.closeTo(
+      (fit.fixedUs.coupled as number) + 2.8 + (k.perRowByRankUs?.["4"] as number),
+      1e-6,
+    );
+    expect(k.perRowMeanUs).to.be.closeTo((-300 * 140) / 440, 2);
+  });
+
+  it("drops an adapter's cost the runs do not tell apart from their own scatter", () => {
+    const fit = fitStepPeriods(adapterRuns([300, -250, 20], [20, -30, 10]), { perRankUs: 0.1 });
+    expect(slopesOf(fit, "coupled").perRowByRankUs).to.deep.equal({});
+    // Fewer than three runs: no adapter cost either.
+    const two = fitStepPeriods(adapterRuns([300], [20, -30]), { perRankUs: 0.1 });
+    expect(slopesOf(two, "coupled").perRowByRankUs).to.deep.equal({});
+  });
+
+  it("simulates each step's rows with their adapters' costs, the same for a seed", () => {
+    const workload = { ...DEFAULT_WORKLOAD, adapters: 4, rate: 0.2, duration: 30, seed: 3 };
+    const base: StepPeriodFit = {
+      fixedUs: { coupled: 2500 },
+      slopes: { coupled: { perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs: 0 } },
+      steps: {},
+    };
+    const rank = new Map(makeAdapters(workload).map((a) => [a.id, a.rank]));
+    const slow = [...rank.values()][0] as number;
+    const withRow: StepPeriodFit = {
+      ...base,
+      slopes: { coupled: { ...(base.slopes?.coupled as StepSlopes), perRowByRankUs: { [String(slow)]: 700 } } },
+    };
+    const tpot = (fit: StepPeriodFit): number =>
+      simulate(
+        workload,
+        cluster,
+        policyByName("rank-aware"),
+        new CostModel({ ...DEFAULT_CALIBRATION, stepPeriods: fit }),
+        { ttftMs: 1e9, tpotMs: 1e9 },
+      ).tpotMs.mean;
+    // Lone requests: a request of the slow adapter decodes at 3.2 ms a token, the others at 2.5.
+    const requests = makeRequests(workload, makeAdapters(workload)).filter((q) => q.outputTokens > 1);
+    const slowShare = requests.filter((q) => rank.get(q.adapter) === slow).length / requests.length;
+    expect(slowShare).to.be.within(0.01, 0.99);
+    expect(tpot(withRow) - tpot(base)).to.be.closeTo(0.7 * slowShare, 1e-6);
+    expect(tpot(withRow)).to.equal(tpot(withRow));
   });
 
   it("simulates the idle cost from the executor's own busy fraction: less per step at a higher rate, same for a seed", () => {

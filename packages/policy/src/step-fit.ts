@@ -52,6 +52,14 @@ export interface StepSlopes {
   perRankUs: number;
   /** Times (1 − the executor's busy fraction): the cost of waking an idle machine (older fits: 0). */
   perIdleUs?: number;
+  /**
+   * Per batch row, by the row adapter's rank: what a step with that adapter costs beyond one with
+   * the probes' most frequent adapter (`adapterRowCosts`; older fits: none). Rank names the adapter
+   * here: the mesh serves each drawn rank from one bundled adapter.
+   */
+  perRowByRankUs?: Record<string, number>;
+  /** A row's cost above, averaged over the probes' rows: priced when a step's rows are not known. */
+  perRowMeanUs?: number;
 }
 
 export interface StepPeriodFit {
@@ -73,6 +81,8 @@ export interface StepPeriodShape {
   rankSum?: number;
   /** The executor's busy fraction around the step, 0–1 (absent: 1, no idle cost). */
   busyFraction?: number;
+  /** Each row's adapter rank (absent: one row's is the rank sum, more rows cost the mean row). */
+  ranks?: readonly number[];
 }
 
 /** A mode's slopes in the fit (an older fit's shared ones). */
@@ -98,8 +108,18 @@ export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepP
     k.perPrefillTokenUs * shape.prefillTokens +
     k.perFinishUs * (shape.finished ?? 0) +
     k.perRankUs * (shape.rankSum ?? 0) +
-    (k.perIdleUs ?? 0) * idleOf(shape.busyFraction)
+    (k.perIdleUs ?? 0) * idleOf(shape.busyFraction) +
+    rowCostUs(k, shape)
   );
+}
+
+/** The batch rows' adapter costs (`perRowByRankUs`). */
+function rowCostUs(k: StepSlopes, shape: StepPeriodShape): number {
+  const byRank = k.perRowByRankUs;
+  if (!byRank) return 0;
+  const of = (rank: number): number => byRank[String(rank)] ?? 0;
+  if (shape.ranks) return shape.ranks.reduce((a, r) => a + of(r), 0);
+  return shape.sequences === 1 ? of(shape.rankSum ?? 0) : shape.sequences * (k.perRowMeanUs ?? 0);
 }
 
 /** 1 − busy fraction, clamped to 0–1 (unknown: 0). */
@@ -172,8 +192,9 @@ function leastSquares(
 /** A slope under this many standard errors is not told apart from 0 by the data: it is dropped. */
 const MIN_T = 2;
 
-// The idle term is not a step-shape column: it is fitted across runs (`withinShapeIdleSlope`).
-const SLOPES: Record<Exclude<keyof StepSlopes, "perIdleUs">, Column> = {
+// The idle term is not a step-shape column: it is fitted across runs (`withinShapeIdleSlope`); nor
+// are the adapters' row costs (`adapterRowCosts`).
+const SLOPES: Record<Exclude<keyof StepSlopes, "perIdleUs" | "perRowByRankUs" | "perRowMeanUs">, Column> = {
   perSequenceUs: (s) => Math.max(0, s.sequences - 1),
   perPrefillTokenUs: (s) => s.prefillTokens,
   perFinishUs: (s) => s.finished ?? 0,
@@ -282,6 +303,58 @@ export function withinShapeIdleSlope(runs: ReadonlyArray<{ steps: readonly StepS
   return slope > 0 && slope >= MIN_T * stdErr ? slope : 0;
 }
 
+/** A decode step of one sequence: its rank sum is its one adapter's rank. */
+const loneDecode = (s: StepShapeSample): boolean => s.sequences === 1 && s.prefillTokens === 0 && (s.finished ?? 0) === 0;
+
+/**
+ * What a batch row costs by its adapter, beyond a row of the most frequent adapter, from one-sequence
+ * decode steps (the only steps whose rows' adapters the profile names): per run, each adapter's mean
+ * period minus the baseline adapter's in the same run; an adapter's cost is the mean of those
+ * differences over the runs, kept when at least three runs have it and it is at least MIN_T standard
+ * errors (the runs' own scatter) from 0. Why: the adapters differ in more than rank (the bundled
+ * pattern-r8, served for rank 8 as rank 24, adapts seven modules with per-module ranks; math-r4-mlp
+ * three), and the probes' seed draws other adapters than the cases' (pattern-r8 in 45 % of the
+ * probes' lone decode steps, 15 % of the cases'): in the idle run of 14:22 its steps took 1.26–1.43
+ * ms in the coupled probes against 1.03–1.05 for math-r4-mlp, and the probes' fixed cost carried
+ * that to the cases, whose steps are mostly math-r4-mlp's (the 12 req/s TPOT 28 % high).
+ */
+export function adapterRowCosts(runs: ReadonlyArray<readonly StepShapeSample[]>): {
+  byRank: Record<string, number>;
+  meanUs: number;
+} {
+  const MIN_STEPS = 5;
+  const perRun = runs.map((rows) => {
+    const byRank = new Map<number, { count: number; sumUs: number }>();
+    for (const s of rows.filter(loneDecode)) {
+      const g = byRank.get(s.rankSum ?? 0) ?? { count: 0, sumUs: 0 };
+      g.count += s.count;
+      g.sumUs += s.sumUs;
+      byRank.set(s.rankSum ?? 0, g);
+    }
+    return byRank;
+  });
+  const counts = new Map<number, number>();
+  for (const r of perRun) for (const [rank, g] of r) counts.set(rank, (counts.get(rank) ?? 0) + g.count);
+  const base = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]?.[0];
+  const byRank: Record<string, number> = {};
+  if (base === undefined) return { byRank, meanUs: 0 };
+  for (const rank of counts.keys()) {
+    if (rank === base) continue;
+    const diffs = perRun.flatMap((r) => {
+      const a = r.get(rank);
+      const b = r.get(base);
+      return a && b && a.count >= MIN_STEPS && b.count >= MIN_STEPS ? [a.sumUs / a.count - b.sumUs / b.count] : [];
+    });
+    if (diffs.length < 3) continue;
+    const mean = diffs.reduce((x, d) => x + d, 0) / diffs.length;
+    const sd = Math.sqrt(diffs.reduce((x, d) => x + (d - mean) ** 2, 0) / (diffs.length - 1));
+    if (Math.abs(mean) >= (MIN_T * sd) / Math.sqrt(diffs.length)) byRank[String(rank)] = mean;
+  }
+  const total = [...counts.values()].reduce((a, c) => a + c, 0);
+  const meanUs = [...counts.entries()].reduce((a, [rank, c]) => a + c * (byRank[String(rank)] ?? 0), 0) / total;
+  return { byRank, meanUs };
+}
+
 /** The same steps with a known cost per step (of its shape) taken out of their periods. */
 function without(rows: readonly StepShapeSample[], costUs: (s: StepShapeSample) => number): StepShapeSample[] {
   return rows.map((s) => {
@@ -295,13 +368,22 @@ function without(rows: readonly StepShapeSample[], costUs: (s: StepShapeSample) 
 function fitMode(runs: readonly StepProfileRun[], knownRankUs?: number): { fixedUs: number; slopes: StepSlopes } {
   const one: Column = () => 1;
   const perRankUs = knownRankUs ?? withinShapeRankSlope(runs.map((r) => r.steps));
-  const timed = runs
+  const ranked = runs.map((r) => ({ ...r, steps: without(r.steps, (x) => perRankUs * (x.rankSum ?? 0)) }));
+  const rowCosts = adapterRowCosts(ranked.map((r) => r.steps));
+  const known: StepSlopes = {
+    perSequenceUs: 0,
+    perPrefillTokenUs: 0,
+    perFinishUs: 0,
+    perRankUs: 0,
+    perRowByRankUs: rowCosts.byRank,
+    perRowMeanUs: rowCosts.meanUs,
+  };
+  const adapted = ranked.map((r) => ({ ...r, steps: without(r.steps, (x) => rowCostUs(known, x)) }));
+  const timed = adapted
     .filter((r) => r.busyFraction !== undefined)
-    .map((r) => ({ steps: without(r.steps, (x) => perRankUs * (x.rankSum ?? 0)), idle: idleOf(r.busyFraction) }));
+    .map((r) => ({ steps: r.steps, idle: idleOf(r.busyFraction) }));
   const perIdleUs = withinShapeIdleSlope(timed);
-  const rows = runs.flatMap((r) =>
-    without(r.steps, (x) => perRankUs * (x.rankSum ?? 0) + perIdleUs * idleOf(r.busyFraction)),
-  );
+  const rows = adapted.flatMap((r) => without(r.steps, () => perIdleUs * idleOf(r.busyFraction)));
   // A column that is zero on every step (no adapters, no prompt in any step) has nothing to fit;
   // rank is fitted above, within shapes.
   let active = (Object.keys(SLOPES) as Slope[]).filter(
@@ -329,7 +411,7 @@ function fitMode(runs: readonly StepProfileRun[], knownRankUs?: number): { fixed
       active = active.filter((_, i) => i !== weakest);
       continue;
     }
-    const slopes: StepSlopes = { perSequenceUs: 0, perPrefillTokenUs: 0, perFinishUs: 0, perRankUs, perIdleUs };
+    const slopes: StepSlopes = { ...known, perRankUs, perIdleUs };
     active.forEach((k, i) => (slopes[k] = value(i)));
     return { fixedUs: Math.max(0, fit.coef[0] as number), slopes };
   }
