@@ -82,7 +82,7 @@ describe("fitting the engine's step period to the worker's own step timings", ()
       perFinishUs: 0,
       perRankUs: 0,
       perIdleUs: 0,
-      perRowByRankUs: {},
+      perRowByRankUs: { "0": 0 },
       perRowMeanUs: 0,
     });
     expect(fit.fixedUs.coupled).to.be.closeTo(3000, 1e-6);
@@ -148,7 +148,7 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     const known = fitStepPeriods(runs, { perRankUs: 0.1 });
     expect(slopesOf(known, "coupled").perRankUs).to.equal(0.1);
     // Nor is the rank-64 adapter's scatter (+1260, +460, −110 µs) taken for a cost of its own.
-    expect(slopesOf(known, "coupled").perRowByRankUs).to.deep.equal({});
+    expect(slopesOf(known, "coupled").perRowByRankUs).to.deep.equal({ "4": 0 });
     // The rest sits at the steps' mean: a rank-64 step priced at ~1.07 ms, not ~1.6.
     expect(stepPeriodUs(known, "coupled", { sequences: 1, prefillTokens: 0, rankSum: 64 })).to.be.within(1000, 1100);
   });
@@ -318,14 +318,22 @@ describe("fitting the engine's step period to the worker's own step timings", ()
       1e-6,
     );
     expect(k.perRowMeanUs).to.be.closeTo((-300 * 140) / 440, 2);
+    // An adapter the probes never ran costs the mean row.
+    expect(stepPeriodUs(fit, "coupled", { sequences: 1, prefillTokens: 0, ranks: [32] })).to.be.closeTo(
+      (fit.fixedUs.coupled as number) + (k.perRowMeanUs as number),
+      1e-6,
+    );
   });
 
   it("drops an adapter's cost the runs do not tell apart from their own scatter", () => {
     const fit = fitStepPeriods(adapterRuns([300, -250, 20], [20, -30, 10]), { perRankUs: 0.1 });
-    expect(slopesOf(fit, "coupled").perRowByRankUs).to.deep.equal({});
+    // Only the most frequent adapter's row is priced (at 0): every other adapter costs the mean row.
+    const k = slopesOf(fit, "coupled");
+    expect(k.perRowByRankUs).to.deep.equal({ "24": 0 });
+    expect(k.perRowMeanUs).to.equal(0);
     // Fewer than three runs: no adapter cost either.
     const two = fitStepPeriods(adapterRuns([300], [20, -30]), { perRankUs: 0.1 });
-    expect(slopesOf(two, "coupled").perRowByRankUs).to.deep.equal({});
+    expect(slopesOf(two, "coupled").perRowByRankUs).to.deep.equal({ "24": 0 });
   });
 
   it("simulates each step's rows with their adapters' costs, the same for a seed", () => {

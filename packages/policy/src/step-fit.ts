@@ -54,11 +54,14 @@ export interface StepSlopes {
   perIdleUs?: number;
   /**
    * Per batch row, by the row adapter's rank: what a step with that adapter costs beyond one with
-   * the probes' most frequent adapter (`adapterRowCosts`; older fits: none). Rank names the adapter
-   * here: the mesh serves each drawn rank from one bundled adapter.
+   * the probes' most frequent adapter (0 for that one; `adapterRowCosts`; older fits: none). Rank
+   * names the adapter here: the mesh serves each drawn rank from one bundled adapter.
    */
   perRowByRankUs?: Record<string, number>;
-  /** A row's cost above, averaged over the probes' rows: priced when a step's rows are not known. */
+  /**
+   * The mean of the costs above over the probes' rows: the price of a row whose adapter they could
+   * not price, and of each row of a measured step whose rows are not known.
+   */
   perRowMeanUs?: number;
 }
 
@@ -113,11 +116,11 @@ export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepP
   );
 }
 
-/** The batch rows' adapter costs (`perRowByRankUs`). */
+/** The batch rows' adapter costs (`perRowByRankUs`; an adapter not in it costs the mean row). */
 function rowCostUs(k: StepSlopes, shape: StepPeriodShape): number {
   const byRank = k.perRowByRankUs;
   if (!byRank) return 0;
-  const of = (rank: number): number => byRank[String(rank)] ?? 0;
+  const of = (rank: number): number => byRank[String(rank)] ?? k.perRowMeanUs ?? 0;
   if (shape.ranks) return shape.ranks.reduce((a, r) => a + of(r), 0);
   return shape.sequences === 1 ? of(shape.rankSum ?? 0) : shape.sequences * (k.perRowMeanUs ?? 0);
 }
@@ -311,7 +314,8 @@ const loneDecode = (s: StepShapeSample): boolean => s.sequences === 1 && s.prefi
  * decode steps (the only steps whose rows' adapters the profile names): per run, each adapter's mean
  * period minus the baseline adapter's in the same run; an adapter's cost is the mean of those
  * differences over the runs, kept when at least three runs have it and it is at least MIN_T standard
- * errors (the runs' own scatter) from 0. Why: the adapters differ in more than rank (the bundled
+ * errors (the runs' own scatter) from 0; any other adapter costs the mean of the kept costs over the
+ * probes' rows (`meanUs`). Why: the adapters differ in more than rank (the bundled
  * pattern-r8, served for rank 8 as rank 24, adapts seven modules with per-module ranks; math-r4-mlp
  * three), and the probes' seed draws other adapters than the cases' (pattern-r8 in 45 % of the
  * probes' lone decode steps, 15 % of the cases'): in the idle run of 14:22 its steps took 1.26–1.43
@@ -338,6 +342,7 @@ export function adapterRowCosts(runs: ReadonlyArray<readonly StepShapeSample[]>)
   const base = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]?.[0];
   const byRank: Record<string, number> = {};
   if (base === undefined) return { byRank, meanUs: 0 };
+  byRank[String(base)] = 0;
   for (const rank of counts.keys()) {
     if (rank === base) continue;
     const diffs = perRun.flatMap((r) => {
@@ -350,9 +355,16 @@ export function adapterRowCosts(runs: ReadonlyArray<readonly StepShapeSample[]>)
     const sd = Math.sqrt(diffs.reduce((x, d) => x + (d - mean) ** 2, 0) / (diffs.length - 1));
     if (Math.abs(mean) >= (MIN_T * sd) / Math.sqrt(diffs.length)) byRank[String(rank)] = mean;
   }
-  const total = [...counts.values()].reduce((a, c) => a + c, 0);
-  const meanUs = [...counts.entries()].reduce((a, [rank, c]) => a + c * (byRank[String(rank)] ?? 0), 0) / total;
-  return { byRank, meanUs };
+  // An adapter the runs cannot price (too few steps, or within their scatter) costs the mean row.
+  let known = 0;
+  let sum = 0;
+  for (const [rank, c] of counts) {
+    const cost = byRank[String(rank)];
+    if (cost === undefined) continue;
+    known += c;
+    sum += c * cost;
+  }
+  return { byRank, meanUs: known > 0 ? sum / known : 0 };
 }
 
 /** The same steps with a known cost per step (of its shape) taken out of their periods. */
