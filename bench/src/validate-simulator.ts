@@ -11,9 +11,11 @@
  * `--rounds` times (default 3), the rounds one after another, each round alternating probes and
  * cases; a case's measured TTFT P95 and mean TPOT are taken over the requests of all its rounds
  * pooled (`bench load --per-request`; each round's own figures and their spread are reported too),
- * and the probes' steps are fitted together. Every round runs the same requests (same seed) and the
- * simulator is deterministic for a seed, so the pooled prediction is the one simulation's. One run of a case is not enough on this VM: three idle runs of the same case (same
- * requests) moved its TTFT P95 by up to 60 % and its mean TPOT by up to 33 % (docs/evaluation.md §5).
+ * a probe's are the median of its rounds, and the probes' steps are fitted together. Every round
+ * runs the same requests (same seed) and the simulator is deterministic for a seed, so the pooled
+ * prediction is the one simulation's. One run of a case is not enough on this VM: three idle runs
+ * of the same case (same requests) moved its TTFT P95 by up to 60 % and its mean TPOT by up to 33 %
+ * (docs/evaluation.md §5).
  * --quick: one round, shorter probes and cases (8 s), for iterating; the numbers are noisier.
  */
 import { spawnSync } from "node:child_process";
@@ -158,11 +160,13 @@ const low = { rate: 2, seconds: 15 };
 const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
   coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
   coupledHigh: {
-    name: "probe: coupled, 10 req/s",
+    // At the highest case's rate (was 10 req/s for 6 s): the same step ran 10–20 % faster at 12 req/s
+    // than at 2–4 (docs/evaluation.md §5), so the fit sees steps at the case's level of busy.
+    name: "probe: coupled, 12 req/s",
     mode: "coupled",
     policy: "rank-aware",
-    rate: 10,
-    seconds: quick ? duration : 6,
+    rate: 12,
+    seconds: quick ? duration : 8,
   },
   disaggregated: {
     name: `probe: disaggregated, ${low.rate} req/s`,
@@ -255,7 +259,7 @@ interface Measured {
 
 type MeasuredRun = Measured & { busyCores: number | null; stepProfile: StepShapeSample[] };
 
-/** A probe's or case's rounds: their pooled figures (`ofRounds`), the steps of all rounds, and each round. */
+/** A probe's or case's rounds: their figures (`ofRounds`), the steps of all rounds, and each round. */
 type RoundsRun = MeasuredRun & { rounds: MeasuredRun[] };
 
 const median = (values: readonly number[]): number => {
@@ -265,19 +269,27 @@ const median = (values: readonly number[]): number => {
 };
 
 /**
- * A probe's or case's figures over its rounds. TTFT percentiles and mean TPOT are taken over the
- * requests of all rounds pooled: with ~48 requests a 12-s round's P95 is its third-slowest request,
- * which moved 30–40 % between rounds of the same requests (docs/evaluation.md §5); pooled, it rests
- * on three times as many. Throughput and busy cores stay the median of the rounds.
+ * A probe's or case's figures over its rounds. A case's TTFT percentiles and mean TPOT are taken over
+ * the requests of all rounds pooled: with ~48 requests a 12-s round's P95 is its third-slowest
+ * request, which moved 30–40 % between rounds of the same requests (docs/evaluation.md §5); pooled,
+ * it rests on three times as many. A probe's stay the median of its rounds (`pool` false): every run
+ * starts its own mesh and its first request opens the connections, three such requests in 90 sit at
+ * the 2 req/s probe's pooled P95 (48.6 ms against 26.7–51.0 by round in the idle run of 16:51), and
+ * the request hops' tail fitted to it put every case's TTFT P95 37–110 % high. Throughput and busy
+ * cores are the median of the rounds.
  */
-function ofRounds(runs: MeasuredRun[]): RoundsRun {
+function ofRounds(runs: MeasuredRun[], pool = true): RoundsRun {
   const m = (f: (r: MeasuredRun) => number): number => median(runs.map(f));
   const busy = runs.map((r) => r.busyCores).filter((b): b is number => b !== null);
   const pooled = runs.flatMap((r) => r.requests ?? []);
   const ttft = pooled.map((q) => q.ttftMs).sort((a, b) => a - b);
   return {
-    ttftMs: { p50: percentile(ttft, 50), p95: percentile(ttft, 95) },
-    tpotMs: { mean: pooled.reduce((a, q) => a + q.tpotMs, 0) / Math.max(1, pooled.length) },
+    ttftMs: pool
+      ? { p50: percentile(ttft, 50), p95: percentile(ttft, 95) }
+      : { p50: m((r) => r.ttftMs.p50), p95: m((r) => r.ttftMs.p95) },
+    tpotMs: {
+      mean: pool ? pooled.reduce((a, q) => a + q.tpotMs, 0) / Math.max(1, pooled.length) : m((r) => r.tpotMs.mean),
+    },
     throughputTokensPerSecond: m((r) => r.throughputTokensPerSecond),
     errors: runs.reduce((a, r) => a + r.errors, 0),
     completed: m((r) => r.completed),
@@ -470,7 +482,7 @@ for (let round = 0; round < rounds; round++) {
     caseRounds[i]?.push(runReal(c));
   });
 }
-const probeRuns = Object.fromEntries(PROBE_ORDER.map((k) => [k, ofRounds(probeRounds[k])])) as Record<
+const probeRuns = Object.fromEntries(PROBE_ORDER.map((k) => [k, ofRounds(probeRounds[k], false)])) as Record<
   keyof StackProbes,
   RoundsRun
 >;

@@ -307,7 +307,8 @@ export function withinShapeIdleSlope(runs: ReadonlyArray<{ steps: readonly StepS
 }
 
 /** A decode step of one sequence: its rank sum is its one adapter's rank. */
-const loneDecode = (s: StepShapeSample): boolean => s.sequences === 1 && s.prefillTokens === 0 && (s.finished ?? 0) === 0;
+const loneDecode = (s: StepShapeSample): boolean =>
+  s.sequences === 1 && s.prefillTokens === 0 && (s.finished ?? 0) === 0;
 
 /**
  * What a batch row costs by its adapter, beyond a row of the most frequent adapter, from one-sequence
