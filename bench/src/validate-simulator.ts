@@ -486,7 +486,7 @@ const probeRuns = Object.fromEntries(PROBE_ORDER.map((k) => [k, ofRounds(probeRo
   keyof StackProbes,
   RoundsRun
 >;
-const caseRuns = caseRounds.map(ofRounds);
+const caseRuns = caseRounds.map((r) => ofRounds(r));
 const { calibration: cal, probes } = probeOverheads(kernels.calibration, probeRuns);
 writeFileSync(
   join(RESULTS, "validate-steps.json"),
