@@ -153,10 +153,12 @@ const PROBE_SEED = 2;
  * `fitRequestOverheads` fits the per-request hops to the probes' TTFT P50 and P95. The cases then
  * run at other rates, policies and modes, with other requests.
  */
-// 2 req/s for 15 s a round: ~30 requests a run, so a run's P95 is not just its slowest request (the
+// 2 req/s for 24 s a round: ~48 requests a run, so a run's P95 is not just its slowest request (the
 // first, which also opens connections: 10-s rounds put the disaggregated probe's P95 at 102–119 ms
-// in all three, against a 21–24 ms median), and still little queueing.
-const low = { rate: 2, seconds: 15 };
+// in all three, against a 21–24 ms median), and still little queueing. 15-s rounds (30 requests)
+// left the request hops' tail, fitted on the median of three round P95s, 20–40 % off the cases'
+// pooled P95 in either direction (idle runs of 16:51 and 17:03).
+const low = { rate: 2, seconds: 24 };
 const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
   coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
   coupledHigh: {
