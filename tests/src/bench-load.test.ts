@@ -35,6 +35,7 @@ describe("loramesh bench load (real mesh it starts itself)", function () {
       "--drift",
       "0.5",
       "--json",
+      "--per-request",
     ]);
     expect(result.code, result.stderr).to.equal(0);
     const report = JSON.parse(result.stdout) as Record<string, unknown> & {
@@ -45,6 +46,7 @@ describe("loramesh bench load (real mesh it starts itself)", function () {
       tpotMs: { mean: number };
       perAdapter: Record<string, { requests: number }>;
       phases: { before: unknown; after: unknown };
+      requests: Array<{ arrivalS: number; ttftMs: number; tpotMs: number; tokens: number }>;
     };
     expect(report.sent).to.be.greaterThan(5);
     expect(report.errors).to.equal(0);
@@ -54,6 +56,13 @@ describe("loramesh bench load (real mesh it starts itself)", function () {
     expect(report.tpotMs.mean).to.be.greaterThan(0);
     for (const name of Object.keys(report.perAdapter)) expect(name).to.match(/^load-a\d{4}$/);
     expect(report.phases).to.have.keys(["before", "after"]);
+    // --per-request: every completed request, whose TTFTs give the report's own P95 (nearest rank).
+    expect(report.requests).to.have.length(report.completed);
+    const ttft = report.requests.map((q) => q.ttftMs).sort((a, b) => a - b);
+    expect(ttft[Math.min(ttft.length - 1, Math.floor(0.95 * ttft.length))]).to.equal(report.ttftMs.p95);
+    const meanTpot = report.requests.reduce((a, q) => a + q.tpotMs, 0) / report.requests.length;
+    expect(meanTpot).to.be.closeTo(report.tpotMs.mean, 1e-9);
+    expect(report.requests.every((q) => q.tokens > 0 && q.arrivalS >= 0)).to.equal(true);
     expect(result.stderr).to.contain("registering 5 adapters");
     expect(result.stderr).to.match(/bench load: 3\.00 req\/s, \d+\/6 s, sent \d+/);
   });
