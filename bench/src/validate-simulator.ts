@@ -274,10 +274,10 @@ const median = (values: readonly number[]): number => {
  * A probe's or case's figures over its rounds. A case's TTFT percentiles and mean TPOT are taken over
  * the requests of all rounds pooled: with ~48 requests a 12-s round's P95 is its third-slowest
  * request, which moved 30–40 % between rounds of the same requests (docs/evaluation.md §5); pooled,
- * it rests on three times as many. A probe's stay the median of its rounds (`pool` false): every run
- * starts its own mesh and its first request opens the connections, three such requests in 90 sit at
- * the 2 req/s probe's pooled P95 (48.6 ms against 26.7–51.0 by round in the idle run of 16:51), and
- * the request hops' tail fitted to it put every case's TTFT P95 37–110 % high. Throughput and busy
+ * it rests on three times as many. A probe's stay the median of its rounds (`pool` false): pooled,
+ * the 2 req/s probe's P95 took one round's tail (48.6 ms against 26.7–51.0 by round in the run of
+ * 16:51; each run's first request, which opens the connections, is a likely part of it), and the
+ * request hops' tail fitted to it put every case's TTFT P95 37–110 % high. Throughput and busy
  * cores are the median of the rounds.
  */
 function ofRounds(runs: MeasuredRun[], pool = true): RoundsRun {

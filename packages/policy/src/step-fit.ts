@@ -5,6 +5,7 @@
  *   period(mode, shape) = fixed + perSequenceUs · (sequences − 1) + perPrefillTokenUs · prefill tokens
  *                         + perFinishUs · sequences ending in it + perRankUs · Σ the rows' adapter ranks
  *                         + perIdleUs · (1 − the executor's busy fraction)
+ *                         + Σ over the batch rows of the row adapter's cost (perRowByRankUs)
  *
  * with every coefficient per mode. The period runs from one step's start to the next one's (forward
  * pass with its LoRA sites, sampling, streaming each token, the I/O let in between), so it is what a
