@@ -52,7 +52,10 @@ const { readdirSync, readFileSync } = require("node:fs");
 })().catch((err) => { console.error(err); process.exit(1); });
 `;
 
-function run(setting: string, opts: { prefix?: string[]; forceRefusal?: boolean } = {}): { report: Report; stderr: string } {
+function run(
+  setting: string,
+  opts: { prefix?: string[]; forceRefusal?: boolean } = {},
+): { report: Report; stderr: string } {
   const argv = [...(opts.prefix ?? []), process.execPath, "-e", CHILD];
   const r = spawnSync(argv[0] as string, argv.slice(1), {
     encoding: "utf8",
@@ -139,6 +142,8 @@ describe("data-plane thread priority (LORAMESH_DATAPLANE_PRIORITY)", function ()
   it("a setting it cannot parse means off, logged", () => {
     const { report, stderr } = run("fifo:99");
     expect(report.priority).to.include({ setting: "off", raised: 0, refused: 0 });
-    expect(stderr).to.match(/LORAMESH_DATAPLANE_PRIORITY=fifo:99 is not off, nice\[:1-20\] or fifo\[:1-10\]; using off/);
+    expect(stderr).to.match(
+      /LORAMESH_DATAPLANE_PRIORITY=fifo:99 is not off, nice\[:1-20\] or fifo\[:1-10\]; using off/,
+    );
   });
 });
