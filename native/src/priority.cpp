@@ -17,7 +17,8 @@
 
 namespace lm::priority {
 
-// Measured on the 2-vCPU dev VM (docs/performance.md, "Data-plane thread priority").
+// Off by default: fifo cut the ring phases on the loaded 2-vCPU VM, but a long (prefill) step
+// would hold both cores at RT priority (docs/performance.md, "Data-plane thread priority").
 const char* const kDefault = "off";
 
 namespace {
