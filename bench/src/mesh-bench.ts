@@ -16,6 +16,7 @@
  * `shm_step_ring` (also with --shm-only) says where the shm decode step's ring time went: ring
  * sites per step and µs per site (wait = queue + batch + compute + wake), from the worker's metrics.
  * `thread_cpu` (--shm-only --threads): every process's threads during each timed decode pass, CPU per step.
+ * `dataplane_priority`: the LORAMESH_DATAPLANE_PRIORITY all of it ran under (docs/configuration.md).
  *
  *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only | --shm-only [--threads]]]
  */
@@ -28,7 +29,7 @@ import { booleanOption, createLogger, intOption, loadConfig, setClusterToken } f
 import { LocalLoraBackend, loadAdapter, Model, type LoraBackend } from "@loramesh/engine";
 import { siteShape, type LoraSite } from "@loramesh/formats";
 import { PlacementCache } from "@loramesh/mesh";
-import { f32, nativeStep, type SiteBackendHandle } from "@loramesh/native";
+import { f32, native, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
 import { RemoteLoraBackend } from "@loramesh/base-worker";
 import { ADAPTERS, decodeStepMsOn, median, percentile, registerAdapters, round, within } from "./mesh-bench-common";
@@ -490,6 +491,16 @@ async function decodeStepMs(
   }
 }
 
+/**
+ * The data-plane thread priority every figure was measured under (the services inherit this
+ * process's LORAMESH_DATAPLANE_PRIORITY); "refused" when this process could not raise its threads
+ * (no CAP_SYS_NICE), so they ran at normal priority.
+ */
+function dataplanePriority(): string {
+  const p = native.dataplanePriority();
+  return p.refused > 0 ? `${p.setting} (refused: ${p.error})` : p.setting;
+}
+
 async function jsonReport(iterations: number, tokens: number, overhead: boolean): Promise<void> {
   const siteUs = await siteRoundTripUs(iterations, 8);
   const coupled = await decodeStepMs("coupled", true, 8, tokens);
@@ -512,6 +523,7 @@ async function jsonReport(iterations: number, tokens: number, overhead: boolean)
       lora_r16_decode_overhead: r16 && { ...r16, model: "TinyLlama-1.1B shape, bf16, random weights, batch 1" },
       ucx,
       machine: `${os.hostname()}, ${os.cpus().length} cores, node ${process.version}`,
+      dataplane_priority: dataplanePriority(),
     }),
   );
 }
@@ -534,6 +546,7 @@ async function main(): Promise<void> {
         shm_step_ring: ring,
         // --threads: per-thread CPU during each timed decode pass, per engine step.
         ...(config.threads ? { thread_cpu: cpu } : {}),
+        dataplane_priority: dataplanePriority(),
       }),
     );
   }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../src/priority.h"
 #include "loramesh/core.h"
 #include "shm_binding.h"
 #include "ucx_binding.h"
@@ -449,6 +450,18 @@ Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, gbs);
 }
 
+// The data-plane priority setting (LORAMESH_DATAPLANE_PRIORITY) and how often it was applied.
+Napi::Value DataplanePriority(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const lm::priority::Stats s = lm::priority::stats();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("setting", Napi::String::New(env, lm::priority::describe(lm::priority::current())));
+  o.Set("raised", Napi::Number::New(env, static_cast<double>(s.raised)));
+  o.Set("refused", Napi::Number::New(env, static_cast<double>(s.refused)));
+  o.Set("error", Napi::String::New(env, s.error));
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mapFile", Napi::Function::New(env, MapFile));
   exports.Set("readBandwidthGbs", Napi::Function::New(env, ReadBandwidth));
@@ -459,6 +472,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("simdEnabled", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Napi::Boolean::New(i.Env(), lm_simd_enabled() != 0); }));
   exports.Set("setSimd", Napi::Function::New(env, SetSimd));
+  exports.Set("dataplanePriority", Napi::Function::New(env, DataplanePriority));
+  exports.Set("forceDataplanePriorityRefusal", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+    lm::priority::force_refusal_for_testing(i[0].ToBoolean().Value());
+  }));
   exports.Set("embedding", Napi::Function::New(env, Embedding));
   exports.Set("rmsnorm", Napi::Function::New(env, RmsNorm));
   exports.Set("rope", Napi::Function::New(env, Rope));

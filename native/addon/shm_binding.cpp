@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../src/priority.h"
 #include "../src/shm_ring.h"
 #include "status_name.h"
 
@@ -255,6 +256,7 @@ class SiteWorker : public Napi::AsyncWorker {
   int64_t timeout_us = 0;
 
   void Execute() override {
+    const lm::priority::Scope raised;  // a ring waiter, like the step thread
     std::vector<const char*> names;
     for (const auto& id : ids) names.push_back(id.c_str());
     call.x = x.data();

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../src/local_site_backend.h"
+#include "../src/priority.h"
 #include "../src/routed_site_backend.h"
 #include "../src/shm_ring.h"
 #include "../src/step.h"
@@ -364,6 +365,7 @@ class RoundTripWorker : public Napi::AsyncWorker {
   std::vector<double> us;
 
   void Execute() override {
+    const priority::Scope raised;  // timed like the step thread whose sites it stands for
     std::vector<const char*> names;
     for (const auto& id : ids) names.push_back(id.c_str());
     call.x = x.data();
@@ -455,6 +457,8 @@ class StepWorker : public Napi::AsyncWorker {
     // A libuv pool thread: named for per-thread CPU profiles (bench:mesh --threads); it keeps the
     // name for whatever it runs next, which on a worker is mostly steps.
     name_this_thread("lm-step");
+    // Raised for this step only: the thread goes back to libuv's pool afterwards.
+    const priority::Scope raised;
     std::lock_guard<std::mutex> lock(model_->busy);
     // Ring sites are waited for on this thread: the difference of its sums is this step's.
     const shm::RingTotals before = shm::thread_ring_totals();

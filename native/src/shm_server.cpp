@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common.h"
+#include "priority.h"
 #include "shm_ring.h"
 #include "threads.h"
 
@@ -317,6 +318,7 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
 
 void ServerImpl::loop() {
   name_this_thread("lm-ring-server");
+  priority::raise_this_thread();
   ring_thread_slice();
   std::vector<Item> items;
   std::vector<std::atomic<uint32_t>*> words;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "priority.h"
 #include "profile.h"
 
 namespace lm {
@@ -131,6 +132,7 @@ class Pool {
 
   void worker_loop(uint64_t seen) {
     name_this_thread("lm-pool");
+    priority::raise_this_thread();
     for (;;) {
       // Poll first (a new job usually follows within microseconds during a step), then sleep.
       spin_until([&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; });

@@ -71,6 +71,18 @@ export type {
 } from "./ucx";
 export { bf16, type DType, f32, fromBf16, i32, i64, numel, type Tensor, toBf16 } from "./tensor";
 
+/** The data-plane thread priority in force (LORAMESH_DATAPLANE_PRIORITY) and how it went. */
+export interface DataplanePriority {
+  /** "off", "nice:N" (SCHED_OTHER at nice -N) or "fifo:P" (SCHED_FIFO priority P). */
+  setting: string;
+  /** Threads raised so far in this process (a step thread counts once per step). */
+  raised: number;
+  /** Raises refused (no CAP_SYS_NICE): those threads ran at normal priority. */
+  refused: number;
+  /** The last refusal's reason ("" when none). */
+  error: string;
+}
+
 interface Addon {
   version: string;
   cudaBuilt: boolean;
@@ -79,6 +91,8 @@ interface Addon {
   setNumThreads(n: number): void;
   simdEnabled(): boolean;
   setSimd(on: boolean): void;
+  dataplanePriority(): DataplanePriority;
+  forceDataplanePriorityRefusal(on: boolean): void;
   ropeInvFreq(config: RopeConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number };
   mapFile(path: string, begin: number, length: number): { buffer: ArrayBuffer; offset: number };
   readBandwidthGbs(bytes: number, passes: number): number;
@@ -139,6 +153,10 @@ export const native = {
   setNumThreads: (n: number): void => sync(() => addon.setNumThreads(n)),
   /** Whether the AVX2/FMA path is used; false forces the scalar path (same bits, slower). */
   simdEnabled: (): boolean => addon.simdEnabled(),
+  /** The data-plane thread priority setting and counts of raised / refused threads. */
+  dataplanePriority: (): DataplanePriority => addon.dataplanePriority(),
+  /** Testing hook: every later raise fails as if refused (no privilege), to exercise the fallback. */
+  forceDataplanePriorityRefusal: (on: boolean): void => addon.forceDataplanePriorityRefusal(on),
   setSimd: (on: boolean): void => sync(() => addon.setSimd(on)),
 
   /**

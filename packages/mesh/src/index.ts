@@ -17,7 +17,7 @@ export {
   type RmaRegion,
 } from "./adapter-peer-rma";
 export { ExecutorAgent, type ExecutorState } from "./executor-agent";
-export { executorOptions } from "./executor-options";
+export { applyDataplanePriority, executorOptions } from "./executor-options";
 export { unary } from "./grpc-call";
 export {
   ADAPTER_JOB_ATTEMPTS,

@@ -4,6 +4,7 @@ import "./otel";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { runServiceProcess } from "@loramesh/core";
+import { applyDataplanePriority } from "@loramesh/mesh";
 import { options } from "./options";
 import { createBaseWorkerServices } from "./base-worker-service";
 
@@ -12,8 +13,10 @@ void runServiceProcess({
   internal: true,
   summary: "runs the base model with continuous batching; LoRA through a local or remote backend",
   options,
-  create: async (config, logger) =>
-    createBaseWorkerServices({
+  create: async (config, logger) => {
+    // Before the service starts a step, pool or ring thread: they read it when they start.
+    applyDataplanePriority(config.dataplanePriority);
+    return createBaseWorkerServices({
       executorId: config.executorId || `worker-${randomBytes(4).toString("hex")}`,
       advertiseAddress: config.advertise,
       hostId: process.env["LORAMESH_HOST_ID"] ?? hostname(),
@@ -36,5 +39,6 @@ void runServiceProcess({
       layerWaitMs: config.layerWaitMs,
       ...(config.stepProfile ? { stepProfile: config.stepProfile } : {}),
       logger,
-    }),
+    });
+  },
 });

@@ -3,6 +3,7 @@
 import "./otel";
 import { randomBytes } from "node:crypto";
 import { runServiceProcess } from "@loramesh/core";
+import { applyDataplanePriority } from "@loramesh/mesh";
 import { options } from "./options";
 import { createLoraServerServices } from "./lora-server-service";
 
@@ -13,8 +14,10 @@ void runServiceProcess({
   internal: true,
   summary: "holds adapters and executes batched heterogeneous-rank LoRA for many base workers",
   options,
-  create: async (config, logger) =>
-    createLoraServerServices({
+  create: async (config, logger) => {
+    // Before the service starts a step, pool or ring thread: they read it when they start.
+    applyDataplanePriority(config.dataplanePriority);
+    return createLoraServerServices({
       executorId: config.executorId || `lora-${randomBytes(4).toString("hex")}`,
       advertiseAddress: config.advertise,
       provisionerAddress: config.provisioner,
@@ -28,5 +31,6 @@ void runServiceProcess({
       layerwiseLoading: config.layerwiseLoading,
       layerWaitMs: config.layerWaitMs,
       logger,
-    }),
+    });
+  },
 });

@@ -1,0 +1,186 @@
+#include "priority.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace lm::priority {
+
+// Off by default: fifo cut the ring phases on the loaded 2-vCPU VM, but a long (prefill) step
+// would hold both cores at RT priority (docs/performance.md, "Data-plane thread priority").
+const char* const kDefault = "off";
+
+namespace {
+
+constexpr int kDefaultNice = 10;
+constexpr int kDefaultFifo = 1;
+constexpr int kMaxFifo = 10;  // stay far below kernel threads and watchdogs
+
+std::mutex mu;
+Stats counters;
+std::atomic<bool> forced_refusal{false};
+bool logged = false;
+
+void note(bool ok, const std::string& error) {
+  std::lock_guard<std::mutex> g(mu);
+  if (ok) {
+    counters.raised++;
+    return;
+  }
+  counters.refused++;
+  counters.error = error;
+  if (!logged) {
+    logged = true;
+    std::fprintf(stderr,
+                 "loramesh: LORAMESH_DATAPLANE_PRIORITY=%s refused (%s); data-plane threads run at normal priority "
+                 "(grant CAP_SYS_NICE, or set it to off)\n",
+                 describe(current()).c_str(), error.c_str());
+  }
+}
+
+bool parse_level(const std::string& digits, int lo, int hi, int* out) {
+  if (digits.empty() || digits.size() > 3) return false;
+  int v = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  if (v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+#if defined(__linux__)
+pid_t this_tid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
+
+// Applies the setting to the calling thread; false with *error on refusal.
+bool apply(const Setting& s, std::string* error) {
+  if (forced_refusal.load()) {
+    *error = std::string("forced for testing: ") + std::strerror(EPERM);
+    return false;
+  }
+  if (s.mode == Mode::kNice) {
+    // setpriority with a thread id sets that one thread's nice (Linux: nice is per thread).
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(this_tid()), -s.level) == 0) return true;
+    *error = std::string("setpriority: ") + std::strerror(errno);
+    return false;
+  }
+  sched_param p{};
+  p.sched_priority = s.level;
+  const int rc = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p);
+  if (rc == 0) return true;
+  *error = std::string("pthread_setschedparam(SCHED_FIFO): ") + std::strerror(rc);
+  return false;
+}
+#endif
+
+}  // namespace
+
+bool parse(const std::string& text, Setting* out) {
+  Setting s;
+  const size_t colon = text.find(':');
+  const std::string mode = text.substr(0, colon);
+  const std::string level = colon == std::string::npos ? "" : text.substr(colon + 1);
+  if (mode == "off" && colon == std::string::npos) {
+    s.mode = Mode::kOff;
+  } else if (mode == "nice") {
+    s.mode = Mode::kNice;
+    s.level = kDefaultNice;
+    if (colon != std::string::npos && !parse_level(level, 1, 20, &s.level)) return false;
+  } else if (mode == "fifo") {
+    s.mode = Mode::kFifo;
+    s.level = kDefaultFifo;
+    if (colon != std::string::npos && !parse_level(level, 1, kMaxFifo, &s.level)) return false;
+  } else {
+    return false;
+  }
+  *out = s;
+  return true;
+}
+
+std::string describe(const Setting& s) {
+  switch (s.mode) {
+    case Mode::kNice:
+      return "nice:" + std::to_string(s.level);
+    case Mode::kFifo:
+      return "fifo:" + std::to_string(s.level);
+    default:
+      return "off";
+  }
+}
+
+const Setting& current() {
+  static const Setting setting = [] {
+    Setting s;
+    const char* v = std::getenv("LORAMESH_DATAPLANE_PRIORITY");
+    const std::string text = v && *v ? v : kDefault;
+    if (!parse(text, &s)) {
+      std::fprintf(stderr, "loramesh: LORAMESH_DATAPLANE_PRIORITY=%s is not off, nice[:1-20] or fifo[:1-%d]; using off\n",
+                   text.c_str(), kMaxFifo);
+      s = Setting{};
+    }
+    return s;
+  }();
+  return setting;
+}
+
+void raise_this_thread() {
+  thread_local bool done = false;
+  if (done) return;
+  done = true;
+  const Setting& s = current();
+  if (s.mode == Mode::kOff) return;
+#if defined(__linux__)
+  std::string error;
+  note(apply(s, &error), error);
+#endif
+}
+
+Scope::Scope() {
+  const Setting& s = current();
+  if (s.mode == Mode::kOff) return;
+#if defined(__linux__)
+  sched_param p{};
+  if (pthread_getschedparam(pthread_self(), &policy_, &p) != 0) return;
+  priority_ = p.sched_priority;
+  errno = 0;
+  nice_ = getpriority(PRIO_PROCESS, static_cast<id_t>(this_tid()));
+  if (errno != 0) return;
+  // Already raised (a nested step, or a thread raised for good): leave it as it is.
+  if ((s.mode == Mode::kFifo && policy_ == SCHED_FIFO) || (s.mode == Mode::kNice && nice_ <= -s.level)) return;
+  std::string error;
+  raised_ = apply(s, &error);
+  note(raised_, error);
+#endif
+}
+
+Scope::~Scope() {
+#if defined(__linux__)
+  if (!raised_) return;
+  // Lowering a thread's own priority back needs no privilege.
+  sched_param p{};
+  p.sched_priority = priority_;
+  pthread_setschedparam(pthread_self(), policy_, &p);
+  setpriority(PRIO_PROCESS, static_cast<id_t>(this_tid()), nice_);
+#endif
+}
+
+Stats stats() {
+  std::lock_guard<std::mutex> g(mu);
+  return counters;
+}
+
+void force_refusal_for_testing(bool on) { forced_refusal.store(on); }
+
+}  // namespace lm::priority
