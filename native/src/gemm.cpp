@@ -43,6 +43,15 @@ struct AlignedAlloc {
 bool g_packed = true;
 bool g_prefetch = true;
 
+// bf16 to f32: the high half of the f32 bits.
+inline float widen(float v) { return v; }
+inline float widen(uint16_t b) {
+  uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 #ifdef LM_X86
 #define LM_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
 #define LM_AVX2 __attribute__((target("avx2,fma")))  // helpers shared by both paths use only AVX2
@@ -68,14 +77,6 @@ LM_AVX2 inline float hsum8(__m256 v) {
   __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
   __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
   return _mm_cvtss_f32(s1);
-}
-
-inline float widen(float v) { return v; }
-inline float widen(uint16_t b) {
-  uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
 }
 
 LM_AVX2 inline float fma1(float a, float b, float c) {
@@ -333,6 +334,73 @@ void matmul_avx2(const float* const* xs, const W* w, const float* bias, int64_t 
     default: return;
   }
 }
+
+// k-major LoRA expand (see gemm.h). One input: acc[n] = fma(h[j], Bᵀ[j][n], acc[n]) over Bᵀ's rows,
+// each a contiguous stream of the block's columns (a long run the hardware prefetcher follows),
+// the accumulators in L1; row j + 2 is prefetched while row j runs.
+template <typename W>
+LM_AVX2 void kmajor_one(const float* h, const W* bt, int64_t k, int64_t n_total, int64_t cb, int64_t ce, float* out) {
+  const int64_t width = ce - cb;
+  const int64_t main = width & ~int64_t(7);
+  std::fill(out, out + width, 0.0f);
+  for (int64_t j = 0; j < k; j++) {
+    const W* row = bt + j * n_total + cb;
+    if (g_prefetch && j + 2 < k) prefetch_lines(row + 2 * n_total, width);
+    const __m256 s = _mm256_set1_ps(h[j]);
+    int64_t n = 0;
+    for (; n < main; n += 8) _mm256_storeu_ps(out + n, _mm256_fmadd_ps(s, load8(row + n), _mm256_loadu_ps(out + n)));
+    for (; n < width; n++) out[n] = fma1(h[j], widen(row[n]), out[n]);
+  }
+}
+
+// R inputs × 16 columns held in 2R ymm accumulators over all of k (Bᵀ's 16-column strip is reused
+// from L1 by every group of inputs).
+template <typename W, int R>
+LM_AVX2 void kmajor_tile(const float* const* hs, const W* bt, int64_t k, int64_t n_total, int64_t n0, float* out,
+                         int64_t stride) {
+  __m256 acc[R][2];
+  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < k; j++) {
+    const W* row = bt + j * n_total + n0;
+    const __m256 b0 = load8(row), b1 = load8(row + 8);
+    for (int r = 0; r < R; r++) {
+      const __m256 s = _mm256_broadcast_ss(hs[r] + j);
+      acc[r][0] = _mm256_fmadd_ps(s, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(s, b1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    _mm256_storeu_ps(out + r * stride, acc[r][0]);
+    _mm256_storeu_ps(out + r * stride + 8, acc[r][1]);
+  }
+}
+
+template <typename W>
+LM_AVX2 void kmajor_avx2(const float* const* hs, const W* bt, int64_t tokens, int64_t k, int64_t n_total, int64_t cb,
+                         int64_t ce, float* out, int64_t stride) {
+  if (tokens == 1) return kmajor_one(hs[0], bt, k, n_total, cb, ce, out);
+  int64_t n = cb;
+  for (; n + 16 <= ce; n += 16) {
+    int64_t t = 0;
+    for (; t + 6 <= tokens; t += 6) kmajor_tile<W, 6>(hs + t, bt, k, n_total, n, out + t * stride + (n - cb), stride);
+    float* o = out + t * stride + (n - cb);
+    switch (tokens - t) {
+      case 1: kmajor_tile<W, 1>(hs + t, bt, k, n_total, n, o, stride); break;
+      case 2: kmajor_tile<W, 2>(hs + t, bt, k, n_total, n, o, stride); break;
+      case 3: kmajor_tile<W, 3>(hs + t, bt, k, n_total, n, o, stride); break;
+      case 4: kmajor_tile<W, 4>(hs + t, bt, k, n_total, n, o, stride); break;
+      case 5: kmajor_tile<W, 5>(hs + t, bt, k, n_total, n, o, stride); break;
+      default: break;
+    }
+  }
+  for (; n < ce; n++) {  // column tail: the same fused chain, one output at a time
+    for (int64_t t = 0; t < tokens; t++) {
+      float acc = 0.0f;
+      for (int64_t j = 0; j < k; j++) acc = fma1(hs[t][j], widen(bt[j * n_total + n]), acc);
+      out[t * stride + (n - cb)] = acc;
+    }
+  }
+}
 #else
 const bool g_has_avx512 = false;
 #endif
@@ -417,6 +485,25 @@ void rows_ptr_impl(const float* const* xs, const W* w, int64_t tokens, int64_t k
   }
 }
 
+
+template <typename W>
+void kmajor_impl(const float* const* hs, const W* bt, int64_t tokens, int64_t k, int64_t n_total, int64_t cb,
+                 int64_t ce, float* out, int64_t stride) {
+#ifdef LM_X86
+  if (simd::enabled()) return kmajor_avx2(hs, bt, tokens, k, n_total, cb, ce, out, stride);
+#endif
+  // std::fma rounds once, as the FMA instructions do: the same bits.
+  for (int64_t t = 0; t < tokens; t++) {
+    float* o = out + t * stride;
+    std::fill(o, o + (ce - cb), 0.0f);
+    for (int64_t j = 0; j < k; j++) {
+      const float s = hs[t][j];
+      const W* row = bt + j * n_total;
+      for (int64_t n = cb; n < ce; n++) o[n - cb] = std::fma(s, widen(row[n]), o[n - cb]);
+    }
+  }
+}
+
 }  // namespace
 
 bool avx512_active() { return g_has_avx512 && simd::enabled(); }
@@ -439,6 +526,15 @@ void matmul_rows_ptr(const float* const* xs, const float* w, int64_t tokens, int
 void matmul_rows_ptr(const float* const* xs, const uint16_t* w, int64_t tokens, int64_t k, int64_t rb, int64_t re,
                      float* out, int64_t out_stride) {
   rows_ptr_impl(xs, w, tokens, k, rb, re, out, out_stride);
+}
+
+void matmul_kmajor(const float* const* hs, const float* bt, int64_t tokens, int64_t k, int64_t n_total, int64_t cb,
+                   int64_t ce, float* out, int64_t out_stride) {
+  kmajor_impl(hs, bt, tokens, k, n_total, cb, ce, out, out_stride);
+}
+void matmul_kmajor(const float* const* hs, const uint16_t* bt, int64_t tokens, int64_t k, int64_t n_total,
+                   int64_t cb, int64_t ce, float* out, int64_t out_stride) {
+  kmajor_impl(hs, bt, tokens, k, n_total, cb, ce, out, out_stride);
 }
 
 }  // namespace lm::gemm

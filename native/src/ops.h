@@ -44,6 +44,7 @@ struct LoraArgs {
   const float* scale;
   const int64_t* a_offset;
   const int64_t* b_offset;
+  bool b_transposed;  // each B stored [rank, width] (lm_lora_weights.b_transposed)
   int32_t max_rank;
   const void* x;  // [x_rows, h_in]
   lm_dtype x_dtype;
@@ -74,6 +75,11 @@ void add(float* a, const float* b, int64_t n);
 void argmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out);
 void topk(const float* logits, int64_t rows, int64_t vocab, int32_t k, int32_t* indices, float* values);
 void lora(const LoraArgs& a);
+// Rewrites every B of a packed pool in place from [width, rank] to [rank, width] (k-major, for
+// lm_lora_weights.b_transposed). Checks every entry against the pool first; false (pool untouched)
+// when one lies outside it, so that the kernel call reports the bad table as usual.
+bool transpose_lora_b(void* b_pool, lm_dtype dtype, int64_t pool_elems, int32_t n_keys, int32_t n_slices,
+                      const int32_t* slice_width, const int32_t* rank, const int64_t* b_offset);
 }  // namespace cpu
 
 #ifdef LM_WITH_CUDA
