@@ -59,7 +59,7 @@ LocalSiteBackend::LocalSiteBackend(std::vector<std::string> slots, int32_t n_exp
     : slots_(std::move(slots)), n_experts_(n_experts), sites_(std::move(sites)) {
   for (PackedSite& s : sites_) {
     const size_t entries = static_cast<size_t>(s.n_keys) * static_cast<size_t>(s.n_slices);
-    if (!s.present || s.n_slices < 1 || s.n_slices > LM_LORA_MAX_SLICES || s.rank.size() != entries ||
+    if (!s.present || !cpu::prefer_transposed_b(s.dtype) || s.n_slices < 1 || s.n_slices > LM_LORA_MAX_SLICES || s.rank.size() != entries ||
         s.b_offset.size() != entries) {
       continue;  // validate() reports it
     }

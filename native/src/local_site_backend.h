@@ -1,6 +1,6 @@
 // Coupled mode's SiteBackend: the batched heterogeneous-rank LoRA kernels in this process, over
 // the adapters resident on this worker, packed per (layer, site) at true rank (the layout
-// lm_lora_weights describes). The backend owns copies of the packed pools, and rewrites its B
+// lm_lora_weights describes). The backend owns copies of the packed pools, and rewrites its f32 B
 // pools k-major (faster expand at decode, same bytes); the JavaScript side builds a new one when
 // the resident set changes.
 #pragma once

@@ -75,6 +75,10 @@ void add(float* a, const float* b, int64_t n);
 void argmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out);
 void topk(const float* logits, int64_t rows, int64_t vocab, int32_t k, int32_t* indices, float* values);
 void lora(const LoraArgs& a);
+// Whether a pool of this dtype is worth rewriting k-major for the CPU expand. Measured on AVX2
+// (issue 17, seventh pass): f32 pools yes (the expand at the base GEMV's bandwidth), bf16 no (its
+// B rows are half as long; the k-major expand was no faster there).
+inline bool prefer_transposed_b(lm_dtype dtype) { return dtype == LM_F32; }
 // Rewrites every B of a packed pool in place from [width, rank] to [rank, width] (k-major, for
 // lm_lora_weights.b_transposed). Checks every entry against the pool first; false (pool untouched)
 // when one lies outside it, so that the kernel call reports the bad table as usual.

@@ -69,7 +69,7 @@ lm_status check_experts(const ModelDims& dims, const std::vector<int32_t>& exper
 
 void transpose_b(SiteWeights* w) {
   const size_t entries = static_cast<size_t>(w->n_keys) * static_cast<size_t>(w->n_slices);
-  if (w->n_slices < 1 || w->n_slices > LM_LORA_MAX_SLICES || w->rank.size() != entries || w->b_offset.size() != entries) return;
+  if (!cpu::prefer_transposed_b(w->dtype) || w->n_slices < 1 || w->n_slices > LM_LORA_MAX_SLICES || w->rank.size() != entries || w->b_offset.size() != entries) return;
   const auto elems = static_cast<int64_t>(w->b_pool.size() / elem_size(w->dtype));
   w->b_transposed = cpu::transpose_lora_b(w->b_pool.data(), w->dtype, elems, w->n_keys, w->n_slices, w->widths,
                                           w->rank.data(), w->b_offset.data());
