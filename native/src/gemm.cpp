@@ -338,109 +338,64 @@ void matmul_avx2(const float* const* xs, const W* w, const float* bias, int64_t 
 // k-major LoRA expand (see gemm.h). One input: acc[n] = fma(h[j], Bᵀ[j][n], acc[n]) over Bᵀ's rows,
 // each a contiguous stream of the block's columns (a long run the hardware prefetcher follows),
 // the accumulators in L1; row j + 2 is prefetched while row j runs.
-// k-major LoRA expand (see gemm.h), one input: out[n] = fma(h[j], Bᵀ[j][n], out[n]) over Bᵀ's rows
-// four at a time. Each row is a contiguous run of the block's columns, and four runs are in flight
-// at once, which keeps the memory system busier than one run per page (measured: one row at a
-// time, with or without a software prefetch, was slower than B's own layout). The accumulators
-// stay in L1.
-template <typename W>
-LM_AVX2 void kmajor_one(const float* h, const W* bt, int64_t k, int64_t n_total, int64_t cb, int64_t ce, float* out) {
+// k-major LoRA expand (see gemm.h) for R inputs (1 or 2): out_r[n] = fma(h_r[j], Bᵀ[j][n], out_r[n])
+// over Bᵀ's rows four at a time. Each row is a contiguous run of the block's columns and four runs
+// are in flight at once, which keeps the memory system busier than one run per page (measured:
+// one row at a time, with or without a software prefetch, was slower than B's own layout). Each
+// loaded Bᵀ vector serves the R inputs; the accumulators stay in L1.
+template <typename W, int R>
+LM_AVX2 void kmajor_rows(const float* const* hs, const W* bt, int64_t k, int64_t n_total, int64_t cb, int64_t ce,
+                         float* out, int64_t stride) {
   const int64_t width = ce - cb;
   const int64_t main = width & ~int64_t(7);
-  std::fill(out, out + width, 0.0f);
+  for (int r = 0; r < R; r++) std::fill(out + r * stride, out + r * stride + width, 0.0f);
   int64_t j = 0;
   for (; j + 4 <= k; j += 4) {
-    const W* r0 = bt + j * n_total + cb;
-    const W* r1 = r0 + n_total;
-    const W* r2 = r1 + n_total;
-    const W* r3 = r2 + n_total;
-    const __m256 s0 = _mm256_set1_ps(h[j]), s1 = _mm256_set1_ps(h[j + 1]);
-    const __m256 s2 = _mm256_set1_ps(h[j + 2]), s3 = _mm256_set1_ps(h[j + 3]);
+    const W* b[4];
+    __m256 s[R][4];
+    for (int q = 0; q < 4; q++) {
+      b[q] = bt + (j + q) * n_total + cb;
+      for (int r = 0; r < R; r++) s[r][q] = _mm256_set1_ps(hs[r][j + q]);
+    }
     int64_t n = 0;
     for (; n < main; n += 8) {
-      __m256 a = _mm256_loadu_ps(out + n);
-      a = _mm256_fmadd_ps(s0, load8(r0 + n), a);
-      a = _mm256_fmadd_ps(s1, load8(r1 + n), a);
-      a = _mm256_fmadd_ps(s2, load8(r2 + n), a);
-      a = _mm256_fmadd_ps(s3, load8(r3 + n), a);
-      _mm256_storeu_ps(out + n, a);
+      const __m256 b0 = load8(b[0] + n), b1 = load8(b[1] + n), b2 = load8(b[2] + n), b3 = load8(b[3] + n);
+      for (int r = 0; r < R; r++) {
+        float* o = out + r * stride + n;
+        __m256 a = _mm256_loadu_ps(o);
+        a = _mm256_fmadd_ps(s[r][0], b0, a);
+        a = _mm256_fmadd_ps(s[r][1], b1, a);
+        a = _mm256_fmadd_ps(s[r][2], b2, a);
+        a = _mm256_fmadd_ps(s[r][3], b3, a);
+        _mm256_storeu_ps(o, a);
+      }
     }
     for (; n < width; n++) {
-      float a = out[n];
-      a = fma1(h[j], widen(r0[n]), a);
-      a = fma1(h[j + 1], widen(r1[n]), a);
-      a = fma1(h[j + 2], widen(r2[n]), a);
-      a = fma1(h[j + 3], widen(r3[n]), a);
-      out[n] = a;
+      for (int r = 0; r < R; r++) {
+        float a = out[r * stride + n];
+        for (int q = 0; q < 4; q++) a = fma1(hs[r][j + q], widen(b[q][n]), a);
+        out[r * stride + n] = a;
+      }
     }
   }
   for (; j < k; j++) {
     const W* row = bt + j * n_total + cb;
-    const __m256 s = _mm256_set1_ps(h[j]);
-    int64_t n = 0;
-    for (; n < main; n += 8) _mm256_storeu_ps(out + n, _mm256_fmadd_ps(s, load8(row + n), _mm256_loadu_ps(out + n)));
-    for (; n < width; n++) out[n] = fma1(h[j], widen(row[n]), out[n]);
-  }
-}
-
-// R inputs × 16 columns held in 2R ymm accumulators over all of k (Bᵀ's 16-column strip is reused
-// from L1 by every group of inputs).
-template <typename W, int R>
-LM_AVX2 void kmajor_tile(const float* const* hs, const W* bt, int64_t k, int64_t n_total, int64_t n0, float* out,
-                         int64_t stride) {
-  __m256 acc[R][2];
-  for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < k; j++) {
-    const W* row = bt + j * n_total + n0;
-    const __m256 b0 = load8(row), b1 = load8(row + 8);
     for (int r = 0; r < R; r++) {
-      const __m256 s = _mm256_broadcast_ss(hs[r] + j);
-      acc[r][0] = _mm256_fmadd_ps(s, b0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(s, b1, acc[r][1]);
+      float* o = out + r * stride;
+      const __m256 sv = _mm256_set1_ps(hs[r][j]);
+      int64_t n = 0;
+      for (; n < main; n += 8) _mm256_storeu_ps(o + n, _mm256_fmadd_ps(sv, load8(row + n), _mm256_loadu_ps(o + n)));
+      for (; n < width; n++) o[n] = fma1(hs[r][j], widen(row[n]), o[n]);
     }
-  }
-  for (int r = 0; r < R; r++) {
-    _mm256_storeu_ps(out + r * stride, acc[r][0]);
-    _mm256_storeu_ps(out + r * stride + 8, acc[r][1]);
   }
 }
 
 template <typename W>
-LM_AVX2 void kmajor_avx2(const float* const* hs, const W* bt, int64_t tokens, int64_t k, int64_t n_total, int64_t cb,
-                         int64_t ce, float* out, int64_t stride) {
-  if (tokens == 1) return kmajor_one(hs[0], bt, k, n_total, cb, ce, out);
-  // Several inputs: the block's 16-column strips are first copied into a panel, strip after strip,
-  // reading Bᵀ's rows as contiguous runs (a strip read in place would take one line from each of k
-  // rows); the tiles then read the panel sequentially, from L2.
-  const int64_t strips = (ce - cb) / 16;
-  thread_local std::vector<W> panel;
-  panel.resize(static_cast<size_t>(strips * k * 16));
-  for (int64_t j = 0; j < k; j++) {
-    const W* row = bt + j * n_total + cb;
-    for (int64_t q = 0; q < strips; q++) std::memcpy(panel.data() + (q * k + j) * 16, row + q * 16, 16 * sizeof(W));
-  }
-  int64_t n = cb;
-  for (int64_t q = 0; q < strips; q++, n += 16) {
-    const W* strip = panel.data() + q * k * 16;
-    int64_t t = 0;
-    for (; t + 6 <= tokens; t += 6) kmajor_tile<W, 6>(hs + t, strip, k, 16, 0, out + t * stride + (n - cb), stride);
-    float* o = out + t * stride + (n - cb);
-    switch (tokens - t) {
-      case 1: kmajor_tile<W, 1>(hs + t, strip, k, 16, 0, o, stride); break;
-      case 2: kmajor_tile<W, 2>(hs + t, strip, k, 16, 0, o, stride); break;
-      case 3: kmajor_tile<W, 3>(hs + t, strip, k, 16, 0, o, stride); break;
-      case 4: kmajor_tile<W, 4>(hs + t, strip, k, 16, 0, o, stride); break;
-      case 5: kmajor_tile<W, 5>(hs + t, strip, k, 16, 0, o, stride); break;
-      default: break;
-    }
-  }
-  for (; n < ce; n++) {  // column tail: the same fused chain, one output at a time
-    for (int64_t t = 0; t < tokens; t++) {
-      float acc = 0.0f;
-      for (int64_t j = 0; j < k; j++) acc = fma1(hs[t][j], widen(bt[j * n_total + n]), acc);
-      out[t * stride + (n - cb)] = acc;
-    }
-  }
+void kmajor_avx2(const float* const* hs, const W* bt, int64_t tokens, int64_t k, int64_t n_total, int64_t cb,
+                 int64_t ce, float* out, int64_t stride) {
+  int64_t t = 0;
+  for (; t + 2 <= tokens; t += 2) kmajor_rows<W, 2>(hs + t, bt, k, n_total, cb, ce, out + t * stride, stride);
+  if (t < tokens) kmajor_rows<W, 1>(hs + t, bt, k, n_total, cb, ce, out + t * stride, stride);
 }
 #else
 const bool g_has_avx512 = false;

@@ -29,7 +29,7 @@ namespace {
 constexpr int64_t kSegmentRows = 64;
 constexpr int64_t kRankBlock = 16;
 constexpr int64_t kColumnBlock = 128;
-// Columns per expand item on a k-major B for a one-row segment (decode): 4 KB of f32 per Bᵀ row.
+// Columns per expand item on a k-major B: runs of 4 KB of f32 per Bᵀ row.
 constexpr int64_t kKMajorColumns = 1024;
 // Below this many bytes of adapter weights a call runs on the calling thread (see run_items).
 constexpr int64_t kPoolBytes = 256 << 10;
@@ -181,7 +181,7 @@ void lora(const LoraArgs& a) {
     const int32_t rank = a.rank[seg.key * a.n_slices + tasks[t].slice];
     for (int64_t j = 0; j < rank; j += kRankBlock) shrink_items.push_back({static_cast<int32_t>(t), j, std::min<int64_t>(rank, j + kRankBlock)});
     const int64_t width = a.slice_width[tasks[t].slice];
-    const int64_t columns = a.b_transposed && seg.end - seg.begin == 1 ? kKMajorColumns : kColumnBlock;
+    const int64_t columns = a.b_transposed ? kKMajorColumns : kColumnBlock;
     for (int64_t n = 0; n < width; n += columns) expand_items.push_back({static_cast<int32_t>(t), n, std::min(width, n + columns)});
   }
 
