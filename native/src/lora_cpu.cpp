@@ -8,9 +8,9 @@
 // element is produced by one item with a fixed reduction order, so the result does not depend on
 // how many threads run the items. Each key is computed at its own rank: no padding.
 // With B stored k-major ([rank, width], b_transposed: the f32 pools of the native step and the LoRA
-// servers) the expand sums
-// h[row, k] · Bᵀ[k, n] over k in order instead: at decode each item streams Bᵀ's rows over a wide
-// block of columns, where B's own rows (rank floats) are too short for the hardware prefetcher.
+// servers) the expand sums h[row, k] · Bᵀ[k, n] over k in order instead: each item streams Bᵀ's
+// rows over a wide block of columns, where B's own rows (rank floats) are too short for the
+// hardware prefetcher.
 // The scratch vectors are per thread and reused from call to call: a decode step makes ~90 calls.
 #include <algorithm>
 #include <functional>
