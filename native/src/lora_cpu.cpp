@@ -8,12 +8,14 @@
 // element is produced by one item with a fixed reduction order, so the result does not depend on
 // how many threads run the items. Each key is computed at its own rank: no padding.
 // With B stored k-major ([rank, width], b_transposed: the f32 pools of the native step and the LoRA
-// servers) the expand sums h[row, k] · Bᵀ[k, n] over k in order instead: each item streams Bᵀ's
+// servers under LORAMESH_LORA_KMAJOR=1) the expand sums h[row, k] · Bᵀ[k, n] over k in order instead: each item streams Bᵀ's
 // rows over a wide block of columns, where B's own rows (rank floats) are too short for the
 // hardware prefetcher.
 // The scratch vectors are per thread and reused from call to call: a decode step makes ~90 calls.
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -244,6 +246,14 @@ void transpose_entry(W* b, int64_t width, int64_t rank) {
 }
 
 }  // namespace
+
+bool prefer_transposed_b(lm_dtype dtype) {
+  static const bool on = [] {
+    const char* v = std::getenv("LORAMESH_LORA_KMAJOR");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return on && dtype == LM_F32;
+}
 
 bool transpose_lora_b(void* b_pool, lm_dtype dtype, int64_t pool_elems, int32_t n_keys, int32_t n_slices,
                       const int32_t* slice_width, const int32_t* rank, const int64_t* b_offset) {
