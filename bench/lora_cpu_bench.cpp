@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../native/src/gemm.h"
+#include "../native/src/ops.h"
 #include "../native/tests/test_util.h"
 
 using namespace lmtest;
@@ -75,11 +76,12 @@ uint16_t to_bf16(float f) {
 // One decode site of a TinyLlama-1.1B-shaped model: the base projection (bf16 weights) and one
 // adapter's LoRA delta at `rank` on `rows` rows, timed alternately in the same process. The LoRA
 // pools are bf16 (what an adapter stored as bf16 is packed as) or f32 (what every adapter was
-// packed as before). The LoRA call is timed with the short-row tile prefetch on (the default) and
-// off (before issue 17), alternating. Returns {base µs, lora µs, lora µs without prefetch, base
-// bytes, lora bytes}.
+// packed as before). The LoRA call is timed with B as lm_lora_weights stores it ([width, rank],
+// the tiles with the short-row prefetch) and with B k-major ([rank, width], b_transposed: what the
+// native step's and the LoRA servers' pools hold since issue 17's seventh pass), alternating.
+// Returns {base µs, lora µs k-major, lora µs row-major, base bytes, lora bytes}.
 struct SiteTimes {
-  double base_us, lora_us, lora_nopf_us, base_bytes, lora_bytes;
+  double base_us, lora_us, lora_rowmajor_us, base_bytes, lora_bytes;
 };
 
 SiteTimes decode_site(std::mt19937& rng, int64_t h_in, const std::vector<int32_t>& widths, int32_t rank, int64_t rows,
@@ -98,11 +100,23 @@ SiteTimes decode_site(std::mt19937& rng, int64_t h_in, const std::vector<int32_t
                           : tensor(p.a_pool.data(), LM_F32, {static_cast<int64_t>(p.a_pool.size())});
   lm_tensor b = bf16_pool ? tensor(b16.data(), LM_BF16, {static_cast<int64_t>(b16.size())})
                           : tensor(p.b_pool.data(), LM_F32, {static_cast<int64_t>(p.b_pool.size())});
-  (void)pool_dtype;
   lm_tensor rk = tensor(p.rank.data(), LM_I32, {entries}), scale = tensor(p.scale.data(), LM_F32, {entries});
   lm_tensor ao = tensor(p.a_offset.data(), LM_I64, {entries}), bo = tensor(p.b_offset.data(), LM_I64, {entries});
-  lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rk, &scale, &ao, &bo, p.max_rank};
+  lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rk, &scale, &ao, &bo, p.max_rank, 0};
   std::memcpy(w.slice_width, p.widths, sizeof(p.widths));
+  // The same pools with every B k-major.
+  std::vector<float> bt32 = p.b_pool;
+  std::vector<uint16_t> bt16 = b16;
+  LM_CHECK(lm::cpu::transpose_lora_b(bf16_pool ? static_cast<void*>(bt16.data()) : bt32.data(), pool_dtype,
+                                     static_cast<int64_t>(b16.size()), p.n_keys, p.n_slices, p.widths, p.rank.data(),
+                                     p.b_offset.data())
+               ? LM_OK
+               : LM_ERR_ARGUMENT);
+  lm_tensor bt = bf16_pool ? tensor(bt16.data(), LM_BF16, {static_cast<int64_t>(bt16.size())})
+                           : tensor(bt32.data(), LM_F32, {static_cast<int64_t>(bt32.size())});
+  lm_lora_weights wt_k = w;
+  wt_k.b_pool = &bt;
+  wt_k.b_transposed = 1;
   lm_tensor x = tensor(p.x.data(), LM_F32, {rows, h_in}), slot = tensor(p.slot.data(), LM_I32, {rows});
   std::vector<float> y = p.y0;
   lm_tensor yt = tensor(y.data(), LM_F32, {rows, p.n_out});
@@ -116,11 +130,12 @@ SiteTimes decode_site(std::mt19937& rng, int64_t h_in, const std::vector<int32_t
   std::vector<float> out(static_cast<size_t>(rows * p.n_out));
   lm_tensor ot = tensor(out.data(), LM_F32, {rows, p.n_out});
   // Alternate the two in rounds so load changes on a shared machine hit both alike.
-  std::vector<double> base, lora, lora_nopf;
+  std::vector<double> base, lora, lora_rowmajor;
+  const lm_lora_weights* weights = &wt_k;
   auto lora_call = [&] {
     const int32_t key = static_cast<int32_t>(lora_turn++ % kCopies);
     for (auto& k : p.slot) k = key;
-    LM_CHECK(lm_lora_apply(&w, &x, &slot, &yt));
+    LM_CHECK(lm_lora_apply(weights, &x, &slot, &yt));
   };
   for (int i = 0; i < reps; i++) {
     base.push_back(median_us(
@@ -129,18 +144,18 @@ SiteTimes decode_site(std::mt19937& rng, int64_t h_in, const std::vector<int32_t
           LM_CHECK(lm_matmul(&x, &wt, nullptr, &ot));
         },
         3));
+    weights = &wt_k;
     lora.push_back(median_us(lora_call, 3));
-    lm::gemm::set_prefetch(false);
-    lora_nopf.push_back(median_us(lora_call, 3));
-    lm::gemm::set_prefetch(true);
+    weights = &w;
+    lora_rowmajor.push_back(median_us(lora_call, 3));
   }
   std::sort(base.begin(), base.end());
   std::sort(lora.begin(), lora.end());
-  std::sort(lora_nopf.begin(), lora_nopf.end());
+  std::sort(lora_rowmajor.begin(), lora_rowmajor.end());
   const double elem = bf16_pool ? 2.0 : 4.0;
   double lora_bytes = 0;
   for (int s = 0; s < p.n_slices; s++) lora_bytes += elem * rank * (h_in + p.widths[s]);  // one adapter's
-  return {base[base.size() / 2], lora[lora.size() / 2], lora_nopf[lora_nopf.size() / 2], 2.0 * static_cast<double>(p.n_out * h_in), lora_bytes};
+  return {base[base.size() / 2], lora[lora.size() / 2], lora_rowmajor[lora_rowmajor.size() / 2], 2.0 * static_cast<double>(p.n_out * h_in), lora_bytes};
 }
 
 void decode_sites(std::mt19937& rng, int reps) {
@@ -155,26 +170,27 @@ void decode_sites(std::mt19937& rng, int reps) {
   std::printf("\nDecode sites of a TinyLlama-1.1B layer (base bf16 GEMV vs one adapter's LoRA delta, alternating, "
               "median of %d):\n\n",
               reps);
-  std::printf("| rank | rows | pool | site | base µs | base GB/s | LoRA µs | LoRA GB/s | LoRA µs, no prefetch | LoRA ÷ base time | "
-              "LoRA ÷ base bytes |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| rank | rows | pool | site | base µs | base GB/s | LoRA µs | LoRA GB/s | LoRA µs, B row-major | "
+              "row-major GB/s | LoRA ÷ base time | LoRA ÷ base bytes |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int32_t rank : {16, 128}) {
     for (int64_t rows : {1, 8}) {
       for (bool bf16_pool : {true, false}) {
         double base_sum = 0, lora_sum = 0, nopf_sum = 0, base_bytes = 0, lora_bytes = 0;
         for (const Site& s : sites) {
           const SiteTimes t = decode_site(rng, s.h_in, s.widths, rank, rows, bf16_pool, reps);
-          std::printf("| %d | %lld | %s | %s | %.0f | %.1f | %.0f | %.1f | %.0f | %.1f %% | %.1f %% |\n", rank,
+          std::printf("| %d | %lld | %s | %s | %.0f | %.1f | %.0f | %.1f | %.0f | %.1f | %.1f %% | %.1f %% |\n", rank,
                       static_cast<long long>(rows), bf16_pool ? "bf16" : "f32", s.name, t.base_us,
-                      t.base_bytes / t.base_us / 1e3, t.lora_us, t.lora_bytes / t.lora_us / 1e3, t.lora_nopf_us,
-                      100 * t.lora_us / t.base_us, 100 * t.lora_bytes / t.base_bytes);
-          base_sum += t.base_us, lora_sum += t.lora_us, nopf_sum += t.lora_nopf_us, base_bytes += t.base_bytes,
+                      t.base_bytes / t.base_us / 1e3, t.lora_us, t.lora_bytes / t.lora_us / 1e3, t.lora_rowmajor_us,
+                      t.lora_bytes / t.lora_rowmajor_us / 1e3, 100 * t.lora_us / t.base_us,
+                      100 * t.lora_bytes / t.base_bytes);
+          base_sum += t.base_us, lora_sum += t.lora_us, nopf_sum += t.lora_rowmajor_us, base_bytes += t.base_bytes,
               lora_bytes += t.lora_bytes;
         }
-        std::printf("| %d | %lld | %s | **layer** | %.0f | %.1f | %.0f | %.1f | %.0f | **%.1f %%** | %.1f %% |\n", rank,
-                    static_cast<long long>(rows), bf16_pool ? "bf16" : "f32", base_sum, base_bytes / base_sum / 1e3,
-                    lora_sum, lora_bytes / lora_sum / 1e3, nopf_sum, 100 * lora_sum / base_sum,
-                    100 * lora_bytes / base_bytes);
+        std::printf("| %d | %lld | %s | **layer** | %.0f | %.1f | %.0f | %.1f | %.0f | %.1f | **%.1f %%** | %.1f %% |\n",
+                    rank, static_cast<long long>(rows), bf16_pool ? "bf16" : "f32", base_sum,
+                    base_bytes / base_sum / 1e3, lora_sum, lora_bytes / lora_sum / 1e3, nopf_sum,
+                    lora_bytes / nopf_sum / 1e3, 100 * lora_sum / base_sum, 100 * lora_bytes / base_bytes);
       }
     }
   }
@@ -214,7 +230,7 @@ int main(int argc, char** argv) {
     lm_tensor b = tensor(p.b_pool.data(), LM_F32, {static_cast<int64_t>(p.b_pool.size())});
     lm_tensor rank = tensor(p.rank.data(), LM_I32, {entries}), scale = tensor(p.scale.data(), LM_F32, {entries});
     lm_tensor ao = tensor(p.a_offset.data(), LM_I64, {entries}), bo = tensor(p.b_offset.data(), LM_I64, {entries});
-    lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rank, &scale, &ao, &bo, p.max_rank};
+    lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rank, &scale, &ao, &bo, p.max_rank, 0};
     std::memcpy(w.slice_width, p.widths, sizeof(p.widths));
     lm_tensor x = tensor(p.x.data(), LM_F32, {p.tokens, p.h_in}), slot = tensor(p.slot.data(), LM_I32, {p.tokens});
     std::vector<float> y_fast = p.y0, y_naive = p.y0;

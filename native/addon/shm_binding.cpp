@@ -145,6 +145,7 @@ lm::SiteWeights site_weights(const Napi::Object& s) {
   const size_t entries = static_cast<size_t>(w.n_keys) * w.n_slices;
   if (w.rank.size() != entries || w.scale.size() != entries || w.a_offset.size() != entries || w.b_offset.size() != entries)
     throw Bad{"offset tables must have nKeys × slices entries"};
+  lm::transpose_b(&w);
   return w;
 }
 

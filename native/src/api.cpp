@@ -358,6 +358,9 @@ lm_status check_lora_weights(const lm_lora_weights* w, int64_t h_in, lm::LoraArg
   a->a_offset = static_cast<const int64_t*>(w->a_offset->data);
   a->b_offset = static_cast<const int64_t*>(w->b_offset->data);
   a->max_rank = w->max_rank;
+  if (w->b_transposed != 0 && w->b_transposed != 1) return fail(LM_ERR_ARGUMENT, "lora: b_transposed must be 0 or 1");
+  if (w->b_transposed && *device != LM_CPU) return fail(LM_ERR_DEVICE, "lora: transposed B pools are CPU-only");
+  a->b_transposed = w->b_transposed == 1;
   if (*device == LM_CPU) {
     // The tables are readable here: prove every (key, slice) stays inside its pool.
     for (int64_t e = 0; e < entries; e++) {

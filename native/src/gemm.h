@@ -29,4 +29,14 @@ void matmul_rows_ptr(const float* const* xs, const float* w, int64_t tokens, int
 void matmul_rows_ptr(const float* const* xs, const uint16_t* w, int64_t tokens, int64_t k, int64_t row_begin,
                      int64_t row_end, float* out, int64_t out_stride);
 
+// The LoRA expand on a k-major B (Bᵀ stored [k, n_total]): for n in [col_begin, col_end),
+// out[t * out_stride + (n - col_begin)] = Σ_j hs[t][j] · bt[j * n_total + n], summed j = 0 .. k-1 in
+// order with one fused multiply-add each, from 0. So an output's bits depend on neither the column
+// split, nor the number of inputs, nor the ISA (AVX2 or scalar). Bᵀ's rows are read as runs of
+// `col_end - col_begin` elements, four rows at a time, each loaded vector serving two inputs.
+void matmul_kmajor(const float* const* hs, const float* bt, int64_t tokens, int64_t k, int64_t n_total,
+                   int64_t col_begin, int64_t col_end, float* out, int64_t out_stride);
+void matmul_kmajor(const float* const* hs, const uint16_t* bt, int64_t tokens, int64_t k, int64_t n_total,
+                   int64_t col_begin, int64_t col_end, float* out, int64_t out_stride);
+
 }  // namespace lm::gemm

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "common.h"
+#include "ops.h"
 
 namespace lm {
 
@@ -43,6 +44,7 @@ struct SiteTensors {
     w.a_offset = &a_off;
     w.b_offset = &b_off;
     w.max_rank = s.max_rank;
+    w.b_transposed = s.b_transposed ? 1 : 0;
   }
 };
 
@@ -54,7 +56,18 @@ const char* site_name(int32_t s) {
 }  // namespace
 
 LocalSiteBackend::LocalSiteBackend(std::vector<std::string> slots, int32_t n_experts, std::vector<PackedSite> sites)
-    : slots_(std::move(slots)), n_experts_(n_experts), sites_(std::move(sites)) {}
+    : slots_(std::move(slots)), n_experts_(n_experts), sites_(std::move(sites)) {
+  for (PackedSite& s : sites_) {
+    const size_t entries = static_cast<size_t>(s.n_keys) * static_cast<size_t>(s.n_slices);
+    if (!s.present || !cpu::prefer_transposed_b(s.dtype) || s.n_slices < 1 || s.n_slices > LM_LORA_MAX_SLICES || s.rank.size() != entries ||
+        s.b_offset.size() != entries) {
+      continue;  // validate() reports it
+    }
+    const int64_t elems = static_cast<int64_t>(s.b_pool.size() / (s.dtype == LM_BF16 ? 2 : 4));
+    s.b_transposed = cpu::transpose_lora_b(s.b_pool.data(), s.dtype, elems, s.n_keys, s.n_slices, s.slice_width,
+                                           s.rank.data(), s.b_offset.data());
+  }
+}
 
 lm_status LocalSiteBackend::validate() const {
   if (sites_.size() % 4 != 0) return fail(LM_ERR_ARGUMENT, "local LoRA backend: sites must be layers × 4");

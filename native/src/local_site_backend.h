@@ -1,7 +1,8 @@
 // Coupled mode's SiteBackend: the batched heterogeneous-rank LoRA kernels in this process, over
 // the adapters resident on this worker, packed per (layer, site) at true rank (the layout
-// lm_lora_weights describes). The backend owns copies of the packed pools; the JavaScript side
-// builds a new one when the resident set changes.
+// lm_lora_weights describes). The backend owns copies of the packed pools, and rewrites its f32 B
+// pools k-major (faster expand at decode, same bytes); the JavaScript side builds a new one when
+// the resident set changes.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,7 @@ struct PackedSite {
   std::vector<int32_t> rank;
   std::vector<float> scale;
   std::vector<int64_t> a_offset, b_offset;
+  bool b_transposed = false;  // set by the backend: B pool rewritten k-major (lm_lora_weights.b_transposed)
 };
 
 class LocalSiteBackend : public SiteBackend {

@@ -7,8 +7,16 @@
 // Each weight row is read once per segment (and reused for four rows at a time). Every h and y
 // element is produced by one item with a fixed reduction order, so the result does not depend on
 // how many threads run the items. Each key is computed at its own rank: no padding.
+// With B stored k-major ([rank, width], b_transposed: the f32 pools of the native step and the LoRA
+// servers under LORAMESH_LORA_KMAJOR=1) the expand sums h[row, k] · Bᵀ[k, n] over k in order instead: each item streams Bᵀ's
+// rows over a wide block of columns, where B's own rows (rank floats) are too short for the
+// hardware prefetcher.
+// The scratch vectors are per thread and reused from call to call: a decode step makes ~90 calls.
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "common.h"
@@ -24,6 +32,8 @@ namespace {
 constexpr int64_t kSegmentRows = 64;
 constexpr int64_t kRankBlock = 16;
 constexpr int64_t kColumnBlock = 128;
+// Columns per expand item on a k-major B: runs of 4 KB of f32 per Bᵀ row.
+constexpr int64_t kKMajorColumns = 1024;
 // Below this many bytes of adapter weights a call runs on the calling thread (see run_items).
 constexpr int64_t kPoolBytes = 256 << 10;
 
@@ -47,39 +57,65 @@ void shrink(const W* a, int64_t h_in, int64_t j_begin, int64_t j_end, const floa
   gemm::matmul_rows_ptr(xs, a, rows, h_in, j_begin, j_end, h + j_begin, rank);
 }
 
+// y[row, column + n] += scale · (B·h[row])[n] for n in [n_begin, n_end): B is [width, rank], or with
+// `transposed` Bᵀ [rank, width].
 template <typename W>
-void expand(const W* b, int64_t rank, int64_t n_begin, int64_t n_end, const float* h, int64_t rows,
-            const int64_t* row_index, const float* row_weight, float scale, float* y, int64_t y_stride,
+void expand(const W* b, bool transposed, int64_t rank, int64_t width, int64_t n_begin, int64_t n_end, const float* h,
+            int64_t rows, const int64_t* row_index, const float* row_weight, float scale, float* y, int64_t y_stride,
             int64_t column) {
-  // B is [width, rank]: the same tiles give B[n,:] · h[row] for the block's columns at once.
-  const int64_t width = n_end - n_begin;
+  const int64_t block = n_end - n_begin;
   thread_local std::vector<const float*> hs;
   thread_local std::vector<float> out;
   hs.resize(static_cast<size_t>(rows));
-  out.resize(static_cast<size_t>(rows * width));
+  out.resize(static_cast<size_t>(rows * block));
   for (int64_t i = 0; i < rows; i++) hs[static_cast<size_t>(i)] = h + i * rank;
-  gemm::matmul_rows_ptr(hs.data(), b, rows, rank, n_begin, n_end, out.data(), width);
+  if (transposed) {
+    gemm::matmul_kmajor(hs.data(), b, rows, rank, width, n_begin, n_end, out.data(), block);
+  } else {
+    // The same tiles as the base matmul give B[n,:] · h[row] for the block's columns at once.
+    gemm::matmul_rows_ptr(hs.data(), b, rows, rank, n_begin, n_end, out.data(), block);
+  }
   // PEFT order: (B·A·x) · scaling, then (MoE) the routing weight, then added to the output.
   for (int64_t i = 0; i < rows; i++) {
     const int64_t r = row_index[i];
     const float w = row_weight ? row_weight[r] : 1.0f;
     float* yr = y + r * y_stride + column + n_begin;
-    const float* o = out.data() + i * width;
+    const float* o = out.data() + i * block;
     if (row_weight) {
-      for (int64_t n = 0; n < width; n++) yr[n] += (o[n] * scale) * w;
+      for (int64_t n = 0; n < block; n++) yr[n] += (o[n] * scale) * w;
     } else {
-      for (int64_t n = 0; n < width; n++) yr[n] += o[n] * scale;
+      for (int64_t n = 0; n < block; n++) yr[n] += o[n] * scale;
     }
   }
 }
+
+struct Item {
+  int32_t task;
+  int64_t begin, end;
+};
+
+// One call's scratch, kept per calling thread so decode's many small calls do not allocate.
+struct Scratch {
+  std::vector<int32_t> key;
+  std::vector<int64_t> count, order, next;
+  std::vector<Segment> segments;
+  std::vector<float> x_f32, h;
+  std::vector<const float*> xs;
+  std::vector<Task> tasks;
+  std::vector<Item> shrink_items, expand_items;
+};
 
 }  // namespace
 
 void lora(const LoraArgs& a) {
   const int64_t rows = a.rows;
+  thread_local Scratch scratch;
+  Scratch& sc = scratch;
   // 1. Key of every row, then a stable counting sort by key.
-  std::vector<int32_t> key(static_cast<size_t>(rows));
-  std::vector<int64_t> count(static_cast<size_t>(a.n_keys) + 1, 0);
+  std::vector<int32_t>& key = sc.key;
+  key.resize(static_cast<size_t>(rows));
+  std::vector<int64_t>& count = sc.count;
+  count.assign(static_cast<size_t>(a.n_keys) + 1, 0);
   for (int64_t r = 0; r < rows; r++) {
     const int32_t slot = a.row_slot[r];
     const int32_t k = slot < 0 ? -1 : slot * a.n_experts + (a.row_expert ? a.row_expert[r] : 0);
@@ -89,9 +125,11 @@ void lora(const LoraArgs& a) {
   for (int32_t k = 0; k < a.n_keys; k++) count[static_cast<size_t>(k) + 1] += count[static_cast<size_t>(k)];
   const int64_t routed = count[static_cast<size_t>(a.n_keys)];
   if (routed == 0) return;
-  std::vector<int64_t> order(static_cast<size_t>(routed));
+  std::vector<int64_t>& order = sc.order;
+  order.resize(static_cast<size_t>(routed));
   {
-    std::vector<int64_t> next(count.begin(), count.end() - 1);
+    std::vector<int64_t>& next = sc.next;
+    next.assign(count.begin(), count.end() - 1);
     for (int64_t r = 0; r < rows; r++) {
       const int32_t k = key[static_cast<size_t>(r)];
       if (k >= 0) order[static_cast<size_t>(next[static_cast<size_t>(k)]++)] = r;
@@ -99,7 +137,8 @@ void lora(const LoraArgs& a) {
   }
 
   // 2. Segments of at most kSegmentRows rows sharing a key.
-  std::vector<Segment> segments;
+  std::vector<Segment>& segments = sc.segments;
+  segments.clear();
   for (int32_t k = 0; k < a.n_keys; k++) {
     for (int64_t b = count[static_cast<size_t>(k)]; b < count[static_cast<size_t>(k) + 1]; b += kSegmentRows) {
       segments.push_back({k, b, std::min(b + kSegmentRows, count[static_cast<size_t>(k) + 1])});
@@ -107,7 +146,7 @@ void lora(const LoraArgs& a) {
   }
 
   // 3. Inputs as f32 row pointers in sorted order (bf16 inputs converted once).
-  std::vector<float> x_f32;
+  std::vector<float>& x_f32 = sc.x_f32;
   if (a.x_dtype == LM_BF16) {
     x_f32.resize(static_cast<size_t>(a.x_rows * a.h_in));
     parallel_for(a.x_rows, [&](int64_t r) {
@@ -115,14 +154,16 @@ void lora(const LoraArgs& a) {
     });
   }
   const float* x_base = a.x_dtype == LM_BF16 ? x_f32.data() : static_cast<const float*>(a.x);
-  std::vector<const float*> xs(static_cast<size_t>(routed));
+  std::vector<const float*>& xs = sc.xs;
+  xs.resize(static_cast<size_t>(routed));
   for (int64_t i = 0; i < routed; i++) {
     const int64_t r = order[static_cast<size_t>(i)];
     xs[static_cast<size_t>(i)] = x_base + (a.row_token ? a.row_token[r] : r) * a.h_in;
   }
 
   // 4. Work items and the h scratch they share.
-  std::vector<Task> tasks;
+  std::vector<Task>& tasks = sc.tasks;
+  tasks.clear();
   int64_t h_size = 0;
   for (size_t s = 0; s < segments.size(); s++) {
     for (int32_t sl = 0; sl < a.n_slices; sl++) {
@@ -132,18 +173,19 @@ void lora(const LoraArgs& a) {
       h_size += (segments[s].end - segments[s].begin) * rank;
     }
   }
-  std::vector<float> h(static_cast<size_t>(h_size));
-  struct Item {
-    int32_t task;
-    int64_t begin, end;
-  };
-  std::vector<Item> shrink_items, expand_items;
+  std::vector<float>& h = sc.h;
+  h.resize(static_cast<size_t>(h_size));
+  std::vector<Item>& shrink_items = sc.shrink_items;
+  std::vector<Item>& expand_items = sc.expand_items;
+  shrink_items.clear();
+  expand_items.clear();
   for (size_t t = 0; t < tasks.size(); t++) {
     const Segment& seg = segments[static_cast<size_t>(tasks[t].segment)];
     const int32_t rank = a.rank[seg.key * a.n_slices + tasks[t].slice];
     for (int64_t j = 0; j < rank; j += kRankBlock) shrink_items.push_back({static_cast<int32_t>(t), j, std::min<int64_t>(rank, j + kRankBlock)});
     const int64_t width = a.slice_width[tasks[t].slice];
-    for (int64_t n = 0; n < width; n += kColumnBlock) expand_items.push_back({static_cast<int32_t>(t), n, std::min(width, n + kColumnBlock)});
+    const int64_t columns = a.b_transposed ? kKMajorColumns : kColumnBlock;
+    for (int64_t n = 0; n < width; n += columns) expand_items.push_back({static_cast<int32_t>(t), n, std::min(width, n + columns)});
   }
 
   const bool bf16 = a.weight_dtype == LM_BF16;
@@ -182,14 +224,64 @@ void lora(const LoraArgs& a) {
     const int64_t* rows_of = order.data() + seg.begin;
     const float* hb = h.data() + task.h_offset;
     const int64_t column = a.slice_offset[task.slice];
+    const int64_t width = a.slice_width[task.slice];
     if (bf16) {
-      expand(static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], rank, it.begin, it.end, hb, seg.end - seg.begin, rows_of,
-             a.row_weight, a.scale[idx], a.y, a.n_out, column);
+      expand(static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, it.begin, it.end, hb,
+             seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
     } else {
-      expand(static_cast<const float*>(a.b_pool) + a.b_offset[idx], rank, it.begin, it.end, hb, seg.end - seg.begin, rows_of,
-             a.row_weight, a.scale[idx], a.y, a.n_out, column);
+      expand(static_cast<const float*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, it.begin, it.end, hb,
+             seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
     }
   });
+}
+
+namespace {
+
+template <typename W>
+void transpose_entry(W* b, int64_t width, int64_t rank) {
+  thread_local std::vector<W> tmp;
+  tmp.assign(b, b + width * rank);
+  for (int64_t n = 0; n < width; n++)
+    for (int64_t k = 0; k < rank; k++) b[k * width + n] = tmp[static_cast<size_t>(n * rank + k)];
+}
+
+}  // namespace
+
+bool prefer_transposed_b(lm_dtype dtype) {
+  static const bool on = [] {
+    const char* v = std::getenv("LORAMESH_LORA_KMAJOR");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return on && dtype == LM_F32;
+}
+
+bool transpose_lora_b(void* b_pool, lm_dtype dtype, int64_t pool_elems, int32_t n_keys, int32_t n_slices,
+                      const int32_t* slice_width, const int32_t* rank, const int64_t* b_offset) {
+  const int64_t entries = static_cast<int64_t>(n_keys) * n_slices;
+  for (int64_t e = 0; e < entries; e++) {
+    const int64_t r = rank[e], width = slice_width[e % n_slices];
+    if (r < 0 || r > LM_LORA_MAX_RANK || width <= 0) return false;
+    if (r > 0 && (b_offset[e] < 0 || b_offset[e] + width * r > pool_elems)) return false;
+  }
+  // Entries sharing bytes would be transposed twice: such a pool keeps its layout.
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  for (int64_t e = 0; e < entries; e++) {
+    if (rank[e] > 0) spans.push_back({b_offset[e], b_offset[e] + slice_width[e % n_slices] * int64_t{rank[e]}});
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); i++) {
+    if (spans[i].first < spans[i - 1].second) return false;
+  }
+  parallel_for(entries, [&](int64_t e) {
+    const int64_t r = rank[e], width = slice_width[e % n_slices];
+    if (r <= 1) return;  // one column or none: the same bytes either way
+    if (dtype == LM_BF16) {
+      transpose_entry(static_cast<uint16_t*>(b_pool) + b_offset[e], width, r);
+    } else {
+      transpose_entry(static_cast<float*>(b_pool) + b_offset[e], width, r);
+    }
+  });
+  return true;
 }
 
 }  // namespace lm::cpu

@@ -44,6 +44,7 @@ struct LoraArgs {
   const float* scale;
   const int64_t* a_offset;
   const int64_t* b_offset;
+  bool b_transposed;  // each B stored [rank, width] (lm_lora_weights.b_transposed)
   int32_t max_rank;
   const void* x;  // [x_rows, h_in]
   lm_dtype x_dtype;
@@ -74,6 +75,17 @@ void add(float* a, const float* b, int64_t n);
 void argmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out);
 void topk(const float* logits, int64_t rows, int64_t vocab, int32_t k, int32_t* indices, float* values);
 void lora(const LoraArgs& a);
+// Whether the native step's and the LoRA servers' pools of this dtype are rewritten k-major for
+// the CPU expand: only with LORAMESH_LORA_KMAJOR=1, and only f32 pools. Measured on AVX2 (issue 17,
+// seventh pass): f32 faster, bf16 not. Off by default because the k-major sum order gives other
+// bits than the row-major expand that lm_lora_apply callers with [width, r] pools (the JavaScript
+// backend, a routed step's rerun through apply) compute, and those paths promise the same bits.
+bool prefer_transposed_b(lm_dtype dtype);
+// Rewrites every B of a packed pool in place from [width, rank] to [rank, width] (k-major, for
+// lm_lora_weights.b_transposed). Checks every entry against the pool first; false (pool untouched)
+// when one lies outside it, so that the kernel call reports the bad table as usual.
+bool transpose_lora_b(void* b_pool, lm_dtype dtype, int64_t pool_elems, int32_t n_keys, int32_t n_slices,
+                      const int32_t* slice_width, const int32_t* rank, const int64_t* b_offset);
 }  // namespace cpu
 
 #ifdef LM_WITH_CUDA

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "ops.h"
 
 namespace lm {
 
@@ -66,6 +67,14 @@ lm_status check_experts(const ModelDims& dims, const std::vector<int32_t>& exper
   return LM_OK;
 }
 
+void transpose_b(SiteWeights* w) {
+  const size_t entries = static_cast<size_t>(w->n_keys) * static_cast<size_t>(w->n_slices);
+  if (!cpu::prefer_transposed_b(w->dtype) || w->n_slices < 1 || w->n_slices > LM_LORA_MAX_SLICES || w->rank.size() != entries || w->b_offset.size() != entries) return;
+  const auto elems = static_cast<int64_t>(w->b_pool.size() / elem_size(w->dtype));
+  w->b_transposed = cpu::transpose_lora_b(w->b_pool.data(), w->dtype, elems, w->n_keys, w->n_slices, w->widths,
+                                          w->rank.data(), w->b_offset.data());
+}
+
 lm_status apply_batch(const Tables& tables, int32_t n_experts, int32_t layer, int32_t site, int32_t moe, int32_t h_in,
                       int32_t n_out, const std::vector<BatchPart>& parts, std::vector<float>* y) {
   int64_t rows = 0;
@@ -92,7 +101,7 @@ lm_status apply_batch(const Tables& tables, int32_t n_experts, int32_t layer, in
   lm_tensor sc{const_cast<float*>(w.scale.data()), LM_F32, LM_CPU, 0, 1, {entries}};
   lm_tensor ao{const_cast<int64_t*>(w.a_offset.data()), LM_I64, LM_CPU, 0, 1, {entries}};
   lm_tensor bo{const_cast<int64_t*>(w.b_offset.data()), LM_I64, LM_CPU, 0, 1, {entries}};
-  lm_lora_weights lw{&a, &b, w.n_keys, w.n_slices, {w.widths[0], w.widths[1], w.widths[2], w.widths[3]}, &rk, &sc, &ao, &bo, w.max_rank};
+  lm_lora_weights lw{&a, &b, w.n_keys, w.n_slices, {w.widths[0], w.widths[1], w.widths[2], w.widths[3]}, &rk, &sc, &ao, &bo, w.max_rank, w.b_transposed ? 1 : 0};
   lm_tensor xt{x.data(), LM_F32, LM_CPU, 0, 2, {rows, h_in}};
   lm_tensor yt{y->data(), LM_F32, LM_CPU, 0, 2, {rows, n_out}};
   lm_tensor st{row_slot.data(), LM_I32, LM_CPU, 0, 1, {rows}};

@@ -22,7 +22,13 @@ struct SiteWeights {
   std::vector<int32_t> rank;
   std::vector<float> scale;
   std::vector<int64_t> a_offset, b_offset;
+  bool b_transposed = false;  // B pool k-major (lm_lora_weights.b_transposed); see transpose_b
 };
+
+// Rewrites w's B pool k-major once, after its tables are filled, where that pays (f32 pools: a
+// faster expand at decode, same bytes). A pool whose tables do not fit it is left as it is; the
+// kernel call reports it.
+void transpose_b(SiteWeights* w);
 
 // The adapter pool's slots and packed sites. Replaced whole (never mutated) when the pool
 // changes, so a server thread reads it without holding a lock.

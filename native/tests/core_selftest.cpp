@@ -9,27 +9,88 @@
 #include <cstring>
 
 #include "../src/gemm.h"
+#include "../src/ops.h"
 #include "../src/simd.h"
 #include "test_util.h"
 
 using namespace lmtest;
 
-static std::vector<float> run_lora(const LoraProblem& p) {
+// b_pool: null for p's own B ([width, rank]); else the same Bs k-major (b_transposed).
+static std::vector<float> run_lora(const LoraProblem& p, const std::vector<float>* b_kmajor = nullptr) {
   std::vector<float> y = p.y0;
+  const std::vector<float>& bp = b_kmajor ? *b_kmajor : p.b_pool;
   lm_tensor a = tensor(const_cast<float*>(p.a_pool.data()), LM_F32, {static_cast<int64_t>(p.a_pool.size())});
-  lm_tensor b = tensor(const_cast<float*>(p.b_pool.data()), LM_F32, {static_cast<int64_t>(p.b_pool.size())});
+  lm_tensor b = tensor(const_cast<float*>(bp.data()), LM_F32, {static_cast<int64_t>(bp.size())});
   const int64_t entries = static_cast<int64_t>(p.rank.size());
   lm_tensor rank = tensor(const_cast<int32_t*>(p.rank.data()), LM_I32, {entries});
   lm_tensor scale = tensor(const_cast<float*>(p.scale.data()), LM_F32, {entries});
   lm_tensor ao = tensor(const_cast<int64_t*>(p.a_offset.data()), LM_I64, {entries});
   lm_tensor bo = tensor(const_cast<int64_t*>(p.b_offset.data()), LM_I64, {entries});
-  lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rank, &scale, &ao, &bo, p.max_rank};
+  lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rank, &scale, &ao, &bo, p.max_rank, b_kmajor ? 1 : 0};
   std::memcpy(w.slice_width, p.widths, sizeof(p.widths));
   lm_tensor x = tensor(const_cast<float*>(p.x.data()), LM_F32, {p.tokens, p.h_in});
   lm_tensor slot = tensor(const_cast<int32_t*>(p.slot.data()), LM_I32, {p.tokens});
   lm_tensor yt = tensor(y.data(), LM_F32, {p.tokens, p.n_out});
   LM_CHECK(lm_lora_apply(&w, &x, &slot, &yt));
   return y;
+}
+
+// B stored k-major (the native step's and the LoRA servers' pools): within 1e-4 of the oracle, the
+// same bits for 1 and 2 threads, SIMD and scalar, and for a row alone (decode's streaming path) or in
+// a batch (the register tiles); column tails; pools whose entries overlap are left as they are.
+static int check_kmajor(std::mt19937& rng) {
+  int failures = 0;
+  const std::vector<LoraProblem> problems = {make_lora_problem(rng, 67, 131, {96, 32, 32}, {1, 2, 4, 8, 16, 64, 128}),
+                                             make_lora_problem(rng, 9, 64, {37, 5}, {3, 16, 1})};
+  for (const LoraProblem& p : problems) {
+    std::vector<float> bt = p.b_pool;
+    if (!lm::cpu::transpose_lora_b(bt.data(), LM_F32, static_cast<int64_t>(bt.size()), p.n_keys, p.n_slices, p.widths,
+                                   p.rank.data(), p.b_offset.data())) {
+      std::printf("lora k-major: transpose refused a valid pool\n");
+      failures++;
+      continue;
+    }
+    const std::vector<double> want = lora_oracle(p);
+    std::vector<std::vector<float>> runs;
+    for (int simd : {1, 0}) {
+      if (simd && !lm_simd_enabled()) continue;
+      LM_CHECK(lm_set_simd(simd));
+      for (int threads : {1, 2}) {
+        LM_CHECK(lm_set_num_threads(threads));
+        runs.push_back(run_lora(p, &bt));
+      }
+    }
+    LM_CHECK(lm_set_simd(1));
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); i++) worst = std::max(worst, std::fabs(runs[0][i] - want[i]));
+    bool same = true;
+    for (const auto& r : runs) same = same && std::memcmp(r.data(), runs[0].data(), r.size() * 4) == 0;
+    // Each row alone: decode's path.
+    bool alone_same = true;
+    for (int64_t t = 0; t < p.tokens; t++) {
+      LoraProblem one = p;
+      one.tokens = 1;
+      one.x.assign(p.x.begin() + t * p.h_in, p.x.begin() + (t + 1) * p.h_in);
+      one.y0.assign(p.y0.begin() + t * p.n_out, p.y0.begin() + (t + 1) * p.n_out);
+      one.slot = {p.slot[static_cast<size_t>(t)]};
+      const std::vector<float> y = run_lora(one, &bt);
+      alone_same = alone_same && std::memcmp(y.data(), runs[0].data() + t * p.n_out, y.size() * 4) == 0;
+    }
+    std::printf("lora k-major B (%lld rows) max|err|=%.3g, threads/SIMD/scalar identical: %s, a row alone identical: %s\n",
+                static_cast<long long>(p.tokens), worst, same ? "yes" : "NO", alone_same ? "yes" : "NO");
+    if (worst > 1e-4 || !same || !alone_same) failures++;
+  }
+  // Two entries over the same bytes would be transposed twice: refused, pool untouched.
+  const LoraProblem& p = problems[1];
+  std::vector<int64_t> offsets = p.b_offset;
+  offsets[1] = offsets[0];
+  std::vector<float> bt = p.b_pool;
+  const bool refused = !lm::cpu::transpose_lora_b(bt.data(), LM_F32, static_cast<int64_t>(bt.size()), p.n_keys,
+                                                  p.n_slices, p.widths, p.rank.data(), offsets.data()) &&
+                       bt == p.b_pool;
+  std::printf("lora k-major: overlapping entries refused, pool untouched: %s\n", refused ? "yes" : "NO");
+  if (!refused) failures++;
+  return failures;
 }
 
 // Matmul on every path (AVX-512 tiles, AVX2, scalar) and thread count gives the same bits, for
@@ -173,11 +234,17 @@ int main() {
   lm_tensor scale = tensor(p.scale.data(), LM_F32, {entries});
   lm_tensor ao = tensor(p.a_offset.data(), LM_I64, {entries});
   lm_tensor bo = tensor(p.b_offset.data(), LM_I64, {entries});
-  lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rank, &scale, &ao, &bo, p.max_rank};
+  lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &rank, &scale, &ao, &bo, p.max_rank, 0};
   std::memcpy(w.slice_width, p.widths, sizeof(p.widths));
   const lm_status s = lm_lora_apply(&w, &x, &slot, &yt);
   std::printf("bad slot -> status %d: %s\n", (int)s, lm_last_error());
   if (s != LM_ERR_SLOT) failures++;
+  w.b_transposed = 2;
+  p.slot[3] = 0;
+  const lm_status s2 = lm_lora_apply(&w, &x, &slot, &yt);
+  std::printf("b_transposed 2 -> status %d: %s\n", (int)s2, lm_last_error());
+  if (s2 != LM_ERR_ARGUMENT) failures++;
+  failures += check_kmajor(rng);
   failures += check_prefault_cancel();
   std::printf("%s\n", failures ? "FAILED" : "ok");
   return failures ? 1 : 0;

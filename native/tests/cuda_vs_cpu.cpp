@@ -221,7 +221,7 @@ int main() {
         lm_tensor b = tensor(b16 ? static_cast<void*>(bb.data()) : p.b_pool.data(), wdtype, {static_cast<int64_t>(p.b_pool.size())});
         lm_tensor r = tensor(p.rank.data(), LM_I32, {entries}), s = tensor(p.scale.data(), LM_F32, {entries});
         lm_tensor ao = tensor(p.a_offset.data(), LM_I64, {entries}), bo = tensor(p.b_offset.data(), LM_I64, {entries});
-        lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &r, &s, &ao, &bo, p.max_rank};
+        lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &r, &s, &ao, &bo, p.max_rank, 0};
         std::memcpy(w.slice_width, p.widths, sizeof(p.widths));
         lm_tensor x = tensor(p.x.data(), LM_F32, {p.tokens, p.h_in}), sl = tensor(p.slot.data(), LM_I32, {p.tokens}), yt = tensor(y.data(), LM_F32, {p.tokens, p.n_out});
         LM_CHECK(lm_lora_apply(&w, &x, &sl, &yt));
@@ -230,7 +230,7 @@ int main() {
       Dev da = b16 ? Dev(ab) : Dev(p.a_pool), db = b16 ? Dev(bb) : Dev(p.b_pool), dr(p.rank), ds(p.scale), dao(p.a_offset), dbo(p.b_offset), dx(p.x), dsl(p.slot), dy(y);
       lm_tensor a = dt(da, wdtype, {static_cast<int64_t>(p.a_pool.size())}), b = dt(db, wdtype, {static_cast<int64_t>(p.b_pool.size())});
       lm_tensor r = dt(dr, LM_I32, {entries}), s = dt(ds, LM_F32, {entries}), ao = dt(dao, LM_I64, {entries}), bo = dt(dbo, LM_I64, {entries});
-      lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &r, &s, &ao, &bo, p.max_rank};
+      lm_lora_weights w{&a, &b, p.n_keys, p.n_slices, {}, &r, &s, &ao, &bo, p.max_rank, 0};
       std::memcpy(w.slice_width, p.widths, sizeof(p.widths));
       lm_tensor x = dt(dx, LM_F32, {p.tokens, p.h_in}), sl = dt(dsl, LM_I32, {p.tokens}), yt = dt(dy, LM_F32, {p.tokens, p.n_out});
       LM_CHECK(lm_lora_apply(&w, &x, &sl, &yt));

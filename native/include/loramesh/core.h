@@ -161,6 +161,8 @@ lm_status lm_topk(const lm_tensor* logits, int32_t k, lm_tensor* indices, lm_ten
  *   a_offset i64: element offset of A [r, h_in] in a_pool,
  *   b_offset i64: element offset of B [slice_width[s], r] in b_pool.
  * The pools share a dtype (f32 or bf16); pools and tables live on one device.
+ * b_transposed 1 (CPU only): every B is stored transposed, [r, slice_width[s]] (k-major), which
+ * the CPU expand streams faster at decode; same size and offsets. 0: the layout above.
  */
 #define LM_LORA_MAX_SLICES 4
 typedef struct {
@@ -174,6 +176,7 @@ typedef struct {
   const lm_tensor* a_offset; /* [n_keys*n_slices] i64 */
   const lm_tensor* b_offset; /* [n_keys*n_slices] i64 */
   int32_t max_rank;          /* upper bound of every rank; at most LM_LORA_MAX_RANK */
+  int32_t b_transposed;      /* 1: B pools k-major (see above); CPU only */
 } lm_lora_weights;
 
 #define LM_LORA_MAX_RANK 256
