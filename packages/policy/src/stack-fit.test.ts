@@ -1,7 +1,8 @@
 import { expect } from "chai";
+import { validationCluster } from "./test-support";
 import { CostModel, DEFAULT_CALIBRATION, type Calibration } from "./cost-model";
 import { policyByName } from "./placement";
-import { simulate, type ClusterSpec } from "./simulator";
+import { simulate } from "./simulator";
 import {
   bareCalibration,
   fitRequestOverheads,
@@ -11,18 +12,7 @@ import {
 } from "./stack-fit";
 import { DEFAULT_WORKLOAD } from "./workload";
 
-// The validation's topology and workload: one worker, one LoRA server, the engine's limits.
-const cluster: ClusterSpec = {
-  executors: 1,
-  capacityBytes: 8 * 1024 ** 3,
-  maxBatch: 64,
-  maxBatchTokens: 512,
-  mode: "coupled",
-  loraServers: 1,
-  kernel: "true",
-  rankAwareRouting: true,
-  replaceEvery: 0,
-};
+const cluster = validationCluster;
 
 const simulateProbe = (p: ProbeSpec, k: Calibration): ProbeSummary => {
   const r = simulate(

@@ -1,24 +1,14 @@
 import { expect } from "chai";
+import { validationCluster } from "./test-support";
 import { CostModel, DEFAULT_CALIBRATION, type Calibration } from "./cost-model";
 import { policyByName } from "./placement";
 import { logNormalAt } from "./sim-cost";
-import { simulate, type ClusterSpec } from "./simulator";
+import { simulate } from "./simulator";
 import { smallestMeeting } from "./smallest-meeting";
 import { DEFAULT_WORKLOAD, type WorkloadSpec } from "./workload";
 
 const NO_SLO = { ttftMs: 1e9, tpotMs: 1e9 };
-// The validation's topology: one worker, one LoRA server, the engine's limits.
-const cluster: ClusterSpec = {
-  executors: 1,
-  capacityBytes: 8 * 1024 ** 3,
-  maxBatch: 64,
-  maxBatchTokens: 512,
-  mode: "coupled",
-  loraServers: 1,
-  kernel: "true",
-  rankAwareRouting: true,
-  replaceEvery: 0,
-};
+const cluster = validationCluster;
 const workload = (rate: number): WorkloadSpec => ({
   ...DEFAULT_WORKLOAD,
   adapters: 12,

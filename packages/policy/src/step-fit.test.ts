@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { loneDecodeSteps, validationCluster } from "./test-support";
 import { CostModel, DEFAULT_CALIBRATION } from "./cost-model";
 import { policyByName } from "./placement";
 import { simulate, type ClusterSpec } from "./simulator";
@@ -12,20 +13,9 @@ import {
 } from "./step-fit";
 import { DEFAULT_WORKLOAD, makeAdapters, makeRequests } from "./workload";
 
-/** Steps of the given shapes whose periods follow `truth` exactly. */
-// One worker and one LoRA server with the engine's limits, as the validation runs them.
-const cluster: ClusterSpec = {
-  executors: 1,
-  capacityBytes: 8 * 1024 ** 3,
-  maxBatch: 64,
-  maxBatchTokens: 512,
-  mode: "coupled",
-  loraServers: 1,
-  kernel: "true",
-  rankAwareRouting: true,
-  replaceEvery: 0,
-};
+const cluster = validationCluster;
 
+/** Steps of the given shapes whose periods follow `truth` exactly. */
 function stepsOf(truth: StepPeriodFit, mode: "coupled" | "disaggregated" | "hybrid"): StepShapeSample[] {
   // sequences, prompt tokens, sequences ending, rank sum, steps
   const shapes = [
@@ -126,15 +116,7 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     // Probe steps where the rank-64 adapter's steps ran slow for another reason (the measured case:
     // 16 µs per unit of rank fitted, the kernel's 0.1 µs, and the cases' rank-64 steps as fast as
     // their rank-4 ones).
-    const shape = (rankSum: number, mean: number, count: number): StepShapeSample => ({
-      sequences: 1,
-      tokens: 1,
-      prefillTokens: 0,
-      rankSum,
-      count,
-      sumUs: count * mean,
-      sumSqUs: count * (mean ** 2 + 100 ** 2),
-    });
+    const shape = loneDecodeSteps;
     // The coupled 10 req/s probes' lone decode steps of the idle run of 14:22 (rank 4 and rank 64, ms).
     const measured = [
       [920, 2180],
@@ -285,16 +267,7 @@ describe("fitting the engine's step period to the worker's own step timings", ()
           [64, 0, 20],
         ] as const
       ).map(([rankSum, extra, count]) => {
-        const mean = 1000 + extra + noise;
-        return {
-          sequences: 1,
-          tokens: 1,
-          prefillTokens: 0,
-          rankSum,
-          count,
-          sumUs: count * mean,
-          sumSqUs: count * (mean ** 2 + 100 ** 2),
-        };
+        return loneDecodeSteps(rankSum, 1000 + extra + noise, count);
       }),
     }));
 
