@@ -187,7 +187,12 @@ function probeOverheads(
   // Each round of each probe is its own run: the idle term is fitted on differences between runs.
   const stepPeriods = fitStepPeriods(
     (Object.keys(specs) as Array<keyof StackProbes>).flatMap((k) =>
-      measured[k].rounds.map((r) => ({ mode: specs[k].mode, steps: r.stepProfile, busyFraction: busyFractionOf(r) })),
+      measured[k].rounds.map((r) => ({
+        mode: specs[k].mode,
+        steps: r.stepProfile,
+        ...(r.firstStep ? { first: r.firstStep } : {}),
+        busyFraction: busyFractionOf(r),
+      })),
     ),
     // The rank's cost is the LoRA kernel's, measured by `loramesh calibrate`: per unit of rank and
     // decode token, at every LoRA site of the step.
@@ -217,7 +222,7 @@ function probeOverheads(
   const k = calibrated;
   const modeLine = (m: ServingMode): string => {
     const k = slopesOf(stepPeriods, m);
-    return `${m} ${ms(stepPeriods.fixedUs[m])} ms + ${ms(k.perSequenceUs)} per further sequence + ${ms(k.perPrefillTokenUs)} per prompt token + ${ms(k.perFinishUs)} per sequence ending + ${(k.perRankUs / 1000).toFixed(4)} per unit of rank + ${ms(k.perIdleUs)} × idle fraction`;
+    return `${m} ${ms(stepPeriods.fixedUs[m])} ms + ${ms(k.perSequenceUs)} per further sequence + ${ms(k.perPrefillTokenUs)} per prompt token + ${ms(k.perFinishUs)} per sequence ending + ${(k.perRankUs / 1000).toFixed(4)} per unit of rank + ${ms(k.perIdleUs)} × idle fraction, first step + ${ms(stepPeriods.firstStepUs?.[m])}`;
   };
   log(
     `probes: step period ${(["coupled", "disaggregated", "hybrid"] as const).map(modeLine).join("; ")}; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
@@ -259,7 +264,8 @@ interface Measured {
   requests?: Array<{ ttftMs: number; tpotMs: number }>;
 }
 
-type MeasuredRun = Measured & { busyCores: number | null; stepProfile: StepShapeSample[] };
+/** `stepProfile`: every step but the worker's first, which is `firstStep` (its one-off costs). */
+type MeasuredRun = Measured & { busyCores: number | null; stepProfile: StepShapeSample[]; firstStep?: StepShapeSample };
 
 /** A probe's or case's rounds: their figures (`ofRounds`), the steps of all rounds, and each round. */
 type RoundsRun = MeasuredRun & { rounds: MeasuredRun[] };
@@ -345,6 +351,8 @@ function stepSummary(
       n,
     ),
     fittedMeanStepMs: ms(fitted, n),
+    // Each round's first step (the worker's first request's prefill), out of the figures above.
+    firstStepMsByRound: runs.map((r) => (r.firstStep ? r.firstStep.sumUs / r.firstStep.count / 1000 : null)),
     byShape: byShape(steps, fit, mode),
   };
 }
@@ -425,14 +433,17 @@ function runReal(c: Case, seconds = duration): MeasuredRun {
   const busyCores =
     before && after ? ((after.busy - before.busy) / Math.max(1, after.total - before.total)) * cpus().length : null;
   let stepProfile: StepShapeSample[] = [];
+  let firstStep: StepShapeSample | undefined;
   try {
-    stepProfile = (JSON.parse(readFileSync(profile, "utf8")) as { steps: StepShapeSample[] }).steps;
+    const body = JSON.parse(readFileSync(profile, "utf8")) as { steps: StepShapeSample[]; first?: StepShapeSample };
+    stepProfile = body.steps;
+    firstStep = body.first;
     rmSync(profile, { force: true });
   } catch {
     log(`the worker wrote no step profile for ${c.name}`);
   }
   const { requests, ...figures } = JSON.parse(out) as Measured;
-  return { ...figures, requests: requests ?? [], busyCores, stepProfile };
+  return { ...figures, requests: requests ?? [], busyCores, stepProfile, ...(firstStep ? { firstStep } : {}) };
 }
 
 function predict(c: Case, cost: CostModel, seconds = duration): Measured {
@@ -498,8 +509,14 @@ writeFileSync(
       case: PROBES[k].name,
       mode: PROBES[k].mode,
       rounds: probeRounds[k].map((r) => r.stepProfile),
+      firstSteps: probeRounds[k].map((r) => r.firstStep ?? null),
     })),
-    cases: CASES.map((c, i) => ({ case: c.name, mode: c.mode, rounds: caseRounds[i]?.map((r) => r.stepProfile) })),
+    cases: CASES.map((c, i) => ({
+      case: c.name,
+      mode: c.mode,
+      rounds: caseRounds[i]?.map((r) => r.stepProfile),
+      firstSteps: caseRounds[i]?.map((r) => r.firstStep ?? null),
+    })),
   })}\n`,
 );
 const cost = new CostModel(cal);

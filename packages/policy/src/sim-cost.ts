@@ -5,7 +5,7 @@
 import type { CostModel, RankMode } from "./cost-model";
 import type { GpuCostModel, Link, StepShape } from "./gpu-cost-model";
 import type { ServingMode } from "./simulator";
-import { stepPeriodUs, type StepPeriodShape } from "./step-fit";
+import { firstStepExtraUs, stepPeriodUs, type StepPeriodShape } from "./step-fit";
 
 export interface SimCost {
   readonly kind: "cpu" | "gpu";
@@ -31,6 +31,8 @@ export interface SimCost {
    * or undefined: price it from its parts.
    */
   stepPeriodUs(mode: ServingMode, shape: StepPeriodShape): number | undefined;
+  /** What an executor's first measured step costs beyond its period (its one-off costs). */
+  firstStepUs(mode: ServingMode): number;
   /** From a request's last token leaving the executor to its stream's end at the client. */
   readonly streamEndSeconds: number;
 }
@@ -61,6 +63,7 @@ export function cpuSimCost(cost: CostModel): SimCost {
       return logNormalAt(median, remote ? c.remoteRequestOverheadP95Us : c.requestOverheadP95Us, z) / 1e6;
     },
     stepPeriodUs: (mode, shape) => (c.stepPeriods ? stepPeriodUs(c.stepPeriods, mode, shape) : undefined),
+    firstStepUs: (mode) => (c.stepPeriods ? firstStepExtraUs(c.stepPeriods, mode) : 0),
     streamEndSeconds: (c.streamEndUs ?? 0) / 1e6,
   };
 }
@@ -77,6 +80,7 @@ export function gpuSimCost(cost: GpuCostModel): SimCost {
     hybridStepUs: 0,
     requestOverheadSeconds: () => 0,
     stepPeriodUs: () => undefined,
+    firstStepUs: () => 0,
     streamEndSeconds: 0,
   };
 }

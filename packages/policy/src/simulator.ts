@@ -85,6 +85,8 @@ interface Exec {
   loadFloor: number;
   /** The step in flight is priced by the measured step period (round trips included). */
   measured: boolean;
+  /** A step has started on this executor (its first pays `firstStepUs`). */
+  stepped: boolean;
   /** Busy fraction (moving average over BUSY_TAU_S) as of `busyAt`: a measured period's idle term. */
   busyAvg: number;
   busyAt: number;
@@ -155,6 +157,7 @@ class ClusterSimulation {
         netUs: 0,
         loadFloor: 0,
         measured: false,
+        stepped: false,
       };
       if (!mem) e.cache = new AdapterCache(() => (cluster.mode === "disaggregated" ? 0 : cluster.capacityBytes));
       else if (mem.adapterShare === "unified")
@@ -441,7 +444,7 @@ class ClusterSimulation {
     const all = [...local.values(), ...[...remote.values()].flatMap((j) => [...j.adapters.values()])];
     const shape: StepShape = { tokens, attendedTokens: attended, adapters: all };
     const inStep = e.running.filter((s) => s.chunk > 0);
-    const period = this.cost.stepPeriodUs(this.cluster.mode, {
+    const shaped = this.cost.stepPeriodUs(this.cluster.mode, {
       sequences: inStep.length,
       prefillTokens: tokens - decodes,
       finished: inStep.filter((s) => this.endsIn(s)).length,
@@ -449,6 +452,9 @@ class ClusterSimulation {
       ranks: inStep.map((s) => s.rank),
       busyFraction: e.busyAvg * Math.exp(-(now - e.busyAt) / BUSY_TAU_S),
     });
+    // The executor's first step (its first request's prefill) pays the one-off costs it measured.
+    const period = shaped === undefined || e.stepped ? shaped : shaped + this.cost.firstStepUs(this.cluster.mode);
+    e.stepped = true;
     e.measured = period !== undefined;
     e.start = now;
     if (period !== undefined) this.startMeasuredStep(e, now, period, remote);
