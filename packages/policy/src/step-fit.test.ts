@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { loneDecodeSteps, validationCluster } from "./test-support";
 import { CostModel, DEFAULT_CALIBRATION } from "./cost-model";
 import { policyByName } from "./placement";
-import { simulate, type ClusterSpec } from "./simulator";
+import { percentile, simulate, type ClusterSpec } from "./simulator";
 import {
   fitStepPeriods,
   slopesOf,
@@ -363,5 +363,58 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     const busy = tpot(idle, 100) - tpot(flat, 100);
     expect(busy).to.be.within(0, 0.5 * lone);
     expect(tpot(idle, 100)).to.equal(tpot(idle, 100));
+  });
+
+  // Three probe runs' steps as `truth` prices them, each with its first step (a 13-token prefill,
+  // rank 24) `extraUs[i]` slower than that: the worker's first request pays one-off costs.
+  const withFirst = (mode: "coupled" | "disaggregated", extraUs: readonly number[]) =>
+    extraUs.map((extra) => {
+      const shape = { sequences: 1, tokens: 13, prefillTokens: 13, finished: 0, rankSum: 24 };
+      const us = (stepPeriodUs(truth, mode, shape) as number) + extra;
+      return { mode, steps: stepsOf(truth, mode), first: { ...shape, count: 1, sumUs: us, sumSqUs: us * us } };
+    });
+
+  it("prices the worker's first step apart: its one-off cost, per mode, without moving the slopes", () => {
+    const fit = fitStepPeriods([...withFirst("disaggregated", [80000, 70000, 66000]), ...withFirst("coupled", [1, -2, 1])]);
+    expect(fit.firstStepUs?.disaggregated).to.be.closeTo(72000, 1e-6);
+    // Within the runs' scatter: no first-step cost.
+    expect(fit.firstStepUs?.coupled).to.equal(undefined);
+    expect(fit.fixedUs.disaggregated).to.be.closeTo(4100, 1e-6);
+    expect(slopesOf(fit, "disaggregated").perPrefillTokenUs).to.be.closeTo(40, 1e-6);
+    // Profiles without a first step (older workers) fit as before, with no first-step cost.
+    const older = fitStepPeriods(withFirst("disaggregated", [80000, 70000, 66000]).map(({ mode, steps }) => ({ mode, steps })));
+    expect(older.firstStepUs).to.equal(undefined);
+  });
+
+  it("simulates the first step's cost on an executor's first request only, the same for a seed", () => {
+    const workload = { ...DEFAULT_WORKLOAD, adapters: 4, rate: 0.2, duration: 40, seed: 3 };
+    const flat: StepPeriodFit = {
+      fixedUs: { disaggregated: 4000 },
+      slopes: { disaggregated: { perSequenceUs: 0, perPrefillTokenUs: 50, perFinishUs: 0, perRankUs: 0 } },
+      steps: {},
+    };
+    const run = (fit: StepPeriodFit) =>
+      simulate(
+        workload,
+        { ...cluster, mode: "disaggregated" },
+        policyByName("rank-aware"),
+        new CostModel({ ...DEFAULT_CALIBRATION, stepPeriods: fit }),
+        { ttftMs: 1e9, tpotMs: 1e9 },
+      );
+    // Lone requests, no stack overheads: a request's TTFT is its prefill step; the first one's
+    // pays the first-step cost on top.
+    const requests = makeRequests(workload, makeAdapters(workload));
+    const ttft = (extraMs: number): number[] =>
+      requests.map((q, i) => 4 + 0.05 * q.promptTokens + (i === 0 ? extraMs : 0)).sort((a, b) => a - b);
+    const first = run({ ...flat, firstStepUs: { disaggregated: 72000 } });
+    const without = run(flat);
+    expect(first.completed).to.equal(requests.length);
+    expect(without.ttftMs.p99).to.be.closeTo(percentile(ttft(0), 99), 1e-6);
+    expect(first.ttftMs.p99).to.be.closeTo(percentile(ttft(72), 99), 1e-6);
+    expect(first.ttftMs.p99 - without.ttftMs.p99).to.be.greaterThan(10);
+    expect(first.ttftMs.p50).to.be.closeTo(without.ttftMs.p50, 1e-6);
+    // The prefill step carries no decode gap: TPOT is unchanged.
+    expect(first.tpotMs.mean).to.be.closeTo(without.tpotMs.mean, 1e-9);
+    expect(run({ ...flat, firstStepUs: { disaggregated: 72000 } })).to.deep.equal(first);
   });
 });
