@@ -7,7 +7,7 @@
  *
  *   pnpm bench:validate-simulator [--json] [--quick] [--calibration FILE] [--duration S] [--rounds N]
  *
- * A 5-s warm-up run of the mesh comes first and is discarded. Every probe and case then runs
+ * A warm-up pass (one 8-s run of each mode) comes first and is discarded. Every probe and case then runs
  * `--rounds` times (default 3), the rounds one after another, each round alternating probes and
  * cases; a case's measured TTFT P95 and mean TPOT are taken over the requests of all its rounds
  * pooled (`bench load --per-request`; each round's own figures and their spread are reported too),
@@ -473,10 +473,23 @@ const errorPct = (predicted: number, measured: number): number =>
 const load = { start: loadavg()[0] as number };
 const kernels = calibration();
 const file = kernels.file;
-// A short run of the mesh first, discarded: in the idle run of 2026-12-02 the first run after
-// `loramesh calibrate` (the coupled 2 req/s probe) kept 0.98 cores busy against 0.48 for the
-// disaggregated probe with the same traffic, and stepped slower than every later coupled run.
-runReal({ name: "warm-up (discarded)", mode: "coupled", policy: "rank-aware", rate: 2, seed: 3 }, 5);
+// A warm-up pass first, discarded: one short run of each mode (each starts its own processes: the
+// LoRA server's and a hybrid worker's code paths, the adapters' files, and the VM's vCPUs get warm).
+// In the idle run of 2026-12-02 the first run after `loramesh calibrate` stepped slower than every
+// later coupled run; in the runs of 17:15 and 17:55 the first round was the slowest of three in
+// most probes and cases, in every mode (lone decode steps 1.17–3.01 ms against 1.00–2.61 in the
+// later rounds at 17:15; TPOT of every case's first round the highest at 17:55), and a case pools
+// its rounds' requests, so a slow first round sets its TTFT P95 (docs/evaluation.md §5).
+const WARM_UP_MODES: ServingMode[] = ["coupled", "disaggregated", "hybrid"];
+const warmUpStart = Date.now();
+for (const mode of WARM_UP_MODES)
+  runReal({ name: `warm-up, ${mode} (discarded)`, mode, policy: "rank-aware", rate: 4, seed: 3 }, quick ? 4 : 8);
+const warmUp = {
+  modes: WARM_UP_MODES,
+  seconds: (Date.now() - warmUpStart) / 1000,
+  loadAverage1mAfter: loadavg()[0] as number,
+};
+log(`warm-up pass: ${warmUp.seconds.toFixed(0)} s, load average ${warmUp.loadAverage1mAfter.toFixed(2)} after it`);
 // Probes and cases alternate (each probe next to the case of its mode), so the machine's drift over
 // the run (in the idle run of 2026-12-02 every case stepped faster than every probe: same-shape
 // steps 0.72–0.89 ms against 0.97–1.03) falls on both sides of the fit instead of between them.
@@ -573,6 +586,7 @@ const report = {
   machine: {
     cores: cpus().length,
     loadAverage1m: { start: load.start, end: loadEnd },
+    warmUp,
     ...(loaded ? { warning: "loaded by other work: the errors include its drift between probes and cases" } : {}),
   },
   calibration: {

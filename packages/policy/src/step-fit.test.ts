@@ -375,14 +375,19 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     });
 
   it("prices the worker's first step apart: its one-off cost, per mode, without moving the slopes", () => {
-    const fit = fitStepPeriods([...withFirst("disaggregated", [80000, 70000, 66000]), ...withFirst("coupled", [1, -2, 1])]);
+    const fit = fitStepPeriods([
+      ...withFirst("disaggregated", [80000, 70000, 66000]),
+      ...withFirst("coupled", [1, -2, 1]),
+    ]);
     expect(fit.firstStepUs?.disaggregated).to.be.closeTo(72000, 1e-6);
     // Within the runs' scatter: no first-step cost.
     expect(fit.firstStepUs?.coupled).to.equal(undefined);
     expect(fit.fixedUs.disaggregated).to.be.closeTo(4100, 1e-6);
     expect(slopesOf(fit, "disaggregated").perPrefillTokenUs).to.be.closeTo(40, 1e-6);
     // Profiles without a first step (older workers) fit as before, with no first-step cost.
-    const older = fitStepPeriods(withFirst("disaggregated", [80000, 70000, 66000]).map(({ mode, steps }) => ({ mode, steps })));
+    const older = fitStepPeriods(
+      withFirst("disaggregated", [80000, 70000, 66000]).map(({ mode, steps }) => ({ mode, steps })),
+    );
     expect(older.firstStepUs).to.equal(undefined);
   });
 
