@@ -215,7 +215,13 @@ function probeOverheads(
     const c = specOf(p);
     return summary(predict({ ...c, seed: PROBE_SEED }, new CostModel(k), c.seconds));
   };
-  const calibrated = fitRequestOverheads(probes, { ...cal, stepPeriods }, simulateProbe);
+  // One request-hop distribution for every mode, fitted on both low-rate probes (coupled and
+  // disaggregated) together: the hops are the same processes in both modes, and the two probes'
+  // separate fits differed by mode in no consistent direction (median / P95 ms, coupled against
+  // disaggregated: 15.7 / 32.9 against 15.9 / 26.3 at 17:15, 17.7 / 25.8 against 15.2 / 25.8 at
+  // 17:55, 10.9 / 15.9 against 7.8 / 23.7 at 19:47), while one probe's three ~48-request rounds
+  // left each tail 30–50 % apart between runs (docs/evaluation.md §5).
+  const calibrated = fitRequestOverheads(probes, { ...cal, stepPeriods }, simulateProbe, { sharedHops: true });
   const file = join(RESULTS, "validate-calibration-mesh.json");
   writeFileSync(file, `${JSON.stringify(calibrated, null, 2)}\n`);
   const ms = (us: number | undefined): string => ((us ?? 0) / 1000).toFixed(2);

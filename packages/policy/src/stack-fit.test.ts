@@ -150,5 +150,16 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(fitted.remoteRequestOverheadUs).to.be.closeTo(20_000, 3_000);
     expect(fitted.stepPeriods).to.deep.equal(measured.stepPeriods);
     expect(() => fitRequestOverheads(probes, DEFAULT_CALIBRATION, simulateProbe)).to.throw(RangeError, /stepPeriods/);
+    // Shared hops: one log-normal for every mode, fitted on both low-rate probes together. On a mesh
+    // whose hops are the same in both modes it recovers them; on this one it lands between the two.
+    const same = probesOf({ ...withTruth, remoteRequestOverheadUs: 12_000, remoteRequestOverheadP95Us: 30_000 });
+    const shared = fitRequestOverheads(same, measured, simulateProbe, { sharedHops: true });
+    expect(shared.requestOverheadUs).to.be.closeTo(12_000, 2_000);
+    expect(shared.requestOverheadP95Us).to.be.closeTo(30_000, 6_000);
+    expect(shared.remoteRequestOverheadUs).to.equal(shared.requestOverheadUs);
+    expect(shared.remoteRequestOverheadP95Us).to.equal(shared.requestOverheadP95Us);
+    const between = fitRequestOverheads(probes, measured, simulateProbe, { sharedHops: true });
+    expect(between.requestOverheadUs).to.be.within(12_000, 20_000);
+    expect(between.remoteRequestOverheadUs).to.equal(between.requestOverheadUs);
   });
 });

@@ -96,23 +96,38 @@ function fitStep(probes: StackProbes, bare: Calibration, sim: ProbeSimulator): {
  * on the measured ones: the median first (no tail), then the tail above it, twice.
  */
 function fitRequest(
-  p: ProbeSpec & ProbeSummary,
+  probe: (ProbeSpec & ProbeSummary) | ReadonlyArray<ProbeSpec & ProbeSummary>,
   k: Calibration,
   sim: ProbeSimulator,
-  remote: boolean,
+  remote: boolean | "both",
 ): { median: number; p95: number } {
   const set = (median: number, p95: number): Calibration =>
-    remote
-      ? { ...k, remoteRequestOverheadUs: median, remoteRequestOverheadP95Us: p95 }
-      : { ...k, requestOverheadUs: median, requestOverheadP95Us: p95 };
+    remote === "both"
+      ? {
+          ...k,
+          requestOverheadUs: median,
+          requestOverheadP95Us: p95,
+          remoteRequestOverheadUs: median,
+          remoteRequestOverheadP95Us: p95,
+        }
+      : remote
+        ? { ...k, remoteRequestOverheadUs: median, remoteRequestOverheadP95Us: p95 }
+        : { ...k, requestOverheadUs: median, requestOverheadP95Us: p95 };
+  // Several probes: their simulated figures summed onto their measured sum.
+  const probes = Array.isArray(probe) ? probe : [probe as ProbeSpec & ProbeSummary];
+  const at = (c: Calibration, f: (s: ProbeSummary) => number): number =>
+    probes.reduce((a, p) => a + f(sim(p, c)), 0) * 1000;
+  const want = (f: (s: ProbeSummary) => number): number => probes.reduce((a, p) => a + f(p), 0) * 1000;
+  const p50 = (s: ProbeSummary): number => s.ttftP50Ms;
+  const p95of = (s: ProbeSummary): number => s.ttftP95Ms;
   // The tail moves the simulated median a little too: solve the median again with the tail's
   // ratio kept, then the tail again.
   let ratio = 1;
   let median = 0;
   let p95 = 0;
   for (let round = 0; round < 2; round++) {
-    const m = solveMonotone((x) => sim(p, set(x, x * ratio)).ttftP50Ms * 1000, p.ttftP50Ms * 1000);
-    const tail = solveMonotone((y) => sim(p, set(m, m + y)).ttftP95Ms * 1000, p.ttftP95Ms * 1000);
+    const m = solveMonotone((x) => at(set(x, x * ratio), p50), want(p50));
+    const tail = solveMonotone((y) => at(set(m, m + y), p95of), want(p95of));
     median = m;
     p95 = m + tail;
     if (m <= 0) break;
@@ -156,7 +171,12 @@ export function fitStackOverheads(probes: StackProbes, cal: Calibration, sim: Pr
  * then the hops before the first token (the coupled low-rate probe's and the
  * disaggregated probe's TTFT P50 and P95, as `fitStackOverheads` does).
  */
-export function fitRequestOverheads(probes: StackProbes, cal: Calibration, sim: ProbeSimulator): Calibration {
+export function fitRequestOverheads(
+  probes: StackProbes,
+  cal: Calibration,
+  sim: ProbeSimulator,
+  options: { sharedHops?: boolean } = {},
+): Calibration {
   if (!cal.stepPeriods) throw new RangeError("fitRequestOverheads needs calibration.stepPeriods");
   const bare: Calibration = { ...bareCalibration(cal), streamEndUs: 0 };
   const { coupledLow: lo, coupledHigh: hi } = probes;
@@ -165,6 +185,16 @@ export function fitRequestOverheads(probes: StackProbes, cal: Calibration, sim: 
     (sim(lo, { ...bare, streamEndUs: x }).tpotMeanMs + sim(hi, { ...bare, streamEndUs: x }).tpotMeanMs) * 1000;
   const streamEndUs = solveMonotone(tpots, (lo.tpotMeanMs + hi.tpotMeanMs) * 1000);
   const withEnd: Calibration = { ...bare, streamEndUs };
+  if (options.sharedHops) {
+    const both = fitRequest([lo, probes.disaggregated], withEnd, sim, "both");
+    return {
+      ...withEnd,
+      requestOverheadUs: both.median,
+      requestOverheadP95Us: both.p95,
+      remoteRequestOverheadUs: both.median,
+      remoteRequestOverheadP95Us: both.p95,
+    };
+  }
   const local = fitRequest(lo, withEnd, sim, false);
   const remote = fitRequest(probes.disaggregated, withEnd, sim, true);
   return {
