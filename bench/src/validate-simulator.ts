@@ -149,8 +149,9 @@ const PROBE_SEED = 2;
  * contention) is not in the kernel calibration. Four probes of the real mesh measure it: coupled
  * at a low and a high rate, disaggregated and hybrid at the low rate. The worker times every
  * engine step itself (`--step-profile`), and `fitStepPeriods` fits a step period by batch shape
- * (sequences, prefill tokens, sequences ending, rank sum), per mode, on the probes' steps; then
- * `fitRequestOverheads` fits the per-request hops to the probes' TTFT P50 and P95. The cases then
+ * (sequences, prefill tokens, sequences ending, rank sum), per mode, on the probes' steps, and what
+ * a run's first step costs beyond that; then `fitRequestOverheads` fits the per-request hops, one
+ * distribution for every mode, to the low-rate probes' TTFT P50 and P95. The cases then
  * run at other rates, policies and modes, with other requests.
  */
 // 2 req/s for 24 s a round: ~48 requests a run, so a run's P95 is not just its slowest request (the

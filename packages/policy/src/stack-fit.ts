@@ -93,7 +93,8 @@ function fitStep(probes: StackProbes, bare: Calibration, sim: ProbeSimulator): {
 
 /**
  * A log-normal per-request overhead (median, P95) that puts the probe's simulated TTFT P50 and P95
- * on the measured ones: the median first (no tail), then the tail above it, twice.
+ * on the measured ones: the median first (no tail), then the tail above it, twice. Given several
+ * probes (`remote` "both": one distribution for every mode), their sums.
  */
 function fitRequest(
   probe: (ProbeSpec & ProbeSummary) | ReadonlyArray<ProbeSpec & ProbeSummary>,
@@ -114,7 +115,7 @@ function fitRequest(
         ? { ...k, remoteRequestOverheadUs: median, remoteRequestOverheadP95Us: p95 }
         : { ...k, requestOverheadUs: median, requestOverheadP95Us: p95 };
   // Several probes: their simulated figures summed onto their measured sum.
-  const probes = Array.isArray(probe) ? probe : [probe as ProbeSpec & ProbeSummary];
+  const probes: ReadonlyArray<ProbeSpec & ProbeSummary> = "mode" in probe ? [probe] : probe;
   const at = (c: Calibration, f: (s: ProbeSummary) => number): number =>
     probes.reduce((a, p) => a + f(sim(p, c)), 0) * 1000;
   const want = (f: (s: ProbeSummary) => number): number => probes.reduce((a, p) => a + f(p), 0) * 1000;
@@ -169,7 +170,9 @@ export function fitStackOverheads(probes: StackProbes, cal: Calibration, sim: Pr
  * `fitStepPeriods`), what is left to fit is per request: the stream's end after the last token
  * (what the client's TPOT holds beyond the worker's steps, from both coupled probes' mean TPOT),
  * then the hops before the first token (the coupled low-rate probe's and the
- * disaggregated probe's TTFT P50 and P95, as `fitStackOverheads` does).
+ * disaggregated probe's TTFT P50 and P95, as `fitStackOverheads` does). `sharedHops`: one
+ * distribution for every mode, fitted on both probes together (the hops are the same processes;
+ * one probe's tail rests on a few slow requests, docs/evaluation.md §5).
  */
 export function fitRequestOverheads(
   probes: StackProbes,
