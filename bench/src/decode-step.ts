@@ -28,7 +28,16 @@ interface Options {
 }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { model: "", adapters: [], batch: 1, steps: 12, threads: 0, floor: false, noBase: false, json: false };
+  const o: Options = {
+    model: "",
+    adapters: [],
+    batch: 1,
+    steps: 12,
+    threads: 0,
+    floor: false,
+    noBase: false,
+    json: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = (): string => {
