@@ -1,5 +1,5 @@
 /**
- * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--threads 0] [--floor] [--json]`:
+ * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--threads 0] [--floor] [--no-base] [--json]`:
  * the time of one engine decode step (issue 13's native step), without and with each adapter.
  *
  * Prefills `batch` sequences of 64 tokens, then runs `steps` decode steps of one token per sequence
@@ -23,11 +23,21 @@ interface Options {
   steps: number;
   threads: number;
   floor: boolean;
+  noBase: boolean;
   json: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { model: "", adapters: [], batch: 1, steps: 12, threads: 0, floor: false, json: false };
+  const o: Options = {
+    model: "",
+    adapters: [],
+    batch: 1,
+    steps: 12,
+    threads: 0,
+    floor: false,
+    noBase: false,
+    json: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = (): string => {
@@ -44,6 +54,7 @@ function parseArgs(argv: readonly string[]): Options {
     else if (arg === "--steps") o.steps = Number(value());
     else if (arg === "--threads") o.threads = Number(value());
     else if (arg === "--floor") o.floor = true;
+    else if (arg === "--no-base") o.noBase = true;
     else if (arg === "--json") o.json = true;
     else throw new Error(`unknown argument ${arg}`);
   }
@@ -113,9 +124,10 @@ async function main(): Promise<void> {
     batch: o.batch,
     steps: o.steps,
     threads: native.getNumThreads(),
-    base: await measure(model, lora, undefined, o),
   };
-  if (o.floor) {
+  // --no-base: only the adapters' steps, so LORAMESH_STEP_PROFILE's table is theirs alone.
+  if (!o.noBase) out["base"] = await measure(model, lora, undefined, o);
+  if (o.floor && !o.noBase) {
     // Weight GB/s of the median step against the median probe pass taken between the steps.
     const base = out["base"] as { wall_ms: number; probe_gbs?: number[] };
     const membw = median(base.probe_gbs ?? []);

@@ -115,44 +115,73 @@ void kv_cache_write(const KvWriteArgs& a) {
   });
 }
 
+// One item per (token, KV head): the group's query heads share each key and value row, so a row is
+// read (and for a bf16 cache widened) once for the group, and the group's scores come four heads
+// at a time from simd::dot4 (independent FMA chains; one head's dot waits on its own FMA latency).
+// Every head still gets exactly the operations of its own pass: the same dot lanes, the same max,
+// exp, sum and axpy in position order, so the same bits as one item per head.
 void attention(const AttentionArgs& a) {
   const int64_t group = a.heads / a.kv_heads;
   const int64_t d = a.head_dim;
   const int64_t kv_row = a.kv_heads * d;
-  parallel_for(a.tokens * a.heads, [&](int64_t item) {
-    const int64_t t = item / a.heads, h = item % a.heads, kvh = h / group;
+  parallel_for(a.tokens * a.kv_heads, [&](int64_t item) {
+    const int64_t t = item / a.kv_heads, kvh = item % a.kv_heads, h0 = kvh * group;
     const int64_t pos = a.token_pos[t];
     const int64_t first = a.window > 0 ? std::max<int64_t>(0, pos - a.window + 1) : 0;
+    const int64_t len = pos - first + 1;
     const int32_t* table = a.block_tables + static_cast<int64_t>(a.token_seq[t]) * a.max_blocks;
-    const float* q = a.q + (t * a.heads + h) * d;
+    const float* q = a.q + (t * a.heads + h0) * d;  // the group's heads, d floats each
     thread_local std::vector<float> scores, kbuf, acc;
-    scores.resize(static_cast<size_t>(pos - first + 1));
+    scores.resize(static_cast<size_t>(group * len));
     kbuf.resize(static_cast<size_t>(d));
-    acc.assign(static_cast<size_t>(d), 0.0f);
+    acc.assign(static_cast<size_t>(group * d), 0.0f);
     auto key_row = [&](const void* cache, int64_t p) -> const float* {
       const int64_t off = (static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size) * kv_row + kvh * d;
       if (a.cache_dtype == LM_F32) return static_cast<const float*>(cache) + off;
       simd::bf16_to_f32(static_cast<const uint16_t*>(cache) + off, kbuf.data(), d);
       return kbuf.data();
     };
-    float max_score = -std::numeric_limits<float>::infinity();
     for (int64_t p = first; p <= pos; p++) {
-      float s = simd::dot(key_row(a.k_cache, p), q, d) * a.scale;
-      scores[static_cast<size_t>(p - first)] = s;
-      max_score = std::max(max_score, s);
+      const float* key = key_row(a.k_cache, p);
+      int64_t g = 0;
+      for (; g + 4 <= group; g += 4) {
+        const float* qs[4] = {q + g * d, q + (g + 1) * d, q + (g + 2) * d, q + (g + 3) * d};
+        float r[4];
+        simd::dot4(key, qs, d, r);
+        for (int j = 0; j < 4; j++) scores[static_cast<size_t>((g + j) * len + (p - first))] = r[j] * a.scale;
+      }
+      for (; g < group; g++) scores[static_cast<size_t>(g * len + (p - first))] = simd::dot(key, q + g * d, d) * a.scale;
     }
-    for (float& s : scores) s -= max_score;
-    simd::exp(scores.data(), scores.data(), static_cast<int64_t>(scores.size()));
-    float denom = 0.0f;
-    for (float s : scores) denom += s;
-    for (int64_t p = first; p <= pos; p++) {
-      const float* v = key_row(a.v_cache, p);
-      const float wgt = scores[static_cast<size_t>(p - first)];
-      simd::axpy(wgt, v, acc.data(), d);
+    thread_local std::vector<float> inv;
+    inv.resize(static_cast<size_t>(group));
+    for (int64_t g = 0; g < group; g++) {
+      float* sc = scores.data() + g * len;
+      float max_score = -std::numeric_limits<float>::infinity();
+      for (int64_t i = 0; i < len; i++) max_score = std::max(max_score, sc[i]);
+      for (int64_t i = 0; i < len; i++) sc[i] -= max_score;
+      simd::exp(sc, sc, len);
+      float denom = 0.0f;
+      for (int64_t i = 0; i < len; i++) denom += sc[i];
+      inv[static_cast<size_t>(g)] = 1.0f / denom;
     }
-    float* o = a.out + t * a.heads * d + h * d;
-    const float inv = 1.0f / denom;
-    for (int64_t i = 0; i < d; i++) o[i] = acc[static_cast<size_t>(i)] * inv;
+    if (a.cache_dtype == LM_F32) {
+      // Each head's weighted sum of the value rows with its accumulator in registers (axpy_rows:
+      // the same fused multiply-adds in the same order as one axpy per position).
+      thread_local std::vector<const float*> vrows;
+      vrows.resize(static_cast<size_t>(len));
+      for (int64_t p = first; p <= pos; p++) vrows[static_cast<size_t>(p - first)] = key_row(a.v_cache, p);
+      for (int64_t g = 0; g < group; g++) simd::axpy_rows(scores.data() + g * len, vrows.data(), len, acc.data() + g * d, d);
+    } else {
+      for (int64_t p = first; p <= pos; p++) {
+        const float* v = key_row(a.v_cache, p);
+        for (int64_t g = 0; g < group; g++) simd::axpy(scores[static_cast<size_t>(g * len + (p - first))], v, acc.data() + g * d, d);
+      }
+    }
+    for (int64_t g = 0; g < group; g++) {
+      float* o = a.out + t * a.heads * d + (h0 + g) * d;
+      const float* ac = acc.data() + g * d;
+      for (int64_t i = 0; i < d; i++) o[i] = ac[i] * inv[static_cast<size_t>(g)];
+    }
   });
 }
 

@@ -23,6 +23,9 @@ void dot4(const uint16_t* w, const float* const x[4], int64_t n, float out[4]);
 
 // y[i] = fma(a, x[i], y[i]) (one rounding per element on every path).
 void axpy(float a, const float* x, float* y, int64_t n);
+// y[i] = fma(a[p], rows[p][i], y[i]) for p = 0 .. count-1 in order: the same bits as `count` axpy
+// calls, with y held in registers across the rows (attention's weighted sum of value rows).
+void axpy_rows(const float* a, const float* const* rows, int64_t count, float* y, int64_t n);
 
 // y[i] = e^x[i] (y may be x) for x in [-87.3, 88.7], a few ulp from the correctly rounded value;
 // x below the range gives 0 or about 1e-38 and above it the value at 88.7; NaN stays NaN. No libm

@@ -160,6 +160,29 @@ static int check_exp(std::mt19937& rng) {
   return ok ? 0 : 1;
 }
 
+// simd::axpy_rows (attention's value sum): the same bits as one axpy per row in order, on the AVX2
+// and scalar paths, for widths with and without 8- and 32-float blocks.
+static int check_axpy_rows(std::mt19937& rng) {
+  bool same = true;
+  for (int64_t n : {64, 13, 40, 96}) {
+    const int64_t count = 37;
+    std::vector<float> a = random_floats(rng, static_cast<size_t>(count)), data = random_floats(rng, static_cast<size_t>(count * n));
+    std::vector<const float*> rows;
+    for (int64_t p = 0; p < count; p++) rows.push_back(data.data() + p * n);
+    std::vector<float> init = random_floats(rng, static_cast<size_t>(n));
+    std::vector<float> seq = init, fast = init, scalar = init;
+    for (int64_t p = 0; p < count; p++) lm::simd::axpy(a[static_cast<size_t>(p)], rows[static_cast<size_t>(p)], seq.data(), n);
+    lm::simd::axpy_rows(a.data(), rows.data(), count, fast.data(), n);
+    lm::simd::set_enabled(false);
+    lm::simd::axpy_rows(a.data(), rows.data(), count, scalar.data(), n);
+    lm::simd::set_enabled(true);
+    same = same && std::memcmp(seq.data(), fast.data(), static_cast<size_t>(n) * 4) == 0 &&
+           std::memcmp(seq.data(), scalar.data(), static_cast<size_t>(n) * 4) == 0;
+  }
+  std::printf("axpy_rows: identical to axpy row by row, AVX2 and scalar: %s\n", same ? "yes" : "NO");
+  return same ? 0 : 1;
+}
+
 // Background prefault: mappings queued and unmapped at once (what a garbage-collected checkpoint
 // does) must be cancelled and waited out before munmap, or the thread would read unmapped pages.
 static int check_prefault_cancel() {
@@ -188,6 +211,7 @@ int main() {
   int failures = 0;
   if (lm_simd_enabled()) failures += check_matmul(rng);
   if (lm_simd_enabled()) failures += check_exp(rng);
+  if (lm_simd_enabled()) failures += check_axpy_rows(rng);
   LoraProblem p = make_lora_problem(rng, 67, 131, {96, 32, 32}, {1, 2, 4, 8, 16, 64, 128});
   std::vector<double> want = lora_oracle(p);
   std::vector<std::vector<float>> by_path;  // SIMD (AVX-512 tiles where present), then scalar
