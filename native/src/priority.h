@@ -5,8 +5,9 @@
 //   off        leave every thread as the process started it;
 //   nice[:N]   SCHED_OTHER at nice -N (default 10): a heavier weight, hence a shorter virtual
 //              deadline under EEVDF, so a woken thread preempts a running event loop;
-//   fifo[:P]   SCHED_FIFO at priority P (default 1, at most 10). Every wait in these threads spins
-//              for a bounded time and then sleeps on a futex, so they never hold a core
+//   fifo[:P]   SCHED_FIFO at priority P (default 1, at most 10); the default setting. Only for
+//              decode-sized work (rt_rows below) and never the op pool. Every wait in these threads
+//              spins for a bounded time and then sleeps on a futex, so they never hold a core
 //              unboundedly; the kernel's RT throttling is only the backstop.
 // Raising needs CAP_SYS_NICE (or an RLIMIT_NICE / RLIMIT_RTPRIO that allows it): without it the
 // first refusal is logged once to stderr and every thread runs as it was. Never an error.
