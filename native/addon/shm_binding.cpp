@@ -257,7 +257,7 @@ class SiteWorker : public Napi::AsyncWorker {
   int64_t timeout_us = 0;
 
   void Execute() override {
-    const lm::priority::Scope raised;  // a ring waiter, like the step thread
+    const lm::priority::Scope raised(call.rows <= lm::priority::rt_rows());  // a ring waiter, like the step thread
     std::vector<const char*> names;
     for (const auto& id : ids) names.push_back(id.c_str());
     call.x = x.data();

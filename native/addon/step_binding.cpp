@@ -365,7 +365,7 @@ class RoundTripWorker : public Napi::AsyncWorker {
   std::vector<double> us;
 
   void Execute() override {
-    const priority::Scope raised;  // timed like the step thread whose sites it stands for
+    const priority::Scope raised(call.rows <= priority::rt_rows());  // timed like the step thread whose sites it stands for
     std::vector<const char*> names;
     for (const auto& id : ids) names.push_back(id.c_str());
     call.x = x.data();
@@ -457,8 +457,9 @@ class StepWorker : public Napi::AsyncWorker {
     // A libuv pool thread: named for per-thread CPU profiles (bench:mesh --threads); it keeps the
     // name for whatever it runs next, which on a worker is mostly steps.
     name_this_thread("lm-step");
-    // Raised for this step only: the thread goes back to libuv's pool afterwards.
-    const priority::Scope raised;
+    // Raised for this step only (and under fifo only a decode-sized one, priority.h's rt_rows): the
+    // thread goes back to libuv's pool afterwards.
+    const priority::Scope raised(batch.tokens <= priority::rt_rows());
     std::lock_guard<std::mutex> lock(model_->busy);
     // Ring sites are waited for on this thread: the difference of its sums is this step's.
     const shm::RingTotals before = shm::thread_ring_totals();

@@ -20,7 +20,11 @@ namespace {
 
 constexpr int64_t kHousekeepingNs = 10'000'000;  // liveness checks at most this often
 // Spin before sleeping: in a tight post → wait loop the next post follows within microseconds.
-const int64_t kSpinNs = env_us("LM_RING_SERVER_SPIN_US", 50) * 1000;
+// Not under fifo (0 by default): a SCHED_FIFO thread woken by the futex runs within a few µs
+// (queue 5–10 µs a site measured), while its spin at RT priority holds a core the event loops
+// need, 50 µs after each of a step's 12 sites (docs/performance.md, issue 13, branch m13g).
+const int64_t kSpinNs =
+    env_us("LM_RING_SERVER_SPIN_US", priority::current().mode == priority::Mode::kFifo ? 0 : 50) * 1000;
 // While a worker is inside a step (worker_stepping), spin this long after its last post instead:
 // its sites follow each other within a step's op gaps, and a sleeping thread costs a futex
 // wake-up (50–110 µs measured on this VM) per site. Bounded, so a worker that dies or stops
@@ -291,6 +295,8 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
     parts.push_back({reinterpret_cast<const float*>(it->ch->map.slot_data(it->slot) + l.x), &it->row_slot, &it->row_expert});
   }
   std::vector<float> y;
+  // Under fifo a prefill-sized batch runs at normal priority (priority.h, rt_rows).
+  const priority::Lowered lowered(rows > priority::rt_rows());
   const int64_t started = now_ns();
   for (Item* it : batch) it->run_ns = started;
   const lm_status status = apply_batch(*tables, opt_.n_experts, first.layer, first.site, first.moe, h_in, n_out, parts, &y);

@@ -132,7 +132,8 @@ class Pool {
 
   void worker_loop(uint64_t seen) {
     name_this_thread("lm-pool");
-    priority::raise_this_thread();
+    // Never SCHED_FIFO for good: a pool worker runs prefill-sized jobs too (nice applies).
+    priority::raise_this_thread(/*fifo_ok=*/false);
     for (;;) {
       // Poll first (a new job usually follows within microseconds during a step), then sleep.
       spin_until([&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; });

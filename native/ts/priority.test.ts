@@ -54,13 +54,18 @@ const { readdirSync, readFileSync } = require("node:fs");
 
 function run(
   setting: string,
-  opts: { prefix?: string[]; forceRefusal?: boolean } = {},
+  opts: { prefix?: string[]; forceRefusal?: boolean; env?: Record<string, string> } = {},
 ): { report: Report; stderr: string } {
   const argv = [...(opts.prefix ?? []), process.execPath, "-e", CHILD];
   const r = spawnSync(argv[0] as string, argv.slice(1), {
     encoding: "utf8",
     timeout: 120_000,
-    env: { ...process.env, LORAMESH_DATAPLANE_PRIORITY: setting, FORCE_REFUSAL: opts.forceRefusal ? "1" : "0" },
+    env: {
+      ...process.env,
+      ...opts.env,
+      LORAMESH_DATAPLANE_PRIORITY: setting,
+      FORCE_REFUSAL: opts.forceRefusal ? "1" : "0",
+    },
   });
   expect(r.status, `child (${setting}) exited: ${r.stderr}`).to.equal(0);
   return { report: JSON.parse(r.stdout.trim().split("\n").pop() as string) as Report, stderr: r.stderr };
@@ -102,12 +107,29 @@ describe("data-plane thread priority (LORAMESH_DATAPLANE_PRIORITY)", function ()
     for (const t of others(report)) expect(normal(t), JSON.stringify(t)).to.equal(true);
   });
 
-  it("fifo:P puts them in SCHED_FIFO at priority P", function () {
+  it("fifo:P puts the ring-server thread and a decode-sized step's thread in SCHED_FIFO at priority P, never the pool", function () {
     if (!canRaise()) this.skip();
     const { report } = run("fifo:3");
     expect(report.priority).to.include({ setting: "fifo:3", refused: 0 });
     expect(report.scope).to.deep.equal({ raised: 1, refused: 0 });
-    for (const t of dataplane(report)) expect(t, t.name).to.include({ policy: 1, rtprio: 3 });
+    const ring = dataplane(report).filter((t) => t.name === "lm-ring-server");
+    expect(ring).to.have.length(1);
+    for (const t of ring) expect(t, t.name).to.include({ policy: 1, rtprio: 3 });
+    // The pool runs prefill-sized jobs too: it never holds SCHED_FIFO for good.
+    const pool = dataplane(report).filter((t) => t.name === "lm-pool");
+    expect(pool).to.have.length.at.least(1);
+    for (const t of pool) expect(normal(t), JSON.stringify(t)).to.equal(true);
+    for (const t of others(report)) expect(normal(t), JSON.stringify(t)).to.equal(true);
+  });
+
+  it("fifo leaves a step (or site) larger than LORAMESH_DATAPLANE_RT_ROWS unraised", function () {
+    if (!canRaise()) this.skip();
+    const { report } = run("fifo", { env: { LORAMESH_DATAPLANE_RT_ROWS: "0" } });
+    // The one-row site is over the bound: its libuv thread is not raised; the ring thread still is,
+    // and is back at SCHED_FIFO after serving (it runs an over-bound batch at normal priority).
+    expect(report.scope).to.deep.equal({ raised: 0, refused: 0 });
+    for (const t of dataplane(report).filter((x) => x.name === "lm-ring-server"))
+      expect(t, t.name).to.include({ policy: 1, rtprio: 1 });
     for (const t of others(report)) expect(normal(t), JSON.stringify(t)).to.equal(true);
   });
 
@@ -132,7 +154,8 @@ describe("data-plane thread priority (LORAMESH_DATAPLANE_PRIORITY)", function ()
   it("the forced-refusal hook takes the same fallback path", () => {
     const { report, stderr } = run("fifo", { forceRefusal: true });
     expect(report.priority).to.include({ setting: "fifo:1", raised: 0 });
-    expect(report.priority.refused).to.be.at.least(4);
+    // The ring-server thread and each site's libuv thread (the pool never asks for fifo).
+    expect(report.priority.refused).to.be.at.least(3);
     expect(report.scope).to.deep.equal({ raised: 0, refused: 1 });
     expect(report.priority.error).to.match(/forced for testing/);
     expect(stderr.match(/refused/g)).to.have.length(1);
