@@ -10,7 +10,8 @@
  * the ring with no JavaScript on the path, `grpc` the callback into the stream), and the decode
  * step with 8 sequences decoding at once (each sequence's decode time per token after its first,
  * median over the sequences) coupled, disaggregated over the rings and over gRPC, all in the same
- * run on the same model; and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
+ * run on the same model (coupled and shm: the medians of --passes alternated passes, each listed
+ * in `decode_step_passes`, their ratio in `shm_over_coupled`); and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
  * trip over UCX (tcp) vs gRPC across a veth link between network namespaces, and the decode step of
  * a worker on another host over each (or why they were not measured: no root, no UCX).
  * `shm_step_ring` (also with --shm-only) says where the shm decode step's ring time went: ring
@@ -18,7 +19,7 @@
  * `thread_cpu` (--shm-only --threads): every process's threads during each timed decode pass, CPU per step.
  * `dataplane_priority`: the LORAMESH_DATAPLANE_PRIORITY all of it ran under (docs/configuration.md).
  *
- *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--ucx-only | --shm-only [--threads]]]
+ *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--passes N] [--ucx-only | --shm-only [--threads]]]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -48,6 +49,13 @@ const options = {
   }),
   tokens: intOption({ flag: "tokens", default: 64, min: 1, description: "tokens generated per request" }),
   iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips timed per case" }),
+  passes: intOption({
+    flag: "passes",
+    default: 3,
+    min: 1,
+    description:
+      "with --json: alternated coupled / shm decode passes (each a fresh cluster); the step figures are their medians",
+  }),
   json: booleanOption({ flag: "json", description: "print one JSON object (round trip and decode step figures)" }),
   anchor: booleanOption({
     flag: "lora-overhead",
@@ -492,6 +500,32 @@ async function decodeStepMs(
 }
 
 /**
+ * The coupled and the shm decode step, `passes` times each, alternated (coupled, shm, coupled, …)
+ * so that a drift of the machine's speed falls on both modes alike. Each pass starts its own
+ * cluster. One pass each moved the ratio 0.43–1.64 between runs of the same code on 2 vCPUs;
+ * the medians are the figures, every pass is reported. The ring profile is the median shm pass's.
+ */
+async function alternatedSteps(
+  passes: number,
+  tokens: number,
+  keep?: (mode: "coupled" | "shm") => ((t: { steps: number; threads: ThreadCpu[] }) => void) | undefined,
+): Promise<{
+  coupled: number;
+  shm: number;
+  ring: RingProfile | undefined;
+  runs: { coupled: number[]; shm: number[] };
+}> {
+  const runs = { coupled: [] as number[], shm: [] as number[] };
+  const rings: RingProfile[] = [];
+  for (let i = 0; i < passes; i++) {
+    runs.coupled.push(await decodeStepMs("coupled", true, 8, tokens, undefined, keep?.("coupled")));
+    runs.shm.push(await decodeStepMs("disaggregated", true, 8, tokens, (p) => rings.push(p), keep?.("shm")));
+  }
+  const shm = median(runs.shm);
+  return { coupled: median(runs.coupled), shm, ring: rings[runs.shm.indexOf(shm)], runs };
+}
+
+/**
  * The data-plane thread priority every figure was measured under (the services inherit this
  * process's LORAMESH_DATAPLANE_PRIORITY); "refused" when this process could not raise its threads
  * (no CAP_SYS_NICE), so they ran at normal priority.
@@ -501,11 +535,9 @@ function dataplanePriority(): string {
   return p.refused > 0 ? `${p.setting} (refused: ${p.error})` : p.setting;
 }
 
-async function jsonReport(iterations: number, tokens: number, overhead: boolean): Promise<void> {
+async function jsonReport(iterations: number, tokens: number, overhead: boolean, passes: number): Promise<void> {
   const siteUs = await siteRoundTripUs(iterations, 8);
-  const coupled = await decodeStepMs("coupled", true, 8, tokens);
-  let ring: RingProfile | undefined;
-  const shm = await decodeStepMs("disaggregated", true, 8, tokens, (p) => (ring = p));
+  const { coupled, shm, ring, runs } = await alternatedSteps(passes, tokens);
   const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
   const r16 = overhead ? loraR16Overhead() : null;
   const ucx = await ucxReport(iterations, tokens);
@@ -514,6 +546,9 @@ async function jsonReport(iterations: number, tokens: number, overhead: boolean)
     JSON.stringify({
       site_round_trip_us: siteUs,
       decode_step_ms: { coupled, disaggregated_shm: shm, disaggregated_grpc: grpc },
+      shm_over_coupled: round(shm / coupled),
+      // Each alternated pass's step (the figures above are their medians; gRPC is one pass).
+      decode_step_passes: { coupled: runs.coupled, disaggregated_shm: runs.shm },
       // Where the shm step's ring time went: sites per step and µs per site by phase.
       shm_step_ring: ring,
       model: "tiny-llama (bundled), 6 adapters (r4-r64)",
@@ -535,14 +570,14 @@ async function main(): Promise<void> {
   if (config.json && config.shmOnly) {
     const siteUs = await siteRoundTripUs(config.iterations, 8);
     const cpu: Record<string, unknown> = {};
+    // --threads keeps the last pass of each mode.
     const keep = (mode: string) => (config.threads ? (t: unknown) => (cpu[mode] = t) : undefined);
-    const coupled = await decodeStepMs("coupled", true, 8, config.tokens, undefined, keep("coupled"));
-    let ring: RingProfile | undefined;
-    const shm = await decodeStepMs("disaggregated", true, 8, config.tokens, (p) => (ring = p), keep("shm"));
+    const { coupled, shm, ring, runs } = await alternatedSteps(config.passes, config.tokens, keep);
     return console.log(
       JSON.stringify({
         site_round_trip_us: siteUs,
         decode_step_ms: { coupled, disaggregated_shm: shm, shm_over_coupled: round(shm / coupled) },
+        decode_step_passes: { coupled: runs.coupled, disaggregated_shm: runs.shm },
         shm_step_ring: ring,
         // --threads: per-thread CPU during each timed decode pass, per engine step.
         ...(config.threads ? { thread_cpu: cpu } : {}),
@@ -550,7 +585,7 @@ async function main(): Promise<void> {
       }),
     );
   }
-  if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor);
+  if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor, config.passes);
   console.log(
     `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,
   );
