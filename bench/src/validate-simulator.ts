@@ -54,7 +54,11 @@ const CLI = join(REPO_ROOT, "packages", "cli", "dist", "bin.js");
 const RESULTS = join(REPO_ROOT, "bench", "results");
 mkdirSync(RESULTS, { recursive: true });
 const quick = args.includes("--quick");
-const duration = Number(flag("--duration") ?? (quick ? 8 : 12));
+// Cases run 20 s a round since m15f (were 12): 80 requests a round at 4 req/s instead of 48, so a
+// case's pooled TTFT P95 rests on its 12th-slowest of 240 requests rather than its 7th of 144 (the
+// P95s are 11–20 ms now, so one slow request moves it by 20 %; docs/evaluation.md §5). The
+// simulator runs the same 20 s of the same requests.
+const duration = Number(flag("--duration") ?? (quick ? 8 : 20));
 const rounds = Math.max(1, Math.round(Number(flag("--rounds") ?? (quick ? 1 : 3))));
 const log = (line: string): void => void process.stderr.write(`validate-simulator: ${line}\n`);
 
@@ -154,12 +158,15 @@ const PROBE_SEED = 2;
  * distribution for every mode, to the low-rate probes' TTFT P50 and P95. The cases then
  * run at other rates, policies and modes, with other requests.
  */
-// 2 req/s for 24 s a round: ~48 requests a run, so a run's P95 is not just its slowest request (the
+// 2 req/s for at least 24 s a round: ~48 requests a run or more, so a run's P95 is not just its slowest request (the
 // first, which also opens connections: 10-s rounds put the disaggregated probe's P95 at 102–119 ms
 // in all three, against a 21–24 ms median), and still little queueing. 15-s rounds (30 requests)
 // left the request hops' tail, fitted on the median of three round P95s, 20–40 % off the cases'
 // pooled P95 in either direction (idle runs of 16:51 and 17:03).
-const low = { rate: 2, seconds: 24 };
+// 36 s since m15f (72 requests a round): the request hops' tail is fitted on the median of the
+// rounds' P95s, and in the coordinator's run of 21:16 the disaggregated probe's rounds put it at
+// 11.7, 17.8 and 33.7 ms (each its third-slowest of 48), which priced three of the four cases' TTFT 14–27 % high.
+const low = { rate: 2, seconds: quick ? 24 : 36 };
 const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
   coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
   coupledHigh: {

@@ -180,7 +180,9 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     const fit = fitStepPeriods(runs);
     const k = slopesOf(fit, "coupled");
     expect(k.perIdleUs).to.be.closeTo(800, 80);
-    expect(fit.fixedUs.coupled).to.be.closeTo(2500, 80);
+    // The fixed cost is the period at the runs' mean idle fraction (0.84 here), not a fully busy one.
+    expect(k.idleRef).to.be.closeTo(0.842, 1e-9);
+    expect(fit.fixedUs.coupled).to.be.closeTo(2500 + 800 * 0.842, 80);
     expect(k.perSequenceUs).to.be.closeTo(180, 1);
     // A busy run's lone decode step is priced at its own busy fraction: without the idle term one
     // fixed cost sits between the runs and over-prices it by ~0.2 ms (8 %).
@@ -190,6 +192,45 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(stepPeriodUs(fit, "coupled", { ...lone, busyFraction: 0.05 })).to.be.closeTo(truthAt(0.05), 25);
     // A shape without a busy fraction (older callers) pays no idle cost.
     expect(stepPeriodUs(fit, "coupled", lone)).to.be.closeTo(truthAt(1), 80);
+  });
+
+  it("keeps a fitted idle cost's fixed cost at the probes' busy fractions, even where a fully busy step would be negative", () => {
+    // The coordinator's runs of 20:47 and 21:16: lone decode steps of ~0.6 ms at busy fractions
+    // 0.02–0.12 (2 and 12 req/s), ~0.8 ms faster per unit of busy fraction. Extrapolated to a fully
+    // busy executor the fixed cost is negative; clamped to 0 it priced every step ~0.16 ms high.
+    const small: StepPeriodFit = { ...truth, fixedUs: { coupled: 450 } };
+    const idleUs = 800;
+    const busy = [0.02, 0.025, 0.03, 0.11, 0.12, 0.13];
+    const noise = [10, -10, 5, -5, 8, -8];
+    const runs = busy.map((u, i) => ({
+      mode: "coupled" as const,
+      busyFraction: u,
+      steps: stepsOf(small, "coupled").map((s) => {
+        // The period at busy fraction u: `small`'s, plus the idle cost relative to 0.95 idle.
+        const mean = s.sumUs / s.count + idleUs * (1 - u - 0.95) + (noise[i] as number);
+        return { ...s, sumUs: s.count * mean, sumSqUs: s.count * (mean ** 2 + 50 ** 2) };
+      }),
+    }));
+    const fit = fitStepPeriods(runs);
+    const k = slopesOf(fit, "coupled");
+    expect(k.perIdleUs).to.be.closeTo(idleUs, 60);
+    expect(fit.fixedUs.coupled).to.be.greaterThan(0);
+    // Every run's steps priced at their own busy fraction, as they were measured (within the noise).
+    for (const r of runs) {
+      const measured = r.steps.reduce((a, s) => a + s.sumUs, 0) / r.steps.reduce((a, s) => a + s.count, 0);
+      const priced =
+        r.steps.reduce(
+          (a, s) => a + s.count * (stepPeriodUs(fit, "coupled", { ...s, busyFraction: r.busyFraction }) ?? 0),
+          0,
+        ) / r.steps.reduce((a, s) => a + s.count, 0);
+      expect(priced, `busy ${r.busyFraction}`).to.be.closeTo(measured, 15);
+    }
+    // A lone decode step at a busy fraction between the probes' (the 4 req/s case's, 0.055).
+    const lone = { sequences: 1, prefillTokens: 0, rankSum: 4 };
+    const truthAt = (u: number): number => 450 + 6 * 4 + idleUs * (1 - u - 0.95);
+    expect(stepPeriodUs(fit, "coupled", { ...lone, busyFraction: 0.055 })).to.be.closeTo(truthAt(0.055), 15);
+    // Never below 0, however far outside the probes a shape is priced.
+    expect(stepPeriodUs(fit, "coupled", { ...lone, busyFraction: 1 })).to.be.at.least(0);
   });
 
   it("drops an idle cost the runs do not tell apart from their own run-to-run noise", () => {

@@ -54,6 +54,12 @@ export interface StepSlopes {
   /** Times (1 − the executor's busy fraction): the cost of waking an idle machine (older fits: 0). */
   perIdleUs?: number;
   /**
+   * The idle fraction the fixed cost is fitted at: the probes' steps' mean (older fits: 0, the fixed
+   * cost is then a fully busy executor's). The idle term prices a step's idle fraction relative to
+   * it, so the fixed cost stays a step the probes ran, not a fully busy one extrapolated below them.
+   */
+  idleRef?: number;
+  /**
    * Per batch row, by the row adapter's rank: what a step with that adapter costs beyond one with
    * the probes' most frequent adapter (0 for that one; `adapterRowCosts`; older fits: none). Rank
    * names the adapter here: the mesh serves each drawn rank from one bundled adapter.
@@ -111,14 +117,17 @@ export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepP
   const fixed = fit.fixedUs[mode];
   if (fixed === undefined) return undefined;
   const k = slopesOf(fit, mode);
-  return (
+  // Never below 0: the terms are linear over the probes' shapes and busy fractions, and a shape far
+  // outside them (a fully busy executor, rows of fast adapters) must not come out negative.
+  return Math.max(
+    0,
     fixed +
-    k.perSequenceUs * Math.max(0, shape.sequences - 1) +
-    k.perPrefillTokenUs * shape.prefillTokens +
-    k.perFinishUs * (shape.finished ?? 0) +
-    k.perRankUs * (shape.rankSum ?? 0) +
-    (k.perIdleUs ?? 0) * idleOf(shape.busyFraction) +
-    rowCostUs(k, shape)
+      k.perSequenceUs * Math.max(0, shape.sequences - 1) +
+      k.perPrefillTokenUs * shape.prefillTokens +
+      k.perFinishUs * (shape.finished ?? 0) +
+      k.perRankUs * (shape.rankSum ?? 0) +
+      (k.perIdleUs ?? 0) * (idleOf(shape.busyFraction) - (k.idleRef ?? 0)) +
+      rowCostUs(k, shape),
   );
 }
 
@@ -203,7 +212,7 @@ const MIN_T = 2;
 
 // The idle term is not a step-shape column: it is fitted across runs (`withinShapeIdleSlope`); nor
 // are the adapters' row costs (`adapterRowCosts`).
-const SLOPES: Record<Exclude<keyof StepSlopes, "perIdleUs" | "perRowByRankUs" | "perRowMeanUs">, Column> = {
+const SLOPES: Record<Exclude<keyof StepSlopes, "perIdleUs" | "idleRef" | "perRowByRankUs" | "perRowMeanUs">, Column> = {
   perSequenceUs: (s) => Math.max(0, s.sequences - 1),
   perPrefillTokenUs: (s) => s.prefillTokens,
   perFinishUs: (s) => s.finished ?? 0,
@@ -405,7 +414,20 @@ function fitMode(runs: readonly StepProfileRun[], knownRankUs?: number): { fixed
     .filter((r) => r.busyFraction !== undefined)
     .map((r) => ({ steps: r.steps, idle: idleOf(r.busyFraction) }));
   const perIdleUs = withinShapeIdleSlope(timed);
-  const rows = adapted.flatMap((r) => without(r.steps, () => perIdleUs * idleOf(r.busyFraction)));
+  // The idle term comes out relative to the probes' mean idle fraction (by steps), so the fixed cost
+  // fitted below is the period at that fraction. Taken out in full, it left the fixed cost a fully
+  // busy executor's, which no probe ran at (busy fractions 0.02–0.12 at 2–12 req/s): an
+  // extrapolation that came out negative and was clamped to 0, pricing every coupled step 0.08–0.16
+  // ms high in the coordinator's runs of 20:47 and 21:16 (docs/evaluation.md §5, m15f).
+  let idleSteps = 0;
+  let idleSum = 0;
+  for (const r of adapted) {
+    const n = r.steps.reduce((a, s) => a + s.count, 0);
+    idleSteps += n;
+    idleSum += n * idleOf(r.busyFraction);
+  }
+  const idleRef = perIdleUs > 0 && idleSteps > 0 ? idleSum / idleSteps : 0;
+  const rows = adapted.flatMap((r) => without(r.steps, () => perIdleUs * (idleOf(r.busyFraction) - idleRef)));
   // A column that is zero on every step (no adapters, no prompt in any step) has nothing to fit;
   // rank is fitted above, within shapes.
   let active = (Object.keys(SLOPES) as Slope[]).filter(
@@ -433,7 +455,7 @@ function fitMode(runs: readonly StepProfileRun[], knownRankUs?: number): { fixed
       active = active.filter((_, i) => i !== weakest);
       continue;
     }
-    const slopes: StepSlopes = { ...known, perRankUs, perIdleUs };
+    const slopes: StepSlopes = { ...known, perRankUs, perIdleUs, ...(idleRef > 0 ? { idleRef } : {}) };
     active.forEach((k, i) => (slopes[k] = value(i)));
     return { fixedUs: Math.max(0, fit.coef[0] as number), slopes };
   }
