@@ -15,6 +15,9 @@ void set_packed(bool on);
 // Software prefetch of the next tile on short-row AVX2 tiles (the LoRA expand); on by default. Off:
 // for the benchmark's before/after.
 void set_prefetch(bool on);
+// Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
+// LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.
+void set_gemv_prefetch(bool on);
 
 // Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n,

@@ -98,8 +98,10 @@ static int check_kmajor(std::mt19937& rng) {
 static int check_matmul(std::mt19937& rng) {
   int failures = 0;
   for (lm_dtype wd : {LM_F32, LM_BF16}) {
-    for (int64_t tokens : {1, 2, 3, 4, 5, 6, 7, 11, 13, 50, 64}) {
-      const int64_t k = 203, n = 37;
+    // tokens 0 stands for one token at k = 2053: rows long enough for the decode GEMV's prefetch.
+    for (int64_t case_tokens : {0, 1, 2, 3, 4, 5, 6, 7, 11, 13, 50, 64}) {
+      const int64_t tokens = case_tokens == 0 ? 1 : case_tokens;
+      const int64_t k = case_tokens == 0 ? 2053 : 203, n = 37;
       std::vector<float> x = random_floats(rng, static_cast<size_t>(tokens * k));
       std::vector<float> wf = random_floats(rng, static_cast<size_t>(n * k), 0.1f);
       std::vector<uint16_t> wb(wf.size());
@@ -107,11 +109,13 @@ static int check_matmul(std::mt19937& rng) {
       std::vector<float> bias = random_floats(rng, static_cast<size_t>(n));
       std::vector<float> ref;
       bool same = true;
-      // simd 2: the AVX-512 tiles without packed panels (same bits as the packed path).
-      for (int simd : {0, 1, 2}) {
+      // simd 2: the AVX-512 tiles without packed panels (same bits as the packed path); simd 3:
+      // without the decode GEMV's prefetch.
+      for (int simd : {0, 1, 2, 3}) {
         if (simd) LM_CHECK(lm_set_simd(1));
         else LM_CHECK(lm_set_simd(0));
         lm::gemm::set_packed(simd != 2);
+        lm::gemm::set_gemv_prefetch(simd != 3);
         for (int threads : {1, 2}) {
           LM_CHECK(lm_set_num_threads(threads));
           std::vector<float> out(static_cast<size_t>(tokens * n));
@@ -124,13 +128,14 @@ static int check_matmul(std::mt19937& rng) {
           else if (std::memcmp(ref.data(), out.data(), out.size() * 4) != 0) same = false;
         }
       }
-      std::printf("matmul %s tokens=%lld: scalar, SIMD, packed or not, 1 and 2 threads identical: %s\n", wd == LM_F32 ? "f32" : "bf16",
-                  static_cast<long long>(tokens), same ? "yes" : "NO");
+      std::printf("matmul %s tokens=%lld k=%lld: scalar, SIMD, packed or not, prefetch or not, 1 and 2 threads identical: %s\n",
+                  wd == LM_F32 ? "f32" : "bf16", static_cast<long long>(tokens), static_cast<long long>(k), same ? "yes" : "NO");
       if (!same) failures++;
     }
   }
   LM_CHECK(lm_set_simd(1));
   lm::gemm::set_packed(true);
+  lm::gemm::set_gemv_prefetch(true);
   return failures;
 }
 
