@@ -42,7 +42,13 @@ struct AlignedAlloc {
 };
 
 bool g_packed = true;
-bool g_prefetch = true;
+// The short-row tile prefetch (the LoRA expand) and, on AVX-512, the LoRA tiles' prefetch at one
+// input; LORAMESH_LORA_PREFETCH=0 turns them off for same-build comparisons. Same bits either way.
+bool lora_prefetch_from_env() {
+  const char* v = std::getenv("LORAMESH_LORA_PREFETCH");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+bool g_prefetch = lora_prefetch_from_env();
 // The AVX-512 decode GEMV's software prefetch (tile_prefetch); LORAMESH_GEMV_PREFETCH=0 turns it
 // off, for same-process comparisons. Same bits either way.
 bool gemv_prefetch_from_env() {
@@ -519,7 +525,27 @@ void rows_ptr_impl(const float* const* xs, const W* w, int64_t tokens, int64_t k
   int64_t j = rb;
 #ifdef LM_X86
   if (avx512_active()) {
+    const int64_t row_bytes = k * static_cast<int64_t>(sizeof(W));
+    if (tokens == 1 && g_prefetch && row_bytes > kPrefetchRowBytes) {
+      // One input, long rows (the LoRA shrink: A's rows are h_in long): the decode GEMV's tile with
+      // its prefetch (same FMAs and order as tile<W, 1>, so the same bits).
+      for (; j + 8 <= re; j += 8) {
+        const W* rows[8];
+        const W* next[8];
+        for (int r = 0; r < 8; r++) rows[r] = w + (j + r) * k;
+        for (int r = 0; r < 8; r++) next[r] = w + (j + 8 + r) * k;
+        float res[8][6];
+        tile_prefetch<W>(rows, j + 16 <= re ? next : nullptr, xs[0], k, res);
+        for (int r = 0; r < 8; r++) out[j + r - rb] = res[r][0];
+      }
+    }
+    // Short rows (the LoRA expand: B's rows are rank long) make a tile 2 KB or less: prefetch the
+    // tiles two ahead, as the AVX2 path does (rows_avx2).
+    const bool short_prefetch = g_prefetch && row_bytes <= kPrefetchRowBytes;
+    if (short_prefetch && j < re) prefetch_lines(w + j * k, std::min<int64_t>(kPrefetchTiles * 8, re - j) * k);
     for (; j + 8 <= re; j += 8) {
+      const int64_t ahead = j + kPrefetchTiles * 8;
+      if (short_prefetch && ahead < re) prefetch_lines(w + ahead * k, std::min<int64_t>(8, re - ahead) * k);
       const W* rows[8];
       for (int r = 0; r < 8; r++) rows[r] = w + (j + r) * k;
       block_ptrs<W>(xs, rows, tokens, k, out + (j - rb), stride);

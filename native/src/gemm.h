@@ -12,7 +12,9 @@ bool avx512_active();
 // Whether prefill-sized batches use packed panels (default on). Same bits either way; benchmarks
 // and tests switch it to compare the two paths.
 void set_packed(bool on);
-// Software prefetch of the next tile on short-row AVX2 tiles (the LoRA expand); on by default. Off:
+// Software prefetch in the LoRA tiles: short rows (the expand) fetch the tiles two ahead (AVX2 and
+// AVX-512), long rows at one input (the shrink, AVX-512) use the decode GEMV's tile; on by default,
+// LORAMESH_LORA_PREFETCH=0 turns it off. Same bits either way. Off:
 // for the benchmark's before/after.
 void set_prefetch(bool on);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
