@@ -14,8 +14,7 @@ bool avx512_active();
 void set_packed(bool on);
 // Software prefetch in the LoRA tiles: short rows (the expand) fetch the tiles two ahead (AVX2 and
 // AVX-512), long rows at one input (the shrink, AVX-512) use the decode GEMV's tile; on by default,
-// LORAMESH_LORA_PREFETCH=0 turns it off. Same bits either way. Off:
-// for the benchmark's before/after.
+// LORAMESH_LORA_PREFETCH=0 turns it off (the benchmark's before/after). Same bits either way.
 void set_prefetch(bool on);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
 // LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.
