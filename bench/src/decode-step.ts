@@ -1,11 +1,17 @@
 /**
- * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--threads 0] [--floor] [--no-base] [--json]`:
+ * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--rounds 1] [--threads 0] [--floor] [--no-base] [--json]`:
  * the time of one engine decode step (issue 13's native step), without and with each adapter.
  *
  * Prefills `batch` sequences of 64 tokens, then runs `steps` decode steps of one token per sequence
  * through `forward()`, timing each: wall milliseconds and process CPU milliseconds (user + system,
  * all threads). CPU time is the figure to compare on a shared machine: it counts the work the step
  * does, not the time other processes held the cores. Prints medians.
+ *
+ * `--rounds N`: the base and each adapter are measured N times, alternated (base, adapter 1, …,
+ * base, adapter 1, …), each measurement on a fresh KV cache, and the medians are taken over the
+ * steps of all rounds (same JSON keys; `rounds` says how many). One base run then one adapter run
+ * let a drift of the machine's speed fall on one side only: on the 2-vCPU VM a single pair moved
+ * r16's overhead by ±20 % between runs of the same code (docs/performance.md, issue 13).
  *
  * `--floor`: after each base step, one pass of the read-bandwidth probe behind bench:cpu-anchor's
  * floor, so the step's weight bytes per second and the floor are measured alternately in one
@@ -21,6 +27,7 @@ interface Options {
   adapters: Array<[string, string]>;
   batch: number;
   steps: number;
+  rounds: number;
   threads: number;
   floor: boolean;
   noBase: boolean;
@@ -33,6 +40,7 @@ function parseArgs(argv: readonly string[]): Options {
     adapters: [],
     batch: 1,
     steps: 12,
+    rounds: 1,
     threads: 0,
     floor: false,
     noBase: false,
@@ -52,6 +60,7 @@ function parseArgs(argv: readonly string[]): Options {
       o.adapters.push([name, dir]);
     } else if (arg === "--batch") o.batch = Number(value());
     else if (arg === "--steps") o.steps = Number(value());
+    else if (arg === "--rounds") o.rounds = Number(value());
     else if (arg === "--threads") o.threads = Number(value());
     else if (arg === "--floor") o.floor = true;
     else if (arg === "--no-base") o.noBase = true;
@@ -59,7 +68,8 @@ function parseArgs(argv: readonly string[]): Options {
     else throw new Error(`unknown argument ${arg}`);
   }
   if (!o.model) throw new Error("--model DIR is required");
-  if (!(o.batch >= 1 && o.steps >= 1)) throw new Error("--batch and --steps must be at least 1");
+  if (!(o.batch >= 1 && o.steps >= 1 && Number.isInteger(o.rounds) && o.rounds >= 1))
+    throw new Error("--batch, --steps and --rounds must be at least 1");
   return o;
 }
 
@@ -70,12 +80,30 @@ const median = (xs: number[]): number => {
 };
 const round = (x: number) => Math.round(x * 100) / 100;
 
+/** Every timed step of one measurement (ms), and the floor probe's passes (GB/s) when asked. */
+interface Samples {
+  wall: number[];
+  cpu: number[];
+  probe: number[];
+}
+
+/** Medians over the steps of every round. */
+function summary(rounds: Samples[]): { wall_ms: number; cpu_ms: number; probe_gbs?: number[] } {
+  const all = (k: keyof Samples) => rounds.flatMap((r) => r[k]);
+  const probe = all("probe");
+  return {
+    wall_ms: round(median(all("wall"))),
+    cpu_ms: round(median(all("cpu"))),
+    ...(probe.length ? { probe_gbs: probe } : {}),
+  };
+}
+
 async function measure(
   model: Model,
   lora: LocalLoraBackend,
   adapterId: string | undefined,
   o: Options,
-): Promise<{ wall_ms: number; cpu_ms: number }> {
+): Promise<Samples> {
   const prompt = 64;
   const c = model.config;
   const cache = new KvCache(c.numLayers, o.batch * Math.ceil((prompt + o.steps + 1) / 16), 16, c.numKvHeads, c.headDim);
@@ -107,7 +135,7 @@ async function measure(
     cpu.push((c1.user + c1.system) / 1000);
     if (o.floor && adapterId === undefined) probe.push(native.readBandwidthGbs(1 << 30, 1));
   }
-  return { wall_ms: round(median(wall)), cpu_ms: round(median(cpu)), ...(probe.length ? { probe_gbs: probe } : {}) };
+  return { wall, cpu, probe };
 }
 
 // Bytes a decode step reads: every weight but the embedding table (unless it is also the head).
@@ -125,14 +153,27 @@ async function main(): Promise<void> {
     steps: o.steps,
     threads: native.getNumThreads(),
   };
-  // --no-base: only the adapters' steps, so LORAMESH_STEP_PROFILE's table is theirs alone.
-  if (!o.noBase) out["base"] = await measure(model, lora, undefined, o);
+  // Each round measures the base, then every adapter, each on a fresh cache; --no-base: only the
+  // adapters' steps, so LORAMESH_STEP_PROFILE's table is theirs alone.
+  const adapters = o.adapters.map(([name, dir]) => [name, loadAdapter(resolve(dir), model.config)] as const);
+  const base: Samples[] = [];
+  const per = new Map<string, Samples[]>(adapters.map(([name]) => [name, []]));
+  for (let r = 0; r < o.rounds; r++) {
+    if (!o.noBase) base.push(await measure(model, lora, undefined, o));
+    for (const [name, adapter] of adapters) {
+      lora.add(name, adapter);
+      per.get(name)?.push(await measure(model, lora, name, o));
+      lora.remove(name);
+    }
+  }
+  if (o.rounds > 1) out["rounds"] = o.rounds;
+  if (!o.noBase) out["base"] = summary(base);
   if (o.floor && !o.noBase) {
     // Weight GB/s of the median step against the median probe pass taken between the steps.
-    const base = out["base"] as { wall_ms: number; probe_gbs?: number[] };
-    const membw = median(base.probe_gbs ?? []);
-    const stepGbs = stepWeightBytes(model) / (base.wall_ms * 1e6);
-    delete base.probe_gbs;
+    const b = out["base"] as { wall_ms: number; probe_gbs?: number[] };
+    const membw = median(b.probe_gbs ?? []);
+    const stepGbs = stepWeightBytes(model) / (b.wall_ms * 1e6);
+    delete b.probe_gbs;
     out["floor"] = {
       membw_gbs: round(membw),
       step_weight_gbs: round(stepGbs),
@@ -140,11 +181,7 @@ async function main(): Promise<void> {
       pct_of_floor: round((100 * stepGbs) / membw),
     };
   }
-  for (const [name, dir] of o.adapters) {
-    lora.add(name, loadAdapter(resolve(dir), model.config));
-    out[name] = await measure(model, lora, name, o);
-    lora.remove(name);
-  }
+  for (const [name] of adapters) out[name] = summary(per.get(name) ?? []);
   process.stdout.write(o.json ? `${JSON.stringify(out)}\n` : `${JSON.stringify(out, null, 2)}\n`);
 }
 

@@ -80,9 +80,14 @@ const options = {
 /** Where `pnpm bench:cpu-anchor` caches its TinyLlama-1.1B-shaped model and adapters. */
 const ANCHOR_DIR = join(tmpdir(), "loramesh-cpu-anchor-tinyllama-1.1b-bf16");
 
+/** Alternated base / r16 rounds of the overhead figure (bench:decode-step --rounds). */
+const R16_ROUNDS = 3;
+
 /**
  * How much an r16 adapter on all 7 modules adds to a decode step of the 1.1B-shaped model, batch
- * 1, through the native step (bench:decode-step in a child process: wall and CPU ms medians).
+ * 1, through the native step (bench:decode-step in a child process: wall and CPU ms medians over
+ * R16_ROUNDS alternated base / r16 rounds of 8 steps each, fresh caches each round; one base run
+ * then one r16 run swung the figure ±20 % between runs of the same code).
  * Null when the cpu-anchor files are not there (`pnpm bench:cpu-anchor` writes them).
  */
 function loraR16Overhead(): Record<string, number> | null {
@@ -95,7 +100,10 @@ function loraR16Overhead(): Record<string, number> | null {
     "--adapter",
     `r16=${join(ANCHOR_DIR, "adapters", "r16")}`,
   ];
-  const r = spawnSync(process.execPath, [...args, "--steps", "8", "--json"], { encoding: "utf8", timeout: 900_000 });
+  const r = spawnSync(process.execPath, [...args, "--steps", "8", "--rounds", String(R16_ROUNDS), "--json"], {
+    encoding: "utf8",
+    timeout: 900_000,
+  });
   if (r.status !== 0) throw new Error(`mesh bench: decode-step failed: ${r.stderr || r.error?.message}`);
   const out = JSON.parse(r.stdout) as Record<string, { wall_ms: number; cpu_ms: number }>;
   const base = out["base"] as { wall_ms: number; cpu_ms: number };
@@ -107,6 +115,7 @@ function loraR16Overhead(): Record<string, number> | null {
     base_cpu_ms: base.cpu_ms,
     r16_cpu_ms: r16.cpu_ms,
     cpu_pct: round((r16.cpu_ms / base.cpu_ms - 1) * 100),
+    rounds: R16_ROUNDS,
   };
 }
 

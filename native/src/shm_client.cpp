@@ -28,9 +28,9 @@ const int64_t kSpinNs = env_us("LM_RING_SPIN_US", 200) * 1000;
 const int64_t kTakeNs = env_us("LM_RING_TAKE_US", 30) * 1000;
 // LM_RING_LEAVE_CORE=0 lets the step use the whole pool even with a ring (for measuring both ways).
 const bool kLeaveCore = env_us("LM_RING_LEAVE_CORE", 1) != 0;
-// LM_RING_STEP_SPIN_US (the server's bound, shm_server.cpp; 0 = off, the default) also decides
+// LM_RING_STEP_SPIN_US (the server's expected-post bound, shm_server.cpp; 0 = off) also decides
 // whether the worker raises worker_stepping and pre-wakes the server at begin_step.
-const bool kStepping = env_us("LM_RING_STEP_SPIN_US", 0) != 0;
+const bool kStepping = env_us("LM_RING_STEP_SPIN_US", 40) != 0;
 constexpr int64_t kNapNs = 20'000'000;  // between liveness checks of the server
 
 thread_local SiteTiming last_timing;
@@ -124,8 +124,11 @@ class ShmSiteBackend final : public SiteBackend {
     const bool fresh = ids_.emplace(std::this_thread::get_id(), std::pair<std::string, int32_t>{}).second;
     ids_[std::this_thread::get_id()] = {std::move(blob), n};
     if (fresh && steppers_++ == 0 && kStepping && map_.base && !closed_) {
-      // Wake the server's thread now: it is up and spinning by the time the first site is posted.
-      map_.header()->worker_stepping.store(1, std::memory_order_seq_cst);
+      // Odd: inside a step (a new value per step, so the server tells a new step from the last
+      // one even when it slept through the end). Wake the server's thread now: it wakes while the
+      // step runs its first ops and spins for the first post (shm_server.cpp, the expected post).
+      map_.header()->worker_stepping.fetch_add(1, std::memory_order_seq_cst);
+      stepping_raised_ = true;
       ring();
     }
     return LM_OK;
@@ -169,6 +172,7 @@ class ShmSiteBackend final : public SiteBackend {
     delta_[s] = call.delta;
     count_[s] = call.rows * call.out_features;
     post_ns_[s] = now_ns();
+    slot.post_ns = post_ns_[s];
     slot.req_seq.store(seq, std::memory_order_release);
     ring();
     *ticket = (static_cast<uint64_t>(s) << 32) | seq;
@@ -245,8 +249,10 @@ class ShmSiteBackend final : public SiteBackend {
 
   void end_step() override {
     std::lock_guard<std::mutex> g(mu_);
-    if (ids_.erase(std::this_thread::get_id()) > 0 && --steppers_ == 0 && map_.base)
-      map_.header()->worker_stepping.store(0, std::memory_order_release);
+    if (ids_.erase(std::this_thread::get_id()) > 0 && --steppers_ == 0 && stepping_raised_) {
+      stepping_raised_ = false;
+      if (map_.base) map_.header()->worker_stepping.fetch_add(1, std::memory_order_release);  // even: out of a step
+    }
   }
 
  private:
@@ -298,7 +304,8 @@ class ShmSiteBackend final : public SiteBackend {
   bool closed_ = false;
   std::string broken_;
   std::unordered_map<std::thread::id, std::pair<std::string, int32_t>> ids_;  // begin_step's ids, per thread
-  int steppers_ = 0;  // threads between begin_step and end_step (worker_stepping is 1 while > 0)
+  int steppers_ = 0;  // threads between begin_step and end_step (worker_stepping is odd while > 0)
+  bool stepping_raised_ = false;  // this worker made worker_stepping odd (end_step makes it even again)
   bool busy_[kSlots] = {false, false, false, false};
   uint32_t seq_[kSlots] = {0, 0, 0, 0};
   float* delta_[kSlots] = {nullptr, nullptr, nullptr, nullptr};

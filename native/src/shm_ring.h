@@ -27,7 +27,7 @@
 
 namespace lm::shm {
 
-constexpr uint32_t kMagic = 0x4c4d5232;  // "LMR2" (2: the worker_stepping word)
+constexpr uint32_t kMagic = 0x4c4d5233;  // "LMR3" (3: worker_stepping counts steps; the slot's post_ns)
 constexpr uint32_t kSlots = 4;
 constexpr uint32_t kMaxAdapters = 256;
 constexpr uint32_t kIdsBytes = 16 * 1024;
@@ -48,6 +48,9 @@ struct alignas(64) Slot {
   // first seen, when its batch's kernel started and when the response was written. Only timing:
   // the worker never derives an offset or a decision from them.
   int64_t seen_ns, run_ns, done_ns;
+  // Worker clock of the post (written before req_seq): the server learns from it how long after
+  // its answer this worker posts the next site (the expected post, shm_server.cpp). Only timing.
+  int64_t post_ns;
   // 1 while the worker sleeps (futex) on resp_seq: the server wakes it only then (a spinning
   // worker sees the store without a syscall).
   std::atomic<uint32_t> worker_sleeping;
@@ -69,10 +72,11 @@ struct alignas(64) Header {
   std::atomic<uint32_t> state;
   alignas(64) std::atomic<uint32_t> server_bell;  // futex word the server thread waits on
   std::atomic<uint32_t> server_sleeping;           // 1 while the server thread sleeps on the bells
-  // 1 while the worker runs a step (begin_step → end_step): its next post follows within
-  // microseconds, so the server's thread keeps spinning instead of sleeping between sites (a
-  // futex wake-up costs 50–110 µs on a VM; a step has 4 sites per layer). Raised only when
-  // LM_RING_STEP_SPIN_US is set (off by default: slower on a loaded 2-core machine).
+  // Odd while the worker runs a step (begin_step → end_step; +1 at each, so every step has its own
+  // value): its next post follows within microseconds, so the server's thread spins briefly for it
+  // after each answer instead of sleeping between sites (the expected post, shm_server.cpp; a
+  // futex wake-up of the other vCPU costs ~16 µs on the Zen 4 VM). Raised unless
+  // LM_RING_STEP_SPIN_US=0.
   std::atomic<uint32_t> worker_stepping;
   Slot slots[kSlots];
 };

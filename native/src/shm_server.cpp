@@ -2,6 +2,8 @@
 // batches the sites they posted for the same (layer, site), runs the batched LoRA kernel once on
 // the adapter pool's packed weights, writes each worker its rows of the delta and rings back. No
 // JavaScript runs on this path; JS only attaches workers and replaces the weight tables.
+#include <sys/prctl.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
@@ -25,13 +27,21 @@ constexpr int64_t kHousekeepingNs = 10'000'000;  // liveness checks at most this
 // need, 50 µs after each of a step's 12 sites (docs/performance.md, issue 13, branch m13g).
 const int64_t kSpinNs =
     env_us("LM_RING_SERVER_SPIN_US", priority::current().mode == priority::Mode::kFifo ? 0 : 50) * 1000;
-// While a worker is inside a step (worker_stepping), spin this long after its last post instead:
-// its sites follow each other within a step's op gaps, and a sleeping thread costs a futex
-// wake-up (50–110 µs measured on this VM) per site. Bounded, so a worker that dies or stops
-// mid-step holds the core only this long (housekeeping then detaches it). Off by default (0): on
-// the loaded 2-core VM it made steps slower (docs/performance.md, branch m13b); the tiny model's
-// gaps between sites are shorter than the 50 µs spin anyway. For idle or larger-core measurements.
-const int64_t kStepSpinNs = env_us("LM_RING_STEP_SPIN_US", 0) * 1000;
+// The expected post (branch m13h). A worker inside a step (worker_stepping odd) posts its sites a
+// few ops apart, and a ring thread that slept in between pays a futex wake-up of the other vCPU in
+// the site's queue (~16 µs a site under fifo on the Zen 4 VM, 12 sites a tiny-llama step). So the
+// server learns, per worker and (layer, site), how long after its answer the worker posted the
+// next site (the worker's own post stamp), and in the next step waits for that post actively:
+// where the gap was shorter than LM_RING_STEP_SPIN_US (µs; 40, 0 turns all of this off) it spins
+// right after answering; where it was longer, up to LM_RING_EXPECT_MAX_US (500), it sleeps with a
+// deadline LM_RING_WAKE_LEAD_US (30) before the expected post (a targeted self-wake: the wake-up
+// overlaps the worker's ops) and then spins; either spin ends LM_RING_STEP_SPIN_US after the
+// expected time, or at the post, or when the step ends. Longer gaps (a 1.1B-shaped model's base
+// matmuls, the step's end) sleep as before: there the queue hides behind the worker's own work.
+// A post that comes earlier than expected wakes the server as always (the doorbell is unchanged).
+const int64_t kStepSpinNs = env_us("LM_RING_STEP_SPIN_US", 40) * 1000;
+const int64_t kExpectMaxNs = env_us("LM_RING_EXPECT_MAX_US", 500) * 1000;
+const int64_t kWakeLeadNs = env_us("LM_RING_WAKE_LEAD_US", 30) * 1000;
 constexpr int64_t kContendedNs = 100'000'000;  // after a descheduled spin, 100 ms without stepping spins
 constexpr int kMaxChannels = 120;                // futex_waitv takes 128 words
 constexpr int64_t kSerialFmas = 4'000'000;       // below this a batch's kernel runs on the ring thread alone (~0.2 ms)
@@ -44,8 +54,15 @@ struct Channel {
   int64_t pending_since[kSlots] = {0, 0, 0, 0};
   uint32_t pending_seq[kSlots] = {0, 0, 0, 0};
   int64_t answered_at[kSlots] = {0, 0, 0, 0};
-  bool stepping = false;    // the worker_stepping word as last read
-  int64_t stepping_ns = 0;  // when it was last seen going 0 → 1
+  uint32_t step_word = 0;   // the worker_stepping word as last read (odd: inside a step)
+  int64_t stepping_ns = 0;  // when a new step was last seen beginning
+  // The expected post: when the server last answered this worker, which (layer, site) that was
+  // (-1: none since the worker's last post), and per (layer, site) how long the worker took after
+  // that answer to post again (ns, from the worker's post stamp; 0 until measured, so a first
+  // step spins briefly and learns).
+  int64_t last_answer_ns = 0;
+  int32_t last_key = -1;
+  std::vector<int64_t> gap_ns;
 };
 
 // A validated request, its header fields copied out of shared memory once.
@@ -70,6 +87,7 @@ class ServerImpl final : public Server {
     if (lm_status s = create_segment(opt_.segment_bytes, &ch->name, &ch->map); s != LM_OK) return s;
     ch->worker_id = worker_id;
     ch->created_ns = now_ns();
+    ch->gap_ns.assign(static_cast<size_t>(std::max(opt_.n_layers, 0)) * 4, 0);
     *name = ch->name;
     *bytes = ch->map.bytes;
     {
@@ -211,6 +229,12 @@ void ServerImpl::collect(int64_t now, std::vector<Item>* items) {
         ch->pending_seq[s] = seq;
         ch->pending_since[s] = now;
         ch->last_post_ns = now;
+        if (ch->last_key >= 0 && static_cast<size_t>(ch->last_key) < ch->gap_ns.size()) {
+          // The worker's stamp, clamped into [answer, now]: a peer's garbage only mistimes a spin.
+          const int64_t posted = std::min(std::max(slot.post_ns, ch->last_answer_ns), now);
+          ch->gap_ns[static_cast<size_t>(ch->last_key)] = posted - ch->last_answer_ns;
+        }
+        ch->last_key = -1;
       }
       Item it;
       it.ch = ch;
@@ -278,6 +302,11 @@ void ServerImpl::respond(Item* it, const float* delta) {
   slot.done_ns = done;
   ch->answered[it->slot] = it->seq;
   ch->answered_at[it->slot] = done;
+  // Validated fields only index the gap table (an invalid item answers with no expected post).
+  const bool keyed = it->status == LM_OK && it->layer >= 0 && it->layer < opt_.n_layers && it->site >= kSiteQkv &&
+                     it->site <= kSiteDown;
+  ch->last_key = keyed ? it->layer * 4 + it->site : -1;
+  ch->last_answer_ns = done;
   // seq_cst store, then the flag: a worker that raised it before this store is woken; one that
   // raises it after re-reads resp_seq and sees the response (shm_client.cpp, wait()).
   slot.resp_seq.store(it->seq, std::memory_order_seq_cst);
@@ -324,6 +353,9 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
 
 void ServerImpl::loop() {
   name_this_thread("lm-ring-server");
+  // The expected post's timed self-wake is tens of µs before the post: no default 50 µs timer
+  // slack (a SCHED_FIFO thread has none anyway; this is for the other settings).
+  prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   priority::raise_this_thread();
   ring_thread_slice();
   std::vector<Item> items;
@@ -343,6 +375,13 @@ void ServerImpl::loop() {
     for (auto& ch : channels_) {
       words.push_back(&ch->map.header()->server_bell);
       expected.push_back(words.back()->load(std::memory_order_acquire));
+    }
+    // The step words before the scan: a post seen in this scan is not waited for again.
+    for (auto& ch : channels_) {
+      const Header* hd = ch->map.header();
+      const uint32_t word = hd->worker_stepping.load(std::memory_order_acquire);
+      if ((word & 1) != 0 && word != ch->step_word) ch->stepping_ns = now;
+      ch->step_word = word;
     }
     items.clear();
     collect(now, &items);
@@ -389,23 +428,37 @@ void ServerImpl::loop() {
                       : opt_.window_us * 1000 - (now - (*std::min_element(valid.begin(), valid.end(), [](Item* a, Item* b) {
                                                           return a->since < b->since;
                                                         }))->since);
-    const int64_t timeout = std::max<int64_t>(0, std::min(window_left, kHousekeepingNs));
-    // A worker inside a step posts again within microseconds: spin the longer bound for it.
-    bool stepping = false;
+    const int64_t base_timeout = std::max<int64_t>(0, std::min(window_left, kHousekeepingNs));
+    // The expected post: the earliest window [from, until) in which an attached worker inside a
+    // step should post, from its gap after the site last answered (or, for a step that just began
+    // with no post yet, begin_step's pre-wake: the first post follows the step's first ops).
+    int64_t expect_from = INT64_MAX, expect_until = 0;
     for (auto& ch : channels_) {
-      const bool on = ch->map.header()->worker_stepping.load(std::memory_order_acquire) != 0;
-      if (on && !ch->stepping) ch->stepping_ns = now;
-      ch->stepping = on;
-      if (on && now - std::max(ch->stepping_ns, ch->last_post_ns) < kStepSpinNs) stepping = true;
+      if (kStepSpinNs <= 0 || (ch->step_word & 1) == 0) continue;
+      int64_t from = INT64_MAX, until = 0;
+      if (ch->stepping_ns > ch->last_post_ns) {
+        from = ch->stepping_ns, until = ch->stepping_ns + kStepSpinNs;
+      } else if (ch->last_key >= 0 && static_cast<size_t>(ch->last_key) < ch->gap_ns.size()) {
+        const int64_t gap = ch->gap_ns[static_cast<size_t>(ch->last_key)];
+        if (gap < kStepSpinNs) {
+          from = ch->last_answer_ns, until = ch->last_answer_ns + kStepSpinNs;
+        } else if (gap <= kExpectMaxNs) {
+          from = ch->last_answer_ns + gap - kWakeLeadNs, until = ch->last_answer_ns + gap + kStepSpinNs;
+        }
+      }
+      if (until > now && from < expect_from) expect_from = from, expect_until = until;
     }
     // A spin that was descheduled means the cores are oversubscribed: no long spins for a while.
-    if (now < contended_until_) stepping = false;
+    const bool expecting = expect_until > now && now >= contended_until_;
+    const bool stepping = expecting && now >= expect_from;  // spin now; else sleep until expect_from
+    const int64_t timeout =
+        expecting && !stepping ? std::min(base_timeout, expect_from - now) : base_timeout;
     const auto any_stepping = [&] {
       for (auto& ch : channels_)
-        if (ch->map.header()->worker_stepping.load(std::memory_order_acquire) != 0) return true;
+        if ((ch->map.header()->worker_stepping.load(std::memory_order_acquire) & 1) != 0) return true;
       return false;
     };
-    const int64_t spin_ns = stepping ? kStepSpinNs : kSpinNs;
+    const int64_t spin_ns = stepping ? std::max(kSpinNs, expect_until - now) : (expecting ? 0 : kSpinNs);
     // Spin first (with pause): the next post usually follows within microseconds, and a sleeping
     // thread costs a futex wake-up. Then raise every segment's sleeping flag, so workers ring the
     // futex; futex_waitv re-checks the words, so a post between the scan and the sleep is not lost.
