@@ -17,6 +17,11 @@
  * of the same case (same requests) moved its TTFT P95 by up to 60 % and its mean TPOT by up to 33 %
  * (docs/evaluation.md §5).
  * --quick: one round, shorter probes and cases (8 s), for iterating; the numbers are noisier.
+ * --replay REPORT.json [--replay-steps STEPS.json]: measure nothing; refit and re-simulate an earlier
+ * run from its report and step profiles (`validate-steps*.json`, default: `validate-steps` named like
+ * the report), with this code's model: the same fit, prediction and estimators as a measured run
+ * (for a run before m15g add `--high-probe-seconds 8`, before m15f also `--duration 12 --probe-seconds 24`,
+ * the lengths it ran).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -28,6 +33,7 @@ import {
   DEFAULT_WORKLOAD,
   fitRequestOverheads,
   fitStepPeriods,
+  medianOverRounds,
   percentile,
   policyByName,
   simulate,
@@ -54,6 +60,8 @@ const CLI = join(REPO_ROOT, "packages", "cli", "dist", "bin.js");
 const RESULTS = join(REPO_ROOT, "bench", "results");
 mkdirSync(RESULTS, { recursive: true });
 const quick = args.includes("--quick");
+const replayFile = flag("--replay");
+const replaying = replayFile !== undefined;
 // Cases run 20 s a round since m15f (were 12): 80 requests a round at 4 req/s instead of 48, so a
 // case's pooled TTFT P95 rests on its 12th-slowest of 240 requests rather than its 7th of 144 (the
 // P95s are 11–20 ms now, so one slow request moves it by 20 %; docs/evaluation.md §5). The
@@ -136,7 +144,8 @@ function cpuTicks(): { busy: number; total: number } | undefined {
 function calibration(): { calibration: Calibration; file: string } {
   const given = flag("--calibration");
   const file = given ?? join(RESULTS, "validate-calibration.json");
-  if (!given) {
+  // A replay uses the stored kernel calibration (it prices only the rank, 0.1 µs per unit).
+  if (!given && flag("--replay") === undefined) {
     log("calibrating this machine (loramesh calibrate)");
     cli(["calibrate", "--out", file]);
   }
@@ -144,8 +153,18 @@ function calibration(): { calibration: Calibration; file: string } {
   return { calibration: { ...DEFAULT_CALIBRATION, ...parsed }, file };
 }
 
-/** The probes run a different seed from the cases: the fit never sees the requests it predicts. */
+/** The probes run other seeds than the cases: the fit never sees the requests it predicts. */
 const PROBE_SEED = 2;
+/**
+ * Each round of the probes runs its own seed (2, 3, 4; was 2 in every round before m15g), so the
+ * fit averages over three request mixes instead of carrying one mix's cost to every case: in the
+ * runs of 20:47–22:27 the cases' steps ran 8–23 % faster than their probes', and the m15f order
+ * test put that on seed 2's requests, whichever ran first (docs/evaluation.md §5). A probe's
+ * prediction is then the median of its rounds' simulations (`medianOverRounds`), as its measured
+ * figures are the median of its rounds.
+ */
+const PROBE_SEEDS = [2, 3, 4];
+const probeSeed = (round: number): number => PROBE_SEEDS[round % PROBE_SEEDS.length] as number;
 
 /**
  * The serving stack's own cost (engine loop, per-token streaming through the router, the LoRA
@@ -166,17 +185,21 @@ const PROBE_SEED = 2;
 // 36 s since m15f (72 requests a round): the request hops' tail is fitted on the median of the
 // rounds' P95s, and in the coordinator's run of 21:16 the disaggregated probe's rounds put it at
 // 11.7, 17.8 and 33.7 ms (each its third-slowest of 48), which priced three of the four cases' TTFT 14–27 % high.
-const low = { rate: 2, seconds: quick ? 24 : 36 };
+// `--probe-seconds` sets them (a replay of a run before m15f: 24).
+const low = { rate: 2, seconds: Number(flag("--probe-seconds") ?? (quick ? 24 : 36)) };
 const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
   coupledLow: { name: `probe: coupled, ${low.rate} req/s`, mode: "coupled", policy: "rank-aware", ...low },
   coupledHigh: {
     // At the highest case's rate (was 10 req/s for 6 s): the same step ran 10–20 % faster at 12 req/s
-    // than at 2–4 (docs/evaluation.md §5), so the fit sees steps at the case's level of busy.
+    // than at 2–4 (docs/evaluation.md §5), so the fit sees steps at the case's level of busy. As long
+    // as the cases since m15g (20 s, was 8): that case's steps ran 8–23 % faster than this probe's, and
+    // a longer run stepped 3–8 % faster in m15f's run-length pairs; equal lengths take that out.
+    // `--high-probe-seconds` sets it (a replay of a run before m15g: 8).
     name: "probe: coupled, 12 req/s",
     mode: "coupled",
     policy: "rank-aware",
     rate: 12,
-    seconds: quick ? duration : 8,
+    seconds: Number(flag("--high-probe-seconds") ?? duration),
   },
   disaggregated: {
     name: `probe: disaggregated, ${low.rate} req/s`,
@@ -219,9 +242,17 @@ function probeOverheads(
   };
   const specOf = (p: ProbeSpec): Case & { seconds: number } =>
     Object.values(specs).find((c) => c.mode === p.mode && c.rate === p.rate) as Case & { seconds: number };
+  const keyOf = (p: ProbeSpec): keyof StackProbes =>
+    (Object.keys(specs) as Array<keyof StackProbes>).find((k) => specs[k] === specOf(p)) as keyof StackProbes;
+  // A probe's measured figures are the median of its rounds, so its prediction is the median of its
+  // rounds' simulations, each with the round's seed (the same estimator on both sides).
   const simulateProbe = (p: ProbeSpec, k: Calibration): ProbeSummary => {
     const c = specOf(p);
-    return summary(predict({ ...c, seed: PROBE_SEED }, new CostModel(k), c.seconds));
+    const cost = new CostModel(k);
+    return medianOverRounds(
+      measured[keyOf(p)].rounds.map((r) => r.seed ?? PROBE_SEED),
+      (seed) => summary(predict({ ...c, seed }, cost, c.seconds)),
+    );
   };
   // One request-hop distribution for every mode, fitted on both low-rate probes (coupled and
   // disaggregated) together: the hops are the same processes in both modes, and the two probes'
@@ -230,7 +261,7 @@ function probeOverheads(
   // 17:55, 10.9 / 15.9 against 7.8 / 23.7 at 19:47), while one probe's three ~48-request rounds
   // left each tail 30–50 % apart between runs (docs/evaluation.md §5).
   const calibrated = fitRequestOverheads(probes, { ...cal, stepPeriods }, simulateProbe, { sharedHops: true });
-  const file = join(RESULTS, "validate-calibration-mesh.json");
+  const file = join(replaying ? tmpdir() : RESULTS, "validate-calibration-mesh.json");
   writeFileSync(file, `${JSON.stringify(calibrated, null, 2)}\n`);
   const ms = (us: number | undefined): string => ((us ?? 0) / 1000).toFixed(2);
   const k = calibrated;
@@ -249,7 +280,8 @@ function probeOverheads(
       const each = run.rounds;
       return {
         case: c.name,
-        seed: PROBE_SEED,
+        seed: each[0]?.seed ?? PROBE_SEED,
+        seeds: each.map((r) => r.seed ?? PROBE_SEED),
         measured: {
           ttftMs: run.ttftMs,
           tpotMs: run.tpotMs,
@@ -279,7 +311,13 @@ interface Measured {
 }
 
 /** `stepProfile`: every step but the worker's first, which is `firstStep` (its one-off costs). */
-type MeasuredRun = Measured & { busyCores: number | null; stepProfile: StepShapeSample[]; firstStep?: StepShapeSample };
+type MeasuredRun = Measured & {
+  busyCores: number | null;
+  stepProfile: StepShapeSample[];
+  firstStep?: StepShapeSample;
+  /** The workload seed the round ran (a probe's; absent: the case's or `PROBE_SEED`). */
+  seed?: number;
+};
 
 /** A probe's or case's rounds: their figures (`ofRounds`), the steps of all rounds, and each round. */
 type RoundsRun = MeasuredRun & { rounds: MeasuredRun[] };
@@ -484,44 +522,186 @@ function predict(c: Case, cost: CostModel, seconds = duration): Measured {
 const errorPct = (predicted: number, measured: number): number =>
   measured === 0 ? (predicted === 0 ? 0 : 100) : (100 * Math.abs(predicted - measured)) / measured;
 
-const load = { start: loadavg()[0] as number };
-const kernels = calibration();
-const file = kernels.file;
-// A warm-up pass first, discarded: one short run of each mode (each starts its own processes: the
-// LoRA server's and a hybrid worker's code paths, the adapters' files, and the VM's vCPUs get warm).
-// In the idle run of 2026-12-02 the first run after `loramesh calibrate` stepped slower than every
-// later coupled run; in the runs of 17:15 and 17:55 the first round was the slowest of three in
-// most probes and cases, in every mode (lone decode steps 1.17–3.01 ms against 1.00–2.61 in the
-// later rounds at 17:15; TPOT of every case's first round the highest at 17:55), and a case pools
-// its rounds' requests, so a slow first round sets its TTFT P95 (docs/evaluation.md §5).
-const WARM_UP_MODES: ServingMode[] = ["coupled", "disaggregated", "hybrid"];
-const warmUpStart = Date.now();
-for (const mode of WARM_UP_MODES)
-  runReal({ name: `warm-up, ${mode} (discarded)`, mode, policy: "rank-aware", rate: 4, seed: 3 }, quick ? 4 : 8);
-const warmUp = {
-  modes: WARM_UP_MODES,
-  seconds: (Date.now() - warmUpStart) / 1000,
-  loadAverage1mAfter: loadavg()[0] as number,
-};
-log(`warm-up pass: ${warmUp.seconds.toFixed(0)} s, load average ${warmUp.loadAverage1mAfter.toFixed(2)} after it`);
-// Probes and cases alternate (each probe next to the case of its mode), so the machine's drift over
-// the run (in the idle run of 2026-12-02 every case stepped faster than every probe: same-shape
-// steps 0.72–0.89 ms against 0.97–1.03) falls on both sides of the fit instead of between them.
-const PROBE_ORDER: Array<keyof StackProbes> = ["coupledLow", "coupledHigh", "disaggregated", "hybrid"];
-const probeRounds = Object.fromEntries(PROBE_ORDER.map((k) => [k, [] as MeasuredRun[]])) as Record<
-  keyof StackProbes,
-  MeasuredRun[]
->;
-const caseRounds: MeasuredRun[][] = CASES.map(() => []);
-for (let round = 0; round < rounds; round++) {
-  if (rounds > 1) log(`round ${round + 1} of ${rounds}`);
-  CASES.forEach((c, i) => {
-    const key = PROBE_ORDER[i] as keyof StackProbes;
-    const probe = PROBES[key];
-    probeRounds[key].push(runReal({ ...probe, seed: PROBE_SEED }, probe.seconds));
-    caseRounds[i]?.push(runReal(c));
-  });
+/** A run measured here, or an earlier one read back (`--replay`). */
+interface Runs {
+  kernels: { calibration: Calibration; file: string };
+  load: { start: number; end?: number };
+  warmUp: unknown;
+  probeRounds: Record<keyof StackProbes, MeasuredRun[]>;
+  caseRounds: MeasuredRun[][];
 }
+
+const PROBE_ORDER: Array<keyof StackProbes> = ["coupledLow", "coupledHigh", "disaggregated", "hybrid"];
+
+function measure(): Runs {
+  const load = { start: loadavg()[0] as number };
+  const kernels = calibration();
+  // A warm-up pass first, discarded: one short run of each mode (each starts its own processes: the
+  // LoRA server's and a hybrid worker's code paths, the adapters' files, and the VM's vCPUs get warm).
+  // In the idle run of 2026-12-02 the first run after `loramesh calibrate` stepped slower than every
+  // later coupled run; in the runs of 17:15 and 17:55 the first round was the slowest of three in
+  // most probes and cases, in every mode (lone decode steps 1.17–3.01 ms against 1.00–2.61 in the
+  // later rounds at 17:15; TPOT of every case's first round the highest at 17:55), and a case pools
+  // its rounds' requests, so a slow first round sets its TTFT P95 (docs/evaluation.md §5).
+  const WARM_UP_MODES: ServingMode[] = ["coupled", "disaggregated", "hybrid"];
+  const warmUpStart = Date.now();
+  for (const mode of WARM_UP_MODES)
+    runReal({ name: `warm-up, ${mode} (discarded)`, mode, policy: "rank-aware", rate: 4, seed: 3 }, quick ? 4 : 8);
+  const warmUp = {
+    modes: WARM_UP_MODES,
+    seconds: (Date.now() - warmUpStart) / 1000,
+    loadAverage1mAfter: loadavg()[0] as number,
+  };
+  log(`warm-up pass: ${warmUp.seconds.toFixed(0)} s, load average ${warmUp.loadAverage1mAfter.toFixed(2)} after it`);
+  // Probes and cases alternate (each probe next to the case of its mode), so the machine's drift over
+  // the run (in the idle run of 2026-12-02 every case stepped faster than every probe: same-shape
+  // steps 0.72–0.89 ms against 0.97–1.03) falls on both sides of the fit instead of between them.
+  const probeRounds = Object.fromEntries(PROBE_ORDER.map((k) => [k, [] as MeasuredRun[]])) as Record<
+    keyof StackProbes,
+    MeasuredRun[]
+  >;
+  const caseRounds: MeasuredRun[][] = CASES.map(() => []);
+  for (let round = 0; round < rounds; round++) {
+    if (rounds > 1) log(`round ${round + 1} of ${rounds}`);
+    CASES.forEach((c, i) => {
+      const key = PROBE_ORDER[i] as keyof StackProbes;
+      const probe = PROBES[key];
+      probeRounds[key].push({
+        ...runReal({ ...probe, seed: probeSeed(round) }, probe.seconds),
+        seed: probeSeed(round),
+      });
+      caseRounds[i]?.push(runReal(c));
+    });
+  }
+  return { kernels, load, warmUp, probeRounds, caseRounds };
+}
+
+/** The stored report and step profiles of an earlier run, as the rounds `measure` returns. */
+function replayRuns(reportFile: string): Runs {
+  const stepsFile =
+    flag("--replay-steps") ?? reportFile.replace(/validate-simulator([^/]*)\.json$/, "validate-steps$1.json");
+  log(`replaying ${reportFile} with ${stepsFile} (nothing is measured)`);
+  interface StoredRound {
+    ttftP95Ms?: number;
+    tpotMeanMs?: number;
+    ttftMs?: { p50: number; p95: number };
+    tpotMs?: { mean: number };
+    throughputTokensPerSecond?: number;
+    busyCores: number | null;
+    seed?: number;
+  }
+  interface StoredEntry {
+    case: string;
+    seed?: number;
+    seeds?: number[];
+    measured: {
+      ttftMs?: { p50: number; p95: number };
+      tpotMs?: { mean: number };
+      ttftP95Ms?: number;
+      tpotMeanMs?: number;
+      throughputTokensPerSecond: number;
+      completed: number;
+      errors: number;
+      rounds?: StoredRound[];
+    };
+    measuredRounds?: StoredRound[];
+    steps: { busyFractionByRound?: Array<number | null> };
+  }
+  const report = JSON.parse(readFileSync(reportFile, "utf8")) as {
+    machine: { loadAverage1m: { start: number; end: number }; warmUp?: unknown };
+    probes: StoredEntry[];
+    cases: StoredEntry[];
+  };
+  const steps = JSON.parse(readFileSync(stepsFile, "utf8")) as {
+    probes: Array<{ case: string; rounds: StepShapeSample[][]; firstSteps?: Array<StepShapeSample | null> }>;
+    cases: Array<{ case: string; rounds: StepShapeSample[][]; firstSteps?: Array<StepShapeSample | null> }>;
+  };
+  // A round as `runReal` returns it; its length is set so that `busyFractionOf` gives the stored
+  // busy fraction (the report keeps the fraction, not the length).
+  const round = (
+    profile: StepShapeSample[],
+    first: StepShapeSample | null | undefined,
+    busy: number | null | undefined,
+    figures: Measured,
+    busyCores: number | null,
+  ): MeasuredRun => {
+    const sumS = profile.reduce((a, s) => a + s.sumUs, 0) / 1e6;
+    return {
+      ...figures,
+      ...(busy ? { durationS: sumS / busy } : {}),
+      busyCores,
+      stepProfile: profile,
+      ...(first ? { firstStep: first } : {}),
+    };
+  };
+  const probeRounds = Object.fromEntries(
+    PROBE_ORDER.map((k) => {
+      const name = PROBES[k].name;
+      const entry = report.probes.find((p) => p.case === name);
+      const stored = steps.probes.find((p) => p.case === name);
+      if (!entry || !stored) throw new Error(`${reportFile}: no probe ${JSON.stringify(name)}`);
+      // A probe's figures are the median of its rounds; each round carries the median figures here,
+      // so the median of the rounds is the stored one (the rounds' own are in `measured.rounds`).
+      const m = entry.measured;
+      const figures: Measured = {
+        ttftMs: m.ttftMs as { p50: number; p95: number },
+        tpotMs: m.tpotMs as { mean: number },
+        throughputTokensPerSecond: m.throughputTokensPerSecond,
+        errors: 0,
+        completed: m.completed,
+      };
+      return [
+        k,
+        stored.rounds.map((profile, i) => ({
+          ...round(
+            profile,
+            stored.firstSteps?.[i],
+            entry.steps.busyFractionByRound?.[i],
+            figures,
+            m.rounds?.[i]?.busyCores ?? null,
+          ),
+          seed: entry.seeds?.[i] ?? entry.seed ?? 2,
+        })),
+      ];
+    }),
+  ) as Record<keyof StackProbes, MeasuredRun[]>;
+  const caseRounds = CASES.map((c) => {
+    const entry = report.cases.find((e) => e.case === c.name);
+    const stored = steps.cases.find((e) => e.case === c.name);
+    if (!entry || !stored) throw new Error(`${reportFile}: no case ${JSON.stringify(c.name)}`);
+    // The pooled figures are stored, not the requests: every round carries them (so pooling, a
+    // median or a mean of the rounds gives them back); `measuredRounds` keeps each round's own.
+    const m = entry.measured;
+    const p95 = m.ttftP95Ms as number;
+    const figures: Measured = {
+      ttftMs: { p50: p95, p95 },
+      tpotMs: { mean: m.tpotMeanMs as number },
+      throughputTokensPerSecond: m.throughputTokensPerSecond,
+      errors: 0,
+      completed: m.completed,
+      requests: [{ ttftMs: p95, tpotMs: m.tpotMeanMs as number }],
+    };
+    return stored.rounds.map((profile, i) =>
+      round(
+        profile,
+        stored.firstSteps?.[i],
+        entry.steps.busyFractionByRound?.[i],
+        figures,
+        entry.measuredRounds?.[i]?.busyCores ?? null,
+      ),
+    );
+  });
+  return {
+    kernels: calibration(),
+    load: report.machine.loadAverage1m,
+    warmUp: report.machine.warmUp ?? null,
+    probeRounds,
+    caseRounds,
+  };
+}
+
+const { kernels, load, warmUp, probeRounds, caseRounds } = replayFile ? replayRuns(replayFile) : measure();
+const file = kernels.file;
 const probeRuns = Object.fromEntries(PROBE_ORDER.map((k) => [k, ofRounds(probeRounds[k], false)])) as Record<
   keyof StackProbes,
   RoundsRun
@@ -529,12 +709,13 @@ const probeRuns = Object.fromEntries(PROBE_ORDER.map((k) => [k, ofRounds(probeRo
 const caseRuns = caseRounds.map((r) => ofRounds(r));
 const { calibration: cal, probes } = probeOverheads(kernels.calibration, probeRuns);
 writeFileSync(
-  join(RESULTS, "validate-steps.json"),
+  join(replaying ? tmpdir() : RESULTS, "validate-steps.json"),
   `${JSON.stringify({
     rounds,
     probes: PROBE_ORDER.map((k) => ({
       case: PROBES[k].name,
       mode: PROBES[k].mode,
+      seeds: probeRounds[k].map((r) => r.seed ?? PROBE_SEED),
       rounds: probeRounds[k].map((r) => r.stepProfile),
       firstSteps: probeRounds[k].map((r) => r.firstStep ?? null),
     })),
@@ -592,7 +773,7 @@ const cases = CASES.map((c, i) => {
   };
 });
 const maxError = Math.max(...cases.flatMap((c) => Object.values(c.errorPct)));
-const loadEnd = loadavg()[0] as number;
+const loadEnd: number = load.end ?? loadavg()[0] ?? 0;
 // Other work on the machine (a load average above the core count) slows the real mesh by amounts
 // that change between a probe and a case; say so next to the numbers.
 const loaded = Math.max(load.start, loadEnd) > cpus().length;
@@ -618,6 +799,7 @@ const report = {
   },
   quick,
   rounds,
+  ...(replaying ? { replayOf: replayFile } : {}),
   probes,
   cases,
   max_error_pct: maxError,

@@ -58,6 +58,7 @@ export {
   bareCalibration,
   fitRequestOverheads,
   fitStackOverheads,
+  medianOverRounds,
   type ProbeSimulator,
   type ProbeSpec,
   type ProbeSummary,

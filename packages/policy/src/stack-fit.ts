@@ -38,6 +38,30 @@ export interface StackProbes {
 
 export type ProbeSimulator = (probe: ProbeSpec, calibration: Calibration) => ProbeSummary;
 
+/**
+ * The prediction of a probe that ran rounds of several workload seeds: the median of each round's
+ * simulation with that round's seed (each distinct seed simulated once), because the measured
+ * figures are the median of the rounds. The same estimator on both sides: a probe's rounds drew
+ * other requests each (seeds 2, 3, 4 since m15g), and the simulation of one seed alone would be
+ * fitted to the median of three.
+ */
+export function medianOverRounds(seeds: readonly number[], simulateSeed: (seed: number) => ProbeSummary): ProbeSummary {
+  if (seeds.length === 0) throw new RangeError("a probe without rounds has nothing to simulate");
+  const bySeed = new Map<number, ProbeSummary>();
+  for (const seed of seeds) if (!bySeed.has(seed)) bySeed.set(seed, simulateSeed(seed));
+  const each = seeds.map((seed) => bySeed.get(seed) as ProbeSummary);
+  const median = (f: (s: ProbeSummary) => number): number => {
+    const v = each.map(f).sort((a, b) => a - b);
+    const mid = Math.floor(v.length / 2);
+    return v.length % 2 === 1 ? (v[mid] as number) : ((v[mid - 1] as number) + (v[mid] as number)) / 2;
+  };
+  return {
+    ttftP50Ms: median((s) => s.ttftP50Ms),
+    ttftP95Ms: median((s) => s.ttftP95Ms),
+    tpotMeanMs: median((s) => s.tpotMeanMs),
+  };
+}
+
 /** The calibration with no stack overheads, and the shared-memory transport's fixed cost at 0. */
 export function bareCalibration(cal: Calibration): Calibration {
   return {

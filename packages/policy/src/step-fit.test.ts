@@ -244,6 +244,21 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(slopesOf(fitStepPeriods(untimed), "coupled").perIdleUs).to.equal(0);
   });
 
+  it("fits no idle cost on runs of one rate, whose busy fractions barely differ", () => {
+    // The hybrid probe's three rounds at 2 req/s in the run of 02:56 (seeds 2, 3, 4): busy 0.109–0.116,
+    // and the rounds' steps 100 µs apart in the order of their busy fractions (the requests' and the
+    // machine's doing, not the idleness). A slope through them is ~14 ms per unit of idle fraction,
+    // and priced at a case's busy fraction of 0.35 every step comes out at 0.
+    const oneRate = runsAt([0.109, 0.112, 0.116], 0, [100, 0, -100]);
+    const fit = fitStepPeriods(oneRate);
+    expect(slopesOf(fit, "coupled").perIdleUs).to.equal(0);
+    const lone = { sequences: 1, prefillTokens: 0, rankSum: 4 };
+    expect(stepPeriodUs(fit, "coupled", { ...lone, busyFraction: 0.35 })).to.be.closeTo(2500 + 6 * 4, 30);
+    // Probes at two rates (idle fractions 0.1 apart) still fit it.
+    const twoRates = runsAt([0.03, 0.035, 0.04, 0.12, 0.13, 0.14], 800, [10, -10, 5, -5, 8, -8]);
+    expect(slopesOf(fitStepPeriods(twoRates), "coupled").perIdleUs).to.be.closeTo(800, 80);
+  });
+
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {
     const workload = { ...DEFAULT_WORKLOAD, adapters: 4, rate: 0.2, duration: 30, seed: 3 };
     const slo = { ttftMs: 1e9, tpotMs: 1e9 };

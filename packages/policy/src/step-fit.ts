@@ -284,14 +284,27 @@ export interface StepProfileRun {
 }
 
 /**
+ * The idle fractions' spread over a mode's runs below which no idle slope is fitted. Rounds at one
+ * rate differ in idle fraction by what their requests and the machine's state did (hybrid probe at
+ * 2 req/s, seeds 2, 3, 4 in the run of 02:56: busy 0.109–0.116), and a slope over 0.007 of idle
+ * fraction takes up whatever else moved the runs: it came out at 107 ms per unit, and at the 8 req/s
+ * case's idle fraction (0.24 below the probes') priced every hybrid step at 0 (TPOT 63 % low). Rates
+ * 2 and 12 req/s span 0.09–0.12 of idle fraction here; one rate, under 0.01.
+ */
+export const MIN_IDLE_SPREAD = 0.05;
+
+/**
  * The idle slope from how same-shape steps moved between runs of different busy fractions. Per run:
  * R, the count-weighted mean of its shapes' periods minus each shape's mean over all runs, and X,
  * its idle fraction minus that shape's mean idle fraction likewise; then R = slope · X through the
  * origin across runs, with the standard error from the runs' residuals. 0 with under three runs,
- * or when the slope is negative or under MIN_T standard errors.
+ * when the runs' idle fractions span under MIN_IDLE_SPREAD, or when the slope is negative or under
+ * MIN_T standard errors.
  */
 export function withinShapeIdleSlope(runs: ReadonlyArray<{ steps: readonly StepShapeSample[]; idle: number }>): number {
   if (runs.length < 3) return 0;
+  const idles = runs.map((r) => r.idle);
+  if (Math.max(...idles) - Math.min(...idles) < MIN_IDLE_SPREAD) return 0;
   const key = (s: StepShapeSample): string => `${s.sequences}/${s.prefillTokens}/${s.finished ?? 0}`;
   const shapes = new Map<string, { count: number; sumUs: number; idle: number }>();
   for (const r of runs)
