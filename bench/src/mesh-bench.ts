@@ -17,12 +17,18 @@
  * `shm_step_ring` (also with --shm-only) says where the shm decode step's ring time went: ring
  * sites per step and µs per site (wait = queue + batch + compute + wake), from the worker's metrics.
  * `thread_cpu` (--shm-only --threads): every process's threads during each timed decode pass, CPU per step.
+ * `decode_step_ms_worker`: the same passes on the worker's own clock (`--step-series`): the median
+ * loop period of the steps that carried exactly 8 decoding rows (no prefill, none finishing), median
+ * over the passes, and `shm_over_coupled_worker`; `decode_forward_ms_worker` the forward pass of
+ * those steps alone. `decode_pass_details`: every pass with both clocks, its step shapes, the ring
+ * phases and what the LoRA server's thread was doing when each post came, steal time, and the
+ * data-plane threads' and event loops' CPU, run-queue wait and CPU moves per step.
  * `dataplane_priority`: the LORAMESH_DATAPLANE_PRIORITY all of it ran under (docs/configuration.md).
  *
  *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--passes N] [--ucx-only | --shm-only [--threads]]]
  */
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
@@ -32,7 +38,7 @@ import { siteShape, type LoraSite } from "@loramesh/formats";
 import { PlacementCache } from "@loramesh/mesh";
 import { f32, native, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
-import { RemoteLoraBackend } from "@loramesh/base-worker";
+import { RemoteLoraBackend, type StepProfileFile } from "@loramesh/base-worker";
 import { ADAPTERS, decodeStepMsOn, median, percentile, registerAdapters, round, within } from "./mesh-bench-common";
 import { ucxReport } from "./mesh-bench-ucx";
 import { threadCpuDiff, threadSnapshot, type ThreadCpu, type ThreadSnapshot } from "./thread-cpu";
@@ -460,15 +466,108 @@ function ringProfile(before: Record<string, number>, after: Record<string, numbe
   };
 }
 
-/** Decode step time with `sequences` sequences decoding at once: median over the sequences. */
-async function decodeStepMs(
+/**
+ * The worker's own clock for one timed pass (its `--step-series`): the steps that started inside
+ * the pass, by how many rows they carried, and the loop period and forward pass of the steps the
+ * issue means (8 rows, all decoding, no prefill, none finishing), ms.
+ */
+export interface WorkerSteps {
+  /** Median loop period of the 8-row decode steps: what a decoding sequence waits between tokens. */
+  step_ms: number;
+  /** Median forward pass of the same steps (the native step and its LoRA sites, without JavaScript around it). */
+  forward_ms: number;
+  /** Their 90th percentile period. */
+  step_p90_ms: number;
+  /** Steps in the pass, the 8-row decode steps among them, steps with prefill rows, and the other decode steps. */
+  steps: number;
+  decode8_steps: number;
+  prefill_steps: number;
+  other_steps: number;
+  /** Mean period over every step of the pass: the client's figure spreads prefill and ragged steps over the tokens. */
+  mean_step_ms: number;
+}
+
+function workerSteps(file: string, fromMs: number, toMs: number, rows: number): WorkerSteps | undefined {
+  let body: StepProfileFile;
+  try {
+    body = JSON.parse(readFileSync(file, "utf8")) as StepProfileFile;
+  } catch {
+    return undefined;
+  } finally {
+    rmSync(file, { force: true });
+  }
+  const inPass = (body.series ?? []).filter((s) => s.atMs >= fromMs && s.atMs < toMs);
+  const decode = inPass.filter((s) => s.sequences === rows && s.prefillTokens === 0 && s.finished === 0);
+  const prefill = inPass.filter((s) => s.prefillTokens > 0).length;
+  const ms = (us: number) => round(us / 1000, 3);
+  const periods = decode.map((s) => s.periodUs);
+  return {
+    step_ms: periods.length ? ms(median(periods)) : NaN,
+    forward_ms: periods.length ? ms(median(decode.map((s) => s.forwardUs))) : NaN,
+    step_p90_ms: periods.length ? ms(percentile(periods, 90)) : NaN,
+    steps: inPass.length,
+    decode8_steps: decode.length,
+    prefill_steps: prefill,
+    other_steps: inPass.length - decode.length - prefill,
+    mean_step_ms: inPass.length ? ms(inPass.reduce((a, s) => a + s.periodUs, 0) / inPass.length) : NaN,
+  };
+}
+
+/** The LoRA server's expected-post counters (Prometheus text), for a before/after difference. */
+async function ringServerSeries(c: LocalCluster): Promise<Record<string, number>> {
+  const server = c.processes.find((p) => p.service === "lora-server");
+  if (!server?.metricsAddress) return {};
+  const text = await (await fetch(`http://${server.metricsAddress}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const found = /^loramesh_lora_ring_posts_found_total\{[^}]*state="(\w+)"[^}]*\}\s+(\S+)/.exec(line);
+    if (found) out[found[1] as string] = Number(found[2]);
+    const pre = /^loramesh_lora_ring_preempted_spins_total(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (pre) out["preempted_spins"] = Number(pre[1]);
+  }
+  return out;
+}
+
+/** Steal and busy time of the whole machine (/proc/stat, ms), for a before/after difference. */
+function cpuTimes(): { steal: number; busy: number; total: number } {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+    const tick = 10; // USER_HZ = 100 on Linux
+    const total = f.reduce((a, v) => a + v, 0);
+    return { steal: (f[7] ?? 0) * tick, busy: (total - (f[3] ?? 0) - (f[4] ?? 0)) * tick, total: total * tick };
+  } catch {
+    return { steal: 0, busy: 0, total: 0 };
+  }
+}
+
+/** One timed decode pass of one mode, seen from the client, the worker, the LoRA server and the machine. */
+export interface DecodePass {
+  /** The client's figure (each sequence's decode time per token after its first, median over the sequences). */
+  client_ms: number;
+  worker?: WorkerSteps;
+  ring?: RingProfile;
+  /** New ring posts by what the LoRA server's ring thread was doing when each arrived, and its descheduled spins. */
+  ring_server?: Record<string, number>;
+  /** Machine-wide during the pass: CPU stolen by the hypervisor and busy time, ms; the pass's wall ms. */
+  steal_ms: number;
+  busy_ms: number;
+  wall_ms: number;
+  /** The data-plane threads and the event loops, µs per engine step (run / run-queue wait) and moves between CPUs. */
+  threads: Record<string, { run: number; wait: number; migrations: number }>;
+  thread_cpu?: { steps: number; threads: ThreadCpu[] };
+}
+
+let passFiles = 0;
+
+/** Decode with `sequences` sequences decoding at once: one timed pass after a warm-up, on a fresh cluster. */
+async function decodePass(
   mode: "coupled" | "disaggregated",
   sharedMemory: boolean,
   sequences: number,
   tokens: number,
-  profile?: (p: RingProfile) => void,
-  threads?: (t: { steps: number; threads: ThreadCpu[] }) => void,
-): Promise<number> {
+  keepThreads = false,
+): Promise<DecodePass> {
+  const series = join(tmpdir(), `loramesh-mesh-steps-${process.pid}-${passFiles++}.json`);
   const cluster = await startCluster({
     routerListen: "127.0.0.1:0",
     modelDir: BUNDLED_MODEL,
@@ -476,36 +575,91 @@ async function decodeStepMs(
     workers: 1,
     loraServers: 1,
     logger: quiet,
-    extraArgs: { "base-worker": [`--shared-memory=${sharedMemory}`] },
+    extraArgs: {
+      "base-worker": [`--shared-memory=${sharedMemory}`, "--step-profile", series, "--step-series"],
+    },
   });
+  let stopped = false;
   try {
     await registerAdapters(cluster.routerAddress);
-    const before = profile ? await ringSeries(cluster) : {};
+    const ringProfiled = mode === "disaggregated" && sharedMemory;
     // Who ran during the timed pass: every cluster process, Redis and this bench (the client).
     const pids = () => [
       ...cluster.processes.map((p) => ({ name: p.service, pid: p.pid })),
       ...(cluster.redisPid ? [{ name: "redis", pid: cluster.redisPid }] : []),
       { name: "bench-client", pid: process.pid },
     ];
-    let steps0 = 0;
+    let before: Record<string, number> = {};
+    let serverBefore: Record<string, number> = {};
     let snap0: ThreadSnapshot = new Map();
-    const timed = threads && {
+    let cpu0 = cpuTimes();
+    let from = 0;
+    let to = 0;
+    let out: Omit<DecodePass, "client_ms"> | undefined;
+    const client_ms = await decodeStepMsOn(cluster.routerAddress, sequences, tokens, {
       before: async () => {
-        steps0 = (await ringSeries(cluster))["steps"] ?? 0;
+        before = await ringSeries(cluster);
+        serverBefore = ringProfiled ? await ringServerSeries(cluster) : {};
         snap0 = threadSnapshot(pids());
+        cpu0 = cpuTimes();
+        from = performance.timeOrigin + performance.now();
       },
       after: async () => {
+        to = performance.timeOrigin + performance.now();
+        const cpu1 = cpuTimes();
         const snap1 = threadSnapshot(pids());
-        const steps = ((await ringSeries(cluster))["steps"] ?? 0) - steps0;
-        threads({ steps, threads: threadCpuDiff(snap0, snap1, steps) });
+        const after = await ringSeries(cluster);
+        const steps = (after["steps"] ?? 0) - (before["steps"] ?? 0);
+        const threads = threadCpuDiff(snap0, snap1, steps);
+        const pick: Record<string, { run: number; wait: number; migrations: number }> = {};
+        for (const t of threads) {
+          const wanted =
+            t.thread === "lm-step" ||
+            t.thread === "lm-pool" ||
+            t.thread === "lm-ring-server" ||
+            (t.thread === "main" && ["router", "base-worker", "bench-client", "lora-server"].includes(t.process));
+          if (wanted)
+            pick[`${t.process}/${t.thread}`] = {
+              run: t.run_us_per_step,
+              wait: t.wait_us_per_step,
+              migrations: t.migrations_per_step,
+            };
+        }
+        let ring_server: Record<string, number> | undefined;
+        if (ringProfiled) {
+          const s1 = await ringServerSeries(cluster);
+          ring_server = Object.fromEntries(Object.entries(s1).map(([k, v]) => [k, v - (serverBefore[k] ?? 0)]));
+        }
+        out = {
+          ...(ringProfiled ? { ring: ringProfile(before, after) } : {}),
+          ...(ring_server ? { ring_server } : {}),
+          steal_ms: cpu1.steal - cpu0.steal,
+          busy_ms: cpu1.busy - cpu0.busy,
+          wall_ms: round(to - from),
+          threads: pick,
+          ...(keepThreads ? { thread_cpu: { steps, threads } } : {}),
+        };
       },
-    };
-    const ms = await decodeStepMsOn(cluster.routerAddress, sequences, tokens, timed);
-    if (profile) profile(ringProfile(before, await ringSeries(cluster)));
-    return ms;
-  } finally {
+    });
     await cluster.stop();
+    stopped = true;
+    // The worker writes its step series when it stops.
+    const worker = workerSteps(series, from, to, sequences);
+    return { client_ms, ...(worker ? { worker } : {}), ...(out as Omit<DecodePass, "client_ms">) };
+  } finally {
+    if (!stopped) await cluster.stop();
+    rmSync(series, { force: true });
   }
+}
+
+/** Decode step time with `sequences` sequences decoding at once, the client's figure (gRPC and UCX rows). */
+async function decodeStepMs(
+  mode: "coupled" | "disaggregated",
+  sharedMemory: boolean,
+  sequences: number,
+  tokens: number,
+): Promise<DecodePass> {
+  return decodePass(mode, sharedMemory, sequences, tokens);
 }
 
 /**
@@ -517,21 +671,38 @@ async function decodeStepMs(
 async function alternatedSteps(
   passes: number,
   tokens: number,
-  keep?: (mode: "coupled" | "shm") => ((t: { steps: number; threads: ThreadCpu[] }) => void) | undefined,
+  keepThreads = false,
 ): Promise<{
   coupled: number;
   shm: number;
   ring: RingProfile | undefined;
   runs: { coupled: number[]; shm: number[] };
+  details: { coupled: DecodePass[]; shm: DecodePass[] };
 }> {
-  const runs = { coupled: [] as number[], shm: [] as number[] };
-  const rings: RingProfile[] = [];
+  const details = { coupled: [] as DecodePass[], shm: [] as DecodePass[] };
   for (let i = 0; i < passes; i++) {
-    runs.coupled.push(await decodeStepMs("coupled", true, 8, tokens, undefined, keep?.("coupled")));
-    runs.shm.push(await decodeStepMs("disaggregated", true, 8, tokens, (p) => rings.push(p), keep?.("shm")));
+    details.coupled.push(await decodePass("coupled", true, 8, tokens, keepThreads));
+    details.shm.push(await decodePass("disaggregated", true, 8, tokens, keepThreads));
   }
+  const runs = { coupled: details.coupled.map((p) => p.client_ms), shm: details.shm.map((p) => p.client_ms) };
   const shm = median(runs.shm);
-  return { coupled: median(runs.coupled), shm, ring: rings[runs.shm.indexOf(shm)], runs };
+  return {
+    coupled: median(runs.coupled),
+    shm,
+    ring: details.shm[runs.shm.indexOf(shm)]?.ring,
+    runs,
+    details,
+  };
+}
+
+/** The worker-measured figures over passes: medians of the passes' 8-row decode medians, ms. */
+function workerFigures(passes: DecodePass[]): { step: number; forward: number } {
+  const steps = passes.map((p) => p.worker?.step_ms ?? NaN).filter((v) => Number.isFinite(v));
+  const forwards = passes.map((p) => p.worker?.forward_ms ?? NaN).filter((v) => Number.isFinite(v));
+  return {
+    step: steps.length ? round(median(steps), 3) : NaN,
+    forward: forwards.length ? round(median(forwards), 3) : NaN,
+  };
 }
 
 /**
@@ -544,10 +715,44 @@ function dataplanePriority(): string {
   return p.refused > 0 ? `${p.setting} (refused: ${p.error})` : p.setting;
 }
 
+/**
+ * The worker-measured step next to the client's: `decode_step_ms_worker` (median over passes of
+ * each pass's median loop period over its 8-row decode steps), `decode_forward_ms_worker` (the
+ * same steps' forward pass), their shm ÷ coupled ratios, and every pass in detail.
+ */
+function workerReport(
+  details: { coupled: DecodePass[]; shm: DecodePass[] },
+  grpc?: DecodePass,
+): Record<string, unknown> {
+  const c = workerFigures(details.coupled);
+  const m = workerFigures(details.shm);
+  const g = grpc ? workerFigures([grpc]) : undefined;
+  return {
+    decode_step_ms_worker: {
+      coupled: c.step,
+      disaggregated_shm: m.step,
+      ...(g ? { disaggregated_grpc: g.step } : {}),
+    },
+    shm_over_coupled_worker: round(m.step / c.step, 3),
+    decode_forward_ms_worker: {
+      coupled: c.forward,
+      disaggregated_shm: m.forward,
+      ...(g ? { disaggregated_grpc: g.forward } : {}),
+    },
+    shm_over_coupled_forward: round(m.forward / c.forward, 3),
+    decode_pass_details: {
+      coupled: details.coupled.map(({ thread_cpu: _, ...p }) => p),
+      disaggregated_shm: details.shm.map(({ thread_cpu: _, ...p }) => p),
+      ...(grpc ? { disaggregated_grpc: [(({ thread_cpu: _, ...p }) => p)(grpc)] } : {}),
+    },
+  };
+}
+
 async function jsonReport(iterations: number, tokens: number, overhead: boolean, passes: number): Promise<void> {
   const siteUs = await siteRoundTripUs(iterations, 8);
-  const { coupled, shm, ring, runs } = await alternatedSteps(passes, tokens);
-  const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
+  const { coupled, shm, ring, runs, details } = await alternatedSteps(passes, tokens);
+  const grpcPass = await decodeStepMs("disaggregated", false, 8, tokens);
+  const grpc = grpcPass.client_ms;
   const r16 = overhead ? loraR16Overhead() : null;
   const ucx = await ucxReport(iterations, tokens);
   const os = await import("node:os");
@@ -558,6 +763,8 @@ async function jsonReport(iterations: number, tokens: number, overhead: boolean,
       shm_over_coupled: round(shm / coupled),
       // Each alternated pass's step (the figures above are their medians; gRPC is one pass).
       decode_step_passes: { coupled: runs.coupled, disaggregated_shm: runs.shm },
+      // The same passes on the worker's own clock (8-row decode steps only), and each pass in detail.
+      ...workerReport(details, grpcPass),
       // Where the shm step's ring time went: sites per step and µs per site by phase.
       shm_step_ring: ring,
       model: "tiny-llama (bundled), 6 adapters (r4-r64)",
@@ -578,18 +785,18 @@ async function main(): Promise<void> {
     return console.log(JSON.stringify({ ucx: await ucxReport(config.iterations, config.tokens) }));
   if (config.json && config.shmOnly) {
     const siteUs = await siteRoundTripUs(config.iterations, 8);
-    const cpu: Record<string, unknown> = {};
+    const { coupled, shm, ring, runs, details } = await alternatedSteps(config.passes, config.tokens, config.threads);
     // --threads keeps the last pass of each mode.
-    const keep = (mode: string) => (config.threads ? (t: unknown) => (cpu[mode] = t) : undefined);
-    const { coupled, shm, ring, runs } = await alternatedSteps(config.passes, config.tokens, keep);
+    const last = (p: DecodePass[]) => p[p.length - 1]?.thread_cpu;
     return console.log(
       JSON.stringify({
         site_round_trip_us: siteUs,
         decode_step_ms: { coupled, disaggregated_shm: shm, shm_over_coupled: round(shm / coupled) },
         decode_step_passes: { coupled: runs.coupled, disaggregated_shm: runs.shm },
+        ...workerReport(details),
         shm_step_ring: ring,
         // --threads: per-thread CPU during each timed decode pass, per engine step.
-        ...(config.threads ? { thread_cpu: cpu } : {}),
+        ...(config.threads ? { thread_cpu: { coupled: last(details.coupled), shm: last(details.shm) } } : {}),
         dataplane_priority: dataplanePriority(),
       }),
     );
