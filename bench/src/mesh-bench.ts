@@ -57,7 +57,7 @@ const options = {
   iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips timed per case" }),
   passes: intOption({
     flag: "passes",
-    default: 3,
+    default: 5,
     min: 1,
     description:
       "with --json: alternated coupled / shm decode passes (each a fresh cluster); the step figures are their medians",
@@ -734,6 +734,16 @@ function workerReport(
       ...(g ? { disaggregated_grpc: g.step } : {}),
     },
     shm_over_coupled_worker: round(m.step / c.step, 3),
+    // Each shm pass against the coupled pass just before it, median over the pairs: a drift of
+    // the machine's speed between passes (the same code's forward pass moved 0.46–1.45 ms) cancels.
+    shm_over_coupled_worker_pairs: round(
+      median(
+        details.shm
+          .map((p, i) => (p.worker?.step_ms ?? NaN) / (details.coupled[i]?.worker?.step_ms ?? NaN))
+          .filter((r) => Number.isFinite(r)),
+      ),
+      3,
+    ),
     decode_forward_ms_worker: {
       coupled: c.forward,
       disaggregated_shm: m.forward,
