@@ -10,8 +10,9 @@
  * the ring with no JavaScript on the path, `grpc` the callback into the stream), and the decode
  * step with 8 sequences decoding at once (each sequence's decode time per token after its first,
  * median over the sequences) coupled, disaggregated over the rings and over gRPC, all in the same
- * run on the same model (coupled and shm: the medians of --passes alternated passes, each listed
- * in `decode_step_passes`, their ratio in `shm_over_coupled`); and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
+ * run on the same model (coupled and shm: the medians of --passes alternated passes between a
+ * coupled and a disaggregated cluster that stay up, after --warm-passes unrecorded ones, each
+ * listed in `decode_step_passes`, their ratio in `shm_over_coupled`; gRPC: one pass on a fresh cluster); and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
  * trip over UCX (tcp) vs gRPC across a veth link between network namespaces, and the decode step of
  * a worker on another host over each (or why they were not measured: no root, no UCX).
  * `shm_step_ring` (also with --shm-only) says where the shm decode step's ring time went: ring
@@ -25,7 +26,7 @@
  * data-plane threads' and event loops' CPU, run-queue wait and CPU moves per step.
  * `dataplane_priority`: the LORAMESH_DATAPLANE_PRIORITY all of it ran under (docs/configuration.md).
  *
- *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--passes N] [--ucx-only | --shm-only [--threads]]]
+ *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--passes N] [--warm-passes N] [--ucx-only | --shm-only [--threads]]]
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
@@ -38,7 +39,7 @@ import { siteShape, type LoraSite } from "@loramesh/formats";
 import { PlacementCache } from "@loramesh/mesh";
 import { f32, native, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
-import { RemoteLoraBackend, type StepProfileFile } from "@loramesh/base-worker";
+import { RemoteLoraBackend, type StepProfileFile, type StepSample } from "@loramesh/base-worker";
 import { ADAPTERS, decodeStepMsOn, median, percentile, registerAdapters, round, within } from "./mesh-bench-common";
 import { ucxReport } from "./mesh-bench-ucx";
 import { threadCpuDiff, threadSnapshot, type ThreadCpu, type ThreadSnapshot } from "./thread-cpu";
@@ -57,10 +58,17 @@ const options = {
   iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips timed per case" }),
   passes: intOption({
     flag: "passes",
-    default: 5,
+    default: 9,
     min: 1,
     description:
-      "with --json: alternated coupled / shm decode passes (each a fresh cluster); the step figures are their medians",
+      "with --json: alternated coupled / shm decode passes (between a coupled and a disaggregated cluster that stay up); the step figures are their medians",
+  }),
+  warmPasses: intOption({
+    flag: "warm-passes",
+    default: 4,
+    min: 0,
+    description:
+      "with --json: alternated passes run first and not recorded (fresh processes' JavaScript is not optimized yet)",
   }),
   json: booleanOption({ flag: "json", description: "print one JSON object (round trip and decode step figures)" }),
   anchor: booleanOption({
@@ -487,16 +495,8 @@ export interface WorkerSteps {
   mean_step_ms: number;
 }
 
-function workerSteps(file: string, fromMs: number, toMs: number, rows: number): WorkerSteps | undefined {
-  let body: StepProfileFile;
-  try {
-    body = JSON.parse(readFileSync(file, "utf8")) as StepProfileFile;
-  } catch {
-    return undefined;
-  } finally {
-    rmSync(file, { force: true });
-  }
-  const inPass = (body.series ?? []).filter((s) => s.atMs >= fromMs && s.atMs < toMs);
+function workerSteps(series: readonly StepSample[], fromMs: number, toMs: number, rows: number): WorkerSteps {
+  const inPass = series.filter((s) => s.atMs >= fromMs && s.atMs < toMs);
   const decode = inPass.filter((s) => s.sequences === rows && s.prefillTokens === 0 && s.finished === 0);
   const prefill = inPass.filter((s) => s.prefillTokens > 0).length;
   const ms = (us: number) => round(us / 1000, 3);
@@ -559,14 +559,21 @@ export interface DecodePass {
 
 let passFiles = 0;
 
-/** Decode with `sequences` sequences decoding at once: one timed pass after a warm-up, on a fresh cluster. */
-async function decodePass(
+/** A cluster that serves decode passes; its worker keeps its step series, read once it stops. */
+interface DecodeCluster {
+  cluster: LocalCluster;
+  mode: "coupled" | "disaggregated";
+  sharedMemory: boolean;
+  series: string;
+  /** Each pass's timed window, for the series. */
+  windows: Array<{ from: number; to: number; pass: Omit<DecodePass, "worker"> }>;
+}
+
+async function decodeCluster(
   mode: "coupled" | "disaggregated",
   sharedMemory: boolean,
-  sequences: number,
-  tokens: number,
-  keepThreads = false,
-): Promise<DecodePass> {
+  clusterToken?: string,
+): Promise<DecodeCluster> {
   const series = join(tmpdir(), `loramesh-mesh-steps-${process.pid}-${passFiles++}.json`);
   const cluster = await startCluster({
     routerListen: "127.0.0.1:0",
@@ -575,101 +582,134 @@ async function decodePass(
     workers: 1,
     loraServers: 1,
     logger: quiet,
+    ...(clusterToken ? { clusterToken } : {}),
     extraArgs: {
       "base-worker": [`--shared-memory=${sharedMemory}`, "--step-profile", series, "--step-series"],
     },
   });
-  let stopped = false;
   try {
     await registerAdapters(cluster.routerAddress);
-    const ringProfiled = mode === "disaggregated" && sharedMemory;
-    // Who ran during the timed pass: every cluster process, Redis and this bench (the client).
-    const pids = () => [
-      ...cluster.processes.map((p) => ({ name: p.service, pid: p.pid })),
-      ...(cluster.redisPid ? [{ name: "redis", pid: cluster.redisPid }] : []),
-      { name: "bench-client", pid: process.pid },
-    ];
-    let before: Record<string, number> = {};
-    let serverBefore: Record<string, number> = {};
-    let snap0: ThreadSnapshot = new Map();
-    let cpu0 = cpuTimes();
-    let from = 0;
-    let to = 0;
-    let out: Omit<DecodePass, "client_ms"> | undefined;
-    const client_ms = await decodeStepMsOn(cluster.routerAddress, sequences, tokens, {
-      before: async () => {
-        before = await ringSeries(cluster);
-        serverBefore = ringProfiled ? await ringServerSeries(cluster) : {};
-        snap0 = threadSnapshot(pids());
-        cpu0 = cpuTimes();
-        from = performance.timeOrigin + performance.now();
-      },
-      after: async () => {
-        to = performance.timeOrigin + performance.now();
-        const cpu1 = cpuTimes();
-        const snap1 = threadSnapshot(pids());
-        const after = await ringSeries(cluster);
-        const steps = (after["steps"] ?? 0) - (before["steps"] ?? 0);
-        const threads = threadCpuDiff(snap0, snap1, steps);
-        const pick: Record<string, { run: number; wait: number; migrations: number }> = {};
-        for (const t of threads) {
-          const wanted =
-            t.thread === "lm-step" ||
-            t.thread === "lm-pool" ||
-            t.thread === "lm-ring-server" ||
-            (t.thread === "main" && ["router", "base-worker", "bench-client", "lora-server"].includes(t.process));
-          if (wanted)
-            pick[`${t.process}/${t.thread}`] = {
-              run: t.run_us_per_step,
-              wait: t.wait_us_per_step,
-              migrations: t.migrations_per_step,
-            };
-        }
-        let ring_server: Record<string, number> | undefined;
-        if (ringProfiled) {
-          const s1 = await ringServerSeries(cluster);
-          ring_server = Object.fromEntries(Object.entries(s1).map(([k, v]) => [k, v - (serverBefore[k] ?? 0)]));
-        }
-        out = {
-          ...(ringProfiled ? { ring: ringProfile(before, after) } : {}),
-          ...(ring_server ? { ring_server } : {}),
-          steal_ms: cpu1.steal - cpu0.steal,
-          busy_ms: cpu1.busy - cpu0.busy,
-          wall_ms: round(to - from),
-          threads: pick,
-          ...(keepThreads ? { thread_cpu: { steps, threads } } : {}),
-        };
-      },
-    });
+  } catch (err) {
     await cluster.stop();
-    stopped = true;
-    // The worker writes its step series when it stops.
-    const worker = workerSteps(series, from, to, sequences);
-    return { client_ms, ...(worker ? { worker } : {}), ...(out as Omit<DecodePass, "client_ms">) };
-  } finally {
-    if (!stopped) await cluster.stop();
-    rmSync(series, { force: true });
+    throw err;
   }
+  return { cluster, mode, sharedMemory, series, windows: [] };
 }
 
-/** Decode step time with `sequences` sequences decoding at once, the client's figure (gRPC and UCX rows). */
+/** Stops the cluster and returns its passes, each with the worker's own figures (written at stop). */
+async function closeDecodeCluster(c: DecodeCluster, sequences: number): Promise<DecodePass[]> {
+  await c.cluster.stop();
+  let series: StepSample[] | undefined;
+  try {
+    series = (JSON.parse(readFileSync(c.series, "utf8")) as StepProfileFile).series;
+  } catch {
+    series = undefined; // no step series (an older worker): the client's figures only
+  } finally {
+    rmSync(c.series, { force: true });
+  }
+  return c.windows.map(({ from, to, pass }) =>
+    series ? { ...pass, worker: workerSteps(series, from, to, sequences) } : pass,
+  );
+}
+
+/**
+ * One timed decode pass (after its warm-up) with `sequences` sequences decoding at once on a live
+ * cluster; the worker's figures are added when the cluster stops (closeDecodeCluster).
+ */
+async function decodePass(c: DecodeCluster, sequences: number, tokens: number, keepThreads = false): Promise<void> {
+  const { cluster } = c;
+  const ringProfiled = c.mode === "disaggregated" && c.sharedMemory;
+  // Who ran during the timed pass: every cluster process, Redis and this bench (the client).
+  const pids = () => [
+    ...cluster.processes.map((p) => ({ name: p.service, pid: p.pid })),
+    ...(cluster.redisPid ? [{ name: "redis", pid: cluster.redisPid }] : []),
+    { name: "bench-client", pid: process.pid },
+  ];
+  let before: Record<string, number> = {};
+  let serverBefore: Record<string, number> = {};
+  let snap0: ThreadSnapshot = new Map();
+  let cpu0 = cpuTimes();
+  let from = 0;
+  let to = 0;
+  let out: Omit<DecodePass, "client_ms" | "worker"> | undefined;
+  const client_ms = await decodeStepMsOn(cluster.routerAddress, sequences, tokens, {
+    before: async () => {
+      before = await ringSeries(cluster);
+      serverBefore = ringProfiled ? await ringServerSeries(cluster) : {};
+      snap0 = threadSnapshot(pids());
+      cpu0 = cpuTimes();
+      from = performance.timeOrigin + performance.now();
+    },
+    after: async () => {
+      to = performance.timeOrigin + performance.now();
+      const cpu1 = cpuTimes();
+      const snap1 = threadSnapshot(pids());
+      const after = await ringSeries(cluster);
+      const steps = (after["steps"] ?? 0) - (before["steps"] ?? 0);
+      const threads = threadCpuDiff(snap0, snap1, steps);
+      const pick: Record<string, { run: number; wait: number; migrations: number }> = {};
+      for (const t of threads) {
+        const wanted =
+          t.thread === "lm-step" ||
+          t.thread === "lm-pool" ||
+          t.thread === "lm-ring-server" ||
+          (t.thread === "main" && ["router", "base-worker", "bench-client", "lora-server"].includes(t.process));
+        if (wanted)
+          pick[`${t.process}/${t.thread}`] = {
+            run: t.run_us_per_step,
+            wait: t.wait_us_per_step,
+            migrations: t.migrations_per_step,
+          };
+      }
+      let ring_server: Record<string, number> | undefined;
+      if (ringProfiled) {
+        const s1 = await ringServerSeries(cluster);
+        ring_server = Object.fromEntries(Object.entries(s1).map(([k, v]) => [k, v - (serverBefore[k] ?? 0)]));
+      }
+      out = {
+        ...(ringProfiled ? { ring: ringProfile(before, after) } : {}),
+        ...(ring_server ? { ring_server } : {}),
+        steal_ms: cpu1.steal - cpu0.steal,
+        busy_ms: cpu1.busy - cpu0.busy,
+        wall_ms: round(to - from),
+        threads: pick,
+        ...(keepThreads ? { thread_cpu: { steps, threads } } : {}),
+      };
+    },
+  });
+  c.windows.push({ from, to, pass: { client_ms, ...(out as Omit<DecodePass, "client_ms" | "worker">) } });
+}
+
+/** Decode step with 8 sequences decoding at once on a cluster of its own, one pass (the gRPC row). */
 async function decodeStepMs(
   mode: "coupled" | "disaggregated",
   sharedMemory: boolean,
   sequences: number,
   tokens: number,
 ): Promise<DecodePass> {
-  return decodePass(mode, sharedMemory, sequences, tokens);
+  const c = await decodeCluster(mode, sharedMemory);
+  try {
+    await decodePass(c, sequences, tokens);
+  } catch (err) {
+    await c.cluster.stop();
+    rmSync(c.series, { force: true });
+    throw err;
+  }
+  return (await closeDecodeCluster(c, sequences))[0] as DecodePass;
 }
 
 /**
  * The coupled and the shm decode step, `passes` times each, alternated (coupled, shm, coupled, …)
- * so that a drift of the machine's speed falls on both modes alike. Each pass starts its own
- * cluster. One pass each moved the ratio 0.43–1.64 between runs of the same code on 2 vCPUs;
- * the medians are the figures, every pass is reported. The ring profile is the median shm pass's.
+ * between a coupled and a disaggregated cluster that both stay up, so that a drift of the
+ * machine's speed falls on both modes alike: the same code's pass moved 1.0–2.9 ms (worker clock)
+ * within one run, in stretches of a few seconds (docs/performance.md, branch m13i), and a pass on a
+ * cluster of its own took ~4 s of start-up, so 3 passes a mode spanned half a minute; here a pass
+ * is its warm-up and timed decode, under a second. The medians are the figures, every pass is
+ * reported. The ring profile is the median shm pass's.
  */
 async function alternatedSteps(
   passes: number,
+  warmPasses: number,
   tokens: number,
   keepThreads = false,
 ): Promise<{
@@ -679,11 +719,33 @@ async function alternatedSteps(
   runs: { coupled: number[]; shm: number[] };
   details: { coupled: DecodePass[]; shm: DecodePass[] };
 }> {
-  const details = { coupled: [] as DecodePass[], shm: [] as DecodePass[] };
-  for (let i = 0; i < passes; i++) {
-    details.coupled.push(await decodePass("coupled", true, 8, tokens, keepThreads));
-    details.shm.push(await decodePass("disaggregated", true, 8, tokens, keepThreads));
+  const coupledCluster = await decodeCluster("coupled", true);
+  let shmCluster: DecodeCluster | undefined;
+  try {
+    // One token for both: this process talks to both routers.
+    shmCluster = await decodeCluster("disaggregated", true, coupledCluster.cluster.clusterToken);
+    // Unrecorded passes first: fresh processes run their JavaScript unoptimized for the first few
+    // thousand tokens (the router's CPU per step fell 1297 → 420 µs over 9 passes of one cluster),
+    // and how far V8 got by a timed pass varied from pass to pass (docs/performance.md, m13i).
+    for (let i = 0; i < warmPasses; i++) {
+      await decodePass(coupledCluster, 8, tokens);
+      await decodePass(shmCluster, 8, tokens);
+    }
+    coupledCluster.windows.length = 0;
+    shmCluster.windows.length = 0;
+    for (let i = 0; i < passes; i++) {
+      await decodePass(coupledCluster, 8, tokens, keepThreads);
+      await decodePass(shmCluster, 8, tokens, keepThreads);
+    }
+  } catch (err) {
+    await Promise.all([coupledCluster.cluster.stop(), shmCluster?.cluster.stop()]);
+    for (const c of [coupledCluster, shmCluster]) if (c) rmSync(c.series, { force: true });
+    throw err;
   }
+  const details = {
+    coupled: await closeDecodeCluster(coupledCluster, 8),
+    shm: await closeDecodeCluster(shmCluster, 8),
+  };
   const runs = { coupled: details.coupled.map((p) => p.client_ms), shm: details.shm.map((p) => p.client_ms) };
   const shm = median(runs.shm);
   return {
@@ -758,9 +820,15 @@ function workerReport(
   };
 }
 
-async function jsonReport(iterations: number, tokens: number, overhead: boolean, passes: number): Promise<void> {
+async function jsonReport(
+  iterations: number,
+  tokens: number,
+  overhead: boolean,
+  passes: number,
+  warmPasses: number,
+): Promise<void> {
   const siteUs = await siteRoundTripUs(iterations, 8);
-  const { coupled, shm, ring, runs, details } = await alternatedSteps(passes, tokens);
+  const { coupled, shm, ring, runs, details } = await alternatedSteps(passes, warmPasses, tokens);
   const grpcPass = await decodeStepMs("disaggregated", false, 8, tokens);
   const grpc = grpcPass.client_ms;
   const r16 = overhead ? loraR16Overhead() : null;
@@ -795,7 +863,12 @@ async function main(): Promise<void> {
     return console.log(JSON.stringify({ ucx: await ucxReport(config.iterations, config.tokens) }));
   if (config.json && config.shmOnly) {
     const siteUs = await siteRoundTripUs(config.iterations, 8);
-    const { coupled, shm, ring, runs, details } = await alternatedSteps(config.passes, config.tokens, config.threads);
+    const { coupled, shm, ring, runs, details } = await alternatedSteps(
+      config.passes,
+      config.warmPasses,
+      config.tokens,
+      config.threads,
+    );
     // --threads keeps the last pass of each mode.
     const last = (p: DecodePass[]) => p[p.length - 1]?.thread_cpu;
     return console.log(
@@ -811,7 +884,7 @@ async function main(): Promise<void> {
       }),
     );
   }
-  if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor, config.passes);
+  if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor, config.passes, config.warmPasses);
   console.log(
     `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,
   );
