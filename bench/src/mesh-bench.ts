@@ -10,19 +10,26 @@
  * the ring with no JavaScript on the path, `grpc` the callback into the stream), and the decode
  * step with 8 sequences decoding at once (each sequence's decode time per token after its first,
  * median over the sequences) coupled, disaggregated over the rings and over gRPC, all in the same
- * run on the same model (coupled and shm: the medians of --passes alternated passes, each listed
- * in `decode_step_passes`, their ratio in `shm_over_coupled`); and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
+ * run on the same model (coupled and shm: the medians of --passes alternated passes between a
+ * coupled and a disaggregated cluster that stay up, after --warm-passes unrecorded ones, each
+ * listed in `decode_step_passes`, their ratio in `shm_over_coupled`; gRPC: one pass on a fresh cluster); and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
  * trip over UCX (tcp) vs gRPC across a veth link between network namespaces, and the decode step of
  * a worker on another host over each (or why they were not measured: no root, no UCX).
  * `shm_step_ring` (also with --shm-only) says where the shm decode step's ring time went: ring
  * sites per step and µs per site (wait = queue + batch + compute + wake), from the worker's metrics.
  * `thread_cpu` (--shm-only --threads): every process's threads during each timed decode pass, CPU per step.
+ * `decode_step_ms_worker`: the same passes on the worker's own clock (`--step-series`): the median
+ * loop period of the steps that carried exactly 8 decoding rows (no prefill, none finishing), median
+ * over the passes, and `shm_over_coupled_worker`; `decode_forward_ms_worker` the forward pass of
+ * those steps alone. `decode_pass_details`: every pass with both clocks, its step shapes, the ring
+ * phases and what the LoRA server's thread was doing when each post came, steal time, and the
+ * data-plane threads' and event loops' CPU, run-queue wait and CPU moves per step.
  * `dataplane_priority`: the LORAMESH_DATAPLANE_PRIORITY all of it ran under (docs/configuration.md).
  *
- *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--passes N] [--ucx-only | --shm-only [--threads]]]
+ *   pnpm bench:mesh [--requests N] [--tokens N] [--iterations N] [--json [--passes N] [--warm-passes N] [--ucx-only | --shm-only [--threads]]]
  */
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
@@ -32,7 +39,7 @@ import { siteShape, type LoraSite } from "@loramesh/formats";
 import { PlacementCache } from "@loramesh/mesh";
 import { f32, native, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
-import { RemoteLoraBackend } from "@loramesh/base-worker";
+import { RemoteLoraBackend, type StepProfileFile, type StepSample } from "@loramesh/base-worker";
 import { ADAPTERS, decodeStepMsOn, median, percentile, registerAdapters, round, within } from "./mesh-bench-common";
 import { ucxReport } from "./mesh-bench-ucx";
 import { threadCpuDiff, threadSnapshot, type ThreadCpu, type ThreadSnapshot } from "./thread-cpu";
@@ -51,10 +58,17 @@ const options = {
   iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips timed per case" }),
   passes: intOption({
     flag: "passes",
-    default: 3,
+    default: 9,
     min: 1,
     description:
-      "with --json: alternated coupled / shm decode passes (each a fresh cluster); the step figures are their medians",
+      "with --json: alternated coupled / shm decode passes (between a coupled and a disaggregated cluster that stay up); the step figures are their medians",
+  }),
+  warmPasses: intOption({
+    flag: "warm-passes",
+    default: 4,
+    min: 0,
+    description:
+      "with --json: alternated passes run first and not recorded (fresh processes' JavaScript is not optimized yet)",
   }),
   json: booleanOption({ flag: "json", description: "print one JSON object (round trip and decode step figures)" }),
   anchor: booleanOption({
@@ -460,15 +474,107 @@ function ringProfile(before: Record<string, number>, after: Record<string, numbe
   };
 }
 
-/** Decode step time with `sequences` sequences decoding at once: median over the sequences. */
-async function decodeStepMs(
+/**
+ * The worker's own clock for one timed pass (its `--step-series`): the steps that started inside
+ * the pass, by how many rows they carried, and the loop period and forward pass of the steps the
+ * issue means (8 rows, all decoding, no prefill, none finishing), ms.
+ */
+export interface WorkerSteps {
+  /** Median loop period of the 8-row decode steps: what a decoding sequence waits between tokens. */
+  step_ms: number;
+  /** Median forward pass of the same steps (the native step and its LoRA sites, without JavaScript around it). */
+  forward_ms: number;
+  /** Their 90th percentile period. */
+  step_p90_ms: number;
+  /** Steps in the pass, the 8-row decode steps among them, steps with prefill rows, and the other decode steps. */
+  steps: number;
+  decode8_steps: number;
+  prefill_steps: number;
+  other_steps: number;
+  /** Mean period over every step of the pass: the client's figure spreads prefill and ragged steps over the tokens. */
+  mean_step_ms: number;
+}
+
+function workerSteps(series: readonly StepSample[], fromMs: number, toMs: number, rows: number): WorkerSteps {
+  const inPass = series.filter((s) => s.atMs >= fromMs && s.atMs < toMs);
+  const decode = inPass.filter((s) => s.sequences === rows && s.prefillTokens === 0 && s.finished === 0);
+  const prefill = inPass.filter((s) => s.prefillTokens > 0).length;
+  const ms = (us: number) => round(us / 1000, 3);
+  const periods = decode.map((s) => s.periodUs);
+  return {
+    step_ms: periods.length ? ms(median(periods)) : NaN,
+    forward_ms: periods.length ? ms(median(decode.map((s) => s.forwardUs))) : NaN,
+    step_p90_ms: periods.length ? ms(percentile(periods, 90)) : NaN,
+    steps: inPass.length,
+    decode8_steps: decode.length,
+    prefill_steps: prefill,
+    other_steps: inPass.length - decode.length - prefill,
+    mean_step_ms: inPass.length ? ms(inPass.reduce((a, s) => a + s.periodUs, 0) / inPass.length) : NaN,
+  };
+}
+
+/** The LoRA server's expected-post counters (Prometheus text), for a before/after difference. */
+async function ringServerSeries(c: LocalCluster): Promise<Record<string, number>> {
+  const server = c.processes.find((p) => p.service === "lora-server");
+  if (!server?.metricsAddress) return {};
+  const text = await (await fetch(`http://${server.metricsAddress}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const found = /^loramesh_lora_ring_posts_found_total\{[^}]*state="(\w+)"[^}]*\}\s+(\S+)/.exec(line);
+    if (found) out[found[1] as string] = Number(found[2]);
+    const pre = /^loramesh_lora_ring_preempted_spins_total(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (pre) out["preempted_spins"] = Number(pre[1]);
+  }
+  return out;
+}
+
+/** Steal and busy time of the whole machine (/proc/stat, ms), for a before/after difference. */
+function cpuTimes(): { steal: number; busy: number; total: number } {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+    const tick = 10; // USER_HZ = 100 on Linux
+    const total = f.reduce((a, v) => a + v, 0);
+    return { steal: (f[7] ?? 0) * tick, busy: (total - (f[3] ?? 0) - (f[4] ?? 0)) * tick, total: total * tick };
+  } catch {
+    return { steal: 0, busy: 0, total: 0 };
+  }
+}
+
+/** One timed decode pass of one mode, seen from the client, the worker, the LoRA server and the machine. */
+export interface DecodePass {
+  /** The client's figure (each sequence's decode time per token after its first, median over the sequences). */
+  client_ms: number;
+  worker?: WorkerSteps;
+  ring?: RingProfile;
+  /** New ring posts by what the LoRA server's ring thread was doing when each arrived, and its descheduled spins. */
+  ring_server?: Record<string, number>;
+  /** Machine-wide during the pass: CPU stolen by the hypervisor and busy time, ms; the pass's wall ms. */
+  steal_ms: number;
+  busy_ms: number;
+  wall_ms: number;
+  /** The data-plane threads and the event loops, µs per engine step (run / run-queue wait) and moves between CPUs. */
+  threads: Record<string, { run: number; wait: number; migrations: number }>;
+  thread_cpu?: { steps: number; threads: ThreadCpu[] };
+}
+
+let passFiles = 0;
+
+/** A cluster that serves decode passes; its worker keeps its step series, read once it stops. */
+interface DecodeCluster {
+  cluster: LocalCluster;
+  mode: "coupled" | "disaggregated";
+  sharedMemory: boolean;
+  series: string;
+  /** Each pass's timed window, for the series. */
+  windows: Array<{ from: number; to: number; pass: Omit<DecodePass, "worker"> }>;
+}
+
+async function decodeCluster(
   mode: "coupled" | "disaggregated",
   sharedMemory: boolean,
-  sequences: number,
-  tokens: number,
-  profile?: (p: RingProfile) => void,
-  threads?: (t: { steps: number; threads: ThreadCpu[] }) => void,
-): Promise<number> {
+  clusterToken?: string,
+): Promise<DecodeCluster> {
+  const series = join(tmpdir(), `loramesh-mesh-steps-${process.pid}-${passFiles++}.json`);
   const cluster = await startCluster({
     routerListen: "127.0.0.1:0",
     modelDir: BUNDLED_MODEL,
@@ -476,62 +582,189 @@ async function decodeStepMs(
     workers: 1,
     loraServers: 1,
     logger: quiet,
-    extraArgs: { "base-worker": [`--shared-memory=${sharedMemory}`] },
+    ...(clusterToken ? { clusterToken } : {}),
+    extraArgs: {
+      "base-worker": [`--shared-memory=${sharedMemory}`, "--step-profile", series, "--step-series"],
+    },
   });
   try {
     await registerAdapters(cluster.routerAddress);
-    const before = profile ? await ringSeries(cluster) : {};
-    // Who ran during the timed pass: every cluster process, Redis and this bench (the client).
-    const pids = () => [
-      ...cluster.processes.map((p) => ({ name: p.service, pid: p.pid })),
-      ...(cluster.redisPid ? [{ name: "redis", pid: cluster.redisPid }] : []),
-      { name: "bench-client", pid: process.pid },
-    ];
-    let steps0 = 0;
-    let snap0: ThreadSnapshot = new Map();
-    const timed = threads && {
-      before: async () => {
-        steps0 = (await ringSeries(cluster))["steps"] ?? 0;
-        snap0 = threadSnapshot(pids());
-      },
-      after: async () => {
-        const snap1 = threadSnapshot(pids());
-        const steps = ((await ringSeries(cluster))["steps"] ?? 0) - steps0;
-        threads({ steps, threads: threadCpuDiff(snap0, snap1, steps) });
-      },
-    };
-    const ms = await decodeStepMsOn(cluster.routerAddress, sequences, tokens, timed);
-    if (profile) profile(ringProfile(before, await ringSeries(cluster)));
-    return ms;
-  } finally {
+  } catch (err) {
     await cluster.stop();
+    throw err;
   }
+  return { cluster, mode, sharedMemory, series, windows: [] };
+}
+
+/** Stops the cluster and returns its passes, each with the worker's own figures (written at stop). */
+async function closeDecodeCluster(c: DecodeCluster, sequences: number): Promise<DecodePass[]> {
+  await c.cluster.stop();
+  let series: StepSample[] | undefined;
+  try {
+    series = (JSON.parse(readFileSync(c.series, "utf8")) as StepProfileFile).series;
+  } catch {
+    series = undefined; // no step series (an older worker): the client's figures only
+  } finally {
+    rmSync(c.series, { force: true });
+  }
+  return c.windows.map(({ from, to, pass }) =>
+    series ? { ...pass, worker: workerSteps(series, from, to, sequences) } : pass,
+  );
+}
+
+/**
+ * One timed decode pass (after its warm-up) with `sequences` sequences decoding at once on a live
+ * cluster; the worker's figures are added when the cluster stops (closeDecodeCluster).
+ */
+async function decodePass(c: DecodeCluster, sequences: number, tokens: number, keepThreads = false): Promise<void> {
+  const { cluster } = c;
+  const ringProfiled = c.mode === "disaggregated" && c.sharedMemory;
+  // Who ran during the timed pass: every cluster process, Redis and this bench (the client).
+  const pids = () => [
+    ...cluster.processes.map((p) => ({ name: p.service, pid: p.pid })),
+    ...(cluster.redisPid ? [{ name: "redis", pid: cluster.redisPid }] : []),
+    { name: "bench-client", pid: process.pid },
+  ];
+  let before: Record<string, number> = {};
+  let serverBefore: Record<string, number> = {};
+  let snap0: ThreadSnapshot = new Map();
+  let cpu0 = cpuTimes();
+  let from = 0;
+  let to = 0;
+  let out: Omit<DecodePass, "client_ms" | "worker"> | undefined;
+  const client_ms = await decodeStepMsOn(cluster.routerAddress, sequences, tokens, {
+    before: async () => {
+      before = await ringSeries(cluster);
+      serverBefore = ringProfiled ? await ringServerSeries(cluster) : {};
+      snap0 = threadSnapshot(pids());
+      cpu0 = cpuTimes();
+      from = performance.timeOrigin + performance.now();
+    },
+    after: async () => {
+      to = performance.timeOrigin + performance.now();
+      const cpu1 = cpuTimes();
+      const snap1 = threadSnapshot(pids());
+      const after = await ringSeries(cluster);
+      const steps = (after["steps"] ?? 0) - (before["steps"] ?? 0);
+      const threads = threadCpuDiff(snap0, snap1, steps);
+      const pick: Record<string, { run: number; wait: number; migrations: number }> = {};
+      for (const t of threads) {
+        const wanted =
+          t.thread === "lm-step" ||
+          t.thread === "lm-pool" ||
+          t.thread === "lm-ring-server" ||
+          (t.thread === "main" && ["router", "base-worker", "bench-client", "lora-server"].includes(t.process));
+        if (wanted)
+          pick[`${t.process}/${t.thread}`] = {
+            run: t.run_us_per_step,
+            wait: t.wait_us_per_step,
+            migrations: t.migrations_per_step,
+          };
+      }
+      let ring_server: Record<string, number> | undefined;
+      if (ringProfiled) {
+        const s1 = await ringServerSeries(cluster);
+        ring_server = Object.fromEntries(Object.entries(s1).map(([k, v]) => [k, v - (serverBefore[k] ?? 0)]));
+      }
+      out = {
+        ...(ringProfiled ? { ring: ringProfile(before, after) } : {}),
+        ...(ring_server ? { ring_server } : {}),
+        steal_ms: cpu1.steal - cpu0.steal,
+        busy_ms: cpu1.busy - cpu0.busy,
+        wall_ms: round(to - from),
+        threads: pick,
+        ...(keepThreads ? { thread_cpu: { steps, threads } } : {}),
+      };
+    },
+  });
+  c.windows.push({ from, to, pass: { client_ms, ...(out as Omit<DecodePass, "client_ms" | "worker">) } });
+}
+
+/** Decode step with 8 sequences decoding at once on a cluster of its own, one pass (the gRPC row). */
+async function decodeStepMs(
+  mode: "coupled" | "disaggregated",
+  sharedMemory: boolean,
+  sequences: number,
+  tokens: number,
+): Promise<DecodePass> {
+  const c = await decodeCluster(mode, sharedMemory);
+  try {
+    await decodePass(c, sequences, tokens);
+  } catch (err) {
+    await c.cluster.stop();
+    rmSync(c.series, { force: true });
+    throw err;
+  }
+  return (await closeDecodeCluster(c, sequences))[0] as DecodePass;
 }
 
 /**
  * The coupled and the shm decode step, `passes` times each, alternated (coupled, shm, coupled, …)
- * so that a drift of the machine's speed falls on both modes alike. Each pass starts its own
- * cluster. One pass each moved the ratio 0.43–1.64 between runs of the same code on 2 vCPUs;
- * the medians are the figures, every pass is reported. The ring profile is the median shm pass's.
+ * between a coupled and a disaggregated cluster that both stay up, so that a drift of the
+ * machine's speed falls on both modes alike: the same code's pass moved 1.0–2.9 ms (worker clock)
+ * within one run, in stretches of a few seconds (docs/performance.md, branch m13i), and a pass on a
+ * cluster of its own took ~4 s of start-up, so 3 passes a mode spanned half a minute; here a pass
+ * is its warm-up and timed decode, under a second. The medians are the figures, every pass is
+ * reported. The ring profile is the median shm pass's.
  */
 async function alternatedSteps(
   passes: number,
+  warmPasses: number,
   tokens: number,
-  keep?: (mode: "coupled" | "shm") => ((t: { steps: number; threads: ThreadCpu[] }) => void) | undefined,
+  keepThreads = false,
 ): Promise<{
   coupled: number;
   shm: number;
   ring: RingProfile | undefined;
   runs: { coupled: number[]; shm: number[] };
+  details: { coupled: DecodePass[]; shm: DecodePass[] };
 }> {
-  const runs = { coupled: [] as number[], shm: [] as number[] };
-  const rings: RingProfile[] = [];
-  for (let i = 0; i < passes; i++) {
-    runs.coupled.push(await decodeStepMs("coupled", true, 8, tokens, undefined, keep?.("coupled")));
-    runs.shm.push(await decodeStepMs("disaggregated", true, 8, tokens, (p) => rings.push(p), keep?.("shm")));
+  const coupledCluster = await decodeCluster("coupled", true);
+  let shmCluster: DecodeCluster | undefined;
+  try {
+    // One token for both: this process talks to both routers.
+    shmCluster = await decodeCluster("disaggregated", true, coupledCluster.cluster.clusterToken);
+    // Unrecorded passes first: fresh processes run their JavaScript unoptimized for the first few
+    // thousand tokens (the router's CPU per step fell 1297 → 420 µs over 9 passes of one cluster),
+    // and how far V8 got by a timed pass varied from pass to pass (docs/performance.md, m13i).
+    for (let i = 0; i < warmPasses; i++) {
+      await decodePass(coupledCluster, 8, tokens);
+      await decodePass(shmCluster, 8, tokens);
+    }
+    coupledCluster.windows.length = 0;
+    shmCluster.windows.length = 0;
+    for (let i = 0; i < passes; i++) {
+      await decodePass(coupledCluster, 8, tokens, keepThreads);
+      await decodePass(shmCluster, 8, tokens, keepThreads);
+    }
+  } catch (err) {
+    await Promise.all([coupledCluster.cluster.stop(), shmCluster?.cluster.stop()]);
+    for (const c of [coupledCluster, shmCluster]) if (c) rmSync(c.series, { force: true });
+    throw err;
   }
+  const details = {
+    coupled: await closeDecodeCluster(coupledCluster, 8),
+    shm: await closeDecodeCluster(shmCluster, 8),
+  };
+  const runs = { coupled: details.coupled.map((p) => p.client_ms), shm: details.shm.map((p) => p.client_ms) };
   const shm = median(runs.shm);
-  return { coupled: median(runs.coupled), shm, ring: rings[runs.shm.indexOf(shm)], runs };
+  return {
+    coupled: median(runs.coupled),
+    shm,
+    ring: details.shm[runs.shm.indexOf(shm)]?.ring,
+    runs,
+    details,
+  };
+}
+
+/** The worker-measured figures over passes: medians of the passes' 8-row decode medians, ms. */
+function workerFigures(passes: DecodePass[]): { step: number; forward: number } {
+  const steps = passes.map((p) => p.worker?.step_ms ?? NaN).filter((v) => Number.isFinite(v));
+  const forwards = passes.map((p) => p.worker?.forward_ms ?? NaN).filter((v) => Number.isFinite(v));
+  return {
+    step: steps.length ? round(median(steps), 3) : NaN,
+    forward: forwards.length ? round(median(forwards), 3) : NaN,
+  };
 }
 
 /**
@@ -544,10 +777,60 @@ function dataplanePriority(): string {
   return p.refused > 0 ? `${p.setting} (refused: ${p.error})` : p.setting;
 }
 
-async function jsonReport(iterations: number, tokens: number, overhead: boolean, passes: number): Promise<void> {
+/**
+ * The worker-measured step next to the client's: `decode_step_ms_worker` (median over passes of
+ * each pass's median loop period over its 8-row decode steps), `decode_forward_ms_worker` (the
+ * same steps' forward pass), their shm ÷ coupled ratios, and every pass in detail.
+ */
+function workerReport(
+  details: { coupled: DecodePass[]; shm: DecodePass[] },
+  grpc?: DecodePass,
+): Record<string, unknown> {
+  const c = workerFigures(details.coupled);
+  const m = workerFigures(details.shm);
+  const g = grpc ? workerFigures([grpc]) : undefined;
+  return {
+    decode_step_ms_worker: {
+      coupled: c.step,
+      disaggregated_shm: m.step,
+      ...(g ? { disaggregated_grpc: g.step } : {}),
+    },
+    shm_over_coupled_worker: round(m.step / c.step, 3),
+    // Each shm pass against the coupled pass just before it, median over the pairs: a drift of
+    // the machine's speed between passes (the same code's forward pass moved 0.46–1.45 ms) cancels.
+    shm_over_coupled_worker_pairs: round(
+      median(
+        details.shm
+          .map((p, i) => (p.worker?.step_ms ?? NaN) / (details.coupled[i]?.worker?.step_ms ?? NaN))
+          .filter((r) => Number.isFinite(r)),
+      ),
+      3,
+    ),
+    decode_forward_ms_worker: {
+      coupled: c.forward,
+      disaggregated_shm: m.forward,
+      ...(g ? { disaggregated_grpc: g.forward } : {}),
+    },
+    shm_over_coupled_forward: round(m.forward / c.forward, 3),
+    decode_pass_details: {
+      coupled: details.coupled.map(({ thread_cpu: _, ...p }) => p),
+      disaggregated_shm: details.shm.map(({ thread_cpu: _, ...p }) => p),
+      ...(grpc ? { disaggregated_grpc: [(({ thread_cpu: _, ...p }) => p)(grpc)] } : {}),
+    },
+  };
+}
+
+async function jsonReport(
+  iterations: number,
+  tokens: number,
+  overhead: boolean,
+  passes: number,
+  warmPasses: number,
+): Promise<void> {
   const siteUs = await siteRoundTripUs(iterations, 8);
-  const { coupled, shm, ring, runs } = await alternatedSteps(passes, tokens);
-  const grpc = await decodeStepMs("disaggregated", false, 8, tokens);
+  const { coupled, shm, ring, runs, details } = await alternatedSteps(passes, warmPasses, tokens);
+  const grpcPass = await decodeStepMs("disaggregated", false, 8, tokens);
+  const grpc = grpcPass.client_ms;
   const r16 = overhead ? loraR16Overhead() : null;
   const ucx = await ucxReport(iterations, tokens);
   const os = await import("node:os");
@@ -558,6 +841,8 @@ async function jsonReport(iterations: number, tokens: number, overhead: boolean,
       shm_over_coupled: round(shm / coupled),
       // Each alternated pass's step (the figures above are their medians; gRPC is one pass).
       decode_step_passes: { coupled: runs.coupled, disaggregated_shm: runs.shm },
+      // The same passes on the worker's own clock (8-row decode steps only), and each pass in detail.
+      ...workerReport(details, grpcPass),
       // Where the shm step's ring time went: sites per step and µs per site by phase.
       shm_step_ring: ring,
       model: "tiny-llama (bundled), 6 adapters (r4-r64)",
@@ -578,23 +863,28 @@ async function main(): Promise<void> {
     return console.log(JSON.stringify({ ucx: await ucxReport(config.iterations, config.tokens) }));
   if (config.json && config.shmOnly) {
     const siteUs = await siteRoundTripUs(config.iterations, 8);
-    const cpu: Record<string, unknown> = {};
+    const { coupled, shm, ring, runs, details } = await alternatedSteps(
+      config.passes,
+      config.warmPasses,
+      config.tokens,
+      config.threads,
+    );
     // --threads keeps the last pass of each mode.
-    const keep = (mode: string) => (config.threads ? (t: unknown) => (cpu[mode] = t) : undefined);
-    const { coupled, shm, ring, runs } = await alternatedSteps(config.passes, config.tokens, keep);
+    const last = (p: DecodePass[]) => p[p.length - 1]?.thread_cpu;
     return console.log(
       JSON.stringify({
         site_round_trip_us: siteUs,
         decode_step_ms: { coupled, disaggregated_shm: shm, shm_over_coupled: round(shm / coupled) },
         decode_step_passes: { coupled: runs.coupled, disaggregated_shm: runs.shm },
+        ...workerReport(details),
         shm_step_ring: ring,
         // --threads: per-thread CPU during each timed decode pass, per engine step.
-        ...(config.threads ? { thread_cpu: cpu } : {}),
+        ...(config.threads ? { thread_cpu: { coupled: last(details.coupled), shm: last(details.shm) } } : {}),
         dataplane_priority: dataplanePriority(),
       }),
     );
   }
-  if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor, config.passes);
+  if (config.json) return jsonReport(config.iterations, config.tokens, config.anchor, config.passes, config.warmPasses);
   console.log(
     `# loramesh mesh benchmark — ${hostname()}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,
   );

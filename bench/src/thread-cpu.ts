@@ -14,10 +14,20 @@ interface ThreadSample {
   waitNs: number;
   voluntary: number;
   involuntary: number;
+  migrations: number;
 }
 
 /** tid → sample, for every thread of every named process that is still running. */
 export type ThreadSnapshot = Map<string, ThreadSample>;
+
+/** Moves between CPUs so far (`se.nr_migrations`; 0 where the kernel has no sched debug file). */
+function migrationsOf(dir: string): number {
+  try {
+    return Number(/^se\.nr_migrations\s*:\s*(\d+)/m.exec(readFileSync(`${dir}/sched`, "utf8"))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
 
 /** One process's threads now; a process or thread that exits while being read is skipped. */
 export function threadSnapshot(processes: ReadonlyArray<{ name: string; pid: number }>): ThreadSnapshot {
@@ -43,6 +53,7 @@ export function threadSnapshot(processes: ReadonlyArray<{ name: string; pid: num
           waitNs: wait ?? 0,
           voluntary: field("voluntary_ctxt_switches"),
           involuntary: field("nonvoluntary_ctxt_switches"),
+          migrations: migrationsOf(dir),
         });
       } catch {
         // the thread exited between the listing and the read
@@ -62,6 +73,7 @@ export interface ThreadCpu {
   wait_us_per_step: number;
   voluntary_per_step: number;
   involuntary_per_step: number;
+  migrations_per_step: number;
 }
 
 /**
@@ -70,7 +82,10 @@ export interface ThreadCpu {
  * section count from zero.
  */
 export function threadCpuDiff(before: ThreadSnapshot, after: ThreadSnapshot, steps: number): ThreadCpu[] {
-  const groups = new Map<string, ThreadCpu & { runNs: number; waitNs: number; vol: number; invol: number }>();
+  const groups = new Map<
+    string,
+    ThreadCpu & { runNs: number; waitNs: number; vol: number; invol: number; migr: number }
+  >();
   for (const [tid, a] of after) {
     const b = before.get(tid);
     const key = `${a.process}\u0000${a.name}`;
@@ -83,26 +98,30 @@ export function threadCpuDiff(before: ThreadSnapshot, after: ThreadSnapshot, ste
       wait_us_per_step: 0,
       voluntary_per_step: 0,
       involuntary_per_step: 0,
+      migrations_per_step: 0,
       runNs: 0,
       waitNs: 0,
       vol: 0,
       invol: 0,
+      migr: 0,
     };
     g.threads++;
     g.runNs += a.runNs - (b?.runNs ?? 0);
     g.waitNs += a.waitNs - (b?.waitNs ?? 0);
     g.vol += a.voluntary - (b?.voluntary ?? 0);
     g.invol += a.involuntary - (b?.involuntary ?? 0);
+    g.migr += a.migrations - (b?.migrations ?? 0);
     groups.set(key, g);
   }
   const per = Math.max(1, steps);
-  const rows = [...groups.values()].map(({ runNs, waitNs, vol, invol, ...g }) => ({
+  const rows = [...groups.values()].map(({ runNs, waitNs, vol, invol, migr, ...g }) => ({
     ...g,
     run_ms: round(runNs / 1e6),
     run_us_per_step: round(runNs / 1e3 / per),
     wait_us_per_step: round(waitNs / 1e3 / per),
     voluntary_per_step: round(vol / per),
     involuntary_per_step: round(invol / per),
+    migrations_per_step: round(migr / per),
   }));
   rows.sort((x, y) => y.run_ms - x.run_ms);
   const top = rows[0]?.run_ms ?? 0;

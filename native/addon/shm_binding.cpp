@@ -192,6 +192,14 @@ Napi::Value ServerStats(const Napi::CallbackInfo& info) {
     Napi::Object rows = Napi::Object::New(env);
     for (const auto& [id, n] : s.adapter_rows) rows.Set(id, Napi::Number::New(env, static_cast<double>(n)));
     out.Set("adapterRows", rows);
+    // What the ring thread was doing when each new post arrived (lm::shm::PostFound).
+    static const char* const kFound[lm::shm::kFoundKinds] = {"busy",          "expectSpin", "timedNap", "contended",
+                                                             "noExpectation", "idle",       "late"};
+    Napi::Object found = Napi::Object::New(env);
+    for (int k = 0; k < lm::shm::kFoundKinds; k++)
+      found.Set(kFound[k], Napi::Number::New(env, static_cast<double>(s.posts_found[k])));
+    out.Set("postsFound", found);
+    out.Set("preemptedSpins", Napi::Number::New(env, static_cast<double>(s.preempted_spins)));
     return out;
   });
 }

@@ -207,8 +207,23 @@ struct ServerOptions {
   int64_t attach_timeout_us = 10000000;  // a segment never mapped this long is removed
 };
 
+// What the ring thread was doing when a worker's post arrived (the expected post's diagnosis: a
+// post that finds the thread asleep pays a futex wake-up in its queue phase).
+enum PostFound : int {
+  kFoundBusy = 0,         // not waiting: scanning or running a kernel
+  kFoundExpectSpin = 1,   // spinning for this post (the expected post)
+  kFoundTimedNap = 2,     // asleep until its self-wake shortly before the expected post
+  kFoundContended = 3,    // asleep: an expected post was due, but a descheduled spin locked spins out
+  kFoundNoExpectation = 4,  // asleep inside a step with no expected window (gap unknown, too long or passed)
+  kFoundIdle = 5,         // asleep, no worker inside a step
+  kFoundLate = 6,         // asleep after spinning for an expected post that had not come by the window's end
+  kFoundKinds = 7,
+};
+
 struct ServerStats {
   uint64_t native_calls = 0, work_items = 0, rows = 0, attached = 0, detached = 0;
+  uint64_t posts_found[kFoundKinds] = {};  // new posts, by what the ring thread was doing
+  uint64_t preempted_spins = 0;  // spins that found themselves descheduled (each locks spins out for 100 ms)
   std::vector<std::string> detached_workers;  // since the last stats() call, with the reason
   std::map<std::string, uint64_t> adapter_rows;  // rows computed per adapter id, since the server started
 };

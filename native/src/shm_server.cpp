@@ -2,6 +2,7 @@
 // batches the sites they posted for the same (layer, site), runs the batched LoRA kernel once on
 // the adapter pool's packed weights, writes each worker its rows of the delta and rings back. No
 // JavaScript runs on this path; JS only attaches workers and replaces the weight tables.
+#include <sched.h>
 #include <sys/prctl.h>
 
 #include <algorithm>
@@ -42,7 +43,12 @@ const int64_t kSpinNs =
 const int64_t kStepSpinNs = env_us("LM_RING_STEP_SPIN_US", 40) * 1000;
 const int64_t kExpectMaxNs = env_us("LM_RING_EXPECT_MAX_US", 500) * 1000;
 const int64_t kWakeLeadNs = env_us("LM_RING_WAKE_LEAD_US", 30) * 1000;
-constexpr int64_t kContendedNs = 100'000'000;  // after a descheduled spin, 100 ms without stepping spins
+// After a descheduled spin, 100 ms without stepping spins: under SCHED_OTHER the spin held a core
+// another runnable thread needed. Not for a real-time ring thread (fifo): no fair-class thread can
+// take its core, so a descheduled spin there is the hypervisor taking the vCPU or an interrupt, and
+// locking the expected post out for 100 ms (half a bench pass) only put the futex wake-up back into
+// most sites' queue (docs/performance.md, issue 13, branch m13i: 1–2 such spins a pass on the VM).
+constexpr int64_t kContendedNs = 100'000'000;
 constexpr int kMaxChannels = 120;                // futex_waitv takes 128 words
 constexpr int64_t kSerialFmas = 4'000'000;       // below this a batch's kernel runs on the ring thread alone (~0.2 ms)
 
@@ -112,6 +118,8 @@ class ServerImpl final : public Server {
     std::lock_guard<std::mutex> g(mu_);
     ServerStats s = stats_;
     s.attached = attached_;
+    for (int k = 0; k < kFoundKinds; k++) s.posts_found[k] = posts_found_[k].load(std::memory_order_relaxed);
+    s.preempted_spins = preempted_spins_.load(std::memory_order_relaxed);
     stats_.detached_workers.clear();
     return s;
   }
@@ -161,6 +169,10 @@ class ServerImpl final : public Server {
   std::vector<std::unique_ptr<Channel>> channels_;
   int64_t last_housekeeping_ = 0;
   int64_t contended_until_ = 0;  // until then no stepping spin (a spin was descheduled)
+  int found_ = kFoundIdle;       // what this thread did since its last scan (PostFound)
+  // Read by stats() from other threads; written by this one only.
+  std::atomic<uint64_t> posts_found_[kFoundKinds] = {};
+  std::atomic<uint64_t> preempted_spins_{0};
 };
 
 void ServerImpl::take_incoming() {
@@ -235,6 +247,7 @@ void ServerImpl::collect(int64_t now, std::vector<Item>* items) {
           ch->gap_ns[static_cast<size_t>(ch->last_key)] = posted - ch->last_answer_ns;
         }
         ch->last_key = -1;
+        posts_found_[found_].fetch_add(1, std::memory_order_relaxed);
       }
       Item it;
       it.ch = ch;
@@ -357,6 +370,8 @@ void ServerImpl::loop() {
   // slack (a SCHED_FIFO thread has none anyway; this is for the other settings).
   prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   priority::raise_this_thread();
+  const int policy = sched_getscheduler(0);
+  const bool realtime = policy == SCHED_FIFO || policy == SCHED_RR;
   ring_thread_slice();
   std::vector<Item> items;
   std::vector<std::atomic<uint32_t>*> words;
@@ -420,6 +435,7 @@ void ServerImpl::loop() {
         for (Item* it : valid)
           if (it->layer == due->layer && it->site == due->site && it->moe == due->moe) batch.push_back(it);
         run(batch, tables.get());
+        found_ = kFoundBusy;
         continue;
       }
     }
@@ -459,6 +475,17 @@ void ServerImpl::loop() {
       return false;
     };
     const int64_t spin_ns = stepping ? std::max(kSpinNs, expect_until - now) : (expecting ? 0 : kSpinNs);
+    if (stepping) {
+      found_ = kFoundExpectSpin;
+    } else if (expecting) {
+      found_ = kFoundTimedNap;
+    } else if (expect_until > now) {
+      found_ = kFoundContended;
+    } else {
+      found_ = kFoundIdle;
+      for (auto& ch : channels_)
+        if ((ch->step_word & 1) != 0) found_ = kFoundNoExpectation;
+    }
     // Spin first (with pause): the next post usually follows within microseconds, and a sleeping
     // thread costs a futex wake-up. Then raise every segment's sleeping flag, so workers ring the
     // futex; futex_waitv re-checks the words, so a post between the scan and the sleep is not lost.
@@ -472,8 +499,15 @@ void ServerImpl::loop() {
           return stepping && !any_stepping();
         },
         &preempted);
-    if (preempted) contended_until_ = now_ns() + kContendedNs;
-    if (!changed && (timeout > spin_ns || preempted)) {
+    if (preempted) {
+      if (!realtime) contended_until_ = now_ns() + kContendedNs;
+      preempted_spins_.fetch_add(1, std::memory_order_relaxed);
+    }
+    // A spin that ended without a post: the thread sleeps now (the expected post came late).
+    if (!changed && found_ == kFoundExpectSpin) found_ = kFoundLate;
+    // A real-time thread whose spin was cut short by the hypervisor goes round again: the rest of
+    // its window is still worth spinning (it sleeps once the window has passed).
+    if (!changed && !(preempted && realtime) && (timeout > spin_ns || preempted)) {
       for (auto& ch : channels_) ch->map.header()->server_sleeping.store(1, std::memory_order_seq_cst);
       const int64_t nap = timeout > spin_ns ? timeout - spin_ns : timeout;
       futex_wait_any(words.data(), expected.data(), static_cast<int>(words.size()), nap);

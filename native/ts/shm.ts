@@ -52,6 +52,16 @@ export interface RingServerStats {
   detachedWorkers: string[];
   /** Rows computed per adapter id since the server started (the ring's share of the per-adapter metrics). */
   adapterRows: Record<string, number>;
+  /**
+   * New posts by what the ring thread was doing when each arrived: `expectSpin` (spinning for it:
+   * the expected post), `timedNap` (asleep until its self-wake), `late` (asleep after a spin that
+   * ended before the post), `contended` (asleep: spins locked out after a descheduled one),
+   * `noExpectation` (asleep inside a step, no expected window), `idle` (no worker in a step),
+   * `busy` (scanning or computing). Every kind but `expectSpin` and `busy` pays a futex wake-up.
+   */
+  postsFound: Record<string, number>;
+  /** Spins that found themselves descheduled (each locks the expected post out for 100 ms). */
+  preemptedSpins: number;
 }
 
 export interface RingSite {

@@ -192,6 +192,9 @@ describe("engine requests", function () {
       expect(s.sequences).to.be.within(1, 2);
       expect(s.tokens).to.be.at.least(s.sequences);
       expect(s.periodUs).to.be.greaterThan(0);
+      // The forward pass is part of the period; steps start in order, on the epoch clock.
+      expect(s.forwardUs).to.be.greaterThan(0).and.at.most(s.periodUs);
+      expect(s.startedAtMs).to.be.closeTo(Date.now(), 60_000);
       expect(s.adapters).to.have.length(s.sequences);
     }
     // Each sequence ran in 4 steps (one prefill, three decodes) if its prompt fit one chunk; at least that.

@@ -70,6 +70,13 @@ export interface StepTiming {
   adapters: ReadonlyArray<string | undefined>;
   /** Microseconds from the step's start to the next step's earliest start. */
   periodUs: number;
+  /**
+   * Microseconds of the forward pass alone (laying out the step, the native step with its LoRA
+   * sites, the logits back), without sampling, the tokens' callbacks and the loop's turn.
+   */
+  forwardUs: number;
+  /** When the step started (ms since the epoch, `performance.timeOrigin` based). */
+  startedAtMs: number;
 }
 
 export interface SequenceRequest {
@@ -317,7 +324,12 @@ export class Engine {
         const shape = await this.step();
         // Let I/O (new requests, cancellations) in between steps.
         await new Promise((r) => setImmediate(r));
-        if (shape) this.options.stepObserver?.({ ...shape, periodUs: (performance.now() - start) * 1000 });
+        if (shape)
+          this.options.stepObserver?.({
+            ...shape,
+            periodUs: (performance.now() - start) * 1000,
+            startedAtMs: performance.timeOrigin + start,
+          });
       }
     } finally {
       this.looping = false;
@@ -325,7 +337,7 @@ export class Engine {
   }
 
   /** Runs one step; returns the shape of the batch it ran, if any. */
-  private async step(): Promise<Omit<StepTiming, "periodUs"> | undefined> {
+  private async step(): Promise<Omit<StepTiming, "periodUs" | "startedAtMs"> | undefined> {
     // Drop cancelled sequences before building the batch.
     for (const seq of [...this.running]) if (seq.cancelled) this.finish(seq, "cancelled");
     while (this.waiting.length > 0 && this.running.length < this.maxRunning) {
@@ -384,6 +396,7 @@ export class Engine {
     const decodes = batch.filter((b) => b.input.tokens.length === 1 && b.seq.generated.length > 0).length;
 
     let logits: Float32Array[];
+    const forwardStart = performance.now();
     try {
       const inputs = batch.map((b) => b.input);
       const run = () => forward(this.model, this.cache, this.options.lora, inputs);
@@ -405,6 +418,7 @@ export class Engine {
       for (const { seq } of failing.length > 0 ? failing : batch) this.fail(seq, err);
       return undefined;
     }
+    const forwardUs = (performance.now() - forwardStart) * 1000;
     this.counters.steps++;
     batch.forEach(({ seq, input }, i) => {
       if (seq.state !== "running") return;
@@ -427,6 +441,7 @@ export class Engine {
       prefillTokens: tokens - decodes,
       finished,
       adapters: batch.map((b) => b.seq.adapterId),
+      forwardUs,
     };
   }
 

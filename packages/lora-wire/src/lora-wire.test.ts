@@ -281,7 +281,14 @@ describe("LoRA wire: shared-memory rings", function () {
       const y = f32([rows, 8]);
       await native.loraApply(weights, f32([rows, 8], x), i32([rows], Int32Array.from([0, -1, 0])), y);
       expect([...delta]).to.deep.equal([...y.data]);
-      expect(ring.stats()).to.include({ nativeCalls: 1, workItems: 1, rows: 3, attached: 1 });
+      const stats = ring.stats();
+      expect(stats).to.include({ nativeCalls: 1, workItems: 1, rows: 3, attached: 1 });
+      // The one post is counted once, under what the ring thread was doing when it came.
+      expect(Object.keys(stats.postsFound).sort()).to.deep.equal(
+        ["busy", "contended", "expectSpin", "idle", "late", "noExpectation", "timedNap"].sort(),
+      );
+      expect(Object.values(stats.postsFound).reduce((a, n) => a + n, 0)).to.equal(1);
+      expect(stats.preemptedSpins).to.be.a("number");
       // The worker unlinked the name once both sides had it mapped.
       expect(ringSegments()).to.deep.equal([]);
       // A site no adapter touches is zero. An adapter the ring does not hold (not resident, or

@@ -57,6 +57,8 @@ export interface BaseWorkerOptions {
   prefixCache?: boolean;
   /** File to keep the engine's step periods in, by batch shape (validation of the simulator). */
   stepProfile?: string;
+  /** Also keep each step in the step profile, written when the worker stops (the mesh bench). */
+  stepSeries?: boolean;
   logger: Logger;
 }
 
@@ -94,7 +96,12 @@ export async function createBaseWorkerServices(options: BaseWorkerOptions): Prom
   const tel = new WorkerTelemetry(options.siteSpanRatio, backends.transportOf);
   // Ranks from the placement the provisioner streams: known in every mode, also for remote adapters.
   const profile = options.stepProfile
-    ? new StepProfile(options.stepProfile, options.executorId, (id) => placement.ranks.get(id))
+    ? new StepProfile(
+        options.stepProfile,
+        options.executorId,
+        (id) => placement.ranks.get(id),
+        options.stepSeries ?? false,
+      )
     : undefined;
   const engine = new Engine(model, tokenizer, {
     lora: tel.wrap(backends.backend),

@@ -10,3 +10,4 @@ export {
   type TransportPolicy,
 } from "./backends/lora-transport";
 export { options } from "./options";
+export { SERIES_MAX, type StepProfileFile, type StepSample } from "./step-profile";

@@ -37,7 +37,7 @@ void runServiceProcess({
       prefixCache: config.prefixCache,
       layerwiseLoading: config.layerwiseLoading,
       layerWaitMs: config.layerWaitMs,
-      ...(config.stepProfile ? { stepProfile: config.stepProfile } : {}),
+      ...(config.stepProfile ? { stepProfile: config.stepProfile, stepSeries: config.stepSeries } : {}),
       logger,
     });
   },

@@ -96,4 +96,11 @@ export const options = {
     description:
       "file the worker keeps its engine step periods in, by batch shape (JSON, rewritten every second; empty: off)",
   }),
+  stepSeries: booleanOption({
+    flag: "step-series",
+    env: "LORAMESH_STEP_SERIES",
+    default: false,
+    description:
+      "with --step-profile: also write each step (start, rows, prefill tokens, period, forward µs; the last 8192) into that file when the worker stops",
+  }),
 };

@@ -31,7 +31,29 @@ export interface StepProfileFile {
    * kept out of the shapes the step period is fitted on and priced as its own term.
    */
   first?: StepShapeStats;
+  /**
+   * With `--step-series`: each of the worker's last SERIES_MAX steps in order, written when the
+   * worker stops (not on the per-second rewrite: the mesh bench reads it after its timed passes).
+   */
+  series?: StepSample[];
 }
+
+/** One engine step as the worker timed it (`--step-series`). */
+export interface StepSample {
+  /** When the step started, ms since the epoch. */
+  atMs: number;
+  sequences: number;
+  tokens: number;
+  prefillTokens: number;
+  finished: number;
+  /** The loop's period for the step (what a decoding sequence waits between two tokens), µs. */
+  periodUs: number;
+  /** The forward pass alone (the native step and its LoRA sites), µs. */
+  forwardUs: number;
+}
+
+/** Steps kept by `--step-series` (the oldest dropped first). */
+export const SERIES_MAX = 8192;
 
 const FLUSH_MS = 1000;
 
@@ -40,19 +62,37 @@ export class StepProfile {
   private first: StepShapeStats | undefined;
   private dirty = false;
   private readonly timer: NodeJS.Timeout;
+  private series: StepSample[] | undefined;
 
-  /** `rankOf`: an adapter's rank as the placement knows it (undefined when it does not). */
+  /**
+   * `rankOf`: an adapter's rank as the placement knows it (undefined when it does not). `series`:
+   * also keep every step (the last SERIES_MAX) for the file written at close.
+   */
   constructor(
     private readonly file: string,
     private readonly executorId: string,
     private readonly rankOf: (adapterId: string) => number | undefined = () => undefined,
+    series = false,
   ) {
+    if (series) this.series = [];
     // Rewritten whole every second (not per step: a write per step would slow the steps it times).
     this.timer = setInterval(() => this.flush(), FLUSH_MS);
     this.timer.unref();
   }
 
   record = (step: StepTiming): void => {
+    if (this.series) {
+      if (this.series.length >= SERIES_MAX) this.series.splice(0, this.series.length - SERIES_MAX + 1);
+      this.series.push({
+        atMs: Math.round(step.startedAtMs * 1000) / 1000,
+        sequences: step.sequences,
+        tokens: step.tokens,
+        prefillTokens: step.prefillTokens,
+        finished: step.finished,
+        periodUs: Math.round(step.periodUs),
+        forwardUs: Math.round(step.forwardUs),
+      });
+    }
     let rankSum = 0;
     for (const id of step.adapters) if (id !== undefined) rankSum += this.rankOf(id) ?? 0;
     const shape = {
@@ -78,14 +118,18 @@ export class StepProfile {
     s.sumSqUs += step.periodUs * step.periodUs;
   };
 
-  /** Writes the file if anything changed (to a temporary name first: a reader never sees half). */
-  flush(): void {
-    if (!this.dirty) return;
+  /**
+   * Writes the file if anything changed (to a temporary name first: a reader never sees half); the
+   * step series only with `withSeries` (at close).
+   */
+  flush(withSeries = false): void {
+    if (!this.dirty && !withSeries) return;
     this.dirty = false;
     const body: StepProfileFile = {
       executorId: this.executorId,
       steps: [...this.shapes.values()],
       ...(this.first ? { first: this.first } : {}),
+      ...(withSeries && this.series ? { series: this.series } : {}),
     };
     const tmp = `${this.file}.${process.pid}.tmp`;
     writeFileSync(tmp, `${JSON.stringify(body)}\n`);
@@ -94,6 +138,6 @@ export class StepProfile {
 
   close(): void {
     clearInterval(this.timer);
-    this.flush();
+    this.flush(this.series !== undefined);
   }
 }

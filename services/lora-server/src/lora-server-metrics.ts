@@ -7,6 +7,8 @@ export function loraServerMetrics(
   /** Native calls and work items of the stream batcher and the ring thread together. */
   counters: () => { nativeCalls: number; workItems: number },
   openStreams: () => number,
+  /** The ring thread's diagnosis counters (absent without a ring: not Linux). */
+  ring?: () => { postsFound: Readonly<Record<string, number>>; preemptedSpins: number } | undefined,
 ): {
   work(rowAdapterIds: Array<string | undefined>, transport: string, bytesIn: number, bytesOut: number): void;
   /** The ring thread's rows per adapter so far (cumulative); what is new since the last call is counted. */
@@ -48,6 +50,22 @@ export function loraServerMetrics(
   m.createObservableGauge("loramesh_lora_streams_open", { description: "worker streams open" }).addCallback((r) =>
     r.observe(openStreams()),
   );
+  if (ring) {
+    // Why a ring site's queue phase paid a wake-up or not (the expected post, docs/performance.md).
+    m.createObservableCounter("loramesh_lora_ring_posts_found_total", {
+      description:
+        "ring posts by what the ring thread was doing when each arrived (expectSpin: spinning for it; busy: computing; the rest: asleep, a futex wake-up)",
+    }).addCallback((r) => {
+      const s = ring();
+      if (s) for (const [state, n] of Object.entries(s.postsFound)) r.observe(n, { state });
+    });
+    m.createObservableCounter("loramesh_lora_ring_preempted_spins_total", {
+      description: "ring-thread spins that found themselves descheduled (each locks the expected post out for 100 ms)",
+    }).addCallback((r) => {
+      const s = ring();
+      if (s) r.observe(s.preemptedSpins);
+    });
+  }
   const rows = m.createCounter("loramesh_lora_rows_total", {
     description: "rows (tokens or token-expert pairs) computed, by adapter",
   });

@@ -74,7 +74,12 @@ export async function createLoraServerServices(options: LoraServerOptions): Prom
     const b = batcher.stats;
     return { nativeCalls: b.nativeCalls + n.nativeCalls, workItems: b.workItems + n.workItems, rows: b.rows + n.rows };
   };
-  const metrics = loraServerMetrics(pool, counters, () => streams.openStreams);
+  const metrics = loraServerMetrics(
+    pool,
+    counters,
+    () => streams.openStreams,
+    () => native.ringStats(),
+  );
   // The ring thread's per-adapter rows (its sites never pass through JavaScript).
   native.onRingRows = (rows) => metrics.ringRows(rows);
   const executor = new LoraSiteExecutor({

@@ -6,6 +6,7 @@
 import type { Logger } from "@loramesh/core";
 import type { ModelConfig } from "@loramesh/formats";
 import { RING_SITE_IDS, RingServer } from "@loramesh/lora-wire";
+import type { RingServerStats } from "@loramesh/native";
 import type { AdapterPool } from "./adapter-pool";
 import { UcxSites } from "./ucx-sites";
 
@@ -21,6 +22,7 @@ export class NativeSites {
   /** Receives the ring thread's rows per adapter once a second (for the per-adapter metrics). */
   onRingRows: ((rows: Record<string, number>) => void) | undefined;
   private readonly ringLog: NodeJS.Timeout;
+  private readonly logger: Logger;
 
   constructor(
     model: ModelConfig,
@@ -37,11 +39,19 @@ export class NativeSites {
           })
         : undefined;
     this.ucx = new UcxSites(model, logger);
-    this.ringLog = setInterval(() => {
-      const s = this.ring?.stats();
-      for (const detached of s?.detachedWorkers ?? []) logger.warn("ring worker detached", { detached });
-      if (s) this.onRingRows?.(s.adapterRows);
-    }, 1_000).unref();
+    this.logger = logger;
+    this.ringLog = setInterval(() => this.ringStats(), 1_000).unref();
+  }
+
+  /**
+   * The ring thread's counters now. Every read goes through here: the native call hands each
+   * detached worker over once, so it is logged (and the rows passed on) whoever asked.
+   */
+  ringStats(): RingServerStats | undefined {
+    const s = this.ring?.stats();
+    for (const detached of s?.detachedWorkers ?? []) this.logger.warn("ring worker detached", { detached });
+    if (s) this.onRingRows?.(s.adapterRows);
+    return s;
   }
 
   /**
@@ -58,7 +68,7 @@ export class NativeSites {
 
   /** What both threads computed, summed. */
   stats(): SiteCounters {
-    const r = this.ring?.stats() ?? { nativeCalls: 0, workItems: 0, rows: 0 };
+    const r = this.ringStats() ?? { nativeCalls: 0, workItems: 0, rows: 0 };
     const u = this.ucx.stats() ?? { nativeCalls: 0, workItems: 0, rows: 0 };
     return { nativeCalls: r.nativeCalls + u.nativeCalls, workItems: r.workItems + u.workItems, rows: r.rows + u.rows };
   }
