@@ -66,6 +66,17 @@ void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int32
           int32_t rotary_dim, float attention_scaling);
 void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, int64_t tokens, int64_t k, int64_t n,
             float* out);
+// How a one-token matmul splits its rows across the pool: 0 fixed items of about 256 KB (as every
+// other batch size), 1 shrinking contiguous runs claimed per thread (the default;
+// LORAMESH_DECODE_CHUNKS=0 turns it off). Same bits either way. With LORAMESH_DECODE_CHUNKS=alt the
+// native step switches between the two at every one-token step and profiles each separately.
+void set_decode_chunks(int mode);
+int decode_chunks();
+// Same-process comparisons: with LORAMESH_DECODE_CHUNKS=alt the native step calls set_variant(0, 1,
+// 0, …) before each one-token step (the decode split = the variant), and the step profile keeps a
+// table per variant.
+bool alternating();
+void set_variant(int variant);
 void kv_cache_write(const KvWriteArgs& a);
 void attention(const AttentionArgs& a);
 void silu_mul(const float* gu, int64_t tokens, int64_t inter, float* out);

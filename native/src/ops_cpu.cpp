@@ -1,7 +1,10 @@
 // CPU transformer ops. Work is split so that every output element is produced by exactly one
 // thread with a fixed reduction order (see simd.h): results do not depend on the thread count.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -79,20 +82,68 @@ void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int32
   });
 }
 
+namespace {
+
+// How a one-token matmul hands its rows to the pool (ops.h). LORAMESH_DECODE_CHUNKS: "0" fixed items,
+// "1" (or unset) shrinking runs; "alt" switches between the two at every native step (run_step),
+// fixed items first, for same-process comparisons.
+const char* decode_chunks_env() {
+  const char* v = std::getenv("LORAMESH_DECODE_CHUNKS");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_chunks = std::strcmp(decode_chunks_env(), "alt") == 0;
+std::atomic<int> g_decode_chunks{std::strcmp(decode_chunks_env(), "0") == 0 ? 0 : 1};
+
+template <typename W>
+void matmul_block(const float* x, const void* w, const float* bias, int64_t tokens, int64_t k, int64_t n, int64_t nb,
+                  int64_t ne, float* out) {
+  gemm::matmul_rows(x, static_cast<const W*>(w), bias, tokens, k, n, nb, ne, out);
+}
+
+}  // namespace
+
+void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
+int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
+bool alternating() { return g_alt_chunks; }
+void set_variant(int variant) {
+  if (g_alt_chunks) set_decode_chunks(variant & 1);
+}
+
 void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, int64_t tokens, int64_t k, int64_t n,
             float* out) {
+  const int64_t row_bytes = k * (w_dtype == LM_F32 ? 4 : 2);
+  auto block = w_dtype == LM_F32 ? matmul_block<float> : matmul_block<uint16_t>;
+  const int mode = tokens == 1 ? decode_chunks() : 0;
+  const int64_t parts = std::max(1, num_threads());
+  if (mode == 1) {
+    // One token: each thread claims a contiguous run of rows from a shared counter, a quarter of
+    // what is left per thread at first and down to 8-row tiles (≥ 32 KB) at the end. Long runs
+    // keep each thread's weight stream (and the tile's prefetch into the next tile) going across
+    // what were 64-row items, and the small last claims let both threads finish together instead
+    // of one waiting for the other's last 256 KB item. Every row is still computed whole, by one
+    // tile or dot product with its fixed lanes, so the bits do not depend on the split.
+    const int64_t min_rows = std::max<int64_t>(8, ((int64_t(1) << 15) / std::max<int64_t>(1, row_bytes) + 7) / 8 * 8);
+    std::atomic<int64_t> next{0};
+    parallel_for(parts, [&](int64_t) {
+      int64_t begin = next.load(std::memory_order_relaxed);
+      for (;;) {
+        const int64_t left = n - begin;
+        if (left <= 0) return;
+        int64_t size = (left / (2 * parts) + 7) / 8 * 8;
+        size = std::max(size, min_rows);
+        if (size >= left) size = left;
+        if (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) continue;
+        block(x, w, bias, tokens, k, n, begin, begin + size, out);
+        begin = next.load(std::memory_order_relaxed);
+      }
+    });
+    return;
+  }
   // An item is a block of weight rows (a multiple of the 8-row tile) read once for all tokens.
   // Blocks stay small enough that both cores get work at decode and the row panel stays in L2.
-  const int64_t row_bytes = k * (w_dtype == LM_F32 ? 4 : 2);
   int64_t rows_per_item = std::max<int64_t>(8, std::min<int64_t>(128, (int64_t(1) << 18) / std::max<int64_t>(1, row_bytes)));
   rows_per_item = (rows_per_item + 7) / 8 * 8;
-  for_chunks(n, rows_per_item, [&](int64_t nb, int64_t ne) {
-    if (w_dtype == LM_F32) {
-      gemm::matmul_rows(x, static_cast<const float*>(w), bias, tokens, k, n, nb, ne, out);
-    } else {
-      gemm::matmul_rows(x, static_cast<const uint16_t*>(w), bias, tokens, k, n, nb, ne, out);
-    }
-  });
+  for_chunks(n, rows_per_item, [&](int64_t nb, int64_t ne) { block(x, w, bias, tokens, k, n, nb, ne, out); });
 }
 
 void kv_cache_write(const KvWriteArgs& a) {

@@ -13,20 +13,31 @@ namespace {
 struct Counter {
   std::atomic<int64_t> calls{0}, ns{0}, cpu_ns{0}, bytes{0};
 };
-Counter g_counters[kOpCount];
+Counter g_tables[2][kOpCount];
+int g_variant = 0;
+// Pool waits by the family they happened in, per variant: calls and wall ns.
+std::atomic<int64_t> g_wait_calls[2][kOpCount], g_wait_ns[2][kOpCount];
+// Pool waits by length: under 5, 20, 100, 1000 µs and longer (calls, wall ns).
+constexpr int kBuckets = 5;
+const int64_t kBucketNs[kBuckets - 1] = {5000, 20000, 100000, 1000000};
+std::atomic<int64_t> g_hist_calls[2][kBuckets], g_hist_ns[2][kBuckets];
+thread_local Op t_current = kStep;  // set by the step's thread between steps; records come from that thread
 
 const char* const kNames[kOpCount] = {"embedding", "rmsnorm",  "qkv matmul", "rope",    "kv write",
                                       "attention", "o matmul", "gate_up matmul", "silu_mul", "down matmul",
                                       "add",       "lm_head",  "lora site",  "other",   "pool wait", "step"};
 
-void dump() {
+void dump_table(int variant) {
+  const Counter* g_counters = g_tables[variant];
+  if (g_counters[kStep].calls.load() == 0 && variant > 0) return;
   int64_t total = 0, cpu_total = 0;
   for (int i = 0; i < kOpCount; i++) {
     if (i == kPoolWait || i == kStep) continue;
     total += g_counters[i].ns.load();
     cpu_total += g_counters[i].cpu_ns.load();
   }
-  std::fprintf(stderr, "loramesh step profile (wall, calling thread; share of the ops' sum; pool wait is inside the ops)\n");
+  std::fprintf(stderr, "loramesh step profile%s (wall, calling thread; share of the ops' sum; pool wait is inside the ops)\n",
+               variant == 0 ? "" : ", variant 1");
   std::fprintf(stderr, "%-16s %8s %10s %7s %8s %10s %7s %10s\n", "op", "calls", "wall ms", "share", "GB/s",
                "CPU ms", "share", "GB/CPU-s");
   for (int i = 0; i < kOpCount; i++) {
@@ -40,6 +51,29 @@ void dump() {
                  ms > 0 ? bytes / ms / 1e6 : 0.0, cpu_ms, 100.0 * cpu_ms * 1e6 / static_cast<double>(cpu_total ? cpu_total : 1),
                  cpu_ms > 0 ? bytes / cpu_ms / 1e6 : 0.0);
   }
+}
+
+void dump_waits(int variant) {
+  if (g_tables[variant][kPoolWait].calls.load() == 0) return;
+  std::fprintf(stderr, "pool wait by op%s (calls, wall ms):", variant == 0 ? "" : ", variant 1");
+  for (int i = 0; i < kOpCount; i++) {
+    const int64_t calls = g_wait_calls[variant][i].load();
+    if (calls == 0) continue;
+    std::fprintf(stderr, " %s %lld %.2f;", kNames[i], static_cast<long long>(calls),
+                 static_cast<double>(g_wait_ns[variant][i].load()) / 1e6);
+  }
+  std::fprintf(stderr, "\npool waits by length (<5 µs, <20, <100, <1000, longer: calls, wall ms):");
+  for (int b = 0; b < kBuckets; b++)
+    std::fprintf(stderr, " %lld %.2f;", static_cast<long long>(g_hist_calls[variant][b].load()),
+                 static_cast<double>(g_hist_ns[variant][b].load()) / 1e6);
+  std::fprintf(stderr, "\n");
+}
+
+void dump() {
+  dump_waits(0);
+  dump_waits(1);
+  dump_table(0);
+  dump_table(1);
 }
 
 bool read_env() {
@@ -67,8 +101,25 @@ int64_t process_cpu_ns() {
   return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
 }
 
+Op enter(Op op) {
+  const Op previous = t_current;
+  t_current = op;
+  return previous;
+}
+void leave(Op previous) { t_current = previous; }
+
+void set_variant(int variant) { g_variant = variant == 0 ? 0 : 1; }
+
 void record(Op op, int64_t ns, int64_t cpu_ns, int64_t bytes) {
-  Counter& c = g_counters[op];
+  if (op == kPoolWait) {
+    g_wait_calls[g_variant][t_current].fetch_add(1, std::memory_order_relaxed);
+    g_wait_ns[g_variant][t_current].fetch_add(ns, std::memory_order_relaxed);
+    int b = 0;
+    while (b < kBuckets - 1 && ns >= kBucketNs[b]) b++;
+    g_hist_calls[g_variant][b].fetch_add(1, std::memory_order_relaxed);
+    g_hist_ns[g_variant][b].fetch_add(ns, std::memory_order_relaxed);
+  }
+  Counter& c = g_tables[g_variant][op];
   c.calls.fetch_add(1, std::memory_order_relaxed);
   c.ns.fetch_add(ns, std::memory_order_relaxed);
   c.cpu_ns.fetch_add(cpu_ns, std::memory_order_relaxed);

@@ -34,7 +34,14 @@ enum Op : int {
 // prefill steps would swamp the table). run_step sets it for the step's duration.
 bool enabled();
 void set_step_tokens(int64_t tokens);
+// Which of two tables the next records go to (0 or 1): the step sets it when it alternates two
+// variants of an op (ops.h, LORAMESH_DECODE_CHUNKS=alt), so each variant gets its own table.
+void set_variant(int variant);
 void record(Op op, int64_t ns, int64_t cpu_ns, int64_t bytes);
+// The innermost op family being timed on this thread (kStep outside every family): pool waits are
+// also totalled per family, to tell which ops' joins cost the time.
+Op enter(Op op);
+void leave(Op previous);
 int64_t process_cpu_ns();
 
 // Times its scope into `op` when profiling is on.
@@ -42,14 +49,16 @@ class Scope {
  public:
   explicit Scope(Op op, int64_t bytes = 0) : op_(op), bytes_(bytes), on_(enabled()) {
     if (on_) {
+      if (op_ != kPoolWait) previous_ = enter(op_);
       start_ = std::chrono::steady_clock::now();
       cpu_start_ = process_cpu_ns();
     }
   }
   ~Scope() {
-    if (on_)
-      record(op_, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count(),
-             process_cpu_ns() - cpu_start_, bytes_);
+    if (!on_) return;
+    record(op_, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count(),
+           process_cpu_ns() - cpu_start_, bytes_);
+    if (op_ != kPoolWait) leave(previous_);
   }
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
@@ -58,6 +67,7 @@ class Scope {
   Op op_;
   int64_t bytes_;
   bool on_;
+  Op previous_ = kStep;
   int64_t cpu_start_ = 0;
   std::chrono::steady_clock::time_point start_;
 };

@@ -4,12 +4,14 @@
 // sum separately, as the JavaScript path did.
 #include "step.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
 
 #include "common.h"
+#include "ops.h"
 #include "profile.h"
 #include "threads.h"
 
@@ -295,6 +297,13 @@ lm_status run_step(const StepModel& model, const StepBatch& batch, SiteBackend* 
     return fail(LM_ERR_ARGUMENT, "step: rows use adapters but no LoRA site backend was given");
   }
   Step step(model, batch, backend, where);
+  if (batch.tokens == 1 && cpu::alternating()) {
+    // Same-process comparison of two variants of an op (ops.h): switch every step.
+    static std::atomic<int> flips{0};
+    const int variant = (flips.fetch_add(1) + 1) & 1;
+    cpu::set_variant(variant);
+    profile::set_variant(variant);
+  }
   profile::set_step_tokens(batch.tokens);
   lm_status s;
   {

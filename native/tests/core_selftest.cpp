@@ -98,10 +98,11 @@ static int check_kmajor(std::mt19937& rng) {
 static int check_matmul(std::mt19937& rng) {
   int failures = 0;
   for (lm_dtype wd : {LM_F32, LM_BF16}) {
-    // tokens 0 stands for one token at k = 2053: rows long enough for the decode GEMV's prefetch.
-    for (int64_t case_tokens : {0, 1, 2, 3, 4, 5, 6, 7, 11, 13, 50, 64}) {
-      const int64_t tokens = case_tokens == 0 ? 1 : case_tokens;
-      const int64_t k = case_tokens == 0 ? 2053 : 203, n = 37;
+    // tokens 0 stands for one token at k = 2053: rows long enough for the decode GEMV's prefetch;
+    // -1 for one token over 1003 rows of k = 520, which the shrinking decode chunks split many ways.
+    for (int64_t case_tokens : {-1, 0, 1, 2, 3, 4, 5, 6, 7, 11, 13, 50, 64}) {
+      const int64_t tokens = case_tokens <= 0 ? 1 : case_tokens;
+      const int64_t k = case_tokens == 0 ? 2053 : case_tokens < 0 ? 520 : 203, n = case_tokens < 0 ? 1003 : 37;
       std::vector<float> x = random_floats(rng, static_cast<size_t>(tokens * k));
       std::vector<float> wf = random_floats(rng, static_cast<size_t>(n * k), 0.1f);
       std::vector<uint16_t> wb(wf.size());
@@ -116,7 +117,11 @@ static int check_matmul(std::mt19937& rng) {
         else LM_CHECK(lm_set_simd(0));
         lm::gemm::set_packed(simd != 2);
         lm::gemm::set_gemv_prefetch(simd != 3);
-        for (int threads : {1, 2}) {
+        // Both ways to split a one-token matmul (ops.h: fixed items, shrinking runs); only one-token
+        // matmuls read the switch.
+        for (int cfg = 0; cfg < 4; cfg++) {
+          const int threads = 1 + cfg % 2;
+          lm::cpu::set_decode_chunks(cfg / 2);
           LM_CHECK(lm_set_num_threads(threads));
           std::vector<float> out(static_cast<size_t>(tokens * n));
           lm_tensor xt = tensor(x.data(), LM_F32, {tokens, k});
@@ -128,14 +133,17 @@ static int check_matmul(std::mt19937& rng) {
           else if (std::memcmp(ref.data(), out.data(), out.size() * 4) != 0) same = false;
         }
       }
-      std::printf("matmul %s tokens=%lld k=%lld: scalar, SIMD, packed or not, prefetch or not, 1 and 2 threads identical: %s\n",
-                  wd == LM_F32 ? "f32" : "bf16", static_cast<long long>(tokens), static_cast<long long>(k), same ? "yes" : "NO");
+      std::printf("matmul %s tokens=%lld k=%lld n=%lld: scalar, SIMD, packed or not, prefetch or not, each decode split, "
+                  "1 and 2 threads identical: %s\n",
+                  wd == LM_F32 ? "f32" : "bf16", static_cast<long long>(tokens), static_cast<long long>(k),
+                  static_cast<long long>(n), same ? "yes" : "NO");
       if (!same) failures++;
     }
   }
   LM_CHECK(lm_set_simd(1));
   lm::gemm::set_packed(true);
   lm::gemm::set_gemv_prefetch(true);
+  lm::cpu::set_decode_chunks(1);
   return failures;
 }
 
