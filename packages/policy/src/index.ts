@@ -52,7 +52,7 @@ export {
   planCapacity,
   type PlanInput,
 } from "./provisioning";
-export { SeededRandom, zipfWeights } from "./random";
+export { normalQuantile, SeededRandom, stratifiedNormals, zipfWeights } from "./random";
 export { smallestMeeting } from "./smallest-meeting";
 export {
   bareCalibration,

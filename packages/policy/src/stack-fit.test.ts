@@ -2,6 +2,7 @@ import { expect } from "chai";
 import { validationCluster } from "./test-support";
 import { CostModel, DEFAULT_CALIBRATION, type Calibration } from "./cost-model";
 import { policyByName } from "./placement";
+import { normalQuantile, SeededRandom, stratifiedNormals } from "./random";
 import { simulate } from "./simulator";
 import {
   bareCalibration,
@@ -208,5 +209,59 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(fitted.streamEndUs).to.be.closeTo(3000, 150);
     expect(fitted.requestOverheadUs).to.be.closeTo(12_000, 1_500);
     expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
+  });
+
+  it("draws the request hops stratified, so a run's TTFT P95 is the fitted hops' whatever its seed", () => {
+    // The draws are the normal's quantiles in a seeded order: the same values for every seed.
+    const z = stratifiedNormals(80, new SeededRandom(7));
+    const other = stratifiedNormals(80, new SeededRandom(8));
+    expect(z).to.not.deep.equal(other);
+    expect([...z].sort((a, b) => a - b)).to.deep.equal([...other].sort((a, b) => a - b));
+    expect(normalQuantile(0.95)).to.be.closeTo(1.6449, 1e-4);
+    expect(normalQuantile(0.5)).to.be.closeTo(0, 1e-9);
+    expect(normalQuantile(0.001)).to.be.closeTo(-3.0902, 1e-4);
+    // Hops of median 10 ms and P95 20 ms on a fast step: each seed's TTFT P95 is the hops' P95 plus
+    // a step (19.9–20.6 ms here). With one free draw a request, 80 requests of seed 1 put the
+    // draws' P95 at z = 1.94 and seed 4's at 1.46: TTFT P95s 22.6 and 18.6 ms, 20 % apart.
+    const k: Calibration = {
+      ...bareCalibration(DEFAULT_CALIBRATION),
+      stepPeriods: { fixedUs: { coupled: 300 }, steps: {} },
+      requestOverheadUs: 10_000,
+      requestOverheadP95Us: 20_000,
+    };
+    const p95s = [1, 2, 3, 4].map((seed) => simulateSeed({ mode: "coupled", rate: 4 }, k, seed).ttftP95Ms);
+    for (const p95 of p95s) expect(p95).to.be.within(19.5, 22);
+    expect(Math.max(...p95s) / Math.min(...p95s)).to.be.below(1.06);
+  });
+
+  it("fits one hop distribution on the probes it is given", () => {
+    const measured: Calibration = {
+      ...bareCalibration(DEFAULT_CALIBRATION),
+      stepPeriods: { fixedUs: { coupled: 2600, disaggregated: 5200, hybrid: 8000 }, steps: {} },
+    };
+    const truth: Calibration = {
+      ...measured,
+      streamEndUs: 3000,
+      requestOverheadUs: 12_000,
+      requestOverheadP95Us: 30_000,
+      remoteRequestOverheadUs: 12_000,
+      remoteRequestOverheadP95Us: 30_000,
+    };
+    const probes = probesOf(truth);
+    const all = fitRequestOverheads(probes, measured, simulateProbe, {
+      sharedHops: ["coupledLow", "coupledHigh", "disaggregated", "hybrid"],
+    });
+    expect(all.requestOverheadUs).to.be.closeTo(12_000, 1_500);
+    expect(all.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
+    expect(all.remoteRequestOverheadP95Us).to.equal(all.requestOverheadP95Us);
+    // A probe whose tail ran long moves a fit on four probes less than one on two.
+    const slow = { ...probes, coupledLow: { ...probes.coupledLow, ttftP95Ms: probes.coupledLow.ttftP95Ms * 1.4 } };
+    const onTwo = fitRequestOverheads(slow, measured, simulateProbe, { sharedHops: true });
+    const onFour = fitRequestOverheads(slow, measured, simulateProbe, {
+      sharedHops: ["coupledLow", "coupledHigh", "disaggregated", "hybrid"],
+    });
+    expect(onFour.requestOverheadP95Us).to.be.below(onTwo.requestOverheadP95Us as number);
+    expect(onFour.requestOverheadP95Us).to.be.above(30_000);
+    expect(() => fitRequestOverheads(probes, measured, simulateProbe, { sharedHops: [] })).to.throw(RangeError);
   });
 });
