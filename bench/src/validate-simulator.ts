@@ -21,7 +21,8 @@
  * run from its report and step profiles (`validate-steps*.json`, default: `validate-steps` named like
  * the report), with this code's model: the same fit, prediction and estimators as a measured run
  * (for a run before m15g add `--high-probe-seconds 8`, before m15f also `--duration 12 --probe-seconds 24`,
- * the lengths it ran).
+ * the lengths it ran). `--no-hop-busy`: fit the request hops without their busy term (the model
+ * before m15i), to compare.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -62,6 +63,8 @@ mkdirSync(RESULTS, { recursive: true });
 const quick = args.includes("--quick");
 const replayFile = flag("--replay");
 const replaying = replayFile !== undefined;
+// `--no-hop-busy`: the hops without their busy term (m15h's model), to compare against.
+const noHopBusy = args.includes("--no-hop-busy");
 // Cases run 20 s a round since m15f (were 12): 80 requests a round at 4 req/s instead of 48, so a
 // case's pooled TTFT P95 rests on its 12th-slowest of 240 requests rather than its 7th of 144 (the
 // P95s are 11–20 ms now, so one slow request moves it by 20 %; docs/evaluation.md §5). The
@@ -234,11 +237,16 @@ function probeOverheads(
     ttftP95Ms: m.ttftMs.p95,
     tpotMeanMs: m.tpotMs.mean,
   });
+  // Each probe's busy fraction, the median of its rounds' (the hops' busy term is fitted across them).
+  const busyOf = (k: keyof StackProbes): { busyFraction?: number } => {
+    const b = measured[k].rounds.map(busyFractionOf).filter((x): x is number => x !== undefined);
+    return b.length > 0 ? { busyFraction: median(b) } : {};
+  };
   const probes: StackProbes = {
-    coupledLow: { ...specs.coupledLow, ...summary(measured.coupledLow) },
-    coupledHigh: { ...specs.coupledHigh, ...summary(measured.coupledHigh) },
-    disaggregated: { ...specs.disaggregated, ...summary(measured.disaggregated) },
-    hybrid: { ...specs.hybrid, ...summary(measured.hybrid) },
+    coupledLow: { ...specs.coupledLow, ...summary(measured.coupledLow), ...busyOf("coupledLow") },
+    coupledHigh: { ...specs.coupledHigh, ...summary(measured.coupledHigh), ...busyOf("coupledHigh") },
+    disaggregated: { ...specs.disaggregated, ...summary(measured.disaggregated), ...busyOf("disaggregated") },
+    hybrid: { ...specs.hybrid, ...summary(measured.hybrid), ...busyOf("hybrid") },
   };
   const specOf = (p: ProbeSpec): Case & { seconds: number } =>
     Object.values(specs).find((c) => c.mode === p.mode && c.rate === p.rate) as Case & { seconds: number };
@@ -262,8 +270,16 @@ function probeOverheads(
   // hops' P95 at 18.9 ms and the disaggregated case's TTFT 44.6 % high. The two probes' separate
   // fits had differed by mode in no consistent direction (m15e), and the hybrid case's TTFT, whose
   // probe the fit left out, was under-predicted in all seven stored runs (docs/evaluation.md §5).
+  // Since m15i the hops have a busy term (`requestOverheadPerIdleUs`): the coupled 12 req/s probe's
+  // TTFT P50 came out 0.3–1.7 ms below the 2 req/s probe's in all seven stored runs, though its
+  // requests queue longer, and in six of them the disaggregated 4 req/s case's P95 below its 2 req/s
+  // probe's: the hops get cheaper as the machine gets busier, like the step (its idle term). Only the
+  // coupled probes run two rates, so the slope is theirs, shared by every mode (each other mode's
+  // probe rounds span under 0.02 of busy fraction), and priced at the executors' busy fraction when
+  // a request is sent, within the span those two probes ran (docs/evaluation.md §5, m15i).
   const calibrated = fitRequestOverheads(probes, { ...cal, stepPeriods }, simulateProbe, {
     sharedHops: ["coupledLow", "coupledHigh", "disaggregated", "hybrid"],
+    ...(noHopBusy ? {} : { hopsByBusy: ["coupledLow", "coupledHigh"] as const }),
   });
   const file = join(replaying ? tmpdir() : RESULTS, "validate-calibration-mesh.json");
   writeFileSync(file, `${JSON.stringify(calibrated, null, 2)}\n`);
@@ -274,7 +290,7 @@ function probeOverheads(
     return `${m} ${ms(stepPeriods.fixedUs[m])} ms + ${ms(k.perSequenceUs)} per further sequence + ${ms(k.perPrefillTokenUs)} per prompt token + ${ms(k.perFinishUs)} per sequence ending + ${(k.perRankUs / 1000).toFixed(4)} per unit of rank + ${ms(k.perIdleUs)} × idle fraction, first step + ${ms(stepPeriods.firstStepUs?.[m])}`;
   };
   log(
-    `probes: step period ${(["coupled", "disaggregated", "hybrid"] as const).map(modeLine).join("; ")}; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
+    `probes: step period ${(["coupled", "disaggregated", "hybrid"] as const).map(modeLine).join("; ")}; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms + ${ms(k.requestOverheadPerIdleUs)} × (idle fraction − ${(k.requestOverheadIdleRef ?? 0).toFixed(3)}), idle within ${JSON.stringify(k.requestOverheadIdleRange?.map((x) => Number(x.toFixed(3))) ?? null)} (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,
@@ -799,6 +815,9 @@ const report = {
       requestOverheadP95Us: cal.requestOverheadP95Us,
       remoteRequestOverheadUs: cal.remoteRequestOverheadUs,
       remoteRequestOverheadP95Us: cal.remoteRequestOverheadP95Us,
+      requestOverheadPerIdleUs: cal.requestOverheadPerIdleUs,
+      requestOverheadIdleRef: cal.requestOverheadIdleRef,
+      requestOverheadIdleRange: cal.requestOverheadIdleRange,
     },
   },
   quick,

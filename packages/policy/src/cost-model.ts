@@ -51,6 +51,18 @@ export interface Calibration {
   remoteRequestOverheadUs?: number;
   remoteRequestOverheadP95Us?: number;
   /**
+   * The hops' cost per unit of the machine's idle fraction (1 − its executors' busy fraction, the
+   * one the step's idle term prices), added to every hop drawn from the log-normal above, which is
+   * the hops' at idle fraction `requestOverheadIdleRef`. The idle fraction is clamped to
+   * `requestOverheadIdleRange`, the span the probes fitted it over (absent: no busy term). Why: a
+   * hop wakes the process it hands the request to, and on this VM waking a halted vCPU costs
+   * 40–90 µs; the busier the machine, the more of those processes are awake (docs/evaluation.md §5,
+   * m15i).
+   */
+  requestOverheadPerIdleUs?: number;
+  requestOverheadIdleRef?: number;
+  requestOverheadIdleRange?: readonly [number, number];
+  /**
    * Per sequence that emits a token in a step: the token's two gRPC hops (worker → router →
    * client) on the serving machine's cores. A decode batch of n sequences streams n tokens, so a
    * step's cost grows with the sequences in it, not only with its tokens.

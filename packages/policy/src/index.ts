@@ -58,7 +58,9 @@ export {
   bareCalibration,
   fitRequestOverheads,
   fitStackOverheads,
+  hopBusySlope,
   medianOverRounds,
+  type MeasuredProbe,
   type ProbeSimulator,
   type ProbeSpec,
   type ProbeSummary,
@@ -73,7 +75,7 @@ export {
   type StepShapeSample,
   type StepSlopes,
 } from "./step-fit";
-export { cpuSimCost, gpuSimCost, type SimCost, toSimCost } from "./sim-cost";
+export { cpuSimCost, gpuSimCost, hopIdleUs, type SimCost, toSimCost } from "./sim-cost";
 export { type ClusterSpec, serviceableRate, type ServingMode, simulate } from "./simulator";
 export { percentile, type SimulationResult, type Slo } from "./sim-stats";
 export {

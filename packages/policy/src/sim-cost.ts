@@ -2,7 +2,7 @@
  * The one interface the simulator prices work with, over either cost model: the linear CPU model
  * calibrated by `loramesh calibrate` (the real mesh on this machine) or the derived GPU roofline.
  */
-import type { CostModel, RankMode } from "./cost-model";
+import type { Calibration, CostModel, RankMode } from "./cost-model";
 import type { GpuCostModel, Link, StepShape } from "./gpu-cost-model";
 import type { ServingMode } from "./simulator";
 import { firstStepExtraUs, stepPeriodUs, type StepPeriodShape } from "./step-fit";
@@ -23,9 +23,12 @@ export interface SimCost {
   readonly hybridStepUs: number;
   /**
    * Seconds from a client's send to the request reaching an executor and back (stack overhead),
-   * for a standard normal draw `z` (log-normal: a long tail of slow hops).
+   * for a standard normal draw `z` (log-normal: a long tail of slow hops), on a machine whose
+   * executors are `busyFraction` busy when it is sent (absent: the hops' reference).
    */
-  requestOverheadSeconds(mode: "coupled" | "disaggregated" | "hybrid", z: number): number;
+  requestOverheadSeconds(mode: "coupled" | "disaggregated" | "hybrid", z: number, busyFraction?: number): number;
+  /** The hops' cost depends on how busy the machine is (`requestOverheadPerIdleUs`). */
+  readonly hopsByBusy: boolean;
   /**
    * A step's whole period measured on the real engine (LoRA, round trips and streaming included),
    * or undefined: price it from its parts.
@@ -44,6 +47,21 @@ export function logNormalAt(medianUs: number, p95Us: number | undefined, z: numb
   return medianUs * Math.exp(sigma * z);
 }
 
+/**
+ * What a hop costs beyond the log-normal's draw at the machine's busy fraction: the busy term's
+ * slope times the idle fraction's distance from the reference, the idle fraction clamped to the
+ * span it was fitted over (a linear fit on the coupled probes' 2 and 12 req/s says nothing of a
+ * machine 0.4 busy, the hybrid case's; absent: the reference, 0).
+ */
+export function hopIdleUs(c: Calibration, busyFraction: number | undefined): number {
+  const slope = c.requestOverheadPerIdleUs ?? 0;
+  if (slope === 0 || busyFraction === undefined) return 0;
+  const ref = c.requestOverheadIdleRef ?? 0;
+  const [lo, hi] = c.requestOverheadIdleRange ?? [0, 1];
+  const idle = Math.min(hi, Math.max(lo, 1 - busyFraction));
+  return slope * (idle - ref);
+}
+
 /** The calibrated CPU model: LoRA servers are reached over shared memory, as on one host. */
 export function cpuSimCost(cost: CostModel): SimCost {
   const c = cost.calibration;
@@ -57,11 +75,13 @@ export function cpuSimCost(cost: CostModel): SimCost {
     loadSeconds: (bytes) => cost.loadSeconds(bytes),
     tokenStreamUs: c.tokenStreamUs ?? 0,
     hybridStepUs: c.hybridStepOverheadUs ?? 0,
-    requestOverheadSeconds: (mode, z) => {
+    requestOverheadSeconds: (mode, z, busyFraction) => {
       const remote = mode === "disaggregated" && c.remoteRequestOverheadUs !== undefined;
       const median = (remote ? c.remoteRequestOverheadUs : c.requestOverheadUs) ?? 0;
-      return logNormalAt(median, remote ? c.remoteRequestOverheadP95Us : c.requestOverheadP95Us, z) / 1e6;
+      const hop = logNormalAt(median, remote ? c.remoteRequestOverheadP95Us : c.requestOverheadP95Us, z);
+      return Math.max(0, hop + hopIdleUs(c, busyFraction)) / 1e6;
     },
+    hopsByBusy: (c.requestOverheadPerIdleUs ?? 0) !== 0,
     stepPeriodUs: (mode, shape) => (c.stepPeriods ? stepPeriodUs(c.stepPeriods, mode, shape) : undefined),
     firstStepUs: (mode) => (c.stepPeriods ? firstStepExtraUs(c.stepPeriods, mode) : 0),
     streamEndSeconds: (c.streamEndUs ?? 0) / 1e6,
@@ -79,6 +99,7 @@ export function gpuSimCost(cost: GpuCostModel): SimCost {
     tokenStreamUs: 0,
     hybridStepUs: 0,
     requestOverheadSeconds: () => 0,
+    hopsByBusy: false,
     stepPeriodUs: () => undefined,
     firstStepUs: () => 0,
     streamEndSeconds: 0,

@@ -225,14 +225,28 @@ class ClusterSimulation {
       0,
       true,
     );
-    const { requests, reach } = this.reachTimes();
+    const { sent, z } = this.sends();
+    // Requests on their way to an executor, by the time they reach it (ties: the order sent).
+    const reaching = new EventQueue<Request>();
     let nextReplace = this.cluster.replaceEvery > 0 ? this.cluster.replaceEvery : Infinity;
-    let ri = 0;
+    let si = 0;
     for (;;) {
-      const arrival = ri < requests.length ? (reach[ri] as number) : Infinity;
-      if (arrival === Infinity && this.events.size === 0) break;
-      if (arrival <= this.events.peekTime()) {
-        const req = requests[ri++] as Request;
+      const send = si < sent.length ? (sent[si] as Request).arrival : Infinity;
+      const reach = reaching.peekTime();
+      if (send === Infinity && reach === Infinity && this.events.size === 0) break;
+      // A send only schedules its reach, priced as the machine is at that moment (the events
+      // before it have run); a reach goes before an event at the same time, as before m15i.
+      if (send <= reach && send <= this.events.peekTime()) {
+        const busy = this.cost.hopsByBusy ? this.machineBusy(send) : undefined;
+        reaching.push(
+          send + this.cost.requestOverheadSeconds(this.cluster.mode, z[si] as number, busy),
+          sent[si] as Request,
+        );
+        si++;
+        continue;
+      }
+      if (reach <= this.events.peekTime()) {
+        const { time: arrival, value: req } = reaching.pop() as { time: number; value: Request };
         this.seen.set(req.adapter, (this.seen.get(req.adapter) ?? 0) + 1);
         if (req.arrival >= nextReplace) {
           const n = [...this.seen.values()].reduce((a, b) => a + b, 0);
@@ -267,21 +281,35 @@ class ClusterSimulation {
   }
 
   /**
-   * A request reaches its executor after the stack's overhead (TTFT still counts from the send).
-   * Each request draws its own overhead from a stream of its own, so the requests themselves are
-   * the same with and without it; requests are returned in the order they reach.
+   * The requests in the order sent, each with its hops' normal draw. A request reaches its executor
+   * after the stack's overhead (TTFT still counts from the send). The draws come from a stream of
+   * their own, so the requests themselves are the same with and without them.
    */
-  private reachTimes(): { requests: Request[]; reach: number[] } {
+  private sends(): { sent: Request[]; z: number[] } {
     const sent = makeRequests(this.workload, this.adapters);
     const rng = new SeededRandom((this.workload.seed * 2654435761 + 97) >>> 0);
     // Stratified: the overheads' percentiles are the fitted distribution's in every run. Free
     // draws left them to the seed's chance: the cases' seed drew its 80 requests' P95 at z = 1.94
     // and the probes' seeds at 1.46–1.78, so every case's hop tail was priced ~20 % above what the
     // probes had fitted (docs/evaluation.md §5, m15h).
-    const z = stratifiedNormals(sent.length, rng);
-    const at = sent.map((r, i) => r.arrival + this.cost.requestOverheadSeconds(this.cluster.mode, z[i] as number));
-    const order = sent.map((_, i) => i).sort((a, b) => (at[a] as number) - (at[b] as number) || a - b);
-    return { requests: order.map((i) => sent[i] as Request), reach: order.map((i) => at[i] as number) };
+    return { sent, z: stratifiedNormals(sent.length, rng) };
+  }
+
+  /**
+   * The executors' mean busy fraction at `now` (the moving average the step's idle term reads,
+   * carried to `now`: decayed over an idle gap, risen toward 1 during a step in flight).
+   */
+  private machineBusy(now: number): number {
+    let sum = 0;
+    for (const e of this.execs) {
+      if (!e.busy) sum += e.busyAvg * Math.exp(-Math.max(0, now - e.busyAt) / BUSY_TAU_S);
+      else {
+        const gap = Math.exp(-Math.max(0, e.start - e.busyAt) / BUSY_TAU_S);
+        const rise = Math.exp(-Math.max(0, now - e.start) / BUSY_TAU_S);
+        sum += e.busyAvg * gap * rise + (1 - rise);
+      }
+    }
+    return this.execs.length > 0 ? sum / this.execs.length : 0;
   }
 
   /** Routes a request to an executor and queues it there. */

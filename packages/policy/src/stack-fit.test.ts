@@ -3,11 +3,13 @@ import { validationCluster } from "./test-support";
 import { CostModel, DEFAULT_CALIBRATION, type Calibration } from "./cost-model";
 import { policyByName } from "./placement";
 import { normalQuantile, SeededRandom, stratifiedNormals } from "./random";
+import { hopIdleUs } from "./sim-cost";
 import { simulate } from "./simulator";
 import {
   bareCalibration,
   fitRequestOverheads,
   fitStackOverheads,
+  hopBusySlope,
   medianOverRounds,
   type ProbeSpec,
   type ProbeSummary,
@@ -263,5 +265,64 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(onFour.requestOverheadP95Us).to.be.below(onTwo.requestOverheadP95Us as number);
     expect(onFour.requestOverheadP95Us).to.be.above(30_000);
     expect(() => fitRequestOverheads(probes, measured, simulateProbe, { sharedHops: [] })).to.throw(RangeError);
+  });
+
+  it("fits the hops' busy term on two rates and prices each run's hops at its own busy fraction", () => {
+    const measured: Calibration = {
+      ...bareCalibration(DEFAULT_CALIBRATION),
+      stepPeriods: { fixedUs: { coupled: 2600, disaggregated: 5200, hybrid: 8000 }, steps: {} },
+    };
+    // A mesh whose hops cost 15 ms more per unit of idle fraction between idle 0.80 and 0.97
+    // (busy 0.03–0.20), 12 ms at the median and 30 ms at P95 at idle 0.9.
+    const term: Calibration = {
+      ...measured,
+      streamEndUs: 3000,
+      requestOverheadUs: 12_000,
+      requestOverheadP95Us: 30_000,
+      remoteRequestOverheadUs: 12_000,
+      remoteRequestOverheadP95Us: 30_000,
+      requestOverheadIdleRef: 0.9,
+      requestOverheadIdleRange: [0.8, 0.97],
+    };
+    const truth: Calibration = { ...term, requestOverheadPerIdleUs: 15_000 };
+    // Priced at the idle fraction's distance from the reference, within the span fitted.
+    expect(hopIdleUs(truth, 0.1)).to.equal(0);
+    expect(hopIdleUs(truth, 0.05)).to.be.closeTo(750, 1e-6);
+    expect(hopIdleUs(truth, 0.6)).to.be.closeTo(-1500, 1e-6);
+    expect(hopIdleUs(truth, 0)).to.be.closeTo(1050, 1e-6);
+    expect(hopIdleUs(truth, undefined)).to.equal(0);
+    expect(hopIdleUs(term, 0.05)).to.equal(0);
+    // A busier run's hops are cheaper: the 10 req/s probe's TTFT P50 falls against the 2 req/s
+    // one's with the term, while without it queueing keeps it level or higher.
+    const p50 = (k: Calibration, rate: number): number => simulateProbe({ mode: "coupled", rate }, k).ttftP50Ms;
+    const without = p50(term, 2) - p50(term, 10);
+    const withTerm = p50(truth, 2) - p50(truth, 10);
+    expect(withTerm - without).to.be.above(1);
+    // Fitted back: the probes at 2 and 10 req/s give the slope (their busy fractions set the span).
+    const probes = probesOf(truth);
+    const busy = {
+      coupledLow: { ...probes.coupledLow, busyFraction: 0.03 },
+      coupledHigh: { ...probes.coupledHigh, busyFraction: 0.2 },
+      disaggregated: { ...probes.disaggregated, busyFraction: 0.05 },
+      hybrid: { ...probes.hybrid, busyFraction: 0.12 },
+    };
+    expect(hopBusySlope(busy.coupledLow, busy.coupledHigh, term, simulateProbe)).to.be.closeTo(15_000, 3_000);
+    const fitted = fitRequestOverheads(busy, measured, simulateProbe, {
+      sharedHops: ["coupledLow", "coupledHigh", "disaggregated", "hybrid"],
+      hopsByBusy: ["coupledLow", "coupledHigh"],
+    });
+    expect(fitted.requestOverheadIdleRange).to.deep.equal([0.8, 0.97]);
+    expect(fitted.requestOverheadIdleRef).to.be.closeTo(0.9, 1e-9);
+    expect(fitted.requestOverheadPerIdleUs).to.be.closeTo(15_000, 3_000);
+    expect(fitted.requestOverheadUs).to.be.closeTo(12_000, 1_500);
+    // No slope where the busier probe's P50 is not lower than queueing makes it: never negative.
+    const flat = { ...busy.coupledHigh, ttftP50Ms: busy.coupledLow.ttftP50Ms + 2 };
+    expect(hopBusySlope(busy.coupledLow, flat, term, simulateProbe)).to.equal(0);
+    expect(() =>
+      fitRequestOverheads(probes, measured, simulateProbe, {
+        sharedHops: ["coupledLow", "coupledHigh"],
+        hopsByBusy: ["coupledLow", "coupledHigh"],
+      }),
+    ).to.throw(RangeError, /busyFraction/);
   });
 });

@@ -29,11 +29,14 @@ export interface ProbeSummary {
   tpotMeanMs: number;
 }
 
+/** A probe as measured; `busyFraction`: its executor's busy fraction over the run (the rounds' median). */
+export type MeasuredProbe = ProbeSpec & ProbeSummary & { busyFraction?: number };
+
 export interface StackProbes {
-  coupledLow: ProbeSpec & ProbeSummary;
-  coupledHigh: ProbeSpec & ProbeSummary;
-  disaggregated: ProbeSpec & ProbeSummary;
-  hybrid: ProbeSpec & ProbeSummary;
+  coupledLow: MeasuredProbe;
+  coupledHigh: MeasuredProbe;
+  disaggregated: MeasuredProbe;
+  hybrid: MeasuredProbe;
 }
 
 export type ProbeSimulator = (probe: ProbeSpec, calibration: Calibration) => ProbeSummary;
@@ -74,6 +77,7 @@ export function bareCalibration(cal: Calibration): Calibration {
     remoteRequestOverheadP95Us: 0,
     tokenStreamUs: 0,
     hybridStepOverheadUs: 0,
+    requestOverheadPerIdleUs: 0,
     transport: { ...cal.transport, shm: { ...cal.transport.shm, fixedUs: 0 } },
   };
 }
@@ -206,12 +210,17 @@ export function fitStackOverheads(probes: StackProbes, cal: Calibration, sim: Pr
  * disaggregated probe's TTFT P50 and P95, as `fitStackOverheads` does). `sharedHops`: one
  * distribution for every mode, fitted on both probes together, or on the probes named (the hops are
  * the same processes; one probe's tail rests on a few slow requests, docs/evaluation.md §5).
+ * `hopsByBusy` (with `sharedHops`): the hops' busy term (`requestOverheadPerIdleUs`), fitted on two
+ * probes of one mode at two rates (`hopBusySlope`).
  */
 export function fitRequestOverheads(
   probes: StackProbes,
   cal: Calibration,
   sim: ProbeSimulator,
-  options: { sharedHops?: boolean | ReadonlyArray<keyof StackProbes> } = {},
+  options: {
+    sharedHops?: boolean | ReadonlyArray<keyof StackProbes>;
+    hopsByBusy?: readonly [keyof StackProbes, keyof StackProbes];
+  } = {},
 ): Calibration {
   if (!cal.stepPeriods) throw new RangeError("fitRequestOverheads needs calibration.stepPeriods");
   const bare: Calibration = { ...bareCalibration(cal), streamEndUs: 0 };
@@ -224,14 +233,25 @@ export function fitRequestOverheads(
   if (options.sharedHops) {
     const on = options.sharedHops === true ? [lo, probes.disaggregated] : options.sharedHops.map((k) => probes[k]);
     if (on.length === 0) throw new RangeError("sharedHops names no probe to fit the hops on");
-    const both = fitRequest(on, withEnd, sim, "both");
-    return {
-      ...withEnd,
-      requestOverheadUs: both.median,
-      requestOverheadP95Us: both.p95,
-      remoteRequestOverheadUs: both.median,
-      remoteRequestOverheadP95Us: both.p95,
+    const shared = (k: Calibration): Calibration => {
+      const both = fitRequest(on, k, sim, "both");
+      return {
+        ...k,
+        requestOverheadUs: both.median,
+        requestOverheadP95Us: both.p95,
+        remoteRequestOverheadUs: both.median,
+        remoteRequestOverheadP95Us: both.p95,
+      };
     };
+    if (!options.hopsByBusy) return shared(withEnd);
+    const [idle, busy] = options.hopsByBusy.map((key) => probes[key]) as [MeasuredProbe, MeasuredProbe];
+    const term = hopBusyTerm(idle, busy, on);
+    // The hops at the reference first, then the slope with them, then the hops again with the
+    // slope (it moves each probe's hops by its distance from the reference, which nets out in the
+    // sum only roughly: the probes' idle fractions are clamped to the slope's span).
+    const first = shared({ ...withEnd, ...term, requestOverheadPerIdleUs: 0 });
+    const slope = hopBusySlope(idle, busy, first, sim);
+    return shared({ ...withEnd, ...term, requestOverheadPerIdleUs: slope });
   }
   const local = fitRequest(lo, withEnd, sim, false);
   const remote = fitRequest(probes.disaggregated, withEnd, sim, true);
@@ -242,4 +262,38 @@ export function fitRequestOverheads(
     remoteRequestOverheadUs: remote.median,
     remoteRequestOverheadP95Us: remote.p95,
   };
+}
+
+/**
+ * The busy term's span and reference: the idle fractions between the two probes' (a linear term is
+ * evidence only between the rates that fitted it), and the mean idle fraction of the probes the
+ * hops are fitted on, each weighing as their figures do in the fit (equally), clamped to the span.
+ */
+function hopBusyTerm(
+  idle: MeasuredProbe,
+  busy: MeasuredProbe,
+  on: readonly MeasuredProbe[],
+): Pick<Calibration, "requestOverheadIdleRef" | "requestOverheadIdleRange"> {
+  const f = [idle, busy, ...on].map((p) => p.busyFraction);
+  if (f.some((b) => b === undefined)) throw new RangeError("the hops' busy term needs each probe's busyFraction");
+  const lo = 1 - (busy.busyFraction as number);
+  const hi = 1 - (idle.busyFraction as number);
+  if (!(hi > lo)) throw new RangeError("the hops' busy term needs its first probe less busy than its second");
+  const mean = on.reduce((a, p) => a + (1 - (p.busyFraction as number)), 0) / on.length;
+  return { requestOverheadIdleRef: Math.min(hi, Math.max(lo, mean)), requestOverheadIdleRange: [lo, hi] };
+}
+
+/**
+ * The hops' cost per unit of idle fraction, from two probes of one mode at a low and a high rate:
+ * the slope that puts the simulated difference of their TTFT P50 (the less busy one's minus the
+ * busier one's) on the measured one. The simulator already queues the busier probe's requests
+ * longer, so what the measured difference leaves beyond that is the hops'. Never negative: a hop
+ * that costs more on a busier machine is queueing, which the simulator prices, not a wake-up.
+ */
+export function hopBusySlope(idle: MeasuredProbe, busy: MeasuredProbe, k: Calibration, sim: ProbeSimulator): number {
+  const gap = (slope: number): number => {
+    const c = { ...k, requestOverheadPerIdleUs: slope };
+    return (sim(idle, c).ttftP50Ms - sim(busy, c).ttftP50Ms) * 1000;
+  };
+  return solveMonotone(gap, (idle.ttftP50Ms - busy.ttftP50Ms) * 1000);
 }
