@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "ops.h"
+#include "site_probe.h"
 
 namespace lm {
 
@@ -117,7 +118,11 @@ lm_status LocalSiteBackend::post(const SiteCall& call, uint64_t* ticket) {
 
 lm_status LocalSiteBackend::wait(uint64_t ticket, int64_t) {
   if (ticket >= posted_.size()) return fail(LM_ERR_ARGUMENT, "local LoRA backend: unknown ticket");
-  return run(posted_[ticket]);
+  if (!site_probe::on()) return run(posted_[ticket]);
+  const int64_t t0 = site_probe::now();
+  const lm_status s = run(posted_[ticket]);
+  site_probe::add(site_probe::kLocalRun, site_probe::now() - t0);
+  return s;
 }
 
 void LocalSiteBackend::end_step() { posted_.clear(); }

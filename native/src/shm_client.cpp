@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "shm_ring.h"
+#include "site_probe.h"
 
 namespace lm::shm {
 
@@ -143,6 +144,7 @@ class ShmSiteBackend final : public SiteBackend {
     if (!fits(call.rows, call.in_features, call.out_features))
       return fail(LM_ERR_SHAPE, std::to_string(call.rows) + " rows do not fit a ring slot of " +
                                     std::to_string(map_.slot_bytes) + " bytes");
+    const int64_t probe_start = site_probe::on() ? site_probe::now() : 0;
     std::lock_guard<std::mutex> g(mu_);
     if (lm_status s = usable(); s != LM_OK) return s;
     const auto ids = ids_.find(std::this_thread::get_id());
@@ -176,6 +178,7 @@ class ShmSiteBackend final : public SiteBackend {
     slot.req_seq.store(seq, std::memory_order_release);
     ring();
     *ticket = (static_cast<uint64_t>(s) << 32) | seq;
+    if (probe_start != 0) site_probe::add(site_probe::kWorkerPost, site_probe::now() - probe_start);
     return LM_OK;
   }
 
@@ -226,6 +229,7 @@ class ShmSiteBackend final : public SiteBackend {
     if (status == LM_OK) {
       const SlotLayout l = slot_layout(slot.rows, slot.h_in, slot.n_out);
       std::memcpy(delta_[s], map_.slot_data(s) + l.delta, static_cast<size_t>(count_[s]) * 4);
+      if (site_probe::on()) site_probe::add(site_probe::kWorkerCopy, site_probe::now() - timing.woke_ns);
     } else {
       char buf[kMessageBytes];
       std::memcpy(buf, slot.message, kMessageBytes);

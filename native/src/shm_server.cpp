@@ -15,6 +15,7 @@
 #include "common.h"
 #include "priority.h"
 #include "shm_ring.h"
+#include "site_probe.h"
 #include "threads.h"
 
 namespace lm::shm {
@@ -342,6 +343,9 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
   const int64_t started = now_ns();
   for (Item* it : batch) it->run_ns = started;
   const lm_status status = apply_batch(*tables, opt_.n_experts, first.layer, first.site, first.moe, h_in, n_out, parts, &y);
+  const bool probe = site_probe::on();
+  const int64_t applied = probe ? site_probe::now() : 0;
+  if (probe) site_probe::add(site_probe::kServerApply, applied - started);
   int64_t r = 0;
   const std::string message = status == LM_OK ? "" : lm_last_error();
   for (Item* it : batch) {
@@ -350,6 +354,8 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
     respond(it, y.data() + r * n_out);
     r += it->rows;
   }
+  const int64_t answered = probe ? site_probe::now() : 0;
+  if (probe) site_probe::add(site_probe::kServerRespond, answered - applied);
   // Rows per adapter, for the server's per-adapter metrics (counted like the stream path's).
   std::map<int32_t, uint64_t> per_slot;
   for (const Item* it : batch)
@@ -362,6 +368,7 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
   stats_.native_calls++;
   stats_.work_items += batch.size();
   stats_.rows += static_cast<uint64_t>(rows);
+  if (probe) site_probe::add(site_probe::kServerAfter, site_probe::now() - answered);
 }
 
 void ServerImpl::loop() {
