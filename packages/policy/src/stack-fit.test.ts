@@ -58,6 +58,26 @@ function probesOf(truth: Calibration) {
   };
 }
 
+/** A calibration with only the worker's fixed step periods measured. */
+function fixedStepsOnly(): Calibration {
+  return {
+    ...bareCalibration(DEFAULT_CALIBRATION),
+    stepPeriods: { fixedUs: { coupled: 2600, disaggregated: 5200, hybrid: 8000 }, steps: {} },
+  };
+}
+
+/** `measured` on a mesh whose hops are the same in every mode: 12 ms median, 30 ms P95. */
+function withSharedHops(measured: Calibration): Calibration {
+  return {
+    ...measured,
+    streamEndUs: 3000,
+    requestOverheadUs: 12_000,
+    requestOverheadP95Us: 30_000,
+    remoteRequestOverheadUs: 12_000,
+    remoteRequestOverheadP95Us: 30_000,
+  };
+}
+
 describe("fitting the serving stack's overheads to probes", () => {
   const truth: Calibration = {
     ...bareCalibration(DEFAULT_CALIBRATION),
@@ -169,18 +189,8 @@ describe("fitting the serving stack's overheads to probes", () => {
   });
 
   it("predicts a probe whose rounds ran several seeds as the median of the rounds' simulations", () => {
-    const measured: Calibration = {
-      ...bareCalibration(DEFAULT_CALIBRATION),
-      stepPeriods: { fixedUs: { coupled: 2600, disaggregated: 5200, hybrid: 8000 }, steps: {} },
-    };
-    const withTruth: Calibration = {
-      ...measured,
-      streamEndUs: 3000,
-      requestOverheadUs: 12_000,
-      requestOverheadP95Us: 30_000,
-      remoteRequestOverheadUs: 12_000,
-      remoteRequestOverheadP95Us: 30_000,
-    };
+    const measured = fixedStepsOnly();
+    const withTruth = withSharedHops(measured);
     const seeds = [2, 3, 4];
     const calls: number[] = [];
     const each = seeds.map((seed) => simulateSeed(specs.coupledLow, withTruth, seed));
@@ -237,18 +247,8 @@ describe("fitting the serving stack's overheads to probes", () => {
   });
 
   it("fits one hop distribution on the probes it is given", () => {
-    const measured: Calibration = {
-      ...bareCalibration(DEFAULT_CALIBRATION),
-      stepPeriods: { fixedUs: { coupled: 2600, disaggregated: 5200, hybrid: 8000 }, steps: {} },
-    };
-    const truth: Calibration = {
-      ...measured,
-      streamEndUs: 3000,
-      requestOverheadUs: 12_000,
-      requestOverheadP95Us: 30_000,
-      remoteRequestOverheadUs: 12_000,
-      remoteRequestOverheadP95Us: 30_000,
-    };
+    const measured = fixedStepsOnly();
+    const truth = withSharedHops(measured);
     const probes = probesOf(truth);
     const all = fitRequestOverheads(probes, measured, simulateProbe, {
       sharedHops: ["coupledLow", "coupledHigh", "disaggregated", "hybrid"],
@@ -268,19 +268,11 @@ describe("fitting the serving stack's overheads to probes", () => {
   });
 
   it("fits the hops' busy term on two rates and prices each run's hops at its own busy fraction", () => {
-    const measured: Calibration = {
-      ...bareCalibration(DEFAULT_CALIBRATION),
-      stepPeriods: { fixedUs: { coupled: 2600, disaggregated: 5200, hybrid: 8000 }, steps: {} },
-    };
+    const measured = fixedStepsOnly();
     // A mesh whose hops cost 15 ms more per unit of idle fraction between idle 0.80 and 0.97
     // (busy 0.03–0.20), 12 ms at the median and 30 ms at P95 at idle 0.9.
     const term: Calibration = {
-      ...measured,
-      streamEndUs: 3000,
-      requestOverheadUs: 12_000,
-      requestOverheadP95Us: 30_000,
-      remoteRequestOverheadUs: 12_000,
-      remoteRequestOverheadP95Us: 30_000,
+      ...withSharedHops(measured),
       requestOverheadIdleRef: 0.9,
       requestOverheadIdleRange: [0.8, 0.97],
     };
