@@ -382,8 +382,9 @@ lm_status run_lora(const lm::LoraArgs& a, lm_device device, const lm_tensor* fir
 
 }  // namespace
 
-extern "C" lm_status lm_lora_apply(const lm_lora_weights* weights, const lm_tensor* x, const lm_tensor* token_slot,
-                                   lm_tensor* y) {
+namespace lm {
+lm_status lora_args(const lm_lora_weights* weights, const lm_tensor* x, const lm_tensor* token_slot, lm_tensor* y,
+                    LoraArgs* out, lm_device* device_out) {
   LM_TRY(check_tensor(x, "x", 2, {LM_F32, LM_BF16}));
   LM_TRY(check_tensor(token_slot, "token_slot", 1, {LM_I32}));
   LM_TRY(check_tensor(y, "y", 2, {LM_F32}));
@@ -407,6 +408,17 @@ extern "C" lm_status lm_lora_apply(const lm_lora_weights* weights, const lm_tens
   a.n_experts = 1;
   a.row_slot = slots;
   a.y = static_cast<float*>(y->data);
+  *out = a;
+  *device_out = device;
+  return LM_OK;
+}
+}  // namespace lm
+
+extern "C" lm_status lm_lora_apply(const lm_lora_weights* weights, const lm_tensor* x, const lm_tensor* token_slot,
+                                   lm_tensor* y) {
+  lm::LoraArgs a{};
+  lm_device device;
+  LM_TRY(lm::lora_args(weights, x, token_slot, y, &a, &device));
   return run_lora(a, device, x);
 }
 

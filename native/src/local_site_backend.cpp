@@ -127,16 +127,72 @@ lm_status LocalSiteBackend::wait(uint64_t ticket, int64_t) {
 
 void LocalSiteBackend::end_step() { posted_.clear(); }
 
-lm_status LocalSiteBackend::run(const SiteCall& c) {
-  std::memset(c.delta, 0, sizeof(float) * static_cast<size_t>(c.rows * c.out_features));
-  const PackedSite& s = sites_[static_cast<size_t>(c.layer) * 4 + static_cast<size_t>(c.site)];
-  if (!s.present) return LM_OK;  // no resident adapter touches this site: a zero delta
+lm_status LocalSiteBackend::map_rows(const SiteCall& c) {
   row_slot_.resize(static_cast<size_t>(c.rows));
   for (int64_t r = 0; r < c.rows; r++) {
     const int32_t a = c.row_adapter[r];
     if (a >= static_cast<int32_t>(step_slot_.size())) return fail(LM_ERR_SLOT, "local LoRA backend: row adapter out of range");
     row_slot_[r] = a < 0 ? -1 : step_slot_[a];
   }
+  return LM_OK;
+}
+
+bool LocalSiteBackend::plan_fused(const SiteCall& c, float* y, cpu::LoraJob* job, lm_status* status) {
+  *status = LM_OK;
+  const size_t index = static_cast<size_t>(c.layer) * 4 + static_cast<size_t>(c.site);
+  if (cpu::lora_fuse() != 1 || c.layer < 0 || c.site < 0 || c.site > 3 || index >= sites_.size()) return false;
+  const PackedSite& s = sites_[index];
+  if (s.moe) return false;  // MoE sites keep post/wait (their base runs per expert)
+  *job = cpu::LoraJob();
+  if (!s.present) return true;  // no resident adapter touches this site: nothing to add
+  *status = map_rows(c);
+  if (*status != LM_OK) return true;
+  SiteTensors t(s);
+  lm_tensor x{}, yt{};
+  x.data = const_cast<float*>(c.x);
+  x.dtype = LM_F32;
+  x.ndim = 2;
+  x.shape[0] = c.rows;
+  x.shape[1] = c.in_features;
+  yt.data = y;
+  yt.dtype = LM_F32;
+  yt.ndim = 2;
+  yt.shape[0] = c.rows;
+  yt.shape[1] = c.out_features;
+  lm_tensor slot = view(row_slot_.data(), LM_I32, c.rows);
+  LoraArgs a{};
+  lm_device device;
+  *status = lora_args(&t.w, &x, &slot, &yt, &a, &device);
+  if (*status == LM_OK) job->plan(a);  // false (no row has an adapter): an empty job
+  return true;
+}
+
+int64_t LocalSiteBackend::site_bytes(const SiteCall& c) const {
+  const size_t index = static_cast<size_t>(c.layer) * 4 + static_cast<size_t>(c.site);
+  if (c.layer < 0 || c.site < 0 || c.site > 3 || index >= sites_.size() || !sites_[index].present) return 0;
+  const PackedSite& s = sites_[index];
+  if (s.moe) return 0;
+  // Each distinct slot's A and B, once (the kernel reads a key's weights once per 64 rows).
+  std::vector<bool> seen(slots_.size(), false);
+  int64_t elems = 0;
+  for (int64_t r = 0; r < c.rows; r++) {
+    const int32_t a = c.row_adapter[r];
+    if (a < 0 || a >= static_cast<int32_t>(step_slot_.size())) continue;
+    const int32_t slot = step_slot_[a];
+    if (slot < 0 || seen[static_cast<size_t>(slot)]) continue;
+    seen[static_cast<size_t>(slot)] = true;
+    for (int32_t sl = 0; sl < s.n_slices; sl++)
+      elems += int64_t{s.rank[static_cast<size_t>(slot * s.n_slices + sl)]} * (c.in_features + s.slice_width[sl]);
+  }
+  return elems * (s.dtype == LM_BF16 ? 2 : 4);
+}
+
+lm_status LocalSiteBackend::run(const SiteCall& c) {
+  std::memset(c.delta, 0, sizeof(float) * static_cast<size_t>(c.rows * c.out_features));
+  const PackedSite& s = sites_[static_cast<size_t>(c.layer) * 4 + static_cast<size_t>(c.site)];
+  if (!s.present) return LM_OK;  // no resident adapter touches this site: a zero delta
+  const lm_status mapped = map_rows(c);
+  if (mapped != LM_OK) return mapped;
   SiteTensors t(s);
   lm_tensor x{}, slot{}, y{};
   x.data = const_cast<float*>(c.x);

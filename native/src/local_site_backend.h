@@ -39,9 +39,13 @@ class LocalSiteBackend : public SiteBackend {
   lm_status post(const SiteCall& call, uint64_t* ticket) override;
   lm_status wait(uint64_t ticket, int64_t timeout_us) override;
   void end_step() override;
+  bool plan_fused(const SiteCall& call, float* y, cpu::LoraJob* job, lm_status* status) override;
+  int64_t site_bytes(const SiteCall& call) const override;
 
  private:
   lm_status run(const SiteCall& call);
+  // row_slot_ from the call's row adapters; false (error set) when one is out of range.
+  lm_status map_rows(const SiteCall& call);
 
   std::vector<std::string> slots_;
   int32_t n_experts_;

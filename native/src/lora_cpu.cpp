@@ -13,6 +13,7 @@
 // hardware prefetcher.
 // The scratch vectors are per thread and reused from call to call: a decode step makes ~90 calls.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -34,6 +35,14 @@ constexpr int64_t kRankBlock = 16;
 constexpr int64_t kColumnBlock = 128;
 // Columns per expand item on a k-major B: runs of 4 KB of f32 per Bᵀ row.
 constexpr int64_t kKMajorColumns = 1024;
+// Wide expand items (LORAMESH_LORA_FUSE=1) for segments of at most kWideRows rows: up to this many columns.
+constexpr int64_t kWideRows = 4;
+constexpr int64_t kWideColumns = 1024;
+// LORAMESH_LORA_WIDE=0 keeps 128-column items under LORAMESH_LORA_FUSE=1 (to tell the two apart).
+const bool g_wide = [] {
+  const char* v = std::getenv("LORAMESH_LORA_WIDE");
+  return v == nullptr || std::string(v) != "0";
+}();
 // Below this many bytes of adapter weights a call runs on the calling thread (see run_items).
 constexpr int64_t kPoolBytes = 256 << 10;
 
@@ -52,7 +61,7 @@ struct Task {
 // weight matrix, so the matmul tiles run it (8 rank rows × up to 6 rows per tile, several
 // accumulators in flight) with the same bits as one dot product per element.
 template <typename W>
-void shrink(const W* a, int64_t h_in, int64_t j_begin, int64_t j_end, const float* const* xs, int64_t rows,
+void shrink_block(const W* a, int64_t h_in, int64_t j_begin, int64_t j_end, const float* const* xs, int64_t rows,
             int64_t rank, float* h) {
   gemm::matmul_rows_ptr(xs, a, rows, h_in, j_begin, j_end, h + j_begin, rank);
 }
@@ -60,7 +69,7 @@ void shrink(const W* a, int64_t h_in, int64_t j_begin, int64_t j_end, const floa
 // y[row, column + n] += scale · (B·h[row])[n] for n in [n_begin, n_end): B is [width, rank], or with
 // `transposed` Bᵀ [rank, width].
 template <typename W>
-void expand(const W* b, bool transposed, int64_t rank, int64_t width, int64_t n_begin, int64_t n_end, const float* h,
+void expand_block(const W* b, bool transposed, int64_t rank, int64_t width, int64_t n_begin, int64_t n_end, const float* h,
             int64_t rows, const int64_t* row_index, const float* row_weight, float scale, float* y, int64_t y_stride,
             int64_t column) {
   const int64_t block = n_end - n_begin;
@@ -107,9 +116,12 @@ struct Scratch {
 
 }  // namespace
 
-void lora(const LoraArgs& a) {
+bool LoraJob::plan(const LoraArgs& args) {
+  args_ = args;
+  const LoraArgs& a = args_;
   const int64_t rows = a.rows;
   thread_local Scratch scratch;
+  scratch_ = &scratch;
   Scratch& sc = scratch;
   // 1. Key of every row, then a stable counting sort by key.
   std::vector<int32_t>& key = sc.key;
@@ -124,7 +136,10 @@ void lora(const LoraArgs& a) {
   }
   for (int32_t k = 0; k < a.n_keys; k++) count[static_cast<size_t>(k) + 1] += count[static_cast<size_t>(k)];
   const int64_t routed = count[static_cast<size_t>(a.n_keys)];
-  if (routed == 0) return;
+  if (routed == 0) {
+    scratch_ = nullptr;  // an empty job
+    return false;
+  }
   std::vector<int64_t>& order = sc.order;
   order.resize(static_cast<size_t>(routed));
   {
@@ -179,12 +194,22 @@ void lora(const LoraArgs& a) {
   std::vector<Item>& expand_items = sc.expand_items;
   shrink_items.clear();
   expand_items.clear();
+  const bool wide = lora_fuse() == 1 && g_wide;
+  const int64_t threads = std::max(1, num_threads());
   for (size_t t = 0; t < tasks.size(); t++) {
     const Segment& seg = segments[static_cast<size_t>(tasks[t].segment)];
     const int32_t rank = a.rank[seg.key * a.n_slices + tasks[t].slice];
     for (int64_t j = 0; j < rank; j += kRankBlock) shrink_items.push_back({static_cast<int32_t>(t), j, std::min<int64_t>(rank, j + kRankBlock)});
     const int64_t width = a.slice_width[tasks[t].slice];
-    const int64_t columns = a.b_transposed ? kKMajorColumns : kColumnBlock;
+    int64_t columns = a.b_transposed ? kKMajorColumns : kColumnBlock;
+    if (!a.b_transposed && wide && seg.end - seg.begin <= kWideRows) {
+      // A few rows (decode): B's rows are rank long, so a 128-column item is one short run of
+      // 32 KB (bf16 r128) that ends before the hardware prefetcher is up to speed (~16 GB/s where
+      // 128 KB runs read ~27). Wider items, about a quarter of the slice per thread, up to 1024
+      // columns. Every column is still one tile row's dot product: same bits.
+      const int64_t per = (width / (2 * threads) + 7) / 8 * 8;
+      columns = std::min<int64_t>(kWideColumns, std::max(columns, per));
+    }
     for (int64_t n = 0; n < width; n += columns) expand_items.push_back({static_cast<int32_t>(t), n, std::min(width, n + columns)});
   }
 
@@ -196,43 +221,115 @@ void lora(const LoraArgs& a) {
     const int32_t rank = a.rank[segments[static_cast<size_t>(t.segment)].key * a.n_slices + t.slice];
     weight_elems += rank * (a.h_in + a.slice_width[t.slice]);
   }
-  const bool on_pool = weight_elems * (bf16 ? 2 : 4) >= kPoolBytes;
-  auto run_items = [&](int64_t n, const std::function<void(int64_t)>& fn) {
-    if (on_pool) return parallel_for(n, fn);
-    for (int64_t i = 0; i < n; i++) fn(i);
-  };
-  run_items(static_cast<int64_t>(shrink_items.size()), [&](int64_t i) {
-    const Item& it = shrink_items[static_cast<size_t>(i)];
-    const Task& task = tasks[static_cast<size_t>(it.task)];
-    const Segment& seg = segments[static_cast<size_t>(task.segment)];
+  on_pool_ = weight_elems * (bf16 ? 2 : 4) >= kPoolBytes;
+  return true;
+}
+
+void LoraJob::shrink(int64_t i) const {
+  const LoraArgs& a = args_;
+  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
+  const bool bf16 = a.weight_dtype == LM_BF16;
+    const Item& it = sc.shrink_items[static_cast<size_t>(i)];
+    const Task& task = sc.tasks[static_cast<size_t>(it.task)];
+    const Segment& seg = sc.segments[static_cast<size_t>(task.segment)];
     const int64_t idx = static_cast<int64_t>(seg.key) * a.n_slices + task.slice;
     const int64_t rank = a.rank[idx];
-    const float* const* x = xs.data() + seg.begin;
-    float* hb = h.data() + task.h_offset;
+    const float* const* x = sc.xs.data() + seg.begin;
+    float* hb = const_cast<float*>(sc.h.data()) + task.h_offset;
     if (bf16) {
-      shrink(static_cast<const uint16_t*>(a.a_pool) + a.a_offset[idx], a.h_in, it.begin, it.end, x, seg.end - seg.begin, rank, hb);
+      shrink_block(static_cast<const uint16_t*>(a.a_pool) + a.a_offset[idx], a.h_in, it.begin, it.end, x, seg.end - seg.begin, rank, hb);
     } else {
-      shrink(static_cast<const float*>(a.a_pool) + a.a_offset[idx], a.h_in, it.begin, it.end, x, seg.end - seg.begin, rank, hb);
+      shrink_block(static_cast<const float*>(a.a_pool) + a.a_offset[idx], a.h_in, it.begin, it.end, x, seg.end - seg.begin, rank, hb);
     }
-  });
-  run_items(static_cast<int64_t>(expand_items.size()), [&](int64_t i) {
-    const Item& it = expand_items[static_cast<size_t>(i)];
-    const Task& task = tasks[static_cast<size_t>(it.task)];
-    const Segment& seg = segments[static_cast<size_t>(task.segment)];
+  }
+
+void LoraJob::expand(int64_t i) const {
+  const LoraArgs& a = args_;
+  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
+  const bool bf16 = a.weight_dtype == LM_BF16;
+    const Item& it = sc.expand_items[static_cast<size_t>(i)];
+    const Task& task = sc.tasks[static_cast<size_t>(it.task)];
+    const Segment& seg = sc.segments[static_cast<size_t>(task.segment)];
     const int64_t idx = static_cast<int64_t>(seg.key) * a.n_slices + task.slice;
     const int64_t rank = a.rank[idx];
-    const int64_t* rows_of = order.data() + seg.begin;
-    const float* hb = h.data() + task.h_offset;
+    const int64_t* rows_of = sc.order.data() + seg.begin;
+    const float* hb = const_cast<float*>(sc.h.data()) + task.h_offset;
     const int64_t column = a.slice_offset[task.slice];
     const int64_t width = a.slice_width[task.slice];
     if (bf16) {
-      expand(static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, it.begin, it.end, hb,
+      expand_block(static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, it.begin, it.end, hb,
              seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
     } else {
-      expand(static_cast<const float*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, it.begin, it.end, hb,
+      expand_block(static_cast<const float*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, it.begin, it.end, hb,
              seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
     }
-  });
+  }
+
+void LoraJob::expand_columns(int64_t c0, int64_t c1) const {
+  if (scratch_ == nullptr) return;
+  const LoraArgs& a = args_;
+  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
+  const bool bf16 = a.weight_dtype == LM_BF16;
+  for (const Task& task : sc.tasks) {
+    const int64_t column = a.slice_offset[task.slice];
+    const int64_t width = a.slice_width[task.slice];
+    const int64_t nb = std::max<int64_t>(c0 - column, 0), ne = std::min<int64_t>(c1 - column, width);
+    if (nb >= ne) continue;
+    const Segment& seg = sc.segments[static_cast<size_t>(task.segment)];
+    const int64_t idx = static_cast<int64_t>(seg.key) * a.n_slices + task.slice;
+    const int64_t rank = a.rank[idx];
+    const int64_t* rows_of = sc.order.data() + seg.begin;
+    const float* hb = sc.h.data() + task.h_offset;
+    if (bf16) {
+      expand_block(static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, nb, ne, hb,
+                   seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
+    } else {
+      expand_block(static_cast<const float*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, nb, ne, hb,
+                   seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
+    }
+  }
+}
+
+int64_t LoraJob::shrink_count() const {
+  return scratch_ ? static_cast<int64_t>(static_cast<const Scratch*>(scratch_)->shrink_items.size()) : 0;
+}
+int64_t LoraJob::expand_count() const {
+  return scratch_ ? static_cast<int64_t>(static_cast<const Scratch*>(scratch_)->expand_items.size()) : 0;
+}
+
+void LoraJob::run_shrink() const {
+  const std::function<void(int64_t)> fn = [this](int64_t i) { shrink(i); };
+  if (on_pool_) return parallel_for(shrink_count(), fn);
+  for (int64_t i = 0; i < shrink_count(); i++) fn(i);
+}
+
+void LoraJob::run_expand() const {
+  const std::function<void(int64_t)> fn = [this](int64_t i) { expand(i); };
+  if (on_pool_) return parallel_for(expand_count(), fn);
+  for (int64_t i = 0; i < expand_count(); i++) fn(i);
+}
+
+void lora(const LoraArgs& a) {
+  LoraJob job;
+  if (!job.plan(a)) return;
+  job.run_shrink();
+  job.run_expand();
+}
+
+namespace {
+std::atomic<int> g_lora_fuse{[] {
+  const char* v = std::getenv("LORAMESH_LORA_FUSE");
+  return v != nullptr && std::string(v) == "1" ? 1 : 0;
+}()};
+}  // namespace
+void set_lora_fuse(int mode) { g_lora_fuse.store(mode, std::memory_order_relaxed); }
+int lora_fuse() { return g_lora_fuse.load(std::memory_order_relaxed); }
+bool lora_fuse_expand() {
+  static const bool on = [] {
+    const char* v = std::getenv("LORAMESH_LORA_FUSE_EXPAND");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return on;
 }
 
 namespace {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "loramesh/core.h"
 
@@ -59,6 +60,10 @@ struct LoraArgs {
   int64_t n_out;
 };
 
+// lm_lora_apply's checks and arguments without the run (the native step's fused LoRA sites).
+lm_status lora_args(const lm_lora_weights* weights, const lm_tensor* x, const lm_tensor* token_slot, lm_tensor* y,
+                    LoraArgs* out, lm_device* device);
+
 namespace cpu {
 void embedding(const void* table, lm_dtype dtype, int64_t hidden, const int32_t* ids, int64_t tokens, float* out);
 void rmsnorm(const float* x, const void* w, lm_dtype w_dtype, int64_t tokens, int64_t hidden, float eps, float* out);
@@ -77,6 +82,8 @@ int decode_chunks();
 // table per variant.
 bool alternating();
 void set_variant(int variant);
+// Which switch `alt` is on (LORAMESH_DECODE_CHUNKS or LORAMESH_LORA_FUSE), for the profile's labels.
+const char* alternating_what();
 void kv_cache_write(const KvWriteArgs& a);
 void attention(const AttentionArgs& a);
 void silu_mul(const float* gu, int64_t tokens, int64_t inter, float* out);
@@ -86,6 +93,62 @@ void add(float* a, const float* b, int64_t n);
 void argmax(const float* logits, int64_t rows, int64_t vocab, int32_t* out);
 void topk(const float* logits, int64_t rows, int64_t vocab, int32_t k, int32_t* indices, float* values);
 void lora(const LoraArgs& a);
+// lora() in parts, for a caller that runs them in its own pool jobs: plan() sorts the rows and
+// lists the work items (false: no row has an adapter, nothing to do); shrink(i) computes a block
+// of h = A·x, expand(i) adds a block of scale·B·h into y. Every expand item needs every shrink item
+// done. Each item is done whole by one thread with lora()'s fixed order: the same bits, however
+// the items are spread. Valid until the next plan() or lora() on the planning thread (its scratch).
+class LoraJob {
+ public:
+  bool plan(const LoraArgs& a);
+  int64_t shrink_count() const;
+  int64_t expand_count() const;
+  void shrink(int64_t i) const;
+  void expand(int64_t i) const;
+  // The expand of output columns [c0, c1) of y (all slices, all rows): what expand() items cover.
+  void expand_columns(int64_t c0, int64_t c1) const;
+  // Each phase on the pool, or on the calling thread for a small site (< 256 KB of weights).
+  void run_shrink() const;
+  void run_expand() const;
+  bool on_pool() const { return on_pool_; }
+
+ private:
+  LoraArgs args_{};
+  const void* scratch_ = nullptr;
+  bool on_pool_ = false;
+};
+// Decode-step LoRA sites in coupled mode (LocalSiteBackend): 1 runs each site's shrink inside the
+// base projection's pool job (MatmulExtra) and its expand adding straight into the projection's
+// output; 0 (default) the separate kernel call into a delta buffer, then the add.
+// LORAMESH_LORA_FUSE=1 sets it; =alt switches it at every one-token step (set_variant).
+void set_lora_fuse(int mode);
+int lora_fuse();
+// Under lora_fuse() 1, whether a one-token site's expand also runs in the base matmul's job, on
+// each run of base rows (default; LORAMESH_LORA_FUSE_EXPAND=0: a job of its own after it).
+bool lora_fuse_expand();
+// While one lives on a thread, that thread's next cpu::matmul runs these `n` items in its own pool
+// job before its rows (a LoRA site's shrink reads the same x: one fork/join instead of two). Each
+// item is done whole by one thread, so results are the same. `ran()`: the matmul took them.
+// With `after` (one-token matmuls only): once every item is done, after(begin, end) runs on the
+// thread that computed output rows [begin, end), right after them (a LoRA site's expand of those
+// columns: its B rows stream next to the weight rows, no second job). `after_ran()`: it did.
+class MatmulExtra {
+ public:
+  MatmulExtra(int64_t n, const std::function<void(int64_t)>& fn,
+              const std::function<void(int64_t, int64_t)>* after = nullptr);
+  ~MatmulExtra();
+  MatmulExtra(const MatmulExtra&) = delete;
+  MatmulExtra& operator=(const MatmulExtra&) = delete;
+  bool ran() const { return ran_; }
+  bool after_ran() const { return after_ran_; }
+
+ private:
+  friend void matmul(const float*, const void*, lm_dtype, const float*, int64_t, int64_t, int64_t, float*);
+  int64_t n_;
+  const std::function<void(int64_t)>& fn_;
+  const std::function<void(int64_t, int64_t)>* after_;
+  bool ran_ = false, after_ran_ = false;
+};
 // Whether the native step's and the LoRA servers' pools of this dtype are rewritten k-major for
 // the CPU expand: only with LORAMESH_LORA_KMAJOR=1, and only f32 pools. Measured on AVX2 (issue 17,
 // seventh pass): f32 faster, bf16 not. Off by default because the k-major sum order gives other

@@ -92,6 +92,12 @@ const char* decode_chunks_env() {
   return v == nullptr ? "" : v;
 }
 const bool g_alt_chunks = std::strcmp(decode_chunks_env(), "alt") == 0;
+const bool g_alt_fuse = [] {
+  const char* v = std::getenv("LORAMESH_LORA_FUSE");
+  return v != nullptr && std::strcmp(v, "alt") == 0;
+}();
+// The extra items the next matmul on this thread runs in its pool job (MatmulExtra).
+thread_local MatmulExtra* t_extra = nullptr;
 std::atomic<int> g_decode_chunks{std::strcmp(decode_chunks_env(), "0") == 0 ? 0 : 1};
 
 template <typename W>
@@ -104,9 +110,20 @@ void matmul_block(const float* x, const void* w, const float* bias, int64_t toke
 
 void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
-bool alternating() { return g_alt_chunks; }
+bool alternating() { return g_alt_chunks || g_alt_fuse; }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
+  if (g_alt_fuse) set_lora_fuse(variant & 1);
+}
+const char* alternating_what() { return g_alt_fuse ? "LORAMESH_LORA_FUSE" : "LORAMESH_DECODE_CHUNKS"; }
+
+MatmulExtra::MatmulExtra(int64_t n, const std::function<void(int64_t)>& fn,
+                         const std::function<void(int64_t, int64_t)>* after)
+    : n_(n), fn_(fn), after_(after) {
+  t_extra = this;
+}
+MatmulExtra::~MatmulExtra() {
+  if (t_extra == this) t_extra = nullptr;
 }
 
 void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, int64_t tokens, int64_t k, int64_t n,
@@ -115,6 +132,11 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
   auto block = w_dtype == LM_F32 ? matmul_block<float> : matmul_block<uint16_t>;
   const int mode = tokens == 1 ? decode_chunks() : 0;
   const int64_t parts = std::max(1, num_threads());
+  // Extra items handed in by the caller (MatmulExtra): taken first, each whole by one thread.
+  MatmulExtra* extra = t_extra;
+  t_extra = nullptr;
+  const int64_t n_extra = extra ? extra->n_ : 0;
+  if (extra) extra->ran_ = true;
   if (mode == 1) {
     // One token: each thread claims a contiguous run of rows from a shared counter, a quarter of
     // what is left per thread at first and down to 8-row tiles (≥ 32 KB) at the end. Long runs
@@ -123,8 +145,24 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
     // of one waiting for the other's last 256 KB item. Every row is still computed whole, by one
     // tile or dot product with its fixed lanes, so the bits do not depend on the split.
     const int64_t min_rows = std::max<int64_t>(8, ((int64_t(1) << 15) / std::max<int64_t>(1, row_bytes) + 7) / 8 * 8);
-    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> next{0}, next_extra{0}, extra_done{0};
+    const std::function<void(int64_t, int64_t)>* after = extra ? extra->after_ : nullptr;
+    if (after) extra->after_ran_ = true;
     parallel_for(parts, [&](int64_t) {
+      for (int64_t e = next_extra.fetch_add(1, std::memory_order_relaxed); e < n_extra;
+           e = next_extra.fetch_add(1, std::memory_order_relaxed)) {
+        extra->fn_(e);
+        extra_done.fetch_add(1, std::memory_order_acq_rel);
+      }
+      if (after) {
+        // `after` needs every item done; the rest are short (a LoRA shrink's last 64 KB items),
+        // held by the other thread, so poll for them.
+        while (extra_done.load(std::memory_order_acquire) < n_extra) {
+#if defined(__x86_64__) || defined(__i386__)
+          __builtin_ia32_pause();
+#endif
+        }
+      }
       int64_t begin = next.load(std::memory_order_relaxed);
       for (;;) {
         const int64_t left = n - begin;
@@ -134,6 +172,7 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         if (size >= left) size = left;
         if (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) continue;
         block(x, w, bias, tokens, k, n, begin, begin + size, out);
+        if (after) (*after)(begin, begin + size);
         begin = next.load(std::memory_order_relaxed);
       }
     });
@@ -143,7 +182,16 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
   // Blocks stay small enough that both cores get work at decode and the row panel stays in L2.
   int64_t rows_per_item = std::max<int64_t>(8, std::min<int64_t>(128, (int64_t(1) << 18) / std::max<int64_t>(1, row_bytes)));
   rows_per_item = (rows_per_item + 7) / 8 * 8;
-  for_chunks(n, rows_per_item, [&](int64_t nb, int64_t ne) { block(x, w, bias, tokens, k, n, nb, ne, out); });
+  if (n_extra == 0) {
+    for_chunks(n, rows_per_item, [&](int64_t nb, int64_t ne) { block(x, w, bias, tokens, k, n, nb, ne, out); });
+    return;
+  }
+  const int64_t chunks = (n + rows_per_item - 1) / rows_per_item;
+  parallel_for(n_extra + chunks, [&](int64_t i) {
+    if (i < n_extra) return extra->fn_(i);
+    const int64_t nb = (i - n_extra) * rows_per_item;
+    block(x, w, bias, tokens, k, n, nb, std::min(n, nb + rows_per_item), out);
+  });
 }
 
 void kv_cache_write(const KvWriteArgs& a) {

@@ -13,14 +13,15 @@ namespace {
 struct Counter {
   std::atomic<int64_t> calls{0}, ns{0}, cpu_ns{0}, bytes{0};
 };
-Counter g_tables[2][kOpCount];
+constexpr int kTables = 4;  // variant 0/1 (an alternated switch), + 2 for steps with adapters
+Counter g_tables[kTables][kOpCount];
 int g_variant = 0;
 // Pool waits by the family they happened in, per variant: calls and wall ns.
-std::atomic<int64_t> g_wait_calls[2][kOpCount], g_wait_ns[2][kOpCount];
+std::atomic<int64_t> g_wait_calls[kTables][kOpCount], g_wait_ns[kTables][kOpCount];
 // Pool waits by length: under 5, 20, 100, 1000 µs and longer (calls, wall ns).
 constexpr int kBuckets = 5;
 const int64_t kBucketNs[kBuckets - 1] = {5000, 20000, 100000, 1000000};
-std::atomic<int64_t> g_hist_calls[2][kBuckets], g_hist_ns[2][kBuckets];
+std::atomic<int64_t> g_hist_calls[kTables][kBuckets], g_hist_ns[kTables][kBuckets];
 thread_local Op t_current = kStep;  // set by the step's thread between steps; records come from that thread
 
 const char* const kNames[kOpCount] = {"embedding", "rmsnorm",  "qkv matmul", "rope",    "kv write",
@@ -29,15 +30,15 @@ const char* const kNames[kOpCount] = {"embedding", "rmsnorm",  "qkv matmul", "ro
 
 void dump_table(int variant) {
   const Counter* g_counters = g_tables[variant];
-  if (g_counters[kStep].calls.load() == 0 && variant > 0) return;
+  if (g_counters[kStep].calls.load() == 0) return;
   int64_t total = 0, cpu_total = 0;
   for (int i = 0; i < kOpCount; i++) {
     if (i == kPoolWait || i == kStep) continue;
     total += g_counters[i].ns.load();
     cpu_total += g_counters[i].cpu_ns.load();
   }
-  std::fprintf(stderr, "loramesh step profile%s (wall, calling thread; share of the ops' sum; pool wait is inside the ops)\n",
-               variant == 0 ? "" : ", variant 1");
+  std::fprintf(stderr, "loramesh step profile%s%s (wall, calling thread; share of the ops' sum; pool wait is inside the ops)\n",
+               (variant & 1) ? ", variant 1" : "", (variant & 2) ? ", steps with adapters" : "");
   std::fprintf(stderr, "%-16s %8s %10s %7s %8s %10s %7s %10s\n", "op", "calls", "wall ms", "share", "GB/s",
                "CPU ms", "share", "GB/CPU-s");
   for (int i = 0; i < kOpCount; i++) {
@@ -55,7 +56,8 @@ void dump_table(int variant) {
 
 void dump_waits(int variant) {
   if (g_tables[variant][kPoolWait].calls.load() == 0) return;
-  std::fprintf(stderr, "pool wait by op%s (calls, wall ms):", variant == 0 ? "" : ", variant 1");
+  std::fprintf(stderr, "pool wait by op%s%s (calls, wall ms):", (variant & 1) ? ", variant 1" : "",
+               (variant & 2) ? ", steps with adapters" : "");
   for (int i = 0; i < kOpCount; i++) {
     const int64_t calls = g_wait_calls[variant][i].load();
     if (calls == 0) continue;
@@ -70,10 +72,8 @@ void dump_waits(int variant) {
 }
 
 void dump() {
-  dump_waits(0);
-  dump_waits(1);
-  dump_table(0);
-  dump_table(1);
+  for (int v = 0; v < kTables; v++) dump_waits(v);
+  for (int v = 0; v < kTables; v++) dump_table(v);
 }
 
 bool read_env() {
@@ -108,7 +108,7 @@ Op enter(Op op) {
 }
 void leave(Op previous) { t_current = previous; }
 
-void set_variant(int variant) { g_variant = variant == 0 ? 0 : 1; }
+void set_variant(int variant) { g_variant = variant & (kTables - 1); }
 
 void record(Op op, int64_t ns, int64_t cpu_ns, int64_t bytes) {
   if (op == kPoolWait) {

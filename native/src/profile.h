@@ -34,8 +34,9 @@ enum Op : int {
 // prefill steps would swamp the table). run_step sets it for the step's duration.
 bool enabled();
 void set_step_tokens(int64_t tokens);
-// Which of two tables the next records go to (0 or 1): the step sets it when it alternates two
-// variants of an op (ops.h, LORAMESH_DECODE_CHUNKS=alt), so each variant gets its own table.
+// Which of four tables the next records go to: bit 0 the variant when the step alternates two
+// variants of an op (ops.h, LORAMESH_DECODE_CHUNKS or LORAMESH_LORA_FUSE=alt), bit 1 set for steps
+// with adapters, so each variant, and base and adapter steps, get their own tables.
 void set_variant(int variant);
 void record(Op op, int64_t ns, int64_t cpu_ns, int64_t bytes);
 // The innermost op family being timed on this thread (kStep outside every family): pool waits are

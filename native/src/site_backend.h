@@ -13,6 +13,10 @@
 
 namespace lm {
 
+namespace cpu {
+class LoraJob;
+}
+
 // Site ids shared with TypeScript (@loramesh/formats LoraSite) and the wire.
 enum SiteId : int32_t { kSiteQkv = 0, kSiteO = 1, kSiteGateUp = 2, kSiteDown = 3 };
 
@@ -46,6 +50,19 @@ class SiteBackend {
   // machine the step thread does the base work alone instead of waking the pool, whose threads
   // would otherwise hold the core the server needs. Valid after begin_step.
   virtual bool peer_shares_cores() const { return false; }
+  // A backend whose kernel runs in this process on the step's own pool may plan a site as a job
+  // instead of post/wait: the step then runs the job's shrink inside the base projection's pool
+  // job and its expand adding straight into `y` (the projection's output, [rows, out_features]).
+  // false: not offered for this site (use post/wait). On true with *status != LM_OK the site failed.
+  virtual bool plan_fused(const SiteCall& call, float* y, cpu::LoraJob* job, lm_status* status) {
+    (void)call, (void)y, (void)job, (void)status;
+    return false;
+  }
+  // Adapter weight bytes a site reads (the step profile's GB/s); 0 when the backend does not know.
+  virtual int64_t site_bytes(const SiteCall& call) const {
+    (void)call;
+    return 0;
+  }
 };
 
 }  // namespace lm

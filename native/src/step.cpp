@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -66,9 +67,33 @@ class Step {
                  const int32_t* row_expert) {
     if (!use_lora_) return base();
     const int64_t rows = y.shape[0], out = y.shape[1];
-    delta_.resize(static_cast<size_t>(rows * out));
     SiteCall call{layer, id, static_cast<const float*>(x.data), rows, x.shape[1], out, row_adapter, row_expert,
-                  delta_.data()};
+                  nullptr};
+    // In-process kernels (LORAMESH_LORA_FUSE=1): the shrink inside the base matmul's pool job, the
+    // expand adding into y: one fork/join fewer a site, no delta buffer and no separate add.
+    cpu::LoraJob job;
+    lm_status planned = LM_OK;
+    if (backend_->plan_fused(call, static_cast<float*>(y.data), &job, &planned)) {
+      if (planned != LM_OK) return site_failed(planned);
+      const std::function<void(int64_t)> shrink = [&job](int64_t i) { job.shrink(i); };
+      // At one token the expand runs in the same job too, on each run of base rows as it is done.
+      const std::function<void(int64_t, int64_t)> expand = [&job](int64_t c0, int64_t c1) { job.expand_columns(c0, c1); };
+      lm_status base_status;
+      bool expanded = false;
+      {
+        cpu::MatmulExtra extra(job.shrink_count(), shrink, cpu::lora_fuse_expand() && job.shrink_count() > 0 ? &expand : nullptr);
+        base_status = base();
+        if (base_status == LM_OK && !extra.ran()) job.run_shrink();  // a base that is no cpu::matmul
+        expanded = extra.after_ran();
+      }
+      if (base_status != LM_OK) return base_status;
+      if (expanded) return LM_OK;
+      profile::Scope scope(profile::kSite);
+      job.run_expand();
+      return LM_OK;
+    }
+    delta_.resize(static_cast<size_t>(rows * out));
+    call.delta = delta_.data();
     uint64_t ticket = 0;
     lm_status s = backend_->post(call, &ticket);
     if (s != LM_OK) return site_failed(s);
@@ -79,7 +104,7 @@ class Step {
       (void)backend_->wait(ticket, b_.site_timeout_us);
       return fail(base_status, message);
     }
-    profile::Scope scope(profile::kSite);
+    profile::Scope scope(profile::kSite, profile::enabled() ? backend_->site_bytes(call) : 0);
     s = backend_->wait(ticket, b_.site_timeout_us);
     if (s != LM_OK) return site_failed(s);
     lm_tensor delta = f32v(delta_.data(), {rows, out});
@@ -297,13 +322,15 @@ lm_status run_step(const StepModel& model, const StepBatch& batch, SiteBackend* 
     return fail(LM_ERR_ARGUMENT, "step: rows use adapters but no LoRA site backend was given");
   }
   Step step(model, batch, backend, where);
+  int variant = 0;
   if (batch.tokens == 1 && cpu::alternating()) {
     // Same-process comparison of two variants of an op (ops.h): switch every step.
     static std::atomic<int> flips{0};
-    const int variant = (flips.fetch_add(1) + 1) & 1;
+    variant = (flips.fetch_add(1) + 1) & 1;
     cpu::set_variant(variant);
-    profile::set_variant(variant);
   }
+  // Steps with adapters get their own profile tables (a base/adapter comparison in one process).
+  profile::set_variant(variant | (batch.n_adapters > 0 ? 2 : 0));
   profile::set_step_tokens(batch.tokens);
   lm_status s;
   {
