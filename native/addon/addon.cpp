@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
+#include <algorithm>
 
 #include <functional>
 #include <memory>
@@ -450,6 +452,22 @@ Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, gbs);
 }
 
+Napi::Value ReadBandwidthPasses(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double bytes = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  const int32_t passes = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+  const int32_t threads = info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0;
+  std::vector<double> gbs(static_cast<size_t>(std::max(passes, 0)));
+  const lm_status s = lm_read_bandwidth_passes(static_cast<size_t>(bytes), passes, threads, gbs.data());
+  if (s != LM_OK) {
+    make_error(env, s, lm_last_error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array out = Napi::Array::New(env, gbs.size());
+  for (size_t i = 0; i < gbs.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, gbs[i]));
+  return out;
+}
+
 // The data-plane priority setting (LORAMESH_DATAPLANE_PRIORITY) and how often it was applied.
 Napi::Value DataplanePriority(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -465,6 +483,7 @@ Napi::Value DataplanePriority(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mapFile", Napi::Function::New(env, MapFile));
   exports.Set("readBandwidthGbs", Napi::Function::New(env, ReadBandwidth));
+  exports.Set("readBandwidthPasses", Napi::Function::New(env, ReadBandwidthPasses));
   exports.Set("version", Napi::String::New(env, lm_version()));
   exports.Set("cudaBuilt", Napi::Boolean::New(env, lm_cuda_built() != 0));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return Napi::Number::New(i.Env(), lm_cuda_device_count()); }));

@@ -35,10 +35,10 @@ constexpr int64_t kRankBlock = 16;
 constexpr int64_t kColumnBlock = 128;
 // Columns per expand item on a k-major B: runs of 4 KB of f32 per Bᵀ row.
 constexpr int64_t kKMajorColumns = 1024;
-// Wide expand items (LORAMESH_LORA_FUSE=1) for segments of at most kWideRows rows: up to this many columns.
+// Wide expand items (under lora_fuse() 1, the default) for segments of at most kWideRows rows: up to this many columns.
 constexpr int64_t kWideRows = 4;
 constexpr int64_t kWideColumns = 1024;
-// LORAMESH_LORA_WIDE=0 keeps 128-column items under LORAMESH_LORA_FUSE=1 (to tell the two apart).
+// LORAMESH_LORA_WIDE=0 keeps 128-column items there (to tell the two changes apart).
 const bool g_wide = [] {
   const char* v = std::getenv("LORAMESH_LORA_WIDE");
   return v == nullptr || std::string(v) != "0";
@@ -318,8 +318,10 @@ void lora(const LoraArgs& a) {
 
 namespace {
 std::atomic<int> g_lora_fuse{[] {
+  // On by default: −2.0 % and −2.2 % a step with adapters, alternated in one process (issue 17,
+  // twelfth pass). "0" turns it off; "alt" is switched per step by set_variant.
   const char* v = std::getenv("LORAMESH_LORA_FUSE");
-  return v != nullptr && std::string(v) == "1" ? 1 : 0;
+  return v != nullptr && (std::string(v) == "0" || std::string(v) == "alt") ? 0 : 1;
 }()};
 }  // namespace
 void set_lora_fuse(int mode) { g_lora_fuse.store(mode, std::memory_order_relaxed); }

@@ -117,10 +117,11 @@ class LoraJob {
   const void* scratch_ = nullptr;
   bool on_pool_ = false;
 };
-// Decode-step LoRA sites in coupled mode (LocalSiteBackend): 1 runs each site's shrink inside the
-// base projection's pool job (MatmulExtra) and its expand adding straight into the projection's
-// output; 0 (default) the separate kernel call into a delta buffer, then the add.
-// LORAMESH_LORA_FUSE=1 sets it; =alt switches it at every one-token step (set_variant).
+// Native-step LoRA sites in coupled mode (LocalSiteBackend): 1 (default) runs each dense site's
+// shrink inside the base projection's pool job (MatmulExtra), and its expand adding straight into
+// the projection's output (at one token in the same job, per run of base rows), with wide expand
+// items for a few rows; 0 the separate kernel call into a delta buffer, then the add
+// (LORAMESH_LORA_FUSE=0). Same bits either way. =alt switches it at every one-token step (set_variant).
 void set_lora_fuse(int mode);
 int lora_fuse();
 // Under lora_fuse() 1, whether a one-token site's expand also runs in the base matmul's job, on

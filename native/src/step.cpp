@@ -69,7 +69,7 @@ class Step {
     const int64_t rows = y.shape[0], out = y.shape[1];
     SiteCall call{layer, id, static_cast<const float*>(x.data), rows, x.shape[1], out, row_adapter, row_expert,
                   nullptr};
-    // In-process kernels (LORAMESH_LORA_FUSE=1): the shrink inside the base matmul's pool job, the
+    // In-process kernels (cpu::lora_fuse(), on by default): the shrink inside the base matmul's pool job, the
     // expand adding into y: one fork/join fewer a site, no delta buffer and no separate add.
     cpu::LoraJob job;
     lm_status planned = LM_OK;

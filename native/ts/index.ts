@@ -96,6 +96,7 @@ interface Addon {
   ropeInvFreq(config: RopeConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number };
   mapFile(path: string, begin: number, length: number): { buffer: ArrayBuffer; offset: number };
   readBandwidthGbs(bytes: number, passes: number): number;
+  readBandwidthPasses(bytes: number, passes: number, threads: number): number[];
   [op: string]: unknown;
 }
 
@@ -167,6 +168,12 @@ export const native = {
     sync(() => addon.mapFile(path, begin, length)),
   /** Best read bandwidth (GB/s) of `passes` passes over a `bytes` buffer on the CPU pool. */
   readBandwidthGbs: (bytes: number, passes: number): number => sync(() => addon.readBandwidthGbs(bytes, passes)),
+  /**
+   * Each pass's read bandwidth (GB/s): `threads` threads of their own, started together, each
+   * streaming its contiguous share of a fresh `bytes` buffer once (bench:cpu-anchor's floor).
+   */
+  readBandwidthPasses: (bytes: number, passes: number, threads: number): number[] =>
+    sync(() => addon.readBandwidthPasses(bytes, passes, threads)),
   /** out[t] = table[ids[t]]. */
   embedding: (table: Weight, ids: I32, out: F32) => call("embedding", table, ids, out),
   /** Hugging Face RMSNorm; out may be x. */

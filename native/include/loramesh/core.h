@@ -63,6 +63,9 @@ int32_t lm_cuda_device_count(void);
 
 /* Best read bandwidth (GB/s) of `passes` passes over a fresh buffer of `bytes`, on the CPU pool. */
 lm_status lm_read_bandwidth_gbs(size_t bytes, int32_t passes, double* gbs_out);
+/* Each pass's read bandwidth (GB/s, gbs_out[passes]): `threads` threads of their own started
+   together, each streaming its contiguous share of a fresh `bytes` buffer once (bench:cpu-anchor's floor). */
+lm_status lm_read_bandwidth_passes(size_t bytes, int32_t passes, int32_t threads, double* gbs_out);
 /* Makes [data, data+bytes) of a file mapping resident for this process (page tables filled, every
    page read once, on the CPU pool), so the first forward pass does not pay for it. */
 lm_status lm_prefault(const void* data, size_t bytes);
