@@ -160,7 +160,12 @@ async function main(): Promise<void> {
   // span ~13–59 GB/s within a minute, so the old figure (the best of 3 passes once at the end, kept
   // as membw_gbs_best3) moved 28–47 GB/s between runs while the engines did not.
   const probe: number[] = [];
-  const probeRound = () => probe.push(...native.readBandwidthPasses(PROBE_BYTES, PROBE_PASSES, threads));
+  const probeRuns: number[] = [];
+  const probeRound = () => {
+    const passes = native.readBandwidthPasses(PROBE_BYTES, PROBE_PASSES, threads);
+    probe.push(...passes);
+    probeRuns.push(median(passes));
+  };
   for (let r = 0; r < rounds; r++) {
     // Alternate which engine goes first so neither always runs on a warmer page cache.
     const order = r % 2 === 0 ? (["loramesh", "llamacpp"] as const) : (["llamacpp", "loramesh"] as const);
@@ -226,6 +231,8 @@ async function main(): Promise<void> {
       membw_gbs_max: round(Math.max(...probe)),
       membw_gbs_quartiles: [round(quantile(probe, 0.25)), round(quantile(probe, 0.75))],
       membw_passes: probe.length,
+      // The median of each engine process's passes, in run order (the probe's drift over the run).
+      membw_gbs_by_run: probeRuns.map((x) => round(x)),
       membw_method: `median of ${probe.length} passes (${PROBE_PASSES} after each engine process) of ${threads} threads each streaming its half of a fresh 1 GiB buffer, started together (wall clock)`,
       // The probe before issue 17's twelfth pass: best of 3 pool passes, once after all rounds.
       membw_gbs_best3: round(membwBest3),
