@@ -14,7 +14,8 @@
  * r16's overhead by ±20 % between runs of the same code (docs/performance.md, issue 13).
  *
  * `--floor`: after each base step, one pass of the read-bandwidth probe behind bench:cpu-anchor's
- * floor, so the step's weight bytes per second and the floor are measured alternately in one
+ * floor (the step's threads streaming their shares of 1 GiB; then one pass of the old pool probe,
+ * reported beside it as membw_gbs_old), so the step's weight bytes per second and the floor are measured alternately in one
  * process (a ratio that holds better on a busy machine than two runs would). A step's weight bytes
  * are all the model's but the embedding table (one row of it is read), as cpu-anchor counts.
  */
@@ -85,16 +86,23 @@ interface Samples {
   wall: number[];
   cpu: number[];
   probe: number[];
+  probeOld: number[];
 }
 
 /** Medians over the steps of every round. */
-function summary(rounds: Samples[]): { wall_ms: number; cpu_ms: number; probe_gbs?: number[] } {
+function summary(rounds: Samples[]): {
+  wall_ms: number;
+  cpu_ms: number;
+  probe_gbs?: number[];
+  probe_old_gbs?: number[];
+} {
   const all = (k: keyof Samples) => rounds.flatMap((r) => r[k]);
-  const probe = all("probe");
+  const probe = all("probe"),
+    probeOld = all("probeOld");
   return {
     wall_ms: round(median(all("wall"))),
     cpu_ms: round(median(all("cpu"))),
-    ...(probe.length ? { probe_gbs: probe } : {}),
+    ...(probe.length ? { probe_gbs: probe, probe_old_gbs: probeOld } : {}),
   };
 }
 
@@ -119,7 +127,8 @@ async function measure(
   );
   const wall: number[] = [],
     cpu: number[] = [],
-    probe: number[] = [];
+    probe: number[] = [],
+    probeOld: number[] = [];
   for (let s = 0; s < o.steps; s++) {
     const c0 = process.cpuUsage(),
       t0 = performance.now();
@@ -133,9 +142,12 @@ async function measure(
       c1 = process.cpuUsage(c0);
     wall.push(t1 - t0);
     cpu.push((c1.user + c1.system) / 1000);
-    if (o.floor && adapterId === undefined) probe.push(native.readBandwidthGbs(1 << 30, 1));
+    if (o.floor && adapterId === undefined) {
+      probe.push(native.readBandwidthPasses(1 << 30, 1, native.getNumThreads())[0] as number);
+      probeOld.push(native.readBandwidthGbs(1 << 30, 1));
+    }
   }
-  return { wall, cpu, probe };
+  return { wall, cpu, probe, probeOld };
 }
 
 // Bytes a decode step reads: every weight but the embedding table (unless it is also the head).
@@ -170,8 +182,11 @@ async function main(): Promise<void> {
   if (!o.noBase) out["base"] = summary(base);
   if (o.floor && !o.noBase) {
     // Weight GB/s of the median step against the median probe pass taken between the steps.
-    const b = out["base"] as { wall_ms: number; probe_gbs?: number[] };
-    const membw = median(b.probe_gbs ?? []);
+    const b = out["base"] as { wall_ms: number; probe_gbs?: number[]; probe_old_gbs?: number[] };
+    const passes = b.probe_gbs ?? [];
+    const membw = median(passes);
+    const old = b.probe_old_gbs ?? [];
+    delete b.probe_old_gbs;
     const stepGbs = stepWeightBytes(model) / (b.wall_ms * 1e6);
     delete b.probe_gbs;
     out["floor"] = {
@@ -179,6 +194,10 @@ async function main(): Promise<void> {
       step_weight_gbs: round(stepGbs),
       decode_tok_s: round((membw * 1e9) / stepWeightBytes(model)),
       pct_of_floor: round((100 * stepGbs) / membw),
+      membw_gbs_range: [round(Math.min(...passes)), round(Math.max(...passes))],
+      // The pool probe's single passes (bench:cpu-anchor's floor before issue 17's twelfth pass).
+      membw_gbs_old: round(median(old)),
+      membw_gbs_old_range: [round(Math.min(...old)), round(Math.max(...old))],
     };
   }
   for (const [name] of adapters) out[name] = summary(per.get(name) ?? []);
