@@ -44,6 +44,13 @@ const int64_t kSpinNs =
 const int64_t kStepSpinNs = env_us("LM_RING_STEP_SPIN_US", 40) * 1000;
 const int64_t kExpectMaxNs = env_us("LM_RING_EXPECT_MAX_US", 500) * 1000;
 const int64_t kWakeLeadNs = env_us("LM_RING_WAKE_LEAD_US", 30) * 1000;
+// Across a step's gaps (branch m13k): a real-time ring thread whose worker is inside a step keeps
+// spinning up to LM_RING_GAP_SPIN_US after its last answer to that worker (or the step's start)
+// instead of napping until the expected post, so a post that comes early, late or unexpected
+// (~1 in 5 before: `timedNap`, `late`, `noExpectation`) finds it awake. Bounded per gap, ended by
+// the step's end (the core goes back to the event loops between steps) and only under fifo (a
+// spin at normal priority takes a core from runnable threads). 0 turns it off.
+const int64_t kGapSpinNs = env_us("LM_RING_GAP_SPIN_US", 0) * 1000;
 // After a descheduled spin, 100 ms without stepping spins: under SCHED_OTHER the spin held a core
 // another runnable thread needed. Not for a real-time ring thread (fifo): no fair-class thread can
 // take its core, so a descheduled spin there is the hypervisor taking the vCPU or an interrupt, and
@@ -468,6 +475,10 @@ void ServerImpl::loop() {
         } else if (gap <= kExpectMaxNs) {
           from = ch->last_answer_ns + gap - kWakeLeadNs, until = ch->last_answer_ns + gap + kStepSpinNs;
         }
+      }
+      if (realtime && kGapSpinNs > 0) {
+        const int64_t gap_until = std::max(ch->last_answer_ns, ch->stepping_ns) + kGapSpinNs;
+        if (gap_until > now) from = std::min(from, now), until = std::max(until, gap_until);
       }
       if (until > now && from < expect_from) expect_from = from, expect_until = until;
     }

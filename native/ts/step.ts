@@ -77,6 +77,8 @@ export interface StepBatch {
 
 /** A LoRA site handed to JavaScript by a callback site backend. */
 export interface SiteRequest {
+  /** The step that posted it, as `armCallbackSiteBackend` named it (0 when never armed). */
+  step: number;
   layer: number;
   /** 0 qkv, 1 o, 2 gate_up, 3 down. */
   site: number;
@@ -160,6 +162,7 @@ interface StepAddon {
   }): SiteBackendHandle;
   callbackSiteBackend(fn: (req: SiteRequest) => Promise<Float32Array>): SiteBackendHandle;
   disposeSiteBackend(backend: SiteBackendHandle): void;
+  armCallbackSiteBackend(backend: SiteBackendHandle, step: number): boolean;
   routedSiteBackend(routes: readonly SiteRouteSpec[], fallback: SiteBackendHandle | null): SiteBackendHandle;
   routedSiteStats(): RoutedSiteStats;
   siteRoundTrips(backend: SiteBackendHandle, spec: SiteRoundTripSpec): Promise<Float64Array>;
@@ -202,6 +205,12 @@ export function stepApi(addon: unknown) {
       sync(() => a.callbackSiteBackend(fn)),
     /** Releases a backend now (a running step keeps its own reference). */
     disposeSiteBackend: (backend: SiteBackendHandle): void => a.disposeSiteBackend(backend),
+    /**
+     * Names the step a callback backend kept across steps runs next: its requests carry it as
+     * `step`, so a late site of an earlier step is told apart. False: not a callback backend.
+     */
+    armCallbackSiteBackend: (backend: SiteBackendHandle, step: number): boolean =>
+      sync(() => a.armCallbackSiteBackend(backend, step)),
     /**
      * Per adapter, the backend serving its rows, called from the step's thread (rings: no
      * JavaScript per site); adapters no route names go to `fallback`.
