@@ -306,6 +306,15 @@ Napi::Value ArmCallbackSiteBackend(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, callback != nullptr);
 }
 
+// announceStep(backend): a step on it is about to be queued (SiteBackend::announce).
+Napi::Value AnnounceStep(const Napi::CallbackInfo& info) {
+  if (info[0].IsExternal()) {
+    const BackendPtr& backend = *info[0].As<Napi::External<BackendPtr>>().Data();
+    if (backend) backend->announce();
+  }
+  return info.Env().Undefined();
+}
+
 // disposeSiteBackend(backend): drops the handle's reference now instead of at garbage collection
 // (a per-step callback backend holds a thread-safe function until then).
 Napi::Value DisposeSiteBackend(const Napi::CallbackInfo& info) {
@@ -590,6 +599,7 @@ void register_step_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("callbackSiteBackend", Napi::Function::New(env, CallbackSiteBackendNew));
   exports.Set("disposeSiteBackend", Napi::Function::New(env, DisposeSiteBackend));
   exports.Set("armCallbackSiteBackend", Napi::Function::New(env, ArmCallbackSiteBackend));
+  exports.Set("announceStep", Napi::Function::New(env, AnnounceStep));
   exports.Set("routedSiteBackend", Napi::Function::New(env, RoutedSiteBackendNew));
   exports.Set("routedSiteStats", Napi::Function::New(env, RoutedSiteStats));
   exports.Set("siteRoundTrips", Napi::Function::New(env, SiteRoundTrips));

@@ -204,6 +204,10 @@ bool RoutedSiteBackend::peer_shares_cores() const {
   return false;
 }
 
+void RoutedSiteBackend::announce() {
+  for (const SiteRoute& r : routes_) r.backend->announce();
+}
+
 void RoutedSiteBackend::end_step() {
   StepState* st = state();
   if (st == nullptr) return;

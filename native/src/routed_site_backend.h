@@ -57,6 +57,7 @@ class RoutedSiteBackend final : public SiteBackend {
   lm_status wait(uint64_t ticket, int64_t timeout_us) override;
   void end_step() override;
   bool peer_shares_cores() const override;
+  void announce() override;
 
  private:
   static constexpr int kFallback = -1;

@@ -46,6 +46,10 @@ class SiteBackend {
   // machine the step thread does the base work alone instead of waking the pool, whose threads
   // would otherwise hold the core the server needs. Valid after begin_step.
   virtual bool peer_shares_cores() const { return false; }
+  // A step on this backend is about to begin (called on the JS thread before the step is queued):
+  // a remote side that sleeps between steps may start waking now, in parallel with the hand-over
+  // to the step's thread, instead of at begin_step. Optional; must not block.
+  virtual void announce() {}
 };
 
 }  // namespace lm

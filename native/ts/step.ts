@@ -163,6 +163,7 @@ interface StepAddon {
   callbackSiteBackend(fn: (req: SiteRequest) => Promise<Float32Array>): SiteBackendHandle;
   disposeSiteBackend(backend: SiteBackendHandle): void;
   armCallbackSiteBackend(backend: SiteBackendHandle, step: number): boolean;
+  announceStep(backend: SiteBackendHandle): void;
   routedSiteBackend(routes: readonly SiteRouteSpec[], fallback: SiteBackendHandle | null): SiteBackendHandle;
   routedSiteStats(): RoutedSiteStats;
   siteRoundTrips(backend: SiteBackendHandle, spec: SiteRoundTripSpec): Promise<Float64Array>;
@@ -211,6 +212,11 @@ export function stepApi(addon: unknown) {
      */
     armCallbackSiteBackend: (backend: SiteBackendHandle, step: number): boolean =>
       sync(() => a.armCallbackSiteBackend(backend, step)),
+    /**
+     * A step on this backend is about to be queued: a same-host LoRA server's ring thread starts
+     * waking now, while the step is handed to its thread (no-op for other backends).
+     */
+    announceStep: (backend: SiteBackendHandle): void => a.announceStep(backend),
     /**
      * Per adapter, the backend serving its rows, called from the step's thread (rings: no
      * JavaScript per site); adapters no route names go to `fallback`.

@@ -55,6 +55,30 @@ export async function forward(
   seqs: readonly ForwardSequence[],
   options: ForwardOptions = {},
 ): Promise<Float32Array[]> {
+  // The step's distinct adapters, then its LoRA site backends before the rest of the layout: a
+  // same-host LoRA server's ring thread starts waking now (announce), while the step is laid out.
+  const adapters: string[] = [];
+  for (const s of seqs) {
+    if (s.adapterId === undefined) continue;
+    if (!lora) throw new FailedPreconditionError("a sequence uses an adapter but the engine has no LoRA backend");
+    if (!adapters.includes(s.adapterId)) adapters.push(s.adapterId);
+  }
+  const sites = lora !== undefined && adapters.length > 0 ? stepSites(lora, adapters) : undefined;
+  try {
+    return await laidOut(model, cache, seqs, adapters, sites, options);
+  } finally {
+    sites?.callback?.release();
+  }
+}
+
+async function laidOut(
+  model: Model,
+  cache: KvCache,
+  seqs: readonly ForwardSequence[],
+  adapters: readonly string[],
+  sites: StepSites | undefined,
+  options: ForwardOptions,
+): Promise<Float32Array[]> {
   const c = model.config;
   const T = seqs.reduce((s, q) => s + q.tokens.length, 0);
 
@@ -63,7 +87,6 @@ export async function forward(
     positions = new Int32Array(T),
     tokenSeq = new Int32Array(T),
     slots = new Int32Array(T);
-  const adapters: string[] = [];
   const rowAdapter = new Int32Array(T);
   const maxBlocks = Math.max(1, ...seqs.map((s) => s.blockTable.length));
   const tables = new Int32Array(seqs.length * maxBlocks);
@@ -71,12 +94,7 @@ export async function forward(
   let maxPosition = 0;
   seqs.forEach((s, si) => {
     tables.set(s.blockTable, si * maxBlocks);
-    let adapterIndex = -1;
-    if (s.adapterId !== undefined) {
-      if (!lora) throw new FailedPreconditionError("a sequence uses an adapter but the engine has no LoRA backend");
-      adapterIndex = adapters.indexOf(s.adapterId);
-      if (adapterIndex < 0) adapterIndex = adapters.push(s.adapterId) - 1;
-    }
+    const adapterIndex = s.adapterId === undefined ? -1 : adapters.indexOf(s.adapterId);
     s.tokens.forEach((id, j) => {
       ids[t] = id;
       positions[t] = s.startPosition + j;
@@ -118,12 +136,7 @@ export async function forward(
     ...(rope ? { invFreq: rope.invFreq, attentionScaling: rope.attentionScaling } : {}),
     siteTimeoutMs: options.siteTimeoutMs ?? DEFAULT_SITE_TIMEOUT_MS,
   };
-  await runStep(
-    stepModel(model, cache),
-    batch,
-    lora !== undefined && adapters.length > 0 ? lora : undefined,
-    options.timing,
-  );
+  await runStep(stepModel(model, cache), batch, sites, options.timing);
 
   const out: Float32Array[] = [];
   let row = 0;
@@ -146,7 +159,7 @@ export async function forward(
 async function runStep(
   handle: StepModelHandle,
   batch: StepBatch,
-  lora: LoraBackend | undefined,
+  sites: StepSites | undefined,
   timing: ForwardTiming | undefined,
 ): Promise<void> {
   const run = async (backend: SiteBackendHandle | null): Promise<StepRingTiming> => {
@@ -157,12 +170,10 @@ async function runStep(
       if (timing) timing.nativeUs += (performance.now() - started) * 1000;
     }
   };
-  if (!lora) return void (await run(null));
-  const persistent = lora.nativeSiteBackend?.();
-  if (persistent) return void (await run(persistent));
-  const callback = stepCallback(lora, batch.adapters);
+  if (!sites) return void (await run(null));
+  const { lora, persistent, callback, routed } = sites;
+  if (persistent || !callback) return void (await run(persistent ?? null));
   try {
-    const routed = lora.stepSiteBackend?.(batch.adapters, () => callback.handle);
     try {
       const t = await run(routed ?? callback.handle);
       if (t.ringSites > 0) lora.stepRingTiming?.(t);
@@ -176,8 +187,29 @@ async function runStep(
     }
   } catch (err) {
     throw callback.error ?? err;
-  } finally {
+  }
+}
+
+/** One step's LoRA site backends: the LoRA backend's persistent one, or its step backend over the callback. */
+interface StepSites {
+  lora: LoraBackend;
+  persistent?: SiteBackendHandle;
+  callback?: StepCallback;
+  routed?: SiteBackendHandle;
+}
+
+function stepSites(lora: LoraBackend, adapters: readonly string[]): StepSites {
+  const persistent = lora.nativeSiteBackend?.();
+  if (persistent) return { lora, persistent };
+  const callback = stepCallback(lora, adapters);
+  try {
+    const routed = lora.stepSiteBackend?.(adapters, () => callback.handle);
+    if (!routed) return { lora, callback };
+    nativeStep.announceStep(routed);
+    return { lora, callback, routed };
+  } catch (err) {
     callback.release();
+    throw err;
   }
 }
 
