@@ -56,6 +56,8 @@ const int64_t kWakeLeadNs = env_us("LM_RING_WAKE_LEAD_US", 30) * 1000;
 // alternated runs (docs/performance.md, branch m13k): no post found the thread napping or late
 // any more, and the shm step's forward pass came within 0.98–1.12× the coupled one's.
 const int64_t kGapSpinNs = env_us("LM_RING_GAP_SPIN_US", 150) * 1000;
+// A gap longer than this last time is not spun across (µs; default: the budget itself).
+const int64_t kGapSpinMaxNs = env_us("LM_RING_GAP_SPIN_MAX_US", kGapSpinNs / 1000) * 1000;
 // After a descheduled spin, 100 ms without stepping spins: under SCHED_OTHER the spin held a core
 // another runnable thread needed. Not for a real-time ring thread (fifo): no fair-class thread can
 // take its core, so a descheduled spin there is the hypervisor taking the vCPU or an interrupt, and
@@ -488,7 +490,7 @@ void ServerImpl::loop() {
         if (ch->stepping_ns > ch->last_post_ns) {
           since = ch->stepping_ns;
         } else if (ch->last_key >= 0 && static_cast<size_t>(ch->last_key) < ch->gap_ns.size() &&
-                   ch->gap_ns[static_cast<size_t>(ch->last_key)] <= kGapSpinNs) {
+                   ch->gap_ns[static_cast<size_t>(ch->last_key)] <= kGapSpinMaxNs) {
           since = ch->last_answer_ns;
         }
         if (since >= 0 && since + kGapSpinNs > now) from = std::min(from, now), until = std::max(until, since + kGapSpinNs);
