@@ -409,7 +409,8 @@ async function siteRoundTripUs(
       throw new Error("mesh bench: some shm sites did not go through the ring (adapters missing from its table?)");
     const viaStream = callbackBackend(grpc, ids);
     out["grpc"] = stats(await timed(viaStream, "gRPC sites"));
-    for (const h of [fallback, ring, viaStream]) nativeStep.disposeSiteBackend(h);
+    // The ring's step backend belongs to `shm` (released by its close()).
+    for (const h of [fallback, viaStream]) nativeStep.disposeSiteBackend(h);
     close();
     return {
       in_process: out["in_process"],
@@ -484,6 +485,11 @@ export interface WorkerSteps {
   step_ms: number;
   /** Median forward pass of the same steps (the native step and its LoRA sites, without JavaScript around it). */
   forward_ms: number;
+  /**
+   * Median JavaScript of the same steps' forward pass (its time outside the native step: laying out
+   * the step, its LoRA site backends, the logits back), µs; NaN from a worker without the figure.
+   */
+  forward_js_us: number;
   /** Their 90th percentile period. */
   step_p90_ms: number;
   /** Steps in the pass, the 8-row decode steps among them, steps with prefill rows, and the other decode steps. */
@@ -504,6 +510,7 @@ function workerSteps(series: readonly StepSample[], fromMs: number, toMs: number
   return {
     step_ms: periods.length ? ms(median(periods)) : NaN,
     forward_ms: periods.length ? ms(median(decode.map((s) => s.forwardUs))) : NaN,
+    forward_js_us: periods.length ? round(median(decode.map((s) => s.forwardUs - s.nativeUs)), 1) : NaN,
     step_p90_ms: periods.length ? ms(percentile(periods, 90)) : NaN,
     steps: inPass.length,
     decode8_steps: decode.length,
@@ -758,12 +765,14 @@ async function alternatedSteps(
 }
 
 /** The worker-measured figures over passes: medians of the passes' 8-row decode medians, ms. */
-function workerFigures(passes: DecodePass[]): { step: number; forward: number } {
+function workerFigures(passes: DecodePass[]): { step: number; forward: number; forwardJs: number } {
   const steps = passes.map((p) => p.worker?.step_ms ?? NaN).filter((v) => Number.isFinite(v));
   const forwards = passes.map((p) => p.worker?.forward_ms ?? NaN).filter((v) => Number.isFinite(v));
+  const js = passes.map((p) => p.worker?.forward_js_us ?? NaN).filter((v) => Number.isFinite(v));
   return {
     step: steps.length ? round(median(steps), 3) : NaN,
     forward: forwards.length ? round(median(forwards), 3) : NaN,
+    forwardJs: js.length ? round(median(js), 1) : NaN,
   };
 }
 
@@ -812,6 +821,13 @@ function workerReport(
       ...(g ? { disaggregated_grpc: g.forward } : {}),
     },
     shm_over_coupled_forward: round(m.forward / c.forward, 3),
+    // The forward pass's own JavaScript per 8-row step (µs, median over passes): what the worker's
+    // event loop spends per step on the step besides waiting for it.
+    decode_forward_js_us_worker: {
+      coupled: c.forwardJs,
+      disaggregated_shm: m.forwardJs,
+      ...(g ? { disaggregated_grpc: g.forwardJs } : {}),
+    },
     decode_pass_details: {
       coupled: details.coupled.map(({ thread_cpu: _, ...p }) => p),
       disaggregated_shm: details.shm.map(({ thread_cpu: _, ...p }) => p),

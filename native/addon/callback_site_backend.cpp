@@ -35,9 +35,20 @@ void call_js(Napi::Env env, Napi::Function fn, std::shared_ptr<Pending>* data) {
   std::shared_ptr<Pending> p = std::move(*data);
   delete data;
   if (env == nullptr) return settle(p, "the JavaScript environment is shutting down", nullptr);
+  {
+    // The step already stopped waiting for this site (it failed or timed out): no JavaScript for it.
+    std::lock_guard<std::mutex> lock(p->mutex);
+    if (p->cancelled) {
+      p->done = true;
+      p->error = "the step no longer waits for this LoRA site";
+      p->settled.notify_all();
+      return;
+    }
+  }
   const SiteCall& c = p->call;
   try {
     Napi::Object req = Napi::Object::New(env);
+    req.Set("step", static_cast<double>(p->step));
     req.Set("layer", c.layer);
     req.Set("site", static_cast<int32_t>(c.site));
     req.Set("rows", static_cast<double>(c.rows));
@@ -93,12 +104,14 @@ CallbackSiteBackend::~CallbackSiteBackend() {
 
 lm_status CallbackSiteBackend::begin_step(const char* const*, int32_t) {
   pending_.clear();
+  step_ = armed_.load(std::memory_order_acquire);
   return LM_OK;
 }
 
 lm_status CallbackSiteBackend::post(const SiteCall& call, uint64_t* ticket) {
   auto p = std::make_shared<Pending>();
   p->call = call;
+  p->step = step_;
   auto* data = new std::shared_ptr<Pending>(p);
   const napi_status s = tsfn_.NonBlockingCall(data, [](Napi::Env env, Napi::Function fn, std::shared_ptr<Pending>* d) {
     call_js(env, fn, d);

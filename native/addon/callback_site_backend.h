@@ -29,6 +29,13 @@ class CallbackSiteBackend : public SiteBackend {
   lm_status wait(uint64_t ticket, int64_t timeout_us) override;
   void end_step() override;
 
+  // A backend kept across steps (one per LoRA backend, not one per step): JavaScript names the
+  // step it is about to run, and each request carries the name of the step that posted it, so a
+  // late site of an earlier step (its promise settles after that step gave up on it) is told apart
+  // from the current step's and cannot use the current step's adapters or error slot. Set on the
+  // JS thread before the step is queued; begin_step reads it on the step's thread.
+  void arm(uint64_t step) { armed_.store(step, std::memory_order_release); }
+
   // One posted site, shared by the step thread and the JavaScript side.
   struct Pending {
     std::mutex mutex;
@@ -37,6 +44,7 @@ class CallbackSiteBackend : public SiteBackend {
     bool cancelled = false;  // the step stopped waiting: JavaScript must not write the delta
     std::string error;       // empty when the delta was written
     SiteCall call{};
+    uint64_t step = 0;       // arm()'s value when the step began
   };
 
  private:
@@ -44,6 +52,8 @@ class CallbackSiteBackend : public SiteBackend {
   // Set when Node finalized the function (environment teardown): it must not be released again.
   std::shared_ptr<std::atomic<bool>> closed_ = std::make_shared<std::atomic<bool>>(false);
   std::vector<std::shared_ptr<Pending>> pending_;
+  std::atomic<uint64_t> armed_{0};
+  uint64_t step_ = 0;  // step thread: arm()'s value at begin_step
 };
 
 }  // namespace lm

@@ -292,6 +292,29 @@ Napi::Value CallbackSiteBackendNew(const Napi::CallbackInfo& info) {
   return WrapBackend(env, std::make_shared<CallbackSiteBackend>(env, info[0].As<Napi::Function>()));
 }
 
+// armCallbackSiteBackend(backend, step): names the step a kept callback backend runs next (its
+// requests carry it as `step`). False when the handle is not a callback backend.
+Napi::Value ArmCallbackSiteBackend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsExternal() || !info[1].IsNumber()) {
+    throw_js(env, ArgError{LM_ERR_ARGUMENT, "armCallbackSiteBackend(backend, step)"});
+    return env.Undefined();
+  }
+  const BackendPtr& backend = *info[0].As<Napi::External<BackendPtr>>().Data();
+  auto* callback = dynamic_cast<CallbackSiteBackend*>(backend.get());
+  if (callback) callback->arm(static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()));
+  return Napi::Boolean::New(env, callback != nullptr);
+}
+
+// announceStep(backend): a step on it is about to be queued (SiteBackend::announce).
+Napi::Value AnnounceStep(const Napi::CallbackInfo& info) {
+  if (info[0].IsExternal()) {
+    const BackendPtr& backend = *info[0].As<Napi::External<BackendPtr>>().Data();
+    if (backend) backend->announce();
+  }
+  return info.Env().Undefined();
+}
+
 // disposeSiteBackend(backend): drops the handle's reference now instead of at garbage collection
 // (a per-step callback backend holds a thread-safe function until then).
 Napi::Value DisposeSiteBackend(const Napi::CallbackInfo& info) {
@@ -575,6 +598,8 @@ void register_step_binding(Napi::Env env, Napi::Object exports) {
   exports.Set("localSiteBackend", Napi::Function::New(env, LocalSiteBackendNew));
   exports.Set("callbackSiteBackend", Napi::Function::New(env, CallbackSiteBackendNew));
   exports.Set("disposeSiteBackend", Napi::Function::New(env, DisposeSiteBackend));
+  exports.Set("armCallbackSiteBackend", Napi::Function::New(env, ArmCallbackSiteBackend));
+  exports.Set("announceStep", Napi::Function::New(env, AnnounceStep));
   exports.Set("routedSiteBackend", Napi::Function::New(env, RoutedSiteBackendNew));
   exports.Set("routedSiteStats", Napi::Function::New(env, RoutedSiteStats));
   exports.Set("siteRoundTrips", Napi::Function::New(env, SiteRoundTrips));

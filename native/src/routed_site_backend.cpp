@@ -27,28 +27,61 @@ int64_t RoutedSiteBackend::timeout_of(int target, int64_t step_timeout_us) const
   return step_timeout_us <= 0 ? own : std::min(own, step_timeout_us);
 }
 
+RoutedSiteBackend::StepState* RoutedSiteBackend::state() {
+  const std::thread::id me = std::this_thread::get_id();
+  std::lock_guard<std::mutex> g(mu_);
+  for (auto& [id, st] : states_)
+    if (id == me) return st.get();
+  return nullptr;
+}
+
 lm_status RoutedSiteBackend::begin_step(const char* const* adapter_ids, int32_t n) {
-  posted_.clear();
-  target_of_.assign(static_cast<size_t>(n), kFallback);
-  for (int32_t a = 0; a < n; a++) {
-    for (size_t r = 0; r < routes_.size() && target_of_[a] == kFallback; r++) {
-      const auto& ids = routes_[r].adapters;
-      if (std::find(ids.begin(), ids.end(), adapter_ids[a]) != ids.end()) target_of_[a] = static_cast<int>(r);
+  StepState* st = state();
+  if (st == nullptr) {
+    const std::thread::id me = std::this_thread::get_id();
+    std::lock_guard<std::mutex> g(mu_);
+    auto spare = std::find_if(spare_.begin(), spare_.end(), [&](const auto& e) { return e.first == me; });
+    std::unique_ptr<StepState> fresh;
+    if (spare != spare_.end()) {
+      fresh = std::move(spare->second);
+      spare_.erase(spare);
+    } else {
+      fresh = std::make_unique<StepState>();
     }
-    if (target_of_[a] == kFallback && !fallback_)
-      return fail(LM_ERR_SLOT, std::string("no LoRA site backend serves adapter ") + adapter_ids[a]);
+    st = fresh.get();
+    states_.emplace_back(me, std::move(fresh));
+  }
+  st->posted.clear();
+  st->begun.clear();
+  // A failed begin_step ends what it began (the step calls no end_step after it): a ring is not
+  // left marked inside a step, and this thread's state is retired.
+  const auto unbegin = [this](lm_status s) {
+    const std::string message = lm_last_error();
+    end_step();
+    return fail(s, message);
+  };
+  st->target_of.assign(static_cast<size_t>(n), kFallback);
+  for (int32_t a = 0; a < n; a++) {
+    for (size_t r = 0; r < routes_.size() && st->target_of[a] == kFallback; r++) {
+      const auto& ids = routes_[r].adapters;
+      if (std::find(ids.begin(), ids.end(), adapter_ids[a]) != ids.end()) st->target_of[a] = static_cast<int>(r);
+    }
+    if (st->target_of[a] == kFallback && !fallback_) {
+      (void)fail(LM_ERR_SLOT, std::string("no LoRA site backend serves adapter ") + adapter_ids[a]);
+      return unbegin(LM_ERR_SLOT);
+    }
   }
   // Every backend sees the step's whole id list (rows index it); each only resolves the ids its rows use.
-  begun_.assign(routes_.size() + 1, false);
+  st->begun.assign(routes_.size() + 1, false);
   for (size_t r = 0; r < routes_.size(); r++) {
-    if (std::find(target_of_.begin(), target_of_.end(), static_cast<int>(r)) == target_of_.end()) continue;
-    if (lm_status s = routes_[r].backend->begin_step(adapter_ids, n); s != LM_OK) return s;
-    begun_[r] = true;
+    if (std::find(st->target_of.begin(), st->target_of.end(), static_cast<int>(r)) == st->target_of.end()) continue;
+    if (lm_status s = routes_[r].backend->begin_step(adapter_ids, n); s != LM_OK) return unbegin(s);
+    st->begun[r] = true;
   }
   // The fallback also takes ring sites that turn out too big or not in the ring's table.
   if (fallback_) {
-    if (lm_status s = fallback_->begin_step(adapter_ids, n); s != LM_OK) return s;
-    begun_.back() = true;
+    if (lm_status s = fallback_->begin_step(adapter_ids, n); s != LM_OK) return unbegin(s);
+    st->begun.back() = true;
   }
   return LM_OK;
 }
@@ -64,13 +97,16 @@ lm_status RoutedSiteBackend::post_part(const SiteCall& call, Part* part) {
 }
 
 lm_status RoutedSiteBackend::post(const SiteCall& call, uint64_t* ticket) {
+  StepState* st = state();
+  if (st == nullptr) return fail(LM_ERR_ARGUMENT, "routed LoRA backend: a site was posted before begin_step");
   // Which backend serves each row; ring sites too big for a slot go to the fallback.
   std::vector<int> row_target(static_cast<size_t>(call.rows), kFallback);
   std::vector<int> targets;
   for (int64_t r = 0; r < call.rows; r++) {
     const int32_t a = call.row_adapter[r];
     if (a < 0) continue;
-    int t = target_of_[static_cast<size_t>(a)];
+    if (static_cast<size_t>(a) >= st->target_of.size()) return fail(LM_ERR_SLOT, "routed LoRA backend: a row names no adapter");
+    int t = st->target_of[static_cast<size_t>(a)];
     if (t != kFallback && routes_[static_cast<size_t>(t)].ring &&
         !shm::backend_fits(routes_[static_cast<size_t>(t)].backend.get(), call.rows, call.in_features,
                            call.out_features)) {
@@ -102,8 +138,8 @@ lm_status RoutedSiteBackend::post(const SiteCall& call, uint64_t* ticket) {
       return fail(s, message);
     }
   }
-  *ticket = posted_.size();
-  posted_.push_back(std::move(p));
+  *ticket = st->posted.size();
+  st->posted.push_back(std::move(p));
   return LM_OK;
 }
 
@@ -134,8 +170,9 @@ lm_status RoutedSiteBackend::wait_part(const Posted& p, Part* part, int64_t time
 }
 
 lm_status RoutedSiteBackend::wait(uint64_t ticket, int64_t timeout_us) {
-  if (ticket >= posted_.size()) return fail(LM_ERR_ARGUMENT, "routed LoRA backend: unknown ticket");
-  Posted& p = posted_[ticket];
+  StepState* st = state();
+  if (st == nullptr || ticket >= st->posted.size()) return fail(LM_ERR_ARGUMENT, "routed LoRA backend: unknown ticket");
+  Posted& p = st->posted[ticket];
   lm_status first = LM_OK;
   std::string message;
   // Every part is waited for, even after one failed, so no slot stays in flight.
@@ -160,17 +197,33 @@ lm_status RoutedSiteBackend::wait(uint64_t ticket, int64_t timeout_us) {
 }
 
 bool RoutedSiteBackend::peer_shares_cores() const {
+  const StepState* st = const_cast<RoutedSiteBackend*>(this)->state();
+  if (st == nullptr) return false;
   for (size_t r = 0; r < routes_.size(); r++)
-    if (begun_.size() > r && begun_[r] && routes_[r].backend->peer_shares_cores()) return true;
+    if (st->begun.size() > r && st->begun[r] && routes_[r].backend->peer_shares_cores()) return true;
   return false;
 }
 
+void RoutedSiteBackend::announce() {
+  for (const SiteRoute& r : routes_) r.backend->announce();
+}
+
 void RoutedSiteBackend::end_step() {
+  StepState* st = state();
+  if (st == nullptr) return;
   for (size_t r = 0; r < routes_.size(); r++)
-    if (begun_.size() > r && begun_[r]) routes_[r].backend->end_step();
-  if (fallback_ && !begun_.empty() && begun_.back()) fallback_->end_step();
-  begun_.assign(begun_.size(), false);
-  posted_.clear();
+    if (st->begun.size() > r && st->begun[r]) routes_[r].backend->end_step();
+  if (fallback_ && !st->begun.empty() && st->begun.back()) fallback_->end_step();
+  st->begun.clear();
+  st->posted.clear();
+  st->target_of.clear();
+  // The state leaves this thread's step: its next step on this backend reuses the buffers.
+  const std::thread::id me = std::this_thread::get_id();
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = std::find_if(states_.begin(), states_.end(), [&](const auto& e) { return e.first == me; });
+  if (it == states_.end()) return;
+  if (spare_.size() < 4) spare_.emplace_back(me, std::move(it->second));
+  states_.erase(it);
 }
 
 }  // namespace lm

@@ -2,8 +2,12 @@
 // same-host LoRA server with an attached ring go to that ring's ShmSiteBackend, and adapters on a
 // remote-host LoRA server with a UCX connection to its UcxSiteBackend (issue 19), straight from the
 // step's thread (no JavaScript, no libuv hop per site); the rest go to a fallback (the callback
-// backend: the gRPC stream, hybrid). The JavaScript remote backend builds one per step, because it
-// knows placement, replicas and which rings are attached.
+// backend: the gRPC stream, hybrid). The JavaScript remote backend builds it, because it knows
+// placement, replicas and which rings are attached, and keeps it across steps while those do not
+// change (rebuilding it every step cost the worker's event loop ~40 µs a step, issue 13). A step's
+// state (its adapters' targets, its posted sites) is per step thread, so steps on different threads
+// may share one (as they may share a ring), and a step's state is gone at its end_step: nothing of
+// an earlier step is reachable by a later one.
 //
 // A ring site that does not fit a slot, or whose adapter the ring's table leaves out (still loading
 // layer by layer: LM_ERR_NOT_FOUND), is sent to the fallback instead, as the stream client does.
@@ -15,7 +19,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "site_backend.h"
@@ -51,6 +57,7 @@ class RoutedSiteBackend final : public SiteBackend {
   lm_status wait(uint64_t ticket, int64_t timeout_us) override;
   void end_step() override;
   bool peer_shares_cores() const override;
+  void announce() override;
 
  private:
   static constexpr int kFallback = -1;
@@ -66,17 +73,26 @@ class RoutedSiteBackend final : public SiteBackend {
     SiteCall call{};
     std::vector<Part> parts;
   };
+  // One step's state, owned by the thread running it (begin_step … end_step).
+  struct StepState {
+    std::vector<int> target_of;  // per step adapter index
+    std::vector<bool> begun;     // per route, then the fallback last
+    std::vector<Posted> posted;
+  };
 
   SiteBackend* backend_of(int target) const;
   int64_t timeout_of(int target, int64_t step_timeout_us) const;
   lm_status post_part(const SiteCall& call, Part* part);
   lm_status wait_part(const Posted& p, Part* part, int64_t timeout_us);
+  // This thread's step (created by begin_step; null outside one).
+  StepState* state();
 
   std::vector<SiteRoute> routes_;
   std::shared_ptr<SiteBackend> fallback_;
-  std::vector<int> target_of_;  // per step adapter index
-  std::vector<bool> begun_;     // per route, then the fallback last
-  std::vector<Posted> posted_;
+  mutable std::mutex mu_;
+  // Per step thread; a retired state is kept for the thread's next step (no allocation per step).
+  std::vector<std::pair<std::thread::id, std::unique_ptr<StepState>>> states_;
+  std::vector<std::pair<std::thread::id, std::unique_ptr<StepState>>> spare_;
 };
 
 }  // namespace lm

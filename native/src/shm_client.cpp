@@ -32,6 +32,10 @@ const bool kLeaveCore = env_us("LM_RING_LEAVE_CORE", 1) != 0;
 // LM_RING_STEP_SPIN_US (the server's expected-post bound, shm_server.cpp; 0 = off) also decides
 // whether the worker raises worker_stepping and pre-wakes the server at begin_step.
 const bool kStepping = env_us("LM_RING_STEP_SPIN_US", 40) != 0;
+// announce() (branch m13k): the worker raises worker_stepping and rings the server when its step is
+// queued, not when the step's thread begins it, so the server's wake-up overlaps the hand-over to
+// the libuv thread. LM_RING_ANNOUNCE=0: at begin_step only, as before.
+const bool kAnnounce = env_us("LM_RING_ANNOUNCE", 1) != 0;
 constexpr int64_t kNapNs = 20'000'000;  // between liveness checks of the server
 
 thread_local SiteTiming last_timing;
@@ -124,7 +128,7 @@ class ShmSiteBackend final : public SiteBackend {
     // Per thread: the native step and the JavaScript path (shmSite) may use one ring at once.
     const bool fresh = ids_.emplace(std::this_thread::get_id(), std::pair<std::string, int32_t>{}).second;
     ids_[std::this_thread::get_id()] = {std::move(blob), n};
-    if (fresh && steppers_++ == 0 && kStepping && map_.base && !closed_) {
+    if (fresh && steppers_++ == 0 && kStepping && map_.base && !closed_ && !stepping_raised_) {
       // Odd: inside a step (a new value per step, so the server tells a new step from the last
       // one even when it slept through the end). Wake the server's thread now: it wakes while the
       // step runs its first ops and spins for the first post (shm_server.cpp, the expected post).
@@ -137,6 +141,19 @@ class ShmSiteBackend final : public SiteBackend {
 
   // The server's ring thread runs on this host's cores (each site's kernel, spins between posts).
   bool peer_shares_cores() const override { return kLeaveCore; }
+
+  // A step is queued: worker_stepping goes odd now (begin_step then leaves it; end_step makes it
+  // even), and the bell wakes the server while the step is handed to its thread. A step that never
+  // comes leaves the word odd until this ring's next step ends: the server's spins for it are
+  // bounded (shm_server.cpp), so that costs at most one bounded spin.
+  void announce() override {
+    if (!kAnnounce || !kStepping) return;
+    std::lock_guard<std::mutex> g(mu_);
+    if (stepping_raised_ || !map_.base || closed_) return;
+    map_.header()->worker_stepping.fetch_add(1, std::memory_order_seq_cst);
+    stepping_raised_ = true;
+    ring();
+  }
 
   lm_status post(const SiteCall& call, uint64_t* ticket) override {
     if (call.site < kSiteQkv || call.site > kSiteDown || call.layer < 0 || call.rows < 0)

@@ -44,6 +44,20 @@ const int64_t kSpinNs =
 const int64_t kStepSpinNs = env_us("LM_RING_STEP_SPIN_US", 40) * 1000;
 const int64_t kExpectMaxNs = env_us("LM_RING_EXPECT_MAX_US", 500) * 1000;
 const int64_t kWakeLeadNs = env_us("LM_RING_WAKE_LEAD_US", 30) * 1000;
+// Across a step's gaps (branch m13k): a real-time ring thread whose worker is inside a step keeps
+// spinning up to LM_RING_GAP_SPIN_US after its last answer to that worker (or the step's start)
+// instead of napping until the expected post, so a post that comes early, late or unexpected
+// (~1 in 5 before: `timedNap`, `late`, `noExpectation`) finds it awake. Bounded per gap, ended by
+// the step's end (the core goes back to the event loops between steps) and only under fifo (a
+// spin at normal priority takes a core from runnable threads). 0 turns it off. 150 µs covers the
+// longest gap of a tiny-llama step (qkv → o: rope, KV write, attention, 44–94 µs); a gap that was
+// longer than the budget last time (a 1.1B-shaped model's base matmuls) is not spun across: there
+// the thread sleeps as before and the queue hides behind the worker's own work. Measured in
+// alternated runs (docs/performance.md, branch m13k): no post found the thread napping or late
+// any more, and the shm step's forward pass came within 0.98–1.12× the coupled one's.
+const int64_t kGapSpinNs = env_us("LM_RING_GAP_SPIN_US", 150) * 1000;
+// A gap longer than this last time is not spun across (µs; default: the budget itself).
+const int64_t kGapSpinMaxNs = env_us("LM_RING_GAP_SPIN_MAX_US", kGapSpinNs / 1000) * 1000;
 // After a descheduled spin, 100 ms without stepping spins: under SCHED_OTHER the spin held a core
 // another runnable thread needed. Not for a real-time ring thread (fifo): no fair-class thread can
 // take its core, so a descheduled spin there is the hypervisor taking the vCPU or an interrupt, and
@@ -468,6 +482,18 @@ void ServerImpl::loop() {
         } else if (gap <= kExpectMaxNs) {
           from = ch->last_answer_ns + gap - kWakeLeadNs, until = ch->last_answer_ns + gap + kStepSpinNs;
         }
+      }
+      if (realtime && kGapSpinNs > 0) {
+        // Spin from now up to the budget after the step's start (no post yet) or the last answer,
+        // unless this gap was longer than the budget last time (then sleep, as before).
+        int64_t since = -1;
+        if (ch->stepping_ns > ch->last_post_ns) {
+          since = ch->stepping_ns;
+        } else if (ch->last_key >= 0 && static_cast<size_t>(ch->last_key) < ch->gap_ns.size() &&
+                   ch->gap_ns[static_cast<size_t>(ch->last_key)] <= kGapSpinMaxNs) {
+          since = ch->last_answer_ns;
+        }
+        if (since >= 0 && since + kGapSpinNs > now) from = std::min(from, now), until = std::max(until, since + kGapSpinNs);
       }
       if (until > now && from < expect_from) expect_from = from, expect_until = until;
     }

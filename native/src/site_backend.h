@@ -63,6 +63,10 @@ class SiteBackend {
     (void)call;
     return 0;
   }
+  // A step on this backend is about to begin (called on the JS thread before the step is queued):
+  // a remote side that sleeps between steps may start waking now, in parallel with the hand-over
+  // to the step's thread, instead of at begin_step. Optional; must not block.
+  virtual void announce() {}
 };
 
 }  // namespace lm

@@ -77,6 +77,8 @@ export interface StepBatch {
 
 /** A LoRA site handed to JavaScript by a callback site backend. */
 export interface SiteRequest {
+  /** The step that posted it, as `armCallbackSiteBackend` named it (0 when never armed). */
+  step: number;
   layer: number;
   /** 0 qkv, 1 o, 2 gate_up, 3 down. */
   site: number;
@@ -160,6 +162,8 @@ interface StepAddon {
   }): SiteBackendHandle;
   callbackSiteBackend(fn: (req: SiteRequest) => Promise<Float32Array>): SiteBackendHandle;
   disposeSiteBackend(backend: SiteBackendHandle): void;
+  armCallbackSiteBackend(backend: SiteBackendHandle, step: number): boolean;
+  announceStep(backend: SiteBackendHandle): void;
   routedSiteBackend(routes: readonly SiteRouteSpec[], fallback: SiteBackendHandle | null): SiteBackendHandle;
   routedSiteStats(): RoutedSiteStats;
   siteRoundTrips(backend: SiteBackendHandle, spec: SiteRoundTripSpec): Promise<Float64Array>;
@@ -202,6 +206,17 @@ export function stepApi(addon: unknown) {
       sync(() => a.callbackSiteBackend(fn)),
     /** Releases a backend now (a running step keeps its own reference). */
     disposeSiteBackend: (backend: SiteBackendHandle): void => a.disposeSiteBackend(backend),
+    /**
+     * Names the step a callback backend kept across steps runs next: its requests carry it as
+     * `step`, so a late site of an earlier step is told apart. False: not a callback backend.
+     */
+    armCallbackSiteBackend: (backend: SiteBackendHandle, step: number): boolean =>
+      sync(() => a.armCallbackSiteBackend(backend, step)),
+    /**
+     * A step on this backend is about to be queued: a same-host LoRA server's ring thread starts
+     * waking now, while the step is handed to its thread (no-op for other backends).
+     */
+    announceStep: (backend: SiteBackendHandle): void => a.announceStep(backend),
     /**
      * Per adapter, the backend serving its rows, called from the step's thread (rings: no
      * JavaScript per site); adapters no route names go to `fallback`.

@@ -75,6 +75,11 @@ export interface StepTiming {
    * sites, the logits back), without sampling, the tokens' callbacks and the loop's turn.
    */
   forwardUs: number;
+  /**
+   * Of `forwardUs`, the wait for the native step (its promise included); the rest is the forward
+   * pass's JavaScript: laying out the step, its LoRA site backends, the logits back.
+   */
+  nativeUs: number;
   /** When the step started (ms since the epoch, `performance.timeOrigin` based). */
   startedAtMs: number;
 }
@@ -397,9 +402,10 @@ export class Engine {
 
     let logits: Float32Array[];
     const forwardStart = performance.now();
+    const timing = { nativeUs: 0 };
     try {
       const inputs = batch.map((b) => b.input);
-      const run = () => forward(this.model, this.cache, this.options.lora, inputs);
+      const run = () => forward(this.model, this.cache, this.options.lora, inputs, { timing });
       const hook = this.options.stepHook;
       const tokens = inputs.reduce((n, x) => n + x.tokens.length, 0);
       logits = hook
@@ -442,6 +448,7 @@ export class Engine {
       finished,
       adapters: batch.map((b) => b.seq.adapterId),
       forwardUs,
+      nativeUs: timing.nativeUs,
     };
   }
 

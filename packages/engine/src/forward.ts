@@ -11,8 +11,10 @@ import {
   native,
   nativeStep,
   type SiteBackendHandle,
+  type SiteRequest,
   type StepBatch,
   type StepModelHandle,
+  type StepRingTiming,
 } from "@loramesh/native";
 import { FailedPreconditionError, UnavailableError } from "@loramesh/errors";
 import type { KvCache } from "./kv-cache";
@@ -35,6 +37,8 @@ export interface ForwardSequence {
 export interface ForwardOptions {
   /** How long the step waits for one LoRA site before failing with UnavailableError (0: no limit). */
   siteTimeoutMs?: number;
+  /** Filled in: the time spent waiting for the native step (the engine's step series). */
+  timing?: ForwardTiming;
 }
 
 /** Default bound on one LoRA site: a backend that never answers fails the step instead of hanging it. */
@@ -51,6 +55,30 @@ export async function forward(
   seqs: readonly ForwardSequence[],
   options: ForwardOptions = {},
 ): Promise<Float32Array[]> {
+  // The step's distinct adapters, then its LoRA site backends before the rest of the layout: a
+  // same-host LoRA server's ring thread starts waking now (announce), while the step is laid out.
+  const adapters: string[] = [];
+  for (const s of seqs) {
+    if (s.adapterId === undefined) continue;
+    if (!lora) throw new FailedPreconditionError("a sequence uses an adapter but the engine has no LoRA backend");
+    if (!adapters.includes(s.adapterId)) adapters.push(s.adapterId);
+  }
+  const sites = lora !== undefined && adapters.length > 0 ? stepSites(lora, adapters) : undefined;
+  try {
+    return await laidOut(model, cache, seqs, adapters, sites, options);
+  } finally {
+    sites?.callback?.release();
+  }
+}
+
+async function laidOut(
+  model: Model,
+  cache: KvCache,
+  seqs: readonly ForwardSequence[],
+  adapters: readonly string[],
+  sites: StepSites | undefined,
+  options: ForwardOptions,
+): Promise<Float32Array[]> {
   const c = model.config;
   const T = seqs.reduce((s, q) => s + q.tokens.length, 0);
 
@@ -59,7 +87,6 @@ export async function forward(
     positions = new Int32Array(T),
     tokenSeq = new Int32Array(T),
     slots = new Int32Array(T);
-  const adapters: string[] = [];
   const rowAdapter = new Int32Array(T);
   const maxBlocks = Math.max(1, ...seqs.map((s) => s.blockTable.length));
   const tables = new Int32Array(seqs.length * maxBlocks);
@@ -67,12 +94,7 @@ export async function forward(
   let maxPosition = 0;
   seqs.forEach((s, si) => {
     tables.set(s.blockTable, si * maxBlocks);
-    let adapterIndex = -1;
-    if (s.adapterId !== undefined) {
-      if (!lora) throw new FailedPreconditionError("a sequence uses an adapter but the engine has no LoRA backend");
-      adapterIndex = adapters.indexOf(s.adapterId);
-      if (adapterIndex < 0) adapterIndex = adapters.push(s.adapterId) - 1;
-    }
+    const adapterIndex = s.adapterId === undefined ? -1 : adapters.indexOf(s.adapterId);
     s.tokens.forEach((id, j) => {
       ids[t] = id;
       positions[t] = s.startPosition + j;
@@ -114,7 +136,7 @@ export async function forward(
     ...(rope ? { invFreq: rope.invFreq, attentionScaling: rope.attentionScaling } : {}),
     siteTimeoutMs: options.siteTimeoutMs ?? DEFAULT_SITE_TIMEOUT_MS,
   };
-  await runStep(stepModel(model, cache), batch, lora !== undefined && adapters.length > 0 ? lora : undefined);
+  await runStep(stepModel(model, cache), batch, sites, options.timing);
 
   const out: Float32Array[] = [];
   let row = 0;
@@ -126,40 +148,184 @@ export async function forward(
 }
 
 /**
- * Runs the step with the LoRA backend's native sites when it has them. A step whose per-step native
- * backend (the rings) failed at a site runs once more through `apply`, which fails over to a replica
- * or the stream: the rerun writes the same KV positions again, so a partial first run leaves nothing.
+ * Runs the step with the LoRA backend's native sites when it has them. A step whose step backend
+ * (the rings) failed at a site runs once more through `apply`, which fails over to a replica or the
+ * stream: the rerun writes the same KV positions again, so a partial first run leaves nothing.
+ *
+ * Nothing here is built per step: the callback backend (sites through `apply`) is kept per LoRA
+ * backend and the step backend belongs to the LoRA backend, which keeps it while its routes hold
+ * (building both every step cost the disaggregated worker ~40 µs of its event loop, issue 13).
  */
-async function runStep(handle: StepModelHandle, batch: StepBatch, lora: LoraBackend | undefined): Promise<void> {
-  if (!lora) return void (await nativeStep.run(handle, batch, null));
-  const persistent = lora.nativeSiteBackend?.();
-  if (persistent) return void (await nativeStep.run(handle, batch, persistent));
-  let siteError: unknown;
-  const owned: SiteBackendHandle[] = [];
-  const callback = (): SiteBackendHandle => {
-    const h = callbackSiteBackend(lora, batch.adapters, (err) => {
-      siteError ??= err;
-    });
-    owned.push(h);
-    return h;
-  };
-  try {
-    const routed = lora.stepSiteBackend?.(batch.adapters, callback);
-    if (routed) owned.push(routed);
+async function runStep(
+  handle: StepModelHandle,
+  batch: StepBatch,
+  sites: StepSites | undefined,
+  timing: ForwardTiming | undefined,
+): Promise<void> {
+  const run = async (backend: SiteBackendHandle | null): Promise<StepRingTiming> => {
+    const started = timing ? performance.now() : 0;
     try {
-      const timing = await nativeStep.run(handle, batch, routed ?? callback());
-      if (timing.ringSites > 0) lora.stepRingTiming?.(timing);
+      return await nativeStep.run(handle, batch, backend);
+    } finally {
+      if (timing) timing.nativeUs += (performance.now() - started) * 1000;
+    }
+  };
+  if (!sites) return void (await run(null));
+  const { lora, persistent, callback, routed } = sites;
+  if (persistent || !callback) return void (await run(persistent ?? null));
+  try {
+    try {
+      const t = await run(routed ?? callback.handle);
+      if (t.ringSites > 0) lora.stepRingTiming?.(t);
     } catch (err) {
       // A JavaScript LoRA backend's own error (typed, e.g. UnavailableError from a LoRA server) wins.
-      if (!routed || siteError !== undefined || !(err instanceof UnavailableError)) throw siteError ?? err;
+      if (!routed || callback.error !== undefined || !(err instanceof UnavailableError)) throw callback.error ?? err;
       lora.stepSiteFailed?.(routed, err);
-      await nativeStep.run(handle, batch, callback());
+      // A new step for the callback backend: a late site of the failed run is not this one's.
+      callback.rearm();
+      await run(callback.handle);
     }
   } catch (err) {
-    throw siteError ?? err;
-  } finally {
-    for (const h of owned) nativeStep.disposeSiteBackend(h);
+    throw callback.error ?? err;
   }
+}
+
+/** One step's LoRA site backends: the LoRA backend's persistent one, or its step backend over the callback. */
+interface StepSites {
+  lora: LoraBackend;
+  persistent?: SiteBackendHandle;
+  callback?: StepCallback;
+  routed?: SiteBackendHandle;
+}
+
+function stepSites(lora: LoraBackend, adapters: readonly string[]): StepSites {
+  const persistent = lora.nativeSiteBackend?.();
+  if (persistent) return { lora, persistent };
+  const callback = stepCallback(lora, adapters);
+  try {
+    const routed = lora.stepSiteBackend?.(adapters, () => callback.handle);
+    if (!routed) return { lora, callback };
+    nativeStep.announceStep(routed);
+    return { lora, callback, routed };
+  } catch (err) {
+    callback.release();
+    throw err;
+  }
+}
+
+/** What `forward` spent waiting for the native step (the rest of its time is JavaScript). */
+export interface ForwardTiming {
+  nativeUs: number;
+}
+
+/**
+ * One step's use of a callback site backend (sites through the LoRA backend's `apply` on the JS
+ * thread): the backend kept for this LoRA backend, armed with a new step number, or, while another
+ * step is using that one, a backend of this step's own.
+ */
+interface StepCallback {
+  handle: SiteBackendHandle;
+  /** The first error a site of this step threw (a JavaScript backend's own typed error). */
+  readonly error: unknown;
+  rearm(): void;
+  release(): void;
+}
+
+/** The step a kept callback backend serves now: sites of any other step are refused. */
+interface StepContext {
+  step: number;
+  lora: LoraBackend;
+  adapters: readonly string[];
+  scope: AsyncResource;
+  error: unknown;
+}
+
+interface KeptCallback {
+  handle: SiteBackendHandle;
+  current: StepContext | undefined;
+  steps: number;
+}
+
+/**
+ * Per LoRA backend. The backend's function reaches its record through a WeakRef (and the LoRA
+ * backend only through the current step's context), so the record and the native backend go with
+ * the LoRA backend.
+ */
+const keptCallbacks = new WeakMap<LoraBackend, KeptCallback>();
+
+function keptCallback(lora: LoraBackend): KeptCallback {
+  const known = keptCallbacks.get(lora);
+  if (known) return known;
+  const kept: KeptCallback = { handle: undefined as unknown as SiteBackendHandle, current: undefined, steps: 0 };
+  const ref = new WeakRef(kept);
+  kept.handle = nativeStep.callbackSiteBackend((req) => {
+    const ctx = ref.deref()?.current;
+    if (!ctx || ctx.step !== req.step)
+      return Promise.reject(new UnavailableError("a LoRA site of a step that already ended"));
+    return ctx.scope.runInAsyncScope(() => siteThroughApply(ctx, req));
+  });
+  keptCallbacks.set(lora, kept);
+  return kept;
+}
+
+/**
+ * Measurement only (`LM_STEP_BACKENDS_PER_STEP=1`): a callback backend of its own for every step, so
+ * the mesh's routed backend is built anew every step too, as before they were kept (issue 13, m13k).
+ */
+const PER_STEP = process.env["LM_STEP_BACKENDS_PER_STEP"] === "1";
+
+function stepCallback(lora: LoraBackend, adapters: readonly string[]): StepCallback {
+  const kept = keptCallback(lora);
+  if (kept.current !== undefined || PER_STEP) return ownCallback(lora, adapters);
+  const arm = (): StepContext => {
+    const ctx: StepContext = {
+      step: ++kept.steps,
+      lora,
+      adapters,
+      scope: new AsyncResource("loramesh.step.site"),
+      error: undefined,
+    };
+    kept.current = ctx;
+    nativeStep.armCallbackSiteBackend(kept.handle, ctx.step);
+    return ctx;
+  };
+  let ctx = arm();
+  const errors: unknown[] = [];
+  return {
+    handle: kept.handle,
+    get error() {
+      return errors[0] ?? ctx.error;
+    },
+    rearm() {
+      if (ctx.error !== undefined) errors.push(ctx.error);
+      ctx = arm();
+    },
+    release() {
+      if (kept.current === ctx) kept.current = undefined;
+    },
+  };
+}
+
+/** A callback backend of one step (another step is using the kept one), released after it. */
+function ownCallback(lora: LoraBackend, adapters: readonly string[]): StepCallback {
+  const ctx: StepContext = {
+    step: 0,
+    lora,
+    adapters,
+    scope: new AsyncResource("loramesh.step.site"),
+    error: undefined,
+  };
+  const handle = nativeStep.callbackSiteBackend((req) => ctx.scope.runInAsyncScope(() => siteThroughApply(ctx, req)));
+  return {
+    handle,
+    get error() {
+      return ctx.error;
+    },
+    rearm() {},
+    release() {
+      nativeStep.disposeSiteBackend(handle);
+    },
+  };
 }
 
 /**
@@ -167,32 +333,23 @@ async function runStep(handle: StepModelHandle, batch: StepBatch, lora: LoraBack
  * site comes back to the JS thread, runs in the step's async context (so trace spans nest under
  * the step), and its delta goes back to the step thread.
  */
-function callbackSiteBackend(
-  lora: LoraBackend,
-  adapters: readonly string[],
-  onError: (err: unknown) => void,
-): SiteBackendHandle {
-  const scope = new AsyncResource("loramesh.step.site");
-  return nativeStep.callbackSiteBackend((req) =>
-    scope.runInAsyncScope(async () => {
-      const y = f32([req.rows, req.outFeatures]);
-      try {
-        await lora.apply({
-          layer: req.layer,
-          site: SITES[req.site] as LoraSite,
-          x: f32([req.rows, req.inFeatures], req.x),
-          y,
-          adapters,
-          rowAdapter: req.rowAdapter,
-          ...(req.rowExpert ? { rowExpert: req.rowExpert } : {}),
-        });
-      } catch (err) {
-        onError(err);
-        throw err;
-      }
-      return y.data;
-    }),
-  );
+async function siteThroughApply(ctx: StepContext, req: SiteRequest): Promise<Float32Array> {
+  const y = f32([req.rows, req.outFeatures]);
+  try {
+    await ctx.lora.apply({
+      layer: req.layer,
+      site: SITES[req.site] as LoraSite,
+      x: f32([req.rows, req.inFeatures], req.x),
+      y,
+      adapters: ctx.adapters,
+      rowAdapter: req.rowAdapter,
+      ...(req.rowExpert ? { rowExpert: req.rowExpert } : {}),
+    });
+  } catch (err) {
+    ctx.error ??= err;
+    throw err;
+  }
+  return y.data;
 }
 
 const handles = new WeakMap<KvCache, { model: Model; handle: StepModelHandle }>();

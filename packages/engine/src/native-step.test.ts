@@ -139,6 +139,90 @@ describe("the native step", function () {
     for (const err of failed) expect(err).to.be.instanceOf(UnavailableError);
   });
 
+  it("a step backend kept across steps (one routed backend, one callback fallback) gives the same bits", async () => {
+    const { model, local, adapters } = setup("tiny-llama");
+    const native = await twoSteps(model, local, adapters);
+    const fallbacks = new Set<SiteBackendHandle>();
+    let kept: { fallback: SiteBackendHandle; handle: SiteBackendHandle } | undefined;
+    const backend: LoraBackend = {
+      has: (id) => local.has(id),
+      apply: (call) => local.apply(call),
+      // One adapter native, the rest through the callback fallback (split sites), kept as the mesh's is.
+      stepSiteBackend: (_adapters, fallback) => {
+        const fb = fallback();
+        fallbacks.add(fb);
+        if (kept?.fallback === fb) return kept.handle;
+        const handle = nativeStep.routedSiteBackend(
+          [{ adapters: adapters.slice(0, 1), backend: local.nativeSiteBackend(), timeoutMs: 0, ring: false }],
+          fb,
+        );
+        kept = { fallback: fb, handle };
+        return handle;
+      },
+    };
+    for (let run = 0; run < 3; run++) {
+      const logits = await twoSteps(model, backend, adapters);
+      native.forEach((l, i) =>
+        expect(Buffer.from((logits[i] as Float32Array).buffer).equals(Buffer.from(l.buffer))).to.equal(true),
+      );
+    }
+    // Six steps, one callback backend (kept per LoRA backend), so one routed backend.
+    expect(fallbacks.size).to.equal(1);
+  });
+
+  it("steps at once through one JavaScript backend each get their own sites", async () => {
+    const { model, local, adapters } = setup("tiny-llama");
+    const native = await twoSteps(model, local, adapters);
+    // Two models' handles (two caches) step at once: one step uses the kept callback backend, the other its own.
+    const lora = throughCallback(local);
+    const runs = await Promise.all([0, 1, 2].map(() => twoSteps(model, lora, adapters)));
+    for (const run of runs)
+      native.forEach((l, i) =>
+        expect(Buffer.from((run[i] as Float32Array).buffer).equals(Buffer.from(l.buffer))).to.equal(true),
+      );
+  });
+
+  it("a site of a step that timed out does not reach the next step through the kept callback backend", async () => {
+    const { model, local, adapters } = setup("tiny-llama");
+    const native = await twoSteps(model, local, adapters);
+    let release: (() => void) | undefined;
+    let late = true;
+    const seen: Array<readonly string[]> = [];
+    const backend: LoraBackend = {
+      has: (id) => local.has(id),
+      apply: (call) => {
+        seen.push(call.adapters);
+        if (late) {
+          late = false;
+          // Answers only once the next step has begun (too late for its own step's 100 ms).
+          return new Promise<void>((resolve) => (release = resolve)).then(() => void call.y.data.fill(1e6));
+        }
+        release?.();
+        return local.apply(call);
+      },
+    };
+    const cache = new KvCache(model.config.numLayers, 8, 4, model.config.numKvHeads, model.config.headDim);
+    const table: number[] = [];
+    cache.ensure(table, 4);
+    let err: unknown;
+    await forward(
+      model,
+      cache,
+      backend,
+      [{ tokens: [1, 2], startPosition: 0, blockTable: table, adapterId: adapters[1], logits: "last" }],
+      { siteTimeoutMs: 100 },
+    ).catch((e: unknown) => (err = e));
+    expect(err).to.be.instanceOf(UnavailableError);
+    expect(seen).to.have.length(1);
+    // The next steps use other adapters; the late answer (written while they run) lands nowhere.
+    const next = await twoSteps(model, backend, adapters);
+    expect(release).to.not.equal(undefined);
+    native.forEach((logits, i) =>
+      expect(Buffer.from((next[i] as Float32Array).buffer).equals(Buffer.from(logits.buffer))).to.equal(true),
+    );
+    expect(seen.slice(1).every((a) => a.length === 3)).to.equal(true);
+  });
+
   it("passes a JavaScript backend's own error to the caller", async () => {
     const { model, local, adapters } = setup("tiny-llama");
     const failing: LoraBackend = {

@@ -15,7 +15,15 @@ describe("the worker's step profile", () => {
       ["b", 64],
     ]);
     const profile = new StepProfile(file, "w1", (id) => ranks.get(id));
-    const step = { sequences: 2, tokens: 2, prefillTokens: 0, finished: 0, forwardUs: 400, startedAtMs: 1 };
+    const step = {
+      sequences: 2,
+      tokens: 2,
+      prefillTokens: 0,
+      finished: 0,
+      forwardUs: 400,
+      nativeUs: 350,
+      startedAtMs: 1,
+    };
     // The first step is kept on its own, out of the shapes.
     profile.record({ ...step, sequences: 1, tokens: 13, prefillTokens: 13, adapters: ["a"], periodUs: 80000 });
     profile.record({ ...step, adapters: ["a", "b"], periodUs: 1000 });
@@ -40,7 +48,7 @@ describe("the worker's step profile", () => {
     const profile = new StepProfile(file, "w1", () => undefined, true);
     const step = { sequences: 8, tokens: 8, prefillTokens: 0, finished: 0, adapters: [] };
     for (let i = 0; i < SERIES_MAX + 3; i++)
-      profile.record({ ...step, periodUs: 1000 + i + 0.4, forwardUs: 500 + i, startedAtMs: 10 + i });
+      profile.record({ ...step, periodUs: 1000 + i + 0.4, forwardUs: 500 + i, nativeUs: 450.4, startedAtMs: 10 + i });
     profile.flush();
     expect((JSON.parse(readFileSync(file, "utf8")) as StepProfileFile).series).to.equal(undefined);
     profile.close();
@@ -55,6 +63,7 @@ describe("the worker's step profile", () => {
       finished: 0,
       periodUs: 1003,
       forwardUs: 503,
+      nativeUs: 450,
     });
     expect(series[SERIES_MAX - 1]?.atMs).to.equal(10 + SERIES_MAX + 2);
   });

@@ -50,6 +50,8 @@ export interface StepSample {
   periodUs: number;
   /** The forward pass alone (the native step and its LoRA sites), µs. */
   forwardUs: number;
+  /** Of it, the wait for the native step; the rest is the forward pass's JavaScript, µs. */
+  nativeUs: number;
 }
 
 /** Steps kept by `--step-series` (the oldest dropped first). */
@@ -91,6 +93,7 @@ export class StepProfile {
         finished: step.finished,
         periodUs: Math.round(step.periodUs),
         forwardUs: Math.round(step.forwardUs),
+        nativeUs: Math.round(step.nativeUs),
       });
     }
     let rankSum = 0;

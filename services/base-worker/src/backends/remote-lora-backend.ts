@@ -65,6 +65,13 @@ interface Channel {
   backend: SiteBackendHandle | undefined;
 }
 
+/** The native step backend over the cached routes, kept across steps while they hold. */
+interface KeptStepBackend {
+  routes: readonly StepRoute[];
+  fallback: SiteBackendHandle;
+  handle: SiteBackendHandle;
+}
+
 interface CachedRoutes {
   key: string;
   executors: PlacementCache["executors"];
@@ -99,6 +106,12 @@ export class RemoteLoraBackend implements LoraBackend {
    * ~60 µs of the worker's event loop (measured, issue 13).
    */
   private routeCache: CachedRoutes | undefined;
+  /**
+   * The native routed backend over those routes, kept across steps: building it (and the step's
+   * fallback) every step cost the worker's event loop ~40 µs a step (issue 13, m13g). Replaced when
+   * the routes change, dropped when a server fails and at close.
+   */
+  private stepBackend: KeptStepBackend | undefined;
 
   /** Bytes of activations sent and deltas received, by transport. */
   readonly bytes = { shm: { sent: 0, received: 0 }, ucx: { sent: 0, received: 0 }, grpc: { sent: 0, received: 0 } };
@@ -140,17 +153,30 @@ export class RemoteLoraBackend implements LoraBackend {
   /**
    * The step's native backend: each adapter whose chosen server has an attached ring (same host) or
    * UCX connection (another host) goes there from the step's thread; the rest (no fast channel yet)
-   * use `fallback` (this `apply`). Undefined when no adapter of the step has a fast channel.
+   * use `fallback` (this `apply`). Undefined when no adapter of the step has a fast channel. This
+   * backend keeps it (the caller must not dispose it) and hands the same one to the next step while
+   * the routes and the fallback are the same.
    */
   stepSiteBackend(adapters: readonly string[], fallback: () => SiteBackendHandle): SiteBackendHandle | undefined {
     const routes = this.stepRoutes(adapters);
     if (routes.length === 0) return undefined;
+    const fb = fallback();
+    const kept = this.stepBackend;
+    if (kept && kept.fallback === fb && (kept.routes === routes || sameRoutes(kept.routes, routes))) return kept.handle;
     const handle = nativeStep.routedSiteBackend(
       routes.map((r) => r.native),
-      fallback(),
+      fb,
     );
+    this.dropStepBackend();
+    this.stepBackend = { routes, fallback: fb, handle };
     this.stepRings.set(handle, routes);
     return handle;
+  }
+
+  /** Releases the kept step backend (a step running on it keeps its own reference until it ends). */
+  private dropStepBackend(): void {
+    if (this.stepBackend) nativeStep.disposeSiteBackend(this.stepBackend.handle);
+    this.stepBackend = undefined;
   }
 
   /** The step's routes: the cached ones while still valid, else computed (and cached) anew. */
@@ -224,6 +250,7 @@ export class RemoteLoraBackend implements LoraBackend {
     for (const c of this.connections.values()) c.client.close();
     this.connections.clear();
     this.routeCache = undefined;
+    this.dropStepBackend();
   }
 
   /** Sends each server its rows, all servers at once. */
@@ -329,6 +356,7 @@ export class RemoteLoraBackend implements LoraBackend {
   private serverFailed(serverId: string, err: Error, adapterIds: readonly string[]): void {
     const now = performance.now();
     this.routeCache = undefined;
+    this.dropStepBackend();
     // Concurrent sites in flight to the server fail together: one strike (and one report) for them all.
     const fresh = (this.suspects.get(serverId) ?? 0) <= now;
     if (fresh) {
@@ -437,4 +465,22 @@ function scatterAdd(y: Float32Array, delta: Float32Array, rows: number[], nOut: 
   rows.forEach((r, i) => {
     for (let n = 0; n < nOut; n++) y[r * nOut + n] = (y[r * nOut + n] as number) + (delta[i * nOut + n] as number);
   });
+}
+
+/** Whether two route lists send the same adapters to the same channels. */
+function sameRoutes(a: readonly StepRoute[], b: readonly StepRoute[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((r, i) => {
+      const o = b[i] as StepRoute;
+      return (
+        r.serverId === o.serverId &&
+        r.backend === o.backend &&
+        r.transport === o.transport &&
+        r.native.timeoutMs === o.native.timeoutMs &&
+        r.adapters.length === o.adapters.length &&
+        r.adapters.every((id, j) => id === o.adapters[j])
+      );
+    })
+  );
 }
