@@ -22,7 +22,8 @@
  * the report), with this code's model: the same fit, prediction and estimators as a measured run
  * (for a run before m15g add `--high-probe-seconds 8`, before m15f also `--duration 12 --probe-seconds 24`,
  * the lengths it ran). `--no-hop-busy`: fit the request hops without their busy term (the model
- * before m15i), to compare.
+ * before m15i), to compare. `--no-hybrid-busy-hops`: no wait for hybrid requests that reach a
+ * stepping worker (`hybridBusyHopSteps`, the model before m15j).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
