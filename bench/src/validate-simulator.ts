@@ -22,7 +22,8 @@
  * the report), with this code's model: the same fit, prediction and estimators as a measured run
  * (for a run before m15g add `--high-probe-seconds 8`, before m15f also `--duration 12 --probe-seconds 24`,
  * the lengths it ran). `--no-hop-busy`: fit the request hops without their busy term (the model
- * before m15i), to compare.
+ * before m15i), to compare. `--no-hybrid-busy-hops`: no wait for hybrid requests that reach a
+ * stepping worker (`hybridBusyHopSteps`, the model before m15j).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -65,6 +66,8 @@ const replayFile = flag("--replay");
 const replaying = replayFile !== undefined;
 // `--no-hop-busy`: the hops without their busy term (m15h's model), to compare against.
 const noHopBusy = args.includes("--no-hop-busy");
+// `--no-hybrid-busy-hops`: no wait for hybrid requests reaching a stepping worker (before m15j).
+const noHybridBusyHops = args.includes("--no-hybrid-busy-hops");
 // Cases run 20 s a round since m15f (were 12): 80 requests a round at 4 req/s instead of 48, so a
 // case's pooled TTFT P95 rests on its 12th-slowest of 240 requests rather than its 7th of 144 (the
 // P95s are 11–20 ms now, so one slow request moves it by 20 %; docs/evaluation.md §5). The
@@ -280,7 +283,9 @@ function probeOverheads(
   const calibrated = fitRequestOverheads(probes, { ...cal, stepPeriods }, simulateProbe, {
     sharedHops: ["coupledLow", "coupledHigh", "disaggregated", "hybrid"],
     ...(noHopBusy ? {} : { hopsByBusy: ["coupledLow", "coupledHigh"] as const }),
+    ...(noHybridBusyHops ? {} : { hybridBusyHops: "hybrid" as const }),
   });
+
   const file = join(replaying ? tmpdir() : RESULTS, "validate-calibration-mesh.json");
   writeFileSync(file, `${JSON.stringify(calibrated, null, 2)}\n`);
   const ms = (us: number | undefined): string => ((us ?? 0) / 1000).toFixed(2);
@@ -818,6 +823,7 @@ const report = {
       requestOverheadPerIdleUs: cal.requestOverheadPerIdleUs,
       requestOverheadIdleRef: cal.requestOverheadIdleRef,
       requestOverheadIdleRange: cal.requestOverheadIdleRange,
+      hybridBusyHopSteps: cal.hybridBusyHopSteps,
     },
   },
   quick,

@@ -64,6 +64,11 @@ export interface RequestFigures {
   ttftMs: number;
   tpotMs: number;
   tokens: number;
+  /** The mesh adapter it ran on. */
+  adapter?: string;
+  /** The router's TTFT (its arrival → the first token it relays) and the worker's queue time, as the last message's timings say. */
+  routerTtftMs?: number;
+  workerQueueMs?: number;
 }
 
 interface Outcome {
@@ -73,6 +78,8 @@ interface Outcome {
   ttftMs: number;
   tpotMs: number;
   tokens: number;
+  routerTtftMs?: number;
+  workerQueueMs?: number;
   error?: string;
 }
 
@@ -160,6 +167,7 @@ export async function runLoad(run: LoadRun): Promise<LoadResult> {
     const t0 = performance.now();
     let first = 0;
     let tokens = 0;
+    let timings: { timeToFirstTokenMs: number; queueMs: number } | undefined;
     try {
       for await (const delta of run.client.generate(
         {
@@ -181,6 +189,7 @@ export async function runLoad(run: LoadRun): Promise<LoadResult> {
       )) {
         if (delta.tokenIds.length > 0 && first === 0) first = performance.now();
         tokens += delta.tokenIds.length;
+        if (delta.timings) timings = delta.timings;
       }
       const end = performance.now();
       outcomes.push({
@@ -190,6 +199,7 @@ export async function runLoad(run: LoadRun): Promise<LoadResult> {
         ttftMs: (first || end) - t0,
         tpotMs: tokens > 1 ? (end - first) / (tokens - 1) : 0,
         tokens,
+        ...(timings ? { routerTtftMs: timings.timeToFirstTokenMs, workerQueueMs: timings.queueMs } : {}),
       });
     } catch (err) {
       outcomes.push({
@@ -269,7 +279,15 @@ function summarize(outcomes: readonly Outcome[], sent: number, elapsedS: number,
     };
   }
   if (run.perRequest)
-    result.requests = good.map(({ arrivalS, ttftMs, tpotMs, tokens }) => ({ arrivalS, ttftMs, tpotMs, tokens }));
+    result.requests = good.map(({ arrivalS, ttftMs, tpotMs, tokens, adapter, routerTtftMs, workerQueueMs }) => ({
+      arrivalS,
+      ttftMs,
+      tpotMs,
+      tokens,
+      adapter,
+      ...(routerTtftMs !== undefined ? { routerTtftMs } : {}),
+      ...(workerQueueMs !== undefined ? { workerQueueMs } : {}),
+    }));
   return result;
 }
 

@@ -63,6 +63,16 @@ export interface Calibration {
   requestOverheadIdleRef?: number;
   requestOverheadIdleRange?: readonly [number, number];
   /**
+   * A hybrid request that reaches its worker while a step is in flight enters the engine's queue
+   * this many periods of that step later (absent: at once, to wait out the step there). A hybrid
+   * worker runs its LoRA sites as callbacks on its JS thread, the thread that also takes the
+   * requests' messages, so a message to a stepping worker waits behind the step's callbacks: in
+   * the runs of 08:01 (hybrid, 8 req/s) requests sent while another was decoding took 20.0–20.7 ms
+   * to their first token at the median against 12.8–14.0 sent to an idle mesh, where the
+   * simulator gave 15.2 and 14.0 (docs/evaluation.md §5, m15j). Fitted on the hybrid probe.
+   */
+  hybridBusyHopSteps?: number;
+  /**
    * Per sequence that emits a token in a step: the token's two gRPC hops (worker → router →
    * client) on the serving machine's cores. A decode batch of n sequences streams n tokens, so a
    * step's cost grows with the sequences in it, not only with its tokens.

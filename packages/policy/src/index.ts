@@ -59,6 +59,7 @@ export {
   fitRequestOverheads,
   fitStackOverheads,
   hopBusySlope,
+  hybridBusyHopSteps,
   medianOverRounds,
   type MeasuredProbe,
   type ProbeSimulator,

@@ -36,6 +36,8 @@ export interface SimCost {
   stepPeriodUs(mode: ServingMode, shape: StepPeriodShape): number | undefined;
   /** What an executor's first measured step costs beyond its period (its one-off costs). */
   firstStepUs(mode: ServingMode): number;
+  /** Periods of the step in flight a request reaching a stepping executor waits before it queues. */
+  busyHopSteps(mode: ServingMode): number;
   /** From a request's last token leaving the executor to its stream's end at the client. */
   readonly streamEndSeconds: number;
 }
@@ -84,6 +86,7 @@ export function cpuSimCost(cost: CostModel): SimCost {
     hopsByBusy: (c.requestOverheadPerIdleUs ?? 0) !== 0,
     stepPeriodUs: (mode, shape) => (c.stepPeriods ? stepPeriodUs(c.stepPeriods, mode, shape) : undefined),
     firstStepUs: (mode) => (c.stepPeriods ? firstStepExtraUs(c.stepPeriods, mode) : 0),
+    busyHopSteps: (mode) => (mode === "hybrid" ? (c.hybridBusyHopSteps ?? 0) : 0),
     streamEndSeconds: (c.streamEndUs ?? 0) / 1e6,
   };
 }
@@ -102,6 +105,7 @@ export function gpuSimCost(cost: GpuCostModel): SimCost {
     hopsByBusy: false,
     stepPeriodUs: () => undefined,
     firstStepUs: () => 0,
+    busyHopSteps: () => 0,
     streamEndSeconds: 0,
   };
 }

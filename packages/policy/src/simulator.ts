@@ -110,7 +110,10 @@ interface Server {
   busySeconds: number;
 }
 
-type SimEvent = { kind: "step" | "wake"; exec: Exec } | { kind: "lane"; server: Server; jobs: Job[] };
+type SimEvent =
+  | { kind: "step" | "wake"; exec: Exec }
+  | { kind: "lane"; server: Server; jobs: Job[] }
+  | { kind: "enter"; exec: Exec; seq: Seq };
 
 class ClusterSimulation {
   private readonly events = new EventQueue<SimEvent>();
@@ -264,6 +267,7 @@ class ClusterSimulation {
       const ev = this.events.pop();
       if (!ev) break;
       if (ev.value.kind === "lane") this.laneDone(ev.value.server, ev.value.jobs, ev.time);
+      else if (ev.value.kind === "enter") this.enqueue(ev.value.exec, ev.value.seq, ev.time);
       else if (ev.value.kind === "step") this.stepDone(ev.value.exec, ev.time);
       else if (ev.value.exec.wakeAt === ev.time && !ev.value.exec.busy) {
         ev.value.exec.wakeAt = Infinity;
@@ -360,7 +364,15 @@ class ClusterSimulation {
       chunk: 0,
     };
     best.classCount[cls] = (best.classCount[cls] as number) + 1;
-    if (c.scheduler === "sjf") {
+    // A request reaching a stepping worker whose thread the step shares (hybrid) waits behind it.
+    const wait = best.busy && best.measured ? (this.cost.busyHopSteps(c.mode) * best.localUs) / 1e6 : 0;
+    if (wait > 0) this.events.push(now + wait, { kind: "enter", exec: best, seq });
+    else this.enqueue(best, seq, now);
+  }
+
+  /** Queues a routed request at its executor and starts a step there if it is idle. */
+  private enqueue(best: Exec, seq: Seq, now: number): void {
+    if (this.cluster.scheduler === "sjf") {
       const key = (s: Seq): number => s.req.promptTokens + s.req.outputTokens;
       let lo = 0;
       let hi = best.queue.length;

@@ -10,6 +10,7 @@ import {
   fitRequestOverheads,
   fitStackOverheads,
   hopBusySlope,
+  hybridBusyHopSteps,
   medianOverRounds,
   type ProbeSpec,
   type ProbeSummary,
@@ -316,5 +317,35 @@ describe("fitting the serving stack's overheads to probes", () => {
         hopsByBusy: ["coupledLow", "coupledHigh"],
       }),
     ).to.throw(RangeError, /busyFraction/);
+  });
+
+  it("makes a hybrid request that reaches a stepping worker wait behind its step, fitted on the hybrid probe", () => {
+    const measured = fixedStepsOnly();
+    const term = withSharedHops(measured);
+    // Hybrid steps of 8 ms: a request reaching a stepping worker queues 1.5 steps (12 ms) later.
+    const truth: Calibration = { ...term, hybridBusyHopSteps: 1.5 };
+    const at = (k: Calibration, mode: "coupled" | "hybrid", rate: number): ProbeSummary =>
+      simulateProbe({ mode, rate }, k);
+    // Priced on hybrid requests only, and more the busier the worker: at 8 req/s more of them
+    // reach it stepping than at 2 req/s.
+    expect(at(truth, "coupled", 8)).to.deep.equal(at(term, "coupled", 8));
+    const rise = (rate: number): number => at(truth, "hybrid", rate).ttftP95Ms - at(term, "hybrid", rate).ttftP95Ms;
+    expect(rise(8)).to.be.above(3);
+    expect(rise(8)).to.be.above(rise(2));
+    expect(at(truth, "hybrid", 2).ttftP50Ms - at(term, "hybrid", 2).ttftP50Ms).to.be.below(1);
+    // Fitted back on a hybrid probe, the hops as they are: at 6 req/s, where enough of its requests
+    // reach a stepping worker for its P95 to rest on them (at 2 req/s a 20-s probe has a handful).
+    const busyHybrid = { mode: "hybrid", rate: 6 } as const;
+    const probes = { ...probesOf(truth), hybrid: { ...busyHybrid, ...at(truth, "hybrid", 6) } };
+    expect(hybridBusyHopSteps(probes.hybrid, term, simulateProbe)).to.be.closeTo(1.5, 0.3);
+    const fitted = fitRequestOverheads(probes, measured, simulateProbe, {
+      sharedHops: ["coupledLow", "coupledHigh", "disaggregated", "hybrid"],
+      hybridBusyHops: "hybrid",
+    });
+    expect(fitted.hybridBusyHopSteps).to.be.closeTo(1.5, 0.3);
+    expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
+    // None where the shared hops already put the probe's P95 above the measured one.
+    expect(hybridBusyHopSteps({ ...probes.hybrid, ttftP95Ms: 1 }, term, simulateProbe)).to.equal(0);
+    expect(() => hybridBusyHopSteps(probes.coupledLow, term, simulateProbe)).to.throw(RangeError, /hybrid/);
   });
 });

@@ -78,6 +78,7 @@ export function bareCalibration(cal: Calibration): Calibration {
     tokenStreamUs: 0,
     hybridStepOverheadUs: 0,
     requestOverheadPerIdleUs: 0,
+    hybridBusyHopSteps: 0,
     transport: { ...cal.transport, shm: { ...cal.transport.shm, fixedUs: 0 } },
   };
 }
@@ -220,6 +221,8 @@ export function fitRequestOverheads(
   options: {
     sharedHops?: boolean | ReadonlyArray<keyof StackProbes>;
     hopsByBusy?: readonly [keyof StackProbes, keyof StackProbes];
+    /** Fit `hybridBusyHopSteps` on this (hybrid) probe's TTFT P95, with the shared hops refitted around it. */
+    hybridBusyHops?: keyof StackProbes;
   } = {},
 ): Calibration {
   if (!cal.stepPeriods) throw new RangeError("fitRequestOverheads needs calibration.stepPeriods");
@@ -243,7 +246,20 @@ export function fitRequestOverheads(
         remoteRequestOverheadP95Us: both.p95,
       };
     };
-    if (!options.hopsByBusy) return shared(withEnd);
+    // The hybrid worker's busy hops (`hybridBusyHopSteps`) on top of the shared hops: fitted on its
+    // probe with the hops as fitted, then the hops again with the term (the probe's busy requests
+    // no longer need the shared tail), twice.
+    const withBusyHops = (fit: (k: Calibration) => Calibration, k: Calibration): Calibration => {
+      let out = fit({ ...k, hybridBusyHopSteps: 0 });
+      if (!options.hybridBusyHops) return out;
+      const probe = probes[options.hybridBusyHops];
+      for (let round = 0; round < 2; round++) {
+        const steps = hybridBusyHopSteps(probe, out, sim);
+        out = fit({ ...k, hybridBusyHopSteps: steps });
+      }
+      return out;
+    };
+    if (!options.hopsByBusy) return withBusyHops(shared, withEnd);
     const [idle, busy] = options.hopsByBusy.map((key) => probes[key]) as [MeasuredProbe, MeasuredProbe];
     const term = hopBusyTerm(idle, busy, on);
     // The hops at the reference first, then the slope with them, then the hops again with the
@@ -251,7 +267,7 @@ export function fitRequestOverheads(
     // sum only roughly: the probes' idle fractions are clamped to the slope's span).
     const first = shared({ ...withEnd, ...term, requestOverheadPerIdleUs: 0 });
     const slope = hopBusySlope(idle, busy, first, sim);
-    return shared({ ...withEnd, ...term, requestOverheadPerIdleUs: slope });
+    return withBusyHops(shared, { ...withEnd, ...term, requestOverheadPerIdleUs: slope });
   }
   const local = fitRequest(lo, withEnd, sim, false);
   const remote = fitRequest(probes.disaggregated, withEnd, sim, true);
@@ -297,3 +313,20 @@ export function hopBusySlope(idle: MeasuredProbe, busy: MeasuredProbe, k: Calibr
   };
   return solveMonotone(gap, (idle.ttftP50Ms - busy.ttftP50Ms) * 1000);
 }
+
+/**
+ * The periods of the step in flight that a hybrid request reaching a stepping worker waits before it
+ * queues (`hybridBusyHopSteps`): the value that puts the hybrid probe's simulated TTFT P95 on the
+ * measured one, the other overheads as given. Only the probe's requests that reach a busy worker
+ * move with it (a fifth of them at 2 req/s), and those are among its slowest. Never negative: a
+ * probe the shared hops already over-price gets none.
+ */
+export function hybridBusyHopSteps(probe: ProbeSpec & ProbeSummary, k: Calibration, sim: ProbeSimulator): number {
+  if (probe.mode !== "hybrid") throw new RangeError(`hybridBusyHopSteps needs the hybrid probe, got ${probe.mode}`);
+  // In thousandths of a step: the solver's resolution is 1 unit.
+  const at = (milli: number): number => sim(probe, { ...k, hybridBusyHopSteps: milli / 1000 }).ttftP95Ms * 1000;
+  return Math.min(solveMonotone(at, probe.ttftP95Ms * 1000), MAX_BUSY_HOP_STEPS * 1000) / 1000;
+}
+
+/** The most steps the busy-hop term may reach: a probe whose tail it cannot reach gets this, not more. */
+const MAX_BUSY_HOP_STEPS = 4;
