@@ -517,20 +517,28 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     );
     expect(severed, "the cut happened mid-decode").to.not.equal(undefined);
     await severed;
-    // Still cut: the server is live to the provisioner (a partition is not a death), and sql-r8
-    // has a holder the worker reaches (a replica from the worker's report, when it had none).
-    const during = await loraHosts(m, adapter);
-    await m.network.mend("worker0", cut as string);
+    // Still cut: the server is live to the provisioner (a partition is not a death), and the
+    // adapter gets a holder the worker reaches (a replica from the worker's report, when it had
+    // none). The replica's placement is a job, so wait for it (bounded) rather than read once.
+    let during: { holders: string[]; live: string[] };
+    try {
+      during = await waitFor(
+        async () => {
+          const hosts = await loraHosts(m, adapter);
+          return hosts.holders.some((h) => h !== cut) ? hosts : undefined;
+        },
+        30_000,
+        `${adapter} on a server the worker reaches`,
+      );
+    } finally {
+      await m.network.mend("worker0", cut as string);
+    }
     expectAllExact(
       "cut worker ↔ the LoRA server holding the adapter, only that path (netns; the server still heartbeats)",
       outcomes,
       reference,
     );
     expect(during.live, "the cut-off server kept heartbeating").to.include(cut);
-    expect(
-      during.holders.filter((h) => h !== cut),
-      `${adapter} on a server the worker reaches`,
-    ).to.not.deep.equal([]);
     const after = await Promise.all(inputs.map((input) => client.complete(input)));
     after.forEach((r, i) => expect(r.tokenIds, `after mending ${i}`).to.deep.equal(reference[i]?.tokenIds));
   });
@@ -575,7 +583,11 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     // The cluster serves new requests exactly on the survivor.
     const after = await Promise.all(inputs.map((input) => client.complete(input)));
     after.forEach((r, i) => expect(r.tokenIds, `after the kill ${i}`).to.deep.equal(reference[i]?.tokenIds));
-    const now = await loraHosts(m, adapter);
-    expect(now.holders, `${adapter} re-placed`).to.not.include(before.holders[0]);
+    // The provisioner drops the dead holder when its heartbeats lapse: wait for it (bounded).
+    await waitFor(
+      async () => ((await loraHosts(m, adapter)).holders.includes(before.holders[0] as string) ? undefined : true),
+      30_000,
+      `${adapter} re-placed off ${before.holders[0] as string}`,
+    );
   });
 });
