@@ -86,6 +86,9 @@ void set_variant(int variant);
 const char* alternating_what();
 void kv_cache_write(const KvWriteArgs& a);
 void attention(const AttentionArgs& a);
+// Attention prefetches each head group's key and value rows into L2 before its score pass (default
+// on; LORAMESH_ATTN_PREFETCH=0 off, =alt alternated per step). Same bits either way.
+void set_attn_prefetch(bool on);
 void silu_mul(const float* gu, int64_t tokens, int64_t inter, float* out);
 void moe_route(const float* logits, int64_t tokens, int64_t experts, int32_t top_k, bool renormalize,
                int32_t* out_experts, float* out_weights);

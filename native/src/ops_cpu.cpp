@@ -96,6 +96,24 @@ const bool g_alt_fuse = [] {
   const char* v = std::getenv("LORAMESH_LORA_FUSE");
   return v != nullptr && std::strcmp(v, "alt") == 0;
 }();
+// Attention's KV rows prefetched into L2 at the start of each head group: on by default (−17 to
+// −27 % of attention's time at context 256–320, alternated in one process; issue 17, thirteenth
+// pass). LORAMESH_ATTN_PREFETCH=0 turns it off, =alt switches it at every one-token step
+// (set_variant). Same bits either way.
+const char* attn_prefetch_env() {
+  const char* v = std::getenv("LORAMESH_ATTN_PREFETCH");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_attn = std::strcmp(attn_prefetch_env(), "alt") == 0;
+std::atomic<bool> g_attn_prefetch{std::strcmp(attn_prefetch_env(), "0") != 0};
+constexpr int64_t kAttnPrefetchTokens = 16;
+inline void prefetch_l2(const char* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_prefetch(p, 0, 2);
+#else
+  (void)p;
+#endif
+}
 // The extra items the next matmul on this thread runs in its pool job (MatmulExtra).
 thread_local MatmulExtra* t_extra = nullptr;
 std::atomic<int> g_decode_chunks{std::strcmp(decode_chunks_env(), "0") == 0 ? 0 : 1};
@@ -108,14 +126,18 @@ void matmul_block(const float* x, const void* w, const float* bias, int64_t toke
 
 }  // namespace
 
+void set_attn_prefetch(bool on) { g_attn_prefetch.store(on, std::memory_order_relaxed); }
 void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
-bool alternating() { return g_alt_chunks || g_alt_fuse; }
+bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn; }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);
+  if (g_alt_attn) g_attn_prefetch.store((variant & 1) != 0, std::memory_order_relaxed);
 }
-const char* alternating_what() { return g_alt_fuse ? "LORAMESH_LORA_FUSE" : "LORAMESH_DECODE_CHUNKS"; }
+const char* alternating_what() {
+  return g_alt_attn ? "LORAMESH_ATTN_PREFETCH" : g_alt_fuse ? "LORAMESH_LORA_FUSE" : "LORAMESH_DECODE_CHUNKS";
+}
 
 MatmulExtra::MatmulExtra(int64_t n, const std::function<void(int64_t)>& fn,
                          const std::function<void(int64_t, int64_t)>* after)
@@ -240,6 +262,24 @@ void attention(const AttentionArgs& a) {
       simd::bf16_to_f32(static_cast<const uint16_t*>(cache) + off, kbuf.data(), d);
       return kbuf.data();
     };
+    if (a.tokens <= kAttnPrefetchTokens && g_attn_prefetch.load(std::memory_order_relaxed)) {
+      // Every key and value row of this head group, into L2 up front: at decode the weights'
+      // stream has evicted the cache, and the score pass otherwise waits on each key row in turn
+      // (a prefetch a few positions ahead did not help: eleventh pass). Capped at 512 KiB a group
+      // so the first rows are still in L2 when the pass reaches them. Decode batches only: prefill
+      // finds its rows in cache, just written.
+      const int64_t elem = a.cache_dtype == LM_F32 ? 4 : 2;
+      const int64_t row_bytes = d * elem;
+      const int64_t last = std::min(pos, first + (int64_t(256) << 10) / row_bytes - 1);
+      for (const void* cache : {a.k_cache, a.v_cache}) {
+        const char* base = static_cast<const char*>(cache);
+        for (int64_t p = first; p <= last; p++) {
+          const int64_t off = (static_cast<int64_t>(table[p / a.block_size]) * a.block_size + p % a.block_size) * kv_row + kvh * d;
+          const char* row = base + off * elem;
+          for (int64_t b = 0; b < row_bytes; b += 64) prefetch_l2(row + b);
+        }
+      }
+    }
     for (int64_t p = first; p <= pos; p++) {
       const float* key = key_row(a.k_cache, p);
       int64_t g = 0;
