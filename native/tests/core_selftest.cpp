@@ -255,6 +255,63 @@ static int check_prefault_cancel() {
   return bad ? 1 : 0;
 }
 
+// Attention at decode with its K/V prefetch on and off (ops.h set_attn_prefetch), f32 and bf16
+// caches, 1 and 2 threads: the prefetch moves no data, so the outputs are the same bits.
+static int check_attention_prefetch(std::mt19937& rng) {
+  int failures = 0;
+  const int64_t heads = 8, kv_heads = 2, d = 64, block = 4, blocks = 40, tokens = 2;
+  const int64_t cache_n = blocks * block * kv_heads * d;
+  std::vector<float> q = random_floats(rng, static_cast<size_t>(tokens * heads * d));
+  std::vector<float> kf = random_floats(rng, static_cast<size_t>(cache_n)), vf = random_floats(rng, static_cast<size_t>(cache_n));
+  std::vector<uint16_t> kb(kf.size()), vb(vf.size());
+  for (size_t i = 0; i < kf.size(); i++) {
+    kb[i] = bf16(kf[i]);
+    vb[i] = bf16(vf[i]);
+  }
+  // Two sequences over scattered blocks, at positions 130 and 57.
+  std::vector<int32_t> tables(2 * blocks);
+  for (int64_t i = 0; i < blocks; i++) {
+    tables[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7) % blocks);
+    tables[static_cast<size_t>(blocks + i)] = static_cast<int32_t>((i * 11 + 3) % blocks);
+  }
+  const int32_t seq[2] = {0, 1}, pos[2] = {130, 57};
+  for (lm_dtype cd : {LM_F32, LM_BF16}) {
+    std::vector<float> ref;
+    bool same = true;
+    for (int cfg = 0; cfg < 4; cfg++) {
+      lm::cpu::set_attn_prefetch(cfg % 2 == 1);
+      LM_CHECK(lm_set_num_threads(1 + cfg / 2));
+      std::vector<float> out(static_cast<size_t>(tokens * heads * d));
+      lm::AttentionArgs a{};
+      a.q = q.data();
+      a.k_cache = cd == LM_F32 ? static_cast<const void*>(kf.data()) : kb.data();
+      a.v_cache = cd == LM_F32 ? static_cast<const void*>(vf.data()) : vb.data();
+      a.cache_dtype = cd;
+      a.block_tables = tables.data();
+      a.token_seq = seq;
+      a.token_pos = pos;
+      a.tokens = tokens;
+      a.heads = heads;
+      a.kv_heads = kv_heads;
+      a.head_dim = d;
+      a.block_size = block;
+      a.max_blocks = blocks;
+      a.num_blocks = blocks;
+      a.scale = 0.125f;
+      a.window = 0;
+      a.out = out.data();
+      lm::cpu::attention(a);
+      if (ref.empty()) ref = out;
+      else if (std::memcmp(ref.data(), out.data(), out.size() * 4) != 0) same = false;
+    }
+    std::printf("attention %s cache: K/V prefetch on and off, 1 and 2 threads identical: %s\n",
+                cd == LM_F32 ? "f32" : "bf16", same ? "yes" : "NO");
+    if (!same) failures++;
+  }
+  lm::cpu::set_attn_prefetch(true);
+  return failures;
+}
+
 int main() {
   std::mt19937 rng(7);
   int failures = 0;
@@ -262,6 +319,7 @@ int main() {
   if (lm_simd_enabled()) failures += check_rows_ptr(rng);
   if (lm_simd_enabled()) failures += check_exp(rng);
   if (lm_simd_enabled()) failures += check_axpy_rows(rng);
+  failures += check_attention_prefetch(rng);
   LoraProblem p = make_lora_problem(rng, 67, 131, {96, 32, 32}, {1, 2, 4, 8, 16, 64, 128});
   std::vector<double> want = lora_oracle(p);
   std::vector<std::vector<float>> by_path;  // SIMD (AVX-512 tiles where present), then scalar
