@@ -15,6 +15,9 @@
  * listed in `decode_step_passes`, their ratio in `shm_over_coupled`; gRPC: one pass on a fresh cluster); and under "ucx" the cross-host figures (mesh-bench-ucx.ts): per-site round
  * trip over UCX (tcp) vs gRPC across a veth link between network namespaces, and the decode step of
  * a worker on another host over each (or why they were not measured: no root, no UCX).
+ * `site_round_trip_shm_ring` (also with --shm-only): the shm round-trip loop's own ring record, what
+ * the LoRA server's thread was doing when each of its posts arrived (`posts_found`), its sites'
+ * median queue / compute / wake µs, how many waits slept, and the phases of those over 50 µs.
  * `shm_step_ring` (also with --shm-only) says where the shm decode step's ring time went: ring
  * sites per step and µs per site (wait = queue + batch + compute + wake), from the worker's metrics.
  * `thread_cpu` (--shm-only --threads): every process's threads during each timed decode pass, CPU per step.
@@ -341,7 +344,7 @@ function callbackBackend(lora: LoraBackend, adapters: readonly string[]): SiteBa
 async function siteRoundTripUs(
   iterations: number,
   rows: number,
-): Promise<Record<string, { p50: number; p99: number }>> {
+): Promise<{ us: Record<string, { p50: number; p99: number }>; shmRing: Record<string, unknown> }> {
   const model = Model.load(BUNDLED_MODEL);
   const c = await startCluster({
     routerListen: "127.0.0.1:0",
@@ -383,10 +386,11 @@ async function siteRoundTripUs(
       }
       out[name] = stats(samples);
     }
-    const timed = (backend: SiteBackendHandle, what: string) =>
+    const timed = (backend: SiteBackendHandle, what: string, phases = false) =>
       within(
         what,
         nativeStep.siteRoundTrips(backend, {
+          phases,
           adapters: ids,
           layer: 1,
           site: 0,
@@ -404,21 +408,50 @@ async function siteRoundTripUs(
     const ring = shm.stepSiteBackend(ids, () => fallback);
     if (!ring) throw new Error("mesh bench: the shared-memory ring to the LoRA server is not attached");
     const before = nativeStep.routedStats().ringSites;
-    out["shm"] = stats(await timed(ring, "ring sites"));
+    const foundBefore = await ringServerSeries(c);
+    // Six numbers a site (µs, then the ring's queue / batch / compute / wake µs and whether the
+    // worker slept): the same timed post → wait, read apart afterwards.
+    const all = Array.from(await timed(ring, "ring sites", true));
+    const foundAfter = await ringServerSeries(c);
+    const field = (k: number) => all.filter((_, i) => i % 6 === k);
+    out["shm"] = stats(field(0));
     if (nativeStep.routedStats().ringSites - before !== iterations + 50)
       throw new Error("mesh bench: some shm sites did not go through the ring (adapters missing from its table?)");
+    // Where the timed ring sites' time went (the 50 warm ones left out, as in the figure).
+    const timedOnly = (k: number) => field(k).slice(50);
+    const slow = timedOnly(0).flatMap((v, i) => (v > 50 ? [i] : []));
+    const p50Of = (v: number[]) => (v.length ? round(percentile(v, 50)) : null);
+    const pick = (k: number) => slow.map((i) => timedOnly(k)[i] as number);
+    const shmRing = {
+      // New posts by what the LoRA server's ring thread was doing when each arrived (warm ones too).
+      posts_found: Object.fromEntries(
+        Object.keys(foundAfter)
+          .map((k) => [k, (foundAfter[k] ?? 0) - (foundBefore[k] ?? 0)] as const)
+          .filter(([, v]) => v !== 0),
+      ),
+      queue_us_p50: p50Of(timedOnly(1)),
+      compute_us_p50: p50Of(timedOnly(3)),
+      wake_us_p50: p50Of(timedOnly(4)),
+      worker_sleeps: timedOnly(5).reduce((a, v) => a + v, 0),
+      over_50us: slow.length,
+      over_50us_queue_us_p50: p50Of(pick(1)),
+      over_50us_wake_us_p50: p50Of(pick(4)),
+    };
     const viaStream = callbackBackend(grpc, ids);
     out["grpc"] = stats(await timed(viaStream, "gRPC sites"));
     // The ring's step backend belongs to `shm` (released by its close()).
     for (const h of [fallback, viaStream]) nativeStep.disposeSiteBackend(h);
     close();
     return {
-      in_process: out["in_process"],
-      shm: out["shm"],
-      grpc: out["grpc"],
-      shm_js: out["shm_js"],
-      grpc_js: out["grpc_js"],
-    } as Record<string, { p50: number; p99: number }>;
+      us: {
+        in_process: out["in_process"],
+        shm: out["shm"],
+        grpc: out["grpc"],
+        shm_js: out["shm_js"],
+        grpc_js: out["grpc_js"],
+      } as Record<string, { p50: number; p99: number }>,
+      shmRing,
+    };
   } finally {
     await c.stop();
   }
@@ -843,7 +876,7 @@ async function jsonReport(
   passes: number,
   warmPasses: number,
 ): Promise<void> {
-  const siteUs = await siteRoundTripUs(iterations, 8);
+  const { us: siteUs, shmRing } = await siteRoundTripUs(iterations, 8);
   const { coupled, shm, ring, runs, details } = await alternatedSteps(passes, warmPasses, tokens);
   const grpcPass = await decodeStepMs("disaggregated", false, 8, tokens);
   const grpc = grpcPass.client_ms;
@@ -853,6 +886,7 @@ async function jsonReport(
   console.log(
     JSON.stringify({
       site_round_trip_us: siteUs,
+      site_round_trip_shm_ring: shmRing,
       decode_step_ms: { coupled, disaggregated_shm: shm, disaggregated_grpc: grpc },
       shm_over_coupled: round(shm / coupled),
       // Each alternated pass's step (the figures above are their medians; gRPC is one pass).
@@ -878,7 +912,7 @@ async function main(): Promise<void> {
   if (config.json && config.ucxOnly)
     return console.log(JSON.stringify({ ucx: await ucxReport(config.iterations, config.tokens) }));
   if (config.json && config.shmOnly) {
-    const siteUs = await siteRoundTripUs(config.iterations, 8);
+    const { us: siteUs, shmRing } = await siteRoundTripUs(config.iterations, 8);
     const { coupled, shm, ring, runs, details } = await alternatedSteps(
       config.passes,
       config.warmPasses,
@@ -890,6 +924,7 @@ async function main(): Promise<void> {
     return console.log(
       JSON.stringify({
         site_round_trip_us: siteUs,
+        site_round_trip_shm_ring: shmRing,
         decode_step_ms: { coupled, disaggregated_shm: shm, shm_over_coupled: round(shm / coupled) },
         decode_step_passes: { coupled: runs.coupled, disaggregated_shm: runs.shm },
         ...workerReport(details),

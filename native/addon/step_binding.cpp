@@ -306,9 +306,20 @@ Napi::Value ArmCallbackSiteBackend(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, callback != nullptr);
 }
 
-// announceStep(backend): a step on it is about to be queued (SiteBackend::announce).
+// When a step is announced to its site backends (SiteBackend::announce; LM_RING_ANNOUNCE): 1, the
+// default, by announceStep, which forward() calls before it lays the step out (branch m13k); 2 by
+// step() itself, right after it queued the step to its thread (branch m13l: measured worse, the
+// ring thread then wakes onto the core the step's thread needs; docs/performance.md); 0 never
+// (the ring then learns of a step at begin_step).
+int announce_mode() {
+  static const int mode = static_cast<int>(shm::env_us("LM_RING_ANNOUNCE", 1));
+  return mode;
+}
+
+// announceStep(backend): a step on it is about to be laid out and queued (SiteBackend::announce;
+// under LM_RING_ANNOUNCE=1, the default).
 Napi::Value AnnounceStep(const Napi::CallbackInfo& info) {
-  if (info[0].IsExternal()) {
+  if (announce_mode() == 1 && info[0].IsExternal()) {
     const BackendPtr& backend = *info[0].As<Napi::External<BackendPtr>>().Data();
     if (backend) backend->announce();
   }
@@ -385,6 +396,7 @@ class RoundTripWorker : public Napi::AsyncWorker {
   std::vector<float> x, delta;
   SiteCall call{};
   int64_t iterations = 0, timeout_us = 0;
+  bool phases = false;  // also each ring site's phases (bench diagnostics)
   std::vector<double> us;
 
   void Execute() override {
@@ -396,11 +408,23 @@ class RoundTripWorker : public Napi::AsyncWorker {
     call.delta = delta.data();
     status_ = backend_->begin_step(names.data(), static_cast<int32_t>(names.size()));
     for (int64_t i = 0; i < iterations && status_ == LM_OK; i++) {
+      const uint64_t sleeps = phases ? shm::thread_ring_totals().worker_sleeps : 0;
       const auto t0 = std::chrono::steady_clock::now();
       uint64_t ticket = 0;
       status_ = backend_->post(call, &ticket);
       if (status_ == LM_OK) status_ = backend_->wait(ticket, timeout_us);
       us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+      if (phases) {
+        // The ring's stamps of this site (zeros when it did not go through a ring on this thread).
+        const shm::SiteTiming& t = shm::last_site_timing();
+        const bool ring = t.post_ns > 0;
+        auto d = [&](int64_t a, int64_t b) { return ring ? static_cast<double>(b - a) / 1e3 : 0.0; };
+        us.push_back(d(t.post_ns, t.seen_ns));
+        us.push_back(d(t.seen_ns, t.run_ns));
+        us.push_back(d(t.run_ns, t.done_ns));
+        us.push_back(d(t.done_ns, t.woke_ns));
+        us.push_back(static_cast<double>(shm::thread_ring_totals().worker_sleeps - sleeps));
+      }
     }
     if (status_ != LM_OK) message_ = lm_last_error();
     backend_->end_step();
@@ -421,7 +445,8 @@ class RoundTripWorker : public Napi::AsyncWorker {
 };
 
 // siteRoundTrips(backend, {adapters, layer, site, rows, inFeatures, outFeatures, x, rowAdapter,
-//   iterations, timeoutMs}) → Promise<Float64Array> µs per post → wait.
+//   iterations, timeoutMs, phases?}) → Promise<Float64Array> µs per post → wait; with phases, six
+//   numbers per site: µs, then the ring's queue, batch, compute and wake µs, and whether the worker slept.
 Napi::Value SiteRoundTrips(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto reject = [&](const ArgError& e) {
@@ -445,6 +470,7 @@ Napi::Value SiteRoundTrips(const Napi::CallbackInfo& info) {
     c.out_features = int_field(o, "outFeatures", 1, 1 << 20);
     worker->iterations = int_field(o, "iterations", 1, 1 << 24);
     worker->timeout_us = int_field(o, "timeoutMs", 0, INT32_MAX) * 1000;
+    worker->phases = o.Has("phases") && o.Get("phases").ToBoolean().Value();
     const float* x = r.data<float>(o.Get("x"), napi_float32_array, "x", static_cast<size_t>(c.rows * c.in_features));
     worker->x.assign(x, x + c.rows * c.in_features);
     const int32_t* ra = r.data<int32_t>(o.Get("rowAdapter"), napi_int32_array, "rowAdapter", static_cast<size_t>(c.rows));
@@ -587,7 +613,11 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
     return reject(e);
   }
   Napi::Promise p = worker->promise();
+  // LM_RING_ANNOUNCE=2: the announce after the queueing (the ring's thread wakes while libuv hands
+  // the step over, not during the layout on the event loop).
+  const bool announce = announce_mode() == 2 && backend && worker->batch.n_adapters > 0;
   worker->Queue();
+  if (announce) backend->announce();
   return p;
 }
 

@@ -148,6 +148,13 @@ int64_t rt_rows() {
   return rows;
 }
 
+namespace {
+// Whether the calling thread runs SCHED_FIFO through this module (raise_this_thread, Scope, Lowered).
+thread_local bool tl_fifo = false;
+}  // namespace
+
+bool this_thread_fifo() { return tl_fifo; }
+
 void raise_this_thread(bool fifo_ok) {
   thread_local bool done = false;
   if (done) return;
@@ -156,7 +163,9 @@ void raise_this_thread(bool fifo_ok) {
   if (s.mode == Mode::kOff || (s.mode == Mode::kFifo && !fifo_ok)) return;
 #if defined(__linux__)
   std::string error;
-  note(apply(s, &error), error);
+  const bool ok = apply(s, &error);
+  note(ok, error);
+  tl_fifo = ok && s.mode == Mode::kFifo;
 #endif
 }
 
@@ -170,16 +179,22 @@ Scope::Scope(bool when) {
   errno = 0;
   nice_ = getpriority(PRIO_PROCESS, static_cast<id_t>(this_tid()));
   if (errno != 0) return;
+  was_fifo_ = tl_fifo;
   // Already raised (a nested step, or a thread raised for good): leave it as it is.
-  if ((s.mode == Mode::kFifo && policy_ == SCHED_FIFO) || (s.mode == Mode::kNice && nice_ <= -s.level)) return;
+  if ((s.mode == Mode::kFifo && policy_ == SCHED_FIFO) || (s.mode == Mode::kNice && nice_ <= -s.level)) {
+    tl_fifo = policy_ == SCHED_FIFO;
+    return;
+  }
   std::string error;
   raised_ = apply(s, &error);
   note(raised_, error);
+  tl_fifo = raised_ && s.mode == Mode::kFifo;
 #endif
 }
 
 Scope::~Scope() {
 #if defined(__linux__)
+  tl_fifo = was_fifo_;
   if (!raised_) return;
   // Lowering a thread's own priority back needs no privilege.
   sched_param p{};
@@ -198,6 +213,8 @@ Lowered::Lowered(bool when) {
   priority_ = p.sched_priority;
   sched_param other{};
   lowered_ = pthread_setschedparam(pthread_self(), SCHED_OTHER, &other) == 0;
+  was_fifo_ = tl_fifo;
+  if (lowered_) tl_fifo = false;
 #else
   (void)when;
 #endif
@@ -210,6 +227,7 @@ Lowered::~Lowered() {
   sched_param p{};
   p.sched_priority = priority_;
   pthread_setschedparam(pthread_self(), SCHED_FIFO, &p);
+  tl_fifo = was_fifo_;
 #endif
 }
 

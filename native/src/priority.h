@@ -56,6 +56,7 @@ class Scope {
 
  private:
   bool raised_ = false;
+  bool was_fifo_ = false;
   int policy_ = 0;
   int priority_ = 0;
   int nice_ = 0;
@@ -72,8 +73,14 @@ class Lowered {
 
  private:
   bool lowered_ = false;
+  bool was_fifo_ = false;
   int priority_ = 0;
 };
+
+// Whether the calling thread runs SCHED_FIFO by this module's doing (raise_this_thread, or inside
+// a Scope that raised it or found it raised, and not inside a Lowered): no syscall. A spinning
+// real-time thread uses it to decide whether it must yield its core (shm_ring.h, spin_for).
+bool this_thread_fifo();
 
 // Counters since process start: threads raised, raises refused (no privilege), the last refusal.
 struct Stats {

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "common.h"
+#include "priority.h"
 #include "shm_ring.h"
 #include "site_probe.h"
 
@@ -34,9 +35,13 @@ const bool kLeaveCore = env_us("LM_RING_LEAVE_CORE", 1) != 0;
 const bool kStepping = env_us("LM_RING_STEP_SPIN_US", 40) != 0;
 // announce() (branch m13k): the worker raises worker_stepping and rings the server when its step is
 // queued, not when the step's thread begins it, so the server's wake-up overlaps the hand-over to
-// the libuv thread. LM_RING_ANNOUNCE=0: at begin_step only, as before.
+// the libuv thread (who calls it and when: step_binding.cpp, announce_mode). LM_RING_ANNOUNCE=0:
+// at begin_step only, as before.
 const bool kAnnounce = env_us("LM_RING_ANNOUNCE", 1) != 0;
 constexpr int64_t kNapNs = 20'000'000;  // between liveness checks of the server
+// A real-time waiter yields its core this often while it spins (shm_ring.h, spin_for): the ring's
+// thread, at the same priority, may be queued on this core (LM_RING_YIELD_US; 0 = never).
+const int64_t kYieldNs = env_us("LM_RING_YIELD_US", 5) * 1000;
 
 thread_local SiteTiming last_timing;
 thread_local RingTotals thread_totals;
@@ -210,12 +215,17 @@ class ShmSiteBackend final : public SiteBackend {
     Slot& slot = h->slots[s];
     const int64_t start = now_ns(), deadline = start + (timeout_us < 0 ? INT64_MAX / 2 : timeout_us * 1000);
     uint32_t seen = slot.resp_seq.load(std::memory_order_acquire);
-    const bool taken = spin_for(kTakeNs, [&] {
-      return (seen = slot.resp_seq.load(std::memory_order_acquire)) == seq ||
-             slot.taken_seq.load(std::memory_order_acquire) == seq;
-    });
+    const int64_t yield_ns = priority::this_thread_fifo() ? kYieldNs : 0;
+    const bool taken = spin_for(
+        kTakeNs,
+        [&] {
+          return (seen = slot.resp_seq.load(std::memory_order_acquire)) == seq ||
+                 slot.taken_seq.load(std::memory_order_acquire) == seq;
+        },
+        nullptr, yield_ns);
     if (taken && seen != seq)
-      spin_for(kSpinNs, [&] { return (seen = slot.resp_seq.load(std::memory_order_acquire)) == seq; });
+      spin_for(
+          kSpinNs, [&] { return (seen = slot.resp_seq.load(std::memory_order_acquire)) == seq; }, nullptr, yield_ns);
     const bool slept = seen != seq;
     while (seen != seq) {
       if (h->state.load(std::memory_order_acquire) == kDetached)

@@ -64,6 +64,10 @@ const int64_t kGapSpinMaxNs = env_us("LM_RING_GAP_SPIN_MAX_US", kGapSpinNs / 100
 // locking the expected post out for 100 ms (half a bench pass) only put the futex wake-up back into
 // most sites' queue (docs/performance.md, issue 13, branch m13i: 1–2 such spins a pass on the VM).
 constexpr int64_t kContendedNs = 100'000'000;
+// A real-time ring thread yields its core this often while it spins (branch m13l; shm_ring.h,
+// spin_for): the worker it answered, at the same priority, may be queued on this core
+// (LM_RING_YIELD_US, the worker's setting too; 0 = never).
+const int64_t kYieldNs = env_us("LM_RING_YIELD_US", 5) * 1000;
 constexpr int kMaxChannels = 120;                // futex_waitv takes 128 words
 constexpr int64_t kSerialFmas = 4'000'000;       // below this a batch's kernel runs on the ring thread alone (~0.2 ms)
 
@@ -83,6 +87,7 @@ struct Channel {
   // step spins briefly and learns).
   int64_t last_answer_ns = 0;
   int32_t last_key = -1;
+  bool woke_worker = false;  // the last answer found the worker asleep (a futex wake-up)
   std::vector<int64_t> gap_ns;
 };
 
@@ -256,7 +261,10 @@ void ServerImpl::collect(int64_t now, std::vector<Item>* items) {
         ch->pending_seq[s] = seq;
         ch->pending_since[s] = now;
         ch->last_post_ns = now;
-        if (ch->last_key >= 0 && static_cast<size_t>(ch->last_key) < ch->gap_ns.size()) {
+        // A worker the answer had to wake posts after its own wake-up: that says nothing about
+        // its gap (and on a shared core it is the time this thread's spin held the core), so it
+        // is not learnt (branch m13l).
+        if (ch->last_key >= 0 && static_cast<size_t>(ch->last_key) < ch->gap_ns.size() && !ch->woke_worker) {
           // The worker's stamp, clamped into [answer, now]: a peer's garbage only mistimes a spin.
           const int64_t posted = std::min(std::max(slot.post_ns, ch->last_answer_ns), now);
           ch->gap_ns[static_cast<size_t>(ch->last_key)] = posted - ch->last_answer_ns;
@@ -338,7 +346,8 @@ void ServerImpl::respond(Item* it, const float* delta) {
   // seq_cst store, then the flag: a worker that raised it before this store is woken; one that
   // raises it after re-reads resp_seq and sees the response (shm_client.cpp, wait()).
   slot.resp_seq.store(it->seq, std::memory_order_seq_cst);
-  if (slot.worker_sleeping.load(std::memory_order_seq_cst) != 0) futex_wake(&slot.resp_seq);
+  ch->woke_worker = slot.worker_sleeping.load(std::memory_order_seq_cst) != 0;
+  if (ch->woke_worker) futex_wake(&slot.resp_seq);
 }
 
 void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
@@ -531,7 +540,7 @@ void ServerImpl::loop() {
             if (words[i]->load(std::memory_order_acquire) != expected[i]) return true;
           return stepping && !any_stepping();
         },
-        &preempted);
+        &preempted, realtime ? kYieldNs : 0);
     if (preempted) {
       if (!realtime) contended_until_ = now_ns() + kContendedNs;
       preempted_spins_.fetch_add(1, std::memory_order_relaxed);

@@ -148,6 +148,8 @@ export interface SiteRoundTripSpec {
   rowAdapter: Int32Array;
   iterations: number;
   timeoutMs: number;
+  /** Six numbers per site instead of one: µs, the ring's queue / batch / compute / wake µs, 1 if the worker slept. */
+  phases?: boolean;
 }
 
 /** Packed weights of one (layer, site) for the local backend; `moe` when keys are slot×experts + e. */

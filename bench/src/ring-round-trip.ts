@@ -1,0 +1,175 @@
+/**
+ * The shm site round trip of bench:mesh, repeated, with what the LoRA server's ring thread was
+ * doing when each post arrived (issue 13, branch m13l: one bench:mesh run measured 113 / 363 µs
+ * where every other run measured 8–17 / 14–86). Each repetition runs bench:mesh's sequence on
+ * one cluster — the JavaScript shm and gRPC sites, the in-process sites, then the timed ring sites
+ * (one begin_step, back-to-back qkv sites on a libuv thread) — and prints, per repetition, the
+ * ring's p50 / p99 µs, how many round trips took over 50 µs, and the LoRA server's
+ * `posts_found` counters over the ring loop alone (a diagnostic, not an issue figure).
+ *
+ *   node bench/dist/ring-round-trip.js [--reps N] [--iterations N] [--ring-only] [--clusters N]
+ */
+import { hostname, loadavg } from "node:os";
+import { join } from "node:path";
+import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
+import { booleanOption, createLogger, intOption, loadConfig, setClusterToken } from "@loramesh/core";
+import { LocalLoraBackend, loadAdapter, Model } from "@loramesh/engine";
+import { siteShape } from "@loramesh/formats";
+import { PlacementCache } from "@loramesh/mesh";
+import { f32, nativeStep, type SiteBackendHandle } from "@loramesh/native";
+import { RemoteLoraBackend } from "@loramesh/base-worker";
+import { ADAPTERS, percentile, registerAdapters, round, within } from "./mesh-bench-common";
+
+const quiet = createLogger({ level: "error" });
+const options = {
+  reps: intOption({ flag: "reps", default: 5, min: 1, description: "repetitions per cluster" }),
+  clusters: intOption({ flag: "clusters", default: 1, min: 1, description: "fresh clusters, one after the other" }),
+  iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips per loop (+50 warm)" }),
+  ringOnly: booleanOption({ flag: "ring-only", description: "only the ring loop (no JS, gRPC, in-process loops)" }),
+};
+
+async function serverFound(c: LocalCluster): Promise<Record<string, number>> {
+  const server = c.processes.find((p) => p.service === "lora-server");
+  if (!server?.metricsAddress) return {};
+  const text = await (await fetch(`http://${server.metricsAddress}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const found = /^loramesh_lora_ring_posts_found_total\{[^}]*state="(\w+)"[^}]*\}\s+(\S+)/.exec(line);
+    if (found) out[found[1] as string] = Number(found[2]);
+    const pre = /^loramesh_lora_ring_preempted_spins_total(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (pre) out["preempted_spins"] = Number(pre[1]);
+  }
+  return out;
+}
+
+const diff = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
+  Object.fromEntries(
+    Object.keys(b)
+      .map((k): [string, number] => [k, (b[k] ?? 0) - (a[k] ?? 0)])
+      .filter(([, v]) => v !== 0),
+  );
+
+async function oneCluster(reps: number, iterations: number, ringOnly: boolean, index: number): Promise<void> {
+  const model = Model.load(BUNDLED_MODEL);
+  const c = await startLocalCluster({
+    startTimeoutMs: 180_000,
+    routerListen: "127.0.0.1:0",
+    modelDir: BUNDLED_MODEL,
+    mode: "disaggregated",
+    workers: 1,
+    loraServers: 1,
+    logger: quiet,
+  });
+  setClusterToken(c.clusterToken);
+  try {
+    await registerAdapters(c.routerAddress);
+    const provisioner = c.processes.find((p) => p.service === "provisioner")?.address as string;
+    const placement = new PlacementCache(provisioner, quiet);
+    await within("the first placement snapshot", placement.ready, 60_000);
+    const ids = [...placement.holders.keys()].sort();
+    const local = new LocalLoraBackend(model.config);
+    for (const [i, name] of ADAPTERS.entries())
+      local.add(
+        ids.find((id) => id.includes(`.${name}.`)) ?? `x${i}`,
+        loadAdapter(join(BUNDLED_ADAPTERS, name), model.config),
+      );
+    const remote = (sharedMemory: boolean) =>
+      new RemoteLoraBackend({
+        config: model.config,
+        placement,
+        workerId: sharedMemory ? "bench-shm" : "bench-grpc",
+        hostId: hostname(),
+        sharedMemory,
+        timeoutMs: 30_000,
+        failoverMs: 30_000,
+        logger: quiet,
+      });
+    const shm = remote(true);
+    const grpc = remote(false);
+    const rows = 8;
+    const { hIn, nOut } = siteShape(model.config, "qkv");
+    const x = Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i));
+    const rowAdapter = Int32Array.from({ length: rows }, (_, t) => t % ids.length);
+    const call = () => ({
+      layer: 1,
+      site: "qkv" as const,
+      x: f32([rows, hIn], x),
+      y: f32([rows, nOut]),
+      adapters: ids,
+      rowAdapter,
+    });
+    const timed = (backend: SiteBackendHandle, phases = false) =>
+      nativeStep.siteRoundTrips(backend, {
+        phases,
+        adapters: ids,
+        layer: 1,
+        site: 0,
+        rows,
+        inFeatures: hIn,
+        outFeatures: nOut,
+        x,
+        rowAdapter,
+        iterations: iterations + 50,
+        timeoutMs: 30_000,
+      });
+    // The first JS site attaches the ring.
+    await shm.apply(call());
+    const fallback = nativeStep.callbackSiteBackend(async () => new Float32Array(rows * nOut));
+    for (let r = 0; r < reps; r++) {
+      if (!ringOnly) {
+        for (const backend of [shm, grpc])
+          for (let i = 0; i < iterations + 50; i++) await within("a JS site", backend.apply(call()), 60_000);
+        await timed(local.nativeSiteBackend());
+      }
+      const ring = shm.stepSiteBackend(ids, () => fallback);
+      if (!ring) throw new Error("ring-round-trip: the ring is not attached");
+      const load = loadavg()[0] as number;
+      const before = await serverFound(c);
+      const all = Array.from(await timed(ring, true));
+      const after = await serverFound(c);
+      const field = (k: number) => all.filter((_, i) => i % 6 === k).slice(50);
+      const us = field(0);
+      const med = (v: number[]) => round(percentile(v, 50));
+      const slow = us
+        .map((v, i) => [v, i] as const)
+        .filter(([v]) => v > 50)
+        .map(([, i]) => i);
+      const at = (k: number, idx: number[]) => idx.map((i) => field(k)[i] as number);
+      console.log(
+        JSON.stringify({
+          cluster: index,
+          rep: r,
+          at: new Date().toISOString(),
+          load: round(load, 2),
+          p50: round(percentile(us, 50)),
+          p99: round(percentile(us, 99)),
+          over50: slow.length,
+          queue: med(field(1)),
+          compute: med(field(3)),
+          wake: med(field(4)),
+          sleeps: field(5).reduce((a, v) => a + v, 0),
+          slowQueue: slow.length ? med(at(1, slow)) : null,
+          slowWake: slow.length ? med(at(4, slow)) : null,
+          slowSlept: at(5, slow).reduce((a, v) => a + v, 0),
+          found: diff(before, after),
+        }),
+      );
+    }
+    nativeStep.disposeSiteBackend(fallback);
+    shm.close();
+    grpc.close();
+    placement.close();
+  } finally {
+    await c.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const { config } = loadConfig(options, process.argv.slice(2));
+  for (let k = 0; k < config.clusters; k++) await oneCluster(config.reps, config.iterations, config.ringOnly, k);
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
