@@ -634,6 +634,7 @@ function replayRuns(reportFile: string): Runs {
   }
   const report = JSON.parse(readFileSync(reportFile, "utf8")) as {
     machine: { loadAverage1m: { start: number; end: number }; warmUp?: unknown };
+    calibration: { kernel?: Partial<Calibration> };
     probes: StoredEntry[];
     cases: StoredEntry[];
   };
@@ -717,7 +718,11 @@ function replayRuns(reportFile: string): Runs {
     );
   });
   return {
-    kernels: calibration(),
+    kernels:
+      report.calibration.kernel && flag("--calibration") === undefined
+        ? // The run's own kernel calibration (kept since m15k; before, the stored file's is used).
+          { calibration: { ...DEFAULT_CALIBRATION, ...report.calibration.kernel }, file: `${reportFile} (kernel)` }
+        : calibration(),
     load: report.machine.loadAverage1m,
     warmUp: report.machine.warmUp ?? null,
     probeRounds,
@@ -813,6 +818,9 @@ const report = {
     file,
     machine: cal.machine,
     measuredAt: cal.measuredAt,
+    // This run's `loramesh calibrate` figures, so that a replay prices the LoRA kernel as the run
+    // did (before m15k a replay read whichever calibration file was in bench/results).
+    kernel: Object.fromEntries(Object.entries(kernels.calibration).filter(([k]) => k !== "samples")),
     overheadsFromProbes: {
       stepPeriods: cal.stepPeriods,
       streamEndUs: cal.streamEndUs,
