@@ -68,6 +68,8 @@ const replaying = replayFile !== undefined;
 const noHopBusy = args.includes("--no-hop-busy");
 // `--no-hybrid-busy-hops`: no wait for hybrid requests reaching a stepping worker (before m15j).
 const noHybridBusyHops = args.includes("--no-hybrid-busy-hops");
+// `--no-shared-idle`: a mode probed at one rate gets no idle term (the model before m15k).
+const noSharedIdle = args.includes("--no-shared-idle");
 // Cases run 20 s a round since m15f (were 12): 80 requests a round at 4 req/s instead of 48, so a
 // case's pooled TTFT P95 rests on its 12th-slowest of 240 requests rather than its 7th of 144 (the
 // P95s are 11–20 ms now, so one slow request moves it by 20 %; docs/evaluation.md §5). The
@@ -233,7 +235,7 @@ function probeOverheads(
     ),
     // The rank's cost is the LoRA kernel's, measured by `loramesh calibrate`: per unit of rank and
     // decode token, at every LoRA site of the step.
-    { perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep },
+    { perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep, ...(noSharedIdle ? { shareIdle: false } : {}) },
   );
   const summary = (m: Measured): ProbeSummary => ({
     ttftP50Ms: m.ttftMs.p50,
