@@ -23,7 +23,9 @@
  * (for a run before m15g add `--high-probe-seconds 8`, before m15f also `--duration 12 --probe-seconds 24`,
  * the lengths it ran). `--no-hop-busy`: fit the request hops without their busy term (the model
  * before m15i), to compare. `--no-hybrid-busy-hops`: no wait for hybrid requests that reach a
- * stepping worker (`hybridBusyHopSteps`, the model before m15j).
+ * stepping worker (`hybridBusyHopSteps`, the model before m15j). `--no-shared-idle`: no idle term
+ * for the modes probed at one rate (the model before m15k). Since m15k the report keeps the run's
+ * kernel calibration (`calibration.kernel`) and a replay uses it unless `--calibration` is given.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
