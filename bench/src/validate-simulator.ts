@@ -23,7 +23,9 @@
  * (for a run before m15g add `--high-probe-seconds 8`, before m15f also `--duration 12 --probe-seconds 24`,
  * the lengths it ran). `--no-hop-busy`: fit the request hops without their busy term (the model
  * before m15i), to compare. `--no-hybrid-busy-hops`: no wait for hybrid requests that reach a
- * stepping worker (`hybridBusyHopSteps`, the model before m15j).
+ * stepping worker (`hybridBusyHopSteps`, the model before m15j). `--no-shared-idle`: no idle term
+ * for the modes probed at one rate (the model before m15k). Since m15k the report keeps the run's
+ * kernel calibration (`calibration.kernel`) and a replay uses it unless `--calibration` is given.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -68,6 +70,8 @@ const replaying = replayFile !== undefined;
 const noHopBusy = args.includes("--no-hop-busy");
 // `--no-hybrid-busy-hops`: no wait for hybrid requests reaching a stepping worker (before m15j).
 const noHybridBusyHops = args.includes("--no-hybrid-busy-hops");
+// `--no-shared-idle`: a mode probed at one rate gets no idle term (the model before m15k).
+const noSharedIdle = args.includes("--no-shared-idle");
 // Cases run 20 s a round since m15f (were 12): 80 requests a round at 4 req/s instead of 48, so a
 // case's pooled TTFT P95 rests on its 12th-slowest of 240 requests rather than its 7th of 144 (the
 // P95s are 11–20 ms now, so one slow request moves it by 20 %; docs/evaluation.md §5). The
@@ -233,7 +237,7 @@ function probeOverheads(
     ),
     // The rank's cost is the LoRA kernel's, measured by `loramesh calibrate`: per unit of rank and
     // decode token, at every LoRA site of the step.
-    { perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep },
+    { perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep, ...(noSharedIdle ? { shareIdle: false } : {}) },
   );
   const summary = (m: Measured): ProbeSummary => ({
     ttftP50Ms: m.ttftMs.p50,
@@ -634,6 +638,7 @@ function replayRuns(reportFile: string): Runs {
   }
   const report = JSON.parse(readFileSync(reportFile, "utf8")) as {
     machine: { loadAverage1m: { start: number; end: number }; warmUp?: unknown };
+    calibration: { kernel?: Partial<Calibration> };
     probes: StoredEntry[];
     cases: StoredEntry[];
   };
@@ -717,7 +722,11 @@ function replayRuns(reportFile: string): Runs {
     );
   });
   return {
-    kernels: calibration(),
+    kernels:
+      report.calibration.kernel && flag("--calibration") === undefined
+        ? // The run's own kernel calibration (kept since m15k; before, the stored file's is used).
+          { calibration: { ...DEFAULT_CALIBRATION, ...report.calibration.kernel }, file: `${reportFile} (kernel)` }
+        : calibration(),
     load: report.machine.loadAverage1m,
     warmUp: report.machine.warmUp ?? null,
     probeRounds,
@@ -813,6 +822,9 @@ const report = {
     file,
     machine: cal.machine,
     measuredAt: cal.measuredAt,
+    // This run's `loramesh calibrate` figures, so that a replay prices the LoRA kernel as the run
+    // did (before m15k a replay read whichever calibration file was in bench/results).
+    kernel: Object.fromEntries(Object.entries(kernels.calibration).filter(([k]) => k !== "samples")),
     overheadsFromProbes: {
       stepPeriods: cal.stepPeriods,
       streamEndUs: cal.streamEndUs,

@@ -586,11 +586,20 @@ class ClusterSimulation {
         tokens += a.tokens;
         adapters.push(a);
       }
-    const us = this.cost.loraStepUs(
+    const kernelUs = this.cost.loraStepUs(
       { tokens, attendedTokens: 0, adapters },
       this.cluster.kernel,
       this.cluster.loraServer?.ep ?? 1,
     );
+    // A step priced by its measured period already holds the server's work for its rows (the
+    // worker timed the step with its round trips), so the lane serves it within that period: the
+    // kernel calibration's price bounds it, never lengthens it. Unbounded, a high intercept of
+    // `loramesh calibrate`'s LoRA line (12 sites × ~107 µs in the run of 09:45, 24 µs in another)
+    // ended every disaggregated step after its own period, and the 4 req/s case's TPOT came out
+    // 1.43 ms against 0.96 measured (docs/evaluation.md §5, m15k). Other executors' jobs still
+    // queue behind it.
+    const measuredUs = jobs.every((j) => j.exec.measured) ? Math.max(...jobs.map((j) => j.exec.localUs)) : Infinity;
+    const us = Math.min(kernelUs, measuredUs);
     server.busySeconds += us / 1e6;
     this.events.push(now + us / 1e6, { kind: "lane", server, jobs });
   }
@@ -603,8 +612,9 @@ class ClusterSimulation {
       if (--e.pending > 0) continue;
       const residual = this.cost.kind === "cpu" && !e.measured ? 0.25 : 0;
       const remote = (e.remoteDone - e.start) * 1e6 + e.netUs;
+      // A measured period holds its round trips whether or not they overlap (see `runLane`).
       const us =
-        this.cluster.overlap === false
+        this.cluster.overlap === false && !e.measured
           ? e.localUs + remote
           : Math.max(e.localUs, remote) + residual * Math.min(e.localUs, remote);
       this.events.push(this.stepEnd(e, e.start + us / 1e6), { kind: "step", exec: e });

@@ -189,6 +189,49 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(between.remoteRequestOverheadUs).to.equal(between.requestOverheadUs);
   });
 
+  it("ends a disaggregated step priced by its measured period with that period, whatever the kernel calibration prices the LoRA server's lane at", () => {
+    // The worker's measured period holds its round trips to the LoRA server and the server's work;
+    // a lane priced by `loramesh calibrate`'s LoRA line (12 sites × its intercept) must not end the
+    // step later. 12 × 200 µs = 2.4 ms of lane against a 900-µs period.
+    const measured: Calibration = withSharedHops({
+      ...bareCalibration(DEFAULT_CALIBRATION),
+      stepPeriods: {
+        fixedUs: { coupled: 700, disaggregated: 900, hybrid: 3600 },
+        perSequenceUs: 150,
+        perPrefillTokenUs: 40,
+        perFinishUs: 300,
+        steps: {},
+      },
+    });
+    const run = (loraFixedUs: number, executors: number, rate: number) =>
+      simulate(
+        {
+          ...DEFAULT_WORKLOAD,
+          adapters: 12,
+          ranks: [4, 8, 16, 32, 64],
+          rate,
+          duration: 20,
+          promptMedian: 24,
+          outputMedian: 16,
+          lengthSigma: 0.4,
+          seed: 1,
+        },
+        { ...cluster, mode: "disaggregated", executors },
+        policyByName("rank-aware"),
+        new CostModel({ ...measured, loraFixedUs }),
+        { ttftMs: 1e9, tpotMs: 1e9 },
+      );
+    const cheap = run(24, 1, 4);
+    const dear = run(200, 1, 4);
+    expect(dear.tpotMs.mean).to.equal(cheap.tpotMs.mean);
+    expect(dear.ttftMs.p95).to.equal(cheap.ttftMs.p95);
+    // A lone decode step is 0.9 ms; with the stream's end spread over ~15 tokens, under 1.3 ms.
+    expect(dear.tpotMs.mean).to.be.within(0.9, 1.3);
+    // Executors sharing one server still queue behind each other's lanes: four busy workers wait
+    // longer for a dear server than for a cheap one.
+    expect(run(200, 4, 160).tpotMs.mean).to.be.above(run(24, 4, 160).tpotMs.mean * 1.1);
+  });
+
   it("predicts a probe whose rounds ran several seeds as the median of the rounds' simulations", () => {
     const measured = fixedStepsOnly();
     const withTruth = withSharedHops(measured);

@@ -259,6 +259,37 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(slopesOf(fitStepPeriods(twoRates), "coupled").perIdleUs).to.be.closeTo(800, 80);
   });
 
+  it("lends the coupled probes' idle cost to a mode probed at one rate, within the idle fractions it was fitted over", () => {
+    // Coupled probes at 2 and 12 req/s fit the machine's idle cost (800 µs per unit of idle
+    // fraction); the disaggregated probe's three rounds at 2 req/s (busy 0.03–0.04) cannot.
+    const coupled = runsAt([0.03, 0.035, 0.04, 0.12, 0.13, 0.14], 800, [10, -10, 5, -5, 8, -8]);
+    const disaggregated = runsAt([0.03, 0.035, 0.04], 800, [10, -10, 5]).map((r) => ({
+      ...r,
+      mode: "disaggregated" as const,
+    }));
+    const fit = fitStepPeriods([...coupled, ...disaggregated]);
+    const own = slopesOf(fit, "coupled");
+    const lent = slopesOf(fit, "disaggregated");
+    expect(own.perIdleUs).to.be.closeTo(800, 80);
+    expect(own.idleRange).to.equal(undefined);
+    expect(lent.perIdleUs).to.equal(own.perIdleUs);
+    expect(lent.idleRange?.[0]).to.be.closeTo(0.86, 1e-9);
+    expect(lent.idleRange?.[1]).to.be.closeTo(0.97, 1e-9);
+    // The case at 4 req/s (busy 0.07) is priced ~24 µs below its probe's steps, as the truth is.
+    const lone = { sequences: 1, prefillTokens: 0, rankSum: 4 };
+    const at = (u: number): number => stepPeriodUs(fit, "disaggregated", { ...lone, busyFraction: u }) ?? NaN;
+    expect(at(0.035) - at(0.07)).to.be.closeTo(800 * 0.035, 8);
+    // Busier than the coupled probes ran (a hybrid case's 0.35): priced at their busiest, not beyond.
+    expect(at(0.35)).to.equal(at(0.14));
+    expect(at(0.01)).to.equal(at(0.03));
+    // Without lending (the model before m15k), none.
+    expect(
+      slopesOf(fitStepPeriods([...coupled, ...disaggregated], { shareIdle: false }), "disaggregated").perIdleUs,
+    ).to.equal(0);
+    // Nothing to lend when no mode spans two rates.
+    expect(slopesOf(fitStepPeriods(disaggregated), "disaggregated").perIdleUs).to.equal(0);
+  });
+
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {
     const workload = { ...DEFAULT_WORKLOAD, adapters: 4, rate: 0.2, duration: 30, seed: 3 };
     const slo = { ttftMs: 1e9, tpotMs: 1e9 };

@@ -60,6 +60,12 @@ export interface StepSlopes {
    */
   idleRef?: number;
   /**
+   * The idle fractions the idle slope was fitted over (absent: unbounded). A mode whose own probes
+   * ran at one rate prices its idle term with the slope fitted on another mode's rates, and only
+   * within their span (`fitStepPeriods`).
+   */
+  idleRange?: readonly [number, number];
+  /**
    * Per batch row, by the row adapter's rank: what a step with that adapter costs beyond one with
    * the probes' most frequent adapter (0 for that one; `adapterRowCosts`; older fits: none). Rank
    * names the adapter here: the mesh serves each drawn rank from one bundled adapter.
@@ -126,7 +132,7 @@ export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepP
       k.perPrefillTokenUs * shape.prefillTokens +
       k.perFinishUs * (shape.finished ?? 0) +
       k.perRankUs * (shape.rankSum ?? 0) +
-      (k.perIdleUs ?? 0) * (idleOf(shape.busyFraction) - (k.idleRef ?? 0)) +
+      (k.perIdleUs ?? 0) * (clampIdle(k, idleOf(shape.busyFraction)) - (k.idleRef ?? 0)) +
       rowCostUs(k, shape),
   );
 }
@@ -138,6 +144,11 @@ function rowCostUs(k: StepSlopes, shape: StepPeriodShape): number {
   const of = (rank: number): number => byRank[String(rank)] ?? k.perRowMeanUs ?? 0;
   if (shape.ranks) return shape.ranks.reduce((a, r) => a + of(r), 0);
   return shape.sequences === 1 ? of(shape.rankSum ?? 0) : shape.sequences * (k.perRowMeanUs ?? 0);
+}
+
+/** An idle fraction within the span the mode's idle slope was fitted over. */
+function clampIdle(k: StepSlopes, idle: number): number {
+  return k.idleRange ? Math.min(k.idleRange[1], Math.max(k.idleRange[0], idle)) : idle;
 }
 
 /** 1 − busy fraction, clamped to 0–1 (unknown: 0). */
@@ -212,7 +223,10 @@ const MIN_T = 2;
 
 // The idle term is not a step-shape column: it is fitted across runs (`withinShapeIdleSlope`); nor
 // are the adapters' row costs (`adapterRowCosts`).
-const SLOPES: Record<Exclude<keyof StepSlopes, "perIdleUs" | "idleRef" | "perRowByRankUs" | "perRowMeanUs">, Column> = {
+const SLOPES: Record<
+  Exclude<keyof StepSlopes, "perIdleUs" | "idleRef" | "idleRange" | "perRowByRankUs" | "perRowMeanUs">,
+  Column
+> = {
   perSequenceUs: (s) => Math.max(0, s.sequences - 1),
   perPrefillTokenUs: (s) => s.prefillTokens,
   perFinishUs: (s) => s.finished ?? 0,
@@ -409,7 +423,11 @@ function without(rows: readonly StepShapeSample[], costUs: (s: StepShapeSample) 
 }
 
 /** One mode's fixed cost and slopes from its runs' steps. */
-function fitMode(runs: readonly StepProfileRun[], knownRankUs?: number): { fixedUs: number; slopes: StepSlopes } {
+function fitMode(
+  runs: readonly StepProfileRun[],
+  knownRankUs?: number,
+  borrowedIdle?: { perIdleUs: number; range: readonly [number, number] },
+): { fixedUs: number; slopes: StepSlopes; idleSpan?: readonly [number, number] } {
   const one: Column = () => 1;
   const perRankUs = knownRankUs ?? withinShapeRankSlope(runs.map((r) => r.steps));
   const ranked = runs.map((r) => ({ ...r, steps: without(r.steps, (x) => perRankUs * (x.rankSum ?? 0)) }));
@@ -426,7 +444,12 @@ function fitMode(runs: readonly StepProfileRun[], knownRankUs?: number): { fixed
   const timed = adapted
     .filter((r) => r.busyFraction !== undefined)
     .map((r) => ({ steps: r.steps, idle: idleOf(r.busyFraction) }));
-  const perIdleUs = withinShapeIdleSlope(timed);
+  const own = withinShapeIdleSlope(timed);
+  const idles = timed.map((r) => r.idle);
+  const idleSpan = idles.length > 0 ? ([Math.min(...idles), Math.max(...idles)] as const) : undefined;
+  const borrows =
+    own === 0 && borrowedIdle !== undefined && idleSpan !== undefined && idleSpan[1] - idleSpan[0] < MIN_IDLE_SPREAD;
+  const perIdleUs = borrows ? borrowedIdle.perIdleUs : own;
   // The idle term comes out relative to the probes' mean idle fraction (by steps), so the fixed cost
   // fitted below is the period at that fraction. Taken out in full, it left the fixed cost a fully
   // busy executor's, which no probe ran at (busy fractions 0.02–0.12 at 2–12 req/s): an
@@ -468,9 +491,19 @@ function fitMode(runs: readonly StepProfileRun[], knownRankUs?: number): { fixed
       active = active.filter((_, i) => i !== weakest);
       continue;
     }
-    const slopes: StepSlopes = { ...known, perRankUs, perIdleUs, ...(idleRef > 0 ? { idleRef } : {}) };
+    const slopes: StepSlopes = {
+      ...known,
+      perRankUs,
+      perIdleUs,
+      ...(idleRef > 0 ? { idleRef } : {}),
+      ...(borrows ? { idleRange: borrowedIdle.range } : {}),
+    };
     active.forEach((k, i) => (slopes[k] = value(i)));
-    return { fixedUs: Math.max(0, fit.coef[0] as number), slopes };
+    return {
+      fixedUs: Math.max(0, fit.coef[0] as number),
+      slopes,
+      ...(own > 0 && idleSpan ? { idleSpan } : {}),
+    };
   }
 }
 
@@ -483,7 +516,7 @@ function fitMode(runs: readonly StepProfileRun[], knownRankUs?: number): { fixed
  */
 export function fitStepPeriods(
   profiles: readonly StepProfileRun[],
-  options: { perRankUs?: number } = {},
+  options: { perRankUs?: number; shareIdle?: boolean } = {},
 ): StepPeriodFit {
   const byMode = new Map<ServingMode, StepProfileRun[]>();
   for (const p of profiles) {
@@ -492,8 +525,23 @@ export function fitStepPeriods(
   }
   if (byMode.size === 0) throw new RangeError("no engine steps in the step profiles: nothing to fit");
   const fit: Required<Pick<StepPeriodFit, "fixedUs" | "slopes" | "steps">> = { fixedUs: {}, slopes: {}, steps: {} };
+  const fitted = new Map([...byMode].map(([mode, rows]) => [mode, fitMode(rows, options.perRankUs)]));
+  // The idle term is the machine's (waking halted vCPUs), but only a mode probed at two rates can
+  // fit it: the coupled probes, at 2 and 12 req/s. A mode probed at one rate takes that slope, within
+  // the idle fractions it was fitted over: its cases run busier than its probe as the coupled ones do
+  // (disaggregated 4 req/s case 0.06–0.13 busy against 0.03–0.06 for its 2 req/s probe; its lone
+  // decode steps 3–18 % faster in 8 of 9 stored runs), and left at 0 the fit carried the probe's
+  // idler steps to the case (docs/evaluation.md §5, m15k).
+  const lender = [...fitted.values()].find((m) => m.idleSpan !== undefined && (m.slopes.perIdleUs ?? 0) > 0);
+  if (options.shareIdle !== false && lender?.idleSpan)
+    for (const [mode, rows] of byMode)
+      if (fitted.get(mode) !== lender)
+        fitted.set(
+          mode,
+          fitMode(rows, options.perRankUs, { perIdleUs: lender.slopes.perIdleUs ?? 0, range: lender.idleSpan }),
+        );
   for (const [mode, rows] of byMode) {
-    const m = fitMode(rows, options.perRankUs);
+    const m = fitted.get(mode) as { fixedUs: number; slopes: StepSlopes };
     fit.fixedUs[mode] = m.fixedUs;
     fit.slopes[mode] = m.slopes;
     fit.steps[mode] = rows.reduce((a, r) => a + r.steps.reduce((n, s) => n + s.count, 0), 0);
