@@ -1,8 +1,15 @@
-/** What the mesh benchmark's same-host and cross-host (UCX) parts share: adapters, statistics, the decode step. */
+/** What the mesh benchmark's parts and bench/ring-round-trip share: adapters, statistics, the decode step, the site backends. */
+import { hostname } from "node:os";
 import { join } from "node:path";
-import { BUNDLED_ADAPTERS } from "@loramesh/cli";
+import { RemoteLoraBackend } from "@loramesh/base-worker";
+import { BUNDLED_ADAPTERS, BUNDLED_MODEL, type LocalCluster } from "@loramesh/cli";
+import { createLogger } from "@loramesh/core";
+import { LocalLoraBackend, loadAdapter, Model } from "@loramesh/engine";
+import { PlacementCache } from "@loramesh/mesh";
 import { DeadlineExceededError } from "@loramesh/errors";
 import { LoraMeshClient } from "@loramesh/sdk";
+
+const quiet = createLogger({ level: "error" });
 
 export const ADAPTERS = ["big-r64", "chat-r16-all", "math-r4-mlp", "pattern-r8", "rslora-r32", "sql-r8"];
 
@@ -104,4 +111,70 @@ export async function decodeStepMsOn(
     client.close();
   }
   return round(percentile(steps, 50), 2);
+}
+
+/** The placement as the provisioner sees it; without the cluster token this would never arrive. */
+export async function placementOf(c: LocalCluster): Promise<PlacementCache> {
+  const provisioner = c.processes.find((p) => p.service === "provisioner")?.address as string;
+  const placement = new PlacementCache(provisioner, quiet);
+  await within("the first placement snapshot", placement.ready, 60_000);
+  return placement;
+}
+
+/** The three backends of the round-trip figures, against one disaggregated cluster. */
+export async function siteBackends(cluster: LocalCluster): Promise<{
+  local: LocalLoraBackend;
+  shm: RemoteLoraBackend;
+  grpc: RemoteLoraBackend;
+  ids: string[];
+  close: () => void;
+}> {
+  const model = Model.load(BUNDLED_MODEL);
+  const placement = await placementOf(cluster);
+  const ids = [...placement.holders.keys()].sort();
+  const local = new LocalLoraBackend(model.config);
+  for (const [i, name] of ADAPTERS.entries())
+    local.add(
+      ids.find((id) => id.includes(`.${name}.`)) ?? `x${i}`,
+      loadAdapter(join(BUNDLED_ADAPTERS, name), model.config),
+    );
+  const remote = (sharedMemory: boolean) =>
+    new RemoteLoraBackend({
+      config: model.config,
+      placement,
+      workerId: sharedMemory ? "bench-shm" : "bench-grpc",
+      hostId: hostname(),
+      sharedMemory,
+      timeoutMs: 30_000,
+      failoverMs: 30_000,
+      logger: quiet,
+    });
+  const shm = remote(true);
+  const grpc = remote(false);
+  return {
+    local,
+    shm,
+    grpc,
+    ids,
+    close: () => {
+      shm.close();
+      grpc.close();
+      placement.close();
+    },
+  };
+}
+
+/** The LoRA server's expected-post counters (Prometheus text), for a before/after difference. */
+export async function ringServerSeries(c: LocalCluster): Promise<Record<string, number>> {
+  const server = c.processes.find((p) => p.service === "lora-server");
+  if (!server?.metricsAddress) return {};
+  const text = await (await fetch(`http://${server.metricsAddress}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const found = /^loramesh_lora_ring_posts_found_total\{[^}]*state="(\w+)"[^}]*\}\s+(\S+)/.exec(line);
+    if (found) out[found[1] as string] = Number(found[2]);
+    const pre = /^loramesh_lora_ring_preempted_spins_total(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (pre) out["preempted_spins"] = Number(pre[1]);
+  }
+  return out;
 }

@@ -39,11 +39,21 @@ import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster }
 import { booleanOption, createLogger, intOption, loadConfig, setClusterToken } from "@loramesh/core";
 import { LocalLoraBackend, loadAdapter, Model, type LoraBackend } from "@loramesh/engine";
 import { siteShape, type LoraSite } from "@loramesh/formats";
-import { PlacementCache } from "@loramesh/mesh";
 import { f32, native, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
 import { RemoteLoraBackend, type StepProfileFile, type StepSample } from "@loramesh/base-worker";
-import { ADAPTERS, decodeStepMsOn, median, percentile, registerAdapters, round, within } from "./mesh-bench-common";
+import {
+  ADAPTERS,
+  decodeStepMsOn,
+  median,
+  percentile,
+  placementOf,
+  registerAdapters,
+  ringServerSeries,
+  round,
+  siteBackends,
+  within,
+} from "./mesh-bench-common";
 import { ucxReport } from "./mesh-bench-ucx";
 import { threadCpuDiff, threadSnapshot, type ThreadCpu, type ThreadSnapshot } from "./thread-cpu";
 
@@ -141,14 +151,6 @@ async function startCluster(options: Parameters<typeof startLocalCluster>[0]): P
   const c = await startLocalCluster({ startTimeoutMs: 180_000, ...options });
   setClusterToken(c.clusterToken);
   return c;
-}
-
-/** The placement as the provisioner sees it; without the cluster token this would never arrive. */
-async function placementOf(c: LocalCluster): Promise<PlacementCache> {
-  const provisioner = c.processes.find((p) => p.service === "provisioner")?.address as string;
-  const placement = new PlacementCache(provisioner, quiet);
-  await within("the first placement snapshot", placement.ready, 60_000);
-  return placement;
 }
 
 async function roundTrips(iterations: number): Promise<void> {
@@ -274,49 +276,6 @@ async function throughput(
   } finally {
     await cluster.stop();
   }
-}
-
-/** The three backends of the round-trip figures, against one disaggregated cluster. */
-async function siteBackends(cluster: LocalCluster): Promise<{
-  local: LocalLoraBackend;
-  shm: RemoteLoraBackend;
-  grpc: RemoteLoraBackend;
-  ids: string[];
-  close: () => void;
-}> {
-  const model = Model.load(BUNDLED_MODEL);
-  const placement = await placementOf(cluster);
-  const ids = [...placement.holders.keys()].sort();
-  const local = new LocalLoraBackend(model.config);
-  for (const [i, name] of ADAPTERS.entries())
-    local.add(
-      ids.find((id) => id.includes(`.${name}.`)) ?? `x${i}`,
-      loadAdapter(join(BUNDLED_ADAPTERS, name), model.config),
-    );
-  const remote = (sharedMemory: boolean) =>
-    new RemoteLoraBackend({
-      config: model.config,
-      placement,
-      workerId: sharedMemory ? "bench-shm" : "bench-grpc",
-      hostId: hostname(),
-      sharedMemory,
-      timeoutMs: 30_000,
-      failoverMs: 30_000,
-      logger: quiet,
-    });
-  const shm = remote(true);
-  const grpc = remote(false);
-  return {
-    local,
-    shm,
-    grpc,
-    ids,
-    close: () => {
-      shm.close();
-      grpc.close();
-      placement.close();
-    },
-  };
 }
 
 /** The callback site backend the native step gets for a JavaScript LoRA backend (as forward.ts builds it). */
@@ -551,21 +510,6 @@ function workerSteps(series: readonly StepSample[], fromMs: number, toMs: number
     other_steps: inPass.length - decode.length - prefill,
     mean_step_ms: inPass.length ? ms(inPass.reduce((a, s) => a + s.periodUs, 0) / inPass.length) : NaN,
   };
-}
-
-/** The LoRA server's expected-post counters (Prometheus text), for a before/after difference. */
-async function ringServerSeries(c: LocalCluster): Promise<Record<string, number>> {
-  const server = c.processes.find((p) => p.service === "lora-server");
-  if (!server?.metricsAddress) return {};
-  const text = await (await fetch(`http://${server.metricsAddress}/metrics`)).text();
-  const out: Record<string, number> = {};
-  for (const line of text.split("\n")) {
-    const found = /^loramesh_lora_ring_posts_found_total\{[^}]*state="(\w+)"[^}]*\}\s+(\S+)/.exec(line);
-    if (found) out[found[1] as string] = Number(found[2]);
-    const pre = /^loramesh_lora_ring_preempted_spins_total(?:\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (pre) out["preempted_spins"] = Number(pre[1]);
-  }
-  return out;
 }
 
 /** Steal and busy time of the whole machine (/proc/stat, ms), for a before/after difference. */

@@ -9,16 +9,13 @@
  *
  *   node bench/dist/ring-round-trip.js [--reps N] [--iterations N] [--ring-only] [--clusters N]
  */
-import { hostname, loadavg } from "node:os";
-import { join } from "node:path";
-import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
+import { loadavg } from "node:os";
+import { BUNDLED_MODEL, startLocalCluster } from "@loramesh/cli";
 import { booleanOption, createLogger, intOption, loadConfig, setClusterToken } from "@loramesh/core";
-import { LocalLoraBackend, loadAdapter, Model } from "@loramesh/engine";
+import { Model } from "@loramesh/engine";
 import { siteShape } from "@loramesh/formats";
-import { PlacementCache } from "@loramesh/mesh";
 import { f32, nativeStep, type SiteBackendHandle } from "@loramesh/native";
-import { RemoteLoraBackend } from "@loramesh/base-worker";
-import { ADAPTERS, percentile, registerAdapters, round, within } from "./mesh-bench-common";
+import { percentile, registerAdapters, ringServerSeries, round, siteBackends, within } from "./mesh-bench-common";
 
 const quiet = createLogger({ level: "error" });
 const options = {
@@ -27,20 +24,6 @@ const options = {
   iterations: intOption({ flag: "iterations", default: 400, min: 10, description: "round trips per loop (+50 warm)" }),
   ringOnly: booleanOption({ flag: "ring-only", description: "only the ring loop (no JS, gRPC, in-process loops)" }),
 };
-
-async function serverFound(c: LocalCluster): Promise<Record<string, number>> {
-  const server = c.processes.find((p) => p.service === "lora-server");
-  if (!server?.metricsAddress) return {};
-  const text = await (await fetch(`http://${server.metricsAddress}/metrics`)).text();
-  const out: Record<string, number> = {};
-  for (const line of text.split("\n")) {
-    const found = /^loramesh_lora_ring_posts_found_total\{[^}]*state="(\w+)"[^}]*\}\s+(\S+)/.exec(line);
-    if (found) out[found[1] as string] = Number(found[2]);
-    const pre = /^loramesh_lora_ring_preempted_spins_total(?:\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (pre) out["preempted_spins"] = Number(pre[1]);
-  }
-  return out;
-}
 
 const diff = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
   Object.fromEntries(
@@ -63,29 +46,7 @@ async function oneCluster(reps: number, iterations: number, ringOnly: boolean, i
   setClusterToken(c.clusterToken);
   try {
     await registerAdapters(c.routerAddress);
-    const provisioner = c.processes.find((p) => p.service === "provisioner")?.address as string;
-    const placement = new PlacementCache(provisioner, quiet);
-    await within("the first placement snapshot", placement.ready, 60_000);
-    const ids = [...placement.holders.keys()].sort();
-    const local = new LocalLoraBackend(model.config);
-    for (const [i, name] of ADAPTERS.entries())
-      local.add(
-        ids.find((id) => id.includes(`.${name}.`)) ?? `x${i}`,
-        loadAdapter(join(BUNDLED_ADAPTERS, name), model.config),
-      );
-    const remote = (sharedMemory: boolean) =>
-      new RemoteLoraBackend({
-        config: model.config,
-        placement,
-        workerId: sharedMemory ? "bench-shm" : "bench-grpc",
-        hostId: hostname(),
-        sharedMemory,
-        timeoutMs: 30_000,
-        failoverMs: 30_000,
-        logger: quiet,
-      });
-    const shm = remote(true);
-    const grpc = remote(false);
+    const { local, shm, grpc, ids, close } = await siteBackends(c);
     const rows = 8;
     const { hIn, nOut } = siteShape(model.config, "qkv");
     const x = Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i));
@@ -124,9 +85,9 @@ async function oneCluster(reps: number, iterations: number, ringOnly: boolean, i
       const ring = shm.stepSiteBackend(ids, () => fallback);
       if (!ring) throw new Error("ring-round-trip: the ring is not attached");
       const load = loadavg()[0] as number;
-      const before = await serverFound(c);
+      const before = await ringServerSeries(c);
       const all = Array.from(await timed(ring, true));
-      const after = await serverFound(c);
+      const after = await ringServerSeries(c);
       const field = (k: number) => all.filter((_, i) => i % 6 === k).slice(50);
       const us = field(0);
       const med = (v: number[]) => round(percentile(v, 50));
@@ -156,9 +117,7 @@ async function oneCluster(reps: number, iterations: number, ringOnly: boolean, i
       );
     }
     nativeStep.disposeSiteBackend(fallback);
-    shm.close();
-    grpc.close();
-    placement.close();
+    close();
   } finally {
     await c.stop();
   }
