@@ -37,12 +37,28 @@ const median = (xs: number[]): number => {
 };
 
 /**
- * The decode figures of the base ("base") and each adapter: `reps` runs of each, in an order that
- * rotates every rep (base, r16, r128 / r16, r128, base / ...) and starts one further each round,
- * so each configuration takes each place in the sequence equally often. On a shared VM one 64-token run's step time moves by
- * ±15 % from run to run; measured once each and always base-first (the earlier schedule), the
- * adapters' share of a step carried that noise and any drift within the process as their cost.
- * Returns the median decode rate and the first run's tokens of each configuration.
+ * The order of one rep's runs: rep k of round `rotation` starts `rotation + ⌊k/2⌋` places into
+ * `names`, forwards on even reps and backwards on odd ones (base, r16, r128 / r128, r16, base / …).
+ * Over three rounds of two reps each configuration takes each place of a rep equally often (as the
+ * earlier forward-only rotation did), and now also follows each other configuration equally often:
+ * forward only, r128 always ran right after r16 (or first in the process) and right before base,
+ * so anything a run leaves behind for the next (caches, the pool's state, a drift in the machine)
+ * fell on the adapters unevenly.
+ */
+function repOrder(names: readonly string[], rep: number, rotation: number): string[] {
+  const n = names.length;
+  const start = (rotation + Math.floor(rep / 2)) % n;
+  const forward = Array.from({ length: n }, (_, i) => names[(start + i) % n] as string);
+  return rep % 2 === 0 ? forward : forward.reverse();
+}
+
+/**
+ * The decode figures of the base ("base") and each adapter: `reps` runs of each, in the order of
+ * repOrder. On a shared VM one 64-token run's step time moves by ±15 % from run to run; measured
+ * once each and always base-first (the earliest schedule), the adapters' share of a step carried
+ * that noise and any drift within the process as their cost.
+ * Returns the median decode rate, every run's rate, the order the runs ran in, and the first run's
+ * tokens of each configuration.
  */
 async function alternate(
   names: readonly string[],
@@ -52,15 +68,16 @@ async function alternate(
 ): Promise<Record<string, unknown>> {
   const rates = new Map<string, number[]>(names.map((n) => [n, []]));
   const tokens = new Map<string, number[]>();
+  const order: string[] = [];
   for (let k = 0; k < reps; k++) {
-    for (let i = 0; i < names.length; i++) {
-      const name = names[(i + k + rotation) % names.length] as string;
+    for (const name of repOrder(names, k, rotation)) {
       const r = await run(name);
       rates.get(name)?.push(r.decodeTokS);
+      order.push(name);
       if (!tokens.has(name)) tokens.set(name, r.tokens);
     }
   }
-  const out: Record<string, unknown> = {};
+  const out: Record<string, unknown> = { decode_order: order };
   for (const name of names) {
     const suffix = name === "base" ? "" : `_${name}`;
     out[`decode_tok_s${suffix}`] = median(rates.get(name) ?? []);

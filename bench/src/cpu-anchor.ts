@@ -5,8 +5,10 @@
  * The model is written once by the synth-model generator (safetensors for loramesh, GGUF with q/k
  * permuted for llama.cpp; same random weights) and cached. Each round runs every engine in a fresh
  * process, alternating, so both see the same machine load; the figures are medians over rounds.
- * Within a process the base and adapter decode runs alternate too (`--reps` each per round), and
- * the decode rates are medians over all those runs.
+ * Within a process the base and adapter decode runs alternate too (`--reps` each per round, in an
+ * order balanced for place and predecessor: cpu-anchor-worker's repOrder), and the decode rates are
+ * medians over all those runs; every run is in the JSON (decode_runs) with the order it ran in, and
+ * each adapter's cost per step within each process (adapter_step_cost).
  * "floor" is the decode rate the machine's measured read bandwidth allows at this weight precision:
  * the median of 2-thread streaming-read passes taken after every engine process (see probeRound).
  */
@@ -187,6 +189,28 @@ async function main(): Promise<void> {
       : rs.map((x) => x[k] as number);
   const summarize = (rs: Array<Record<string, unknown>>) =>
     Object.fromEntries(KEYS.map((k) => [k, round(median(samples(rs, k)))]));
+  // Every decode run in the order it ran, per engine process, and each adapter's cost per step
+  // within each process (its median step time over the base's, same process): a figure that the
+  // machine's speed from one process to the next does not move. The headline rates above pool
+  // the runs of all processes.
+  const runsOf = (rs: Array<Record<string, unknown>>) =>
+    rs.map((x) => ({
+      order: x["decode_order"],
+      base: x["decode_runs"],
+      r16: x["decode_runs_r16"],
+      r128: x["decode_runs_r128"],
+    }));
+  const overheadOf = (rs: Array<Record<string, unknown>>) =>
+    Object.fromEntries(
+      ["r16", "r128"].map((a) => {
+        const by = rs.map((x) => {
+          const base = x["decode_runs"] as number[] | undefined,
+            ad = x[`decode_runs_${a}`] as number[] | undefined;
+          return base && ad && base.length && ad.length ? round(100 * (median(base) / median(ad) - 1), 1) : NaN;
+        });
+        return [a, { median_pct: round(median(by), 1), by_process_pct: by }];
+      }),
+    );
   const checkpointBytes = statSync(join(dir, "model", "model.safetensors")).size;
   const embedBytes = shape.vocabSize * shape.hiddenSize * (o.dtype === "f32" ? 4 : 2);
   // A decode step reads every weight once except the embedding table (one row).
@@ -224,6 +248,13 @@ async function main(): Promise<void> {
     },
     loramesh: summarize(results["loramesh"] ?? []),
     llamacpp: summarize(results["llamacpp"] ?? []),
+    // Per engine process (in run order): its decode runs in order, and each adapter's step cost.
+    decode_runs: { loramesh: runsOf(results["loramesh"] ?? []), llamacpp: runsOf(results["llamacpp"] ?? []) },
+    adapter_step_cost: {
+      method: "per engine process: median base rate ÷ median adapter rate − 1 (%); median over processes",
+      loramesh: overheadOf(results["loramesh"] ?? []),
+      llamacpp: overheadOf(results["llamacpp"] ?? []),
+    },
     floor: {
       membw_gbs: round(membw),
       decode_tok_s: round((membw * 1e9) / bytesPerToken),

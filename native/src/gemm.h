@@ -16,6 +16,9 @@ void set_packed(bool on);
 // AVX-512), long rows at one input (the shrink, AVX-512) use the decode GEMV's tile; on by default,
 // LORAMESH_LORA_PREFETCH=0 turns it off (the benchmark's before/after). Same bits either way.
 void set_prefetch(bool on);
+// The AVX-512 short-row (LoRA expand) prefetch's reach: off (default) 2 tiles ahead into L1, on
+// 8 tiles ahead into L2 (LORAMESH_LORA_PREFETCH_FAR=1; not shown to win a step). Same bits.
+void set_short_prefetch_far(bool on);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
 // LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.
 void set_gemv_prefetch(bool on);

@@ -290,6 +290,26 @@ void LoraJob::expand_columns(int64_t c0, int64_t c1) const {
   }
 }
 
+int64_t LoraJob::shrink_bytes() const {
+  if (scratch_ == nullptr) return 0;
+  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
+  const int64_t elem = args_.weight_dtype == LM_BF16 ? 2 : 4;
+  int64_t total = 0;
+  for (const Task& t : sc.tasks)
+    total += args_.rank[sc.segments[static_cast<size_t>(t.segment)].key * args_.n_slices + t.slice] * args_.h_in * elem;
+  return total;
+}
+int64_t LoraJob::expand_bytes() const {
+  if (scratch_ == nullptr) return 0;
+  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
+  const int64_t elem = args_.weight_dtype == LM_BF16 ? 2 : 4;
+  int64_t total = 0;
+  for (const Task& t : sc.tasks)
+    total += args_.rank[sc.segments[static_cast<size_t>(t.segment)].key * args_.n_slices + t.slice] *
+             int64_t{args_.slice_width[t.slice]} * elem;
+  return total;
+}
+
 int64_t LoraJob::shrink_count() const {
   return scratch_ ? static_cast<int64_t>(static_cast<const Scratch*>(scratch_)->shrink_items.size()) : 0;
 }

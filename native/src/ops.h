@@ -114,6 +114,9 @@ class LoraJob {
   void run_shrink() const;
   void run_expand() const;
   bool on_pool() const { return on_pool_; }
+  // Adapter weight bytes the shrink items and all expand items read (for the step profile).
+  int64_t shrink_bytes() const;
+  int64_t expand_bytes() const;
 
  private:
   LoraArgs args_{};
@@ -145,6 +148,11 @@ class MatmulExtra {
   MatmulExtra& operator=(const MatmulExtra&) = delete;
   bool ran() const { return ran_; }
   bool after_ran() const { return after_ran_; }
+  // For the step profile's fused rows: the items' bytes, and `after`'s over all n output rows.
+  void set_bytes(int64_t items, int64_t after) {
+    items_bytes_ = items;
+    after_bytes_ = after;
+  }
 
  private:
   friend void matmul(const float*, const void*, lm_dtype, const float*, int64_t, int64_t, int64_t, float*);
@@ -152,6 +160,7 @@ class MatmulExtra {
   const std::function<void(int64_t)>& fn_;
   const std::function<void(int64_t, int64_t)>* after_;
   bool ran_ = false, after_ran_ = false;
+  int64_t items_bytes_ = 0, after_bytes_ = 0;
 };
 // Whether the native step's and the LoRA servers' pools of this dtype are rewritten k-major for
 // the CPU expand: only with LORAMESH_LORA_KMAJOR=1, and only f32 pools. Measured on AVX2 (issue 17,

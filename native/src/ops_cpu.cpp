@@ -2,6 +2,7 @@
 // thread with a fixed reduction order (see simd.h): results do not depend on the thread count.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "common.h"
 #include "gemm.h"
 #include "ops.h"
+#include "profile.h"
 #include "simd.h"
 #include "threads.h"
 
@@ -96,6 +98,18 @@ const bool g_alt_fuse = [] {
   const char* v = std::getenv("LORAMESH_LORA_FUSE");
   return v != nullptr && std::strcmp(v, "alt") == 0;
 }();
+// The LoRA expand's short-row prefetch: 2 tiles ahead into L1 (default), or 8 tiles into L2 with
+// LORAMESH_LORA_PREFETCH_FAR=1 (issue 17, fourteenth pass: not shown to win a step); =alt switches
+// it at every one-token step. Same bits either way.
+const char* prefetch_far_env() {
+  const char* v = std::getenv("LORAMESH_LORA_PREFETCH_FAR");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_far = std::strcmp(prefetch_far_env(), "alt") == 0;
+[[maybe_unused]] const bool g_far_init = [] {
+  if (std::strcmp(prefetch_far_env(), "1") == 0) gemm::set_short_prefetch_far(true);
+  return true;
+}();
 // Attention's KV rows prefetched into L2 at the start of each head group: on by default (−17 to
 // −27 % of attention's time at context 256–320, alternated in one process; issue 17, thirteenth
 // pass). LORAMESH_ATTN_PREFETCH=0 turns it off, =alt switches it at every one-token step
@@ -129,13 +143,15 @@ void matmul_block(const float* x, const void* w, const float* bias, int64_t toke
 void set_attn_prefetch(bool on) { g_attn_prefetch.store(on, std::memory_order_relaxed); }
 void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
-bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn; }
+bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far; }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);
   if (g_alt_attn) g_attn_prefetch.store((variant & 1) != 0, std::memory_order_relaxed);
+  if (g_alt_far) gemm::set_short_prefetch_far((variant & 1) != 0);
 }
 const char* alternating_what() {
+  if (g_alt_far) return "LORAMESH_LORA_PREFETCH_FAR";
   return g_alt_attn ? "LORAMESH_ATTN_PREFETCH" : g_alt_fuse ? "LORAMESH_LORA_FUSE" : "LORAMESH_DECODE_CHUNKS";
 }
 
@@ -170,12 +186,25 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
     std::atomic<int64_t> next{0}, next_extra{0}, extra_done{0};
     const std::function<void(int64_t, int64_t)>* after = extra ? extra->after_ : nullptr;
     if (after) extra->after_ran_ = true;
+    // Step profile (LORAMESH_STEP_PROFILE=1) of a job with a LoRA site: each thread's time in the
+    // shrink items, the poll, the base rows and the expand runs, recorded once per thread.
+    const bool prof = extra != nullptr && profile::enabled();
     parallel_for(parts, [&](int64_t) {
+      using clock = std::chrono::steady_clock;
+      int64_t t_shrink = 0, t_poll = 0, t_base = 0, t_expand = 0, base_rows = 0, shrunk = 0;
+      const auto now = [prof] { return prof ? clock::now() : clock::time_point{}; };
+      const auto ns = [](clock::time_point a, clock::time_point b) {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
+      };
+      clock::time_point t0 = now();
       for (int64_t e = next_extra.fetch_add(1, std::memory_order_relaxed); e < n_extra;
            e = next_extra.fetch_add(1, std::memory_order_relaxed)) {
         extra->fn_(e);
         extra_done.fetch_add(1, std::memory_order_acq_rel);
+        shrunk++;
       }
+      clock::time_point t1 = now();
+      t_shrink += ns(t0, t1);
       if (after) {
         // `after` needs every item done; the rest are short (a LoRA shrink's last 64 KB items),
         // held by the other thread, so poll for them.
@@ -184,18 +213,35 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
           __builtin_ia32_pause();
 #endif
         }
+        t0 = now();
+        t_poll += ns(t1, t0);
       }
       int64_t begin = next.load(std::memory_order_relaxed);
       for (;;) {
         const int64_t left = n - begin;
-        if (left <= 0) return;
+        if (left <= 0) break;
         int64_t size = (left / (2 * parts) + 7) / 8 * 8;
         size = std::max(size, min_rows);
         if (size >= left) size = left;
         if (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) continue;
+        t0 = now();
         block(x, w, bias, tokens, k, n, begin, begin + size, out);
-        if (after) (*after)(begin, begin + size);
+        t1 = now();
+        t_base += ns(t0, t1);
+        base_rows += size;
+        if (after) {
+          (*after)(begin, begin + size);
+          t_expand += ns(t1, now());
+        }
         begin = next.load(std::memory_order_relaxed);
+      }
+      if (prof) {
+        profile::record(profile::kFusedShrink, t_shrink, 0, n_extra > 0 ? extra->items_bytes_ * shrunk / n_extra : 0);
+        profile::record(profile::kFusedBase, t_base, 0, base_rows * row_bytes);
+        if (after) {
+          profile::record(profile::kFusedPoll, t_poll, 0, 0);
+          profile::record(profile::kFusedExpand, t_expand, 0, extra->after_bytes_ * base_rows / n);
+        }
       }
     });
     return;

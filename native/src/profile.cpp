@@ -26,19 +26,22 @@ thread_local Op t_current = kStep;  // set by the step's thread between steps; r
 
 const char* const kNames[kOpCount] = {"embedding", "rmsnorm",  "qkv matmul", "rope",    "kv write",
                                       "attention", "o matmul", "gate_up matmul", "silu_mul", "down matmul",
-                                      "add",       "lm_head",  "lora site",  "other",   "pool wait", "step"};
+                                      "add",       "lm_head",  "lora site",  "other",   "pool wait", "step",
+                                      "fused shrink*", "fused poll*", "fused base*", "fused expand*"};
 
 void dump_table(int variant) {
   const Counter* g_counters = g_tables[variant];
   if (g_counters[kStep].calls.load() == 0) return;
   int64_t total = 0, cpu_total = 0;
   for (int i = 0; i < kOpCount; i++) {
-    if (i == kPoolWait || i == kStep) continue;
+    if (i == kPoolWait || i >= kStep) continue;
     total += g_counters[i].ns.load();
     cpu_total += g_counters[i].cpu_ns.load();
   }
   std::fprintf(stderr, "loramesh step profile%s%s (wall, calling thread; share of the ops' sum; pool wait is inside the ops)\n",
                (variant & 1) ? ", variant 1" : "", (variant & 2) ? ", steps with adapters" : "");
+  if (g_counters[kFusedBase].calls.load() > 0)
+    std::fprintf(stderr, "(* rows: thread time summed over the pool's threads, inside the matmul rows; GB/s per thread)\n");
   std::fprintf(stderr, "%-16s %8s %10s %7s %8s %10s %7s %10s\n", "op", "calls", "wall ms", "share", "GB/s",
                "CPU ms", "share", "GB/CPU-s");
   for (int i = 0; i < kOpCount; i++) {

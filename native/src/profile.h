@@ -27,6 +27,13 @@ enum Op : int {
   kOther,
   kPoolWait,  // caller-side: waiting for the last worker to finish its index (the barrier)
   kStep,      // whole steps: the ops above plus what runs between them
+  // Thread time (summed over the pool's threads) inside one-token matmul jobs that carry a LoRA
+  // site: its shrink items, the poll for the other thread's last shrink item, the base rows, and
+  // the expand of each run. Inside the matmul families' wall time; not in the shares.
+  kFusedShrink,
+  kFusedPoll,
+  kFusedBase,
+  kFusedExpand,      // whole steps: the ops above plus what runs between them
   kOpCount
 };
 

@@ -82,6 +82,7 @@ class Step {
       bool expanded = false;
       {
         cpu::MatmulExtra extra(job.shrink_count(), shrink, cpu::lora_fuse_expand() && job.shrink_count() > 0 ? &expand : nullptr);
+        if (profile::enabled()) extra.set_bytes(job.shrink_bytes(), job.expand_bytes());
         base_status = base();
         if (base_status == LM_OK && !extra.ran()) job.run_shrink();  // a base that is no cpu::matmul
         expanded = extra.after_ran();
