@@ -26,6 +26,11 @@
  * stepping worker (`hybridBusyHopSteps`, the model before m15j). `--no-shared-idle`: no idle term
  * for the modes probed at one rate (the model before m15k). Since m15k the report keeps the run's
  * kernel calibration (`calibration.kernel`) and a replay uses it unless `--calibration` is given.
+ * Since m15l a probe's TTFT P50 and P95 are taken over its rounds' requests pooled (kept in the steps
+ * file, `requestTtftsMs`; a run stored before keeps the median of its rounds); the shared request hops
+ * are fitted on the coupled and disaggregated probes, and the hybrid busy-hop term once on top, at most
+ * 2 steps. The model before, to compare: `--hop-probes coupledLow,coupledHigh,disaggregated,hybrid
+ * --busy-hop-cap 4 --no-idle-shift` (and `--median-probe-rounds` for a run that kept its probes' requests).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";

@@ -374,5 +374,11 @@ export function hybridBusyHopSteps(
   return Math.min(solveMonotone(at, probe.ttftP95Ms * 1000), max * 1000) / 1000;
 }
 
-/** The most steps the busy-hop term may reach: a probe whose tail it cannot reach gets this, not more. */
-export const MAX_BUSY_HOP_STEPS = 4;
+/**
+ * The most steps the busy-hop term may reach: a probe whose tail it cannot reach gets this, not more.
+ * 2 since m15l (was 4): m15j's per-request runs measured the wait of a hybrid request that reaches a
+ * stepping worker at 6–8 ms at the median over 3.5-ms steps, about two steps (docs/evaluation.md §5,
+ * m15j). The term reached 4 only where the hybrid probe's rounds stepped ~23 % slower than its case
+ * (11:56, 12:24) or ran long tails (08:31), and priced the case's TTFT 30–54 % high there.
+ */
+export const MAX_BUSY_HOP_STEPS = 2;
