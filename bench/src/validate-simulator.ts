@@ -26,11 +26,11 @@
  * stepping worker (`hybridBusyHopSteps`, the model before m15j). `--no-shared-idle`: no idle term
  * for the modes probed at one rate (the model before m15k). Since m15k the report keeps the run's
  * kernel calibration (`calibration.kernel`) and a replay uses it unless `--calibration` is given.
- * Since m15l a probe's TTFT P50 and P95 are taken over its rounds' requests pooled (kept in the steps
- * file, `requestTtftsMs`; a run stored before keeps the median of its rounds); the shared request hops
- * are fitted on the coupled and disaggregated probes, and the hybrid busy-hop term once on top, at most
- * 2 steps. The model before, to compare: `--hop-probes coupledLow,coupledHigh,disaggregated,hybrid
- * --busy-hop-cap 4 --no-idle-shift` (and `--median-probe-rounds` for a run that kept its probes' requests).
+ * Since m15l the probes' request TTFTs are kept in the steps file (`requestTtftsMs`), and
+ * `--pooled-probe-rounds` takes a probe's TTFT P50 and P95 over them pooled (the default stays the
+ * median of the rounds); the shared request hops are fitted on the coupled and disaggregated probes,
+ * and the hybrid busy-hop term once on top, at most 2 steps. The model before, to compare:
+ * `--hop-probes coupledLow,coupledHigh,disaggregated,hybrid --busy-hop-cap 4 --no-idle-shift`.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -84,9 +84,12 @@ const noIdleShift = args.includes("--no-idle-shift");
 const hopProbesFlag = flag("--hop-probes");
 // `--busy-hop-cap N`: the most steps `hybridBusyHopSteps` may reach (m15j–m15k: 4).
 const busyHopCapFlag = flag("--busy-hop-cap");
-// `--median-probe-rounds`: a probe's TTFT P50 and P95 as the median of its rounds' even where its
-// requests were kept (the rule before m15l, and the only one for runs stored before it).
-const medianProbeRounds = args.includes("--median-probe-rounds");
+// `--pooled-probe-rounds`: a probe's TTFT P50 and P95 over its rounds' requests pooled (where every
+// round kept them), not the median of its rounds'. Tried in m15l and not the default: in both of its
+// full runs (14:05, 14:21) a pooled P95 took in one slow round's tail (coupled 2 req/s: 27.9 ms
+// pooled against 21.4 as the median; coupled 12 req/s: 41.1 against 28.9) and priced every TTFT
+// higher (max_error_pct 59.2 and 88.5, against 43.3 and 63.3 as the median; docs/evaluation.md §5).
+const medianProbeRounds = !args.includes("--pooled-probe-rounds");
 // Cases run 20 s a round since m15f (were 12): 80 requests a round at 4 req/s instead of 48, so a
 // case's pooled TTFT P95 rests on its 12th-slowest of 240 requests rather than its 7th of 144 (the
 // P95s are 11–20 ms now, so one slow request moves it by 20 %; docs/evaluation.md §5). The
@@ -279,10 +282,10 @@ function probeOverheads(
     ttftP95Ms: m.ttftMs.p95,
     tpotMeanMs: m.tpotMs.mean,
   });
-  // Since m15l a probe's TTFT P50 and P95 are taken over its rounds' requests pooled wherever every
-  // round kept them (`bench load --per-request`; runs stored before m15l did not: their probes keep
-  // the median of the rounds' figures, the rule before), and its prediction likewise over the
-  // rounds' simulated requests pooled (`pooledOverRounds`). The mean TPOT stays the rounds' median.
+  // With `--pooled-probe-rounds` (m15l) a probe's TTFT P50 and P95 are taken over its rounds'
+  // requests pooled wherever every round kept them (`bench load --per-request`; runs stored before
+  // m15l did not), and its prediction likewise over the rounds' simulated requests pooled
+  // (`pooledOverRounds`). The mean TPOT stays the rounds' median. Default: the median of the rounds.
   const pooledProbe = (k: keyof StackProbes): boolean =>
     !medianProbeRounds && measured[k].rounds.every((r) => (r.requests?.length ?? 0) > 0);
   const measuredSummary = (k: keyof StackProbes): ProbeSummary => {
