@@ -26,6 +26,11 @@
  * stepping worker (`hybridBusyHopSteps`, the model before m15j). `--no-shared-idle`: no idle term
  * for the modes probed at one rate (the model before m15k). Since m15k the report keeps the run's
  * kernel calibration (`calibration.kernel`) and a replay uses it unless `--calibration` is given.
+ * Since m15l the probes' request TTFTs are kept in the steps file (`requestTtftsMs`), and
+ * `--pooled-probe-rounds` takes a probe's TTFT P50 and P95 over them pooled (the default stays the
+ * median of the rounds); the shared request hops are fitted on the coupled and disaggregated probes,
+ * and the hybrid busy-hop term once on top, at most 2 steps. The model before, to compare:
+ * `--hop-probes coupledLow,coupledHigh,disaggregated,hybrid --busy-hop-cap 4 --no-idle-shift`.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -39,6 +44,7 @@ import {
   fitStepPeriods,
   medianOverRounds,
   percentile,
+  pooledOverRounds,
   policyByName,
   simulate,
   slopesOf,
@@ -72,6 +78,18 @@ const noHopBusy = args.includes("--no-hop-busy");
 const noHybridBusyHops = args.includes("--no-hybrid-busy-hops");
 // `--no-shared-idle`: a mode probed at one rate gets no idle term (the model before m15k).
 const noSharedIdle = args.includes("--no-shared-idle");
+// `--no-idle-shift`: a borrowed idle slope applies within the lender's idle fractions (before m15l).
+const noIdleShift = args.includes("--no-idle-shift");
+// `--hop-probes K,K,…`: the probes the shared hops are fitted on (default below; m15h–m15k: all four).
+const hopProbesFlag = flag("--hop-probes");
+// `--busy-hop-cap N`: the most steps `hybridBusyHopSteps` may reach (m15j–m15k: 4).
+const busyHopCapFlag = flag("--busy-hop-cap");
+// `--pooled-probe-rounds`: a probe's TTFT P50 and P95 over its rounds' requests pooled (where every
+// round kept them), not the median of its rounds'. Tried in m15l and not the default: in both of its
+// full runs (14:05, 14:21) a pooled P95 took in one slow round's tail (coupled 2 req/s: 27.9 ms
+// pooled against 21.4 as the median; coupled 12 req/s: 41.1 against 28.9) and priced every TTFT
+// higher (max_error_pct 59.2 and 88.5, against 43.3 and 63.3 as the median; docs/evaluation.md §5).
+const medianProbeRounds = !args.includes("--pooled-probe-rounds");
 // Cases run 20 s a round since m15f (were 12): 80 requests a round at 4 req/s instead of 48, so a
 // case's pooled TTFT P95 rests on its 12th-slowest of 240 requests rather than its 7th of 144 (the
 // P95s are 11–20 ms now, so one slow request moves it by 20 %; docs/evaluation.md §5). The
@@ -220,6 +238,22 @@ const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
   hybrid: { name: `probe: hybrid, ${low.rate} req/s`, mode: "hybrid", policy: "rank-aware", ...low },
 };
 
+/**
+ * The probes the shared request hops are fitted on (`--hop-probes`). Since m15l: both coupled
+ * probes and the disaggregated one, not the hybrid probe. The hybrid probe's tail holds the wait of
+ * its requests that reach a stepping worker, which has its own term (`hybridBusyHopSteps`, fitted on
+ * that probe after the hops); with the probe in the hops' fit too (m15h–m15k) the two terms were
+ * refitted around each other, and in the runs of 11:56 and 12:24 a hybrid probe that stepped ~23 %
+ * slower than its case raised the shared tail for every mode and put the term at its bound
+ * (docs/evaluation.md §5, m15l).
+ */
+const HOP_PROBES: ReadonlyArray<keyof StackProbes> = (
+  hopProbesFlag?.split(",") ?? ["coupledLow", "coupledHigh", "disaggregated"]
+).map((k) => {
+  if (!(k in PROBES)) throw new RangeError(`--hop-probes: no probe ${JSON.stringify(k)}`);
+  return k as keyof StackProbes;
+});
+
 function probeOverheads(
   cal: Calibration,
   measured: Record<keyof StackProbes, RoundsRun>,
@@ -237,23 +271,39 @@ function probeOverheads(
     ),
     // The rank's cost is the LoRA kernel's, measured by `loramesh calibrate`: per unit of rank and
     // decode token, at every LoRA site of the step.
-    { perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep, ...(noSharedIdle ? { shareIdle: false } : {}) },
+    {
+      perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep,
+      ...(noSharedIdle ? { shareIdle: false } : {}),
+      ...(noIdleShift ? { shiftIdle: false } : {}),
+    },
   );
   const summary = (m: Measured): ProbeSummary => ({
     ttftP50Ms: m.ttftMs.p50,
     ttftP95Ms: m.ttftMs.p95,
     tpotMeanMs: m.tpotMs.mean,
   });
+  // With `--pooled-probe-rounds` (m15l) a probe's TTFT P50 and P95 are taken over its rounds'
+  // requests pooled wherever every round kept them (`bench load --per-request`; runs stored before
+  // m15l did not), and its prediction likewise over the rounds' simulated requests pooled
+  // (`pooledOverRounds`). The mean TPOT stays the rounds' median. Default: the median of the rounds.
+  const pooledProbe = (k: keyof StackProbes): boolean =>
+    !medianProbeRounds && measured[k].rounds.every((r) => (r.requests?.length ?? 0) > 0);
+  const measuredSummary = (k: keyof StackProbes): ProbeSummary => {
+    const run = measured[k];
+    if (!pooledProbe(k)) return summary(run);
+    const ttft = run.rounds.flatMap((r) => (r.requests ?? []).map((q) => q.ttftMs)).sort((a, b) => a - b);
+    return { ttftP50Ms: percentile(ttft, 50), ttftP95Ms: percentile(ttft, 95), tpotMeanMs: run.tpotMs.mean };
+  };
   // Each probe's busy fraction, the median of its rounds' (the hops' busy term is fitted across them).
   const busyOf = (k: keyof StackProbes): { busyFraction?: number } => {
     const b = measured[k].rounds.map(busyFractionOf).filter((x): x is number => x !== undefined);
     return b.length > 0 ? { busyFraction: median(b) } : {};
   };
   const probes: StackProbes = {
-    coupledLow: { ...specs.coupledLow, ...summary(measured.coupledLow), ...busyOf("coupledLow") },
-    coupledHigh: { ...specs.coupledHigh, ...summary(measured.coupledHigh), ...busyOf("coupledHigh") },
-    disaggregated: { ...specs.disaggregated, ...summary(measured.disaggregated), ...busyOf("disaggregated") },
-    hybrid: { ...specs.hybrid, ...summary(measured.hybrid), ...busyOf("hybrid") },
+    coupledLow: { ...specs.coupledLow, ...measuredSummary("coupledLow"), ...busyOf("coupledLow") },
+    coupledHigh: { ...specs.coupledHigh, ...measuredSummary("coupledHigh"), ...busyOf("coupledHigh") },
+    disaggregated: { ...specs.disaggregated, ...measuredSummary("disaggregated"), ...busyOf("disaggregated") },
+    hybrid: { ...specs.hybrid, ...measuredSummary("hybrid"), ...busyOf("hybrid") },
   };
   const specOf = (p: ProbeSpec): Case & { seconds: number } =>
     Object.values(specs).find((c) => c.mode === p.mode && c.rate === p.rate) as Case & { seconds: number };
@@ -264,10 +314,13 @@ function probeOverheads(
   const simulateProbe = (p: ProbeSpec, k: Calibration): ProbeSummary => {
     const c = specOf(p);
     const cost = new CostModel(k);
-    return medianOverRounds(
-      measured[keyOf(p)].rounds.map((r) => r.seed ?? PROBE_SEED),
-      (seed) => summary(predict({ ...c, seed }, cost, c.seconds)),
-    );
+    const seeds = measured[keyOf(p)].rounds.map((r) => r.seed ?? PROBE_SEED);
+    if (pooledProbe(keyOf(p)))
+      return pooledOverRounds(seeds, (seed) => {
+        const r = predict({ ...c, seed }, cost, c.seconds, true);
+        return { ...summary(r), ttftsMs: r.ttftsMs ?? [] };
+      });
+    return medianOverRounds(seeds, (seed) => summary(predict({ ...c, seed }, cost, c.seconds)));
   };
   // One request-hop distribution for every mode (the hops are the same processes in every mode),
   // fitted on all four probes together since m15h (was the two low-rate ones): 12 rounds, ~1150
@@ -285,9 +338,10 @@ function probeOverheads(
   // probe rounds span under 0.02 of busy fraction), and priced at the executors' busy fraction when
   // a request is sent, within the span those two probes ran (docs/evaluation.md §5, m15i).
   const calibrated = fitRequestOverheads(probes, { ...cal, stepPeriods }, simulateProbe, {
-    sharedHops: ["coupledLow", "coupledHigh", "disaggregated", "hybrid"],
+    sharedHops: HOP_PROBES,
     ...(noHopBusy ? {} : { hopsByBusy: ["coupledLow", "coupledHigh"] as const }),
     ...(noHybridBusyHops ? {} : { hybridBusyHops: "hybrid" as const }),
+    ...(busyHopCapFlag !== undefined ? { maxHybridBusyHopSteps: Number(busyHopCapFlag) } : {}),
   });
 
   const file = join(replaying ? tmpdir() : RESULTS, "validate-calibration-mesh.json");
@@ -307,12 +361,25 @@ function probeOverheads(
       const fitted = simulateProbe(probes[key as keyof StackProbes], calibrated);
       const run = measured[key as keyof StackProbes];
       const each = run.rounds;
+      const pooled = pooledProbe(key as keyof StackProbes);
       return {
         case: c.name,
         seed: each[0]?.seed ?? PROBE_SEED,
         seeds: each.map((r) => r.seed ?? PROBE_SEED),
+        // What the hops were fitted to: the rounds' requests pooled, or the median of the rounds.
+        ttftEstimator: pooled ? "pooled requests" : "median of rounds",
+        hopsFittedOn: HOP_PROBES.includes(key as keyof StackProbes),
         measured: {
           ttftMs: run.ttftMs,
+          ...(pooled
+            ? {
+                pooledTtftMs: {
+                  p50: probes[key as keyof StackProbes].ttftP50Ms,
+                  p95: probes[key as keyof StackProbes].ttftP95Ms,
+                  requests: run.rounds.reduce((a, r) => a + (r.requests?.length ?? 0), 0),
+                },
+              }
+            : {}),
           tpotMs: run.tpotMs,
           throughputTokensPerSecond: run.throughputTokensPerSecond,
           completed: run.completed,
@@ -337,6 +404,8 @@ interface Measured {
   completed: number;
   /** Each completed request (`bench load --per-request`). */
   requests?: Array<{ ttftMs: number; tpotMs: number }>;
+  /** A prediction's requests' TTFTs (`predict(…, keepTtfts)`). */
+  ttftsMs?: number[];
 }
 
 /** `stepProfile`: every step but the worker's first, which is `firstStep` (its one-off costs). */
@@ -527,7 +596,7 @@ function runReal(c: Case, seconds = duration): MeasuredRun {
   return { ...figures, requests: requests ?? [], busyCores, stepProfile, ...(firstStep ? { firstStep } : {}) };
 }
 
-function predict(c: Case, cost: CostModel, seconds = duration): Measured {
+function predict(c: Case, cost: CostModel, seconds = duration, keepTtfts = false): Measured {
   // One worker and one LoRA server, as `bench load --local --workers 1 --lora-servers 1` starts;
   // the engine's own limits (64 sequences, 512 tokens a step); every adapter fits in memory.
   const cluster: ClusterSpec = {
@@ -540,6 +609,7 @@ function predict(c: Case, cost: CostModel, seconds = duration): Measured {
     kernel: "true",
     rankAwareRouting: c.policy.startsWith("rank-aware"),
     replaceEvery: 0,
+    ...(keepTtfts ? { keepTtfts } : {}),
   };
   const r = simulate({ ...workloadAt(c.rate, c.seed), duration: seconds }, cluster, policyByName(c.policy), cost, {
     ttftMs: 1e9,
@@ -643,7 +713,12 @@ function replayRuns(reportFile: string): Runs {
     cases: StoredEntry[];
   };
   const steps = JSON.parse(readFileSync(stepsFile, "utf8")) as {
-    probes: Array<{ case: string; rounds: StepShapeSample[][]; firstSteps?: Array<StepShapeSample | null> }>;
+    probes: Array<{
+      case: string;
+      rounds: StepShapeSample[][];
+      firstSteps?: Array<StepShapeSample | null>;
+      requestTtftsMs?: number[][];
+    }>;
     cases: Array<{ case: string; rounds: StepShapeSample[][]; firstSteps?: Array<StepShapeSample | null> }>;
   };
   // A round as `runReal` returns it; its length is set so that `busyFractionOf` gives the stored
@@ -691,6 +766,10 @@ function replayRuns(reportFile: string): Runs {
             m.rounds?.[i]?.busyCores ?? null,
           ),
           seed: entry.seeds?.[i] ?? entry.seed ?? 2,
+          // The round's requests, where the run kept them (since m15l; only their TTFTs matter).
+          ...(stored.requestTtftsMs?.[i]?.length
+            ? { requests: stored.requestTtftsMs[i].map((ttftMs) => ({ ttftMs, tpotMs: 0 })) }
+            : {}),
         })),
       ];
     }),
@@ -752,6 +831,9 @@ writeFileSync(
       seeds: probeRounds[k].map((r) => r.seed ?? PROBE_SEED),
       rounds: probeRounds[k].map((r) => r.stepProfile),
       firstSteps: probeRounds[k].map((r) => r.firstStep ?? null),
+      // Each round's requests' TTFTs (ms, 0.01 ms), so that a replay fits the hops as the run did
+      // (on the requests pooled; since m15l).
+      requestTtftsMs: probeRounds[k].map((r) => (r.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
     })),
     cases: CASES.map((c, i) => ({
       case: c.name,

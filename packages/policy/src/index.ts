@@ -61,6 +61,8 @@ export {
   hopBusySlope,
   hybridBusyHopSteps,
   medianOverRounds,
+  pooledOverRounds,
+  MAX_BUSY_HOP_STEPS,
   type MeasuredProbe,
   type ProbeSimulator,
   type ProbeSpec,

@@ -17,6 +17,8 @@ export interface SimulationResult {
   coldLoads: number;
   /** Requests whose adapter can never fit where it must run. */
   rejected?: number;
+  /** Each finished request's TTFT in ms, in the order finished (only with `ClusterSpec.keepTtfts`). */
+  ttftsMs?: number[];
   /** Busy share of the LoRA servers' lanes over the run (disaggregated and hybrid). */
   loraServerUtilization?: number;
   /** Percentiles before and after the drift point (when the workload has one). */

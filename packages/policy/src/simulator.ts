@@ -49,6 +49,8 @@ export interface ClusterSpec {
   layerwiseLoading?: boolean;
   /** Queue order at an executor: first come or shortest job (prompt + output) first. */
   scheduler?: "fcfs" | "sjf";
+  /** Return every finished request's TTFT (`SimulationResult.ttftsMs`), to pool runs' requests. */
+  keepTtfts?: boolean;
 }
 
 interface Seq {
@@ -280,6 +282,7 @@ class ClusterSimulation {
     return {
       ...result,
       rejected: this.rejected,
+      ...(this.cluster.keepTtfts ? { ttftsMs: this.finished.map((r) => (r.first - r.req.arrival) * 1000) } : {}),
       ...(lanes > 0 ? { loraServerUtilization: busy / (lanes * Math.max(this.workload.duration, 1e-9)) } : {}),
     };
   }

@@ -12,6 +12,7 @@ import {
   hopBusySlope,
   hybridBusyHopSteps,
   medianOverRounds,
+  pooledOverRounds,
   type ProbeSpec,
   type ProbeSummary,
 } from "./stack-fit";
@@ -267,6 +268,66 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
   });
 
+  it("fits the hops' tail on the probe rounds' requests pooled, simulated the same way", () => {
+    const measured = fixedStepsOnly();
+    const withTruth = withSharedHops(measured);
+    const seeds = [2, 3, 4];
+    // Each round's simulated requests, with their TTFTs (`keepTtfts`).
+    const roundOf = (p: ProbeSpec, k: Calibration, seed: number): ProbeSummary & { ttftsMs: number[] } => {
+      const r = simulate(
+        {
+          ...DEFAULT_WORKLOAD,
+          adapters: 12,
+          ranks: [4, 8, 16, 32, 64],
+          rate: p.rate,
+          duration: 20,
+          promptMedian: 24,
+          outputMedian: 16,
+          lengthSigma: 0.4,
+          seed,
+        },
+        { ...cluster, mode: p.mode, keepTtfts: true },
+        policyByName("rank-aware"),
+        new CostModel(k),
+        { ttftMs: 1e9, tpotMs: 1e9 },
+      );
+      return { ...simulateSeed(p, k, seed), ttftsMs: r.ttftsMs ?? [] };
+    };
+    const calls: number[] = [];
+    const rounds = seeds.map((seed) => roundOf(specs.coupledLow, withTruth, seed));
+    const pooled = pooledOverRounds([...seeds, 3], (seed) => {
+      calls.push(seed);
+      return rounds[seeds.indexOf(seed)] as ProbeSummary & { ttftsMs: number[] };
+    });
+    // Each distinct seed simulated once, a repeated round's requests counted twice.
+    expect(calls).to.deep.equal([2, 3, 4]);
+    const all = [...rounds.flatMap((r) => r.ttftsMs), ...(rounds[1]?.ttftsMs ?? [])].sort((a, b) => a - b);
+    expect(all.length).to.be.above(100);
+    expect(pooled.ttftP95Ms).to.equal(all[Math.floor(0.95 * all.length)]);
+    expect(pooled.ttftP50Ms).to.equal(all[Math.floor(0.5 * all.length)]);
+    // The mean TPOT stays the median of the rounds'.
+    const tpots = [...rounds.map((r) => r.tpotMeanMs), rounds[1]!.tpotMeanMs].sort((a, b) => a - b);
+    expect(pooled.tpotMeanMs).to.equal((tpots[1]! + tpots[2]!) / 2);
+    expect(() => pooledOverRounds([], () => rounds[0]!)).to.throw(RangeError);
+    // Without `keepTtfts` a simulation returns no requests (the CLI's reports stay small).
+    expect(simulateSeed(specs.coupledLow, withTruth, 2)).to.not.have.property("ttftsMs");
+    // Probes "measured" pooled on a mesh with known hops, fitted with the same estimator: the hops
+    // come back, on the three probes the harness fits them on since m15l.
+    const byPool = (p: ProbeSpec, k: Calibration) => pooledOverRounds(seeds, (seed) => roundOf(p, k, seed));
+    const at = (p: ProbeSpec) => ({ ...p, ...byPool(p, withTruth) });
+    const probes = {
+      coupledLow: at(specs.coupledLow),
+      coupledHigh: at(specs.coupledHigh),
+      disaggregated: at(specs.disaggregated),
+      hybrid: at(specs.hybrid),
+    };
+    const fitted = fitRequestOverheads(probes, measured, byPool, {
+      sharedHops: ["coupledLow", "coupledHigh", "disaggregated"],
+    });
+    expect(fitted.requestOverheadUs).to.be.closeTo(12_000, 1_500);
+    expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
+  });
+
   it("draws the request hops stratified, so a run's TTFT P95 is the fitted hops' whatever its seed", () => {
     // The draws are the normal's quantiles in a seeded order: the same values for every seed.
     const z = stratifiedNormals(80, new SeededRandom(7));
@@ -387,6 +448,23 @@ describe("fitting the serving stack's overheads to probes", () => {
     });
     expect(fitted.hybridBusyHopSteps).to.be.closeTo(1.5, 0.3);
     expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
+    // The hybrid probe left out of the hops (since m15l): the term is fitted once on top of them,
+    // and the hops are those the other three probes give, whatever the hybrid probe measured.
+    const three = ["coupledLow", "coupledHigh", "disaggregated"] as const;
+    const apart = fitRequestOverheads(probes, measured, simulateProbe, { sharedHops: three, hybridBusyHops: "hybrid" });
+    const hopsOnly = fitRequestOverheads(probes, measured, simulateProbe, { sharedHops: three });
+    expect(apart.requestOverheadP95Us).to.equal(hopsOnly.requestOverheadP95Us);
+    expect(apart.hybridBusyHopSteps).to.be.closeTo(1.5, 0.3);
+    // A slow hybrid probe round (its P95 half as long again) moves neither the hops nor, past its
+    // bound, the term.
+    const slow = { ...probes, hybrid: { ...probes.hybrid, ttftP95Ms: probes.hybrid.ttftP95Ms * 1.5 } };
+    const capped = fitRequestOverheads(slow, measured, simulateProbe, {
+      sharedHops: three,
+      hybridBusyHops: "hybrid",
+      maxHybridBusyHopSteps: 2,
+    });
+    expect(capped.requestOverheadP95Us).to.equal(hopsOnly.requestOverheadP95Us);
+    expect(capped.hybridBusyHopSteps).to.equal(2);
     // None where the shared hops already put the probe's P95 above the measured one.
     expect(hybridBusyHopSteps({ ...probes.hybrid, ttftP95Ms: 1 }, term, simulateProbe)).to.equal(0);
     expect(() => hybridBusyHopSteps(probes.coupledLow, term, simulateProbe)).to.throw(RangeError, /hybrid/);

@@ -267,7 +267,8 @@ describe("fitting the engine's step period to the worker's own step timings", ()
       ...r,
       mode: "disaggregated" as const,
     }));
-    const fit = fitStepPeriods([...coupled, ...disaggregated]);
+    // Within the lender's own idle fractions (the model before m15l; since, see the next test).
+    const fit = fitStepPeriods([...coupled, ...disaggregated], { shiftIdle: false });
     const own = slopesOf(fit, "coupled");
     const lent = slopesOf(fit, "disaggregated");
     expect(own.perIdleUs).to.be.closeTo(800, 80);
@@ -288,6 +289,34 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     ).to.equal(0);
     // Nothing to lend when no mode spans two rates.
     expect(slopesOf(fitStepPeriods(disaggregated), "disaggregated").perIdleUs).to.equal(0);
+  });
+
+  it("lends the idle cost within the lender's span's width of the borrower's own probes, so a busier case's step moves by at most what the lender's did", () => {
+    // Coupled probes at 2 and 12 req/s: 3000 µs per unit of idle fraction over idle 0.86–0.97
+    // (0.33 ms between their rates, as in the stored runs). A hybrid-like mode probed at one rate
+    // whose rounds spread 0.07 of busy fraction (0.10–0.17: one round stepped slower, so it was
+    // busier, as at 12:24), priced at a case 0.25 busier.
+    const coupled = runsAt([0.03, 0.035, 0.04, 0.12, 0.13, 0.14], 3000, [10, -10, 5, -5, 8, -8]);
+    const hybrid = runsAt([0.1, 0.13, 0.17], 0, [0, 0, 0]).map((r) => ({ ...r, mode: "hybrid" as const }));
+    const fit = fitStepPeriods([...coupled, ...hybrid]);
+    const lent = slopesOf(fit, "hybrid");
+    // Borrowed although its rounds span more than MIN_IDLE_SPREAD (0.05): less than the lender's 0.11.
+    expect(lent.perIdleUs).to.be.closeTo(slopesOf(fit, "coupled").perIdleUs as number, 1e-9);
+    expect(lent.idleRange?.[0]).to.be.closeTo(0.83 - 0.11, 1e-9);
+    expect(lent.idleRange?.[1]).to.be.closeTo(0.9 + 0.11, 1e-9);
+    const lone = { sequences: 1, prefillTokens: 0, rankSum: 4 };
+    const at = (u: number): number => stepPeriodUs(fit, "hybrid", { ...lone, busyFraction: u }) ?? NaN;
+    // The probes' own rounds priced as their mean (no slope of their own), the case at busy 0.38
+    // 3000 × (0.83 − 0.72) below the slowest round's idle, and no further at 0.6.
+    const drop = at(0.17) - at(0.38);
+    expect(drop).to.be.closeTo((lent.perIdleUs as number) * 0.11, 1);
+    expect(at(0.6)).to.equal(at(0.38));
+    // The model before m15l: idle 0.62 and 0.83 both clamp to the lender's busiest, 0.86 — no term.
+    const before = fitStepPeriods([...coupled, ...hybrid], { shiftIdle: false });
+    expect(slopesOf(before, "hybrid").perIdleUs).to.equal(0);
+    // A mode whose own rounds span as much idle as the lender's fits (or drops) its own slope.
+    const wide = runsAt([0.02, 0.08, 0.16], 0, [0, 0, 0]).map((r) => ({ ...r, mode: "hybrid" as const }));
+    expect(slopesOf(fitStepPeriods([...coupled, ...wide]), "hybrid").idleRange).to.equal(undefined);
   });
 
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {

@@ -426,7 +426,7 @@ function without(rows: readonly StepShapeSample[], costUs: (s: StepShapeSample) 
 function fitMode(
   runs: readonly StepProfileRun[],
   knownRankUs?: number,
-  borrowedIdle?: { perIdleUs: number; range: readonly [number, number] },
+  borrowedIdle?: { perIdleUs: number; range: readonly [number, number]; shift?: boolean },
 ): { fixedUs: number; slopes: StepSlopes; idleSpan?: readonly [number, number] } {
   const one: Column = () => 1;
   const perRankUs = knownRankUs ?? withinShapeRankSlope(runs.map((r) => r.steps));
@@ -447,9 +447,28 @@ function fitMode(
   const own = withinShapeIdleSlope(timed);
   const idles = timed.map((r) => r.idle);
   const idleSpan = idles.length > 0 ? ([Math.min(...idles), Math.max(...idles)] as const) : undefined;
+  // Since m15l (`shift`) a mode borrows when its own runs span less idle fraction than the lender's
+  // (was: under MIN_IDLE_SPREAD): the hybrid probe's rounds spread 0.07 in the run of 12:24 because
+  // one of them stepped slower (a slower round is also a busier one), which fits no slope of its own.
+  const lenderWidth = borrowedIdle ? borrowedIdle.range[1] - borrowedIdle.range[0] : 0;
   const borrows =
-    own === 0 && borrowedIdle !== undefined && idleSpan !== undefined && idleSpan[1] - idleSpan[0] < MIN_IDLE_SPREAD;
+    own === 0 &&
+    borrowedIdle !== undefined &&
+    idleSpan !== undefined &&
+    idleSpan[1] - idleSpan[0] < (borrowedIdle.shift ? Math.max(MIN_IDLE_SPREAD, lenderWidth) : MIN_IDLE_SPREAD);
   const perIdleUs = borrows ? borrowedIdle.perIdleUs : own;
+  // Where the borrowed slope applies. Before m15l: within the lender's idle fractions, which left
+  // a mode whose probe and case both sit outside them (hybrid: probe 0.83–0.90 idle, case
+  // 0.36–0.63, lender 0.87–0.97) with no idle term. Since m15l (`shift`): within the lender's
+  // span's width either side of the borrower's own probes' span, so a step moves by at most what
+  // the lender's steps moved across their two rates (slope × width, 0.26–0.37 ms in the stored
+  // runs): the wake-up is a bounded cost, and the hybrid case's lone decode steps ran 0.32 ms
+  // faster than its probe's on average over the 13 stored runs (−0.21 to +0.79).
+  const borrowedRange: readonly [number, number] | undefined = !borrows
+    ? undefined
+    : borrowedIdle.shift && idleSpan
+      ? [idleSpan[0] - lenderWidth, idleSpan[1] + lenderWidth]
+      : borrowedIdle.range;
   // The idle term comes out relative to the probes' mean idle fraction (by steps), so the fixed cost
   // fitted below is the period at that fraction. Taken out in full, it left the fixed cost a fully
   // busy executor's, which no probe ran at (busy fractions 0.02–0.12 at 2–12 req/s): an
@@ -496,7 +515,7 @@ function fitMode(
       perRankUs,
       perIdleUs,
       ...(idleRef > 0 ? { idleRef } : {}),
-      ...(borrows ? { idleRange: borrowedIdle.range } : {}),
+      ...(borrowedRange ? { idleRange: borrowedRange } : {}),
     };
     active.forEach((k, i) => (slopes[k] = value(i)));
     return {
@@ -516,7 +535,7 @@ function fitMode(
  */
 export function fitStepPeriods(
   profiles: readonly StepProfileRun[],
-  options: { perRankUs?: number; shareIdle?: boolean } = {},
+  options: { perRankUs?: number; shareIdle?: boolean; shiftIdle?: boolean } = {},
 ): StepPeriodFit {
   const byMode = new Map<ServingMode, StepProfileRun[]>();
   for (const p of profiles) {
@@ -538,7 +557,11 @@ export function fitStepPeriods(
       if (fitted.get(mode) !== lender)
         fitted.set(
           mode,
-          fitMode(rows, options.perRankUs, { perIdleUs: lender.slopes.perIdleUs ?? 0, range: lender.idleSpan }),
+          fitMode(rows, options.perRankUs, {
+            perIdleUs: lender.slopes.perIdleUs ?? 0,
+            range: lender.idleSpan,
+            shift: options.shiftIdle !== false,
+          }),
         );
   for (const [mode, rows] of byMode) {
     const m = fitted.get(mode) as { fixedUs: number; slopes: StepSlopes };
