@@ -5,6 +5,8 @@ import { RemoteLoraBackend } from "@loramesh/base-worker";
 import { BUNDLED_ADAPTERS, BUNDLED_MODEL, type LocalCluster } from "@loramesh/cli";
 import { createLogger } from "@loramesh/core";
 import { LocalLoraBackend, loadAdapter, Model } from "@loramesh/engine";
+import { siteShape, type ModelConfig } from "@loramesh/formats";
+import { f32, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { PlacementCache } from "@loramesh/mesh";
 import { DeadlineExceededError } from "@loramesh/errors";
 import { LoraMeshClient } from "@loramesh/sdk";
@@ -121,6 +123,50 @@ export async function placementOf(c: LocalCluster): Promise<PlacementCache> {
   return placement;
 }
 
+/** The bundled adapters in this process, under the ids the provisioner placed them as. */
+export function localBackendFor(config: ModelConfig, ids: string[]): LocalLoraBackend {
+  const local = new LocalLoraBackend(config);
+  for (const [i, name] of ADAPTERS.entries())
+    local.add(ids.find((id) => id.includes(`.${name}.`)) ?? `x${i}`, loadAdapter(join(BUNDLED_ADAPTERS, name), config));
+  return local;
+}
+
+/**
+ * The round-trip figures' workload: `rows` rows of the qkv site at layer 1, row t on adapter
+ * t mod |ids|. `call` is one site for a JavaScript `apply`; `roundTrips` posts the same site
+ * `iterations + 50` times from a native thread (the first 50 are warm-up).
+ */
+export function qkvSiteWorkload(config: ModelConfig, ids: string[], rows: number, iterations: number) {
+  const { hIn, nOut } = siteShape(config, "qkv");
+  const x = Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i));
+  const rowAdapter = Int32Array.from({ length: rows }, (_, t) => t % ids.length);
+  return {
+    nOut,
+    call: () => ({
+      layer: 1,
+      site: "qkv" as const,
+      x: f32([rows, hIn], x),
+      y: f32([rows, nOut]),
+      adapters: ids,
+      rowAdapter,
+    }),
+    roundTrips: (backend: SiteBackendHandle, phases = false) =>
+      nativeStep.siteRoundTrips(backend, {
+        phases,
+        adapters: ids,
+        layer: 1,
+        site: 0,
+        rows,
+        inFeatures: hIn,
+        outFeatures: nOut,
+        x,
+        rowAdapter,
+        iterations: iterations + 50,
+        timeoutMs: 30_000,
+      }),
+  };
+}
+
 /** The three backends of the round-trip figures, against one disaggregated cluster. */
 export async function siteBackends(cluster: LocalCluster): Promise<{
   local: LocalLoraBackend;
@@ -132,12 +178,7 @@ export async function siteBackends(cluster: LocalCluster): Promise<{
   const model = Model.load(BUNDLED_MODEL);
   const placement = await placementOf(cluster);
   const ids = [...placement.holders.keys()].sort();
-  const local = new LocalLoraBackend(model.config);
-  for (const [i, name] of ADAPTERS.entries())
-    local.add(
-      ids.find((id) => id.includes(`.${name}.`)) ?? `x${i}`,
-      loadAdapter(join(BUNDLED_ADAPTERS, name), model.config),
-    );
+  const local = localBackendFor(model.config, ids);
   const remote = (sharedMemory: boolean) =>
     new RemoteLoraBackend({
       config: model.config,

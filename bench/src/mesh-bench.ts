@@ -35,9 +35,9 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
-import { BUNDLED_ADAPTERS, BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
+import { BUNDLED_MODEL, startLocalCluster, type LocalCluster } from "@loramesh/cli";
 import { booleanOption, createLogger, intOption, loadConfig, setClusterToken } from "@loramesh/core";
-import { LocalLoraBackend, loadAdapter, Model, type LoraBackend } from "@loramesh/engine";
+import { Model, type LoraBackend } from "@loramesh/engine";
 import { siteShape, type LoraSite } from "@loramesh/formats";
 import { f32, native, nativeStep, type SiteBackendHandle } from "@loramesh/native";
 import { LoraMeshClient } from "@loramesh/sdk";
@@ -45,9 +45,11 @@ import { RemoteLoraBackend, type StepProfileFile, type StepSample } from "@loram
 import {
   ADAPTERS,
   decodeStepMsOn,
+  localBackendFor,
   median,
   percentile,
   placementOf,
+  qkvSiteWorkload,
   registerAdapters,
   ringServerSeries,
   round,
@@ -167,12 +169,7 @@ async function roundTrips(iterations: number): Promise<void> {
     await registerAdapters(cluster.routerAddress);
     const placement = await placementOf(cluster);
     const ids = [...placement.holders.keys()].sort();
-    const local = new LocalLoraBackend(model.config);
-    for (const [i, name] of ADAPTERS.entries())
-      local.add(
-        ids.find((id) => id.includes(`.${name}.`)) ?? `x${i}`,
-        loadAdapter(join(BUNDLED_ADAPTERS, name), model.config),
-      );
+    const local = localBackendFor(model.config, ids);
     const backends: Array<[string, LoraBackend]> = [
       ["in-process (coupled)", local],
       [
@@ -316,17 +313,7 @@ async function siteRoundTripUs(
   try {
     await registerAdapters(c.routerAddress);
     const { local, shm, grpc, ids, close } = await siteBackends(c);
-    const { hIn, nOut } = siteShape(model.config, "qkv");
-    const x = Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i));
-    const rowAdapter = Int32Array.from({ length: rows }, (_, t) => t % ids.length);
-    const call = () => ({
-      layer: 1,
-      site: "qkv" as const,
-      x: f32([rows, hIn], x),
-      y: f32([rows, nOut]),
-      adapters: ids,
-      rowAdapter,
-    });
+    const { call, roundTrips } = qkvSiteWorkload(model.config, ids, rows, iterations);
     const stats = (samples: ArrayLike<number>) => {
       const v = Array.from(samples).slice(50);
       return { p50: round(percentile(v, 50)), p99: round(percentile(v, 99)) };
@@ -346,22 +333,7 @@ async function siteRoundTripUs(
       out[name] = stats(samples);
     }
     const timed = (backend: SiteBackendHandle, what: string, phases = false) =>
-      within(
-        what,
-        nativeStep.siteRoundTrips(backend, {
-          phases,
-          adapters: ids,
-          layer: 1,
-          site: 0,
-          rows,
-          inFeatures: hIn,
-          outFeatures: nOut,
-          x,
-          rowAdapter,
-          iterations: iterations + 50,
-          timeoutMs: 30_000,
-        }),
-      );
+      within(what, roundTrips(backend, phases));
     out["in_process"] = stats(await timed(local.nativeSiteBackend(), "in-process sites"));
     const fallback = callbackBackend(shm, ids);
     const ring = shm.stepSiteBackend(ids, () => fallback);

@@ -13,9 +13,16 @@ import { loadavg } from "node:os";
 import { BUNDLED_MODEL, startLocalCluster } from "@loramesh/cli";
 import { booleanOption, createLogger, intOption, loadConfig, setClusterToken } from "@loramesh/core";
 import { Model } from "@loramesh/engine";
-import { siteShape } from "@loramesh/formats";
-import { f32, nativeStep, type SiteBackendHandle } from "@loramesh/native";
-import { percentile, registerAdapters, ringServerSeries, round, siteBackends, within } from "./mesh-bench-common";
+import { nativeStep } from "@loramesh/native";
+import {
+  percentile,
+  qkvSiteWorkload,
+  registerAdapters,
+  ringServerSeries,
+  round,
+  siteBackends,
+  within,
+} from "./mesh-bench-common";
 
 const quiet = createLogger({ level: "error" });
 const options = {
@@ -48,31 +55,7 @@ async function oneCluster(reps: number, iterations: number, ringOnly: boolean, i
     await registerAdapters(c.routerAddress);
     const { local, shm, grpc, ids, close } = await siteBackends(c);
     const rows = 8;
-    const { hIn, nOut } = siteShape(model.config, "qkv");
-    const x = Float32Array.from({ length: rows * hIn }, (_, i) => Math.sin(i));
-    const rowAdapter = Int32Array.from({ length: rows }, (_, t) => t % ids.length);
-    const call = () => ({
-      layer: 1,
-      site: "qkv" as const,
-      x: f32([rows, hIn], x),
-      y: f32([rows, nOut]),
-      adapters: ids,
-      rowAdapter,
-    });
-    const timed = (backend: SiteBackendHandle, phases = false) =>
-      nativeStep.siteRoundTrips(backend, {
-        phases,
-        adapters: ids,
-        layer: 1,
-        site: 0,
-        rows,
-        inFeatures: hIn,
-        outFeatures: nOut,
-        x,
-        rowAdapter,
-        iterations: iterations + 50,
-        timeoutMs: 30_000,
-      });
+    const { call, nOut, roundTrips: timed } = qkvSiteWorkload(model.config, ids, rows, iterations);
     // The first JS site attaches the ring.
     await shm.apply(call());
     const fallback = nativeStep.callbackSiteBackend(async () => new Float32Array(rows * nOut));
