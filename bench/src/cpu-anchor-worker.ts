@@ -7,6 +7,7 @@
  * the first token = prefill, the rest = decode); record peak RSS; then the decode runs of the base
  * and of each adapter, alternated (see `alternate`).
  */
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 
 interface WorkerArgs {
@@ -20,6 +21,8 @@ interface WorkerArgs {
   reps?: number;
   /** Where the rotation starts (the round's index), so rounds balance the places too. */
   rotation?: number;
+  /** Only load the model and report load_ms (the benchmark's cold-load process). */
+  loadOnly?: boolean;
 }
 
 interface Run {
@@ -29,6 +32,26 @@ interface Run {
 }
 
 const rssMib = () => process.resourceUsage().maxRSS / 1024;
+
+/**
+ * MiB of this process's memory mapped by 2 MiB page-table entries (file pages, anonymous), from
+ * /proc/self/smaps_rollup; undefined off Linux. Which share of the weights sits in 2 MiB pages
+ * depends on the page cache's folio sizes (how the file was read into the cache) as well as on
+ * the engine's mapping (issue 17's fifteenth pass).
+ */
+function hugeMib(): { file_pmd_mib: number; anon_huge_mib: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync("/proc/self/smaps_rollup", "utf8");
+  } catch {
+    return undefined;
+  }
+  const kib = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0);
+  return {
+    file_pmd_mib: Math.round(kib("FilePmdMapped") / 1024),
+    anon_huge_mib: Math.round(kib("AnonHugePages") / 1024),
+  };
+}
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -95,6 +118,7 @@ async function loramesh(a: WorkerArgs): Promise<Record<string, unknown>> {
   const t0 = performance.now();
   const model = Model.load(resolve(a.model));
   const loadMs = performance.now() - t0;
+  if (a.loadOnly) return { load_ms: loadMs };
   const lora = new LocalLoraBackend(model.config);
   // A KV cache for this benchmark's sequence only (the default reserves 256 MiB).
   const kvBlocks = Math.ceil((a.prompt.length + a.generate + 16) / 16);
@@ -114,6 +138,7 @@ async function loramesh(a: WorkerArgs): Promise<Record<string, unknown>> {
   // First run: prefill, the base tokens and peak RSS before any adapter is resident.
   const first = await run();
   const rss = rssMib();
+  const pages = hugeMib();
   for (const [name, dir] of Object.entries(a.adapters)) lora.add(name, loadAdapter(resolve(dir), model.config));
   const decode = await alternate(["base", ...Object.keys(a.adapters)], a.reps ?? 1, a.rotation ?? 0, (name) =>
     run(name === "base" ? undefined : name),
@@ -122,6 +147,7 @@ async function loramesh(a: WorkerArgs): Promise<Record<string, unknown>> {
     load_ms: loadMs,
     prefill_tok_s: first.prefillTokS,
     rss_mib: rss,
+    pages,
     tokens: first.tokens,
     ...decode,
   };
@@ -133,6 +159,11 @@ async function llamacpp(a: WorkerArgs): Promise<Record<string, unknown>> {
   const t0 = performance.now();
   const model = await llama.loadModel({ modelPath: resolve(a.model), gpuLayers: 0 });
   const loadMs = performance.now() - t0;
+  if (a.loadOnly) {
+    await model.dispose();
+    await llama.dispose();
+    return { load_ms: loadMs };
+  }
   type Token = Parameters<typeof model.detokenize>[0][number];
   const run = async (adapter?: string): Promise<Run> => {
     const context = await model.createContext({
@@ -164,6 +195,7 @@ async function llamacpp(a: WorkerArgs): Promise<Record<string, unknown>> {
   };
   const first = await run();
   const rss = rssMib();
+  const pages = hugeMib();
   const decode = await alternate(["base", ...Object.keys(a.adapters)], a.reps ?? 1, a.rotation ?? 0, (name) =>
     run(name === "base" ? undefined : a.adapters[name]),
   );
@@ -173,6 +205,7 @@ async function llamacpp(a: WorkerArgs): Promise<Record<string, unknown>> {
     load_ms: loadMs,
     prefill_tok_s: first.prefillTokS,
     rss_mib: rss,
+    pages,
     tokens: first.tokens,
     ...decode,
   };

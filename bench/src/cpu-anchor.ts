@@ -18,6 +18,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { shapeByName, synthModel, type SynthAdapterSpec, LORA_TARGETS } from "@loramesh/cli";
 import { native } from "@loramesh/native";
+import { applyStep, roundPlan, type EngineName } from "./cpu-anchor-load";
 
 interface Options {
   json: boolean;
@@ -109,7 +110,15 @@ function worker(args: Record<string, unknown>): Record<string, unknown> {
   return JSON.parse(r.stdout.trim().split("\n").pop() as string) as Record<string, unknown>;
 }
 
-const KEYS = ["load_ms", "prefill_tok_s", "decode_tok_s", "decode_tok_s_r16", "decode_tok_s_r128", "rss_mib"] as const;
+const KEYS = [
+  "load_ms",
+  "load_ms_cold",
+  "prefill_tok_s",
+  "decode_tok_s",
+  "decode_tok_s_r16",
+  "decode_tok_s_r128",
+  "rss_mib",
+] as const;
 
 function agree(a: unknown, b: unknown): number {
   const x = a as number[],
@@ -168,13 +177,42 @@ async function main(): Promise<void> {
     probe.push(...passes);
     probeRuns.push(median(passes));
   };
+  // Each timed load starts from a page-cache state set just before it (cpu-anchor-load): load_ms
+  // with the engine's own weights cached, load_ms_cold from a separate load-only process after
+  // evicting both engines' weights. Until the fifteenth pass the state was whatever the previous
+  // process had left.
+  const weightFiles: Record<EngineName, string[]> = {
+    loramesh: [join(dir, "model", "model.safetensors")],
+    llamacpp: [engines.llamacpp.model],
+  };
+  const loadRuns: Array<{ round: number; engine: EngineName; state: string; load_ms: number; resident: number[] }> = [];
   for (let r = 0; r < rounds; r++) {
-    // Alternate which engine goes first so neither always runs on a warmer page cache.
-    const order = r % 2 === 0 ? (["loramesh", "llamacpp"] as const) : (["llamacpp", "loramesh"] as const);
-    for (const name of order) {
+    // Alternate which engine goes first (the machine's drift within a round falls on both).
+    const order: EngineName[] = r % 2 === 0 ? ["loramesh", "llamacpp"] : ["llamacpp", "loramesh"];
+    const cold = new Map<EngineName, number>();
+    for (const step of roundPlan(order, weightFiles)) {
+      const name = step.engine;
+      const state = applyStep(step, native.fileCache);
+      const resident = weightFiles[name].map((f) => state[f] ?? -1);
+      if (step.state === "cold") {
+        const res = worker({ ...engines[name], ...common, loadOnly: true });
+        cold.set(name, res["load_ms"] as number);
+        loadRuns.push({
+          round: r + 1,
+          engine: name,
+          state: "cold",
+          load_ms: round(res["load_ms"] as number),
+          resident,
+        });
+        continue;
+      }
       loads.push(loadavg()[0] as number);
-      const res = worker({ ...engines[name], ...common, reps, rotation: r });
+      const res: Record<string, unknown> = {
+        ...worker({ ...engines[name], ...common, reps, rotation: r }),
+        load_ms_cold: cold.get(name),
+      };
       results[name]?.push(res);
+      loadRuns.push({ round: r + 1, engine: name, state: "warm", load_ms: round(res["load_ms"] as number), resident });
       probeRound();
       process.stderr.write(
         `cpu-anchor: round ${r + 1}/${rounds} ${name}: ${JSON.stringify(Object.fromEntries(Object.entries(res).filter(([k]) => !k.startsWith("tokens"))))}\n`,
@@ -231,6 +269,11 @@ async function main(): Promise<void> {
       threads,
       cpu: cpuModel(),
       load_avg: round(median(loads)),
+      // The page-cache state each load starts from (cpu-anchor-load.ts).
+      load_ms_definition:
+        "load_ms: median over rounds of the full worker's load, both engines' weight files evicted and then its own read through once (read()) just before; load_ms_cold: median over rounds of a load-only process started after evicting both engines' weight files (posix_fadvise DONTNEED)",
+      // Every timed load in run order, with its weight file's resident fraction just before it.
+      load_runs: loadRuns,
       // What each engine's load_ms covers (see PREFAULT above).
       load_ms_includes: {
         loramesh:

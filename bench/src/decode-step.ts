@@ -19,6 +19,7 @@
  * process (a ratio that holds better on a busy machine than two runs would). A step's weight bytes
  * are all the model's but the embedding table (one row of it is read), as cpu-anchor counts.
  */
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { forward, KvCache, LocalLoraBackend, loadAdapter, Model, type ForwardSequence } from "@loramesh/engine";
 import { native } from "@loramesh/native";
@@ -154,6 +155,18 @@ async function measure(
 const stepWeightBytes = (model: Model): number =>
   model.sizeBytes - (model.lmHead === model.embed ? 0 : model.embed.data.byteLength);
 
+/** How much of this process's memory sits in 2 MiB page-table entries (smaps_rollup, KiB). */
+function hugePageKib(): { rss_kib: number; file_pmd_kib: number; anon_huge_kib: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync("/proc/self/smaps_rollup", "utf8");
+  } catch {
+    return undefined; // not Linux
+  }
+  const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0);
+  return { rss_kib: field("Rss"), file_pmd_kib: field("FilePmdMapped"), anon_huge_kib: field("AnonHugePages") };
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   if (o.threads > 0) native.setNumThreads(o.threads);
@@ -201,6 +214,7 @@ async function main(): Promise<void> {
     };
   }
   for (const [name] of adapters) out[name] = summary(per.get(name) ?? []);
+  out["pages"] = hugePageKib();
   process.stdout.write(o.json ? `${JSON.stringify(out)}\n` : `${JSON.stringify(out, null, 2)}\n`);
 }
 

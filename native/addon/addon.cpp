@@ -383,6 +383,48 @@ PrefaultMode prefault_mode() {
   return mode;
 }
 
+// LORAMESH_WEIGHTS_HUGE=1: map checkpoint files so that the kernel may use 2 MiB page-table entries
+// for them (see map_pmd_aligned); read once.
+bool weights_huge() {
+  static const bool on = [] {
+    const char* v = std::getenv("LORAMESH_WEIGHTS_HUGE");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return on;
+}
+// LORAMESH_WEIGHTS_HUGE=0: MADV_NOHUGEPAGE on the mappings, 4 KiB PTEs whatever the page cache holds
+// (the measurement's other side).
+bool weights_small() {
+  static const bool on = [] {
+    const char* v = std::getenv("LORAMESH_WEIGHTS_HUGE");
+    return v != nullptr && std::string(v) == "0";
+  }();
+  return on;
+}
+
+// A private file mapping whose address is congruent to its file offset modulo 2 MiB, advised
+// MADV_HUGEPAGE: the page cache's 2 MiB folios (Linux 6.x with large folios on the filesystem; the
+// advice also makes the fault path read ahead in 2 MiB folios) are then mapped by one PMD each
+// instead of 512 PTEs. Where the cache holds small folios the mapping falls back to 4 KiB PTEs.
+void* map_pmd_aligned(int fd, size_t start, size_t bytes) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  void* reserve = mmap(nullptr, bytes + kHuge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserve == MAP_FAILED) return MAP_FAILED;
+  const auto r = reinterpret_cast<uintptr_t>(reserve);
+  const uintptr_t phase = start % kHuge;
+  const uintptr_t a = (r - phase + kHuge - 1) / kHuge * kHuge + phase;  // first address >= r with a's phase
+  void* addr = mmap(reinterpret_cast<void*>(a), bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
+                    static_cast<off_t>(start));
+  if (addr == MAP_FAILED) {
+    munmap(reserve, bytes + kHuge);
+    return MAP_FAILED;
+  }
+  if (a > r) munmap(reserve, a - r);
+  if (r + bytes + kHuge > a + bytes) munmap(reinterpret_cast<void*>(a + bytes), r + bytes + kHuge - (a + bytes));
+  (void)madvise(addr, bytes, MADV_HUGEPAGE);  // advice only: a kernel without THP keeps 4 KiB pages
+  return addr;
+}
+
 // Maps bytes [begin, begin+length) of a file (a tensor, or adjacent tensors, of a checkpoint)
 // copy-on-write: pages come from the page cache on first touch and are never copied unless written.
 // Returns {buffer, offset}: the mapping starts at the page boundary below `begin`, so the bytes sit
@@ -414,8 +456,10 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
   }
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   const size_t start = begin / page * page, bytes = begin + length - start;
-  void* addr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, static_cast<off_t>(start));
+  void* addr = weights_huge() ? map_pmd_aligned(fd, start, bytes)
+                              : mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, static_cast<off_t>(start));
   close(fd);
+  if (addr != MAP_FAILED && weights_small()) (void)madvise(addr, bytes, MADV_NOHUGEPAGE);
   if (addr == MAP_FAILED) {
     make_error(env, LM_ERR_MEMORY, "mmap of " + path + " failed: " + std::strerror(errno)).ThrowAsJavaScriptException();
     return env.Undefined();
@@ -437,6 +481,63 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
   }, hint));
   result.Set("offset", Napi::Number::New(env, static_cast<double>(begin - start)));
   return result;
+}
+
+// The fraction of a file's pages in the page cache (mincore over a read-only mapping; maps nothing
+// into the page tables and reads nothing).
+double resident_fraction(int fd, size_t size) {
+  if (size == 0) return 1.0;
+  void* addr = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (addr == MAP_FAILED) return -1.0;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE)), pages = (size + page - 1) / page;
+  std::vector<unsigned char> vec(pages);
+  double frac = -1.0;
+  if (mincore(addr, size, vec.data()) == 0) {
+    size_t in = 0;
+    for (unsigned char v : vec) in += v & 1;
+    frac = static_cast<double>(in) / static_cast<double>(pages);
+  }
+  munmap(addr, size);
+  return frac;
+}
+
+// fileCache(path, op): puts a file's pages in a known page-cache state for a benchmark's timed load,
+// without root: "evict" writes back and drops its cached pages (posix_fadvise DONTNEED: pages mapped
+// by a live process stay), "warm" reads it through once (pread, 4 MiB at a time), "query" changes
+// nothing. Returns the fraction of its pages resident afterwards (mincore), -1 if unknown.
+Napi::Value FileCache(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsString()) {
+    make_error(env, LM_ERR_ARGUMENT, "fileCache(path, op)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const std::string path = info[0].As<Napi::String>().Utf8Value(), op = info[1].As<Napi::String>().Utf8Value();
+  if (op != "evict" && op != "warm" && op != "query") {
+    make_error(env, LM_ERR_ARGUMENT, "fileCache: op must be evict, warm or query").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int fd = open(path.c_str(), O_RDONLY);
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    if (fd >= 0) close(fd);
+    make_error(env, LM_ERR_ARGUMENT, "cannot open " + path + ": " + std::strerror(errno)).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const auto size = static_cast<size_t>(st.st_size);
+  if (op == "evict") {
+    (void)fdatasync(fd);  // dirty pages (a just-written checkpoint) are not dropped
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  } else if (op == "warm") {
+    std::vector<char> buf(size_t(4) << 20);
+    for (size_t off = 0; off < size;) {
+      const ssize_t n = pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+  }
+  const double frac = resident_fraction(fd, size);
+  close(fd);
+  return Napi::Number::New(env, frac);
 }
 
 Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
@@ -482,6 +583,7 @@ Napi::Value DataplanePriority(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mapFile", Napi::Function::New(env, MapFile));
+  exports.Set("fileCache", Napi::Function::New(env, FileCache));
   exports.Set("readBandwidthGbs", Napi::Function::New(env, ReadBandwidth));
   exports.Set("readBandwidthPasses", Napi::Function::New(env, ReadBandwidthPasses));
   exports.Set("version", Napi::String::New(env, lm_version()));

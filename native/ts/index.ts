@@ -83,6 +83,9 @@ export interface DataplanePriority {
   error: string;
 }
 
+/** What native.fileCache does to a file's page-cache state. */
+export type FileCacheOp = "evict" | "warm" | "query";
+
 interface Addon {
   version: string;
   cudaBuilt: boolean;
@@ -96,6 +99,7 @@ interface Addon {
   ropeInvFreq(config: RopeConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number };
   mapFile(path: string, begin: number, length: number): { buffer: ArrayBuffer; offset: number };
   readBandwidthGbs(bytes: number, passes: number): number;
+  fileCache(path: string, op: FileCacheOp): number;
   readBandwidthPasses(bytes: number, passes: number, threads: number): number[];
   [op: string]: unknown;
 }
@@ -166,6 +170,12 @@ export const native = {
    */
   mapFile: (path: string, begin: number, length: number): { buffer: ArrayBuffer; offset: number } =>
     sync(() => addon.mapFile(path, begin, length)),
+  /**
+   * Puts a file's pages in a known page-cache state (benchmarks' timed loads; no root needed):
+   * "evict" drops its cached pages (those mapped by a live process stay), "warm" reads it through
+   * once, "query" changes nothing. Returns the fraction of its pages then resident (-1: unknown).
+   */
+  fileCache: (path: string, op: FileCacheOp): number => sync(() => addon.fileCache(path, op)),
   /** Best read bandwidth (GB/s) of `passes` passes over a `bytes` buffer on the CPU pool. */
   readBandwidthGbs: (bytes: number, passes: number): number => sync(() => addon.readBandwidthGbs(bytes, passes)),
   /**
