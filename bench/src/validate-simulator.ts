@@ -359,7 +359,13 @@ function probeOverheads(
       if (tailRounds === "pooled") return pooledOverRounds(seeds, round, tailQuantile);
       return medianOverRounds(seeds, (seed) => {
         const r = round(seed);
-        return { ...r, ttftTailMs: percentile([...r.ttftsMs].sort((a, b) => a - b), tailQuantile) };
+        return {
+          ...r,
+          ttftTailMs: percentile(
+            [...r.ttftsMs].sort((a, b) => a - b),
+            tailQuantile,
+          ),
+        };
       });
     }
     if (pooledProbe(keyOf(p)))

@@ -366,7 +366,8 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(med.ttftTailMs).to.equal(3);
     // Probes measured on a mesh with known hops (12 ms median, 30 ms P95): fitted on the P80 the
     // hops come back, and the fit moves with the P80, not with the requests above it.
-    const byPool = (p: ProbeSpec, k: Calibration) => pooledOverRounds(seeds, (seed) => roundOf(p, k, seed), TAIL_QUANTILE);
+    const byPool = (p: ProbeSpec, k: Calibration) =>
+      pooledOverRounds(seeds, (seed) => roundOf(p, k, seed), TAIL_QUANTILE);
     const at = (p: ProbeSpec) => ({ ...p, ...byPool(p, withTruth) });
     const probes = {
       coupledLow: at(specs.coupledLow),
@@ -385,10 +386,7 @@ describe("fitting the serving stack's overheads to probes", () => {
     ) as typeof probes;
     const again = fitRequestOverheads(stalled, measured, byPool, { sharedHops: hops });
     expect(again.requestOverheadP95Us).to.equal(fitted.requestOverheadP95Us);
-    const noTail = (p: (typeof probes)["coupledLow"]) => {
-      const { ttftTailMs: _drop, ...rest } = p;
-      return rest;
-    };
+    const noTail = (p: (typeof probes)["coupledLow"]) => ({ ...p, ttftTailMs: undefined });
     const onP95 = Object.fromEntries(Object.entries(stalled).map(([k, p]) => [k, noTail(p)])) as typeof probes;
     const byPoolP95 = (p: ProbeSpec, k: Calibration) => pooledOverRounds(seeds, (seed) => roundOf(p, k, seed));
     const raised = fitRequestOverheads(onP95, measured, byPoolP95, { sharedHops: hops });
