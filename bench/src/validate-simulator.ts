@@ -45,6 +45,7 @@ import {
   medianOverRounds,
   percentile,
   pooledOverRounds,
+  TAIL_QUANTILE,
   policyByName,
   simulate,
   slopesOf,
@@ -90,6 +91,15 @@ const busyHopCapFlag = flag("--busy-hop-cap");
 // pooled against 21.4 as the median; coupled 12 req/s: 41.1 against 28.9) and priced every TTFT
 // higher (max_error_pct 59.2 and 88.5, against 43.3 and 63.3 as the median; docs/evaluation.md §5).
 const medianProbeRounds = !args.includes("--pooled-probe-rounds");
+// `--tail-quantile Q` (m15m; default `TAIL_QUANTILE`, 80): the TTFT quantile the hops' tail is fitted
+// on, over the hop probes' rounds' requests (where every round kept them; runs stored before m15l
+// did not and fall back to the median of the rounds' P95s). `--tail-quantile 95` is main's model
+// before m15m: the median of the rounds' P50s and P95s. `--tail-rounds median`: the median of the
+// rounds' P50s and P_Qs instead of the pooled requests' (default `pooled`).
+const tailQuantile = Number(flag("--tail-quantile") ?? TAIL_QUANTILE);
+const tailRounds = flag("--tail-rounds") ?? "pooled";
+if (tailRounds !== "pooled" && tailRounds !== "median") throw new RangeError("--tail-rounds: pooled or median");
+if (!(tailQuantile > 50 && tailQuantile <= 99)) throw new RangeError("--tail-quantile: above 50, at most 99");
 // Cases run 20 s a round since m15f (were 12): 80 requests a round at 4 req/s instead of 48, so a
 // case's pooled TTFT P95 rests on its 12th-slowest of 240 requests rather than its 7th of 144 (the
 // P95s are 11–20 ms now, so one slow request moves it by 20 %; docs/evaluation.md §5). The
@@ -288,8 +298,34 @@ function probeOverheads(
   // (`pooledOverRounds`). The mean TPOT stays the rounds' median. Default: the median of the rounds.
   const pooledProbe = (k: keyof StackProbes): boolean =>
     !medianProbeRounds && measured[k].rounds.every((r) => (r.requests?.length ?? 0) > 0);
+  // Since m15m the hop probes' tail is fitted on their P80 (`--tail-quantile`), measured and
+  // simulated over the rounds' requests pooled (or, `--tail-rounds median`, as the median of the
+  // rounds'); the hybrid probe keeps its P95 (its busy-hop term is fitted on it).
+  const tailProbe = (k: keyof StackProbes): boolean =>
+    medianProbeRounds &&
+    tailQuantile !== 95 &&
+    HOP_PROBES.includes(k) &&
+    measured[k].rounds.every((r) => (r.requests?.length ?? 0) > 0);
+  const sortedTtfts = (runs: readonly { requests?: ReadonlyArray<{ ttftMs: number }> }[]): number[] =>
+    runs.flatMap((r) => (r.requests ?? []).map((q) => q.ttftMs)).sort((a, b) => a - b);
   const measuredSummary = (k: keyof StackProbes): ProbeSummary => {
     const run = measured[k];
+    if (tailProbe(k)) {
+      if (tailRounds === "median") {
+        const each = run.rounds.map((r) => sortedTtfts([r]));
+        return {
+          ...summary(run),
+          ttftTailMs: median(each.map((t) => percentile(t, tailQuantile))),
+        };
+      }
+      const ttft = sortedTtfts(run.rounds);
+      return {
+        ttftP50Ms: percentile(ttft, 50),
+        ttftP95Ms: percentile(ttft, 95),
+        tpotMeanMs: run.tpotMs.mean,
+        ttftTailMs: percentile(ttft, tailQuantile),
+      };
+    }
     if (!pooledProbe(k)) return summary(run);
     const ttft = run.rounds.flatMap((r) => (r.requests ?? []).map((q) => q.ttftMs)).sort((a, b) => a - b);
     return { ttftP50Ms: percentile(ttft, 50), ttftP95Ms: percentile(ttft, 95), tpotMeanMs: run.tpotMs.mean };
@@ -315,6 +351,23 @@ function probeOverheads(
     const c = specOf(p);
     const cost = new CostModel(k);
     const seeds = measured[keyOf(p)].rounds.map((r) => r.seed ?? PROBE_SEED);
+    if (tailProbe(keyOf(p))) {
+      const round = (seed: number): ProbeSummary & { ttftsMs: readonly number[] } => {
+        const r = predict({ ...c, seed }, cost, c.seconds, true);
+        return { ...summary(r), ttftsMs: r.ttftsMs ?? [] };
+      };
+      if (tailRounds === "pooled") return pooledOverRounds(seeds, round, tailQuantile);
+      return medianOverRounds(seeds, (seed) => {
+        const r = round(seed);
+        return {
+          ...r,
+          ttftTailMs: percentile(
+            [...r.ttftsMs].sort((a, b) => a - b),
+            tailQuantile,
+          ),
+        };
+      });
+    }
     if (pooledProbe(keyOf(p)))
       return pooledOverRounds(seeds, (seed) => {
         const r = predict({ ...c, seed }, cost, c.seconds, true);
@@ -367,7 +420,22 @@ function probeOverheads(
         seed: each[0]?.seed ?? PROBE_SEED,
         seeds: each.map((r) => r.seed ?? PROBE_SEED),
         // What the hops were fitted to: the rounds' requests pooled, or the median of the rounds.
-        ttftEstimator: pooled ? "pooled requests" : "median of rounds",
+        ttftEstimator: tailProbe(key as keyof StackProbes)
+          ? `P50 and P${tailQuantile} (the hops' tail) of ${tailRounds === "pooled" ? "the pooled requests" : "each round, their median"}`
+          : pooled
+            ? "pooled requests"
+            : "median of rounds",
+        ...(tailProbe(key as keyof StackProbes)
+          ? {
+              tail: {
+                quantile: tailQuantile,
+                measuredMs: probes[key as keyof StackProbes].ttftTailMs,
+                fittedMs: fitted.ttftTailMs,
+                measuredP50Ms: probes[key as keyof StackProbes].ttftP50Ms,
+                fittedP50Ms: fitted.ttftP50Ms,
+              },
+            }
+          : {}),
         hopsFittedOn: HOP_PROBES.includes(key as keyof StackProbes),
         measured: {
           ttftMs: run.ttftMs,
@@ -840,6 +908,8 @@ writeFileSync(
       mode: c.mode,
       rounds: caseRounds[i]?.map((r) => r.stepProfile),
       firstSteps: caseRounds[i]?.map((r) => r.firstStep ?? null),
+      // The case rounds' request TTFTs too (since m15m; for analysis, a replay does not read them).
+      requestTtftsMs: caseRounds[i]?.map((r) => (r.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
     })),
   })}\n`,
 );

@@ -62,6 +62,7 @@ export {
   hybridBusyHopSteps,
   medianOverRounds,
   pooledOverRounds,
+  TAIL_QUANTILE,
   MAX_BUSY_HOP_STEPS,
   type MeasuredProbe,
   type ProbeSimulator,

@@ -13,6 +13,7 @@ import {
   hybridBusyHopSteps,
   medianOverRounds,
   pooledOverRounds,
+  TAIL_QUANTILE,
   type ProbeSpec,
   type ProbeSummary,
 } from "./stack-fit";
@@ -326,6 +327,70 @@ describe("fitting the serving stack's overheads to probes", () => {
     });
     expect(fitted.requestOverheadUs).to.be.closeTo(12_000, 1_500);
     expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
+  });
+
+  it("fits the hops' log-normal tail on the pooled requests' P80, and the model's own distribution gives the P95", () => {
+    const measured = fixedStepsOnly();
+    const withTruth = withSharedHops(measured);
+    const seeds = [2, 3, 4];
+    const roundOf = (p: ProbeSpec, k: Calibration, seed: number): ProbeSummary & { ttftsMs: number[] } => {
+      const r = simulate(
+        {
+          ...DEFAULT_WORKLOAD,
+          adapters: 12,
+          ranks: [4, 8, 16, 32, 64],
+          rate: p.rate,
+          duration: 20,
+          promptMedian: 24,
+          outputMedian: 16,
+          lengthSigma: 0.4,
+          seed,
+        },
+        { ...cluster, mode: p.mode, keepTtfts: true },
+        policyByName("rank-aware"),
+        new CostModel(k),
+        { ttftMs: 1e9, tpotMs: 1e9 },
+      );
+      return { ...simulateSeed(p, k, seed), ttftsMs: r.ttftsMs ?? [] };
+    };
+    // The pool's P80 is reported as the tail's figure, only when a quantile is asked for.
+    const rounds = seeds.map((seed) => roundOf(specs.coupledLow, withTruth, seed));
+    const all = rounds.flatMap((r) => r.ttftsMs).sort((a, b) => a - b);
+    const pooled = pooledOverRounds(seeds, (seed) => rounds[seeds.indexOf(seed)]!, TAIL_QUANTILE);
+    expect(TAIL_QUANTILE).to.equal(80);
+    expect(pooled.ttftTailMs).to.equal(all[Math.floor(0.8 * all.length)]);
+    expect(pooled.ttftP95Ms).to.equal(all[Math.floor(0.95 * all.length)]);
+    expect(pooledOverRounds(seeds, (seed) => rounds[seeds.indexOf(seed)]!)).to.not.have.property("ttftTailMs");
+    // The median of the rounds carries the tail's figure only where every round has one.
+    const med = medianOverRounds(seeds, (seed) => ({ ...rounds[seeds.indexOf(seed)]!, ttftTailMs: seed }));
+    expect(med.ttftTailMs).to.equal(3);
+    // Probes measured on a mesh with known hops (12 ms median, 30 ms P95): fitted on the P80 the
+    // hops come back, and the fit moves with the P80, not with the requests above it.
+    const byPool = (p: ProbeSpec, k: Calibration) =>
+      pooledOverRounds(seeds, (seed) => roundOf(p, k, seed), TAIL_QUANTILE);
+    const at = (p: ProbeSpec) => ({ ...p, ...byPool(p, withTruth) });
+    const probes = {
+      coupledLow: at(specs.coupledLow),
+      coupledHigh: at(specs.coupledHigh),
+      disaggregated: at(specs.disaggregated),
+      hybrid: at(specs.hybrid),
+    };
+    const hops = ["coupledLow", "coupledHigh", "disaggregated"] as const;
+    const fitted = fitRequestOverheads(probes, measured, byPool, { sharedHops: hops });
+    expect(fitted.requestOverheadUs).to.be.closeTo(12_000, 1_500);
+    expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
+    // A few stalled requests above every probe's P80 (its P95 raised by half) leave the fit as it
+    // was; fitted on the P95 (the tail's figure dropped), the same probes raise the tail.
+    const stalled = Object.fromEntries(
+      Object.entries(probes).map(([k, p]) => [k, { ...p, ttftP95Ms: p.ttftP95Ms * 1.5 }]),
+    ) as typeof probes;
+    const again = fitRequestOverheads(stalled, measured, byPool, { sharedHops: hops });
+    expect(again.requestOverheadP95Us).to.equal(fitted.requestOverheadP95Us);
+    const noTail = (p: (typeof probes)["coupledLow"]) => ({ ...p, ttftTailMs: undefined });
+    const onP95 = Object.fromEntries(Object.entries(stalled).map(([k, p]) => [k, noTail(p)])) as typeof probes;
+    const byPoolP95 = (p: ProbeSpec, k: Calibration) => pooledOverRounds(seeds, (seed) => roundOf(p, k, seed));
+    const raised = fitRequestOverheads(onP95, measured, byPoolP95, { sharedHops: hops });
+    expect(raised.requestOverheadP95Us).to.be.above((fitted.requestOverheadP95Us ?? 0) * 1.3);
   });
 
   it("draws the request hops stratified, so a run's TTFT P95 is the fitted hops' whatever its seed", () => {
