@@ -269,31 +269,32 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
   });
 
+  // Each round's simulated requests, with their TTFTs (`keepTtfts`).
+  const roundOf = (p: ProbeSpec, k: Calibration, seed: number): ProbeSummary & { ttftsMs: number[] } => {
+    const r = simulate(
+      {
+        ...DEFAULT_WORKLOAD,
+        adapters: 12,
+        ranks: [4, 8, 16, 32, 64],
+        rate: p.rate,
+        duration: 20,
+        promptMedian: 24,
+        outputMedian: 16,
+        lengthSigma: 0.4,
+        seed,
+      },
+      { ...cluster, mode: p.mode, keepTtfts: true },
+      policyByName("rank-aware"),
+      new CostModel(k),
+      { ttftMs: 1e9, tpotMs: 1e9 },
+    );
+    return { ...simulateSeed(p, k, seed), ttftsMs: r.ttftsMs ?? [] };
+  };
+
   it("fits the hops' tail on the probe rounds' requests pooled, simulated the same way", () => {
     const measured = fixedStepsOnly();
     const withTruth = withSharedHops(measured);
     const seeds = [2, 3, 4];
-    // Each round's simulated requests, with their TTFTs (`keepTtfts`).
-    const roundOf = (p: ProbeSpec, k: Calibration, seed: number): ProbeSummary & { ttftsMs: number[] } => {
-      const r = simulate(
-        {
-          ...DEFAULT_WORKLOAD,
-          adapters: 12,
-          ranks: [4, 8, 16, 32, 64],
-          rate: p.rate,
-          duration: 20,
-          promptMedian: 24,
-          outputMedian: 16,
-          lengthSigma: 0.4,
-          seed,
-        },
-        { ...cluster, mode: p.mode, keepTtfts: true },
-        policyByName("rank-aware"),
-        new CostModel(k),
-        { ttftMs: 1e9, tpotMs: 1e9 },
-      );
-      return { ...simulateSeed(p, k, seed), ttftsMs: r.ttftsMs ?? [] };
-    };
     const calls: number[] = [];
     const rounds = seeds.map((seed) => roundOf(specs.coupledLow, withTruth, seed));
     const pooled = pooledOverRounds([...seeds, 3], (seed) => {
@@ -333,26 +334,6 @@ describe("fitting the serving stack's overheads to probes", () => {
     const measured = fixedStepsOnly();
     const withTruth = withSharedHops(measured);
     const seeds = [2, 3, 4];
-    const roundOf = (p: ProbeSpec, k: Calibration, seed: number): ProbeSummary & { ttftsMs: number[] } => {
-      const r = simulate(
-        {
-          ...DEFAULT_WORKLOAD,
-          adapters: 12,
-          ranks: [4, 8, 16, 32, 64],
-          rate: p.rate,
-          duration: 20,
-          promptMedian: 24,
-          outputMedian: 16,
-          lengthSigma: 0.4,
-          seed,
-        },
-        { ...cluster, mode: p.mode, keepTtfts: true },
-        policyByName("rank-aware"),
-        new CostModel(k),
-        { ttftMs: 1e9, tpotMs: 1e9 },
-      );
-      return { ...simulateSeed(p, k, seed), ttftsMs: r.ttftsMs ?? [] };
-    };
     // The pool's P80 is reported as the tail's figure, only when a quantile is asked for.
     const rounds = seeds.map((seed) => roundOf(specs.coupledLow, withTruth, seed));
     const all = rounds.flatMap((r) => r.ttftsMs).sort((a, b) => a - b);
