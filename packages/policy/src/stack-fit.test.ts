@@ -21,8 +21,9 @@ import { DEFAULT_WORKLOAD } from "./workload";
 
 const cluster = validationCluster;
 
-const simulateSeed = (p: ProbeSpec, k: Calibration, seed: number): ProbeSummary => {
-  const r = simulate(
+// One seeded simulation of a probe's workload; `keepTtfts` also returns its requests' TTFTs.
+const runSeed = (p: ProbeSpec, k: Calibration, seed: number, keepTtfts: boolean) =>
+  simulate(
     {
       ...DEFAULT_WORKLOAD,
       adapters: 12,
@@ -34,13 +35,18 @@ const simulateSeed = (p: ProbeSpec, k: Calibration, seed: number): ProbeSummary 
       lengthSigma: 0.4,
       seed,
     },
-    { ...cluster, mode: p.mode },
+    { ...cluster, mode: p.mode, keepTtfts },
     policyByName("rank-aware"),
     new CostModel(k),
     { ttftMs: 1e9, tpotMs: 1e9 },
   );
-  return { ttftP50Ms: r.ttftMs.p50, ttftP95Ms: r.ttftMs.p95, tpotMeanMs: r.tpotMs.mean };
-};
+const summaryOf = (r: ReturnType<typeof simulate>): ProbeSummary => ({
+  ttftP50Ms: r.ttftMs.p50,
+  ttftP95Ms: r.ttftMs.p95,
+  tpotMeanMs: r.tpotMs.mean,
+});
+const simulateSeed = (p: ProbeSpec, k: Calibration, seed: number): ProbeSummary =>
+  summaryOf(runSeed(p, k, seed, false));
 const simulateProbe = (p: ProbeSpec, k: Calibration): ProbeSummary => simulateSeed(p, k, 2);
 
 const specs = {
@@ -269,26 +275,10 @@ describe("fitting the serving stack's overheads to probes", () => {
     expect(fitted.requestOverheadP95Us).to.be.closeTo(30_000, 4_500);
   });
 
-  // Each round's simulated requests, with their TTFTs (`keepTtfts`).
+  // Each round's simulated requests, with their TTFTs (`keepTtfts`), from one simulation.
   const roundOf = (p: ProbeSpec, k: Calibration, seed: number): ProbeSummary & { ttftsMs: number[] } => {
-    const r = simulate(
-      {
-        ...DEFAULT_WORKLOAD,
-        adapters: 12,
-        ranks: [4, 8, 16, 32, 64],
-        rate: p.rate,
-        duration: 20,
-        promptMedian: 24,
-        outputMedian: 16,
-        lengthSigma: 0.4,
-        seed,
-      },
-      { ...cluster, mode: p.mode, keepTtfts: true },
-      policyByName("rank-aware"),
-      new CostModel(k),
-      { ttftMs: 1e9, tpotMs: 1e9 },
-    );
-    return { ...simulateSeed(p, k, seed), ttftsMs: r.ttftsMs ?? [] };
+    const r = runSeed(p, k, seed, true);
+    return { ...summaryOf(r), ttftsMs: r.ttftsMs ?? [] };
   };
 
   it("fits the hops' tail on the probe rounds' requests pooled, simulated the same way", () => {
