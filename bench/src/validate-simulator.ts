@@ -16,6 +16,14 @@
  * prediction is the one simulation's. One run of a case is not enough on this VM: three idle runs
  * of the same case (same requests) moved its TTFT P95 by up to 60 % and its mean TPOT by up to 33 %
  * (docs/evaluation.md §5).
+ * Since m15n every measured round of a probe or case runs under an interference guard: the steal
+ * share of its CPU time (/proc/stat), the cores busy with other work than this bench's process tree
+ * (/proc/stat less /proc/self/stat's own and reaped children's jiffies), and a fixed memory-streaming
+ * sentinel (~0.3 s) timed before and after it against the run's median of that sentinel. A round
+ * over a threshold (`GUARD_THRESHOLDS` in @loramesh/policy: steal 2 %, 0.15 foreign cores, sentinel
+ * 1.5×) is measured again, at most twice, then kept and marked; every disturbed attempt is listed in
+ * the report (`disturbed_rounds`) and each round's signals are kept (`signals`). None of the signals
+ * reads the prediction or the round's latencies. A replay measures nothing and has no guard.
  * --quick: one round, shorter probes and cases (8 s), for iterating; the numbers are noisier.
  * --replay REPORT.json [--replay-steps STEPS.json]: measure nothing; refit and re-simulate an earlier
  * run from its report and step profiles (`validate-steps*.json`, default: `validate-steps` named like
@@ -39,6 +47,12 @@ import { join } from "node:path";
 import {
   CostModel,
   DEFAULT_CALIBRATION,
+  disturbedEntries,
+  GUARD_THRESHOLDS,
+  guardRound,
+  MAX_RERUNS,
+  sentinelBaseline,
+  type RoundSignals,
   DEFAULT_WORKLOAD,
   fitRequestOverheads,
   fitStepPeriods,
@@ -177,6 +191,71 @@ function cpuTicks(): { busy: number; total: number } | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** /proc/stat's first line, jiffies by column (user nice system idle iowait irq softirq steal …). */
+function statJiffies(): number[] | undefined {
+  try {
+    return (readFileSync("/proc/stat", "utf8").split("\n")[0] as string).trim().split(/\s+/).slice(1).map(Number);
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU jiffies of this process and its reaped children (/proc/self/stat utime, stime, cutime, cstime). */
+function ownJiffies(): number | undefined {
+  try {
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+    // Fields 14–17 of the line; `rest` starts at field 3 (the state).
+    return (rest[11] ?? 0) + (rest[12] ?? 0) + (rest[13] ?? 0) + (rest[14] ?? 0);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The guard's sentinel (m15n): a fixed amount of memory streaming (six chunks of 16 passes over a
+ * 64 MiB array, ~0.3 s on this VM when undisturbed), timed as the median chunk. It runs in this
+ * process between the mesh's runs, on a machine otherwise idle, so it reads the machine (the
+ * hypervisor's share, other tenants' memory bandwidth), not the mesh.
+ */
+let sentinelArray: Float64Array | undefined;
+let sentinelSink = 0;
+function sentinelChunkMs(a: Float64Array, passes: number): number {
+  const t = process.hrtime.bigint();
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  for (let p = 0; p < passes; p++)
+    for (let i = 0; i < a.length; i += 4) {
+      s0 += a[i] as number;
+      s1 += a[i + 1] as number;
+      s2 += a[i + 2] as number;
+      s3 += a[i + 3] as number;
+    }
+  sentinelSink += s0 + s1 + s2 + s3;
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+function sentinelMs(): number {
+  if (!sentinelArray) {
+    sentinelArray = new Float64Array(8 << 20);
+    for (let i = 0; i < sentinelArray.length; i++) sentinelArray[i] = i & 255;
+    // Until the JIT has compiled the loop (the first calls run several times slower).
+    for (let k = 0; k < 4; k++) sentinelChunkMs(sentinelArray, 4);
+  }
+  const chunks = Array.from({ length: 6 }, () => sentinelChunkMs(sentinelArray as Float64Array, 16));
+  return median(chunks);
+}
+/** Every sentinel timing of this run (ms); their median is the baseline. */
+const sentinelTimings: number[] = [];
+let lastSentinelMs: number | undefined;
+function timeSentinel(): number {
+  const ms = sentinelMs();
+  sentinelTimings.push(ms);
+  lastSentinelMs = ms;
+  return ms;
 }
 
 function calibration(): { calibration: Calibration; file: string } {
@@ -453,7 +532,12 @@ function probeOverheads(
           completed: run.completed,
           errors: run.errors,
           busyCores: run.busyCores,
-          rounds: each.map((r) => ({ ttftMs: r.ttftMs, tpotMs: r.tpotMs, busyCores: r.busyCores })),
+          rounds: each.map((r) => ({
+            ttftMs: r.ttftMs,
+            tpotMs: r.tpotMs,
+            busyCores: r.busyCores,
+            ...guardFields(r),
+          })),
         },
         steps: stepSummary(each, stepPeriods, c.mode),
         fitted,
@@ -479,6 +563,12 @@ interface Measured {
 /** `stepProfile`: every step but the worker's first, which is `firstStep` (its one-off costs). */
 type MeasuredRun = Measured & {
   busyCores: number | null;
+  /** What the machine did apart from the mesh over this round (measured runs since m15n). */
+  signals?: RoundSignals;
+  /** How many times the round was measured (re-runs of disturbed ones; absent: once). */
+  attempts?: number;
+  /** Every attempt was disturbed; this, the last, was kept (m15n). */
+  keptDisturbed?: boolean;
   stepProfile: StepShapeSample[];
   firstStep?: StepShapeSample;
   /** The workload seed the round ran (a probe's; absent: the case's or `PROBE_SEED`). */
@@ -569,6 +659,15 @@ function stepSummary(
       n,
     ),
     fittedMeanStepMs: ms(fitted, n),
+    // Each round's lone decode steps (m15n): a round stepping far slower than its siblings is the
+    // trace a disturbed machine leaves (18:39: 2.90 ms against 0.78–0.88); reported, not a guard signal.
+    singleDecodeStepMsByRound: runs.map((r) => {
+      const one = r.stepProfile.filter((s) => s.sequences === 1 && s.prefillTokens === 0);
+      return ms(
+        one.reduce((a, s) => a + s.sumUs, 0),
+        one.reduce((a, s) => a + s.count, 0),
+      );
+    }),
     // Each round's first step (the worker's first request's prefill), out of the figures above.
     firstStepMsByRound: runs.map((r) => (r.firstStep ? r.firstStep.sumUs / r.firstStep.count / 1000 : null)),
     byShape: byShape(steps, fit, mode),
@@ -618,10 +717,15 @@ function byShape(steps: StepPeriodSample[], fit: StepPeriodFit, mode: ServingMod
 
 let runs = 0;
 
-function runReal(c: Case, seconds = duration): MeasuredRun {
+function runReal(c: Case, seconds = duration, guard = false): MeasuredRun {
   log(`real mesh: ${c.name}, ${seconds} s`);
   // The worker keeps its step periods by batch shape in this file (one worker per run here).
   const profile = join(tmpdir(), `loramesh-validate-steps-${process.pid}-${runs++}.json`);
+  // The guard's sentinel before the run: the previous run's after-sentinel when there was one (only
+  // this process's bookkeeping ran in between).
+  const sentinelBefore = guard ? (lastSentinelMs ?? timeSentinel()) : undefined;
+  const statBefore = statJiffies();
+  const ownBefore = ownJiffies();
   const before = cpuTicks();
   const out = cli(
     [
@@ -648,8 +752,13 @@ function runReal(c: Case, seconds = duration): MeasuredRun {
     { ...process.env, LORAMESH_STEP_PROFILE: profile },
   );
   const after = cpuTicks();
+  const statAfter = statJiffies();
+  const ownAfter = ownJiffies();
+  const sentinelAfter = guard ? timeSentinel() : undefined;
+  if (!guard) lastSentinelMs = undefined;
   const busyCores =
     before && after ? ((after.busy - before.busy) / Math.max(1, after.total - before.total)) * cpus().length : null;
+  const signals = guard ? roundSignals(statBefore, statAfter, ownBefore, ownAfter, sentinelBefore, sentinelAfter) : undefined;
   let stepProfile: StepShapeSample[] = [];
   let firstStep: StepShapeSample | undefined;
   try {
@@ -661,7 +770,78 @@ function runReal(c: Case, seconds = duration): MeasuredRun {
     log(`the worker wrote no step profile for ${c.name}`);
   }
   const { requests, ...figures } = JSON.parse(out) as Measured;
-  return { ...figures, requests: requests ?? [], busyCores, stepProfile, ...(firstStep ? { firstStep } : {}) };
+  return {
+    ...figures,
+    requests: requests ?? [],
+    busyCores,
+    stepProfile,
+    ...(firstStep ? { firstStep } : {}),
+    ...(signals ? { signals } : {}),
+  };
+}
+
+/** The guard's signals over a run, from /proc/stat, this process tree's jiffies and the sentinel. */
+function roundSignals(
+  statBefore: number[] | undefined,
+  statAfter: number[] | undefined,
+  ownBefore: number | undefined,
+  ownAfter: number | undefined,
+  sentinelBefore: number | undefined,
+  sentinelAfter: number | undefined,
+): RoundSignals {
+  const round4 = (x: number): number => Math.round(x * 1e4) / 1e4;
+  let stealShare: number | null = null;
+  let iowaitShare: number | null = null;
+  let foreignCores: number | null = null;
+  if (statBefore && statAfter) {
+    const d = statAfter.map((x, i) => x - (statBefore[i] ?? 0));
+    // guest and guest_nice (columns 9–10) are already in user and nice.
+    const total = Math.max(1, d.slice(0, 8).reduce((a, x) => a + x, 0));
+    const steal = d[7] ?? 0;
+    stealShare = round4(steal / total);
+    iowaitShare = round4((d[4] ?? 0) / total);
+    // Busy jiffies: all but idle, iowait and steal; the mesh's are this process tree's.
+    const busy = total - (d[3] ?? 0) - (d[4] ?? 0) - steal;
+    if (ownBefore !== undefined && ownAfter !== undefined)
+      foreignCores = round4(Math.max(0, (busy - (ownAfter - ownBefore)) / total) * cpus().length);
+  }
+  const baseline = sentinelBaseline(sentinelTimings);
+  const sentinelRatio =
+    baseline !== null && sentinelBefore !== undefined && sentinelAfter !== undefined
+      ? round4(Math.max(sentinelBefore, sentinelAfter) / baseline)
+      : null;
+  return { stealShare, iowaitShare, foreignCores, sentinelRatio };
+}
+
+/** Every disturbed measurement of this run (`disturbed_rounds` in the report). */
+const disturbedRounds: Array<ReturnType<typeof disturbedEntries>[number]> = [];
+
+/**
+ * One round of a probe or case under the interference guard (m15n): measured again, at most
+ * `MAX_RERUNS` times, while its signals say the machine was disturbed; every disturbed attempt is
+ * listed in the report, and a round whose re-runs ran out is kept and marked.
+ */
+function guardedRun(c: Case, seconds: number, round: number): MeasuredRun {
+  const g = guardRound(
+    () => {
+      const r = runReal(c, seconds, true);
+      return { result: r, signals: r.signals as RoundSignals };
+    },
+    {
+      onAttempt: (a) => {
+        if (a.reasons.length > 0)
+          log(
+            `disturbed: ${c.name}, round ${round + 1}, attempt ${a.attempt + 1} (${a.reasons.join(", ")}: ${JSON.stringify(a.signals)})${a.attempt < MAX_RERUNS ? "; measuring it again" : "; kept and marked"}`,
+          );
+      },
+    },
+  );
+  disturbedRounds.push(...disturbedEntries(c.name, round + 1, g));
+  return {
+    ...g.result,
+    ...(g.attempts.length > 1 ? { attempts: g.attempts.length } : {}),
+    ...(g.keptDisturbed ? { keptDisturbed: true } : {}),
+  };
 }
 
 function predict(c: Case, cost: CostModel, seconds = duration, keepTtfts = false): Measured {
@@ -686,6 +866,13 @@ function predict(c: Case, cost: CostModel, seconds = duration, keepTtfts = false
   return { ...r, errors: 0 };
 }
 
+/** A round's guard signals and re-runs, for the report (absent in a replay). */
+const guardFields = (r: MeasuredRun): Record<string, unknown> => ({
+  ...(r.signals ? { signals: r.signals } : {}),
+  ...(r.attempts ? { attempts: r.attempts } : {}),
+  ...(r.keptDisturbed ? { keptDisturbed: true } : {}),
+});
+
 const errorPct = (predicted: number, measured: number): number =>
   measured === 0 ? (predicted === 0 ? 0 : 100) : (100 * Math.abs(predicted - measured)) / measured;
 
@@ -702,6 +889,9 @@ const PROBE_ORDER: Array<keyof StackProbes> = ["coupledLow", "coupledHigh", "dis
 
 function measure(): Runs {
   const load = { start: loadavg()[0] as number };
+  // The sentinel's first timings, before anything else runs: the start of its baseline.
+  for (let k = 0; k < 5; k++) timeSentinel();
+  lastSentinelMs = undefined;
   const kernels = calibration();
   // A warm-up pass first, discarded: one short run of each mode (each starts its own processes: the
   // LoRA server's and a hybrid worker's code paths, the adapters' files, and the VM's vCPUs get warm).
@@ -734,10 +924,10 @@ function measure(): Runs {
       const key = PROBE_ORDER[i] as keyof StackProbes;
       const probe = PROBES[key];
       probeRounds[key].push({
-        ...runReal({ ...probe, seed: probeSeed(round) }, probe.seconds),
+        ...guardedRun({ ...probe, seed: probeSeed(round) }, probe.seconds, round),
         seed: probeSeed(round),
       });
-      caseRounds[i]?.push(runReal(c));
+      caseRounds[i]?.push(guardedRun(c, duration, round));
     });
   }
   return { kernels, load, warmUp, probeRounds, caseRounds };
@@ -941,6 +1131,7 @@ const cases = CASES.map((c, i) => {
       tpotMeanMs: r.tpotMs.mean,
       throughputTokensPerSecond: r.throughputTokensPerSecond,
       busyCores: r.busyCores,
+      ...guardFields(r),
     })),
     spreadPct: {
       ttftP95: spreadPct(measured.rounds, (r) => r.ttftMs.p95),
@@ -993,6 +1184,24 @@ const report = {
   quick,
   rounds,
   ...(replaying ? { replayOf: replayFile } : {}),
+  // The interference guard (m15n): a measured round whose machine was disturbed, by signals
+  // independent of the prediction, was measured again; every disturbed attempt is listed. A replay
+  // measures nothing and has no guard.
+  ...(replaying
+    ? {}
+    : {
+        interferenceGuard: {
+          thresholds: GUARD_THRESHOLDS,
+          maxReruns: MAX_RERUNS,
+          sentinel: {
+            baselineMs: sentinelBaseline(sentinelTimings),
+            timings: sentinelTimings.length,
+            minMs: Math.min(...sentinelTimings),
+            maxMs: Math.max(...sentinelTimings),
+          },
+        },
+        disturbed_rounds: disturbedRounds,
+      }),
   probes,
   cases,
   max_error_pct: maxError,

@@ -90,3 +90,15 @@ export {
   type Request,
   type WorkloadSpec,
 } from "./workload";
+export {
+  disturbanceReasons,
+  disturbedEntries,
+  GUARD_THRESHOLDS,
+  type GuardedAttempt,
+  type GuardedRound,
+  guardRound,
+  type GuardThresholds,
+  MAX_RERUNS,
+  type RoundSignals,
+  sentinelBaseline,
+} from "./interference";
