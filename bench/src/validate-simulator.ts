@@ -206,7 +206,10 @@ function statJiffies(): number[] | undefined {
 function ownJiffies(): number | undefined {
   try {
     const stat = readFileSync("/proc/self/stat", "utf8");
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+    const rest = stat
+      .slice(stat.lastIndexOf(")") + 2)
+      .split(" ")
+      .map(Number);
     // Fields 14–17 of the line; `rest` starts at field 3 (the state).
     return (rest[11] ?? 0) + (rest[12] ?? 0) + (rest[13] ?? 0) + (rest[14] ?? 0);
   } catch {
@@ -758,7 +761,9 @@ function runReal(c: Case, seconds = duration, guard = false): MeasuredRun {
   if (!guard) lastSentinelMs = undefined;
   const busyCores =
     before && after ? ((after.busy - before.busy) / Math.max(1, after.total - before.total)) * cpus().length : null;
-  const signals = guard ? roundSignals(statBefore, statAfter, ownBefore, ownAfter, sentinelBefore, sentinelAfter) : undefined;
+  const signals = guard
+    ? roundSignals(statBefore, statAfter, ownBefore, ownAfter, sentinelBefore, sentinelAfter)
+    : undefined;
   let stepProfile: StepShapeSample[] = [];
   let firstStep: StepShapeSample | undefined;
   try {
@@ -796,7 +801,10 @@ function roundSignals(
   if (statBefore && statAfter) {
     const d = statAfter.map((x, i) => x - (statBefore[i] ?? 0));
     // guest and guest_nice (columns 9–10) are already in user and nice.
-    const total = Math.max(1, d.slice(0, 8).reduce((a, x) => a + x, 0));
+    const total = Math.max(
+      1,
+      d.slice(0, 8).reduce((a, x) => a + x, 0),
+    );
     const steal = d[7] ?? 0;
     stealShare = round4(steal / total);
     iowaitShare = round4((d[4] ?? 0) / total);

@@ -25,9 +25,9 @@ describe("interference guard (validate-simulator's disturbed rounds)", function 
     ]);
     // iowait alone is reported, not a reason; a missing signal never flags.
     expect(disturbanceReasons({ ...calm, iowaitShare: 0.5 })).to.deep.equal([]);
-    expect(disturbanceReasons({ stealShare: null, iowaitShare: null, foreignCores: null, sentinelRatio: null })).to.deep.equal(
-      [],
-    );
+    expect(
+      disturbanceReasons({ stealShare: null, iowaitShare: null, foreignCores: null, sentinelRatio: null }),
+    ).to.deep.equal([]);
   });
 
   it("keeps an undisturbed round's first measurement without re-running it", function () {
@@ -52,7 +52,14 @@ describe("interference guard (validate-simulator's disturbed rounds)", function 
     expect(seen.map((a) => a.reasons)).to.deep.equal([["foreign-cpu"], []]);
     const entries = disturbedEntries("disaggregated", 0, g);
     expect(entries).to.have.length(1);
-    expect(entries[0]).to.include({ case: "disaggregated", round: 0, attempt: 0, rerun: true, kept: false, foreignCores: 0.8 });
+    expect(entries[0]).to.include({
+      case: "disaggregated",
+      round: 0,
+      attempt: 0,
+      rerun: true,
+      kept: false,
+      foreignCores: 0.8,
+    });
   });
 
   it("re-runs at most maxReruns times, then keeps the last measurement and marks it", function () {

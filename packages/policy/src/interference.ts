@@ -114,7 +114,9 @@ export function disturbedEntries<T>(
   name: string,
   round: number,
   g: GuardedRound<T>,
-): Array<{ case: string; round: number; attempt: number; reasons: string[]; rerun: boolean; kept: boolean } & RoundSignals> {
+): Array<
+  { case: string; round: number; attempt: number; reasons: string[]; rerun: boolean; kept: boolean } & RoundSignals
+> {
   return g.attempts
     .filter((a) => a.reasons.length > 0)
     .map((a) => {
