@@ -224,7 +224,8 @@ function ownJiffies(): number | undefined {
  * hypervisor's share, other tenants' memory bandwidth), not the mesh.
  */
 let sentinelArray: Float64Array | undefined;
-let sentinelSink = 0;
+// The sums go here so that the loop's work is used (a property: never read, on purpose).
+const sentinelSums = { total: 0 };
 function sentinelChunkMs(a: Float64Array, passes: number): number {
   const t = process.hrtime.bigint();
   let s0 = 0;
@@ -238,7 +239,7 @@ function sentinelChunkMs(a: Float64Array, passes: number): number {
       s2 += a[i + 2] as number;
       s3 += a[i + 3] as number;
     }
-  sentinelSink += s0 + s1 + s2 + s3;
+  sentinelSums.total += s0 + s1 + s2 + s3;
   return Number(process.hrtime.bigint() - t) / 1e6;
 }
 function sentinelMs(): number {
@@ -821,8 +822,21 @@ function roundSignals(
   return { stealShare, iowaitShare, foreignCores, sentinelRatio };
 }
 
+/** A measured attempt's headline figures: its TTFT P95, mean TPOT and lone decode step (ms). */
+function attemptFigures(r: MeasuredRun): { ttftP95Ms: number; tpotMeanMs: number; singleDecodeStepMs: number | null } {
+  const one = r.stepProfile.filter((s) => s.sequences === 1 && s.prefillTokens === 0);
+  const n = one.reduce((a, s) => a + s.count, 0);
+  return {
+    ttftP95Ms: r.ttftMs.p95,
+    tpotMeanMs: r.tpotMs.mean,
+    singleDecodeStepMs: n > 0 ? one.reduce((a, s) => a + s.sumUs, 0) / n / 1000 : null,
+  };
+}
+
 /** Every disturbed measurement of this run (`disturbed_rounds` in the report). */
-const disturbedRounds: Array<ReturnType<typeof disturbedEntries>[number]> = [];
+const disturbedRounds: Array<
+  ReturnType<typeof disturbedEntries>[number] & { measured?: ReturnType<typeof attemptFigures> }
+> = [];
 
 /**
  * One round of a probe or case under the interference guard (m15n): measured again, at most
@@ -844,7 +858,14 @@ function guardedRun(c: Case, seconds: number, round: number): MeasuredRun {
       },
     },
   );
-  disturbedRounds.push(...disturbedEntries(c.name, round + 1, g));
+  // Each disturbed attempt's own figures too, so that what a disturbance did to a round can be seen
+  // (they are not used: the round kept is the undisturbed re-run, or the last attempt).
+  disturbedRounds.push(
+    ...disturbedEntries(c.name, round + 1, g).map((e) => {
+      const r = g.attempts[e.attempt]?.result;
+      return r ? { ...e, measured: attemptFigures(r) } : e;
+    }),
+  );
   return {
     ...g.result,
     ...(g.attempts.length > 1 ? { attempts: g.attempts.length } : {}),
