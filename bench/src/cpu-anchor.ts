@@ -29,6 +29,7 @@ interface Options {
   rounds: number | undefined;
   reps: number | undefined;
   threads: number;
+  method: "lockstep" | "runs";
 }
 
 function parseArgs(argv: readonly string[]): Options {
@@ -41,6 +42,7 @@ function parseArgs(argv: readonly string[]): Options {
     rounds: undefined,
     reps: undefined,
     threads: 0,
+    method: "lockstep",
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -60,7 +62,11 @@ function parseArgs(argv: readonly string[]): Options {
     else if (arg === "--rounds") o.rounds = Number(value());
     else if (arg === "--reps") o.reps = Number(value());
     else if (arg === "--threads") o.threads = Number(value());
-    else throw new Error(`unknown argument ${arg}`);
+    else if (arg === "--method") {
+      const m = value();
+      if (m !== "lockstep" && m !== "runs") throw new Error("--method must be lockstep or runs");
+      o.method = m;
+    } else throw new Error(`unknown argument ${arg}`);
   }
   return o;
 }
@@ -132,10 +138,13 @@ async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const shape = shapeByName(o.shape);
   const threads = o.threads > 0 ? o.threads : cpus().length;
-  const rounds = o.rounds ?? (o.quick ? 1 : 3);
-  // Decode runs per configuration within each engine process, alternated (cpu-anchor-worker's
-  // `alternate`): a full rotation in the one quick round; two per round over the full run's three.
-  const reps = o.reps ?? (o.quick ? 3 : 2);
+  // Lock-stepped (the default since issue 17's sixteenth pass): more, shorter rounds, the engines'
+  // processes in ABBA order (AB, BA, AB, …), one lock-stepped decode run of every configuration
+  // per process (cpu-anchor-worker's `lockstep`). The earlier method ("runs"): 3 rounds of 2
+  // alternated runs per configuration (1 round of 3 with --quick).
+  const lockstepped = o.method === "lockstep";
+  const rounds = o.rounds ?? (lockstepped ? (o.quick ? 2 : 6) : o.quick ? 1 : 3);
+  const reps = o.reps ?? (lockstepped ? 1 : o.quick ? 3 : 2);
   const promptLength = o.quick ? 64 : 256,
     generate = o.quick ? 16 : 64;
   const gguf = o.dtype === "f32" ? "F32" : "F16";
@@ -208,7 +217,7 @@ async function main(): Promise<void> {
       }
       loads.push(loadavg()[0] as number);
       const res: Record<string, unknown> = {
-        ...worker({ ...engines[name], ...common, reps, rotation: r }),
+        ...worker({ ...engines[name], ...common, reps, rotation: r, method: o.method }),
         load_ms_cold: cold.get(name),
       };
       results[name]?.push(res);
@@ -266,6 +275,9 @@ async function main(): Promise<void> {
       generated_tokens: generate,
       rounds,
       decode_runs_per_config: rounds * reps,
+      decode_method: lockstepped
+        ? `lockstep: in each engine process, ${reps} run(s) in which the base and every adapter each decode ${generate} tokens from the same prompt (the same KV positions), one step at a time in turn (cycles ABC CBA BCA …), so all configurations' steps fall in the same seconds; a run's rate is its decode steps over their summed time (each step's forward pass and the engine's work up to the next step); llama.cpp the same with one context per configuration; the engines' processes in ${rounds} rounds in ABBA order; decode_tok_s*: median over all runs`
+        : `runs: in each engine process, ${reps} run(s) of each configuration of ${generate} tokens each, alternated (base r16 r128 / r128 r16 base …); the engines' processes in ${rounds} rounds; decode_tok_s*: median over all runs`,
       threads,
       cpu: cpuModel(),
       load_avg: round(median(loads)),
