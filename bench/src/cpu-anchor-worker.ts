@@ -26,6 +26,8 @@ interface WorkerArgs {
    * turn within one run; "runs" runs each configuration's tokens on their own, alternating runs.
    */
   method?: "lockstep" | "runs";
+  /** Lock-stepped: consecutive steps per turn (1 if absent). */
+  block?: number;
   /** Only load the model and report load_ms (the benchmark's cold-load process). */
   loadOnly?: boolean;
 }
@@ -92,8 +94,8 @@ interface StepRun {
  * j, rotation), so within a run every configuration takes each place of a cycle, and follows each
  * other configuration, about equally often (ABC CBA BCA ACB …).
  */
-function cycleOrder(names: readonly string[], cycle: number, rotation: number): string[] {
-  return repOrder(names, cycle, rotation);
+function cycleOrder(names: readonly string[], cycle: number, rotation: number, block = 1): string[] {
+  return repOrder(names, cycle, rotation).flatMap((n) => Array.from({ length: block }, () => n));
 }
 
 /**
@@ -116,9 +118,10 @@ class Baton {
   constructor(
     private readonly names: readonly string[],
     private readonly rotation: number,
+    private readonly block: number,
   ) {
     this.active = new Set(names);
-    this.turn = cycleOrder(names, 0, rotation);
+    this.turn = cycleOrder(names, 0, rotation, block);
     for (const n of names) this.times.set(n, []);
   }
 
@@ -152,7 +155,7 @@ class Baton {
   private next(): void {
     if (this.holder !== undefined) return;
     while (this.turn.length === 0 && this.active.size > 0)
-      this.turn = cycleOrder(this.names, ++this.cycle, this.rotation).filter((n) => this.active.has(n));
+      this.turn = cycleOrder(this.names, ++this.cycle, this.rotation, this.block).filter((n) => this.active.has(n));
     const name = this.turn[0];
     const wake = name === undefined ? undefined : this.waiting.get(name);
     if (name === undefined || wake === undefined) return;
@@ -174,6 +177,8 @@ class Baton {
  * each run, which computes the prompt's last token or block, is not a decode step and is not
  * timed). Returns the median rate per configuration, every run's rate, the order of the cycles'
  * first turns, each run's step-paired costs, and the first run's tokens of each configuration.
+ * `block` > 1 gives each configuration that many consecutive steps a turn (to measure what
+ * switching configurations at every step costs, if anything).
  */
 async function lockstep(
   names: readonly string[],
@@ -296,7 +301,7 @@ async function loramesh(a: WorkerArgs): Promise<Record<string, unknown>> {
     a.method === "runs"
       ? await alternate(names, a.reps ?? 1, a.rotation ?? 0, (name) => run(name === "base" ? undefined : name))
       : await lockstep(names, a.reps ?? 1, a.rotation ?? 0, async (k) => {
-          const baton = new Baton(names, (a.rotation ?? 0) + k);
+          const baton = new Baton(names, (a.rotation ?? 0) + k, a.block ?? 1);
           current.baton = baton;
           try {
             const results = await Promise.all(
@@ -435,12 +440,13 @@ async function lockstepLlama(
       const out = new Map<string, StepRun>(names.map((n) => [n, { stepsS: [], tokens: [] }]));
       try {
         for (let cycle = 0; ; cycle++) {
-          const order = cycleOrder(names, cycle, (a.rotation ?? 0) + k).filter(
+          const order = cycleOrder(names, cycle, (a.rotation ?? 0) + k, a.block ?? 1).filter(
             (n) => (out.get(n) as StepRun).tokens.length < a.generate,
           );
           if (order.length === 0) break;
           for (const name of order) {
             const r = out.get(name) as StepRun;
+            if (r.tokens.length >= a.generate) continue;
             const t0 = performance.now();
             const next = await (gens.get(name) as AsyncGenerator<Token, void, void | Token | Token[]>).next();
             const dt = (performance.now() - t0) / 1000;

@@ -30,6 +30,7 @@ interface Options {
   reps: number | undefined;
   threads: number;
   method: "lockstep" | "runs";
+  block: number;
 }
 
 function parseArgs(argv: readonly string[]): Options {
@@ -43,6 +44,7 @@ function parseArgs(argv: readonly string[]): Options {
     reps: undefined,
     threads: 0,
     method: "lockstep",
+    block: 1,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -62,6 +64,7 @@ function parseArgs(argv: readonly string[]): Options {
     else if (arg === "--rounds") o.rounds = Number(value());
     else if (arg === "--reps") o.reps = Number(value());
     else if (arg === "--threads") o.threads = Number(value());
+    else if (arg === "--block") o.block = Number(value());
     else if (arg === "--method") {
       const m = value();
       if (m !== "lockstep" && m !== "runs") throw new Error("--method must be lockstep or runs");
@@ -217,7 +220,7 @@ async function main(): Promise<void> {
       }
       loads.push(loadavg()[0] as number);
       const res: Record<string, unknown> = {
-        ...worker({ ...engines[name], ...common, reps, rotation: r, method: o.method }),
+        ...worker({ ...engines[name], ...common, reps, rotation: r, method: o.method, block: o.block }),
         load_ms_cold: cold.get(name),
       };
       results[name]?.push(res);
@@ -276,7 +279,7 @@ async function main(): Promise<void> {
       rounds,
       decode_runs_per_config: rounds * reps,
       decode_method: lockstepped
-        ? `lockstep: in each engine process, ${reps} run(s) in which the base and every adapter each decode ${generate} tokens from the same prompt (the same KV positions), one step at a time in turn (cycles ABC CBA BCA …), so all configurations' steps fall in the same seconds; a run's rate is its decode steps over their summed time (each step's forward pass and the engine's work up to the next step); llama.cpp the same with one context per configuration; the engines' processes in ${rounds} rounds in ABBA order; decode_tok_s*: median over all runs`
+        ? `lockstep: in each engine process, ${reps} run(s) in which the base and every adapter each decode ${generate} tokens from the same prompt (the same KV positions), ${o.block === 1 ? "one step" : `${o.block} steps`} at a time in turn (cycles ABC CBA BCA …), so all configurations' steps fall in the same seconds; a run's rate is its decode steps over their summed time (each step's forward pass and the engine's work up to the next step); llama.cpp the same with one context per configuration; the engines' processes in ${rounds} rounds in ABBA order; decode_tok_s*: median over all runs`
         : `runs: in each engine process, ${reps} run(s) of each configuration of ${generate} tokens each, alternated (base r16 r128 / r128 r16 base …); the engines' processes in ${rounds} rounds; decode_tok_s*: median over all runs`,
       threads,
       cpu: cpuModel(),
