@@ -4,11 +4,13 @@
  *
  * The model is written once by the synth-model generator (safetensors for loramesh, GGUF with q/k
  * permuted for llama.cpp; same random weights) and cached. Each round runs every engine in a fresh
- * process, alternating, so both see the same machine load; the figures are medians over rounds.
- * Within a process the base and adapter decode runs alternate too (`--reps` each per round, in an
- * order balanced for place and predecessor: cpu-anchor-worker's repOrder), and the decode rates are
- * medians over all those runs; every run is in the JSON (decode_runs) with the order it ran in, and
- * each adapter's cost per step within each process (adapter_step_cost).
+ * process, the engines in ABBA order over the rounds, so both see the same spread of the machine's
+ * load; the figures are medians over rounds. Within a process the base and adapter decode runs are
+ * lock-stepped (cpu-anchor-worker's `lockstep`: every configuration decodes the same positions one
+ * step at a time in turn), so the adapters are measured against the base over the same seconds;
+ * `--method runs` gives the earlier whole alternated runs. The decode rates are medians over all
+ * runs; every run is in the JSON (decode_runs) with the order it ran in, and each adapter's cost
+ * per step within each process (adapter_step_cost).
  * "floor" is the decode rate the machine's measured read bandwidth allows at this weight precision:
  * the median of 2-thread streaming-read passes taken after every engine process (see probeRound).
  */
