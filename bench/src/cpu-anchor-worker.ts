@@ -5,7 +5,8 @@
  *
  * Both engines run the same steps: load the model; feed the prompt and generate greedily (time to
  * the first token = prefill, the rest = decode); record peak RSS; then the decode runs of the base
- * and of each adapter, alternated (see `alternate`).
+ * and of each adapter, lock-stepped (see `lockstep`; with `method: "runs"`, whole runs alternated:
+ * `alternate`).
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";

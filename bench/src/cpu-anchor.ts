@@ -1,5 +1,6 @@
 /**
- * `pnpm bench:cpu-anchor [--json] [--dtype bf16|f32] [--quick] [--rounds N] [--reps N]`: loramesh against llama.cpp
+ * `pnpm bench:cpu-anchor [--json] [--dtype bf16|f32] [--quick] [--rounds N] [--reps N] [--method lockstep|runs]
+ * [--block N]`: loramesh against llama.cpp
  * (node-llama-cpp, prebuilt) on the same generated TinyLlama-1.1B-shaped model, in one run.
  *
  * The model is written once by the synth-model generator (safetensors for loramesh, GGUF with q/k
