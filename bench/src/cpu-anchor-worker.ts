@@ -5,7 +5,8 @@
  *
  * Both engines run the same steps: load the model; feed the prompt and generate greedily (time to
  * the first token = prefill, the rest = decode); record peak RSS; then the decode runs of the base
- * and of each adapter, alternated (see `alternate`).
+ * and of each adapter, lock-stepped (see `lockstep`; with `method: "runs"`, whole runs alternated:
+ * `alternate`).
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -21,6 +22,13 @@ interface WorkerArgs {
   reps?: number;
   /** Where the rotation starts (the round's index), so rounds balance the places too. */
   rotation?: number;
+  /**
+   * How the decode runs are taken: "lockstep" (default) steps every configuration's sequence in
+   * turn within one run; "runs" runs each configuration's tokens on their own, alternating runs.
+   */
+  method?: "lockstep" | "runs";
+  /** Lock-stepped: consecutive steps per turn (1 if absent). */
+  block?: number;
   /** Only load the model and report load_ms (the benchmark's cold-load process). */
   loadOnly?: boolean;
 }
@@ -75,8 +83,138 @@ function repOrder(names: readonly string[], rep: number, rotation: number): stri
   return rep % 2 === 0 ? forward : forward.reverse();
 }
 
+/** One configuration's share of a lock-stepped decode run (see `lockstep`). */
+interface StepRun {
+  /** Seconds of each timed decode step, in order. */
+  stepsS: number[];
+  tokens: number[];
+}
+
 /**
- * The decode figures of the base ("base") and each adapter: `reps` runs of each, in the order of
+ * The order in which the configurations take their turns: cycle j of a run uses repOrder(names,
+ * j, rotation), so within a run every configuration takes each place of a cycle, and follows each
+ * other configuration, about equally often (ABC CBA BCA ACB …).
+ */
+function cycleOrder(names: readonly string[], cycle: number, rotation: number, block = 1): string[] {
+  return repOrder(names, cycle, rotation).flatMap((n) => Array.from({ length: block }, () => n));
+}
+
+/**
+ * A baton for configurations that each run their own decode loop (loramesh: one Engine each):
+ * one decode step at a time, in cycleOrder. A configuration holds the baton from the moment its
+ * turn is granted until its loop asks for its next step (or its sequence ends), so a step's time
+ * covers the forward pass and the engine's own work between steps (sampling, the loop), as the
+ * engine's time per output token did; nothing of another configuration runs in between.
+ */
+class Baton {
+  private cycle = 0;
+  private turn: string[];
+  private holder: string | undefined;
+  private grantedAt = 0;
+  private readonly waiting = new Map<string, () => void>();
+  private readonly active: Set<string>;
+  /** Each configuration's step times (seconds), every step it held the baton for. */
+  readonly times = new Map<string, number[]>();
+
+  constructor(
+    private readonly names: readonly string[],
+    private readonly rotation: number,
+    private readonly block: number,
+  ) {
+    this.active = new Set(names);
+    this.turn = cycleOrder(names, 0, rotation, block);
+    for (const n of names) this.times.set(n, []);
+  }
+
+  /** Waits for `name`'s turn (ending its previous step if it held the baton). */
+  async acquire(name: string): Promise<void> {
+    if (this.holder === name) this.release(name);
+    if (this.holder === undefined && this.turn[0] === name) return this.grant(name);
+    await new Promise<void>((resolve) => this.waiting.set(name, resolve));
+  }
+
+  /** `name`'s sequence ended: its last step ends now and it takes no more turns. */
+  leave(name: string): void {
+    if (this.holder === name) this.release(name);
+    this.active.delete(name);
+    this.turn = this.turn.filter((n) => n !== name);
+    this.next();
+  }
+
+  private grant(name: string): void {
+    this.holder = name;
+    this.turn.shift();
+    this.grantedAt = performance.now();
+  }
+
+  private release(name: string): void {
+    this.times.get(name)?.push((performance.now() - this.grantedAt) / 1000);
+    this.holder = undefined;
+    this.next();
+  }
+
+  private next(): void {
+    if (this.holder !== undefined) return;
+    while (this.turn.length === 0 && this.active.size > 0)
+      this.turn = cycleOrder(this.names, ++this.cycle, this.rotation, this.block).filter((n) => this.active.has(n));
+    const name = this.turn[0];
+    const wake = name === undefined ? undefined : this.waiting.get(name);
+    if (name === undefined || wake === undefined) return;
+    this.waiting.delete(name);
+    this.grant(name);
+    wake();
+  }
+}
+
+/**
+ * The decode figures of the base ("base") and each adapter, measured lock-stepped: `reps` runs,
+ * in each of which every configuration decodes the same number of tokens from the same prompt
+ * (the same KV positions), one step at a time in cycleOrder, so each configuration's steps are
+ * spread over the same seconds of the machine's state. Until issue 17's sixteenth pass each
+ * configuration decoded its 64 tokens in a run of its own, minutes apart from the others' runs,
+ * and the VM's streaming bandwidth (21–45 GB/s from one minute to the next) decided the r128
+ * figure as much as the adapter did.
+ * A run's rate for a configuration is its timed steps over their summed time (the first step of
+ * each run, which computes the prompt's last token or block, is not a decode step and is not
+ * timed). Returns the median rate per configuration, every run's rate, the order of the cycles'
+ * first turns, each run's step-paired costs, and the first run's tokens of each configuration.
+ * `block` > 1 gives each configuration that many consecutive steps a turn (to measure what
+ * switching configurations at every step costs, if anything).
+ */
+async function lockstep(
+  names: readonly string[],
+  reps: number,
+  rotation: number,
+  run: (rep: number) => Promise<Map<string, StepRun>>,
+): Promise<Record<string, unknown>> {
+  const rates = new Map<string, number[]>(names.map((n) => [n, []]));
+  const stepMs = new Map<string, number[]>(names.map((n) => [n, []]));
+  const tokens = new Map<string, number[]>();
+  for (let k = 0; k < reps; k++) {
+    const byName = await run(k);
+    for (const name of names) {
+      const r = byName.get(name);
+      if (!r || r.stepsS.length === 0) throw new Error(`no timed decode steps for ${name}`);
+      rates.get(name)?.push(r.stepsS.length / r.stepsS.reduce((a, b) => a + b, 0));
+      stepMs.get(name)?.push(...r.stepsS.map((x) => x * 1000));
+      if (!tokens.has(name)) tokens.set(name, r.tokens);
+    }
+  }
+  const out: Record<string, unknown> = {
+    decode_order: Array.from({ length: reps }, (_, k) => cycleOrder(names, 0, rotation + k).join(" ")),
+  };
+  for (const name of names) {
+    const suffix = name === "base" ? "" : `_${name}`;
+    out[`decode_tok_s${suffix}`] = median(rates.get(name) ?? []);
+    out[`decode_runs${suffix}`] = rates.get(name);
+    out[`decode_step_ms_median${suffix}`] = median(stepMs.get(name) ?? []);
+    if (name !== "base") out[`tokens${suffix}`] = tokens.get(name);
+  }
+  return out;
+}
+
+/**
+ * The decode figures as measured before issue 17's sixteenth pass (`method: "runs"`): `reps` runs of each, in the order of
  * repOrder. On a shared VM one 64-token run's step time moves by ±15 % from run to run; measured
  * once each and always base-first (the earliest schedule), the adapters' share of a step carried
  * that noise and any drift within the process as their cost.
@@ -122,13 +260,33 @@ async function loramesh(a: WorkerArgs): Promise<Record<string, unknown>> {
   const lora = new LocalLoraBackend(model.config);
   // A KV cache for this benchmark's sequence only (the default reserves 256 MiB).
   const kvBlocks = Math.ceil((a.prompt.length + a.generate + 16) / 16);
-  const engine = new Engine(model, Tokenizer.load(resolve(a.model), model.config.eosTokenIds), { lora, kvBlocks });
+  const tokenizer = Tokenizer.load(resolve(a.model), model.config.eosTokenIds);
+  const names = ["base", ...Object.keys(a.adapters)];
+  // One engine per configuration (same model and LoRA backend, a KV cache each), so that their
+  // sequences can be stepped in turn without being batched together; while a run is lock-stepped
+  // every forward pass waits for its turn on the baton.
+  const current: { baton?: Baton } = {};
+  const engines = new Map(
+    names.map((name) => [
+      name,
+      new Engine(model, tokenizer, {
+        lora,
+        kvBlocks,
+        stepHook: async (_ids, _tokens, fwd) => {
+          if (current.baton) await current.baton.acquire(name);
+          return fwd();
+        },
+      }),
+    ]),
+  );
+  const engine = engines.get("base") as InstanceType<typeof Engine>;
+  const request = (adapterId?: string) => ({
+    promptIds: a.prompt,
+    ...(adapterId ? { adapterId } : {}),
+    sampling: { maxTokens: a.generate, temperature: 0, ignoreEos: true },
+  });
   const run = async (adapterId?: string): Promise<Run> => {
-    const r = await engine.submit({
-      promptIds: a.prompt,
-      ...(adapterId ? { adapterId } : {}),
-      sampling: { maxTokens: a.generate, temperature: 0, ignoreEos: true },
-    }).result;
+    const r = await engine.submit(request(adapterId)).result;
     return {
       prefillTokS: (a.prompt.length * 1000) / r.timings.timeToFirstTokenMs,
       decodeTokS: 1000 / r.timings.timePerOutputTokenMs,
@@ -140,9 +298,34 @@ async function loramesh(a: WorkerArgs): Promise<Record<string, unknown>> {
   const rss = rssMib();
   const pages = hugeMib();
   for (const [name, dir] of Object.entries(a.adapters)) lora.add(name, loadAdapter(resolve(dir), model.config));
-  const decode = await alternate(["base", ...Object.keys(a.adapters)], a.reps ?? 1, a.rotation ?? 0, (name) =>
-    run(name === "base" ? undefined : name),
-  );
+  const decode =
+    a.method === "runs"
+      ? await alternate(names, a.reps ?? 1, a.rotation ?? 0, (name) => run(name === "base" ? undefined : name))
+      : await lockstep(names, a.reps ?? 1, a.rotation ?? 0, async (k) => {
+          const baton = new Baton(names, (a.rotation ?? 0) + k, a.block ?? 1);
+          current.baton = baton;
+          try {
+            const results = await Promise.all(
+              names.map((name) =>
+                (engines.get(name) as InstanceType<typeof Engine>)
+                  .submit(request(name === "base" ? undefined : name))
+                  .result.then((r) => {
+                    baton.leave(name);
+                    return r;
+                  }),
+              ),
+            );
+            // The first step of each run computes the prompt (or its last block): not a decode step.
+            return new Map(
+              names.map((name, i) => [
+                name,
+                { stepsS: (baton.times.get(name) ?? []).slice(1), tokens: results[i]?.tokenIds ?? [] },
+              ]),
+            );
+          } finally {
+            current.baton = undefined;
+          }
+        });
   return {
     load_ms: loadMs,
     prefill_tok_s: first.prefillTokS,
@@ -196,9 +379,13 @@ async function llamacpp(a: WorkerArgs): Promise<Record<string, unknown>> {
   const first = await run();
   const rss = rssMib();
   const pages = hugeMib();
-  const decode = await alternate(["base", ...Object.keys(a.adapters)], a.reps ?? 1, a.rotation ?? 0, (name) =>
-    run(name === "base" ? undefined : a.adapters[name]),
-  );
+  const names = ["base", ...Object.keys(a.adapters)];
+  const decode =
+    a.method === "runs"
+      ? await alternate(names, a.reps ?? 1, a.rotation ?? 0, (name) =>
+          run(name === "base" ? undefined : a.adapters[name]),
+        )
+      : await lockstepLlama(a, model, names);
   await model.dispose();
   await llama.dispose();
   return {
@@ -209,6 +396,75 @@ async function llamacpp(a: WorkerArgs): Promise<Record<string, unknown>> {
     tokens: first.tokens,
     ...decode,
   };
+}
+
+/**
+ * llama.cpp's side of `lockstep`: one context per configuration (the adapter is fixed at context
+ * creation in node-llama-cpp), each with its own sequence, advanced one token at a time (one
+ * `next()` of its evaluation: a decode step and the sampling) in cycleOrder. The prompt is computed
+ * once per context; later runs drop the KV entries from the prompt's last position on and start
+ * from that token, so every run decodes at the same positions as the first.
+ */
+async function lockstepLlama(
+  a: WorkerArgs,
+  model: import("node-llama-cpp").LlamaModel,
+  names: readonly string[],
+): Promise<Record<string, unknown>> {
+  type Token = Parameters<typeof model.detokenize>[0][number];
+  const contexts = new Map<string, import("node-llama-cpp").LlamaContext>();
+  try {
+    for (const name of names) {
+      const adapter = name === "base" ? undefined : a.adapters[name];
+      contexts.set(
+        name,
+        await model.createContext({
+          contextSize: Math.max(512, a.prompt.length + a.generate + 16),
+          batchSize: Math.max(512, a.prompt.length),
+          threads: a.threads,
+          sequences: 1,
+          ...(adapter ? { lora: { adapters: [{ filePath: resolve(adapter), scale: 1 }] } } : {}),
+        }),
+      );
+    }
+    const seqs = new Map(
+      names.map((n) => [n, (contexts.get(n) as import("node-llama-cpp").LlamaContext).getSequence()]),
+    );
+    const last = a.prompt.length - 1;
+    return await lockstep(names, a.reps ?? 1, a.rotation ?? 0, async (k) => {
+      const gens = new Map<string, AsyncGenerator<Token, void, void | Token | Token[]>>();
+      for (const name of names) {
+        const seq = seqs.get(name) as ReturnType<import("node-llama-cpp").LlamaContext["getSequence"]>;
+        if (seq.nextTokenIndex > last) await seq.eraseContextTokenRanges([{ start: last, end: seq.nextTokenIndex }]);
+        const input = seq.nextTokenIndex === 0 ? a.prompt : a.prompt.slice(last);
+        gens.set(name, seq.evaluate(input as Token[], { temperature: 0 }));
+      }
+      const out = new Map<string, StepRun>(names.map((n) => [n, { stepsS: [], tokens: [] }]));
+      try {
+        for (let cycle = 0; ; cycle++) {
+          const order = cycleOrder(names, cycle, (a.rotation ?? 0) + k, a.block ?? 1).filter(
+            (n) => (out.get(n) as StepRun).tokens.length < a.generate,
+          );
+          if (order.length === 0) break;
+          for (const name of order) {
+            const r = out.get(name) as StepRun;
+            if (r.tokens.length >= a.generate) continue;
+            const t0 = performance.now();
+            const next = await (gens.get(name) as AsyncGenerator<Token, void, void | Token | Token[]>).next();
+            const dt = (performance.now() - t0) / 1000;
+            if (next.done) throw new Error(`llama.cpp ended ${name}'s sequence after ${r.tokens.length} tokens`);
+            // The first token of a run comes from the prompt's (last) position: not a decode step.
+            if (r.tokens.length > 0) r.stepsS.push(dt);
+            r.tokens.push(next.value);
+          }
+        }
+      } finally {
+        for (const g of gens.values()) await g.return();
+      }
+      return out;
+    });
+  } finally {
+    for (const c of contexts.values()) await c.dispose();
+  }
 }
 
 async function main(): Promise<void> {

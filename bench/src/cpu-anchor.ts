@@ -1,14 +1,17 @@
 /**
- * `pnpm bench:cpu-anchor [--json] [--dtype bf16|f32] [--quick] [--rounds N] [--reps N]`: loramesh against llama.cpp
+ * `pnpm bench:cpu-anchor [--json] [--dtype bf16|f32] [--quick] [--rounds N] [--reps N] [--method lockstep|runs]
+ * [--block N]`: loramesh against llama.cpp
  * (node-llama-cpp, prebuilt) on the same generated TinyLlama-1.1B-shaped model, in one run.
  *
  * The model is written once by the synth-model generator (safetensors for loramesh, GGUF with q/k
  * permuted for llama.cpp; same random weights) and cached. Each round runs every engine in a fresh
- * process, alternating, so both see the same machine load; the figures are medians over rounds.
- * Within a process the base and adapter decode runs alternate too (`--reps` each per round, in an
- * order balanced for place and predecessor: cpu-anchor-worker's repOrder), and the decode rates are
- * medians over all those runs; every run is in the JSON (decode_runs) with the order it ran in, and
- * each adapter's cost per step within each process (adapter_step_cost).
+ * process, the engines in ABBA order over the rounds, so both see the same spread of the machine's
+ * load; the figures are medians over rounds. Within a process the base and adapter decode runs are
+ * lock-stepped (cpu-anchor-worker's `lockstep`: every configuration decodes the same positions one
+ * step at a time in turn), so the adapters are measured against the base over the same seconds;
+ * `--method runs` gives the earlier whole alternated runs. The decode rates are medians over all
+ * runs; every run is in the JSON (decode_runs) with the order it ran in, and each adapter's cost
+ * per step within each process (adapter_step_cost).
  * "floor" is the decode rate the machine's measured read bandwidth allows at this weight precision:
  * the median of 2-thread streaming-read passes taken after every engine process (see probeRound).
  */
@@ -29,6 +32,8 @@ interface Options {
   rounds: number | undefined;
   reps: number | undefined;
   threads: number;
+  method: "lockstep" | "runs";
+  block: number;
 }
 
 function parseArgs(argv: readonly string[]): Options {
@@ -41,6 +46,8 @@ function parseArgs(argv: readonly string[]): Options {
     rounds: undefined,
     reps: undefined,
     threads: 0,
+    method: "lockstep",
+    block: 1,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -60,7 +67,12 @@ function parseArgs(argv: readonly string[]): Options {
     else if (arg === "--rounds") o.rounds = Number(value());
     else if (arg === "--reps") o.reps = Number(value());
     else if (arg === "--threads") o.threads = Number(value());
-    else throw new Error(`unknown argument ${arg}`);
+    else if (arg === "--block") o.block = Number(value());
+    else if (arg === "--method") {
+      const m = value();
+      if (m !== "lockstep" && m !== "runs") throw new Error("--method must be lockstep or runs");
+      o.method = m;
+    } else throw new Error(`unknown argument ${arg}`);
   }
   return o;
 }
@@ -132,10 +144,13 @@ async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const shape = shapeByName(o.shape);
   const threads = o.threads > 0 ? o.threads : cpus().length;
-  const rounds = o.rounds ?? (o.quick ? 1 : 3);
-  // Decode runs per configuration within each engine process, alternated (cpu-anchor-worker's
-  // `alternate`): a full rotation in the one quick round; two per round over the full run's three.
-  const reps = o.reps ?? (o.quick ? 3 : 2);
+  // Lock-stepped (the default since issue 17's sixteenth pass): more, shorter rounds, the engines'
+  // processes in ABBA order (AB, BA, AB, …), one lock-stepped decode run of every configuration
+  // per process (cpu-anchor-worker's `lockstep`). The earlier method ("runs"): 3 rounds of 2
+  // alternated runs per configuration (1 round of 3 with --quick).
+  const lockstepped = o.method === "lockstep";
+  const rounds = o.rounds ?? (lockstepped ? (o.quick ? 2 : 6) : o.quick ? 1 : 3);
+  const reps = o.reps ?? (lockstepped ? 1 : o.quick ? 3 : 2);
   const promptLength = o.quick ? 64 : 256,
     generate = o.quick ? 16 : 64;
   const gguf = o.dtype === "f32" ? "F32" : "F16";
@@ -208,7 +223,7 @@ async function main(): Promise<void> {
       }
       loads.push(loadavg()[0] as number);
       const res: Record<string, unknown> = {
-        ...worker({ ...engines[name], ...common, reps, rotation: r }),
+        ...worker({ ...engines[name], ...common, reps, rotation: r, method: o.method, block: o.block }),
         load_ms_cold: cold.get(name),
       };
       results[name]?.push(res);
@@ -266,6 +281,9 @@ async function main(): Promise<void> {
       generated_tokens: generate,
       rounds,
       decode_runs_per_config: rounds * reps,
+      decode_method: lockstepped
+        ? `lockstep: in each engine process, ${reps} run(s) in which the base and every adapter each decode ${generate} tokens from the same prompt (the same KV positions), ${o.block === 1 ? "one step" : `${o.block} steps`} at a time in turn (cycles ABC CBA BCA …), so all configurations' steps fall in the same seconds; a run's rate is its decode steps over their summed time (each step's forward pass and the engine's work up to the next step); llama.cpp the same with one context per configuration; the engines' processes in ${rounds} rounds in ABBA order; decode_tok_s*: median over all runs`
+        : `runs: in each engine process, ${reps} run(s) of each configuration of ${generate} tokens each, alternated (base r16 r128 / r128 r16 base …); the engines' processes in ${rounds} rounds; decode_tok_s*: median over all runs`,
       threads,
       cpu: cpuModel(),
       load_avg: round(median(loads)),
