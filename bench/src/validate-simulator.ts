@@ -633,6 +633,13 @@ function busyFractionOf(run: MeasuredRun): number | undefined {
   return Math.min(1, run.stepProfile.reduce((a, s) => a + s.sumUs, 0) / 1e6 / run.durationS);
 }
 
+/** The mean lone decode step (one sequence, no prompt tokens) of some step samples, in ms; null if none. */
+function singleDecodeStepMs(samples: readonly StepShapeSample[]): number | null {
+  const one = samples.filter((s) => s.sequences === 1 && s.prefillTokens === 0);
+  const n = one.reduce((a, s) => a + s.count, 0);
+  return n > 0 ? one.reduce((a, s) => a + s.sumUs, 0) / n / 1000 : null;
+}
+
 /**
  * What the worker's own clock said about a run's steps, next to the fit: the mean period of
  * one-sequence decode steps (the same shape in every run, so a gap here is the machine or the
@@ -646,18 +653,13 @@ function stepSummary(
   // Each step with its run's busy fraction, so the fit prices it as it ran.
   const steps = runs.flatMap((r) => r.stepProfile.map((s) => ({ ...s, busyFraction: busyFractionOf(r) })));
   const n = steps.reduce((a, s) => a + s.count, 0);
-  const single = steps.filter((s) => s.sequences === 1 && s.prefillTokens === 0);
-  const singleN = single.reduce((a, s) => a + s.count, 0);
   const fitted = steps.reduce((a, s) => a + s.count * (stepPeriodUs(fit, mode, s) ?? 0), 0);
   const ms = (us: number, count: number): number | null => (count > 0 ? us / count / 1000 : null);
   return {
     steps: n,
     busyFractionByRound: runs.map((r) => busyFractionOf(r) ?? null),
     meanSequences: n > 0 ? steps.reduce((a, s) => a + s.count * s.sequences, 0) / n : 0,
-    singleDecodeStepMs: ms(
-      single.reduce((a, s) => a + s.sumUs, 0),
-      singleN,
-    ),
+    singleDecodeStepMs: singleDecodeStepMs(steps),
     meanStepMs: ms(
       steps.reduce((a, s) => a + s.sumUs, 0),
       n,
@@ -665,13 +667,7 @@ function stepSummary(
     fittedMeanStepMs: ms(fitted, n),
     // Each round's lone decode steps (m15n): a round stepping far slower than its siblings is the
     // trace a disturbed machine leaves (18:39: 2.90 ms against 0.78–0.88); reported, not a guard signal.
-    singleDecodeStepMsByRound: runs.map((r) => {
-      const one = r.stepProfile.filter((s) => s.sequences === 1 && s.prefillTokens === 0);
-      return ms(
-        one.reduce((a, s) => a + s.sumUs, 0),
-        one.reduce((a, s) => a + s.count, 0),
-      );
-    }),
+    singleDecodeStepMsByRound: runs.map((r) => singleDecodeStepMs(r.stepProfile)),
     // Each round's first step (the worker's first request's prefill), out of the figures above.
     firstStepMsByRound: runs.map((r) => (r.firstStep ? r.firstStep.sumUs / r.firstStep.count / 1000 : null)),
     byShape: byShape(steps, fit, mode),
@@ -824,13 +820,7 @@ function roundSignals(
 
 /** A measured attempt's headline figures: its TTFT P95, mean TPOT and lone decode step (ms). */
 function attemptFigures(r: MeasuredRun): { ttftP95Ms: number; tpotMeanMs: number; singleDecodeStepMs: number | null } {
-  const one = r.stepProfile.filter((s) => s.sequences === 1 && s.prefillTokens === 0);
-  const n = one.reduce((a, s) => a + s.count, 0);
-  return {
-    ttftP95Ms: r.ttftMs.p95,
-    tpotMeanMs: r.tpotMs.mean,
-    singleDecodeStepMs: n > 0 ? one.reduce((a, s) => a + s.sumUs, 0) / n / 1000 : null,
-  };
+  return { ttftP95Ms: r.ttftMs.p95, tpotMeanMs: r.tpotMs.mean, singleDecodeStepMs: singleDecodeStepMs(r.stepProfile) };
 }
 
 /** Every disturbed measurement of this run (`disturbed_rounds` in the report). */
