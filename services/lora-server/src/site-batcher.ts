@@ -113,13 +113,19 @@ export class SiteBatcher {
       });
       return;
     }
-    if (!this.timer) {
-      const wait = Math.max(0, this.windowMs - (now - Math.min(...keys.map(oldest))));
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.next();
-      }, wait);
-    }
+    // Wake when the oldest item's window ends, or when a busy worker falls quiet (then it no longer
+    // counts as active and the blocked ones need not wait for it): with a long window the second
+    // one is what ends a wait at the tail of a worker's run.
+    const windowLeft = this.windowMs - (now - Math.min(...keys.map(oldest)));
+    const lapses = active
+      .filter((s) => !blocked.has(s))
+      .map((s) => this.activeMs - (now - (this.lastSeen.get(s) ?? now)) + 1);
+    const wait = Math.max(0, Math.min(windowLeft, ...lapses));
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.next();
+    }, wait);
   }
 
   private async run(all: Pending[]): Promise<void> {
