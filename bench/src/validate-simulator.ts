@@ -39,6 +39,9 @@
  * median of the rounds); the shared request hops are fitted on the coupled and disaggregated probes,
  * and the hybrid busy-hop term once on top, at most 2 steps. The model before, to compare:
  * `--hop-probes coupledLow,coupledHigh,disaggregated,hybrid --busy-hop-cap 4 --no-idle-shift`.
+ * Since m15o the hops' busy term reads each request's wake-up (the idle gap since its executors last
+ * stepped, `HOP_WAKE_TAU_S`) rather than the machine's smoothed idle fraction; `--no-hop-wake`: the
+ * model before.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
