@@ -39,6 +39,9 @@
  * median of the rounds); the shared request hops are fitted on the coupled and disaggregated probes,
  * and the hybrid busy-hop term once on top, at most 2 steps. The model before, to compare:
  * `--hop-probes coupledLow,coupledHigh,disaggregated,hybrid --busy-hop-cap 4 --no-idle-shift`.
+ * Since m15o the hops' busy term reads each request's wake-up (the idle gap since its executors last
+ * stepped, `HOP_WAKE_TAU_S`) rather than the machine's smoothed idle fraction; `--no-hop-wake`: the
+ * model before.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -60,6 +63,7 @@ import {
   percentile,
   pooledOverRounds,
   TAIL_QUANTILE,
+  HOP_WAKE_TAU_S,
   policyByName,
   simulate,
   slopesOf,
@@ -89,6 +93,8 @@ const replayFile = flag("--replay");
 const replaying = replayFile !== undefined;
 // `--no-hop-busy`: the hops without their busy term (m15h's model), to compare against.
 const noHopBusy = args.includes("--no-hop-busy");
+// The busy term on the machine's smoothed idle fraction, not each request's wake-up (the model before m15o).
+const noHopWake = args.includes("--no-hop-wake");
 // `--no-hybrid-busy-hops`: no wait for hybrid requests reaching a stepping worker (before m15j).
 const noHybridBusyHops = args.includes("--no-hybrid-busy-hops");
 // `--no-shared-idle`: a mode probed at one rate gets no idle term (the model before m15k).
@@ -478,6 +484,10 @@ function probeOverheads(
     ...(noHopBusy ? {} : { hopsByBusy: ["coupledLow", "coupledHigh"] as const }),
     ...(noHybridBusyHops ? {} : { hybridBusyHops: "hybrid" as const }),
     ...(busyHopCapFlag !== undefined ? { maxHybridBusyHopSteps: Number(busyHopCapFlag) } : {}),
+    // Since m15o the busy term reads each request's own wake-up: its TTFT grows with the idle gap
+    // before it, so a 12 req/s run's requests after a long gap pay what the smoothed fraction spread
+    // over all of them (docs/evaluation.md §5, m15o). `--no-hop-wake`: the model before.
+    ...(noHopWake ? {} : { hopWakeTauS: HOP_WAKE_TAU_S }),
   });
 
   const file = join(replaying ? tmpdir() : RESULTS, "validate-calibration-mesh.json");
@@ -489,7 +499,7 @@ function probeOverheads(
     return `${m} ${ms(stepPeriods.fixedUs[m])} ms + ${ms(k.perSequenceUs)} per further sequence + ${ms(k.perPrefillTokenUs)} per prompt token + ${ms(k.perFinishUs)} per sequence ending + ${(k.perRankUs / 1000).toFixed(4)} per unit of rank + ${ms(k.perIdleUs)} × idle fraction, first step + ${ms(stepPeriods.firstStepUs?.[m])}`;
   };
   log(
-    `probes: step period ${(["coupled", "disaggregated", "hybrid"] as const).map(modeLine).join("; ")}; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms + ${ms(k.requestOverheadPerIdleUs)} × (idle fraction − ${(k.requestOverheadIdleRef ?? 0).toFixed(3)}), idle within ${JSON.stringify(k.requestOverheadIdleRange?.map((x) => Number(x.toFixed(3))) ?? null)} (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
+    `probes: step period ${(["coupled", "disaggregated", "hybrid"] as const).map(modeLine).join("; ")}; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms + ${ms(k.requestOverheadPerIdleUs)} × (${k.requestOverheadWakeTauS ? `wake fraction, τ ${k.requestOverheadWakeTauS} s,` : "idle fraction"} − ${(k.requestOverheadIdleRef ?? 0).toFixed(3)}), idle within ${JSON.stringify(k.requestOverheadIdleRange?.map((x) => Number(x.toFixed(3))) ?? null)} (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
   return {
     calibration: calibrated,
@@ -1197,6 +1207,7 @@ const report = {
       requestOverheadPerIdleUs: cal.requestOverheadPerIdleUs,
       requestOverheadIdleRef: cal.requestOverheadIdleRef,
       requestOverheadIdleRange: cal.requestOverheadIdleRange,
+      requestOverheadWakeTauS: cal.requestOverheadWakeTauS,
       hybridBusyHopSteps: cal.hybridBusyHopSteps,
     },
   },

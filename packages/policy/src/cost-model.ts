@@ -63,6 +63,16 @@ export interface Calibration {
   requestOverheadIdleRef?: number;
   requestOverheadIdleRange?: readonly [number, number];
   /**
+   * Time constant (s) of the hops' wake-up (since m15o): with it, the busy term reads each request's
+   * own wake fraction, 1 − exp(−gap / τ) for the gap since its executors last stepped (0 while one
+   * steps), in place of the machine's smoothed idle fraction, over [0, 1] with reference 0. Why:
+   * per request, the first token's delay grows with the idle gap before it (m15o's runs: ~10 ms at
+   * the median after gaps under 0.1 s, 14–18 ms after 0.4–1.6 s, at 2 and 12 req/s alike), so a
+   * 12 req/s run's requests after a long gap pay the idle cost that the smoothed fraction spread
+   * over all of them (docs/evaluation.md §5, m15o). Absent: the smoothed fraction (m15i).
+   */
+  requestOverheadWakeTauS?: number;
+  /**
    * A hybrid request that reaches its worker while a step is in flight enters the engine's queue
    * this many periods of that step later (absent: at once, to wait out the step there). A hybrid
    * worker runs its LoRA sites as callbacks on its JS thread, the thread that also takes the

@@ -64,6 +64,7 @@ export {
   pooledOverRounds,
   TAIL_QUANTILE,
   MAX_BUSY_HOP_STEPS,
+  HOP_WAKE_TAU_S,
   type MeasuredProbe,
   type ProbeSimulator,
   type ProbeSpec,

@@ -30,6 +30,12 @@ export interface SimCost {
   /** The hops' cost depends on how busy the machine is (`requestOverheadPerIdleUs`). */
   readonly hopsByBusy: boolean;
   /**
+   * With `hopsByBusy`: > 0, the busy fraction a hop reads is its request's own activity,
+   * exp(−gap / τ) for the idle gap before its send (`requestOverheadWakeTauS`); 0, the executors'
+   * smoothed busy fraction.
+   */
+  readonly hopWakeTauS: number;
+  /**
    * A step's whole period measured on the real engine (LoRA, round trips and streaming included),
    * or undefined: price it from its parts.
    */
@@ -84,6 +90,7 @@ export function cpuSimCost(cost: CostModel): SimCost {
       return Math.max(0, hop + hopIdleUs(c, busyFraction)) / 1e6;
     },
     hopsByBusy: (c.requestOverheadPerIdleUs ?? 0) !== 0,
+    hopWakeTauS: c.requestOverheadWakeTauS ?? 0,
     stepPeriodUs: (mode, shape) => (c.stepPeriods ? stepPeriodUs(c.stepPeriods, mode, shape) : undefined),
     firstStepUs: (mode) => (c.stepPeriods ? firstStepExtraUs(c.stepPeriods, mode) : 0),
     busyHopSteps: (mode) => (mode === "hybrid" ? (c.hybridBusyHopSteps ?? 0) : 0),
@@ -103,6 +110,7 @@ export function gpuSimCost(cost: GpuCostModel): SimCost {
     hybridStepUs: 0,
     requestOverheadSeconds: () => 0,
     hopsByBusy: false,
+    hopWakeTauS: 0,
     stepPeriodUs: () => undefined,
     firstStepUs: () => 0,
     busyHopSteps: () => 0,

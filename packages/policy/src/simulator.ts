@@ -242,7 +242,11 @@ class ClusterSimulation {
       // A send only schedules its reach, priced as the machine is at that moment (the events
       // before it have run); a reach goes before an event at the same time, as before m15i.
       if (send <= reach && send <= this.events.peekTime()) {
-        const busy = this.cost.hopsByBusy ? this.machineBusy(send) : undefined;
+        const busy = !this.cost.hopsByBusy
+          ? undefined
+          : this.cost.hopWakeTauS > 0
+            ? this.machineActivity(send, this.cost.hopWakeTauS)
+            : this.machineBusy(send);
         reaching.push(
           send + this.cost.requestOverheadSeconds(this.cluster.mode, z[si] as number, busy),
           sent[si] as Request,
@@ -316,6 +320,18 @@ class ClusterSimulation {
         sum += e.busyAvg * gap * rise + (1 - rise);
       }
     }
+    return this.execs.length > 0 ? sum / this.execs.length : 0;
+  }
+
+  /**
+   * The executors' activity at `now` as a request's hops see it (m15o): 1 for an executor stepping,
+   * else exp(−gap / τ) for the gap since its last step ended (before any step: since the run began),
+   * the mean over executors. Unlike `machineBusy` it keeps no history beyond the last step: a
+   * request after a long idle gap pays the wake-up however busy the seconds before were.
+   */
+  private machineActivity(now: number, tauS: number): number {
+    let sum = 0;
+    for (const e of this.execs) sum += e.busy ? 1 : Math.exp(-Math.max(0, now - e.busyAt) / tauS);
     return this.execs.length > 0 ? sum / this.execs.length : 0;
   }
 

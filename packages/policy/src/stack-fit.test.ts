@@ -459,6 +459,42 @@ describe("fitting the serving stack's overheads to probes", () => {
     ).to.throw(RangeError, /busyFraction/);
   });
 
+  it("prices each request's wake-up by the idle gap before it, and fits its slope on the two coupled rates", () => {
+    const measured = fixedStepsOnly();
+    // Hops of 10 ms (no tail) plus 8 ms per unit of wake fraction 1 − exp(−gap / 0.5 s).
+    const base: Calibration = {
+      ...measured,
+      streamEndUs: 3000,
+      requestOverheadUs: 10_000,
+      requestOverheadP95Us: 10_000,
+    };
+    const wake: Calibration = {
+      ...base,
+      requestOverheadPerIdleUs: 8_000,
+      requestOverheadIdleRef: 0,
+      requestOverheadIdleRange: [0, 1],
+      requestOverheadWakeTauS: 0.5,
+    };
+    const at = (k: Calibration, rate: number): ProbeSummary => simulateProbe({ mode: "coupled", rate }, k);
+    // At 0.2 req/s nearly every gap is ≫ τ: every request pays nearly the whole 8 ms.
+    expect(at(wake, 0.2).ttftP50Ms - at(base, 0.2).ttftP50Ms).to.be.within(7, 8);
+    // At 12 req/s most gaps are short and a request sent during a step pays nothing: the run's
+    // requests pay some of it, far less than at 0.2 req/s, though the term's slope is the same.
+    const d12 = at(wake, 12).ttftP50Ms - at(base, 12).ttftP50Ms;
+    expect(d12).to.be.within(0.3, 4);
+    // Fitted back on the two coupled probes (no busy fractions needed): the slope and the hops.
+    const probes = probesOf(wake);
+    const fitted = fitRequestOverheads(probes, measured, simulateProbe, {
+      sharedHops: ["coupledLow", "coupledHigh"],
+      hopsByBusy: ["coupledLow", "coupledHigh"],
+      hopWakeTauS: 0.5,
+    });
+    expect(fitted.requestOverheadWakeTauS).to.equal(0.5);
+    expect(fitted.requestOverheadIdleRange).to.deep.equal([0, 1]);
+    expect(fitted.requestOverheadPerIdleUs).to.be.closeTo(8_000, 2_000);
+    expect(fitted.requestOverheadUs).to.be.closeTo(10_000, 1_500);
+  });
+
   it("makes a hybrid request that reaches a stepping worker wait behind its step, fitted on the hybrid probe", () => {
     const measured = fixedStepsOnly();
     const term = withSharedHops(measured);

@@ -287,6 +287,12 @@ export function fitRequestOverheads(
     hybridBusyHops?: keyof StackProbes;
     /** The most steps `hybridBusyHopSteps` may reach (default `MAX_BUSY_HOP_STEPS`). */
     maxHybridBusyHopSteps?: number;
+    /**
+     * With `hopsByBusy`: the busy term reads each request's wake fraction with this time constant
+     * (`requestOverheadWakeTauS`, since m15o; e.g. `HOP_WAKE_TAU_S`) over [0, 1], reference 0,
+     * instead of the probes' smoothed idle fractions; the slope is fitted on the same two probes.
+     */
+    hopWakeTauS?: number;
   } = {},
 ): Calibration {
   if (!cal.stepPeriods) throw new RangeError("fitRequestOverheads needs calibration.stepPeriods");
@@ -332,7 +338,10 @@ export function fitRequestOverheads(
     };
     if (!options.hopsByBusy) return withBusyHops(shared, withEnd);
     const [idle, busy] = options.hopsByBusy.map((key) => probes[key]) as [MeasuredProbe, MeasuredProbe];
-    const term = hopBusyTerm(idle, busy, on);
+    const term: Pick<Calibration, "requestOverheadIdleRef" | "requestOverheadIdleRange" | "requestOverheadWakeTauS"> =
+      options.hopWakeTauS !== undefined && options.hopWakeTauS > 0
+        ? { requestOverheadIdleRef: 0, requestOverheadIdleRange: [0, 1], requestOverheadWakeTauS: options.hopWakeTauS }
+        : hopBusyTerm(idle, busy, on);
     // The hops at the reference first, then the slope with them, then the hops again with the
     // slope (it moves each probe's hops by its distance from the reference, which nets out in the
     // sum only roughly: the probes' idle fractions are clamped to the slope's span).
@@ -412,3 +421,13 @@ export function hybridBusyHopSteps(
  * (11:56, 12:24) or ran long tails (08:31), and priced the case's TTFT 30–54 % high there.
  */
 export const MAX_BUSY_HOP_STEPS = 2;
+
+/**
+ * The hops' wake-up time constant (s), measured, not fitted on the validation (m15o): over 453
+ * requests of four real-mesh runs (coupled at 2 and 12 req/s, disaggregated at 2; 23:49–23:52 UTC),
+ * each request's TTFT against the idle gap since the mesh last held a request, a least-absolute-
+ * deviation fit of A·(1 − exp(−gap / τ)) plus a per-mode constant was best at τ = 0.5 s (cost
+ * 1149 against 1172 at 0.2 s and 1158 at 1 s; docs/evaluation.md §5, m15o). The amplitude is not
+ * taken from there: the busy term's slope is fitted on each run's coupled probes.
+ */
+export const HOP_WAKE_TAU_S = 0.5;
