@@ -369,6 +369,13 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
   const bool probe = site_probe::on();
   const int64_t applied = probe ? site_probe::now() : 0;
   if (probe) site_probe::add(site_probe::kServerApply, applied - started);
+  {
+    // Counted before the answers: a worker that has its delta reads stats that include it.
+    std::lock_guard<std::mutex> g(mu_);
+    stats_.native_calls++;
+    stats_.work_items += batch.size();
+    stats_.rows += static_cast<uint64_t>(rows);
+  }
   int64_t r = 0;
   const std::string message = status == LM_OK ? "" : lm_last_error();
   for (Item* it : batch) {
@@ -388,9 +395,6 @@ void ServerImpl::run(std::vector<Item*>& batch, const Tables* tables) {
   for (const auto& [s, n] : per_slot)
     if (static_cast<size_t>(s) < tables->slot_names.size() && !tables->slot_names[s].empty())
       stats_.adapter_rows[tables->slot_names[s]] += n;
-  stats_.native_calls++;
-  stats_.work_items += batch.size();
-  stats_.rows += static_cast<uint64_t>(rows);
   if (probe) site_probe::add(site_probe::kServerAfter, site_probe::now() - answered);
 }
 

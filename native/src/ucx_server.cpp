@@ -313,18 +313,19 @@ void ServerImpl::serve(std::vector<std::unique_ptr<Request>>& ready) {
     const lm_status s = apply_batch(*tables, opt_.dims.n_experts, first.layer, first.site, first.moe, first.h_in,
                                     first.n_out, parts, &y);
     const std::string message = s == LM_OK ? "" : lm_last_error();
+    // Counted before the replies: a worker that has its answer reads stats that include it.
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stats_.native_calls++;
+      stats_.work_items += batch.size();
+      stats_.rows += static_cast<uint64_t>(rows);
+    }
     int64_t r0 = 0;
     for (Request* r : batch) {
       r->status = s;
       r->message = message;
       reply(r, y.data() + r0 * r->h.n_out);
       r0 += r->h.rows;
-    }
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      stats_.native_calls++;
-      stats_.work_items += batch.size();
-      stats_.rows += static_cast<uint64_t>(rows);
     }
     valid.swap(rest);
   }
