@@ -71,7 +71,7 @@ void shrink_block(const W* a, int64_t h_in, int64_t j_begin, int64_t j_end, cons
 template <typename W>
 void expand_block(const W* b, bool transposed, int64_t rank, int64_t width, int64_t n_begin, int64_t n_end, const float* h,
             int64_t rows, const int64_t* row_index, const float* row_weight, float scale, float* y, int64_t y_stride,
-            int64_t column, bool assign = false) {
+            int64_t column) {
   const int64_t block = n_end - n_begin;
   thread_local std::vector<const float*> hs;
   thread_local std::vector<float> out;
@@ -90,15 +90,7 @@ void expand_block(const W* b, bool transposed, int64_t rank, int64_t width, int6
     const float w = row_weight ? row_weight[r] : 1.0f;
     float* yr = y + r * y_stride + column + n_begin;
     const float* o = out.data() + i * block;
-    // `assign` (expand-first's delta buffer) stores the term that would be added: the same product,
-    // added to y later by add_delta, so y gets the same bits.
-    if (assign) {
-      if (row_weight) {
-        for (int64_t n = 0; n < block; n++) yr[n] = (o[n] * scale) * w;
-      } else {
-        for (int64_t n = 0; n < block; n++) yr[n] = o[n] * scale;
-      }
-    } else if (row_weight) {
+    if (row_weight) {
       for (int64_t n = 0; n < block; n++) yr[n] += (o[n] * scale) * w;
     } else {
       for (int64_t n = 0; n < block; n++) yr[n] += o[n] * scale;
@@ -116,7 +108,7 @@ struct Scratch {
   std::vector<int32_t> key;
   std::vector<int64_t> count, order, next;
   std::vector<Segment> segments;
-  std::vector<float> x_f32, h, delta;  // delta: expand-first's terms, [rows, n_out]
+  std::vector<float> x_f32, h;
   std::vector<const float*> xs;
   std::vector<Task> tasks;
   std::vector<Item> shrink_items, expand_items;
@@ -198,8 +190,6 @@ bool LoraJob::plan(const LoraArgs& args) {
   }
   std::vector<float>& h = sc.h;
   h.resize(static_cast<size_t>(h_size));
-  // Expand-first runs only in one-token matmuls (MatmulExtra's `after`): a delta row per call there.
-  if (rows == 1 && sc.delta.size() < static_cast<size_t>(a.n_out)) sc.delta.resize(static_cast<size_t>(a.n_out));
   std::vector<Item>& shrink_items = sc.shrink_items;
   std::vector<Item>& expand_items = sc.expand_items;
   shrink_items.clear();
@@ -253,30 +243,7 @@ void LoraJob::shrink(int64_t i) const {
     }
   }
 
-void LoraJob::expand(int64_t i) const { expand_item(i, false); }
-
-void LoraJob::expand_to_delta(int64_t i) const { expand_item(i, true); }
-
-void LoraJob::add_delta(int64_t c0, int64_t c1) const {
-  if (scratch_ == nullptr) return;
-  const LoraArgs& a = args_;
-  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
-  for (const Task& task : sc.tasks) {
-    const int64_t column = a.slice_offset[task.slice];
-    const int64_t width = a.slice_width[task.slice];
-    const int64_t nb = std::max<int64_t>(c0 - column, 0), ne = std::min<int64_t>(c1 - column, width);
-    if (nb >= ne) continue;
-    const Segment& seg = sc.segments[static_cast<size_t>(task.segment)];
-    for (int64_t i = seg.begin; i < seg.end; i++) {
-      const int64_t off = sc.order[static_cast<size_t>(i)] * a.n_out + column;
-      float* yr = a.y + off;
-      const float* d = sc.delta.data() + off;
-      for (int64_t n = nb; n < ne; n++) yr[n] += d[n];
-    }
-  }
-}
-
-void LoraJob::expand_item(int64_t i, bool to_delta) const {
+void LoraJob::expand(int64_t i) const {
   const LoraArgs& a = args_;
   const Scratch& sc = *static_cast<const Scratch*>(scratch_);
   const bool bf16 = a.weight_dtype == LM_BF16;
@@ -289,13 +256,12 @@ void LoraJob::expand_item(int64_t i, bool to_delta) const {
     const float* hb = const_cast<float*>(sc.h.data()) + task.h_offset;
     const int64_t column = a.slice_offset[task.slice];
     const int64_t width = a.slice_width[task.slice];
-    float* y = to_delta ? const_cast<float*>(sc.delta.data()) : a.y;
     if (bf16) {
       expand_block(static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, it.begin, it.end, hb,
-             seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], y, a.n_out, column, to_delta);
+             seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
     } else {
       expand_block(static_cast<const float*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, it.begin, it.end, hb,
-             seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], y, a.n_out, column, to_delta);
+             seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
     }
   }
 
@@ -380,22 +346,6 @@ std::atomic<int> g_lora_fuse{[] {
 }  // namespace
 void set_lora_fuse(int mode) { g_lora_fuse.store(mode, std::memory_order_relaxed); }
 int lora_fuse() { return g_lora_fuse.load(std::memory_order_relaxed); }
-namespace {
-const bool g_expand_first_alt = [] {
-  const char* v = std::getenv("LORAMESH_LORA_EXPAND_FIRST");
-  return v != nullptr && std::string(v) == "alt";
-}();
-// Off by default: in two pairs of alternated decode-step processes the r128 step cost +20.1 / +21.2 %
-// with the per-run expand and +24.5 / +17.7 % expand-first, and the expand read 12.7 → 13.0 GB/s a
-// thread in one process alternating both (issue 17, seventeenth pass). "1" turns it on.
-std::atomic<int> g_expand_first{[] {
-  const char* v = std::getenv("LORAMESH_LORA_EXPAND_FIRST");
-  return v != nullptr && std::string(v) == "1" ? 1 : 0;
-}()};
-}  // namespace
-void set_lora_expand_first(int mode) { g_expand_first.store(mode, std::memory_order_relaxed); }
-int lora_expand_first() { return g_expand_first.load(std::memory_order_relaxed); }
-bool lora_expand_first_alternating() { return g_expand_first_alt; }
 bool lora_fuse_expand() {
   static const bool on = [] {
     const char* v = std::getenv("LORAMESH_LORA_FUSE_EXPAND");

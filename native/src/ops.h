@@ -110,11 +110,6 @@ class LoraJob {
   void expand(int64_t i) const;
   // The expand of output columns [c0, c1) of y (all slices, all rows): what expand() items cover.
   void expand_columns(int64_t c0, int64_t c1) const;
-  // Expand-first (lora_expand_first()): expand item i written, not added, into the job's delta
-  // buffer (scale applied, as expand() would add it), and later delta's columns [c0, c1) added to
-  // y for every row and slice the job covers. y ends with the same bits as expand()/expand_columns.
-  void expand_to_delta(int64_t i) const;
-  void add_delta(int64_t c0, int64_t c1) const;
   // Each phase on the pool, or on the calling thread for a small site (< 256 KB of weights).
   void run_shrink() const;
   void run_expand() const;
@@ -124,7 +119,6 @@ class LoraJob {
   int64_t expand_bytes() const;
 
  private:
-  void expand_item(int64_t i, bool to_delta) const;
   LoraArgs args_{};
   const void* scratch_ = nullptr;
   bool on_pool_ = false;
@@ -139,15 +133,6 @@ int lora_fuse();
 // Under lora_fuse() 1, whether a one-token site's expand also runs in the base matmul's job, on
 // each run of base rows (default; LORAMESH_LORA_FUSE_EXPAND=0: a job of its own after it).
 bool lora_fuse_expand();
-// Under lora_fuse_expand(), where a one-token site's expand runs inside the base matmul's job:
-// 0 (default) after each run of base rows, on that run's columns (the twelfth pass's order);
-// 1 (LORAMESH_LORA_EXPAND_FIRST=1) as whole wide items streamed into a delta buffer right after
-// the shrink, before the base rows, each run of base rows then adding its columns' delta (not
-// shown to win a step: issue 17, seventeenth pass). Same bits either way. =alt switches it at
-// every one-token step (set_variant).
-void set_lora_expand_first(int mode);
-int lora_expand_first();
-bool lora_expand_first_alternating();
 // While one lives on a thread, that thread's next cpu::matmul runs these `n` items in its own pool
 // job before its rows (a LoRA site's shrink reads the same x: one fork/join instead of two). Each
 // item is done whole by one thread, so results are the same. `ran()`: the matmul took them.
@@ -163,13 +148,6 @@ class MatmulExtra {
   MatmulExtra& operator=(const MatmulExtra&) = delete;
   bool ran() const { return ran_; }
   bool after_ran() const { return after_ran_; }
-  // Items run after every one of the `n` items is done and before the thread's first base row,
-  // only when `after` runs (a LoRA site's expand into a delta buffer: whole long runs of B);
-  // `after` then first waits for all of them.
-  void set_mid(int64_t n, const std::function<void(int64_t)>* fn) {
-    n_mid_ = n;
-    mid_ = fn;
-  }
   // For the step profile's fused rows: the items' bytes, and `after`'s over all n output rows.
   void set_bytes(int64_t items, int64_t after) {
     items_bytes_ = items;
@@ -181,8 +159,6 @@ class MatmulExtra {
   int64_t n_;
   const std::function<void(int64_t)>& fn_;
   const std::function<void(int64_t, int64_t)>* after_;
-  int64_t n_mid_ = 0;
-  const std::function<void(int64_t)>* mid_ = nullptr;
   bool ran_ = false, after_ran_ = false;
   int64_t items_bytes_ = 0, after_bytes_ = 0;
 };

@@ -143,16 +143,14 @@ void matmul_block(const float* x, const void* w, const float* bias, int64_t toke
 void set_attn_prefetch(bool on) { g_attn_prefetch.store(on, std::memory_order_relaxed); }
 void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
-bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || lora_expand_first_alternating(); }
+bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far; }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);
   if (g_alt_attn) g_attn_prefetch.store((variant & 1) != 0, std::memory_order_relaxed);
   if (g_alt_far) gemm::set_short_prefetch_far((variant & 1) != 0);
-  if (lora_expand_first_alternating()) set_lora_expand_first(variant & 1);
 }
 const char* alternating_what() {
-  if (lora_expand_first_alternating()) return "LORAMESH_LORA_EXPAND_FIRST";
   if (g_alt_far) return "LORAMESH_LORA_PREFETCH_FAR";
   return g_alt_attn ? "LORAMESH_ATTN_PREFETCH" : g_alt_fuse ? "LORAMESH_LORA_FUSE" : "LORAMESH_DECODE_CHUNKS";
 }
@@ -185,10 +183,9 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
     // of one waiting for the other's last 256 KB item. Every row is still computed whole, by one
     // tile or dot product with its fixed lanes, so the bits do not depend on the split.
     const int64_t min_rows = std::max<int64_t>(8, ((int64_t(1) << 15) / std::max<int64_t>(1, row_bytes) + 7) / 8 * 8);
-    std::atomic<int64_t> next{0}, next_extra{0}, extra_done{0}, next_mid{0}, mid_done{0};
+    std::atomic<int64_t> next{0}, next_extra{0}, extra_done{0};
     const std::function<void(int64_t, int64_t)>* after = extra ? extra->after_ : nullptr;
     if (after) extra->after_ran_ = true;
-    const int64_t n_mid = after && extra->mid_ ? extra->n_mid_ : 0;
     // Step profile (LORAMESH_STEP_PROFILE=1) of a job with a LoRA site: each thread's time in the
     // shrink items, the poll, the base rows and the expand runs, recorded once per thread.
     const bool prof = extra != nullptr && profile::enabled();
@@ -219,20 +216,6 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         t0 = now();
         t_poll += ns(t1, t0);
       }
-      // The mid items (a LoRA site's expand into its delta buffer): whole wide runs of B, streamed
-      // before this thread's base rows.
-      int64_t mids = 0;
-      for (int64_t e = n_mid > 0 ? next_mid.fetch_add(1, std::memory_order_relaxed) : 0; e < n_mid;
-           e = next_mid.fetch_add(1, std::memory_order_relaxed)) {
-        (*extra->mid_)(e);
-        mid_done.fetch_add(1, std::memory_order_acq_rel);
-        mids++;
-      }
-      if (n_mid > 0) {
-        t1 = now();
-        t_expand += ns(t0, t1);
-      }
-      bool mids_seen = n_mid == 0;
       int64_t begin = next.load(std::memory_order_relaxed);
       for (;;) {
         const int64_t left = n - begin;
@@ -247,15 +230,6 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         t_base += ns(t0, t1);
         base_rows += size;
         if (after) {
-          if (!mids_seen) {
-            // The other thread's last mid item, if still running, is short next to a base run.
-            while (mid_done.load(std::memory_order_acquire) < n_mid) {
-#if defined(__x86_64__) || defined(__i386__)
-              __builtin_ia32_pause();
-#endif
-            }
-            mids_seen = true;
-          }
           (*after)(begin, begin + size);
           t_expand += ns(t1, now());
         }
@@ -266,8 +240,7 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         profile::record(profile::kFusedBase, t_base, 0, base_rows * row_bytes);
         if (after) {
           profile::record(profile::kFusedPoll, t_poll, 0, 0);
-          profile::record(profile::kFusedExpand, t_expand, 0,
-                          n_mid > 0 ? extra->after_bytes_ * mids / n_mid : extra->after_bytes_ * base_rows / n);
+          profile::record(profile::kFusedExpand, t_expand, 0, extra->after_bytes_ * base_rows / n);
         }
       }
     });

@@ -78,17 +78,10 @@ class Step {
       const std::function<void(int64_t)> shrink = [&job](int64_t i) { job.shrink(i); };
       // At one token the expand runs in the same job too, on each run of base rows as it is done.
       const std::function<void(int64_t, int64_t)> expand = [&job](int64_t c0, int64_t c1) { job.expand_columns(c0, c1); };
-      // Expand-first (LORAMESH_LORA_EXPAND_FIRST=1, off by default): the expand's wide items into a
-      // delta buffer before the base rows, each base run then adding its columns' delta.
-      const std::function<void(int64_t)> expand_item = [&job](int64_t i) { job.expand_to_delta(i); };
-      const std::function<void(int64_t, int64_t)> add = [&job](int64_t c0, int64_t c1) { job.add_delta(c0, c1); };
-      const bool first = cpu::lora_expand_first() == 1;
       lm_status base_status;
       bool expanded = false;
       {
-        cpu::MatmulExtra extra(job.shrink_count(), shrink,
-                               cpu::lora_fuse_expand() && job.shrink_count() > 0 ? (first ? &add : &expand) : nullptr);
-        if (first) extra.set_mid(job.expand_count(), &expand_item);
+        cpu::MatmulExtra extra(job.shrink_count(), shrink, cpu::lora_fuse_expand() && job.shrink_count() > 0 ? &expand : nullptr);
         if (profile::enabled()) extra.set_bytes(job.shrink_bytes(), job.expand_bytes());
         base_status = base();
         if (base_status == LM_OK && !extra.ran()) job.run_shrink();  // a base that is no cpu::matmul
