@@ -117,9 +117,9 @@ export class SiteBatcher {
     // counts as active and the blocked ones need not wait for it): with a long window the second
     // one is what ends a wait at the tail of a worker's run.
     const windowLeft = this.windowMs - (now - Math.min(...keys.map(oldest)));
-    const lapses = active
-      .filter((s) => !blocked.has(s))
-      .map((s) => this.activeMs - (now - (this.lastSeen.get(s) ?? now)) + 1);
+    const lapses = [...this.lastSeen]
+      .filter(([s, t]) => now - t <= this.activeMs && !blocked.has(s))
+      .map(([, t]) => this.activeMs - (now - t) + 1);
     const wait = Math.max(0, Math.min(windowLeft, ...lapses));
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
