@@ -522,6 +522,10 @@ describe("mesh across namespace hosts: a worker ↔ LoRA-server partition while 
     // none). The replica's placement is a job, so wait for it (bounded) rather than read once.
     let during: { holders: string[]; live: string[] };
     try {
+      // On a fast run the first batch can finish before the cut takes effect, and then nothing
+      // made the worker report. A batch sent while the cut holds must go through the report.
+      const whileCut = await Promise.all(inputs.map((input) => client.complete(input)));
+      whileCut.forEach((r, i) => expect(r.tokenIds, `while cut ${i}`).to.deep.equal(reference[i]?.tokenIds));
       during = await waitFor(
         async () => {
           const hosts = await loraHosts(m, adapter);
