@@ -92,6 +92,7 @@ export {
   type WorkloadSpec,
 } from "./workload";
 export {
+  confirmedSentinel,
   disturbanceReasons,
   disturbedEntries,
   GUARD_THRESHOLDS,
@@ -102,4 +103,5 @@ export {
   MAX_RERUNS,
   type RoundSignals,
   sentinelBaseline,
+  SENTINEL_RETIMES,
 } from "./interference";

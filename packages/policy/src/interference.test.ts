@@ -1,5 +1,6 @@
 import { expect } from "chai";
 import {
+  confirmedSentinel,
   disturbanceReasons,
   disturbedEntries,
   GUARD_THRESHOLDS,
@@ -86,5 +87,32 @@ describe("interference guard (validate-simulator's disturbed rounds)", function 
     expect(sentinelBaseline([])).to.equal(null);
     expect(sentinelBaseline([50, 200, 52])).to.equal(52);
     expect(sentinelBaseline([50, 54, 52, 60])).to.equal(53);
+  });
+
+  it("times a slow sentinel again and keeps the lower timing; a lasting slowness stays slow", function () {
+    // The timings a sentinel would give, in order; each one timed is recorded like the bench does.
+    const run = (sequence: number[], retimes?: number) => {
+      const recorded = [50, 50, 51, 49, 50];
+      let i = 0;
+      const time = (): number => {
+        const ms = sequence[i++] as number;
+        recorded.push(ms);
+        return ms;
+      };
+      const r = confirmedSentinel(time, () => sentinelBaseline(recorded), 1.5, retimes);
+      return { ...r, timed: i };
+    };
+    // An undisturbed timing is not timed again.
+    expect(run([52, 90])).to.deep.equal({ ms: 52, timingsMs: [52], timed: 1 });
+    // One slow timing next to a normal one (a transient in the sentinel itself): the normal one counts.
+    expect(run([85, 51])).to.deep.equal({ ms: 51, timingsMs: [85, 51], timed: 2 });
+    // Slow again (a disturbance that lasts): still over 1.5× the baseline, so the round is flagged.
+    const lasting = run([85, 80]);
+    expect(lasting.ms).to.equal(80);
+    expect(lasting.ms / (sentinelBaseline([50, 50, 51, 49, 50, 85, 80]) as number)).to.be.above(1.5);
+    // At most `retimes` more timings; 0 gives the single timing as before m15p.
+    expect(run([85, 84, 83, 51], 2)).to.deep.equal({ ms: 83, timingsMs: [85, 84, 83], timed: 3 });
+    expect(run([85, 51], 0)).to.deep.equal({ ms: 85, timingsMs: [85], timed: 1 });
+    expect(() => run([50], -1)).to.throw(RangeError);
   });
 });
