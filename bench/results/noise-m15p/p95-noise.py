@@ -10,7 +10,8 @@ For each case of the stored runs given, from the steps file's per-round request 
 - the rounds' own P95s and their spread (max-min over the median).
 Deterministic (seeded). Usage: p95-noise.py RUN [RUN ...] [--rounds-scale K]
 (--rounds-scale K: the two-level bootstrap with K times as many rounds drawn, i.e. what a run of
-3K rounds of the same length would give, assuming rounds like these.)
+3K rounds of the same length would give, assuming rounds like these; --length-scale L: each drawn
+round L times as many requests, i.e. rounds L times as long.)
 """
 import json, random, sys
 
@@ -23,9 +24,14 @@ def q(v, p):
     return s[min(len(s) - 1, int(p * len(s)))]
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
-scale = 1
-if "--rounds-scale" in sys.argv:
-    scale = int(sys.argv[sys.argv.index("--rounds-scale") + 1]); args.remove(str(scale))
+def opt(name):
+    if name not in sys.argv:
+        return 1
+    v = sys.argv[sys.argv.index(name) + 1]
+    args.remove(v)
+    return int(v)
+scale = opt("--rounds-scale")
+length = opt("--length-scale")
 rng = random.Random(15)
 B = 4000
 for run in args:
@@ -43,7 +49,7 @@ for run in args:
             v = []
             for _ in range(k):
                 r = rng.choice(rounds)
-                v.extend(rng.choice(r) for _ in r)
+                v.extend(rng.choice(r) for _ in range(len(r) * length))
             two.append(p95(v))
         rp = [p95(r) for r in rounds]
         med = sorted(rp)[len(rp) // 2]
@@ -54,7 +60,7 @@ for run in args:
             "bootRequestsCi95Pct": [round(100 * (q(flat, 0.025) / p - 1), 1), round(100 * (q(flat, 0.975) / p - 1), 1)],
             "bootRoundsCi95Pct": [round(100 * (q(two, 0.025) / p - 1), 1), round(100 * (q(two, 0.975) / p - 1), 1)],
             "bootRoundsSdPct": round(100 * (sum((x - sum(two) / B) ** 2 for x in two) / B) ** 0.5 / p, 1),
-            "roundsDrawn": k,
+            "roundsDrawn": k, "lengthScale": length,
             "predictedMs": round(pred.get(c["case"], float("nan")), 2),
         }
         print(json.dumps(out))
