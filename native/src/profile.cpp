@@ -22,7 +22,13 @@ std::atomic<int64_t> g_wait_calls[kTables][kOpCount], g_wait_ns[kTables][kOpCoun
 constexpr int kBuckets = 5;
 const int64_t kBucketNs[kBuckets - 1] = {5000, 20000, 100000, 1000000};
 std::atomic<int64_t> g_hist_calls[kTables][kBuckets], g_hist_ns[kTables][kBuckets];
-thread_local Op t_current = kStep;  // set by the step's thread between steps; records come from that thread
+thread_local Op t_current = kStep;
+// One-token matmul jobs by family (record_job), per table.
+struct JobCounter {
+  std::atomic<int64_t> jobs{0}, solo{0}, wall{0}, dispatch{0}, wake{0}, busy{0}, rows_ns{0}, rows_bytes{0}, spread{0},
+      tail{0}, slots{0};
+};
+JobCounter g_jobs[kTables][kOpCount];  // set by the step's thread between steps; records come from that thread
 
 const char* const kNames[kOpCount] = {"embedding", "rmsnorm",  "qkv matmul", "rope",    "kv write",
                                       "attention", "o matmul", "gate_up matmul", "silu_mul", "down matmul",
@@ -74,8 +80,32 @@ void dump_waits(int variant) {
   std::fprintf(stderr, "\n");
 }
 
+void dump_jobs(int variant) {
+  bool any = false;
+  for (int i = 0; i < kOpCount; i++) any = any || g_jobs[variant][i].jobs.load() > 0;
+  if (!any) return;
+  std::fprintf(stderr,
+               "one-token matmul jobs by op%s%s (ms summed over jobs; thread-ms for busy/rows/idle; idle = "
+               "threads x wall - busy; GB/s per thread)\n",
+               (variant & 1) ? ", variant 1" : "", (variant & 2) ? ", steps with adapters" : "");
+  std::fprintf(stderr, "%-16s %7s %6s %9s %9s %9s %9s %9s %8s %9s %9s %9s\n", "op", "jobs", "solo", "wall", "dispatch",
+               "wake", "spread", "tail", "busy", "idle", "rows", "rows GB/s");
+  const auto ms = [](int64_t ns) { return static_cast<double>(ns) / 1e6; };
+  for (int i = 0; i < kOpCount; i++) {
+    const JobCounter& c = g_jobs[variant][i];
+    if (c.jobs.load() == 0) continue;
+    const int64_t woke = c.jobs.load() - c.solo.load();
+    std::fprintf(stderr, "%-16s %7lld %6lld %9.2f %9.2f %9.2f %9.2f %9.2f %8.2f %9.2f %9.2f %9.2f\n", kNames[i],
+                 static_cast<long long>(c.jobs.load()), static_cast<long long>(c.solo.load()), ms(c.wall.load()),
+                 ms(c.dispatch.load()), woke > 0 ? ms(c.wake.load()) : 0.0, ms(c.spread.load()), ms(c.tail.load()),
+                 ms(c.busy.load()), ms(c.slots.load() - c.busy.load()), ms(c.rows_ns.load()),
+                 c.rows_ns.load() > 0 ? static_cast<double>(c.rows_bytes.load()) / static_cast<double>(c.rows_ns.load()) : 0.0);
+  }
+}
+
 void dump() {
   for (int v = 0; v < kTables; v++) dump_waits(v);
+  for (int v = 0; v < kTables; v++) dump_jobs(v);
   for (int v = 0; v < kTables; v++) dump_table(v);
 }
 
@@ -110,6 +140,25 @@ Op enter(Op op) {
   return previous;
 }
 void leave(Op previous) { t_current = previous; }
+Op current() { return t_current; }
+
+void record_job(const JobSplit& j) {
+  JobCounter& c = g_jobs[g_variant][t_current];
+  c.jobs.fetch_add(1, std::memory_order_relaxed);
+  if (j.wake < 0) {
+    c.solo.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    c.wake.fetch_add(j.wake, std::memory_order_relaxed);
+  }
+  c.wall.fetch_add(j.wall, std::memory_order_relaxed);
+  c.dispatch.fetch_add(j.dispatch, std::memory_order_relaxed);
+  c.busy.fetch_add(j.busy, std::memory_order_relaxed);
+  c.rows_ns.fetch_add(j.rows_ns, std::memory_order_relaxed);
+  c.rows_bytes.fetch_add(j.rows_bytes, std::memory_order_relaxed);
+  c.spread.fetch_add(j.spread, std::memory_order_relaxed);
+  c.tail.fetch_add(j.tail, std::memory_order_relaxed);
+  c.slots.fetch_add(j.wall * j.threads, std::memory_order_relaxed);
+}
 
 void set_variant(int variant) { g_variant = variant & (kTables - 1); }
 
