@@ -298,25 +298,6 @@ void LoraJob::expand_columns(int64_t c0, int64_t c1) const {
   }
 }
 
-void LoraJob::prefetch_columns(int64_t c0, int64_t c1) const {
-  if (scratch_ == nullptr || args_.b_transposed) return;
-  const LoraArgs& a = args_;
-  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
-  const int64_t elem = a.weight_dtype == LM_BF16 ? 2 : 4;
-  for (const Task& task : sc.tasks) {
-    const int64_t column = a.slice_offset[task.slice];
-    const int64_t width = a.slice_width[task.slice];
-    const int64_t nb = std::max<int64_t>(c0 - column, 0), ne = std::min<int64_t>(c1 - column, width);
-    if (nb >= ne) continue;
-    const Segment& seg = sc.segments[static_cast<size_t>(task.segment)];
-    const int64_t idx = static_cast<int64_t>(seg.key) * a.n_slices + task.slice;
-    const int64_t rank = a.rank[idx];
-    const char* p = static_cast<const char*>(a.b_pool) + (a.b_offset[idx] + nb * rank) * elem;
-    const int64_t bytes = (ne - nb) * rank * elem;
-    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
-  }
-}
-
 int64_t LoraJob::shrink_bytes() const {
   if (scratch_ == nullptr) return 0;
   const Scratch& sc = *static_cast<const Scratch*>(scratch_);
@@ -377,14 +358,6 @@ bool lora_fuse_expand() {
   static const bool on = [] {
     const char* v = std::getenv("LORAMESH_LORA_FUSE_EXPAND");
     return v == nullptr || std::string(v) != "0";
-  }();
-  return on;
-}
-
-bool lora_b_prefetch() {
-  static const bool on = [] {
-    const char* v = std::getenv("LORAMESH_LORA_B_PREFETCH");
-    return v != nullptr && std::string(v) == "1";
   }();
   return on;
 }

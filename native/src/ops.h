@@ -110,8 +110,6 @@ class LoraJob {
   void expand(int64_t i) const;
   // The expand of output columns [c0, c1) of y (all slices, all rows): what expand() items cover.
   void expand_columns(int64_t c0, int64_t c1) const;
-  // Prefetches into L2 the B rows expand_columns(c0, c1) will read (row-major B only).
-  void prefetch_columns(int64_t c0, int64_t c1) const;
   // Each phase on the pool, or on the calling thread for a small site (< 256 KB of weights).
   void run_shrink() const;
   void run_expand() const;
@@ -135,8 +133,6 @@ int lora_fuse();
 // Under lora_fuse() 1, whether a one-token site's expand also runs in the base matmul's job, on
 // each run of base rows (default; LORAMESH_LORA_FUSE_EXPAND=0: a job of its own after it).
 bool lora_fuse_expand();
-// LORAMESH_LORA_B_PREFETCH=1: MatmulExtra::set_prefetch with LoraJob::prefetch_columns (off by default).
-bool lora_b_prefetch();
 // While one lives on a thread, that thread's next cpu::matmul runs these `n` items in its own pool
 // job before its rows (a LoRA site's shrink reads the same x: one fork/join instead of two). Each
 // item is done whole by one thread, so results are the same. `ran()`: the matmul took them.
@@ -152,11 +148,6 @@ class MatmulExtra {
   MatmulExtra& operator=(const MatmulExtra&) = delete;
   bool ran() const { return ran_; }
   bool after_ran() const { return after_ran_; }
-  // With it, a one-token matmul that runs `after` on a run of rows also calls prefetch(begin, end)
-  // on each 64-row chunk of the run before computing that chunk (issue 17, eighteenth pass:
-  // LORAMESH_LORA_B_PREFETCH: a LoRA site's B rows for those columns fetched into L2 while the base
-  // rows stream, so the expand after the run finds them there). Prefetches only: the same bits.
-  void set_prefetch(const std::function<void(int64_t, int64_t)>* prefetch) { prefetch_ = prefetch; }
   // For the step profile's fused rows: the items' bytes, and `after`'s over all n output rows.
   void set_bytes(int64_t items, int64_t after) {
     items_bytes_ = items;
@@ -168,7 +159,6 @@ class MatmulExtra {
   int64_t n_;
   const std::function<void(int64_t)>& fn_;
   const std::function<void(int64_t, int64_t)>* after_;
-  const std::function<void(int64_t, int64_t)>* prefetch_ = nullptr;
   bool ran_ = false, after_ran_ = false;
   int64_t items_bytes_ = 0, after_bytes_ = 0;
 };

@@ -226,7 +226,6 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
     std::atomic<int64_t> next{0}, next_extra{0}, extra_done{0};
     const std::function<void(int64_t, int64_t)>* after = extra ? extra->after_ : nullptr;
     if (after) extra->after_ran_ = true;
-    const std::function<void(int64_t, int64_t)>* prefetch = after ? extra->prefetch_ : nullptr;
     // Step profile (LORAMESH_STEP_PROFILE=1) of a job with a LoRA site: each thread's time in the
     // shrink items, the poll, the base rows and the expand runs, recorded once per thread.
     // With the profile on, every such job also records how its wall time split (JobSplit):
@@ -278,17 +277,7 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         if (size >= left) size = left;
         if (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) continue;
         t0 = now();
-        if (prefetch != nullptr) {
-          // B's rows for each 64-row chunk fetched into L2 as the chunk's base rows start.
-          constexpr int64_t kChunk = 64;
-          for (int64_t c = begin; c < begin + size; c += kChunk) {
-            const int64_t ce = std::min(begin + size, c + kChunk);
-            (*prefetch)(c, ce);
-            block(x, w, bias, tokens, k, n, c, ce, out);
-          }
-        } else {
-          block(x, w, bias, tokens, k, n, begin, begin + size, out);
-        }
+        block(x, w, bias, tokens, k, n, begin, begin + size, out);
         t1 = now();
         t_base += ns(t0, t1);
         base_rows += size;

@@ -82,8 +82,6 @@ class Step {
       bool expanded = false;
       {
         cpu::MatmulExtra extra(job.shrink_count(), shrink, cpu::lora_fuse_expand() && job.shrink_count() > 0 ? &expand : nullptr);
-        const std::function<void(int64_t, int64_t)> prefetch = [&job](int64_t c0, int64_t c1) { job.prefetch_columns(c0, c1); };
-        if (cpu::lora_b_prefetch()) extra.set_prefetch(&prefetch);
         if (profile::enabled()) extra.set_bytes(job.shrink_bytes(), job.expand_bytes());
         base_status = base();
         if (base_status == LM_OK && !extra.ran()) job.run_shrink();  // a base that is no cpu::matmul
