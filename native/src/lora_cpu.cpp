@@ -32,13 +32,6 @@ namespace {
 
 constexpr int64_t kSegmentRows = 64;
 constexpr int64_t kRankBlock = 16;
-// Development switch (issue 17, eighteenth pass): ranks per shrink item for a few rows
-// (LORAMESH_LORA_RANK_BLOCK, a multiple of 8; any such block gives the same bits).
-const int64_t g_rank_block_few = [] {
-  const char* v = std::getenv("LORAMESH_LORA_RANK_BLOCK");
-  const int64_t b = v == nullptr ? kRankBlock : std::atoll(v);
-  return b >= 8 && b % 8 == 0 ? b : kRankBlock;
-}();
 constexpr int64_t kColumnBlock = 128;
 // Columns per expand item on a k-major B: runs of 4 KB of f32 per Bᵀ row.
 constexpr int64_t kKMajorColumns = 1024;
@@ -206,8 +199,7 @@ bool LoraJob::plan(const LoraArgs& args) {
   for (size_t t = 0; t < tasks.size(); t++) {
     const Segment& seg = segments[static_cast<size_t>(tasks[t].segment)];
     const int32_t rank = a.rank[seg.key * a.n_slices + tasks[t].slice];
-    const int64_t rank_block = seg.end - seg.begin <= kWideRows ? g_rank_block_few : kRankBlock;
-    for (int64_t j = 0; j < rank; j += rank_block) shrink_items.push_back({static_cast<int32_t>(t), j, std::min<int64_t>(rank, j + rank_block)});
+    for (int64_t j = 0; j < rank; j += kRankBlock) shrink_items.push_back({static_cast<int32_t>(t), j, std::min<int64_t>(rank, j + kRankBlock)});
     const int64_t width = a.slice_width[tasks[t].slice];
     int64_t columns = a.b_transposed ? kKMajorColumns : kColumnBlock;
     if (!a.b_transposed && wide && seg.end - seg.begin <= kWideRows) {
