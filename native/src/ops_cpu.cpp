@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "common.h"
@@ -155,6 +156,45 @@ const char* alternating_what() {
   return g_alt_attn ? "LORAMESH_ATTN_PREFETCH" : g_alt_fuse ? "LORAMESH_LORA_FUSE" : "LORAMESH_DECODE_CHUNKS";
 }
 
+namespace {
+
+// The step profile's JobSplit of one one-token matmul job from its indices' marks (start, end in ns
+// from the job's start; the thread that ran each): a thread's span runs from its first index's
+// start to its last index's end.
+template <typename Mark>
+void record_job_split(const Mark* marks, int64_t count, std::chrono::steady_clock::time_point job_start,
+                      int64_t row_bytes) {
+  profile::JobSplit j{};
+  j.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - job_start).count();
+  j.threads = static_cast<int>(count);
+  j.dispatch = -1;
+  j.wake = -1;
+  int64_t caller_end = -1, worker_end_min = -1, worker_end_max = -1;
+  for (int64_t i = 0; i < count; i++) {
+    const Mark& m = marks[i];
+    if (m.end == 0 && m.start == 0) continue;  // an index nobody ran (cannot happen: the caller drains)
+    j.busy += m.end - m.start;
+    j.rows_ns += m.rows_ns;
+    j.rows_bytes += m.rows * row_bytes;
+    if (m.caller) {
+      if (j.dispatch < 0 || m.start < j.dispatch) j.dispatch = m.start;
+      caller_end = std::max(caller_end, m.end);
+    } else {
+      if (j.wake < 0 || m.start < j.wake) j.wake = m.start;
+      worker_end_min = worker_end_min < 0 ? m.end : std::min(worker_end_min, m.end);
+      worker_end_max = std::max(worker_end_max, m.end);
+    }
+  }
+  const int64_t last = std::max(caller_end, worker_end_max);
+  const int64_t first = worker_end_min < 0 ? caller_end : std::min(caller_end, worker_end_min);
+  j.spread = last - first;
+  j.tail = j.wall - last;
+  j.dispatch = std::max<int64_t>(j.dispatch, 0);
+  profile::record_job(j);
+}
+
+}  // namespace
+
 MatmulExtra::MatmulExtra(int64_t n, const std::function<void(int64_t)>& fn,
                          const std::function<void(int64_t, int64_t)>* after)
     : n_(n), fn_(fn), after_(after) {
@@ -188,15 +228,27 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
     if (after) extra->after_ran_ = true;
     // Step profile (LORAMESH_STEP_PROFILE=1) of a job with a LoRA site: each thread's time in the
     // shrink items, the poll, the base rows and the expand runs, recorded once per thread.
-    const bool prof = extra != nullptr && profile::enabled();
-    parallel_for(parts, [&](int64_t) {
-      using clock = std::chrono::steady_clock;
+    // With the profile on, every such job also records how its wall time split (JobSplit):
+    // each index's thread, start and end against the job's start.
+    using clock = std::chrono::steady_clock;
+    const bool timing = profile::enabled();
+    const bool prof = extra != nullptr && timing;
+    struct Mark {
+      int64_t start = 0, end = 0, rows_ns = 0, rows = 0;
+      bool caller = false;
+    };
+    constexpr int64_t kMaxMarks = 64;
+    Mark marks[kMaxMarks];
+    const auto caller = std::this_thread::get_id();
+    const clock::time_point job_start = timing ? clock::now() : clock::time_point{};
+    parallel_for(parts, [&](int64_t index) {
       int64_t t_shrink = 0, t_poll = 0, t_base = 0, t_expand = 0, base_rows = 0, shrunk = 0;
-      const auto now = [prof] { return prof ? clock::now() : clock::time_point{}; };
+      const auto now = [timing] { return timing ? clock::now() : clock::time_point{}; };
       const auto ns = [](clock::time_point a, clock::time_point b) {
         return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
       };
       clock::time_point t0 = now();
+      const clock::time_point index_start = t0;
       for (int64_t e = next_extra.fetch_add(1, std::memory_order_relaxed); e < n_extra;
            e = next_extra.fetch_add(1, std::memory_order_relaxed)) {
         extra->fn_(e);
@@ -235,6 +287,14 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         }
         begin = next.load(std::memory_order_relaxed);
       }
+      if (timing && index < kMaxMarks) {
+        Mark& m = marks[index];
+        m.start = ns(job_start, index_start);
+        m.end = ns(job_start, now());
+        m.rows_ns = t_base;
+        m.rows = base_rows;
+        m.caller = std::this_thread::get_id() == caller;
+      }
       if (prof) {
         profile::record(profile::kFusedShrink, t_shrink, 0, n_extra > 0 ? extra->items_bytes_ * shrunk / n_extra : 0);
         profile::record(profile::kFusedBase, t_base, 0, base_rows * row_bytes);
@@ -244,6 +304,7 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         }
       }
     });
+    if (timing) record_job_split(marks, std::min(parts, kMaxMarks), job_start, row_bytes);
     return;
   }
   // An item is a block of weight rows (a multiple of the 8-row tile) read once for all tokens.

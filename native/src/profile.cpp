@@ -5,6 +5,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <algorithm>
+#include <array>
+#include <mutex>
+#include <vector>
 
 namespace lm::profile {
 
@@ -22,7 +26,21 @@ std::atomic<int64_t> g_wait_calls[kTables][kOpCount], g_wait_ns[kTables][kOpCoun
 constexpr int kBuckets = 5;
 const int64_t kBucketNs[kBuckets - 1] = {5000, 20000, 100000, 1000000};
 std::atomic<int64_t> g_hist_calls[kTables][kBuckets], g_hist_ns[kTables][kBuckets];
-thread_local Op t_current = kStep;  // set by the step's thread between steps; records come from that thread
+thread_local Op t_current = kStep;
+// One-token matmul jobs by family (record_job), per table.
+struct JobCounter {
+  std::atomic<int64_t> jobs{0}, solo{0}, wall{0}, dispatch{0}, wake{0}, busy{0}, rows_ns{0}, rows_bytes{0}, spread{0},
+      tail{0}, slots{0};
+};
+JobCounter g_jobs[kTables][kOpCount];
+// Per-step sums of the quantities above (the projections' jobs: lm_head left out), so the table can
+// give medians over steps: on this VM a run mixes fast and slow minutes, and sums over a run are
+// the slow minutes' figures. Columns: step wall, jobs' wall, idle thread time, base rows' thread
+// time and bytes, fused shrink and expand thread time.
+enum StepCol : int { kSWall, kSJobs, kSIdle, kSRows, kSRowBytes, kSShrink, kSExpand, kSCols };
+std::atomic<int64_t> g_step_acc[kSCols];
+std::mutex g_steps_mutex;
+std::vector<std::array<int64_t, kSCols>> g_steps[kTables];  // set by the step's thread between steps; records come from that thread
 
 const char* const kNames[kOpCount] = {"embedding", "rmsnorm",  "qkv matmul", "rope",    "kv write",
                                       "attention", "o matmul", "gate_up matmul", "silu_mul", "down matmul",
@@ -74,8 +92,59 @@ void dump_waits(int variant) {
   std::fprintf(stderr, "\n");
 }
 
+void dump_jobs(int variant) {
+  bool any = false;
+  for (int i = 0; i < kOpCount; i++) any = any || g_jobs[variant][i].jobs.load() > 0;
+  if (!any) return;
+  std::fprintf(stderr,
+               "one-token matmul jobs by op%s%s (ms summed over jobs; thread-ms for busy/rows/idle; idle = "
+               "threads x wall - busy; GB/s per thread)\n",
+               (variant & 1) ? ", variant 1" : "", (variant & 2) ? ", steps with adapters" : "");
+  std::fprintf(stderr, "%-16s %7s %6s %9s %9s %9s %9s %9s %8s %9s %9s %9s\n", "op", "jobs", "solo", "wall", "dispatch",
+               "wake", "spread", "tail", "busy", "idle", "rows", "rows GB/s");
+  const auto ms = [](int64_t ns) { return static_cast<double>(ns) / 1e6; };
+  for (int i = 0; i < kOpCount; i++) {
+    const JobCounter& c = g_jobs[variant][i];
+    if (c.jobs.load() == 0) continue;
+    const int64_t woke = c.jobs.load() - c.solo.load();
+    std::fprintf(stderr, "%-16s %7lld %6lld %9.2f %9.2f %9.2f %9.2f %9.2f %8.2f %9.2f %9.2f %9.2f\n", kNames[i],
+                 static_cast<long long>(c.jobs.load()), static_cast<long long>(c.solo.load()), ms(c.wall.load()),
+                 ms(c.dispatch.load()), woke > 0 ? ms(c.wake.load()) : 0.0, ms(c.spread.load()), ms(c.tail.load()),
+                 ms(c.busy.load()), ms(c.slots.load() - c.busy.load()), ms(c.rows_ns.load()),
+                 c.rows_ns.load() > 0 ? static_cast<double>(c.rows_bytes.load()) / static_cast<double>(c.rows_ns.load()) : 0.0);
+  }
+}
+
+void dump_step_medians() {
+  const char* const names[kSCols] = {"step", "jobs", "idle", "rows", "rows GB", "shrink", "expand"};
+  for (int v = 0; v < kTables; v++) {
+    std::vector<std::array<int64_t, kSCols>>& steps = g_steps[v];
+    if (steps.empty()) continue;
+    std::fprintf(stderr, "per-step medians%s%s over %zu steps (ms; thread-ms for idle/rows/shrink/expand; rows GB/s per thread of the median step's rows):",
+                 (v & 1) ? ", variant 1" : "", (v & 2) ? ", steps with adapters" : "", steps.size());
+    std::vector<int64_t> col(steps.size());
+    for (int c = 0; c < kSCols; c++) {
+      for (size_t i = 0; i < steps.size(); i++) col[i] = steps[i][static_cast<size_t>(c)];
+      std::nth_element(col.begin(), col.begin() + static_cast<std::ptrdiff_t>(col.size() / 2), col.end());
+      const double m = static_cast<double>(col[col.size() / 2]);
+      std::fprintf(stderr, " %s %.2f;", names[c], c == kSRowBytes ? m / 1e9 : m / 1e6);
+    }
+    // Rows GB/s per thread, step by step, median.
+    std::vector<double> rate;
+    for (const auto& st : steps)
+      if (st[kSRows] > 0) rate.push_back(static_cast<double>(st[kSRowBytes]) / static_cast<double>(st[kSRows]));
+    if (!rate.empty()) {
+      std::nth_element(rate.begin(), rate.begin() + static_cast<std::ptrdiff_t>(rate.size() / 2), rate.end());
+      std::fprintf(stderr, " rows GB/s %.2f", rate[rate.size() / 2]);
+    }
+    std::fprintf(stderr, "\n");
+  }
+}
+
 void dump() {
+  dump_step_medians();
   for (int v = 0; v < kTables; v++) dump_waits(v);
+  for (int v = 0; v < kTables; v++) dump_jobs(v);
   for (int v = 0; v < kTables; v++) dump_table(v);
 }
 
@@ -110,6 +179,31 @@ Op enter(Op op) {
   return previous;
 }
 void leave(Op previous) { t_current = previous; }
+Op current() { return t_current; }
+
+void record_job(const JobSplit& j) {
+  if (t_current != kLmHead) {
+    g_step_acc[kSJobs].fetch_add(j.wall, std::memory_order_relaxed);
+    g_step_acc[kSIdle].fetch_add(j.wall * j.threads - j.busy, std::memory_order_relaxed);
+    g_step_acc[kSRows].fetch_add(j.rows_ns, std::memory_order_relaxed);
+    g_step_acc[kSRowBytes].fetch_add(j.rows_bytes, std::memory_order_relaxed);
+  }
+  JobCounter& c = g_jobs[g_variant][t_current];
+  c.jobs.fetch_add(1, std::memory_order_relaxed);
+  if (j.wake < 0) {
+    c.solo.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    c.wake.fetch_add(j.wake, std::memory_order_relaxed);
+  }
+  c.wall.fetch_add(j.wall, std::memory_order_relaxed);
+  c.dispatch.fetch_add(j.dispatch, std::memory_order_relaxed);
+  c.busy.fetch_add(j.busy, std::memory_order_relaxed);
+  c.rows_ns.fetch_add(j.rows_ns, std::memory_order_relaxed);
+  c.rows_bytes.fetch_add(j.rows_bytes, std::memory_order_relaxed);
+  c.spread.fetch_add(j.spread, std::memory_order_relaxed);
+  c.tail.fetch_add(j.tail, std::memory_order_relaxed);
+  c.slots.fetch_add(j.wall * j.threads, std::memory_order_relaxed);
+}
 
 void set_variant(int variant) { g_variant = variant & (kTables - 1); }
 
@@ -121,6 +215,15 @@ void record(Op op, int64_t ns, int64_t cpu_ns, int64_t bytes) {
     while (b < kBuckets - 1 && ns >= kBucketNs[b]) b++;
     g_hist_calls[g_variant][b].fetch_add(1, std::memory_order_relaxed);
     g_hist_ns[g_variant][b].fetch_add(ns, std::memory_order_relaxed);
+  }
+  if (op == kFusedShrink) g_step_acc[kSShrink].fetch_add(ns, std::memory_order_relaxed);
+  if (op == kFusedExpand) g_step_acc[kSExpand].fetch_add(ns, std::memory_order_relaxed);
+  if (op == kStep) {
+    std::array<int64_t, kSCols> row{};
+    for (int i = 0; i < kSCols; i++) row[static_cast<size_t>(i)] = g_step_acc[i].exchange(0);
+    row[kSWall] = ns;
+    std::lock_guard<std::mutex> lock(g_steps_mutex);
+    g_steps[g_variant].push_back(row);
   }
   Counter& c = g_tables[g_variant][op];
   c.calls.fetch_add(1, std::memory_order_relaxed);

@@ -33,7 +33,7 @@ enum Op : int {
   kFusedShrink,
   kFusedPoll,
   kFusedBase,
-  kFusedExpand,      // whole steps: the ops above plus what runs between them
+  kFusedExpand,
   kOpCount
 };
 
@@ -51,6 +51,22 @@ void record(Op op, int64_t ns, int64_t cpu_ns, int64_t bytes);
 Op enter(Op op);
 void leave(Op previous);
 int64_t process_cpu_ns();
+// The op family being timed on this thread (kStep outside every family).
+Op current();
+
+// How a one-token matmul's pool job spent its wall time (issue 17, eighteenth pass), recorded by
+// the step's thread once per job under the current op family. All in ns; `threads` is how many
+// pool threads the job could use. dispatch: job start to the calling thread's first index (the
+// hand-off: the pool's lock and the wake-up call); wake: job start to the first index a worker
+// ran (-1: no worker ran one, the caller did them all); busy: thread time inside the indices,
+// summed; rows: thread time in base rows, summed, with their weight bytes; spread: the last
+// thread's end minus the first's (the imbalance of the threads' items); tail: the last thread's
+// end to the job's return (the end wait's own cost).
+struct JobSplit {
+  int64_t wall, dispatch, wake, busy, rows_ns, rows_bytes, spread, tail;
+  int threads;
+};
+void record_job(const JobSplit& j);
 
 // Times its scope into `op` when profiling is on.
 class Scope {
