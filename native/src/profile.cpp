@@ -26,7 +26,7 @@ std::atomic<int64_t> g_wait_calls[kTables][kOpCount], g_wait_ns[kTables][kOpCoun
 constexpr int kBuckets = 5;
 const int64_t kBucketNs[kBuckets - 1] = {5000, 20000, 100000, 1000000};
 std::atomic<int64_t> g_hist_calls[kTables][kBuckets], g_hist_ns[kTables][kBuckets];
-thread_local Op t_current = kStep;
+thread_local Op t_current = kStep;  // set by the step's thread between steps; records come from that thread
 // One-token matmul jobs by family (record_job), per table.
 struct JobCounter {
   std::atomic<int64_t> jobs{0}, solo{0}, wall{0}, dispatch{0}, wake{0}, busy{0}, rows_ns{0}, rows_bytes{0}, spread{0},
@@ -40,7 +40,7 @@ JobCounter g_jobs[kTables][kOpCount];
 enum StepCol : int { kSWall, kSJobs, kSIdle, kSRows, kSRowBytes, kSShrink, kSExpand, kSCols };
 std::atomic<int64_t> g_step_acc[kSCols];
 std::mutex g_steps_mutex;
-std::vector<std::array<int64_t, kSCols>> g_steps[kTables];  // set by the step's thread between steps; records come from that thread
+std::vector<std::array<int64_t, kSCols>> g_steps[kTables];
 
 const char* const kNames[kOpCount] = {"embedding", "rmsnorm",  "qkv matmul", "rope",    "kv write",
                                       "attention", "o matmul", "gate_up matmul", "silu_mul", "down matmul",
@@ -179,7 +179,6 @@ Op enter(Op op) {
   return previous;
 }
 void leave(Op previous) { t_current = previous; }
-Op current() { return t_current; }
 
 void record_job(const JobSplit& j) {
   if (t_current != kLmHead) {

@@ -51,8 +51,6 @@ void record(Op op, int64_t ns, int64_t cpu_ns, int64_t bytes);
 Op enter(Op op);
 void leave(Op previous);
 int64_t process_cpu_ns();
-// The op family being timed on this thread (kStep outside every family).
-Op current();
 
 // How a one-token matmul's pool job spent its wall time (issue 17, eighteenth pass), recorded by
 // the step's thread once per job under the current op family. All in ns; `threads` is how many
