@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "simd.h"
@@ -329,6 +330,109 @@ inline void prefetch_lines_l2(const W* p, int64_t n) {
 // neither the expand nor the step moved (issue 17, fourteenth pass). Off by default.
 constexpr int64_t kFarPrefetchTiles = 8;
 
+// The one-token LoRA expand on bf16 B rows (short: rank elements), 16 rows a tile. tile<W, 1>
+// widens each row pair's 8 elements of a k step with two 16-byte loads, an insert, a zero-extension
+// and a shift: five instructions per FMA, which held the expand near 13 GB/s a thread where the base
+// rows' long tiles read ~30 (issue 17, nineteenth pass). Here each row's 64-byte line (32 elements,
+// four k steps) is one load; one word permute of a row pair's two lines puts two k steps of both
+// rows in the even and odd words, and a shift or a mask makes each an f32 vector with exactly
+// pair()'s lanes (row r's 8 elements, then row r+1's). The FMAs, their order per lane, the reduction
+// (hsum8) and the k tail are tile<W, 1>'s: the same bits.
+#define LM_AVX512BW __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
+
+bool detect_avx512bw() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bw");
+}
+const bool g_has_avx512bw = detect_avx512bw();
+bool g_expand16 = [] {
+  const char* v = std::getenv("LORAMESH_LORA_EXPAND16");
+  return v == nullptr || (std::strcmp(v, "0") != 0 && std::strcmp(v, "alt") != 0);
+}();
+// Tiles (16 rows each) that the expand tile prefetches ahead, into L2.
+int64_t g_expand16_ahead = [] {
+  const char* v = std::getenv("LORAMESH_LORA_EXPAND16_AHEAD");
+  return v != nullptr ? std::max<int64_t>(0, std::atoll(v)) : int64_t(4);
+}();
+
+bool g_expand16_l1 = false;
+
+LM_AVX512BW void expand16_bf16(const uint16_t* const rows[16], int64_t k, const float* x, float out[16]) {
+  // Word 2i + e of a permuted pair (i < 8: row r, else row r+1; element (i & 7)) for the steps
+  // 2g + e of a 32-element line: index bit 5 picks the second row's line.
+  alignas(64) static const uint16_t kIdx[2][32] = {
+      {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 32, 40, 33, 41, 34, 42, 35, 43, 36, 44, 37, 45, 38, 46, 39, 47},
+      {16, 24, 17, 25, 18, 26, 19, 27, 20, 28, 21, 29, 22, 30, 23, 31,
+       48, 56, 49, 57, 50, 58, 51, 59, 52, 60, 53, 61, 54, 62, 55, 63}};
+  const __m512i idx0 = _mm512_load_si512(kIdx[0]), idx1 = _mm512_load_si512(kIdx[1]);
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m512 acc[8];
+  for (int p = 0; p < 8; p++) acc[p] = _mm512_setzero_ps();
+  const int64_t lines = k / 32;
+  for (int64_t l = 0; l < lines; l++) {
+    const int64_t i = l * 32;
+    const __m512 x0 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+    const __m512 x1 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 8));
+    const __m512 x2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 16));
+    const __m512 x3 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 24));
+    for (int p = 0; p < 8; p++) {
+      const __m512i a = _mm512_loadu_si512(rows[2 * p] + i), b = _mm512_loadu_si512(rows[2 * p + 1] + i);
+      const __m512i lo = _mm512_permutex2var_epi16(a, idx0, b), hi = _mm512_permutex2var_epi16(a, idx1, b);
+      acc[p] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo, 16)), x0, acc[p]);
+      acc[p] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(lo, high)), x1, acc[p]);
+      acc[p] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi, 16)), x2, acc[p]);
+      acc[p] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi, high)), x3, acc[p]);
+    }
+  }
+  const int64_t main = k & ~int64_t(7);
+  for (int64_t i = lines * 32; i < main; i += 8) {
+    const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+    for (int p = 0; p < 8; p++) acc[p] = _mm512_fmadd_ps(pair(rows[2 * p], rows[2 * p + 1], i), xv, acc[p]);
+  }
+  for (int p = 0; p < 8; p++) {
+    out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p]));
+    out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1));
+  }
+  for (int64_t i = main; i < k; i++) {
+    for (int r = 0; r < 16; r++) out[r] = fma1(widen(rows[r][i]), x[i], out[r]);
+  }
+}
+
+// Rows [j, re) in 16-row tiles for one input; returns the first row not done. The tiles' rows are
+// split into `g_expand16_streams` regions (1, 2, 4 or 8) read side by side: a tile takes 16/S
+// consecutive rows from each region.
+int64_t g_expand16_streams = [] {
+  const char* v = std::getenv("LORAMESH_LORA_EXPAND16_STREAMS");
+  return v != nullptr ? std::max<int64_t>(1, std::atoll(v)) : int64_t(1);
+}();
+int64_t expand16_rows(const float* x, const uint16_t* w, int64_t k, int64_t j, int64_t re, float* out, int64_t rb) {
+  const int64_t tiles = (re - j) / 16;
+  if (tiles == 0) return j;
+  const int64_t streams = g_expand16_streams;
+  const int64_t per = 16 / streams;        // rows a tile takes from each region
+  const int64_t region = tiles * per;      // rows in a region
+  const int64_t ahead = g_expand16_ahead;
+  const bool l1 = g_expand16_l1;
+  for (int64_t t = 0; t < tiles; t++) {
+    const uint16_t* rows[16];
+    int64_t idx[16];
+    for (int64_t s = 0; s < streams; s++) {
+      for (int64_t q = 0; q < per; q++) {
+        idx[s * per + q] = j + s * region + t * per + q;
+        rows[s * per + q] = w + idx[s * per + q] * k;
+      }
+      if (ahead > 0 && t + ahead < tiles) {
+        const uint16_t* p = w + (j + s * region + (t + ahead) * per) * k;
+        l1 ? prefetch_lines(p, per * k) : prefetch_lines_l2(p, per * k);
+      }
+    }
+    float res[16];
+    expand16_bf16(rows, k, x, res);
+    for (int r = 0; r < 16; r++) out[idx[r] - rb] = res[r];
+  }
+  return j + tiles * 16;
+}
+
 template <typename W, int R, int C>
 LM_AVX2 void tile_avx2(const W* w, int64_t k, const float* const* xs, float out[8][6]) {
   __m256 acc[R][C];
@@ -552,6 +656,10 @@ void rows_ptr_impl(const float* const* xs, const W* w, int64_t tokens, int64_t k
         for (int r = 0; r < 8; r++) out[j + r - rb] = res[r][0];
       }
     }
+    if constexpr (std::is_same_v<W, uint16_t>) {
+      if (tokens == 1 && g_expand16 && g_has_avx512bw && row_bytes <= kPrefetchRowBytes && k >= 32)
+        j = expand16_rows(xs[0], w, k, j, re, out, rb);
+    }
     // Short rows (the LoRA expand: B's rows are rank long) make a tile 2 KB or less: prefetch the
     // tiles two ahead, as the AVX2 path does (rows_avx2).
     const bool short_prefetch = g_prefetch && row_bytes <= kPrefetchRowBytes;
@@ -608,6 +716,36 @@ void set_packed(bool on) { g_packed = on; }
 void set_prefetch(bool on) { g_prefetch = on; }
 void set_gemv_prefetch(bool on) { g_gemv_prefetch = on; }
 void set_short_prefetch_far(bool on) { g_short_far = on; }
+void set_expand16(bool on) {
+#ifdef LM_X86
+  g_expand16 = on;
+#else
+  (void)on;
+#endif
+}
+void set_expand16_streams(int64_t s) {
+#ifdef LM_X86
+  g_expand16_streams = s;
+#else
+  (void)s;
+#endif
+}
+void set_expand16_prefetch(int64_t tiles, bool l1) {
+#ifdef LM_X86
+  g_expand16_ahead = tiles;
+  g_expand16_l1 = l1;
+#else
+  (void)tiles;
+  (void)l1;
+#endif
+}
+bool expand16_active() {
+#ifdef LM_X86
+  return g_expand16 && g_has_avx512bw && avx512_active();
+#else
+  return false;
+#endif
+}
 
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n, int64_t rb,
                  int64_t re, float* out) {

@@ -111,6 +111,12 @@ const bool g_alt_far = std::strcmp(prefetch_far_env(), "alt") == 0;
   if (std::strcmp(prefetch_far_env(), "1") == 0) gemm::set_short_prefetch_far(true);
   return true;
 }();
+// The one-token bf16 expand's 16-row line tile (gemm.h): LORAMESH_LORA_EXPAND16=alt switches it at
+// every one-token step, for same-process comparisons with the 8-row tile. Same bits either way.
+const bool g_alt_expand16 = [] {
+  const char* v = std::getenv("LORAMESH_LORA_EXPAND16");
+  return v != nullptr && std::strcmp(v, "alt") == 0;
+}();
 // Attention's KV rows prefetched into L2 at the start of each head group: on by default (−17 to
 // −27 % of attention's time at context 256–320, alternated in one process; issue 17, thirteenth
 // pass). LORAMESH_ATTN_PREFETCH=0 turns it off, =alt switches it at every one-token step
@@ -144,14 +150,16 @@ void matmul_block(const float* x, const void* w, const float* bias, int64_t toke
 void set_attn_prefetch(bool on) { g_attn_prefetch.store(on, std::memory_order_relaxed); }
 void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
-bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far; }
+bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16; }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);
   if (g_alt_attn) g_attn_prefetch.store((variant & 1) != 0, std::memory_order_relaxed);
   if (g_alt_far) gemm::set_short_prefetch_far((variant & 1) != 0);
+  if (g_alt_expand16) gemm::set_expand16((variant & 1) != 0);
 }
 const char* alternating_what() {
+  if (g_alt_expand16) return "LORAMESH_LORA_EXPAND16";
   if (g_alt_far) return "LORAMESH_LORA_PREFETCH_FAR";
   return g_alt_attn ? "LORAMESH_ATTN_PREFETCH" : g_alt_fuse ? "LORAMESH_LORA_FUSE" : "LORAMESH_DECODE_CHUNKS";
 }

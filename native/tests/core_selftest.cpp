@@ -153,8 +153,9 @@ static int check_matmul(std::mt19937& rng) {
 static int check_rows_ptr(std::mt19937& rng) {
   int failures = 0;
   for (lm_dtype wd : {LM_F32, LM_BF16}) {
-    for (int64_t k : {int64_t(2053), int64_t(128), int64_t(37)}) {
-      const int64_t n = 53, rb = 3, re = 51;
+    for (int64_t k : {int64_t(2053), int64_t(128), int64_t(37), int64_t(256), int64_t(96), int64_t(72), int64_t(16),
+                      int64_t(8), int64_t(43)}) {
+      const int64_t n = 77, rb = 3, re = 74;
       std::vector<float> x = random_floats(rng, static_cast<size_t>(k));
       std::vector<float> wf = random_floats(rng, static_cast<size_t>(n * k), 0.1f);
       std::vector<uint16_t> wb(wf.size());
@@ -162,17 +163,19 @@ static int check_rows_ptr(std::mt19937& rng) {
       const float* xs[1] = {x.data()};
       std::vector<float> ref;
       bool same = true;
-      for (int mode : {0, 1, 2}) {  // scalar; SIMD with prefetch; SIMD without
+      // scalar; SIMD with prefetch; SIMD without; SIMD without the 16-row expand tile (bf16, one input)
+      for (int mode : {0, 1, 2, 3}) {
         lm::simd::set_enabled(mode != 0);
         lm::gemm::set_prefetch(mode != 2);
         lm::gemm::set_gemv_prefetch(mode != 2);
+        lm::gemm::set_expand16(mode != 3);
         std::vector<float> out(static_cast<size_t>(re - rb));
         if (wd == LM_F32) lm::gemm::matmul_rows_ptr(xs, wf.data(), 1, k, rb, re, out.data(), re - rb);
         else lm::gemm::matmul_rows_ptr(xs, wb.data(), 1, k, rb, re, out.data(), re - rb);
         if (ref.empty()) ref = out;
         else if (std::memcmp(ref.data(), out.data(), out.size() * 4) != 0) same = false;
       }
-      std::printf("lora tiles %s one input k=%lld: scalar, SIMD, prefetch or not identical: %s\n",
+      std::printf("lora tiles %s one input k=%lld: scalar, SIMD, prefetch or not, 16-row expand tile or not identical: %s\n",
                   wd == LM_F32 ? "f32" : "bf16", static_cast<long long>(k), same ? "yes" : "NO");
       if (!same) failures++;
     }
@@ -180,6 +183,7 @@ static int check_rows_ptr(std::mt19937& rng) {
   lm::simd::set_enabled(true);
   lm::gemm::set_prefetch(true);
   lm::gemm::set_gemv_prefetch(true);
+  lm::gemm::set_expand16(true);
   return failures;
 }
 
