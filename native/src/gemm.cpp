@@ -331,13 +331,14 @@ inline void prefetch_lines_l2(const W* p, int64_t n) {
 constexpr int64_t kFarPrefetchTiles = 8;
 
 // The one-token LoRA expand on bf16 B rows (short: rank elements), 16 rows a tile. tile<W, 1>
-// widens each row pair's 8 elements of a k step with two 16-byte loads, an insert, a zero-extension
-// and a shift: five instructions per FMA, which held the expand near 13 GB/s a thread where the base
-// rows' long tiles read ~30 (issue 17, nineteenth pass). Here each row's 64-byte line (32 elements,
-// four k steps) is one load; one word permute of a row pair's two lines puts two k steps of both
-// rows in the even and odd words, and a shift or a mask makes each an f32 vector with exactly
-// pair()'s lanes (row r's 8 elements, then row r+1's). The FMAs, their order per lane, the reduction
-// (hsum8) and the k tail are tile<W, 1>'s: the same bits.
+// reads each row pair 16 bytes a row per k step (two loads, an insert, a widening and a shift per
+// FMA), so a 2 KB tile has its 32 lines all in use at once. Here each row's 64-byte line (32
+// elements, four k steps) is one load, used up before the next; a word permute of a row pair's two
+// lines puts two k steps of both rows in the even and odd words, and a shift or a mask makes each
+// an f32 vector with exactly pair()'s lanes (row r's 8 elements, then row r+1's). The FMAs, their
+// order per lane, the reduction (hsum8) and the k tail are tile<W, 1>'s: the same bits. One thread
+// streaming 200 MB of r128 B from memory: 13–18 GB/s against the 8-row tile's 11–15; from L2 it is
+// not faster (issue 17, nineteenth pass), so what it wins is in how the lines are read.
 #define LM_AVX512BW __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
 
 bool detect_avx512bw() {
@@ -349,13 +350,10 @@ bool g_expand16 = [] {
   const char* v = std::getenv("LORAMESH_LORA_EXPAND16");
   return v == nullptr || (std::strcmp(v, "0") != 0 && std::strcmp(v, "alt") != 0);
 }();
-// Tiles (16 rows each) that the expand tile prefetches ahead, into L2.
-int64_t g_expand16_ahead = [] {
-  const char* v = std::getenv("LORAMESH_LORA_EXPAND16_AHEAD");
-  return v != nullptr ? std::max<int64_t>(0, std::atoll(v)) : int64_t(4);
-}();
-
-bool g_expand16_l1 = false;
+// 16-row tiles the expand prefetches ahead into L2 (16 KB at r128). In a one-thread read of 200 MB
+// of B the distance (0 to 16 tiles, L1 or L2) did not change the rate; the tile's whole-line loads
+// did (issue 17, nineteenth pass).
+constexpr int64_t kExpand16Ahead = 4;
 
 LM_AVX512BW void expand16_bf16(const uint16_t* const rows[16], int64_t k, const float* x, float out[16]) {
   // Word 2i + e of a permuted pair (i < 8: row r, else row r+1; element (i & 7)) for the steps
@@ -398,37 +396,20 @@ LM_AVX512BW void expand16_bf16(const uint16_t* const rows[16], int64_t k, const 
   }
 }
 
-// Rows [j, re) in 16-row tiles for one input; returns the first row not done. The tiles' rows are
-// split into `g_expand16_streams` regions (1, 2, 4 or 8) read side by side: a tile takes 16/S
-// consecutive rows from each region.
-int64_t g_expand16_streams = [] {
-  const char* v = std::getenv("LORAMESH_LORA_EXPAND16_STREAMS");
-  return v != nullptr ? std::max<int64_t>(1, std::atoll(v)) : int64_t(1);
-}();
+// Rows [j, re) in 16-row tiles for one input; returns the first row not done. B's rows are
+// contiguous ([width, rank]), so the tiles ahead are one run of lines.
 int64_t expand16_rows(const float* x, const uint16_t* w, int64_t k, int64_t j, int64_t re, float* out, int64_t rb) {
   const int64_t tiles = (re - j) / 16;
-  if (tiles == 0) return j;
-  const int64_t streams = g_expand16_streams;
-  const int64_t per = 16 / streams;        // rows a tile takes from each region
-  const int64_t region = tiles * per;      // rows in a region
-  const int64_t ahead = g_expand16_ahead;
-  const bool l1 = g_expand16_l1;
+  const int64_t tile_elems = 16 * k;
+  const uint16_t* first = w + j * k;
+  prefetch_lines_l2(first, std::min(tiles, kExpand16Ahead) * tile_elems);
   for (int64_t t = 0; t < tiles; t++) {
+    if (t + kExpand16Ahead < tiles) prefetch_lines_l2(first + (t + kExpand16Ahead) * tile_elems, tile_elems);
     const uint16_t* rows[16];
-    int64_t idx[16];
-    for (int64_t s = 0; s < streams; s++) {
-      for (int64_t q = 0; q < per; q++) {
-        idx[s * per + q] = j + s * region + t * per + q;
-        rows[s * per + q] = w + idx[s * per + q] * k;
-      }
-      if (ahead > 0 && t + ahead < tiles) {
-        const uint16_t* p = w + (j + s * region + (t + ahead) * per) * k;
-        l1 ? prefetch_lines(p, per * k) : prefetch_lines_l2(p, per * k);
-      }
-    }
+    for (int r = 0; r < 16; r++) rows[r] = first + (t * 16 + r) * k;
     float res[16];
     expand16_bf16(rows, k, x, res);
-    for (int r = 0; r < 16; r++) out[idx[r] - rb] = res[r];
+    for (int r = 0; r < 16; r++) out[j + t * 16 + r - rb] = res[r];
   }
   return j + tiles * 16;
 }
@@ -721,29 +702,6 @@ void set_expand16(bool on) {
   g_expand16 = on;
 #else
   (void)on;
-#endif
-}
-void set_expand16_streams(int64_t s) {
-#ifdef LM_X86
-  g_expand16_streams = s;
-#else
-  (void)s;
-#endif
-}
-void set_expand16_prefetch(int64_t tiles, bool l1) {
-#ifdef LM_X86
-  g_expand16_ahead = tiles;
-  g_expand16_l1 = l1;
-#else
-  (void)tiles;
-  (void)l1;
-#endif
-}
-bool expand16_active() {
-#ifdef LM_X86
-  return g_expand16 && g_has_avx512bw && avx512_active();
-#else
-  return false;
 #endif
 }
 

@@ -21,11 +21,8 @@ void set_prefetch(bool on);
 void set_short_prefetch_far(bool on);
 // The one-token expand on bf16 B in 16-row tiles that load whole 64-byte lines (AVX-512 BW; on by
 // default, LORAMESH_LORA_EXPAND16=0 turns it off, =alt switches it at every one-token step). Same
-// bits as the 8-row tile. expand16_active: on and this CPU runs it.
+// bits as the 8-row tile.
 void set_expand16(bool on);
-bool expand16_active();
-void set_expand16_prefetch(int64_t tiles, bool l1);
-void set_expand16_streams(int64_t s);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
 // LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.
 void set_gemv_prefetch(bool on);
