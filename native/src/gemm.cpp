@@ -5,6 +5,8 @@
 // block is widened to f32 once into a thread-local buffer and reused by every token tile.
 // AVX2-only CPUs run R rows × C tokens tiles of 8-lane ymm accumulators (8 rows at decode; also
 // the LoRA shrink/expand), and CPUs without AVX2 the scalar dot products; both give the same bits.
+// The one-token LoRA expand on bf16 B (short rows) takes 16-row tiles that load whole 64-byte
+// lines (expand16_bf16, AVX-512 BW), with the 8-row tile's lanes and order: the same bits.
 #include "gemm.h"
 
 #include <algorithm>
@@ -332,7 +334,7 @@ constexpr int64_t kFarPrefetchTiles = 8;
 
 // The one-token LoRA expand on bf16 B rows (short: rank elements), 16 rows a tile. tile<W, 1>
 // reads each row pair 16 bytes a row per k step (two loads, an insert, a widening and a shift per
-// FMA), so a 2 KB tile has its 32 lines all in use at once. Here each row's 64-byte line (32
+// FMA), so all 32 lines of a 2 KB tile stay in use until the tile ends. Here each row's 64-byte line (32
 // elements, four k steps) is one load, used up before the next; a word permute of a row pair's two
 // lines puts two k steps of both rows in the even and odd words, and a shift or a mask makes each
 // an f32 vector with exactly pair()'s lanes (row r's 8 elements, then row r+1's). The FMAs, their
