@@ -1234,36 +1234,38 @@ writeFileSync(
   join(replaying ? tmpdir() : RESULTS, "validate-steps.json"),
   `${JSON.stringify({
     rounds,
-    probes: PROBE_ORDER.map((k) => ({
-      case: PROBES[k].name,
-      mode: PROBES[k].mode,
-      seeds: probeRounds[k].map((r) => r.seed ?? PROBE_SEED),
-      rounds: probeRounds[k].map((r) => r.stepProfile),
-      firstSteps: probeRounds[k].map((r) => r.firstStep ?? null),
-      // Each round's requests' TTFTs (ms, 0.01 ms), so that a replay fits the hops as the run did
-      // (on the requests pooled; since m15l).
-      requestTtftsMs: probeRounds[k].map((r) => (r.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
-      // Their arrivals (s from the run's start, in the same order; since m15p), so a later model can
-      // fit each request's wake-up (its idle gap) on the run's own probes.
-      requestArrivalsS: probeRounds[k].map((r) => (r.requests ?? []).map(arrivalOf)),
-    })),
-    // The step-only probes (m15q) follow, in the same form.
-    ...STEP_PROBE_ORDER.flatMap((k) => {
-      const r = stepProbeRounds[k];
-      if (!r || r.length === 0) return [];
-      return [
-        {
-          case: STEP_PROBES[k].name,
-          mode: STEP_PROBES[k].mode,
-          stepsOnly: true,
-          seeds: r.map((x) => x.seed ?? PROBE_SEED),
-          rounds: r.map((x) => x.stepProfile),
-          firstSteps: r.map((x) => x.firstStep ?? null),
-          requestTtftsMs: r.map((x) => (x.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
-          requestArrivalsS: r.map((x) => (x.requests ?? []).map(arrivalOf)),
-        },
-      ];
-    }),
+    probes: [
+      ...PROBE_ORDER.map((k) => ({
+        case: PROBES[k].name,
+        mode: PROBES[k].mode,
+        seeds: probeRounds[k].map((r) => r.seed ?? PROBE_SEED),
+        rounds: probeRounds[k].map((r) => r.stepProfile),
+        firstSteps: probeRounds[k].map((r) => r.firstStep ?? null),
+        // Each round's requests' TTFTs (ms, 0.01 ms), so that a replay fits the hops as the run did
+        // (on the requests pooled; since m15l).
+        requestTtftsMs: probeRounds[k].map((r) => (r.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
+        // Their arrivals (s from the run's start, in the same order; since m15p), so a later model can
+        // fit each request's wake-up (its idle gap) on the run's own probes.
+        requestArrivalsS: probeRounds[k].map((r) => (r.requests ?? []).map(arrivalOf)),
+      })),
+      // The step-only probes (m15q) follow, in the same form.
+      ...STEP_PROBE_ORDER.flatMap((k) => {
+        const r = stepProbeRounds[k];
+        if (!r || r.length === 0) return [];
+        return [
+          {
+            case: STEP_PROBES[k].name,
+            mode: STEP_PROBES[k].mode,
+            stepsOnly: true,
+            seeds: r.map((x) => x.seed ?? PROBE_SEED),
+            rounds: r.map((x) => x.stepProfile),
+            firstSteps: r.map((x) => x.firstStep ?? null),
+            requestTtftsMs: r.map((x) => (x.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
+            requestArrivalsS: r.map((x) => (x.requests ?? []).map(arrivalOf)),
+          },
+        ];
+      }),
+    ],
     cases: CASES.map((c, i) => ({
       case: c.name,
       mode: c.mode,
