@@ -31,6 +31,10 @@
  * as long as them) run 40 s a round since m15p (20 s before): a 4 req/s case's pooled P95 was as
  * noisy as the target is wide (docs/evaluation.md §5). The steps file keeps each request's arrival
  * next to its TTFT (`requestArrivalsS`) since m15p.
+ * Since m15q a fifth probe, disaggregated at the case's 4 req/s (`STEP_PROBES`, as long as the cases,
+ * run after the disaggregated case in each round), enters the step-period fit only: with the 2 req/s
+ * probe it gives that mode an idle slope of its own instead of the coupled probes'. `--no-step-probes`
+ * neither runs nor fits it (the model before); a replay of a run stored before m15q has none.
  * --quick: one round, shorter probes and cases (8 s), for iterating; the numbers are noisier.
  * --replay REPORT.json [--replay-steps STEPS.json]: measure nothing; refit and re-simulate an earlier
  * run from its report and step profiles (`validate-steps*.json`, default: `validate-steps` named like
@@ -112,6 +116,8 @@ const noHybridBusyHops = args.includes("--no-hybrid-busy-hops");
 const noSharedIdle = args.includes("--no-shared-idle");
 // `--no-idle-shift`: a borrowed idle slope applies within the lender's idle fractions (before m15l).
 const noIdleShift = args.includes("--no-idle-shift");
+// `--no-step-probes`: neither run nor fit the step-only probes (`STEP_PROBES`; the model before m15q).
+const noStepProbes = args.includes("--no-step-probes");
 // `--hop-probes K,K,…`: the probes the shared hops are fitted on (default below; m15h–m15k: all four).
 const hopProbesFlag = flag("--hop-probes");
 // `--busy-hop-cap N`: the most steps `hybridBusyHopSteps` may reach (m15j–m15k: 4).
@@ -363,6 +369,28 @@ const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
 };
 
 /**
+ * Probes whose steps enter the step-period fit only, not the request hops' (m15q). The disaggregated
+ * mode was probed at one rate (2 req/s) and took the coupled probes' idle slope; in the 40-s runs of
+ * 04:25–05:45 its 4 req/s case's lone decode steps ran 0.73 ms against its probe's 1.05 (busy 0.055
+ * against 0.035), a drop the coupled slope prices at ~0.09 ms, and the case's mean TPOT came out
+ * 16–27 % high. A second disaggregated probe at the case's rate, as long as the cases, lets that mode
+ * fit its own idle slope across its two rates (`MIN_RATE_IDLE_SPREAD`). Seeds as the other probes'.
+ */
+const STEP_PROBES: Record<"disaggregatedHigh", Case & { seconds: number }> = {
+  disaggregatedHigh: {
+    name: "probe: disaggregated, 4 req/s",
+    mode: "disaggregated",
+    policy: "rank-aware",
+    rate: 4,
+    seconds: Number(flag("--high-probe-seconds") ?? duration),
+  },
+};
+type StepProbeKey = keyof typeof STEP_PROBES;
+const STEP_PROBE_ORDER: StepProbeKey[] = noStepProbes ? [] : ["disaggregatedHigh"];
+/** Where a step-only probe runs in a round: after the case of its mode (the drift on both sides). */
+const STEP_PROBE_AFTER_CASE: Record<StepProbeKey, number> = { disaggregatedHigh: 2 };
+
+/**
  * The probes the shared request hops are fitted on (`--hop-probes`). Since m15l: both coupled
  * probes and the disaggregated one, not the hybrid probe. The hybrid probe's tail holds the wait of
  * its requests that reach a stepping worker, which has its own term (`hybridBusyHopSteps`, fitted on
@@ -381,18 +409,26 @@ const HOP_PROBES: ReadonlyArray<keyof StackProbes> = (
 function probeOverheads(
   cal: Calibration,
   measured: Record<keyof StackProbes, RoundsRun>,
+  stepOnly: Partial<Record<StepProbeKey, RoundsRun>>,
 ): { calibration: Calibration; probes: unknown[] } {
   const specs = PROBES;
+  const stepOnlyKeys = STEP_PROBE_ORDER.filter((k) => stepOnly[k] !== undefined);
   // Each round of each probe is its own run: the idle term is fitted on differences between runs.
+  // Each run carries its rate: a mode probed at two rates fits its own idle slope (m15q). The
+  // step-only probes come last, so the coupled mode stays the idle slope's lender.
+  const profileRuns = (spec: Case, run: RoundsRun) =>
+    run.rounds.map((r) => ({
+      mode: spec.mode,
+      steps: r.stepProfile,
+      ...(r.firstStep ? { first: r.firstStep } : {}),
+      busyFraction: busyFractionOf(r),
+      rate: spec.rate,
+    }));
   const stepPeriods = fitStepPeriods(
-    (Object.keys(specs) as Array<keyof StackProbes>).flatMap((k) =>
-      measured[k].rounds.map((r) => ({
-        mode: specs[k].mode,
-        steps: r.stepProfile,
-        ...(r.firstStep ? { first: r.firstStep } : {}),
-        busyFraction: busyFractionOf(r),
-      })),
-    ),
+    [
+      ...(Object.keys(specs) as Array<keyof StackProbes>).flatMap((k) => profileRuns(specs[k], measured[k])),
+      ...stepOnlyKeys.flatMap((k) => profileRuns(STEP_PROBES[k], stepOnly[k] as RoundsRun)),
+    ],
     // The rank's cost is the LoRA kernel's, measured by `loramesh calibrate`: per unit of rank and
     // decode token, at every LoRA site of the step.
     {
@@ -525,9 +561,8 @@ function probeOverheads(
   log(
     `probes: step period ${(["coupled", "disaggregated", "hybrid"] as const).map(modeLine).join("; ")}; stream end ${ms(k.streamEndUs)} ms; request overhead median / P95 ${ms(k.requestOverheadUs)} / ${ms(k.requestOverheadP95Us)} ms + ${ms(k.requestOverheadPerIdleUs)} × (${k.requestOverheadWakeTauS ? `wake fraction, τ ${k.requestOverheadWakeTauS} s,` : "idle fraction"} − ${(k.requestOverheadIdleRef ?? 0).toFixed(3)}), idle within ${JSON.stringify(k.requestOverheadIdleRange?.map((x) => Number(x.toFixed(3))) ?? null)} (disaggregated ${ms(k.remoteRequestOverheadUs)} / ${ms(k.remoteRequestOverheadP95Us)} ms) → ${file}`,
   );
-  return {
-    calibration: calibrated,
-    probes: Object.entries(specs).map(([key, c]) => {
+  const probeEntries: unknown[] = [
+    ...Object.entries(specs).map(([key, c]) => {
       const fitted = simulateProbe(probes[key as keyof StackProbes], calibrated);
       const run = measured[key as keyof StackProbes];
       const each = run.rounds;
@@ -581,7 +616,38 @@ function probeOverheads(
         fitted,
       };
     }),
-  };
+    ...stepOnlyKeys.map((key) => {
+      const c = STEP_PROBES[key];
+      const run = stepOnly[key] as RoundsRun;
+      const cost = new CostModel(calibrated);
+      const seeds = run.rounds.map((r) => r.seed ?? PROBE_SEED);
+      return {
+        case: c.name,
+        seed: seeds[0],
+        seeds,
+        // Fitted into the step periods only; its TTFT is reported, not fitted to.
+        stepsOnly: true,
+        hopsFittedOn: false,
+        measured: {
+          ttftMs: run.ttftMs,
+          tpotMs: run.tpotMs,
+          throughputTokensPerSecond: run.throughputTokensPerSecond,
+          completed: run.completed,
+          errors: run.errors,
+          busyCores: run.busyCores,
+          rounds: run.rounds.map((r) => ({
+            ttftMs: r.ttftMs,
+            tpotMs: r.tpotMs,
+            busyCores: r.busyCores,
+            ...guardFields(r),
+          })),
+        },
+        steps: stepSummary(run.rounds, stepPeriods, c.mode),
+        fitted: medianOverRounds(seeds, (seed) => summary(predict({ ...c, seed }, cost, c.seconds))),
+      };
+    }),
+  ];
+  return { calibration: calibrated, probes: probeEntries };
 }
 
 interface Measured {
@@ -937,6 +1003,8 @@ interface Runs {
   load: { start: number; end?: number };
   warmUp: unknown;
   probeRounds: Record<keyof StackProbes, MeasuredRun[]>;
+  /** The step-only probes' rounds (absent: not run, or a stored run from before m15q). */
+  stepProbeRounds: Partial<Record<StepProbeKey, MeasuredRun[]>>;
   caseRounds: MeasuredRun[][];
 }
 
@@ -973,6 +1041,7 @@ function measure(): Runs {
     MeasuredRun[]
   >;
   const caseRounds: MeasuredRun[][] = CASES.map(() => []);
+  const stepProbeRounds: Partial<Record<StepProbeKey, MeasuredRun[]>> = {};
   for (let round = 0; round < rounds; round++) {
     if (rounds > 1) log(`round ${round + 1} of ${rounds}`);
     CASES.forEach((c, i) => {
@@ -983,9 +1052,16 @@ function measure(): Runs {
         seed: probeSeed(round),
       });
       caseRounds[i]?.push(guardedRun(c, duration, round));
+      for (const k of STEP_PROBE_ORDER.filter((key) => STEP_PROBE_AFTER_CASE[key] === i)) {
+        const probe = STEP_PROBES[k];
+        (stepProbeRounds[k] ??= []).push({
+          ...guardedRun({ ...probe, seed: probeSeed(round) }, probe.seconds, round),
+          seed: probeSeed(round),
+        });
+      }
     });
   }
-  return { kernels, load, warmUp, probeRounds, caseRounds };
+  return { kernels, load, warmUp, probeRounds, stepProbeRounds, caseRounds };
 }
 
 /** The stored report and step profiles of an earlier run, as the rounds `measure` returns. */
@@ -1052,41 +1128,49 @@ function replayRuns(reportFile: string): Runs {
       ...(first ? { firstStep: first } : {}),
     };
   };
+  // A stored probe's rounds, or undefined when the run did not have it.
+  const storedProbe = (name: string): MeasuredRun[] | undefined => {
+    const entry = report.probes.find((p) => p.case === name);
+    const stored = steps.probes.find((p) => p.case === name);
+    if (!entry || !stored) return undefined;
+    // A probe's figures are the median of its rounds; each round carries the median figures here,
+    // so the median of the rounds is the stored one (the rounds' own are in `measured.rounds`).
+    const m = entry.measured;
+    const figures: Measured = {
+      ttftMs: m.ttftMs as { p50: number; p95: number },
+      tpotMs: m.tpotMs as { mean: number },
+      throughputTokensPerSecond: m.throughputTokensPerSecond,
+      errors: 0,
+      completed: m.completed,
+    };
+    return stored.rounds.map((profile, i) => ({
+      ...round(
+        profile,
+        stored.firstSteps?.[i],
+        entry.steps.busyFractionByRound?.[i],
+        figures,
+        m.rounds?.[i]?.busyCores ?? null,
+      ),
+      seed: entry.seeds?.[i] ?? entry.seed ?? 2,
+      // The round's requests, where the run kept them (since m15l; only their TTFTs matter).
+      ...(stored.requestTtftsMs?.[i]?.length
+        ? { requests: stored.requestTtftsMs[i].map((ttftMs) => ({ ttftMs, tpotMs: 0 })) }
+        : {}),
+    }));
+  };
   const probeRounds = Object.fromEntries(
     PROBE_ORDER.map((k) => {
-      const name = PROBES[k].name;
-      const entry = report.probes.find((p) => p.case === name);
-      const stored = steps.probes.find((p) => p.case === name);
-      if (!entry || !stored) throw new Error(`${reportFile}: no probe ${JSON.stringify(name)}`);
-      // A probe's figures are the median of its rounds; each round carries the median figures here,
-      // so the median of the rounds is the stored one (the rounds' own are in `measured.rounds`).
-      const m = entry.measured;
-      const figures: Measured = {
-        ttftMs: m.ttftMs as { p50: number; p95: number },
-        tpotMs: m.tpotMs as { mean: number },
-        throughputTokensPerSecond: m.throughputTokensPerSecond,
-        errors: 0,
-        completed: m.completed,
-      };
-      return [
-        k,
-        stored.rounds.map((profile, i) => ({
-          ...round(
-            profile,
-            stored.firstSteps?.[i],
-            entry.steps.busyFractionByRound?.[i],
-            figures,
-            m.rounds?.[i]?.busyCores ?? null,
-          ),
-          seed: entry.seeds?.[i] ?? entry.seed ?? 2,
-          // The round's requests, where the run kept them (since m15l; only their TTFTs matter).
-          ...(stored.requestTtftsMs?.[i]?.length
-            ? { requests: stored.requestTtftsMs[i].map((ttftMs) => ({ ttftMs, tpotMs: 0 })) }
-            : {}),
-        })),
-      ];
+      const rounds = storedProbe(PROBES[k].name);
+      if (!rounds) throw new Error(`${reportFile}: no probe ${JSON.stringify(PROBES[k].name)}`);
+      return [k, rounds];
     }),
   ) as Record<keyof StackProbes, MeasuredRun[]>;
+  // Runs stored before m15q have no step-only probes: their replay fits the model as it was.
+  const stepProbeRounds: Partial<Record<StepProbeKey, MeasuredRun[]>> = {};
+  for (const k of STEP_PROBE_ORDER) {
+    const rounds = storedProbe(STEP_PROBES[k].name);
+    if (rounds) stepProbeRounds[k] = rounds;
+  }
   const caseRounds = CASES.map((c) => {
     const entry = report.cases.find((e) => e.case === c.name);
     const stored = steps.cases.find((e) => e.case === c.name);
@@ -1122,38 +1206,66 @@ function replayRuns(reportFile: string): Runs {
     load: report.machine.loadAverage1m,
     warmUp: report.machine.warmUp ?? null,
     probeRounds,
+    stepProbeRounds,
     caseRounds,
   };
 }
 
-const { kernels, load, warmUp, probeRounds, caseRounds } = replayFile ? replayRuns(replayFile) : measure();
+const { kernels, load, warmUp, probeRounds, stepProbeRounds, caseRounds } = replayFile
+  ? replayRuns(replayFile)
+  : measure();
 const file = kernels.file;
 const probeRuns = Object.fromEntries(PROBE_ORDER.map((k) => [k, ofRounds(probeRounds[k], false)])) as Record<
   keyof StackProbes,
   RoundsRun
 >;
+const stepProbeRuns: Partial<Record<StepProbeKey, RoundsRun>> = Object.fromEntries(
+  STEP_PROBE_ORDER.flatMap((k) => {
+    const r = stepProbeRounds[k];
+    return r && r.length > 0 ? [[k, ofRounds(r, false)]] : [];
+  }),
+);
 const caseRuns = caseRounds.map((r) => ofRounds(r));
 // A request's arrival in the steps file (0.1 ms; null in a replay, whose steps file kept none).
 const arrivalOf = (q: { arrivalS?: number }): number | null =>
   q.arrivalS === undefined ? null : Math.round(q.arrivalS * 1e4) / 1e4;
-const { calibration: cal, probes } = probeOverheads(kernels.calibration, probeRuns);
+const { calibration: cal, probes } = probeOverheads(kernels.calibration, probeRuns, stepProbeRuns);
 writeFileSync(
   join(replaying ? tmpdir() : RESULTS, "validate-steps.json"),
   `${JSON.stringify({
     rounds,
-    probes: PROBE_ORDER.map((k) => ({
-      case: PROBES[k].name,
-      mode: PROBES[k].mode,
-      seeds: probeRounds[k].map((r) => r.seed ?? PROBE_SEED),
-      rounds: probeRounds[k].map((r) => r.stepProfile),
-      firstSteps: probeRounds[k].map((r) => r.firstStep ?? null),
-      // Each round's requests' TTFTs (ms, 0.01 ms), so that a replay fits the hops as the run did
-      // (on the requests pooled; since m15l).
-      requestTtftsMs: probeRounds[k].map((r) => (r.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
-      // Their arrivals (s from the run's start, in the same order; since m15p), so a later model can
-      // fit each request's wake-up (its idle gap) on the run's own probes.
-      requestArrivalsS: probeRounds[k].map((r) => (r.requests ?? []).map(arrivalOf)),
-    })),
+    probes: [
+      ...PROBE_ORDER.map((k) => ({
+        case: PROBES[k].name,
+        mode: PROBES[k].mode,
+        seeds: probeRounds[k].map((r) => r.seed ?? PROBE_SEED),
+        rounds: probeRounds[k].map((r) => r.stepProfile),
+        firstSteps: probeRounds[k].map((r) => r.firstStep ?? null),
+        // Each round's requests' TTFTs (ms, 0.01 ms), so that a replay fits the hops as the run did
+        // (on the requests pooled; since m15l).
+        requestTtftsMs: probeRounds[k].map((r) => (r.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
+        // Their arrivals (s from the run's start, in the same order; since m15p), so a later model can
+        // fit each request's wake-up (its idle gap) on the run's own probes.
+        requestArrivalsS: probeRounds[k].map((r) => (r.requests ?? []).map(arrivalOf)),
+      })),
+      // The step-only probes (m15q) follow, in the same form.
+      ...STEP_PROBE_ORDER.flatMap((k) => {
+        const r = stepProbeRounds[k];
+        if (!r || r.length === 0) return [];
+        return [
+          {
+            case: STEP_PROBES[k].name,
+            mode: STEP_PROBES[k].mode,
+            stepsOnly: true,
+            seeds: r.map((x) => x.seed ?? PROBE_SEED),
+            rounds: r.map((x) => x.stepProfile),
+            firstSteps: r.map((x) => x.firstStep ?? null),
+            requestTtftsMs: r.map((x) => (x.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
+            requestArrivalsS: r.map((x) => (x.requests ?? []).map(arrivalOf)),
+          },
+        ];
+      }),
+    ],
     cases: CASES.map((c, i) => ({
       case: c.name,
       mode: c.mode,

@@ -319,6 +319,50 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(slopesOf(fitStepPeriods([...coupled, ...wide]), "hybrid").idleRange).to.equal(undefined);
   });
 
+  it("fits a mode's own idle slope across its probes' two rates, however close their idle fractions", () => {
+    // The measured pattern (40-s runs of 04:25–05:45): coupled probes at 2 and 12 req/s, 4000 µs per
+    // unit of idle fraction; the disaggregated mode's steps fall much faster with busy (16000 µs per
+    // unit), and its probes at 2 and 4 req/s span only ~0.02 of busy fraction (0.03–0.04, 0.05–0.06).
+    const coupled = runsAt([0.03, 0.035, 0.04, 0.12, 0.13, 0.14], 4000, [10, -10, 5, -5, 8, -8]).map((r, i) => ({
+      ...r,
+      rate: i < 3 ? 2 : 12,
+    }));
+    const disaggregated = runsAt([0.03, 0.035, 0.04, 0.05, 0.055, 0.06], 16000, [10, -10, 5, -5, 8, -8]).map(
+      (r, i) => ({ ...r, mode: "disaggregated" as const, rate: i < 3 ? 2 : 4 }),
+    );
+    const fit = fitStepPeriods([...coupled, ...disaggregated]);
+    const own = slopesOf(fit, "disaggregated");
+    expect(own.perIdleUs).to.be.closeTo(16000, 1600);
+    // Its own slope applies where it was fitted: no borrowed range.
+    expect(own.idleRange).to.equal(undefined);
+    // The coupled mode keeps its own, and stays the lender for a mode probed at one rate.
+    expect(slopesOf(fit, "coupled").perIdleUs).to.be.closeTo(4000, 400);
+    const hybrid = runsAt([0.1, 0.105, 0.11], 0, [0, 0, 0]).map((r) => ({ ...r, mode: "hybrid" as const, rate: 2 }));
+    const withHybrid = fitStepPeriods([...coupled, ...disaggregated, ...hybrid]);
+    expect(slopesOf(withHybrid, "hybrid").perIdleUs).to.be.closeTo(
+      slopesOf(withHybrid, "coupled").perIdleUs as number,
+      1e-9,
+    );
+    // A 4 req/s case (busy 0.057) is priced as the truth is, 16000 × 0.022 below the 2 req/s probe.
+    const lone = { sequences: 1, prefillTokens: 0, rankSum: 4 };
+    const at = (u: number): number => stepPeriodUs(fit, "disaggregated", { ...lone, busyFraction: u }) ?? NaN;
+    expect(at(0.035) - at(0.057)).to.be.closeTo(16000 * 0.022, 40);
+    // The same runs without their rates (the model before m15q): the spread is under MIN_IDLE_SPREAD,
+    // so the mode borrows the coupled slope and prices the case's step ~0.15 ms too slow.
+    const unrated = fitStepPeriods([...coupled, ...disaggregated].map(({ rate: _rate, ...r }) => r));
+    const borrowed = slopesOf(unrated, "disaggregated");
+    expect(borrowed.perIdleUs).to.be.closeTo(slopesOf(unrated, "coupled").perIdleUs as number, 1e-9);
+    const before = stepPeriodUs(unrated, "disaggregated", { ...lone, busyFraction: 0.057 }) as number;
+    expect(before - at(0.057)).to.be.greaterThan(100);
+    // One rate whose rounds drifted 0.03 apart fits no slope of its own: the spread must be the rates'.
+    const oneRate = runsAt([0.03, 0.045, 0.06], 16000, [10, -10, 5]).map((r) => ({
+      ...r,
+      mode: "disaggregated" as const,
+      rate: 2,
+    }));
+    expect(slopesOf(fitStepPeriods(oneRate), "disaggregated").perIdleUs).to.equal(0);
+  });
+
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {
     const workload = { ...DEFAULT_WORKLOAD, adapters: 4, rate: 0.2, duration: 30, seed: 3 };
     const slo = { ttftMs: 1e9, tpotMs: 1e9 };

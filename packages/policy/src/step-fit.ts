@@ -295,6 +295,8 @@ export interface StepProfileRun {
   first?: StepShapeSample;
   /** Σ step periods / run length (absent: the run does not enter the idle term's fit). */
   busyFraction?: number;
+  /** The request rate the run offered (absent in older callers: the idle spread alone decides). */
+  rate?: number;
 }
 
 /**
@@ -308,6 +310,15 @@ export interface StepProfileRun {
 export const MIN_IDLE_SPREAD = 0.05;
 
 /**
+ * The idle fractions' spread a mode's runs need for an idle slope when they ran at two or more
+ * rates (m15q). There the spread is the rates', by design, not what one rate's rounds drifted by
+ * (under 0.01 in the stored runs): the disaggregated probes at 2 and 4 req/s span ~0.02 of idle
+ * fraction, and over it the lone decode step moved 0.3 ms (1.05 → 0.73 ms in the 40-s runs of
+ * 04:25–05:45), 3–4× what the coupled probes' slope gives there. The MIN_T test still applies.
+ */
+export const MIN_RATE_IDLE_SPREAD = 0.01;
+
+/**
  * The idle slope from how same-shape steps moved between runs of different busy fractions. Per run:
  * R, the count-weighted mean of its shapes' periods minus each shape's mean over all runs, and X,
  * its idle fraction minus that shape's mean idle fraction likewise; then R = slope · X through the
@@ -315,10 +326,14 @@ export const MIN_IDLE_SPREAD = 0.05;
  * when the runs' idle fractions span under MIN_IDLE_SPREAD, or when the slope is negative or under
  * MIN_T standard errors.
  */
-export function withinShapeIdleSlope(runs: ReadonlyArray<{ steps: readonly StepShapeSample[]; idle: number }>): number {
+export function withinShapeIdleSlope(
+  runs: ReadonlyArray<{ steps: readonly StepShapeSample[]; idle: number; rate?: number }>,
+): number {
   if (runs.length < 3) return 0;
   const idles = runs.map((r) => r.idle);
-  if (Math.max(...idles) - Math.min(...idles) < MIN_IDLE_SPREAD) return 0;
+  const rates = new Set(runs.flatMap((r) => (r.rate === undefined ? [] : [r.rate])));
+  const minSpread = rates.size >= 2 ? MIN_RATE_IDLE_SPREAD : MIN_IDLE_SPREAD;
+  if (Math.max(...idles) - Math.min(...idles) < minSpread) return 0;
   const key = (s: StepShapeSample): string => `${s.sequences}/${s.prefillTokens}/${s.finished ?? 0}`;
   const shapes = new Map<string, { count: number; sumUs: number; idle: number }>();
   for (const r of runs)
@@ -443,7 +458,7 @@ function fitMode(
   const adapted = ranked.map((r) => ({ ...r, steps: without(r.steps, (x) => rowCostUs(known, x)) }));
   const timed = adapted
     .filter((r) => r.busyFraction !== undefined)
-    .map((r) => ({ steps: r.steps, idle: idleOf(r.busyFraction) }));
+    .map((r) => ({ steps: r.steps, idle: idleOf(r.busyFraction), ...(r.rate === undefined ? {} : { rate: r.rate }) }));
   const own = withinShapeIdleSlope(timed);
   const idles = timed.map((r) => r.idle);
   const idleSpan = idles.length > 0 ? ([Math.min(...idles), Math.max(...idles)] as const) : undefined;
