@@ -1,7 +1,8 @@
 // Coupled mode's SiteBackend: the batched heterogeneous-rank LoRA kernels in this process, over
 // the adapters resident on this worker, packed per (layer, site) at true rank (the layout
 // lm_lora_weights describes). The backend owns copies of the packed pools, and rewrites its f32 B
-// pools k-major (faster expand at decode, same bytes); the JavaScript side builds a new one when
+// pools k-major (faster expand at decode, same bytes) and moves all pools into one 2 MiB-page arena
+// (faster to stream at one token; same bytes, so the same bits); the JavaScript side builds a new one when
 // the resident set changes.
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "huge_arena.h"
 #include "site_backend.h"
 
 namespace lm {
@@ -19,6 +21,11 @@ struct PackedSite {
   bool moe = false;
   lm_dtype dtype = LM_F32;
   std::vector<uint8_t> a_pool, b_pool;
+  // Where the kernels read the pools: the backend's 2 MiB-page arena once it has moved them there
+  // (the vectors are then freed), otherwise the vectors' own bytes.
+  const uint8_t* a_data = nullptr;
+  const uint8_t* b_data = nullptr;
+  size_t a_bytes = 0, b_bytes = 0;
   int32_t n_keys = 0, n_slices = 0, max_rank = 0;
   int32_t slice_width[LM_LORA_MAX_SLICES] = {0, 0, 0, 0};
   std::vector<int32_t> rank;
@@ -50,6 +57,7 @@ class LocalSiteBackend : public SiteBackend {
   std::vector<std::string> slots_;
   int32_t n_experts_;
   std::vector<PackedSite> sites_;
+  HugeArena arena_;  // every present site's pools, in 2 MiB pages (LORAMESH_LORA_HUGE=0: left on the heap)
   std::vector<int32_t> step_slot_;  // the step's adapter index -> slot
   std::vector<SiteCall> posted_;
   std::vector<int32_t> row_slot_;
