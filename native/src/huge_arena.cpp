@@ -11,15 +11,16 @@ namespace lm {
 
 namespace {
 constexpr size_t kHuge = size_t(2) << 20;
-}
 
-bool HugeArena::enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("LORAMESH_LORA_HUGE");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  return on;
-}
+bool g_enabled = [] {
+  const char* v = std::getenv("LORAMESH_LORA_HUGE");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}();
+
+}  // namespace
+
+bool HugeArena::enabled() { return g_enabled; }
+void HugeArena::set_enabled(bool on) { g_enabled = on; }
 
 bool HugeArena::reserve(size_t bytes) {
 #if defined(__linux__)

@@ -26,6 +26,7 @@ class HugeArena {
 
   // LORAMESH_LORA_HUGE=0 keeps the pools where they are (heap, 4 KiB pages), for comparisons.
   static bool enabled();
+  static void set_enabled(bool on);  // tests: both placements in one process
 
  private:
   uint8_t* base_ = nullptr;

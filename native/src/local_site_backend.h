@@ -48,6 +48,8 @@ class LocalSiteBackend : public SiteBackend {
   void end_step() override;
   bool plan_fused(const SiteCall& call, float* y, cpu::LoraJob* job, lm_status* status) override;
   int64_t site_bytes(const SiteCall& call) const override;
+  // Bytes mapped for the pools' 2 MiB-page arena (0: the pools stayed on the heap).
+  size_t arena_bytes() const { return arena_.mapped_bytes(); }
 
  private:
   lm_status run(const SiteCall& call);
