@@ -28,8 +28,8 @@ struct SiteTensors {
   lm_lora_weights w{};
   explicit SiteTensors(const PackedSite& s) {
     const size_t elem = s.dtype == LM_BF16 ? 2 : 4;
-    a = view(s.a_data, s.dtype, static_cast<int64_t>(s.a_bytes / elem));
-    b = view(s.b_data, s.dtype, static_cast<int64_t>(s.b_bytes / elem));
+    a = view(s.a_pool.data(), s.dtype, static_cast<int64_t>(s.a_pool.size() / elem));
+    b = view(s.b_pool.data(), s.dtype, static_cast<int64_t>(s.b_pool.size() / elem));
     const auto entries = static_cast<int64_t>(s.rank.size());
     rank = view(s.rank.data(), LM_I32, entries);
     scale = view(s.scale.data(), LM_F32, entries);
@@ -67,28 +67,6 @@ LocalSiteBackend::LocalSiteBackend(std::vector<std::string> slots, int32_t n_exp
     const int64_t elems = static_cast<int64_t>(s.b_pool.size() / (s.dtype == LM_BF16 ? 2 : 4));
     s.b_transposed = cpu::transpose_lora_b(s.b_pool.data(), s.dtype, elems, s.n_keys, s.n_slices, s.slice_width,
                                            s.rank.data(), s.b_offset.data());
-  }
-  size_t total = 0;
-  for (PackedSite& s : sites_) {
-    s.a_data = s.a_pool.data();
-    s.b_data = s.b_pool.data();
-    s.a_bytes = s.a_pool.size();
-    s.b_bytes = s.b_pool.size();
-    total += (s.a_bytes + 63) / 64 * 64 + (s.b_bytes + 63) / 64 * 64;
-  }
-  // One arena for all pools (a copy, then the heap vectors go): 2 MiB pages for the adapters'
-  // bytes, as the checkpoint has. r16 adapters too: small pools share the arena's pages.
-  if (!HugeArena::enabled() || !arena_.reserve(total)) return;
-  for (PackedSite& s : sites_) {
-    uint8_t* a = arena_.take(s.a_bytes);
-    uint8_t* b = arena_.take(s.b_bytes);
-    if (a == nullptr || b == nullptr) return;  // cannot happen: reserved for the total
-    if (s.a_bytes > 0) std::memcpy(a, s.a_pool.data(), s.a_bytes);
-    if (s.b_bytes > 0) std::memcpy(b, s.b_pool.data(), s.b_bytes);
-    s.a_data = a;
-    s.b_data = b;
-    std::vector<uint8_t>().swap(s.a_pool);
-    std::vector<uint8_t>().swap(s.b_pool);
   }
 }
 

@@ -1,8 +1,7 @@
 // Coupled mode's SiteBackend: the batched heterogeneous-rank LoRA kernels in this process, over
 // the adapters resident on this worker, packed per (layer, site) at true rank (the layout
 // lm_lora_weights describes). The backend owns copies of the packed pools, and rewrites its f32 B
-// pools k-major (faster expand at decode, same bytes) and moves all pools into one 2 MiB-page arena
-// (faster to stream at one token; same bytes, so the same bits); the JavaScript side builds a new one when
+// pools k-major (faster expand at decode, same bytes); the JavaScript side builds a new one when
 // the resident set changes.
 #pragma once
 
@@ -10,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "huge_arena.h"
 #include "site_backend.h"
 
 namespace lm {
@@ -21,11 +19,6 @@ struct PackedSite {
   bool moe = false;
   lm_dtype dtype = LM_F32;
   std::vector<uint8_t> a_pool, b_pool;
-  // Where the kernels read the pools: the backend's 2 MiB-page arena once it has moved them there
-  // (the vectors are then freed), otherwise the vectors' own bytes.
-  const uint8_t* a_data = nullptr;
-  const uint8_t* b_data = nullptr;
-  size_t a_bytes = 0, b_bytes = 0;
   int32_t n_keys = 0, n_slices = 0, max_rank = 0;
   int32_t slice_width[LM_LORA_MAX_SLICES] = {0, 0, 0, 0};
   std::vector<int32_t> rank;
@@ -48,8 +41,6 @@ class LocalSiteBackend : public SiteBackend {
   void end_step() override;
   bool plan_fused(const SiteCall& call, float* y, cpu::LoraJob* job, lm_status* status) override;
   int64_t site_bytes(const SiteCall& call) const override;
-  // Bytes mapped for the pools' 2 MiB-page arena (0: the pools stayed on the heap).
-  size_t arena_bytes() const { return arena_.mapped_bytes(); }
 
  private:
   lm_status run(const SiteCall& call);
@@ -59,7 +50,6 @@ class LocalSiteBackend : public SiteBackend {
   std::vector<std::string> slots_;
   int32_t n_experts_;
   std::vector<PackedSite> sites_;
-  HugeArena arena_;  // every present site's pools, in 2 MiB pages (LORAMESH_LORA_HUGE=0: left on the heap)
   std::vector<int32_t> step_slot_;  // the step's adapter index -> slot
   std::vector<SiteCall> posted_;
   std::vector<int32_t> row_slot_;
