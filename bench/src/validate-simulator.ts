@@ -118,6 +118,13 @@ const noSharedIdle = args.includes("--no-shared-idle");
 const noIdleShift = args.includes("--no-idle-shift");
 // `--no-step-probes`: neither run nor fit the step-only probes (`STEP_PROBES`; the model before m15q).
 const noStepProbes = args.includes("--no-step-probes");
+// `--idle-scale linear|log` (m15r): the step's idle term in 1 − busy fraction or in ln(1 / busy).
+const idleScaleFlag = flag("--idle-scale") ?? "linear";
+if (idleScaleFlag !== "linear" && idleScaleFlag !== "log") throw new RangeError("--idle-scale: linear or log");
+// `--round-busy own|median` (m15r): each probe round's busy fraction in the step fit, its own or its
+// mode's and rate's median over the rounds.
+const roundBusyFlag = flag("--round-busy") ?? "own";
+if (roundBusyFlag !== "own" && roundBusyFlag !== "median") throw new RangeError("--round-busy: own or median");
 // `--hop-probes K,K,…`: the probes the shared hops are fitted on (default below; m15h–m15k: all four).
 const hopProbesFlag = flag("--hop-probes");
 // `--busy-hop-cap N`: the most steps `hybridBusyHopSteps` may reach (m15j–m15k: 4).
@@ -435,6 +442,9 @@ function probeOverheads(
       perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep,
       ...(noSharedIdle ? { shareIdle: false } : {}),
       ...(noIdleShift ? { shiftIdle: false } : {}),
+      ...(idleScaleFlag === "log" ? { idleScale: "log" as const } : {}),
+      ...(roundBusyFlag === "median" ? { rateMedianBusy: true } : {}),
+      ...(args.includes("--lend-linear") ? { lendLinear: true } : {}),
     },
   );
   const summary = (m: Measured): ProbeSummary => ({
