@@ -47,3 +47,22 @@ for run in sys.argv[1:]:
     tot["lin"].append(abs(e1)); tot["log"].append(abs(e2))
     print(f"  4 req/s case lone {cm:.3f} at busy {cb:.3f}: line in busy {lin(cb):.3f} ({e1:+.1f} %), in ln(busy) {lg(math.log(cb)):.3f} ({e2:+.1f} %)")
 print(f"mean |error| of the 4 req/s lone step: busy {sum(tot['lin'])/len(tot['lin']):.1f} %, ln(busy) {sum(tot['log'])/len(tot['log']):.1f} %")
+
+# Within one rate, a slower round reads busier: the rounds' deviations from their entry's mean,
+# pooled over the runs and the four coupled entries, against the probes' across-rate slope.
+dx, dy = [], []
+for run in sys.argv[1:]:
+    rep = json.load(open(f"{RES}/validate-simulator-{run}.json"))
+    steps = json.load(open(f"{RES}/validate-steps-{run}.json"))
+    ent = {e["case"]: e for e in rep["probes"] + rep["cases"]}
+    rows = {e["case"]: e for e in steps["probes"] + steps["cases"]}
+    for name in ("probe: coupled, 2 req/s", "probe: coupled, 12 req/s", "coupled, rank-aware, 4 req/s", "coupled, round-robin, 12 req/s"):
+        pts = [(b, lone(r)[0]) for b, r in zip(ent[name]["steps"]["busyFractionByRound"], rows[name]["rounds"])]
+        mb = sum(p[0] for p in pts) / len(pts)
+        ml = sum(p[1] for p in pts) / len(pts)
+        dx += [p[0] - mb for p in pts]
+        dy += [p[1] - ml for p in pts]
+slope = sum(x * y for x, y in zip(dx, dy)) / sum(x * x for x in dx)
+r = sum(x * y for x, y in zip(dx, dy)) / math.sqrt(sum(x * x for x in dx) * sum(y * y for y in dy))
+print(f"within a rate's rounds ({len(dx)} rounds): lone step {slope:+.2f} ms per unit of busy fraction, r = {r:.2f}"
+      " (across the rates the step falls as busy grows)")

@@ -409,7 +409,9 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     const read = [0.036, 0.029, 0.028, 0.128, 0.118, 0.117];
     const runs = base.map((r, i) => ({ ...r, busyFraction: read[i]!, rate: i < 3 ? 2 : 12 }));
     const own = slopesOf(fitStepPeriods(runs), "coupled").perIdleUs as number;
-    const median = slopesOf(fitStepPeriods(runs, { rateMedianBusy: true }), "coupled").perIdleUs as number;
+    const median = slopesOf(fitStepPeriods(runs, { rateMedianBusy: "all" }), "coupled").perIdleUs as number;
+    const slopeOnly = slopesOf(fitStepPeriods(runs, { rateMedianBusy: "slope" }), "coupled").perIdleUs as number;
+    expect(slopeOnly).to.be.closeTo(median, 1e-6);
     expect(median).to.be.closeTo(4000, 200);
     expect(Math.abs(own - 4000)).to.be.greaterThan(Math.abs(median - 4000));
     // Runs without a rate keep their own busy fraction.

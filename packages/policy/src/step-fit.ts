@@ -459,8 +459,9 @@ function fitMode(
   runs: readonly StepProfileRun[],
   knownRankUs?: number,
   borrowedIdle?: { perIdleUs: number; range: readonly [number, number]; linearWidth: number; shift?: boolean },
-  idleScale?: "log",
+  idle: { scale?: "log"; medianSlope?: boolean } = {},
 ): { fixedUs: number; slopes: StepSlopes; idleSpan?: readonly [number, number]; linearWidth?: number } {
+  const idleScale = idle.scale;
   const one: Column = () => 1;
   const perRankUs = knownRankUs ?? withinShapeRankSlope(runs.map((r) => r.steps));
   const ranked = runs.map((r) => ({ ...r, steps: without(r.steps, (x) => perRankUs * (x.rankSum ?? 0)) }));
@@ -482,7 +483,15 @@ function fitMode(
       linearIdle: idleOf(r.busyFraction),
       ...(r.rate === undefined ? {} : { rate: r.rate }),
     }));
-  const own = withinShapeIdleSlope(timed);
+  // `medianSlope`: the slope alone regressed at each rate's median busy fraction (`atRateMedianBusy`);
+  // the spans, the reference and the fixed cost keep each run's own.
+  const regressed = idle.medianSlope
+    ? atRateMedianBusy(runs.filter((r) => r.busyFraction !== undefined)).map((r, i) => ({
+        ...(timed[i] as (typeof timed)[number]),
+        idle: idleOf(r.busyFraction, idleScale),
+      }))
+    : timed;
+  const own = withinShapeIdleSlope(regressed);
   const idles = timed.map((r) => r.idle);
   const idleSpan = idles.length > 0 ? ([Math.min(...idles), Math.max(...idles)] as const) : undefined;
   const linear = timed.map((r) => r.linearIdle);
@@ -588,20 +597,27 @@ export function fitStepPeriods(
     shiftIdle?: boolean;
     /** The idle term's regressor (`StepSlopes.idleScale`; absent: 1 − busy fraction). */
     idleScale?: "log";
-    /** Each run at its mode's and rate's median busy fraction (`atRateMedianBusy`). */
-    rateMedianBusy?: boolean;
+    /**
+     * Each run at its mode's and rate's median busy fraction (`atRateMedianBusy`): "all" in the
+     * whole fit, "slope" in the idle slope's regression only.
+     */
+    rateMedianBusy?: "all" | "slope";
     lendLinear?: boolean;
   } = {},
 ): StepPeriodFit {
   const byMode = new Map<ServingMode, StepProfileRun[]>();
-  for (const p of options.rateMedianBusy ? atRateMedianBusy(profiles) : profiles) {
+  for (const p of options.rateMedianBusy === "all" ? atRateMedianBusy(profiles) : profiles) {
     const steps = p.steps.filter((s) => s.count > 0);
     if (steps.length > 0) byMode.set(p.mode, [...(byMode.get(p.mode) ?? []), { ...p, steps }]);
   }
   if (byMode.size === 0) throw new RangeError("no engine steps in the step profiles: nothing to fit");
+  const idleOptions = {
+    ...(options.idleScale ? { scale: options.idleScale } : {}),
+    medianSlope: options.rateMedianBusy === "slope",
+  };
   const fit: Required<Pick<StepPeriodFit, "fixedUs" | "slopes" | "steps">> = { fixedUs: {}, slopes: {}, steps: {} };
   const fitted = new Map(
-    [...byMode].map(([mode, rows]) => [mode, fitMode(rows, options.perRankUs, undefined, options.idleScale)]),
+    [...byMode].map(([mode, rows]) => [mode, fitMode(rows, options.perRankUs, undefined, idleOptions)]),
   );
   // The idle term is the machine's (waking halted vCPUs), but only a mode probed at two rates can
   // fit it: the coupled probes, at 2 and 12 req/s. A mode probed at one rate takes that slope, within
@@ -613,7 +629,10 @@ export function fitStepPeriods(
   let lender = lenderMode === undefined ? undefined : fitted.get(lenderMode);
   // `lendLinear`: the borrowers take the lender's slope in 1 − busy fraction whatever the scale.
   if (options.idleScale === "log" && options.lendLinear && lenderMode !== undefined) {
-    const relinear = fitMode(byMode.get(lenderMode) ?? [], options.perRankUs);
+    const relinear = fitMode(byMode.get(lenderMode) ?? [], options.perRankUs, undefined, {
+      ...idleOptions,
+      scale: undefined,
+    });
     lender = relinear.idleSpan && (relinear.slopes.perIdleUs ?? 0) > 0 ? relinear : undefined;
   }
   if (options.shareIdle !== false && lender?.idleSpan)
@@ -630,7 +649,7 @@ export function fitStepPeriods(
               linearWidth: lender.linearWidth ?? 0,
               shift: options.shiftIdle !== false,
             },
-            options.lendLinear ? undefined : options.idleScale,
+            options.lendLinear ? { ...idleOptions, scale: undefined } : idleOptions,
           ),
         );
   for (const [mode, rows] of byMode) {
