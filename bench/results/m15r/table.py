@@ -10,10 +10,11 @@ for r in rows:
     t[(r["run"], r["variant"])] = r
 print("| run | " + " | ".join(vs) + " |")
 for run in runs:
-    print(f"| {run} | " + " | ".join(f"{t[(run, v)]['max_error_pct']:.2f}" for v in vs) + " |")
+    cell = lambda v: f"{t[(run, v)]['max_error_pct']:.2f}" if (run, v) in t else "—"
+    print(f"| {run} | " + " | ".join(cell(v) for v in vs) + " |")
 for v in vs:
-    m = [t[(run, v)]["max_error_pct"] for run in runs]
-    print(f"{v}: mean {sum(m) / len(m):.2f}, max {max(m):.2f}, runs over 20: {sum(x > 20 for x in m)}")
+    m = [t[(run, v)]["max_error_pct"] for run in runs if (run, v) in t]
+    print(f"{v} ({len(m)} runs): mean {sum(m) / len(m):.2f}, max {max(m):.2f}, runs over 20: {sum(x > 20 for x in m)}")
 if "-v" in sys.argv:
     for r in rows:
         print(f"{r['run']:10s} {r['variant']:24s} {r['max_error_pct']:6.2f} | " + " | ".join(f"{a:5.1f} {b:5.1f}" for a, b in r["errors_ttft_tpot"].values()))
