@@ -54,6 +54,11 @@
  * executors last stepped, `HOP_WAKE_TAU_S`) rather than the machine's smoothed idle fraction. It is
  * off by default: on the three fresh full runs since, the model without it was closer each time
  * (docs/evaluation.md §5). `--no-hop-wake` is accepted and is the default.
+ * m15r's two opt-in forms of the step's idle term, both off by default (neither lowered the error
+ * across the nine stored replays, docs/evaluation.md §5): `--idle-scale log` fits it in ln(1 / busy)
+ * rather than 1 − busy (`--lend-linear`: the modes that borrow the slope take the linear one), and
+ * `--round-busy median` takes each probe round at its mode's and rate's median busy fraction rather
+ * than its own in the whole fit, `--round-busy median-slope` in the idle slope's regression only.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -118,6 +123,14 @@ const noSharedIdle = args.includes("--no-shared-idle");
 const noIdleShift = args.includes("--no-idle-shift");
 // `--no-step-probes`: neither run nor fit the step-only probes (`STEP_PROBES`; the model before m15q).
 const noStepProbes = args.includes("--no-step-probes");
+// `--idle-scale linear|log` (m15r): the step's idle term in 1 − busy fraction or in ln(1 / busy).
+const idleScaleFlag = flag("--idle-scale") ?? "linear";
+if (idleScaleFlag !== "linear" && idleScaleFlag !== "log") throw new RangeError("--idle-scale: linear or log");
+// `--round-busy own|median` (m15r): each probe round's busy fraction in the step fit, its own or its
+// mode's and rate's median over the rounds.
+const roundBusyFlag = flag("--round-busy") ?? "own";
+if (!["own", "median", "median-slope"].includes(roundBusyFlag))
+  throw new RangeError("--round-busy: own, median or median-slope");
 // `--hop-probes K,K,…`: the probes the shared hops are fitted on (default below; m15h–m15k: all four).
 const hopProbesFlag = flag("--hop-probes");
 // `--busy-hop-cap N`: the most steps `hybridBusyHopSteps` may reach (m15j–m15k: 4).
@@ -435,6 +448,10 @@ function probeOverheads(
       perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep,
       ...(noSharedIdle ? { shareIdle: false } : {}),
       ...(noIdleShift ? { shiftIdle: false } : {}),
+      ...(idleScaleFlag === "log" ? { idleScale: "log" as const } : {}),
+      ...(roundBusyFlag === "median" ? { rateMedianBusy: "all" as const } : {}),
+      ...(roundBusyFlag === "median-slope" ? { rateMedianBusy: "slope" as const } : {}),
+      ...(args.includes("--lend-linear") ? { lendLinear: true } : {}),
     },
   );
   const summary = (m: Measured): ProbeSummary => ({

@@ -4,6 +4,7 @@ import { CostModel, DEFAULT_CALIBRATION } from "./cost-model";
 import { policyByName } from "./placement";
 import { percentile, simulate, type ClusterSpec } from "./simulator";
 import {
+  atRateMedianBusy,
   fitStepPeriods,
   slopesOf,
   stepPeriodUs,
@@ -361,6 +362,61 @@ describe("fitting the engine's step period to the worker's own step timings", ()
       rate: 2,
     }));
     expect(slopesOf(fitStepPeriods(oneRate), "disaggregated").perIdleUs).to.equal(0);
+  });
+
+  it("fits the idle term in ln(1 / busy) on request: a step that falls steeply, then flattens (m15r)", () => {
+    // Steps that fall by 300 µs per unit of ln(1 / busy): 2 req/s (busy 0.03) to 4 (0.055) costs as
+    // much as 4 to 12 (0.12) less than twice that, the shape the stored coupled runs show.
+    const LOG_US = 300;
+    const logRuns = (busy: readonly number[], noise: readonly number[]) =>
+      runsAt(busy, 0, noise).map((r, i) => ({
+        ...r,
+        rate: busy[i]! < 0.08 ? 2 : 12,
+        steps: r.steps.map((s) => {
+          const mean = s.sumUs / s.count + LOG_US * Math.log(1 / busy[i]!);
+          return { ...s, sumUs: s.count * mean, sumSqUs: s.count * (mean ** 2 + 200 ** 2) };
+        }),
+      }));
+    const runs = logRuns([0.028, 0.032, 0.036, 0.11, 0.12, 0.13], [10, -10, 5, -5, 8, -8]);
+    const lone = { sequences: 1, prefillTokens: 0, rankSum: 4 };
+    const log = fitStepPeriods(runs, { idleScale: "log" });
+    const k = slopesOf(log, "coupled");
+    expect(k.idleScale).to.equal("log");
+    expect(k.perIdleUs).to.be.closeTo(LOG_US, 30);
+    const at = (fit: StepPeriodFit, u: number): number =>
+      stepPeriodUs(fit, "coupled", { ...lone, busyFraction: u }) ?? NaN;
+    const truthDrop = LOG_US * Math.log(0.055 / 0.032);
+    expect(at(log, 0.032) - at(log, 0.055)).to.be.closeTo(truthDrop, 30);
+    // The line in 1 − busy through the same runs prices the middle rate's step too slow.
+    const linear = fitStepPeriods(runs);
+    expect(slopesOf(linear, "coupled").idleScale).to.equal(undefined);
+    expect(at(linear, 0.032) - at(linear, 0.055)).to.be.lessThan(truthDrop - 40);
+    // An own log slope applies within its probes' span: an idle simulated executor is not priced
+    // beyond the idlest probe's step.
+    expect(at(log, 0.001)).to.be.closeTo(at(log, 0.028), 1e-6);
+    // The spread tests stay on 1 − busy: one rate whose rounds drift 0.01 apart fits no slope,
+    // though ln(1 / busy) spreads 0.3 over them.
+    const oneRate = logRuns([0.03, 0.035, 0.04], [10, -10, 5]).map((r) => ({ ...r, rate: 2 }));
+    expect(slopesOf(fitStepPeriods(oneRate, { idleScale: "log" }), "coupled").perIdleUs).to.equal(0);
+  });
+
+  it("regresses each rate's rounds at their median busy fraction on request (m15r)", () => {
+    // Six rounds at two rates whose steps follow 4000 µs per unit of idle fraction at the rate's
+    // busy fraction; one round per rate stepped 60 µs slower and so read busier (its summed periods
+    // over its length), the others faster and idler. On their own busy fractions the slow rounds
+    // sit against the slope; at the rate's median they do not.
+    const base = runsAt([0.03, 0.03, 0.03, 0.12, 0.12, 0.12], 4000, [60, -30, -30, 60, -30, -30]);
+    const read = [0.036, 0.029, 0.028, 0.128, 0.118, 0.117];
+    const runs = base.map((r, i) => ({ ...r, busyFraction: read[i]!, rate: i < 3 ? 2 : 12 }));
+    const own = slopesOf(fitStepPeriods(runs), "coupled").perIdleUs as number;
+    const median = slopesOf(fitStepPeriods(runs, { rateMedianBusy: "all" }), "coupled").perIdleUs as number;
+    const slopeOnly = slopesOf(fitStepPeriods(runs, { rateMedianBusy: "slope" }), "coupled").perIdleUs as number;
+    expect(slopeOnly).to.be.closeTo(median, 1e-6);
+    expect(median).to.be.closeTo(4000, 200);
+    expect(Math.abs(own - 4000)).to.be.greaterThan(Math.abs(median - 4000));
+    // Runs without a rate keep their own busy fraction.
+    expect(atRateMedianBusy(runs.map(({ rate: _rate, ...r }) => r)).map((r) => r.busyFraction)).to.deep.equal(read);
+    expect(atRateMedianBusy(runs).map((r) => r.busyFraction)).to.deep.equal([0.029, 0.029, 0.029, 0.118, 0.118, 0.118]);
   });
 
   it("prices the simulator's steps with the fitted period: a lone request decodes at the fixed cost", () => {

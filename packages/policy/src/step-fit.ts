@@ -66,6 +66,11 @@ export interface StepSlopes {
    */
   idleRange?: readonly [number, number];
   /**
+   * The idle term's regressor (m15r): "log" is ln(1 / busy fraction), so that `perIdleUs`,
+   * `idleRef` and `idleRange` are per unit of it; absent, 1 − busy fraction (the model before).
+   */
+  idleScale?: "log";
+  /**
    * Per batch row, by the row adapter's rank: what a step with that adapter costs beyond one with
    * the probes' most frequent adapter (0 for that one; `adapterRowCosts`; older fits: none). Rank
    * names the adapter here: the mesh serves each drawn rank from one bundled adapter.
@@ -132,7 +137,7 @@ export function stepPeriodUs(fit: StepPeriodFit, mode: ServingMode, shape: StepP
       k.perPrefillTokenUs * shape.prefillTokens +
       k.perFinishUs * (shape.finished ?? 0) +
       k.perRankUs * (shape.rankSum ?? 0) +
-      (k.perIdleUs ?? 0) * (clampIdle(k, idleOf(shape.busyFraction)) - (k.idleRef ?? 0)) +
+      (k.perIdleUs ?? 0) * (clampIdle(k, idleOf(shape.busyFraction, k.idleScale)) - (k.idleRef ?? 0)) +
       rowCostUs(k, shape),
   );
 }
@@ -151,9 +156,20 @@ function clampIdle(k: StepSlopes, idle: number): number {
   return k.idleRange ? Math.min(k.idleRange[1], Math.max(k.idleRange[0], idle)) : idle;
 }
 
-/** 1 − busy fraction, clamped to 0–1 (unknown: 0). */
-function idleOf(busyFraction: number | undefined): number {
-  return busyFraction === undefined ? 0 : Math.min(1, Math.max(0, 1 - busyFraction));
+/** The lowest busy fraction the log scale tells apart (below it, ln(1 / busy) is held). */
+const MIN_LOG_BUSY = 0.005;
+
+/**
+ * The idle term's regressor: 1 − busy fraction clamped to 0–1, or on the log scale ln(1 / busy)
+ * (unknown busy fraction: 0, no idle cost, on either scale). Why a log scale (m15r): the coupled
+ * lone decode step falls steeply from 2 to 4 req/s and then flattens towards 12 (0.94 ms at busy
+ * 0.032, 0.71 at 0.054, 0.55 at 0.12 in the run of 08:31), about linearly in ln(busy), so a line
+ * in busy through the 2 and 12 req/s probes priced the 4 req/s case's steps too slow.
+ */
+function idleOf(busyFraction: number | undefined, scale?: "log"): number {
+  if (busyFraction === undefined) return 0;
+  if (scale === "log") return Math.log(1 / Math.min(1, Math.max(MIN_LOG_BUSY, busyFraction)));
+  return Math.min(1, Math.max(0, 1 - busyFraction));
 }
 
 /** Solves A x = b (small, dense) by Gaussian elimination with partial pivoting. */
@@ -224,7 +240,7 @@ const MIN_T = 2;
 // The idle term is not a step-shape column: it is fitted across runs (`withinShapeIdleSlope`); nor
 // are the adapters' row costs (`adapterRowCosts`).
 const SLOPES: Record<
-  Exclude<keyof StepSlopes, "perIdleUs" | "idleRef" | "idleRange" | "perRowByRankUs" | "perRowMeanUs">,
+  Exclude<keyof StepSlopes, "perIdleUs" | "idleRef" | "idleRange" | "idleScale" | "perRowByRankUs" | "perRowMeanUs">,
   Column
 > = {
   perSequenceUs: (s) => Math.max(0, s.sequences - 1),
@@ -327,10 +343,11 @@ export const MIN_RATE_IDLE_SPREAD = 0.01;
  * MIN_T standard errors.
  */
 export function withinShapeIdleSlope(
-  runs: ReadonlyArray<{ steps: readonly StepShapeSample[]; idle: number; rate?: number }>,
+  runs: ReadonlyArray<{ steps: readonly StepShapeSample[]; idle: number; rate?: number; linearIdle?: number }>,
 ): number {
   if (runs.length < 3) return 0;
-  const idles = runs.map((r) => r.idle);
+  // The spread tests are on 1 − busy fraction whatever the regressor's scale (`linearIdle`).
+  const idles = runs.map((r) => r.linearIdle ?? r.idle);
   const rates = new Set(runs.flatMap((r) => (r.rate === undefined ? [] : [r.rate])));
   const minSpread = rates.size >= 2 ? MIN_RATE_IDLE_SPREAD : MIN_IDLE_SPREAD;
   if (Math.max(...idles) - Math.min(...idles) < minSpread) return 0;
@@ -441,8 +458,10 @@ function without(rows: readonly StepShapeSample[], costUs: (s: StepShapeSample) 
 function fitMode(
   runs: readonly StepProfileRun[],
   knownRankUs?: number,
-  borrowedIdle?: { perIdleUs: number; range: readonly [number, number]; shift?: boolean },
-): { fixedUs: number; slopes: StepSlopes; idleSpan?: readonly [number, number] } {
+  borrowedIdle?: { perIdleUs: number; range: readonly [number, number]; linearWidth: number; shift?: boolean },
+  idle: { scale?: "log"; medianSlope?: boolean } = {},
+): { fixedUs: number; slopes: StepSlopes; idleSpan?: readonly [number, number]; linearWidth?: number } {
+  const idleScale = idle.scale;
   const one: Column = () => 1;
   const perRankUs = knownRankUs ?? withinShapeRankSlope(runs.map((r) => r.steps));
   const ranked = runs.map((r) => ({ ...r, steps: without(r.steps, (x) => perRankUs * (x.rankSum ?? 0)) }));
@@ -458,10 +477,25 @@ function fitMode(
   const adapted = ranked.map((r) => ({ ...r, steps: without(r.steps, (x) => rowCostUs(known, x)) }));
   const timed = adapted
     .filter((r) => r.busyFraction !== undefined)
-    .map((r) => ({ steps: r.steps, idle: idleOf(r.busyFraction), ...(r.rate === undefined ? {} : { rate: r.rate }) }));
-  const own = withinShapeIdleSlope(timed);
+    .map((r) => ({
+      steps: r.steps,
+      idle: idleOf(r.busyFraction, idleScale),
+      linearIdle: idleOf(r.busyFraction),
+      ...(r.rate === undefined ? {} : { rate: r.rate }),
+    }));
+  // `medianSlope`: the slope alone regressed at each rate's median busy fraction (`atRateMedianBusy`);
+  // the spans, the reference and the fixed cost keep each run's own.
+  const regressed = idle.medianSlope
+    ? atRateMedianBusy(runs.filter((r) => r.busyFraction !== undefined)).map((r, i) => ({
+        ...(timed[i] as (typeof timed)[number]),
+        idle: idleOf(r.busyFraction, idleScale),
+      }))
+    : timed;
+  const own = withinShapeIdleSlope(regressed);
   const idles = timed.map((r) => r.idle);
   const idleSpan = idles.length > 0 ? ([Math.min(...idles), Math.max(...idles)] as const) : undefined;
+  const linear = timed.map((r) => r.linearIdle);
+  const linearWidth = linear.length > 0 ? Math.max(...linear) - Math.min(...linear) : 0;
   // Since m15l (`shift`) a mode borrows when its own runs span less idle fraction than the lender's
   // (was: under MIN_IDLE_SPREAD): the hybrid probe's rounds spread 0.07 in the run of 12:24 because
   // one of them stepped slower (a slower round is also a busier one), which fits no slope of its own.
@@ -470,7 +504,7 @@ function fitMode(
     own === 0 &&
     borrowedIdle !== undefined &&
     idleSpan !== undefined &&
-    idleSpan[1] - idleSpan[0] < (borrowedIdle.shift ? Math.max(MIN_IDLE_SPREAD, lenderWidth) : MIN_IDLE_SPREAD);
+    linearWidth < (borrowedIdle.shift ? Math.max(MIN_IDLE_SPREAD, borrowedIdle.linearWidth) : MIN_IDLE_SPREAD);
   const perIdleUs = borrows ? borrowedIdle.perIdleUs : own;
   // Where the borrowed slope applies. Before m15l: within the lender's idle fractions, which left
   // a mode whose probe and case both sit outside them (hybrid: probe 0.83–0.90 idle, case
@@ -479,8 +513,12 @@ function fitMode(
   // the lender's steps moved across their two rates (slope × width, 0.26–0.37 ms in the stored
   // runs): the wake-up is a bounded cost, and the hybrid case's lone decode steps ran 0.32 ms
   // faster than its probe's on average over the 13 stored runs (−0.21 to +0.79).
+  // On the log scale a mode's own slope applies within its own probes' span too (m15r): ln(1 / busy)
+  // grows without bound as a simulated executor idles, where 1 − busy stops at 1.
   const borrowedRange: readonly [number, number] | undefined = !borrows
-    ? undefined
+    ? idleScale === "log" && own > 0 && idleSpan
+      ? idleSpan
+      : undefined
     : borrowedIdle.shift && idleSpan
       ? [idleSpan[0] - lenderWidth, idleSpan[1] + lenderWidth]
       : borrowedIdle.range;
@@ -494,10 +532,12 @@ function fitMode(
   for (const r of adapted) {
     const n = r.steps.reduce((a, s) => a + s.count, 0);
     idleSteps += n;
-    idleSum += n * idleOf(r.busyFraction);
+    idleSum += n * idleOf(r.busyFraction, idleScale);
   }
   const idleRef = perIdleUs > 0 && idleSteps > 0 ? idleSum / idleSteps : 0;
-  const rows = adapted.flatMap((r) => without(r.steps, () => perIdleUs * (idleOf(r.busyFraction) - idleRef)));
+  const rows = adapted.flatMap((r) =>
+    without(r.steps, () => perIdleUs * (idleOf(r.busyFraction, idleScale) - idleRef)),
+  );
   // A column that is zero on every step (no adapters, no prompt in any step) has nothing to fit;
   // rank is fitted above, within shapes.
   let active = (Object.keys(SLOPES) as Slope[]).filter(
@@ -531,12 +571,13 @@ function fitMode(
       perIdleUs,
       ...(idleRef > 0 ? { idleRef } : {}),
       ...(borrowedRange ? { idleRange: borrowedRange } : {}),
+      ...(idleScale === "log" && perIdleUs > 0 ? { idleScale } : {}),
     };
     active.forEach((k, i) => (slopes[k] = value(i)));
     return {
       fixedUs: Math.max(0, fit.coef[0] as number),
       slopes,
-      ...(own > 0 && idleSpan ? { idleSpan } : {}),
+      ...(own > 0 && idleSpan ? { idleSpan, linearWidth } : {}),
     };
   }
 }
@@ -550,33 +591,66 @@ function fitMode(
  */
 export function fitStepPeriods(
   profiles: readonly StepProfileRun[],
-  options: { perRankUs?: number; shareIdle?: boolean; shiftIdle?: boolean } = {},
+  options: {
+    perRankUs?: number;
+    shareIdle?: boolean;
+    shiftIdle?: boolean;
+    /** The idle term's regressor (`StepSlopes.idleScale`; absent: 1 − busy fraction). */
+    idleScale?: "log";
+    /**
+     * Each run at its mode's and rate's median busy fraction (`atRateMedianBusy`): "all" in the
+     * whole fit, "slope" in the idle slope's regression only.
+     */
+    rateMedianBusy?: "all" | "slope";
+    lendLinear?: boolean;
+  } = {},
 ): StepPeriodFit {
   const byMode = new Map<ServingMode, StepProfileRun[]>();
-  for (const p of profiles) {
+  for (const p of options.rateMedianBusy === "all" ? atRateMedianBusy(profiles) : profiles) {
     const steps = p.steps.filter((s) => s.count > 0);
     if (steps.length > 0) byMode.set(p.mode, [...(byMode.get(p.mode) ?? []), { ...p, steps }]);
   }
   if (byMode.size === 0) throw new RangeError("no engine steps in the step profiles: nothing to fit");
+  const idleOptions = {
+    ...(options.idleScale ? { scale: options.idleScale } : {}),
+    medianSlope: options.rateMedianBusy === "slope",
+  };
   const fit: Required<Pick<StepPeriodFit, "fixedUs" | "slopes" | "steps">> = { fixedUs: {}, slopes: {}, steps: {} };
-  const fitted = new Map([...byMode].map(([mode, rows]) => [mode, fitMode(rows, options.perRankUs)]));
+  const fitted = new Map(
+    [...byMode].map(([mode, rows]) => [mode, fitMode(rows, options.perRankUs, undefined, idleOptions)]),
+  );
   // The idle term is the machine's (waking halted vCPUs), but only a mode probed at two rates can
   // fit it: the coupled probes, at 2 and 12 req/s. A mode probed at one rate takes that slope, within
   // the idle fractions it was fitted over: its cases run busier than its probe as the coupled ones do
   // (disaggregated 4 req/s case 0.06–0.13 busy against 0.03–0.06 for its 2 req/s probe; its lone
   // decode steps 3–18 % faster in 8 of 9 stored runs), and left at 0 the fit carried the probe's
   // idler steps to the case (docs/evaluation.md §5, m15k).
-  const lender = [...fitted.values()].find((m) => m.idleSpan !== undefined && (m.slopes.perIdleUs ?? 0) > 0);
+  const lenderMode = [...fitted].find(([, m]) => m.idleSpan !== undefined && (m.slopes.perIdleUs ?? 0) > 0)?.[0];
+  let lender = lenderMode === undefined ? undefined : fitted.get(lenderMode);
+  // `lendLinear`: the borrowers take the lender's slope in 1 − busy fraction whatever the scale.
+  if (options.idleScale === "log" && options.lendLinear && lenderMode !== undefined) {
+    const relinear = fitMode(byMode.get(lenderMode) ?? [], options.perRankUs, undefined, {
+      ...idleOptions,
+      scale: undefined,
+    });
+    lender = relinear.idleSpan && (relinear.slopes.perIdleUs ?? 0) > 0 ? relinear : undefined;
+  }
   if (options.shareIdle !== false && lender?.idleSpan)
     for (const [mode, rows] of byMode)
-      if (fitted.get(mode) !== lender)
+      if (mode !== lenderMode)
         fitted.set(
           mode,
-          fitMode(rows, options.perRankUs, {
-            perIdleUs: lender.slopes.perIdleUs ?? 0,
-            range: lender.idleSpan,
-            shift: options.shiftIdle !== false,
-          }),
+          fitMode(
+            rows,
+            options.perRankUs,
+            {
+              perIdleUs: lender.slopes.perIdleUs ?? 0,
+              range: lender.idleSpan,
+              linearWidth: lender.linearWidth ?? 0,
+              shift: options.shiftIdle !== false,
+            },
+            options.lendLinear ? { ...idleOptions, scale: undefined } : idleOptions,
+          ),
         );
   for (const [mode, rows] of byMode) {
     const m = fitted.get(mode) as { fixedUs: number; slopes: StepSlopes };
@@ -590,6 +664,31 @@ export function fitStepPeriods(
     if (us > 0) firstStepUs[mode] = us;
   }
   return Object.keys(firstStepUs).length > 0 ? { ...fit, firstStepUs } : fit;
+}
+
+/**
+ * The runs with each one's busy fraction replaced by the median over the runs of its mode at its
+ * rate (runs without a rate keep theirs). A round's busy fraction is its summed step periods over
+ * its length, so a round that stepped slower for any reason also reads busier, and regressed on its
+ * own busy fraction it pulls the idle slope towards 0 (m15q's run of 07:52: the disaggregated 4 req/s
+ * probe's slow round 2, busy 0.075 against 0.056 and 0.055, cost that mode its own slope). The rate
+ * is what the design varies; the rounds' scatter about it is noise on both axes.
+ */
+export function atRateMedianBusy(profiles: readonly StepProfileRun[]): StepProfileRun[] {
+  const groups = new Map<string, number[]>();
+  const key = (p: StepProfileRun): string => `${p.mode}/${p.rate}`;
+  for (const p of profiles)
+    if (p.rate !== undefined && p.busyFraction !== undefined)
+      groups.set(key(p), [...(groups.get(key(p)) ?? []), p.busyFraction]);
+  return profiles.map((p) => {
+    const b = p.rate === undefined || p.busyFraction === undefined ? undefined : groups.get(key(p));
+    if (!b) return p;
+    const sorted = [...b].sort((x, y) => x - y);
+    const mid = sorted.length >> 1;
+    const median =
+      sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+    return { ...p, busyFraction: median };
+  });
 }
 
 /**
