@@ -4,7 +4,9 @@
 // one input, on T threads at once (each its own half), in the shapes of a decode step:
 //   gemv   K 2048, one call a thread over its whole region (the base rows' long runs)
 //   shrink K 2048, calls of 16 rows (64 KB: the fused shrink's items)
-//   expand K 128, calls of 2816 rows (704 KB: the expand after a base run, r128)
+//   expand K 128, calls of 2816 rows (704 KB: the expand after a base run, r128), with the
+//          default streamed line tile (several regions, a line-by-line prefetch; twenty-first pass)
+//   expand-1stream  the same with the nineteenth pass's line tile over one region (burst prefetch)
 // on anonymous memory madvised 4 KiB (MADV_NOHUGEPAGE: what a JavaScript-allocated adapter pool
 // gets with THP in `madvise` mode) or 2 MiB (MADV_HUGEPAGE: what the mapped checkpoint gets).
 // Variants alternate round by round; each line is the median GB/s a thread.
@@ -50,6 +52,7 @@ struct Shape {
   const char* name;
   int64_t k;
   int64_t rows_per_call;  // 0: the whole region in one call
+  int expand_mode;        // gemm::set_expand16_mode for this shape
 };
 
 // One thread's pass over its region; returns seconds.
@@ -69,15 +72,18 @@ double pass(const uint16_t* w, int64_t k, int64_t rows, int64_t per_call, const 
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 7;
-  const Shape shapes[] = {{"gemv", 2048, 0}, {"shrink", 2048, 16}, {"expand", 128, 2816}};
+  const Shape shapes[] = {
+      {"gemv", 2048, 0, 2}, {"shrink", 2048, 16, 2}, {"expand", 128, 2816, 2}, {"expand-1stream", 128, 2816, 1}};
+  constexpr int kShapes = 4, kVariants = 2 * kShapes;
   uint16_t* mem[2] = {map_weights(false), map_weights(true)};
   std::vector<float> x(2048, 0.01f), out(size_t(threads) * 1 << 20);
-  std::vector<std::vector<double>> rate(6);
+  std::vector<std::vector<double>> rate(kVariants);
   for (int round = 0; round < rounds; round++) {
-    for (int v = 0; v < 6; v++) {
-      const int idx = (round & 1) ? 5 - v : v;  // ABBA over the rounds
-      const Shape& sh = shapes[idx % 3];
-      const uint16_t* w = mem[idx / 3];
+    for (int v = 0; v < kVariants; v++) {
+      const int idx = (round & 1) ? kVariants - 1 - v : v;  // ABBA over the rounds
+      const Shape& sh = shapes[idx % kShapes];
+      const uint16_t* w = mem[idx / kShapes];
+      lm::gemm::set_expand16_mode(sh.expand_mode);
       const int64_t rows_all = static_cast<int64_t>(kBytes / 2) / sh.k;
       const int64_t rows = rows_all / threads / 2816 * 2816;
       std::vector<double> secs(static_cast<size_t>(threads));
@@ -92,11 +98,11 @@ int main(int argc, char** argv) {
       rate[static_cast<size_t>(idx)].push_back(double(rows) * sh.k * 2 / (s / threads) / 1e9);
     }
   }
-  for (int idx = 0; idx < 6; idx++) {
+  for (int idx = 0; idx < kVariants; idx++) {
     auto r = rate[static_cast<size_t>(idx)];
     std::sort(r.begin(), r.end());
     std::printf("{\"shape\":\"%s\",\"pages\":\"%s\",\"threads\":%d,\"gbs_per_thread_median\":%.2f,\"min\":%.2f,\"max\":%.2f}\n",
-                shapes[idx % 3].name, idx / 3 ? "2MiB" : "4KiB", threads, r[r.size() / 2], r.front(), r.back());
+                shapes[idx % kShapes].name, idx / kShapes ? "2MiB" : "4KiB", threads, r[r.size() / 2], r.front(), r.back());
   }
   return 0;
 }
