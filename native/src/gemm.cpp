@@ -6,9 +6,7 @@
 // AVX2-only CPUs run R rows × C tokens tiles of 8-lane ymm accumulators (8 rows at decode; also
 // the LoRA shrink/expand), and CPUs without AVX2 the scalar dot products; both give the same bits.
 // The one-token LoRA expand on bf16 B (short rows) takes 16-row tiles that load whole 64-byte
-// lines (expand16_bf16, AVX-512 BW), with the 8-row tile's lanes and order: the same bits. By
-// default a call's tiles run over up to four regions of B at once, each line prefetched a tile
-// ahead as its counterpart is loaded (expand16s_rows).
+// lines (expand16_bf16, AVX-512 BW), with the 8-row tile's lanes and order: the same bits.
 #include "gemm.h"
 
 #include <algorithm>
@@ -350,14 +348,9 @@ bool detect_avx512bw() {
   return __builtin_cpu_supports("avx512bw");
 }
 const bool g_has_avx512bw = detect_avx512bw();
-// 0: the 8-row tile; 1: the line tile over one stream with a burst prefetch (nineteenth pass);
-// 2 (default): the line tile over several streams, each prefetched a line at a time (twenty-first).
-// LORAMESH_LORA_EXPAND16=0|1|2 picks one for same-build comparisons ("alt": 0 and 2 by step).
-int g_expand16 = [] {
+bool g_expand16 = [] {
   const char* v = std::getenv("LORAMESH_LORA_EXPAND16");
-  if (v == nullptr) return 2;
-  if (std::strcmp(v, "0") == 0 || std::strcmp(v, "alt") == 0) return 0;
-  return std::strcmp(v, "1") == 0 ? 1 : 2;
+  return v == nullptr || (std::strcmp(v, "0") != 0 && std::strcmp(v, "alt") != 0);
 }();
 // 16-row tiles the expand prefetches ahead into L2 (16 KB at r128). In a one-thread read of 200 MB
 // of B the distance (0 to 16 tiles, L1 or L2) did not change the rate; the tile's whole-line loads
@@ -403,81 +396,6 @@ LM_AVX512BW void expand16_bf16(const uint16_t* const rows[16], int64_t k, const 
   for (int64_t i = main; i < k; i++) {
     for (int r = 0; r < 16; r++) out[r] = fma1(widen(rows[r][i]), x[i], out[r]);
   }
-}
-
-// The same tile over a tile of 16 contiguous rows (t: row 0, row r at t + r·k), with its loads
-// ordered pair by pair (each row pair's lines in turn, so the tile is read nearly in address order)
-// and each loaded line's counterpart kExpandAheadBytes further on prefetched into L1. Each
-// accumulator still takes its FMAs line by line, x0..x3 within a line, then the 8-element steps:
-// the same order as expand16_bf16 per lane, the same reduction and tail, so the same bits.
-// Streaming 256 MiB of r128 B on 2 threads, expand16_rows' burst of L2 prefetches at each tile
-// left the loads waiting; one prefetch per loaded line, a tile ahead, keeps them in flight.
-constexpr int64_t kExpandAheadBytes = 4096;
-
-LM_AVX512BW void expand16s_bf16(const uint16_t* t, int64_t k, const float* x, float out[16]) {
-  alignas(64) static const uint16_t kIdx[2][32] = {
-      {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 32, 40, 33, 41, 34, 42, 35, 43, 36, 44, 37, 45, 38, 46, 39, 47},
-      {16, 24, 17, 25, 18, 26, 19, 27, 20, 28, 21, 29, 22, 30, 23, 31,
-       48, 56, 49, 57, 50, 58, 51, 59, 52, 60, 53, 61, 54, 62, 55, 63}};
-  const __m512i idx0 = _mm512_load_si512(kIdx[0]), idx1 = _mm512_load_si512(kIdx[1]);
-  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-  const int64_t lines = k / 32;
-  const int64_t main = k & ~int64_t(7);
-  for (int p = 0; p < 8; p++) {
-    const uint16_t* ra = t + (2 * p) * k;
-    const uint16_t* rb = ra + k;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t l = 0; l < lines; l++) {
-      const int64_t i = l * 32;
-      _mm_prefetch(reinterpret_cast<const char*>(ra + i) + kExpandAheadBytes, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(rb + i) + kExpandAheadBytes, _MM_HINT_T0);
-      const __m512i a = _mm512_loadu_si512(ra + i), b = _mm512_loadu_si512(rb + i);
-      const __m512i lo = _mm512_permutex2var_epi16(a, idx0, b), hi = _mm512_permutex2var_epi16(a, idx1, b);
-      acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo, 16)),
-                            _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i)), acc);
-      acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(lo, high)),
-                            _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 8)), acc);
-      acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi, 16)),
-                            _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 16)), acc);
-      acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi, high)),
-                            _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 24)), acc);
-    }
-    for (int64_t i = lines * 32; i < main; i += 8)
-      acc = _mm512_fmadd_ps(pair(ra, rb, i), _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i)), acc);
-    out[2 * p] = hsum8(_mm512_castps512_ps256(acc));
-    out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc, 1));
-  }
-  for (int64_t i = main; i < k; i++) {
-    for (int r = 0; r < 16; r++) out[r] = fma1(widen(t[r * k + i]), x[i], out[r]);
-  }
-}
-
-// Streams (regions of B) the streamed expand reads at once, and the fewest tiles a stream gets.
-// bench:lora-stream, r128, 2 threads: 28.0 GB/s a thread against the one-region tile's 16.9 and
-// the base GEMV's 29.0; in the decode step the expand's thread time did not change (6.2–6.5
-// thread-ms a step with either tile; issue 17, twenty-first pass).
-constexpr int64_t kExpandStreams = 4;
-constexpr int64_t kExpandStreamTiles = 4;
-
-// Rows [j, re) in 16-row tiles for one input, the tiles split into up to kExpandStreams contiguous
-// regions taken one tile each in turn; returns the first row not done. Every row is still one
-// tile's dot product, so the order the tiles run in does not change any bits.
-int64_t expand16s_rows(const float* x, const uint16_t* w, int64_t k, int64_t j, int64_t re, float* out, int64_t rb) {
-  const int64_t tiles = (re - j) / 16;
-  const int64_t tile_elems = 16 * k;
-  const uint16_t* first = w + j * k;
-  float* o = out + (j - rb);
-  const int64_t streams = std::clamp<int64_t>(tiles / kExpandStreamTiles, 1, kExpandStreams);
-  const int64_t per = tiles / streams;              // tiles a region; the last one also takes the rest
-  const int64_t last = tiles - per * (streams - 1);
-  for (int64_t t = 0; t < last; t++) {
-    for (int64_t g = 0; g < streams; g++) {
-      if (t >= per && g + 1 < streams) continue;
-      const int64_t tile = g * per + t;
-      expand16s_bf16(first + tile * tile_elems, k, x, o + tile * 16);
-    }
-  }
-  return j + tiles * 16;
 }
 
 // Rows [j, re) in 16-row tiles for one input; returns the first row not done. B's rows are
@@ -722,8 +640,8 @@ void rows_ptr_impl(const float* const* xs, const W* w, int64_t tokens, int64_t k
       }
     }
     if constexpr (std::is_same_v<W, uint16_t>) {
-      if (tokens == 1 && g_expand16 != 0 && g_has_avx512bw && row_bytes <= kPrefetchRowBytes && k >= 32)
-        j = g_expand16 == 2 ? expand16s_rows(xs[0], w, k, j, re, out, rb) : expand16_rows(xs[0], w, k, j, re, out, rb);
+      if (tokens == 1 && g_expand16 && g_has_avx512bw && row_bytes <= kPrefetchRowBytes && k >= 32)
+        j = expand16_rows(xs[0], w, k, j, re, out, rb);
     }
     // Short rows (the LoRA expand: B's rows are rank long) make a tile 2 KB or less: prefetch the
     // tiles two ahead, as the AVX2 path does (rows_avx2).
@@ -781,12 +699,11 @@ void set_packed(bool on) { g_packed = on; }
 void set_prefetch(bool on) { g_prefetch = on; }
 void set_gemv_prefetch(bool on) { g_gemv_prefetch = on; }
 void set_short_prefetch_far(bool on) { g_short_far = on; }
-void set_expand16(bool on) { set_expand16_mode(on ? 2 : 0); }
-void set_expand16_mode(int mode) {
+void set_expand16(bool on) {
 #ifdef LM_X86
-  g_expand16 = mode;
+  g_expand16 = on;
 #else
-  (void)mode;
+  (void)on;
 #endif
 }
 

@@ -23,10 +23,6 @@ void set_short_prefetch_far(bool on);
 // default, LORAMESH_LORA_EXPAND16=0 turns it off, =alt switches it at every one-token step). Same
 // bits as the 8-row tile.
 void set_expand16(bool on);
-// Which one-token bf16 expand runs (same bits in all): 0 the 8-row tile, 1 the 16-row line tile over
-// one stream (issue 17, nineteenth pass), 2 (default) the line tile over up to four streams, each
-// prefetched a line at a time (twenty-first pass). set_expand16(on) picks 2 or 0.
-void set_expand16_mode(int mode);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
 // LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.
 void set_gemv_prefetch(bool on);
