@@ -59,6 +59,14 @@
  * rather than 1 − busy (`--lend-linear`: the modes that borrow the slope take the linear one), and
  * `--round-busy median` takes each probe round at its mode's and rate's median busy fraction rather
  * than its own in the whole fit, `--round-busy median-slope` in the idle slope's regression only.
+ * Since m15s a case is predicted over its mode's probe rounds' machine states (`--round-states`,
+ * default `steps`: each round's measured step time over the fit's price of it): one simulated round
+ * per state, the rounds' requests pooled as the measured rounds' are (TTFT P95 over all requests,
+ * mean TPOT over all), and the probes refitted with each round simulated in its own state
+ * (`--round-state-refits`, default 1). `--round-states off` is the model before. `hops`, `tail` and
+ * `steps+hops` add each round's hop scale fitted on its own TTFT P80 (opt-in: they raised the error
+ * across the stored runs). `--coupled-step-probe` (opt-in, +~2.5 min) runs a coupled step probe at
+ * 4 req/s as m15q's disaggregated one.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -138,11 +146,14 @@ if (!["own", "median", "median-slope"].includes(roundBusyFlag))
   throw new RangeError("--round-busy: own, median or median-slope");
 // `--round-states KIND` (m15s): price the machine's round-to-round variation as the measurement pools
 // it: a case is simulated once per round of its mode's probes, each in that round's machine state
-// (`RoundState`), and the rounds' requests pooled. KIND names what a state holds: `steps` (the
-// round's step scale), `hops` (its hop scale), `tail` (its hops' σ scale), `steps+hops`,
-// `steps+tail`; `off` (default): one state, the fit's. `--round-state-quantile Q` (default
-// `TAIL_QUANTILE`): the TTFT quantile a round's hop or tail scale is fitted on.
-const roundStatesFlag = flag("--round-states") ?? "off";
+// (`RoundState`), and the rounds' requests pooled; the probes are refitted with each round simulated
+// in its state. KIND names what a state holds: `steps` (the round's step scale; the default since
+// m15s: over the ten stored runs it lowered the mean max_error_pct 18.31 → 17.28 and the runs over
+// 20 from five to three, docs/evaluation.md §5), `hops` (its hop scale), `tail` (its hops' σ scale),
+// `steps+hops`, `steps+tail`; `off`: one state, the fit's (the model before m15s).
+// `--round-state-quantile Q` (default `TAIL_QUANTILE`): the TTFT quantile a round's hop or tail
+// scale is fitted on.
+const roundStatesFlag = flag("--round-states") ?? "steps";
 if (!["off", "steps", "hops", "tail", "steps+hops", "steps+tail"].includes(roundStatesFlag))
   throw new RangeError("--round-states: off, steps, hops, tail, steps+hops or steps+tail");
 // `--round-state-pool mode|all` (m15s): a case pools the states of its own mode's probe rounds
@@ -412,7 +423,7 @@ const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
  * 16–27 % high. A second disaggregated probe at the case's rate, as long as the cases, lets that mode
  * fit its own idle slope across its two rates (`MIN_RATE_IDLE_SPREAD`). Seeds as the other probes'.
  */
-const STEP_PROBES: Record<"disaggregatedHigh", Case & { seconds: number }> = {
+const STEP_PROBES: Record<"disaggregatedHigh" | "coupledMid", Case & { seconds: number }> = {
   disaggregatedHigh: {
     name: "probe: disaggregated, 4 req/s",
     mode: "disaggregated",
@@ -420,11 +431,25 @@ const STEP_PROBES: Record<"disaggregatedHigh", Case & { seconds: number }> = {
     rate: 4,
     seconds: Number(flag("--high-probe-seconds") ?? duration),
   },
+  coupledMid: {
+    name: "probe: coupled, 4 req/s",
+    mode: "coupled",
+    policy: "rank-aware",
+    rate: 4,
+    seconds: Number(flag("--high-probe-seconds") ?? duration),
+  },
 };
 type StepProbeKey = keyof typeof STEP_PROBES;
-const STEP_PROBE_ORDER: StepProbeKey[] = noStepProbes ? [] : ["disaggregatedHigh"];
+// `--coupled-step-probe` (m15s, opt-in): a coupled probe at the 4 req/s case's rate too, run after
+// that case (+~2.5 min a run), so the coupled idle slope is fitted across three rates.
+const coupledStepProbe = args.includes("--coupled-step-probe");
+const STEP_PROBE_ORDER: StepProbeKey[] = noStepProbes
+  ? []
+  : coupledStepProbe
+    ? ["disaggregatedHigh", "coupledMid"]
+    : ["disaggregatedHigh"];
 /** Where a step-only probe runs in a round: after the case of its mode (the drift on both sides). */
-const STEP_PROBE_AFTER_CASE: Record<StepProbeKey, number> = { disaggregatedHigh: 2 };
+const STEP_PROBE_AFTER_CASE: Record<StepProbeKey, number> = { disaggregatedHigh: 2, coupledMid: 0 };
 
 /**
  * The probes the shared request hops are fitted on (`--hop-probes`). Since m15l: both coupled
