@@ -1357,6 +1357,8 @@ if (roundStatesFlag !== "off") {
     probeStateOf.clear();
     for (const key of PROBE_ORDER) {
       const m = new Map<number, RoundState>();
+      // By seed, as the probes' simulations are (each round its own seed since m15g; a run with one
+      // seed in every round would simulate its rounds once, in the last round's state).
       for (const st of states.filter((x) => x.probe === PROBES[key].name)) m.set(st.seed, st);
       probeStateOf.set(key, m);
     }
