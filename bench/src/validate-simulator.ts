@@ -60,10 +60,10 @@
  * `--round-busy median` takes each probe round at its mode's and rate's median busy fraction rather
  * than its own in the whole fit, `--round-busy median-slope` in the idle slope's regression only.
  * Since m15s a case is predicted over its mode's probe rounds' machine states (`--round-states`,
- * default `steps`: each round's measured step time over the fit's price of it): one simulated round
+ * opt-in `steps`: each round's measured step time over the fit's price of it): one simulated round
  * per state, the rounds' requests pooled as the measured rounds' are (TTFT P95 over all requests,
  * mean TPOT over all), and the probes refitted with each round simulated in its own state
- * (`--round-state-refits`, default 1). `--round-states off` is the model before. `hops`, `tail` and
+ * (`--round-state-refits`, default 1). `off` (default) is one state. `hops`, `tail` and
  * `steps+hops` add each round's hop scale fitted on its own TTFT P80 (opt-in: they raised the error
  * across the stored runs). `--coupled-step-probe` (opt-in, +~2.5 min) runs a coupled step probe at
  * 4 req/s as m15q's disaggregated one.
@@ -147,13 +147,13 @@ if (!["own", "median", "median-slope"].includes(roundBusyFlag))
 // `--round-states KIND` (m15s): price the machine's round-to-round variation as the measurement pools
 // it: a case is simulated once per round of its mode's probes, each in that round's machine state
 // (`RoundState`), and the rounds' requests pooled; the probes are refitted with each round simulated
-// in its state. KIND names what a state holds: `steps` (the round's step scale; the default since
-// m15s: over the ten stored runs it lowered the mean max_error_pct 18.31 → 17.28 and the runs over
-// 20 from five to three, docs/evaluation.md §5), `hops` (its hop scale), `tail` (its hops' σ scale),
-// `steps+hops`, `steps+tail`; `off`: one state, the fit's (the model before m15s).
+// in its state. KIND names what a state holds: `steps` (the round's step scale: over the ten stored runs it
+// lowered the mean max_error_pct 18.31 → 17.28, but m15s's full run rose 23.70 → 27.84 with it, so
+// opt-in; docs/evaluation.md §5), `hops` (its hop scale), `tail` (its hops' σ scale),
+// `steps+hops`, `steps+tail`; `off` (default): one state, the fit's.
 // `--round-state-quantile Q` (default `TAIL_QUANTILE`): the TTFT quantile a round's hop or tail
 // scale is fitted on.
-const roundStatesFlag = flag("--round-states") ?? "steps";
+const roundStatesFlag = flag("--round-states") ?? "off";
 if (!["off", "steps", "hops", "tail", "steps+hops", "steps+tail"].includes(roundStatesFlag))
   throw new RangeError("--round-states: off, steps, hops, tail, steps+hops or steps+tail");
 // `--round-state-pool mode|all` (m15s): a case pools the states of its own mode's probe rounds
