@@ -59,6 +59,14 @@
  * rather than 1 − busy (`--lend-linear`: the modes that borrow the slope take the linear one), and
  * `--round-busy median` takes each probe round at its mode's and rate's median busy fraction rather
  * than its own in the whole fit, `--round-busy median-slope` in the idle slope's regression only.
+ * Since m15s a case is predicted over its mode's probe rounds' machine states (`--round-states`,
+ * opt-in `steps`: each round's measured step time over the fit's price of it): one simulated round
+ * per state, the rounds' requests pooled as the measured rounds' are (TTFT P95 over all requests,
+ * mean TPOT over all), and the probes refitted with each round simulated in its own state
+ * (`--round-state-refits`, default 1). `off` (default) is one state. `hops`, `tail` and
+ * `steps+hops` add each round's hop scale fitted on its own TTFT P80 (opt-in: they raised the error
+ * across the stored runs). `--coupled-step-probe` (opt-in, +~2.5 min) runs a coupled step probe at
+ * 4 req/s as m15q's disaggregated one.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -78,7 +86,12 @@ import {
   DEFAULT_WORKLOAD,
   fitRequestOverheads,
   fitStepPeriods,
+  fitRoundScale,
   medianOverRounds,
+  pooledOverStates,
+  roundStepScale,
+  withRoundState,
+  type RoundState,
   percentile,
   pooledOverRounds,
   TAIL_QUANTILE,
@@ -131,6 +144,27 @@ if (idleScaleFlag !== "linear" && idleScaleFlag !== "log") throw new RangeError(
 const roundBusyFlag = flag("--round-busy") ?? "own";
 if (!["own", "median", "median-slope"].includes(roundBusyFlag))
   throw new RangeError("--round-busy: own, median or median-slope");
+// `--round-states KIND` (m15s): price the machine's round-to-round variation as the measurement pools
+// it: a case is simulated once per round of its mode's probes, each in that round's machine state
+// (`RoundState`), and the rounds' requests pooled; the probes are refitted with each round simulated
+// in its state. KIND names what a state holds: `steps` (the round's step scale: over the ten stored runs it
+// lowered the mean max_error_pct 18.31 → 17.28, but m15s's full run rose 23.70 → 27.84 with it, so
+// opt-in; docs/evaluation.md §5), `hops` (its hop scale), `tail` (its hops' σ scale),
+// `steps+hops`, `steps+tail`; `off` (default): one state, the fit's.
+// `--round-state-quantile Q` (default `TAIL_QUANTILE`): the TTFT quantile a round's hop or tail
+// scale is fitted on.
+const roundStatesFlag = flag("--round-states") ?? "off";
+if (!["off", "steps", "hops", "tail", "steps+hops", "steps+tail"].includes(roundStatesFlag))
+  throw new RangeError("--round-states: off, steps, hops, tail, steps+hops or steps+tail");
+// `--round-state-pool mode|all` (m15s): a case pools the states of its own mode's probe rounds
+// (default), or of every probe round (the machine's states, whatever mode measured them).
+const roundStatePool = flag("--round-state-pool") ?? "mode";
+if (roundStatePool !== "mode" && roundStatePool !== "all") throw new RangeError("--round-state-pool: mode or all");
+const roundStateRefits = Math.max(0, Math.round(Number(flag("--round-state-refits") ?? 1)));
+/** Each probe's rounds' machine states by seed, while the fit simulates them in those (m15s). */
+const probeStateOf = new Map<keyof StackProbes, Map<number, RoundState>>();
+const roundStateQuantile = Number(flag("--round-state-quantile") ?? TAIL_QUANTILE);
+if (!(roundStateQuantile > 0 && roundStateQuantile < 100)) throw new RangeError("--round-state-quantile: 0–100");
 // `--hop-probes K,K,…`: the probes the shared hops are fitted on (default below; m15h–m15k: all four).
 const hopProbesFlag = flag("--hop-probes");
 // `--busy-hop-cap N`: the most steps `hybridBusyHopSteps` may reach (m15j–m15k: 4).
@@ -389,7 +423,7 @@ const PROBES: Record<keyof StackProbes, Case & { seconds: number }> = {
  * 16–27 % high. A second disaggregated probe at the case's rate, as long as the cases, lets that mode
  * fit its own idle slope across its two rates (`MIN_RATE_IDLE_SPREAD`). Seeds as the other probes'.
  */
-const STEP_PROBES: Record<"disaggregatedHigh", Case & { seconds: number }> = {
+const STEP_PROBES: Record<"disaggregatedHigh" | "coupledMid", Case & { seconds: number }> = {
   disaggregatedHigh: {
     name: "probe: disaggregated, 4 req/s",
     mode: "disaggregated",
@@ -397,11 +431,25 @@ const STEP_PROBES: Record<"disaggregatedHigh", Case & { seconds: number }> = {
     rate: 4,
     seconds: Number(flag("--high-probe-seconds") ?? duration),
   },
+  coupledMid: {
+    name: "probe: coupled, 4 req/s",
+    mode: "coupled",
+    policy: "rank-aware",
+    rate: 4,
+    seconds: Number(flag("--high-probe-seconds") ?? duration),
+  },
 };
 type StepProbeKey = keyof typeof STEP_PROBES;
-const STEP_PROBE_ORDER: StepProbeKey[] = noStepProbes ? [] : ["disaggregatedHigh"];
+// `--coupled-step-probe` (m15s, opt-in): a coupled probe at the 4 req/s case's rate too, run after
+// that case (+~2.5 min a run), so the coupled idle slope is fitted across three rates.
+const coupledStepProbe = args.includes("--coupled-step-probe");
+const STEP_PROBE_ORDER: StepProbeKey[] = noStepProbes
+  ? []
+  : coupledStepProbe
+    ? ["disaggregatedHigh", "coupledMid"]
+    : ["disaggregatedHigh"];
 /** Where a step-only probe runs in a round: after the case of its mode (the drift on both sides). */
-const STEP_PROBE_AFTER_CASE: Record<StepProbeKey, number> = { disaggregatedHigh: 2 };
+const STEP_PROBE_AFTER_CASE: Record<StepProbeKey, number> = { disaggregatedHigh: 2, coupledMid: 0 };
 
 /**
  * The probes the shared request hops are fitted on (`--hop-probes`). Since m15l: both coupled
@@ -516,11 +564,18 @@ function probeOverheads(
   // rounds' simulations, each with the round's seed (the same estimator on both sides).
   const simulateProbe = (p: ProbeSpec, k: Calibration): ProbeSummary => {
     const c = specOf(p);
-    const cost = new CostModel(k);
     const seeds = measured[keyOf(p)].rounds.map((r) => r.seed ?? PROBE_SEED);
+    // With `--round-states`, from the second fit on, each probe round is simulated in its own
+    // machine state (m15s), as its case's rounds are: the hops fitted then are a round's, not the
+    // spread between rounds too.
+    const byState = probeStateOf.get(keyOf(p));
+    const costOf = (seed: number): CostModel => {
+      const st = byState?.get(seed);
+      return new CostModel(st ? withRoundState(k, st) : k);
+    };
     if (tailProbe(keyOf(p))) {
       const round = (seed: number): ProbeSummary & { ttftsMs: readonly number[] } => {
-        const r = predict({ ...c, seed }, cost, c.seconds, true);
+        const r = predict({ ...c, seed }, costOf(seed), c.seconds, true);
         return { ...summary(r), ttftsMs: r.ttftsMs ?? [] };
       };
       if (tailRounds === "pooled") return pooledOverRounds(seeds, round, tailQuantile);
@@ -537,10 +592,10 @@ function probeOverheads(
     }
     if (pooledProbe(keyOf(p)))
       return pooledOverRounds(seeds, (seed) => {
-        const r = predict({ ...c, seed }, cost, c.seconds, true);
+        const r = predict({ ...c, seed }, costOf(seed), c.seconds, true);
         return { ...summary(r), ttftsMs: r.ttftsMs ?? [] };
       });
-    return medianOverRounds(seeds, (seed) => summary(predict({ ...c, seed }, cost, c.seconds)));
+    return medianOverRounds(seeds, (seed) => summary(predict({ ...c, seed }, costOf(seed), c.seconds)));
   };
   // One request-hop distribution for every mode (the hops are the same processes in every mode),
   // fitted on all four probes together since m15h (was the two low-rate ones): 12 rounds, ~1150
@@ -1004,6 +1059,50 @@ function predict(c: Case, cost: CostModel, seconds = duration, keepTtfts = false
   return { ...r, errors: 0 };
 }
 
+/**
+ * Each probe round's machine state (`--round-states`, m15s): its steps' measured periods over the
+ * fit's price of them, and the hop (or tail) scale that puts the round's own simulated TTFT at
+ * `--round-state-quantile` on its measured one (with its step scale applied; 1 where the round kept
+ * no requests). Every probe of a mode contributes its rounds, the step-only ones too.
+ */
+function probeRoundStates(
+  k: Calibration,
+): Array<RoundState & { mode: ServingMode; probe: string; round: number; seed: number }> {
+  const fit = k.stepPeriods as StepPeriodFit;
+  const useSteps = roundStatesFlag.startsWith("steps");
+  const hopKind = roundStatesFlag.endsWith("hops") ? "hops" : roundStatesFlag.endsWith("tail") ? "tail" : undefined;
+  const entries: Array<[Case & { seconds: number }, MeasuredRun[]]> = [
+    ...PROBE_ORDER.map((key): [Case & { seconds: number }, MeasuredRun[]] => [PROBES[key], probeRounds[key]]),
+    ...STEP_PROBE_ORDER.flatMap((key): Array<[Case & { seconds: number }, MeasuredRun[]]> => {
+      const r = stepProbeRounds[key];
+      return r && r.length > 0 ? [[STEP_PROBES[key], r]] : [];
+    }),
+  ];
+  return entries.flatMap(([spec, runs]) =>
+    runs.map((r, i) => {
+      const seed = r.seed ?? PROBE_SEED;
+      const base: RoundState = {
+        stepScale: useSteps ? roundStepScale(r.stepProfile, fit, spec.mode, busyFractionOf(r)) : 1,
+        hopScale: 1,
+        hopTailScale: 1,
+      };
+      const ttfts = (r.requests ?? []).map((q) => q.ttftMs);
+      const at = (x: number): RoundState =>
+        hopKind === "tail" ? { ...base, hopTailScale: x } : { ...base, hopScale: x };
+      const scale =
+        hopKind && ttfts.length > 0
+          ? fitRoundScale(
+              ttfts,
+              roundStateQuantile,
+              (x) =>
+                predict({ ...spec, seed }, new CostModel(withRoundState(k, at(x))), spec.seconds, true).ttftsMs ?? [],
+            )
+          : 1;
+      return { mode: spec.mode, probe: spec.name, round: i + 1, seed, ...at(scale) };
+    }),
+  );
+}
+
 /** A round's guard signals and re-runs, for the report (absent in a replay). */
 const guardFields = (r: MeasuredRun): Record<string, unknown> => ({
   ...(r.signals ? { signals: r.signals } : {}),
@@ -1246,7 +1345,27 @@ const caseRuns = caseRounds.map((r) => ofRounds(r));
 // A request's arrival in the steps file (0.1 ms; null in a replay, whose steps file kept none).
 const arrivalOf = (q: { arrivalS?: number }): number | null =>
   q.arrivalS === undefined ? null : Math.round(q.arrivalS * 1e4) / 1e4;
-const { calibration: cal, probes } = probeOverheads(kernels.calibration, probeRuns, stepProbeRuns);
+let { calibration: cal, probes } = probeOverheads(kernels.calibration, probeRuns, stepProbeRuns);
+// `--round-states` (m15s): each probe round's machine state relative to the fit, then the fit again
+// with each probe round simulated in its state (`--round-state-refits`, default 1), the states
+// again relative to that fit. Without the refit the hops' tail, fitted on the probes' rounds
+// pooled, holds the spread between rounds that the states add once more.
+let states: ReturnType<typeof probeRoundStates> | undefined;
+if (roundStatesFlag !== "off") {
+  states = probeRoundStates(cal);
+  for (let i = 0; i < roundStateRefits; i++) {
+    probeStateOf.clear();
+    for (const key of PROBE_ORDER) {
+      const m = new Map<number, RoundState>();
+      // By seed, as the probes' simulations are (each round its own seed since m15g; a run with one
+      // seed in every round would simulate its rounds once, in the last round's state).
+      for (const st of states.filter((x) => x.probe === PROBES[key].name)) m.set(st.seed, st);
+      probeStateOf.set(key, m);
+    }
+    ({ calibration: cal, probes } = probeOverheads(kernels.calibration, probeRuns, stepProbeRuns));
+    states = probeRoundStates(cal);
+  }
+}
 writeFileSync(
   join(replaying ? tmpdir() : RESULTS, "validate-steps.json"),
   `${JSON.stringify({
@@ -1297,7 +1416,22 @@ writeFileSync(
 const cost = new CostModel(cal);
 const cases = CASES.map((c, i) => {
   const measured = caseRuns[i] as RoundsRun;
-  const predicted = predict(c, cost);
+  const caseStates = states?.filter((x) => roundStatePool === "all" || x.mode === c.mode);
+  const predicted =
+    caseStates && caseStates.length > 0
+      ? {
+          ...pooledOverStates(caseStates, (st) => {
+            const r = predict(c, new CostModel(withRoundState(cal, st)), duration, true);
+            return {
+              ttftsMs: r.ttftsMs ?? [],
+              tpotMeanMs: r.tpotMs.mean,
+              completed: r.completed,
+              throughputTokensPerSecond: r.throughputTokensPerSecond,
+            };
+          }),
+          errors: 0,
+        }
+      : predict(c, cost);
   const error = {
     ttftP95: errorPct(predicted.ttftMs.p95, measured.ttftMs.p95),
     tpotMean: errorPct(predicted.tpotMs.mean, measured.tpotMs.mean),
@@ -1336,6 +1470,8 @@ const cases = CASES.map((c, i) => {
       completed: predicted.completed,
     },
     errorPct: error,
+    // The machine states the prediction pooled (`--round-states`, m15s): one simulated round each.
+    ...(caseStates ? { roundStates: caseStates } : {}),
     steps: stepSummary(measured.rounds, cal.stepPeriods as StepPeriodFit, c.mode),
     busyCoresDuringRun: measured.busyCores,
   };
@@ -1375,6 +1511,16 @@ const report = {
   },
   quick,
   rounds,
+  ...(states
+    ? {
+        roundStates: {
+          kind: roundStatesFlag,
+          quantile: roundStateQuantile,
+          refits: roundStateRefits,
+          pool: roundStatePool,
+        },
+      }
+    : {}),
   ...(replaying ? { replayOf: replayFile } : {}),
   // The interference guard (m15n): a measured round whose machine was disturbed, by signals
   // independent of the prediction, was measured again; every disturbed attempt is listed. A replay

@@ -95,6 +95,15 @@ export interface Calibration {
    */
   stepPeriods?: StepPeriodFit;
   /**
+   * One measured round's machine state, relative to the fit (since m15s, `round-states.ts`): every
+   * step period times `roundStepScale`, every hop's log-normal draw times `roundHopScale` and its
+   * σ times `roundHopTailScale` (absent: 1, the fit's one state). A case is then simulated once per
+   * state its mode's probe rounds measured, and their requests pooled as the measured rounds' are.
+   */
+  roundStepScale?: number;
+  roundHopScale?: number;
+  roundHopTailScale?: number;
+  /**
    * Per request, from its last token leaving the worker to the end of its stream at the client
    * (the final message and the stream's close, through the router). The client's TPOT counts
    * it, spread over the request's tokens, so it weighs most on short outputs.

@@ -80,6 +80,16 @@ export {
   type StepShapeSample,
   type StepSlopes,
 } from "./step-fit";
+export {
+  FIT_STATE,
+  fitRoundScale,
+  pooledOverStates,
+  ROUND_HOP_SCALE_BOUNDS,
+  type RoundState,
+  roundStepScale,
+  type StateRound,
+  withRoundState,
+} from "./round-states";
 export { cpuSimCost, gpuSimCost, hopIdleUs, type SimCost, toSimCost } from "./sim-cost";
 export { type ClusterSpec, serviceableRate, type ServingMode, simulate } from "./simulator";
 export { percentile, type SimulationResult, type Slo } from "./sim-stats";

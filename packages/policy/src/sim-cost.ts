@@ -86,12 +86,22 @@ export function cpuSimCost(cost: CostModel): SimCost {
     requestOverheadSeconds: (mode, z, busyFraction) => {
       const remote = mode === "disaggregated" && c.remoteRequestOverheadUs !== undefined;
       const median = (remote ? c.remoteRequestOverheadUs : c.requestOverheadUs) ?? 0;
-      const hop = logNormalAt(median, remote ? c.remoteRequestOverheadP95Us : c.requestOverheadP95Us, z);
+      // A round's machine state (m15s): its hops' draw scaled, its tail widened or narrowed.
+      const hop =
+        (c.roundHopScale ?? 1) *
+        logNormalAt(
+          median,
+          remote ? c.remoteRequestOverheadP95Us : c.requestOverheadP95Us,
+          z * (c.roundHopTailScale ?? 1),
+        );
       return Math.max(0, hop + hopIdleUs(c, busyFraction)) / 1e6;
     },
     hopsByBusy: (c.requestOverheadPerIdleUs ?? 0) !== 0,
     hopWakeTauS: c.requestOverheadWakeTauS ?? 0,
-    stepPeriodUs: (mode, shape) => (c.stepPeriods ? stepPeriodUs(c.stepPeriods, mode, shape) : undefined),
+    stepPeriodUs: (mode, shape) => {
+      const period = c.stepPeriods ? stepPeriodUs(c.stepPeriods, mode, shape) : undefined;
+      return period === undefined ? undefined : period * (c.roundStepScale ?? 1);
+    },
     firstStepUs: (mode) => (c.stepPeriods ? firstStepExtraUs(c.stepPeriods, mode) : 0),
     busyHopSteps: (mode) => (mode === "hybrid" ? (c.hybridBusyHopSteps ?? 0) : 0),
     streamEndSeconds: (c.streamEndUs ?? 0) / 1e6,
