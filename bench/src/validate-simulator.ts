@@ -160,7 +160,9 @@ if (!["off", "steps", "hops", "tail", "steps+hops", "steps+tail"].includes(round
 // (default), or of every probe round (the machine's states, whatever mode measured them).
 const roundStatePool = flag("--round-state-pool") ?? "mode";
 if (roundStatePool !== "mode" && roundStatePool !== "all") throw new RangeError("--round-state-pool: mode or all");
-const roundStateRefits = Math.max(0, Math.round(Number(flag("--round-state-refits") ?? 1)));
+const roundStateRefits = Number(flag("--round-state-refits") ?? 1);
+if (!Number.isInteger(roundStateRefits) || roundStateRefits < 0)
+  throw new RangeError("--round-state-refits: a whole number ≥ 0");
 /** Each probe's rounds' machine states by seed, while the fit simulates them in those (m15s). */
 const probeStateOf = new Map<keyof StackProbes, Map<number, RoundState>>();
 const roundStateQuantile = Number(flag("--round-state-quantile") ?? TAIL_QUANTILE);
