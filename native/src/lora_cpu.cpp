@@ -14,6 +14,7 @@
 // The scratch vectors are per thread and reused from call to call: a decode step makes ~90 calls.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "common.h"
+#include "profile.h"
 #include "gemm.h"
 #include "ops.h"
 #include "simd.h"
@@ -280,6 +282,8 @@ void LoraJob::expand_columns(int64_t c0, int64_t c1) const {
     const int64_t rank = a.rank[idx];
     const int64_t* rows_of = sc.order.data() + seg.begin;
     const float* hb = sc.h.data() + task.h_offset;
+    const bool timing = profile::thread_timing();
+    const auto t0 = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     if (bf16) {
       expand_block(static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, nb, ne, hb,
                    seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
@@ -287,6 +291,28 @@ void LoraJob::expand_columns(int64_t c0, int64_t c1) const {
       expand_block(static_cast<const float*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, nb, ne, hb,
                    seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
     }
+    if (timing)
+      profile::record_expand_call(
+          (ne - nb) * rank * (bf16 ? 2 : 4),
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+  }
+}
+
+void LoraJob::warm_columns(int64_t c0, int64_t c1, int64_t bytes) const {
+  if (scratch_ == nullptr || args_.b_transposed) return;
+  const LoraArgs& a = args_;
+  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
+  const int64_t elem = a.weight_dtype == LM_BF16 ? 2 : 4;
+  for (const Task& task : sc.tasks) {
+    const int64_t column = a.slice_offset[task.slice];
+    const int64_t width = a.slice_width[task.slice];
+    const int64_t nb = std::max<int64_t>(c0 - column, 0), ne = std::min<int64_t>(c1 - column, width);
+    if (nb >= ne) continue;
+    const int64_t idx = static_cast<int64_t>(sc.segments[static_cast<size_t>(task.segment)].key) * a.n_slices + task.slice;
+    const int64_t rank = a.rank[idx];
+    const char* p = static_cast<const char*>(a.b_pool) + (a.b_offset[idx] + nb * rank) * elem;
+    const int64_t n = std::min<int64_t>(bytes, (ne - nb) * rank * elem);
+    for (int64_t off = 0; off < n; off += 64) __builtin_prefetch(p + off, 0, 2);  // L2 (T1)
   }
 }
 
