@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "common.h"
-#include "profile.h"
 #include "gemm.h"
 #include "ops.h"
+#include "profile.h"
 #include "simd.h"
 #include "threads.h"
 
@@ -295,24 +295,6 @@ void LoraJob::expand_columns(int64_t c0, int64_t c1) const {
       profile::record_expand_call(
           (ne - nb) * rank * (bf16 ? 2 : 4),
           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
-  }
-}
-
-void LoraJob::warm_columns(int64_t c0, int64_t c1, int64_t bytes) const {
-  if (scratch_ == nullptr || args_.b_transposed) return;
-  const LoraArgs& a = args_;
-  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
-  const int64_t elem = a.weight_dtype == LM_BF16 ? 2 : 4;
-  for (const Task& task : sc.tasks) {
-    const int64_t column = a.slice_offset[task.slice];
-    const int64_t width = a.slice_width[task.slice];
-    const int64_t nb = std::max<int64_t>(c0 - column, 0), ne = std::min<int64_t>(c1 - column, width);
-    if (nb >= ne) continue;
-    const int64_t idx = static_cast<int64_t>(sc.segments[static_cast<size_t>(task.segment)].key) * a.n_slices + task.slice;
-    const int64_t rank = a.rank[idx];
-    const char* p = static_cast<const char*>(a.b_pool) + (a.b_offset[idx] + nb * rank) * elem;
-    const int64_t n = std::min<int64_t>(bytes, (ne - nb) * rank * elem);
-    for (int64_t off = 0; off < n; off += 64) __builtin_prefetch(p + off, 0, 2);  // L2 (T1)
   }
 }
 

@@ -110,10 +110,6 @@ class LoraJob {
   void expand(int64_t i) const;
   // The expand of output columns [c0, c1) of y (all slices, all rows): what expand() items cover.
   void expand_columns(int64_t c0, int64_t c1) const;
-  // Prefetches into L2 the first `bytes` of B (row-major B only) that expand_columns(c0, c1) will
-  // read in each slice: issued while the thread's last base rows of those columns still run, so
-  // each short expand call starts on lines already on their way (issue 17, twenty-second pass).
-  void warm_columns(int64_t c0, int64_t c1, int64_t bytes) const;
   // Each phase on the pool, or on the calling thread for a small site (< 256 KB of weights).
   void run_shrink() const;
   void run_expand() const;
@@ -137,13 +133,6 @@ int lora_fuse();
 // Under lora_fuse() 1, whether a one-token site's expand also runs in the base matmul's job, on
 // each run of base rows (default; LORAMESH_LORA_FUSE_EXPAND=0: a job of its own after it).
 bool lora_fuse_expand();
-// Bytes of B a fused one-token expand call gets prefetched into L2 during the base rows before it
-// (MatmulExtra::set_warm): LORAMESH_LORA_WARM=<bytes> (0: off), =alt switches it off and on at
-// every one-token step (set_variant). Same bits either way.
-int64_t lora_warm_bytes();
-// Sets the warm-up's bytes and the base rows' tail it is issued before (tests: a tail short enough
-// that the small test model's runs split).
-void set_lora_warm(int64_t bytes, int64_t tail_bytes);
 // While one lives on a thread, that thread's next cpu::matmul runs these `n` items in its own pool
 // job before its rows (a LoRA site's shrink reads the same x: one fork/join instead of two). Each
 // item is done whole by one thread, so results are the same. `ran()`: the matmul took them.
@@ -164,17 +153,12 @@ class MatmulExtra {
     items_bytes_ = items;
     after_bytes_ = after;
   }
-  // With `after`: warm(begin, end) runs on the same thread shortly before the base rows
-  // [begin, end) finish (lora_warm_bytes() > 0), to start `after`'s first reads early. Prefetch only:
-  // no result depends on it.
-  void set_warm(const std::function<void(int64_t, int64_t)>* warm) { warm_ = warm; }
 
  private:
   friend void matmul(const float*, const void*, lm_dtype, const float*, int64_t, int64_t, int64_t, float*);
   int64_t n_;
   const std::function<void(int64_t)>& fn_;
   const std::function<void(int64_t, int64_t)>* after_;
-  const std::function<void(int64_t, int64_t)>* warm_ = nullptr;
   bool ran_ = false, after_ran_ = false;
   int64_t items_bytes_ = 0, after_bytes_ = 0;
 };

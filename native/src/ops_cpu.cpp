@@ -117,21 +117,6 @@ const bool g_alt_expand16 = [] {
   const char* v = std::getenv("LORAMESH_LORA_EXPAND16");
   return v != nullptr && std::strcmp(v, "alt") == 0;
 }();
-// The fused expand's warm-up (ops.h lora_warm_bytes): B bytes a call gets prefetched during the
-// base rows' last 128 KB (g_warm_tail_bytes). LORAMESH_LORA_WARM=<bytes> sets it (0: off), =alt switches
-// kWarmDefaultBytes on and off at every one-token step. Prefetch only: same bits either way.
-constexpr int64_t kWarmDefaultBytes = 8192;
-std::atomic<int64_t> g_warm_tail_bytes{128 << 10};
-const char* warm_env() {
-  const char* v = std::getenv("LORAMESH_LORA_WARM");
-  return v == nullptr ? "" : v;
-}
-const bool g_alt_warm = std::strcmp(warm_env(), "alt") == 0;
-std::atomic<int64_t> g_warm_bytes{[] {
-  const char* v = warm_env();
-  if (*v == 0 || std::strcmp(v, "alt") == 0) return int64_t(0);
-  return static_cast<int64_t>(std::max(0LL, std::atoll(v)));
-}()};
 // Attention's KV rows prefetched into L2 at the start of each head group: on by default (−17 to
 // −27 % of attention's time at context 256–320, alternated in one process; issue 17, thirteenth
 // pass). LORAMESH_ATTN_PREFETCH=0 turns it off, =alt switches it at every one-token step
@@ -165,22 +150,15 @@ void matmul_block(const float* x, const void* w, const float* bias, int64_t toke
 void set_attn_prefetch(bool on) { g_attn_prefetch.store(on, std::memory_order_relaxed); }
 void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
-int64_t lora_warm_bytes() { return g_warm_bytes.load(std::memory_order_relaxed); }
-void set_lora_warm(int64_t bytes, int64_t tail_bytes) {
-  g_warm_bytes.store(std::max<int64_t>(0, bytes), std::memory_order_relaxed);
-  g_warm_tail_bytes.store(std::max<int64_t>(1, tail_bytes), std::memory_order_relaxed);
-}
-bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_warm; }
+bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16; }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);
   if (g_alt_attn) g_attn_prefetch.store((variant & 1) != 0, std::memory_order_relaxed);
   if (g_alt_far) gemm::set_short_prefetch_far((variant & 1) != 0);
   if (g_alt_expand16) gemm::set_expand16((variant & 1) != 0);
-  if (g_alt_warm) g_warm_bytes.store((variant & 1) != 0 ? kWarmDefaultBytes : 0, std::memory_order_relaxed);
 }
 const char* alternating_what() {
-  if (g_alt_warm) return "LORAMESH_LORA_WARM";
   if (g_alt_expand16) return "LORAMESH_LORA_EXPAND16";
   if (g_alt_far) return "LORAMESH_LORA_PREFETCH_FAR";
   return g_alt_attn ? "LORAMESH_ATTN_PREFETCH" : g_alt_fuse ? "LORAMESH_LORA_FUSE" : "LORAMESH_DECODE_CHUNKS";
@@ -256,11 +234,6 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
     std::atomic<int64_t> next{0}, next_extra{0}, extra_done{0};
     const std::function<void(int64_t, int64_t)>* after = extra ? extra->after_ : nullptr;
     if (after) extra->after_ran_ = true;
-    // The warm-up of `after`'s first B lines, issued before the run's last base rows (at least one
-    // 8-row tile, about g_warm_tail_bytes of weights) so they arrive while those rows stream.
-    const int64_t warm_bytes = after && extra->warm_ ? lora_warm_bytes() : 0;
-    const std::function<void(int64_t, int64_t)>* warm = warm_bytes > 0 ? extra->warm_ : nullptr;
-    const int64_t tail_rows = std::max<int64_t>(8, g_warm_tail_bytes.load(std::memory_order_relaxed) / std::max<int64_t>(1, row_bytes) / 8 * 8);
     // Step profile (LORAMESH_STEP_PROFILE=1) of a job with a LoRA site: each thread's time in the
     // shrink items, the poll, the base rows and the expand runs, recorded once per thread.
     // With the profile on, every such job also records how its wall time split (JobSplit):
@@ -313,15 +286,7 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         if (size >= left) size = left;
         if (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) continue;
         t0 = now();
-        if (warm != nullptr) {
-          // Every row is computed whole by one tile either way: splitting the run keeps the bits.
-          const int64_t split = size > tail_rows ? begin + size - tail_rows : begin;
-          if (split > begin) block(x, w, bias, tokens, k, n, begin, split, out);
-          (*warm)(begin, begin + size);
-          block(x, w, bias, tokens, k, n, split, begin + size, out);
-        } else {
-          block(x, w, bias, tokens, k, n, begin, begin + size, out);
-        }
+        block(x, w, bias, tokens, k, n, begin, begin + size, out);
         t1 = now();
         t_base += ns(t0, t1);
         base_rows += size;

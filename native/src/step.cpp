@@ -78,15 +78,11 @@ class Step {
       const std::function<void(int64_t)> shrink = [&job](int64_t i) { job.shrink(i); };
       // At one token the expand runs in the same job too, on each run of base rows as it is done.
       const std::function<void(int64_t, int64_t)> expand = [&job](int64_t c0, int64_t c1) { job.expand_columns(c0, c1); };
-      const std::function<void(int64_t, int64_t)> warm = [&job](int64_t c0, int64_t c1) {
-        job.warm_columns(c0, c1, cpu::lora_warm_bytes());
-      };
       lm_status base_status;
       bool expanded = false;
       {
         cpu::MatmulExtra extra(job.shrink_count(), shrink, cpu::lora_fuse_expand() && job.shrink_count() > 0 ? &expand : nullptr);
         if (profile::enabled()) extra.set_bytes(job.shrink_bytes(), job.expand_bytes());
-        extra.set_warm(&warm);
         base_status = base();
         if (base_status == LM_OK && !extra.ran()) job.run_shrink();  // a base that is no cpu::matmul
         expanded = extra.after_ran();
