@@ -261,7 +261,23 @@ async function main(): Promise<void> {
             ad = x[`decode_runs_${a}`] as number[] | undefined;
           return base && ad && base.length && ad.length ? round(100 * (median(base) / median(ad) - 1), 1) : NaN;
         });
-        return [a, { median_pct: round(median(by), 1), by_process_pct: by }];
+        // The same from each process's median step times (lock-stepped, the configurations' steps
+        // share their seconds): a slow second inside one configuration's steps moves a run's rate,
+        // not its median step (issue 17, twenty-second pass).
+        const bySteps = rs.map((x) => {
+          const base = x["decode_step_ms_median"] as number | undefined,
+            ad = x[`decode_step_ms_median_${a}`] as number | undefined;
+          return base && ad ? round(100 * (ad / base - 1), 1) : NaN;
+        });
+        return [
+          a,
+          {
+            median_pct: round(median(by), 1),
+            by_process_pct: by,
+            median_step_pct: round(median(bySteps), 1),
+            by_process_median_step_pct: bySteps,
+          },
+        ];
       }),
     );
   const checkpointBytes = statSync(join(dir, "model", "model.safetensors")).size;
@@ -313,6 +329,8 @@ async function main(): Promise<void> {
     decode_runs: { loramesh: runsOf(results["loramesh"] ?? []), llamacpp: runsOf(results["llamacpp"] ?? []) },
     adapter_step_cost: {
       method: "per engine process: median base rate ÷ median adapter rate − 1 (%); median over processes",
+      method_median_step:
+        "per engine process: median adapter step ÷ median base step − 1 (%), from decode_step_ms_median*; median over processes",
       loramesh: overheadOf(results["loramesh"] ?? []),
       llamacpp: overheadOf(results["llamacpp"] ?? []),
     },

@@ -14,6 +14,7 @@
 // The scratch vectors are per thread and reused from call to call: a decode step makes ~90 calls.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -23,6 +24,7 @@
 #include "common.h"
 #include "gemm.h"
 #include "ops.h"
+#include "profile.h"
 #include "simd.h"
 #include "threads.h"
 
@@ -280,6 +282,8 @@ void LoraJob::expand_columns(int64_t c0, int64_t c1) const {
     const int64_t rank = a.rank[idx];
     const int64_t* rows_of = sc.order.data() + seg.begin;
     const float* hb = sc.h.data() + task.h_offset;
+    const bool timing = profile::thread_timing();
+    const auto t0 = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     if (bf16) {
       expand_block(static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, nb, ne, hb,
                    seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
@@ -287,6 +291,10 @@ void LoraJob::expand_columns(int64_t c0, int64_t c1) const {
       expand_block(static_cast<const float*>(a.b_pool) + a.b_offset[idx], a.b_transposed, rank, width, nb, ne, hb,
                    seg.end - seg.begin, rows_of, a.row_weight, a.scale[idx], a.y, a.n_out, column);
     }
+    if (timing)
+      profile::record_expand_call(
+          (ne - nb) * rank * (bf16 ? 2 : 4),
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
   }
 }
 

@@ -250,6 +250,7 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
     const auto caller = std::this_thread::get_id();
     const clock::time_point job_start = timing ? clock::now() : clock::time_point{};
     parallel_for(parts, [&](int64_t index) {
+      profile::set_thread_timing(prof);
       int64_t t_shrink = 0, t_poll = 0, t_base = 0, t_expand = 0, base_rows = 0, shrunk = 0;
       const auto now = [timing] { return timing ? clock::now() : clock::time_point{}; };
       const auto ns = [](clock::time_point a, clock::time_point b) {
@@ -303,6 +304,7 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         m.rows = base_rows;
         m.caller = std::this_thread::get_id() == caller;
       }
+      profile::set_thread_timing(false);
       if (prof) {
         profile::record(profile::kFusedShrink, t_shrink, 0, n_extra > 0 ? extra->items_bytes_ * shrunk / n_extra : 0);
         profile::record(profile::kFusedBase, t_base, 0, base_rows * row_bytes);

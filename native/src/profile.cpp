@@ -39,6 +39,11 @@ JobCounter g_jobs[kTables][kOpCount];
 // time and bytes, fused shrink and expand thread time.
 enum StepCol : int { kSWall, kSJobs, kSIdle, kSRows, kSRowBytes, kSShrink, kSExpand, kSCols };
 std::atomic<int64_t> g_step_acc[kSCols];
+// Expand calls by size (record_expand_call): calls, bytes, thread ns per table and bucket.
+constexpr int kCallBuckets = 5;
+const int64_t kCallBucketBytes[kCallBuckets - 1] = {4096, 16384, 65536, 262144};
+std::atomic<int64_t> g_call_n[kTables][kCallBuckets], g_call_bytes[kTables][kCallBuckets], g_call_ns[kTables][kCallBuckets];
+thread_local bool t_thread_timing = false;
 std::mutex g_steps_mutex;
 std::vector<std::array<int64_t, kSCols>> g_steps[kTables];
 
@@ -141,8 +146,28 @@ void dump_step_medians() {
   }
 }
 
+void dump_expand_calls() {
+  const char* const names[kCallBuckets] = {"<4KB", "<16KB", "<64KB", "<256KB", ">=256KB"};
+  for (int v = 0; v < kTables; v++) {
+    int64_t all = 0;
+    for (int b = 0; b < kCallBuckets; b++) all += g_call_n[v][b].load();
+    if (all == 0) continue;
+    const double steps = static_cast<double>(std::max<size_t>(1, g_steps[v].size()));
+    std::fprintf(stderr, "fused expand calls by B bytes%s%s (per step: calls, KB, thread-ms; GB/s per thread):",
+                 (v & 1) ? ", variant 1" : "", (v & 2) ? ", steps with adapters" : "");
+    for (int b = 0; b < kCallBuckets; b++) {
+      const double n = static_cast<double>(g_call_n[v][b].load()), by = static_cast<double>(g_call_bytes[v][b].load()),
+                   ns = static_cast<double>(g_call_ns[v][b].load());
+      std::fprintf(stderr, " %s %.1f %.0f %.3f %.2f;", names[b], n / steps, by / steps / 1024, ns / steps / 1e6,
+                   ns > 0 ? by / ns : 0.0);
+    }
+    std::fprintf(stderr, "\n");
+  }
+}
+
 void dump() {
   dump_step_medians();
+  dump_expand_calls();
   for (int v = 0; v < kTables; v++) dump_waits(v);
   for (int v = 0; v < kTables; v++) dump_jobs(v);
   for (int v = 0; v < kTables; v++) dump_table(v);
@@ -203,6 +228,16 @@ void record_job(const JobSplit& j) {
   c.tail.fetch_add(j.tail, std::memory_order_relaxed);
   c.slots.fetch_add(j.wall * j.threads, std::memory_order_relaxed);
 }
+
+void record_expand_call(int64_t bytes, int64_t ns) {
+  int b = 0;
+  while (b < kCallBuckets - 1 && bytes >= kCallBucketBytes[b]) b++;
+  g_call_n[g_variant][b].fetch_add(1, std::memory_order_relaxed);
+  g_call_bytes[g_variant][b].fetch_add(bytes, std::memory_order_relaxed);
+  g_call_ns[g_variant][b].fetch_add(ns, std::memory_order_relaxed);
+}
+void set_thread_timing(bool on) { t_thread_timing = on; }
+bool thread_timing() { return t_thread_timing; }
 
 void set_variant(int variant) { g_variant = variant & (kTables - 1); }
 

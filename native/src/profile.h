@@ -66,6 +66,14 @@ struct JobSplit {
 };
 void record_job(const JobSplit& j);
 
+// The fused expand's calls by size (issue 17, twenty-second pass): each expand_block call of a
+// one-token job, its B bytes and thread time, bucketed by bytes (under 4, 16, 64, 256 KB and
+// larger). Recorded from the pool's threads, which the matmul marks with set_thread_timing while
+// they run a profiled job (enabled() is the step thread's own flag).
+void record_expand_call(int64_t bytes, int64_t ns);
+void set_thread_timing(bool on);
+bool thread_timing();
+
 // Times its scope into `op` when profiling is on.
 class Scope {
  public:

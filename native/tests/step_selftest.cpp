@@ -4,6 +4,8 @@
 // adapter it does not hold at begin_step with a slot error. A backend whose peer shares this
 // host's cores (a same-host ring) gets a step that keeps its parallel work on the step's thread
 // (2 threads: the other core is the LoRA server's), with the same bits.
+// A one-token step with bf16 adapters on every site through the local backend (the fused shrink
+// and expand) gives the same bits on 1 and 2 threads, and applies the delta.
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -187,6 +189,74 @@ int main() {
   const lm_status s = lm::run_step(model, b.get(1), &local, &phase);
   std::printf("step: unknown adapter -> status %d in phase %d: %s\n", (int)s, (int)phase, lm_last_error());
   if (s != LM_ERR_SLOT || phase != lm::StepPhase::kBeginStep) failures++;
+
+  // One token (the fused one-token path), bf16 r32 adapters on all four sites of both layers (r32:
+  // the 16-row line tile's rows).
+  {
+    std::uniform_int_distribution<int> bits(0, 0x7f);
+    auto bf16 = [&](size_t n) {
+      std::vector<uint8_t> v(n * 2);
+      for (size_t i = 0; i < n; i++) {
+        const uint16_t u = static_cast<uint16_t>(0x3c00 | bits(rng) | (bits(rng) & 1 ? 0x8000 : 0));
+        std::memcpy(&v[i * 2], &u, 2);
+      }
+      return v;
+    };
+    constexpr int32_t R = 32;
+    const int64_t in[4] = {H, NH * HD, H, I};
+    const std::vector<std::vector<int32_t>> widths = {{NH * HD, NKV * HD, NKV * HD}, {H}, {I, I}, {H}};
+    std::vector<lm::PackedSite> sites(L * 4);
+    for (int l = 0; l < L; l++)
+      for (int id = 0; id < 4; id++) {
+        lm::PackedSite& s = sites[static_cast<size_t>(l * 4 + id)];
+        const auto& wd = widths[static_cast<size_t>(id)];
+        s.present = true;
+        s.dtype = LM_BF16;
+        s.n_keys = 1, s.n_slices = static_cast<int32_t>(wd.size()), s.max_rank = R;
+        int64_t a_elems = 0, b_elems = 0;
+        for (size_t sl = 0; sl < wd.size(); sl++) {
+          s.slice_width[sl] = wd[sl];
+          s.rank.push_back(R);
+          s.scale.push_back(0.5f);
+          s.a_offset.push_back(a_elems);
+          s.b_offset.push_back(b_elems);
+          a_elems += R * in[id];
+          b_elems += int64_t(wd[sl]) * R;
+        }
+        s.a_pool = bf16(static_cast<size_t>(a_elems));
+        s.b_pool = bf16(static_cast<size_t>(b_elems));
+      }
+    struct One {
+      std::vector<int32_t> ids{3}, pos{0}, seq{0}, slots{0}, tables{0, 1}, rows{0}, adapter{0};
+      std::vector<float> logits = std::vector<float>(V);
+      const char* ids_str[1] = {"a"};
+      lm::StepBatch get() {
+        lm::StepBatch b;
+        b.tokens = 1, b.seqs = 1, b.max_blocks = 2;
+        b.ids = ids.data(), b.positions = pos.data(), b.token_seq = seq.data(), b.slots = slots.data();
+        b.block_tables = tables.data(), b.row_adapter = adapter.data(), b.adapter_ids = ids_str;
+        b.n_adapters = adapter[0] >= 0 ? 1 : 0, b.logit_rows = rows.data(), b.n_logit_rows = 1, b.logits = logits.data();
+        return b;
+      }
+    };
+    std::vector<float> got[2];  // [threads - 1]
+    for (int threads : {1, 2}) {
+      LM_CHECK(lm_set_num_threads(threads));
+      lm::LocalSiteBackend backend({"a"}, 0, sites);
+      LM_CHECK(backend.validate());
+      One one;
+      LM_CHECK(lm::run_step(model, one.get(), &backend, &phase));
+      got[threads - 1] = one.logits;
+    }
+    One base;
+    base.adapter[0] = -1;
+    LM_CHECK(lm::run_step(model, base.get(), nullptr, &phase));
+    const bool same = std::memcmp(got[1].data(), got[0].data(), V * 4) == 0;
+    const bool applied = std::memcmp(got[0].data(), base.logits.data(), V * 4) != 0;
+    std::printf("step: one token, bf16 r32 on every site: 1/2 threads same bits %s, delta applied %s\n",
+                same ? "yes" : "NO", applied ? "yes" : "NO");
+    if (!same || !applied) failures++;
+  }
 
   std::printf("%s\n", failures ? "FAILED" : "ok");
   return failures ? 1 : 0;
