@@ -67,6 +67,14 @@
  * `steps+hops` add each round's hop scale fitted on its own TTFT P80 (opt-in: they raised the error
  * across the stored runs). `--coupled-step-probe` (opt-in, +~2.5 min) runs a coupled step probe at
  * 4 req/s as m15q's disaggregated one.
+ * Since m15t a sixth probe, hybrid with the rank-aware+rebalancing policy at 6 req/s (`STALL_PROBE`,
+ * 31 s, after the hybrid case), fits the provisioner's rebalance stall: the hybrid case (the only
+ * one on that policy) has its slow requests at 29–30 s into each round in every stored run. The
+ * simulator pauses the executors for the fitted length, ending where the probe's rounds put it, every
+ * `REBALANCE_INTERVAL_S`, in cases on that policy. `--no-rebalance-stall` runs it but prices no
+ * stall (the model before); `--no-rebalance-probe` does not run it; `--stall-probe-seconds`,
+ * `--stall-probe-rate` set it. To make room the disaggregated step probe runs 30 s (was 40;
+ * `--step-probe-seconds`). A replay of a run stored before m15t has no stall probe and no stall.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -87,6 +95,10 @@ import {
   fitRequestOverheads,
   fitStepPeriods,
   fitRoundScale,
+  fitStallSeconds,
+  rebalancePauses,
+  stallEndS,
+  stallExcessMs,
   medianOverRounds,
   pooledOverStates,
   roundStepScale,
@@ -431,7 +443,9 @@ const STEP_PROBES: Record<"disaggregatedHigh" | "coupledMid", Case & { seconds: 
     mode: "disaggregated",
     policy: "rank-aware",
     rate: 4,
-    seconds: Number(flag("--high-probe-seconds") ?? duration),
+    // 30 s since m15t (was as long as the cases, 40 s): the time for the rebalance stall's probe in
+    // a run of ~22 min; `--step-probe-seconds` sets it.
+    seconds: Number(flag("--step-probe-seconds") ?? flag("--high-probe-seconds") ?? (quick ? duration : 30)),
   },
   coupledMid: {
     name: "probe: coupled, 4 req/s",
@@ -452,6 +466,35 @@ const STEP_PROBE_ORDER: StepProbeKey[] = noStepProbes
     : ["disaggregatedHigh"];
 /** Where a step-only probe runs in a round: after the case of its mode (the drift on both sides). */
 const STEP_PROBE_AFTER_CASE: Record<StepProbeKey, number> = { disaggregatedHigh: 2, coupledMid: 0 };
+
+/**
+ * The provisioner's default `--rebalance-interval-ms` (services/provisioner/src/options.ts): with the
+ * rank-aware+rebalancing policy it re-places adapters this often, and the mesh stalls as it does.
+ */
+const REBALANCE_INTERVAL_S = 30;
+/**
+ * The rebalance stall's probe (m15t): hybrid, the rebalancing policy, at another rate than the
+ * hybrid case (6 req/s, not 8) and the probes' seeds, run after that case, long enough to hold the
+ * rebalance ~30 s into the load. The hybrid case's slow requests sit at 29–30 s in every stored run
+ * and no probe ran that policy (docs/evaluation.md §5, m15t). Its requests fit the stall
+ * (`fitRebalanceStall`) and nothing else. `--no-rebalance-probe`: not run (nor fitted);
+ * `--no-rebalance-stall`: run and reported, not used (the model before). Not with `--quick`, whose
+ * runs end before the rebalance.
+ */
+const STALL_PROBE: Case & { seconds: number } = {
+  name: "probe: hybrid, rank-aware+rebalancing, 6 req/s",
+  mode: "hybrid",
+  policy: "rank-aware+rebalancing",
+  // `--stall-probe-rate`: another rate (for a stand-in replay of a stored run's case, m15t).
+  rate: Number(flag("--stall-probe-rate") ?? 6),
+  seconds: Number(flag("--stall-probe-seconds") ?? 31),
+};
+const runStallProbe = !quick && !args.includes("--no-rebalance-probe");
+const useStall = runStallProbe && !args.includes("--no-rebalance-stall");
+/** Where the stall probe runs in a round: after the hybrid case. */
+const STALL_PROBE_AFTER_CASE = 3;
+/** The fitted stall: where it ends (s into a run) and how long it lasts (absent: none fitted). */
+let rebalanceStall: { endS: number; seconds: number } | undefined;
 
 /**
  * The probes the shared request hops are fitted on (`--hop-probes`). Since m15l: both coupled
@@ -736,6 +779,8 @@ interface Measured {
   requests?: Array<{ ttftMs: number; tpotMs: number; arrivalS?: number }>;
   /** A prediction's requests' TTFTs (`predict(…, keepTtfts)`). */
   ttftsMs?: number[];
+  /** Their arrivals (s), in the same order. */
+  arrivalsS?: number[];
 }
 
 /** `stepProfile`: every step but the worker's first, which is `firstStep` (its one-off costs). */
@@ -1039,7 +1084,13 @@ function guardedRun(c: Case, seconds: number, round: number): MeasuredRun {
   };
 }
 
-function predict(c: Case, cost: CostModel, seconds = duration, keepTtfts = false): Measured {
+function predict(
+  c: Case,
+  cost: CostModel,
+  seconds = duration,
+  keepTtfts = false,
+  pauses?: Array<{ at: number; seconds: number }>,
+): Measured {
   // One worker and one LoRA server, as `bench load --local --workers 1 --lora-servers 1` starts;
   // the engine's own limits (64 sequences, 512 tokens a step); every adapter fits in memory.
   const cluster: ClusterSpec = {
@@ -1053,12 +1104,74 @@ function predict(c: Case, cost: CostModel, seconds = duration, keepTtfts = false
     rankAwareRouting: c.policy.startsWith("rank-aware"),
     replaceEvery: 0,
     ...(keepTtfts ? { keepTtfts } : {}),
+    // The rebalancing policy's stall (m15t), where one was fitted (`pauses` overrides it).
+    ...(pauses
+      ? { pauses }
+      : rebalanceStall && c.policy === "rank-aware+rebalancing"
+        ? { pauses: rebalancePauses(rebalanceStall.endS, rebalanceStall.seconds, REBALANCE_INTERVAL_S, seconds) }
+        : {}),
   };
   const r = simulate({ ...workloadAt(c.rate, c.seed), duration: seconds }, cluster, policyByName(c.policy), cost, {
     ttftMs: 1e9,
     tpotMs: 1e9,
   });
   return { ...r, errors: 0 };
+}
+
+/**
+ * The rebalance stall (m15t) from the stall probe's rounds: each round's stall end (`stallEndS`: the
+ * first token of its request, arriving from 5 s before the rebalance interval on, that is furthest
+ * above the round's median), and the stall length whose simulated excess over the requests before
+ * those ends meets the measured one (`fitStallSeconds`; each round simulated with its seed and its
+ * own end). The cases' stall ends at the median of the rounds' ends. Rounds without requests (a
+ * replay of a run that kept none) give no fit.
+ */
+function fitRebalanceStall(
+  k: Calibration,
+  rounds: readonly MeasuredRun[],
+):
+  | {
+      endS: number;
+      seconds: number;
+      roundEndsS: number[];
+      measuredExcessMs: number;
+      simulatedExcessMs: number;
+      noStallExcessMs: number;
+      requests: number;
+    }
+  | undefined {
+  const measured = rounds.flatMap((r) => {
+    const q = (r.requests ?? []).filter((x) => x.arrivalS !== undefined);
+    const timed = { arrivalsS: q.map((x) => x.arrivalS as number), ttftsMs: q.map((x) => x.ttftMs) };
+    const endS = stallEndS(timed, REBALANCE_INTERVAL_S - 5, Infinity);
+    return endS === undefined ? [] : [{ ...timed, endS, seed: r.seed ?? PROBE_SEED }];
+  });
+  if (measured.length === 0) return undefined;
+  const cost = new CostModel(k);
+  const excessAt = (d: number): number =>
+    stallExcessMs(
+      measured.map((m) => {
+        const r = predict(
+          { ...STALL_PROBE, seed: m.seed },
+          cost,
+          STALL_PROBE.seconds,
+          true,
+          d > 0 ? [{ at: m.endS - d, seconds: d }] : [],
+        );
+        return { arrivalsS: r.arrivalsS ?? [], ttftsMs: r.ttftsMs ?? [], endS: m.endS };
+      }),
+    );
+  const measuredExcessMs = stallExcessMs(measured);
+  const seconds = fitStallSeconds(measuredExcessMs, excessAt);
+  return {
+    endS: median(measured.map((m) => m.endS)),
+    seconds,
+    roundEndsS: measured.map((m) => Math.round(m.endS * 1e4) / 1e4),
+    measuredExcessMs,
+    simulatedExcessMs: excessAt(seconds),
+    noStallExcessMs: excessAt(0),
+    requests: measured.reduce((a, m) => a + m.arrivalsS.length, 0),
+  };
 }
 
 /**
@@ -1123,6 +1236,8 @@ interface Runs {
   probeRounds: Record<keyof StackProbes, MeasuredRun[]>;
   /** The step-only probes' rounds (absent: not run, or a stored run from before m15q). */
   stepProbeRounds: Partial<Record<StepProbeKey, MeasuredRun[]>>;
+  /** The rebalance stall probe's rounds (absent: not run, or a stored run from before m15t). */
+  stallProbeRounds?: MeasuredRun[];
   caseRounds: MeasuredRun[][];
 }
 
@@ -1160,6 +1275,7 @@ function measure(): Runs {
   >;
   const caseRounds: MeasuredRun[][] = CASES.map(() => []);
   const stepProbeRounds: Partial<Record<StepProbeKey, MeasuredRun[]>> = {};
+  const stallProbeRounds: MeasuredRun[] = [];
   for (let round = 0; round < rounds; round++) {
     if (rounds > 1) log(`round ${round + 1} of ${rounds}`);
     CASES.forEach((c, i) => {
@@ -1177,9 +1293,22 @@ function measure(): Runs {
           seed: probeSeed(round),
         });
       }
+      if (runStallProbe && i === STALL_PROBE_AFTER_CASE)
+        stallProbeRounds.push({
+          ...guardedRun({ ...STALL_PROBE, seed: probeSeed(round) }, STALL_PROBE.seconds, round),
+          seed: probeSeed(round),
+        });
     });
   }
-  return { kernels, load, warmUp, probeRounds, stepProbeRounds, caseRounds };
+  return {
+    kernels,
+    load,
+    warmUp,
+    probeRounds,
+    stepProbeRounds,
+    ...(runStallProbe ? { stallProbeRounds } : {}),
+    caseRounds,
+  };
 }
 
 /** The stored report and step profiles of an earlier run, as the rounds `measure` returns. */
@@ -1225,6 +1354,7 @@ function replayRuns(reportFile: string): Runs {
       rounds: StepShapeSample[][];
       firstSteps?: Array<StepShapeSample | null>;
       requestTtftsMs?: number[][];
+      requestArrivalsS?: Array<Array<number | null>>;
     }>;
     cases: Array<{ case: string; rounds: StepShapeSample[][]; firstSteps?: Array<StepShapeSample | null> }>;
   };
@@ -1271,8 +1401,14 @@ function replayRuns(reportFile: string): Runs {
       ),
       seed: entry.seeds?.[i] ?? entry.seed ?? 2,
       // The round's requests, where the run kept them (since m15l; only their TTFTs matter).
+      // Their arrivals too where kept (since m15p; the stall's fit reads them, m15t).
       ...(stored.requestTtftsMs?.[i]?.length
-        ? { requests: stored.requestTtftsMs[i].map((ttftMs) => ({ ttftMs, tpotMs: 0 })) }
+        ? {
+            requests: stored.requestTtftsMs[i].map((ttftMs, j) => {
+              const arrivalS = stored.requestArrivalsS?.[i]?.[j];
+              return typeof arrivalS === "number" ? { ttftMs, tpotMs: 0, arrivalS } : { ttftMs, tpotMs: 0 };
+            }),
+          }
         : {}),
     }));
   };
@@ -1289,6 +1425,8 @@ function replayRuns(reportFile: string): Runs {
     const rounds = storedProbe(STEP_PROBES[k].name);
     if (rounds) stepProbeRounds[k] = rounds;
   }
+  // Runs stored before m15t have no stall probe: no stall is fitted (the model as it was).
+  const stallProbeRounds = runStallProbe ? storedProbe(STALL_PROBE.name) : undefined;
   const caseRounds = CASES.map((c) => {
     const entry = report.cases.find((e) => e.case === c.name);
     const stored = steps.cases.find((e) => e.case === c.name);
@@ -1325,11 +1463,12 @@ function replayRuns(reportFile: string): Runs {
     warmUp: report.machine.warmUp ?? null,
     probeRounds,
     stepProbeRounds,
+    ...(stallProbeRounds ? { stallProbeRounds } : {}),
     caseRounds,
   };
 }
 
-const { kernels, load, warmUp, probeRounds, stepProbeRounds, caseRounds } = replayFile
+const { kernels, load, warmUp, probeRounds, stepProbeRounds, stallProbeRounds, caseRounds } = replayFile
   ? replayRuns(replayFile)
   : measure();
 const file = kernels.file;
@@ -1368,6 +1507,13 @@ if (roundStatesFlag !== "off") {
     states = probeRoundStates(cal);
   }
 }
+// The rebalance stall (m15t), fitted on its probe with the model as fitted above.
+const stallFit = stallProbeRounds && stallProbeRounds.length > 0 ? fitRebalanceStall(cal, stallProbeRounds) : undefined;
+if (stallFit && useStall) rebalanceStall = { endS: stallFit.endS, seconds: stallFit.seconds };
+if (stallFit)
+  log(
+    `rebalance stall: ${(stallFit.seconds * 1000).toFixed(0)} ms ending at ${stallFit.endS.toFixed(2)} s (rounds ${stallFit.roundEndsS.join(", ")}); excess ${stallFit.measuredExcessMs.toFixed(1)} ms measured, ${stallFit.simulatedExcessMs.toFixed(1)} simulated (${stallFit.noStallExcessMs.toFixed(1)} without)${useStall ? "" : "; not used (--no-rebalance-stall)"}`,
+  );
 writeFileSync(
   join(replaying ? tmpdir() : RESULTS, "validate-steps.json"),
   `${JSON.stringify({
@@ -1403,6 +1549,23 @@ writeFileSync(
           },
         ];
       }),
+      // The rebalance stall's probe (m15t), in the same form.
+      ...(stallProbeRounds && stallProbeRounds.length > 0
+        ? [
+            {
+              case: STALL_PROBE.name,
+              mode: STALL_PROBE.mode,
+              stallOnly: true,
+              seeds: stallProbeRounds.map((x) => x.seed ?? PROBE_SEED),
+              rounds: stallProbeRounds.map((x) => x.stepProfile),
+              firstSteps: stallProbeRounds.map((x) => x.firstStep ?? null),
+              requestTtftsMs: stallProbeRounds.map((x) =>
+                (x.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100),
+              ),
+              requestArrivalsS: stallProbeRounds.map((x) => (x.requests ?? []).map(arrivalOf)),
+            },
+          ]
+        : []),
     ],
     cases: CASES.map((c, i) => ({
       case: c.name,
@@ -1416,6 +1579,44 @@ writeFileSync(
   })}\n`,
 );
 const cost = new CostModel(cal);
+// The stall probe's entry in the report: its figures next to the model's (with the stall if used).
+const stallProbeEntry = (() => {
+  if (!stallProbeRounds || stallProbeRounds.length === 0) return undefined;
+  const run = ofRounds(stallProbeRounds, false);
+  const seeds = run.rounds.map((r) => r.seed ?? PROBE_SEED);
+  const pooled = ofRounds(stallProbeRounds);
+  const simulated = seeds.map((seed) => predict({ ...STALL_PROBE, seed }, cost, STALL_PROBE.seconds, true));
+  const simTtfts = simulated.flatMap((r) => r.ttftsMs ?? []).sort((a, b) => a - b);
+  return {
+    case: STALL_PROBE.name,
+    seed: seeds[0],
+    seeds,
+    // Fitted into the rebalance stall only; its other figures are reported, not fitted to.
+    stallOnly: true,
+    hopsFittedOn: false,
+    measured: {
+      ttftMs: run.ttftMs,
+      pooledTtftMs: { p50: pooled.ttftMs.p50, p95: pooled.ttftMs.p95, requests: pooled.requests?.length ?? 0 },
+      tpotMs: run.tpotMs,
+      throughputTokensPerSecond: run.throughputTokensPerSecond,
+      completed: run.completed,
+      errors: run.errors,
+      busyCores: run.busyCores,
+      rounds: run.rounds.map((r) => ({
+        ttftMs: r.ttftMs,
+        tpotMs: r.tpotMs,
+        busyCores: r.busyCores,
+        ...guardFields(r),
+      })),
+    },
+    steps: stepSummary(run.rounds, cal.stepPeriods as StepPeriodFit, STALL_PROBE.mode),
+    fitted: {
+      pooledTtftMs: { p50: percentile(simTtfts, 50), p95: percentile(simTtfts, 95) },
+      tpotMeanMs: median(simulated.map((r) => r.tpotMs.mean)),
+    },
+    rebalanceStall: stallFit ?? null,
+  };
+})();
 const cases = CASES.map((c, i) => {
   const measured = caseRuns[i] as RoundsRun;
   const caseStates = states?.filter((x) => roundStatePool === "all" || x.mode === c.mode);
@@ -1509,6 +1710,8 @@ const report = {
       requestOverheadIdleRange: cal.requestOverheadIdleRange,
       requestOverheadWakeTauS: cal.requestOverheadWakeTauS,
       hybridBusyHopSteps: cal.hybridBusyHopSteps,
+      // m15t: the rebalancing policy's stall, as fitted on its probe, and whether the cases used it.
+      ...(stallFit ? { rebalanceStall: { ...stallFit, intervalS: REBALANCE_INTERVAL_S, used: useStall } } : {}),
     },
   },
   quick,
@@ -1546,7 +1749,7 @@ const report = {
         },
         disturbed_rounds: disturbedRounds,
       }),
-  probes,
+  probes: stallProbeEntry ? [...probes, stallProbeEntry] : probes,
   cases,
   max_error_pct: maxError,
   target_pct: 20,

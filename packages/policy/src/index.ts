@@ -90,6 +90,15 @@ export {
   type StateRound,
   withRoundState,
 } from "./round-states";
+export {
+  fitStallSeconds,
+  MAX_STALL_S,
+  rebalancePauses,
+  STALL_WINDOW_S,
+  stallEndS,
+  stallExcessMs,
+  type TimedRequests,
+} from "./rebalance-stall";
 export { cpuSimCost, gpuSimCost, hopIdleUs, type SimCost, toSimCost } from "./sim-cost";
 export { type ClusterSpec, serviceableRate, type ServingMode, simulate } from "./simulator";
 export { percentile, type SimulationResult, type Slo } from "./sim-stats";

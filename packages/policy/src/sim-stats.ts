@@ -19,6 +19,8 @@ export interface SimulationResult {
   rejected?: number;
   /** Each finished request's TTFT in ms, in the order finished (only with `ClusterSpec.keepTtfts`). */
   ttftsMs?: number[];
+  /** Their requests' arrivals (s), in the same order (with `ttftsMs`). */
+  arrivalsS?: number[];
   /** Busy share of the LoRA servers' lanes over the run (disaggregated and hybrid). */
   loraServerUtilization?: number;
   /** Percentiles before and after the drift point (when the workload has one). */

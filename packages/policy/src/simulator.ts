@@ -51,6 +51,11 @@ export interface ClusterSpec {
   scheduler?: "fcfs" | "sjf";
   /** Return every finished request's TTFT (`SimulationResult.ttftsMs`), to pool runs' requests. */
   keepTtfts?: boolean;
+  /**
+   * Windows (s from the workload's start) in which no executor starts a step: the real mesh's
+   * stall while its provisioner rebalances (m15t). A step in flight finishes; the next waits.
+   */
+  pauses?: ReadonlyArray<{ at: number; seconds: number }>;
 }
 
 interface Seq {
@@ -286,7 +291,12 @@ class ClusterSimulation {
     return {
       ...result,
       rejected: this.rejected,
-      ...(this.cluster.keepTtfts ? { ttftsMs: this.finished.map((r) => (r.first - r.req.arrival) * 1000) } : {}),
+      ...(this.cluster.keepTtfts
+        ? {
+            ttftsMs: this.finished.map((r) => (r.first - r.req.arrival) * 1000),
+            arrivalsS: this.finished.map((r) => r.req.arrival),
+          }
+        : {}),
       ...(lanes > 0 ? { loraServerUtilization: busy / (lanes * Math.max(this.workload.duration, 1e-9)) } : {}),
     };
   }
@@ -458,7 +468,23 @@ class ClusterSimulation {
     return nextReady;
   }
 
+  /** The end of the pause `now` falls in, or `now` when none holds the executors. */
+  private pausedUntil(now: number): number {
+    for (const p of this.cluster.pauses ?? []) if (now >= p.at && now < p.at + p.seconds) return p.at + p.seconds;
+    return now;
+  }
+
   private startStep(e: Exec, now: number): void {
+    const resume = this.pausedUntil(now);
+    if (resume > now) {
+      // Paused: what is queued waits for the pause's end (a wake then, as for an adapter load).
+      e.busy = false;
+      if (resume < e.wakeAt) {
+        e.wakeAt = resume;
+        this.events.push(resume, { kind: "wake", exec: e });
+      }
+      return;
+    }
     e.loadFloor = 0;
     const nextReady = this.admit(e, now);
     if (e.running.length === 0) {
