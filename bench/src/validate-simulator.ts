@@ -722,12 +722,7 @@ function probeOverheads(
           completed: run.completed,
           errors: run.errors,
           busyCores: run.busyCores,
-          rounds: each.map((r) => ({
-            ttftMs: r.ttftMs,
-            tpotMs: r.tpotMs,
-            busyCores: r.busyCores,
-            ...guardFields(r),
-          })),
+          rounds: each.map(roundReport),
         },
         steps: stepSummary(each, stepPeriods, c.mode),
         fitted,
@@ -752,12 +747,7 @@ function probeOverheads(
           completed: run.completed,
           errors: run.errors,
           busyCores: run.busyCores,
-          rounds: run.rounds.map((r) => ({
-            ttftMs: r.ttftMs,
-            tpotMs: r.tpotMs,
-            busyCores: r.busyCores,
-            ...guardFields(r),
-          })),
+          rounds: run.rounds.map(roundReport),
         },
         steps: stepSummary(run.rounds, stepPeriods, c.mode),
         fitted: medianOverRounds(seeds, (seed) => summary(predict({ ...c, seed }, cost, c.seconds))),
@@ -1225,6 +1215,14 @@ const guardFields = (r: MeasuredRun): Record<string, unknown> => ({
   ...(r.keptDisturbed ? { keptDisturbed: true } : {}),
 });
 
+/** One measured round as a probe's report lists it. */
+const roundReport = (r: MeasuredRun): Record<string, unknown> => ({
+  ttftMs: r.ttftMs,
+  tpotMs: r.tpotMs,
+  busyCores: r.busyCores,
+  ...guardFields(r),
+});
+
 const errorPct = (predicted: number, measured: number): number =>
   measured === 0 ? (predicted === 0 ? 0 : 100) : (100 * Math.abs(predicted - measured)) / measured;
 
@@ -1602,12 +1600,7 @@ const stallProbeEntry = (() => {
       completed: run.completed,
       errors: run.errors,
       busyCores: run.busyCores,
-      rounds: run.rounds.map((r) => ({
-        ttftMs: r.ttftMs,
-        tpotMs: r.tpotMs,
-        busyCores: r.busyCores,
-        ...guardFields(r),
-      })),
+      rounds: run.rounds.map(roundReport),
     },
     steps: stepSummary(run.rounds, cal.stepPeriods as StepPeriodFit, STALL_PROBE.mode),
     fitted: {
