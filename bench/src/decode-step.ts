@@ -1,5 +1,5 @@
 /**
- * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--rounds 1] [--threads 0] [--floor] [--no-base] [--json]`:
+ * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--rounds 1] [--threads 0] [--floor] [--no-base] [--lockstep [--copies N]] [--json]`:
  * the time of one engine decode step (issue 13's native step), without and with each adapter.
  *
  * Prefills `batch` sequences of 64 tokens, then runs `steps` decode steps of one token per sequence
@@ -12,6 +12,14 @@
  * steps of all rounds (same JSON keys; `rounds` says how many). One base run then one adapter run
  * let a drift of the machine's speed fall on one side only: on the 2-vCPU VM a single pair moved
  * r16's overhead by ±20 % between runs of the same code (docs/performance.md, issue 13).
+ *
+ * `--lockstep`: instead of rounds, the base and every adapter each get their own KV cache and are
+ * stepped in turn, one step each per cycle, so all configurations share the same seconds of the
+ * machine; prints each one's median step, and per adapter the median over cycles of its step minus
+ * the base step of the same cycle (`lockstep.paired`). `--copies N` steps each adapter's sequence N
+ * times a cycle: with an `=alt` switch of the native step (variant flipped every one-token step) and
+ * N = 2, a cycle of base, adapter, adapter gives the adapter one step of each variant, in both
+ * orders on alternate cycles; `lockstep.by_variant` splits the adapter's steps by variant (batch 1).
  *
  * `--floor`: after each base step, one pass of the read-bandwidth probe behind bench:cpu-anchor's
  * floor (the step's threads streaming their shares of 1 GiB; then one pass of the old pool probe,
@@ -33,6 +41,8 @@ interface Options {
   threads: number;
   floor: boolean;
   noBase: boolean;
+  lockstep: boolean;
+  copies: number;
   json: boolean;
 }
 
@@ -46,6 +56,8 @@ function parseArgs(argv: readonly string[]): Options {
     threads: 0,
     floor: false,
     noBase: false,
+    lockstep: false,
+    copies: 1,
     json: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -66,12 +78,15 @@ function parseArgs(argv: readonly string[]): Options {
     else if (arg === "--threads") o.threads = Number(value());
     else if (arg === "--floor") o.floor = true;
     else if (arg === "--no-base") o.noBase = true;
+    else if (arg === "--lockstep") o.lockstep = true;
+    else if (arg === "--copies") o.copies = Number(value());
     else if (arg === "--json") o.json = true;
     else throw new Error(`unknown argument ${arg}`);
   }
   if (!o.model) throw new Error("--model DIR is required");
   if (!(o.batch >= 1 && o.steps >= 1 && Number.isInteger(o.rounds) && o.rounds >= 1))
     throw new Error("--batch, --steps and --rounds must be at least 1");
+  if (!(Number.isInteger(o.copies) && o.copies >= 1)) throw new Error("--copies must be a whole number ≥ 1");
   return o;
 }
 
@@ -151,6 +166,128 @@ async function measure(
   return { wall, cpu, probe, probeOld };
 }
 
+/** One configuration's sequence of a lock-stepped run: its own cache, prefilled, stepped on demand. */
+async function sequence(
+  model: Model,
+  lora: LocalLoraBackend,
+  adapterId: string | undefined,
+  o: Options,
+): Promise<(s: number) => Promise<void>> {
+  const prompt = 64;
+  const c = model.config;
+  const cache = new KvCache(c.numLayers, o.batch * Math.ceil((prompt + o.steps + 1) / 16), 16, c.numKvHeads, c.headDim);
+  const tables = Array.from({ length: o.batch }, () => [] as number[]);
+  for (const t of tables) cache.ensure(t, prompt + o.steps + 1);
+  const seqs = (tokens: (b: number) => number[], start: number): ForwardSequence[] =>
+    tables.map((blockTable, b) => ({ tokens: tokens(b), startPosition: start, blockTable, adapterId, logits: "last" }));
+  await forward(
+    model,
+    cache,
+    lora,
+    seqs((b) => Array.from({ length: prompt }, (_, i) => 259 + ((i * 7919 + b) % 31000)), 0),
+  );
+  return async (s: number) => {
+    await forward(
+      model,
+      cache,
+      lora,
+      seqs((b) => [300 + ((s * 31 + b) % 3000)], prompt + s),
+    );
+  };
+}
+
+/**
+ * `--lockstep`: every configuration stepped in turn (base, then each adapter `copies` times), one
+ * step each per cycle. The native step flips an `=alt` variant at every one-token step, counted
+ * here the same way (prefills have more tokens and do not flip it).
+ */
+async function lockstep(
+  model: Model,
+  lora: LocalLoraBackend,
+  adapters: ReadonlyArray<readonly [string, unknown]>,
+  o: Options,
+): Promise<Record<string, unknown>> {
+  const configs: Array<{ name: string; id: string | undefined }> = [];
+  if (!o.noBase) configs.push({ name: "base", id: undefined });
+  for (const [name] of adapters) for (let c = 0; c < o.copies; c++) configs.push({ name, id: name });
+  const steppers = [];
+  for (const c of configs) steppers.push(await sequence(model, lora, c.id, o));
+  const wall = configs.map(() => [] as number[]);
+  const cpu = configs.map(() => [] as number[]);
+  const variant = configs.map(() => [] as number[]);
+  let oneTokenSteps = 0;
+  for (let s = 0; s < o.steps; s++) {
+    for (let i = 0; i < configs.length; i++) {
+      const c0 = process.cpuUsage(),
+        t0 = performance.now();
+      await (steppers[i] as (s: number) => Promise<void>)(s);
+      const t1 = performance.now(),
+        c1 = process.cpuUsage(c0);
+      wall[i]?.push(t1 - t0);
+      cpu[i]?.push((c1.user + c1.system) / 1000);
+      if (o.batch === 1) oneTokenSteps++;
+      variant[i]?.push(oneTokenSteps & 1);
+    }
+  }
+  const names = [...new Set(configs.map((c) => c.name))];
+  const idx = (name: string) => configs.flatMap((c, i) => (c.name === name ? [i] : []));
+  const out: Record<string, unknown> = { steps: o.steps, order: configs.map((c) => c.name) };
+  for (const name of names) {
+    const is = idx(name);
+    out[name] = {
+      wall_ms: round(median(is.flatMap((i) => wall[i] ?? []))),
+      cpu_ms: round(median(is.flatMap((i) => cpu[i] ?? []))),
+    };
+  }
+  const baseIdx = configs.findIndex((c) => c.id === undefined);
+  if (baseIdx >= 0) {
+    const baseWall = wall[baseIdx] ?? [];
+    const paired: Record<string, unknown> = {};
+    for (const name of names.filter((n) => n !== "base")) {
+      // Per cycle: the mean of the adapter's copies minus the base step of the same cycle.
+      const added = baseWall.map(
+        (b, s) => idx(name).reduce((sum, i) => sum + (wall[i]?.[s] ?? 0), 0) / idx(name).length - b,
+      );
+      const ratio = baseWall.map(
+        (b, s) => idx(name).reduce((sum, i) => sum + (wall[i]?.[s] ?? 0), 0) / idx(name).length / b - 1,
+      );
+      paired[name] = {
+        median_added_ms: round(median(added)),
+        median_added_pct: round(100 * median(ratio)),
+        median_step_pct: round(
+          100 * (median(idx(name).flatMap((i) => wall[i] ?? [])) / median(baseWall) - 1),
+        ),
+      };
+    }
+    out["paired"] = paired;
+  }
+  if (o.batch === 1) {
+    const byVariant: Record<string, unknown> = {};
+    for (const name of names) {
+      const pick = (v: number) => idx(name).flatMap((i) => (wall[i] ?? []).filter((_, s) => variant[i]?.[s] === v));
+      const v0 = pick(0),
+        v1 = pick(1);
+      // Within a cycle the copies of one adapter get both variants: their difference, cycle by cycle.
+      const diffs: number[] = [];
+      if (idx(name).length === 2) {
+        const [a, b] = idx(name);
+        for (let s = 0; s < o.steps; s++) {
+          const wa = wall[a as number]?.[s] ?? 0,
+            wb = wall[b as number]?.[s] ?? 0;
+          diffs.push(variant[a as number]?.[s] === 1 ? wa - wb : wb - wa);
+        }
+      }
+      byVariant[name] = {
+        "0": { steps: v0.length, wall_ms: round(median(v0)) },
+        "1": { steps: v1.length, wall_ms: round(median(v1)) },
+        ...(diffs.length ? { median_1_minus_0_ms: round(median(diffs)) } : {}),
+      };
+    }
+    out["by_variant"] = byVariant;
+  }
+  return out;
+}
+
 // Bytes a decode step reads: every weight but the embedding table (unless it is also the head).
 const stepWeightBytes = (model: Model): number =>
   model.sizeBytes - (model.lmHead === model.embed ? 0 : model.embed.data.byteLength);
@@ -181,6 +318,13 @@ async function main(): Promise<void> {
   // Each round measures the base, then every adapter, each on a fresh cache; --no-base: only the
   // adapters' steps, so LORAMESH_STEP_PROFILE's table is theirs alone.
   const adapters = o.adapters.map(([name, dir]) => [name, loadAdapter(resolve(dir), model.config)] as const);
+  if (o.lockstep) {
+    for (const [name, adapter] of adapters) lora.add(name, adapter);
+    out["lockstep"] = await lockstep(model, lora, adapters, o);
+    out["pages"] = hugePageKib();
+    process.stdout.write(o.json ? `${JSON.stringify(out)}\n` : `${JSON.stringify(out, null, 2)}\n`);
+    return;
+  }
   const base: Samples[] = [];
   const per = new Map<string, Samples[]>(adapters.map(([name]) => [name, []]));
   for (let r = 0; r < o.rounds; r++) {

@@ -197,11 +197,14 @@ bool LoraJob::plan(const LoraArgs& args) {
   shrink_items.clear();
   expand_items.clear();
   const bool wide = lora_fuse() == 1 && g_wide;
+  const bool coarse = lora_fuse() == 1 && routed == 1 && lora_coarse();
   const int64_t threads = std::max(1, num_threads());
   for (size_t t = 0; t < tasks.size(); t++) {
     const Segment& seg = segments[static_cast<size_t>(tasks[t].segment)];
     const int32_t rank = a.rank[seg.key * a.n_slices + tasks[t].slice];
-    for (int64_t j = 0; j < rank; j += kRankBlock) shrink_items.push_back({static_cast<int32_t>(t), j, std::min<int64_t>(rank, j + kRankBlock)});
+    // One row under lora_coarse(): the whole slice, one long run of A (see ops.h).
+    const int64_t rank_block = coarse ? rank : kRankBlock;
+    for (int64_t j = 0; j < rank; j += rank_block) shrink_items.push_back({static_cast<int32_t>(t), j, std::min<int64_t>(rank, j + rank_block)});
     const int64_t width = a.slice_width[tasks[t].slice];
     int64_t columns = a.b_transposed ? kKMajorColumns : kColumnBlock;
     if (!a.b_transposed && wide && seg.end - seg.begin <= kWideRows) {

@@ -133,6 +133,12 @@ int lora_fuse();
 // Under lora_fuse() 1, whether a one-token site's expand also runs in the base matmul's job, on
 // each run of base rows (default; LORAMESH_LORA_FUSE_EXPAND=0: a job of its own after it).
 bool lora_fuse_expand();
+// Under lora_fuse() 1, one-token sites (LoraJob::plan with one row) make one shrink item a slice
+// (a whole rank × h_in run of A instead of 16-rank blocks, each of which started cold), and in the
+// fused matmul job a thread goes on to its base rows as soon as its own items are done, deferring
+// the expand of its runs until every item is (no poll). Default on; LORAMESH_LORA_COARSE=0 off,
+// =alt switched at every one-token step. Same bits either way.
+bool lora_coarse();
 // While one lives on a thread, that thread's next cpu::matmul runs these `n` items in its own pool
 // job before its rows (a LoRA site's shrink reads the same x: one fork/join instead of two). Each
 // item is done whole by one thread, so results are the same. `ran()`: the matmul took them.

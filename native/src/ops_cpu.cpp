@@ -10,6 +10,7 @@
 #include <numeric>
 #include <thread>
 #include <vector>
+#include <utility>
 
 #include "common.h"
 #include "gemm.h"
@@ -113,6 +114,14 @@ const bool g_alt_far = std::strcmp(prefetch_far_env(), "alt") == 0;
 }();
 // The one-token bf16 expand's 16-row line tile (gemm.h): LORAMESH_LORA_EXPAND16=alt switches it at
 // every one-token step, for same-process comparisons with the 8-row tile. Same bits either way.
+// One-token sites' shrink in whole slices, the expand deferred past an unfinished shrink (ops.h,
+// lora_coarse()): LORAMESH_LORA_COARSE=0 off, =alt switched at every one-token step.
+const char* coarse_env() {
+  const char* v = std::getenv("LORAMESH_LORA_COARSE");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_coarse = std::strcmp(coarse_env(), "alt") == 0;
+std::atomic<bool> g_coarse{std::strcmp(coarse_env(), "0") != 0 && !g_alt_coarse};
 const bool g_alt_expand16 = [] {
   const char* v = std::getenv("LORAMESH_LORA_EXPAND16");
   return v != nullptr && std::strcmp(v, "alt") == 0;
@@ -150,15 +159,18 @@ void matmul_block(const float* x, const void* w, const float* bias, int64_t toke
 void set_attn_prefetch(bool on) { g_attn_prefetch.store(on, std::memory_order_relaxed); }
 void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
-bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16; }
+bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse; }
+bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);
   if (g_alt_attn) g_attn_prefetch.store((variant & 1) != 0, std::memory_order_relaxed);
   if (g_alt_far) gemm::set_short_prefetch_far((variant & 1) != 0);
   if (g_alt_expand16) gemm::set_expand16((variant & 1) != 0);
+  if (g_alt_coarse) g_coarse.store((variant & 1) != 0, std::memory_order_relaxed);
 }
 const char* alternating_what() {
+  if (g_alt_coarse) return "LORAMESH_LORA_COARSE";
   if (g_alt_expand16) return "LORAMESH_LORA_EXPAND16";
   if (g_alt_far) return "LORAMESH_LORA_PREFETCH_FAR";
   return g_alt_attn ? "LORAMESH_ATTN_PREFETCH" : g_alt_fuse ? "LORAMESH_LORA_FUSE" : "LORAMESH_DECODE_CHUNKS";
@@ -266,7 +278,14 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
       }
       clock::time_point t1 = now();
       t_shrink += ns(t0, t1);
-      if (after) {
+      // Deferred (lora_coarse()): a thread whose shrink items are done goes on to its base rows
+      // at once and runs the expand of each run as soon as every item is done, the runs it did
+      // before that afterwards (each run's columns still whole, after its own base rows: same
+      // bits). The few long items a coarse shrink makes are then not balanced by a poll.
+      const bool defer = after != nullptr && lora_coarse();
+      thread_local std::vector<std::pair<int64_t, int64_t>> pending;
+      pending.clear();
+      if (after && !defer) {
         // `after` needs every item done; the rest are short (a LoRA shrink's last 64 KB items),
         // held by the other thread, so poll for them.
         while (extra_done.load(std::memory_order_acquire) < n_extra) {
@@ -290,11 +309,33 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         t1 = now();
         t_base += ns(t0, t1);
         base_rows += size;
-        if (after) {
+        if (defer && (!pending.empty() || extra_done.load(std::memory_order_acquire) < n_extra)) {
+          if (extra_done.load(std::memory_order_acquire) < n_extra) {
+            pending.emplace_back(begin, begin + size);
+          } else {
+            for (const auto& [pb, pe] : pending) (*after)(pb, pe);
+            pending.clear();
+            (*after)(begin, begin + size);
+            t_expand += ns(t1, now());
+          }
+        } else if (after) {
           (*after)(begin, begin + size);
           t_expand += ns(t1, now());
         }
         begin = next.load(std::memory_order_relaxed);
+      }
+      if (!pending.empty()) {
+        t0 = now();
+        while (extra_done.load(std::memory_order_acquire) < n_extra) {
+#if defined(__x86_64__) || defined(__i386__)
+          __builtin_ia32_pause();
+#endif
+        }
+        t1 = now();
+        t_poll += ns(t0, t1);
+        for (const auto& [pb, pe] : pending) (*after)(pb, pe);
+        pending.clear();
+        t_expand += ns(t1, now());
       }
       if (timing && index < kMaxMarks) {
         Mark& m = marks[index];
