@@ -139,6 +139,7 @@ bool lora_fuse_expand();
 // the expand of its runs until every item is (no poll). Default on; LORAMESH_LORA_COARSE=0 off,
 // =alt switched at every one-token step. Same bits either way.
 bool lora_coarse();
+void set_lora_coarse(bool on);  // tests: both ways in one process
 // While one lives on a thread, that thread's next cpu::matmul runs these `n` items in its own pool
 // job before its rows (a LoRA site's shrink reads the same x: one fork/join instead of two). Each
 // item is done whole by one thread, so results are the same. `ran()`: the matmul took them.

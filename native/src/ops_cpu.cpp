@@ -161,6 +161,7 @@ void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
 bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse; }
 bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
+void set_lora_coarse(bool on) { g_coarse.store(on, std::memory_order_relaxed); }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "../src/local_site_backend.h"
+#include "../src/ops.h"
 #include "../src/step.h"
 #include "../src/threads.h"
 #include "test_util.h"
@@ -248,6 +249,22 @@ int main() {
       LM_CHECK(lm::run_step(model, one.get(), &backend, &phase));
       got[threads - 1] = one.logits;
     }
+    // Two threads with the shrink in 16-rank items and the poll (LORAMESH_LORA_COARSE=0): the same
+    // bits as whole-slice items with the expand deferred (the default, run above).
+    std::vector<float> fine;
+    {
+      lm::cpu::set_lora_coarse(false);
+      lm::LocalSiteBackend backend({"a"}, 0, sites);
+      LM_CHECK(backend.validate());
+      One one;
+      LM_CHECK(lm::run_step(model, one.get(), &backend, &phase));
+      fine = one.logits;
+      lm::cpu::set_lora_coarse(true);
+    }
+    const bool same_items = std::memcmp(fine.data(), got[0].data(), V * 4) == 0;
+    std::printf("step: one token, bf16 r32: whole-slice shrink / 16-rank items same bits %s\n",
+                same_items ? "yes" : "NO");
+    if (!same_items) failures++;
     One base;
     base.adapter[0] = -1;
     LM_CHECK(lm::run_step(model, base.get(), nullptr, &phase));
