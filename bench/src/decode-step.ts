@@ -254,9 +254,7 @@ async function lockstep(
       paired[name] = {
         median_added_ms: round(median(added)),
         median_added_pct: round(100 * median(ratio)),
-        median_step_pct: round(
-          100 * (median(idx(name).flatMap((i) => wall[i] ?? [])) / median(baseWall) - 1),
-        ),
+        median_step_pct: round(100 * (median(idx(name).flatMap((i) => wall[i] ?? [])) / median(baseWall) - 1)),
       };
     }
     out["paired"] = paired;
