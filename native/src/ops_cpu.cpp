@@ -9,8 +9,8 @@
 #include <limits>
 #include <numeric>
 #include <thread>
-#include <vector>
 #include <utility>
+#include <vector>
 
 #include "common.h"
 #include "gemm.h"
@@ -112,8 +112,6 @@ const bool g_alt_far = std::strcmp(prefetch_far_env(), "alt") == 0;
   if (std::strcmp(prefetch_far_env(), "1") == 0) gemm::set_short_prefetch_far(true);
   return true;
 }();
-// The one-token bf16 expand's 16-row line tile (gemm.h): LORAMESH_LORA_EXPAND16=alt switches it at
-// every one-token step, for same-process comparisons with the 8-row tile. Same bits either way.
 // One-token sites' shrink in whole slices, the expand deferred past an unfinished shrink (ops.h,
 // lora_coarse()): LORAMESH_LORA_COARSE=0 off, =alt switched at every one-token step.
 const char* coarse_env() {
@@ -122,6 +120,8 @@ const char* coarse_env() {
 }
 const bool g_alt_coarse = std::strcmp(coarse_env(), "alt") == 0;
 std::atomic<bool> g_coarse{std::strcmp(coarse_env(), "0") != 0 && !g_alt_coarse};
+// The one-token bf16 expand's 16-row line tile (gemm.h): LORAMESH_LORA_EXPAND16=alt switches it at
+// every one-token step, for same-process comparisons with the 8-row tile. Same bits either way.
 const bool g_alt_expand16 = [] {
   const char* v = std::getenv("LORAMESH_LORA_EXPAND16");
   return v != nullptr && std::strcmp(v, "alt") == 0;
