@@ -114,6 +114,7 @@ import {
   stepPeriodUs,
   type Calibration,
   type ClusterSpec,
+  type IdleScale,
   type ProbeSpec,
   type ProbeSummary,
   type ServingMode,
@@ -150,7 +151,18 @@ const noIdleShift = args.includes("--no-idle-shift");
 const noStepProbes = args.includes("--no-step-probes");
 // `--idle-scale linear|log` (m15r): the step's idle term in 1 − busy fraction or in ln(1 / busy).
 const idleScaleFlag = flag("--idle-scale") ?? "linear";
-if (idleScaleFlag !== "linear" && idleScaleFlag !== "log") throw new RangeError("--idle-scale: linear or log");
+if (!["linear", "log", "inverse"].includes(idleScaleFlag)) throw new RangeError("--idle-scale: linear, log or inverse");
+// `--lend-linear [MODES]` (m15r; MODES, comma-separated, since m15u): with a non-linear idle scale,
+// the borrowing modes (or those listed) take the lender's slope in 1 − busy fraction.
+const lendLinearArg = flag("--lend-linear");
+const lendLinearModes: true | ServingMode[] | undefined = !args.includes("--lend-linear")
+  ? undefined
+  : lendLinearArg === undefined || lendLinearArg.startsWith("--")
+    ? true
+    : lendLinearArg.split(",").map((m) => {
+        if (!["coupled", "disaggregated", "hybrid"].includes(m)) throw new RangeError(`--lend-linear: no mode ${m}`);
+        return m as ServingMode;
+      });
 // `--round-busy own|median` (m15r): each probe round's busy fraction in the step fit, its own or its
 // mode's and rate's median over the rounds.
 const roundBusyFlag = flag("--round-busy") ?? "own";
@@ -541,10 +553,10 @@ function probeOverheads(
       perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep,
       ...(noSharedIdle ? { shareIdle: false } : {}),
       ...(noIdleShift ? { shiftIdle: false } : {}),
-      ...(idleScaleFlag === "log" ? { idleScale: "log" as const } : {}),
+      ...(idleScaleFlag === "log" || idleScaleFlag === "inverse" ? { idleScale: idleScaleFlag as IdleScale } : {}),
       ...(roundBusyFlag === "median" ? { rateMedianBusy: "all" as const } : {}),
       ...(roundBusyFlag === "median-slope" ? { rateMedianBusy: "slope" as const } : {}),
-      ...(args.includes("--lend-linear") ? { lendLinear: true } : {}),
+      ...(lendLinearModes !== undefined ? { lendLinear: lendLinearModes } : {}),
     },
   );
   const summary = (m: Measured): ProbeSummary => ({
