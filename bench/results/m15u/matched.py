@@ -18,11 +18,12 @@ def ratio(a, b):
 PAIRS = [("coupled, rank-aware, 4 req/s", "probe: coupled, 2 req/s"), ("coupled, rank-aware, 4 req/s", "probe: coupled, 12 req/s"),
          ("coupled, round-robin, 12 req/s", "probe: coupled, 12 req/s"), ("disaggregated, rank-aware, 4 req/s", "probe: disaggregated, 4 req/s"),
          ("disaggregated, rank-aware, 4 req/s", "probe: disaggregated, 2 req/s"), ("hybrid, rank-aware+rebalancing, 8 req/s", "probe: hybrid, rank-aware+rebalancing, 6 req/s")]
-print("run       " + " ".join(f"{a.split(',')[0][:4]}{a.split(',')[2].strip().split()[0]}/{b.split(',')[0][7:11]}{b.split(',')[-1].strip().split()[0]:>3s}" for a, b in PAIRS))
-for run in sys.argv[1:]:
-    st = json.load(open(f'validate-steps-{run}.json'))
-    ent = {e['case']: e for e in st['probes'] + st['cases']}
-    cells = []
-    for a, b in PAIRS:
-        cells.append(f"{ratio(shapes(ent[a]['rounds']), shapes(ent[b]['rounds'])):+8.1f}  " if a in ent and b in ent else "     n/a  ")
-    print(f"{run:10s}" + " ".join(cells))
+if __name__ == "__main__": print("run       " + " ".join(f"{a.split(',')[0][:4]}{a.split(',')[2].strip().split()[0]}/{b.split(',')[0][7:11]}{b.split(',')[-1].strip().split()[0]:>3s}" for a, b in PAIRS))
+if __name__ == "__main__":
+  for run in sys.argv[1:]:
+      st = json.load(open(f'validate-steps-{run}.json'))
+      ent = {e['case']: e for e in st['probes'] + st['cases']}
+      cells = []
+      for a, b in PAIRS:
+          cells.append(f"{ratio(shapes(ent[a]['rounds']), shapes(ent[b]['rounds'])):+8.1f}  " if a in ent and b in ent else "     n/a  ")
+      print(f"{run:10s}" + " ".join(cells))
