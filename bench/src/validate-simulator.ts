@@ -59,6 +59,10 @@
  * rather than 1 − busy (`--lend-linear`: the modes that borrow the slope take the linear one), and
  * `--round-busy median` takes each probe round at its mode's and rate's median busy fraction rather
  * than its own in the whole fit, `--round-busy median-slope` in the idle slope's regression only.
+ * Since m15u the idle term's regressor is 1 / busy by default (`--idle-scale inverse`; `linear` is
+ * the model before): the coupled 4 req/s case's steps sit about halfway between the 2 and 12 req/s
+ * probes', not a quarter of the way as a line in 1 − busy puts them. The hybrid mode borrows the
+ * coupled slope in 1 − busy (`--lend-linear hybrid`, default; `--lend-linear MODES|none`).
  * Since m15s a case is predicted over its mode's probe rounds' machine states (`--round-states`,
  * opt-in `steps`: each round's measured step time over the fit's price of it): one simulated round
  * per state, the rounds' requests pooled as the measured rounds' are (TTFT P95 over all requests,

@@ -69,9 +69,9 @@ export interface StepSlopes {
    */
   idleRange?: readonly [number, number];
   /**
-   * The idle term's regressor (m15r): "log" is ln(1 / busy fraction), "inverse" (m15u) 1 / busy
-   * fraction, so that `perIdleUs`,
-   * `idleRef` and `idleRange` are per unit of it; absent, 1 − busy fraction (the model before).
+   * The idle term's regressor: "log" is ln(1 / busy fraction) (m15r), "inverse" 1 / busy fraction
+   * (m15u), so that `perIdleUs`, `idleRef` and `idleRange` are per unit of it; absent, 1 − busy
+   * fraction (the model before).
    */
   idleScale?: IdleScale;
   /**
@@ -160,7 +160,7 @@ function clampIdle(k: StepSlopes, idle: number): number {
   return k.idleRange ? Math.min(k.idleRange[1], Math.max(k.idleRange[0], idle)) : idle;
 }
 
-/** The lowest busy fraction the log scale tells apart (below it, ln(1 / busy) is held). */
+/** The lowest busy fraction the log and inverse scales tell apart (below it, the regressor is held). */
 const MIN_LOG_BUSY = 0.005;
 
 /**
@@ -168,7 +168,10 @@ const MIN_LOG_BUSY = 0.005;
  * (unknown busy fraction: 0, no idle cost, on either scale). Why a log scale (m15r): the coupled
  * lone decode step falls steeply from 2 to 4 req/s and then flattens towards 12 (0.94 ms at busy
  * 0.032, 0.71 at 0.054, 0.55 at 0.12 in the run of 08:31), about linearly in ln(busy), so a line
- * in busy through the 2 and 12 req/s probes priced the 4 req/s case's steps too slow.
+ * in busy through the 2 and 12 req/s probes priced the 4 req/s case's steps too slow. The inverse
+ * scale (m15u) bends further: over the eleven 40-s stored runs the 4 req/s case's same-shape steps
+ * sat 0.49 of the way (in log period) from the 2 to the 12 req/s probes' on average, where 1 − busy
+ * puts them at 0.26, ln(1 / busy) at 0.41 and 1 / busy at 0.57 (docs/evaluation.md §5, m15u).
  */
 function idleOf(busyFraction: number | undefined, scale?: IdleScale): number {
   if (busyFraction === undefined) return 0;
