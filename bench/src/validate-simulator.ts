@@ -59,6 +59,10 @@
  * rather than 1 − busy (`--lend-linear`: the modes that borrow the slope take the linear one), and
  * `--round-busy median` takes each probe round at its mode's and rate's median busy fraction rather
  * than its own in the whole fit, `--round-busy median-slope` in the idle slope's regression only.
+ * Since m15u the idle term's regressor is 1 / busy by default (`--idle-scale inverse`; `linear` is
+ * the model before): the coupled 4 req/s case's steps sit about halfway between the 2 and 12 req/s
+ * probes', not a quarter of the way as a line in 1 − busy puts them. The hybrid mode borrows the
+ * coupled slope in 1 − busy (`--lend-linear hybrid`, default; `--lend-linear MODES|none`).
  * Since m15s a case is predicted over its mode's probe rounds' machine states (`--round-states`,
  * opt-in `steps`: each round's measured step time over the fit's price of it): one simulated round
  * per state, the rounds' requests pooled as the measured rounds' are (TTFT P95 over all requests,
@@ -148,9 +152,27 @@ const noSharedIdle = args.includes("--no-shared-idle");
 const noIdleShift = args.includes("--no-idle-shift");
 // `--no-step-probes`: neither run nor fit the step-only probes (`STEP_PROBES`; the model before m15q).
 const noStepProbes = args.includes("--no-step-probes");
-// `--idle-scale linear|log` (m15r): the step's idle term in 1 − busy fraction or in ln(1 / busy).
-const idleScaleFlag = flag("--idle-scale") ?? "linear";
-if (idleScaleFlag !== "linear" && idleScaleFlag !== "log") throw new RangeError("--idle-scale: linear or log");
+// `--idle-scale linear|log|inverse`: the step's idle term in 1 − busy fraction (the model before
+// m15u), ln(1 / busy) (m15r) or 1 / busy (m15u, the default since): the stored coupled runs' lone
+// decode step drops as much from 2 to 4 req/s as from 4 to 12, which 1 / busy follows and a line in
+// 1 − busy does not (it priced the 4 req/s case's steps 10–26 % slow; docs/evaluation.md §5, m15u).
+const idleScaleFlag = flag("--idle-scale") ?? "inverse";
+if (!["linear", "log", "inverse"].includes(idleScaleFlag)) throw new RangeError("--idle-scale: linear, log or inverse");
+// `--lend-linear [MODES|none]` (m15r; MODES, comma-separated, since m15u): with a non-linear idle
+// scale the borrowing modes (all, or those listed) take the lender's slope in 1 − busy fraction.
+// Default since m15u: `hybrid`. Its case runs at busy 0.3–0.4, beyond every coupled probe (≤ 0.15),
+// where 1 / busy is flat, yet its steps ran 0.3–0.9 ms faster than its 2 req/s probe's, as the
+// linear slope prices them; the disaggregated mode's case sits within the coupled probes' span.
+const lendLinearArg = args.includes("--lend-linear") ? (flag("--lend-linear") ?? "") : "hybrid";
+const lendLinearModes: true | ServingMode[] | undefined =
+  lendLinearArg === "none"
+    ? undefined
+    : lendLinearArg === "" || lendLinearArg.startsWith("--")
+      ? true
+      : lendLinearArg.split(",").map((m) => {
+          if (!["coupled", "disaggregated", "hybrid"].includes(m)) throw new RangeError(`--lend-linear: no mode ${m}`);
+          return m as ServingMode;
+        });
 // `--round-busy own|median` (m15r): each probe round's busy fraction in the step fit, its own or its
 // mode's and rate's median over the rounds.
 const roundBusyFlag = flag("--round-busy") ?? "own";
@@ -541,10 +563,10 @@ function probeOverheads(
       perRankUs: cal.loraUsPerTokenRank * cal.sitesPerStep,
       ...(noSharedIdle ? { shareIdle: false } : {}),
       ...(noIdleShift ? { shiftIdle: false } : {}),
-      ...(idleScaleFlag === "log" ? { idleScale: "log" as const } : {}),
+      ...(idleScaleFlag === "log" || idleScaleFlag === "inverse" ? { idleScale: idleScaleFlag } : {}),
       ...(roundBusyFlag === "median" ? { rateMedianBusy: "all" as const } : {}),
       ...(roundBusyFlag === "median-slope" ? { rateMedianBusy: "slope" as const } : {}),
-      ...(args.includes("--lend-linear") ? { lendLinear: true } : {}),
+      ...(lendLinearModes !== undefined ? { lendLinear: lendLinearModes } : {}),
     },
   );
   const summary = (m: Measured): ProbeSummary => ({
@@ -1709,6 +1731,8 @@ const report = {
   },
   quick,
   rounds,
+  // The step's idle term (m15u): its regressor and the borrowing modes on the linear slope.
+  idleTerm: { scale: idleScaleFlag, lendLinear: idleScaleFlag === "linear" ? null : (lendLinearModes ?? null) },
   ...(states
     ? {
         roundStates: {

@@ -73,6 +73,7 @@ export {
 } from "./stack-fit";
 export {
   fitStepPeriods,
+  type IdleScale,
   slopesOf,
   type StepPeriodFit,
   type StepPeriodShape,

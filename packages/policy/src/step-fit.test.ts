@@ -400,6 +400,56 @@ describe("fitting the engine's step period to the worker's own step timings", ()
     expect(slopesOf(fitStepPeriods(oneRate, { idleScale: "log" }), "coupled").perIdleUs).to.equal(0);
   });
 
+  it("fits the idle term in 1 / busy: the drop from 2 to 4 req/s as large as from 4 to 12 (m15u)", () => {
+    // Steps that grow by 15 µs per unit of 1 / busy, as the stored coupled runs' lone decode steps
+    // do: the 4 req/s case (busy 0.058) sits about halfway between the 2 and 12 req/s probes (0.035,
+    // 0.14), where a line in 1 − busy puts it a fifth of the way down.
+    const INV_US = 15;
+    const invRuns = (
+      busy: readonly number[],
+      mode: "coupled" | "disaggregated" | "hybrid",
+      rate: (u: number) => number,
+    ) =>
+      runsAt(busy, 0, [10, -10, 5, -5, 8, -8]).map((r, i) => ({
+        ...r,
+        mode,
+        rate: rate(busy[i]!),
+        steps: r.steps.map((s) => {
+          const mean = s.sumUs / s.count + INV_US / busy[i]!;
+          return { ...s, sumUs: s.count * mean, sumSqUs: s.count * (mean ** 2 + 200 ** 2) };
+        }),
+      }));
+    const coupled = invRuns([0.032, 0.035, 0.038, 0.13, 0.14, 0.15], "coupled", (u) => (u < 0.08 ? 2 : 12));
+    const lone = { sequences: 1, prefillTokens: 0, rankSum: 4 };
+    const at = (fit: StepPeriodFit, mode: "coupled" | "disaggregated" | "hybrid", u: number): number =>
+      stepPeriodUs(fit, mode, { ...lone, busyFraction: u }) ?? NaN;
+    const inverse = fitStepPeriods(coupled, { idleScale: "inverse" });
+    const k = slopesOf(inverse, "coupled");
+    expect(k.idleScale).to.equal("inverse");
+    expect(k.perIdleUs).to.be.closeTo(INV_US, 1.5);
+    const truthDrop = INV_US * (1 / 0.035 - 1 / 0.058);
+    expect(at(inverse, "coupled", 0.035) - at(inverse, "coupled", 0.058)).to.be.closeTo(truthDrop, 20);
+    // The line in 1 − busy through the same runs gives under half that drop: the middle rate's step
+    // priced ~0.1 ms too slow.
+    const linear = fitStepPeriods(coupled);
+    expect(at(linear, "coupled", 0.035) - at(linear, "coupled", 0.058)).to.be.lessThan(truthDrop / 2);
+    // Within its probes' span only: an idle simulated executor is priced as the idlest probe's step.
+    expect(at(inverse, "coupled", 0.002)).to.be.closeTo(at(inverse, "coupled", 0.032), 1e-6);
+    // A mode probed at one rate borrows the slope on the same scale, unless listed in `lendLinear`:
+    // then it takes the lender's slope in 1 − busy (its steps' idle term as the model before).
+    const one = (mode: "disaggregated" | "hybrid") => invRuns([0.1, 0.105, 0.11], mode, () => 2).slice(0, 3);
+    const both = [...coupled, ...one("disaggregated"), ...one("hybrid")];
+    const mixed = fitStepPeriods(both, { idleScale: "inverse", lendLinear: ["hybrid"] });
+    expect(slopesOf(mixed, "disaggregated").idleScale).to.equal("inverse");
+    expect(slopesOf(mixed, "disaggregated").perIdleUs).to.be.closeTo(k.perIdleUs as number, 1e-9);
+    expect(slopesOf(mixed, "hybrid").idleScale).to.equal(undefined);
+    expect(slopesOf(mixed, "hybrid").perIdleUs).to.be.closeTo(slopesOf(linear, "coupled").perIdleUs as number, 1e-9);
+    // `lendLinear: true`: every borrower on the linear slope (m15r's option).
+    const allLinear = fitStepPeriods(both, { idleScale: "inverse", lendLinear: true });
+    expect(slopesOf(allLinear, "disaggregated").idleScale).to.equal(undefined);
+    expect(slopesOf(allLinear, "coupled").idleScale).to.equal("inverse");
+  });
+
   it("regresses each rate's rounds at their median busy fraction on request (m15r)", () => {
     // Six rounds at two rates whose steps follow 4000 µs per unit of idle fraction at the rate's
     // busy fraction; one round per rate stepped 60 µs slower and so read busier (its summed periods

@@ -28,6 +28,9 @@
  */
 import type { ServingMode } from "./simulator";
 
+/** The idle term's regressor other than 1 − busy fraction: ln(1 / busy) (m15r) or 1 / busy (m15u). */
+export type IdleScale = "log" | "inverse";
+
 /** Steps of one shape, as the worker's profile keeps them. */
 export interface StepShapeSample {
   sequences: number;
@@ -66,10 +69,11 @@ export interface StepSlopes {
    */
   idleRange?: readonly [number, number];
   /**
-   * The idle term's regressor (m15r): "log" is ln(1 / busy fraction), so that `perIdleUs`,
-   * `idleRef` and `idleRange` are per unit of it; absent, 1 − busy fraction (the model before).
+   * The idle term's regressor: "log" is ln(1 / busy fraction) (m15r), "inverse" 1 / busy fraction
+   * (m15u), so that `perIdleUs`, `idleRef` and `idleRange` are per unit of it; absent, 1 − busy
+   * fraction (the model before).
    */
-  idleScale?: "log";
+  idleScale?: IdleScale;
   /**
    * Per batch row, by the row adapter's rank: what a step with that adapter costs beyond one with
    * the probes' most frequent adapter (0 for that one; `adapterRowCosts`; older fits: none). Rank
@@ -156,7 +160,7 @@ function clampIdle(k: StepSlopes, idle: number): number {
   return k.idleRange ? Math.min(k.idleRange[1], Math.max(k.idleRange[0], idle)) : idle;
 }
 
-/** The lowest busy fraction the log scale tells apart (below it, ln(1 / busy) is held). */
+/** The lowest busy fraction the log and inverse scales tell apart (below it, the regressor is held). */
 const MIN_LOG_BUSY = 0.005;
 
 /**
@@ -164,11 +168,15 @@ const MIN_LOG_BUSY = 0.005;
  * (unknown busy fraction: 0, no idle cost, on either scale). Why a log scale (m15r): the coupled
  * lone decode step falls steeply from 2 to 4 req/s and then flattens towards 12 (0.94 ms at busy
  * 0.032, 0.71 at 0.054, 0.55 at 0.12 in the run of 08:31), about linearly in ln(busy), so a line
- * in busy through the 2 and 12 req/s probes priced the 4 req/s case's steps too slow.
+ * in busy through the 2 and 12 req/s probes priced the 4 req/s case's steps too slow. The inverse
+ * scale (m15u) bends further: over the eleven 40-s stored runs the 4 req/s case's same-shape steps
+ * sat 0.49 of the way (in log period) from the 2 to the 12 req/s probes' on average, where 1 − busy
+ * puts them at 0.26, ln(1 / busy) at 0.41 and 1 / busy at 0.57 (docs/evaluation.md §5, m15u).
  */
-function idleOf(busyFraction: number | undefined, scale?: "log"): number {
+function idleOf(busyFraction: number | undefined, scale?: IdleScale): number {
   if (busyFraction === undefined) return 0;
   if (scale === "log") return Math.log(1 / Math.min(1, Math.max(MIN_LOG_BUSY, busyFraction)));
+  if (scale === "inverse") return 1 / Math.min(1, Math.max(MIN_LOG_BUSY, busyFraction));
   return Math.min(1, Math.max(0, 1 - busyFraction));
 }
 
@@ -459,7 +467,7 @@ function fitMode(
   runs: readonly StepProfileRun[],
   knownRankUs?: number,
   borrowedIdle?: { perIdleUs: number; range: readonly [number, number]; linearWidth: number; shift?: boolean },
-  idle: { scale?: "log"; medianSlope?: boolean } = {},
+  idle: { scale?: IdleScale; medianSlope?: boolean } = {},
 ): { fixedUs: number; slopes: StepSlopes; idleSpan?: readonly [number, number]; linearWidth?: number } {
   const idleScale = idle.scale;
   const one: Column = () => 1;
@@ -516,7 +524,7 @@ function fitMode(
   // On the log scale a mode's own slope applies within its own probes' span too (m15r): ln(1 / busy)
   // grows without bound as a simulated executor idles, where 1 − busy stops at 1.
   const borrowedRange: readonly [number, number] | undefined = !borrows
-    ? idleScale === "log" && own > 0 && idleSpan
+    ? idleScale !== undefined && own > 0 && idleSpan
       ? idleSpan
       : undefined
     : borrowedIdle.shift && idleSpan
@@ -571,7 +579,7 @@ function fitMode(
       perIdleUs,
       ...(idleRef > 0 ? { idleRef } : {}),
       ...(borrowedRange ? { idleRange: borrowedRange } : {}),
-      ...(idleScale === "log" && perIdleUs > 0 ? { idleScale } : {}),
+      ...(idleScale !== undefined && perIdleUs > 0 ? { idleScale } : {}),
     };
     active.forEach((k, i) => (slopes[k] = value(i)));
     return {
@@ -596,13 +604,14 @@ export function fitStepPeriods(
     shareIdle?: boolean;
     shiftIdle?: boolean;
     /** The idle term's regressor (`StepSlopes.idleScale`; absent: 1 − busy fraction). */
-    idleScale?: "log";
+    idleScale?: IdleScale;
     /**
      * Each run at its mode's and rate's median busy fraction (`atRateMedianBusy`): "all" in the
      * whole fit, "slope" in the idle slope's regression only.
      */
     rateMedianBusy?: "all" | "slope";
-    lendLinear?: boolean;
+    /** The modes (or all, `true`) that borrow the lender's slope in 1 − busy fraction (m15r, m15u). */
+    lendLinear?: boolean | readonly ServingMode[];
   } = {},
 ): StepPeriodFit {
   const byMode = new Map<ServingMode, StepProfileRun[]>();
@@ -626,18 +635,22 @@ export function fitStepPeriods(
   // decode steps 3–18 % faster in 8 of 9 stored runs), and left at 0 the fit carried the probe's
   // idler steps to the case (docs/evaluation.md §5, m15k).
   const lenderMode = [...fitted].find(([, m]) => m.idleSpan !== undefined && (m.slopes.perIdleUs ?? 0) > 0)?.[0];
-  let lender = lenderMode === undefined ? undefined : fitted.get(lenderMode);
-  // `lendLinear`: the borrowers take the lender's slope in 1 − busy fraction whatever the scale.
-  if (options.idleScale === "log" && options.lendLinear && lenderMode !== undefined) {
-    const relinear = fitMode(byMode.get(lenderMode) ?? [], options.perRankUs, undefined, {
-      ...idleOptions,
-      scale: undefined,
-    });
-    lender = relinear.idleSpan && (relinear.slopes.perIdleUs ?? 0) > 0 ? relinear : undefined;
+  const scaled = lenderMode === undefined ? undefined : fitted.get(lenderMode);
+  // `lendLinear`: the borrowers (all, or the modes listed) take the lender's slope in 1 − busy
+  // fraction whatever the scale, and fit their own on it too.
+  const linearFor = (mode: ServingMode): boolean =>
+    options.lendLinear === true || (Array.isArray(options.lendLinear) && options.lendLinear.includes(mode));
+  let relinear: ReturnType<typeof fitMode> | undefined;
+  if (options.idleScale !== undefined && options.lendLinear && lenderMode !== undefined) {
+    const r = fitMode(byMode.get(lenderMode) ?? [], options.perRankUs, undefined, { ...idleOptions, scale: undefined });
+    relinear = r.idleSpan && (r.slopes.perIdleUs ?? 0) > 0 ? r : undefined;
   }
-  if (options.shareIdle !== false && lender?.idleSpan)
-    for (const [mode, rows] of byMode)
-      if (mode !== lenderMode)
+  const lenderFor = (mode: ServingMode): typeof scaled =>
+    options.idleScale !== undefined && linearFor(mode) ? relinear : scaled;
+  if (options.shareIdle !== false)
+    for (const [mode, rows] of byMode) {
+      const lender = lenderFor(mode);
+      if (mode !== lenderMode && lender?.idleSpan)
         fitted.set(
           mode,
           fitMode(
@@ -649,9 +662,10 @@ export function fitStepPeriods(
               linearWidth: lender.linearWidth ?? 0,
               shift: options.shiftIdle !== false,
             },
-            options.lendLinear ? { ...idleOptions, scale: undefined } : idleOptions,
+            linearFor(mode) ? { ...idleOptions, scale: undefined } : idleOptions,
           ),
         );
+    }
   for (const [mode, rows] of byMode) {
     const m = fitted.get(mode) as { fixedUs: number; slopes: StepSlopes };
     fit.fixedUs[mode] = m.fixedUs;
