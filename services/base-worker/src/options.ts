@@ -89,6 +89,15 @@ export const options = {
     min: 0,
     description: "KV-cache blocks (0: 256 MiB worth)",
   }),
+  heapGrowingPercent: intOption({
+    flag: "heap-growing-percent",
+    env: "LORAMESH_HEAP_GROWING_PERCENT",
+    default: 50,
+    min: 0,
+    max: 300,
+    description:
+      "V8 old-generation growth after a full collection, in percent (small: short, frequent collections instead of one long pause; 0: V8's heuristics)",
+  }),
   stepProfile: stringOption({
     flag: "step-profile",
     env: "LORAMESH_STEP_PROFILE",

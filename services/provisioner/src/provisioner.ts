@@ -454,7 +454,12 @@ export class Provisioner {
         const liveIds = new Set(live.map((e) => e.info.executorId));
         await this.apply(changes, decision.moves, new Map(records.map((r) => [r.id, r])), liveIds, sequence);
       }
-      if (rebalance) this.lastRebalanceMs = Date.now();
+      if (rebalance) {
+        this.lastRebalanceMs = Date.now();
+        // A rebalance that moves nothing writes nothing (no epoch, no publish): say so, for tests and
+        // for whoever suspects it of a stall (m15v: the hybrid case's ~30 s stall was the worker's GC).
+        if (changes.length === 0) this.deps.logger.debug("rebalance: nothing to move", { epoch });
+      }
       return;
     }
     throw new FailedPreconditionError("placement kept changing during reconcile; will retry");
