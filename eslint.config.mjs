@@ -35,6 +35,8 @@ export default tseslint.config(
       "native/build*/**",
       "**/*.mjs",
       "**/*.js",
+      // analysis scripts kept beside the benchmark results they produced
+      "bench/results/**",
     ],
   },
   js.configs.recommended,
