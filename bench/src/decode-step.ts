@@ -128,19 +128,7 @@ async function measure(
   adapterId: string | undefined,
   o: Options,
 ): Promise<Samples> {
-  const prompt = 64;
-  const c = model.config;
-  const cache = new KvCache(c.numLayers, o.batch * Math.ceil((prompt + o.steps + 1) / 16), 16, c.numKvHeads, c.headDim);
-  const tables = Array.from({ length: o.batch }, () => [] as number[]);
-  for (const t of tables) cache.ensure(t, prompt + o.steps + 1);
-  const seqs = (tokens: (b: number) => number[], start: number): ForwardSequence[] =>
-    tables.map((blockTable, b) => ({ tokens: tokens(b), startPosition: start, blockTable, adapterId, logits: "last" }));
-  await forward(
-    model,
-    cache,
-    lora,
-    seqs((b) => Array.from({ length: prompt }, (_, i) => 259 + ((i * 7919 + b) % 31000)), 0),
-  );
+  const step = await sequence(model, lora, adapterId, o);
   const wall: number[] = [],
     cpu: number[] = [],
     probe: number[] = [],
@@ -148,12 +136,7 @@ async function measure(
   for (let s = 0; s < o.steps; s++) {
     const c0 = process.cpuUsage(),
       t0 = performance.now();
-    await forward(
-      model,
-      cache,
-      lora,
-      seqs((b) => [300 + ((s * 31 + b) % 3000)], prompt + s),
-    );
+    await step(s);
     const t1 = performance.now(),
       c1 = process.cpuUsage(c0);
     wall.push(t1 - t0);
