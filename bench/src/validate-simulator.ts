@@ -97,6 +97,8 @@ import {
   type RoundSignals,
   DEFAULT_WORKLOAD,
   fitRequestOverheads,
+  hybridBusyHopSteps,
+  MAX_BUSY_HOP_STEPS,
   fitStepPeriods,
   fitRoundScale,
   fitStallSeconds,
@@ -205,6 +207,14 @@ if (!(roundStateQuantile > 0 && roundStateQuantile < 100)) throw new RangeError(
 const hopProbesFlag = flag("--hop-probes");
 // `--busy-hop-cap N`: the most steps `hybridBusyHopSteps` may reach (m15j–m15k: 4).
 const busyHopCapFlag = flag("--busy-hop-cap");
+// `--busy-hop-probe policy|hybrid` (m15w): the probe `hybridBusyHopSteps` is fitted on. `hybrid` (the
+// model before): the hybrid 2 req/s probe's TTFT P95. `policy`: the rank-aware+rebalancing probe's
+// (hybrid, 6 req/s, seeds 2–4; run for the stall since m15t) pooled TTFT P95, simulated the same way:
+// the hybrid case's policy at a rate near its own, where the 2 req/s probe reaches a stepping worker
+// with a fifth of its requests. The stored runs' rebalancing probes were under-priced at their P95 as
+// the hybrid case was (docs/evaluation.md §5, m15w).
+const busyHopProbeFlag = flag("--busy-hop-probe") ?? "policy";
+if (!["policy", "hybrid"].includes(busyHopProbeFlag)) throw new RangeError("--busy-hop-probe: policy or hybrid");
 // `--pooled-probe-rounds`: a probe's TTFT P50 and P95 over its rounds' requests pooled (where every
 // round kept them), not the median of its rounds'. Tried in m15l and not the default: in both of its
 // full runs (14:05, 14:21) a pooled P95 took in one slow round's tail (coupled 2 req/s: 27.9 ms
@@ -1131,6 +1141,40 @@ function predict(
 }
 
 /**
+ * `hybridBusyHopSteps` fitted on the rebalancing probe's rounds (m15w): the value that puts their
+ * simulated TTFT P95, each round simulated with its seed and the simulated requests pooled, on the
+ * measured rounds' pooled P95 (`hybridBusyHopSteps`, the same solver and bound as on the hybrid
+ * probe). Undefined where the run has no such probe or its rounds kept no requests.
+ */
+function fitPolicyBusyHops(
+  k: Calibration,
+  rounds: readonly MeasuredRun[] | undefined,
+): { steps: number; measuredP95Ms: number; before: number; simulatedP95Ms: number } | undefined {
+  if (!rounds || rounds.length === 0 || rounds.some((r) => (r.requests?.length ?? 0) === 0)) return undefined;
+  const measured = rounds.flatMap((r) => (r.requests ?? []).map((q) => q.ttftMs)).sort((a, b) => a - b);
+  const seeds = rounds.map((r) => r.seed ?? PROBE_SEED);
+  const summary = (ttfts: number[]): ProbeSummary => {
+    const t = [...ttfts].sort((a, b) => a - b);
+    return { ttftP50Ms: percentile(t, 50), ttftP95Ms: percentile(t, 95), tpotMeanMs: 0 };
+  };
+  const sim = (_probe: ProbeSpec, c: Calibration): ProbeSummary => {
+    const cost = new CostModel(c);
+    return summary(
+      seeds.flatMap((seed) => predict({ ...STALL_PROBE, seed }, cost, STALL_PROBE.seconds, true).ttftsMs ?? []),
+    );
+  };
+  const probe = { mode: STALL_PROBE.mode, rate: STALL_PROBE.rate, ...summary(measured) };
+  const cap = busyHopCapFlag !== undefined ? Number(busyHopCapFlag) : MAX_BUSY_HOP_STEPS;
+  const steps = hybridBusyHopSteps(probe, k, sim, cap);
+  return {
+    steps,
+    measuredP95Ms: probe.ttftP95Ms,
+    before: k.hybridBusyHopSteps ?? 0,
+    simulatedP95Ms: sim(probe, { ...k, hybridBusyHopSteps: steps }).ttftP95Ms,
+  };
+}
+
+/**
  * The rebalance stall (m15t) from the stall probe's rounds: each round's stall end (`stallEndS`: the
  * first token of its request, arriving from 5 s before the rebalance interval on, that is furthest
  * above the round's median), and the stall length whose simulated excess over the requests before
@@ -1503,9 +1547,9 @@ const stepProbeRuns: Partial<Record<StepProbeKey, RoundsRun>> = Object.fromEntri
   }),
 );
 const caseRuns = caseRounds.map((r) => ofRounds(r));
-// A request's arrival in the steps file (0.1 ms; null in a replay, whose steps file kept none).
-const arrivalOf = (q: { arrivalS?: number }): number | null =>
-  q.arrivalS === undefined ? null : Math.round(q.arrivalS * 1e4) / 1e4;
+// A request's arrival in the steps file (null in a replay, whose steps file kept none). At full
+// precision since m15w, as the TTFTs: runs before it kept 0.1 ms (arrivals) and 0.01 ms (TTFTs).
+const arrivalOf = (q: { arrivalS?: number }): number | null => (q.arrivalS === undefined ? null : q.arrivalS);
 let { calibration: cal, probes } = probeOverheads(kernels.calibration, probeRuns, stepProbeRuns);
 // `--round-states` (m15s): each probe round's machine state relative to the fit, then the fit again
 // with each probe round simulated in its state (`--round-state-refits`, default 1), the states
@@ -1530,6 +1574,14 @@ if (roundStatesFlag !== "off") {
 // The rebalance stall (m15t), fitted on its probe with the model as fitted above.
 const stallFit = stallProbeRounds && stallProbeRounds.length > 0 ? fitRebalanceStall(cal, stallProbeRounds) : undefined;
 if (stallFit && useStall) rebalanceStall = { endS: stallFit.endS, seconds: stallFit.seconds };
+// The hybrid busy-hop term refitted on the rebalancing probe (`--busy-hop-probe policy`, m15w), after
+// the stall (the probe's simulation carries it where it is used), within the same bound.
+const policyBusyHops = busyHopProbeFlag === "policy" ? fitPolicyBusyHops(cal, stallProbeRounds) : undefined;
+if (policyBusyHops) cal = { ...cal, hybridBusyHopSteps: policyBusyHops.steps };
+if (policyBusyHops)
+  log(
+    `busy hops on the rebalancing probe: ${policyBusyHops.steps.toFixed(3)} steps (hybrid probe's ${policyBusyHops.before.toFixed(3)}); its pooled TTFT P95 ${policyBusyHops.measuredP95Ms.toFixed(1)} ms measured, ${policyBusyHops.simulatedP95Ms.toFixed(1)} simulated`,
+  );
 if (stallFit)
   log(
     `rebalance stall: ${(stallFit.seconds * 1000).toFixed(0)} ms ending at ${stallFit.endS.toFixed(2)} s (rounds ${stallFit.roundEndsS.join(", ")}); excess ${stallFit.measuredExcessMs.toFixed(1)} ms measured, ${stallFit.simulatedExcessMs.toFixed(1)} simulated (${stallFit.noStallExcessMs.toFixed(1)} without)${useStall ? "" : "; not used (--no-rebalance-stall)"}`,
@@ -1545,9 +1597,9 @@ writeFileSync(
         seeds: probeRounds[k].map((r) => r.seed ?? PROBE_SEED),
         rounds: probeRounds[k].map((r) => r.stepProfile),
         firstSteps: probeRounds[k].map((r) => r.firstStep ?? null),
-        // Each round's requests' TTFTs (ms, 0.01 ms), so that a replay fits the hops as the run did
+        // Each round's requests' TTFTs (ms; 0.01 ms before m15w), so that a replay fits the hops as the run did
         // (on the requests pooled; since m15l).
-        requestTtftsMs: probeRounds[k].map((r) => (r.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
+        requestTtftsMs: probeRounds[k].map((r) => (r.requests ?? []).map((q) => q.ttftMs)),
         // Their arrivals (s from the run's start, in the same order; since m15p), so a later model can
         // fit each request's wake-up (its idle gap) on the run's own probes.
         requestArrivalsS: probeRounds[k].map((r) => (r.requests ?? []).map(arrivalOf)),
@@ -1564,7 +1616,7 @@ writeFileSync(
             seeds: r.map((x) => x.seed ?? PROBE_SEED),
             rounds: r.map((x) => x.stepProfile),
             firstSteps: r.map((x) => x.firstStep ?? null),
-            requestTtftsMs: r.map((x) => (x.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
+            requestTtftsMs: r.map((x) => (x.requests ?? []).map((q) => q.ttftMs)),
             requestArrivalsS: r.map((x) => (x.requests ?? []).map(arrivalOf)),
           },
         ];
@@ -1579,9 +1631,7 @@ writeFileSync(
               seeds: stallProbeRounds.map((x) => x.seed ?? PROBE_SEED),
               rounds: stallProbeRounds.map((x) => x.stepProfile),
               firstSteps: stallProbeRounds.map((x) => x.firstStep ?? null),
-              requestTtftsMs: stallProbeRounds.map((x) =>
-                (x.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100),
-              ),
+              requestTtftsMs: stallProbeRounds.map((x) => (x.requests ?? []).map((q) => q.ttftMs)),
               requestArrivalsS: stallProbeRounds.map((x) => (x.requests ?? []).map(arrivalOf)),
             },
           ]
@@ -1593,7 +1643,7 @@ writeFileSync(
       rounds: caseRounds[i]?.map((r) => r.stepProfile),
       firstSteps: caseRounds[i]?.map((r) => r.firstStep ?? null),
       // The case rounds' request TTFTs too (since m15m; for analysis, a replay does not read them).
-      requestTtftsMs: caseRounds[i]?.map((r) => (r.requests ?? []).map((q) => Math.round(q.ttftMs * 100) / 100)),
+      requestTtftsMs: caseRounds[i]?.map((r) => (r.requests ?? []).map((q) => q.ttftMs)),
       requestArrivalsS: caseRounds[i]?.map((r) => (r.requests ?? []).map(arrivalOf)),
     })),
   })}\n`,
@@ -1727,6 +1777,9 @@ const report = {
       hybridBusyHopSteps: cal.hybridBusyHopSteps,
       // m15t: the rebalancing policy's stall, as fitted on its probe, and whether the cases used it.
       ...(stallFit ? { rebalanceStall: { ...stallFit, intervalS: REBALANCE_INTERVAL_S, used: useStall } } : {}),
+      // The busy-hop term as refitted on the rebalancing probe (m15w; `before`: the hybrid probe's).
+      busyHopProbe: busyHopProbeFlag,
+      ...(policyBusyHops ? { policyBusyHops } : {}),
     },
   },
   quick,
