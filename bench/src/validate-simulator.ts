@@ -1181,7 +1181,7 @@ function fitPolicyBusyHops(
     );
   };
   const probe = { mode: STALL_PROBE.mode, rate: STALL_PROBE.rate, ...summary(measured) };
-    const steps = hybridBusyHopSteps(probe, k, sim, policyBusyHopCap);
+  const steps = hybridBusyHopSteps(probe, k, sim, policyBusyHopCap);
   return {
     steps,
     measuredP95Ms: probe.ttftP95Ms,
