@@ -10,6 +10,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +60,9 @@ bool gemv_prefetch_from_env() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 bool g_gemv_prefetch = gemv_prefetch_from_env();
+// How far ahead of the line it reads tile_prefetch fetches each row, in bytes (default 2048;
+// set_gemv_prefetch_bytes, for same-process comparisons of the distance).
+std::atomic<int64_t> g_gemv_prefetch_bytes{2048};
 bool g_short_far = false;
 
 // bf16 to f32: the high half of the f32 bits.
@@ -134,22 +138,21 @@ LM_AVX512 void tile(const W* const rows[8], const float* const xs[C], int64_t k,
 }
 
 // The decode tile (one token) with a software prefetch into L2 (T1) of each of its 8 rows
-// kGemvPrefetchBytes ahead, running on into the next tile's rows (`next`, or none) near the end.
+// g_gemv_prefetch_bytes (2 KB) ahead, running on into the next tile's rows (`next`, or none)
+// near the end.
 // With 4 KB pages the hardware streamers restart at every page of every row (a bf16 row at
 // K = 2048 is one page), which left gate_up at 74 % of the probe on Zen 4; the prefetch reaches
 // across. Same FMAs in the same order as tile<W, 1>, so the same bits.
-constexpr int64_t kGemvPrefetchBytes = 2048;
-
 template <typename W>
 LM_AVX512 void tile_prefetch(const W* const rows[8], const W* const* next, const float* x, int64_t k,
                              float out[8][6]) {
   constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(W));  // elements per cache line
-  constexpr int64_t kDist = kGemvPrefetchBytes / static_cast<int64_t>(sizeof(W));
+  const int64_t dist = g_gemv_prefetch_bytes.load(std::memory_order_relaxed) / static_cast<int64_t>(sizeof(W));
   __m512 acc[4];
   for (int p = 0; p < 4; p++) acc[p] = _mm512_setzero_ps();
   const int64_t main = k & ~int64_t(7);
   for (int64_t line = 0; line < main; line += kLine) {
-    const int64_t ahead = line + kDist;
+    const int64_t ahead = line + dist;
     if (ahead < k) {
       for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead), _MM_HINT_T1);
     } else if (next != nullptr && ahead - k < k) {
@@ -698,6 +701,9 @@ bool avx512_active() { return g_has_avx512 && simd::enabled(); }
 void set_packed(bool on) { g_packed = on; }
 void set_prefetch(bool on) { g_prefetch = on; }
 void set_gemv_prefetch(bool on) { g_gemv_prefetch = on; }
+void set_gemv_prefetch_bytes(int64_t bytes) {
+  g_gemv_prefetch_bytes.store(std::max<int64_t>(64, bytes / 64 * 64), std::memory_order_relaxed);
+}
 void set_short_prefetch_far(bool on) { g_short_far = on; }
 void set_expand16(bool on) {
 #ifdef LM_X86

@@ -26,6 +26,11 @@ void set_expand16(bool on);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
 // LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.
 void set_gemv_prefetch(bool on);
+// That prefetch's distance in bytes ahead per row (default 2048, rounded down to whole lines); at
+// K = 2048 bf16 (4 KB rows) 4096 fetches the next tile's rows from the tile's first line. Also the
+// one-input shrink's tile. Same bits at any distance. LORAMESH_GEMV_PREFETCH_BYTES=N sets it,
+// =alt:N switches between 2048 and N at every one-token step (ops_cpu.cpp).
+void set_gemv_prefetch_bytes(int64_t bytes);
 
 // Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n,

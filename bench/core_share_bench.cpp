@@ -1,0 +1,210 @@
+// `pnpm bench:core-share [ROUNDS] [PAUSE_MS]`: do the VM's two vCPUs compute at full rate at the
+// same time? (issue 17, twenty-fourth pass.) In-cache kernels, so no memory traffic: each is timed
+// alone on CPU 0, alone on CPU 1, then on both at once, ROUNDS times (default 40, PAUSE_MS apart,
+// default 1000). On two separate cores "together" is the sum of the two "alone" rates; where the
+// host runs both vCPUs on one core (SMT siblings or time-sliced) it falls towards one core's rate,
+// and kernels that lean on the shuffle pipes fall further. The kernels:
+// - fma: eight independent zmm FMA chains (the FMA pipes' peak), GFLOP/s;
+// - engine_bf16: lm's one-token bf16 GEMV (gemm::matmul_rows, the decode tile) over 48 rows of
+//   K = 2048 held in L2, GB/s of weights;
+// - f16_cvtph: one-token dot products of f16 rows by vcvtph2ps + FMA (the kind of kernel llama.cpp
+//   runs on F16 weights), same shape, GB/s;
+// - bf16_evenodd: bf16 rows widened by one shift (even elements) and one and (odd elements) per
+//   64 bytes, x de-interleaved: fewer, in-lane uops, but another summation order than lm's tile.
+// Prints one JSON line per round, then a summary: per kernel the median of together ÷ (alone 0 +
+// alone 1) over all rounds and over the rounds where fma's ratio fell under 0.75 ("shared").
+#include <immintrin.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "../native/src/gemm.h"
+
+namespace {
+
+constexpr int64_t kK = 2048, kRows = 48;
+
+#define LM_BENCH_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,f16c,fma")))
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+LM_BENCH_AVX512 double fma_rate(int64_t iters) {
+  __m512 a[8];
+  for (int i = 0; i < 8; i++) a[i] = _mm512_set1_ps(1.0f + static_cast<float>(i) * 1e-7f);
+  const __m512 b = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; i++)
+    for (int j = 0; j < 8; j++) a[j] = _mm512_fmadd_ps(a[j], b, c);
+  const double s = seconds_since(t0);
+  float sink = 0;
+  for (int i = 0; i < 8; i++) sink += _mm512_reduce_add_ps(a[i]);
+  if (sink == 42.0f) std::puts("");
+  return static_cast<double>(iters) * 8 * 32 / s / 1e9;
+}
+
+double engine_bf16_rate(int reps, const std::vector<uint16_t>& w, const std::vector<float>& x) {
+  std::vector<float> out(kRows);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; r++) lm::gemm::matmul_rows(x.data(), w.data(), nullptr, 1, kK, kRows, 0, kRows, out.data());
+  const double s = seconds_since(t0);
+  if (out[0] == 42.0f) std::puts("");
+  return static_cast<double>(reps) * kRows * kK * 2 / s / 1e9;
+}
+
+LM_BENCH_AVX512 double f16_rate(int reps, const std::vector<uint16_t>& w, const std::vector<float>& x) {
+  float sink = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; r++) {
+    for (int64_t t = 0; t < kRows; t += 4) {
+      __m512 acc[4];
+      for (int p = 0; p < 4; p++) acc[p] = _mm512_setzero_ps();
+      for (int64_t i = 0; i < kK; i += 16) {
+        const __m512 xv = _mm512_loadu_ps(x.data() + i);
+        for (int p = 0; p < 4; p++) {
+          const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.data() + (t + p) * kK + i));
+          acc[p] = _mm512_fmadd_ps(_mm512_cvtph_ps(h), xv, acc[p]);
+        }
+      }
+      for (int p = 0; p < 4; p++) sink += _mm512_reduce_add_ps(acc[p]);
+    }
+  }
+  const double s = seconds_since(t0);
+  if (sink == 42.0f) std::puts("");
+  return static_cast<double>(reps) * kRows * kK * 2 / s / 1e9;
+}
+
+LM_BENCH_AVX512 double evenodd_rate(int reps, const std::vector<uint16_t>& w, const std::vector<float>& xe,
+                                    const std::vector<float>& xo) {
+  const __m512i odd = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  float sink = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; r++) {
+    for (int64_t t = 0; t < kRows; t += 8) {
+      __m512 acc[8];
+      for (int p = 0; p < 8; p++) acc[p] = _mm512_setzero_ps();
+      for (int64_t i = 0; i < kK; i += 32) {
+        const __m512 e = _mm512_loadu_ps(xe.data() + i / 2), o = _mm512_loadu_ps(xo.data() + i / 2);
+        for (int p = 0; p < 8; p++) {
+          const __m512i v = _mm512_loadu_si512(w.data() + (t + p) * kK + i);
+          acc[p] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), e, acc[p]);
+          acc[p] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, odd)), o, acc[p]);
+        }
+      }
+      for (int p = 0; p < 8; p++) sink += _mm512_reduce_add_ps(acc[p]);
+    }
+  }
+  const double s = seconds_since(t0);
+  if (sink == 42.0f) std::puts("");
+  return static_cast<double>(reps) * kRows * kK * 2 / s / 1e9;
+}
+
+void pin(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+constexpr int kKernels = 4;
+const char* const kNames[kKernels] = {"fma", "engine_bf16", "f16_cvtph", "bf16_evenodd"};
+
+struct Inputs {
+  std::vector<uint16_t> bf16, f16;
+  std::vector<float> x, xe, xo;
+};
+
+// One timed run of kernel `which` on `cpu` (its own copy of the inputs: no line shared between cores).
+double run_kernel(int which, int cpu, std::atomic<int>* go) {
+  pin(cpu);
+  Inputs in;
+  in.bf16.assign(kRows * kK, 0x3f80);  // 1.0 in bf16
+  in.f16.assign(kRows * kK, 0x3c00);   // 1.0 in f16
+  in.x.assign(kK, 0.5f);
+  in.xe.assign(kK / 2, 0.5f);
+  in.xo.assign(kK / 2, 0.5f);
+  go->fetch_add(1);
+  while (go->load() < 2) {
+  }
+  switch (which) {
+    case 0: return fma_rate(20000000);
+    case 1: return engine_bf16_rate(4000, in.bf16, in.x);
+    case 2: return f16_rate(4000, in.f16, in.x);
+    default: return evenodd_rate(4000, in.bf16, in.xe, in.xo);
+  }
+}
+
+double alone(int which, int cpu) {
+  std::atomic<int> go{1};  // one participant: start at once
+  double r = 0;
+  std::thread t([&] { r = run_kernel(which, cpu, &go); });
+  t.join();
+  return r;
+}
+
+void together(int which, double* a, double* b) {
+  std::atomic<int> go{0};  // both threads start when both are ready
+  std::thread t0([&] { *a = run_kernel(which, 0, &go); });
+  std::thread t1([&] { *b = run_kernel(which, 1, &go); });
+  t0.join();
+  t1.join();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rounds = argc > 1 ? std::atoi(argv[1]) : 40;
+  const int pause_ms = argc > 2 ? std::atoi(argv[2]) : 1000;
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("f16c") ||
+      std::thread::hardware_concurrency() < 2) {
+    std::printf("{\"skipped\":\"needs AVX-512 BW, F16C and 2 CPUs\"}\n");
+    return 0;
+  }
+  std::vector<double> ratio[kKernels], shared[kKernels];
+  int shared_rounds = 0;
+  for (int round = 0; round < rounds; round++) {
+    double r[kKernels] = {};
+    std::printf("{\"round\":%d", round);
+    for (int k = 0; k < kKernels; k++) {
+      const double a0 = alone(k, 0), a1 = alone(k, 1);
+      double t0 = 0, t1 = 0;
+      together(k, &t0, &t1);
+      r[k] = (t0 + t1) / (a0 + a1);
+      ratio[k].push_back(r[k]);
+      std::printf(",\"%s\":{\"alone\":[%.1f,%.1f],\"together\":[%.1f,%.1f]}", kNames[k], a0, a1, t0, t1);
+    }
+    std::printf("}\n");
+    std::fflush(stdout);
+    if (r[0] < 0.75) {
+      shared_rounds++;
+      for (int k = 0; k < kKernels; k++) shared[k].push_back(r[k]);
+    }
+    if (round + 1 < rounds) usleep(static_cast<useconds_t>(pause_ms) * 1000);
+  }
+  std::printf("{\"summary\":{\"rounds\":%d,\"shared_rounds\":%d,\"together_over_alone_median\":{", rounds,
+              shared_rounds);
+  for (int k = 0; k < kKernels; k++) std::printf("%s\"%s\":%.3f", k ? "," : "", kNames[k], median(ratio[k]));
+  std::printf("},\"shared_rounds_median\":{");
+  for (int k = 0; k < kKernels; k++) std::printf("%s\"%s\":%.3f", k ? "," : "", kNames[k], median(shared[k]));
+  std::printf("}}}\n");
+  return 0;
+}
