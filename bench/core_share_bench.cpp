@@ -12,7 +12,8 @@
 // - bf16_evenodd: bf16 rows widened by one shift (even elements) and one and (odd elements) per
 //   64 bytes, x de-interleaved: fewer, in-lane uops, but another summation order than lm's tile.
 // Prints one JSON line per round, then a summary: per kernel the median of together ÷ (alone 0 +
-// alone 1) over all rounds and over the rounds where fma's ratio fell under 0.75 ("shared").
+// alone 1) over all rounds and over the rounds where fma's ratio fell under 0.75 ("shared"), and
+// how uneven the two vCPUs are (the slower one's alone rate ÷ the faster one's).
 #include <immintrin.h>
 #include <pthread.h>
 #include <sched.h>
@@ -110,6 +111,57 @@ LM_BENCH_AVX512 double evenodd_rate(int reps, const std::vector<uint16_t>& w, co
   return static_cast<double>(reps) * kRows * kK * 2 / s / 1e9;
 }
 
+// lm's one-token tile with a cheaper widening and the same bits: four rows' 8-element chunks in one
+// zmm by 128-bit inserts, widened by unpacking with zeros (in-lane: no 512-bit cross-lane
+// vpmovzxwd, no shift); lanes j of chunk r are row r's element chains j (0-3 from unpacklo, 4-7
+// from unpackhi), so every FMA chain and the final hsum8 are the tile's. Returns the outputs of
+// the last rep for the bit check against gemm::matmul_rows.
+LM_BENCH_AVX512 inline float hsum8(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  __m128 s4 = _mm_add_ps(lo, hi);
+  __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+  return _mm_cvtss_f32(s1);
+}
+LM_BENCH_AVX512 inline __m512i chunks4(const uint16_t* const* rows, int64_t i) {
+  __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[0] + i)));
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[1] + i)), 1);
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[2] + i)), 2);
+  return _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[3] + i)), 3);
+}
+LM_BENCH_AVX512 double unpack4_rate(int reps, const std::vector<uint16_t>& w, const std::vector<float>& x,
+                                    float* out) {
+  const __m512i zero = _mm512_setzero_si512();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; r++) {
+    for (int64_t t = 0; t < kRows; t += 8) {
+      const uint16_t* rows[8];
+      for (int q = 0; q < 8; q++) rows[q] = w.data() + (t + q) * kK;
+      __m512 a_lo = _mm512_setzero_ps(), a_hi = a_lo, b_lo = a_lo, b_hi = a_lo;
+      for (int64_t i = 0; i < kK; i += 8) {
+        const __m512 xl = _mm512_broadcast_f32x4(_mm_loadu_ps(x.data() + i));
+        const __m512 xh = _mm512_broadcast_f32x4(_mm_loadu_ps(x.data() + i + 4));
+        const __m512i va = chunks4(rows, i), vb = chunks4(rows + 4, i);
+        a_lo = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, va)), xl, a_lo);
+        a_hi = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, va)), xh, a_hi);
+        b_lo = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, vb)), xl, b_lo);
+        b_hi = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, vb)), xh, b_hi);
+      }
+      alignas(64) float lo[2][16], hi[2][16];
+      _mm512_store_ps(lo[0], a_lo);
+      _mm512_store_ps(hi[0], a_hi);
+      _mm512_store_ps(lo[1], b_lo);
+      _mm512_store_ps(hi[1], b_hi);
+      for (int q = 0; q < 8; q++) {
+        const int h = q / 4, c = (q % 4) * 4;
+        out[t + q] = hsum8(_mm256_setr_ps(lo[h][c], lo[h][c + 1], lo[h][c + 2], lo[h][c + 3], hi[h][c], hi[h][c + 1],
+                                          hi[h][c + 2], hi[h][c + 3]));
+      }
+    }
+  }
+  return static_cast<double>(reps) * kRows * kK * 2 / seconds_since(t0) / 1e9;
+}
+
 void pin(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -117,8 +169,8 @@ void pin(int cpu) {
   pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
-constexpr int kKernels = 4;
-const char* const kNames[kKernels] = {"fma", "engine_bf16", "f16_cvtph", "bf16_evenodd"};
+constexpr int kKernels = 5;
+const char* const kNames[kKernels] = {"fma", "engine_bf16", "f16_cvtph", "bf16_evenodd", "bf16_unpack4"};
 
 struct Inputs {
   std::vector<uint16_t> bf16, f16;
@@ -141,7 +193,11 @@ double run_kernel(int which, int cpu, std::atomic<int>* go) {
     case 0: return fma_rate(20000000);
     case 1: return engine_bf16_rate(4000, in.bf16, in.x);
     case 2: return f16_rate(4000, in.f16, in.x);
-    default: return evenodd_rate(4000, in.bf16, in.xe, in.xo);
+    case 3: return evenodd_rate(4000, in.bf16, in.xe, in.xo);
+    default: {
+      std::vector<float> out(kRows);
+      return unpack4_rate(4000, in.bf16, in.x, out.data());
+    }
   }
 }
 
@@ -179,7 +235,25 @@ int main(int argc, char** argv) {
     std::printf("{\"skipped\":\"needs AVX-512 BW, F16C and 2 CPUs\"}\n");
     return 0;
   }
-  std::vector<double> ratio[kKernels], shared[kKernels];
+  {
+    // bf16_unpack4 against lm's tile on random rows and x: the same bits or the comparison is void.
+    std::vector<uint16_t> w(kRows * kK);
+    std::vector<float> x(kK), a(kRows), b(kRows);
+    uint32_t seed = 12345;
+    auto next = [&] { return seed = seed * 1664525u + 1013904223u; };
+    for (auto& v : w) {
+      const float f = (static_cast<float>(next() >> 8) / 16777216.0f - 0.5f) * 0.2f;
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      v = static_cast<uint16_t>(bits >> 16);
+    }
+    for (auto& v : x) v = static_cast<float>(next() >> 8) / 16777216.0f - 0.5f;
+    lm::gemm::matmul_rows(x.data(), w.data(), nullptr, 1, kK, kRows, 0, kRows, a.data());
+    unpack4_rate(1, w, x, b.data());
+    std::printf("{\"bf16_unpack4_same_bits_as_engine\":%s}\n",
+                std::memcmp(a.data(), b.data(), a.size() * 4) == 0 ? "true" : "false");
+  }
+  std::vector<double> ratio[kKernels], shared[kKernels], slower[kKernels];
   int shared_rounds = 0;
   for (int round = 0; round < rounds; round++) {
     double r[kKernels] = {};
@@ -190,6 +264,7 @@ int main(int argc, char** argv) {
       together(k, &t0, &t1);
       r[k] = (t0 + t1) / (a0 + a1);
       ratio[k].push_back(r[k]);
+      slower[k].push_back(std::min(a0, a1) / std::max(a0, a1));
       std::printf(",\"%s\":{\"alone\":[%.1f,%.1f],\"together\":[%.1f,%.1f]}", kNames[k], a0, a1, t0, t1);
     }
     std::printf("}\n");
@@ -205,6 +280,15 @@ int main(int argc, char** argv) {
   for (int k = 0; k < kKernels; k++) std::printf("%s\"%s\":%.3f", k ? "," : "", kNames[k], median(ratio[k]));
   std::printf("},\"shared_rounds_median\":{");
   for (int k = 0; k < kKernels; k++) std::printf("%s\"%s\":%.3f", k ? "," : "", kNames[k], median(shared[k]));
+  // Uneven vCPUs: the slower one's alone rate ÷ the faster one's (1: even), median and the share
+  // of rounds under 0.9 (a host thread on one vCPU's core takes part of it without any steal).
+  std::printf("},\"slower_over_faster_alone_median\":{");
+  for (int k = 0; k < kKernels; k++) std::printf("%s\"%s\":%.3f", k ? "," : "", kNames[k], median(slower[k]));
+  std::printf("},\"rounds_slower_under_0_9\":{");
+  for (int k = 0; k < kKernels; k++) {
+    const auto n = std::count_if(slower[k].begin(), slower[k].end(), [](double v) { return v < 0.9; });
+    std::printf("%s\"%s\":%lld", k ? "," : "", kNames[k], static_cast<long long>(n));
+  }
   std::printf("}}}\n");
   return 0;
 }
