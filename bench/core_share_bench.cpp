@@ -11,12 +11,14 @@
 //   runs on F16 weights), same shape, GB/s;
 // - bf16_evenodd: bf16 rows widened by one shift (even elements) and one and (odd elements) per
 //   64 bytes, x de-interleaved: fewer, in-lane uops, but another summation order than lm's tile.
+// `pnpm bench:core-share mem [ROUNDS]` asks the same from memory (mem_mode below).
 // Prints one JSON line per round, then a summary: per kernel the median of together ÷ (alone 0 +
 // alone 1) over all rounds and over the rounds where fma's ratio fell under 0.75 ("shared"), and
 // how uneven the two vCPUs are (the slower one's alone rate ÷ the faster one's).
 #include <immintrin.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -224,9 +226,109 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
+// `mem` mode: the same question from memory. 20 distinct [11264, 2048] 16-bit matrices (923 MB,
+// TinyLlama's gate_up, in 2 MiB pages where the kernel gives them) read by 2 threads claiming
+// 64-row chunks from a shared counter, per pass one of: lm's one-token bf16 GEMV (matmul_rows), with
+// its per-row prefetch and with the address-order prefetch (set_gemv_prefetch_seq);
+// f16 rows one at a time by vcvtph2ps, four accumulators a row (one address-ordered stream a
+// thread, as llama.cpp's F16 dot walks its rows); a plain read of the same chunks (AVX-512 loads).
+// Kernels alternate ABC CBA …; GB/s a pass and the medians, with per-round ratios.
+constexpr int64_t kMemRows = 11264, kMemMats = 20, kChunk = 64;
+
+LM_BENCH_AVX512 void f16_rows(const uint16_t* w, const float* x, int64_t rb, int64_t re, float* out) {
+  for (int64_t j = rb; j < re; j++) {
+    const uint16_t* row = w + j * kK;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t i = 0; i < kK; i += 64) {
+      a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i))),
+                           _mm512_loadu_ps(x + i), a0);
+      a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i + 16))),
+                           _mm512_loadu_ps(x + i + 16), a1);
+      a2 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i + 32))),
+                           _mm512_loadu_ps(x + i + 32), a2);
+      a3 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i + 48))),
+                           _mm512_loadu_ps(x + i + 48), a3);
+    }
+    out[j] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  }
+}
+
+LM_BENCH_AVX512 void read_rows(const uint16_t* w, int64_t rb, int64_t re, float* out) {
+  const __m512i* p = reinterpret_cast<const __m512i*>(w + rb * kK);
+  const int64_t n = (re - rb) * kK * 2 / 64;
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i + 4 <= n; i += 4) {
+    a0 = _mm512_xor_si512(a0, _mm512_load_si512(p + i));
+    a1 = _mm512_xor_si512(a1, _mm512_load_si512(p + i + 1));
+    a2 = _mm512_xor_si512(a2, _mm512_load_si512(p + i + 2));
+    a3 = _mm512_xor_si512(a3, _mm512_load_si512(p + i + 3));
+  }
+  out[rb] = static_cast<float>(_mm512_reduce_add_epi32(_mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3))));
+}
+
+int mem_mode(int rounds) {
+  const size_t mat = static_cast<size_t>(kMemRows * kK), bytes = mat * kMemMats * 2;
+  void* buf = nullptr;
+  if (posix_memalign(&buf, 2 << 20, bytes) != 0) return 1;
+  madvise(buf, bytes, MADV_HUGEPAGE);
+  auto* w = static_cast<uint16_t*>(buf);
+  for (size_t i = 0; i < mat * kMemMats; i++) w[i] = static_cast<uint16_t>(0x3c00 + (i & 7));
+  std::vector<float> x(kK, 0.5f), out(static_cast<size_t>(kMemRows));
+  const char* names[4] = {"engine_bf16", "engine_seq", "f16_rows", "read"};
+  std::vector<double> gbs[4], r_seq, r_f16, r_read;
+  const int64_t chunks = kMemMats * (kMemRows / kChunk);
+  for (int round = 0; round < rounds; round++) {
+    double g[4] = {};
+    for (int q = 0; q < 4; q++) {
+      const int which = round % 2 == 0 ? q : 3 - q;
+      lm::gemm::set_gemv_prefetch_seq(which == 1);
+      std::atomic<int64_t> next{0};
+      auto work = [&] {
+        std::vector<float> o(static_cast<size_t>(kMemRows));
+        for (int64_t c; (c = next.fetch_add(1)) < chunks;) {
+          const uint16_t* m = w + (c / (kMemRows / kChunk)) * mat;
+          const int64_t rb = (c % (kMemRows / kChunk)) * kChunk, re = rb + kChunk;
+          if (which <= 1) lm::gemm::matmul_rows(x.data(), m, nullptr, 1, kK, kMemRows, rb, re, o.data());
+          else if (which == 2) f16_rows(m, x.data(), rb, re, o.data());
+          else read_rows(m, rb, re, o.data());
+        }
+        if (o[0] == 42.0f) std::puts("");
+      };
+      const auto t0 = std::chrono::steady_clock::now();
+      std::thread other(work);
+      work();
+      other.join();
+      g[which] = static_cast<double>(bytes) / seconds_since(t0) / 1e9;
+    }
+    lm::gemm::set_gemv_prefetch_seq(false);
+    for (int q = 0; q < 4; q++) gbs[q].push_back(g[q]);
+    r_seq.push_back(g[1] / g[0]);
+    r_f16.push_back(g[0] / g[2]);
+    r_read.push_back(g[0] / g[3]);
+    std::printf("{\"round\":%d,\"engine_bf16\":%.1f,\"engine_seq\":%.1f,\"f16_rows\":%.1f,\"read\":%.1f}\n", round,
+                g[0], g[1], g[2], g[3]);
+    std::fflush(stdout);
+  }
+  std::printf("{\"summary\":{\"rounds\":%d,\"bytes\":%zu,\"median_gbs\":{", rounds, bytes);
+  for (int q = 0; q < 4; q++) std::printf("%s\"%s\":%.1f", q ? "," : "", names[q], median(gbs[q]));
+  std::printf("},\"median_round_ratio\":{\"seq_over_engine\":%.3f,\"engine_over_f16_rows\":%.3f,"
+              "\"engine_over_read\":%.3f}}}\n",
+              median(r_seq), median(r_f16), median(r_read));
+  std::free(buf);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "mem") == 0) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("f16c")) {
+      std::printf("{\"skipped\":\"needs AVX-512 BW and F16C\"}\n");
+      return 0;
+    }
+    return mem_mode(argc > 2 ? std::atoi(argv[2]) : 20);
+  }
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 40;
   const int pause_ms = argc > 2 ? std::atoi(argv[2]) : 1000;
   __builtin_cpu_init();

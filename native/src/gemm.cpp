@@ -63,6 +63,9 @@ bool g_gemv_prefetch = gemv_prefetch_from_env();
 // How far ahead of the line it reads tile_prefetch fetches each row, in bytes (default 2048;
 // set_gemv_prefetch_bytes, for same-process comparisons of the distance).
 std::atomic<int64_t> g_gemv_prefetch_bytes{2048};
+// Instead, the next tile's rows (one contiguous block) in address order, one tile ahead
+// (set_gemv_prefetch_seq).
+std::atomic<bool> g_gemv_prefetch_seq{false};
 bool g_short_far = false;
 
 // bf16 to f32: the high half of the f32 bits.
@@ -148,12 +151,19 @@ LM_AVX512 void tile_prefetch(const W* const rows[8], const W* const* next, const
                              float out[8][6]) {
   constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(W));  // elements per cache line
   const int64_t dist = g_gemv_prefetch_bytes.load(std::memory_order_relaxed) / static_cast<int64_t>(sizeof(W));
+  const bool seq = g_gemv_prefetch_seq.load(std::memory_order_relaxed);
   __m512 acc[4];
   for (int p = 0; p < 4; p++) acc[p] = _mm512_setzero_ps();
   const int64_t main = k & ~int64_t(7);
   for (int64_t line = 0; line < main; line += kLine) {
     const int64_t ahead = line + dist;
-    if (ahead < k) {
+    if (seq) {
+      // The next tile's 8 rows are one contiguous block: 8 of its lines a line step, in address order.
+      if (next != nullptr) {
+        const char* block = reinterpret_cast<const char*>(next[0]) + (line / kLine) * 8 * 64;
+        for (int q = 0; q < 8; q++) _mm_prefetch(block + q * 64, _MM_HINT_T1);
+      }
+    } else if (ahead < k) {
       for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead), _MM_HINT_T1);
     } else if (next != nullptr && ahead - k < k) {
       for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(next[r] + (ahead - k)), _MM_HINT_T1);
@@ -701,6 +711,7 @@ bool avx512_active() { return g_has_avx512 && simd::enabled(); }
 void set_packed(bool on) { g_packed = on; }
 void set_prefetch(bool on) { g_prefetch = on; }
 void set_gemv_prefetch(bool on) { g_gemv_prefetch = on; }
+void set_gemv_prefetch_seq(bool on) { g_gemv_prefetch_seq.store(on, std::memory_order_relaxed); }
 void set_gemv_prefetch_bytes(int64_t bytes) {
   g_gemv_prefetch_bytes.store(std::max<int64_t>(64, bytes / 64 * 64), std::memory_order_relaxed);
 }

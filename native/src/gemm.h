@@ -31,6 +31,10 @@ void set_gemv_prefetch(bool on);
 // one-input shrink's tile. Same bits at any distance. LORAMESH_GEMV_PREFETCH_BYTES=N sets it,
 // =alt:N switches between 2048 and N at every one-token step (ops_cpu.cpp).
 void set_gemv_prefetch_bytes(int64_t bytes);
+// That prefetch in address order instead: during each tile, the next tile's 8 rows (one contiguous
+// block, 32 KB at K = 2048 bf16), 8 lines a line step; a claim's first tile starts cold. Same bits.
+// LORAMESH_GEMV_PREFETCH_SEQ=1 turns it on, =alt switches it at every one-token step.
+void set_gemv_prefetch_seq(bool on);
 
 // Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n,

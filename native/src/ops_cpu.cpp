@@ -151,6 +151,17 @@ const int64_t g_gemv_bytes = [] {
   if (n > 0 && !g_alt_gemv_bytes) gemm::set_gemv_prefetch_bytes(n);
   return n > 0 ? static_cast<int64_t>(n) : int64_t{2048};
 }();
+// The same prefetch in address order (gemm.h, set_gemv_prefetch_seq): LORAMESH_GEMV_PREFETCH_SEQ=1 on,
+// =alt switched at every one-token step.
+const char* gemv_seq_env() {
+  const char* v = std::getenv("LORAMESH_GEMV_PREFETCH_SEQ");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_gemv_seq = std::strcmp(gemv_seq_env(), "alt") == 0;
+[[maybe_unused]] const bool g_gemv_seq_init = [] {
+  if (std::strcmp(gemv_seq_env(), "1") == 0) gemm::set_gemv_prefetch_seq(true);
+  return true;
+}();
 constexpr int64_t kAttnPrefetchTokens = 16;
 inline void prefetch_l2(const char* p) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -175,7 +186,8 @@ void set_attn_prefetch(bool on) { g_attn_prefetch.store(on, std::memory_order_re
 void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
 bool alternating() {
-  return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse || g_alt_gemv_bytes;
+  return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse || g_alt_gemv_bytes ||
+         g_alt_gemv_seq;
 }
 bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
 void set_lora_coarse(bool on) { g_coarse.store(on, std::memory_order_relaxed); }
@@ -187,8 +199,10 @@ void set_variant(int variant) {
   if (g_alt_expand16) gemm::set_expand16((variant & 1) != 0);
   if (g_alt_coarse) g_coarse.store((variant & 1) != 0, std::memory_order_relaxed);
   if (g_alt_gemv_bytes) gemm::set_gemv_prefetch_bytes((variant & 1) != 0 ? g_gemv_bytes : 2048);
+  if (g_alt_gemv_seq) gemm::set_gemv_prefetch_seq((variant & 1) != 0);
 }
 const char* alternating_what() {
+  if (g_alt_gemv_seq) return "LORAMESH_GEMV_PREFETCH_SEQ";
   if (g_alt_gemv_bytes) return "LORAMESH_GEMV_PREFETCH_BYTES";
   if (g_alt_coarse) return "LORAMESH_LORA_COARSE";
   if (g_alt_expand16) return "LORAMESH_LORA_EXPAND16";
