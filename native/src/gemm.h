@@ -33,7 +33,8 @@ void set_gemv_prefetch(bool on);
 void set_gemv_prefetch_bytes(int64_t bytes);
 // That prefetch in address order instead: during each tile, the next tile's 8 rows (one contiguous
 // block, 32 KB at K = 2048 bf16), 8 lines a line step; a claim's first tile starts cold. Same bits.
-// LORAMESH_GEMV_PREFETCH_SEQ=1 turns it on, =alt switches it at every one-token step.
+// On by default (the engine's ops_cpu.cpp sets it); LORAMESH_GEMV_PREFETCH_SEQ=0 turns it off, =alt
+// switches it at every one-token step.
 void set_gemv_prefetch_seq(bool on);
 
 // Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].

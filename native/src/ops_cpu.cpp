@@ -151,15 +151,16 @@ const int64_t g_gemv_bytes = [] {
   if (n > 0 && !g_alt_gemv_bytes) gemm::set_gemv_prefetch_bytes(n);
   return n > 0 ? static_cast<int64_t>(n) : int64_t{2048};
 }();
-// The same prefetch in address order (gemm.h, set_gemv_prefetch_seq): LORAMESH_GEMV_PREFETCH_SEQ=1 on,
-// =alt switched at every one-token step.
+// The same prefetch in address order (gemm.h, set_gemv_prefetch_seq): on by default (issue 17,
+// twenty-fourth pass: −0.4 to −4.4 ms a base step in six in-process pairs); LORAMESH_GEMV_PREFETCH_SEQ=0
+// turns it off, =alt switches it at every one-token step (variant 1 on).
 const char* gemv_seq_env() {
   const char* v = std::getenv("LORAMESH_GEMV_PREFETCH_SEQ");
   return v == nullptr ? "" : v;
 }
 const bool g_alt_gemv_seq = std::strcmp(gemv_seq_env(), "alt") == 0;
 [[maybe_unused]] const bool g_gemv_seq_init = [] {
-  if (std::strcmp(gemv_seq_env(), "1") == 0) gemm::set_gemv_prefetch_seq(true);
+  gemm::set_gemv_prefetch_seq(std::strcmp(gemv_seq_env(), "0") != 0 && !g_alt_gemv_seq);
   return true;
 }();
 constexpr int64_t kAttnPrefetchTokens = 16;
