@@ -36,6 +36,10 @@ void set_gemv_prefetch_bytes(int64_t bytes);
 // On by default (the engine's ops_cpu.cpp sets it); LORAMESH_GEMV_PREFETCH_SEQ=0 turns it off, =alt
 // switches it at every one-token step.
 void set_gemv_prefetch_seq(bool on);
+// The bf16 decode tile widened by in-lane unpacks instead of vpmovzxwd + shift (AVX-512 BW; same
+// bits). On by default (the engine's ops_cpu.cpp sets it); LORAMESH_GEMV_UNPACK=0 off, =alt switched
+// at every one-token step.
+void set_gemv_unpack(bool on);
 
 // Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n,

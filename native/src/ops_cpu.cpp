@@ -163,6 +163,18 @@ const bool g_alt_gemv_seq = std::strcmp(gemv_seq_env(), "alt") == 0;
   gemm::set_gemv_prefetch_seq(std::strcmp(gemv_seq_env(), "0") != 0 && !g_alt_gemv_seq);
   return true;
 }();
+// The bf16 decode tile's unpack widening (gemm.h, set_gemv_unpack): on by default (issue 17,
+// twenty-fourth pass: −1.1 to −1.9 ms a base step in three in-process pairs); LORAMESH_GEMV_UNPACK=0
+// turns it off, =alt switches it at every one-token step (variant 1 on).
+const char* gemv_unpack_env() {
+  const char* v = std::getenv("LORAMESH_GEMV_UNPACK");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_gemv_unpack = std::strcmp(gemv_unpack_env(), "alt") == 0;
+[[maybe_unused]] const bool g_gemv_unpack_init = [] {
+  gemm::set_gemv_unpack(std::strcmp(gemv_unpack_env(), "0") != 0 && !g_alt_gemv_unpack);
+  return true;
+}();
 constexpr int64_t kAttnPrefetchTokens = 16;
 inline void prefetch_l2(const char* p) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -188,7 +200,7 @@ void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
 bool alternating() {
   return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse || g_alt_gemv_bytes ||
-         g_alt_gemv_seq;
+         g_alt_gemv_seq || g_alt_gemv_unpack;
 }
 bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
 void set_lora_coarse(bool on) { g_coarse.store(on, std::memory_order_relaxed); }
@@ -201,8 +213,10 @@ void set_variant(int variant) {
   if (g_alt_coarse) g_coarse.store((variant & 1) != 0, std::memory_order_relaxed);
   if (g_alt_gemv_bytes) gemm::set_gemv_prefetch_bytes((variant & 1) != 0 ? g_gemv_bytes : 2048);
   if (g_alt_gemv_seq) gemm::set_gemv_prefetch_seq((variant & 1) != 0);
+  if (g_alt_gemv_unpack) gemm::set_gemv_unpack((variant & 1) != 0);
 }
 const char* alternating_what() {
+  if (g_alt_gemv_unpack) return "LORAMESH_GEMV_UNPACK";
   if (g_alt_gemv_seq) return "LORAMESH_GEMV_PREFETCH_SEQ";
   if (g_alt_gemv_bytes) return "LORAMESH_GEMV_PREFETCH_BYTES";
   if (g_alt_coarse) return "LORAMESH_LORA_COARSE";
