@@ -152,7 +152,7 @@ const int64_t g_gemv_bytes = [] {
   return n > 0 ? static_cast<int64_t>(n) : int64_t{2048};
 }();
 // The same prefetch in address order (gemm.h, set_gemv_prefetch_seq): on by default (issue 17,
-// twenty-fourth pass: −0.4 to −4.4 ms a base step in six in-process pairs); LORAMESH_GEMV_PREFETCH_SEQ=0
+// twenty-fourth pass: −0.4 to −4.4 ms a base step in eight in-process pairs); LORAMESH_GEMV_PREFETCH_SEQ=0
 // turns it off, =alt switches it at every one-token step (variant 1 on).
 const char* gemv_seq_env() {
   const char* v = std::getenv("LORAMESH_GEMV_PREFETCH_SEQ");
