@@ -1,5 +1,5 @@
 /**
- * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--rounds 1] [--threads 0] [--floor] [--no-base] [--lockstep [--copies N]] [--json]`:
+ * `pnpm bench:decode-step --model DIR [--adapter NAME=DIR ...] [--batch 1] [--steps 12] [--rounds 1] [--threads 0] [--floor] [--no-base] [--lockstep [--copies N] [--base-copies N]] [--json]`:
  * the time of one engine decode step (issue 13's native step), without and with each adapter.
  *
  * Prefills `batch` sequences of 64 tokens, then runs `steps` decode steps of one token per sequence
@@ -20,6 +20,9 @@
  * times a cycle: with an `=alt` switch of the native step (variant flipped every one-token step) and
  * N = 2, a cycle of base, adapter, adapter gives the adapter one step of each variant, in both
  * orders on alternate cycles; `lockstep.by_variant` splits the adapter's steps by variant (batch 1).
+ * `--base-copies N` does the same for the base sequence (a change to the base step judged in one
+ * process): keep the steps a cycle odd (e.g. `--base-copies 2` with one adapter) so the base copies
+ * get the two variants in both orders; `lockstep.paired` then compares with their mean.
  *
  * `--floor`: after each base step, one pass of the read-bandwidth probe behind bench:cpu-anchor's
  * floor (the step's threads streaming their shares of 1 GiB; then one pass of the old pool probe,
@@ -43,6 +46,7 @@ interface Options {
   noBase: boolean;
   lockstep: boolean;
   copies: number;
+  baseCopies: number;
   json: boolean;
 }
 
@@ -58,6 +62,7 @@ function parseArgs(argv: readonly string[]): Options {
     noBase: false,
     lockstep: false,
     copies: 1,
+    baseCopies: 1,
     json: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -80,6 +85,7 @@ function parseArgs(argv: readonly string[]): Options {
     else if (arg === "--no-base") o.noBase = true;
     else if (arg === "--lockstep") o.lockstep = true;
     else if (arg === "--copies") o.copies = Number(value());
+    else if (arg === "--base-copies") o.baseCopies = Number(value());
     else if (arg === "--json") o.json = true;
     else throw new Error(`unknown argument ${arg}`);
   }
@@ -87,6 +93,8 @@ function parseArgs(argv: readonly string[]): Options {
   if (!(o.batch >= 1 && o.steps >= 1 && Number.isInteger(o.rounds) && o.rounds >= 1))
     throw new Error("--batch, --steps and --rounds must be at least 1");
   if (!(Number.isInteger(o.copies) && o.copies >= 1)) throw new Error("--copies must be a whole number ≥ 1");
+  if (!(Number.isInteger(o.baseCopies) && o.baseCopies >= 1))
+    throw new Error("--base-copies must be a whole number ≥ 1");
   return o;
 }
 
@@ -180,7 +188,7 @@ async function sequence(
 }
 
 /**
- * `--lockstep`: every configuration stepped in turn (base, then each adapter `copies` times), one
+ * `--lockstep`: every configuration stepped in turn (base `baseCopies` times, then each adapter `copies` times), one
  * step each per cycle. The native step flips an `=alt` variant at every one-token step, counted
  * here the same way (prefills have more tokens and do not flip it).
  */
@@ -191,7 +199,7 @@ async function lockstep(
   o: Options,
 ): Promise<Record<string, unknown>> {
   const configs: Array<{ name: string; id: string | undefined }> = [];
-  if (!o.noBase) configs.push({ name: "base", id: undefined });
+  if (!o.noBase) for (let c = 0; c < o.baseCopies; c++) configs.push({ name: "base", id: undefined });
   for (const [name] of adapters) for (let c = 0; c < o.copies; c++) configs.push({ name, id: name });
   const steppers = [];
   for (const c of configs) steppers.push(await sequence(model, lora, c.id, o));
@@ -222,9 +230,12 @@ async function lockstep(
       cpu_ms: round(median(is.flatMap((i) => cpu[i] ?? []))),
     };
   }
-  const baseIdx = configs.findIndex((c) => c.id === undefined);
-  if (baseIdx >= 0) {
-    const baseWall = wall[baseIdx] ?? [];
+  const baseIdxs = idx("base");
+  if (baseIdxs.length > 0) {
+    // Per cycle: the mean of the base copies' steps.
+    const baseWall = (wall[baseIdxs[0] as number] ?? []).map(
+      (_, s) => baseIdxs.reduce((sum, i) => sum + (wall[i]?.[s] ?? 0), 0) / baseIdxs.length,
+    );
     const paired: Record<string, unknown> = {};
     for (const name of names.filter((n) => n !== "base")) {
       // Per cycle: the mean of the adapter's copies minus the base step of the same cycle.
@@ -237,7 +248,9 @@ async function lockstep(
       paired[name] = {
         median_added_ms: round(median(added)),
         median_added_pct: round(100 * median(ratio)),
-        median_step_pct: round(100 * (median(idx(name).flatMap((i) => wall[i] ?? [])) / median(baseWall) - 1)),
+        median_step_pct: round(
+          100 * (median(idx(name).flatMap((i) => wall[i] ?? [])) / median(baseIdxs.flatMap((i) => wall[i] ?? [])) - 1),
+        ),
       };
     }
     out["paired"] = paired;

@@ -10,6 +10,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +60,12 @@ bool gemv_prefetch_from_env() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 bool g_gemv_prefetch = gemv_prefetch_from_env();
+// How far ahead of the line it reads tile_prefetch fetches each row, in bytes (default 2048;
+// set_gemv_prefetch_bytes, for same-process comparisons of the distance).
+std::atomic<int64_t> g_gemv_prefetch_bytes{2048};
+// Instead, the next tile's rows (one contiguous block) in address order, one tile ahead
+// (set_gemv_prefetch_seq).
+std::atomic<bool> g_gemv_prefetch_seq{false};
 bool g_short_far = false;
 
 // bf16 to f32: the high half of the f32 bits.
@@ -134,23 +141,29 @@ LM_AVX512 void tile(const W* const rows[8], const float* const xs[C], int64_t k,
 }
 
 // The decode tile (one token) with a software prefetch into L2 (T1) of each of its 8 rows
-// kGemvPrefetchBytes ahead, running on into the next tile's rows (`next`, or none) near the end.
+// g_gemv_prefetch_bytes (2 KB) ahead, running on into the next tile's rows (`next`, or none)
+// near the end.
 // With 4 KB pages the hardware streamers restart at every page of every row (a bf16 row at
 // K = 2048 is one page), which left gate_up at 74 % of the probe on Zen 4; the prefetch reaches
 // across. Same FMAs in the same order as tile<W, 1>, so the same bits.
-constexpr int64_t kGemvPrefetchBytes = 2048;
-
 template <typename W>
 LM_AVX512 void tile_prefetch(const W* const rows[8], const W* const* next, const float* x, int64_t k,
                              float out[8][6]) {
   constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(W));  // elements per cache line
-  constexpr int64_t kDist = kGemvPrefetchBytes / static_cast<int64_t>(sizeof(W));
+  const int64_t dist = g_gemv_prefetch_bytes.load(std::memory_order_relaxed) / static_cast<int64_t>(sizeof(W));
+  const bool seq = g_gemv_prefetch_seq.load(std::memory_order_relaxed);
   __m512 acc[4];
   for (int p = 0; p < 4; p++) acc[p] = _mm512_setzero_ps();
   const int64_t main = k & ~int64_t(7);
   for (int64_t line = 0; line < main; line += kLine) {
-    const int64_t ahead = line + kDist;
-    if (ahead < k) {
+    const int64_t ahead = line + dist;
+    if (seq) {
+      // The next tile's 8 rows are one contiguous block: 8 of its lines a line step, in address order.
+      if (next != nullptr) {
+        const char* block = reinterpret_cast<const char*>(next[0]) + (line / kLine) * 8 * 64;
+        for (int q = 0; q < 8; q++) _mm_prefetch(block + q * 64, _MM_HINT_T1);
+      }
+    } else if (ahead < k) {
       for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead), _MM_HINT_T1);
     } else if (next != nullptr && ahead - k < k) {
       for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(next[r] + (ahead - k)), _MM_HINT_T1);
@@ -352,6 +365,68 @@ bool g_expand16 = [] {
   const char* v = std::getenv("LORAMESH_LORA_EXPAND16");
   return v == nullptr || (std::strcmp(v, "0") != 0 && std::strcmp(v, "alt") != 0);
 }();
+// The bf16 decode tile with another widening and the same bits (LORAMESH_GEMV_UNPACK; issue 17,
+// twenty-fourth pass): four rows' 8-element chunks in one zmm by 128-bit inserts, widened by
+// unpacking with zeros (in-lane: no 512-bit cross-lane vpmovzxwd, no shift). Lane j of chunk r is
+// row r's chain j (0-3 from unpacklo, 4-7 from unpackhi), x broadcast per 4 lanes, and each row's
+// two halves rejoined for hsum8: every FMA and the reduction are tile_prefetch's. In L2 it is no
+// faster (43.7 against 45.4 GB/s a thread) but held ~42 where the tile fell to ~34 in the rounds a
+// vCPU lost part of its core (bench:core-share).
+std::atomic<bool> g_gemv_unpack{false};
+
+LM_AVX512BW inline __m512i chunks4(const uint16_t* const* rows, int64_t i) {
+  __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[0] + i)));
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[1] + i)), 1);
+  v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[2] + i)), 2);
+  return _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[3] + i)), 3);
+}
+
+LM_AVX512BW void tile_prefetch_unpack(const uint16_t* const rows[8], const uint16_t* const* next, const float* x,
+                                      int64_t k, float out[8][6]) {
+  constexpr int64_t kLine = 32;  // bf16 elements per cache line
+  const int64_t dist = g_gemv_prefetch_bytes.load(std::memory_order_relaxed) / 2;
+  const bool seq = g_gemv_prefetch_seq.load(std::memory_order_relaxed);
+  const __m512i zero = _mm512_setzero_si512();
+  __m512 a_lo = _mm512_setzero_ps(), a_hi = a_lo, b_lo = a_lo, b_hi = a_lo;
+  const int64_t main = k & ~int64_t(7);
+  for (int64_t line = 0; line < main; line += kLine) {
+    const int64_t ahead = line + dist;
+    if (seq) {
+      if (next != nullptr) {
+        const char* block = reinterpret_cast<const char*>(next[0]) + (line / kLine) * 8 * 64;
+        for (int q = 0; q < 8; q++) _mm_prefetch(block + q * 64, _MM_HINT_T1);
+      }
+    } else if (ahead < k) {
+      for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead), _MM_HINT_T1);
+    } else if (next != nullptr && ahead - k < k) {
+      for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(next[r] + (ahead - k)), _MM_HINT_T1);
+    }
+    const int64_t end = std::min(main, line + kLine);
+    for (int64_t i = line; i < end; i += 8) {
+      const __m512 xl = _mm512_broadcast_f32x4(_mm_loadu_ps(x + i));
+      const __m512 xh = _mm512_broadcast_f32x4(_mm_loadu_ps(x + i + 4));
+      const __m512i va = chunks4(rows, i), vb = chunks4(rows + 4, i);
+      a_lo = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, va)), xl, a_lo);
+      a_hi = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, va)), xh, a_hi);
+      b_lo = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, vb)), xl, b_lo);
+      b_hi = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, vb)), xh, b_hi);
+    }
+  }
+  alignas(64) float lo[2][16], hi[2][16];
+  _mm512_store_ps(lo[0], a_lo);
+  _mm512_store_ps(hi[0], a_hi);
+  _mm512_store_ps(lo[1], b_lo);
+  _mm512_store_ps(hi[1], b_hi);
+  for (int r = 0; r < 8; r++) {
+    const int h = r / 4, c = (r % 4) * 4;
+    const __m256 v = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_load_ps(lo[h] + c)), _mm_load_ps(hi[h] + c), 1);
+    out[r][0] = hsum8(v);
+  }
+  for (int64_t i = main; i < k; i++) {
+    for (int r = 0; r < 8; r++) out[r][0] = fma1(widen(rows[r][i]), x[i], out[r][0]);
+  }
+}
+
 // 16-row tiles the expand prefetches ahead into L2 (16 KB at r128). In a one-thread read of 200 MB
 // of B the distance (0 to 16 tiles, L1 or L2) did not change the rate; the tile's whole-line loads
 // did (issue 17, nineteenth pass).
@@ -597,7 +672,14 @@ void matmul_rows_impl(const float* x, const W* w, const float* bias, int64_t tok
         for (int r = 0; r < 8; r++) rows[r] = w + (j + r) * k;
         for (int r = 0; r < 8; r++) next[r] = w + (j + 8 + r) * k;
         float res[8][6];
-        tile_prefetch<W>(rows, j + 16 <= re ? next : nullptr, x, k, res);
+        if constexpr (std::is_same_v<W, uint16_t>) {
+          if (g_has_avx512bw && g_gemv_unpack.load(std::memory_order_relaxed))
+            tile_prefetch_unpack(rows, j + 16 <= re ? next : nullptr, x, k, res);
+          else
+            tile_prefetch<W>(rows, j + 16 <= re ? next : nullptr, x, k, res);
+        } else {
+          tile_prefetch<W>(rows, j + 16 <= re ? next : nullptr, x, k, res);
+        }
         for (int r = 0; r < 8; r++) out[j + r] = res[r][0] + (bias ? bias[j + r] : 0.0f);
       }
     }
@@ -698,6 +780,11 @@ bool avx512_active() { return g_has_avx512 && simd::enabled(); }
 void set_packed(bool on) { g_packed = on; }
 void set_prefetch(bool on) { g_prefetch = on; }
 void set_gemv_prefetch(bool on) { g_gemv_prefetch = on; }
+void set_gemv_unpack(bool on) { g_gemv_unpack.store(on, std::memory_order_relaxed); }
+void set_gemv_prefetch_seq(bool on) { g_gemv_prefetch_seq.store(on, std::memory_order_relaxed); }
+void set_gemv_prefetch_bytes(int64_t bytes) {
+  g_gemv_prefetch_bytes.store(std::max<int64_t>(64, bytes / 64 * 64), std::memory_order_relaxed);
+}
 void set_short_prefetch_far(bool on) { g_short_far = on; }
 void set_expand16(bool on) {
 #ifdef LM_X86

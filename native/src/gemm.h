@@ -26,6 +26,20 @@ void set_expand16(bool on);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
 // LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.
 void set_gemv_prefetch(bool on);
+// That prefetch's distance in bytes ahead per row (default 2048, rounded down to whole lines); at
+// K = 2048 bf16 (4 KB rows) 4096 fetches the next tile's rows from the tile's first line. Also the
+// one-input shrink's tile. Same bits at any distance. LORAMESH_GEMV_PREFETCH_BYTES=N sets it,
+// =alt:N switches between 2048 and N at every one-token step (ops_cpu.cpp).
+void set_gemv_prefetch_bytes(int64_t bytes);
+// That prefetch in address order instead: during each tile, the next tile's 8 rows (one contiguous
+// block, 32 KB at K = 2048 bf16), 8 lines a line step; a claim's first tile starts cold. Same bits.
+// On by default (the engine's ops_cpu.cpp sets it); LORAMESH_GEMV_PREFETCH_SEQ=0 turns it off, =alt
+// switches it at every one-token step.
+void set_gemv_prefetch_seq(bool on);
+// The bf16 decode tile widened by in-lane unpacks instead of vpmovzxwd + shift (AVX-512 BW; same
+// bits). On by default (the engine's ops_cpu.cpp sets it); LORAMESH_GEMV_UNPACK=0 off, =alt switched
+// at every one-token step.
+void set_gemv_unpack(bool on);
 
 // Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].
 void matmul_rows(const float* x, const float* w, const float* bias, int64_t tokens, int64_t k, int64_t n,

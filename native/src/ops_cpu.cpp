@@ -136,6 +136,45 @@ const char* attn_prefetch_env() {
 }
 const bool g_alt_attn = std::strcmp(attn_prefetch_env(), "alt") == 0;
 std::atomic<bool> g_attn_prefetch{std::strcmp(attn_prefetch_env(), "0") != 0};
+// The decode GEMV's prefetch distance (gemm.h, set_gemv_prefetch_bytes): LORAMESH_GEMV_PREFETCH_BYTES=N
+// sets it, =alt:N switches between the default 2048 (variant 0) and N (variant 1) at every one-token
+// step. Same bits at any distance.
+const char* gemv_bytes_env() {
+  const char* v = std::getenv("LORAMESH_GEMV_PREFETCH_BYTES");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_gemv_bytes = std::strncmp(gemv_bytes_env(), "alt:", 4) == 0;
+const int64_t g_gemv_bytes = [] {
+  const char* v = gemv_bytes_env();
+  if (g_alt_gemv_bytes) v += 4;
+  const long long n = std::atoll(v);
+  if (n > 0 && !g_alt_gemv_bytes) gemm::set_gemv_prefetch_bytes(n);
+  return n > 0 ? static_cast<int64_t>(n) : int64_t{2048};
+}();
+// The same prefetch in address order (gemm.h, set_gemv_prefetch_seq): on by default (issue 17,
+// twenty-fourth pass: −0.4 to −4.4 ms a base step in eight in-process pairs); LORAMESH_GEMV_PREFETCH_SEQ=0
+// turns it off, =alt switches it at every one-token step (variant 1 on).
+const char* gemv_seq_env() {
+  const char* v = std::getenv("LORAMESH_GEMV_PREFETCH_SEQ");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_gemv_seq = std::strcmp(gemv_seq_env(), "alt") == 0;
+[[maybe_unused]] const bool g_gemv_seq_init = [] {
+  gemm::set_gemv_prefetch_seq(std::strcmp(gemv_seq_env(), "0") != 0 && !g_alt_gemv_seq);
+  return true;
+}();
+// The bf16 decode tile's unpack widening (gemm.h, set_gemv_unpack): on by default (issue 17,
+// twenty-fourth pass: −1.1 to −1.9 ms a base step in three in-process pairs); LORAMESH_GEMV_UNPACK=0
+// turns it off, =alt switches it at every one-token step (variant 1 on).
+const char* gemv_unpack_env() {
+  const char* v = std::getenv("LORAMESH_GEMV_UNPACK");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_gemv_unpack = std::strcmp(gemv_unpack_env(), "alt") == 0;
+[[maybe_unused]] const bool g_gemv_unpack_init = [] {
+  gemm::set_gemv_unpack(std::strcmp(gemv_unpack_env(), "0") != 0 && !g_alt_gemv_unpack);
+  return true;
+}();
 constexpr int64_t kAttnPrefetchTokens = 16;
 inline void prefetch_l2(const char* p) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -159,7 +198,10 @@ void matmul_block(const float* x, const void* w, const float* bias, int64_t toke
 void set_attn_prefetch(bool on) { g_attn_prefetch.store(on, std::memory_order_relaxed); }
 void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order_relaxed); }
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
-bool alternating() { return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse; }
+bool alternating() {
+  return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse || g_alt_gemv_bytes ||
+         g_alt_gemv_seq || g_alt_gemv_unpack;
+}
 bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
 void set_lora_coarse(bool on) { g_coarse.store(on, std::memory_order_relaxed); }
 void set_variant(int variant) {
@@ -169,8 +211,14 @@ void set_variant(int variant) {
   if (g_alt_far) gemm::set_short_prefetch_far((variant & 1) != 0);
   if (g_alt_expand16) gemm::set_expand16((variant & 1) != 0);
   if (g_alt_coarse) g_coarse.store((variant & 1) != 0, std::memory_order_relaxed);
+  if (g_alt_gemv_bytes) gemm::set_gemv_prefetch_bytes((variant & 1) != 0 ? g_gemv_bytes : 2048);
+  if (g_alt_gemv_seq) gemm::set_gemv_prefetch_seq((variant & 1) != 0);
+  if (g_alt_gemv_unpack) gemm::set_gemv_unpack((variant & 1) != 0);
 }
 const char* alternating_what() {
+  if (g_alt_gemv_unpack) return "LORAMESH_GEMV_UNPACK";
+  if (g_alt_gemv_seq) return "LORAMESH_GEMV_PREFETCH_SEQ";
+  if (g_alt_gemv_bytes) return "LORAMESH_GEMV_PREFETCH_BYTES";
   if (g_alt_coarse) return "LORAMESH_LORA_COARSE";
   if (g_alt_expand16) return "LORAMESH_LORA_EXPAND16";
   if (g_alt_far) return "LORAMESH_LORA_PREFETCH_FAR";
