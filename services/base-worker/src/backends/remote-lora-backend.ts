@@ -266,15 +266,25 @@ export class RemoteLoraBackend implements LoraBackend {
    */
   private connectPlaced(): void {
     if (this.closed) return;
-    const servers = new Map<string, ExecutorInfo>();
-    for (const adapterId of this.placement.holders.keys()) {
-      if (this.liveHolders(adapterId).length === 0) continue;
-      const server = this.pick(adapterId);
-      servers.set(server.executorId, server);
-    }
-    for (const server of servers.values()) {
-      const wire = this.wireFor(server);
-      if (wire.sharedMemory || wire.ucx) void this.client(server).connect();
+    // This runs inside the placement stream's handler: nothing may escape it (a request still
+    // attaches on first use if this could not).
+    const failed = (err: unknown): void =>
+      this.options.logger.warn("could not open a LoRA fast channel ahead of requests", {
+        error: (err as Error).message,
+      });
+    try {
+      const servers = new Map<string, ExecutorInfo>();
+      for (const adapterId of this.placement.holders.keys()) {
+        if (this.liveHolders(adapterId).length === 0) continue;
+        const server = this.pick(adapterId);
+        servers.set(server.executorId, server);
+      }
+      for (const server of servers.values()) {
+        const wire = this.wireFor(server);
+        if (wire.sharedMemory || wire.ucx) this.client(server).connect().catch(failed);
+      }
+    } catch (err) {
+      failed(err);
     }
   }
 
