@@ -93,3 +93,15 @@ export function ringMappings(pid: number): Array<{ segment: string; serverPid: n
 export function namedRingSegments(pids: readonly number[]): string[] {
   return readdirSync("/dev/shm").filter((n) => pids.some((p) => n.startsWith(`loramesh-${p}-`)));
 }
+
+/**
+ * Resolves once `check` holds (it is polled: /proc and /dev/shm send no events); the limit only
+ * bounds a wait for something that never happens, it is no assertion on time.
+ */
+export async function until(check: () => boolean, what: string, limitMs = 60_000): Promise<void> {
+  const start = Date.now();
+  while (!check()) {
+    if (Date.now() - start > limitMs) throw new Error(`gave up waiting: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -18,6 +18,7 @@ import {
   ringMappings,
   runGolden,
   startCluster,
+  until,
 } from "./mesh-helpers";
 
 function stats<T>(address: string, kind: "worker" | "lora", token: string): Promise<T> {
@@ -89,6 +90,20 @@ for (const cfg of configurations) {
       await cluster?.stop();
     });
 
+    if (cfg.mode === "disaggregated" && cfg.shm) {
+      it("attaches each worker's ring as soon as placement names the LoRA server, before any request", async () => {
+        const lora = cluster.processes.find((p) => p.service === "lora-server");
+        const workers = cluster.processes.filter((p) => p.service === "base-worker");
+        await until(
+          () => workers.every((w) => ringMappings(w.pid).some((r) => r.serverPid === lora?.pid)),
+          "both workers map a ring from the LoRA server",
+        );
+        const s = await stats<LoraServerStats>(lora?.address as string, "lora", cluster.clusterToken);
+        expect(s.workItems, "no site has been sent yet").to.equal(0);
+        expect(s.openStreams).to.equal(0);
+      });
+    }
+
     it("serves concurrent requests over every golden adapter and the base with the reference greedy tokens", async () => {
       const got = await runGolden(client, g);
       g.cases.forEach((c, i) => {
@@ -101,7 +116,9 @@ for (const cfg of configurations) {
         const lora = cluster.processes.find((p) => p.service === "lora-server");
         const workers = cluster.processes.filter((p) => p.service === "base-worker");
         if (cfg.shm) {
-          // Each worker has its ring from the LoRA server mapped; the names are already unlinked.
+          // Each worker has its ring from the LoRA server mapped (attached once placement named the
+          // server: waited for, so this test does not lean on an earlier one); the names are unlinked.
+          await until(() => workers.every((w) => ringMappings(w.pid).length > 0), "both workers map a ring");
           for (const w of workers)
             expect(
               ringMappings(w.pid).map((r) => r.serverPid),
@@ -115,9 +132,9 @@ for (const cfg of configurations) {
         // Over shared memory every site fits a ring slot, so no worker opens the Execute stream.
         expect(before.openStreams).to.equal(cfg.shm ? 0 : 2);
         // Batching is judged on a round of its own, started once both workers hold their channel
-        // (a worker attaches its ring on first use; in the first round one worker's attach can land
-        // after the other has finished, and then nothing overlaps: CI saw 600 items in 600 calls).
-        // Longer generations keep both workers posting at once for ~100 steps instead of 25.
+        // (a worker used to attach its ring on first use; in a first round one worker's attach could
+        // land after the other had finished, and then nothing overlapped: CI saw 600 items in 600
+        // calls). Longer generations keep both workers posting at once for ~100 steps instead of 25.
         await Promise.all(
           adapterNames(g).flatMap((adapter) =>
             [0, 1].map((p) =>

@@ -13,6 +13,7 @@ import {
   ringMappings,
   runGolden,
   startCluster,
+  until,
 } from "./mesh-helpers";
 
 const alive = (pid: number): boolean => {
@@ -31,15 +32,6 @@ async function scrape(address: string): Promise<string> {
 
 /** The first capture of `re` in a Prometheus text, as a number (0 when absent). */
 const counter = (text: string, re: RegExp): number => Number(re.exec(text)?.[1] ?? 0);
-
-/** Resolves once `check` holds; checked on every tick of the given event source. */
-async function until(check: () => boolean, what: string, limitMs = 60_000): Promise<void> {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > limitMs) throw new Error(`gave up waiting: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe("shared-memory rings between real processes (SIGKILL of either side)", function () {
   this.timeout(300_000);

@@ -313,6 +313,93 @@ describe("LoRA wire: shared-memory rings", function () {
     expect(ringSegments()).to.deep.equal([]);
   });
 
+  it("connect() attaches the ring before any request, once; a client closed while attaching lets the ring go", async () => {
+    const ring = new RingServer({ model: RING_MODEL, hostId: "h1", windowMs: 0.2 });
+    const weights = packLoraWeights(
+      [[{ rank: 1, scale: 1, a: new Float32Array(8).fill(0.5), b: new Float32Array(8).fill(2) }]],
+      8,
+      [8],
+    );
+    ring.setTables(["t.a.1"], [{ layer: 0, site: 1, moe: false, weights }]);
+    let attaches = 0;
+    // Holds the next attach's answer until released, to close the client while it is in flight.
+    let hold: Promise<void> | undefined;
+    const server = await startTestGrpcServer([
+      {
+        name: "loramesh.v1.LoraServerService",
+        definition: LoraServerServiceService,
+        implementation: {
+          execute: bidiStreamHandler(captureLogger(), (call) =>
+            serveLoraStream(call, {
+              streamId: 1,
+              executor: {
+                hInOf,
+                execute: async () => {
+                  throw new Error("every site here fits the ring");
+                },
+              },
+              logger: captureLogger(),
+            }),
+          ),
+          loadAdapter: unaryHandler(captureLogger(), async () => ({ sizeBytes: 0, alreadyResident: false })),
+          unloadAdapter: unaryHandler(captureLogger(), async () => ({ wasResident: false })),
+          getStats: unaryHandler(captureLogger(), async () => ({})),
+          attachSharedMemory: unaryHandler(captureLogger(), async (r: AttachSharedMemoryRequest) => {
+            attaches++;
+            await hold;
+            return ring.attach(r.workerId, r.hostId);
+          }),
+        },
+      },
+    ]);
+    const options = { serverId: "s1", address: server.address, hostId: "h1", sharedMemory: true };
+    const client = new LoraStreamClient({ ...options, workerId: "w1", logger: captureLogger() });
+    const late = new LoraStreamClient({ ...options, workerId: "w2", logger: captureLogger() });
+    try {
+      // Two calls while attaching share one attach; the server has the worker before any site.
+      const [first, second] = await Promise.all([client.connect(), client.connect()]);
+      expect([first, second]).to.deep.equal(["shm", "shm"]);
+      expect(attaches).to.equal(1);
+      expect(ring.stats()).to.include({ attached: 1, workItems: 0 });
+      const rows = 2;
+      const x = Float32Array.from({ length: rows * 8 }, (_, i) => i * 0.1);
+      const delta = await client.request({
+        layer: 0,
+        site: "o",
+        adapterIds: ["t.a.1"],
+        rowAdapter: [0, 0],
+        rowExpert: [],
+        x,
+        rows,
+        hIn: 8,
+        nOut: 8,
+      });
+      expect(delta.length).to.equal(rows * 8);
+      expect(attaches, "the request found the ring connect() opened").to.equal(1);
+      expect(await client.connect(), "connect() on an open ring").to.equal("shm");
+      expect(attaches).to.equal(1);
+      expect(ringSegments()).to.deep.equal([]);
+
+      // Closed while its attach is in flight: the ring that then arrives is closed, not kept.
+      let release!: () => void;
+      hold = new Promise<void>((r) => (release = r));
+      const attaching = late.connect();
+      while (attaches < 2) await new Promise((r) => setImmediate(r));
+      late.close();
+      release();
+      expect(await attaching).to.equal("grpc");
+      expect(late.ringBackend).to.equal(undefined);
+      expect(await late.connect(), "connect() after close").to.equal("grpc");
+      expect(attaches, "no attach after close").to.equal(2);
+    } finally {
+      client.close();
+      late.close();
+      ring.stop();
+      await server.stop(0);
+    }
+    expect(ringSegments()).to.deep.equal([]);
+  });
+
   it("refuses a worker on another host and names only segments it generated", () => {
     const ring = new RingServer({ model: RING_MODEL, hostId: "h1" });
     try {

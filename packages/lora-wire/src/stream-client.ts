@@ -3,8 +3,9 @@
  * caller allows one: with a same-host server a shared-memory ring (`AttachSharedMemory`, then sites
  * go through native doorbells; sites too big for a ring slot still use the stream), with a server on
  * another host a UCX connection (`AttachUcx`, then sites go as UCX active messages). A server that
- * refuses the fast channel (no UCX, another host) leaves the stream in use. All open lazily on the
- * first request. A lost stream, a
+ * refuses the fast channel (no UCX, another host) leaves the stream in use. The fast channel opens
+ * on `connect` (the worker calls it once placement names the server) or else on the first request;
+ * the stream on the first site that takes it. A lost stream, a
  * timeout, an unmatched reply or a dead ring fails what is in flight with UNAVAILABLE and the next
  * request opens a new one.
  */
@@ -50,6 +51,7 @@ export class LoraStreamClient {
   private fastRetryAt = 0;
   private lock: Promise<void> = Promise.resolve();
   private step = 0;
+  private closed = false;
 
   constructor(private readonly options: LoraStreamClientOptions) {
     this.client = new LoraServerServiceClient(options.address, credentials.createInsecure(), {
@@ -71,6 +73,17 @@ export class LoraStreamClient {
   /** The fast channel's native site backend (ring or UCX), once attached (what the native step takes). */
   get siteBackend(): ShmRing["backend"] | undefined {
     return this.fast && !this.fast.isClosed ? this.fast.backend : undefined;
+  }
+
+  /**
+   * Starts opening the fast channel now, so that no request waits for the attach (and no worker's
+   * first sites run alone while another's attach is still under way). A no-op when there is no fast
+   * channel to open, one is open (or opening: this joins it), or a refusal's back-off runs; a failure
+   * is logged as on first use. Resolves with the transport sites will take once the attempt settles.
+   */
+  async connect(): Promise<WireTransport> {
+    await this.fastChannel();
+    return this.transport;
   }
 
   /** Sends one site and resolves with its delta [rows, nOut] and the transport it took. */
@@ -103,7 +116,7 @@ export class LoraStreamClient {
   private async fastChannel(): Promise<ShmRing | UcxChannel | undefined> {
     const kind =
       this.options.sharedMemory && process.platform === "linux" ? "shm" : this.options.ucx ? "ucx" : undefined;
-    if (kind === undefined) return undefined;
+    if (kind === undefined || this.closed) return undefined;
     if (this.fast && !this.fast.isClosed) return this.fast;
     if (!this.fastAttach && Date.now() < this.fastRetryAt) return undefined;
     const { serverId } = this.options;
@@ -114,6 +127,11 @@ export class LoraStreamClient {
         : UcxChannel.attach(this.client, { workerId: this.options.workerId }, timeoutMs)
     ).then(
       (channel) => {
+        // Closed while attaching (the server failed, or the worker stops): let the ring go at once.
+        if (this.closed) {
+          channel.close();
+          return undefined;
+        }
         this.fast = channel;
         if (channel instanceof ShmRing) this.options.logger.info("LoRA ring attached", { server: serverId });
         else this.options.logger.info("LoRA UCX connected", { server: serverId, listener: channel.address });
@@ -147,6 +165,7 @@ export class LoraStreamClient {
   }
 
   close(): void {
+    this.closed = true;
     this.reset(new UnavailableError("worker shutting down"));
     this.client.close();
   }

@@ -9,7 +9,8 @@
  *
  * Rings to same-host servers and UCX connections to other hosts' servers are also handed to the
  * native step (`stepSiteBackend`): the step's thread posts those sites itself, with no JavaScript per
- * site; the rest come back through `apply`.
+ * site; the rest come back through `apply`. They are opened as soon as placement names a server this
+ * worker would send rows to, not on the first request (`connectPlaced`).
  */
 import { type Logger } from "@loramesh/core";
 import { NotFoundError, UnavailableError } from "@loramesh/errors";
@@ -117,9 +118,12 @@ export class RemoteLoraBackend implements LoraBackend {
   readonly bytes = { shm: { sent: 0, received: 0 }, ucx: { sent: 0, received: 0 }, grpc: { sent: 0, received: 0 } };
   /** Site calls re-sent after a server failed (dead, stopped, refused as "not resident"). */
   failovers = 0;
+  private closed = false;
 
   constructor(private readonly options: RemoteLoraOptions) {
     this.placement = options.placement;
+    this.placement.onChange(() => this.connectPlaced());
+    this.connectPlaced();
   }
 
   /**
@@ -247,10 +251,41 @@ export class RemoteLoraBackend implements LoraBackend {
   }
 
   close(): void {
+    this.closed = true;
     for (const c of this.connections.values()) c.client.close();
     this.connections.clear();
     this.routeCache = undefined;
     this.dropStepBackend();
+  }
+
+  /**
+   * Opens the fast channel (ring or UCX) to each server this worker would send an adapter's rows to
+   * now, so that no request pays the attach. Attached on first use instead, one worker's first sites
+   * ran alone while another's attach was still under way (CI once saw a whole round in which one
+   * worker finished before the other's ring was there, and nothing was batched).
+   */
+  private connectPlaced(): void {
+    if (this.closed) return;
+    // This runs inside the placement stream's handler: nothing may escape it (a request still
+    // attaches on first use if this could not).
+    const failed = (err: unknown): void =>
+      this.options.logger.warn("could not open a LoRA fast channel ahead of requests", {
+        error: (err as Error).message,
+      });
+    try {
+      const servers = new Map<string, ExecutorInfo>();
+      for (const adapterId of this.placement.holders.keys()) {
+        if (this.liveHolders(adapterId).length === 0) continue;
+        const server = this.pick(adapterId);
+        servers.set(server.executorId, server);
+      }
+      for (const server of servers.values()) {
+        const wire = this.wireFor(server);
+        if (wire.sharedMemory || wire.ucx) this.client(server).connect().catch(failed);
+      }
+    } catch (err) {
+      failed(err);
+    }
   }
 
   /** Sends each server its rows, all servers at once. */
