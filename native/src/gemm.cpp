@@ -143,6 +143,25 @@ LM_AVX512 void tile(const W* const rows[8], const float* const xs[C], int64_t k,
 // The decode tile (one token) with a software prefetch into L2 (T1) of each of its 8 rows
 // g_gemv_prefetch_bytes (2 KB) ahead, running on into the next tile's rows (`next`, or none)
 // near the end.
+// The decode tile's prefetch for one cache-line step `line` (in elements of W): with `seq` the next
+// tile's 8 rows, one contiguous block, 8 of its lines in address order; else each row `dist`
+// elements ahead, running into the next tile's rows at the end. Hints only: no effect on the bits.
+template <typename W>
+inline void prefetch_tile_line(const W* const rows[8], const W* const* next, int64_t line, int64_t line_elems,
+                               int64_t dist, int64_t k, bool seq) {
+  const int64_t ahead = line + dist;
+  if (seq) {
+    if (next != nullptr) {
+      const char* block = reinterpret_cast<const char*>(next[0]) + (line / line_elems) * 8 * 64;
+      for (int q = 0; q < 8; q++) _mm_prefetch(block + q * 64, _MM_HINT_T1);
+    }
+  } else if (ahead < k) {
+    for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead), _MM_HINT_T1);
+  } else if (next != nullptr && ahead - k < k) {
+    for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(next[r] + (ahead - k)), _MM_HINT_T1);
+  }
+}
+
 // With 4 KB pages the hardware streamers restart at every page of every row (a bf16 row at
 // K = 2048 is one page), which left gate_up at 74 % of the probe on Zen 4; the prefetch reaches
 // across. Same FMAs in the same order as tile<W, 1>, so the same bits.
@@ -156,18 +175,7 @@ LM_AVX512 void tile_prefetch(const W* const rows[8], const W* const* next, const
   for (int p = 0; p < 4; p++) acc[p] = _mm512_setzero_ps();
   const int64_t main = k & ~int64_t(7);
   for (int64_t line = 0; line < main; line += kLine) {
-    const int64_t ahead = line + dist;
-    if (seq) {
-      // The next tile's 8 rows are one contiguous block: 8 of its lines a line step, in address order.
-      if (next != nullptr) {
-        const char* block = reinterpret_cast<const char*>(next[0]) + (line / kLine) * 8 * 64;
-        for (int q = 0; q < 8; q++) _mm_prefetch(block + q * 64, _MM_HINT_T1);
-      }
-    } else if (ahead < k) {
-      for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead), _MM_HINT_T1);
-    } else if (next != nullptr && ahead - k < k) {
-      for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(next[r] + (ahead - k)), _MM_HINT_T1);
-    }
+    prefetch_tile_line(rows, next, line, kLine, dist, k, seq);
     const int64_t end = std::min(main, line + kLine);
     for (int64_t i = line; i < end; i += 8) {
       const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
@@ -390,17 +398,7 @@ LM_AVX512BW void tile_prefetch_unpack(const uint16_t* const rows[8], const uint1
   __m512 a_lo = _mm512_setzero_ps(), a_hi = a_lo, b_lo = a_lo, b_hi = a_lo;
   const int64_t main = k & ~int64_t(7);
   for (int64_t line = 0; line < main; line += kLine) {
-    const int64_t ahead = line + dist;
-    if (seq) {
-      if (next != nullptr) {
-        const char* block = reinterpret_cast<const char*>(next[0]) + (line / kLine) * 8 * 64;
-        for (int q = 0; q < 8; q++) _mm_prefetch(block + q * 64, _MM_HINT_T1);
-      }
-    } else if (ahead < k) {
-      for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead), _MM_HINT_T1);
-    } else if (next != nullptr && ahead - k < k) {
-      for (int r = 0; r < 8; r++) _mm_prefetch(reinterpret_cast<const char*>(next[r] + (ahead - k)), _MM_HINT_T1);
-    }
+    prefetch_tile_line(rows, next, line, kLine, dist, k, seq);
     const int64_t end = std::min(main, line + kLine);
     for (int64_t i = line; i < end; i += 8) {
       const __m512 xl = _mm512_broadcast_f32x4(_mm_loadu_ps(x + i));
