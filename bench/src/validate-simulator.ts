@@ -230,6 +230,8 @@ if (!["policy", "hybrid"].includes(busyHopProbeFlag)) throw new RangeError("--bu
 // four of the five stored runs with the probe, at 3 in three (docs/evaluation.md §5, m15w).
 const POLICY_BUSY_HOP_CAP = 3;
 const policyBusyHopCap = Number(flag("--policy-busy-hop-cap") ?? POLICY_BUSY_HOP_CAP);
+if (!(Number.isFinite(policyBusyHopCap) && policyBusyHopCap >= 0))
+  throw new RangeError("--policy-busy-hop-cap: a number of steps, 0 or more");
 // `--pooled-probe-rounds`: a probe's TTFT P50 and P95 over its rounds' requests pooled (where every
 // round kept them), not the median of its rounds'. Tried in m15l and not the default: in both of its
 // full runs (14:05, 14:21) a pooled P95 took in one slow round's tail (coupled 2 req/s: 27.9 ms
