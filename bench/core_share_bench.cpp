@@ -318,6 +318,249 @@ int mem_mode(int rounds) {
   return 0;
 }
 
+
+// `gemv` mode (issue 17, twenty-fifth pass): candidate one-token bf16 GEMV kernels against lm's
+// decode tile, from memory, same 923 MB as `mem`. Two threads per [11264, 2048] matrix claim rows as
+// the engine's one-token matmul does (a quarter of what is left per thread, down to 8 rows; a
+// barrier between matrices, one matmul after another as in a step), or fixed CHUNK-row claims from
+// one counter over all matrices (`gemv ROUNDS CHUNK`). Kernels (GB/s of weights):
+// - engine: gemm::matmul_rows with main's defaults (unpack widening, address-order prefetch);
+// - f16_rows / read: one address-ordered stream a thread (as in `mem`);
+// - t2: a 2-row tile, one zmm = rows r and r+1's 8 lanes (pair()'s layout), one FMA chain, and the
+//   next bytes in address order prefetched PF bytes ahead (default 16 KB); same bits as lm's tile;
+// - t2p: the same 2-row tile fed by whole 64-byte lines and a word permute (expand16's widening);
+// - t4: 4 rows, two chains, same prefetch; same bits;
+// - r1y: one row, one ymm chain of 8 lanes (same bits, latency-bound);
+// - r1x4: one row, four zmm accumulators: another summation order, the one-stream reference;
+// - t4p: t2p's widening on 4 rows (two chains);
+// - t8: lm's 8-row tile (pair() widening, four chains) with t2's prefetch: the row count apart
+//   from the prefetch;
+// - engine_t4: gemm::matmul_rows with its 4-row decode tile (set_gemv_tile(4): t4 in the engine).
+constexpr int kGemvKernels = 11;
+const char* const kGemvNames[kGemvKernels] = {"engine", "f16_rows", "read", "t2", "t2p", "t4", "r1y", "r1x4", "t4p", "t8", "engine_t4"};
+int64_t g_pf_bytes = 16384;
+
+LM_BENCH_AVX512 inline __m512 pair2(const uint16_t* a, const uint16_t* b, int64_t i) {
+  __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))),
+                                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i)), 1);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(both), 16));
+}
+
+// R contiguous rows from `rows` (R = 2 or 4): out[q] = row q · x with pair()'s lanes. During line
+// step l it prefetches the R lines R·l … of the block PF bytes past the tile's start (one stream
+// in address order), none at or past `end`.
+template <int R>
+LM_BENCH_AVX512 void tile_rows(const uint16_t* rows, const float* x, const char* end, float* out) {
+  __m512 acc[R / 2];
+  for (int p = 0; p < R / 2; p++) acc[p] = _mm512_setzero_ps();
+  const char* pf = reinterpret_cast<const char*>(rows) + g_pf_bytes;
+  for (int64_t line = 0; line < kK; line += 32) {
+    const char* p = pf + (line / 32) * R * 64;
+    for (int q = 0; q < R; q++)
+      if (p + q * 64 < end) _mm_prefetch(p + q * 64, _MM_HINT_T1);
+    for (int64_t i = line; i < line + 32; i += 8) {
+      const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+      for (int q = 0; q < R / 2; q++) acc[q] = _mm512_fmadd_ps(pair2(rows + 2 * q * kK, rows + (2 * q + 1) * kK, i), xv, acc[q]);
+    }
+  }
+  for (int q = 0; q < R / 2; q++) {
+    out[2 * q] = hsum8(_mm512_castps512_ps256(acc[q]));
+    out[2 * q + 1] = hsum8(_mm512_extractf32x8_ps(acc[q], 1));
+  }
+}
+
+// P row pairs (2P contiguous rows) fed by whole 64-byte lines: a word permute of a pair's two lines
+// puts two k steps of both rows in the even and odd words, and a shift or a mask makes each an f32
+// vector with pair()'s lanes (expand16_bf16's widening); P FMA chains. Prefetch as tile_rows.
+template <int P>
+LM_BENCH_AVX512 void tile_perm(const uint16_t* rows, const float* x, const char* end, float* out) {
+  alignas(64) static const uint16_t kIdx[2][32] = {
+      {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 32, 40, 33, 41, 34, 42, 35, 43, 36, 44, 37, 45, 38, 46, 39, 47},
+      {16, 24, 17, 25, 18, 26, 19, 27, 20, 28, 21, 29, 22, 30, 23, 31,
+       48, 56, 49, 57, 50, 58, 51, 59, 52, 60, 53, 61, 54, 62, 55, 63}};
+  const __m512i idx0 = _mm512_load_si512(kIdx[0]), idx1 = _mm512_load_si512(kIdx[1]);
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const char* pf = reinterpret_cast<const char*>(rows) + g_pf_bytes;
+  __m512 acc[P];
+  for (int q = 0; q < P; q++) acc[q] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < kK; i += 32) {
+    const char* p = pf + (i / 32) * 128 * P;
+    for (int q = 0; q < 2 * P; q++)
+      if (p + q * 64 < end) _mm_prefetch(p + q * 64, _MM_HINT_T1);
+    const __m512 x0 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+    const __m512 x1 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 8));
+    const __m512 x2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 16));
+    const __m512 x3 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 24));
+    for (int q = 0; q < P; q++) {
+      const uint16_t* r = rows + 2 * q * kK;
+      const __m512i a = _mm512_loadu_si512(r + i), b = _mm512_loadu_si512(r + kK + i);
+      const __m512i lo = _mm512_permutex2var_epi16(a, idx0, b), hi = _mm512_permutex2var_epi16(a, idx1, b);
+      acc[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo, 16)), x0, acc[q]);
+      acc[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(lo, high)), x1, acc[q]);
+      acc[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi, 16)), x2, acc[q]);
+      acc[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi, high)), x3, acc[q]);
+    }
+  }
+  for (int q = 0; q < P; q++) {
+    out[2 * q] = hsum8(_mm512_castps512_ps256(acc[q]));
+    out[2 * q + 1] = hsum8(_mm512_extractf32x8_ps(acc[q], 1));
+  }
+}
+
+LM_BENCH_AVX512 float row_ymm(const uint16_t* row, const float* x) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < kK; i += 8) {
+    const __m256 w = _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i))), 16));
+    acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i), acc);
+  }
+  return hsum8(acc);
+}
+
+LM_BENCH_AVX512 float row_x4(const uint16_t* row, const float* x) {
+  __m512 a[4];
+  for (int q = 0; q < 4; q++) a[q] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < kK; i += 64) {
+    for (int q = 0; q < 4; q++) {
+      const __m512 w = _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i + 16 * q))), 16));
+      a[q] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + i + 16 * q), a[q]);
+    }
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
+}
+
+// Rows [rb, re) of matrix m by kernel `which`; `end` bounds the prefetch (the claim's end).
+void gemv_rows(int which, const uint16_t* m, const float* x, int64_t rb, int64_t re, float* o) {
+  const char* end = reinterpret_cast<const char*>(m + re * kK);
+  switch (which) {
+    case 0:
+    case 10: return lm::gemm::matmul_rows(x, m, nullptr, 1, kK, kMemRows, rb, re, o);
+    case 1: return f16_rows(m, x, rb, re, o);
+    case 2: return read_rows(m, rb, re, o);
+    case 3:
+      for (int64_t j = rb; j < re; j += 2) tile_rows<2>(m + j * kK, x, end, o + j);
+      return;
+    case 4:
+      for (int64_t j = rb; j < re; j += 2) tile_perm<1>(m + j * kK, x, end, o + j);
+      return;
+    case 5:
+      for (int64_t j = rb; j < re; j += 4) tile_rows<4>(m + j * kK, x, end, o + j);
+      return;
+    case 6:
+      for (int64_t j = rb; j < re; j++) o[j] = row_ymm(m + j * kK, x);
+      return;
+    case 7:
+      for (int64_t j = rb; j < re; j++) o[j] = row_x4(m + j * kK, x);
+      return;
+    case 8:
+      for (int64_t j = rb; j < re; j += 4) tile_perm<2>(m + j * kK, x, end, o + j);
+      return;
+    default:
+      for (int64_t j = rb; j < re; j += 8) tile_rows<8>(m + j * kK, x, end, o + j);
+  }
+}
+
+int gemv_mode(int rounds, int64_t chunk, int mask) {
+  {
+    // Same-bits kernels against lm's tile on random rows and x (t2, t2p, t4, r1y must match).
+    std::vector<uint16_t> w(kMemRows * kK);
+    std::vector<float> x(kK), a(kMemRows), b(kMemRows);
+    uint32_t seed = 12345;
+    auto next = [&] { return seed = seed * 1664525u + 1013904223u; };
+    for (auto& v : w) {
+      const float f = (static_cast<float>(next() >> 8) / 16777216.0f - 0.5f) * 0.2f;
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      v = static_cast<uint16_t>(bits >> 16);
+    }
+    for (auto& v : x) v = static_cast<float>(next() >> 8) / 16777216.0f - 0.5f;
+    lm::gemm::set_gemv_unpack(true);
+    lm::gemm::set_gemv_prefetch_seq(true);
+    lm::gemm::set_gemv_tile(8);
+    gemv_rows(0, w.data(), x.data(), 0, 64, a.data());
+    std::printf("{\"same_bits_as_engine\":{");
+    for (int q = 3; q <= 10; q++) {
+      if (q == 7) continue;
+      lm::gemm::set_gemv_tile(q == 10 ? 4 : 8);
+      std::fill(b.begin(), b.end(), 0.0f);
+      gemv_rows(q, w.data(), x.data(), 0, 64, b.data());
+      std::printf("%s\"%s\":%s", q > 3 ? "," : "", kGemvNames[q], std::memcmp(a.data(), b.data(), 64 * 4) == 0 ? "true" : "false");
+    }
+    std::printf("}}\n");
+  }
+  const size_t mat = static_cast<size_t>(kMemRows * kK), bytes = mat * kMemMats * 2;
+  void* buf = nullptr;
+  if (posix_memalign(&buf, 2 << 20, bytes) != 0) return 1;
+  madvise(buf, bytes, MADV_HUGEPAGE);
+  auto* w = static_cast<uint16_t*>(buf);
+  for (size_t i = 0; i < mat * kMemMats; i++) w[i] = static_cast<uint16_t>(0x3f80 + (i & 7));
+  std::vector<float> x(kK, 0.5f);
+  std::vector<int> ks;
+  for (int q = 0; q < kGemvKernels; q++)
+    if (mask & (1 << q)) ks.push_back(q);
+  std::vector<double> gbs[kGemvKernels], ratio[kGemvKernels];
+  for (int round = 0; round < rounds; round++) {
+    double g[kGemvKernels] = {};
+    for (size_t s = 0; s < ks.size(); s++) {
+      const int which = round % 2 == 0 ? ks[s] : ks[ks.size() - 1 - s];
+      lm::gemm::set_gemv_tile(which == 10 ? 4 : 8);
+      std::atomic<int64_t> counter{0};
+      std::atomic<int> arrived{0};
+      std::atomic<int64_t> claims[kMemMats];
+      for (auto& c : claims) c.store(0);
+      auto work = [&] {
+        std::vector<float> o(static_cast<size_t>(kMemRows));
+        if (chunk > 0) {
+          const int64_t chunks = kMemMats * (kMemRows / chunk);
+          for (int64_t c; (c = counter.fetch_add(1)) < chunks;) {
+            const int64_t rb = (c % (kMemRows / chunk)) * chunk;
+            gemv_rows(which, w + (c / (kMemRows / chunk)) * mat, x.data(), rb, rb + chunk, o.data());
+          }
+        } else {
+          for (int mi = 0; mi < kMemMats; mi++) {
+            int64_t begin = claims[mi].load();
+            for (;;) {
+              const int64_t left = kMemRows - begin;
+              if (left <= 0) break;
+              int64_t size = std::max<int64_t>((left / 4 + 7) / 8 * 8, 8);
+              if (size >= left) size = left;
+              if (!claims[mi].compare_exchange_weak(begin, begin + size)) continue;
+              gemv_rows(which, w + mi * mat, x.data(), begin, begin + size, o.data());
+              begin = claims[mi].load();
+            }
+            arrived.fetch_add(1);
+            while (arrived.load() < 2 * (mi + 1)) {
+            }
+          }
+        }
+        if (o[0] == 42.0f) std::puts("");
+      };
+      const auto t0 = std::chrono::steady_clock::now();
+      std::thread other(work);
+      work();
+      other.join();
+      g[which] = static_cast<double>(bytes) / seconds_since(t0) / 1e9;
+    }
+    std::printf("{\"round\":%d", round);
+    for (int q : ks) {
+      gbs[q].push_back(g[q]);
+      ratio[q].push_back(g[q] / g[ks[0]]);
+      std::printf(",\"%s\":%.1f", kGemvNames[q], g[q]);
+    }
+    std::printf("}\n");
+    std::fflush(stdout);
+  }
+  std::printf("{\"summary\":{\"rounds\":%d,\"chunk\":%lld,\"pf_bytes\":%lld,\"median_gbs\":{", rounds,
+              static_cast<long long>(chunk), static_cast<long long>(g_pf_bytes));
+  for (size_t s = 0; s < ks.size(); s++) std::printf("%s\"%s\":%.1f", s ? "," : "", kGemvNames[ks[s]], median(gbs[ks[s]]));
+  std::printf("},\"median_round_ratio_over_%s\":{", kGemvNames[ks[0]]);
+  for (size_t s = 0; s < ks.size(); s++) std::printf("%s\"%s\":%.3f", s ? "," : "", kGemvNames[ks[s]], median(ratio[ks[s]]));
+  std::printf("}}}\n");
+  std::free(buf);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -328,6 +571,16 @@ int main(int argc, char** argv) {
       return 0;
     }
     return mem_mode(argc > 2 ? std::atoi(argv[2]) : 20);
+  }
+  if (argc > 1 && std::strcmp(argv[1], "gemv") == 0) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("f16c")) {
+      std::printf("{\"skipped\":\"needs AVX-512 BW and F16C\"}\n");
+      return 0;
+    }
+    if (argc > 4) g_pf_bytes = std::atoll(argv[4]);
+    return gemv_mode(argc > 2 ? std::atoi(argv[2]) : 20, argc > 3 ? std::atoll(argv[3]) : 0,
+                     argc > 5 ? static_cast<int>(std::strtol(argv[5], nullptr, 0)) : 0x7ff);
   }
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 40;
   const int pause_ms = argc > 2 ? std::atoi(argv[2]) : 1000;

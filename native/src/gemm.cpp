@@ -425,6 +425,57 @@ LM_AVX512BW void tile_prefetch_unpack(const uint16_t* const rows[8], const uint1
   }
 }
 
+// The bf16 decode GEMV in tiles of fewer rows (LORAMESH_GEMV_TILE; issue 17, twenty-fifth pass):
+// P row pairs (2P = 2 or 4 contiguous rows), each pair one zmm of pair()'s lanes, so every FMA
+// chain, its order and hsum8 are tile_prefetch's: the same bits. Fewer rows read at once (2P row
+// streams a thread instead of 8): from memory (`core_share_bench gemv`, the engine's claims) 4 rows
+// read 1.165× lm's 8-row tile in the VM's fast state and 1.026× in its slow one, 2 rows 1.167× and
+// 1.020×; the 8-row tile with this prefetch only 1.029× / 1.017×, so it is the row count.
+// Prefetch in address order: during line step l, the 2P lines 2P·l… of the block `ahead` tiles
+// on (about 16 KB past the tile), none at or past `end` (the claim's end).
+std::atomic<int> g_gemv_tile{8};
+constexpr int64_t kPairsAheadBytes = 16384;
+
+template <int P>
+LM_AVX512 void tile_pairs(const uint16_t* rows, int64_t k, const float* x, const char* end, float out[4]) {
+  const int64_t tile_bytes = 2 * P * k * 2;
+  const int64_t ahead = std::max<int64_t>(1, kPairsAheadBytes / tile_bytes);
+  const char* next = reinterpret_cast<const char*>(rows) + ahead * tile_bytes;
+  __m512 acc[P];
+  for (int q = 0; q < P; q++) acc[q] = _mm512_setzero_ps();
+  const int64_t main = k & ~int64_t(7);
+  for (int64_t line = 0; line < main; line += 32) {
+    const char* p = next + (line / 32) * (2 * P) * 64;
+    for (int q = 0; q < 2 * P; q++)
+      if (p + q * 64 < end) _mm_prefetch(p + q * 64, _MM_HINT_T1);
+    const int64_t stop = std::min(main, line + 32);
+    for (int64_t i = line; i < stop; i += 8) {
+      const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+      for (int q = 0; q < P; q++) acc[q] = _mm512_fmadd_ps(pair(rows + 2 * q * k, rows + (2 * q + 1) * k, i), xv, acc[q]);
+    }
+  }
+  for (int q = 0; q < P; q++) {
+    out[2 * q] = hsum8(_mm512_castps512_ps256(acc[q]));
+    out[2 * q + 1] = hsum8(_mm512_extractf32x8_ps(acc[q], 1));
+  }
+  for (int64_t i = main; i < k; i++) {
+    for (int r = 0; r < 2 * P; r++) out[r] = fma1(widen(rows[r * k + i]), x[i], out[r]);
+  }
+}
+
+// Rows [j, re) of the one-token bf16 GEMV in 2P-row tiles; returns the first row not done.
+template <int P>
+int64_t pairs_rows(const float* x, const uint16_t* w, const float* bias, int64_t k, int64_t j, int64_t re,
+                   float* out) {
+  const char* end = reinterpret_cast<const char*>(w + re * k);
+  for (; j + 2 * P <= re; j += 2 * P) {
+    float res[4];
+    tile_pairs<P>(w + j * k, k, x, end, res);
+    for (int r = 0; r < 2 * P; r++) out[j + r] = res[r] + (bias ? bias[j + r] : 0.0f);
+  }
+  return j;
+}
+
 // 16-row tiles the expand prefetches ahead into L2 (16 KB at r128). In a one-thread read of 200 MB
 // of B the distance (0 to 16 tiles, L1 or L2) did not change the rate; the tile's whole-line loads
 // did (issue 17, nineteenth pass).
@@ -664,6 +715,11 @@ void matmul_rows_impl(const float* x, const W* w, const float* bias, int64_t tok
       }
     }
     if (tokens == 1 && g_gemv_prefetch) {
+      if constexpr (std::is_same_v<W, uint16_t>) {
+        const int tile_rows = g_gemv_tile.load(std::memory_order_relaxed);
+        if (tile_rows == 4) j = pairs_rows<2>(x, w, bias, k, j, re, out);
+        else if (tile_rows == 2) j = pairs_rows<1>(x, w, bias, k, j, re, out);
+      }
       for (; j + 8 <= re; j += 8) {
         const W* rows[8];
         const W* next[8];
@@ -779,6 +835,13 @@ void set_packed(bool on) { g_packed = on; }
 void set_prefetch(bool on) { g_prefetch = on; }
 void set_gemv_prefetch(bool on) { g_gemv_prefetch = on; }
 void set_gemv_unpack(bool on) { g_gemv_unpack.store(on, std::memory_order_relaxed); }
+void set_gemv_tile(int rows) {
+#ifdef LM_X86
+  g_gemv_tile.store(rows == 2 || rows == 4 ? rows : 8, std::memory_order_relaxed);
+#else
+  (void)rows;
+#endif
+}
 void set_gemv_prefetch_seq(bool on) { g_gemv_prefetch_seq.store(on, std::memory_order_relaxed); }
 void set_gemv_prefetch_bytes(int64_t bytes) {
   g_gemv_prefetch_bytes.store(std::max<int64_t>(64, bytes / 64 * 64), std::memory_order_relaxed);

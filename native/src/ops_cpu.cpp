@@ -175,6 +175,21 @@ const bool g_alt_gemv_unpack = std::strcmp(gemv_unpack_env(), "alt") == 0;
   gemm::set_gemv_unpack(std::strcmp(gemv_unpack_env(), "0") != 0 && !g_alt_gemv_unpack);
   return true;
 }();
+// Rows a tile of the one-token bf16 GEMV (gemm.h, set_gemv_tile): LORAMESH_GEMV_TILE=8, 4 or 2
+// sets it, =alt:N switches between 8 (variant 0) and N (variant 1) at every one-token step.
+constexpr int kDefaultGemvTile = 8;
+const char* gemv_tile_env() {
+  const char* v = std::getenv("LORAMESH_GEMV_TILE");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_gemv_tile = std::strncmp(gemv_tile_env(), "alt:", 4) == 0;
+const int g_gemv_tile_rows = [] {
+  const char* v = gemv_tile_env();
+  if (g_alt_gemv_tile) v += 4;
+  const int n = *v != '\0' ? std::atoi(v) : kDefaultGemvTile;
+  if (!g_alt_gemv_tile) gemm::set_gemv_tile(n);
+  return n;
+}();
 constexpr int64_t kAttnPrefetchTokens = 16;
 inline void prefetch_l2(const char* p) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -200,7 +215,7 @@ void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
 bool alternating() {
   return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse || g_alt_gemv_bytes ||
-         g_alt_gemv_seq || g_alt_gemv_unpack;
+         g_alt_gemv_seq || g_alt_gemv_unpack || g_alt_gemv_tile;
 }
 bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
 void set_lora_coarse(bool on) { g_coarse.store(on, std::memory_order_relaxed); }
@@ -214,8 +229,10 @@ void set_variant(int variant) {
   if (g_alt_gemv_bytes) gemm::set_gemv_prefetch_bytes((variant & 1) != 0 ? g_gemv_bytes : 2048);
   if (g_alt_gemv_seq) gemm::set_gemv_prefetch_seq((variant & 1) != 0);
   if (g_alt_gemv_unpack) gemm::set_gemv_unpack((variant & 1) != 0);
+  if (g_alt_gemv_tile) gemm::set_gemv_tile((variant & 1) != 0 ? g_gemv_tile_rows : 8);
 }
 const char* alternating_what() {
+  if (g_alt_gemv_tile) return "LORAMESH_GEMV_TILE";
   if (g_alt_gemv_unpack) return "LORAMESH_GEMV_UNPACK";
   if (g_alt_gemv_seq) return "LORAMESH_GEMV_PREFETCH_SEQ";
   if (g_alt_gemv_bytes) return "LORAMESH_GEMV_PREFETCH_BYTES";
