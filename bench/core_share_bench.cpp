@@ -335,9 +335,10 @@ int mem_mode(int rounds) {
 // - t4p: t2p's widening on 4 rows (two chains);
 // - t8: lm's 8-row tile (pair() widening, four chains) with t2's prefetch: the row count apart
 //   from the prefetch;
-// - engine_t4: gemm::matmul_rows with its 4-row decode tile (set_gemv_tile(4): t4 in the engine).
-constexpr int kGemvKernels = 11;
-const char* const kGemvNames[kGemvKernels] = {"engine", "f16_rows", "read", "t2", "t2p", "t4", "r1y", "r1x4", "t4p", "t8", "engine_t4"};
+// - engine_t4: gemm::matmul_rows with its 4-row decode tile (set_gemv_tile(4): t4 in the engine);
+// - t4u: 4 rows widened as lm's unpack tile (chunks4 + in-lane unpacks, two chains), t4's prefetch.
+constexpr int kGemvKernels = 12;
+const char* const kGemvNames[kGemvKernels] = {"engine", "f16_rows", "read", "t2", "t2p", "t4", "r1y", "r1x4", "t4p", "t8", "engine_t4", "t4u"};
 int64_t g_pf_bytes = 16384;
 
 LM_BENCH_AVX512 inline __m512 pair2(const uint16_t* a, const uint16_t* b, int64_t i) {
@@ -407,6 +408,31 @@ LM_BENCH_AVX512 void tile_perm(const uint16_t* rows, const float* x, const char*
   }
 }
 
+LM_BENCH_AVX512 void tile4_unpack(const uint16_t* rows, const float* x, const char* end, float* out) {
+  const __m512i zero = _mm512_setzero_si512();
+  const uint16_t* r[4] = {rows, rows + kK, rows + 2 * kK, rows + 3 * kK};
+  const char* pf = reinterpret_cast<const char*>(rows) + g_pf_bytes;
+  __m512 lo = _mm512_setzero_ps(), hi = lo;
+  for (int64_t line = 0; line < kK; line += 32) {
+    const char* p = pf + (line / 32) * 256;
+    for (int q = 0; q < 4; q++)
+      if (p + q * 64 < end) _mm_prefetch(p + q * 64, _MM_HINT_T1);
+    for (int64_t i = line; i < line + 32; i += 8) {
+      const __m512 xl = _mm512_broadcast_f32x4(_mm_loadu_ps(x + i));
+      const __m512 xh = _mm512_broadcast_f32x4(_mm_loadu_ps(x + i + 4));
+      const __m512i v = chunks4(r, i);
+      lo = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v)), xl, lo);
+      hi = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v)), xh, hi);
+    }
+  }
+  alignas(64) float l[16], h[16];
+  _mm512_store_ps(l, lo);
+  _mm512_store_ps(h, hi);
+  for (int q = 0; q < 4; q++)
+    out[q] = hsum8(_mm256_setr_ps(l[4 * q], l[4 * q + 1], l[4 * q + 2], l[4 * q + 3], h[4 * q], h[4 * q + 1],
+                                  h[4 * q + 2], h[4 * q + 3]));
+}
+
 LM_BENCH_AVX512 float row_ymm(const uint16_t* row, const float* x) {
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < kK; i += 8) {
@@ -456,6 +482,9 @@ void gemv_rows(int which, const uint16_t* m, const float* x, int64_t rb, int64_t
     case 8:
       for (int64_t j = rb; j < re; j += 4) tile_perm<2>(m + j * kK, x, end, o + j);
       return;
+    case 11:
+      for (int64_t j = rb; j < re; j += 4) tile4_unpack(m + j * kK, x, end, o + j);
+      return;
     default:
       for (int64_t j = rb; j < re; j += 8) tile_rows<8>(m + j * kK, x, end, o + j);
   }
@@ -480,7 +509,7 @@ int gemv_mode(int rounds, int64_t chunk, int mask) {
     lm::gemm::set_gemv_tile(8);
     gemv_rows(0, w.data(), x.data(), 0, 64, a.data());
     std::printf("{\"same_bits_as_engine\":{");
-    for (int q = 3; q <= 10; q++) {
+    for (int q = 3; q <= 11; q++) {
       if (q == 7) continue;
       lm::gemm::set_gemv_tile(q == 10 ? 4 : 8);
       std::fill(b.begin(), b.end(), 0.0f);
@@ -580,7 +609,7 @@ int main(int argc, char** argv) {
     }
     if (argc > 4) g_pf_bytes = std::atoll(argv[4]);
     return gemv_mode(argc > 2 ? std::atoi(argv[2]) : 20, argc > 3 ? std::atoll(argv[3]) : 0,
-                     argc > 5 ? static_cast<int>(std::strtol(argv[5], nullptr, 0)) : 0x7ff);
+                     argc > 5 ? static_cast<int>(std::strtol(argv[5], nullptr, 0)) : 0xfff);
   }
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 40;
   const int pause_ms = argc > 2 ? std::atoi(argv[2]) : 1000;
