@@ -335,7 +335,8 @@ int mem_mode(int rounds) {
 // - t4p: t2p's widening on 4 rows (two chains);
 // - t8: lm's 8-row tile (pair() widening, four chains) with t2's prefetch: the row count apart
 //   from the prefetch;
-// - engine_t4: gemm::matmul_rows with its 4-row decode tile (set_gemv_tile(4): t4 in the engine);
+// - engine_t4: gemm::matmul_rows with its 4-row decode tile (set_gemv_tile(4); the unpack widening
+//   on as the engine's default, so t4u in the engine; before that was added, t4);
 // - t4u: 4 rows widened as lm's unpack tile (chunks4 + in-lane unpacks, two chains), t4's prefetch.
 constexpr int kGemvKernels = 12;
 const char* const kGemvNames[kGemvKernels] = {"engine", "f16_rows", "read", "t2", "t2p", "t4", "r1y", "r1x4", "t4p", "t8", "engine_t4", "t4u"};

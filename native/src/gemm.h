@@ -40,10 +40,11 @@ void set_gemv_prefetch_seq(bool on);
 // bits). On by default (the engine's ops_cpu.cpp sets it); LORAMESH_GEMV_UNPACK=0 off, =alt switched
 // at every one-token step.
 void set_gemv_unpack(bool on);
-// Rows a tile of the one-token bf16 GEMV (AVX-512): 8 (the tile above), 4 or 2, each row pair in
-// one zmm with the 8-row tile's lanes, so the same bits; 4 and 2 prefetch the block about 16 KB
-// ahead in address order. LORAMESH_GEMV_TILE=N sets it (ops_cpu.cpp), =alt:N switches between 8
-// (variant 0) and N at every one-token step.
+// Rows a tile of the one-token bf16 GEMV (AVX-512): 8 (the tile above), 4 or 2, each output with
+// the 8-row tile's lanes, FMA order and reduction, so the same bits; 4 and 2 prefetch the block about
+// 16 KB ahead in address order, and 4 takes the unpack widening when set_gemv_unpack is on. The
+// engine's default is 4 (ops_cpu.cpp; this file's own default 8); LORAMESH_GEMV_TILE=N sets it,
+// =alt:N switches between 8 (variant 0) and N at every one-token step.
 void set_gemv_tile(int rows);
 
 // Rows [row_begin, row_end) of out[tokens, n] for f32 (uint16_t: bf16) weights w[n, k].

@@ -175,9 +175,11 @@ const bool g_alt_gemv_unpack = std::strcmp(gemv_unpack_env(), "alt") == 0;
   gemm::set_gemv_unpack(std::strcmp(gemv_unpack_env(), "0") != 0 && !g_alt_gemv_unpack);
   return true;
 }();
-// Rows a tile of the one-token bf16 GEMV (gemm.h, set_gemv_tile): LORAMESH_GEMV_TILE=8, 4 or 2
-// sets it, =alt:N switches between 8 (variant 0) and N (variant 1) at every one-token step.
-constexpr int kDefaultGemvTile = 8;
+// Rows a tile of the one-token bf16 GEMV (gemm.h, set_gemv_tile): 4 by default (issue 17,
+// twenty-fifth pass: −9.9 ± 1.1 ms a base step over ten in-process pairs against 8, about −24 % in
+// the VM's fast minutes and −10 % in its slow ones); LORAMESH_GEMV_TILE=8, 4 or 2 sets it, =alt:N
+// switches between 8 (variant 0) and N (variant 1) at every one-token step.
+constexpr int kDefaultGemvTile = 4;
 const char* gemv_tile_env() {
   const char* v = std::getenv("LORAMESH_GEMV_TILE");
   return v == nullptr ? "" : v;

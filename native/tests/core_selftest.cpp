@@ -113,16 +113,16 @@ static int check_matmul(std::mt19937& rng) {
       // simd 2: the AVX-512 tiles without packed panels (same bits as the packed path); simd 3:
       // without the decode GEMV's prefetch; simd 4: that prefetch by row (the default is in address
       // order); simd 5: by row 4 KB ahead; simd 6: the bf16 tile's unpack widening; simd 7 and 8:
-      // the one-token bf16 GEMV in 4- and 2-row tiles.
-      for (int simd : {0, 1, 2, 3, 4, 5, 6, 7, 8}) {
+      // the one-token bf16 GEMV in 4- and 2-row tiles; simd 9: 4-row tiles with the unpack widening.
+      for (int simd : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}) {
         if (simd) LM_CHECK(lm_set_simd(1));
         else LM_CHECK(lm_set_simd(0));
         lm::gemm::set_packed(simd != 2);
         lm::gemm::set_gemv_prefetch(simd != 3);
         lm::gemm::set_gemv_prefetch_seq(simd != 4 && simd != 5);
         lm::gemm::set_gemv_prefetch_bytes(simd == 5 ? 4096 : 2048);
-        lm::gemm::set_gemv_unpack(simd == 6);
-        lm::gemm::set_gemv_tile(simd == 7 ? 4 : simd == 8 ? 2 : 8);
+        lm::gemm::set_gemv_unpack(simd == 6 || simd == 9);
+        lm::gemm::set_gemv_tile(simd == 7 || simd == 9 ? 4 : simd == 8 ? 2 : 8);
         // Both ways to split a one-token matmul (ops.h: fixed items, shrinking runs); only one-token
         // matmuls read the switch.
         for (int cfg = 0; cfg < 4; cfg++) {
@@ -153,7 +153,7 @@ static int check_matmul(std::mt19937& rng) {
   lm::gemm::set_gemv_prefetch_seq(true);
   lm::gemm::set_gemv_prefetch_bytes(2048);
   lm::gemm::set_gemv_unpack(true);
-  lm::gemm::set_gemv_tile(8);
+  lm::gemm::set_gemv_tile(4);
   lm::cpu::set_decode_chunks(1);
   return failures;
 }
