@@ -428,9 +428,10 @@ LM_AVX512BW void tile_prefetch_unpack(const uint16_t* const rows[8], const uint1
 // The bf16 decode GEMV in tiles of fewer rows (LORAMESH_GEMV_TILE; issue 17, twenty-fifth pass):
 // P row pairs (2P = 2 or 4 contiguous rows), each pair one zmm of pair()'s lanes, so every FMA
 // chain, its order and hsum8 are tile_prefetch's: the same bits. Fewer rows read at once (2P row
-// streams a thread instead of 8): from memory (`core_share_bench gemv`, the engine's claims) 4 rows
-// read 1.165× lm's 8-row tile in the VM's fast state and 1.026× in its slow one, 2 rows 1.167× and
-// 1.020×; the 8-row tile with this prefetch only 1.029× / 1.017×, so it is the row count.
+// streams a thread instead of 8): from memory (`core_share_bench gemv`, the engine's claims,
+// per-round medians) 4 rows read 1.175× lm's 8-row tile in the VM's fast state and 1.033× in its
+// slow one, 2 rows 1.191× and 1.003×; the 8-row tile with this prefetch only 1.029× / 1.017×, so it
+// is the row count. In a decode step 4 rows beat 2 (issue 17, twenty-fifth pass).
 // Prefetch in address order: during line step l, the 2P lines 2P·l… of the block `ahead` tiles
 // on (about 16 KB past the tile), none at or past `end` (the claim's end).
 std::atomic<int> g_gemv_tile{8};
@@ -467,7 +468,7 @@ LM_AVX512 void tile_pairs(const uint16_t* rows, int64_t k, const float* x, const
 // in-lane unpacks with zeros, x broadcast per 4 lanes, each row's halves rejoined for hsum8): the
 // same bits; with set_gemv_unpack on (the default) it replaces tile_pairs<2>. From memory it read
 // 1.277× lm's 8-row tile in the fast state (t4u; 1.175× with pair()'s widening) and 1.039× in the
-// slow one (`core_share_bench gemv`).
+// slow one (`core_share_bench gemv`); in the decode step it took the 4-row step a further ~2.5 ms.
 LM_AVX512BW void tile4_unpack(const uint16_t* rows, int64_t k, const float* x, const char* end, float out[4]) {
   const int64_t tile_bytes = 4 * k * 2;
   const int64_t ahead = std::max<int64_t>(1, kPairsAheadBytes / tile_bytes);
