@@ -128,6 +128,20 @@ const char* span_env() {
 }
 const bool g_alt_span = std::strcmp(span_env(), "alt") == 0;
 std::atomic<bool> g_span{std::strcmp(span_env(), "0") != 0 && !g_alt_span};
+// The expand tile's per-line prefetch distance (gemm.h, set_expand_line_prefetch):
+// LORAMESH_LORA_EXPAND_PF=N sets it, =alt:N switches between 0 (variant 0) and N at every one-token step.
+const char* expand_pf_env() {
+  const char* v = std::getenv("LORAMESH_LORA_EXPAND_PF");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_expand_pf = std::strncmp(expand_pf_env(), "alt:", 4) == 0;
+const int64_t g_expand_pf = [] {
+  const char* v = expand_pf_env();
+  if (g_alt_expand_pf) v += 4;
+  const long long n = std::atoll(v);
+  if (n > 0 && !g_alt_expand_pf) gemm::set_expand_line_prefetch(n);
+  return n > 0 ? static_cast<int64_t>(n) : int64_t{0};
+}();
 // The one-token bf16 expand's 16-row line tile (gemm.h): LORAMESH_LORA_EXPAND16=alt switches it at
 // every one-token step, for same-process comparisons with the 8-row tile. Same bits either way.
 const bool g_alt_expand16 = [] {
@@ -216,7 +230,7 @@ void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
 bool alternating() {
   return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse || g_alt_gemv_bytes ||
-         g_alt_gemv_seq || g_alt_gemv_unpack || g_alt_span;
+         g_alt_gemv_seq || g_alt_gemv_unpack || g_alt_span || g_alt_expand_pf;
 }
 bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
 void set_lora_coarse(bool on) { g_coarse.store(on, std::memory_order_relaxed); }
@@ -233,8 +247,10 @@ void set_variant(int variant) {
   if (g_alt_gemv_seq) gemm::set_gemv_prefetch_seq((variant & 1) != 0);
   if (g_alt_gemv_unpack) gemm::set_gemv_unpack((variant & 1) != 0);
   if (g_alt_span) g_span.store((variant & 1) != 0, std::memory_order_relaxed);
+  if (g_alt_expand_pf) gemm::set_expand_line_prefetch((variant & 1) != 0 ? g_expand_pf : 0);
 }
 const char* alternating_what() {
+  if (g_alt_expand_pf) return "LORAMESH_LORA_EXPAND_PF";
   if (g_alt_span) return "LORAMESH_LORA_SPAN";
   if (g_alt_gemv_unpack) return "LORAMESH_GEMV_UNPACK";
   if (g_alt_gemv_seq) return "LORAMESH_GEMV_PREFETCH_SEQ";
