@@ -435,6 +435,60 @@ constexpr int64_t kExpand16Ahead = 4;
 // set_expand_line_prefetch). Hints only: the same bits.
 std::atomic<int64_t> g_expand_line_pf{0};
 
+// expand16_tile's FMAs in another load order: two row pairs at a time over all their lines (1 KB of
+// B at r128, in address order within each row), then the next two. Each accumulator still takes its
+// FMAs line by line, x0..x3 within a line, then the 8-element steps: the same bits.
+// (set_expand_grouped; LORAMESH_LORA_EXPAND_GROUPED=1|alt.)
+std::atomic<bool> g_expand_grouped{false};
+
+LM_AVX512BW void expand16_grouped(const uint16_t* const rows[16], int64_t k, const float* x, float out[16]) {
+  alignas(64) static const uint16_t kIdx[2][32] = {
+      {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 32, 40, 33, 41, 34, 42, 35, 43, 36, 44, 37, 45, 38, 46, 39, 47},
+      {16, 24, 17, 25, 18, 26, 19, 27, 20, 28, 21, 29, 22, 30, 23, 31,
+       48, 56, 49, 57, 50, 58, 51, 59, 52, 60, 53, 61, 54, 62, 55, 63}};
+  const __m512i idx0 = _mm512_load_si512(kIdx[0]), idx1 = _mm512_load_si512(kIdx[1]);
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m512 acc[8];
+  for (int p = 0; p < 8; p++) acc[p] = _mm512_setzero_ps();
+  const int64_t lines = k / 32;
+  for (int g = 0; g < 8; g += 2) {
+    __m512 c0 = acc[g], c1 = acc[g + 1];
+    for (int64_t l = 0; l < lines; l++) {
+      const int64_t i = l * 32;
+      const __m512 x0 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+      const __m512 x1 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 8));
+      const __m512 x2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 16));
+      const __m512 x3 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 24));
+      const __m512i a0 = _mm512_loadu_si512(rows[2 * g] + i), b0 = _mm512_loadu_si512(rows[2 * g + 1] + i);
+      const __m512i a1 = _mm512_loadu_si512(rows[2 * g + 2] + i), b1 = _mm512_loadu_si512(rows[2 * g + 3] + i);
+      const __m512i lo0 = _mm512_permutex2var_epi16(a0, idx0, b0), hi0 = _mm512_permutex2var_epi16(a0, idx1, b0);
+      const __m512i lo1 = _mm512_permutex2var_epi16(a1, idx0, b1), hi1 = _mm512_permutex2var_epi16(a1, idx1, b1);
+      c0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo0, 16)), x0, c0);
+      c1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo1, 16)), x0, c1);
+      c0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(lo0, high)), x1, c0);
+      c1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(lo1, high)), x1, c1);
+      c0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi0, 16)), x2, c0);
+      c1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi1, 16)), x2, c1);
+      c0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi0, high)), x3, c0);
+      c1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi1, high)), x3, c1);
+    }
+    acc[g] = c0;
+    acc[g + 1] = c1;
+  }
+  const int64_t main = k & ~int64_t(7);
+  for (int64_t i = lines * 32; i < main; i += 8) {
+    const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+    for (int p = 0; p < 8; p++) acc[p] = _mm512_fmadd_ps(pair(rows[2 * p], rows[2 * p + 1], i), xv, acc[p]);
+  }
+  for (int p = 0; p < 8; p++) {
+    out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p]));
+    out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1));
+  }
+  for (int64_t i = main; i < k; i++) {
+    for (int r = 0; r < 16; r++) out[r] = fma1(widen(rows[r][i]), x[i], out[r]);
+  }
+}
+
 template <bool kLinePf>
 LM_AVX512BW void expand16_tile(const uint16_t* const rows[16], int64_t k, const float* x, float out[16],
                                int64_t pf_elems) {
@@ -505,13 +559,15 @@ int64_t expand16_rows(const float* x, const uint16_t* w, int64_t k, int64_t j, i
     }
     return j + tiles * 16;
   }
+  const bool grouped = g_expand_grouped.load(std::memory_order_relaxed);
   prefetch_lines_l2(first, std::min(tiles, kExpand16Ahead) * tile_elems);
   for (int64_t t = 0; t < tiles; t++) {
     if (t + kExpand16Ahead < tiles) prefetch_lines_l2(first + (t + kExpand16Ahead) * tile_elems, tile_elems);
     const uint16_t* rows[16];
     for (int r = 0; r < 16; r++) rows[r] = first + (t * 16 + r) * k;
     float res[16];
-    expand16_bf16(rows, k, x, res);
+    if (grouped) expand16_grouped(rows, k, x, res);
+    else expand16_bf16(rows, k, x, res);
     for (int r = 0; r < 16; r++) out[j + t * 16 + r - rb] = res[r];
   }
   return j + tiles * 16;
@@ -812,6 +868,7 @@ void set_gemv_prefetch_bytes(int64_t bytes) {
   g_gemv_prefetch_bytes.store(std::max<int64_t>(64, bytes / 64 * 64), std::memory_order_relaxed);
 }
 void set_short_prefetch_far(bool on) { g_short_far = on; }
+void set_expand_grouped(bool on) { g_expand_grouped.store(on, std::memory_order_relaxed); }
 void set_expand_line_prefetch(int64_t bytes) { g_expand_line_pf.store(bytes, std::memory_order_relaxed); }
 void set_expand16(bool on) {
 #ifdef LM_X86

@@ -128,6 +128,25 @@ const char* span_env() {
 }
 const bool g_alt_span = std::strcmp(span_env(), "alt") == 0;
 std::atomic<bool> g_span{std::strcmp(span_env(), "0") != 0 && !g_alt_span};
+// The expand tile's grouped load order (gemm.h, set_expand_grouped): LORAMESH_LORA_EXPAND_GROUPED=1 on,
+// =alt switched at every one-token step (variant 1 on). Same bits.
+const char* expand_grouped_env() {
+  const char* v = std::getenv("LORAMESH_LORA_EXPAND_GROUPED");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_expand_grouped = std::strcmp(expand_grouped_env(), "alt") == 0;
+[[maybe_unused]] const bool g_expand_grouped_init = [] {
+  gemm::set_expand_grouped(std::strcmp(expand_grouped_env(), "1") == 0);
+  return true;
+}();
+// Spans of whole slices (LORAMESH_LORA_SPAN_WHOLE=1, =alt switched per one-token step) instead of
+// a slice ÷ threads each.
+const char* span_whole_env() {
+  const char* v = std::getenv("LORAMESH_LORA_SPAN_WHOLE");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_span_whole = std::strcmp(span_whole_env(), "alt") == 0;
+std::atomic<bool> g_span_whole{std::strcmp(span_whole_env(), "1") == 0};
 // The expand tile's per-line prefetch distance (gemm.h, set_expand_line_prefetch):
 // LORAMESH_LORA_EXPAND_PF=N sets it, =alt:N switches between 0 (variant 0) and N at every one-token step.
 const char* expand_pf_env() {
@@ -230,12 +249,14 @@ void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
 bool alternating() {
   return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse || g_alt_gemv_bytes ||
-         g_alt_gemv_seq || g_alt_gemv_unpack || g_alt_span || g_alt_expand_pf;
+         g_alt_gemv_seq || g_alt_gemv_unpack || g_alt_span || g_alt_expand_pf ||
+         g_alt_expand_grouped || g_alt_span_whole;
 }
 bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
 void set_lora_coarse(bool on) { g_coarse.store(on, std::memory_order_relaxed); }
 bool lora_span() { return g_span.load(std::memory_order_relaxed); }
 void set_lora_span(bool on) { g_span.store(on, std::memory_order_relaxed); }
+bool lora_span_whole() { return g_span_whole.load(std::memory_order_relaxed); }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);
@@ -248,8 +269,12 @@ void set_variant(int variant) {
   if (g_alt_gemv_unpack) gemm::set_gemv_unpack((variant & 1) != 0);
   if (g_alt_span) g_span.store((variant & 1) != 0, std::memory_order_relaxed);
   if (g_alt_expand_pf) gemm::set_expand_line_prefetch((variant & 1) != 0 ? g_expand_pf : 0);
+  if (g_alt_expand_grouped) gemm::set_expand_grouped((variant & 1) != 0);
+  if (g_alt_span_whole) g_span_whole.store((variant & 1) != 0, std::memory_order_relaxed);
 }
 const char* alternating_what() {
+  if (g_alt_expand_grouped) return "LORAMESH_LORA_EXPAND_GROUPED";
+  if (g_alt_span_whole) return "LORAMESH_LORA_SPAN_WHOLE";
   if (g_alt_expand_pf) return "LORAMESH_LORA_EXPAND_PF";
   if (g_alt_span) return "LORAMESH_LORA_SPAN";
   if (g_alt_gemv_unpack) return "LORAMESH_GEMV_UNPACK";

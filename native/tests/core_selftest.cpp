@@ -201,10 +201,11 @@ static int check_rows_ptr(std::mt19937& rng) {
     const float* xs[1] = {x.data()};
     std::vector<float> ref;
     // scalar; SIMD with the 16-row tile; SIMD with the 8-row tile; the 16-row tile's per-line prefetch
-    for (int mode : {0, 1, 2, 3}) {
+    for (int mode : {0, 1, 2, 3, 4}) {  // … and the grouped load order
       lm::simd::set_enabled(mode != 0);
-      lm::gemm::set_expand16(mode == 1 || mode == 3);
+      lm::gemm::set_expand16(mode == 1 || mode >= 3);
       lm::gemm::set_expand_line_prefetch(mode == 3 ? 4096 : 0);
+      lm::gemm::set_expand_grouped(mode == 4);
       std::vector<float> out(static_cast<size_t>(re - rb));
       lm::gemm::matmul_rows_ptr(xs, wb.data(), 1, k, rb, re, out.data(), re - rb);
       if (ref.empty()) ref = out;
@@ -212,6 +213,7 @@ static int check_rows_ptr(std::mt19937& rng) {
     }
   }
   lm::gemm::set_expand_line_prefetch(0);
+  lm::gemm::set_expand_grouped(false);
   std::printf("lora tiles bf16 one input, 24 random ranks and row ranges: 16-row tile (burst or per-line prefetch), 8-row tile, scalar identical: %s\n",
               random_same ? "yes" : "NO");
   if (!random_same) failures++;
