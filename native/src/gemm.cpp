@@ -435,12 +435,13 @@ constexpr int64_t kExpand16Ahead = 4;
 // set_expand_line_prefetch). Hints only: the same bits.
 std::atomic<int64_t> g_expand_line_pf{0};
 
-// expand16_tile's FMAs in another load order: two row pairs at a time over all their lines (1 KB of
-// B at r128, in address order within each row), then the next two. Each accumulator still takes its
-// FMAs line by line, x0..x3 within a line, then the 8-element steps: the same bits.
-// (set_expand_grouped; LORAMESH_LORA_EXPAND_GROUPED=1|alt.)
-std::atomic<bool> g_expand_grouped{false};
+// expand16_tile's FMAs in another load order: G row pairs at a time over all their lines (G = 2:
+// 1 KB of B at r128, each row's lines in address order), then the next G. Each accumulator still
+// takes its FMAs line by line, x0..x3 within a line, then the 8-element steps: the same bits.
+// (set_expand_grouped(G), 0 = expand16_tile's every pair per line; LORAMESH_LORA_EXPAND_GROUPED.)
+std::atomic<int> g_expand_grouped{0};
 
+template <int G>
 LM_AVX512BW void expand16_grouped(const uint16_t* const rows[16], int64_t k, const float* x, float out[16]) {
   alignas(64) static const uint16_t kIdx[2][32] = {
       {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 32, 40, 33, 41, 34, 42, 35, 43, 36, 44, 37, 45, 38, 46, 39, 47},
@@ -451,29 +452,27 @@ LM_AVX512BW void expand16_grouped(const uint16_t* const rows[16], int64_t k, con
   __m512 acc[8];
   for (int p = 0; p < 8; p++) acc[p] = _mm512_setzero_ps();
   const int64_t lines = k / 32;
-  for (int g = 0; g < 8; g += 2) {
-    __m512 c0 = acc[g], c1 = acc[g + 1];
+  for (int g = 0; g < 8; g += G) {
+    __m512 c[G];
+    for (int q = 0; q < G; q++) c[q] = acc[g + q];
     for (int64_t l = 0; l < lines; l++) {
       const int64_t i = l * 32;
       const __m512 x0 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
       const __m512 x1 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 8));
       const __m512 x2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 16));
       const __m512 x3 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 24));
-      const __m512i a0 = _mm512_loadu_si512(rows[2 * g] + i), b0 = _mm512_loadu_si512(rows[2 * g + 1] + i);
-      const __m512i a1 = _mm512_loadu_si512(rows[2 * g + 2] + i), b1 = _mm512_loadu_si512(rows[2 * g + 3] + i);
-      const __m512i lo0 = _mm512_permutex2var_epi16(a0, idx0, b0), hi0 = _mm512_permutex2var_epi16(a0, idx1, b0);
-      const __m512i lo1 = _mm512_permutex2var_epi16(a1, idx0, b1), hi1 = _mm512_permutex2var_epi16(a1, idx1, b1);
-      c0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo0, 16)), x0, c0);
-      c1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo1, 16)), x0, c1);
-      c0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(lo0, high)), x1, c0);
-      c1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(lo1, high)), x1, c1);
-      c0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi0, 16)), x2, c0);
-      c1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi1, 16)), x2, c1);
-      c0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi0, high)), x3, c0);
-      c1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi1, high)), x3, c1);
+      __m512i lo[G], hi[G];
+      for (int q = 0; q < G; q++) {
+        const __m512i a = _mm512_loadu_si512(rows[2 * (g + q)] + i), b = _mm512_loadu_si512(rows[2 * (g + q) + 1] + i);
+        lo[q] = _mm512_permutex2var_epi16(a, idx0, b);
+        hi[q] = _mm512_permutex2var_epi16(a, idx1, b);
+      }
+      for (int q = 0; q < G; q++) c[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo[q], 16)), x0, c[q]);
+      for (int q = 0; q < G; q++) c[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(lo[q], high)), x1, c[q]);
+      for (int q = 0; q < G; q++) c[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi[q], 16)), x2, c[q]);
+      for (int q = 0; q < G; q++) c[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi[q], high)), x3, c[q]);
     }
-    acc[g] = c0;
-    acc[g + 1] = c1;
+    for (int q = 0; q < G; q++) acc[g + q] = c[q];
   }
   const int64_t main = k & ~int64_t(7);
   for (int64_t i = lines * 32; i < main; i += 8) {
@@ -559,15 +558,19 @@ int64_t expand16_rows(const float* x, const uint16_t* w, int64_t k, int64_t j, i
     }
     return j + tiles * 16;
   }
-  const bool grouped = g_expand_grouped.load(std::memory_order_relaxed);
+  const int grouped = g_expand_grouped.load(std::memory_order_relaxed);
   prefetch_lines_l2(first, std::min(tiles, kExpand16Ahead) * tile_elems);
   for (int64_t t = 0; t < tiles; t++) {
     if (t + kExpand16Ahead < tiles) prefetch_lines_l2(first + (t + kExpand16Ahead) * tile_elems, tile_elems);
     const uint16_t* rows[16];
     for (int r = 0; r < 16; r++) rows[r] = first + (t * 16 + r) * k;
     float res[16];
-    if (grouped) expand16_grouped(rows, k, x, res);
-    else expand16_bf16(rows, k, x, res);
+    switch (grouped) {
+      case 1: expand16_grouped<1>(rows, k, x, res); break;
+      case 2: expand16_grouped<2>(rows, k, x, res); break;
+      case 4: expand16_grouped<4>(rows, k, x, res); break;
+      default: expand16_bf16(rows, k, x, res);
+    }
     for (int r = 0; r < 16; r++) out[j + t * 16 + r - rb] = res[r];
   }
   return j + tiles * 16;
@@ -868,7 +871,7 @@ void set_gemv_prefetch_bytes(int64_t bytes) {
   g_gemv_prefetch_bytes.store(std::max<int64_t>(64, bytes / 64 * 64), std::memory_order_relaxed);
 }
 void set_short_prefetch_far(bool on) { g_short_far = on; }
-void set_expand_grouped(bool on) { g_expand_grouped.store(on, std::memory_order_relaxed); }
+void set_expand_grouped(int pairs) { g_expand_grouped.store(pairs, std::memory_order_relaxed); }
 void set_expand_line_prefetch(int64_t bytes) { g_expand_line_pf.store(bytes, std::memory_order_relaxed); }
 void set_expand16(bool on) {
 #ifdef LM_X86

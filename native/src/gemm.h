@@ -27,9 +27,9 @@ void set_expand16(bool on);
 // loaded line's counterpart N bytes further on into L1 as it is loaded (LORAMESH_LORA_EXPAND_PF=N,
 // =alt:N switched at every one-token step). Same bits.
 void set_expand_line_prefetch(int64_t bytes);
-// That tile's loads two row pairs at a time over all their lines instead of every pair per line
-// (LORAMESH_LORA_EXPAND_GROUPED=1, =alt switched at every one-token step). Same bits.
-void set_expand_grouped(bool on);
+// That tile's loads `pairs` row pairs (1, 2 or 4) at a time over all their lines instead of every
+// pair per line (0) (LORAMESH_LORA_EXPAND_GROUPED=N, =alt:N switched at every one-token step; alt = alt:2). Same bits.
+void set_expand_grouped(int pairs);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
 // LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.
 void set_gemv_prefetch(bool on);

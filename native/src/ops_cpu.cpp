@@ -128,16 +128,19 @@ const char* span_env() {
 }
 const bool g_alt_span = std::strcmp(span_env(), "alt") == 0;
 std::atomic<bool> g_span{std::strcmp(span_env(), "0") != 0 && !g_alt_span};
-// The expand tile's grouped load order (gemm.h, set_expand_grouped): LORAMESH_LORA_EXPAND_GROUPED=1 on,
-// =alt switched at every one-token step (variant 1 on). Same bits.
+// The expand tile's grouped load order (gemm.h, set_expand_grouped): LORAMESH_LORA_EXPAND_GROUPED=N
+// (row pairs a group: 1, 2 or 4), =alt:N (=alt: 2) switched at every one-token step (variant 1 on).
 const char* expand_grouped_env() {
   const char* v = std::getenv("LORAMESH_LORA_EXPAND_GROUPED");
   return v == nullptr ? "" : v;
 }
-const bool g_alt_expand_grouped = std::strcmp(expand_grouped_env(), "alt") == 0;
-[[maybe_unused]] const bool g_expand_grouped_init = [] {
-  gemm::set_expand_grouped(std::strcmp(expand_grouped_env(), "1") == 0);
-  return true;
+const bool g_alt_expand_grouped = std::strncmp(expand_grouped_env(), "alt", 3) == 0;
+const int g_expand_grouped = [] {
+  const char* v = expand_grouped_env();
+  if (g_alt_expand_grouped) return v[3] == ':' ? std::atoi(v + 4) : 2;
+  const int n = std::atoi(v);
+  gemm::set_expand_grouped(n);
+  return n;
 }();
 // Spans of whole slices (LORAMESH_LORA_SPAN_WHOLE=1, =alt switched per one-token step) instead of
 // a slice ÷ threads each.
@@ -269,7 +272,7 @@ void set_variant(int variant) {
   if (g_alt_gemv_unpack) gemm::set_gemv_unpack((variant & 1) != 0);
   if (g_alt_span) g_span.store((variant & 1) != 0, std::memory_order_relaxed);
   if (g_alt_expand_pf) gemm::set_expand_line_prefetch((variant & 1) != 0 ? g_expand_pf : 0);
-  if (g_alt_expand_grouped) gemm::set_expand_grouped((variant & 1) != 0);
+  if (g_alt_expand_grouped) gemm::set_expand_grouped((variant & 1) != 0 ? g_expand_grouped : 0);
   if (g_alt_span_whole) g_span_whole.store((variant & 1) != 0, std::memory_order_relaxed);
 }
 const char* alternating_what() {

@@ -201,11 +201,11 @@ static int check_rows_ptr(std::mt19937& rng) {
     const float* xs[1] = {x.data()};
     std::vector<float> ref;
     // scalar; SIMD with the 16-row tile; SIMD with the 8-row tile; the 16-row tile's per-line prefetch
-    for (int mode : {0, 1, 2, 3, 4}) {  // … and the grouped load order
+    for (int mode : {0, 1, 2, 3, 4, 5, 6}) {  // … and the grouped load orders (1, 2, 4 pairs)
       lm::simd::set_enabled(mode != 0);
       lm::gemm::set_expand16(mode == 1 || mode >= 3);
       lm::gemm::set_expand_line_prefetch(mode == 3 ? 4096 : 0);
-      lm::gemm::set_expand_grouped(mode == 4);
+      lm::gemm::set_expand_grouped(mode == 4 ? 1 : mode == 5 ? 2 : mode == 6 ? 4 : 0);
       std::vector<float> out(static_cast<size_t>(re - rb));
       lm::gemm::matmul_rows_ptr(xs, wb.data(), 1, k, rb, re, out.data(), re - rb);
       if (ref.empty()) ref = out;
@@ -213,8 +213,8 @@ static int check_rows_ptr(std::mt19937& rng) {
     }
   }
   lm::gemm::set_expand_line_prefetch(0);
-  lm::gemm::set_expand_grouped(false);
-  std::printf("lora tiles bf16 one input, 24 random ranks and row ranges: 16-row tile (burst or per-line prefetch), 8-row tile, scalar identical: %s\n",
+  lm::gemm::set_expand_grouped(0);
+  std::printf("lora tiles bf16 one input, 24 random ranks and row ranges: 16-row tile (burst or per-line prefetch, grouped orders), 8-row tile, scalar identical: %s\n",
               random_same ? "yes" : "NO");
   if (!random_same) failures++;
   lm::simd::set_enabled(true);
