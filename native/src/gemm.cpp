@@ -430,15 +430,12 @@ LM_AVX512BW void tile_prefetch_unpack(const uint16_t* const rows[8], const uint1
 // did (issue 17, nineteenth pass).
 constexpr int64_t kExpand16Ahead = 4;
 
-// Each loaded line's counterpart this many bytes further on prefetched into L1 as it is loaded,
-// instead of expand16_rows' burst of L2 prefetches 4 tiles ahead (0, the default: the burst;
-// set_expand_line_prefetch). Hints only: the same bits.
-std::atomic<int64_t> g_expand_line_pf{0};
-
-// expand16_tile's FMAs in another load order: G row pairs at a time over all their lines (G = 2:
-// 1 KB of B at r128, each row's lines in address order), then the next G. Each accumulator still
-// takes its FMAs line by line, x0..x3 within a line, then the 8-element steps: the same bits.
-// (set_expand_grouped(G), 0 = expand16_tile's every pair per line; LORAMESH_LORA_EXPAND_GROUPED.)
+// expand16_bf16's FMAs in another load order: G row pairs at a time over all their lines (G = 1:
+// two rows' 4 lines each, 512 B of B at r128, then the next pair), instead of every pair per line
+// (16 lines 256 B apart a step). Each accumulator still takes its FMAs line by line, x0..x3 within
+// a line, then the 8-element steps: the same bits. In the r128 decode step (spans of B, 2 threads)
+// one pair a group took 1.3–3.3 ms off the step in in-process pairs, two pairs ~0.8, four pairs
+// added ~0.9 (issue 17, twenty-fifth pass B). set_expand_grouped(G); 0 = expand16_bf16.
 std::atomic<int> g_expand_grouped{0};
 
 template <int G>
@@ -488,9 +485,7 @@ LM_AVX512BW void expand16_grouped(const uint16_t* const rows[16], int64_t k, con
   }
 }
 
-template <bool kLinePf>
-LM_AVX512BW void expand16_tile(const uint16_t* const rows[16], int64_t k, const float* x, float out[16],
-                               int64_t pf_elems) {
+LM_AVX512BW void expand16_bf16(const uint16_t* const rows[16], int64_t k, const float* x, float out[16]) {
   // Word 2i + e of a permuted pair (i < 8: row r, else row r+1; element (i & 7)) for the steps
   // 2g + e of a 32-element line: index bit 5 picks the second row's line.
   alignas(64) static const uint16_t kIdx[2][32] = {
@@ -509,10 +504,6 @@ LM_AVX512BW void expand16_tile(const uint16_t* const rows[16], int64_t k, const 
     const __m512 x2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 16));
     const __m512 x3 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 24));
     for (int p = 0; p < 8; p++) {
-      if constexpr (kLinePf) {
-        _mm_prefetch(reinterpret_cast<const char*>(rows[2 * p] + i + pf_elems), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(rows[2 * p + 1] + i + pf_elems), _MM_HINT_T0);
-      }
       const __m512i a = _mm512_loadu_si512(rows[2 * p] + i), b = _mm512_loadu_si512(rows[2 * p + 1] + i);
       const __m512i lo = _mm512_permutex2var_epi16(a, idx0, b), hi = _mm512_permutex2var_epi16(a, idx1, b);
       acc[p] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo, 16)), x0, acc[p]);
@@ -537,27 +528,10 @@ LM_AVX512BW void expand16_tile(const uint16_t* const rows[16], int64_t k, const 
 
 // Rows [j, re) in 16-row tiles for one input; returns the first row not done. B's rows are
 // contiguous ([width, rank]), so the tiles ahead are one run of lines.
-LM_AVX512BW void expand16_bf16(const uint16_t* const rows[16], int64_t k, const float* x, float out[16]) {
-  expand16_tile<false>(rows, k, x, out, 0);
-}
-
 int64_t expand16_rows(const float* x, const uint16_t* w, int64_t k, int64_t j, int64_t re, float* out, int64_t rb) {
   const int64_t tiles = (re - j) / 16;
   const int64_t tile_elems = 16 * k;
   const uint16_t* first = w + j * k;
-  const int64_t pf = g_expand_line_pf.load(std::memory_order_relaxed) / 2;
-  if (pf > 0) {
-    // The first `pf` bytes' lines now (nothing before them fetched them), then per line as loaded.
-    prefetch_lines(first, std::min(tiles * tile_elems, pf));
-    for (int64_t t = 0; t < tiles; t++) {
-      const uint16_t* rows[16];
-      for (int r = 0; r < 16; r++) rows[r] = first + (t * 16 + r) * k;
-      float res[16];
-      expand16_tile<true>(rows, k, x, res, pf);
-      for (int r = 0; r < 16; r++) out[j + t * 16 + r - rb] = res[r];
-    }
-    return j + tiles * 16;
-  }
   const int grouped = g_expand_grouped.load(std::memory_order_relaxed);
   prefetch_lines_l2(first, std::min(tiles, kExpand16Ahead) * tile_elems);
   for (int64_t t = 0; t < tiles; t++) {
@@ -872,7 +846,6 @@ void set_gemv_prefetch_bytes(int64_t bytes) {
 }
 void set_short_prefetch_far(bool on) { g_short_far = on; }
 void set_expand_grouped(int pairs) { g_expand_grouped.store(pairs, std::memory_order_relaxed); }
-void set_expand_line_prefetch(int64_t bytes) { g_expand_line_pf.store(bytes, std::memory_order_relaxed); }
 void set_expand16(bool on) {
 #ifdef LM_X86
   g_expand16 = on;

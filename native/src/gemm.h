@@ -23,12 +23,9 @@ void set_short_prefetch_far(bool on);
 // default, LORAMESH_LORA_EXPAND16=0 turns it off, =alt switches it at every one-token step). Same
 // bits as the 8-row tile.
 void set_expand16(bool on);
-// That tile's prefetch: 0 (default) a burst of L2 prefetches 4 tiles ahead at each tile; N > 0 each
-// loaded line's counterpart N bytes further on into L1 as it is loaded (LORAMESH_LORA_EXPAND_PF=N,
-// =alt:N switched at every one-token step). Same bits.
-void set_expand_line_prefetch(int64_t bytes);
 // That tile's loads `pairs` row pairs (1, 2 or 4) at a time over all their lines instead of every
-// pair per line (0) (LORAMESH_LORA_EXPAND_GROUPED=N, =alt:N switched at every one-token step; alt = alt:2). Same bits.
+// pair per line (0, this library's default). The engine (ops_cpu.cpp) sets 1 unless
+// LORAMESH_LORA_EXPAND_GROUPED=N says otherwise (=alt[:N] switches 0 and 1 [N] per one-token step). Same bits.
 void set_expand_grouped(int pairs);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
 // LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.

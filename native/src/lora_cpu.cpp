@@ -242,8 +242,7 @@ bool LoraJob::plan(const LoraArgs& args) {
       tasks[t].span_offset = offset;
       offset += width;
       const int64_t min_rows = (kSpanMinBytes / (rank * elem) + 15) / 16 * 16;
-      const int64_t rows_per =
-          lora_span_whole() ? width : std::max(min_rows, ((width + threads - 1) / threads + 15) / 16 * 16);
+      const int64_t rows_per = std::max(min_rows, ((width + threads - 1) / threads + 15) / 16 * 16);
       for (int64_t n = 0; n < width; n += rows_per)
         span_items.push_back({static_cast<int32_t>(t), n, std::min(width, n + rows_per)});
     }

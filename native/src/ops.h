@@ -153,8 +153,6 @@ void set_lora_coarse(bool on);  // tests: both ways in one process
 // at every one-token step. Same bits either way.
 bool lora_span();
 void set_lora_span(bool on);  // tests: both ways in one process
-// Spans of whole slices instead of a slice ÷ threads (LORAMESH_LORA_SPAN_WHOLE=1|alt). Same bits.
-bool lora_span_whole();
 // While one lives on a thread, that thread's next cpu::matmul runs these `n` items in its own pool
 // job before its rows (a LoRA site's shrink reads the same x: one fork/join instead of two). Each
 // item is done whole by one thread, so results are the same. `ran()`: the matmul took them.

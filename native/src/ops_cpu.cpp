@@ -128,8 +128,10 @@ const char* span_env() {
 }
 const bool g_alt_span = std::strcmp(span_env(), "alt") == 0;
 std::atomic<bool> g_span{std::strcmp(span_env(), "0") != 0 && !g_alt_span};
-// The expand tile's grouped load order (gemm.h, set_expand_grouped): LORAMESH_LORA_EXPAND_GROUPED=N
-// (row pairs a group: 1, 2 or 4), =alt:N (=alt: 2) switched at every one-token step (variant 1 on).
+// The expand tile's grouped load order (gemm.h, set_expand_grouped): one row pair a group by default
+// (issue 17, twenty-fifth pass B: the r128 step −1.3 to −3.3 ms in in-process pairs, 2 pairs less,
+// 4 pairs worse); LORAMESH_LORA_EXPAND_GROUPED=0 gives every pair per line, =N N pairs a group,
+// =alt (=alt:N) switches between 0 (variant 0) and 1 (N) at every one-token step. Same bits.
 const char* expand_grouped_env() {
   const char* v = std::getenv("LORAMESH_LORA_EXPAND_GROUPED");
   return v == nullptr ? "" : v;
@@ -137,32 +139,10 @@ const char* expand_grouped_env() {
 const bool g_alt_expand_grouped = std::strncmp(expand_grouped_env(), "alt", 3) == 0;
 const int g_expand_grouped = [] {
   const char* v = expand_grouped_env();
-  if (g_alt_expand_grouped) return v[3] == ':' ? std::atoi(v + 4) : 2;
-  const int n = std::atoi(v);
+  if (g_alt_expand_grouped) return v[3] == ':' ? std::atoi(v + 4) : 1;
+  const int n = *v == '\0' ? 1 : std::atoi(v);
   gemm::set_expand_grouped(n);
   return n;
-}();
-// Spans of whole slices (LORAMESH_LORA_SPAN_WHOLE=1, =alt switched per one-token step) instead of
-// a slice ÷ threads each.
-const char* span_whole_env() {
-  const char* v = std::getenv("LORAMESH_LORA_SPAN_WHOLE");
-  return v == nullptr ? "" : v;
-}
-const bool g_alt_span_whole = std::strcmp(span_whole_env(), "alt") == 0;
-std::atomic<bool> g_span_whole{std::strcmp(span_whole_env(), "1") == 0};
-// The expand tile's per-line prefetch distance (gemm.h, set_expand_line_prefetch):
-// LORAMESH_LORA_EXPAND_PF=N sets it, =alt:N switches between 0 (variant 0) and N at every one-token step.
-const char* expand_pf_env() {
-  const char* v = std::getenv("LORAMESH_LORA_EXPAND_PF");
-  return v == nullptr ? "" : v;
-}
-const bool g_alt_expand_pf = std::strncmp(expand_pf_env(), "alt:", 4) == 0;
-const int64_t g_expand_pf = [] {
-  const char* v = expand_pf_env();
-  if (g_alt_expand_pf) v += 4;
-  const long long n = std::atoll(v);
-  if (n > 0 && !g_alt_expand_pf) gemm::set_expand_line_prefetch(n);
-  return n > 0 ? static_cast<int64_t>(n) : int64_t{0};
 }();
 // The one-token bf16 expand's 16-row line tile (gemm.h): LORAMESH_LORA_EXPAND16=alt switches it at
 // every one-token step, for same-process comparisons with the 8-row tile. Same bits either way.
@@ -252,14 +232,13 @@ void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
 bool alternating() {
   return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse || g_alt_gemv_bytes ||
-         g_alt_gemv_seq || g_alt_gemv_unpack || g_alt_span || g_alt_expand_pf ||
-         g_alt_expand_grouped || g_alt_span_whole;
+         g_alt_gemv_seq || g_alt_gemv_unpack || g_alt_span ||
+         g_alt_expand_grouped;
 }
 bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
 void set_lora_coarse(bool on) { g_coarse.store(on, std::memory_order_relaxed); }
 bool lora_span() { return g_span.load(std::memory_order_relaxed); }
 void set_lora_span(bool on) { g_span.store(on, std::memory_order_relaxed); }
-bool lora_span_whole() { return g_span_whole.load(std::memory_order_relaxed); }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);
@@ -271,14 +250,10 @@ void set_variant(int variant) {
   if (g_alt_gemv_seq) gemm::set_gemv_prefetch_seq((variant & 1) != 0);
   if (g_alt_gemv_unpack) gemm::set_gemv_unpack((variant & 1) != 0);
   if (g_alt_span) g_span.store((variant & 1) != 0, std::memory_order_relaxed);
-  if (g_alt_expand_pf) gemm::set_expand_line_prefetch((variant & 1) != 0 ? g_expand_pf : 0);
   if (g_alt_expand_grouped) gemm::set_expand_grouped((variant & 1) != 0 ? g_expand_grouped : 0);
-  if (g_alt_span_whole) g_span_whole.store((variant & 1) != 0, std::memory_order_relaxed);
 }
 const char* alternating_what() {
   if (g_alt_expand_grouped) return "LORAMESH_LORA_EXPAND_GROUPED";
-  if (g_alt_span_whole) return "LORAMESH_LORA_SPAN_WHOLE";
-  if (g_alt_expand_pf) return "LORAMESH_LORA_EXPAND_PF";
   if (g_alt_span) return "LORAMESH_LORA_SPAN";
   if (g_alt_gemv_unpack) return "LORAMESH_GEMV_UNPACK";
   if (g_alt_gemv_seq) return "LORAMESH_GEMV_PREFETCH_SEQ";
