@@ -522,6 +522,61 @@ int64_t pairs_rows(const float* x, const uint16_t* w, const float* bias, int64_t
 // did (issue 17, nineteenth pass).
 constexpr int64_t kExpand16Ahead = 4;
 
+// expand16_bf16's FMAs in another load order: G row pairs at a time over all their lines (G = 1:
+// two rows' 4 lines each, 512 B of B at r128, then the next pair), instead of every pair per line
+// (16 lines 256 B apart a step). Each accumulator still takes its FMAs line by line, x0..x3 within
+// a line, then the 8-element steps: the same bits. In the r128 decode step (spans of B, 2 threads)
+// one pair a group took 1.3–3.3 ms off the step in in-process pairs, two pairs ~0.8, four pairs
+// added ~0.9 (issue 17, twenty-fifth pass B). set_expand_grouped(G); 0 = expand16_bf16.
+std::atomic<int> g_expand_grouped{0};
+
+template <int G>
+LM_AVX512BW void expand16_grouped(const uint16_t* const rows[16], int64_t k, const float* x, float out[16]) {
+  alignas(64) static const uint16_t kIdx[2][32] = {
+      {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 32, 40, 33, 41, 34, 42, 35, 43, 36, 44, 37, 45, 38, 46, 39, 47},
+      {16, 24, 17, 25, 18, 26, 19, 27, 20, 28, 21, 29, 22, 30, 23, 31,
+       48, 56, 49, 57, 50, 58, 51, 59, 52, 60, 53, 61, 54, 62, 55, 63}};
+  const __m512i idx0 = _mm512_load_si512(kIdx[0]), idx1 = _mm512_load_si512(kIdx[1]);
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m512 acc[8];
+  for (int p = 0; p < 8; p++) acc[p] = _mm512_setzero_ps();
+  const int64_t lines = k / 32;
+  for (int g = 0; g < 8; g += G) {
+    __m512 c[G];
+    for (int q = 0; q < G; q++) c[q] = acc[g + q];
+    for (int64_t l = 0; l < lines; l++) {
+      const int64_t i = l * 32;
+      const __m512 x0 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+      const __m512 x1 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 8));
+      const __m512 x2 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 16));
+      const __m512 x3 = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i + 24));
+      __m512i lo[G], hi[G];
+      for (int q = 0; q < G; q++) {
+        const __m512i a = _mm512_loadu_si512(rows[2 * (g + q)] + i), b = _mm512_loadu_si512(rows[2 * (g + q) + 1] + i);
+        lo[q] = _mm512_permutex2var_epi16(a, idx0, b);
+        hi[q] = _mm512_permutex2var_epi16(a, idx1, b);
+      }
+      for (int q = 0; q < G; q++) c[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(lo[q], 16)), x0, c[q]);
+      for (int q = 0; q < G; q++) c[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(lo[q], high)), x1, c[q]);
+      for (int q = 0; q < G; q++) c[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(hi[q], 16)), x2, c[q]);
+      for (int q = 0; q < G; q++) c[q] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi[q], high)), x3, c[q]);
+    }
+    for (int q = 0; q < G; q++) acc[g + q] = c[q];
+  }
+  const int64_t main = k & ~int64_t(7);
+  for (int64_t i = lines * 32; i < main; i += 8) {
+    const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+    for (int p = 0; p < 8; p++) acc[p] = _mm512_fmadd_ps(pair(rows[2 * p], rows[2 * p + 1], i), xv, acc[p]);
+  }
+  for (int p = 0; p < 8; p++) {
+    out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p]));
+    out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1));
+  }
+  for (int64_t i = main; i < k; i++) {
+    for (int r = 0; r < 16; r++) out[r] = fma1(widen(rows[r][i]), x[i], out[r]);
+  }
+}
+
 LM_AVX512BW void expand16_bf16(const uint16_t* const rows[16], int64_t k, const float* x, float out[16]) {
   // Word 2i + e of a permuted pair (i < 8: row r, else row r+1; element (i & 7)) for the steps
   // 2g + e of a 32-element line: index bit 5 picks the second row's line.
@@ -569,13 +624,19 @@ int64_t expand16_rows(const float* x, const uint16_t* w, int64_t k, int64_t j, i
   const int64_t tiles = (re - j) / 16;
   const int64_t tile_elems = 16 * k;
   const uint16_t* first = w + j * k;
+  const int grouped = g_expand_grouped.load(std::memory_order_relaxed);
   prefetch_lines_l2(first, std::min(tiles, kExpand16Ahead) * tile_elems);
   for (int64_t t = 0; t < tiles; t++) {
     if (t + kExpand16Ahead < tiles) prefetch_lines_l2(first + (t + kExpand16Ahead) * tile_elems, tile_elems);
     const uint16_t* rows[16];
     for (int r = 0; r < 16; r++) rows[r] = first + (t * 16 + r) * k;
     float res[16];
-    expand16_bf16(rows, k, x, res);
+    switch (grouped) {
+      case 1: expand16_grouped<1>(rows, k, x, res); break;
+      case 2: expand16_grouped<2>(rows, k, x, res); break;
+      case 4: expand16_grouped<4>(rows, k, x, res); break;
+      default: expand16_bf16(rows, k, x, res);
+    }
     for (int r = 0; r < 16; r++) out[j + t * 16 + r - rb] = res[r];
   }
   return j + tiles * 16;
@@ -888,6 +949,7 @@ void set_gemv_prefetch_bytes(int64_t bytes) {
   g_gemv_prefetch_bytes.store(std::max<int64_t>(64, bytes / 64 * 64), std::memory_order_relaxed);
 }
 void set_short_prefetch_far(bool on) { g_short_far = on; }
+void set_expand_grouped(int pairs) { g_expand_grouped.store(pairs, std::memory_order_relaxed); }
 void set_expand16(bool on) {
 #ifdef LM_X86
   g_expand16 = on;

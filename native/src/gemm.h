@@ -23,6 +23,10 @@ void set_short_prefetch_far(bool on);
 // default, LORAMESH_LORA_EXPAND16=0 turns it off, =alt switches it at every one-token step). Same
 // bits as the 8-row tile.
 void set_expand16(bool on);
+// That tile's loads `pairs` row pairs (1, 2 or 4) at a time over all their lines instead of every
+// pair per line (0, this library's default). The engine (ops_cpu.cpp) sets 1 unless
+// LORAMESH_LORA_EXPAND_GROUPED=N says otherwise (=alt[:N] switches 0 and 1 [N] per one-token step). Same bits.
+void set_expand_grouped(int pairs);
 // Software prefetch (into L2, 2 KB ahead per row) in the AVX-512 one-token GEMV; on by default,
 // LORAMESH_GEMV_PREFETCH=0 turns it off. Same bits either way.
 void set_gemv_prefetch(bool on);

@@ -57,7 +57,12 @@ struct Task {
   int32_t segment;
   int32_t slice;
   int64_t h_offset;  // start of this (segment, slice) block in the h scratch: rows × rank floats
+  int64_t span_offset = 0;  // start of this slice's columns in the span scratch (one row: width floats)
 };
+
+// A span (one-token sites under lora_span()) is at least this many bytes of B when its slice has
+// them: k and v (64 KB at r128) stay whole.
+constexpr int64_t kSpanMinBytes = 64 << 10;
 
 // h[row, j] = A[j,:] · x[row] for ranks [j_begin, j_end): A is [rank, h_in] row-major, the layout of a
 // weight matrix, so the matmul tiles run it (8 rank rows × up to 6 rows per tile, several
@@ -66,6 +71,18 @@ template <typename W>
 void shrink_block(const W* a, int64_t h_in, int64_t j_begin, int64_t j_end, const float* const* xs, int64_t rows,
             int64_t rank, float* h) {
   gemm::matmul_rows_ptr(xs, a, rows, h_in, j_begin, j_end, h + j_begin, rank);
+}
+
+// y[n] += scale · o[n] (then, MoE, times the row's routing weight w): PEFT order, (B·A·x) · scaling,
+// then the routing weight, then added to the output. One expression for every expand path, so the
+// spans (computed apart, added after the job) round exactly as the fused expand does.
+inline void add_scaled(float* yr, const float* o, int64_t count, float scale, const float* w) {
+  if (w) {
+    const float wr = *w;
+    for (int64_t n = 0; n < count; n++) yr[n] += (o[n] * scale) * wr;
+  } else {
+    for (int64_t n = 0; n < count; n++) yr[n] += o[n] * scale;
+  }
 }
 
 // y[row, column + n] += scale · (B·h[row])[n] for n in [n_begin, n_end): B is [width, rank], or with
@@ -86,17 +103,10 @@ void expand_block(const W* b, bool transposed, int64_t rank, int64_t width, int6
     // The same tiles as the base matmul give B[n,:] · h[row] for the block's columns at once.
     gemm::matmul_rows_ptr(hs.data(), b, rows, rank, n_begin, n_end, out.data(), block);
   }
-  // PEFT order: (B·A·x) · scaling, then (MoE) the routing weight, then added to the output.
   for (int64_t i = 0; i < rows; i++) {
     const int64_t r = row_index[i];
-    const float w = row_weight ? row_weight[r] : 1.0f;
-    float* yr = y + r * y_stride + column + n_begin;
-    const float* o = out.data() + i * block;
-    if (row_weight) {
-      for (int64_t n = 0; n < block; n++) yr[n] += (o[n] * scale) * w;
-    } else {
-      for (int64_t n = 0; n < block; n++) yr[n] += o[n] * scale;
-    }
+    add_scaled(y + r * y_stride + column + n_begin, out.data() + i * block, block, scale,
+               row_weight ? row_weight + r : nullptr);
   }
 }
 
@@ -110,10 +120,10 @@ struct Scratch {
   std::vector<int32_t> key;
   std::vector<int64_t> count, order, next;
   std::vector<Segment> segments;
-  std::vector<float> x_f32, h;
+  std::vector<float> x_f32, h, span_out;
   std::vector<const float*> xs;
   std::vector<Task> tasks;
-  std::vector<Item> shrink_items, expand_items;
+  std::vector<Item> shrink_items, expand_items, span_items;
 };
 
 }  // namespace
@@ -217,6 +227,27 @@ bool LoraJob::plan(const LoraArgs& args) {
     }
     for (int64_t n = 0; n < width; n += columns) expand_items.push_back({static_cast<int32_t>(t), n, std::min(width, n + columns)});
   }
+  // One row under lora_span(): the expand as spans, each one contiguous run of a slice's B (about
+  // the slice ÷ threads, in the 16-row tile's steps, at least kSpanMinBytes), instead of one call
+  // per run of base rows (78 a layer at r128, half of them under 16 KB, each starting cold).
+  std::vector<Item>& span_items = sc.span_items;
+  span_items.clear();
+  if (coarse && lora_span() && !a.b_transposed) {
+    const int64_t elem = a.weight_dtype == LM_BF16 ? 2 : 4;
+    int64_t offset = 0;
+    for (size_t t = 0; t < tasks.size(); t++) {
+      const Segment& seg = segments[static_cast<size_t>(tasks[t].segment)];
+      const int64_t rank = a.rank[seg.key * a.n_slices + tasks[t].slice];
+      const int64_t width = a.slice_width[tasks[t].slice];
+      tasks[t].span_offset = offset;
+      offset += width;
+      const int64_t min_rows = (kSpanMinBytes / (rank * elem) + 15) / 16 * 16;
+      const int64_t rows_per = std::max(min_rows, ((width + threads - 1) / threads + 15) / 16 * 16);
+      for (int64_t n = 0; n < width; n += rows_per)
+        span_items.push_back({static_cast<int32_t>(t), n, std::min(width, n + rows_per)});
+    }
+    sc.span_out.resize(static_cast<size_t>(offset));
+  }
 
   const bool bf16 = a.weight_dtype == LM_BF16;
   // Small sites (r16 at decode: ~100 KB of weights) cost less than the two hand-offs to the pool;
@@ -298,6 +329,50 @@ void LoraJob::expand_columns(int64_t c0, int64_t c1) const {
       profile::record_expand_call(
           (ne - nb) * rank * (bf16 ? 2 : 4),
           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+  }
+}
+
+int64_t LoraJob::span_count() const {
+  return scratch_ ? static_cast<int64_t>(static_cast<const Scratch*>(scratch_)->span_items.size()) : 0;
+}
+
+void LoraJob::span(int64_t i) const {
+  const LoraArgs& a = args_;
+  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
+  const Item& it = sc.span_items[static_cast<size_t>(i)];
+  const Task& task = sc.tasks[static_cast<size_t>(it.task)];
+  const Segment& seg = sc.segments[static_cast<size_t>(task.segment)];
+  const int64_t idx = static_cast<int64_t>(seg.key) * a.n_slices + task.slice;
+  const int64_t rank = a.rank[idx];
+  const float* hb = sc.h.data() + task.h_offset;
+  float* o = const_cast<float*>(sc.span_out.data()) + task.span_offset + it.begin;
+  const bool bf16 = a.weight_dtype == LM_BF16;
+  const bool timing = profile::thread_timing();
+  const auto t0 = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  // Columns [begin, end) of the slice, as expand_block computes them (one tile row's dot each).
+  if (bf16) {
+    gemm::matmul_rows_ptr(&hb, static_cast<const uint16_t*>(a.b_pool) + a.b_offset[idx], 1, rank, it.begin, it.end, o,
+                          it.end - it.begin);
+  } else {
+    gemm::matmul_rows_ptr(&hb, static_cast<const float*>(a.b_pool) + a.b_offset[idx], 1, rank, it.begin, it.end, o,
+                          it.end - it.begin);
+  }
+  if (timing)
+    profile::record_expand_call(
+        (it.end - it.begin) * rank * (bf16 ? 2 : 4),
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+}
+
+void LoraJob::add_spans() const {
+  if (scratch_ == nullptr) return;
+  const LoraArgs& a = args_;
+  const Scratch& sc = *static_cast<const Scratch*>(scratch_);
+  for (const Task& task : sc.tasks) {
+    const Segment& seg = sc.segments[static_cast<size_t>(task.segment)];
+    const int64_t idx = static_cast<int64_t>(seg.key) * a.n_slices + task.slice;
+    const int64_t r = sc.order[static_cast<size_t>(seg.begin)];
+    add_scaled(a.y + r * a.n_out + a.slice_offset[task.slice], sc.span_out.data() + task.span_offset,
+               a.slice_width[task.slice], a.scale[idx], a.row_weight ? a.row_weight + r : nullptr);
   }
 }
 

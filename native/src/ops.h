@@ -110,6 +110,13 @@ class LoraJob {
   void expand(int64_t i) const;
   // The expand of output columns [c0, c1) of y (all slices, all rows): what expand() items cover.
   void expand_columns(int64_t c0, int64_t c1) const;
+  // One-token sites under lora_span() (else 0 spans): the expand as a few long spans, each a
+  // contiguous run of one slice's B (about the slice ÷ threads), written by span(i) to the job's
+  // scratch; every span needs every shrink item done. add_spans(), once all are done (and the base
+  // projection has written y), adds scale · span into y with expand()'s expression: the same bits.
+  int64_t span_count() const;
+  void span(int64_t i) const;
+  void add_spans() const;
   // Each phase on the pool, or on the calling thread for a small site (< 256 KB of weights).
   void run_shrink() const;
   void run_expand() const;
@@ -140,6 +147,12 @@ bool lora_fuse_expand();
 // =alt switched at every one-token step. Same bits either way.
 bool lora_coarse();
 void set_lora_coarse(bool on);  // tests: both ways in one process
+// Under lora_coarse(), one-token sites expand in spans (LoraJob::span_count) claimed in the base
+// matmul's job as soon as the shrink is done, ahead of the base rows, instead of once per run of
+// base rows (after): fewer, longer reads of B. Default on; LORAMESH_LORA_SPAN=0 off, =alt switched
+// at every one-token step. Same bits either way.
+bool lora_span();
+void set_lora_span(bool on);  // tests: both ways in one process
 // While one lives on a thread, that thread's next cpu::matmul runs these `n` items in its own pool
 // job before its rows (a LoRA site's shrink reads the same x: one fork/join instead of two). Each
 // item is done whole by one thread, so results are the same. `ran()`: the matmul took them.
@@ -155,6 +168,13 @@ class MatmulExtra {
   MatmulExtra& operator=(const MatmulExtra&) = delete;
   bool ran() const { return ran_; }
   bool after_ran() const { return after_ran_; }
+  // Spans (one-token matmuls; instead of `after`): n more items, each needing every item above done,
+  // taken in the same job ahead of the base rows once the items are. `spans_ran()`: all of them ran.
+  void set_spans(int64_t n, const std::function<void(int64_t)>* span) {
+    n_spans_ = n;
+    span_ = span;
+  }
+  bool spans_ran() const { return spans_ran_; }
   // For the step profile's fused rows: the items' bytes, and `after`'s over all n output rows.
   void set_bytes(int64_t items, int64_t after) {
     items_bytes_ = items;
@@ -166,7 +186,9 @@ class MatmulExtra {
   int64_t n_;
   const std::function<void(int64_t)>& fn_;
   const std::function<void(int64_t, int64_t)>* after_;
-  bool ran_ = false, after_ran_ = false;
+  int64_t n_spans_ = 0;
+  const std::function<void(int64_t)>* span_ = nullptr;
+  bool ran_ = false, after_ran_ = false, spans_ran_ = false;
   int64_t items_bytes_ = 0, after_bytes_ = 0;
 };
 // Whether the native step's and the LoRA servers' pools of this dtype are rewritten k-major for

@@ -120,6 +120,30 @@ const char* coarse_env() {
 }
 const bool g_alt_coarse = std::strcmp(coarse_env(), "alt") == 0;
 std::atomic<bool> g_coarse{std::strcmp(coarse_env(), "0") != 0 && !g_alt_coarse};
+// One-token sites' expand in long spans of B (ops.h, lora_span()): LORAMESH_LORA_SPAN=0 off, =alt
+// switched at every one-token step (variant 1 on).
+const char* span_env() {
+  const char* v = std::getenv("LORAMESH_LORA_SPAN");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_span = std::strcmp(span_env(), "alt") == 0;
+std::atomic<bool> g_span{std::strcmp(span_env(), "0") != 0 && !g_alt_span};
+// The expand tile's grouped load order (gemm.h, set_expand_grouped): one row pair a group by default
+// (issue 17, twenty-fifth pass B: the r128 step −1.3 to −3.3 ms in in-process pairs, 2 pairs less,
+// 4 pairs worse); LORAMESH_LORA_EXPAND_GROUPED=0 gives every pair per line, =N N pairs a group,
+// =alt (=alt:N) switches between 0 (variant 0) and 1 (N) at every one-token step. Same bits.
+const char* expand_grouped_env() {
+  const char* v = std::getenv("LORAMESH_LORA_EXPAND_GROUPED");
+  return v == nullptr ? "" : v;
+}
+const bool g_alt_expand_grouped = std::strncmp(expand_grouped_env(), "alt", 3) == 0;
+const int g_expand_grouped = [] {
+  const char* v = expand_grouped_env();
+  if (g_alt_expand_grouped) return v[3] == ':' ? std::atoi(v + 4) : 1;
+  const int n = *v == '\0' ? 1 : std::atoi(v);
+  gemm::set_expand_grouped(n);
+  return n;
+}();
 // The one-token bf16 expand's 16-row line tile (gemm.h): LORAMESH_LORA_EXPAND16=alt switches it at
 // every one-token step, for same-process comparisons with the 8-row tile. Same bits either way.
 const bool g_alt_expand16 = [] {
@@ -200,6 +224,14 @@ inline void prefetch_l2(const char* p) {
   (void)p;
 #endif
 }
+// Spins until `done` reaches `count` (the other thread's last shrink items: microseconds).
+void wait_for(const std::atomic<int64_t>& done, int64_t count) {
+  while (done.load(std::memory_order_acquire) < count) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
 // The extra items the next matmul on this thread runs in its pool job (MatmulExtra).
 thread_local MatmulExtra* t_extra = nullptr;
 std::atomic<int> g_decode_chunks{std::strcmp(decode_chunks_env(), "0") == 0 ? 0 : 1};
@@ -217,10 +249,12 @@ void set_decode_chunks(int mode) { g_decode_chunks.store(mode, std::memory_order
 int decode_chunks() { return g_decode_chunks.load(std::memory_order_relaxed); }
 bool alternating() {
   return g_alt_chunks || g_alt_fuse || g_alt_attn || g_alt_far || g_alt_expand16 || g_alt_coarse || g_alt_gemv_bytes ||
-         g_alt_gemv_seq || g_alt_gemv_unpack || g_alt_gemv_tile;
+         g_alt_gemv_seq || g_alt_gemv_unpack || g_alt_gemv_tile || g_alt_span || g_alt_expand_grouped;
 }
 bool lora_coarse() { return g_coarse.load(std::memory_order_relaxed); }
 void set_lora_coarse(bool on) { g_coarse.store(on, std::memory_order_relaxed); }
+bool lora_span() { return g_span.load(std::memory_order_relaxed); }
+void set_lora_span(bool on) { g_span.store(on, std::memory_order_relaxed); }
 void set_variant(int variant) {
   if (g_alt_chunks) set_decode_chunks(variant & 1);
   if (g_alt_fuse) set_lora_fuse(variant & 1);
@@ -232,9 +266,13 @@ void set_variant(int variant) {
   if (g_alt_gemv_seq) gemm::set_gemv_prefetch_seq((variant & 1) != 0);
   if (g_alt_gemv_unpack) gemm::set_gemv_unpack((variant & 1) != 0);
   if (g_alt_gemv_tile) gemm::set_gemv_tile((variant & 1) != 0 ? g_gemv_tile_rows : 8);
+  if (g_alt_span) g_span.store((variant & 1) != 0, std::memory_order_relaxed);
+  if (g_alt_expand_grouped) gemm::set_expand_grouped((variant & 1) != 0 ? g_expand_grouped : 0);
 }
 const char* alternating_what() {
   if (g_alt_gemv_tile) return "LORAMESH_GEMV_TILE";
+  if (g_alt_expand_grouped) return "LORAMESH_LORA_EXPAND_GROUPED";
+  if (g_alt_span) return "LORAMESH_LORA_SPAN";
   if (g_alt_gemv_unpack) return "LORAMESH_GEMV_UNPACK";
   if (g_alt_gemv_seq) return "LORAMESH_GEMV_PREFETCH_SEQ";
   if (g_alt_gemv_bytes) return "LORAMESH_GEMV_PREFETCH_BYTES";
@@ -311,9 +349,11 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
     // of one waiting for the other's last 256 KB item. Every row is still computed whole, by one
     // tile or dot product with its fixed lanes, so the bits do not depend on the split.
     const int64_t min_rows = std::max<int64_t>(8, ((int64_t(1) << 15) / std::max<int64_t>(1, row_bytes) + 7) / 8 * 8);
-    std::atomic<int64_t> next{0}, next_extra{0}, extra_done{0};
-    const std::function<void(int64_t, int64_t)>* after = extra ? extra->after_ : nullptr;
+    std::atomic<int64_t> next{0}, next_extra{0}, extra_done{0}, next_span{0};
+    const int64_t n_spans = extra && extra->span_ ? extra->n_spans_ : 0;
+    const std::function<void(int64_t, int64_t)>* after = extra && n_spans == 0 ? extra->after_ : nullptr;
     if (after) extra->after_ran_ = true;
+    if (n_spans > 0) extra->spans_ran_ = true;
     // Step profile (LORAMESH_STEP_PROFILE=1) of a job with a LoRA site: each thread's time in the
     // shrink items, the poll, the base rows and the expand runs, recorded once per thread.
     // With the profile on, every such job also records how its wall time split (JobSplit):
@@ -353,18 +393,56 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
       const bool defer = after != nullptr && lora_coarse();
       thread_local std::vector<std::pair<int64_t, int64_t>> pending;
       pending.clear();
-      if (after && !defer) {
+      int64_t spanned = 0;
+      if (n_spans > 0) {
+        // Spans (lora_span()): once every item is done, a thread takes spans before more base rows,
+        // so they are long calls early in the job and the base rows' shrinking claims even out
+        // the end. A thread out of base rows with spans left waits for the items, then takes them.
+        int64_t begin = next.load(std::memory_order_relaxed);
+        for (;;) {
+          if (next_span.load(std::memory_order_relaxed) < n_spans &&
+              extra_done.load(std::memory_order_acquire) >= n_extra) {
+            const int64_t s = next_span.fetch_add(1, std::memory_order_relaxed);
+            if (s < n_spans) {
+              t0 = now();
+              (*extra->span_)(s);
+              t_expand += ns(t0, now());
+              spanned++;
+              continue;
+            }
+          }
+          const int64_t left = n - begin;
+          if (left <= 0) break;
+          int64_t size = (left / (2 * parts) + 7) / 8 * 8;
+          size = std::max(size, min_rows);
+          if (size >= left) size = left;
+          if (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) continue;
+          t0 = now();
+          block(x, w, bias, tokens, k, n, begin, begin + size, out);
+          t_base += ns(t0, now());
+          base_rows += size;
+          begin = next.load(std::memory_order_relaxed);
+        }
+        if (next_span.load(std::memory_order_relaxed) < n_spans) {
+          t0 = now();
+          wait_for(extra_done, n_extra);
+          t1 = now();
+          t_poll += ns(t0, t1);
+          for (int64_t s = next_span.fetch_add(1, std::memory_order_relaxed); s < n_spans;
+               s = next_span.fetch_add(1, std::memory_order_relaxed)) {
+            (*extra->span_)(s);
+            spanned++;
+          }
+          t_expand += ns(t1, now());
+        }
+      } else if (after && !defer) {
         // `after` needs every item done; the rest are short (a LoRA shrink's last 64 KB items),
         // held by the other thread, so poll for them.
-        while (extra_done.load(std::memory_order_acquire) < n_extra) {
-#if defined(__x86_64__) || defined(__i386__)
-          __builtin_ia32_pause();
-#endif
-        }
+        wait_for(extra_done, n_extra);
         t0 = now();
         t_poll += ns(t1, t0);
       }
-      int64_t begin = next.load(std::memory_order_relaxed);
+      int64_t begin = n_spans > 0 ? n : next.load(std::memory_order_relaxed);
       for (;;) {
         const int64_t left = n - begin;
         if (left <= 0) break;
@@ -394,11 +472,7 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
       }
       if (!pending.empty()) {
         t0 = now();
-        while (extra_done.load(std::memory_order_acquire) < n_extra) {
-#if defined(__x86_64__) || defined(__i386__)
-          __builtin_ia32_pause();
-#endif
-        }
+        wait_for(extra_done, n_extra);
         t1 = now();
         t_poll += ns(t0, t1);
         for (const auto& [pb, pe] : pending) (*after)(pb, pe);
@@ -420,6 +494,9 @@ void matmul(const float* x, const void* w, lm_dtype w_dtype, const float* bias, 
         if (after) {
           profile::record(profile::kFusedPoll, t_poll, 0, 0);
           profile::record(profile::kFusedExpand, t_expand, 0, extra->after_bytes_ * base_rows / n);
+        } else if (n_spans > 0) {
+          profile::record(profile::kFusedPoll, t_poll, 0, 0);
+          profile::record(profile::kFusedExpand, t_expand, 0, extra->after_bytes_ * spanned / n_spans);
         }
       }
     });

@@ -78,17 +78,26 @@ class Step {
       const std::function<void(int64_t)> shrink = [&job](int64_t i) { job.shrink(i); };
       // At one token the expand runs in the same job too, on each run of base rows as it is done.
       const std::function<void(int64_t, int64_t)> expand = [&job](int64_t c0, int64_t c1) { job.expand_columns(c0, c1); };
+      // Or (cpu::lora_span(), one token) in a few long spans of B in that job, added to y after it.
+      const std::function<void(int64_t)> span = [&job](int64_t i) { job.span(i); };
       lm_status base_status;
-      bool expanded = false;
+      bool expanded = false, spanned = false;
       {
-        cpu::MatmulExtra extra(job.shrink_count(), shrink, cpu::lora_fuse_expand() && job.shrink_count() > 0 ? &expand : nullptr);
+        const bool fuse_expand = cpu::lora_fuse_expand() && job.shrink_count() > 0;
+        cpu::MatmulExtra extra(job.shrink_count(), shrink, fuse_expand ? &expand : nullptr);
+        if (fuse_expand && job.span_count() > 0) extra.set_spans(job.span_count(), &span);
         if (profile::enabled()) extra.set_bytes(job.shrink_bytes(), job.expand_bytes());
         base_status = base();
         if (base_status == LM_OK && !extra.ran()) job.run_shrink();  // a base that is no cpu::matmul
         expanded = extra.after_ran();
+        spanned = extra.spans_ran();
       }
       if (base_status != LM_OK) return base_status;
       if (expanded) return LM_OK;
+      if (spanned) {
+        job.add_spans();
+        return LM_OK;
+      }
       profile::Scope scope(profile::kSite);
       job.run_expand();
       return LM_OK;

@@ -203,16 +203,20 @@ static int check_rows_ptr(std::mt19937& rng) {
     for (size_t i = 0; i < wf.size(); i++) wb[i] = bf16(wf[i]);
     const float* xs[1] = {x.data()};
     std::vector<float> ref;
-    for (int mode : {0, 1, 2}) {  // scalar; SIMD with the 16-row tile; SIMD with the 8-row tile
+    // scalar; SIMD with the 16-row tile; SIMD with the 8-row tile; the 16-row tile's grouped load
+    // orders (1, 2 and 4 row pairs a group)
+    for (int mode : {0, 1, 2, 4, 5, 6}) {
       lm::simd::set_enabled(mode != 0);
-      lm::gemm::set_expand16(mode == 1);
+      lm::gemm::set_expand16(mode != 2);
+      lm::gemm::set_expand_grouped(mode == 4 ? 1 : mode == 5 ? 2 : mode == 6 ? 4 : 0);
       std::vector<float> out(static_cast<size_t>(re - rb));
       lm::gemm::matmul_rows_ptr(xs, wb.data(), 1, k, rb, re, out.data(), re - rb);
       if (ref.empty()) ref = out;
       else if (std::memcmp(ref.data(), out.data(), out.size() * 4) != 0) random_same = false;
     }
   }
-  std::printf("lora tiles bf16 one input, 24 random ranks and row ranges: 16-row tile, 8-row tile, scalar identical: %s\n",
+  lm::gemm::set_expand_grouped(0);
+  std::printf("lora tiles bf16 one input, 24 random ranks and row ranges: 16-row tile (every grouped order), 8-row tile, scalar identical: %s\n",
               random_same ? "yes" : "NO");
   if (!random_same) failures++;
   lm::simd::set_enabled(true);

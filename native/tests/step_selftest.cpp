@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "../src/gemm.h"
 #include "../src/local_site_backend.h"
 #include "../src/ops.h"
 #include "../src/step.h"
@@ -265,6 +266,25 @@ int main() {
     std::printf("step: one token, bf16 r32: whole-slice shrink / 16-rank items same bits %s\n",
                 same_items ? "yes" : "NO");
     if (!same_items) failures++;
+    // Two threads with the expand per run of base rows in the tile's old load order
+    // (LORAMESH_LORA_SPAN=0 LORAMESH_LORA_EXPAND_GROUPED=0) against the spans of B in the grouped
+    // order, added after the job (the default, run above).
+    std::vector<float> per_run;
+    {
+      lm::cpu::set_lora_span(false);
+      lm::gemm::set_expand_grouped(0);
+      lm::LocalSiteBackend backend({"a"}, 0, sites);
+      LM_CHECK(backend.validate());
+      One one;
+      LM_CHECK(lm::run_step(model, one.get(), &backend, &phase));
+      per_run = one.logits;
+      lm::cpu::set_lora_span(true);
+      lm::gemm::set_expand_grouped(1);
+    }
+    const bool same_spans = std::memcmp(per_run.data(), got[0].data(), V * 4) == 0;
+    std::printf("step: one token, bf16 r32: expand in spans / per run of base rows same bits %s\n",
+                same_spans ? "yes" : "NO");
+    if (!same_spans) failures++;
     One base;
     base.adapter[0] = -1;
     LM_CHECK(lm::run_step(model, base.get(), nullptr, &phase));
