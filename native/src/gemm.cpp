@@ -522,6 +522,25 @@ int64_t pairs_rows(const float* x, const uint16_t* w, const float* bias, int64_t
 // did (issue 17, nineteenth pass).
 constexpr int64_t kExpand16Ahead = 4;
 
+// The 16-row expand tile's end, shared by both load orders: the 8-element steps past the last whole
+// line, each row pair's two reductions, then the k tail, every accumulator in expand16_bf16's order.
+LM_AVX512BW __attribute__((always_inline)) inline void expand16_finish(const uint16_t* const rows[16], int64_t k,
+                                                                        const float* x, int64_t done, __m512 acc[8],
+                                                                        float out[16]) {
+  const int64_t main = k & ~int64_t(7);
+  for (int64_t i = done; i < main; i += 8) {
+    const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
+    for (int p = 0; p < 8; p++) acc[p] = _mm512_fmadd_ps(pair(rows[2 * p], rows[2 * p + 1], i), xv, acc[p]);
+  }
+  for (int p = 0; p < 8; p++) {
+    out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p]));
+    out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1));
+  }
+  for (int64_t i = main; i < k; i++) {
+    for (int r = 0; r < 16; r++) out[r] = fma1(widen(rows[r][i]), x[i], out[r]);
+  }
+}
+
 // expand16_bf16's FMAs in another load order: G row pairs at a time over all their lines (G = 1:
 // two rows' 4 lines each, 512 B of B at r128, then the next pair), instead of every pair per line
 // (16 lines 256 B apart a step). Each accumulator still takes its FMAs line by line, x0..x3 within
@@ -563,18 +582,7 @@ LM_AVX512BW void expand16_grouped(const uint16_t* const rows[16], int64_t k, con
     }
     for (int q = 0; q < G; q++) acc[g + q] = c[q];
   }
-  const int64_t main = k & ~int64_t(7);
-  for (int64_t i = lines * 32; i < main; i += 8) {
-    const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
-    for (int p = 0; p < 8; p++) acc[p] = _mm512_fmadd_ps(pair(rows[2 * p], rows[2 * p + 1], i), xv, acc[p]);
-  }
-  for (int p = 0; p < 8; p++) {
-    out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p]));
-    out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1));
-  }
-  for (int64_t i = main; i < k; i++) {
-    for (int r = 0; r < 16; r++) out[r] = fma1(widen(rows[r][i]), x[i], out[r]);
-  }
+  expand16_finish(rows, k, x, lines * 32, acc, out);
 }
 
 LM_AVX512BW void expand16_bf16(const uint16_t* const rows[16], int64_t k, const float* x, float out[16]) {
@@ -604,18 +612,7 @@ LM_AVX512BW void expand16_bf16(const uint16_t* const rows[16], int64_t k, const 
       acc[p] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(hi, high)), x3, acc[p]);
     }
   }
-  const int64_t main = k & ~int64_t(7);
-  for (int64_t i = lines * 32; i < main; i += 8) {
-    const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(x + i));
-    for (int p = 0; p < 8; p++) acc[p] = _mm512_fmadd_ps(pair(rows[2 * p], rows[2 * p + 1], i), xv, acc[p]);
-  }
-  for (int p = 0; p < 8; p++) {
-    out[2 * p] = hsum8(_mm512_castps512_ps256(acc[p]));
-    out[2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p], 1));
-  }
-  for (int64_t i = main; i < k; i++) {
-    for (int r = 0; r < 16; r++) out[r] = fma1(widen(rows[r][i]), x[i], out[r]);
-  }
+  expand16_finish(rows, k, x, lines * 32, acc, out);
 }
 
 // Rows [j, re) in 16-row tiles for one input; returns the first row not done. B's rows are
